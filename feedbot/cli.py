@@ -1,0 +1,344 @@
+"""The `feedbot` command line. Commands stay thin: they load settings and call the pipeline.
+
+Exit codes: 0 when the command ran (even if some sources failed), 2 for a configuration or
+usage error (with file, line and key), 1 for anything else that stopped the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from . import __version__
+from .config import Config, ConfigError, feedbot_home, load_config, parse_duration, sources_path
+
+if TYPE_CHECKING:
+    from .embed import Embedder
+    from .roadmap import Roadmap
+    from .store import Store
+
+
+class App:
+    """What commands share; everything is loaded on first use."""
+
+    def __init__(self, sources: str | None = None) -> None:
+        self.sources_file = Path(sources) if sources else sources_path()
+
+    @cached_property
+    def config(self) -> Config:
+        cfg = load_config(self.sources_file)
+        check_stage(cfg, self.roadmap_for(cfg))
+        return cfg
+
+    def roadmap_for(self, cfg: Config) -> Roadmap:
+        from .roadmap import load_roadmap
+
+        path = cfg.learner.roadmap
+        if path and not Path(path).is_absolute() and cfg.path is not None:
+            path = str(cfg.path.parent / path)
+        return load_roadmap(path)
+
+    @cached_property
+    def roadmap(self) -> Roadmap:
+        return self.roadmap_for(self.config)
+
+    @cached_property
+    def home(self) -> Path:
+        return feedbot_home()
+
+    @cached_property
+    def store(self) -> Store:
+        from .store import Store
+
+        return Store.open(self.home)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        from .embed import Embedder
+
+        return Embedder()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def check_stage(cfg: Config, roadmap: Roadmap) -> None:
+    if cfg.learner.stage not in roadmap.ids:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.learner.stage, roadmap.ids, n=1)
+        line = _line_of_key(cfg.path, "stage")
+        raise ConfigError(cfg.path, f"unknown stage {cfg.learner.stage!r}", line=line,
+                          key="learner.stage",
+                          hint=f"did you mean '{close[0]}'?" if close else
+                          "see `feedbot stage list`")
+
+
+def _line_of_key(path: Path | None, key: str) -> int | None:
+    if path is None or not path.exists():
+        return None
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip().startswith(f"{key}:"):
+            return n
+    return None
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"feedbot: {message}", err=True)
+    sys.exit(code)
+
+
+class FeedbotGroup(click.Group):
+    """Turns configuration errors into one clear line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            fail(str(e), 2)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+
+@click.group(cls=FeedbotGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="feedbot %(version)s")
+@click.option("--sources", "sources", envvar="FEEDBOT_SOURCES", metavar="FILE",
+              help="sources.yaml to use (default: $FEEDBOT_SOURCES, ./sources.yaml, "
+                   "$FEEDBOT_HOME/sources.yaml).")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.pass_context
+def main(ctx: click.Context, sources: str | None, verbose: int) -> None:
+    """feedbot: follow researchers, blogs and arXiv; rank what they publish for your
+    deep-learning roadmap stage."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = App(sources)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+# --- collect ----------------------------------------------------------------------------------
+
+def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
+                echo: bool = True) -> list[Any]:
+    from .collect import collect, summarize
+    from .pipeline import embed_pending
+
+    def show(report: Any) -> None:
+        if echo:
+            click.echo(report.line(), err=due_only)
+
+    try:
+        reports = collect(app.config, app.store, now=app.now(), only=only, due_only=due_only,
+                          on_done=show)
+    except KeyError as e:
+        fail(str(e.args[0]), 2)
+    if echo and not due_only:
+        click.echo(summarize(reports))
+    embed_pending(app.store, app.embedder, app.now(), echo=lambda m: click.echo(m, err=True))
+    return reports
+
+
+@main.command()
+@click.option("--source", "only", metavar="NAME", help="Collect only this source (or person).")
+@pass_app
+def collect(app: App, only: str | None) -> None:
+    """Fetch all sources now (or one), one line per source."""
+    run_collect(app, only=only)
+
+
+# --- digest -----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--stage", "stage_id", metavar="ID", help="Rank for this stage instead of yours.")
+@click.option("--limit", type=click.IntRange(1, 100), help="How many items (default: "
+              "learner.digest_size).")
+@click.option("--since", metavar="AGE", help="Look back this far, e.g. 24h, 7d (default: "
+              "learner.since).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]),
+              default="text", show_default=True)
+@click.option("--no-collect", is_flag=True, help="Do not collect stale sources first.")
+@click.option("--explain", is_flag=True, help="Show the parts of each score.")
+@pass_app
+def digest(app: App, stage_id: str | None, limit: int | None, since: str | None, fmt: str,
+           no_collect: bool, explain: bool) -> None:
+    """Print the ranked digest for your current roadmap stage."""
+    from . import render
+    from .pipeline import make_digest
+
+    cfg = app.config
+    if stage_id is not None and stage_id not in app.roadmap.ids:
+        fail(f"unknown stage {stage_id!r}; see `feedbot stage list`", 2)
+    window = None
+    if since is not None:
+        try:
+            window = timedelta(seconds=parse_duration(since))
+        except ValueError as e:
+            fail(f"--since: {e}", 2)
+    if not no_collect and cfg.sources():
+        run_collect(app, due_only=True)
+    d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=app.now(),
+                    stage_id=stage_id, limit=limit, since=window)
+    if fmt == "json":
+        click.echo(render.render_json(d, explain), nl=False)
+    elif fmt == "markdown":
+        click.echo(render.render_markdown(d, explain), nl=False)
+    elif fmt == "html":
+        click.echo(render.render_html(d, explain), nl=False)
+    else:
+        from rich.console import Console
+
+        render.print_text(d, Console(soft_wrap=False, highlight=False), explain)
+
+
+# --- stage ------------------------------------------------------------------------------------
+
+@main.group(invoke_without_command=True)
+@pass_app
+@click.pass_context
+def stage(ctx: click.Context, app: App) -> None:
+    """Show your current roadmap stage (subcommands: list, set, next)."""
+    if ctx.invoked_subcommand is None:
+        st = app.roadmap.get(app.config.learner.stage)
+        click.echo(f"stage {st.index + 1}/{len(app.roadmap.stages)}: {st.id} — {st.title}")
+        click.echo(st.summary)
+        if st.resources:
+            click.echo("resources:")
+            for r in st.resources:
+                click.echo(f"  - {r.title}: {r.url}")
+
+
+@stage.command("list")
+@pass_app
+def stage_list(app: App) -> None:
+    """List the roadmap's stages; yours is marked."""
+    current = app.config.learner.stage
+    for st in app.roadmap.stages:
+        mark = "*" if st.id == current else " "
+        click.echo(f"{mark} {st.index + 1:>2}. {st.id:<24} {st.title}")
+
+
+@stage.command("set")
+@click.argument("stage_id", metavar="ID")
+@pass_app
+def stage_set(app: App, stage_id: str) -> None:
+    """Move to stage ID (edits sources.yaml, comments kept)."""
+    from .sources_edit import set_stage
+
+    if stage_id not in app.roadmap.ids:
+        fail(f"unknown stage {stage_id!r}; stages: {', '.join(app.roadmap.ids)}", 2)
+    set_stage(app.sources_file, stage_id)
+    st = app.roadmap.get(stage_id)
+    click.echo(f"stage set to {st.id} — {st.title}")
+
+
+@stage.command("next")
+@pass_app
+def stage_next(app: App) -> None:
+    """Move on to the next stage of the roadmap."""
+    from .sources_edit import set_stage
+
+    nxt = app.roadmap.next_after(app.config.learner.stage)
+    if nxt is None:
+        click.echo("you are at the last stage of the roadmap; nothing to move on to")
+        return
+    set_stage(app.sources_file, nxt.id)
+    click.echo(f"stage set to {nxt.id} — {nxt.title}")
+
+
+# --- sources, feedback, doctor, init -------------------------------------------------------------
+
+@main.command()
+@pass_app
+def sources(app: App) -> None:
+    """List sources with their health: last success, last error, item count."""
+    from .pipeline import source_health
+
+    rows = source_health(app.config, app.store, app.now())
+    if not rows:
+        click.echo("no sources configured; add blogs, arxiv queries or people to "
+                   f"{app.sources_file}")
+        return
+    person = None
+    for r in rows:
+        if r["person"] != person and r["person"]:
+            person = r["person"]
+            click.echo(f"{person}:")
+        indent = "    " if r["person"] else ""
+        click.echo(f"{indent}{r['name']:<40} {r['health']:<8} items {r['items']:<5} "
+                   f"last ok {r['last_success']}{'  error: ' + r['error'] if r['error'] else ''}")
+
+
+@main.command()
+@click.argument("item")
+@click.argument("value", type=click.Choice(["up", "down", "later"]))
+@click.option("--chat", default="cli", show_default=True, help="Whose feedback this is.")
+@pass_app
+def feedback(app: App, item: str, value: str, chat: str) -> None:
+    """Record 👍 (up), 👎 (down) or read-later for ITEM (an id from the digest, or its URL)."""
+    found = app.store.get_item(item)
+    if found is None:
+        fail(f"no stored item {item!r}; use an id from `feedbot digest --format json` "
+             "or the item's URL", 2)
+    app.store.set_feedback(chat, found.id, value, app.now())
+    click.echo(f"{value}: {found.item.title} [{found.id}]")
+
+
+@main.command()
+@pass_app
+def doctor(app: App) -> None:
+    """Show where feedbot keeps its data, the model and the device it embeds on."""
+    from .embed import Embedder
+
+    click.echo(f"feedbot {__version__}")
+    click.echo(f"sources: {app.sources_file}")
+    click.echo(f"home: {app.home}")
+    emb = Embedder()
+    click.echo(f"model: {emb.model_name} ({emb.model_ref})")
+    try:
+        click.echo(f"device: {emb.device} (FEEDBOT_DEVICE={emb.device_pref})")
+        click.echo(f"backend: {emb.backend_name}")
+    except Exception as e:  # a broken model install is exactly what doctor is for
+        click.echo(f"model could not be loaded: {type(e).__name__}: {e}")
+    try:
+        cfg = app.config
+        click.echo(f"stage: {cfg.learner.stage}; {len(cfg.sources())} sources")
+    except ConfigError as e:
+        click.echo(f"configuration problem: {e}")
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@pass_app
+def init(app: App, force: bool) -> None:
+    """Write a starter sources.yaml (to --sources / $FEEDBOT_SOURCES / ./sources.yaml)."""
+    from .config import packaged_sources
+
+    target = app.sources_file
+    if target.exists() and not force:
+        fail(f"{target} exists; use --force to overwrite", 2)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(packaged_sources().read_text(encoding="utf-8"), encoding="utf-8")
+    click.echo(f"wrote {target}")
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (follow, run, OPML) register themselves."""
+    import importlib
+
+    for name in ("feedbot.cli_follow", "feedbot.cli_run"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
+_register_optional()

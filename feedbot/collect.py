@@ -1,0 +1,195 @@
+"""Collect sources: decide which are due, fetch them concurrently and politely, store the items.
+
+One broken source is that source's result (recorded in the store, shown to the user); it never
+stops the others. Feeds run concurrently, bounded overall and per host; arXiv queries go one at a
+time through the shared gate. Collection never ranks or renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+
+from .collectors import Collected, Context
+from .collectors.arxiv_api import ArxivFetchError, ArxivGate, collect_arxiv
+from .collectors.feeds import FeedError, collect_feed
+from .config import Config, SourceSpec
+from .http import FetchError, make_client
+from .store import SourceState, Store
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT = 32
+PER_HOST = 4
+BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, capped by interval
+
+Collector = Callable[[Context, SourceSpec, str, str], Awaitable[Collected]]
+
+
+class SourceDisabled(Exception):
+    """The source cannot run in this setup (e.g. no X token); not counted as a failure."""
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    name: str
+    label: str
+    status: str  # "ok", "not-modified", "error", "skipped", "disabled"
+    new: int = 0
+    updated: int = 0
+    seen: int = 0
+    error: str = ""
+    warning: str = ""
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        if self.status == "ok":
+            detail = f"{self.new} new" + (f", {self.updated} updated" if self.updated else "")
+            detail += f" ({self.seen} in feed)"
+            if self.warning:
+                detail += f"; {self.warning}"
+        elif self.status == "not-modified":
+            detail = "not modified"
+        elif self.status == "skipped":
+            detail = "skipped: " + (self.error or "not due yet")
+        elif self.status == "disabled":
+            detail = "off: " + self.error
+        else:
+            detail = "error: " + self.error
+        return f"{self.name}: {detail}"
+
+
+def next_due(state: SourceState, interval: float) -> datetime | None:
+    """When a source should next be fetched (None: now). Pure.
+
+    After failures the wait is BACKOFF_BASE doubled per consecutive failure, never longer
+    than the source's interval; a server's Retry-After always wins.
+    """
+    if state.retry_after is not None:
+        return state.retry_after
+    if state.last_attempt is None:
+        return None
+    wait = min(interval, BACKOFF_BASE * 2 ** (state.failures - 1)) if state.failures else interval
+    return state.last_attempt + timedelta(seconds=wait)
+
+
+def is_due(state: SourceState, interval: float, now: datetime) -> bool:
+    due = next_due(state, interval)
+    return due is None or due <= now
+
+
+def collectors() -> dict[str, Collector]:
+    table: dict[str, Collector] = {"feed": collect_feed, "arxiv": collect_arxiv}
+    try:
+        from .collectors.x import collect_x
+    except ImportError:  # pragma: no cover - X support is optional at import time
+        pass
+    else:
+        table["x"] = collect_x
+    return table
+
+
+def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
+    """All sources, or those whose name (or person) matches `only`, case-insensitively."""
+    specs = cfg.sources()
+    if only is None:
+        return specs
+    want = only.casefold()
+    chosen = [s for s in specs if want in (s.name.casefold(), s.person.casefold())]
+    if not chosen:
+        names = ", ".join(sorted({s.person or s.name for s in specs}))
+        raise KeyError(f"no source named {only!r}; sources: {names}")
+    return chosen
+
+
+async def collect_async(
+    cfg: Config, store: Store, *, now: datetime, only: str | None = None,
+    due_only: bool = False, http: httpx.AsyncClient | None = None,
+    arxiv: ArxivGate | None = None, on_done: Callable[[SourceReport], None] | None = None,
+    extra: dict[str, object] | None = None,
+) -> list[SourceReport]:
+    specs = select_sources(cfg, only)
+    own_client = http is None
+    ctx = Context(now=now, http=http or make_client(), arxiv=arxiv or ArxivGate(),
+                  extra=dict(extra or {}))
+    table = collectors()
+    overall = asyncio.Semaphore(MAX_CONCURRENT)
+    hosts: dict[str, asyncio.Semaphore] = {}
+
+    async def one(spec: SourceSpec) -> SourceReport:
+        host = urlsplit(spec.target).hostname or spec.kind if spec.kind == "feed" else spec.kind
+        sem = hosts.setdefault(host, asyncio.Semaphore(PER_HOST))
+        async with overall, sem:
+            report = await collect_one(ctx, store, spec, table, due_only=due_only)
+        if on_done is not None:
+            on_done(report)
+        return report
+
+    try:
+        return list(await asyncio.gather(*(one(s) for s in specs)))
+    finally:
+        if own_client:
+            await ctx.http.aclose()
+
+
+async def collect_one(ctx: Context, store: Store, spec: SourceSpec,
+                      table: dict[str, Collector], *, due_only: bool = False) -> SourceReport:
+    state = store.source_state(spec.name)
+    if due_only and not is_due(state, spec.interval, ctx.now):
+        return SourceReport(spec.name, spec.label, "skipped")
+    collector = table.get(spec.kind)
+    if collector is None:
+        return SourceReport(spec.name, spec.label, "disabled",
+                            error=f"no collector for {spec.kind} sources")
+    started = time.monotonic()
+    try:
+        got = await collector(ctx, spec, state.etag, state.last_modified)
+    except SourceDisabled as e:
+        return SourceReport(spec.name, spec.label, "disabled", error=str(e))
+    except (FetchError, FeedError, ArxivFetchError) as e:
+        retry = getattr(e, "retry_after", None)
+        store.record_failure(spec.name, ctx.now, str(e), retry_after=retry)
+        return SourceReport(spec.name, spec.label, "error", error=str(e),
+                            seconds=time.monotonic() - started)
+    except Exception as e:  # a bug or a surprise in one source must not stop the others
+        log.exception("collecting %s failed", spec.name)
+        msg = f"unexpected {type(e).__name__}: {e}"
+        store.record_failure(spec.name, ctx.now, msg)
+        return SourceReport(spec.name, spec.label, "error", error=msg,
+                            seconds=time.monotonic() - started)
+    result = store.upsert_items(got.items, ctx.now)
+    after_store = ctx.extra.get("after_store")
+    if callable(after_store):
+        after_store(store, spec, got, ctx.now)
+    store.record_success(spec.name, ctx.now, etag=got.etag, last_modified=got.last_modified,
+                         cursor=got.cursor)
+    status = "not-modified" if got.not_modified else "ok"
+    return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
+                        seen=len(got.items), warning=got.warning,
+                        seconds=time.monotonic() - started)
+
+
+def collect(cfg: Config, store: Store, *, now: datetime, **kw: object) -> list[SourceReport]:
+    """Synchronous wrapper for the CLI."""
+    return asyncio.run(collect_async(cfg, store, now=now, **kw))  # type: ignore[arg-type]
+
+
+def jitter(seconds: float, fraction: float = 0.1, rng: random.Random | None = None) -> float:
+    """A random offset of up to ±fraction·seconds, so sources are not all hit at once."""
+    r = rng or random
+    return seconds * fraction * (2 * r.random() - 1)
+
+
+def summarize(reports: Sequence[SourceReport]) -> str:
+    ok = sum(r.status in ("ok", "not-modified") for r in reports)
+    err = sum(r.status == "error" for r in reports)
+    new = sum(r.new for r in reports)
+    return f"{len(reports)} sources: {ok} ok, {err} failed, {new} new items"

@@ -1,0 +1,36 @@
+"""Collectors: one per kind of source. Each does its I/O and returns plain `Item`s.
+
+A collector raises on failure; `feedbot.collect` records the error against that source and
+goes on with the others. Collectors never touch the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from ..items import Item
+
+
+@dataclass
+class Collected:
+    items: list[Item]
+    not_modified: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
+    cursor: str | None = None  # e.g. X since_id
+    warning: str = ""
+
+
+@dataclass
+class Context:
+    """What collectors share during one collection run."""
+
+    now: datetime
+    http: httpx.AsyncClient
+    arxiv: Any = None  # collectors.arxiv_api.ArxivGate
+    x: Any = None  # collectors.x.XGate, when X is configured
+    extra: dict[str, Any] = field(default_factory=dict)

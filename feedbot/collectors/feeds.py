@@ -1,0 +1,178 @@
+"""RSS 2.0 / RSS 1.0 / Atom (feedparser) and JSON Feed: bytes in, Items out.
+
+`parse_feed` is a pure function of the bytes; `collect_feed` does the one conditional GET
+through the shared client and hands the body to it. A 304 costs no parsing.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+
+from ..config import SourceSpec
+from ..http import Fetched, fetch
+from ..items import Item, split_arxiv_id
+from ..text import extract_links, html_to_text, shorten
+from . import Collected, Context
+
+MAX_SUMMARY = 2000
+
+
+class FeedError(Exception):
+    """The body is not a feed we can read."""
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str
+    items: list[Item]
+    warning: str = ""  # feed was malformed but usable
+
+
+def parse_feed(content: bytes, source: str, *, base_url: str = "", kind: str = "post",
+               person: str = "", content_type: str = "") -> ParsedFeed:
+    """Parse any feed format from bytes. Raises FeedError when nothing usable is there."""
+    head = content[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"{") or "json" in content_type.lower():
+        return _parse_json_feed(content, source, base_url, kind, person)
+    d = feedparser.parse(content, response_headers={"content-location": base_url,
+                                                    "content-type": content_type or "text/xml"})
+    if not d.entries:
+        if d.bozo:
+            raise FeedError(f"not a feed: {_bozo_reason(d.bozo_exception)}")
+        if not d.version:
+            raise FeedError("not a feed: no RSS, Atom or JSON Feed content found")
+    link = d.feed.get("link") or base_url
+    items = [it for e in d.entries if (it := _entry_item(e, source, link, kind, person))]
+    if d.entries and not items:
+        raise FeedError("feed has entries but none with a title or link")
+    warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if d.bozo else ""
+    return ParsedFeed(html_to_text(d.feed.get("title", "")), items, warning)
+
+
+def _bozo_reason(exc: Any) -> str:
+    text = str(getattr(exc, "getMessage", lambda: exc)()) if exc else "unknown problem"
+    return shorten(text, 160)
+
+
+def _struct_to_dt(st: Any) -> datetime | None:
+    if not st:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(st), UTC)
+    except (OverflowError, ValueError, TypeError):
+        return None
+
+
+def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item | None:
+    link = e.get("link") or ""
+    if not link:
+        for candidate in e.get("links", []):
+            if candidate.get("rel", "alternate") == "alternate" and candidate.get("href"):
+                link = candidate["href"]
+                break
+    guid = str(e.get("id") or "")
+    if not link and guid.startswith(("http://", "https://")):
+        link = guid
+    if link and base:
+        link = urljoin(base, link)
+    html_body = ""
+    if e.get("content"):
+        html_body = e["content"][0].get("value", "") or ""
+    html_body = html_body or e.get("summary", "") or ""
+    summary = shorten(html_to_text(html_body), MAX_SUMMARY)
+    title = html_to_text(e.get("title", ""))
+    if not title:
+        title = shorten(summary, 90) if summary else ""
+    if not title and not link:
+        return None
+    authors = tuple(dict.fromkeys(
+        a for a in (html_to_text(x.get("name", "")) for x in e.get("authors", [])) if a
+    )) or ((html_to_text(e["author"]),) if e.get("author") else ())
+    published = _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed")
+                              or e.get("created_parsed"))
+    arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
+    links = tuple(extract_links(html_body)) if kind == "social" else ()
+    return Item(
+        title=title or link, url=link, source=source, kind=kind, authors=authors,
+        published=published, summary=summary, guid=guid, arxiv_id=arxiv_id,
+        arxiv_version=version, links=links, person=person,
+    )
+
+
+def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
+                     person: str) -> ParsedFeed:
+    try:
+        doc = json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FeedError(f"not a feed: invalid JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise FeedError("not a feed: JSON without an 'items' list")
+    if "jsonfeed.org" not in str(doc.get("version", "")):
+        raise FeedError("not a feed: JSON that is not a JSON Feed (no jsonfeed.org version)")
+    base = doc.get("home_page_url") or base
+    feed_authors = _json_authors(doc)
+    items = []
+    for e in doc["items"]:
+        if not isinstance(e, dict):
+            continue
+        link = str(e.get("url") or e.get("external_url") or "")
+        if link and base:
+            link = urljoin(base, link)
+        body = str(e.get("content_html") or e.get("summary") or e.get("content_text") or "")
+        summary = shorten(html_to_text(body), MAX_SUMMARY)
+        title = html_to_text(str(e.get("title") or "")) or shorten(summary, 90)
+        if not title and not link:
+            continue
+        published = _iso(e.get("date_published") or e.get("date_modified"))
+        arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
+        items.append(Item(
+            title=title or link, url=link, source=source, kind=kind,
+            authors=_json_authors(e) or feed_authors, published=published, summary=summary,
+            guid=str(e.get("id") or ""), arxiv_id=arxiv_id, arxiv_version=version,
+            links=tuple(extract_links(body)) if kind == "social" else (), person=person,
+        ))
+    if doc["items"] and not items:
+        raise FeedError("feed has entries but none with a title or link")
+    return ParsedFeed(html_to_text(str(doc.get("title") or "")), items)
+
+
+def _json_authors(obj: dict[str, Any]) -> tuple[str, ...]:
+    raw = obj.get("authors") or ([obj["author"]] if isinstance(obj.get("author"), dict) else [])
+    names = (html_to_text(str(a.get("name") or "")) for a in raw if isinstance(a, dict))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+_TZ_FIX = re.compile(r"Z$")
+
+
+def _iso(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(_TZ_FIX.sub("+00:00", value.strip()))
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def feed_kind(spec: SourceSpec) -> str:
+    return "social" if spec.name.endswith(("/bluesky", "/mastodon")) else "post"
+
+
+async def collect_feed(ctx: Context, spec: SourceSpec, etag: str, last_modified: str) -> Collected:
+    """Conditional GET, then parse. Raises FetchError / FeedError for the caller to record."""
+    got: Fetched = await fetch(ctx.http, spec.target, etag=etag, last_modified=last_modified)
+    if got.not_modified:
+        return Collected([], not_modified=True, etag=got.etag, last_modified=got.last_modified)
+    parsed = parse_feed(got.content, spec.name, base_url=got.url, kind=feed_kind(spec),
+                        person=spec.person, content_type=got.content_type)
+    return Collected(parsed.items, etag=got.etag, last_modified=got.last_modified,
+                     warning=parsed.warning)

@@ -1,0 +1,447 @@
+"""Load and validate `sources.yaml` once, at the edge, and expand it into concrete sources.
+
+Errors name the file, the line, the key and, where we can guess, what was meant. Nothing here
+touches the network or the database; editing the file lives in `sources_edit.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+DEFAULT_STAGE = "deep-learning"
+
+
+class ConfigError(Exception):
+    """A problem in sources.yaml, located as precisely as we can."""
+
+    def __init__(self, path: str | Path | None, message: str, line: int | None = None,
+                 key: str = "", hint: str = "") -> None:
+        self.path = str(path) if path else "<sources>"
+        self.line = line
+        self.key = key
+        self.message = message
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path + (f":{self.line}" if self.line else "")
+        text = f"{where}: {self.key + ': ' if self.key else ''}{self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """`90`, `"30m"`, `"6h"`, `"7d"` → seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 6h, 1d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Learner(_Model):
+    stage: str = DEFAULT_STAGE
+    roadmap: str | None = None  # path to a roadmap YAML of the learner's own
+    digest_time: str = "08:00"  # local time of the daily Telegram digest
+    timezone: str = "UTC"
+    digest_size: int = Field(default=10, ge=1, le=50)
+    empty_digest: Literal["say", "silent"] = "say"
+    since: str = "7d"  # default look-back window of a digest
+
+    @field_validator("digest_time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v):
+            raise ValueError("must be HH:MM in 24-hour time, e.g. 08:00")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin") from None
+        return v
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Defaults(_Model):
+    interval: str = "6h"  # how often each source is collected
+    weight: float = Field(default=1.0, ge=0)
+    max_items: int = Field(default=50, ge=1, le=500)  # per arXiv query / X timeline read
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class _SourceOptions(_Model):
+    weight: float | None = Field(default=None, ge=0)
+    interval: str | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+
+class Blog(_SourceOptions):
+    name: str = Field(min_length=1)
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL of an RSS, Atom or JSON feed")
+        return v
+
+
+class ArxivQuery(_SourceOptions):
+    name: str = Field(min_length=1)
+    query: str | None = None  # arXiv API search_query, e.g. 'cat:cs.CV AND abs:tutorial'
+    category: str | None = None  # shorthand for query 'cat:<category>'
+    max_results: int | None = Field(default=None, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ArxivQuery:
+        if bool(self.query) == bool(self.category):
+            raise ValueError("give exactly one of 'query' or 'category'")
+        return self
+
+    @property
+    def search_query(self) -> str:
+        return self.query or f"cat:{self.category}"
+
+
+class Person(_SourceOptions):
+    name: str = Field(min_length=1)
+    x: str | None = None  # X handle, without @
+    bluesky: str | None = None  # e.g. someone.bsky.social
+    mastodon: str | None = None  # @user@instance
+    arxiv: str | None = None  # author name as arXiv lists it
+    blog: str | None = None  # feed URL of their blog
+    replies: bool = False  # X: include replies
+    retweets: bool = False  # X: include retweets
+
+    @field_validator("x")
+    @classmethod
+    def _x(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.lstrip("@")
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", v):
+            raise ValueError("an X handle is 1-15 letters, digits or underscores")
+        return v
+
+    @field_validator("mastodon")
+    @classmethod
+    def _mastodon(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"@?[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]+", v):
+            raise ValueError("a Mastodon account looks like @user@instance.social")
+        return v
+
+    @field_validator("bluesky")
+    @classmethod
+    def _bluesky(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.lstrip("@")
+        if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]+", v):
+            raise ValueError("a Bluesky handle looks like someone.bsky.social")
+        return v
+
+    @field_validator("blog")
+    @classmethod
+    def _blog(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL of the blog's feed")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> Person:
+        if not any((self.x, self.bluesky, self.mastodon, self.arxiv, self.blog)):
+            raise ValueError("a person needs at least one of x, bluesky, mastodon, arxiv, blog")
+        return self
+
+
+class Telegram(_Model):
+    allowed_chats: list[int] = Field(default_factory=list)
+
+
+class Ranking(_Model):
+    """Ranking weights; see `feedbot/rank.py` for what each one does."""
+
+    similarity: float = 1.0  # fit to the current stage
+    contrast: float = 0.5  # how much better it fits this stage than the others
+    recency: float = 0.15  # bonus for new items, decaying with recency_half_life
+    recency_half_life: str = "3d"
+    source: float = 0.1  # per-source weight (log scale) from sources.yaml
+    feedback: float = 0.5  # the learner's 👍/👎 model
+    level: float = 0.05  # prefer tutorials and surveys in early stages
+    mmr: float = 0.7  # maximal marginal relevance lambda (1 = no diversity)
+    per_source_cap: int = Field(default=3, ge=1)
+
+    @field_validator("recency_half_life")
+    @classmethod
+    def _hl(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Config(_Model):
+    learner: Learner = Field(default_factory=Learner)
+    defaults: Defaults = Field(default_factory=Defaults)
+    blogs: list[Blog] = Field(default_factory=list)
+    arxiv: list[ArxivQuery] = Field(default_factory=list)
+    people: list[Person] = Field(default_factory=list)
+    telegram: Telegram = Field(default_factory=Telegram)
+    ranking: Ranking = Field(default_factory=Ranking)
+
+    # Set by load_config; not part of the file.
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for section in ("blogs", "arxiv", "people"):
+            for entry in getattr(self, section):
+                low = entry.name.casefold()
+                if low in seen:
+                    raise ValueError(f"duplicate name {entry.name!r} in {section}")
+                seen.add(low)
+        return self
+
+    def sources(self) -> list[SourceSpec]:
+        return expand_sources(self)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One concrete thing to collect: a feed URL, an arXiv query or an X account."""
+
+    name: str  # unique; what `--source` and the store use
+    kind: Literal["feed", "arxiv", "x"]
+    target: str  # feed URL, arXiv search query or X handle
+    label: str  # how the digest names it: "Andrej Karpathy on X"
+    weight: float = 1.0
+    interval: float = 6 * 3600.0
+    person: str = ""
+    max_items: int = 50
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+_PERSON_PLACES = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon", "arxiv": "arXiv",
+                  "blog": "their blog"}
+
+
+def bluesky_feed_url(handle: str) -> str:
+    return f"https://bsky.app/profile/{handle.lstrip('@')}/rss"
+
+
+def mastodon_feed_url(account: str) -> str:
+    user, instance = account.lstrip("@").split("@", 1)
+    return f"https://{instance}/@{user}.rss"
+
+
+def expand_sources(cfg: Config) -> list[SourceSpec]:
+    d = cfg.defaults
+    out: list[SourceSpec] = []
+
+    def common(entry: _SourceOptions) -> dict[str, Any]:
+        return {
+            "weight": entry.weight if entry.weight is not None else d.weight,
+            "interval": parse_duration(entry.interval or d.interval),
+        }
+
+    for b in cfg.blogs:
+        out.append(SourceSpec(b.name, "feed", b.url, b.name, **common(b)))
+    for q in cfg.arxiv:
+        out.append(SourceSpec(q.name, "arxiv", q.search_query, f"arXiv {q.name}",
+                              max_items=q.max_results or d.max_items, **common(q)))
+    for p in cfg.people:
+        c = common(p)
+        places: list[tuple[str, Literal["feed", "arxiv", "x"], str]] = []
+        if p.x:
+            places.append(("x", "x", p.x))
+        if p.bluesky:
+            places.append(("bluesky", "feed", bluesky_feed_url(p.bluesky)))
+        if p.mastodon:
+            places.append(("mastodon", "feed", mastodon_feed_url(p.mastodon)))
+        if p.arxiv:
+            places.append(("arxiv", "arxiv", f'au:"{p.arxiv}"'))
+        if p.blog:
+            places.append(("blog", "feed", p.blog))
+        for place, kind, target in places:
+            out.append(SourceSpec(
+                f"{p.name}/{place}", kind, target, f"{p.name} on {_PERSON_PLACES[place]}",
+                person=p.name, max_items=d.max_items,
+                options={"replies": p.replies, "retweets": p.retweets}, **c))
+    return out
+
+
+# --- locating files -------------------------------------------------------------------------
+
+def feedbot_home() -> Path:
+    """The data directory: `$FEEDBOT_HOME`, else the user's data dir."""
+    env = os.environ.get("FEEDBOT_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("feedbot", appauthor=False))
+
+
+def packaged_sources() -> Path:
+    return Path(__file__).parent / "data" / "sources.yaml"
+
+
+def sources_path() -> Path:
+    """`$FEEDBOT_SOURCES`, else `./sources.yaml`, else `$FEEDBOT_HOME/sources.yaml`."""
+    env = os.environ.get("FEEDBOT_SOURCES")
+    if env:
+        return Path(env).expanduser()
+    local = Path("sources.yaml")
+    if local.exists():
+        return local
+    return feedbot_home() / "sources.yaml"
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    return y
+
+
+def parse_yaml(text: str, path: str | Path | None = None) -> Any:
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(path, f"not valid YAML: {e.problem or e.context}", line=line) from None
+
+
+def load_config(path: str | Path | None = None, text: str | None = None) -> Config:
+    """Read, parse and validate sources.yaml. Raises ConfigError with file, line and key."""
+    p = Path(path) if path is not None else sources_path()
+    if text is None:
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(p, "file not found", hint="set FEEDBOT_SOURCES or run "
+                              "`feedbot init` to create a starter sources.yaml") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(p, f"cannot read: {e}") from None
+    doc = parse_yaml(text, p)
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, dict):
+        raise ConfigError(p, "the top level must be a mapping (learner:, blogs:, ...)", line=1)
+    try:
+        cfg = Config.model_validate(_plain(doc))
+    except ValidationError as e:
+        raise _located(e, doc, p) from None
+    cfg.path = p
+    return cfg
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
+    first = err.errors()[0]
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    line, node = _line_of(doc, loc)
+    key = _dotted(loc)
+    hint = ""
+    if first["type"] == "extra_forbidden" and loc:
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        msg = "unknown key"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            msg = "required key is missing"
+    if len(err.errors()) > 1:
+        msg += f" (and {len(err.errors()) - 1} more problem(s))"
+    return ConfigError(path, msg, line=line, key=key, hint=hint)
+
+
+def _line_of(doc: Any, loc: list[Any]) -> tuple[int | None, Any]:
+    node, line = doc, 1
+    for part in loc:
+        try:
+            if isinstance(node, CommentedMap) and part in node:
+                line = node.lc.key(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except (KeyError, IndexError, AttributeError, TypeError):
+            break
+    return line, node
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        ann = info.annotation
+        args = getattr(ann, "__args__", None)
+        model = args[0] if args and isinstance(args[0], type) else ann
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return [k for k in model.model_fields if k != "path"]

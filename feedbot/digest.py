@@ -1,0 +1,169 @@
+"""Build a digest: candidates from the store, vectors from the cache, the ranker, entries out.
+
+This is the one pipeline the CLI, the bot and the scheduler all call. It does not collect,
+render or deliver; it never writes delivery state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .embed import Embedder, embed_cached
+from .items import Item
+from .rank import Candidate, StageVectors, rank
+from .roadmap import Roadmap, Stage
+from .store import Store, StoredItem
+
+DEMO_SOURCE = "feedbot demo"
+
+
+@dataclass
+class DigestEntry:
+    id: str
+    title: str
+    url: str
+    source: str  # human label of the main source: "arXiv cs.CV", "Andrej Karpathy on X"
+    kind: str
+    authors: list[str]
+    published: datetime | None
+    score: float
+    why: str
+    summary: str = ""
+    sources: list[str] = field(default_factory=list)  # every source label, main first
+    shared_by: list[str] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "url": self.url, "source": self.source,
+            "kind": self.kind, "authors": self.authors,
+            "published": self.published.isoformat() if self.published else None,
+            "score": round(self.score, 4), "why": self.why, "summary": self.summary,
+            "sources": self.sources, "shared_by": self.shared_by,
+        }
+
+
+@dataclass
+class Digest:
+    stage: Stage
+    generated_at: datetime
+    items: list[DigestEntry]
+    demo: bool = False
+    notes: list[str] = field(default_factory=list)
+    candidates: int = 0
+
+    def to_json(self, explain: bool = False) -> dict[str, Any]:
+        s = self.stage
+        items = []
+        for e in self.items:
+            d = e.to_json()
+            if explain:
+                d["parts"] = {k: round(v, 4) for k, v in e.parts.items()}
+            items.append(d)
+        return {
+            "stage": {"id": s.id, "title": s.title, "index": s.index + 1, "summary": s.summary},
+            "generated_at": self.generated_at.isoformat(),
+            "demo": self.demo,
+            "candidates": self.candidates,
+            "notes": self.notes,
+            "items": items,
+        }
+
+    def dumps(self, explain: bool = False) -> str:
+        return json.dumps(self.to_json(explain), ensure_ascii=False, indent=2)
+
+
+def stage_vectors(store: Store, embedder: Embedder, roadmap: Roadmap) -> StageVectors:
+    """Embedded texts of every stage (cached like item vectors)."""
+    labels, texts, spans = [], [], []
+    for st in roadmap.stages:
+        t = st.texts()
+        spans.append((len(texts), len(texts) + len(t)))
+        labels.append(tuple(t))
+        texts.extend(t.values())
+    X = embed_cached(store, embedder, texts)
+    return StageVectors(
+        ids=tuple(roadmap.ids), labels=tuple(labels),
+        rows=tuple(X[a:b] for a, b in spans), levels=tuple(s.level for s in roadmap.stages),
+    )
+
+
+def demo_items(now: datetime) -> list[StoredItem]:
+    """The bundled demo set (written for feedbot), dated relative to `now`."""
+    text = resources.files("feedbot").joinpath("data/demo.jsonl").read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        when = now - timedelta(days=float(d.get("days_ago", 0)))
+        it = Item(title=d["title"], url=d["url"], source=DEMO_SOURCE, kind="demo",
+                  authors=tuple(d.get("authors", ())), published=when, summary=d["summary"])
+        from .items import content_hash
+
+        out.append(StoredItem(it.id, it, (DEMO_SOURCE,), (), when, content_hash(it.embed_text)))
+    return out
+
+
+FeedbackFn = Callable[[np.ndarray, list[StoredItem]], np.ndarray | None]
+
+
+def build_digest(
+    cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, *, now: datetime,
+    stage_id: str | None = None, limit: int | None = None, since: timedelta | None = None,
+    exclude: Collection[str] = (), feedback: FeedbackFn | None = None,
+    allow_demo: bool = True,
+) -> Digest:
+    stage = roadmap.get(stage_id or cfg.learner.stage)
+    limit = limit or cfg.learner.digest_size
+    if since is None:
+        from .config import parse_duration
+
+        since = timedelta(seconds=parse_duration(cfg.learner.since))
+    stored = [s for s in store.items_since(now - since) if s.id not in exclude]
+    demo = False
+    notes: list[str] = []
+    if not stored and allow_demo and store.item_count() == 0:
+        stored, demo = demo_items(now), True
+        notes.append("nothing collected yet: showing the bundled demo items")
+    if not stored:
+        return Digest(stage, now, [], demo=demo, notes=notes)
+    X = embed_cached(store, embedder, [s.item.embed_text for s in stored],
+                     [s.content_hash for s in stored])
+    sv = stage_vectors(store, embedder, roadmap)
+    specs = {s.name: s for s in cfg.sources()}
+    cands = [
+        Candidate(source=s.sources[0], age_days=(now - s.when).total_seconds() / 86400,
+                  title=s.item.title, shared_by=s.shared_by)
+        for s in stored
+    ]
+    fb = feedback(X, stored) if feedback is not None else None
+    scored = rank(X, cands, sv, stage.id, cfg.ranking, limit=limit, feedback=fb,
+                  source_weights={n: sp.weight for n, sp in specs.items()})
+
+    def label(name: str) -> str:
+        return specs[name].label if name in specs else name
+
+    entries = []
+    for sc in scored:
+        s = stored[sc.index]
+        it = s.item
+        entries.append(DigestEntry(
+            id=s.id, title=it.title, url=it.url, source=label(s.sources[0]), kind=it.kind,
+            authors=list(it.authors), published=it.published, score=sc.score, why=sc.why,
+            summary=it.summary, sources=[label(n) for n in s.sources],
+            shared_by=list(s.shared_by), parts=sc.parts,
+        ))
+    return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(stored))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,166 @@
+"""The one item type every collector returns, and the identity rules that deduplicate items.
+
+An `Item` is plain, frozen data: no I/O, no database, no model. Identity is decided here and
+only here: an arXiv paper is its id without version, anything else is its canonical URL
+(tracking parameters dropped), falling back to the feed GUID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+KINDS = ("paper", "post", "social", "demo")
+
+# Query parameters that only track where a click came from; they never change the page.
+_TRACKING_PARAMS = {
+    "fbclid", "gclid", "dclid", "msclkid", "yclid", "mc_cid", "mc_eid", "igshid", "ref_src",
+    "ref_url", "_hsenc", "_hsmi", "mkt_tok", "cmpid", "s_cid", "trk", "spm", "si", "ncid",
+}
+_TRACKING_PREFIXES = ("utm_", "pk_", "hsa_", "oly_")
+
+# New-style (2007+) and old-style (archive/YYMMNNN) arXiv identifiers, optional version.
+_ARXIV_NEW = r"\d{4}\.\d{4,5}"
+_ARXIV_OLD = r"[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7}"
+_ARXIV_URL = re.compile(
+    r"^(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/"
+    rf"(?P<id>{_ARXIV_NEW}|{_ARXIV_OLD})(?:v\d+)?(?:\.pdf)?/?(?:[?#].*)?$",
+    re.IGNORECASE,
+)
+_ARXIV_ID = re.compile(rf"^(?:arxiv:)?(?P<id>{_ARXIV_NEW}|{_ARXIV_OLD})(?:v(?P<v>\d+))?$", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing worth reading: a paper, a blog post or a researcher's post."""
+
+    title: str
+    url: str
+    source: str  # name of the source that produced it (see config.SourceSpec.name)
+    kind: str = "post"  # one of KINDS
+    authors: tuple[str, ...] = ()
+    published: datetime | None = None  # UTC-aware
+    summary: str = ""  # plain text
+    guid: str = ""
+    arxiv_id: str = ""  # without version
+    arxiv_version: int = 0
+    categories: tuple[str, ...] = ()
+    pdf_url: str = ""
+    links: tuple[str, ...] = field(default=())  # URLs mentioned in the item (posts)
+    person: str = ""  # the person who wrote or shared it, when the source is a person
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown item kind {self.kind!r}")
+        if self.published is not None and self.published.tzinfo is None:
+            raise ValueError("Item.published must be timezone-aware")
+
+    @property
+    def key(self) -> str:
+        """The dedup key: arXiv id, else canonical URL, else source + GUID."""
+        return item_key(self.arxiv_id, self.url, self.source, self.guid)
+
+    @property
+    def id(self) -> str:
+        """Stable public id (used in JSON output and `feedbot feedback`)."""
+        return item_id(self.key)
+
+    @property
+    def embed_text(self) -> str:
+        """The text the embedding model sees: title, then the start of the summary."""
+        return embed_text(self.title, self.summary)
+
+    def with_(self, **changes: object) -> Item:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def embed_text(title: str, summary: str, max_chars: int = 1200) -> str:
+    summary = " ".join(summary.split())
+    text = title.strip()
+    if summary and summary.lower() != text.lower():
+        text = f"{text}. {summary[:max_chars]}"
+    return text
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def item_key(arxiv_id: str, url: str, source: str = "", guid: str = "") -> str:
+    if arxiv_id:
+        return f"arxiv:{arxiv_id}"
+    found = arxiv_id_from_url(url) if url else ""
+    if found:
+        return f"arxiv:{found}"
+    if url:
+        return f"url:{canonical_url(url)}"
+    return f"guid:{source}:{guid}"
+
+
+def item_id(key: str) -> str:
+    """Short public id: arXiv papers keep their arXiv id, everything else a hash of its key."""
+    if key.startswith("arxiv:"):
+        return key
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def canonical_url(url: str) -> str:
+    """Normalise a URL so the same page reached by different links compares equal.
+
+    Lower-cases scheme and host, treats http and https alike, drops default ports, fragments,
+    tracking parameters, `www.` and trailing slashes, and sorts the remaining query.
+    """
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    scheme = parts.scheme.lower()
+    if scheme == "http":
+        scheme = "https"
+    host = (parts.hostname or "").lower()
+    if host.startswith("www."):
+        host = host[4:]
+    port = parts.port if parts.port not in (None, 80, 443) else None
+    netloc = f"{host}:{port}" if port else host
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in _TRACKING_PARAMS and not k.lower().startswith(_TRACKING_PREFIXES)
+    ]
+    path = parts.path or "/"
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+    return urlunsplit((scheme, netloc, path, urlencode(sorted(query)), ""))
+
+
+def arxiv_id_from_url(url: str) -> str:
+    """`https://arxiv.org/abs/2309.03965v2` → `2309.03965`; '' when the URL is not an arXiv page."""
+    m = _ARXIV_URL.match(url.strip())
+    return m.group("id") if m else ""
+
+
+def split_arxiv_id(raw: str) -> tuple[str, int]:
+    """`2309.03965v2` → (`2309.03965`, 2); accepts `arxiv:` prefixes and abs/pdf URLs."""
+    raw = raw.strip()
+    m = _ARXIV_URL.match(raw)
+    if m:
+        tail = raw[m.end("id") :]
+        v = re.match(r"v(\d+)", tail)
+        return m.group("id"), int(v.group(1)) if v else 0
+    m = _ARXIV_ID.match(raw)
+    if not m:
+        return "", 0
+    return m.group("id"), int(m.group("v") or 0)
+
+
+def utc(dt: datetime) -> datetime:
+    """Make a datetime UTC-aware (naive values are taken as UTC)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)

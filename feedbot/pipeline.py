@@ -1,0 +1,80 @@
+"""Pipeline steps shared by the CLI, the bot and the scheduler.
+
+Each function takes what it needs (config, store, embedder, roadmap, `now`) and returns data;
+none of them prints except through the `echo` callback it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import Any
+
+from .config import Config
+from .digest import Digest, build_digest
+from .embed import Embedder, embed_cached
+from .items import embed_text
+from .roadmap import Roadmap
+from .store import Store
+
+EMBED_WINDOW = timedelta(days=60)  # items older than this are embedded only when a digest asks
+
+
+def embed_pending(store: Store, embedder: Embedder, now: datetime,
+                  echo: Callable[[str], None] | None = None) -> int:
+    """Embed recent items that have no vector yet for the current model (in batches)."""
+    pending = store.missing_vectors(embedder.model_id, since=now - EMBED_WINDOW)
+    if not pending:
+        return 0
+    if echo is not None and len(pending) > 50:
+        echo(f"embedding {len(pending)} new items…")
+    embed_cached(store, embedder, [embed_text(t, s) for _, t, s in pending],
+                 [h for h, _, _ in pending])
+    return len(pending)
+
+
+def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, *,
+                now: datetime, stage_id: str | None = None, limit: int | None = None,
+                since: timedelta | None = None, exclude: Collection[str] = (),
+                chat: str | None = None) -> Digest:
+    """The digest for a learner (or a chat): ranked, with their feedback taken into account."""
+    feedback = None
+    try:
+        from .learn import feedback_scorer
+    except ImportError:
+        pass
+    else:
+        feedback = feedback_scorer(store, embedder, chat=chat, now=now)
+    return build_digest(cfg, store, embedder, roadmap, now=now, stage_id=stage_id, limit=limit,
+                        since=since, exclude=exclude, feedback=feedback)
+
+
+def _ago(dt: datetime | None, now: datetime) -> str:
+    if dt is None:
+        return "never"
+    secs = max(0, int((now - dt).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit} ago"
+    return "just now"
+
+
+def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
+    """One row per configured source: health word, item count, last success, last error."""
+    rows = []
+    for spec in cfg.sources():
+        st = store.source_state(spec.name)
+        if st.last_attempt is None:
+            health = "new"
+        elif st.failures == 0:
+            health = "ok"
+        elif st.failures < 3:
+            health = "failing"
+        else:
+            health = "broken"
+        rows.append({
+            "name": spec.name, "label": spec.label, "kind": spec.kind, "person": spec.person,
+            "health": health, "items": st.items, "last_success": _ago(st.last_success, now),
+            "error": st.last_error if st.failures else "", "failures": st.failures,
+        })
+    return rows

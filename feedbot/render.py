@@ -1,0 +1,127 @@
+"""Digest renderers: terminal text (rich), Markdown, HTML and JSON. Pure: digest in, text out.
+
+Telegram has its own renderer in `telegram_render.py` (its HTML subset and length limits).
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from .text import shorten
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .digest import Digest, DigestEntry
+
+FORMATS = ("text", "markdown", "html", "json")
+
+
+def _date(dt: datetime | None) -> str:
+    return dt.strftime("%Y-%m-%d") if dt else "undated"
+
+
+def _byline(e: DigestEntry) -> str:
+    parts = [" · ".join(dict.fromkeys(e.sources or [e.source]))]
+    if e.shared_by:
+        parts.append("shared by " + ", ".join(e.shared_by))
+    if e.authors:
+        names = ", ".join(e.authors[:3]) + (" et al." if len(e.authors) > 3 else "")
+        parts.append(names)
+    parts.append(_date(e.published))
+    return " — ".join(parts)
+
+
+def _header(d: Digest) -> str:
+    return f"feedbot digest — stage {d.stage.index + 1}: {d.stage.title} ({d.stage.id})"
+
+
+def render_markdown(d: Digest, explain: bool = False) -> str:
+    lines = [f"# {_header(d)}", ""]
+    if d.demo:
+        lines += ["> **Demo items** — nothing has been collected yet; these are examples.", ""]
+    for note in d.notes:
+        lines.append(f"_{note}_")
+    if d.notes:
+        lines.append("")
+    if not d.items:
+        lines.append("Nothing new for this stage.")
+    for n, e in enumerate(d.items, 1):
+        title = e.title.replace("[", "\\[").replace("]", "\\]")
+        lines.append(f"{n}. **[{title}]({e.url})**  ")
+        lines.append(f"   {_byline(e)}  ")
+        lines.append(f"   _Why:_ {e.why}  ")
+        if e.summary:
+            lines.append(f"   {shorten(e.summary, 280)}  ")
+        if explain:
+            lines.append(f"   `{_parts(e)}`  ")
+        lines.append(f"   id: `{e.id}`")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_html(d: Digest, explain: bool = False) -> str:
+    esc = html.escape
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{esc(_header(d))}</title>",
+           "<style>body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;"
+           "line-height:1.45;padding:0 1rem}li{margin-bottom:1.1rem}.meta{color:#555;"
+           "font-size:.9em}.why{font-style:italic}.demo{background:#fff3cd;padding:.5rem}"
+           "</style></head><body>", f"<h1>{esc(_header(d))}</h1>"]
+    if d.demo:
+        out.append('<p class="demo"><strong>Demo items</strong> — nothing has been collected '
+                   "yet; these are examples.</p>")
+    out += [f"<p><em>{esc(n)}</em></p>" for n in d.notes]
+    if not d.items:
+        out.append("<p>Nothing new for this stage.</p>")
+    else:
+        out.append("<ol>")
+        for e in d.items:
+            out.append(f'<li id="{esc(e.id)}"><a href="{esc(e.url)}">{esc(e.title)}</a>'
+                       f'<div class="meta">{esc(_byline(e))}</div>'
+                       f'<div class="why">Why: {esc(e.why)}</div>')
+            if e.summary:
+                out.append(f"<p>{esc(shorten(e.summary, 400))}</p>")
+            if explain:
+                out.append(f"<code>{esc(_parts(e))}</code>")
+            out.append("</li>")
+        out.append("</ol>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def render_json(d: Digest, explain: bool = False) -> str:
+    return d.dumps(explain) + "\n"
+
+
+def _parts(e: DigestEntry) -> str:
+    return f"score {e.score:.3f} = " + ", ".join(
+        f"{k} {v:+.3f}" for k, v in e.parts.items())
+
+
+def print_text(d: Digest, console: Console, explain: bool = False) -> None:
+    """The terminal view: numbered items, title as a link, why, a short summary."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    console.print(Text(_header(d), style="bold"))
+    if d.demo:
+        console.print(Text("DEMO ITEMS — nothing has been collected yet; these are examples.",
+                           style="black on yellow"))
+    for note in d.notes:
+        console.print(Text(note, style="dim"))
+    console.print()
+    if not d.items:
+        console.print("Nothing new for this stage.")
+    for n, e in enumerate(d.items, 1):
+        console.print(f"[bold]{n:>2}. [link={escape(e.url)}]{escape(e.title)}[/link][/bold]")
+        console.print(Text(f"    {_byline(e)}", style="dim"))
+        console.print(Text(f"    why: {e.why}", style="cyan"))
+        if e.summary:
+            console.print(Text("    " + shorten(e.summary, 220)))
+        console.print(Text(f"    {e.url}  [{e.id}]", style="dim"))
+        if explain:
+            console.print(Text(f"    {_parts(e)}", style="magenta"))
+        console.print()

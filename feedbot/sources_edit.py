@@ -1,0 +1,101 @@
+"""Edit sources.yaml in place: comments, order and formatting kept (ruamel.yaml round trip).
+
+Every edit is validated before the file is replaced, and the replacement is atomic (temp file
+in the same directory, fsync, rename): the file is never left half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from .config import Config, ConfigError, load_config, parse_yaml
+
+
+def _dumper() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def _detect_indent(text: str) -> tuple[int, int]:
+    """(sequence indent, dash offset) as the file already uses them, default (4, 2)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("- ") and i > 0 and lines[i - 1].rstrip().endswith(":"):
+            parent = len(lines[i - 1]) - len(lines[i - 1].lstrip(" "))
+            offset = len(line) - len(stripped) - parent
+            return offset + 2, offset
+    return 4, 2
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
+    """Apply `mutate` to the parsed document, validate, and atomically replace the file.
+
+    Returns (the new validated config, whatever `mutate` returned). Raises ConfigError and
+    leaves the file untouched when the current file or the result is invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "file not found") from None
+    load_config(path, text=text)  # refuse to edit a file that is already broken
+    doc = parse_yaml(text, path)
+    if doc is None:
+        doc = CommentedMap()
+    result = mutate(doc)
+    y = _dumper()
+    seq, offset = _detect_indent(text)
+    y.indent(mapping=2, sequence=seq, offset=offset)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    new_text = buf.getvalue()
+    try:
+        cfg = load_config(path, text=new_text)
+    except ConfigError as e:
+        raise ConfigError(path, f"edit refused, the result would be invalid: {e.message}",
+                          key=e.key, hint=e.hint) from None
+    atomic_write(path, new_text)
+    cfg.path = path
+    return cfg, result
+
+
+def set_stage(path: Path, stage_id: str) -> Config:
+    def mutate(doc: CommentedMap) -> None:
+        learner = doc.get("learner")
+        if not isinstance(learner, dict):
+            learner = CommentedMap()
+            doc.insert(0, "learner", learner)
+        learner["stage"] = stage_id
+
+    cfg, _ = edit_sources(path, mutate)
+    return cfg

@@ -1,0 +1,511 @@
+"""All SQL lives here: items, per-source state, cached vectors, feedback, deliveries.
+
+SQLite in WAL mode; numbered migrations run on open, one transaction each (`PRAGMA
+user_version` records how far we are). Callers pass `now` in; nothing here reads the clock
+except `Store.open`'s default. Nothing here does network I/O or embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .items import Item, canonical_url, content_hash, item_id, split_arxiv_id
+
+MIGRATIONS: list[str] = [
+    # 1: the core tables
+    """
+    CREATE TABLE items (
+        id TEXT PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        url_canon TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        title TEXT NOT NULL,
+        url TEXT NOT NULL,
+        authors TEXT NOT NULL DEFAULT '[]',
+        published REAL,
+        summary TEXT NOT NULL DEFAULT '',
+        arxiv_version INTEGER NOT NULL DEFAULT 0,
+        categories TEXT NOT NULL DEFAULT '[]',
+        pdf_url TEXT NOT NULL DEFAULT '',
+        links TEXT NOT NULL DEFAULT '[]',
+        person TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX items_published ON items(coalesce(published, first_seen));
+    CREATE INDEX items_url_canon ON items(url_canon);
+    CREATE TABLE item_sources (
+        item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        guid TEXT NOT NULL DEFAULT '',
+        person TEXT NOT NULL DEFAULT '',
+        via TEXT NOT NULL DEFAULT '',   -- id of the post that shared it, when shared
+        seen REAL NOT NULL,
+        PRIMARY KEY (item_id, source)
+    );
+    CREATE INDEX item_sources_guid ON item_sources(source, guid) WHERE guid != '';
+    CREATE TABLE source_state (
+        name TEXT PRIMARY KEY,
+        etag TEXT NOT NULL DEFAULT '',
+        last_modified TEXT NOT NULL DEFAULT '',
+        cursor TEXT NOT NULL DEFAULT '',
+        last_attempt REAL,
+        last_success REAL,
+        last_error TEXT NOT NULL DEFAULT '',
+        last_error_at REAL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        retry_after REAL
+    );
+    CREATE TABLE vectors (
+        model TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vec BLOB NOT NULL,
+        PRIMARY KEY (model, content_hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE feedback (
+        chat TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        value TEXT NOT NULL CHECK (value IN ('up', 'down', 'later')),
+        at REAL NOT NULL,
+        PRIMARY KEY (chat, item_id)
+    );
+    CREATE TABLE deliveries (
+        chat TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (chat, item_id)
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An item as stored: the item, its public id, and every source that brought it."""
+
+    id: str
+    item: Item
+    sources: tuple[str, ...]
+    shared_by: tuple[str, ...]  # people who shared it (posts linking to it)
+    first_seen: datetime
+    content_hash: str
+
+    @property
+    def when(self) -> datetime:
+        return self.item.published or self.first_seen
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    name: str
+    etag: str = ""
+    last_modified: str = ""
+    cursor: str = ""
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    failures: int = 0
+    retry_after: datetime | None = None
+    items: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    new: int = 0
+    updated: int = 0
+    new_ids: tuple[str, ...] = ()
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+class Store:
+    """The feedbot database. One per process; not shared across threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA foreign_keys = ON")
+        if self.path != ":memory:":
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+
+    @classmethod
+    def open(cls, home: Path) -> Store:
+        return cls(home / "feedbot.db")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.db.in_transaction:  # nested: join the outer one
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path} was written by a newer feedbot (schema {version}); upgrade feedbot")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction() as db:
+                for statement in script.split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    # --- items ----------------------------------------------------------------------------
+
+    def upsert_items(self, items: Iterable[Item], now: datetime) -> UpsertResult:
+        """Insert new items, merge duplicates, update papers that got a new arXiv version."""
+        new_ids: list[str] = []
+        updated = 0
+        with self.transaction():
+            for it in items:
+                existing = self._find_existing(it)
+                if existing is None:
+                    iid = it.id
+                    self._insert(iid, it, now)
+                    new_ids.append(iid)
+                else:
+                    iid = existing["id"]
+                    if self._should_update(existing, it):
+                        self._update(iid, it, now)
+                        updated += 1
+                self.db.execute(
+                    "INSERT INTO item_sources(item_id, source, guid, person, seen) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id, source) DO UPDATE SET "
+                    "guid = CASE WHEN excluded.guid != '' THEN excluded.guid ELSE guid END",
+                    (iid, it.source, it.guid, it.person, now.timestamp()),
+                )
+        return UpsertResult(len(new_ids), updated, tuple(new_ids))
+
+    def _find_existing(self, it: Item) -> sqlite3.Row | None:
+        row = self.db.execute(
+            "SELECT id, source, arxiv_version, content_hash FROM items WHERE key = ?", (it.key,)
+        ).fetchone()
+        if row is None and it.guid:
+            row = self.db.execute(
+                "SELECT i.id, i.source, i.arxiv_version, i.content_hash FROM items i "
+                "JOIN item_sources s ON s.item_id = i.id WHERE s.source = ? AND s.guid = ?",
+                (it.source, it.guid),
+            ).fetchone()
+        return row
+
+    @staticmethod
+    def _should_update(row: sqlite3.Row, it: Item) -> bool:
+        if it.arxiv_id:
+            return it.arxiv_version > row["arxiv_version"]
+        # The source that first brought the item may correct it (edited title or summary).
+        return row["source"] == it.source and content_hash(it.embed_text) != row["content_hash"]
+
+    def _values(self, it: Item) -> dict[str, Any]:
+        return {
+            "url_canon": canonical_url(it.url) if it.url else "",
+            "kind": it.kind,
+            "title": it.title,
+            "url": it.url,
+            "authors": json.dumps(list(it.authors), ensure_ascii=False),
+            "published": _ts(it.published),
+            "summary": it.summary,
+            "arxiv_version": it.arxiv_version,
+            "categories": json.dumps(list(it.categories)),
+            "pdf_url": it.pdf_url,
+            "links": json.dumps(list(it.links)),
+            "person": it.person,
+            "content_hash": content_hash(it.embed_text),
+        }
+
+    def _insert(self, iid: str, it: Item, now: datetime) -> None:
+        v = self._values(it) | {"id": iid, "key": it.key, "source": it.source,
+                                "first_seen": now.timestamp(), "updated": now.timestamp()}
+        cols = ", ".join(v)
+        self.db.execute(f"INSERT INTO items({cols}) VALUES ({', '.join('?' * len(v))})",
+                        tuple(v.values()))
+
+    def _update(self, iid: str, it: Item, now: datetime) -> None:
+        v = self._values(it) | {"updated": now.timestamp()}
+        sets = ", ".join(f"{k} = ?" for k in v)
+        self.db.execute(f"UPDATE items SET {sets} WHERE id = ?", (*v.values(), iid))
+
+    def _rows_to_items(self, rows: Sequence[sqlite3.Row]) -> list[StoredItem]:
+        ids = [r["id"] for r in rows]
+        srcs: dict[str, list[tuple[str, str, str]]] = {i: [] for i in ids}
+        for chunk in _chunks(ids, 500):
+            q = ",".join("?" * len(chunk))
+            for s in self.db.execute(
+                f"SELECT item_id, source, person, via FROM item_sources WHERE item_id IN ({q}) "
+                "ORDER BY seen, source", chunk,
+            ):
+                srcs[s["item_id"]].append((s["source"], s["person"], s["via"]))
+        out = []
+        for r in rows:
+            it = Item(
+                title=r["title"], url=r["url"], source=r["source"], kind=r["kind"],
+                authors=tuple(json.loads(r["authors"])), published=_dt(r["published"]),
+                summary=r["summary"], arxiv_id=r["key"][6:] if r["key"].startswith("arxiv:")
+                else "", arxiv_version=r["arxiv_version"],
+                categories=tuple(json.loads(r["categories"])), pdf_url=r["pdf_url"],
+                links=tuple(json.loads(r["links"])), person=r["person"],
+            )
+            s = srcs[r["id"]]
+            out.append(StoredItem(
+                id=r["id"], item=it,
+                sources=tuple(dict.fromkeys(x[0] for x in s if not x[2])) or (r["source"],),
+                shared_by=tuple(dict.fromkeys(x[1] or x[0] for x in s if x[2])),
+                first_seen=_dt(r["first_seen"]) or datetime.now(UTC),
+                content_hash=r["content_hash"],
+            ))
+        return out
+
+    def items_since(self, since: datetime | None = None, limit: int | None = None,
+                    kinds: Sequence[str] | None = None) -> list[StoredItem]:
+        """Items published (or first seen, when undated) at or after `since`, newest first."""
+        sql = "SELECT * FROM items WHERE 1=1"
+        args: list[Any] = []
+        if since is not None:
+            sql += " AND coalesce(published, first_seen) >= ?"
+            args.append(since.timestamp())
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
+        sql += " ORDER BY coalesce(published, first_seen) DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._rows_to_items(self.db.execute(sql, args).fetchall())
+
+    def get_item(self, ref: str) -> StoredItem | None:
+        """Find an item by public id, arXiv id or any URL that canonicalises to its URL."""
+        ref = ref.strip()
+        row = self.db.execute("SELECT * FROM items WHERE id = ?", (ref,)).fetchone()
+        if row is None:
+            aid, _ = split_arxiv_id(ref)
+            if aid:
+                row = self.db.execute("SELECT * FROM items WHERE key = ?",
+                                      (f"arxiv:{aid}",)).fetchone()
+        if row is None and "://" in ref:
+            row = self.db.execute("SELECT * FROM items WHERE url_canon = ?",
+                                  (canonical_url(ref),)).fetchone()
+        return self._rows_to_items([row])[0] if row is not None else None
+
+    def find_by_urls(self, urls: Iterable[str]) -> dict[str, str]:
+        """Map each given URL to the id of a stored item it points to (arXiv id or URL)."""
+        out: dict[str, str] = {}
+        for u in urls:
+            aid, _ = split_arxiv_id(u)
+            key = f"arxiv:{aid}" if aid else None
+            row = None
+            if key:
+                row = self.db.execute("SELECT id FROM items WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                row = self.db.execute("SELECT id FROM items WHERE url_canon = ?",
+                                      (canonical_url(u),)).fetchone()
+            if row is not None:
+                out[u] = row["id"]
+        return out
+
+    def add_share(self, item_id_: str, source: str, person: str, via: str, now: datetime) -> None:
+        """Record that `via` (a post from `source`) shared the stored item `item_id_`."""
+        self.db.execute(
+            "INSERT INTO item_sources(item_id, source, person, via, seen) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(item_id, source) DO NOTHING",
+            (item_id_, source, person, via, now.timestamp()),
+        )
+
+    def item_count(self, source: str | None = None) -> int:
+        if source is None:
+            return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+        return int(self.db.execute("SELECT count(*) FROM item_sources WHERE source = ?",
+                                   (source,)).fetchone()[0])
+
+    def item_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT source, count(*) FROM item_sources GROUP BY source")}
+
+    # --- per-source state -----------------------------------------------------------------
+
+    def source_state(self, name: str) -> SourceState:
+        r = self.db.execute("SELECT * FROM source_state WHERE name = ?", (name,)).fetchone()
+        n = self.item_count(name)
+        if r is None:
+            return SourceState(name, items=n)
+        return SourceState(
+            name=name, etag=r["etag"], last_modified=r["last_modified"], cursor=r["cursor"],
+            last_attempt=_dt(r["last_attempt"]), last_success=_dt(r["last_success"]),
+            last_error=r["last_error"], last_error_at=_dt(r["last_error_at"]),
+            failures=r["failures"], retry_after=_dt(r["retry_after"]), items=n,
+        )
+
+    def _ensure_state(self, name: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO source_state(name) VALUES (?)", (name,))
+
+    def record_success(self, name: str, now: datetime, *, etag: str | None = None,
+                       last_modified: str | None = None, cursor: str | None = None) -> None:
+        """A fetch worked (including a 304). Validators are kept unless new ones are given."""
+        with self.transaction():
+            self._ensure_state(name)
+            self.db.execute(
+                "UPDATE source_state SET last_attempt = ?, last_success = ?, failures = 0, "
+                "retry_after = NULL, etag = coalesce(?, etag), "
+                "last_modified = coalesce(?, last_modified), cursor = coalesce(?, cursor) "
+                "WHERE name = ?",
+                (now.timestamp(), now.timestamp(), etag, last_modified, cursor, name),
+            )
+
+    def record_failure(self, name: str, now: datetime, error: str,
+                       retry_after: datetime | None = None) -> None:
+        with self.transaction():
+            self._ensure_state(name)
+            self.db.execute(
+                "UPDATE source_state SET last_attempt = ?, last_error = ?, last_error_at = ?, "
+                "failures = failures + 1, retry_after = ? WHERE name = ?",
+                (now.timestamp(), error[:500], now.timestamp(), _ts(retry_after), name),
+            )
+
+    def set_cursor(self, name: str, cursor: str) -> None:
+        with self.transaction():
+            self._ensure_state(name)
+            self.db.execute("UPDATE source_state SET cursor = ? WHERE name = ?", (cursor, name))
+
+    def source_states(self) -> dict[str, SourceState]:
+        names = [r[0] for r in self.db.execute("SELECT name FROM source_state")]
+        return {n: self.source_state(n) for n in names}
+
+    # --- vectors --------------------------------------------------------------------------
+
+    def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(dict.fromkeys(hashes)), 900):
+            q = ",".join("?" * len(chunk))
+            for h, dim, blob in self.db.execute(
+                f"SELECT content_hash, dim, vec FROM vectors WHERE model = ? "
+                f"AND content_hash IN ({q})", (model, *chunk),
+            ):
+                out[h] = _decode(blob, dim)
+        return out
+
+    def put_vectors(self, model: str, vectors: dict[str, np.ndarray]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors(model, content_hash, dim, vec) VALUES (?,?,?,?)",
+                [(model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
+                 for h, v in vectors.items()],
+            )
+
+    def missing_vectors(self, model: str, since: datetime | None = None,
+                        limit: int | None = None) -> list[tuple[str, str, str]]:
+        """(content_hash, title, summary) of items with no vector for `model`, newest first."""
+        sql = ("SELECT i.content_hash, i.title, i.summary FROM items i WHERE NOT EXISTS ("
+               "SELECT 1 FROM vectors v WHERE v.model = ? AND v.content_hash = i.content_hash)")
+        args: list[Any] = [model]
+        if since is not None:
+            sql += " AND coalesce(i.published, i.first_seen) >= ?"
+            args.append(since.timestamp())
+        sql += " ORDER BY coalesce(i.published, i.first_seen) DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [(r[0], r[1], r[2]) for r in self.db.execute(sql, args)]
+
+    def vector_count(self, model: str | None = None) -> int:
+        if model is None:
+            return int(self.db.execute("SELECT count(*) FROM vectors").fetchone()[0])
+        return int(self.db.execute("SELECT count(*) FROM vectors WHERE model = ?",
+                                   (model,)).fetchone()[0])
+
+    # --- feedback and deliveries ----------------------------------------------------------
+
+    def set_feedback(self, chat: str, item_id_: str, value: str, now: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO feedback(chat, item_id, value, at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(chat, item_id) DO UPDATE SET value = excluded.value, at = excluded.at",
+            (chat, item_id_, value, now.timestamp()),
+        )
+
+    def feedback(self, chat: str | None = None) -> list[tuple[str, str, str, datetime]]:
+        """(chat, item_id, value, at), oldest first."""
+        sql, args = "SELECT chat, item_id, value, at FROM feedback", ()
+        if chat is not None:
+            sql, args = sql + " WHERE chat = ?", (chat,)
+        return [(r[0], r[1], r[2], _dt(r[3]) or datetime.now(UTC))
+                for r in self.db.execute(sql + " ORDER BY at", args)]
+
+    def mark_delivered(self, chat: str, item_ids: Iterable[str], now: datetime) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO deliveries(chat, item_id, at) VALUES (?, ?, ?)",
+                [(chat, i, now.timestamp()) for i in item_ids],
+            )
+
+    def delivered(self, chat: str) -> set[str]:
+        return {r[0] for r in self.db.execute(
+            "SELECT item_id FROM deliveries WHERE chat = ?", (chat,))}
+
+    # --- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        r = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return r[0] if r is not None else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                        "DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _decode(blob: bytes, dim: int) -> np.ndarray:
+    if len(blob) == dim * 2:
+        return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+    return np.frombuffer(blob, dtype=np.float32)
+
+
+def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+__all__ = ["Store", "StoredItem", "SourceState", "UpsertResult", "item_id"]

@@ -1,0 +1,83 @@
+"""Plain-text helpers: HTML to text, link extraction, shortening. Pure functions, stdlib only."""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+
+_BLOCK = {"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr",
+          "blockquote", "pre", "section", "article", "figure", "table"}
+_SKIP = {"script", "style", "head", "noscript", "template"}
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.links: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self._skip += 1
+        elif tag in _BLOCK:
+            self.parts.append(" ")
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href and href.startswith(("http://", "https://")):
+                self.links.append(href)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP and self._skip:
+            self._skip -= 1
+        elif tag in _BLOCK:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _extract(markup: str) -> _TextExtractor:
+    p = _TextExtractor()
+    try:
+        p.feed(markup)
+        p.close()
+    except (AssertionError, ValueError):  # pathological markup: keep what we got
+        pass
+    return p
+
+
+def html_to_text(markup: str | None) -> str:
+    """Visible text of an HTML fragment, entities decoded, whitespace collapsed."""
+    if not markup:
+        return ""
+    if "<" not in markup and "&" not in markup:
+        return " ".join(markup.split())
+    text = "".join(_extract(markup).parts)
+    return " ".join(html.unescape(text).split())
+
+
+_URL = re.compile(r"https?://[^\s<>\"'\)\]]+")
+
+
+def extract_links(markup: str | None) -> list[str]:
+    """http(s) links in an HTML fragment or plain text, in order, without duplicates."""
+    if not markup:
+        return []
+    found = _extract(markup).links if "<" in markup else []
+    found += [u.rstrip(".,;:!?") for u in _URL.findall(html.unescape(markup))]
+    return list(dict.fromkeys(found))
+
+
+def shorten(text: str, width: int) -> str:
+    """Cut at a word boundary and add an ellipsis when longer than `width` characters."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width * 0.6:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-") + "…"

@@ -1,0 +1,190 @@
+"""Test helpers: a real HTTP server on 127.0.0.1 serving recorded responses, and a tiny
+deterministic embedder for tests that are about plumbing rather than the model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CORPUS = SHARED / "corpus"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/xml"
+    etag: str = ""
+    last_modified: str = ""
+    delay: float = 0.0  # seconds before answering
+    drip: float = 0.0  # seconds between body chunks (a slow, hostile server)
+    headers: dict[str, str] = field(default_factory=dict)
+    handler: Callable[[Request], tuple[int, dict[str, str], bytes]] | None = None
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1. Routes by path; records every request."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[Request] = []
+        self.fallback: Callable[[Request], tuple[int, dict[str, str], bytes]] | None = None
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                path, _, query = self.path.partition("?")
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                req = Request(self.command, path, query, {k.lower(): v for k, v in
+                                                          self.headers.items()}, body)
+                server.requests.append(req)
+                route = server.routes.get(path)
+                if route is None:
+                    if server.fallback is not None:
+                        return self._send(*server.fallback(req))
+                    return self._send(404, {"Content-Type": "text/plain"}, b"not found")
+                if route.delay:
+                    time.sleep(route.delay)
+                if route.handler is not None:
+                    return self._send(*route.handler(req))
+                if (route.etag and req.headers.get("if-none-match") == route.etag) or (
+                        route.last_modified
+                        and req.headers.get("if-modified-since") == route.last_modified):
+                    hdrs = {"ETag": route.etag} if route.etag else {}
+                    return self._send(304, hdrs, b"")
+                hdrs = {"Content-Type": route.content_type, **route.headers}
+                if route.etag:
+                    hdrs["ETag"] = route.etag
+                if route.last_modified:
+                    hdrs["Last-Modified"] = route.last_modified
+                self._send(route.status, hdrs, route.body, route.drip)
+
+            def _send(self, status: int, headers: dict[str, str], body: bytes,
+                      drip: float = 0.0) -> None:
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    if status != 304:
+                        self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if drip and body:
+                        for i in range(0, len(body), 16):
+                            self.wfile.write(body[i:i + 16])
+                            self.wfile.flush()
+                            time.sleep(drip)
+                    elif body and status != 304:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def add(self, path: str, route: Route | None = None, **kw: Any) -> str:
+        self.routes[path] = route or Route(**kw)
+        return self.url(path)
+
+    def hits(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
+
+    def __enter__(self) -> LocalServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class FakeEncoder:
+    """Hashed bag of words → unit vector. Deterministic, instant, good enough for plumbing."""
+
+    backend = "fake"
+    device = "cpu"
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in _WORD.findall(t.lower()):
+                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "little")
+                out[i, h % self.dim] += 1.0
+            n = np.linalg.norm(out[i])
+            out[i] = out[i] / n if n else out[i]
+            if not n:
+                out[i, 0] = 1.0
+        return out
+
+
+def fake_embedder(dim: int = 64) -> Any:
+    """An `Embedder` whose encoder is a FakeEncoder (no torch)."""
+    from feedbot.embed import Embedder
+
+    emb = Embedder(model="fake-model", backend="fake")
+    emb.model_name = "fake-model"
+    emb._encoder = FakeEncoder(dim)
+    return emb
+
+
+def atom_feed(entries: list[dict[str, str]], title: str = "Test feed") -> bytes:
+    """A small Atom document written for these tests."""
+    parts = ['<?xml version="1.0" encoding="utf-8"?>',
+             '<feed xmlns="http://www.w3.org/2005/Atom">', f"<title>{title}</title>",
+             "<id>urn:feedbot:test</id>", "<updated>2026-11-20T10:00:00Z</updated>"]
+    for e in entries:
+        parts.append("<entry>")
+        parts.append(f"<title>{e['title']}</title>")
+        parts.append(f'<link href="{e["link"]}"/>')
+        parts.append(f"<id>{e.get('id', e['link'])}</id>")
+        parts.append(f"<updated>{e.get('updated', '2026-11-20T09:00:00Z')}</updated>")
+        if e.get("author"):
+            parts.append(f"<author><name>{e['author']}</name></author>")
+        parts.append(f"<summary>{e.get('summary', '')}</summary>")
+        parts.append("</entry>")
+    parts.append("</feed>")
+    return "\n".join(parts).encode()
