@@ -128,11 +128,11 @@ pass_app = click.make_pass_decorator(App)
 
 def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
                 echo: bool = True) -> list[Any]:
-    from .collect import collect, summarize
+    from .collect import collect, report_lines, summarize
     from .pipeline import embed_pending
 
     def show(report: Any) -> None:
-        if echo:
+        if echo and report.status not in ("disabled", "skipped"):
             click.echo(report.line(), err=due_only)
 
     try:
@@ -140,8 +140,11 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
                           on_done=show)
     except KeyError as e:
         fail(str(e.args[0]), 2)
-    if echo and not due_only:
-        click.echo(summarize(reports))
+    if echo:
+        for line in report_lines([r for r in reports if r.status == "disabled"]):
+            click.echo(line, err=due_only)
+        if not due_only:
+            click.echo(summarize(reports))
     embed_pending(app.store, app.embedder, app.now(), echo=lambda m: click.echo(m, err=True))
     return reports
 

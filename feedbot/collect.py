@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .collectors import Collected, Context
-from .collectors.arxiv_api import ArxivFetchError, ArxivGate, collect_arxiv
-from .collectors.feeds import FeedError, collect_feed
+from .collectors import Collected, Context, SourceDisabled, SourceError
+from .collectors.arxiv_api import ArxivGate, collect_arxiv
+from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec
-from .http import FetchError, make_client
+from .http import make_client
 from .store import SourceState, Store
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,7 @@ MAX_CONCURRENT = 32
 PER_HOST = 4
 BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, capped by interval
 
-Collector = Callable[[Context, SourceSpec, str, str], Awaitable[Collected]]
-
-
-class SourceDisabled(Exception):
-    """The source cannot run in this setup (e.g. no X token); not counted as a failure."""
+Collector = Callable[[Context, SourceSpec, SourceState], Awaitable[Collected]]
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ async def collect_async(
     hosts: dict[str, asyncio.Semaphore] = {}
 
     async def one(spec: SourceSpec) -> SourceReport:
-        host = urlsplit(spec.target).hostname or spec.kind if spec.kind == "feed" else spec.kind
+        host = (urlsplit(spec.target).hostname or "") if spec.kind == "feed" else spec.kind
         sem = hosts.setdefault(host, asyncio.Semaphore(PER_HOST))
         async with overall, sem:
             report = await collect_one(ctx, store, spec, table, due_only=due_only)
@@ -134,7 +130,10 @@ async def collect_async(
         return report
 
     try:
-        return list(await asyncio.gather(*(one(s) for s in specs)))
+        reports = list(await asyncio.gather(*(one(s) for s in specs)))
+        if any(r.new or r.updated for r in reports):
+            link_shares(store, now)
+        return reports
     finally:
         if own_client:
             await ctx.http.aclose()
@@ -151,12 +150,11 @@ async def collect_one(ctx: Context, store: Store, spec: SourceSpec,
                             error=f"no collector for {spec.kind} sources")
     started = time.monotonic()
     try:
-        got = await collector(ctx, spec, state.etag, state.last_modified)
+        got = await collector(ctx, spec, state)
     except SourceDisabled as e:
         return SourceReport(spec.name, spec.label, "disabled", error=str(e))
-    except (FetchError, FeedError, ArxivFetchError) as e:
-        retry = getattr(e, "retry_after", None)
-        store.record_failure(spec.name, ctx.now, str(e), retry_after=retry)
+    except SourceError as e:
+        store.record_failure(spec.name, ctx.now, str(e), retry_after=e.retry_after)
         return SourceReport(spec.name, spec.label, "error", error=str(e),
                             seconds=time.monotonic() - started)
     except Exception as e:  # a bug or a surprise in one source must not stop the others
@@ -166,15 +164,32 @@ async def collect_one(ctx: Context, store: Store, spec: SourceSpec,
         return SourceReport(spec.name, spec.label, "error", error=msg,
                             seconds=time.monotonic() - started)
     result = store.upsert_items(got.items, ctx.now)
-    after_store = ctx.extra.get("after_store")
-    if callable(after_store):
-        after_store(store, spec, got, ctx.now)
     store.record_success(spec.name, ctx.now, etag=got.etag, last_modified=got.last_modified,
                          cursor=got.cursor)
     status = "not-modified" if got.not_modified else "ok"
     return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
                         seen=len(got.items), warning=got.warning,
                         seconds=time.monotonic() - started)
+
+
+SHARE_WINDOW = timedelta(days=30)
+
+
+def link_shares(store: Store, now: datetime, window: timedelta = SHARE_WINDOW) -> int:
+    """A post that links to a stored paper or blog post becomes a 'shared by' of that item.
+
+    Runs over recent posts after each collection, so it does not matter whether the post or
+    the item it links to was collected first. Returns how many links were recorded.
+    """
+    linked = 0
+    for post in store.items_since(now - window, kinds=("social",)):
+        if not post.item.links:
+            continue
+        for target in set(store.find_by_urls(post.item.links).values()):
+            if target != post.id:
+                store.add_share(target, post.item.source, post.item.person, post.id, now)
+                linked += 1
+    return linked
 
 
 def collect(cfg: Config, store: Store, *, now: datetime, **kw: object) -> list[SourceReport]:
@@ -186,6 +201,21 @@ def jitter(seconds: float, fraction: float = 0.1, rng: random.Random | None = No
     """A random offset of up to ±fraction·seconds, so sources are not all hit at once."""
     r = rng or random
     return seconds * fraction * (2 * r.random() - 1)
+
+
+def report_lines(reports: Sequence[SourceReport]) -> list[str]:
+    """One line per source; sources switched off for the same reason share one line."""
+    lines, off = [], {}
+    for r in reports:
+        if r.status == "disabled":
+            off.setdefault(r.error, []).append(r.name)
+        else:
+            lines.append(r.line())
+    for reason, names in off.items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(f"off ({len(names)} source{'s' if len(names) > 1 else ''}: {shown}): "
+                     f"{reason}")
+    return lines
 
 
 def summarize(reports: Sequence[SourceReport]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -116,6 +116,31 @@ def demo_items(now: datetime) -> list[StoredItem]:
 FeedbackFn = Callable[[np.ndarray, list[StoredItem]], np.ndarray | None]
 
 
+def merge_shares(store: Store, recent: list[StoredItem],
+                 exclude: Collection[str] = ()) -> list[StoredItem]:
+    """One entry per story: a post that shares a stored item gives way to that item.
+
+    The shared item joins the candidates (even if older than the window) and carries
+    "shared by"; the post itself is dropped.
+    """
+    posts = {s.id: s for s in recent if s.item.kind == "social"}
+    shared = store.shares(posts)
+    have = {s.id for s in recent}
+    extra = store.get_items(t for t in set(shared.values()) if t not in have)
+    latest: dict[str, datetime] = {}
+    for post_id, target in shared.items():
+        when = posts[post_id].when
+        latest[target] = max(when, latest.get(target, when))
+    out = []
+    for s in recent + extra:
+        if s.id in shared or s.id in exclude:
+            continue
+        if s.id in latest:  # a share makes an older item news again
+            s = replace(s, shared_at=latest[s.id])
+        out.append(s)
+    return out
+
+
 def build_digest(
     cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, *, now: datetime,
     stage_id: str | None = None, limit: int | None = None, since: timedelta | None = None,
@@ -128,7 +153,7 @@ def build_digest(
         from .config import parse_duration
 
         since = timedelta(seconds=parse_duration(cfg.learner.since))
-    stored = [s for s in store.items_since(now - since) if s.id not in exclude]
+    stored = merge_shares(store, store.items_since(now - since), exclude)
     demo = False
     notes: list[str] = []
     if not stored and allow_demo and store.item_count() == 0:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from . import __version__
+from .collectors import SourceError
 
 USER_AGENT = f"feedbot/{__version__} (research feed reader; +https://github.com/feedbot/feedbot)"
 MAX_BYTES = 10 * 1024 * 1024
@@ -19,14 +20,13 @@ TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 DEADLINE = 60.0  # whole request, however slowly a server drips bytes
 
 
-class FetchError(Exception):
+class FetchError(SourceError):
     """A fetch that did not give us a usable response. `retry_after` when the server said."""
 
     def __init__(self, message: str, status: int | None = None,
                  retry_after: datetime | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, retry_after)
         self.status = status
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,10 +105,13 @@ class StoredItem:
     shared_by: tuple[str, ...]  # people who shared it (posts linking to it)
     first_seen: datetime
     content_hash: str
+    shared_at: datetime | None = None  # when a followed person last shared it (digest only)
 
     @property
     def when(self) -> datetime:
-        return self.item.published or self.first_seen
+        """When this became news: published (or first seen), or a later share."""
+        base = self.item.published or self.first_seen
+        return max(base, self.shared_at) if self.shared_at else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +359,24 @@ class Store:
             "ON CONFLICT(item_id, source) DO NOTHING",
             (item_id_, source, person, via, now.timestamp()),
         )
+
+    def shares(self, post_ids: Iterable[str]) -> dict[str, str]:
+        """For each given post id that shared a stored item: post id → shared item id."""
+        out: dict[str, str] = {}
+        for chunk in _chunks(list(post_ids), 500):
+            q = ",".join("?" * len(chunk))
+            for r in self.db.execute(
+                f"SELECT via, item_id FROM item_sources WHERE via IN ({q})", chunk,
+            ):
+                out[r[0]] = r[1]
+        return out
+
+    def get_items(self, ids: Iterable[str]) -> list[StoredItem]:
+        rows: list[sqlite3.Row] = []
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            q = ",".join("?" * len(chunk))
+            rows += self.db.execute(f"SELECT * FROM items WHERE id IN ({q})", chunk).fetchall()
+        return self._rows_to_items(rows)
 
     def item_count(self, source: str | None = None) -> int:
         if source is None:

@@ -15,6 +15,19 @@ import httpx
 from ..items import Item
 
 
+class SourceError(Exception):
+    """A source failed in a way worth telling the user; `retry_after` when the server said when
+    to come back. Collectors raise subclasses; `feedbot.collect` records them per source."""
+
+    def __init__(self, message: str, retry_after: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceDisabled(Exception):
+    """The source cannot run in this setup (e.g. no X token); shown once, not a failure."""
+
+
 @dataclass
 class Collected:
     items: list[Item]

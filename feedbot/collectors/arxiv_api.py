@@ -15,8 +15,9 @@ import requests
 
 from ..config import SourceSpec
 from ..items import Item, split_arxiv_id, utc
+from ..store import SourceState
 from ..text import html_to_text
-from . import Collected, Context
+from . import Collected, Context, SourceError
 
 API_URL = "https://export.arxiv.org/api/query?{}"
 DELAY = 3.0  # arXiv's terms of use: no more than one request every three seconds
@@ -79,7 +80,7 @@ def describe_error(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-async def collect_arxiv(ctx: Context, spec: SourceSpec, etag: str, last_modified: str) -> Collected:
+async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
     gate: ArxivGate = ctx.arxiv
     async with gate.lock:
         try:
@@ -90,5 +91,5 @@ async def collect_arxiv(ctx: Context, spec: SourceSpec, etag: str, last_modified
     return Collected(items)
 
 
-class ArxivFetchError(Exception):
+class ArxivFetchError(SourceError):
     pass

@@ -19,13 +19,14 @@ import feedparser
 from ..config import SourceSpec
 from ..http import Fetched, fetch
 from ..items import Item, split_arxiv_id
+from ..store import SourceState
 from ..text import extract_links, html_to_text, shorten
-from . import Collected, Context
+from . import Collected, Context, SourceError
 
 MAX_SUMMARY = 2000
 
 
-class FeedError(Exception):
+class FeedError(SourceError):
     """The body is not a feed we can read."""
 
 
@@ -167,9 +168,10 @@ def feed_kind(spec: SourceSpec) -> str:
     return "social" if spec.name.endswith(("/bluesky", "/mastodon")) else "post"
 
 
-async def collect_feed(ctx: Context, spec: SourceSpec, etag: str, last_modified: str) -> Collected:
+async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
     """Conditional GET, then parse. Raises FetchError / FeedError for the caller to record."""
-    got: Fetched = await fetch(ctx.http, spec.target, etag=etag, last_modified=last_modified)
+    got: Fetched = await fetch(ctx.http, spec.target, etag=state.etag,
+                               last_modified=state.last_modified)
     if got.not_modified:
         return Collected([], not_modified=True, etag=got.etag, last_modified=got.last_modified)
     parsed = parse_feed(got.content, spec.name, base_url=got.url, kind=feed_kind(spec),
