@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -106,16 +107,30 @@ def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
     return chosen
 
 
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ArxivGate] = \
+    weakref.WeakKeyDictionary()
+
+
+def shared_arxiv_gate() -> ArxivGate:
+    """One arXiv gate per event loop, so successive runs in `feedbot run` keep the spacing."""
+    loop = asyncio.get_running_loop()
+    gate = _GATES.get(loop)
+    if gate is None:
+        gate = _GATES[loop] = ArxivGate()
+    return gate
+
+
 async def collect_async(
     cfg: Config, store: Store, *, now: datetime, only: str | None = None,
     due_only: bool = False, http: httpx.AsyncClient | None = None,
     arxiv: ArxivGate | None = None, on_done: Callable[[SourceReport], None] | None = None,
-    extra: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None, deadline: float = 60.0,
 ) -> list[SourceReport]:
     specs = select_sources(cfg, only)
     own_client = http is None
-    ctx = Context(now=now, http=http or make_client(), arxiv=arxiv or ArxivGate(),
-                  extra=dict(extra or {}))
+    ctx = Context(now=now, http=http or make_client(), arxiv=arxiv or shared_arxiv_gate(),
+                  extra=dict(extra or {}), deadline=deadline)
+    ctx.extra.setdefault("meta", store)  # get_meta/set_meta for collectors' caches (X user ids)
     table = collectors()
     overall = asyncio.Semaphore(MAX_CONCURRENT)
     hosts: dict[str, asyncio.Semaphore] = {}

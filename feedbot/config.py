@@ -388,7 +388,9 @@ def _plain(node: Any) -> Any:
 
 
 def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
-    first = err.errors()[0]
+    # A typo shows up as an unknown key *and* a missing one: report the typo, it is the cause.
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     line, node = _line_of(doc, loc)
     key = _dotted(loc)
@@ -402,8 +404,12 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             msg = "required key is missing"
-    if len(err.errors()) > 1:
-        msg += f" (and {len(err.errors()) - 1} more problem(s))"
+    parent = tuple(first["loc"][:-1])
+    more = [e for e in errors[1:]  # a typo'd key also reports its correct name as missing
+            if not (first["type"] == "extra_forbidden" and e["type"] == "missing"
+                    and tuple(e["loc"][:-1]) == parent)]
+    if more:
+        hint = (hint + "; " if hint else "") + f"and {len(more)} more problem(s)"
     return ConfigError(path, msg, line=line, key=key, hint=hint)
 
 

@@ -282,7 +282,7 @@ class Store:
             q = ",".join("?" * len(chunk))
             for s in self.db.execute(
                 f"SELECT item_id, source, person, via FROM item_sources WHERE item_id IN ({q}) "
-                "ORDER BY seen, source", chunk,
+                "ORDER BY seen, rowid", chunk,
             ):
                 srcs[s["item_id"]].append((s["source"], s["person"], s["via"]))
         out = []

@@ -40,6 +40,7 @@ class Request:
     query: str
     headers: dict[str, str]
     body: bytes = b""
+    at: float = field(default_factory=time.monotonic)
 
 
 class LocalServer:

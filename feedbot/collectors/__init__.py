@@ -46,4 +46,5 @@ class Context:
     http: httpx.AsyncClient
     arxiv: Any = None  # collectors.arxiv_api.ArxivGate
     x: Any = None  # collectors.x.XGate, when X is configured
+    deadline: float = 60.0  # seconds one HTTP fetch may take in all, however slow the server
     extra: dict[str, Any] = field(default_factory=dict)

@@ -53,9 +53,16 @@ def parse_feed(content: bytes, source: str, *, base_url: str = "", kind: str = "
     link = d.feed.get("link") or base_url
     items = [it for e in d.entries if (it := _entry_item(e, source, link, kind, person))]
     if d.entries and not items:
-        raise FeedError("feed has entries but none with a title or link")
+        raise FeedError("feed has entries but none with a link")
     warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if d.bozo else ""
     return ParsedFeed(html_to_text(d.feed.get("title", "")), items, warning)
+
+
+def _plain(detail: Any, value: str) -> str:
+    """Text of a feed field: HTML is reduced to text, plain text is kept as written."""
+    if detail and detail.get("type") == "text/plain":
+        return " ".join(str(value).split())
+    return html_to_text(value)
 
 
 def _bozo_reason(exc: Any) -> str:
@@ -82,17 +89,16 @@ def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item 
     guid = str(e.get("id") or "")
     if not link and guid.startswith(("http://", "https://")):
         link = guid
-    if link and base:
-        link = urljoin(base, link)
+    link = _web_link(link, base)
     html_body = ""
     if e.get("content"):
         html_body = e["content"][0].get("value", "") or ""
     html_body = html_body or e.get("summary", "") or ""
     summary = shorten(html_to_text(html_body), MAX_SUMMARY)
-    title = html_to_text(e.get("title", ""))
+    title = _plain(e.get("title_detail"), e.get("title", ""))
     if not title:
         title = shorten(summary, 90) if summary else ""
-    if not title and not link:
+    if not link:  # a digest entry must lead somewhere
         return None
     authors = tuple(dict.fromkeys(
         a for a in (html_to_text(x.get("name", "")) for x in e.get("authors", [])) if a
@@ -111,7 +117,7 @@ def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item 
 def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
                      person: str) -> ParsedFeed:
     try:
-        doc = json.loads(content.decode("utf-8-sig"))
+        doc = json.loads(content.decode("utf-8-sig"), strict=False)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FeedError(f"not a feed: invalid JSON ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
@@ -124,25 +130,34 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
     for e in doc["items"]:
         if not isinstance(e, dict):
             continue
-        link = str(e.get("url") or e.get("external_url") or "")
-        if link and base:
-            link = urljoin(base, link)
+        link = _web_link(str(e.get("url") or e.get("external_url") or ""), base)
         body = str(e.get("content_html") or e.get("summary") or e.get("content_text") or "")
         summary = shorten(html_to_text(body), MAX_SUMMARY)
         title = html_to_text(str(e.get("title") or "")) or shorten(summary, 90)
-        if not title and not link:
+        if not link:
             continue
+        guid = str(e.get("id") or "")
         published = _iso(e.get("date_published") or e.get("date_modified"))
         arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
         items.append(Item(
             title=title or link, url=link, source=source, kind=kind,
             authors=_json_authors(e) or feed_authors, published=published, summary=summary,
-            guid=str(e.get("id") or ""), arxiv_id=arxiv_id, arxiv_version=version,
+            guid=guid, arxiv_id=arxiv_id, arxiv_version=version,
             links=tuple(extract_links(body)) if kind == "social" else (), person=person,
         ))
     if doc["items"] and not items:
-        raise FeedError("feed has entries but none with a title or link")
+        raise FeedError("feed has entries but none with a link")
     return ParsedFeed(html_to_text(str(doc.get("title") or "")), items)
+
+
+def _web_link(link: str, base: str) -> str:
+    """An absolute http(s) URL, or '' (a `tag:` id is not somewhere a reader can go)."""
+    link = link.strip()
+    if link and base and not link.startswith(("http://", "https://")):
+        if ":" in link.split("/", 1)[0]:  # another scheme (tag:, urn:, mailto:)
+            return ""
+        link = urljoin(base, link)
+    return link if link.startswith(("http://", "https://")) else ""
 
 
 def _json_authors(obj: dict[str, Any]) -> tuple[str, ...]:
@@ -171,7 +186,7 @@ def feed_kind(spec: SourceSpec) -> str:
 async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
     """Conditional GET, then parse. Raises FetchError / FeedError for the caller to record."""
     got: Fetched = await fetch(ctx.http, spec.target, etag=state.etag,
-                               last_modified=state.last_modified)
+                               last_modified=state.last_modified, deadline=ctx.deadline)
     if got.not_modified:
         return Collected([], not_modified=True, etag=got.etag, last_modified=got.last_modified)
     parsed = parse_feed(got.content, spec.name, base_url=got.url, kind=feed_kind(spec),

@@ -1,0 +1,309 @@
+"""X (Twitter) timelines of followed people, through tweepy's v2 `Client` and an app-only token.
+
+The X API is paid per post read, so this collector reads only what is new: a handle is
+resolved to a user id once (cached in the store's meta table under `x:user:<handle>`), each
+timeline read passes the newest stored post id as `since_id`, and no run reads more than the
+source's `max_items` posts. It never pages back into history, never waits out a rate limit
+itself (a 429 becomes the source's `retry_after`) and never logs or shows the token.
+
+`parse_timeline` / `tweet_to_item` are pure: JSON as the API returns it in, `Item`s out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import requests
+import tweepy
+
+from ..config import SourceSpec
+from ..items import Item
+from ..store import SourceState
+from ..text import shorten
+from . import Collected, Context, SourceDisabled, SourceError
+
+TOKEN_ENV = "X_BEARER_TOKEN"
+TWEET_FIELDS = ["created_at", "entities", "referenced_tweets", "in_reply_to_user_id"]
+PAGE_MIN, PAGE_MAX = 5, 100  # what the API accepts as max_results
+TITLE_WIDTH = 90
+TIMEOUT = 30.0
+DEFAULT_WAIT = timedelta(minutes=15)  # X's rate-limit window, when no reset time is given
+TWITTER_EPOCH_MS = 1288834974657  # snowflake ids carry their creation time since this
+
+_MEDIA_LINK = re.compile(r"^https?://(?:www\.)?(?:twitter|x)\.com/[^/]+/status/(\d+)/"
+                         r"(?:photo|video)/\d+$")
+
+
+class XError(SourceError):
+    """The X API answered with an error worth showing for this source."""
+
+
+class XAuthError(XError):
+    """401/403: the token is wrong or the app's access tier cannot read timelines."""
+
+
+class XRateLimited(XError):
+    """429: come back at `retry_after`."""
+
+
+class MetaStore(Protocol):
+    """The store's small key-value table (feedbot.store.Store satisfies this)."""
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
+class _TimeoutSession(requests.Session):
+    """tweepy calls `session.request` without a timeout; a hung API would hang the run."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", TIMEOUT)
+        return super().request(*args, **kwargs)
+
+
+@dataclass
+class XGate:
+    """One tweepy client per collection run; X calls go one at a time through `lock`.
+
+    After a 401, 403 or 429 every later X source in the same run fails with the same error
+    without calling the API again (`blocked`).
+    """
+
+    client: tweepy.Client
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    blocked: XError | None = None
+
+    @classmethod
+    def from_env(cls) -> XGate:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            raise SourceDisabled(f"{TOKEN_ENV} is not set: X sources are off (see README)")
+        # Plain JSON back (return_type=dict): tweepy's Tweet model rejects posts that lack
+        # newer fields, and parse_timeline reads the JSON the API sent.
+        client = tweepy.Client(bearer_token=token, wait_on_rate_limit=False, return_type=dict)
+        client.session = _TimeoutSession()
+        return cls(client)
+
+
+def gate_for(ctx: Context) -> XGate:
+    """The run's XGate, made on first use (raises SourceDisabled when there is no token)."""
+    gate = ctx.extra.get("x")
+    if gate is None:
+        gate = ctx.extra["x"] = XGate.from_env()
+    return gate
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+def tweet_time(tweet: dict[str, Any]) -> datetime:
+    """`created_at` when the API sent it, else the time encoded in the snowflake id."""
+    raw = tweet.get("created_at")
+    if isinstance(raw, str) and raw:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+    ms = (int(tweet["id"]) >> 22) + TWITTER_EPOCH_MS
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _ref_types(tweet: dict[str, Any]) -> set[str]:
+    return {str(r.get("type")) for r in tweet.get("referenced_tweets") or []}
+
+
+def is_retweet(tweet: dict[str, Any]) -> bool:
+    return "retweeted" in _ref_types(tweet)
+
+
+def is_reply(tweet: dict[str, Any]) -> bool:
+    return "replied_to" in _ref_types(tweet) or bool(tweet.get("in_reply_to_user_id"))
+
+
+def _is_media(url: dict[str, Any], tweet_id: str) -> bool:
+    if url.get("media_key") or str(url.get("display_url", "")).startswith(("pic.twitter.com",
+                                                                            "pic.x.com")):
+        return True
+    m = _MEDIA_LINK.match(str(url.get("expanded_url", "")))
+    return bool(m and m.group(1) == tweet_id)
+
+
+def expand_links(tweet: dict[str, Any]) -> tuple[str, list[str]]:
+    """(text with t.co links replaced by where they point, the expanded URLs in order).
+
+    Links to the post's own photos and videos are dropped from both: they are not stories.
+    """
+    text = html.unescape(str(tweet.get("text", "")))
+    tid = str(tweet.get("id", ""))
+    links: list[str] = []
+    for u in (tweet.get("entities") or {}).get("urls") or []:
+        short, full = str(u.get("url", "")), str(u.get("expanded_url") or "")
+        if _is_media(u, tid):
+            text = text.replace(short, "") if short else text
+            continue
+        if short and full:
+            text = text.replace(short, full)
+        if full:
+            links.append(full)
+    return " ".join(text.split()), list(dict.fromkeys(links))
+
+
+def post_url(handle: str, tweet_id: str) -> str:
+    return f"https://x.com/{handle}/status/{tweet_id}"
+
+
+def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str = "") -> Item:
+    """One post as an Item of kind 'social' (its links let a shared paper absorb it)."""
+    tid = str(tweet["id"])
+    text, links = expand_links(tweet)
+    return Item(
+        title=shorten(text, TITLE_WIDTH) or post_url(handle, tid), url=post_url(handle, tid),
+        source=source, kind="social", authors=(person or f"@{handle}",),
+        published=tweet_time(tweet), summary=text, guid=tid, links=tuple(links), person=person,
+    )
+
+
+def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, person: str = "",
+                   *, replies: bool = False, retweets: bool = False) -> list[Item]:
+    """Timeline pages (`{"data": [...], "meta": {...}}`) → Items, newest first.
+
+    Retweets and replies are dropped unless asked for, even if the API sent them.
+    """
+    items = []
+    for page in pages:
+        for tweet in page.get("data") or []:
+            if (is_retweet(tweet) and not retweets) or (is_reply(tweet) and not replies):
+                continue
+            items.append(tweet_to_item(tweet, handle, source, person))
+    return items
+
+
+def newest_id(pages: Iterable[dict[str, Any]], since_id: str = "") -> str | None:
+    """The newest post id seen (the next run's since_id); None when nothing came back."""
+    ids = [int(p["meta"]["newest_id"]) for p in pages if (p.get("meta") or {}).get("newest_id")]
+    ids += [int(t["id"]) for p in pages for t in p.get("data") or []]
+    if since_id:
+        ids.append(int(since_id))
+    return str(max(ids)) if ids else None
+
+
+def exclude_for(options: dict[str, Any]) -> list[str]:
+    """What to ask the API to leave out, from the person's `replies` / `retweets` options."""
+    out = []
+    if not options.get("retweets"):
+        out.append("retweets")
+    if not options.get("replies"):
+        out.append("replies")
+    return out
+
+
+def page_sizes(max_items: int) -> list[int]:
+    """max_results for each page so that no run reads more than max_items posts."""
+    left, sizes = max(max_items, PAGE_MIN), []
+    while left > 0:
+        size = min(PAGE_MAX, max(PAGE_MIN, left))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+# --- I/O --------------------------------------------------------------------------------------
+
+def lookup_user_id(client: tweepy.Client, handle: str) -> str:
+    resp = client.get_user(username=handle)
+    if not (resp.get("data") or {}).get("id"):
+        detail = (resp.get("errors") or [{}])[0].get("detail", "")
+        raise XError(f"X has no user @{handle}" + (f" ({detail})" if detail else ""))
+    return str(resp["data"]["id"])
+
+
+def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_items: int,
+                   exclude: list[str]) -> list[dict[str, Any]]:
+    """Read new posts, newest first, one page after another until max_items. Blocking."""
+    pages: list[dict[str, Any]] = []
+    token = None
+    for size in page_sizes(max_items):
+        resp = client.get_users_tweets(
+            user_id, max_results=size, since_id=since_id or None, exclude=exclude or None,
+            tweet_fields=TWEET_FIELDS, pagination_token=token)
+        pages.append(resp)
+        token = (resp.get("meta") or {}).get("next_token")
+        if not token:
+            break
+    return pages
+
+
+def describe_error(e: Exception, now: datetime) -> XError:
+    """A tweepy or requests exception → one clear XError (never with the token in it)."""
+    if isinstance(e, tweepy.TooManyRequests):
+        reset = _reset(e, now)
+        return XRateLimited(f"X rate limit reached; next try after {_hhmm(reset)}",
+                            retry_after=reset)
+    if isinstance(e, tweepy.Unauthorized):
+        return XAuthError(f"X rejected the bearer token (401 Unauthorized): check {TOKEN_ENV}")
+    if isinstance(e, tweepy.Forbidden):
+        why = shorten((e.api_messages or [""])[0], 160)
+        return XAuthError("X refused access (403 Forbidden): reading timelines needs an X API "
+                          "access tier that includes it (Basic or higher) for the app that owns "
+                          f"{TOKEN_ENV}" + (f"; X says: {why}" if why else ""))
+    if isinstance(e, tweepy.TwitterServerError):
+        return XError(f"X API server error ({e.response.status_code})")
+    if isinstance(e, tweepy.HTTPException):
+        return XError(f"X API error: {shorten(str(e), 200)}")
+    if isinstance(e, requests.Timeout):
+        return XError("X API timed out")
+    if isinstance(e, requests.RequestException):
+        return XError("cannot reach the X API")
+    return XError(f"{type(e).__name__}: {e}")
+
+
+def _reset(e: tweepy.TooManyRequests, now: datetime) -> datetime:
+    reset = getattr(e, "reset_time", None)
+    if reset is None:
+        raw = e.response.headers.get("x-rate-limit-reset", "")
+        reset = int(raw) if str(raw).isdigit() else None
+    if reset is None:
+        return now + DEFAULT_WAIT
+    return max(datetime.fromtimestamp(int(reset), UTC), now)
+
+
+def _hhmm(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def _user_id(gate: XGate, meta: MetaStore | None, handle: str) -> str:
+    key = f"x:user:{handle.casefold()}"
+    cached = meta.get_meta(key) if meta is not None else None
+    if cached:
+        return cached
+    uid = await asyncio.to_thread(lookup_user_id, gate.client, handle)
+    if meta is not None:
+        meta.set_meta(key, uid)
+    return uid
+
+
+async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+    """New posts of one X account since the stored cursor. Raises XError / SourceDisabled."""
+    gate = gate_for(ctx)
+    handle = spec.target.lstrip("@")
+    async with gate.lock:
+        if gate.blocked is not None:
+            raise type(gate.blocked)(str(gate.blocked), gate.blocked.retry_after)
+        try:
+            uid = await _user_id(gate, ctx.extra.get("meta"), handle)
+            pages = await asyncio.to_thread(
+                fetch_timeline, gate.client, uid, since_id=state.cursor,
+                max_items=spec.max_items, exclude=exclude_for(spec.options))
+        except (tweepy.TweepyException, requests.RequestException) as e:
+            err = describe_error(e, ctx.now)
+            if isinstance(err, XAuthError | XRateLimited):
+                gate.blocked = err
+            raise err from None
+    items = parse_timeline(pages, handle, spec.name, spec.person,
+                           replies=bool(spec.options.get("replies")),
+                           retweets=bool(spec.options.get("retweets")))
+    return Collected(items, cursor=newest_id(pages, state.cursor))

@@ -1,0 +1,243 @@
+"""The real CLI, in process, against feeds and the arXiv API served on 127.0.0.1."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import feedbot.embed
+from feedbot.cli import main
+
+from .support import FIXTURES, LocalServer, atom_feed
+
+SOURCES = """\
+# My feedbot sources -- comments must survive edits
+learner:
+  stage: cnn  # I am on CNNs now
+  digest_size: 5
+
+blogs:
+  # a blog about vision
+  - name: Vision Lab
+    url: {atom}
+  - name: Notes
+    url: {rss}
+  - name: Broken
+    url: {broken}
+"""
+
+
+@pytest.fixture
+def use_fake_embedder(fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(feedbot.embed, "Embedder", lambda *a, **k: fake_emb)
+    return fake_emb
+
+
+@pytest.fixture
+def sources(server: LocalServer, tmp_path: Path) -> Path:
+    atom = server.add("/atom.xml", body=(FIXTURES / "feeds" / "atom.xml").read_bytes(),
+                      etag='"a1"')
+    rss = server.add("/rss.xml", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes())
+    broken = server.add("/broken", status=500, body=b"down")
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text(SOURCES.format(atom=atom, rss=rss, broken=broken), encoding="utf-8")
+    return p
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((*prefix, name))
+        if isinstance(cmd, click.Group):
+            out += all_commands(cmd, (*prefix, name))
+    return out
+
+
+@pytest.mark.parametrize("cmd", all_commands(main))
+def test_every_command_has_help(cmd: tuple[str, ...]) -> None:
+    result = invoke(*cmd, "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    command = main
+    for part in cmd:
+        command = command.commands[part]  # type: ignore[attr-defined]
+    assert command.help and command.help.strip(), f"{cmd} has no help text"
+
+
+def test_version() -> None:
+    assert invoke("--version").output.startswith("feedbot ")
+
+
+def test_collect_reports_every_source_and_exits_0(sources: Path, use_fake_embedder: Any) -> None:
+    result = invoke("collect")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "Vision Lab: 2 new (2 in feed)" in lines
+    assert "Notes: 2 new (2 in feed)" in lines
+    assert any(line.startswith("Broken: error: HTTP 500") for line in lines)
+    assert lines[-1] == "3 sources: 2 ok, 1 failed, 4 new items"
+    again = invoke("collect", "--source", "vision lab")
+    assert again.stdout.splitlines()[0] == "Vision Lab: not modified"
+
+
+def test_collect_unknown_source_is_a_usage_error(sources: Path) -> None:
+    result = invoke("collect", "--source", "nope")
+    assert result.exit_code == 2
+    assert "no source named 'nope'" in result.stderr
+
+
+def test_config_error_exits_2_with_file_line_and_key(tmp_path: Path) -> None:
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text("learner:\n  stage: cnn\nblogs:\n  - name: x\n    ulr: https://e.org/f\n")
+    result = invoke("collect")
+    assert result.exit_code == 2
+    assert f"{p}:5: blogs[0].ulr: unknown key (did you mean 'url'?)" in result.stderr
+
+
+def test_unknown_stage_in_file_is_a_config_error(tmp_path: Path) -> None:
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text("learner:\n  stage: cnns\n")
+    result = invoke("digest", "--no-collect")
+    assert result.exit_code == 2
+    assert f"{p}:2: learner.stage: unknown stage 'cnns'" in result.stderr
+    assert "did you mean 'cnn'" in result.stderr
+
+
+def test_digest_json_shape_after_collect(sources: Path, use_fake_embedder: Any) -> None:
+    result = invoke("digest", "--format", "json", "--since", "3650d")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)  # progress lines went to stderr
+    assert "Broken: error: HTTP 500" in result.stderr
+    assert doc["stage"]["id"] == "cnn"
+    assert doc["demo"] is False
+    assert {"generated_at", "items", "stage"} <= doc.keys()
+    assert 1 <= len(doc["items"]) <= 5
+    for it in doc["items"]:
+        assert {"id", "title", "url", "source", "kind", "authors", "published", "score",
+                "why"} <= it.keys()
+        assert it["url"].startswith("http") and it["why"]
+    sources_seen = {it["source"] for it in doc["items"]}
+    assert sources_seen <= {"Vision Lab", "Notes"}
+    # the digest collected only what was stale: a second digest fetches nothing
+    invoke("digest", "--format", "json")
+    assert "Vision Lab" not in invoke("digest", "--format", "json").stderr
+
+
+@pytest.mark.parametrize(("fmt", "marker"), [("markdown", "# feedbot digest"),
+                                             ("html", "<!doctype html>"),
+                                             ("text", "feedbot digest")])
+def test_digest_formats(sources: Path, use_fake_embedder: Any, fmt: str, marker: str) -> None:
+    invoke("collect")
+    result = invoke("digest", "--no-collect", "--since", "3650d", "--format", fmt, "--explain")
+    assert result.exit_code == 0
+    assert marker in result.stdout
+    assert "Self-supervised vision transformers" in result.stdout
+    assert "similarity" in result.stdout  # --explain shows the score parts
+
+
+def test_digest_html_escapes_feed_text(server: LocalServer, use_fake_embedder: Any) -> None:
+    evil = atom_feed([{"title": "&lt;script&gt;alert(1)&lt;/script&gt; CNNs",
+                       "link": "https://e.org/x?a=1&amp;b=2"}])
+    url = server.add("/evil.xml", body=evil)
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn}}\nblogs:\n  - name: Evil\n    url: {url}\n")
+    out = invoke("digest", "--since", "3650d", "--format", "html").stdout
+    assert "<script>" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; CNNs" in out
+    assert 'href="https://e.org/x?a=1&amp;b=2"' in out
+
+
+def test_offline_newcomer_gets_demo_digest(tmp_path: Path, use_fake_embedder: Any) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        "learner: {stage: nlp}\nblogs:\n  - name: Gone\n    url: http://127.0.0.1:9/feed\n")
+    result = invoke("digest", "--format", "json")
+    assert result.exit_code == 0
+    assert "Gone: error:" in result.stderr  # said per source
+    doc = json.loads(result.stdout)
+    assert doc["demo"] is True
+    assert doc["items"] and all(it["kind"] == "demo" for it in doc["items"])
+    assert all(it["source"] == "feedbot demo" for it in doc["items"])
+    text = invoke("digest", "--no-collect").stdout
+    assert "DEMO ITEMS" in text
+
+
+def test_digest_rejects_bad_options(sources: Path) -> None:
+    assert invoke("digest", "--stage", "quantum").exit_code == 2
+    bad = invoke("digest", "--since", "a while")
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_stage_commands_edit_in_place_keeping_comments(sources: Path) -> None:
+    assert "stage 8/13: cnn" in invoke("stage").stdout
+    listing = invoke("stage", "list").stdout.splitlines()
+    assert len(listing) == 13
+    assert listing[7].startswith("*  8. cnn")
+    assert invoke("stage", "next").stdout.startswith("stage set to nlp")
+    text = sources.read_text()
+    assert "stage: nlp  # I am on CNNs now" in text
+    assert "# My feedbot sources -- comments must survive edits" in text
+    assert "  # a blog about vision" in text
+    assert invoke("stage", "set", "gpus").exit_code == 0
+    assert "stage: gpus" in sources.read_text()
+    bad = invoke("stage", "set", "gpu")
+    assert bad.exit_code == 2 and "unknown stage 'gpu'" in bad.stderr
+    assert "stage: gpus" in sources.read_text()
+
+
+def test_stage_next_at_the_end(sources: Path) -> None:
+    invoke("stage", "set", "kaggle")
+    before = sources.read_text()
+    assert "last stage" in invoke("stage", "next").stdout
+    assert sources.read_text() == before
+
+
+def test_sources_shows_health(sources: Path, use_fake_embedder: Any) -> None:
+    before = invoke("sources").stdout
+    assert "new" in before
+    invoke("collect")
+    out = invoke("sources").stdout
+    line = next(x for x in out.splitlines() if x.startswith("Vision Lab"))
+    assert " ok " in line and "items 2" in line and "just now" in line
+    broken = next(x for x in out.splitlines() if x.startswith("Broken"))
+    assert "failing" in broken and "HTTP 500" in broken and "never" in broken
+
+
+def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
+    invoke("collect")
+    doc = json.loads(invoke("digest", "--no-collect", "--since", "3650d",
+                            "--format", "json").stdout)
+    first = doc["items"][0]
+    assert invoke("feedback", first["id"], "up").exit_code == 0
+    res = invoke("feedback", first["url"] + "?utm_source=tw", "later")
+    assert res.exit_code == 0 and first["title"] in res.stdout
+    from feedbot.config import feedbot_home
+    from feedbot.store import Store
+
+    rows = Store.open(feedbot_home()).feedback("cli")
+    assert [(i, v) for _, i, v, _ in rows] == [(first["id"], "later")]
+    missing = invoke("feedback", "nothing-like-this", "down")
+    assert missing.exit_code == 2 and "no stored item" in missing.stderr
+
+
+def test_init_writes_the_starter_file(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "sources.yaml"
+    res = invoke("--sources", str(target), "init")
+    assert res.exit_code == 0 and target.exists()
+    assert invoke("--sources", str(target), "init").exit_code == 2  # never clobbers
+    assert "stage" in invoke("--sources", str(target), "stage").stdout
+
+
+def test_python_dash_m_entry_point() -> None:
+    out = subprocess.run([sys.executable, "-m", "feedbot", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.startswith("feedbot ")

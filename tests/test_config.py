@@ -1,0 +1,171 @@
+from pathlib import Path
+
+import pytest
+
+from feedbot.config import (
+    ConfigError,
+    bluesky_feed_url,
+    load_config,
+    mastodon_feed_url,
+    parse_duration,
+)
+
+GOOD = """\
+# my sources
+learner:
+  stage: cnn   # where I am
+  timezone: Europe/Berlin
+defaults:
+  interval: 2h
+blogs:
+  - name: A blog
+    url: https://a.example.org/feed.xml
+    weight: 2
+arxiv:
+  - name: vision
+    category: cs.CV
+    max_results: 20
+  - name: tutorials
+    query: 'cat:cs.LG AND ti:tutorial'
+people:
+  - name: Ada Lovelace
+    x: ada
+    mastodon: "@ada@example.social"
+    bluesky: ada.bsky.social
+    arxiv: Ada Lovelace
+    blog: https://ada.example.org/rss
+    weight: 1.5
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "sources.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_valid_file_expands_into_sources(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.learner.stage == "cnn"
+    specs = {s.name: s for s in cfg.sources()}
+    assert specs["A blog"].kind == "feed"
+    assert specs["A blog"].weight == 2
+    assert specs["A blog"].interval == 7200
+    assert specs["vision"].target == "cat:cs.CV"
+    assert specs["vision"].max_items == 20
+    assert specs["tutorials"].target == "cat:cs.LG AND ti:tutorial"
+    assert specs["Ada Lovelace/x"].kind == "x"
+    assert specs["Ada Lovelace/x"].label == "Ada Lovelace on X"
+    assert specs["Ada Lovelace/arxiv"].target == 'au:"Ada Lovelace"'
+    assert specs["Ada Lovelace/arxiv"].label == "Ada Lovelace on arXiv"
+    assert specs["Ada Lovelace/blog"].label == "Ada Lovelace on their blog"
+    assert specs["Ada Lovelace/mastodon"].target == "https://example.social/@ada.rss"
+    assert specs["Ada Lovelace/bluesky"].target == "https://bsky.app/profile/ada.bsky.social/rss"
+    assert {s.weight for s in specs.values() if s.person} == {1.5}
+
+
+def test_feed_urls_from_handles() -> None:
+    assert mastodon_feed_url("@karpathy@sigmoid.social") == "https://sigmoid.social/@karpathy.rss"
+    assert bluesky_feed_url("@someone.bsky.social") == "https://bsky.app/profile/someone.bsky.social/rss"
+
+
+def test_unknown_key_names_file_line_key_and_hint(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("    url: https://a.example.org/feed.xml",
+                                     "    urll: https://a.example.org/feed.xml"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg
+    assert ":9:" in msg  # the line of 'urll'
+    assert "blogs[0].urll" in msg
+    assert "did you mean 'url'" in msg
+
+
+def test_unknown_top_level_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, GOOD + "bloggs: []\n"))
+    assert e.value.key == "bloggs"
+    assert "did you mean 'blogs'" in str(e.value)
+    assert e.value.line == GOOD.count("\n") + 1
+
+
+def test_wrong_type_is_located(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("    weight: 2", "    weight: lots"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == "blogs[0].weight"
+    assert e.value.line == 10
+    assert "number" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("bad", "key", "words"),
+    [
+        ("    url: https://a.example.org/feed.xml", "blogs[0].url", "http(s) URL"),
+        ("    category: cs.CV", "arxiv[0]", "exactly one of"),
+        ("    x: ada", "people[0].x", "X handle"),
+        ('    mastodon: "@ada@example.social"', "people[0].mastodon", "@user@instance"),
+        ("  timezone: Europe/Berlin", "learner.timezone", "time zone"),
+    ],
+)
+def test_value_errors(tmp_path: Path, bad: str, key: str, words: str) -> None:
+    replacement = {
+        "blogs[0].url": "    url: ftp://nope",
+        "arxiv[0]": "    category: cs.CV\n    query: cat:cs.CV",
+        "people[0].x": "    x: not a handle!",
+        "people[0].mastodon": "    mastodon: ada",
+        "learner.timezone": "  timezone: Mars/Olympus",
+    }[key]
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, GOOD.replace(bad, replacement)))
+    assert e.value.key.startswith(key)
+    assert words in e.value.message
+    assert e.value.line is not None
+
+
+def test_person_needs_a_place(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least one of"):
+        load_config(write(tmp_path, "people:\n  - name: Nobody\n    weight: 1\n"))
+
+
+def test_duplicate_names_refused(tmp_path: Path) -> None:
+    text = "blogs:\n  - {name: Same, url: 'https://a.org/f'}\n  - {name: same, url: 'https://b.org/f'}\n"
+    with pytest.raises(ConfigError, match="duplicate name"):
+        load_config(write(tmp_path, text))
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "learner:\n  stage: cnn\nblogs: [\n  - oops: {\n"))
+    assert "not valid YAML" in e.value.message
+    assert e.value.line is not None
+
+
+def test_missing_file_and_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    cfg = load_config(write(tmp_path, "# nothing yet\n"))
+    assert cfg.sources() == []
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write(tmp_path, "- just\n- a list\n"))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("30m", 1800), ("6h", 21600),
+                                              ("7d", 604800), ("1.5h", 5400), (45, 45)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_parse_duration_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_repo_sources_yaml_is_valid() -> None:
+    repo = Path(__file__).resolve().parents[1] / "sources.yaml"
+    cfg = load_config(repo)
+    kinds = {s.kind for s in cfg.sources()}
+    assert {"feed", "arxiv", "x"} <= kinds

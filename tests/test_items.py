@@ -1,0 +1,99 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from feedbot.items import (
+    Item,
+    arxiv_id_from_url,
+    canonical_url,
+    embed_text,
+    item_id,
+    split_arxiv_id,
+    utc,
+)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://blog.example.org/post/?utm_source=x&utm_medium=rss",
+         "https://blog.example.org/post"),
+        ("http://www.Example.org:80/a/b/#comments", "https://example.org/a/b"),
+        ("https://example.org/p?b=2&a=1&fbclid=zzz", "https://example.org/p?a=1&b=2"),
+        ("https://example.org/p?ref_src=twsrc&id=7", "https://example.org/p?id=7"),
+    ],
+)
+def test_canonical_url_drops_tracking_and_noise(a: str, b: str) -> None:
+    assert canonical_url(a) == canonical_url(b)
+
+
+def test_canonical_url_keeps_meaningful_differences() -> None:
+    assert canonical_url("https://example.org/p?id=1") != canonical_url("https://example.org/p?id=2")
+    assert canonical_url("https://example.org/a") != canonical_url("https://example.org/b")
+    assert canonical_url("https://example.org:8443/a") != canonical_url("https://example.org/a")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://arxiv.org/abs/2309.03965", "2309.03965"),
+        ("https://arxiv.org/abs/2309.03965v2", "2309.03965"),
+        ("http://export.arxiv.org/abs/2309.03965v1", "2309.03965"),
+        ("https://arxiv.org/pdf/2309.03965v3.pdf", "2309.03965"),
+        ("https://arxiv.org/pdf/2309.03965", "2309.03965"),
+        ("https://www.arxiv.org/abs/hep-th/9901001v2", "hep-th/9901001"),
+        ("https://arxiv.org/abs/math.PR/0601001", "math.PR/0601001"),
+        ("https://arxiv.org/list/cs.LG/recent", ""),
+        ("https://example.org/abs/2309.03965", ""),
+    ],
+)
+def test_arxiv_id_from_url(url: str, expected: str) -> None:
+    assert arxiv_id_from_url(url) == expected
+
+
+def test_split_arxiv_id_reads_versions() -> None:
+    assert split_arxiv_id("2309.03965v2") == ("2309.03965", 2)
+    assert split_arxiv_id("arxiv:2309.03965") == ("2309.03965", 0)
+    assert split_arxiv_id("http://arxiv.org/abs/2104.12255v1") == ("2104.12255", 1)
+    assert split_arxiv_id("not an id") == ("", 0)
+
+
+def test_item_identity_is_stable_across_sources_and_versions() -> None:
+    when = datetime(2026, 11, 20, tzinfo=UTC)
+    paper = Item("A", "https://arxiv.org/abs/2309.03965v1", "arXiv cs.CV", "paper",
+                 published=when, arxiv_id="2309.03965", arxiv_version=1)
+    post = Item("B", "https://arxiv.org/abs/2309.03965v2?utm_source=x", "someone/blog")
+    assert paper.key == post.key == "arxiv:2309.03965"
+    assert paper.id == post.id == "arxiv:2309.03965"
+    blog = Item("C", "https://example.org/post/", "b1")
+    again = Item("C", "http://example.org/post?utm_campaign=z", "b2")
+    assert blog.id == again.id
+    assert len(blog.id) == 12
+    assert item_id("url:https://example.org/x") != blog.id
+
+
+def test_items_without_url_fall_back_to_guid() -> None:
+    a = Item("t", "", "src", guid="tag:1")
+    b = Item("t", "", "src", guid="tag:2")
+    assert a.key == "guid:src:tag:1"
+    assert a.id != b.id
+
+
+def test_item_rejects_naive_datetimes_and_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Item("t", "https://e.org", "s", published=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="kind"):
+        Item("t", "https://e.org", "s", kind="tweet")
+
+
+def test_utc_normalises() -> None:
+    naive = datetime(2026, 1, 1, 12)
+    assert utc(naive).tzinfo is UTC
+    plus2 = datetime(2026, 1, 1, 14, tzinfo=timezone(timedelta(hours=2)))
+    assert utc(plus2) == datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def test_embed_text_joins_title_and_trimmed_summary() -> None:
+    assert embed_text("Title", "  lots   of\nspace ") == "Title. lots of space"
+    assert embed_text("Same", "same") == "Same"
+    assert len(embed_text("T", "x" * 5000)) == len("T. ") + 1200

@@ -1,0 +1,157 @@
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feedbot.items import Item
+from feedbot.store import MIGRATIONS, Store
+
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "db" / "feedbot.db")
+
+
+def paper(version: int = 1, title: str = "Deep nets", source: str = "arXiv cs.LG") -> Item:
+    return Item(title, f"https://arxiv.org/abs/2401.00001v{version}", source, "paper",
+                published=NOW - timedelta(days=1), summary=f"abstract v{version}",
+                arxiv_id="2401.00001", arxiv_version=version, categories=("cs.LG",))
+
+
+def test_migrations_run_once_and_wal_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    s = Store(path)
+    assert s.schema_version == len(MIGRATIONS)
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.upsert_items([paper()], NOW)
+    s.close()
+    again = Store(path)  # reopening must not re-run or lose data
+    assert again.item_count() == 1
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="newer feedbot"):
+        Store(path)
+
+
+def test_same_paper_from_two_sources_is_one_item(store: Store) -> None:
+    r1 = store.upsert_items([paper()], NOW)
+    blog = Item("Blog about it", "https://arxiv.org/abs/2401.00001?utm_source=rss", "a blog")
+    r2 = store.upsert_items([blog], NOW)
+    assert (r1.new, r2.new) == (1, 0)
+    got = store.get_item("arxiv:2401.00001")
+    assert got is not None
+    assert got.sources == ("arXiv cs.LG", "a blog")
+    assert got.item.title == "Deep nets"  # the blog does not overwrite the paper
+
+
+def test_new_arxiv_version_updates_the_row(store: Store) -> None:
+    store.upsert_items([paper(1)], NOW)
+    r = store.upsert_items([paper(2, title="Deeper nets")], NOW + timedelta(hours=1))
+    assert (r.new, r.updated) == (0, 1)
+    got = store.get_item("https://arxiv.org/abs/2401.00001v2")
+    assert got is not None and got.item.title == "Deeper nets"
+    assert got.item.arxiv_version == 2
+    older = store.upsert_items([paper(1, title="Old")], NOW)  # an old version never wins
+    assert older.updated == 0
+    assert store.item_count() == 1
+
+
+def test_canonical_url_dedup(store: Store) -> None:
+    a = Item("Post", "https://blog.example.org/p/1/", "blog")
+    b = Item("Post", "http://www.blog.example.org/p/1?utm_medium=social#top", "other")
+    store.upsert_items([a], NOW)
+    assert store.upsert_items([b], NOW).new == 0
+    assert store.item_count() == 1
+
+
+def test_guid_dedup_when_the_link_changes(store: Store) -> None:
+    a = Item("Post", "https://blog.example.org/p/1", "blog", guid="tag:blog,2026:1")
+    moved = Item("Post (edited)", "https://blog.example.org/2026/p-1", "blog",
+                 guid="tag:blog,2026:1")
+    store.upsert_items([a], NOW)
+    r = store.upsert_items([moved], NOW)
+    assert (r.new, r.updated) == (0, 1)
+    assert store.item_count() == 1
+    got = store.get_item(a.id)
+    assert got is not None and got.item.title == "Post (edited)"
+
+
+def test_items_since_and_lookup_by_url(store: Store) -> None:
+    old = Item("Old", "https://e.org/old", "s", published=NOW - timedelta(days=30))
+    new = Item("New", "https://e.org/new", "s", published=NOW - timedelta(hours=1))
+    undated = Item("Undated", "https://e.org/undated", "s")
+    store.upsert_items([old, new, undated], NOW)
+    recent = [s.item.title for s in store.items_since(NOW - timedelta(days=7))]
+    assert recent == ["Undated", "New"]  # undated items count from when first seen
+    hit = store.get_item("http://e.org/new/?utm_source=x")
+    assert hit is not None and hit.item.title == "New"
+    assert store.get_item("https://e.org/missing") is None
+
+
+def test_source_state_success_failure_and_validators(store: Store) -> None:
+    store.record_success("b", NOW, etag='"v1"', last_modified="Wed, 18 Nov 2026 10:00:00 GMT")
+    store.record_failure("b", NOW + timedelta(hours=1), "HTTP 500")
+    store.record_failure("b", NOW + timedelta(hours=2), "timed out",
+                         retry_after=NOW + timedelta(hours=3))
+    st = store.source_state("b")
+    assert st.failures == 2
+    assert st.last_error == "timed out"
+    assert st.retry_after == NOW + timedelta(hours=3)
+    assert st.etag == '"v1"'  # a failure keeps the validators
+    assert st.last_success == NOW
+    store.record_success("b", NOW + timedelta(hours=4))  # a 304 keeps them too
+    st = store.source_state("b")
+    assert (st.failures, st.retry_after, st.etag) == (0, None, '"v1"')
+
+
+def test_vectors_roundtrip_by_model_and_hash(store: Store) -> None:
+    v = np.arange(4, dtype=np.float32)
+    store.put_vectors("m1", {"h1": v})
+    assert np.array_equal(store.get_vectors("m1", ["h1", "h2"])["h1"], v)
+    assert store.get_vectors("m2", ["h1"]) == {}
+    store.upsert_items([paper()], NOW)
+    missing = store.missing_vectors("m1")
+    assert len(missing) == 1 and missing[0][1] == "Deep nets"
+
+
+def test_feedback_and_deliveries_are_per_chat(store: Store) -> None:
+    store.set_feedback("c1", "x", "up", NOW)
+    store.set_feedback("c1", "x", "down", NOW + timedelta(minutes=1))  # changing one's mind
+    store.set_feedback("c2", "x", "later", NOW)
+    assert [(c, i, v) for c, i, v, _ in store.feedback("c1")] == [("c1", "x", "down")]
+    assert len(store.feedback()) == 2
+    store.mark_delivered("c1", ["x", "y"], NOW)
+    store.mark_delivered("c1", ["x"], NOW)
+    assert store.delivered("c1") == {"x", "y"}
+    assert store.delivered("c2") == set()
+
+
+def test_shares_link_a_post_to_the_item(store: Store) -> None:
+    store.upsert_items([paper()], NOW)
+    post = Item("Look at this", "https://x.com/ada/status/1", "Ada/x", "social",
+                links=("https://arxiv.org/abs/2401.00001",), person="Ada")
+    store.upsert_items([post], NOW)
+    found = store.find_by_urls(post.links)
+    assert found == {"https://arxiv.org/abs/2401.00001": "arxiv:2401.00001"}
+    store.add_share("arxiv:2401.00001", "Ada/x", "Ada", post.id, NOW)
+    got = store.get_item("arxiv:2401.00001")
+    assert got is not None
+    assert got.shared_by == ("Ada",)
+    assert got.sources == ("arXiv cs.LG",)
+    assert store.shares([post.id]) == {post.id: "arxiv:2401.00001"}
+
+
+def test_meta(store: Store) -> None:
+    assert store.get_meta("k") is None
+    store.set_meta("k", "1")
+    store.set_meta("k", "2")
+    assert store.get_meta("k") == "2"
