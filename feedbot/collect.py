@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 import weakref
@@ -28,8 +29,8 @@ from .store import SourceState, Store
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT = 32
-PER_HOST = 4
+MAX_CONCURRENT = int(os.environ.get("FEEDBOT_FETCH_CONCURRENCY", "32"))  # all fetches at once
+PER_HOST = 4  # at once against one host
 BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, capped by interval
 
 Collector = Callable[[Context, SourceSpec, SourceState], Awaitable[Collected]]

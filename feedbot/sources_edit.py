@@ -36,8 +36,20 @@ def _detect_indent(text: str) -> tuple[int, int]:
         if stripped.startswith("- ") and i > 0 and lines[i - 1].rstrip().endswith(":"):
             parent = len(lines[i - 1]) - len(lines[i - 1].lstrip(" "))
             offset = len(line) - len(stripped) - parent
-            return offset + 2, offset
+            after_dash = stripped[1:]
+            return offset + 1 + len(after_dash) - len(after_dash.lstrip(" ")), offset
     return 4, 2
+
+
+def _detect_mapping_indent(text: str) -> int:
+    """How far the file indents the keys under a top-level key (`learner:`), default 2."""
+    lines = text.splitlines()
+    for prev, line in zip(lines, lines[1:], strict=False):
+        stripped = line.lstrip(" ")
+        if prev.rstrip().endswith(":") and prev[:1] not in (" ", "#", "-") and stripped \
+                and not stripped.startswith(("-", "#")):
+            return len(line) - len(stripped)
+    return 2
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -75,7 +87,7 @@ def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Con
     result = mutate(doc)
     y = _dumper()
     seq, offset = _detect_indent(text)
-    y.indent(mapping=2, sequence=seq, offset=offset)
+    y.indent(mapping=_detect_mapping_indent(text), sequence=seq, offset=offset)
     buf = io.StringIO()
     y.dump(doc, buf)
     new_text = buf.getvalue()

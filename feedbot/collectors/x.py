@@ -95,7 +95,7 @@ class XGate:
 
 def gate_for(ctx: Context) -> XGate:
     """The run's XGate, made on first use (raises SourceDisabled when there is no token)."""
-    gate = ctx.extra.get("x")
+    gate = ctx.x or ctx.extra.get("x")
     if gate is None:
         gate = ctx.extra["x"] = XGate.from_env()
     return gate

@@ -1,0 +1,636 @@
+"""Follow and unfollow people and blogs by editing sources.yaml: one code path for the CLI and
+the Telegram bot.
+
+`parse_follow_args` turns words (`"Andrej Karpathy" --x karpathy`, `@someone@mastodon.social`,
+a feed URL, ...) into a `FollowRequest`; `follow`, `unfollow` and `add_blogs` apply it through
+`sources_edit.edit_sources`, so comments, order and formatting survive, the result is validated
+before the file is replaced, and the replacement is atomic. A refusal (a duplicate, a URL that is
+not a feed, bad arguments) raises `FollowError` with a message meant for the user, and leaves
+the file untouched.
+
+This module never collects, and it touches the network only to check a blog URL once
+(`discover_feed`). `follow` uses `asyncio.run` for that check: from async code (the bot) call
+it in a thread, e.g. `await asyncio.to_thread(follow, path, req)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark
+from ruamel.yaml.tokens import CommentToken
+
+from .collectors import SourceError
+from .collectors.feeds import FeedError, parse_feed
+from .config import load_config, parse_yaml
+from .http import fetch, make_client
+from .items import canonical_url
+from .sources_edit import edit_sources
+
+PLACES = ("x", "bluesky", "mastodon", "arxiv", "blog")
+PLACE_NAMES = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon", "arxiv": "arXiv",
+               "blog": "their blog"}
+PERSON_KEYS = ("name", *PLACES, "weight", "interval", "replies", "retweets")
+SECTION_ORDER = ("learner", "defaults", "blogs", "arxiv", "people")
+FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json",
+              "application/json")
+
+USAGE = ('follow NAME [--x HANDLE] [--bluesky HANDLE] [--mastodon @USER@INSTANCE] '
+         '[--arxiv "AUTHOR NAME"] [--blog FEED_URL] [--weight W] [--replies] [--retweets] '
+         "[--no-check]; shorthands: @user@instance (Mastodon), someone.bsky.social (Bluesky), "
+         "x:handle (X), a URL (blog)")
+
+_MASTODON = re.compile(r"^@?[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]+$")
+_BLUESKY = re.compile(r"^@?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.bsky\.social$", re.IGNORECASE)
+_OPTIONS = {"--x": "x", "--bluesky": "bluesky", "--mastodon": "mastodon", "--arxiv": "arxiv",
+            "--blog": "blog", "--weight": "weight", "--name": "name"}
+_FLAGS = {"--replies": "replies", "--retweets": "retweets", "--no-check": "no_check"}
+
+
+class FollowError(ValueError):
+    """A follow or unfollow that was refused; the message is for the user."""
+
+
+class CheckFailed(FollowError):
+    """A blog URL could not be fetched to check it (network, HTTP error): try again later."""
+
+
+@dataclass(frozen=True)
+class FollowRequest:
+    """Who or what to follow, before any checks."""
+
+    name: str = ""
+    x: str = ""
+    bluesky: str = ""
+    mastodon: str = ""
+    arxiv: str = ""
+    blog: str = ""
+    weight: float | None = None
+    replies: bool = False
+    retweets: bool = False
+    check: bool = True
+
+    @property
+    def places(self) -> dict[str, str]:
+        return {p: getattr(self, p) for p in PLACES if getattr(self, p)}
+
+    @property
+    def is_blog_only(self) -> bool:
+        """A bare feed with no name: it becomes a `blogs:` entry, not a person."""
+        return not self.name and list(self.places) == ["blog"]
+
+
+# --- parsing words --------------------------------------------------------------------------
+
+def parse_follow_args(args: list[str]) -> FollowRequest:
+    """Words as typed (CLI argv or a Telegram message split on spaces) → FollowRequest."""
+    values: dict[str, Any] = {}
+    name_words: list[str] = []
+    words = iter(args)
+    for word in words:
+        opt, eq, inline = word.partition("=")
+        if opt in _OPTIONS:
+            value = inline if eq else next(words, None)
+            if value is None or (not eq and value.startswith("--")):
+                raise FollowError(f"{opt} needs a value; usage: {USAGE}")
+            _put(values, _OPTIONS[opt], value)
+        elif word in _FLAGS:
+            values[_FLAGS[word]] = True
+        elif word.startswith("--"):
+            raise FollowError(f"unknown option {word}; usage: {USAGE}")
+        else:
+            place, value = classify_word(word)
+            if place:
+                _put(values, place, value)
+            else:
+                name_words.append(word)
+    if name_words:
+        _put(values, "name", " ".join(name_words))
+    return _request(values)
+
+
+def classify_word(word: str) -> tuple[str, str]:
+    """('mastodon', '@u@i'), ('bluesky', 'h.bsky.social'), ('x', 'h'), ('blog', url) or
+    ('', word) for a word of a name."""
+    w = word.strip()
+    if w.lower().startswith(("http://", "https://")):
+        return "blog", w
+    if w.lower().startswith("x:") and len(w) > 2:
+        return "x", w[2:].lstrip("@")
+    if w.lower().startswith("bsky:") and len(w) > 5:
+        return "bluesky", w[5:].lstrip("@")
+    if _MASTODON.match(w):
+        return "mastodon", "@" + w.lstrip("@")
+    if _BLUESKY.match(w):
+        return "bluesky", w.lstrip("@")
+    if w.startswith("@") and len(w) > 1:
+        raise FollowError(f"is {w} an X handle? write x:{w[1:]} or --x {w[1:]}; a Mastodon "
+                          "account looks like @user@instance, a Bluesky one like "
+                          "name.bsky.social")
+    return "", w
+
+
+def _put(values: dict[str, Any], key: str, value: str) -> None:
+    if key in values:
+        raise FollowError(f"{key} given twice ({values[key]!r} and {value!r})")
+    values[key] = value.strip()
+
+
+def _request(values: dict[str, Any]) -> FollowRequest:
+    weight = values.pop("weight", None)
+    if weight is not None:
+        try:
+            weight = float(weight)
+        except ValueError:
+            raise FollowError(f"--weight must be a number, not {weight!r}") from None
+        if weight < 0:
+            raise FollowError("--weight must be 0 or more")
+    check = not values.pop("no_check", False)
+    if values.get("mastodon"):
+        values["mastodon"] = "@" + values["mastodon"].lstrip("@")
+    for key in ("x", "bluesky"):
+        if values.get(key):
+            values[key] = values[key].lstrip("@")
+    req = FollowRequest(weight=weight, check=check, **values)
+    if not req.places:
+        raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
+    return req
+
+
+# --- checking a blog URL once ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FeedCheck:
+    url: str  # the feed's URL
+    title: str  # the feed's title ('' when it has none)
+    page: str = ""  # the web page that advertised it, when the URL given was a page
+
+
+class _LinkFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.feeds: list[str] = []
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k.lower(): (v or "") for k, v in attrs}
+        if tag == "link" and "alternate" in a.get("rel", "").lower().split() \
+                and a.get("type", "").lower().split(";")[0].strip() in FEED_TYPES \
+                and a.get("href"):
+            self.feeds.append(a["href"].strip())
+        self._in_title = tag == "title" and not self.title
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+def find_feed_links(page: str, base_url: str) -> tuple[list[str], str]:
+    """(feed URLs a page advertises with <link rel="alternate">, resolved; the page title)."""
+    finder = _LinkFinder()
+    try:
+        finder.feed(page)
+        finder.close()
+    except (AssertionError, ValueError):  # pathological markup: keep what we found
+        pass
+    urls = [urljoin(base_url, href) for href in finder.feeds]
+    return list(dict.fromkeys(urls)), " ".join(finder.title.split())
+
+
+def _looks_html(content: bytes, content_type: str) -> bool:
+    head = content[:1024].lstrip().lower()
+    return "html" in content_type.lower() or head.startswith((b"<!doctype html", b"<html"))
+
+
+async def discover_feed(client: httpx.AsyncClient, url: str) -> FeedCheck:
+    """Is `url` a feed, or a page that advertises one? Raises FollowError with the reason."""
+    got = await _fetch(client, url)
+    try:
+        parsed = parse_feed(got.content, "follow-check", base_url=got.url,
+                            content_type=got.content_type)
+        return FeedCheck(url, parsed.title)
+    except FeedError as e:
+        if not _looks_html(got.content, got.content_type):
+            raise FollowError(f"{url} is not a feed ({e})") from None
+    links, page_title = find_feed_links(got.content.decode("utf-8", "replace"), got.url)
+    if not links:
+        raise FollowError(f"{url} is a web page that advertises no feed (no <link rel=\"alternate"
+                          "\" type=\"application/rss+xml\"> or Atom/JSON Feed link); give the "
+                          "feed's own URL")
+    feed = await _fetch(client, links[0])
+    try:
+        parsed = parse_feed(feed.content, "follow-check", base_url=feed.url,
+                            content_type=feed.content_type)
+    except FeedError as e:
+        raise FollowError(f"{url} advertises {links[0]}, but that is not a feed ({e})") from None
+    return FeedCheck(links[0], parsed.title or page_title, page=url)
+
+
+async def _fetch(client: httpx.AsyncClient, url: str) -> Any:
+    try:
+        return await fetch(client, url)
+    except SourceError as e:
+        raise CheckFailed(f"cannot check {url}: {e} (use --no-check to follow it anyway)") \
+            from None
+
+
+def check_feed(url: str, http: httpx.AsyncClient | None = None) -> FeedCheck:
+    """Synchronous `discover_feed` with its own event loop (and client, unless given)."""
+    async def run() -> FeedCheck:
+        if http is not None:
+            return await discover_feed(http, url)
+        async with make_client() as client:
+            return await discover_feed(client, url)
+
+    return asyncio.run(run())
+
+
+# --- follow ---------------------------------------------------------------------------------
+
+def follow(path: Path, req: FollowRequest, check: bool = True,
+           http: httpx.AsyncClient | None = None) -> str:
+    """Add a person, places of an existing person, or a blog. Returns the message to show."""
+    found: FeedCheck | None = None
+    if req.blog:
+        _check_url(req.blog)
+    _apply(req, None, _read_doc(Path(path)))  # a dry run: refuse duplicates before fetching
+    if req.blog and check and req.check:
+        found = check_feed(req.blog, http)
+        req = replace(req, blog=found.url)
+    _, msg = edit_sources(Path(path), lambda doc: _apply(req, found, doc))
+    if found is not None and found.page:
+        msg += f" (feed found on {found.page})"
+    if req.x and not os.environ.get("X_BEARER_TOKEN"):
+        msg += "; note: X_BEARER_TOKEN is not set, so X sources stay off until it is"
+    return str(msg)
+
+
+def _read_doc(path: Path) -> CommentedMap:
+    """The current file, parsed for a dry run (ConfigError, with a hint, when missing/broken)."""
+    load_config(path)
+    doc = parse_yaml(path.read_text(encoding="utf-8"), path)
+    return doc if doc is not None else CommentedMap()
+
+
+def _apply(req: FollowRequest, found: FeedCheck | None, doc: CommentedMap) -> str:
+    return _add_blog(doc, req, found) if req.is_blog_only else _add_person(doc, req)
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise FollowError(f"{url!r} is not an http(s) URL")
+
+
+def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
+    taken = {n.casefold() for n in _names(doc)}
+    _refuse_followed_url(doc, req.blog)
+    title = found.title if found is not None else ""
+    name = unique_name(title or _host(req.blog), req.blog, taken)
+    entry = CommentedMap([("name", name), ("url", req.blog)])
+    if req.weight is not None:
+        entry["weight"] = req.weight
+    _append_item(doc, "blogs", entry)
+    return f"following blog {name!r}: {req.blog}"
+
+
+def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
+    name = req.name or _default_name(req)
+    existing = _find(doc, name)
+    if existing is not None and existing[0] != "people":
+        raise FollowError(f"the name {name!r} is already used in {existing[0]}; choose another")
+    for place, value in req.places.items():
+        _refuse_followed_place(doc, place, value, except_name=name)
+    if existing is None:
+        entry = CommentedMap([("name", name)])
+        for key in PERSON_KEYS[1:]:
+            value = _person_value(req, key)
+            if value is not None:
+                entry[key] = value
+        _append_item(doc, "people", entry)
+        return f"following {name} on {_places_text(req.places)}"
+    person = existing[2]
+    added = _merge_person(person, req)
+    if not added:
+        raise FollowError(f"already following {person['name']} on "
+                          f"{_places_text(req.places)}; nothing to change")
+    return f"{person['name']}: added {_places_text(added)}"
+
+
+def _merge_person(person: CommentedMap, req: FollowRequest) -> dict[str, str]:
+    """Add the request's new places (and weight) to an existing person; refuse conflicts."""
+    added: dict[str, str] = {}
+    for place, value in req.places.items():
+        have = person.get(place)
+        if have is None:
+            added[place] = value
+        elif _same_place(place, str(have), value):
+            continue
+        else:
+            raise FollowError(f"{person['name']} already has {place}: {have}; unfollow them "
+                              "first or edit sources.yaml to change it")
+    for place, value in added.items():
+        _insert_key(person, _place_position(person, place), place, value)
+    for flag in ("replies", "retweets"):
+        if getattr(req, flag) and not person.get(flag):
+            _insert_key(person, len(person), flag, True)
+            added[flag] = "on"
+    if req.weight is not None and person.get("weight") != req.weight:
+        if "weight" in person:
+            person["weight"] = req.weight
+        else:
+            _insert_key(person, len(person), "weight", req.weight)
+        added["weight"] = str(req.weight)
+    return added
+
+
+def _place_position(person: CommentedMap, place: str) -> int:
+    """Where a new place goes: after `name` and the places listed before it in PLACES."""
+    before = {"name", *PLACES[: PLACES.index(place)]}
+    keys = list(person)
+    return max((keys.index(k) + 1 for k in keys if k in before), default=0)
+
+
+def _person_value(req: FollowRequest, key: str) -> Any:
+    if key in PLACES:
+        return getattr(req, key) or None
+    if key == "weight":
+        return req.weight
+    if key in ("replies", "retweets"):
+        return True if getattr(req, key) else None
+    return None
+
+
+def _default_name(req: FollowRequest) -> str:
+    if req.arxiv:
+        return req.arxiv
+    if req.mastodon:
+        return req.mastodon
+    if req.bluesky:
+        return req.bluesky
+    if req.x:
+        return f"@{req.x}"
+    return _host(req.blog)
+
+
+def _places_text(places: dict[str, str]) -> str:
+    parts = []
+    for place, value in places.items():
+        if place in PLACE_NAMES:
+            shown = f"@{value}" if place == "x" else value
+            parts.append(f"{PLACE_NAMES[place]} ({shown})")
+        else:
+            parts.append(f"{place} {value}")
+    return ", ".join(parts)
+
+
+# --- unfollow -------------------------------------------------------------------------------
+
+def unfollow(path: Path, name: str) -> str:
+    """Remove a person, blog or arXiv query by name (case-insensitive). Returns the message."""
+    def mutate(doc: CommentedMap) -> str:
+        hit = _find(doc, name)
+        if hit is None:
+            close = difflib.get_close_matches(name, list(_names(doc)), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see `feedbot sources`"
+            raise FollowError(f"not following anyone or anything named {name!r}{hint}")
+        section, index, entry = hit
+        what = "" if section != "people" else \
+            " (" + ", ".join(PLACE_NAMES[p] for p in PLACES if entry.get(p)) + ")"
+        _delete_item(doc, section, index)
+        return f"unfollowed {entry['name']}{what}"
+
+    _, msg = edit_sources(Path(path), mutate)
+    return str(msg)
+
+
+# --- many blogs at once (OPML import) -------------------------------------------------------
+
+@dataclass
+class ImportReport:
+    added: list[str] = field(default_factory=list)  # names of new blogs entries
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (title or URL, reason)
+
+
+def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport:
+    """Add (title, feed URL, page URL) entries not already followed, in one atomic edit.
+
+    The file is not rewritten when nothing is new.
+    """
+    feeds = list(feeds)
+    report = ImportReport()
+
+    def mutate(doc: CommentedMap) -> None:
+        followed = {canonical_url(u) for u in _followed_urls(doc)}
+        taken = {n.casefold() for n in _names(doc)}
+        for title, url, _page in feeds:
+            label = title or url
+            if not re.match(r"^https?://[^\s/]+", url):
+                report.skipped.append((label, "not an http(s) URL"))
+                continue
+            if canonical_url(url) in followed:
+                report.skipped.append((label, "already followed"))
+                continue
+            name = unique_name(title or _host(url), url, taken)
+            _append_item(doc, "blogs", CommentedMap([("name", name), ("url", url)]))
+            followed.add(canonical_url(url))
+            report.added.append(name)
+        if not report.added:
+            raise _NothingToDo
+
+    with contextlib.suppress(_NothingToDo):
+        edit_sources(Path(path), mutate)
+    return report
+
+
+class _NothingToDo(Exception):
+    pass
+
+
+def unique_name(name: str, url: str, taken: set[str]) -> str:
+    """`name`, or `name (host)`, or `name (host) 2`... whichever is not taken yet; records it."""
+    name = " ".join(name.split()) or _host(url)
+    candidates = [name, f"{name} ({_host(url)})"]
+    candidates += [f"{name} ({_host(url)}) {n}" for n in range(2, 100)]
+    for candidate in candidates:
+        if candidate.casefold() not in taken:
+            taken.add(candidate.casefold())
+            return candidate
+    raise FollowError(f"no free name for {url}")
+
+
+# --- reading the document -------------------------------------------------------------------
+
+def _entries(doc: CommentedMap) -> Iterator[tuple[str, int, CommentedMap]]:
+    for section in ("blogs", "arxiv", "people"):
+        seq = doc.get(section)
+        if isinstance(seq, list):
+            for i, entry in enumerate(seq):
+                if isinstance(entry, CommentedMap):
+                    yield section, i, entry
+
+
+def _names(doc: CommentedMap) -> Iterator[str]:
+    for _, _, entry in _entries(doc):
+        yield str(entry.get("name", ""))
+
+
+def _find(doc: CommentedMap, name: str) -> tuple[str, int, CommentedMap] | None:
+    want = " ".join(name.split()).casefold()
+    for section, i, entry in _entries(doc):
+        if str(entry.get("name", "")).casefold() == want:
+            return section, i, entry
+    return None
+
+
+def _followed_urls(doc: CommentedMap) -> Iterator[str]:
+    for section, _, entry in _entries(doc):
+        if section == "blogs" and entry.get("url"):
+            yield str(entry["url"])
+        elif section == "people" and entry.get("blog"):
+            yield str(entry["blog"])
+
+
+def _same_place(place: str, a: str, b: str) -> bool:
+    if place == "blog":
+        return canonical_url(a) == canonical_url(b)
+    return a.lstrip("@").casefold() == b.lstrip("@").casefold()
+
+
+def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "") -> None:
+    for section, _, entry in _entries(doc):
+        key = "url" if section == "blogs" else "blog"
+        if entry.get(key) and _same_place("blog", str(entry[key]), url) \
+                and str(entry.get("name", "")).casefold() != except_name.casefold():
+            raise FollowError(f"already following {url} (as {entry['name']!r})")
+
+
+def _refuse_followed_place(doc: CommentedMap, place: str, value: str, except_name: str) -> None:
+    if place == "blog":
+        _refuse_followed_url(doc, value, except_name)
+        return
+    for section, _, entry in _entries(doc):
+        if section == "people" and entry.get(place) \
+                and _same_place(place, str(entry[place]), value) \
+                and str(entry.get("name", "")).casefold() != except_name.casefold():
+            have = str(entry[place])
+            shown = f"@{have}" if place == "x" else have
+            raise FollowError(f"already following {PLACE_NAMES[place]} {shown} "
+                              f"(as {entry['name']!r})")
+
+
+def _host(url: str) -> str:
+    host = urlsplit(url).hostname or url
+    return host.removeprefix("www.")
+
+
+# --- editing the document with its comments kept --------------------------------------------
+# ruamel keeps the comment lines that follow an entry (blank lines, a comment introducing the
+# next section) on the last scalar of that entry. Appending or deleting an entry moves those
+# lines along, so they stay where they were in the file.
+
+def _section(doc: CommentedMap, name: str) -> CommentedSeq:
+    seq = doc.get(name)
+    if isinstance(seq, CommentedSeq):
+        return seq
+    seq = CommentedSeq()
+    present = [k for k in SECTION_ORDER[: SECTION_ORDER.index(name)] if k in doc]
+    pos = list(doc).index(present[-1]) + 1 if present else 0
+    _insert_key(doc, pos, name, seq)
+    return seq
+
+
+def _slot(container: Any, key: Any) -> tuple[Any, Any]:
+    """The (container, key) whose comment holds the lines after container[key]."""
+    value = container[key]
+    if isinstance(value, CommentedMap) and len(value):
+        return _slot(value, list(value)[-1])
+    if isinstance(value, CommentedSeq) and len(value):
+        return _slot(value, len(value) - 1)
+    return container, key
+
+
+def _token(container: Any, key: Any, create: bool = False) -> CommentToken | None:
+    pos = 0 if isinstance(container, CommentedSeq) else 2
+    entry = container.ca.items.get(key)
+    if entry is None or entry[pos] is None:
+        if not create:
+            return None
+        entry = container.ca.items.setdefault(key, [None, None, None, None])
+        entry[pos] = CommentToken("\n", CommentMark(0), None)
+    return entry[pos]
+
+
+def _take_tail(container: Any, key: Any) -> str:
+    """Remove and return the full comment lines after container[key] (its own EOL stays)."""
+    tok = _token(*_slot(container, key))
+    if tok is None or "\n" not in tok.value:
+        return ""
+    eol, tail = tok.value.split("\n", 1)
+    tok.value = eol + "\n"
+    return tail
+
+
+def _give_tail(container: Any, key: Any, tail: str) -> None:
+    if tail:
+        tok = _token(*_slot(container, key), create=True)
+        assert tok is not None
+        tok.value = (tok.value if tok.value.endswith("\n") else tok.value + "\n") + tail
+
+
+def _append_item(doc: CommentedMap, section: str, item: Any) -> None:
+    """Append to a top-level list; an empty one hands its trailing lines to the new entry."""
+    seq = _section(doc, section)
+    tail = _take_tail(seq, len(seq) - 1) if len(seq) else _take_key_tail(doc, section)
+    seq.append(item)
+    _give_tail(seq, len(seq) - 1, tail)
+
+
+def _take_key_tail(doc: CommentedMap, key: str) -> str:
+    tok = _token(doc, key)
+    if tok is None or "\n" not in tok.value:
+        return ""
+    eol, tail = tok.value.split("\n", 1)
+    tok.value = eol + "\n"
+    return tail
+
+
+def _insert_key(m: CommentedMap, pos: int, key: str, value: Any) -> None:
+    keys = list(m)
+    tail = _take_tail(m, keys[pos - 1]) if 0 < pos == len(keys) else ""
+    m.insert(pos, key, value)
+    _give_tail(m, key, tail)
+
+
+def _delete_item(doc: CommentedMap, section: str, index: int) -> None:
+    seq: CommentedSeq = doc[section]
+    tail = _take_tail(seq, index)
+    del seq[index]
+    if index > 0:
+        _give_tail(seq, index - 1, tail)
+        return
+    # The first entry went: its trailing lines now open the section (or follow it, if empty).
+    tok = _token(doc, section, create=bool(tail) or not len(seq))
+    if not len(seq):
+        empty = CommentedSeq()
+        empty.fa.set_flow_style()
+        doc[section] = empty
+    if tok is not None:
+        tok.value = (tok.value if tok.value.endswith("\n") else tok.value + "\n") + tail

@@ -1,0 +1,88 @@
+"""OPML in and out: the subscription list every feed reader imports and exports.
+
+`parse_opml` (bytes → `(title, feed URL, page URL)` triples) and `render_opml` (config → OPML
+text) are pure. Adding imported feeds to sources.yaml is `follow.add_blogs`' job: this module
+never touches files or the network. A document with a DOCTYPE is refused outright, so entity
+tricks (billion laughs, external entities) never reach the XML parser's expansion.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from .config import Config, SourceSpec
+
+Feed = tuple[str, str, str]  # (title, xml_url, html_url)
+
+_DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+class OpmlError(ValueError):
+    """Not an OPML document we are willing to read."""
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].lower()
+
+
+def _attr(el: ET.Element, name: str) -> str:
+    """An attribute, matched case-insensitively (xmlUrl, xmlurl and XMLURL all occur)."""
+    want = name.lower()
+    for key, value in el.attrib.items():
+        if _local(key) == want:
+            return " ".join(value.split())
+    return ""
+
+
+def parse_opml(data: bytes) -> list[Feed]:
+    """Every outline with an xmlUrl, however deeply nested in categories, first one wins."""
+    if _DOCTYPE.search(data):
+        raise OpmlError("refusing an OPML file with a DOCTYPE or entity declarations")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise OpmlError(f"not valid XML: {e}") from None
+    if _local(root.tag) != "opml":
+        raise OpmlError(f"not OPML: the root element is <{_local(root.tag)}>, not <opml>")
+    feeds: dict[str, Feed] = {}
+    for el in root.iter():
+        if _local(el.tag) != "outline":
+            continue
+        url = _attr(el, "xmlUrl")
+        if url and url not in feeds:
+            title = _attr(el, "title") or _attr(el, "text") or url
+            feeds[url] = (title, url, _attr(el, "htmlUrl"))
+    return list(feeds.values())
+
+
+def _page_url(spec: SourceSpec) -> str:
+    """The human page behind a person's Bluesky or Mastodon feed ('' for blogs: unknown)."""
+    if spec.name.endswith("/bluesky"):
+        return spec.target.removesuffix("/rss")
+    if spec.name.endswith("/mastodon"):
+        return spec.target.removesuffix(".rss")
+    return ""
+
+
+def render_opml(cfg: Config, title: str = "feedbot subscriptions") -> str:
+    """Blogs, and people's blog, Bluesky and Mastodon feeds, as OPML 2.0 in two folders."""
+    root = ET.Element("opml", version="2.0")
+    ET.SubElement(ET.SubElement(root, "head"), "title").text = title
+    body = ET.SubElement(root, "body")
+    folders: dict[str, ET.Element] = {}
+    for spec in cfg.sources():
+        if spec.kind != "feed":
+            continue
+        folder_name = "People" if spec.person else "Blogs"
+        folder = folders.get(folder_name)
+        if folder is None:
+            folder = folders[folder_name] = ET.SubElement(body, "outline", text=folder_name,
+                                                          title=folder_name)
+        attrs = {"type": "rss", "text": spec.label, "title": spec.label, "xmlUrl": spec.target}
+        if page := _page_url(spec):
+            attrs["htmlUrl"] = page
+        ET.SubElement(folder, "outline", attrs)
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") \
+        + "\n"

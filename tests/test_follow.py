@@ -1,0 +1,400 @@
+"""`follow` / `unfollow`: argument parsing, comment-preserving round trips on sources.yaml, refusals
+that leave the file untouched, the atomic write, and the one-time feed check (local server)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from feedbot.cli import main
+from feedbot.config import ConfigError, load_config
+from feedbot.follow import (
+    CheckFailed,
+    FollowError,
+    FollowRequest,
+    add_blogs,
+    find_feed_links,
+    follow,
+    parse_follow_args,
+    unfollow,
+)
+
+from .support import LocalServer, atom_feed
+
+REPO_SOURCES = Path(__file__).resolve().parents[1] / "sources.yaml"
+
+COMMENTED = """\
+# My feedbot sources — hand-written, please keep my notes.
+
+learner:
+  stage: cnn          # working through CS231n
+
+defaults:
+  interval: 6h
+
+# Blogs I read every week
+blogs:
+  - name: Lil'Log     # Lilian Weng
+    url: https://lilianweng.github.io/index.xml
+  - name: Jay Alammar
+    url: https://jalammar.github.io/feed.xml
+    interval: 1d    # posts rarely
+
+# People. Keep the ones I really read near the top.
+people:
+  - name: Andrej Karpathy   # the reason I started
+    x: karpathy
+    arxiv: Andrej Karpathy
+    weight: 1.5
+  - name: Justin Johnson
+    arxiv: Justin Johnson
+
+# Chats allowed to talk to the bot
+telegram:
+  allowed_chats: []   # fill in from /start
+"""
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    p = tmp_path / "sources.yaml"
+    p.write_text(COMMENTED, encoding="utf-8")
+    return p
+
+
+def changes(old: str, new: str) -> tuple[list[str], list[str]]:
+    """(lines removed, lines added) between two versions of a file."""
+    diff = list(difflib.ndiff(old.splitlines(), new.splitlines()))
+    removed = [d[2:] for d in diff if d.startswith("- ")]
+    return removed, [d[2:] for d in diff if d.startswith("+ ")]
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name != "sources.yaml")
+
+
+# --- parsing words ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["Andrej Karpathy", "--x", "karpathy", "--arxiv", "Andrej Karpathy"],
+     FollowRequest(name="Andrej Karpathy", x="karpathy", arxiv="Andrej Karpathy")),
+    (["Andrej", "Karpathy", "--x=@karpathy"], FollowRequest(name="Andrej Karpathy", x="karpathy")),
+    (["@someone@mastodon.social"], FollowRequest(mastodon="@someone@mastodon.social")),
+    (["someone@mastodon.social"], FollowRequest(mastodon="@someone@mastodon.social")),
+    (["@karpathy.bsky.social"], FollowRequest(bluesky="karpathy.bsky.social")),
+    (["Ada", "ada.bsky.social"], FollowRequest(name="Ada", bluesky="ada.bsky.social")),
+    (["x:karpathy"], FollowRequest(x="karpathy")),
+    (["https://example.org/feed.xml"], FollowRequest(blog="https://example.org/feed.xml")),
+    (["Lilian Weng", "https://lilianweng.github.io/index.xml", "--weight", "2"],
+     FollowRequest(name="Lilian Weng", blog="https://lilianweng.github.io/index.xml",
+                   weight=2.0)),
+    (["--no-check", "--blog", "https://e.org/f", "--replies"],
+     FollowRequest(blog="https://e.org/f", check=False, replies=True)),
+])
+def test_parse_follow_args(args: list[str], expected: FollowRequest) -> None:
+    assert parse_follow_args(args) == expected
+
+
+def test_a_bare_url_is_a_blogs_entry_but_with_a_name_a_person() -> None:
+    assert parse_follow_args(["https://e.org/feed"]).is_blog_only
+    assert not parse_follow_args(["Ada", "https://e.org/feed"]).is_blog_only
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "nothing to follow"),
+    (["Just A Name"], "nothing to follow"),
+    (["--x"], "--x needs a value"),
+    (["--x", "--arxiv", "A"], "--x needs a value"),
+    (["--x", "a", "x:b"], "x given twice"),
+    (["--frobnicate", "x:a"], "unknown option --frobnicate"),
+    (["@karpathy"], "x:karpathy"),
+    (["--weight", "heavy", "x:a"], "must be a number"),
+    (["--weight", "-1", "x:a"], "0 or more"),
+])
+def test_parse_follow_args_refuses_with_a_reason(args: list[str], message: str) -> None:
+    with pytest.raises(FollowError, match=message):
+        parse_follow_args(args)
+
+
+# --- round trips on a commented file ----------------------------------------------------------
+
+def test_follow_a_new_person_only_adds_their_lines(sources: Path) -> None:
+    msg = follow(sources, parse_follow_args(
+        ["Ada Example", "--x", "ada_ex", "--mastodon", "@ada@sigmoid.social", "--weight", "2"]))
+    removed, added = changes(COMMENTED, sources.read_text())
+    assert removed == []
+    assert added == ["  - name: Ada Example", "    x: ada_ex",
+                     "    mastodon: '@ada@sigmoid.social'", "    weight: 2.0"]
+    text = sources.read_text()
+    assert text.index("weight: 2.0") < text.index("# Chats allowed")  # still before telegram
+    assert "following Ada Example on X (@ada_ex), Mastodon (@ada@sigmoid.social)" in msg
+    person = load_config(sources).people[-1]
+    assert (person.name, person.x, person.mastodon, person.weight) == \
+        ("Ada Example", "ada_ex", "@ada@sigmoid.social", 2.0)
+
+
+def test_adding_a_place_to_a_person_puts_it_in_their_entry(sources: Path) -> None:
+    msg = follow(sources, parse_follow_args(["andrej karpathy", "--bluesky",
+                                             "karpathy.bsky.social"]))
+    removed, added = changes(COMMENTED, sources.read_text())
+    assert removed == [] and added == ["    bluesky: karpathy.bsky.social"]
+    lines = sources.read_text().splitlines()
+    assert lines[lines.index("    bluesky: karpathy.bsky.social") - 1] == "    x: karpathy"
+    assert msg == "Andrej Karpathy: added Bluesky (karpathy.bsky.social)"
+
+
+def test_follow_then_unfollow_gives_back_the_same_bytes(sources: Path) -> None:
+    follow(sources, parse_follow_args(["Ada Example", "ada.bsky.social"]))
+    follow(sources, parse_follow_args(["--no-check", "https://blog.example.org/feed.xml"]))
+    assert sources.read_text() != COMMENTED
+    assert unfollow(sources, "ada example") == "unfollowed Ada Example (Bluesky)"
+    assert unfollow(sources, "blog.example.org") == "unfollowed blog.example.org"
+    assert sources.read_text() == COMMENTED
+
+
+def test_unfollow_keeps_the_comments_around_the_entry(sources: Path) -> None:
+    unfollow(sources, "Justin Johnson")  # the last person, just before "# Chats allowed..."
+    removed, added = changes(COMMENTED, sources.read_text())
+    assert removed == ["  - name: Justin Johnson", "    arxiv: Justin Johnson"] and added == []
+    unfollow(sources, "Jay Alammar")  # its "# posts rarely" goes with it; "# People." stays
+    text = sources.read_text()
+    assert "# People. Keep the ones I really read near the top." in text
+    assert "posts rarely" not in text and "# Lilian Weng" in text
+
+
+def test_unfollowing_everyone_in_a_section_leaves_a_valid_file(sources: Path) -> None:
+    unfollow(sources, "Andrej Karpathy")
+    unfollow(sources, "Justin Johnson")
+    cfg = load_config(sources)
+    assert cfg.people == [] and len(cfg.blogs) == 2
+    assert "# Chats allowed to talk to the bot" in sources.read_text()
+    follow(sources, parse_follow_args(["Ada", "x:ada_ex"]))
+    assert [p.name for p in load_config(sources).people] == ["Ada"]
+
+
+def test_round_trip_on_the_repository_sources_file(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    shutil.copy(REPO_SOURCES, p)
+    original = p.read_bytes()
+    follow(p, parse_follow_args(["Someone New", "--bluesky", "someone.bsky.social",
+                                 "--arxiv", "Someone New"]))
+    follow(p, parse_follow_args(["--no-check", "--blog", "https://distill.pub/rss.xml"]))
+    removed, added = changes(original.decode(), p.read_text())
+    assert removed == [] and len(added) == 5
+    unfollow(p, "Someone New")
+    unfollow(p, "distill.pub")
+    assert p.read_bytes() == original
+
+
+def test_four_space_indentation_is_kept(tmp_path: Path) -> None:
+    text = ("learner:\n    stage: cnn   # note\nblogs:\n    -   name: A\n"
+            "        url: https://a.example/feed\n")
+    p = tmp_path / "sources.yaml"
+    p.write_text(text)
+    follow(p, parse_follow_args(["--no-check", "https://b.example/feed"]))
+    assert p.read_text() == text + "    -   name: b.example\n        url: https://b.example/feed\n"
+
+
+# --- refusals leave the file untouched --------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ANDREJ KARPATHY", "--x", "someone_else"], "already has x: karpathy"),
+    (["Andrej Karpathy", "--x", "karpathy"], "already following Andrej Karpathy"),
+    (["Someone", "x:KARPATHY"], "already following X @karpathy"),
+    (["Jay Alammar", "x:jay"], "already used in blogs"),
+    (["Jay", "--no-check", "--blog", "http://jalammar.github.io/feed.xml/"],
+     "already following http://jalammar.github.io/feed.xml/"),
+    (["--no-check", "https://www.lilianweng.github.io/index.xml"], "already following"),
+    (["Someone", "--arxiv", "justin johnson"], "already following arXiv"),
+])
+def test_duplicates_are_refused(sources: Path, args: list[str], message: str) -> None:
+    before = sources.read_bytes()
+    with pytest.raises(FollowError, match=message):
+        follow(sources, parse_follow_args(args))
+    assert sources.read_bytes() == before
+
+
+def test_an_invalid_result_is_refused_with_the_reason(sources: Path) -> None:
+    before = sources.read_bytes()
+    with pytest.raises(ConfigError, match="edit refused.*X handle is 1-15 letters"):
+        follow(sources, parse_follow_args(["Someone", "--x", "not a handle!"]))
+    assert sources.read_bytes() == before
+
+
+def test_unfollow_unknown_suggests_a_close_name(sources: Path) -> None:
+    before = sources.read_bytes()
+    with pytest.raises(FollowError, match="did you mean 'Andrej Karpathy'"):
+        unfollow(sources, "Andrej Karpathi")
+    assert sources.read_bytes() == before
+
+
+def test_a_broken_file_is_not_edited(sources: Path) -> None:
+    sources.write_text(COMMENTED.replace("interval: 6h", "intervall: 6h"))
+    before = sources.read_bytes()
+    with pytest.raises(ConfigError, match="intervall"):
+        follow(sources, parse_follow_args(["x:someone"]))
+    assert sources.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["replace", "fsync"])
+def test_killed_between_write_and_rename_leaves_the_original(
+        sources: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    before = sources.read_bytes()
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # what a kill between the steps looks like to us
+
+    monkeypatch.setattr(os, where, killed)
+    with pytest.raises(KeyboardInterrupt):
+        follow(sources, parse_follow_args(["Ada", "x:ada_ex"]))
+    monkeypatch.undo()
+    assert sources.read_bytes() == before
+    assert leftovers(sources.parent) == []
+
+
+# --- the one-time feed check ------------------------------------------------------------------
+
+FEED = atom_feed([{"title": "A post", "link": "https://example.org/a"}], title="Ada's Notes")
+
+
+def page(links: str) -> bytes:
+    return (f"<!doctype html><html><head><title>Ada — home</title>{links}</head>"
+            "<body><p>hello</p></body></html>").encode()
+
+
+def test_find_feed_links_resolves_and_filters() -> None:
+    html = page('<link rel="stylesheet" href="/s.css">'
+                '<link rel="alternate" type="application/atom+xml" href="/feed.atom">'
+                '<link rel="Alternate" type="application/rss+xml; charset=utf-8" '
+                'href="https://cdn.example.org/rss.xml">'
+                '<link rel="alternate" type="text/html" hreflang="de" href="/de/">')
+    links, title = find_feed_links(html.decode(), "https://example.org/blog/")
+    assert links == ["https://example.org/feed.atom", "https://cdn.example.org/rss.xml"]
+    assert title == "Ada — home"
+
+
+def test_a_feed_url_is_followed_under_its_title(sources: Path, server: LocalServer) -> None:
+    url = server.add("/feed.xml", body=FEED, content_type="application/atom+xml")
+    msg = follow(sources, parse_follow_args([url]))
+    assert msg == f"following blog \"Ada's Notes\": {url}"
+    assert load_config(sources).blogs[-1].url == url
+    assert len(server.hits("/feed.xml")) == 1
+
+
+def test_a_page_advertising_a_feed_is_followed_by_its_feed(sources: Path,
+                                                           server: LocalServer) -> None:
+    feed = server.add("/blog/feed.atom", body=FEED, content_type="application/atom+xml")
+    home = server.add("/blog/", body=page('<link rel="alternate" type="application/atom+xml" '
+                                          'href="feed.atom">'), content_type="text/html")
+    msg = follow(sources, parse_follow_args(["Ada Example", "--blog", home]))
+    assert load_config(sources).people[-1].blog == feed
+    assert f"(feed found on {home})" in msg
+    assert len(server.hits("/blog/")) == 1 and len(server.hits("/blog/feed.atom")) == 1
+
+
+@pytest.mark.parametrize(("route", "message"), [
+    ({"body": page(""), "content_type": "text/html"}, "advertises no feed"),
+    ({"body": b"just some text", "content_type": "text/plain"}, "is not a feed"),
+    ({"body": page('<link rel="alternate" type="application/rss+xml" href="/x">'),
+      "content_type": "text/html"}, "advertises .*/x, but"),
+])
+def test_not_a_feed_is_refused(sources: Path, server: LocalServer, route: dict,
+                               message: str) -> None:
+    url = server.add("/page", **route)
+    server.add("/x", body=b"<html><body>no feed here</body></html>", content_type="text/html")
+    before = sources.read_bytes()
+    with pytest.raises(FollowError, match=message):
+        follow(sources, parse_follow_args([url]))
+    assert sources.read_bytes() == before
+
+
+def test_a_followed_feed_is_refused_before_any_fetch(sources: Path, server: LocalServer) -> None:
+    url = server.add("/feed.xml", body=FEED, content_type="application/atom+xml")
+    follow(sources, parse_follow_args([url]))
+    with pytest.raises(FollowError, match="already following"):
+        follow(sources, parse_follow_args(["Ada", "--blog", url]))
+    assert len(server.hits("/feed.xml")) == 1
+
+
+def test_a_missing_sources_file_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="feedbot init"):
+        follow(tmp_path / "nope.yaml", parse_follow_args(["x:someone"]))
+
+
+def test_an_unreachable_blog_is_a_check_failure(sources: Path, server: LocalServer) -> None:
+    with pytest.raises(CheckFailed, match="HTTP 404.*--no-check"):
+        follow(sources, parse_follow_args([server.url("/gone.xml")]))
+
+
+def test_no_check_does_not_fetch(sources: Path, server: LocalServer) -> None:
+    url = server.url("/feed.xml")
+    follow(sources, parse_follow_args(["--no-check", url]))
+    assert server.requests == []
+    assert load_config(sources).blogs[-1].name == "127.0.0.1"
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+def invoke(sources: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--sources", str(sources), *args])
+
+
+def test_cli_follow_and_unfollow(sources: Path) -> None:
+    r = invoke(sources, "follow", "Ada Example", "--x", "ada_ex", "--arxiv", "Ada Example")
+    assert r.exit_code == 0, r.output
+    assert "following Ada Example on X (@ada_ex), arXiv (Ada Example)" in r.output
+    assert "X_BEARER_TOKEN is not set" in r.output
+    r = invoke(sources, "follow", "x:ada_ex")
+    assert r.exit_code == 2 and "already following X @ada_ex" in r.output
+    r = invoke(sources, "unfollow", "Ada", "Example")
+    assert r.exit_code == 0 and "unfollowed Ada Example (X, arXiv)" in r.output
+    assert sources.read_text() == COMMENTED
+
+
+def test_cli_follow_mastodon_shorthand_and_weight(sources: Path) -> None:
+    r = invoke(sources, "follow", "@someone@mastodon.social", "--weight", "0.5")
+    assert r.exit_code == 0, r.output
+    person = load_config(sources).people[-1]
+    assert (person.name, person.mastodon, person.weight) == \
+        ("@someone@mastodon.social", "@someone@mastodon.social", 0.5)
+
+
+def test_cli_refusals_exit_2_and_unreachable_exits_1(sources: Path,
+                                                     server: LocalServer) -> None:
+    assert invoke(sources, "unfollow", "Nobody").exit_code == 2
+    assert invoke(sources, "follow", "--x", "a b", "A").exit_code == 2
+    assert invoke(sources, "follow", "Just words").exit_code == 2
+    r = invoke(sources, "follow", "--blog", server.url("/missing"))
+    assert r.exit_code == 1 and "cannot check" in r.output
+    assert sources.read_text() == COMMENTED
+
+
+@pytest.mark.parametrize("command", ["follow", "unfollow", "import-opml", "export-opml"])
+def test_commands_have_help(command: str) -> None:
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0 and len(r.output.splitlines()) > 3
+
+
+def test_add_blogs_skips_followed_and_names_clashes(sources: Path) -> None:
+    report = add_blogs(sources, [
+        ("Jay Alammar", "https://jalammar.github.io/feed.xml", ""),  # already followed
+        ("Jay Alammar", "https://other.example/jay.xml", ""),  # name taken: host added
+        ("", "https://untitled.example/rss", ""),
+        ("Bad", "ftp://nope.example/feed", ""),
+    ])
+    assert report.added == ["Jay Alammar (other.example)", "untitled.example"]
+    assert report.skipped == [("Jay Alammar", "already followed"),
+                              ("Bad", "not an http(s) URL")]
+    names = [b.name for b in load_config(sources).blogs]
+    assert names[-2:] == report.added
+
+
+def test_add_blogs_with_nothing_new_does_not_rewrite(sources: Path) -> None:
+    before = sources.stat().st_mtime_ns
+    report = add_blogs(sources, [("x", "https://jalammar.github.io/feed.xml", "")])
+    assert report.added == [] and sources.stat().st_mtime_ns == before

@@ -1,0 +1,163 @@
+"""OPML: parsing real subscription lists (NetNewsWire's), refusing DOCTYPEs, rendering the
+config, and `import-opml` / `export-opml` round trips through sources.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from feedbot.cli import main
+from feedbot.config import load_config
+from feedbot.follow import add_blogs
+from feedbot.items import canonical_url
+from feedbot.opml import OpmlError, parse_opml, render_opml
+from feedbot.sources_edit import atomic_write
+
+NNW = "feeds/netnewswire"
+
+SOURCES = """\
+# my sources
+learner:
+  stage: nlp
+
+blogs:
+  - name: Jay Alammar   # transformers, illustrated
+    url: https://jalammar.github.io/feed.xml
+
+people:
+  - name: Ada Example
+    x: ada_ex
+    bluesky: ada.bsky.social
+    mastodon: "@ada@sigmoid.social"
+    arxiv: Ada Example
+    blog: https://ada.example.net/atom.xml
+"""
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    p = tmp_path / "sources.yaml"
+    p.write_text(SOURCES, encoding="utf-8")
+    return p
+
+
+def opml(body: str, head: str = "") -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n{head}<opml version="2.0"><head>'
+            f"<title>t</title></head><body>{body}</body></opml>").encode()
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+def test_real_netnewswire_list_with_nested_folders(corpus: Path) -> None:
+    feeds = parse_opml((corpus / NNW / "Subs.opml").read_bytes())
+    assert len(feeds) == 207 and len({url for _, url, _ in feeds}) == 207
+    by_url = {url: (title, page) for title, url, page in feeds}
+    assert by_url["http://daringfireball.net/feeds/main"] == ("Daring Fireball",
+                                                              "http://daringfireball.net/")
+    assert by_url["http://corinnekrych.blogspot.com/feeds/posts/default"][0] == "chat & code"
+    assert by_url["http://jvns.ca/atom.xml"] == ("Julia Evans", "")  # htmlUrl="" stays empty
+    assert "Programming" not in {t for t, _, _ in feeds}  # folders are not feeds
+
+
+def test_missing_title_attributes_fall_back_to_text(corpus: Path) -> None:
+    with_titles = parse_opml((corpus / NNW / "Subs.opml").read_bytes())
+    without = parse_opml((corpus / NNW / "SubsNoTitleAttributes.opml").read_bytes())
+    assert [(t, u) for t, u, _ in without] == [(t, u) for t, u, _ in with_titles]
+
+
+def test_no_title_or_text_uses_the_url_and_attributes_are_case_insensitive() -> None:
+    feeds = parse_opml(opml('<outline text="Folder"><outline type="rss" xmlurl="https://a.example'
+                            '/f"/><outline XMLURL="https://b.example/f" title="B"/></outline>'))
+    assert feeds == [("https://a.example/f", "https://a.example/f", ""),
+                     ("B", "https://b.example/f", "")]
+
+
+@pytest.mark.parametrize("data", [
+    opml('<outline xmlUrl="&lol;"/>',
+         '<!DOCTYPE opml [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>\n'),
+    opml('<outline xmlUrl="https://a.example/f"/>',
+         '<!DOCTYPE opml SYSTEM "file:///etc/passwd">\n'),
+])
+def test_doctypes_and_entities_are_refused(data: bytes) -> None:
+    with pytest.raises(OpmlError, match="DOCTYPE"):
+        parse_opml(data)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"<opml><body><outline", "not valid XML"),
+    (b'<?xml version="1.0"?><rss version="2.0"><channel/></rss>', "root element is <rss>"),
+])
+def test_not_opml_is_refused(data: bytes, message: str) -> None:
+    with pytest.raises(OpmlError, match=message):
+        parse_opml(data)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+def test_render_lists_blogs_and_peoples_feeds_only(sources: Path) -> None:
+    text = render_opml(load_config(sources))
+    feeds = parse_opml(text.encode())
+    assert feeds == [
+        ("Jay Alammar", "https://jalammar.github.io/feed.xml", ""),
+        ("Ada Example on Bluesky", "https://bsky.app/profile/ada.bsky.social/rss",
+         "https://bsky.app/profile/ada.bsky.social"),
+        ("Ada Example on Mastodon", "https://sigmoid.social/@ada.rss",
+         "https://sigmoid.social/@ada"),
+        ("Ada Example on their blog", "https://ada.example.net/atom.xml", ""),
+    ]  # X and arXiv have no feed a reader could use
+    assert '<outline text="Blogs"' in text and '<outline text="People"' in text
+
+
+def test_render_escapes_names() -> None:
+    cfg = load_config("s.yaml", text='blogs:\n  - name: "A & B <C> \\"D\\""\n'
+                                     "    url: https://e.example/f?a=1&b=2\n")
+    [(title, url, _)] = parse_opml(render_opml(cfg).encode())
+    assert (title, url) == ('A & B <C> "D"', "https://e.example/f?a=1&b=2")
+
+
+# --- import and export ------------------------------------------------------------------------
+
+def test_import_real_list_then_export_round_trip(sources: Path, corpus: Path) -> None:
+    feeds = parse_opml((corpus / NNW / "Subs.opml").read_bytes())
+    report = add_blogs(sources, feeds)
+    assert len(report.added) + len(report.skipped) == 207 and len(report.added) > 200
+    assert all(why == "already followed" for _, why in report.skipped)
+    text = sources.read_text()
+    assert text.startswith("# my sources\n") and "# transformers, illustrated" in text
+    cfg = load_config(sources)
+    assert len({b.name.casefold() for b in cfg.blogs}) == len(cfg.blogs) == 1 + len(report.added)
+
+    exported = {canonical_url(url) for _, url, _ in parse_opml(render_opml(cfg).encode())}
+    assert {canonical_url(url) for _, url, _ in feeds} <= exported  # skipped = same feed twice
+
+    before = sources.read_bytes()
+    again = add_blogs(sources, feeds)
+    assert again.added == [] and sources.read_bytes() == before
+
+
+def test_cli_import_and_export(sources: Path, tmp_path: Path, corpus: Path) -> None:
+    runner = CliRunner()
+    src = corpus / NNW / "SubsNoTitleAttributes.opml"
+    r = runner.invoke(main, ["--sources", str(sources), "import-opml", str(src)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0].startswith("added Daring Fireball")
+    assert "(207 feeds in SubsNoTitleAttributes.opml)" in r.output
+
+    out = tmp_path / "export.opml"
+    r = runner.invoke(main, ["--sources", str(sources), "export-opml", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    r2 = runner.invoke(main, ["--sources", str(sources), "export-opml"])
+    assert r2.stdout == out.read_text()
+    urls = {u for _, u, _ in parse_opml(out.read_bytes())}
+    assert "http://daringfireball.net/feeds/main" in urls
+    assert "https://sigmoid.social/@ada.rss" in urls
+
+
+def test_cli_import_refuses_a_bad_file(sources: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.opml"
+    atomic_write(bad, '<!DOCTYPE x [<!ENTITY a "b">]><opml/>')
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(bad)])
+    assert r.exit_code == 2 and "DOCTYPE" in r.output
+    assert sources.read_text() == SOURCES

@@ -1,0 +1,207 @@
+"""People end to end: sources.yaml people → X, Bluesky, Mastodon, arXiv-author and blog sources,
+collected from local servers (tweepy through `responses`), and a post that links to a collected
+paper or blog post merged into that item's digest entry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import responses
+
+from feedbot.collect import collect_async
+from feedbot.collectors.arxiv_api import ArxivGate
+from feedbot.config import Config, load_config
+from feedbot.digest import build_digest
+from feedbot.http import make_client
+from feedbot.render import render_markdown
+from feedbot.roadmap import load_roadmap
+from feedbot.store import Store
+
+from .support import FIXTURES, LocalServer, Route, atom_feed
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+SOURCES = """\
+learner:
+  stage: deep-learning
+blogs:
+  - name: Example Blog
+    url: https://blog.example.org/feed.xml
+people:
+  - name: Ada Example
+    arxiv: Ada Example
+    bluesky: ada.bsky.social
+    mastodon: "@ada@sigmoid.social"
+    blog: https://ada.example.net/atom.xml
+    weight: 2
+  - name: Grace Tester
+    x: feedbot_test
+"""
+
+
+class ToLocal(httpx.AsyncBaseTransport):
+    """Send every request to the local server, whatever host it names (path kept)."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.port = int(server.base.rsplit(":", 1)[1])
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=self.port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def config() -> Config:
+    return load_config("sources.yaml", text=SOURCES)
+
+
+def serve_people(server: LocalServer) -> None:
+    """Bluesky, Mastodon, the blogs and the arXiv API, each at the path its real URL has."""
+    server.add("/profile/ada.bsky.social/rss", body=(FIXTURES / "social_bluesky.rss").read_bytes(),
+               content_type="application/rss+xml")
+    server.add("/@ada.rss", body=(FIXTURES / "social_mastodon.rss").read_bytes(),
+               content_type="application/rss+xml")
+    server.add("/feed.xml", body=atom_feed([
+        {"title": "Why attention needs the softmax temperature",
+         "link": "https://blog.example.org/posts/attention-temperature",
+         "updated": "2026-11-19T08:00:00Z", "summary": "Softmax temperature and attention."},
+        {"title": "Convolutions, visually", "link": "https://blog.example.org/posts/conv",
+         "updated": "2026-11-18T08:00:00Z", "summary": "Kernels, strides and padding."},
+    ], title="Example Blog"), content_type="application/atom+xml")
+    server.add("/atom.xml", body=atom_feed([
+        {"title": "Notes from NeurIPS", "link": "https://ada.example.net/neurips",
+         "updated": "2026-11-19T07:00:00Z", "summary": "Talks I liked."},
+    ], title="Ada's notes"), content_type="application/atom+xml")
+    server.add("/api/query", body=(FIXTURES / "social_arxiv_author.xml").read_bytes(),
+               content_type="application/atom+xml")
+
+
+@pytest.fixture
+async def http(server: LocalServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(transport=ToLocal(server)) as client:
+        yield client
+
+
+@pytest.fixture
+def x_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X_BEARER_TOKEN", "test-token")
+
+
+async def collect_all(server: LocalServer, http: httpx.AsyncClient, store: Store,
+                      cfg: Config) -> dict[str, object]:
+    serve_people(server)
+    x_page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
+    with responses.RequestsMock() as rsps:
+        rsps.add_passthru(server.base)  # the arxiv package also speaks through requests
+        rsps.get("https://api.twitter.com/2/users/by/username/feedbot_test",
+                 json={"data": {"id": "4242", "name": "Grace", "username": "feedbot_test"}})
+        rsps.get("https://api.twitter.com/2/users/4242/tweets", json=x_page)
+        gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.0)
+        reports = await collect_async(cfg, store, now=NOW, http=http, arxiv=gate)
+    return {r.name: r for r in reports}
+
+
+def test_people_become_labelled_weighted_sources() -> None:
+    specs = {s.name: s for s in config().sources()}
+    assert {n: s.label for n, s in specs.items() if s.person} == {
+        "Ada Example/bluesky": "Ada Example on Bluesky",
+        "Ada Example/mastodon": "Ada Example on Mastodon",
+        "Ada Example/arxiv": "Ada Example on arXiv",
+        "Ada Example/blog": "Ada Example on their blog",
+        "Grace Tester/x": "Grace Tester on X",
+    }
+    ada = [s for s in specs.values() if s.person == "Ada Example"]
+    assert {s.weight for s in ada} == {2.0} and specs["Grace Tester/x"].weight == 1.0
+    assert specs["Ada Example/bluesky"].target == "https://bsky.app/profile/ada.bsky.social/rss"
+    assert specs["Ada Example/mastodon"].target == "https://sigmoid.social/@ada.rss"
+    assert specs["Ada Example/arxiv"].target == 'au:"Ada Example"'
+
+
+async def test_bluesky_mastodon_and_arxiv_author_from_local_servers(
+        server: LocalServer, http: httpx.AsyncClient, x_token: None) -> None:
+    store = Store(":memory:")
+    reports = await collect_all(server, http, store, config())
+    assert {n: r.status for n, r in reports.items()} == dict.fromkeys(reports, "ok")
+    [api_call] = server.hits("/api/query")
+    assert parse_qs(api_call.query)["search_query"] == ['au:"Ada Example"']
+    by_source: dict[str, list] = {}
+    for s in store.items_since(None):
+        for name in s.sources:
+            by_source.setdefault(name, []).append(s.item)
+    bsky = by_source["Ada Example/bluesky"]
+    assert len(bsky) == 2 and all(i.kind == "social" and i.person == "Ada Example" for i in bsky)
+    assert any("blog.example.org/posts/attention-temperature" in u for i in bsky
+               for u in i.links)
+    [toot] = by_source["Ada Example/mastodon"]
+    assert toot.kind == "social" and "https://arxiv.org/abs/2611.01234" in toot.links
+    papers = by_source["Ada Example/arxiv"]
+    assert {p.arxiv_id for p in papers} == {"2611.01234", "2611.00777"}
+    assert all(p.person == "Ada Example" and p.kind == "paper" for p in papers)
+    [blog_post] = by_source["Ada Example/blog"]
+    assert blog_post.kind == "post" and blog_post.person == "Ada Example"
+
+
+async def test_a_shared_paper_or_post_is_one_digest_entry_with_every_source(
+        server: LocalServer, http: httpx.AsyncClient, x_token: None, fake_emb: object) -> None:
+    store = Store(":memory:")
+    cfg = config()
+    await collect_all(server, http, store, cfg)
+    digest = build_digest(cfg, store, fake_emb, load_roadmap(), now=NOW, limit=20,  # type: ignore
+                          allow_demo=False)
+    entries = {e.url: e for e in digest.items}
+    assert len(entries) == len(digest.items)  # no story twice
+
+    paper = entries["https://arxiv.org/abs/2611.01234"]
+    assert paper.source == "Ada Example on arXiv"
+    assert set(paper.shared_by) == {"Grace Tester", "Ada Example"}  # X post and Mastodon toot
+    blog = entries["https://blog.example.org/posts/attention-temperature"]
+    assert blog.source == "Example Blog" and blog.shared_by == ["Ada Example"]  # via Bluesky
+
+    sharing_posts = {"https://x.com/feedbot_test/status/1861234567890123456",
+                     "https://sigmoid.social/@ada/113512345678901234",
+                     "https://bsky.app/profile/did:plc:feedbottestada/post/3lbfeedbot001"}
+    assert not sharing_posts & set(entries)  # the posts gave way to what they shared
+    assert "https://bsky.app/profile/did:plc:feedbottestada/post/3lbfeedbot000" in entries
+
+    text = render_markdown(digest)
+    assert text.count("Training Small Transformers on a Single GPU") == 1
+    assert "Ada Example on arXiv — shared by" in text and "Grace Tester" in text
+
+
+async def test_share_collected_before_the_paper_still_merges(
+        server: LocalServer, http: httpx.AsyncClient, x_token: None, fake_emb: object) -> None:
+    """The post arrives in one run and the paper in a later one: still one entry."""
+    store = Store(":memory:")
+    serve_people(server)
+    only_x = load_config("s.yaml", text="people:\n  - name: Grace Tester\n    x: feedbot_test\n")
+    x_page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
+    with responses.RequestsMock() as rsps:
+        rsps.get("https://api.twitter.com/2/users/by/username/feedbot_test",
+                 json={"data": {"id": "4242", "name": "Grace", "username": "feedbot_test"}})
+        rsps.get("https://api.twitter.com/2/users/4242/tweets", json=x_page)
+        await collect_async(only_x, store, now=NOW, http=http)
+    cfg = config()
+    gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.0)
+    await collect_async(cfg, store, now=NOW, http=http, arxiv=gate, only="Ada Example/arxiv")
+    digest = build_digest(cfg, store, fake_emb, load_roadmap(), now=NOW, limit=20,  # type: ignore
+                          allow_demo=False)
+    [paper] = [e for e in digest.items if "2611.01234" in e.url]
+    assert paper.shared_by == ["Grace Tester"]
+    assert not [e for e in digest.items if urlsplit(e.url).hostname == "x.com"]
+
+
+def test_local_routes_cover_every_feed_source(server: LocalServer) -> None:
+    """Guard for the tests above: each feed source's path is one the server answers."""
+    serve_people(server)
+    for spec in config().sources():
+        if spec.kind == "feed":
+            assert urlsplit(spec.target).path in server.routes, spec.target
+    assert isinstance(server.routes["/feed.xml"], Route)

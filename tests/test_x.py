@@ -1,0 +1,306 @@
+"""The X collector: real tweepy against recorded X API v2 responses (served through `responses`,
+which intercepts tweepy's requests session), and the pure parsing on its own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import responses
+
+from feedbot.collect import collect_async, is_due, report_lines
+from feedbot.collectors import Context, SourceDisabled
+from feedbot.collectors.x import (
+    XAuthError,
+    XError,
+    collect_x,
+    newest_id,
+    page_sizes,
+    parse_timeline,
+    tweet_time,
+)
+from feedbot.config import Config, SourceSpec, load_config
+from feedbot.store import SourceState, Store
+
+from .support import FIXTURES
+
+API = "https://api.twitter.com/2"
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+TOKEN = "AAAA-test-bearer-token-do-not-show"
+
+
+# --- recorded data ----------------------------------------------------------------------------
+
+def recorded(corpus: Path, name: str) -> dict[str, Any]:
+    """A tweepy cassette's response body (real X API v2, default fields)."""
+    doc = json.loads((corpus / "x-api-v2/tweepy/decoded/v2_get" / name).read_text())
+    return doc["body"]
+
+
+def twarc_timeline(corpus: Path) -> dict[str, Any]:
+    """A real full-field user-timeline page (retweets, replies, t.co links, media)."""
+    for line in (corpus / "x-api-v2/twarc-csv/withheld.jsonl").read_text().splitlines():
+        page = json.loads(line)
+        if "/users/2351222345/tweets" in page["__twarc"]["url"]:
+            return page
+    raise AssertionError("user-timeline page not found in withheld.jsonl")
+
+
+def twarc_user(page: dict[str, Any]) -> dict[str, Any]:
+    """The timeline owner's user object, as the user lookup endpoint returns it."""
+    user = next(u for u in page["includes"]["users"] if u["id"] == "2351222345")
+    return {"data": user}
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def config(people: str, max_items: int = 50) -> Config:
+    text = f"defaults:\n  max_items: {max_items}\npeople:\n{people}"
+    return load_config("sources.yaml", text=text)
+
+
+def query(call: Any) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(call.request.url).query).items()}
+
+
+def timeline_calls(rsps: responses.RequestsMock) -> list[Any]:
+    return [c for c in rsps.calls if urlsplit(c.request.url).path.endswith("/tweets")]
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+    return TOKEN
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(":memory:")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+async def run(cfg: Config, store: Store, http: httpx.AsyncClient, now: datetime = NOW) -> list:
+    return await collect_async(cfg, store, now=now, http=http)
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+def test_real_timeline_page_drops_retweets_and_replies(corpus: Path) -> None:
+    page = twarc_timeline(corpus)
+    items = parse_timeline([page], "PhillyNEFL", "Philly/x", "Philly")
+    originals = [t for t in page["data"] if not t.get("referenced_tweets")
+                 and not t.get("in_reply_to_user_id")]
+    assert len(page["data"]) == 100 and 0 < len(items) == len(originals) < 100
+    assert not any(i.summary.startswith("RT @") for i in items)
+    assert all(i.kind == "social" and i.person == "Philly" and i.source == "Philly/x"
+               for i in items)
+
+
+def test_replies_and_retweets_come_back_when_asked(corpus: Path) -> None:
+    page = twarc_timeline(corpus)
+    default = parse_timeline([page], "PhillyNEFL", "p/x")
+    with_replies = parse_timeline([page], "PhillyNEFL", "p/x", replies=True)
+    everything = parse_timeline([page], "PhillyNEFL", "p/x", replies=True, retweets=True)
+    assert len(default) < len(with_replies) < len(everything) == len(page["data"])
+    assert any(i.summary.startswith("RT @") for i in everything)
+
+
+def test_real_post_links_are_expanded_and_media_dropped(corpus: Path) -> None:
+    items = {i.guid: i for i in parse_timeline([twarc_timeline(corpus)], "PhillyNEFL", "p/x")}
+    star_wars = items["1257469520882647040"]
+    assert star_wars.links == ("http://epicstream.com/news/NicoParungo/Star-Wars-Releases-May-"
+                               "the-4th-Video-to-Inspire-Fans-in-These-Dark-Times",)
+    assert "t.co/" not in star_wars.summary and star_wars.links[0] in star_wars.summary
+    assert star_wars.url == "https://x.com/PhillyNEFL/status/1257469520882647040"
+    assert star_wars.published == datetime(2020, 5, 5, 0, 37, 51, tzinfo=UTC)
+    photo = items["1256945149231484928"]  # "Good morning #twitter <photo>"
+    assert photo.links == () and photo.summary == "Good morning #twitter"
+
+
+def test_entities_are_unescaped_and_titles_shortened() -> None:
+    page = fixture("x_timeline_shares_arxiv.json")
+    [post] = parse_timeline([page], "feedbot_test", "Test Person/x", "Test Person")
+    assert "&amp;" not in post.summary and "single GPU & what" in post.summary
+    assert post.links == ("https://arxiv.org/abs/2611.01234v2",)
+    assert len(post.title) <= 90 and post.title.endswith("…")
+    assert post.published == datetime(2026, 11, 19, 18, 30, tzinfo=UTC)
+    assert post.authors == ("Test Person",)
+
+
+def test_time_comes_from_the_id_when_created_at_was_not_asked_for(corpus: Path) -> None:
+    page = recorded(corpus, "test_client_get_users_tweets__0__GET.json")
+    first = page["data"][0]
+    assert "created_at" not in first
+    assert tweet_time(first) == datetime(2022, 10, 5, 18, 40, 30, 908000, tzinfo=UTC)
+
+
+def test_newest_id_and_page_sizes() -> None:
+    page = fixture("x_timeline_shares_arxiv.json")
+    assert newest_id([page]) == "1861234567890123456"
+    assert newest_id([{"meta": {"result_count": 0}}], since_id="17") == "17"
+    assert newest_id([{"meta": {"result_count": 0}}]) is None
+    assert page_sizes(50) == [50] and page_sizes(3) == [5] and page_sizes(230) == [100, 100, 30]
+
+
+# --- the collector against recorded responses ---------------------------------------------------
+
+async def test_first_run_resolves_handle_once_and_second_run_reads_only_new(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: Twitter\n    x: Twitter\n", max_items=20)
+    user = recorded(corpus, "test_client_get_user__0__GET.json")
+    page = recorded(corpus, "test_client_get_users_tweets__0__GET.json")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/Twitter", json=user)
+        rsps.get(f"{API}/users/783214/tweets", json=page)
+        [report] = await run(cfg, store, http)
+        calls = timeline_calls(rsps)
+    assert report.status == "ok" and report.new == 2
+    q = query(calls[0])
+    assert q["max_results"] == "20" and q["exclude"] == "retweets,replies"
+    assert set(q["tweet.fields"].split(",")) == {"created_at", "entities", "referenced_tweets",
+                                                 "in_reply_to_user_id"}
+    assert "since_id" not in q and "pagination_token" not in q  # never pages back
+    assert len(calls) == 1 and calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert store.source_state("Twitter/x").cursor == page["meta"]["newest_id"]
+    assert store.get_meta("x:user:twitter") == "783214"
+
+    empty = {"meta": {"result_count": 0}}  # as X answers when nothing is new
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/783214/tweets", json=empty)
+        [again] = await run(cfg, store, http, NOW + timedelta(hours=7))
+        assert [urlsplit(c.request.url).path for c in rsps.calls] == ["/2/users/783214/tweets"]
+        assert query(rsps.calls[0])["since_id"] == page["meta"]["newest_id"]
+    assert again.status == "ok" and again.new == 0
+    assert store.source_state("Twitter/x").cursor == page["meta"]["newest_id"]
+
+
+async def test_person_options_bring_back_replies_and_retweets(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    page = twarc_timeline(corpus)
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n    replies: true\n    retweets: true\n")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        [report] = await run(cfg, store, http)
+        assert "exclude" not in query(timeline_calls(rsps)[0])
+    assert report.status == "ok" and report.seen == 100
+
+
+async def test_replies_option_alone_still_excludes_retweets(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    page = twarc_timeline(corpus)
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n    replies: true\n")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        [report] = await run(cfg, store, http)
+        assert query(timeline_calls(rsps)[0])["exclude"] == "retweets"
+    stored = store.items_since(None)
+    assert stored and not any(s.item.summary.startswith("RT @") for s in stored)
+    assert any(s.item.summary.startswith("@") for s in stored)  # a reply came through
+
+
+async def test_reads_no_more_than_max_items_across_pages(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    page = twarc_timeline(corpus)  # carries a next_token
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n", max_items=150)
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        await run(cfg, store, http)
+        calls = timeline_calls(rsps)
+    assert [query(c)["max_results"] for c in calls] == ["100", "50"]
+    assert query(calls[1])["pagination_token"] == page["meta"]["next_token"]
+
+
+async def test_429_defers_the_source_until_the_reset_time(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")
+    store.set_meta("x:user:twitter", "783214")
+    store.set_meta("x:user:other_one", "99")
+    reset = int((NOW + timedelta(minutes=12)).timestamp())
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{API}/users/783214/tweets", json=fixture("x_error_429.json"), status=429,
+                 headers={"x-rate-limit-reset": str(reset), "x-rate-limit-remaining": "0"})
+        rsps.get(f"{API}/users/99/tweets", json=fixture("x_error_429.json"), status=429,
+                 headers={"x-rate-limit-reset": str(reset), "x-rate-limit-remaining": "0"})
+        reports = await run(cfg, store, http)
+        assert len(rsps.calls) == 1  # the second X source does not hammer the API
+    assert [r.status for r in reports] == ["error", "error"]
+    assert "rate limit" in reports[0].error
+    for name in ("A/x", "B/x"):
+        state = store.source_state(name)
+        assert state.retry_after == datetime.fromtimestamp(reset, UTC)
+        assert not is_due(state, 60.0, NOW + timedelta(minutes=11))
+        assert is_due(state, 60.0, NOW + timedelta(minutes=12))
+
+
+async def test_401_says_what_to_check_without_the_token(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: A\n    x: Twitter\n")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/Twitter", json=fixture("x_error_401.json"),
+                 status=401)
+        [report] = await run(cfg, store, http)
+    assert report.status == "error"
+    assert "401" in report.error and "X_BEARER_TOKEN" in report.error
+    assert TOKEN not in report.error and TOKEN not in store.source_state("A/x").last_error
+
+
+async def test_403_names_the_access_tier(token: str, store: Store,
+                                         http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: A\n    x: Twitter\n")
+    store.set_meta("x:user:twitter", "783214")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/783214/tweets", json=fixture("x_error_403.json"), status=403)
+        [report] = await run(cfg, store, http)
+    assert "403" in report.error and "access tier" in report.error
+    assert "attached to a Project" in report.error  # X's own reason is passed on
+
+
+async def test_unknown_handle_is_that_sources_error(token: str, store: Store,
+                                                    http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: Nobody\n    x: nosuchfeedbot\n")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/nosuchfeedbot",
+                 json=fixture("x_user_not_found.json"))
+        [report] = await run(cfg, store, http)
+    assert report.status == "error" and "no user @nosuchfeedbot" in report.error
+    assert store.get_meta("x:user:nosuchfeedbot") is None
+
+
+async def test_missing_token_switches_x_off_with_one_notice(
+        store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")
+    with responses.RequestsMock() as rsps:
+        reports = await run(cfg, store, http)
+        assert len(rsps.calls) == 0
+    assert [r.status for r in reports] == ["disabled", "disabled"]
+    [line] = report_lines(reports)
+    assert line.startswith("off (2 sources: A/x, B/x)") and "X_BEARER_TOKEN is not set" in line
+    assert store.source_state("A/x").failures == 0  # not a failure, not retried with backoff
+
+
+async def test_collect_x_raises_source_disabled_directly(http: httpx.AsyncClient) -> None:
+    spec = SourceSpec("A/x", "x", "Twitter", "A on X", person="A")
+    with pytest.raises(SourceDisabled):
+        await collect_x(Context(now=NOW, http=http), spec, SourceState("A/x"))
+
+
+def test_error_classes_are_source_errors() -> None:
+    from feedbot.collectors import SourceError
+
+    assert issubclass(XAuthError, XError) and issubclass(XError, SourceError)
