@@ -269,14 +269,40 @@ def sources(app: App) -> None:
         click.echo("no sources configured; add blogs, arxiv queries or people to "
                    f"{app.sources_file}")
         return
+    for line in format_sources(rows, app.now()):
+        click.echo(line)
+
+
+def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
+    """Blogs, arXiv queries, then people with their places; one health line each."""
+    def status(r: dict[str, Any]) -> str:
+        text = f"{r['health']:<7} {r['items']:>5} items  last ok {r['last_success']}"
+        if r["weight"] != 1.0:
+            text += f"  weight {r['weight']:g}"
+        if r["waiting_until"] is not None:
+            text += f"  waiting until {r['waiting_until']:%Y-%m-%d %H:%M} UTC"
+        if r["error"]:
+            text += f"  — {r['error']}"
+        return text
+
+    out: list[str] = []
+    sections = (("Blogs", lambda r: not r["person"] and r["kind"] == "feed"),
+                ("arXiv queries", lambda r: not r["person"] and r["kind"] == "arxiv"))
+    for title, keep in sections:
+        chosen = [r for r in rows if keep(r)]
+        if chosen:
+            out.append(f"{title}:")
+            out += [f"  {r['name']:<36} {status(r)}" for r in chosen]
+    people = [r for r in rows if r["person"]]
+    if people:
+        out.append("People:")
     person = None
-    for r in rows:
-        if r["person"] != person and r["person"]:
+    for r in people:
+        if r["person"] != person:
             person = r["person"]
-            click.echo(f"{person}:")
-        indent = "    " if r["person"] else ""
-        click.echo(f"{indent}{r['name']:<40} {r['health']:<8} items {r['items']:<5} "
-                   f"last ok {r['last_success']}{'  error: ' + r['error'] if r['error'] else ''}")
+            out.append(f"  {person}")
+        out.append(f"    {r['place'][:50]:<50} {status(r)}")
+    return out
 
 
 @main.command()

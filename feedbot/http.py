@@ -82,6 +82,15 @@ async def fetch(client: httpx.AsyncClient, url: str, *, etag: str = "", last_mod
         raise FetchError("timed out") from None
     except httpx.InvalidURL as e:
         raise FetchError(f"invalid URL: {e}") from None
+    except httpx.ConnectError as e:
+        host = httpx.URL(url).host
+        text = str(e)
+        if "Name or service not known" in text or "nodename nor servname" in text \
+                or "No address associated" in text or "Temporary failure in name" in text:
+            raise FetchError(f"cannot resolve host {host}") from None
+        if "refused" in text.lower() or "All connection attempts failed" in text:
+            raise FetchError(f"cannot connect to {host} (connection refused)") from None
+        raise FetchError(f"cannot connect to {host}: {text}") from None
     except httpx.HTTPError as e:
         raise FetchError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
 

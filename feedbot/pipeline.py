@@ -6,11 +6,12 @@ none of them prints except through the `echo` callback it is given.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from .config import Config
+from .config import Config, SourceSpec
 from .digest import Digest, build_digest
 from .embed import Embedder, embed_cached
 from .items import embed_text
@@ -59,12 +60,28 @@ def _ago(dt: datetime | None, now: datetime) -> str:
     return "just now"
 
 
+def _place(spec: SourceSpec) -> str:
+    """How a person's source reads under their name: 'X @karpathy', 'arXiv au:"…"', …"""
+    where = spec.name.rsplit("/", 1)[-1]
+    return {"x": f"X @{spec.target}", "arxiv": f"arXiv {spec.target}"}.get(
+        where, f"{spec.label.removeprefix(spec.person + ' on ')} {spec.target}")
+
+
+def _disabled(spec: SourceSpec) -> str:
+    if spec.kind == "x" and not os.environ.get("X_BEARER_TOKEN"):
+        return "X_BEARER_TOKEN is not set"
+    return ""
+
+
 def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
     """One row per configured source: health word, item count, last success, last error."""
     rows = []
     for spec in cfg.sources():
         st = store.source_state(spec.name)
-        if st.last_attempt is None:
+        off = _disabled(spec)
+        if off:
+            health = "off"
+        elif st.last_attempt is None:
             health = "new"
         elif st.failures == 0:
             health = "ok"
@@ -72,9 +89,12 @@ def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, An
             health = "failing"
         else:
             health = "broken"
+        waiting = st.retry_after if st.retry_after and st.retry_after > now else None
         rows.append({
             "name": spec.name, "label": spec.label, "kind": spec.kind, "person": spec.person,
+            "place": _place(spec) if spec.person else spec.target, "weight": spec.weight,
             "health": health, "items": st.items, "last_success": _ago(st.last_success, now),
-            "error": st.last_error if st.failures else "", "failures": st.failures,
+            "error": off or (st.last_error if st.failures else ""), "failures": st.failures,
+            "waiting_until": waiting,
         })
     return rows

@@ -206,9 +206,11 @@ def test_sources_shows_health(sources: Path, use_fake_embedder: Any) -> None:
     assert "new" in before
     invoke("collect")
     out = invoke("sources").stdout
-    line = next(x for x in out.splitlines() if x.startswith("Vision Lab"))
-    assert " ok " in line and "items 2" in line and "just now" in line
-    broken = next(x for x in out.splitlines() if x.startswith("Broken"))
+    lines = out.splitlines()
+    assert lines[0] == "Blogs:"
+    line = next(x for x in lines if x.strip().startswith("Vision Lab"))
+    assert " ok " in line and " 2 items" in line and "just now" in line
+    broken = next(x for x in lines if x.strip().startswith("Broken"))
     assert "failing" in broken and "HTTP 500" in broken and "never" in broken
 
 
