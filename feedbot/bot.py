@@ -1,0 +1,425 @@
+"""The Telegram side of `feedbot run`: the python-telegram-bot `Application`, its command and
+button handlers, access control, sending with flood control and retries, and keeping the bot
+token out of every log line.
+
+Handlers are thin (`async def name(update, context) -> None`): they ask the runner, which calls
+the same pipeline functions as the CLI, and render with `telegram_render`. Nothing here
+schedules, collects, ranks or writes SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shlex
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from .telegram_render import (
+    Button,
+    Keyboard,
+    TgMessage,
+    help_text,
+    mark_choice,
+    parse_feedback_data,
+    parse_stage_data,
+    plain,
+    refusal,
+    render_later,
+    render_sources,
+    render_stage,
+    setup_instructions,
+    stage_changed,
+    welcome,
+)
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+# PTB >= 22.2 warns whenever a time period (e.g. RetryAfter.retry_after) is read as an int; it
+# reads this variable at that moment. Opting in to the future `timedelta` form keeps the warnings
+# out; `_seconds` reads both forms.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+DEFAULT_API_URL = "https://api.telegram.org"
+REDACTED = "<bot-token>"
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+COMMANDS = (
+    ("digest", "A digest now: new items for your stage"),
+    ("stage", "Your roadmap stage; /stage ID or /stage next to move"),
+    ("later", "Your read-later list"),
+    ("sources", "What feedbot follows, with health"),
+    ("follow", "Follow a blog, arXiv query or person"),
+    ("unfollow", "Stop following NAME"),
+    ("help", "What this bot can do"),
+    ("start", "Start here"),
+)
+ACK = {"up": "👍 Noted: more like this.", "down": "👎 Noted: less like this.",
+       "later": "🔖 Saved: /later lists it."}
+T = TypeVar("T")
+
+
+class SendFailed(Exception):
+    """Telegram did not take a message, after the retries."""
+
+
+# --- the token stays out of logs ---------------------------------------------------------------
+
+def install_token_redaction(secret: str) -> Callable[[], None]:
+    """From now on every log record, from any logger to any handler, has `secret` replaced in its
+    message, arguments and exception text. Returns a function that undoes it."""
+    variants = [v for v in dict.fromkeys((secret, quote(secret, safe=""))) if v]
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact(record, variants)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+    def uninstall() -> None:
+        if logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(previous)
+
+    return uninstall
+
+
+def _scrub(text: str, variants: Sequence[str]) -> str:
+    for v in variants:
+        text = text.replace(v, REDACTED)
+    return text
+
+
+def _redact(record: logging.LogRecord, variants: Sequence[str]) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed call; logging reports it later, unredacted args are dropped
+        record.msg, record.args = str(record.msg), ()
+        message = record.msg
+    if any(v in message for v in variants):
+        record.msg, record.args = _scrub(message, variants), ()
+    if record.exc_info and record.exc_info[1] is not None:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if any(v in text for v in variants):
+            record.exc_text = _scrub(text, variants)
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, attempts: int = 5, backoff: float = 1.0,
+                   max_wait: float = 300.0) -> T:
+    """Await `call()`; on 429 wait the `retry_after` Telegram asked for, on a network error back
+    off exponentially (with jitter). Bad requests and refusals are raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except RetryAfter as e:
+            wait = _seconds(e.retry_after)
+            if attempt == attempts or wait > max_wait:
+                raise
+            log.warning("Telegram flood control: waiting %.1fs as asked", wait)
+        except (BadRequest, Forbidden, InvalidToken):  # BadRequest is a NetworkError: first
+            raise
+        except NetworkError as e:
+            if attempt == attempts:
+                raise
+            wait = backoff * 2 ** (attempt - 1) * (1 + random.random() / 4)
+            log.warning("Telegram unreachable (%s); retry %d of %d in %.1fs", e, attempt,
+                        attempts - 1, wait)
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def keyboard(rows: Keyboard) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.text, callback_data=b.data) for b in row]
+                                 for row in rows])
+
+
+def keyboard_spec(markup: InlineKeyboardMarkup | None) -> Keyboard:
+    if markup is None:
+        return ()
+    return tuple(tuple(Button(b.text, b.callback_data) for b in row
+                       if isinstance(b.callback_data, str)) for row in markup.inline_keyboard)
+
+
+async def send_message(bot: Any, chat_id: int, msg: TgMessage, *, attempts: int = 5,
+                       backoff: float = 1.0) -> Message:
+    """sendMessage in HTML with the message's buttons; raises SendFailed when Telegram won't."""
+    try:
+        return await retrying(lambda: bot.send_message(
+            chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=keyboard(msg.buttons),
+            link_preview_options=NO_PREVIEW, disable_notification=msg.silent),
+            attempts=attempts, backoff=backoff)
+    except TelegramError as e:
+        raise SendFailed(f"{type(e).__name__}: {e}") from e
+
+
+async def set_commands(bot: Any) -> None:
+    """Register the command list (`setMyCommands`); a failure is logged, not fatal."""
+    try:
+        await retrying(lambda: bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS]))
+    except TelegramError as e:
+        log.warning("could not register the command list: %s", e)
+
+
+# --- building the application ------------------------------------------------------------------
+
+def api_url_from_env() -> str:
+    """`FEEDBOT_TELEGRAM_API_URL` (a local Bot API server), else Telegram's."""
+    return (os.environ.get("FEEDBOT_TELEGRAM_API_URL") or DEFAULT_API_URL).rstrip("/")
+
+
+def build_application(token: str, runner: Runner, api_url: str | None = None) -> Application:
+    """The Application with every handler; no JobQueue (the runner owns the scheduler)."""
+    api = (api_url or api_url_from_env()).rstrip("/")
+    app = (Application.builder().token(token).base_url(f"{api}/bot")
+           .base_file_url(f"{api}/file/bot").job_queue(None).concurrent_updates(True).build())
+    app.bot_data["runner"] = runner
+    app.add_handler(TypeHandler(Update, gate), group=-1)
+    for name, fn in (("start", start), ("help", help_command), ("digest", digest_command),
+                     ("stage", stage_command), ("follow", follow_command),
+                     ("unfollow", unfollow_command), ("sources", sources_command),
+                     ("later", later_command)):
+        app.add_handler(CommandHandler(name, fn))
+    app.add_handler(CallbackQueryHandler(on_feedback, pattern=r"^fb:"))
+    app.add_handler(CallbackQueryHandler(on_stage_button, pattern=r"^st:"))
+    app.add_handler(MessageHandler(filters.COMMAND, unknown_command))
+    app.add_error_handler(on_error)
+    return app
+
+
+# --- helpers for handlers ------------------------------------------------------------------------
+
+def _runner(context: ContextTypes.DEFAULT_TYPE) -> Runner:
+    return context.application.bot_data["runner"]  # type: ignore[no-any-return]
+
+
+def _chat_id(update: Update) -> int:
+    assert update.effective_chat is not None  # the gate lets no chat-less update through
+    return update.effective_chat.id
+
+
+async def _reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
+                 messages: TgMessage | Sequence[TgMessage]) -> None:
+    runner = _runner(context)
+    for msg in [messages] if isinstance(messages, TgMessage) else messages:
+        await runner.send(_chat_id(update), msg)
+
+
+_SMART_QUOTES = str.maketrans("“”„‘’", "\"\"\"''")
+
+
+def command_args(text: str | None) -> list[str]:
+    """Arguments after the command, with shell-style quotes ("My blog"), smart quotes too."""
+    parts = (text or "").split(maxsplit=1)
+    rest = parts[1] if len(parts) > 1 else ""
+    rest = rest.translate(_SMART_QUOTES)
+    try:
+        return shlex.split(rest)
+    except ValueError:
+        return rest.split()
+
+
+def _text(update: Update) -> str:
+    msg = update.effective_message
+    return (msg.text or "") if msg is not None else ""
+
+
+def _is_start(update: Update) -> bool:
+    words = _text(update).split()
+    return bool(words) and words[0].split("@")[0].lower() == "/start"
+
+
+def _who(update: Update) -> str:
+    user = update.effective_user
+    if user is None:
+        return "unknown user"
+    return f"@{user.username}" if user.username else user.full_name
+
+
+# --- handlers ----------------------------------------------------------------------------------
+
+async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Let allowed chats through; refuse anyone else once; tell a fresh install its setup line."""
+    if not isinstance(update, Update) or update.effective_chat is None:
+        raise ApplicationHandlerStop
+    runner = _runner(context)
+    chat = update.effective_chat.id
+    if runner.is_allowed(chat):
+        return
+    try:
+        if not runner.allowed_chats:
+            log.warning("chat %s (%s) wrote to the bot; no chat is allowed yet. To allow it, add "
+                        "to sources.yaml: telegram: {allowed_chats: [%s]}", chat, _who(update),
+                        chat)
+            if _is_start(update):
+                await runner.send(chat, setup_instructions(chat))
+        else:
+            log.warning("refused chat %s (%s): not in telegram.allowed_chats of sources.yaml",
+                        chat, _who(update))
+            if runner.first_refusal(chat):
+                await runner.send(chat, refusal())
+    except Exception:  # an error here must not let the update through to the handlers
+        log.exception("could not answer chat %s", chat)
+    raise ApplicationHandlerStop
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Greet the learner and show what the bot can do."""
+    learner = _runner(context).settings.config.learner
+    await _reply(update, context, welcome(learner.digest_time, learner.timezone))
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """List the commands."""
+    await _reply(update, context, help_text())
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Point an unknown command at /help."""
+    await _reply(update, context, plain("I don't know that command; /help lists mine."))
+
+
+async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Send a digest now: the best new items for the stage, none of them sent before."""
+    result = await _runner(context).deliver_digest(_chat_id(update))
+    if not result.complete:
+        await _reply(update, context, plain("Telegram did not take the whole digest; the rest "
+                                            "comes with the next /digest or the daily one."))
+
+
+async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Show the stage with a button per stage; `/stage ID` or `/stage next` moves."""
+    runner = _runner(context)
+    args = command_args(_text(update))
+    roadmap, current = runner.settings.roadmap, runner.settings.config.learner.stage
+    if not args:
+        await _reply(update, context, render_stage(roadmap, current))
+        return
+    target = args[0]
+    if target.lower() == "next":
+        nxt = roadmap.next_after(current)
+        if nxt is None:
+            await _reply(update, context, plain("You are at the last stage of the roadmap."))
+            return
+        target = nxt.id
+    await _reply(update, context, await _change_stage(runner, target))
+
+
+async def _change_stage(runner: Runner, stage_id: str) -> TgMessage:
+    roadmap = runner.settings.roadmap
+    if stage_id not in roadmap.ids:
+        return plain(f"Unknown stage {stage_id!r}. Stages: {', '.join(roadmap.ids)}")
+    try:
+        await runner.set_stage(stage_id)
+    except Exception as e:  # ConfigError from the edit: say why, change nothing
+        return plain(f"The stage was not changed: {e}")
+    return stage_changed(runner.settings.roadmap, stage_id)
+
+
+async def on_stage_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Move to the stage whose button was pressed."""
+    q = update.callback_query
+    assert q is not None
+    runner = _runner(context)
+    stage_id = parse_stage_data(q.data) or ""
+    reply = await _change_stage(runner, stage_id)
+    await retrying(lambda: q.answer("Stage changed" if runner.settings.config.learner.stage
+                                    == stage_id else "Not changed"))
+    await _reply(update, context, reply)
+
+
+async def follow_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Follow a blog, arXiv query or person (the same code and checks as `feedbot follow`)."""
+    text = await _runner(context).follow(command_args(_text(update)))
+    await _reply(update, context, plain(text))
+
+
+async def unfollow_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stop following NAME (the same code and checks as `feedbot unfollow`)."""
+    args = command_args(_text(update))
+    if not args:
+        await _reply(update, context, plain("Usage: /unfollow NAME (see /sources for names)"))
+        return
+    await _reply(update, context, plain(await _runner(context).unfollow(" ".join(args))))
+
+
+async def sources_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """List the sources with their health."""
+    await _reply(update, context, render_sources(_runner(context).source_rows()))
+
+
+async def later_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Show the read-later list."""
+    await _reply(update, context, render_later(_runner(context).later_entries(_chat_id(update))))
+
+
+async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Store 👍 / 👎 / read-later for an item, acknowledge it, tick the pressed button."""
+    q = update.callback_query
+    assert q is not None
+    parsed = parse_feedback_data(q.data)
+    if parsed is None:
+        await retrying(lambda: q.answer())
+        return
+    value, item_id = parsed
+    if not _runner(context).record_feedback(_chat_id(update), item_id, value):
+        await retrying(lambda: q.answer("That item is no longer stored."))
+        return
+    await retrying(lambda: q.answer(ACK[value]))
+    markup = q.message.reply_markup if isinstance(q.message, Message) else None
+    if markup is not None:
+        new = keyboard(mark_choice(keyboard_spec(markup), item_id, value))
+        with suppress(BadRequest):  # "message is not modified": the same button twice
+            await retrying(lambda: q.edit_message_reply_markup(reply_markup=new))
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log every error from a handler or the poller; the bot keeps running."""
+    chat = update.effective_chat.id if isinstance(update, Update) and update.effective_chat \
+        else None
+    log.error("error while handling an update (chat %s): %s", chat, context.error,
+              exc_info=context.error)

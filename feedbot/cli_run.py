@@ -1,0 +1,66 @@
+"""`feedbot run`: the long-running process (scheduler + Telegram bot) as a CLI command.
+
+Only wiring: settings from `feedbot.cli.App`, the token from the environment, then
+`Runner.run_forever()` until SIGTERM or SIGINT. The work itself lives in `feedbot.runner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import timedelta
+
+import click
+
+from .cli import App, fail, main, pass_app
+from .config import parse_duration
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.option("--grace", default="6h", show_default=True, callback=_duration, metavar="AGE",
+              help="Send a daily digest missed (feedbot was down) by less than this, once.")
+@click.option("--watch-interval", default=5.0, show_default=True, type=click.FloatRange(0.5),
+              metavar="SECONDS", help="How often to look for edits of sources.yaml.")
+@pass_app
+def run(app: App, grace: timedelta, watch_interval: float) -> None:
+    """Run until stopped: collect on schedule, send the daily Telegram digest, answer the bot.
+
+    The bot needs TELEGRAM_BOT_TOKEN (from @BotFather); without it only the collection
+    scheduler runs. FEEDBOT_TELEGRAM_API_URL points the bot at a local Bot API server.
+    """
+    from .runner import Runner, RunOptions, Settings
+
+    settings = Settings(app.config, app.roadmap)  # a broken sources.yaml stops us here (exit 2)
+    token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip() or None
+    if token is None:
+        click.echo("feedbot: TELEGRAM_BOT_TOKEN is not set; running the collection scheduler "
+                   "only (no bot, no digests)", err=True)
+    _quiet_noisy_loggers()
+    runner = Runner(settings, home=app.home, sources=app.sources_file, embedder=app.embedder,
+                    token=token, options=RunOptions(grace=grace, watch=watch_interval))
+    try:
+        asyncio.run(runner.run_forever())
+    except Exception as e:
+        from telegram.error import InvalidToken
+
+        if isinstance(e, InvalidToken):
+            fail("Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather", 2)
+        raise
+
+
+def _quiet_noisy_loggers() -> None:
+    """feedbot's own progress at INFO; httpx and APScheduler only when something is wrong."""
+    root = logging.getLogger().getEffectiveLevel()
+    if root > logging.INFO:
+        logging.getLogger("feedbot").setLevel(logging.INFO)
+    if root > logging.DEBUG:  # -vv shows everything (the bot token is redacted all the same)
+        for name in ("httpx", "apscheduler"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,538 @@
+"""The long-running process behind `feedbot run`: one asyncio loop holding the scheduler, the
+Telegram bot and the sources.yaml watcher, wiring jobs to the pipeline.
+
+Threads and SQLite. SQLite connections never cross threads, so there are two:
+- the loop thread owns one `Store` for the quick work: collection bookkeeping (`collect_async`
+  runs on the loop), feedback, delivery state, meta, source health;
+- one worker thread owns a second `Store` and the embedder, and does the heavy synchronous part
+  (embedding, ranking) so the bot keeps answering meanwhile.
+WAL mode and the store's busy timeout let both connections write the same file; one worker
+keeps the model on one thread and ranking runs one at a time.
+
+Delivery. An item is marked delivered for a chat only after the message carrying it was sent;
+`make_digest(exclude=delivered)` keeps it from ever coming again. The day of the last complete
+scheduled digest is kept per chat in the store's meta, so a restart inside the grace period sends
+a missed digest once, and a restart after it was sent sends nothing. A failed send is retried on
+a later tick (with backoff) and continues where it stopped.
+
+This module does not speak the Bot API (bot.py), render (telegram_render.py) or do time
+arithmetic (scheduler.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from .collect import collect_async
+from .config import Config, ConfigError, SourceSpec
+from .digest import Digest, DigestEntry, utcnow
+from .embed import Embedder
+from .http import make_client
+from .pipeline import embed_pending, make_digest, source_health
+from .roadmap import Roadmap
+from .scheduler import (
+    Jobs,
+    after_run_floor,
+    due_digest_day,
+    next_collect_time,
+    next_digest_time,
+)
+from .store import Store
+from .telegram_render import TgMessage, config_ok, config_problem, render_digest
+from .watch import SourcesWatcher
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DIGEST_JOB, TICK_JOB, WATCH_JOB = "digest", "digest-tick", "watch-sources"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated sources.yaml and the roadmap it points at."""
+
+    config: Config
+    roadmap: Roadmap
+
+
+def load_settings(path: Path) -> Settings:
+    """Load, validate and check the stage exactly like the CLI does (raises ConfigError)."""
+    from .cli import App
+
+    app = App(str(path))
+    return Settings(app.config, app.roadmap)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    grace: timedelta = timedelta(hours=6)  # a digest missed by less than this is still sent
+    tick: float = 60.0  # seconds between checks for a due (or failed) digest
+    watch: float = 5.0  # seconds between looks at sources.yaml
+    poll_timeout: float = 30.0  # getUpdates long-poll seconds
+    send_attempts: int = 5
+    send_backoff: float = 1.0  # first wait after a network error; doubles
+    retry_cap: timedelta = timedelta(minutes=30)  # longest wait before retrying a failed digest
+    run_jobs: bool = True  # False: jobs are scheduled but never fired (tests fire them)
+
+
+@dataclass
+class Delivery:
+    messages: int = 0
+    items: int = 0
+    complete: bool = True
+    error: str = ""
+
+
+@dataclass
+class _ChatState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failures: int = 0
+    retry_at: datetime | None = None
+
+
+def _key(kind: str, chat: int | str) -> str:
+    return f"telegram.{kind}.{chat}"
+
+
+class Runner:
+    """Everything `feedbot run` holds. `start()`/`stop()`, or `run_forever()` until a signal."""
+
+    def __init__(self, settings: Settings, *, home: Path, sources: Path, embedder: Embedder,
+                 token: str | None = None, api_url: str | None = None,
+                 options: RunOptions | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.home = Path(home)
+        self.sources = Path(sources)
+        self.embedder = embedder
+        self.token = token or None
+        self.api_url = api_url
+        self.options = options or RunOptions()
+        self.now = clock
+        self.jobs = Jobs(run=self.options.run_jobs)
+        self.watcher: SourcesWatcher[Settings] = SourcesWatcher(self.sources, load_settings)
+        self.app: Any = None  # telegram.ext.Application when there is a token
+        self._store: Store | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedbot-rank")
+        self._local = threading.local()
+        self._collecting: dict[str, asyncio.Lock] = {}
+        self._chats: dict[int, _ChatState] = {}
+        self._config_broken = False
+        self._stop = asyncio.Event()
+        self._undo_redaction: Callable[[], None] | None = None
+        self._started = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.home)
+        return self._store
+
+    async def start(self) -> None:
+        """Open the store, schedule every job, and bring the bot up (when there is a token)."""
+        self._started = True
+        self.store  # noqa: B018 - open (and migrate) on the loop thread now
+        self._http = make_client()
+        self.jobs.start()
+        for spec in self.settings.config.sources():
+            self.schedule_collect(spec)
+        self.jobs.every(WATCH_JOB, self.options.watch, self.check_sources)
+        if self.token is None:
+            log.warning("TELEGRAM_BOT_TOKEN is not set: collecting on schedule only, no bot and "
+                        "no digests")
+            return
+        await self._start_bot()
+        self.schedule_digest()
+        self.jobs.every(TICK_JOB, self.options.tick, self.digest_tick)  # first run: now
+
+    async def _start_bot(self) -> None:
+        from . import bot
+
+        self._undo_redaction = bot.install_token_redaction(self.token or "")
+        self.app = bot.build_application(self.token or "", self, self.api_url)
+        delay = 1.0
+        while True:
+            try:
+                await self.app.initialize()  # getMe: InvalidToken propagates, and stops us
+                break
+            except bot.InvalidToken:
+                raise
+            except bot.TelegramError as e:
+                log.warning("cannot reach the Telegram Bot API (%s); retrying in %.0fs", e, delay)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                    return
+                except TimeoutError:
+                    delay = min(60.0, delay * 2)
+        await bot.set_commands(self.app.bot)
+        await self.app.start()
+        await self.app.updater.start_polling(
+            timeout=timedelta(seconds=self.options.poll_timeout),
+            allowed_updates=["message", "callback_query"])
+        log.info("Telegram bot @%s is up; allowed chats: %s", self.app.bot.username,
+                 self.allowed_chats or "none yet (send /start to the bot to get the line to add)")
+
+    async def stop(self) -> None:
+        """Stop jobs and the bot, close clients, the worker and the stores. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        self._stop.set()
+        await self.jobs.shutdown()
+        if self.app is not None:
+            await self._stop_bot()
+        if self._http is not None:
+            await self._http.aclose()
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._close_thread_store)
+        self._pool.shutdown(wait=True)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._undo_redaction is not None:
+            self._undo_redaction()
+
+    async def _stop_bot(self) -> None:
+        app = self.app
+        try:
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+            if app.running:
+                await app.stop()
+            await app.shutdown()
+        except Exception:
+            log.exception("stopping the bot")
+
+    async def run_forever(self, handle_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or `request_stop()`), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            log.info("feedbot is running: %d sources; stop with Ctrl-C or SIGTERM",
+                     len(self.settings.config.sources()))
+            await self._stop.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        log.info("stopping")
+        self._stop.set()
+
+    # --- the worker thread ----------------------------------------------------------------------
+
+    async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(store, *args)` on the worker thread, with that thread's own Store."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(self._on_worker, fn, *args))
+
+    def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store.open(self.home)
+        return fn(store, *args)
+
+    def _close_thread_store(self) -> None:
+        store = getattr(self._local, "store", None)
+        if store is not None:
+            store.close()
+            self._local.store = None
+
+    # --- collection ------------------------------------------------------------------------------
+
+    def _spec(self, name: str) -> SourceSpec | None:
+        return next((s for s in self.settings.config.sources() if s.name == name), None)
+
+    def schedule_collect(self, spec: SourceSpec, earliest: datetime | None = None) -> datetime:
+        """(Re)schedule one source's next collection from its state in the store."""
+        when = next_collect_time(self.store.source_state(spec.name), spec.interval, self.now(),
+                                 earliest=earliest)
+        self.jobs.at(f"collect:{spec.name}", when, self.collect_source, spec.name)
+        return when
+
+    async def collect_source(self, name: str) -> None:
+        """Collect one source (never two runs of it at once), embed what is new, re-arm."""
+        lock = self._collecting.setdefault(name, asyncio.Lock())
+        if lock.locked():
+            log.info("%s is still being collected; skipping this run", name)
+            return
+        async with lock:
+            spec = self._spec(name)
+            if spec is None:  # unfollowed meanwhile
+                return
+            now = self.now()
+            ran = True
+            try:
+                reports = await collect_async(self.settings.config, self.store, now=now,
+                                              only=name, http=self._http)
+                for r in reports:
+                    ran = ran and r.status != "disabled"
+                    log.info("collected %s", r.line())
+                if any(r.new or r.updated for r in reports):
+                    await self.in_worker(embed_pending, self.embedder, now)
+            finally:
+                current = self._spec(name)
+                if current is not None and self._started:
+                    self.schedule_collect(current, after_run_floor(now, current.interval, ran))
+
+    # --- digests ---------------------------------------------------------------------------------
+
+    @property
+    def allowed_chats(self) -> list[int]:
+        return list(self.settings.config.telegram.allowed_chats)
+
+    def is_allowed(self, chat: int) -> bool:
+        return chat in self.settings.config.telegram.allowed_chats
+
+    def _chat(self, chat: int) -> _ChatState:
+        return self._chats.setdefault(chat, _ChatState())
+
+    def schedule_digest(self) -> datetime | None:
+        """Arm the digest job at the next local digest time (DST-safe)."""
+        if self.app is None:
+            return None
+        learner = self.settings.config.learner
+        when = next_digest_time(self.now(), learner.digest_time, learner.timezone)
+        self.jobs.at(DIGEST_JOB, when, self._digest_job)
+        return when
+
+    async def _digest_job(self) -> None:
+        try:
+            await self.digest_tick()
+        finally:
+            if self._started:
+                self.schedule_digest()
+
+    def last_digest_day(self, chat: int) -> date | None:
+        value = self.store.get_meta(_key("digest_day", chat))
+        return date.fromisoformat(value) if value else None
+
+    def _progress(self, chat: int, day: date) -> int:
+        value = self.store.get_meta(_key("digest_progress", chat), "") or ""
+        done_day, _, count = value.partition("=")
+        return int(count) if done_day == day.isoformat() and count.isdigit() else 0
+
+    async def digest_tick(self) -> None:
+        """Send each allowed chat its scheduled digest if one is due (or failed before)."""
+        if self.app is None:
+            return
+        for chat in self.allowed_chats:
+            await self.daily_digest(chat)
+
+    async def daily_digest(self, chat: int) -> Delivery | None:
+        """The scheduled digest for `chat`, if due now: once per local day, never twice."""
+        state = self._chat(chat)
+        async with state.lock:
+            now = self.now()
+            learner = self.settings.config.learner
+            day = due_digest_day(now, learner.digest_time, learner.timezone,
+                                 self.last_digest_day(chat), self.options.grace)
+            if day is None or (state.retry_at is not None and now < state.retry_at):
+                return None
+            try:
+                result = await self._deliver(chat, day)
+            except Exception as e:  # ranking broke: log it, and retry later like a failed send
+                log.exception("building the digest for chat %s failed", chat)
+                result = Delivery(complete=False, error=f"{type(e).__name__}: {e}")
+            if result.complete:
+                state.failures, state.retry_at = 0, None
+            else:
+                state.failures += 1
+                wait = min(self.options.retry_cap,
+                           timedelta(seconds=self.options.tick) * 2 ** (state.failures - 1))
+                state.retry_at = now + wait
+            return result
+
+    async def deliver_digest(self, chat: int) -> Delivery:
+        """A digest now (`/digest`): new items only; an empty one says so."""
+        async with self._chat(chat).lock:
+            return await self._deliver(chat, None)
+
+    async def _deliver(self, chat: int, day: date | None) -> Delivery:
+        cfg, roadmap = self.settings.config, self.settings.roadmap
+        done = self._progress(chat, day) if day else 0
+        limit = cfg.learner.digest_size - done
+        now = self.now()
+        out = Delivery()
+        if limit > 0:
+            digest = await self.in_worker(_build_digest, cfg, roadmap, self.embedder, now,
+                                          str(chat), limit)
+            empty = "silent" if done or (day and cfg.learner.empty_digest == "silent") else "say"
+            label = now.astimezone(ZoneInfo(cfg.learner.timezone)).strftime("%a %d %b")
+            for msg in render_digest(digest, empty=empty, date_label=label, continued=done > 0):
+                try:
+                    await self.send(chat, msg)
+                except Exception as e:
+                    log.warning("digest to chat %s stopped after %d message(s): %s; the rest is "
+                                "retried later", chat, out.messages, e)
+                    out.complete, out.error = False, str(e)
+                    return out
+                self.store.mark_delivered(str(chat), msg.item_ids, now)
+                out.messages += 1
+                out.items += len(msg.item_ids)
+                if day:
+                    self.store.set_meta(_key("digest_progress", chat),
+                                        f"{day.isoformat()}={done + out.items}")
+        if day:
+            self.store.set_meta(_key("digest_day", chat), day.isoformat())
+            log.info("digest for %s sent to chat %s: %d items", day, chat, done + out.items)
+        return out
+
+    # --- talking to Telegram -------------------------------------------------------------------
+
+    async def send(self, chat: int, msg: TgMessage) -> Any:
+        """Send one message (flood control and retries included); raises bot.SendFailed."""
+        from .bot import send_message
+
+        if self.app is None:
+            raise RuntimeError("no Telegram bot in this run")
+        return await send_message(self.app.bot, chat, msg, attempts=self.options.send_attempts,
+                                  backoff=self.options.send_backoff)
+
+    async def notify(self, msg: TgMessage) -> None:
+        """Tell every allowed chat something (best effort)."""
+        if self.app is None:
+            return
+        for chat in self.allowed_chats:
+            try:
+                await self.send(chat, msg)
+            except Exception as e:
+                log.warning("could not notify chat %s: %s", chat, e)
+
+    def first_refusal(self, chat: int) -> bool:
+        """True the first time a stranger's chat is refused (remembered across restarts)."""
+        key = _key("refused", chat)
+        if self.store.get_meta(key):
+            return False
+        self.store.set_meta(key, self.now().isoformat())
+        return True
+
+    # --- what the handlers ask for --------------------------------------------------------------
+
+    def record_feedback(self, chat: int, item_id: str, value: str) -> bool:
+        found = self.store.get_item(item_id)
+        if found is None:
+            return False
+        self.store.set_feedback(str(chat), found.id, value, self.now())
+        return True
+
+    def source_rows(self) -> list[dict[str, Any]]:
+        return source_health(self.settings.config, self.store, self.now())
+
+    def later_entries(self, chat: int) -> list[DigestEntry]:
+        """The chat's read-later items, newest first."""
+        ids = [i for _, i, v, _ in reversed(self.store.feedback(str(chat))) if v == "later"]
+        found = {s.id: s for s in self.store.get_items(ids)}
+        labels = {s.name: s.label for s in self.settings.config.sources()}
+        out = []
+        for i in ids:
+            if (s := found.get(i)) is None:
+                continue
+            it = s.item
+            out.append(DigestEntry(
+                id=s.id, title=it.title, url=it.url, source=labels.get(s.sources[0], it.source),
+                kind=it.kind, authors=list(it.authors), published=it.published, score=0.0,
+                why="", summary=it.summary))
+        return out
+
+    async def set_stage(self, stage_id: str) -> None:
+        from .sources_edit import set_stage
+
+        await asyncio.to_thread(set_stage, self.sources, stage_id)
+        await self.reload_now()
+
+    async def follow(self, args: list[str]) -> str:
+        """`/follow …` through `feedbot.follow`, the CLI's code path (refusals are returned)."""
+        try:
+            from .follow import follow, parse_follow_args
+        except ImportError:
+            return "Following from Telegram needs feedbot.follow, which this install lacks."
+        try:
+            req = parse_follow_args(args)
+            text = await asyncio.to_thread(follow, self.sources, req, True)
+        except (ConfigError, ValueError) as e:
+            return f"Not followed: {e}"
+        await self.reload_now()
+        return str(text)
+
+    async def unfollow(self, name: str) -> str:
+        try:
+            from .follow import unfollow
+        except ImportError:
+            return "Unfollowing from Telegram needs feedbot.follow, which this install lacks."
+        try:
+            text = await asyncio.to_thread(unfollow, self.sources, name)
+        except (ConfigError, ValueError) as e:
+            return f"Not unfollowed: {e}"
+        await self.reload_now()
+        return str(text)
+
+    # --- sources.yaml while running --------------------------------------------------------------
+
+    async def check_sources(self) -> None:
+        """The watcher job: apply a settled valid edit; report an invalid one and keep going."""
+        change = await asyncio.to_thread(self.watcher.poll)
+        if change is None:
+            return
+        if change.error is not None:
+            log.error("sources.yaml changed but is invalid, keeping the last good configuration:"
+                      " %s", change.error)
+            self._config_broken = True
+            await self.notify(config_problem(str(change.error)))
+            return
+        assert change.settings is not None
+        self.apply(change.settings)
+        if self._config_broken:
+            self._config_broken = False
+            await self.notify(config_ok())
+
+    async def reload_now(self) -> None:
+        """After feedbot's own edit of sources.yaml: load it and apply it at once."""
+        settings = await asyncio.to_thread(load_settings, self.sources)
+        self.watcher.accept()
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        """Switch to new settings: collect jobs follow the sources, the digest its time."""
+        old, self.settings = self.settings, settings
+        before = {s.name: s for s in old.config.sources()}
+        after = {s.name: s for s in settings.config.sources()}
+        for name in before.keys() - after.keys():
+            self.jobs.cancel(f"collect:{name}")
+        changed = [s for n, s in after.items() if before.get(n) != s]
+        for spec in changed:
+            self.schedule_collect(spec)
+        o, n = old.config.learner, settings.config.learner
+        if (o.digest_time, o.timezone) != (n.digest_time, n.timezone):
+            when = self.schedule_digest()
+            log.info("digest time is now %s %s (next: %s)", n.digest_time, n.timezone, when)
+        log.info("sources.yaml reloaded: %d sources (%d added, %d removed, %d changed); stage %s",
+                 len(after), len(after.keys() - before.keys()), len(before.keys() - after.keys()),
+                 len(changed) - len(after.keys() - before.keys()), n.stage)
+
+
+def _build_digest(store: Store, cfg: Config, roadmap: Roadmap, embedder: Embedder,
+                  now: datetime, chat: str, limit: int) -> Digest:
+    """On the worker thread: embed what is pending, then rank for the chat, minus delivered."""
+    embed_pending(store, embedder, now)
+    return make_digest(cfg, store, embedder, roadmap, now=now, limit=limit,
+                       exclude=store.delivered(chat), chat=chat)

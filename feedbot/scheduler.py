@@ -1,0 +1,170 @@
+"""When things run: the daily digest in the learner's time zone, the next collection of each
+source, and a thin wrapper around APScheduler 3's `AsyncIOScheduler` on the bot's event loop.
+
+The time arithmetic is pure (`now` in, datetimes out), so it is tested across DST changes without
+a clock. Rules: a digest time that a spring-forward change skips (02:30 in Europe/Berlin on the
+last Sunday of March) fires after the gap, at 03:30; a time that a fall-back change repeats fires
+at its first occurrence only. This module never collects, ranks or sends: the runner hands it
+coroutine functions to call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .collect import jitter, next_due
+from .store import SourceState
+
+log = logging.getLogger(__name__)
+
+STARTUP_SPREAD = 120.0  # seconds over which sources that are due now are spread
+MAX_SPREAD = 900.0  # most a later collection is pushed back by jitter
+MIN_GAP = 60.0  # never collect one source again sooner than this
+
+
+def parse_hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def digest_slot(day: date, hhmm: str, tz: str) -> datetime:
+    """The UTC instant of the digest on the local calendar `day`.
+
+    `fold=0` does what the module docstring promises: a skipped time lands after the gap and a
+    repeated time resolves to its first occurrence.
+    """
+    local = datetime.combine(day, parse_hhmm(hhmm), tzinfo=ZoneInfo(tz))
+    return local.astimezone(UTC)
+
+
+def local_day(now: datetime, tz: str) -> date:
+    return now.astimezone(ZoneInfo(tz)).date()
+
+
+def next_digest_time(now: datetime, hhmm: str, tz: str) -> datetime:
+    """The first digest instant strictly after `now` (UTC)."""
+    today = local_day(now, tz)
+    for offset in range(-1, 3):
+        slot = digest_slot(today + timedelta(days=offset), hhmm, tz)
+        if slot > now:
+            return slot
+    raise AssertionError("unreachable: a digest slot exists within two days")
+
+
+def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
+                   grace: timedelta) -> date | None:
+    """The local day whose digest should go out now, or None.
+
+    Only the latest slot at or before `now` counts: it must be less than `grace` ago and not
+    sent yet. So a restart inside the grace period sends a missed digest once, a restart after
+    it sends nothing, and an older day is never sent after a newer one.
+    """
+    today = local_day(now, tz)
+    for back in range(3):
+        day = today - timedelta(days=back)
+        slot = digest_slot(day, hhmm, tz)
+        if slot > now:
+            continue
+        if now - slot >= grace or (last_sent is not None and last_sent >= day):
+            return None
+        return day
+    return None
+
+
+def next_collect_time(state: SourceState, interval: float, now: datetime, *,
+                      earliest: datetime | None = None,
+                      rng: random.Random | None = None) -> datetime:
+    """When to collect a source next: when it is due (interval, or backoff after failures, or
+    the server's Retry-After), plus a random delay so sources are not all hit at once."""
+    due = next_due(state, interval)
+    floor = max(earliest or now, now)
+    if due is None or due <= floor:
+        spread = min(interval * 0.05, STARTUP_SPREAD)
+        base = floor
+    else:
+        spread = min(interval * 0.05, MAX_SPREAD)
+        base = due
+    return base + timedelta(seconds=abs(jitter(spread, 1.0, rng)))
+
+
+def after_run_floor(now: datetime, interval: float, ran: bool) -> datetime:
+    """The earliest next run after a job: a full interval when nothing ran (source switched
+    off), else a minimum gap so a confused state can never make a hot loop."""
+    return now + timedelta(seconds=interval if not ran else min(MIN_GAP, interval))
+
+
+JobFn = Callable[..., Awaitable[Any]]
+
+
+class Jobs:
+    """The few things feedbot asks of APScheduler: run a coroutine at a time or every N seconds,
+    cancel, and say when a job runs next. One instance of a job at a time, late runs coalesced
+    and never dropped. `run=False` schedules without ever firing (tests drive jobs by hand)."""
+
+    def __init__(self, run: bool = True) -> None:
+        self._run = run
+        self._sched = AsyncIOScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._sched.start(paused=not self._run)
+
+    async def shutdown(self) -> None:
+        """Stop firing, cancel jobs in flight and wait for them to unwind."""
+        if self._sched.running:
+            self._sched.shutdown(wait=False)
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # AsyncIOScheduler shuts down via call_soon
+
+    def _wrap(self, job_id: str, fn: JobFn) -> JobFn:
+        async def run(*args: Any) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+            try:
+                await fn(*args)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job %s failed", job_id)
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
+        return run
+
+    def at(self, job_id: str, when: datetime, fn: JobFn, *args: Any) -> None:
+        self._sched.add_job(self._wrap(job_id, fn), "date", run_date=when, args=args, id=job_id,
+                            name=job_id, replace_existing=True)
+
+    def every(self, job_id: str, seconds: float, fn: JobFn, *args: Any,
+              first: datetime | None = None) -> None:
+        self._sched.add_job(self._wrap(job_id, fn), "interval", seconds=seconds, args=args,
+                            id=job_id, name=job_id, replace_existing=True,
+                            next_run_time=first or datetime.now(UTC))
+
+    def cancel(self, job_id: str) -> bool:
+        try:
+            self._sched.remove_job(job_id)
+        except JobLookupError:
+            return False
+        return True
+
+    def next_run(self, job_id: str) -> datetime | None:
+        job = self._sched.get_job(job_id)
+        return job.next_run_time if job is not None else None
+
+    def ids(self) -> set[str]:
+        return {j.id for j in self._sched.get_jobs()}

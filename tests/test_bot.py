@@ -1,0 +1,273 @@
+"""The bot end to end: a real python-telegram-bot `Application` polling a fake Bot API on
+127.0.0.1. We assert what the server received: commands answered, digests valid and never
+repeated, feedback stored and acknowledged, strangers refused once, flood control waited out,
+and the token in no log line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedbot.store import Store
+
+from .fake_bot_api import (
+    CHAT,
+    STRANGER,
+    TOKEN,
+    Clock,
+    FakeBotAPI,
+    eventually,
+    running,
+    seed_items,
+    telegram_html_problems,
+    telegram_length,
+    write_sources,
+)
+from .support import CORPUS, LocalServer, atom_feed
+
+
+@pytest.fixture
+def api() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI() as a:
+        yield a
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 3, 2, 9, tzinfo=UTC))
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    return write_sources(tmp_path / "sources.yaml",
+                         blogs=(("Test blog", "http://127.0.0.1:9/feed.xml"),))
+
+
+@pytest.fixture
+async def bot(api: FakeBotAPI, sources: Path, feedbot_env: Path,
+              clock: Clock) -> AsyncIterator[Any]:
+    seed_items(feedbot_env, clock(), 5)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        yield runner
+
+
+async def ask(api: FakeBotAPI, text: str, chat: int = CHAT, replies: int = 1,
+              timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Send `text` as the user and return the bot's next `replies` messages to that chat."""
+    before = len(api.sent(chat))
+    api.command(chat, text)
+    deadline = time.monotonic() + timeout
+    while len(api.sent(chat)) < before + replies:
+        assert time.monotonic() < deadline, f"no reply to {text!r}: {api.sent(chat)}"
+        await asyncio.sleep(0.02)
+    return api.sent(chat)[before:]
+
+
+async def test_startup_registers_the_commands(bot: Any, api: FakeBotAPI) -> None:
+    [call] = await api.wait_for("setMyCommands")
+    names = [c["command"] for c in call.params["commands"]]
+    assert {"start", "help", "digest", "stage", "follow", "unfollow", "sources",
+            "later"} == set(names)
+    assert api.calls_to("getMe")
+
+
+async def test_start_help_and_unknown_commands_are_answered(bot: Any, api: FakeBotAPI) -> None:
+    [hello] = await ask(api, "/start")
+    assert "08:00" in hello["text"] and "Europe/Berlin" in hello["text"]
+    [helptext] = await ask(api, "/help")
+    assert "/digest" in helptext["text"] and hello["parse_mode"] == "HTML"
+    [hint] = await ask(api, "/frobnicate")
+    assert "/help" in hint["text"]
+
+
+async def test_digest_is_valid_html_and_never_repeats(bot: Any, api: FakeBotAPI,
+                                                      feedbot_env: Path) -> None:
+    [msg] = await ask(api, "/digest")
+    assert telegram_html_problems(msg["text"]) == [] and telegram_length(msg["text"]) <= 4096
+    assert "Stage 5: <b>" in msg["text"]
+    assert "&amp; why &lt;it&gt; matters" in msg["text"]  # feed text escaped
+    rows = msg["reply_markup"]["inline_keyboard"]
+    assert len(rows) == 3 and [b["text"] for b in rows[0]] == ["1 👍", "1 👎", "1 🔖"]
+    first = {r[0]["callback_data"].split(":", 2)[2] for r in rows}
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: store.delivered(str(CHAT)) == first)
+    [second] = await ask(api, "/digest")
+    second_ids = {r[0]["callback_data"].split(":", 2)[2]
+                  for r in second["reply_markup"]["inline_keyboard"]}
+    assert len(second_ids) == 2 and not second_ids & first  # the rest, nothing again
+    [third] = await ask(api, "/digest")
+    assert "Nothing new" in third["text"] and "reply_markup" not in third
+
+
+async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: FakeBotAPI,
+                                                                 feedbot_env: Path) -> None:
+    [msg] = await ask(api, "/digest")
+    later = msg["reply_markup"]["inline_keyboard"][1][2]
+    item_id = later["callback_data"].split(":", 2)[2]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, later["callback_data"])
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert "Saved" in answer.params["text"]
+    [edit] = await api.wait_for("editMessageReplyMarkup")
+    labels = [[b["text"] for b in row] for row in edit.params["reply_markup"]["inline_keyboard"]]
+    assert labels[1] == ["2 👍", "2 👎", "✅ 2 🔖"] and labels[0] == ["1 👍", "1 👎", "1 🔖"]
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: [(c, i, v) for c, i, v, _ in store.feedback()]
+                         == [(str(CHAT), item_id, "later")])
+    [later_list] = await ask(api, "/later")
+    assert "Read later" in later_list["text"] and f"fb:up:{item_id}" in json.dumps(
+        later_list["reply_markup"])
+    api.press(CHAT, mid, f"fb:up:{item_id}")  # 👍 replaces "later"
+    await api.wait_for("answerCallbackQuery", 2)
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: [v for _, _, v, _ in store.feedback(str(CHAT))] == ["up"])
+
+
+async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api: FakeBotAPI,
+                                                                  feedbot_env: Path) -> None:
+    [msg] = await ask(api, "/help")
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, "fb:down:ffffffffffff")
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert "no longer stored" in answer.params["text"]
+    with Store.open(feedbot_env) as store:
+        assert store.feedback() == []
+
+
+async def test_stage_show_change_and_next(bot: Any, api: FakeBotAPI, sources: Path) -> None:
+    [shown] = await ask(api, "/stage")
+    assert "Stage 5/13" in shown["text"]
+    buttons = [b for row in shown["reply_markup"]["inline_keyboard"] for b in row]
+    assert len(buttons) == 13 and buttons[4]["text"].startswith("✅ 5.")
+    [moved] = await ask(api, "/stage next")
+    assert "massive-datasets" in moved["text"]
+    text = sources.read_text()
+    assert "stage: massive-datasets" in text and "# where the learner is" in text
+    assert bot.settings.config.learner.stage == "massive-datasets"
+    [bad] = await ask(api, "/stage quantum")
+    assert "Unknown stage" in bad["text"] and bot.settings.config.learner.stage != "quantum"
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is shown)
+    api.press(CHAT, mid, "st:cnn")
+    await api.wait_for("answerCallbackQuery")
+    assert "stage: cnn" in sources.read_text() and bot.settings.config.learner.stage == "cnn"
+
+
+async def test_sources_lists_health(bot: Any, api: FakeBotAPI) -> None:
+    [msg] = await ask(api, "/sources")
+    assert "Test blog" in msg["text"] and "🆕" in msg["text"]
+
+
+async def test_follow_and_unfollow_use_the_cli_code_path(bot: Any, api: FakeBotAPI,
+                                                         sources: Path, server: LocalServer
+                                                         ) -> None:
+    pytest.importorskip("feedbot.follow")
+    url = server.add("/feed.xml", body=atom_feed([{"title": "Hello", "link": "https://e.org/1"}],
+                                                 title="Distill & friends"))
+    [followed] = await ask(api, f"/follow {url}")
+    assert url in sources.read_text(), followed["text"]
+    new = next(s for s in bot.settings.config.sources() if s.target == url)
+    assert f"collect:{new.name}" in bot.jobs.ids()  # collected from now on
+    assert "&amp;" in followed["text"] or "&" not in followed["text"]  # replies are escaped
+    [again] = await ask(api, f"/follow {url}")
+    assert again["text"].startswith("Not followed: already following")
+    [nothing] = await ask(api, "/unfollow")
+    assert "Usage" in nothing["text"]
+    [gone] = await ask(api, '/unfollow "Test blog"')
+    assert "Test blog" not in sources.read_text(), gone["text"]
+    assert all(s.name != "Test blog" for s in bot.settings.config.sources())
+    [refused] = await ask(api, "/unfollow Nobody")
+    assert "Not unfollowed" in refused["text"]
+
+
+async def test_a_stranger_gets_one_polite_refusal_and_nothing_else(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="feedbot")
+    for text in ("/start", "/digest", "hello", "/sources"):
+        api.command(STRANGER, text)
+    await ask(api, "/help")  # the allowed chat is still served
+    await asyncio.sleep(0.3)
+    [refusal] = api.sent(STRANGER)
+    assert "private feedbot" in refusal["text"]
+    assert f"refused chat {STRANGER}" in caplog.text
+
+
+async def test_first_run_tells_whoever_starts_the_line_to_add(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    sources = write_sources(tmp_path / "sources.yaml", chats=())
+    caplog.set_level(logging.WARNING, logger="feedbot")
+    async with running(sources, feedbot_env, clock, api):
+        [setup] = await ask(api, "/start", chat=STRANGER)
+        api.command(STRANGER, "/digest")
+        await asyncio.sleep(0.3)
+    assert f"allowed_chats: [{STRANGER}]" in setup["text"]
+    assert len(api.sent(STRANGER)) == 1  # nothing else for them
+    assert f"allowed_chats: [{STRANGER}]" in caplog.text
+
+
+async def test_flood_control_retry_after_is_waited_out(bot: Any, api: FakeBotAPI) -> None:
+    await api.wait_for("setMyCommands")
+    api.fail("sendMessage", retry_after=1)
+    [reply] = await ask(api, "/help")
+    refused, accepted = api.calls_to("sendMessage")[-2:]
+    assert accepted.at - refused.at >= 1.0
+    assert "/digest" in reply["text"]
+
+
+async def test_network_errors_are_retried_with_backoff(bot: Any, api: FakeBotAPI) -> None:
+    api.fail("sendMessage", times=2, status=502)
+    [reply] = await ask(api, "/help")
+    assert len(api.calls_to("sendMessage")) == 3 and "/digest" in reply["text"]
+
+
+async def test_one_error_handler_logs_and_the_bot_lives_on(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise RuntimeError("source health exploded")
+
+    monkeypatch.setattr(bot, "source_rows", broken)
+    api.command(CHAT, "/sources")
+    await ask(api, "/help")
+    for _ in range(100):
+        if "source health exploded" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    assert "error while handling an update (chat 4242)" in caplog.text
+    assert "source health exploded" in caplog.text
+
+
+async def test_the_token_never_appears_in_a_log_line(
+        api: FakeBotAPI, sources: Path, feedbot_env: Path, clock: Clock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running(sources, feedbot_env, clock, api):
+        api.fail("sendMessage", times=1, status=500)
+        await ask(api, "/help")
+    assert "/bot<bot-token>/getMe" in caplog.text  # URLs were logged...
+    assert TOKEN not in caplog.text  # ...without the token
+    for rec in caplog.records:
+        assert TOKEN not in rec.getMessage() and TOKEN not in (rec.exc_text or "")
+    assert logging.getLogRecordFactory() is logging.LogRecord  # redaction undone at stop
+
+
+def test_fake_updates_are_shaped_like_real_ones(api: FakeBotAPI) -> None:
+    """Our fake Updates carry the same keys as nutgram's recorded ones."""
+    fixtures = CORPUS / "telegram" / "nutgram" / "Fixtures" / "Updates"
+    if not fixtures.is_dir():
+        pytest.skip(f"nutgram fixtures not found at {fixtures}")
+    real_cmd = json.loads((fixtures / "command.json").read_text())
+    real_cb = json.loads((fixtures / "callback_query.json").read_text())
+    ours = api.command(CHAT, "/start")
+    assert set(ours) == set(real_cmd) and set(ours["message"]) == set(real_cmd["message"])
+    api.messages[9] = {**real_cb["callback_query"]["message"], "message_id": 9}
+    cb = api.press(CHAT, 9, "fb:up:x")
+    assert set(cb["callback_query"]) == set(real_cb["callback_query"])

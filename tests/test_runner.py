@@ -1,0 +1,321 @@
+"""The long-running process with a controllable clock: collection jobs, the daily digest sent
+once at the local time (after a restart too, inside the grace period), never repeating an item,
+failed sends retried and not lost, sources.yaml reloaded while running, and `feedbot run`."""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from feedbot.runner import DIGEST_JOB, TICK_JOB, WATCH_JOB
+from feedbot.scheduler import next_digest_time
+from feedbot.store import Store
+
+from .fake_bot_api import (
+    CHAT,
+    TOKEN,
+    TOPICS,
+    Clock,
+    FakeBotAPI,
+    running,
+    seed_items,
+    telegram_html_problems,
+    write_sources,
+)
+from .support import LocalServer, atom_feed
+
+# Europe/Berlin in November is UTC+1: the 08:00 digest is at 07:00Z
+SLOT = datetime(2026, 11, 20, 7, tzinfo=UTC)
+
+
+@pytest.fixture
+def api() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI() as a:
+        yield a
+
+
+def ids_sent(api: FakeBotAPI) -> list[str]:
+    out = []
+    for m in api.sent(CHAT):
+        for row in (m.get("reply_markup") or {}).get("inline_keyboard", []):
+            out.append(row[0]["callback_data"].split(":", 2)[2])
+    return out
+
+
+def feed_entries(n: int) -> list[dict[str, str]]:
+    return [{"title": TOPICS[i].capitalize(), "link": f"https://blog.example.org/lesson-{i}",
+             "updated": "2026-11-19T09:00:00Z",
+             "summary": f"Lesson {i}: {TOPICS[i]} &amp; what it is for."} for i in range(n)]
+
+
+async def test_collect_then_daily_digest_at_local_time_never_repeats(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(4)))
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    clock = Clock(SLOT - timedelta(hours=1))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        assert runner.jobs.next_run(DIGEST_JOB) == SLOT
+        assert {"collect:Test blog", DIGEST_JOB, TICK_JOB, WATCH_JOB} <= runner.jobs.ids()
+        await runner.collect_source("Test blog")
+        assert len(server.hits("/feed.xml")) == 1
+        assert runner.jobs.next_run("collect:Test blog") >= clock() + timedelta(seconds=60)
+        await runner.digest_tick()
+        assert api.sent(CHAT) == []  # not yet: 07:00 local
+        clock.t = SLOT
+        await runner.digest_tick()
+        await runner.digest_tick()
+        [msg] = api.sent(CHAT)
+        assert telegram_html_problems(msg["text"]) == [] and "Stage 5" in msg["text"]
+        first = ids_sent(api)
+        assert len(first) == 3  # digest_size
+        with Store.open(feedbot_env) as store:
+            assert store.delivered(str(CHAT)) == set(first)
+        server.add("/feed.xml", body=atom_feed(feed_entries(6)))  # two more the next day
+        clock.t = SLOT + timedelta(days=1)
+        await runner.collect_source("Test blog")
+        await runner.digest_tick()
+        second = ids_sent(api)[3:]
+        assert len(second) == 3 and not set(second) & set(first)
+        assert len(set(first + second)) == 6
+
+
+async def test_digest_job_fires_at_local_time_across_the_dst_change(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(datetime(2026, 3, 28, 10, tzinfo=UTC))
+    seed_items(feedbot_env, clock(), 6)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        assert runner.jobs.next_run(DIGEST_JOB) == datetime(2026, 3, 29, 6, tzinfo=UTC)  # CEST
+        clock.t = datetime(2026, 3, 29, 6, tzinfo=UTC)
+        await runner._digest_job()  # what the scheduler fires at that instant
+        assert len(api.sent(CHAT)) == 1
+        assert runner.last_digest_day(CHAT) == date(2026, 3, 29)
+        assert runner.jobs.next_run(DIGEST_JOB) == datetime(2026, 3, 30, 6, tzinfo=UTC)
+
+
+async def test_restart_inside_grace_sends_once_and_never_twice(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT - timedelta(hours=2))
+    seed_items(feedbot_env, clock(), 8)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()  # up, but too early; then down over the slot
+    assert api.sent(CHAT) == []
+    clock.t = SLOT + timedelta(hours=2)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()  # the first tick after a restart
+        await runner.digest_tick()
+    assert len(api.sent(CHAT)) == 1
+    clock.advance(hours=1)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()
+    assert len(api.sent(CHAT)) == 1
+
+
+async def test_restart_after_the_grace_period_sends_nothing(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT + timedelta(hours=6, minutes=1))
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()
+    assert api.sent(CHAT) == []
+
+
+async def test_a_failed_send_is_retried_later_and_not_lost(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api, send_attempts=3) as runner:
+        api.fail("sendMessage", times=3, status=502)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 3 and api.sent(CHAT) == []
+        with Store.open(feedbot_env) as store:
+            assert store.delivered(str(CHAT)) == set()
+        assert runner.last_digest_day(CHAT) is None
+        await runner.digest_tick()  # too soon: backing off
+        assert len(api.calls_to("sendMessage")) == 3
+        clock.advance(seconds=61)  # the next tick
+        await runner.digest_tick()
+        assert len(ids_sent(api)) == 3
+        with Store.open(feedbot_env) as store:
+            assert store.delivered(str(CHAT)) == set(ids_sent(api))
+        assert runner.last_digest_day(CHAT) == SLOT.date()
+
+
+async def test_a_digest_cut_short_continues_where_it_stopped(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    sources = write_sources(tmp_path / "sources.yaml", size=8)
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 12, long=True)
+    async with running(sources, feedbot_env, clock, api, send_attempts=2) as runner:
+        api.fail("sendMessage", times=2, after=1)
+        await runner.digest_tick()
+        first = ids_sent(api)
+        assert len(api.sent(CHAT)) == 1 and 0 < len(first) < 8
+        with Store.open(feedbot_env) as store:
+            assert store.delivered(str(CHAT)) == set(first)  # what was sent, no more
+        assert runner.last_digest_day(CHAT) is None
+        clock.advance(seconds=61)
+        await runner.digest_tick()
+        rest = ids_sent(api)[len(first):]
+        assert len(first) + len(rest) == 8 and not set(first) & set(rest)
+        assert "(continued)" in api.sent(CHAT)[1]["text"]
+        assert runner.last_digest_day(CHAT) == SLOT.date()
+
+
+@pytest.mark.parametrize("empty", ["say", "silent"])
+async def test_an_empty_day_says_so_or_stays_silent(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, empty: str) -> None:
+    sources = write_sources(tmp_path / "sources.yaml", empty=empty)
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock() - timedelta(days=1), 2)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.deliver_digest(CHAT)  # /digest took everything there was
+        sent = len(api.sent(CHAT))
+        await runner.digest_tick()
+        day = api.sent(CHAT)[sent:]
+        assert runner.last_digest_day(CHAT) == SLOT.date()
+    if empty == "say":
+        assert len(day) == 1 and "Nothing new for your stage today." in day[0]["text"]
+    else:
+        assert day == []
+
+
+def touch(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+
+async def test_sources_yaml_edits_are_picked_up_while_running(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Old blog", "http://127.0.0.1:9/a"),))
+    clock = Clock(SLOT - timedelta(hours=3))
+    async with running(sources=path, home=feedbot_env, clock=clock, api=api) as runner:
+        await runner.check_sources()
+        assert "collect:Old blog" in runner.jobs.ids()
+        good = write_sources(tmp_path / "next.yaml", digest_time="09:30", tz="America/New_York",
+                             blogs=(("New blog", "http://127.0.0.1:9/b"),
+                                    ("Other blog", "http://127.0.0.1:9/c"))).read_text()
+        touch(path, good)
+        await runner.check_sources()  # the change settles first
+        assert "collect:Old blog" in runner.jobs.ids()
+        await runner.check_sources()
+        collect_jobs = {j for j in runner.jobs.ids() if j.startswith("collect:")}
+        assert collect_jobs == {"collect:New blog", "collect:Other blog"}
+        assert runner.jobs.next_run(DIGEST_JOB) == next_digest_time(clock(), "09:30",
+                                                                    "America/New_York")
+        touch(path, good + "blogz: []\n")  # a typo
+        await runner.check_sources()
+        await runner.check_sources()
+        [warning] = api.sent(CHAT)
+        assert "sources.yaml has a problem" in warning["text"] and "blogz" in warning["text"]
+        assert telegram_html_problems(warning["text"]) == []
+        assert runner.settings.config.learner.digest_time == "09:30"  # last good one runs on
+        assert {j for j in runner.jobs.ids() if j.startswith("collect:")} == collect_jobs
+        touch(path, good.replace("09:30", "10:00"))
+        await runner.check_sources()
+        await runner.check_sources()
+        assert "valid again" in api.sent(CHAT)[-1]["text"]
+        assert runner.settings.config.learner.digest_time == "10:00"
+
+
+async def test_without_a_token_only_collection_runs(
+        tmp_path: Path, feedbot_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("A blog", "http://127.0.0.1:9/a"),))
+    async with running(path, feedbot_env, Clock(SLOT)) as runner:
+        assert runner.app is None
+        assert runner.jobs.ids() == {"collect:A blog", WATCH_JOB}
+        await runner.digest_tick()  # nothing to send with
+    assert "TELEGRAM_BOT_TOKEN is not set" in caplog.text
+
+
+async def test_one_source_is_never_collected_twice_at_once(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    url = server.add("/slow.xml", body=atom_feed(feed_entries(1)), delay=0.3)
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Slow", url),))
+    async with running(path, feedbot_env, Clock(SLOT)) as runner:
+        await asyncio.gather(runner.collect_source("Slow"), runner.collect_source("Slow"))
+    assert len(server.hits("/slow.xml")) == 1
+
+
+async def test_a_switched_off_source_waits_a_full_interval(
+        tmp_path: Path, feedbot_env: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text("people:\n  - name: Ada\n    x: ada_l\n", encoding="utf-8")
+    clock = Clock(SLOT)
+    async with running(path, feedbot_env, clock) as runner:
+        await runner.collect_source("Ada/x")  # no X_BEARER_TOKEN: the source is off
+        assert runner.jobs.next_run("collect:Ada/x") >= clock() + timedelta(hours=6)
+
+
+# --- `feedbot run` as a process ----------------------------------------------------------------
+
+def _wait_for_line(proc: subprocess.Popen[bytes], marker: str, timeout: float = 20.0) -> str:
+    """Read the process's stderr (unbuffered, straight from the pipe) until `marker` shows."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    while marker.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0 and proc.poll() is None, f"no {marker!r} in: {seen.decode()}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            seen += os.read(fd, 65536)
+    return seen.decode()
+
+
+def test_feedbot_run_without_token_collects_only_and_stops_on_sigterm(tmp_path: Path) -> None:
+    write_sources(Path(os.environ["FEEDBOT_SOURCES"]), chats=())
+    proc = subprocess.Popen([sys.executable, "-m", "feedbot", "run"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    try:
+        seen = _wait_for_line(proc, "feedbot is running")
+        assert "TELEGRAM_BOT_TOKEN is not set" in seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_feedbot_run_with_a_rejected_token_exits_2_without_showing_it(api: FakeBotAPI) -> None:
+    write_sources(Path(os.environ["FEEDBOT_SOURCES"]))
+    wrong = TOKEN.replace("AAH", "BAD")
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": wrong, "FEEDBOT_TELEGRAM_API_URL": api.url}
+    done = subprocess.run([sys.executable, "-m", "feedbot", "-vv", "run"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "rejected TELEGRAM_BOT_TOKEN" in done.stderr
+    assert wrong not in done.stderr + done.stdout
+    assert "/bot<bot-token>/getMe" in done.stderr  # debug logging was on, redacted
+
+
+def test_the_systemd_unit_runs_feedbot_with_the_token_from_a_file() -> None:
+    root = Path(__file__).resolve().parents[1]
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(root / "deploy" / "feedbot.service")
+    service = unit["Service"]
+    assert service["ExecStart"].endswith("/feedbot run")
+    assert service["EnvironmentFile"] == "/etc/feedbot/feedbot.env"
+    assert service["Restart"] == "on-failure" and service["RestartPreventExitStatus"] == "2"
+    assert service["User"] == "feedbot" and service["KillSignal"] == "SIGTERM"
+    env = (root / "deploy" / "feedbot.env.example").read_text()
+    assert re.search(r"^TELEGRAM_BOT_TOKEN=", env, re.M)
+    assert "deploy/feedbot.service" in (root / "docs" / "telegram.md").read_text()

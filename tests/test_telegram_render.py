@@ -1,0 +1,171 @@
+"""The Telegram renderer: valid Telegram HTML, escaped feed text, limits from the Bot API spec,
+items never split, buttons whose callback data fits."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from feedbot import telegram_render as tr
+from feedbot.config import load_config
+from feedbot.digest import Digest, DigestEntry
+from feedbot.roadmap import load_roadmap
+
+from .fake_bot_api import telegram_html_problems, telegram_length
+from .support import CORPUS
+
+NOW = datetime(2026, 3, 2, 7, tzinfo=UTC)
+SPEC = CORPUS / "telegram" / "bot-api-spec" / "api.json"
+
+
+def _spec_number(fields: list[dict], name: str, unit: str) -> int:
+    desc = next(f["description"] for f in fields if f["name"] == name)
+    return int(re.search(rf"1-(\d+) {unit}", desc).group(1))  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def limits() -> dict[str, int]:
+    """Telegram's limits as the Bot API spec states them."""
+    if not SPEC.exists():
+        pytest.skip(f"Bot API spec not found at {SPEC}: limit tests need ../shared/corpus")
+    spec = json.loads(SPEC.read_text(encoding="utf-8"))
+    return {
+        "text": _spec_number(spec["methods"]["sendMessage"]["fields"], "text", "characters"),
+        "callback_data": _spec_number(spec["types"]["InlineKeyboardButton"]["fields"],
+                                      "callback_data", "bytes"),
+    }
+
+
+def entry(n: int, **kw: object) -> DigestEntry:
+    base: dict = dict(id=f"{n:012x}", title=f"Gradient descent, part {n}",
+                      url=f"https://blog.example.org/posts/{n}", source="Example blog",
+                      kind="post", authors=["Ada"], published=NOW, score=0.5,
+                      why="about gradient descent and regularization",
+                      summary="A gentle walk through the method. " * 3,
+                      sources=["Example blog"])
+    base.update(kw)
+    return DigestEntry(**base)
+
+
+def digest(entries: list[DigestEntry], demo: bool = False) -> Digest:
+    roadmap = load_roadmap()
+    return Digest(roadmap.get("machine-learning"), NOW, entries, demo=demo)
+
+
+def assert_valid(messages: list[tr.TgMessage], limit: int) -> None:
+    for m in messages:
+        assert telegram_html_problems(m.text) == [], m.text
+        assert telegram_length(m.text) <= limit
+        assert len(m.text) <= limit
+        assert tr.utf16_len(tr.visible_text(m.text)) == telegram_length(m.text)
+
+
+def test_renderer_limits_match_the_bot_api_spec(limits: dict[str, int]) -> None:
+    assert tr.MAX_TEXT == limits["text"] == 4096
+    assert limits["callback_data"] == tr.MAX_CALLBACK_DATA
+
+
+def test_feed_text_is_escaped_and_links_are_safe(limits: dict[str, int]) -> None:
+    evil = entry(1, title='<script>alert("x")</script> & <b>bold</b>',
+                 url='https://e.org/?q="a"&b=<c>', source="A & B <feeds>",
+                 why="fits <stage>", summary="x < y && y > z; &amp; stays literal")
+    js = entry(2, url="javascript:alert(1)", title="Not a link")
+    [msg] = tr.render_digest(digest([evil, js]))
+    assert_valid([msg], limits["text"])
+    shown = tr.visible_text(msg.text)
+    assert '<script>alert("x")</script> & <b>bold</b>' in shown
+    assert "x < y && y > z; &amp; stays literal" in shown
+    assert 'href="https://e.org/?q=&quot;a&quot;&amp;b=&lt;c&gt;"' in msg.text
+    assert "javascript:" not in msg.text
+    assert "Stage 5: <b>" in msg.text  # the header names the stage
+
+
+def test_each_item_has_title_link_source_why_and_summary() -> None:
+    [msg] = tr.render_digest(digest([entry(1, shared_by=["Ada Lovelace"])]))
+    assert '<a href="https://blog.example.org/posts/1">Gradient descent, part 1</a>' in msg.text
+    assert "<i>Example blog · shared by Ada Lovelace · 2026-03-02</i>" in msg.text
+    assert "💡 about gradient descent" in msg.text
+    assert "A gentle walk" in msg.text
+    assert msg.item_ids == (entry(1).id,)
+
+
+def test_long_digest_is_split_between_items_within_the_limit(limits: dict[str, int]) -> None:
+    # astral characters count twice in UTF-16: a Python-length check alone would overflow
+    entries = [entry(n, title="𝔊𝔯𝔞𝔡𝔦𝔢𝔫𝔱 " * 40, summary="𝔰𝔲𝔪𝔪𝔞𝔯𝔶 " * 60)
+               for n in range(1, 31)]
+    messages = tr.render_digest(digest(entries))
+    assert len(messages) > 1
+    assert_valid(messages, limits["text"])
+    delivered = [i for m in messages for i in m.item_ids]
+    assert delivered == [e.id for e in entries]  # every item exactly once, in order
+    for m in messages:
+        ids_in_buttons = {tr.parse_feedback_data(b.data)[1] for row in m.buttons for b in row}
+        assert ids_in_buttons == set(m.item_ids)  # an item's buttons travel with it
+        for item_id in m.item_ids:
+            assert f"/posts/{int(item_id, 16)}\"" in m.text  # the whole item is in this message
+    assert "Your feedbot digest" in messages[0].text
+    assert all("Your feedbot digest" not in m.text for m in messages[1:])
+    assert not messages[0].silent and all(m.silent for m in messages[1:])
+
+
+def test_a_monstrous_item_still_fits_one_message(limits: dict[str, int]) -> None:
+    monster = entry(1, title="&" * 5000, url="https://e.org/" + "a" * 5000,
+                    why="<" * 3000, summary="&<>" * 3000, source="S" * 2000)
+    messages = tr.render_digest(digest([monster, entry(2)]))
+    assert_valid(messages, limits["text"])
+    assert [i for m in messages for i in m.item_ids] == [monster.id, entry(2).id]
+
+
+def test_callback_data_fits_and_round_trips(limits: dict[str, int]) -> None:
+    for item_id in ("arxiv:2401.00001", "arxiv:math.GT/0309136", "0123456789ab"):
+        for value in ("up", "down", "later"):
+            data = tr.feedback_data(value, item_id)
+            assert data is not None and len(data.encode()) <= limits["callback_data"]
+            assert tr.parse_feedback_data(data) == (value, item_id)
+    assert tr.feedback_data("up", "x" * 80) is None
+    assert tr.parse_feedback_data("st:cnn") is None and tr.parse_feedback_data(None) is None
+
+
+def test_mark_choice_ticks_only_the_pressed_button() -> None:
+    [msg] = tr.render_digest(digest([entry(1), entry(2)]))
+    ticked = tr.mark_choice(msg.buttons, entry(1).id, "later")
+    assert [b.text for b in ticked[0]] == ["1 👍", "1 👎", "✅ 1 🔖"]
+    assert ticked[1] == msg.buttons[1]
+    again = tr.mark_choice(ticked, entry(1).id, "up")
+    assert [b.text for b in again[0]] == ["✅ 1 👍", "1 👎", "1 🔖"]
+
+
+def test_empty_digest_says_so_or_stays_silent() -> None:
+    [msg] = tr.render_digest(digest([]))
+    assert "Nothing new for your stage today." in msg.text and not msg.buttons
+    assert tr.render_digest(digest([]), empty="silent") == []
+    [demo] = tr.render_digest(digest([entry(1)], demo=True))
+    assert "Nothing has been collected yet" in demo.text and not demo.item_ids
+
+
+def test_other_replies_are_valid(limits: dict[str, int]) -> None:
+    rows = [{"name": f"Blog <{n}> & co", "health": h, "items": n, "last_success": "2h ago",
+             "error": "HTTP 500 <html>" if h != "ok" else ""}
+            for n, h in enumerate(["ok", "new", "failing", "broken"] * 60)]
+    sources = tr.render_sources(rows)
+    assert len(sources) > 1
+    assert_valid(sources, limits["text"])
+    stage = tr.render_stage(load_roadmap(), "cnn")
+    assert_valid([stage, tr.help_text(), tr.refusal(), tr.config_problem("a < b & c" * 500),
+                  tr.welcome("08:00", "Europe/Berlin"), *tr.render_later([entry(1)]),
+                  *tr.render_later([])], limits["text"])
+    datas = [b.data for row in stage.buttons for b in row]
+    assert len(datas) == 13 and all(len(d.encode()) <= limits["callback_data"] for d in datas)
+    assert any(b.text.startswith("✅ 8.") for row in stage.buttons for b in row)
+
+
+def test_setup_instructions_are_a_line_that_loads(tmp_path: Path) -> None:
+    msg = tr.setup_instructions(-1001234567890)
+    assert telegram_html_problems(msg.text) == []
+    block = re.search(r"<pre>(.*)</pre>", msg.text, re.S).group(1)  # type: ignore[union-attr]
+    cfg = load_config(tmp_path / "sources.yaml", text=block)
+    assert cfg.telegram.allowed_chats == [-1001234567890]
