@@ -221,7 +221,8 @@ def jitter(seconds: float, fraction: float = 0.1, rng: random.Random | None = No
 
 def report_lines(reports: Sequence[SourceReport]) -> list[str]:
     """One line per source; sources switched off for the same reason share one line."""
-    lines, off = [], {}
+    lines: list[str] = []
+    off: dict[str, list[str]] = {}
     for r in reports:
         if r.status == "disabled":
             off.setdefault(r.error, []).append(r.name)

@@ -490,9 +490,9 @@ class Store:
 
     def feedback(self, chat: str | None = None) -> list[tuple[str, str, str, datetime]]:
         """(chat, item_id, value, at), oldest first."""
-        sql, args = "SELECT chat, item_id, value, at FROM feedback", ()
+        sql, args = "SELECT chat, item_id, value, at FROM feedback", []
         if chat is not None:
-            sql, args = sql + " WHERE chat = ?", (chat,)
+            sql, args = sql + " WHERE chat = ?", [chat]
         return [(r[0], r[1], r[2], _dt(r[3]) or datetime.now(UTC))
                 for r in self.db.execute(sql + " ORDER BY at", args)]
 

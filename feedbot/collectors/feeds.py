@@ -118,8 +118,8 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
                      person: str) -> ParsedFeed:
     try:
         doc = json.loads(content.decode("utf-8-sig"), strict=False)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FeedError(f"not a feed: invalid JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FeedError(f"not a feed: invalid JSON ({err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise FeedError("not a feed: JSON without an 'items' list")
     if "jsonfeed.org" not in str(doc.get("version", "")):
