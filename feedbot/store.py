@@ -92,6 +92,21 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: vectors in a rowid table. In a WITHOUT ROWID table a 1.5 kB vector overflows the
+    # index page, and joining 100k items to their vectors took 2.8 s instead of 0.55 s.
+    """
+    CREATE TABLE vectors_new (
+        model TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vec BLOB NOT NULL
+    );
+    INSERT INTO vectors_new(model, content_hash, dim, vec)
+        SELECT model, content_hash, dim, vec FROM vectors;
+    DROP TABLE vectors;
+    ALTER TABLE vectors_new RENAME TO vectors;
+    CREATE UNIQUE INDEX vectors_key ON vectors(model, content_hash);
+    """,
 ]
 
 
@@ -112,6 +127,26 @@ class StoredItem:
         """When this became news: published (or first seen), or a later share."""
         base = self.item.published or self.first_seen
         return max(base, self.shared_at) if self.shared_at else base
+
+
+@dataclass(frozen=True)
+class CandidateRows:
+    """What ranking needs about many items at once, column-wise, with their vectors stacked.
+
+    Rows whose vector is not cached yet are listed in `missing` (their X row is zero).
+    """
+
+    ids: list[str]
+    sources: list[str]
+    titles: list[str]
+    kinds: list[str]
+    when: np.ndarray  # epoch seconds (published, else first seen), float64
+    hashes: list[str]
+    X: np.ndarray  # (n, dim) float32, rows in the order above
+    missing: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +357,41 @@ class Store:
             args.append(limit)
         return self._rows_to_items(self.db.execute(sql, args).fetchall())
 
+    def candidates(self, model: str, since: datetime | None = None, *,
+                   dim: int | None = None) -> CandidateRows:
+        """Columns and stacked vectors of items since `since`, newest first, in one query.
+
+        This is the digest's hot path at scale: no per-item objects, no JSON, one pass over
+        the rows, and the vectors land in one contiguous float32 matrix.
+        """
+        sql = ("SELECT i.id, i.source, i.title, i.kind, coalesce(i.published, i.first_seen), "
+               "i.content_hash, v.dim, v.vec FROM items i LEFT JOIN vectors v "
+               "ON v.model = ? AND v.content_hash = i.content_hash")
+        args: list[Any] = [model]
+        if since is not None:
+            sql += " WHERE coalesce(i.published, i.first_seen) >= ?"
+            args.append(since.timestamp())
+        sql += " ORDER BY coalesce(i.published, i.first_seen) DESC"
+        rows = self.db.execute(sql, args).fetchall()
+        ids, sources, titles, kinds, hashes = [], [], [], [], []
+        when = np.empty(len(rows), dtype=np.float64)
+        dims = {r[6] for r in rows if r[6] is not None}
+        d = dim or (dims.pop() if len(dims) == 1 else max(dims, default=0))
+        X = np.zeros((len(rows), d), dtype=np.float32)
+        missing = []
+        for n, (iid, src, title, kind, ts, h, vdim, blob) in enumerate(rows):
+            ids.append(iid)
+            sources.append(src)
+            titles.append(title)
+            kinds.append(kind)
+            hashes.append(h)
+            when[n] = ts
+            if blob is None or vdim != d:
+                missing.append(n)
+            else:
+                X[n] = _decode(blob, vdim)
+        return CandidateRows(ids, sources, titles, kinds, when, hashes, X, missing)
+
     def get_item(self, ref: str) -> StoredItem | None:
         """Find an item by public id, arXiv id or any URL that canonicalises to its URL."""
         ref = ref.strip()
@@ -453,7 +523,9 @@ class Store:
     def put_vectors(self, model: str, vectors: dict[str, np.ndarray]) -> None:
         with self.transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO vectors(model, content_hash, dim, vec) VALUES (?,?,?,?)",
+                "INSERT INTO vectors(model, content_hash, dim, vec) VALUES (?,?,?,?) "
+                "ON CONFLICT(model, content_hash) DO UPDATE SET dim = excluded.dim, "
+                "vec = excluded.vec",
                 [(model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
                  for h, v in vectors.items()],
             )

@@ -155,3 +155,37 @@ def test_meta(store: Store) -> None:
     store.set_meta("k", "1")
     store.set_meta("k", "2")
     assert store.get_meta("k") == "2"
+
+
+def test_migration_2_keeps_vectors_written_under_schema_1(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for statement in MIGRATIONS[0].split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    vec = np.ones(3, dtype=np.float32)
+    db.execute("INSERT INTO vectors VALUES ('m', 'h', 3, ?)", (vec.tobytes(),))
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s.schema_version == len(MIGRATIONS) >= 2
+    assert np.array_equal(s.get_vectors("m", ["h"])["h"], vec)
+    s.put_vectors("m", {"h": vec * 2})  # the unique key still deduplicates
+    assert s.vector_count("m") == 1
+
+
+def test_candidates_columns_and_matrix(store: Store) -> None:
+    a = Item("A", "https://e.org/a", "s1", published=NOW - timedelta(hours=1))
+    b = Item("B", "https://e.org/b", "s2", published=NOW - timedelta(hours=2))
+    old = Item("Old", "https://e.org/old", "s1", published=NOW - timedelta(days=40))
+    store.upsert_items([a, b, old], NOW)
+    from feedbot.items import content_hash
+
+    store.put_vectors("m", {content_hash(a.embed_text): np.array([1, 0], dtype=np.float32)})
+    c = store.candidates("m", NOW - timedelta(days=7), dim=2)
+    assert c.ids == [a.id, b.id]
+    assert c.sources == ["s1", "s2"] and c.titles == ["A", "B"]
+    assert c.missing == [1]
+    assert np.array_equal(c.X, np.array([[1, 0], [0, 0]], dtype=np.float32))
+    assert c.when[0] == (NOW - timedelta(hours=1)).timestamp()
