@@ -201,17 +201,23 @@ class Telegram(_Model):
 
 
 class Ranking(_Model):
-    """Ranking weights; see `feedbot/rank.py` for what each one does."""
+    """Ranking weights, all in one place; see `feedbot/rank.py` for what each part measures.
 
-    similarity: float = 1.0  # fit to the current stage
-    contrast: float = 0.5  # how much better it fits this stage than the others
+    Override any of them under `ranking:` in sources.yaml, e.g. `ranking: {level: 0}` turns the
+    preference for tutorials off. Defaults were chosen on half of the benchmark's dev set (see
+    benchmarks/README.md); a score is the weighted sum of the parts that `--explain` prints.
+    """
+
+    similarity: float = 1.0  # fit to the current stage (stage-centred cosine, about -0.2..0.7)
+    contrast: float = 0.5  # penalty when another stage fits the item better (0 when none does)
     recency: float = 0.15  # bonus for new items, decaying with recency_half_life
     recency_half_life: str = "3d"
     source: float = 0.1  # per-source weight (log scale) from sources.yaml
-    feedback: float = 0.5  # the learner's 👍/👎 model
-    level: float = 0.05  # prefer tutorials and surveys in early stages
-    mmr: float = 0.7  # maximal marginal relevance lambda (1 = no diversity)
-    per_source_cap: int = Field(default=3, ge=1)
+    feedback: float = 0.5  # the learner's 👍/👎 model (its scores grow with the feedback count)
+    level: float = 0.05  # early stages: prefer tutorials and surveys (0 turns it off)
+    mmr: float = Field(default=0.85, ge=0, le=1)  # maximal marginal relevance lambda (1 = off)
+    per_source_cap: int = Field(default=3, ge=1)  # at most this many items from one source
+    duplicate: float = Field(default=0.9, gt=0, le=1.01)  # cosine at which items are one story
 
     @field_validator("recency_half_life")
     @classmethod

@@ -1,7 +1,9 @@
 """Build a digest: candidates from the store, vectors from the cache, the ranker, entries out.
 
 This is the one pipeline the CLI, the bot and the scheduler all call. It does not collect,
-render or deliver; it never writes delivery state.
+render or deliver; it never writes delivery state. Scoring itself lives in `rank.py` (pure);
+here we only gather what the ranker needs and turn its choices into `DigestEntry`s, merging
+the sources of near-duplicates the ranker collapsed into one entry.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 
 from .config import Config
 from .embed import Embedder, embed_cached
-from .items import Item
-from .rank import Candidate, StageVectors, rank
+from .items import Item, arxiv_id_from_url
+from .rank import Candidate, Liked, Scored, StageVectors, rank
 from .roadmap import Roadmap, Stage
 from .store import Store, StoredItem
 
@@ -83,7 +85,9 @@ class Digest:
 
 def stage_vectors(store: Store, embedder: Embedder, roadmap: Roadmap) -> StageVectors:
     """Embedded texts of every stage (cached like item vectors)."""
-    labels, texts, spans = [], [], []
+    labels: list[tuple[str, ...]] = []
+    texts: list[str] = []
+    spans: list[tuple[int, int]] = []
     for st in roadmap.stages:
         t = st.texts()
         spans.append((len(texts), len(texts) + len(t)))
@@ -165,29 +169,52 @@ def build_digest(
                      [s.content_hash for s in stored])
     sv = stage_vectors(store, embedder, roadmap)
     specs = {s.name: s for s in cfg.sources()}
-    cands = [
-        Candidate(source=s.sources[0], age_days=(now - s.when).total_seconds() / 86400,
-                  title=s.item.title, shared_by=s.shared_by)
-        for s in stored
-    ]
     fb = feedback(X, stored) if feedback is not None else None
-    scored = rank(X, cands, sv, stage.id, cfg.ranking, limit=limit, feedback=fb,
+    liked = getattr(feedback, "liked", None)
+    scored = rank(X, candidates(stored, now), sv, stage.id, cfg.ranking, limit=limit,
+                  feedback=fb, liked=liked if isinstance(liked, Liked) else None,
                   source_weights={n: sp.weight for n, sp in specs.items()})
 
     def label(name: str) -> str:
         return specs[name].label if name in specs else name
 
-    entries = []
-    for sc in scored:
-        s = stored[sc.index]
-        it = s.item
-        entries.append(DigestEntry(
-            id=s.id, title=it.title, url=it.url, source=label(s.sources[0]), kind=it.kind,
-            authors=list(it.authors), published=it.published, score=sc.score, why=sc.why,
-            summary=it.summary, sources=[label(n) for n in s.sources],
-            shared_by=list(s.shared_by), parts=sc.parts,
-        ))
+    entries = [_entry(stored[sc.index], [stored[j] for j in sc.also], sc, label)
+               for sc in scored]
     return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(stored))
+
+
+def story_group(s: StoredItem) -> str:
+    """Items about the same arXiv paper share a group: the paper itself, posts linking to it."""
+    if s.item.arxiv_id:
+        return f"arxiv:{s.item.arxiv_id}"
+    for link in s.item.links:
+        aid = arxiv_id_from_url(link)
+        if aid:
+            return f"arxiv:{aid}"
+    return ""
+
+
+def candidates(stored: list[StoredItem], now: datetime) -> list[Candidate]:
+    return [
+        Candidate(source=s.sources[0], age_days=(now - s.when).total_seconds() / 86400,
+                  title=s.item.title, shared_by=s.shared_by, group=story_group(s),
+                  summary=s.item.summary)
+        for s in stored
+    ]
+
+
+def _entry(s: StoredItem, also: list[StoredItem], sc: Scored,
+           label: Callable[[str], str]) -> DigestEntry:
+    """One digest entry; near-duplicates collapsed into it add their sources and sharers."""
+    it = s.item
+    names = list(dict.fromkeys(n for x in [s, *also] for n in x.sources))
+    shared = list(dict.fromkeys(p for x in [s, *also] for p in x.shared_by))
+    return DigestEntry(
+        id=s.id, title=it.title, url=it.url, source=label(s.sources[0]), kind=it.kind,
+        authors=list(it.authors), published=it.published, score=sc.score, why=sc.why,
+        summary=it.summary, sources=list(dict.fromkeys(label(n) for n in names)),
+        shared_by=shared, parts=sc.parts,
+    )
 
 
 def utcnow() -> datetime:

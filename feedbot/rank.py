@@ -1,15 +1,33 @@
 """The ranker: a pure function of items, their vectors, the stage profiles, weights and `now`.
 
-No clock, no database, no model in here: everything arrives as arguments, so it is tested with
-hand-built vectors. All scoring is vectorised numpy over the candidate matrix.
+What it is for: turn candidate vectors into a short, diverse, explained list for one roadmap
+stage. What it must not do: read the clock, the database or a model. Everything arrives as
+arguments (item ages are already computed), so it is tested with hand-built vectors, and all
+scoring is vectorised numpy over the candidate matrix: no per-item Python except building
+small per-candidate arrays (ages, source weights, level hints).
+
+How a stage is represented (chosen by measurement, see benchmarks/README.md): each stage's
+texts (title, summary, topics, resources) are unit vectors. Before comparing, every vector is
+re-centred on the mean of the stage centroids, i.e. on what *all* stages share ("this is about
+machine learning"), so a similarity measures the direction that makes this stage different from
+the others. The fit of an item to a stage is then the mean of its similarity to the stage
+centroid and of its three best similarities to the stage's texts.
 
 Score parts (weights in `config.Ranking`, overridable under `ranking:` in sources.yaml):
-- similarity: how well the item fits the current stage (its summary, title and topics);
-- contrast: how much better it fits this stage than the best other stage;
-- recency: exp(-age / half-life) bonus;
-- source: log of the per-source weight from sources.yaml;
-- feedback: the learner's 👍/👎 model, when there is one;
-- level: in foundation stages, a bonus for tutorials, surveys and lectures.
+- similarity: how well the item fits the current stage (above);
+- contrast: minus how much better the item fits its best *other* stage (0 when this stage fits
+  it best), so an NLP paper that mentions convolutions ranks in `nlp`, not in `cnn`;
+- recency: exp(-age · ln 2 / half-life), 1 for a new item;
+- source: log of the per-source weight from sources.yaml (0 for weight 1);
+- feedback: the learner's 👍/👎 model (`feedbot.learn`), in [-1, 1], already scaled by how
+  much feedback there is;
+- level: in early stages, +1 for tutorials, surveys and lectures, -0.5 for narrow
+  state-of-the-art claims (scaled by the stage level: foundation 1, core 0.5, applied 0).
+
+Selection: maximal marginal relevance over the best `SELECT_POOL` candidates (the classic
+form: the score, which is mostly a cosine, against the cosine to what is already chosen), at
+most `per_source_cap` items per source, and near-duplicates (same `group`, or cosine ≥
+`duplicate`) collapsed into the entry chosen first, which lists them in `Scored.also`.
 """
 
 from __future__ import annotations
@@ -22,6 +40,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import Ranking, parse_duration
+
+LEVEL_FACTOR = {"foundation": 1.0, "core": 0.5, "applied": 0.0}
+SELECT_POOL = 200  # MMR and the caps look at this many best-scored candidates
+LIKED_MIN_SIMILARITY = 0.4  # cosine to a liked item before "like “…”" is worth saying
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,15 @@ class Candidate:
     title: str = ""
     shared_by: tuple[str, ...] = ()
     group: str = ""  # items with the same non-empty group are one story (collapsed)
+    summary: str = ""  # only read for the level signal
+
+
+@dataclass(frozen=True)
+class Liked:
+    """Items the learner liked (👍), for "like “…”" explanations."""
+
+    vectors: np.ndarray  # (m, d) unit vectors
+    titles: tuple[str, ...]
 
 
 @dataclass
@@ -57,33 +88,115 @@ class Scored:
     also: list[int] = field(default_factory=list)  # near-duplicates collapsed into this one
 
 
-_TUTORIAL = re.compile(
-    r"\b(tutorial|survey|review|introduction|intro to|primer|lecture|course|explained|"
-    r"beginner|guide|overview|from scratch|hands-on|walkthrough|textbook|lessons?)\b", re.I)
+_TUTORIAL = re.compile(  # in a title
+    r"\b(tutorials?|surveys?|review|introduction|intro to|primer|lectures?|course|explained|"
+    r"explainer|beginners?|guide|overview|from scratch|hands-on|walkthrough|textbook|"
+    r"lessons?|crash course|notes on|how to)\b", re.I)
+_TUTORIAL_TEXT = re.compile(  # in a summary, where "guide" or "how to" mean little
+    r"\b(tutorials?|this survey|we survey|this review|we review|primer|lecture notes|"
+    r"introduction to|overview of|textbook|for beginners|from scratch)\b", re.I)
+_SOTA = re.compile(r"\b(state[- ]of[- ]the[- ]art|sota|outperforms?|new record)\b", re.I)
 
 
 def topic_label(label: str) -> str:
     return label.split(":", 1)[1] if ":" in label else label
 
 
+def _unit_rows(M: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(M, axis=-1, keepdims=True)
+    return M / np.where(norms > 0, norms, 1.0)
+
+
+def stage_centre(sv: StageVectors) -> np.ndarray | None:
+    """Mean of the stage centroids: what all stages share. None with fewer than 3 stages."""
+    if len(sv.rows) < 3:
+        return None
+    centroids = _unit_rows(np.stack([rows.mean(axis=0) for rows in sv.rows]))
+    return centroids.mean(axis=0)
+
+
 def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
     """Fit of every item to every stage, and the best-matching text of each stage.
 
-    fit[i, s] = mean of (similarity to the stage centroid, mean of the top-3 topic similarities).
-    Returns (fit (n, S), best_row (n, S) index into that stage's labels).
+    In the stage-centred space: fit[i, s] = mean of (similarity to the stage centroid, mean of
+    the top-3 similarities to the stage's texts). Returns (fit (n, S), best_row (n, S) index
+    into that stage's labels).
     """
-    n, S = X.shape[0], len(sv.ids)
+    centre = stage_centre(sv)
+    if centre is not None:
+        X = _unit_rows(X - centre)
+    rows = [_unit_rows(r - centre) if centre is not None else r for r in sv.rows]
+    sims = X @ np.concatenate(rows).T  # (n, all texts): one product for every stage
+    n, S = X.shape[0], len(rows)
     fit = np.empty((n, S), dtype=np.float32)
     best = np.empty((n, S), dtype=np.int64)
-    for s, rows in enumerate(sv.rows):
-        sims = X @ rows.T  # (n, k)
-        centroid = rows.mean(axis=0)
-        centroid /= np.linalg.norm(centroid) or 1.0
-        k = min(3, rows.shape[0])
-        top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    start = 0
+    for s, r in enumerate(rows):
+        block = sims[:, start:start + r.shape[0]]
+        start += r.shape[0]
+        centroid = _unit_rows(r.mean(axis=0))
+        k = min(3, r.shape[0])
+        top = -np.partition(-block, k - 1, axis=1)[:, :k]
         fit[:, s] = 0.5 * (X @ centroid) + 0.5 * top.mean(axis=1)
-        best[:, s] = sims.argmax(axis=1)
+        best[:, s] = block.argmax(axis=1)
     return fit, best
+
+
+def stage_scores(X: np.ndarray, sv: StageVectors, stage_id: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(similarity, contrast, best text row) of every item for one stage.
+
+    contrast = -max(0, best other stage's fit - this stage's fit): zero when this stage fits
+    the item best, negative by how much another stage fits it better.
+    """
+    s = sv.index(stage_id)
+    fit, best = stage_fit(X, sv)
+    own = fit[:, s]
+    others = np.delete(fit, s, axis=1)
+    contrast = -np.maximum(0.0, others.max(axis=1) - own) if others.shape[1] else 0.0 * own
+    return own, contrast.astype(np.float32), best[:, s]
+
+
+def level_signal(candidates: Sequence[Candidate]) -> np.ndarray:
+    """+1 for tutorials/surveys/lectures (title), +0.5 (summary), -0.5 for SOTA claims."""
+    out = np.zeros(len(candidates), dtype=np.float32)
+    for i, c in enumerate(candidates):
+        head = c.summary[:400]
+        if _TUTORIAL.search(c.title):
+            out[i] = 1.0
+        elif _TUTORIAL_TEXT.search(head):
+            out[i] = 0.5
+        elif _SOTA.search(c.summary) or _SOTA.search(c.title):
+            out[i] = -0.5
+    return out
+
+
+def _simple_parts(candidates: Sequence[Candidate], weights: Ranking,
+                  source_weights: dict[str, float] | None) -> dict[str, np.ndarray]:
+    half_life = parse_duration(weights.recency_half_life) / 86400.0
+    age = np.fromiter((max(0.0, c.age_days) for c in candidates), np.float32, len(candidates))
+    sw = source_weights or {}
+    source = np.fromiter((math.log(max(sw.get(c.source, 1.0), 1e-3)) for c in candidates),
+                         np.float32, len(candidates))
+    return {"recency": np.exp(-age * math.log(2) / max(half_life, 1e-6)), "source": source}
+
+
+def _level_part(candidates: Sequence[Candidate], base: np.ndarray, factor: float,
+                weight: float, pool: int) -> np.ndarray:
+    """The level signal × the stage's factor, computed only where it can change the outcome.
+
+    Only the best `pool` items are ever selected, and the level part moves a score by at most
+    1.5 · |weight| · factor, so items further than that below the pool's cut keep 0 here.
+    """
+    out = np.zeros(len(candidates), dtype=np.float32)
+    if not factor or not weight:
+        return out
+    idx = np.arange(len(candidates))
+    if len(candidates) > pool:
+        cut = np.partition(base, len(base) - pool)[len(base) - pool]
+        idx = np.flatnonzero(base >= cut - 1.5 * abs(weight) * factor)
+    out[idx] = level_signal([candidates[int(i)] for i in idx]) * factor
+    return out
 
 
 def rank(
@@ -95,71 +208,100 @@ def rank(
     *,
     source_weights: dict[str, float] | None = None,
     feedback: np.ndarray | None = None,
+    liked: Liked | None = None,
     limit: int = 10,
 ) -> list[Scored]:
     """Score every candidate for `stage_id` and pick the top `limit`, diverse and capped per source.
 
     X: (n, d) unit vectors of the candidates, in the same order as `candidates`.
     feedback: optional (n,) scores in [-1, 1] from the learner's 👍/👎 model.
+    liked: the learner's liked items, to say which one an item resembles.
     """
     n = len(candidates)
     if n == 0:
         return []
     s = sv.index(stage_id)
-    fit, best = stage_fit(X, sv)
-    own = fit[:, s]
-    others = np.delete(fit, s, axis=1)
-    contrast = own - (others.max(axis=1) if others.shape[1] else 0.0)
-    half_life = parse_duration(weights.recency_half_life) / 86400.0
-    age = np.array([max(0.0, c.age_days) for c in candidates], dtype=np.float32)
-    recency = np.exp(-age * math.log(2) / max(half_life, 1e-6))
-    sw = source_weights or {}
-    source = np.array([math.log(max(sw.get(c.source, 1.0), 1e-3)) for c in candidates],
-                      dtype=np.float32)
-    early = bool(sv.levels) and sv.levels[s] == "foundation"
-    level = np.array([1.0 if early and _TUTORIAL.search(c.title) else 0.0 for c in candidates],
-                     dtype=np.float32)
-    fb = feedback if feedback is not None else np.zeros(n, dtype=np.float32)
-    total = (weights.similarity * own + weights.contrast * contrast + weights.recency * recency
-             + weights.source * source + weights.feedback * fb + weights.level * level)
-    order = select(X, total, candidates, limit, weights.mmr, weights.per_source_cap)
+    own, contrast, best = stage_scores(X, sv, stage_id)
+    parts = {"similarity": own, "contrast": contrast,
+             **_simple_parts(candidates, weights, source_weights),
+             "feedback": (np.asarray(feedback, dtype=np.float32) if feedback is not None
+                          else np.zeros(n, dtype=np.float32))}
+    total = sum(getattr(weights, k) * v for k, v in parts.items())
+    factor = LEVEL_FACTOR.get(sv.levels[s], 0.0) if sv.levels else 0.0
+    parts["level"] = _level_part(candidates, total, factor, weights.level, SELECT_POOL)
+    total = total + weights.level * parts["level"]
+    picked = select(X, total, candidates, limit, weights.mmr, weights.per_source_cap,
+                    weights.duplicate, SELECT_POOL)
+    likes = _nearest_liked(X, [i for i, _ in picked], liked)
     out = []
-    for i in order:
-        parts = {"similarity": float(own[i]), "contrast": float(contrast[i]),
-                 "recency": float(recency[i]), "source": float(source[i]),
-                 "feedback": float(fb[i]), "level": float(level[i])}
-        label = sv.labels[s][int(best[i, s])]
-        out.append(Scored(int(i), float(total[i]), parts, explain(label, candidates[i], parts)))
+    for i, also in picked:
+        p = {k: float(v[i]) for k, v in parts.items()}
+        like = likes.get(i) if p["feedback"] > 0 else None
+        why = explain(sv.labels[s][int(best[i])], candidates[i], p, like)
+        out.append(Scored(int(i), float(total[i]), p, why, also))
     return out
 
 
+def _nearest_liked(X: np.ndarray, chosen: list[int], liked: Liked | None) -> dict[int, str]:
+    """Title of the most similar liked item for each chosen item, when similar enough."""
+    if liked is None or not chosen or not len(liked.titles):
+        return {}
+    sims = X[chosen] @ liked.vectors.T
+    j = sims.argmax(axis=1)
+    return {i: liked.titles[int(j[r])] for r, i in enumerate(chosen)
+            if sims[r, j[r]] >= LIKED_MIN_SIMILARITY}
+
+
 def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], limit: int,
-           mmr: float, per_source_cap: int, pool: int = 200) -> list[int]:
-    """Greedy maximal marginal relevance over the top `pool`, at most `per_source_cap` a source."""
+           mmr: float, per_source_cap: int, duplicate: float = 1.01,
+           pool: int = SELECT_POOL) -> list[tuple[int, list[int]]]:
+    """Greedy MMR over the top `pool`, at most `per_source_cap` a source, duplicates collapsed.
+
+    Returns (index, indices collapsed into it) in digest order. MMR value of a candidate:
+    mmr · score − (1 − mmr) · max cosine to the items already chosen.
+    """
     top = np.argsort(-score, kind="stable")[:pool]
-    chosen: list[int] = []
+    alive = np.zeros(len(score), dtype=bool)
+    alive[top] = True
+    groups = np.array([c.group for c in candidates], dtype=object)
     per_source: dict[str, int] = {}
-    remaining = list(top)
-    while remaining and len(chosen) < limit:
-        if chosen and mmr < 1.0:
-            sim = X[remaining] @ X[chosen].T
-            value = mmr * score[remaining] - (1 - mmr) * sim.max(axis=1)
-        else:
-            value = score[remaining]
-        for j in np.argsort(-value, kind="stable"):
-            i = remaining[int(j)]
-            src = candidates[i].source
-            if per_source.get(src, 0) < per_source_cap:
-                chosen.append(i)
-                per_source[src] = per_source.get(src, 0) + 1
-                remaining.remove(i)
-                break
-        else:
+    chosen: list[tuple[int, list[int]]] = []
+    while len(chosen) < limit and alive.any():
+        i = _next_pick(X, score, alive, [c for c, _ in chosen], mmr, candidates, per_source,
+                       per_source_cap)
+        if i is None:
             break
+        alive[i] = False
+        per_source[candidates[i].source] = per_source.get(candidates[i].source, 0) + 1
+        dup = X @ X[i] >= duplicate
+        if groups[i]:
+            dup |= groups == groups[i]
+        dup[i] = False
+        dup[[c for c, _ in chosen]] = False
+        dup[[a for _, also in chosen for a in also]] = False
+        also = [int(j) for j in np.flatnonzero(dup)]
+        alive[also] = False
+        chosen.append((int(i), also))
     return chosen
 
 
-def explain(label: str, cand: Candidate, parts: dict[str, float]) -> str:
+def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, chosen: list[int], mmr: float,
+               candidates: Sequence[Candidate], per_source: dict[str, int],
+               cap: int) -> int | None:
+    idx = np.flatnonzero(alive)
+    value = score[idx]
+    if chosen and mmr < 1.0:
+        value = mmr * value - (1 - mmr) * (X[idx] @ X[chosen].T).max(axis=1)
+    for j in np.argsort(-value, kind="stable"):
+        i = int(idx[j])
+        if per_source.get(candidates[i].source, 0) < cap:
+            return i
+        alive[i] = False  # its source is full; it cannot be picked later either
+    return None
+
+
+def explain(label: str, cand: Candidate, parts: dict[str, float], like: str | None = None) -> str:
+    """Why an item is in the digest, in words: matched text, liked item, level, sharer."""
     if label == "title":
         why = "on the stage's theme"
     elif label == "summary":
@@ -168,10 +310,12 @@ def explain(label: str, cand: Candidate, parts: dict[str, float]) -> str:
         why = f"close to the stage resource “{topic_label(label)}”"
     else:
         why = f"matches “{topic_label(label)}”"
+    if like:
+        why += f"; like “{like}”"
+    elif parts.get("feedback", 0) > 0.2:
+        why += "; like items you liked"
     if parts.get("level", 0) > 0:
         why += "; an introduction or survey"
-    if parts.get("feedback", 0) > 0.2:
-        why += "; like items you liked"
     if cand.shared_by:
         why += f"; shared by {', '.join(cand.shared_by[:2])}"
     return why

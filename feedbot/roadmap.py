@@ -36,7 +36,7 @@ class Stage:
     index: int = 0
 
     def texts(self) -> dict[str, str]:
-        """Labelled texts that describe the stage, for embedding: title, summary, topics."""
+        """Labelled texts that describe the stage, to embed: title, summary, topics, resources."""
         out = {"title": self.title, "summary": f"{self.title}. {self.summary}"}
         for t in self.topics:
             out[f"topic:{t}"] = t

@@ -1,0 +1,420 @@
+"""Ranking benchmark: does feedbot put the right papers at the top of a stage's digest?
+
+Run from the repository root (the dev set lives in ../shared/corpus):
+
+    python benchmarks/ranking.py                      # pool of 1,500, seed 0, whole dev set
+    python benchmarks/ranking.py --pool 1500 --seed 3
+    python benchmarks/ranking.py --split B --pool 800 --pools 5    # the half not used to choose
+    python benchmarks/ranking.py --split A --pool 800 --pools 20 --compare   # method selection
+
+A pool of papers is drawn from `arxiv-dev.jsonl` with a fixed seed, every paper gets the same
+publication time (recency plays no part), and each labelled stage is ranked from title +
+abstract only; a paper is relevant when its arXiv categories match the stage (the table in
+SOURCES.md). Rankers, each scored by precision@10 and nDCG@10 per stage:
+
+- feedbot: the real path: `digest.stage_vectors` (the packaged roadmap, embedded through a
+  Store) and `rank.rank` with the default `Ranking` weights, MMR off (λ = 1) and no per-source
+  cap (all papers come from one source here);
+- feedbot + feedback: the same, plus `learn.feedback_scorer` trained on 10 👍 (papers of the
+  stage) and 10 👎 (papers of other labelled stages) drawn outside the pool, stored as real
+  feedback rows in a temporary store;
+- TF-IDF: cosine between the pool's TF-IDF vectors and the stage's texts joined into one query;
+- MiniLM title: cosine to the embedded stage title alone (the plain query);
+- random: the expectation over 200 random orders.
+
+Then intra-list diversity (mean pairwise cosine distance of the top 10) with MMR at several λ,
+and the time to rank 10,000 cached items against two baselines. `--compare` prints the stage
+profile methods that were measured to choose the default (see benchmarks/README.md).
+
+Embeddings are cached in benchmarks/.cache/dev.db (gitignored): the dev set is embedded once
+per embedding model. Nothing here tunes anything; it only measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from feedbot.config import Ranking  # noqa: E402
+from feedbot.digest import stage_vectors  # noqa: E402
+from feedbot.embed import Embedder, embed_cached  # noqa: E402
+from feedbot.items import Item, content_hash  # noqa: E402
+from feedbot.rank import Candidate, StageVectors, rank  # noqa: E402
+from feedbot.roadmap import Roadmap, load_roadmap  # noqa: E402
+from feedbot.store import Store  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpus"
+DEV = CORPUS / "papers" / "arxiv-dev.jsonl"
+CACHE = Path(__file__).resolve().parent / ".cache"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SPLIT_SEED = 12345  # halves A (used to choose methods and defaults) and B (held out)
+K = 10
+
+
+@dataclass(frozen=True)
+class Paper:
+    id: str
+    title: str
+    abstract: str
+    categories: frozenset[str]
+    authors: tuple[str, ...]
+
+    @property
+    def item(self) -> Item:
+        return Item(title=self.title, url=f"https://arxiv.org/abs/{self.id}", source="arxiv-dev",
+                    kind="paper", authors=self.authors, published=NOW, summary=self.abstract,
+                    arxiv_id=self.id)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def load_dev(path: Path = DEV) -> list[Paper]:
+    papers = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            d = json.loads(line)
+            papers.append(Paper(d["id"], " ".join(d["title"].split()),
+                                " ".join(d["abstract"].split()), frozenset(d["categories"]),
+                                tuple(d.get("authors", ()))))
+    return papers
+
+
+def load_labels(path: Path = CORPUS / "SOURCES.md") -> dict[str, frozenset[str]]:
+    """Stage → arXiv categories, from the table under 'Labels for the ranking benchmark'."""
+    text = path.read_text(encoding="utf-8").split("## Labels for the ranking benchmark", 1)[1]
+    out = {}
+    for m in re.finditer(r"^\|\s*`([\w-]+)`\s*\|([^|]+)\|", text, re.M):
+        out[m.group(1)] = frozenset(re.findall(r"[a-z-]+\.[A-Za-z]+", m.group(2)))
+    if not out:
+        raise SystemExit(f"no labels found in {path}")
+    return out
+
+
+def relevance(papers: Sequence[Paper], labels: dict[str, frozenset[str]]) -> dict[str, np.ndarray]:
+    return {s: np.array([bool(p.categories & cats) for p in papers]) for s, cats in labels.items()}
+
+
+def split_indices(n: int, split: str) -> np.ndarray:
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    halves = {"A": perm[: n // 2], "B": perm[n // 2:], "all": perm}
+    return np.sort(halves[split])
+
+
+def draw_pool(base: np.ndarray, size: int, seed: int) -> np.ndarray:
+    size = min(size, len(base))
+    return np.sort(np.random.default_rng(seed).choice(base, size, replace=False))
+
+
+def embed_dev(store: Store, emb: Embedder, papers: Sequence[Paper]) -> np.ndarray:
+    """Vectors of the dev set, embedded once per model and cached in the store."""
+    texts = [p.item.embed_text for p in papers]
+    missing = len(texts) - len(store.get_vectors(emb.model_id, [content_hash(t) for t in texts]))
+    if missing:
+        print(f"embedding {missing} papers (cached in {CACHE})…", file=sys.stderr)
+    return embed_cached(store, emb, texts)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+def precision(rel: np.ndarray, order: Sequence[int], k: int = K) -> float:
+    return float(rel[list(order[:k])].mean()) if len(order) else 0.0
+
+
+def ndcg(rel: np.ndarray, order: Sequence[int], k: int = K) -> float:
+    gains = rel[list(order[:k])].astype(float)
+    dcg = float((gains / np.log2(np.arange(2, len(gains) + 2))).sum())
+    ideal = int(min(k, rel.sum()))
+    idcg = float((1 / np.log2(np.arange(2, ideal + 2))).sum())
+    return dcg / idcg if idcg else 0.0
+
+
+def diversity(X: np.ndarray, order: Sequence[int]) -> float:
+    """Intra-list diversity: mean pairwise cosine distance of the listed items."""
+    V = X[list(order)]
+    n = len(V)
+    if n < 2:
+        return 0.0
+    sims = V @ V.T
+    return float(1 - (sims.sum() - np.trace(sims)) / (n * (n - 1)))
+
+
+# --- rankers: each returns the top-K positions in the pool for one stage --------------------
+
+def bench_weights(**changes: float) -> Ranking:
+    return Ranking().model_copy(update={"mmr": 1.0, "per_source_cap": 10_000, **changes})
+
+
+def candidates(papers: Sequence[Paper], pool: np.ndarray) -> list[Candidate]:
+    """As the digest builds them: one source, the same age, title and abstract for `level`."""
+    return [Candidate(source="arXiv", age_days=0.0, title=papers[i].title,
+                      summary=papers[i].abstract, group=f"arxiv:{papers[i].id}") for i in pool]
+
+
+def feedbot_order(Xp: np.ndarray, cands: list[Candidate], sv: StageVectors, stage: str,
+                  weights: Ranking, feedback: np.ndarray | None = None) -> list[int]:
+    return [s.index for s in rank(Xp, cands, sv, stage, weights, feedback=feedback, limit=K)]
+
+
+def tfidf_orders(texts: Sequence[str], queries: dict[str, str]) -> dict[str, list[int]]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(sublinear_tf=True, stop_words="english")
+    D = vec.fit_transform(texts)
+    Q = vec.transform(list(queries.values()))
+    sims = (D @ Q.T).toarray()
+    return {s: list(np.argsort(-sims[:, j], kind="stable")[:K]) for j, s in enumerate(queries)}
+
+
+def random_scores(rel: np.ndarray, runs: int = 200, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(len(rel))[:K].tolist() for _ in range(runs)]
+    return (float(np.mean([precision(rel, o) for o in orders])),
+            float(np.mean([ndcg(rel, o) for o in orders])))
+
+
+# --- simulated feedback through the real learn path -----------------------------------------
+
+def feedback_scores(papers: Sequence[Paper], X: np.ndarray, pool: np.ndarray, base: np.ndarray,
+                    rel: dict[str, np.ndarray], emb: Embedder, seed: int,
+                    n: int = 10) -> dict[str, np.ndarray]:
+    """Per stage: scores of the pool from a model trained on n 👍 and n 👎 outside the pool."""
+    from feedbot import learn
+
+    outside = np.setdiff1d(base, pool)
+    labelled = np.any(np.stack(list(rel.values())), axis=0)
+    rng = np.random.default_rng(seed + 7919)
+    out: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as home:
+        old_home = os.environ.get("FEEDBOT_HOME")
+        os.environ["FEEDBOT_HOME"] = home
+        try:
+            store = Store(Path(home) / "bench.db")
+            _fill_store(store, papers, X, np.concatenate([pool, outside]), emb.model_id)
+            for s, r in rel.items():
+                ups = rng.permutation(outside[r[outside]])[:n]
+                downs = rng.permutation(outside[~r[outside] & labelled[outside]])[:n]
+                for i, value in [(i, "up") for i in ups] + [(i, "down") for i in downs]:
+                    store.set_feedback(f"bench-{s}", f"arxiv:{papers[i].id}", value, NOW)
+                scorer = learn.feedback_scorer(store, emb, chat=f"bench-{s}", now=NOW)
+                out[s] = scorer(X[pool], []) if scorer is not None else np.zeros(len(pool))
+            store.close()
+        finally:
+            if old_home is None:
+                os.environ.pop("FEEDBOT_HOME", None)
+            else:
+                os.environ["FEEDBOT_HOME"] = old_home
+    return out
+
+
+def _fill_store(store: Store, papers: Sequence[Paper], X: np.ndarray, idx: np.ndarray,
+                model_id: str) -> None:
+    items = [papers[i].item for i in idx]
+    store.upsert_items(items, NOW)
+    store.put_vectors(model_id, {content_hash(it.embed_text): X[i]
+                                 for it, i in zip(items, idx, strict=True)})
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+def timing(X: np.ndarray, sv: StageVectors, stage: str, n: int = 10_000) -> list[tuple[str, float]]:
+    """Seconds to rank n cached items: feedbot's rank(), a plain cosine query, a Python loop."""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(X), n), rng.integers(0, len(X), n)
+    V = X[a] + 0.7 * X[b]  # distinct, realistic vectors: blends of two dev papers
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    cands = [Candidate(source=f"feed{i % 20}", age_days=float(i % 14), title=f"Paper {i}",
+                       summary="We propose a method.") for i in range(n)]
+    weights = Ranking()
+    q = sv.rows[sv.index(stage)][0]
+    out = [("feedbot rank() (all parts, MMR, caps, duplicates)",
+            _best_of(lambda: rank(V, cands, sv, stage, weights, limit=K))),
+           ("plain cosine query (X @ q, top 10)",
+            _best_of(lambda: np.argpartition(-(V @ q), K)[:K]))]
+    loop_n = 2_000  # the loop is slow: time a fifth of the items and scale
+    out.append(("Python loop over items (same stage fit), scaled from 2,000",
+                _best_of(lambda: _loop_scorer(V[:loop_n], sv), runs=1) * n / loop_n))
+    return out
+
+
+def _loop_scorer(V: np.ndarray, sv: StageVectors) -> list[float]:
+    out = []
+    for v in V:
+        fits = []
+        for rows in sv.rows:
+            sims = sorted((float(np.dot(v, r)) for r in rows), reverse=True)
+            centroid = rows.mean(axis=0)
+            fits.append(0.5 * float(np.dot(v, centroid / np.linalg.norm(centroid)))
+                        + 0.5 * sum(sims[:3]) / 3)
+        out.append(fits[0] - max(fits[1:]))
+    return out
+
+
+def _best_of(fn: Callable[[], object], runs: int = 5) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+# --- the run --------------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    papers: list[Paper]
+    X: np.ndarray
+    rel: dict[str, np.ndarray]
+    roadmap: Roadmap
+    sv: StageVectors
+    emb: Embedder
+    stage_store: Store
+
+
+def setup(backend: str = "fp32") -> Setup:
+    if not DEV.exists():
+        raise SystemExit(f"dev set not found: {DEV}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    papers = load_dev()
+    CACHE.mkdir(exist_ok=True)
+    store = Store(CACHE / "dev.db")
+    emb = Embedder(backend=backend)
+    X = embed_dev(store, emb, papers)
+    roadmap = load_roadmap()
+    sv = stage_vectors(store, emb, roadmap)
+    return Setup(papers, X, relevance(papers, load_labels()), roadmap, sv, emb, store)
+
+
+def evaluate_pool(st: Setup, pool: np.ndarray, base: np.ndarray, seed: int,
+                  with_feedback: bool = True) -> dict[str, dict[str, tuple[float, float]]]:
+    """method → stage → (precision@10, nDCG@10) for one pool."""
+    Xp = st.X[pool]
+    rel = {s: r[pool] for s, r in st.rel.items()}
+    res: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def put(method: str, stage: str, order: Sequence[int]) -> None:
+        res.setdefault(method, {})[stage] = (precision(rel[stage], order), ndcg(rel[stage], order))
+
+    fb = feedback_scores(st.papers, st.X, pool, base, st.rel, st.emb, seed) if with_feedback \
+        else {}
+    texts = [st.papers[i].item.embed_text for i in pool]
+    queries = {s: " ".join(st.roadmap.get(s).texts().values()) for s in rel}
+    tfidf = tfidf_orders(texts, queries)
+    titles = embed_cached(st.stage_store, st.emb, [st.roadmap.get(s).title for s in rel])
+    cands = candidates(st.papers, pool)
+    for j, s in enumerate(rel):
+        put("feedbot", s, feedbot_order(Xp, cands, st.sv, s, bench_weights()))
+        if s in fb:
+            put("feedbot + feedback", s,
+                feedbot_order(Xp, cands, st.sv, s, bench_weights(), fb[s]))
+        put("TF-IDF", s, tfidf[s])
+        put("MiniLM title", s, list(np.argsort(-(Xp @ titles[j]), kind="stable")[:K]))
+        res.setdefault("random", {})[s] = random_scores(rel[s], seed=seed)
+    return res
+
+
+def average(runs: list[dict[str, dict[str, tuple[float, float]]]]
+            ) -> dict[str, dict[str, tuple[float, float]]]:
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for method in runs[0]:
+        for stage in runs[0][method]:
+            vals = np.array([r[method][stage] for r in runs])
+            out.setdefault(method, {})[stage] = (float(vals[:, 0].mean()), float(vals[:, 1].mean()))
+    return out
+
+
+def quality_table(res: dict[str, dict[str, tuple[float, float]]], metric: int) -> str:
+    """One markdown table: stages × methods, for precision@10 (metric 0) or nDCG@10 (1)."""
+    methods = list(res)
+    stages = list(res[methods[0]])
+    lines = ["| stage | " + " | ".join(methods) + " |", "|---" * (1 + len(methods)) + "|"]
+    for s in [*stages, "mean"]:
+        cells = []
+        for m in methods:
+            vals = [v[metric] for v in res[m].values()] if s == "mean" else [res[m][s][metric]]
+            cells.append(f"{np.mean(vals):.2f}" if metric == 0 else f"{np.mean(vals):.3f}")
+        name = f"**{s}**" if s == "mean" else f"`{s}`"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def diversity_table(st: Setup, pools: list[np.ndarray],
+                    lambdas: Sequence[float] = (1.0, 0.85, 0.7, 0.5)) -> str:
+    default = Ranking().mmr
+    lines = ["| MMR λ | mean P@10 | mean nDCG@10 | intra-list diversity of top 10 |",
+             "|---|---|---|---|"]
+    for lam in dict.fromkeys([*lambdas, default]):
+        p, g, d = [], [], []
+        for pool in pools:
+            Xp = st.X[pool]
+            cands = candidates(st.papers, pool)
+            for s, r in st.rel.items():
+                order = feedbot_order(Xp, cands, st.sv, s, bench_weights(mmr=lam))
+                p.append(precision(r[pool], order))
+                g.append(ndcg(r[pool], order))
+                d.append(diversity(Xp, order))
+        name = f"{lam:g}" + (" (off)" if lam == 1.0 else "") + (" (default)" if lam == default
+                                                                   else "")
+        lines.append(f"| {name} | {np.mean(p):.3f} | {np.mean(g):.3f} | {np.mean(d):.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pool", type=int, default=1500, help="papers per pool (default 1500)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first pool (default 0)")
+    ap.add_argument("--pools", type=int, default=1, help="average over this many seeded pools")
+    ap.add_argument("--split", choices=("all", "A", "B"), default="all",
+                    help="draw pools from the whole dev set or one half (A chose the method)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also print the stage-profile methods measured to choose the default")
+    ap.add_argument("--no-feedback", action="store_true", help="skip the feedback simulation")
+    ap.add_argument("--no-timing", action="store_true", help="skip the 10,000-item timing")
+    ap.add_argument("--backend", default="fp32",
+                    help="embedding backend (default fp32; each backend is embedded once)")
+    args = ap.parse_args(argv)
+
+    st = setup(args.backend)
+    base = split_indices(len(st.papers), args.split)
+    seeds = list(range(args.seed, args.seed + args.pools))
+    pools = [draw_pool(base, args.pool, sd) for sd in seeds]
+    print(f"## Ranking benchmark: split {args.split} ({len(base)} papers), pool {len(pools[0])}, "
+          f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; model "
+          f"{st.emb.model_id}\n")
+    runs = [evaluate_pool(st, pool, base, sd, not args.no_feedback)
+            for pool, sd in zip(pools, seeds, strict=True)]
+    res = average(runs)
+    print("### precision@10\n")
+    print(quality_table(res, 0), "\n")
+    print("### nDCG@10\n")
+    print(quality_table(res, 1), "\n")
+    print("### Diversity (feedbot, stage only)\n")
+    print(diversity_table(st, pools), "\n")
+    if args.compare:
+        from compare_methods import compare_table
+
+        print("### Stage-profile methods (selection)\n")
+        print(compare_table(st.X, st.rel, st.sv, pools), "\n")
+    if not args.no_timing:
+        print("### Time to rank 10,000 cached items (best of 5)\n")
+        print("| scorer | seconds |\n|---|---|")
+        for name, secs in timing(st.X, st.sv, next(iter(st.rel))):
+            print(f"| {name} | {secs:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Learning from the learner's 👍/👎: a small linear model on item vectors, per chat or learner.
+
+What it is for: `feedback_scorer` turns the feedback rows in the store into a function that
+scores candidate items in [-1, 1], which the ranker adds to the stage score (weight
+`ranking.feedback`). As arxiv-sanity-lite trains an SVM per tag, we train a logistic regression
+on the embeddings of 👍 (positive) against 👎 (negative) items. 'later' is not a label.
+
+- With no 👍/👎 there is no scorer (`None`): the digest is ranked by the stage score alone.
+- Scores are multiplied by a confidence n / (n + PRIOR_LABELS) for n labels, so one 👍 moves a
+  ranking only a little and twenty move it a lot.
+- With labels of only one kind, recent unlabelled items from the store (already embedded)
+  stand in for the other kind, weighted as one class: "more / less like this than usual".
+- The model is retrained only when the feedback changed (a hash of the rows, the items' texts
+  and the embedding model id) and persisted with joblib under `$FEEDBOT_HOME/models/`. A stored
+  model made with another embedding model is never used.
+
+What it must not do: rank, render, or write to the store; it reads feedback and vectors, and
+may embed a labelled item that has no vector yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import feedbot_home
+from .embed import Embedder, embed_cached
+from .rank import Liked
+from .store import Store, StoredItem
+
+log = logging.getLogger(__name__)
+
+LEARN_VERSION = 1
+PRIOR_LABELS = 10  # confidence = n / (n + PRIOR_LABELS)
+C = 1.0  # inverse regularisation of the logistic regression
+BACKGROUND_WINDOW = timedelta(days=60)
+BACKGROUND_MAX = 300
+LABELS = {"up": 1, "down": 0}
+
+
+@dataclass(frozen=True)
+class FeedbackModel:
+    """A trained 👍/👎 model: logistic regression weights plus what explanations need."""
+
+    model_id: str  # the embedding model whose vectors it was trained on
+    key: str  # hash of the feedback it was trained on
+    coef: np.ndarray  # (d,)
+    intercept: float
+    n_labels: int
+    liked: np.ndarray  # (m, d) vectors of the 👍 items
+    liked_titles: tuple[str, ...]
+
+    @property
+    def confidence(self) -> float:
+        return confidence(self.n_labels)
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """confidence · (2·P(👍) − 1) for each row of X: in [-1, 1], 0 means no opinion."""
+        z = np.clip(X @ self.coef + self.intercept, -30, 30)
+        p = 1.0 / (1.0 + np.exp(-z))
+        return (self.confidence * (2.0 * p - 1.0)).astype(np.float32)
+
+
+def confidence(n_labels: int) -> float:
+    return n_labels / (n_labels + PRIOR_LABELS) if n_labels > 0 else 0.0
+
+
+def train(X: np.ndarray, y: np.ndarray, *, model_id: str, key: str = "",
+          titles: tuple[str, ...] = (), background: np.ndarray | None = None) -> FeedbackModel:
+    """Fit 👍 (y=1) against 👎 (y=0); `background` rows join the missing class if one is.
+
+    Both classes weigh the same in total (a class of 1 is not drowned by a class of 30).
+    `titles` are the titles of the rows of X, for "like “…”" explanations.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, dtype=np.int64)
+    Xt, yt = X, y
+    if background is not None and len(background) and len(set(y.tolist())) == 1:
+        Xt = np.concatenate([X, background])
+        yt = np.concatenate([y, np.full(len(background), 1 - y[0])])
+    weights = np.ones(len(yt), dtype=np.float64)
+    for cls in (0, 1):
+        mask = yt == cls
+        if mask.any():
+            weights[mask] = len(yt) / (2.0 * mask.sum())
+    if len(set(yt.tolist())) < 2:
+        raise ValueError("need both 👍 and 👎 (or background items) to train")
+    clf = LogisticRegression(C=C, max_iter=1000).fit(Xt, yt, sample_weight=weights)
+    up = y == 1
+    return FeedbackModel(
+        model_id=model_id, key=key, coef=clf.coef_[0].astype(np.float32),
+        intercept=float(clf.intercept_[0]), n_labels=len(y), liked=X[up].astype(np.float32),
+        liked_titles=tuple(t for t, u in zip(titles, up, strict=False) if u),
+    )
+
+
+class FeedbackScorer:
+    """What `pipeline.make_digest` passes to the digest: `(X, stored_items) -> scores`."""
+
+    def __init__(self, model: FeedbackModel) -> None:
+        self.model = model
+
+    def __call__(self, X: np.ndarray, stored: list[StoredItem]) -> np.ndarray:
+        return self.model.scores(X)
+
+    @property
+    def liked(self) -> Liked:
+        return Liked(self.model.liked, self.model.liked_titles)
+
+
+def labels(store: Store, chat: str | None) -> dict[str, str]:
+    """item id → 'up' or 'down' for a chat (all chats for None; the latest vote wins).
+
+    'later' is not a label; within a chat it has already replaced an earlier vote in the store.
+    """
+    out: dict[str, str] = {}
+    for _chat, item, value, _at in store.feedback(chat):  # oldest first
+        if value in LABELS:
+            out[item] = value
+    return out
+
+
+def feedback_key(votes: dict[str, str], items: list[StoredItem], model_id: str) -> str:
+    h = hashlib.sha256(f"v{LEARN_VERSION}\n{model_id}\n".encode())
+    hashes = {s.id: s.content_hash for s in items}
+    for item in sorted(votes):
+        h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def model_path(chat: str | None, home: Path | None = None) -> Path:
+    name = "all" if chat is None else re.sub(r"[^A-Za-z0-9_-]+", "_", chat)[:40]
+    digest = hashlib.sha256(str(chat).encode()).hexdigest()[:8]
+    return (home or feedbot_home()) / "models" / f"feedback-{name}-{digest}.joblib"
+
+
+def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
+    """The persisted model when it fits this feedback and this embedding model, else None."""
+    import joblib
+
+    try:
+        d: dict[str, Any] = joblib.load(path)
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # a corrupt or foreign file: retrain
+        log.warning("ignoring unreadable feedback model %s: %s", path, e)
+        return None
+    if d.get("version") != LEARN_VERSION or d.get("model_id") != model_id:
+        log.info("ignoring feedback model %s: made with another embedding model", path)
+        return None
+    if d.get("key") != key:
+        return None
+    return FeedbackModel(d["model_id"], d["key"], d["coef"], d["intercept"], d["n_labels"],
+                         d["liked"], tuple(d["liked_titles"]))
+
+
+def save_model(path: Path, m: FeedbackModel) -> None:
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    joblib.dump({"version": LEARN_VERSION, "model_id": m.model_id, "key": m.key,
+                 "coef": m.coef, "intercept": m.intercept, "n_labels": m.n_labels,
+                 "liked": m.liked, "liked_titles": list(m.liked_titles)}, tmp)
+    tmp.replace(path)
+
+
+def _background(store: Store, model_id: str, exclude: set[str],
+                now: datetime | None) -> np.ndarray:
+    """Vectors of recent unlabelled items that are already embedded (nothing is embedded)."""
+    since = now - BACKGROUND_WINDOW if now is not None else None
+    items = [s for s in store.items_since(since, limit=BACKGROUND_MAX + len(exclude))
+             if s.id not in exclude][:BACKGROUND_MAX]
+    vecs = store.get_vectors(model_id, [s.content_hash for s in items])
+    if not vecs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack(list(vecs.values())).astype(np.float32)
+
+
+def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None,
+                    now: datetime | None = None) -> FeedbackScorer | None:
+    """The 👍/👎 scorer for a chat (or every chat with None); None without any feedback."""
+    votes = labels(store, chat)
+    items = [s for s in store.get_items(votes) if s.id in votes]
+    if not items:
+        return None
+    model_id = embedder.model_id
+    key = feedback_key(votes, items, model_id)
+    path = model_path(chat)
+    model = load_model(path, model_id, key)
+    if model is None:
+        X = embed_cached(store, embedder, [s.item.embed_text for s in items],
+                         [s.content_hash for s in items])
+        y = np.array([LABELS[votes[s.id]] for s in items])
+        bg = None
+        if len(set(y.tolist())) == 1:
+            bg = _background(store, model_id, set(votes), now)
+            if not len(bg):
+                return None
+        model = train(X, y, model_id=model_id, key=key,
+                      titles=tuple(s.item.title for s in items), background=bg)
+        save_model(path, model)
+    return FeedbackScorer(model)

@@ -1,0 +1,181 @@
+"""Learning from 👍/👎: labels, the confidence ramp, retraining only on change, persistence
+that refuses a model of another embedding model, and the digest's "like “…”"."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from feedbot import learn
+from feedbot.config import Config, feedbot_home
+from feedbot.digest import build_digest
+from feedbot.items import Item
+from feedbot.pipeline import make_digest
+from feedbot.roadmap import load_roadmap
+from feedbot.store import Store
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+VISION = ["Convolutional networks for image segmentation of street scenes",
+          "Object detection in aerial images with convolutional features",
+          "Image classification with residual convolutional networks",
+          "Pooling layers and convolution filters for image recognition"]
+LANGUAGE = ["Machine translation of news text with attention",
+            "Sentiment analysis of product reviews with word embeddings",
+            "Question answering over long documents with a language model",
+            "Named entity recognition in clinical text"]
+
+
+def _item(title: str, n: int, days: float = 1.0) -> Item:
+    return Item(title=title, url=f"https://example.org/{n}", source="blog", kind="post",
+                published=NOW - timedelta(days=days), summary=title + ".")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "t.db")
+    s.upsert_items([_item(t, i) for i, t in enumerate(VISION + LANGUAGE)], NOW)
+    return s
+
+
+def ids(store: Store) -> dict[str, str]:
+    return {s.item.title: s.id for s in store.items_since()}
+
+
+def vote(store: Store, title: str, value: str, chat: str = "c1", minutes: int = 0) -> None:
+    store.set_feedback(chat, ids(store)[title], value, NOW + timedelta(minutes=minutes))
+
+
+def test_no_feedback_means_no_scorer(store: Store, fake_emb: Any) -> None:
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW) is None
+    vote(store, VISION[0], "later")
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW) is None
+
+
+def test_labels_ignore_later_and_keep_the_latest_vote(store: Store) -> None:
+    vote(store, VISION[0], "up", chat="a")
+    vote(store, VISION[0], "later", chat="b", minutes=1)
+    vote(store, VISION[1], "up", chat="a")
+    vote(store, VISION[1], "down", chat="b", minutes=2)
+    i = ids(store)
+    assert learn.labels(store, "b") == {i[VISION[1]]: "down"}
+    assert learn.labels(store, None) == {i[VISION[0]]: "up", i[VISION[1]]: "down"}
+
+
+def _scores(store: Store, emb: Any, chat: str = "c1") -> np.ndarray:
+    scorer = learn.feedback_scorer(store, emb, chat=chat, now=NOW)
+    assert scorer is not None
+    items = store.items_since()
+    X = emb.embed([s.item.embed_text for s in items])
+    return scorer(X, items)
+
+
+def test_scores_follow_the_votes_and_grow_with_their_number(store: Store, fake_emb: Any) -> None:
+    vote(store, VISION[0], "up")
+    vote(store, LANGUAGE[0], "down")
+    few = _scores(store, fake_emb)
+    for t in VISION[1:3]:
+        vote(store, t, "up")
+    for t in LANGUAGE[1:3]:
+        vote(store, t, "down")
+    many = _scores(store, fake_emb)
+    titles = [s.item.title for s in store.items_since()]
+    vis = np.array([t in VISION for t in titles])
+    assert np.all(np.abs(many) <= 1) and np.all(np.abs(few) <= 1)
+    assert many[vis].mean() > 0 > many[~vis].mean()
+    assert np.abs(few).max() <= learn.confidence(2) < learn.confidence(6)
+    assert np.abs(many).max() > np.abs(few).max()  # little feedback moves things only a little
+
+
+def test_only_likes_learn_against_recent_unlabelled_items(store: Store, fake_emb: Any) -> None:
+    items = store.items_since()
+    from feedbot.embed import embed_cached
+
+    embed_cached(store, fake_emb, [s.item.embed_text for s in items],
+                 [s.content_hash for s in items])  # background must already be embedded
+    vote(store, VISION[0], "up")
+    vote(store, VISION[1], "up")
+    s = _scores(store, fake_emb)
+    titles = [x.item.title for x in items]
+    vis = np.array([t in VISION for t in titles])
+    assert s[vis].mean() > s[~vis].mean()
+
+
+def test_only_likes_and_nothing_else_embedded_gives_no_scorer(store: Store,
+                                                               fake_emb: Any) -> None:
+    vote(store, VISION[0], "up")
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW) is None
+
+
+def test_model_is_persisted_and_retrained_only_when_feedback_changes(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real_train = learn.train
+    monkeypatch.setattr(learn, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    vote(store, VISION[0], "up")
+    vote(store, LANGUAGE[0], "down")
+    first = _scores(store, fake_emb)
+    path = learn.model_path("c1")
+    assert path.exists() and path.parent == feedbot_home() / "models"
+    again = _scores(store, fake_emb)
+    assert len(calls) == 1 and np.array_equal(first, again)
+    vote(store, LANGUAGE[1], "down")
+    _scores(store, fake_emb)
+    assert len(calls) == 2
+    vote(store, LANGUAGE[1], "later")  # replaces the vote: the feedback set changed again
+    _scores(store, fake_emb)
+    assert len(calls) == 3
+
+
+def test_a_model_of_another_embedding_model_is_never_used(store: Store, fake_emb: Any) -> None:
+    vote(store, VISION[0], "up")
+    vote(store, LANGUAGE[0], "down")
+    scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert scorer is not None
+    path = learn.model_path("c1")
+    m = scorer.model
+    foreign = learn.FeedbackModel("some-other-model", m.key, -m.coef * 100, 5.0, m.n_labels,
+                                  m.liked, m.liked_titles)
+    learn.save_model(path, foreign)
+    assert learn.load_model(path, fake_emb.model_id, m.key) is None
+    again = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert again is not None and again.model.model_id == fake_emb.model_id
+    assert np.array_equal(again.model.coef, m.coef)
+    path.write_bytes(b"not a joblib file")
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW) is not None
+
+
+def test_chats_have_their_own_models_and_none_means_everyone(store: Store,
+                                                             fake_emb: Any) -> None:
+    vote(store, VISION[0], "up", chat="a")
+    vote(store, LANGUAGE[0], "down", chat="a")
+    vote(store, LANGUAGE[1], "up", chat="b")
+    vote(store, VISION[1], "down", chat="b")
+    a, b = _scores(store, fake_emb, "a"), _scores(store, fake_emb, "b")
+    pos = {s.item.title: n for n, s in enumerate(store.items_since())}
+    assert a[pos[VISION[0]]] > 0 > a[pos[LANGUAGE[0]]]
+    assert b[pos[LANGUAGE[1]]] > 0 > b[pos[VISION[1]]]
+    assert learn.model_path("a") != learn.model_path("b") != learn.model_path(None)
+    assert learn.feedback_scorer(store, fake_emb, chat=None, now=NOW).model.n_labels == 4
+
+
+def test_digest_with_no_feedback_is_exactly_the_stage_ranking(store: Store,
+                                                              fake_emb: Any) -> None:
+    cfg, rm = Config(), load_roadmap()
+    plain = build_digest(cfg, store, fake_emb, rm, now=NOW, stage_id="cnn", since=None)
+    via_pipeline = make_digest(cfg, store, fake_emb, rm, now=NOW, stage_id="cnn")
+    assert [(e.id, e.score) for e in plain.items] == [(e.id, e.score) for e in via_pipeline.items]
+    assert all(e.parts["feedback"] == 0.0 for e in via_pipeline.items)
+
+
+def test_digest_says_which_liked_item_an_entry_resembles(store: Store, fake_emb: Any) -> None:
+    vote(store, VISION[0], "up", chat="c1")
+    vote(store, LANGUAGE[0], "down", chat="c1")
+    d = make_digest(Config(), store, fake_emb, load_roadmap(), now=NOW, stage_id="cnn",
+                    chat="c1", limit=8)
+    liked = [e for e in d.items if f"like “{VISION[0]}”" in e.why]
+    assert liked and all(e.parts["feedback"] > 0 for e in liked)

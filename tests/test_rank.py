@@ -1,0 +1,290 @@
+"""The pure ranker, with hand-built vectors: stage fit and contrast, each score part, MMR,
+the per-source cap, near-duplicate collapse and the words of `why`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from feedbot.config import Ranking
+from feedbot.rank import (
+    Candidate,
+    Liked,
+    StageVectors,
+    level_signal,
+    rank,
+    select,
+    stage_fit,
+    stage_scores,
+)
+
+D = 24
+
+
+def u(*pairs: tuple[int, float]) -> np.ndarray:
+    """A unit vector from (axis, weight) pairs."""
+    v = np.zeros(D, dtype=np.float32)
+    for i, w in pairs:
+        v[i] += w
+    return v / np.linalg.norm(v)
+
+
+def mix(a: float, i: int = 0, j: int = 1) -> np.ndarray:
+    return u((i, a), (j, math.sqrt(1 - a * a)))
+
+
+@pytest.fixture
+def sv() -> StageVectors:
+    """Four stages on axes 0-3; `cnn` has a second text, a topic, leaning towards axis 4."""
+    return StageVectors(
+        ids=("cnn", "nlp", "gpus", "math"),
+        labels=(("title", "topic:convolution and pooling"), ("title",), ("title",), ("title",)),
+        rows=(np.stack([u((0, 1)), u((0, 0.9), (4, 0.44))]), u((1, 1))[None],
+              u((2, 1))[None], u((3, 1))[None]),
+        levels=("core", "core", "applied", "foundation"),
+    )
+
+
+def plain(**changes: object) -> Ranking:
+    """Weights with only the stage fit on, no diversity and no cap, changed as given."""
+    base = {"contrast": 0.0, "recency": 0.0, "source": 0.0, "feedback": 0.0, "level": 0.0,
+            "mmr": 1.0, "per_source_cap": 100, "duplicate": 1.01}
+    return Ranking().model_copy(update=base | changes)
+
+
+def cands(n: int, **kw: object) -> list[Candidate]:
+    return [Candidate(**({"source": f"s{i}", "age_days": 0.0} | kw)) for i in range(n)]
+
+
+def order(scored: list) -> list[int]:
+    return [s.index for s in scored]
+
+
+# --- stage fit and contrast -----------------------------------------------------------------
+
+def test_an_item_fits_the_stage_whose_texts_it_is_closest_to(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1)), u((1, 1)), u((2, 1)), u((3, 1))])
+    fit, best = stage_fit(X, sv)
+    assert fit.argmax(axis=1).tolist() == [0, 1, 2, 3]
+    assert best[:, 0].tolist()[0] in (0, 1)
+
+
+def test_the_matched_text_is_the_closest_topic(sv: StageVectors) -> None:
+    _, best = stage_fit(u((0, 0.6), (4, 0.8))[None], sv)
+    assert sv.labels[0][best[0, 0]] == "topic:convolution and pooling"
+
+
+def test_contrast_is_how_much_better_another_stage_fits(sv: StageVectors) -> None:
+    nlp_with_convs, pure_cnn = mix(0.7), u((0, 0.5), (5, 0.866))
+    X = np.stack([nlp_with_convs, pure_cnn])
+    fit, _ = stage_fit(X, sv)
+    assert fit[0].argmax() == 1  # the NLP paper that mentions convolutions belongs to nlp
+    sim, contrast, _ = stage_scores(X, sv, "cnn")
+    assert contrast[0] == pytest.approx(-(fit[0, 1] - fit[0, 0]), abs=1e-6) and contrast[0] < 0
+    assert contrast[1] == 0.0  # nothing fits the pure CNN paper better
+    assert stage_scores(X, sv, "nlp")[1][0] == 0.0
+    assert sim[0] > sim[1]  # by similarity alone it would lead the cnn digest…
+    assert order(rank(X, cands(2), sv, "cnn", plain(contrast=0.0))) == [0, 1]
+    # …the contrast puts it where it fits best: below the CNN paper for cnn, first for nlp
+    assert order(rank(X, cands(2), sv, "cnn", plain(contrast=2.0))) == [1, 0]
+    assert order(rank(X, cands(2), sv, "nlp", plain(contrast=2.0)))[0] == 0
+
+
+def test_centring_removes_what_all_stages_share(sv: StageVectors) -> None:
+    shared = u((0, 1), (1, 1), (2, 1), (3, 1))  # as close to every stage: fits none of them
+    specific = mix(0.45, 0, 6)  # only a little cnn, but nothing else
+    fit, _ = stage_fit(np.stack([shared, specific]), sv)
+    assert fit[1, 0] > 0.3 > 0.05 > fit[0].max()  # the shared item fits no stage
+
+
+def test_two_stage_roadmaps_are_not_centred() -> None:
+    sv2 = StageVectors(ids=("a", "b"), labels=(("title",), ("title",)),
+                       rows=(u((0, 1))[None], u((1, 1))[None]))
+    fit, _ = stage_fit(u((0, 1))[None], sv2)
+    assert fit[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+# --- the other parts ------------------------------------------------------------------------
+
+def test_recency_favours_new_items_with_the_documented_half_life(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1))] * 2)
+    cs = [Candidate("a", age_days=3.0), Candidate("b", age_days=0.0)]
+    out = rank(X, cs, sv, "cnn", plain(recency=0.2, recency_half_life="3d"))
+    assert order(out) == [1, 0]
+    assert out[0].parts["recency"] == pytest.approx(1.0)
+    assert out[1].parts["recency"] == pytest.approx(0.5, abs=1e-6)
+    assert out[0].score - out[1].score == pytest.approx(0.2 * 0.5, abs=1e-6)
+
+
+def test_source_weight_is_added_on_a_log_scale(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1))] * 2)
+    cs = [Candidate("plain", 0.0), Candidate("favourite", 0.0)]
+    out = rank(X, cs, sv, "cnn", plain(source=0.1),
+               source_weights={"favourite": 2.0})
+    assert order(out) == [1, 0]
+    assert out[0].parts["source"] == pytest.approx(math.log(2.0))
+    assert out[1].parts["source"] == 0.0
+
+
+def test_feedback_shifts_scores_by_its_weight(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1)), u((0, 0.95), (7, 0.31))])
+    base = rank(X, cands(2), sv, "cnn", plain())
+    assert order(base) == [0, 1]
+    fb = np.array([-0.5, 0.5], dtype=np.float32)
+    out = rank(X, cands(2), sv, "cnn", plain(feedback=0.5), feedback=fb)
+    assert order(out) == [1, 0]
+    by_index = {s.index: s for s in out}
+    base_by = {s.index: s for s in base}
+    assert by_index[1].score - base_by[1].score == pytest.approx(0.25, abs=1e-6)
+    assert by_index[0].parts["feedback"] == pytest.approx(-0.5)
+
+
+def test_no_feedback_means_exactly_the_stage_score(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1)), u((0, 0.8), (1, 0.6))])
+    w = Ranking()
+    a = rank(X, cands(2), sv, "cnn", w)
+    b = rank(X, cands(2), sv, "cnn", w, feedback=np.zeros(2, dtype=np.float32))
+    assert [(s.index, s.score) for s in a] == [(s.index, s.score) for s in b]
+
+
+def test_level_prefers_tutorials_in_early_stages_and_can_be_turned_off(sv: StageVectors) -> None:
+    X = np.stack([u((3, 1))] * 2)
+    cs = [Candidate("a", 0.0, title="Sharp bounds for a narrow estimator",
+                    summary="We achieve state-of-the-art rates."),
+          Candidate("b", 0.0, title="A gentle introduction to estimators")]
+    assert level_signal(cs).tolist() == [-0.5, 1.0]
+    assert level_signal([Candidate("c", 0.0, title="Estimators",
+                                   summary="This survey covers estimators."),
+                         Candidate("d", 0.0, title="Estimators",
+                                   summary="We show how to guide an estimator.")]).tolist() \
+        == [0.5, 0.0]
+    out = rank(X, cs, sv, "math", plain(level=0.1))  # a foundation stage
+    assert order(out) == [1, 0]
+    assert out[0].parts["level"] == 1.0 and "introduction or survey" in out[0].why
+    off = rank(X, cs, sv, "math", plain(level=0.0))
+    assert all(s.parts["level"] == 0.0 for s in off)
+    applied = rank(X, cs, sv, "gpus", plain(level=0.1))
+    assert all(s.parts["level"] == 0.0 for s in applied)
+    core = rank(X, cs, sv, "cnn", plain(level=0.1))
+    assert max(s.parts["level"] for s in core) == 0.5  # core stages: half the bonus
+
+
+# --- selection: MMR, per-source cap, duplicates ---------------------------------------------
+
+def _clustered() -> np.ndarray:
+    """Five very similar strong cnn items (cos ≈ 0.97) and five distinct, a bit weaker."""
+    same = [u((0, 1), (5, 0.4), (6 + i, 0.2)) for i in range(5)]
+    other = [u((0, 1), (12 + 2 * i, 0.5), (13 + 2 * i, 0.3)) for i in range(5)]
+    return np.stack(same + other)
+
+
+def _ild(X: np.ndarray, idx: list[int]) -> float:
+    V = X[idx]
+    s = V @ V.T
+    n = len(idx)
+    return float(1 - (s.sum() - np.trace(s)) / (n * (n - 1)))
+
+
+def test_mmr_raises_diversity(sv: StageVectors) -> None:
+    X = _clustered()
+    top = order(rank(X, cands(10), sv, "cnn", plain(mmr=1.0), limit=4))
+    diverse = order(rank(X, cands(10), sv, "cnn", plain(mmr=0.5), limit=4))
+    assert set(top) <= set(range(5))  # relevance alone: all from the cluster
+    assert any(i >= 5 for i in diverse)
+    assert _ild(X, diverse) > _ild(X, top)
+    assert diverse[0] == top[0]  # the best item still leads
+
+
+def test_per_source_cap_holds(sv: StageVectors) -> None:
+    X = _clustered()
+    cs = [Candidate("prolific" if i < 8 else f"other{i}", 0.0) for i in range(10)]
+    out = rank(X, cs, sv, "cnn", plain(per_source_cap=3), limit=6)
+    sources = [cs[s.index].source for s in out]
+    assert sources.count("prolific") == 3
+    assert len(out) == 5  # nothing else left to fill the digest with
+
+
+def test_near_duplicates_collapse_into_one_entry(sv: StageVectors) -> None:
+    paper = u((0, 1), (4, 0.2))
+    blog = u((0, 1), (4, 0.2), (9, 0.1))  # the same story, cosine > 0.99
+    X = np.stack([paper, blog, u((0, 0.7), (6, 0.7))])
+    cs = [Candidate("arxiv", 0.0), Candidate("blog", 0.0), Candidate("x", 0.0)]
+    out = rank(X, cs, sv, "cnn", plain(duplicate=0.95))
+    assert order(out) == [0, 2] or order(out) == [1, 2]
+    assert sorted([out[0].index, *out[0].also]) == [0, 1]
+
+
+def test_items_of_one_group_collapse_even_when_their_texts_differ(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1)), u((0, 0.6), (5, 0.8)), u((0, 0.7), (6, 0.7))])
+    cs = [Candidate("arxiv", 0.0, group="arxiv:2401.00001"),
+          Candidate("blog", 0.0, group="arxiv:2401.00001"), Candidate("x", 0.0)]
+    out = rank(X, cs, sv, "cnn", plain())
+    assert [(s.index, s.also) for s in out] == [(0, [1]), (2, [])]
+
+
+def test_select_returns_each_item_once() -> None:
+    X = _clustered()
+    cs = cands(10)
+    picked = select(X, np.linspace(1, 0, 10), cs, 10, 0.7, 2, duplicate=0.85)
+    seen = [i for i, also in picked for i in [i, *also]]
+    assert len(seen) == len(set(seen)) == 10
+
+
+# --- explanations and purity ----------------------------------------------------------------
+
+def test_why_names_the_topic_the_liked_item_and_the_sharer(sv: StageVectors) -> None:
+    X = np.stack([u((0, 0.6), (4, 0.8))])
+    cs = [Candidate("x", 0.0, title="Pooling revisited", shared_by=("Ada Lovelace",))]
+    liked = Liked(np.stack([u((0, 0.5), (4, 0.86))]), ("My favourite pooling paper",))
+    out = rank(X, cs, sv, "cnn", plain(feedback=0.5), feedback=np.array([0.4]), liked=liked)
+    why = out[0].why
+    assert "matches “convolution and pooling”" in why
+    assert "like “My favourite pooling paper”" in why
+    assert "shared by Ada Lovelace" in why
+
+
+def test_an_item_pushed_down_by_feedback_is_not_said_to_be_liked(sv: StageVectors) -> None:
+    X = np.stack([u((0, 1))])
+    liked = Liked(X.copy(), ("Liked one",))
+    out = rank(X, cands(1), sv, "cnn", plain(), feedback=np.array([-0.3]), liked=liked)
+    assert "like “" not in out[0].why
+
+
+def test_rank_is_pure_and_handles_no_candidates(sv: StageVectors) -> None:
+    X = _clustered()
+    before = X.copy()
+    a = rank(X, cands(10), sv, "cnn", Ranking())
+    b = rank(X, cands(10), sv, "cnn", Ranking())
+    assert [(s.index, s.score, s.why) for s in a] == [(s.index, s.score, s.why) for s in b]
+    assert np.array_equal(X, before)
+    assert rank(np.zeros((0, D), np.float32), [], sv, "cnn", Ranking()) == []
+
+
+def test_parts_add_up_to_the_score(sv: StageVectors) -> None:
+    X = _clustered()
+    w = Ranking()
+    cs = [Candidate(f"s{i}", float(i), title="A survey" if i == 3 else "") for i in range(10)]
+    fb = np.linspace(-0.5, 0.5, 10).astype(np.float32)
+    for s in rank(X, cs, sv, "cnn", w, feedback=fb, source_weights={"s1": 3.0}):
+        total = sum(getattr(w, k) * v for k, v in s.parts.items())
+        assert s.score == pytest.approx(total, abs=1e-5)
+        assert set(s.parts) == {"similarity", "contrast", "recency", "source", "feedback",
+                                "level"}
+
+
+def test_level_is_computed_only_where_it_can_matter_without_changing_the_result(
+        sv: StageVectors, monkeypatch: pytest.MonkeyPatch) -> None:
+    import feedbot.rank as rank_mod
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, D)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    cs = [Candidate(f"s{i}", 0.0, title="A tutorial" if i % 7 == 0 else "A result",
+                    summary="" if i % 5 else "We beat the state of the art.") for i in range(600)]
+    w = plain(level=0.3)  # a large level weight: it reorders many items
+    lazy = [(s.index, s.score) for s in rank(X, cs, sv, "math", w, limit=30)]
+    monkeypatch.setattr(rank_mod, "SELECT_POOL", 10_000)
+    full = [(s.index, s.score) for s in rank(X, cs, sv, "math", w, limit=30)]
+    assert lazy == full
