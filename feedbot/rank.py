@@ -258,7 +258,9 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], li
     """Greedy MMR over the top `pool`, at most `per_source_cap` a source, duplicates collapsed.
 
     Returns (index, indices collapsed into it) in digest order. MMR value of a candidate:
-    mmr · score − (1 − mmr) · max cosine to the items already chosen.
+    mmr · score − (1 − mmr) · max cosine to the items already chosen. The cap keeps one
+    prolific source from filling the digest; when the capped sources are all there is (a
+    single feed, the demo set), the digest is filled from them rather than left short.
     """
     top = np.argsort(-score, kind="stable")[:pool]
     alive = np.zeros(len(score), dtype=bool)
@@ -266,11 +268,14 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], li
     groups = np.array([c.group for c in candidates], dtype=object)
     per_source: dict[str, int] = {}
     chosen: list[tuple[int, list[int]]] = []
-    while len(chosen) < limit and alive.any():
-        i = _next_pick(X, score, alive, [c for c, _ in chosen], mmr, candidates, per_source,
-                       per_source_cap)
+    held = np.zeros(len(score), dtype=bool)  # skipped only because their source was full
+    cap = per_source_cap
+    while len(chosen) < limit and (alive.any() or held.any()):
+        i = _next_pick(X, score, alive, held, [c for c, _ in chosen], mmr, candidates,
+                       per_source, cap)
         if i is None:
-            break
+            alive, held, cap = held, np.zeros_like(held), len(score)
+            continue
         alive[i] = False
         per_source[candidates[i].source] = per_source.get(candidates[i].source, 0) + 1
         dup = X @ X[i] >= duplicate
@@ -281,13 +286,14 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], li
         dup[[a for _, also in chosen for a in also]] = False
         also = [int(j) for j in np.flatnonzero(dup)]
         alive[also] = False
+        held[also] = False
         chosen.append((int(i), also))
     return chosen
 
 
-def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, chosen: list[int], mmr: float,
-               candidates: Sequence[Candidate], per_source: dict[str, int],
-               cap: int) -> int | None:
+def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, held: np.ndarray,
+               chosen: list[int], mmr: float, candidates: Sequence[Candidate],
+               per_source: dict[str, int], cap: int) -> int | None:
     idx = np.flatnonzero(alive)
     value = score[idx]
     if chosen and mmr < 1.0:
@@ -296,7 +302,8 @@ def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, chosen: list
         i = int(idx[j])
         if per_source.get(candidates[i].source, 0) < cap:
             return i
-        alive[i] = False  # its source is full; it cannot be picked later either
+        alive[i] = False  # its source is full: held back unless nothing else is left
+        held[i] = True
     return None
 
 

@@ -202,8 +202,15 @@ def test_per_source_cap_holds(sv: StageVectors) -> None:
     cs = [Candidate("prolific" if i < 8 else f"other{i}", 0.0) for i in range(10)]
     out = rank(X, cs, sv, "cnn", plain(per_source_cap=3), limit=6)
     sources = [cs[s.index].source for s in out]
-    assert sources.count("prolific") == 3
-    assert len(out) == 5  # nothing else left to fill the digest with
+    assert sources[:5].count("prolific") == 3  # capped while other sources have items
+    assert len(out) == 6  # then the digest is filled rather than left short
+    assert sources[5] == "prolific"
+
+
+def test_a_single_source_still_fills_the_digest(sv: StageVectors) -> None:
+    X = _clustered()
+    cs = [Candidate("only feed", 0.0) for _ in range(10)]
+    assert len(rank(X, cs, sv, "cnn", plain(per_source_cap=3), limit=7)) == 7
 
 
 def test_near_duplicates_collapse_into_one_entry(sv: StageVectors) -> None:
