@@ -98,7 +98,7 @@ def test_per_source_cap_holds_in_the_digest(fake_emb: Any) -> None:
     cap = cfg().ranking.per_source_cap
     head = d.items[: cap + 1]  # while another source has items, one feed gets `cap` places
     assert sum(e.source == "Vision Notes" for e in head) == cap
-    assert len(d.items) == 7  # then the digest is filled from the capped feed
+    assert len(d.items) > cap + 1  # then the digest is filled from the capped feed
 
 
 def test_the_person_who_shared_an_item_is_named_in_why(fake_emb: Any) -> None:
