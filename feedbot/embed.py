@@ -77,7 +77,10 @@ class Embedder:
             return self._encoder.backend
         if self.backend_pref != "auto":
             return self.backend_pref
-        return "fp32"
+        from .backends import cached_choice  # reads a JSON file; imports no torch
+
+        choice = cached_choice(self.model_ref, self.device_pref)
+        return choice["backend"] if choice else self.encoder.backend  # measures once
 
     @property
     def loaded(self) -> bool:

@@ -1,0 +1,699 @@
+"""Embedding backends: the code that turns texts into vectors on this machine's hardware.
+
+Backends of one sentence-transformers model (`BACKENDS`):
+- `fp32`: plain sentence-transformers; the reference every other backend is checked against.
+- `bf16`: the same model under torch autocast to bfloat16. Fast only on CPUs with native bf16
+  matrix units (avx512_bf16 / AMX) or on GPUs; slower elsewhere, so `auto` offers it only there.
+- `fp16`: half precision with large batches; CUDA only.
+- `onnx-fp32` / `onnx-int8`: the transformer exported once with `torch.onnx.export` into
+  `$FEEDBOT_HOME/models/<model>/`, int8 by onnxruntime's dynamic quantisation (per channel), run
+  by onnxruntime with the model's own tokenizer (copied next to the ONNX file) and the pooling
+  that the model's sentence-transformers modules (modules.json, 1_Pooling/config.json) specify.
+  After the export they need neither torch nor sentence-transformers.
+
+`auto` (see `choose_backend`) times every backend offered on this machine on the probe set that
+ships in `feedbot/data/probe.txt`, keeps those whose top-10 neighbour sets agree with fp32
+(`topk_agreement` >= `MIN_AGREEMENT`) and takes the fastest; the choice is cached in
+`$FEEDBOT_HOME/embed-backends.json` per model and machine, so it is measured once.
+
+Must not: import torch, sentence-transformers or onnxruntime at module import time or to read a
+cached choice (a digest over cached vectors must stay torch-free); know anything of the store or
+of items; write stdout (measurements go to the log and to stderr); leave a half-written model in
+the cache (exports are written to a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("fp32", "bf16", "fp16", "onnx-fp32", "onnx-int8")
+MIN_AGREEMENT = 0.99  # top-10 agreement with fp32 that a backend needs to be chosen by `auto`
+TOP_K = 10
+CHOICE_VERSION = 1  # bump when the way of choosing changes (a new probe set re-measures anyway)
+CHOICE_FILE = "embed-backends.json"
+PROBE_FILE = Path(__file__).parent / "data" / "probe.txt"
+CPU_TOKEN_BUDGET = {"torch": 2048, "onnx": 1024}  # padded tokens per forward pass on a CPU
+GPU_MIN_BATCH = 256
+ONNX_META = "feedbot-onnx.json"
+ONNX_FILES = {"onnx-fp32": "model.onnx", "onnx-int8": "model-int8.onnx"}
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class BackendUnavailable(RuntimeError):
+    """A known backend that cannot run here (no GPU, no onnxruntime, unsupported model)."""
+
+
+class Encoder(Protocol):
+    backend: str  # one of BACKENDS
+    device: str  # "cpu", "cuda", "mps"
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text, in input order."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# batching shared by all backends
+
+
+def plan_batches(lengths: Sequence[int], max_batch: int, token_budget: int) -> list[np.ndarray]:
+    """Index batches, longest texts first, so that little padding is computed.
+
+    A batch holds at most `max_batch` texts and, padded to its longest text, at most
+    `token_budget` tokens (but always at least one text). Callers put results back by index,
+    so the output order is the input order.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, min(max_batch, token_budget // longest))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def _normalise(vecs: np.ndarray) -> np.ndarray:
+    vecs = np.asarray(vecs, dtype=np.float32)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return vecs / np.maximum(norms, 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# sentence-transformers backends
+
+
+def _load_sentence_transformer(model_ref: str, device: str, **model_kwargs: Any) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    if Path(model_ref).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return SentenceTransformer(model_ref, device=device, model_kwargs=model_kwargs or None)
+
+
+class SentenceTransformerEncoder:
+    """Plain sentence-transformers in fp32: the reference every other backend is checked against.
+
+    `encode` batches by a token budget on CPU (measured: 4-8 whole abstracts per forward pass are
+    faster than 32) and by at least `GPU_MIN_BATCH` texts on a GPU.
+    """
+
+    backend = "fp32"
+
+    def __init__(self, model_ref: str, device: str, model: Any = None) -> None:
+        self.device = device
+        self.model = model if model is not None else _load_sentence_transformer(model_ref, device)
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        yield
+
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        tok = self.model.tokenizer
+        ids = tok(texts, truncation=True, max_length=self.model.max_seq_length)["input_ids"]
+        return [len(x) for x in ids]
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        texts = list(texts)
+        dim = self.model.get_embedding_dimension()
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        if not texts:
+            return out
+        if self.device == "cpu":
+            batches = plan_batches(self._token_lengths(texts), batch_size,
+                                   CPU_TOKEN_BUDGET["torch"])
+        else:  # one call: sentence-transformers sorts by length and batches on the GPU itself
+            batches = [np.arange(len(texts))]
+            batch_size = max(batch_size, GPU_MIN_BATCH)
+        with self._precision():
+            for idx in batches:
+                vecs = self.model.encode([texts[i] for i in idx], batch_size=batch_size,
+                                         convert_to_numpy=True, show_progress_bar=False)
+                out[idx] = np.asarray(vecs, dtype=np.float32)
+        return _normalise(out)
+
+
+class BF16Encoder(SentenceTransformerEncoder):
+    """sentence-transformers under torch autocast to bfloat16 (weights stay fp32)."""
+
+    backend = "bf16"
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        import torch
+
+        device_type = "cuda" if self.device.startswith("cuda") else self.device
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+
+
+class FP16Encoder(SentenceTransformerEncoder):
+    """sentence-transformers with fp16 weights on a CUDA GPU, in large batches."""
+
+    backend = "fp16"
+
+    def __init__(self, model_ref: str, device: str, model: Any = None) -> None:
+        if not device.startswith("cuda"):
+            raise BackendUnavailable(f"the fp16 backend needs a CUDA GPU (device is {device!r})")
+        super().__init__(model_ref, device, model)
+        self.model.half()
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX export (once per model, atomic) and the onnxruntime backends
+
+
+def onnx_dir(model_ref: str) -> Path:
+    """`$FEEDBOT_HOME/models/<safe model name>-<hash>/`; the hash covers the model's files."""
+    from .config import feedbot_home
+
+    name = "-".join(Path(model_ref).parts[-2:]) if Path(model_ref).exists() else model_ref
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:].strip("_.") or "model"
+    digest = hashlib.sha256(_model_signature(model_ref).encode()).hexdigest()[:10]
+    return feedbot_home() / "models" / f"{slug}-{digest}"
+
+
+def _model_signature(model_ref: str) -> str:
+    """The reference, plus name/size/mtime of a local model's files: a changed model re-exports."""
+    path = Path(model_ref)
+    if not path.is_dir():
+        return model_ref
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return "\n".join([str(path.resolve()), *stats])
+
+
+def _atomic_write_bytes(dest: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _atomic_target(dest: Path) -> Iterator[Path]:
+    """A temporary path next to `dest`; renamed onto `dest` only if the block completes."""
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temps(directory: Path, older_than_s: float = 3600) -> None:
+    now = time.time()
+    for tmp in directory.glob("*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+
+
+def _onnx_meta(st: Any) -> dict[str, Any]:
+    """What the ONNX runtime path must reproduce of the sentence-transformers pipeline."""
+    kinds = [type(m).__name__ for m in st]
+    if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"}:
+        raise BackendUnavailable(f"the ONNX backends support Transformer+Pooling(+Normalize) "
+                                 f"models only, not {kinds}")
+    pooling = st[1].get_config_dict().get("pooling_mode", "mean")
+    if pooling not in ("mean", "cls", "max", "mean_sqrt_len_tokens"):
+        raise BackendUnavailable(f"the ONNX backends do not support pooling {pooling!r}")
+    return {"pooling": pooling, "max_seq_length": int(st.max_seq_length),
+            "do_lower_case": bool(getattr(st[0], "do_lower_case", False)),
+            "pad_id": int(st.tokenizer.pad_token_id or 0),
+            "dim": int(st.get_embedding_dimension())}
+
+
+def _hidden_state_module(model: Any, names: list[str]) -> Any:
+    """The transformer as a module of positional `names` inputs returning its last hidden state."""
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> Any:
+            return self.model(**dict(zip(names, tensors, strict=True))).last_hidden_state
+
+    return HiddenStates().eval()
+
+
+_EXAMPLE = ["An example with padding.", "A longer example sentence, so that the batch is padded "
+            "and the exported graph keeps its attention mask."]
+_CHECK = ["Check", "a second, somewhat longer check of the exported graph", "and a third one here"]
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _export_fp32(st: Any, dest: Path) -> None:
+    """torch.onnx.export (TorchScript exporter: needs no onnxscript) with dynamic batch/length.
+
+    The example batch is padded: traced from an unpadded one, the graph could drop the mask.
+    """
+    import torch
+
+    inputs = st.tokenizer(_EXAMPLE, padding=True, return_tensors="pt")
+    names = [n for n in _INPUTS if n in inputs]
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter; checked below instead
+        torch.onnx.export(_hidden_state_module(st[0].auto_model, names),
+                          tuple(inputs[n] for n in names), str(dest), dynamo=False,
+                          input_names=names, output_names=["last_hidden_state"],
+                          dynamic_axes=axes, opset_version=17)
+
+
+def _quantise_int8(src: Path, dest: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # quantize_dynamic logs a pre-processing hint on root
+    try:
+        quantize_dynamic(str(src), str(dest), per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def export_onnx(model_ref: str) -> Path:
+    """Export `model_ref` to ONNX fp32 and int8 under `onnx_dir`, doing only what is missing.
+
+    Every file is written under a temporary name and renamed into place, the model files last,
+    so an interrupted export leaves no file that `OnnxEncoder` would load.
+    """
+    directory = onnx_dir(model_ref)
+    fp32, int8 = (directory / ONNX_FILES[b] for b in ("onnx-fp32", "onnx-int8"))
+    if not all(p.exists() for p in (directory / ONNX_META, directory / "tokenizer.json", fp32)):
+        directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(directory)
+        _export_fp32_dir(model_ref, directory)
+    if not int8.exists():
+        with _atomic_target(int8) as tmp_path:
+            _quantise_int8(fp32, tmp_path)
+    return directory
+
+
+def _export_fp32_dir(model_ref: str, directory: Path) -> None:
+    """Tokenizer, pooling metadata and the fp32 graph (checked against torch) into `directory`."""
+    log.info("exporting %s to ONNX in %s", model_ref, directory)
+    (directory / ONNX_FILES["onnx-int8"]).unlink(missing_ok=True)  # it derives from the fp32 one
+    st = _load_sentence_transformer(model_ref, "cpu", attn_implementation="eager")
+    meta = _onnx_meta(st)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        st.tokenizer.save_pretrained(tmp)
+        if not (Path(tmp) / "tokenizer.json").exists():
+            raise BackendUnavailable("the ONNX backends need a fast tokenizer (tokenizer.json)")
+        tokenizer_json = (Path(tmp) / "tokenizer.json").read_bytes()
+    _atomic_write_bytes(directory / "tokenizer.json", tokenizer_json)
+    _atomic_write_bytes(directory / ONNX_META, json.dumps(meta, indent=1).encode())
+    with _atomic_target(directory / ONNX_FILES["onnx-fp32"]) as tmp_path:
+        _export_fp32(st, tmp_path)
+        _check_export(st, tmp_path, meta)
+
+
+def _check_export(st: Any, path: Path, meta: dict[str, Any]) -> None:
+    """The exported graph must reproduce sentence-transformers on a batch of another shape."""
+    want = st.encode(_CHECK, convert_to_numpy=True, normalize_embeddings=True)
+    session = _ort_session(path)
+    got = OnnxEncoder.from_parts(session, path.parent / "tokenizer.json", meta, "onnx-fp32")
+    cos = (got.encode(_CHECK) * want).sum(axis=1)
+    if float(cos.min()) < 0.999:
+        raise RuntimeError(f"the ONNX export disagrees with torch (cosine {cos.min():.4f})")
+
+
+def _ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+_POOLERS = {
+    "mean": lambda h, m: (h * m).sum(1) / np.maximum(m.sum(1), 1e-9),
+    "mean_sqrt_len_tokens": lambda h, m: (h * m).sum(1) / np.sqrt(np.maximum(m.sum(1), 1e-9)),
+    "max": lambda h, m: np.where(m > 0, h, -1e9).max(1),
+    "cls": lambda h, m: h[:, 0],
+}
+
+
+class OnnxEncoder:
+    """onnxruntime on CPU over an exported model; tokenizer via the `tokenizers` library."""
+
+    device = "cpu"
+
+    def __init__(self, model_ref: str, backend: str = "onnx-int8") -> None:
+        if backend not in ONNX_FILES:
+            raise ValueError(f"not an ONNX backend: {backend!r}")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable("the ONNX backends need onnxruntime: "
+                                     "pip install 'feedbot[onnx]'") from exc
+        directory = export_onnx(model_ref)
+        path = directory / ONNX_FILES[backend]
+        try:
+            session = _ort_session(path)
+        except Exception:  # a damaged file (not from us: ours are renamed when complete)
+            log.warning("cannot load %s; exporting it again", path)
+            path.unlink(missing_ok=True)
+            (directory / ONNX_FILES["onnx-int8"]).unlink(missing_ok=True)
+            session = _ort_session(export_onnx(model_ref) / ONNX_FILES[backend])
+        meta = json.loads((directory / ONNX_META).read_text())
+        self._setup(session, directory / "tokenizer.json", meta, backend)
+
+    @classmethod
+    def from_parts(cls, session: Any, tokenizer_json: Path, meta: dict[str, Any],
+                   backend: str) -> OnnxEncoder:
+        self = cls.__new__(cls)
+        self._setup(session, tokenizer_json, meta, backend)
+        return self
+
+    def _setup(self, session: Any, tokenizer_json: Path, meta: dict[str, Any],
+               backend: str) -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = backend
+        self.session = session
+        self.meta = meta
+        self.inputs = [i.name for i in session.get_inputs()]
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=meta["max_seq_length"])
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        texts = [t.lower() for t in texts] if self.meta["do_lower_case"] else list(texts)
+        out = np.zeros((len(texts), self.meta["dim"]), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = [len(e.ids) for e in encodings]
+        for idx in plan_batches(lengths, batch_size, CPU_TOKEN_BUDGET["onnx"]):
+            feeds = self._feeds([encodings[i] for i in idx])
+            hidden = self.session.run(None, {k: feeds[k] for k in self.inputs})[0]
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            out[idx] = _POOLERS[self.meta["pooling"]](hidden, mask)
+        return _normalise(out)
+
+    def _feeds(self, encodings: list[Any]) -> dict[str, np.ndarray]:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.meta["pad_id"], dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+# ---------------------------------------------------------------------------------------------
+# devices, machines and the choice cache
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` → cuda, then mps, then cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    match = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.MULTILINE)
+    return set(match.group(1).split()) if match else set()
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(cpu_flags() & set(_BF16_FLAGS))
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What the speed of the backends depends on; read without importing torch."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        found = re.search(r"^model name\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        cpu = found.group(1).strip() if found else ""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    flags = sorted(cpu_flags() & {*_BF16_FLAGS, "avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                  "amx_int8", "asimd", "sve"})
+    return {"system": platform.system(), "machine": platform.machine(),
+            "cpu": cpu or platform.processor(), "cores": os.cpu_count(), "cpu_flags": flags,
+            "nvidia_gpus": sorted(p.name for p in gpus.iterdir()) if gpus.is_dir() else [],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "torch": _version("torch"), "onnxruntime": _version("onnxruntime"),
+            "sentence_transformers": _version("sentence-transformers"),
+            "choice_version": CHOICE_VERSION,
+            "probe": hashlib.sha256(PROBE_FILE.read_bytes()).hexdigest()[:12]}
+
+
+def choice_key(model_ref: str, device: str = "auto") -> str:
+    """Cache key of a choice: the model, the requested device and a hash of the machine."""
+    machine = json.dumps(machine_fingerprint(), sort_keys=True)
+    return f"{model_ref}|{device}|{hashlib.sha256(machine.encode()).hexdigest()[:16]}"
+
+
+def choice_file() -> Path:
+    from .config import feedbot_home
+
+    return feedbot_home() / CHOICE_FILE
+
+
+def _read_choices() -> dict[str, Any]:
+    try:
+        data = json.loads(choice_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached_choice(model_ref: str, device: str = "auto") -> dict[str, Any] | None:
+    """The cached `auto` choice for this model and machine, or None. Never imports torch."""
+    entry = _read_choices().get(choice_key(model_ref, device))
+    if isinstance(entry, dict) and entry.get("backend") in BACKENDS:
+        return entry
+    return None
+
+
+def _store_choice(key: str, entry: dict[str, Any]) -> None:
+    path = choice_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    choices = _read_choices()
+    choices[key] = entry
+    _atomic_write_bytes(path, json.dumps(choices, indent=1, sort_keys=True).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring and choosing
+
+
+def load_probe() -> tuple[list[str], list[str]]:
+    """(queries, documents) of the packaged probe set."""
+    queries, docs = [], []
+    for line in PROBE_FILE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Q "):
+            queries.append(line[2:])
+        elif line.startswith("D "):
+            docs.append(line[2:])
+    return queries, docs
+
+
+def topk_agreement(ref: np.ndarray, got: np.ndarray, n_queries: int, k: int = TOP_K) -> float:
+    """How well `got` keeps the rankings of `ref` (rows: `n_queries` queries, then documents).
+
+    Every row, queries and documents alike, ranks the documents by cosine (a document never ranks
+    itself); the agreement is the mean, over rows, of |top-k(ref) ∩ top-k(got)| / k. 1.0 means
+    every neighbour set is unchanged. Using the documents as queries too makes the estimate far
+    less grainy than the few queries alone (213 rows instead of 13).
+    """
+    k = min(k, len(ref) - n_queries - 1)
+    if k < 1:
+        return 1.0
+    tops = []
+    for vecs in (ref, got):
+        scores = vecs @ vecs[n_queries:].T
+        rows = np.arange(n_queries, len(vecs))
+        scores[rows, rows - n_queries] = -np.inf
+        tops.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
+    overlaps = [len(set(a) & set(b)) for a, b in zip(tops[0], tops[1], strict=True)]
+    return float(np.mean(overlaps)) / k
+
+
+@dataclass
+class Measurement:
+    backend: str
+    texts_per_s: float
+    agreement: float
+
+
+def candidates(device: str) -> list[str]:
+    """The backends `auto` tries on `device`, fp32 (the reference) first."""
+    if device.startswith("cuda"):
+        return ["fp32", "fp16"]
+    if device != "cpu":
+        return ["fp32"]
+    found = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    if _version("onnxruntime") is not None:
+        found += ["onnx-fp32", "onnx-int8"]
+    return found
+
+
+def _load_candidates(model_ref: str, device: str, names: Sequence[str]) -> dict[str, Encoder]:
+    """The encoders that load here (the first, fp32, must); torch backends share one model."""
+    encoders: dict[str, Encoder] = {}
+    st_model = None
+    for name in names:
+        try:
+            encoders[name] = _make_encoder(model_ref, name, device, st_model)
+        except Exception as exc:  # a candidate that fails is skipped; the reference may not
+            if not encoders:
+                raise
+            _report(f"  {name}: unavailable ({exc})")
+            continue
+        st_model = getattr(encoders[name], "model", st_model) if name == "fp32" else st_model
+    return encoders
+
+
+def _timed(encoder: Encoder, texts: list[str], batch_size: int) -> tuple[float, np.ndarray]:
+    t0 = time.perf_counter()
+    vecs = encoder.encode(texts, batch_size)
+    return len(texts) / (time.perf_counter() - t0), vecs
+
+
+def measure(model_ref: str, device: str, backends: Sequence[str],
+            batch_size: int = 32) -> list[Measurement]:
+    """Time each backend on the probe set and compare its rankings with the first (fp32).
+
+    The contenders (agreeing, and within 1.5x of the fastest) are timed a second time, after
+    all others, and keep their better time: one pass alone is at the mercy of other processes.
+    """
+    queries, docs = load_probe()
+    texts = queries + docs
+    encoders = _load_candidates(model_ref, device, backends)
+    results, ref = {}, None
+    for name, encoder in encoders.items():
+        encoder.encode(texts[:8], batch_size)  # warm-up
+        speed, vecs = _timed(encoder, texts, batch_size)
+        ref = vecs if ref is None else ref
+        results[name] = Measurement(name, speed, topk_agreement(ref, vecs, len(queries)))
+    good = [m for m in results.values() if m.agreement >= MIN_AGREEMENT]
+    fastest = max(m.texts_per_s for m in good)
+    for m in good:
+        if m.texts_per_s * 1.5 >= fastest:
+            m.texts_per_s = max(m.texts_per_s, _timed(encoders[m.backend], texts, batch_size)[0])
+    for m in results.values():
+        _report(f"  {m.backend}: {m.texts_per_s:.1f} texts/s, top-{TOP_K} agreement with fp32 "
+                f"{m.agreement:.3f}")
+    del encoders
+    gc.collect()
+    return list(results.values())
+
+
+def choose_backend(model_ref: str, device: str = "auto", *, remeasure: bool = False) -> str:
+    """The fastest backend agreeing with fp32 on this machine; measured once, then cached."""
+    key = choice_key(model_ref, device)
+    entry = None if remeasure else cached_choice(model_ref, device)
+    if entry is not None:
+        return entry["backend"]
+    resolved = resolve_device(device)
+    _report(f"feedbot: choosing an embedding backend for {model_ref} on {resolved} "
+            "(once per machine)")
+    results = measure(model_ref, resolved, candidates(resolved))
+    good = [m for m in results if m.agreement >= MIN_AGREEMENT]  # fp32 always is
+    best = max(good, key=lambda m: m.texts_per_s)
+    _report(f"feedbot: embedding backend {best.backend} "
+            f"({best.texts_per_s / results[0].texts_per_s:.2f}x fp32)")
+    _store_choice(key, {"backend": best.backend, "device": resolved, "model": model_ref,
+                        "chosen_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "machine": machine_fingerprint(),
+                        "measured": {m.backend: {"texts_per_s": round(m.texts_per_s, 2),
+                                                 "agreement": round(m.agreement, 4)}
+                                     for m in results}})
+    return best.backend
+
+
+def _report(message: str) -> None:
+    log.info("%s", message)
+    print(message, file=sys.stderr)
+
+
+def _unknown(backend: str) -> ValueError:
+    return ValueError(f"unknown embedding backend {backend!r}; choose from auto, "
+                      + ", ".join(BACKENDS))
+
+
+def _make_encoder(model_ref: str, backend: str, device: str, st_model: Any = None) -> Encoder:
+    if backend in ONNX_FILES:
+        return OnnxEncoder(model_ref, backend)
+    classes = {"fp32": SentenceTransformerEncoder, "bf16": BF16Encoder, "fp16": FP16Encoder}
+    if backend not in classes:
+        raise _unknown(backend)
+    device = resolve_device(device)
+    if backend == "fp16" and not device.startswith("cuda"):
+        raise BackendUnavailable(f"the fp16 backend needs a CUDA GPU (device is {device!r})")
+    if st_model is not None and backend == "fp16":
+        st_model = None  # .half() would change the shared fp32 model
+    return classes[backend](model_ref, device, st_model)
+
+
+def load_encoder(model_ref: str, backend: str = "auto", device: str = "auto") -> Encoder:
+    """An encoder for `backend` (`auto`: the cached or freshly measured choice)."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise _unknown(backend)
+    if backend == "auto":
+        backend = choose_backend(model_ref, device)
+        device = (cached_choice(model_ref, device) or {}).get("device", device)
+    return _make_encoder(model_ref, backend, device)
+
+
+def describe(model_ref: str, device: str = "auto") -> dict[str, Any]:
+    """What `feedbot doctor` shows about embedding on this machine; never imports torch."""
+    entry = cached_choice(model_ref, device)
+    return {"model": model_ref, "device_requested": device,
+            "device": entry["device"] if entry else None,
+            "backend": entry["backend"] if entry else None,
+            "measured": entry["measured"] if entry else None,
+            "cpu_native_bf16": cpu_has_native_bf16(), "machine": machine_fingerprint(),
+            "choice_file": str(choice_file()), "onnx_dir": str(onnx_dir(model_ref))}

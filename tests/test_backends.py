@@ -1,0 +1,190 @@
+"""Embedding backends: every backend available here agrees with fp32, `auto` is measured once and
+cached, unknown backends are refused, and an interrupted ONNX export is never used.
+
+Loads the real packaged all-MiniLM-L6-v2 (shared with the session's `real_embedder`); exports it to
+ONNX once per module into a module-scoped FEEDBOT_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feedbot import backends
+
+pytestmark = pytest.mark.model
+
+TEXTS = [
+    "Convolutional networks for image classification on small datasets",
+    "",
+    "A tutorial on backpropagation. " * 80,  # longer than max_seq_length: truncated like ST
+    "Locality sensitive hashing finds near duplicates in massive document collections.",
+    "Kaggle tips: target encoding, adversarial validation and ensembling gradient boosted trees",
+    "word2vec",
+    "We study mixed precision training on GPUs and how loss scaling avoids fp16 underflow. " * 3,
+]
+MIN_COSINE = {"fp32": 0.9999, "onnx-fp32": 0.9999, "bf16": 0.999, "fp16": 0.999,
+              "onnx-int8": 0.98}
+
+
+@pytest.fixture(scope="module")
+def model_ref(real_embedder) -> str:  # type: ignore[no-untyped-def]
+    return real_embedder.model_ref
+
+
+@pytest.fixture(scope="module")
+def reference(real_embedder) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """fp32 vectors straight from sentence-transformers, one batch, no backend code."""
+    st = real_embedder.encoder.model
+    return np.asarray(st.encode(TEXTS, batch_size=32, normalize_embeddings=True))
+
+
+@pytest.fixture(scope="module")
+def onnx_home(tmp_path_factory: pytest.TempPathFactory, model_ref: str) -> Path:
+    """A FEEDBOT_HOME holding the ONNX export of the model, made once for this module."""
+    home = tmp_path_factory.mktemp("onnx-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEEDBOT_HOME", str(home))
+        backends.export_onnx(model_ref)
+    return home
+
+
+def available() -> list[str]:
+    names = ["fp32", "bf16"]  # bf16 runs on any CPU; auto offers it only where it is fast
+    if backends._version("onnxruntime"):
+        names += ["onnx-fp32", "onnx-int8"]
+    return names
+
+
+@pytest.mark.parametrize("backend", available())
+def test_backend_agrees_with_fp32(backend: str, model_ref: str, reference: np.ndarray,
+                                  real_embedder, onnx_home: Path,  # type: ignore[no-untyped-def]
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDBOT_HOME", str(onnx_home))
+    st = real_embedder.encoder.model
+    encoder = backends._make_encoder(model_ref, backend, "cpu", st)
+    assert encoder.backend == backend
+    vecs = encoder.encode(TEXTS, batch_size=3)  # small batches: order must survive the batching
+    assert vecs.shape == reference.shape and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    cosines = _cosines(vecs, reference, backend)
+    assert cosines.min() >= MIN_COSINE[backend], cosines
+    assert encoder.encode([], batch_size=3).shape == (0, reference.shape[1])
+
+
+def _cosines(vecs: np.ndarray, reference: np.ndarray, backend: str) -> np.ndarray:
+    cosines = (vecs * reference).sum(axis=1)
+    if backend == "onnx-int8":  # the empty text is just [CLS] [SEP]: int8 noise is largest there
+        cosines = np.delete(cosines, TEXTS.index(""))
+    return cosines
+
+
+def test_plan_batches_keeps_every_index_once_within_the_budget() -> None:
+    lengths = [5, 300, 40, 256, 7, 7, 120]
+    batches = backends.plan_batches(lengths, max_batch=4, token_budget=512)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert flat[0] == 1  # longest first
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 512
+
+
+def test_topk_agreement() -> None:
+    rng = np.random.default_rng(0)
+    vecs = backends._normalise(rng.normal(size=(60, 16)))
+    assert backends.topk_agreement(vecs, vecs, n_queries=5) == 1.0
+    noisy = backends._normalise(vecs + rng.normal(scale=0.3, size=vecs.shape))
+    assert 0.0 < backends.topk_agreement(vecs, noisy, n_queries=5) < 1.0
+
+
+def test_unknown_backend_is_a_clear_error(model_ref: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown embedding backend 'int3'.*onnx-int8"):
+        backends.load_encoder(model_ref, "int3", "cpu")
+    with pytest.raises(backends.BackendUnavailable, match="CUDA"):
+        backends.load_encoder(model_ref, "fp16", "cpu")
+
+
+def test_auto_is_measured_once_then_read_from_the_cache(
+        model_ref: str, monkeypatch: pytest.MonkeyPatch, feedbot_env: Path) -> None:
+    queries, docs = backends.load_probe()
+    assert len(queries) >= 10 and len(docs) >= 150
+    monkeypatch.setattr(backends, "load_probe", lambda: (queries[:3], docs[:24]))
+    monkeypatch.setattr(backends, "candidates", lambda device: ["fp32", "bf16"])
+    calls = []
+    real_measure = backends.measure
+    monkeypatch.setattr(backends, "measure",
+                        lambda *a, **k: calls.append(a) or real_measure(*a, **k))
+
+    chosen = backends.choose_backend(model_ref, "cpu")
+    assert chosen in ("fp32", "bf16") and len(calls) == 1
+    entry = json.loads((feedbot_env / backends.CHOICE_FILE).read_text())
+    (saved,) = entry.values()
+    assert saved["backend"] == chosen and set(saved["measured"]) == {"fp32", "bf16"}
+    assert backends.choose_backend(model_ref, "cpu") == chosen and len(calls) == 1
+    assert backends.describe(model_ref, "cpu")["backend"] == chosen
+
+    other = {**backends.machine_fingerprint(), "torch": "0.0"}
+    monkeypatch.setattr(backends, "machine_fingerprint", lambda: other)
+    assert backends.cached_choice(model_ref, "cpu") is None  # another machine measures again
+
+
+def test_cached_auto_choice_never_imports_torch(model_ref: str, feedbot_env: Path) -> None:
+    key = backends.choice_key(model_ref, "auto")
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    (feedbot_env / backends.CHOICE_FILE).write_text(json.dumps(
+        {key: {"backend": "onnx-int8", "device": "cpu", "measured": {}}}))
+    code = ("import sys; from feedbot.embed import Embedder; e = Embedder(); "
+            "print(e.model_id, 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBOT_")}
+    env["FEEDBOT_HOME"] = str(feedbot_env)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out[0].endswith("#onnx-int8") and out[1] == "False"
+
+
+def _copy_fp32_export(onnx_home: Path, model_ref: str) -> Path:
+    """A private copy of the module's export, without the int8 model."""
+    src = onnx_home / "models" / backends.onnx_dir(model_ref).name
+    dest = backends.onnx_dir(model_ref)  # under the test's own FEEDBOT_HOME
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("model-int8.onnx"))
+    return dest
+
+
+def test_an_interrupted_export_is_never_used(model_ref: str, onnx_home: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = _copy_fp32_export(onnx_home, model_ref)
+
+    class Killed(BaseException):
+        pass
+
+    def dies_half_way(src: Path, dest: Path) -> None:
+        dest.write_bytes(b"\x08\x07half an onnx file")
+        raise Killed
+
+    real_quantise = backends._quantise_int8
+    monkeypatch.setattr(backends, "_quantise_int8", dies_half_way)
+    with pytest.raises(Killed):
+        backends.OnnxEncoder(model_ref, "onnx-int8")
+    assert not (directory / "model-int8.onnx").exists()
+    assert not list(directory.glob("*.tmp"))
+
+    (directory / "model-int8.onnx.999.1.tmp").write_bytes(b"left by a SIGKILL")
+    monkeypatch.setattr(backends, "_quantise_int8", real_quantise)
+    vecs = backends.OnnxEncoder(model_ref, "onnx-int8").encode(TEXTS[:2])
+    assert vecs.shape == (2, 384)
+
+
+def test_a_damaged_model_file_is_exported_again(model_ref: str, onnx_home: Path,
+                                                reference: np.ndarray) -> None:
+    directory = _copy_fp32_export(onnx_home, model_ref)
+    (directory / "model-int8.onnx").write_bytes(b"not a model")
+    vecs = backends.OnnxEncoder(model_ref, "onnx-int8").encode(TEXTS)
+    assert _cosines(vecs, reference, "onnx-int8").min() >= MIN_COSINE["onnx-int8"]
