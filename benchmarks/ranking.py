@@ -210,7 +210,7 @@ def feedback_scores(papers: Sequence[Paper], X: np.ndarray, pool: np.ndarray, ba
                 for i, value in [(i, "up") for i in ups] + [(i, "down") for i in downs]:
                     store.set_feedback(f"bench-{s}", f"arxiv:{papers[i].id}", value, NOW)
                 scorer = learn.feedback_scorer(store, emb, chat=f"bench-{s}", now=NOW)
-                out[s] = scorer(X[pool], []) if scorer is not None else np.zeros(len(pool))
+                out[s] = scorer(X[pool]) if scorer is not None else np.zeros(len(pool))
             store.close()
         finally:
             if old_home is None:

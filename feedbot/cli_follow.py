@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from .cli import App, fail, main, pass_app
-from .follow import CheckFailed, FollowError, add_blogs, parse_follow_args
-from .follow import follow as follow_request
-from .follow import unfollow as unfollow_name
+
+# feedbot.follow (httpx, feedparser) is imported inside the commands: every other command
+# starts faster without it.
 
 
 def _argv(words: tuple[str, ...], options: dict[str, str | float | None],
@@ -33,6 +33,8 @@ def _argv(words: tuple[str, ...], options: dict[str, str | float | None],
 @contextmanager
 def _refusals() -> Iterator[None]:
     """A refused request exits 2 with its reason; a blog that could not be reached exits 1."""
+    from .follow import CheckFailed, FollowError
+
     try:
         yield
     except CheckFailed as e:
@@ -77,6 +79,9 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
                          "blog": blog, "weight": weight},
                  {"replies": replies, "retweets": retweets, "no-check": no_check})
     with _refusals():
+        from .follow import follow as follow_request
+        from .follow import parse_follow_args
+
         click.echo(follow_request(app.sources_file, parse_follow_args(argv)))
 
 
@@ -86,6 +91,8 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
 def unfollow(app: App, name: tuple[str, ...]) -> None:
     """Stop following NAME: a person, a blog or an arXiv query (as `feedbot sources` lists)."""
     with _refusals():
+        from .follow import unfollow as unfollow_name
+
         click.echo(unfollow_name(app.sources_file, " ".join(name)))
 
 
@@ -104,6 +111,8 @@ def import_opml(app: App, file: Path) -> None:
     except OpmlError as e:
         fail(f"{file}: {e}", 2)
     with _refusals():
+        from .follow import add_blogs
+
         report = add_blogs(app.sources_file, feeds)
     for name in report.added:
         click.echo(f"added {name}")

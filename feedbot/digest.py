@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -20,7 +20,7 @@ import numpy as np
 from .config import Config
 from .embed import Embedder, embed_cached
 from .items import Item, arxiv_id_from_url
-from .rank import Candidate, Liked, Scored, StageVectors, rank
+from .rank import Candidate, Candidates, Liked, Scored, StageVectors, rank
 from .roadmap import Roadmap, Stage
 from .store import Store, StoredItem
 
@@ -117,32 +117,121 @@ def demo_items(now: datetime) -> list[StoredItem]:
     return out
 
 
-FeedbackFn = Callable[[np.ndarray, list[StoredItem]], np.ndarray | None]
+FeedbackFn = Callable[[np.ndarray], np.ndarray | None]
 
 
-def merge_shares(store: Store, recent: list[StoredItem],
-                 exclude: Collection[str] = ()) -> list[StoredItem]:
-    """One entry per story: a post that shares a stored item gives way to that item.
+@dataclass
+class Pool:
+    """The digest's candidates: ids, what the ranker needs, and their vectors (row-aligned).
 
-    The shared item joins the candidates (even if older than the window) and carries
-    "shared by"; the post itself is dropped.
+    Built column-wise from the store (`Store.candidates`) so that 100,000 stored items never
+    become 100,000 Python objects; whole items are loaded only for the few that need them.
     """
-    posts = {s.id: s for s in recent if s.item.kind == "social"}
-    shared = store.shares(posts)
-    have = {s.id for s in recent}
-    extra = store.get_items(t for t in set(shared.values()) if t not in have)
-    latest: dict[str, datetime] = {}
-    for post_id, target in shared.items():
-        when = posts[post_id].when
-        latest[target] = max(when, latest.get(target, when))
-    out = []
-    for s in recent + extra:
-        if s.id in shared or s.id in exclude:
-            continue
-        if s.id in latest:  # a share makes an older item news again
-            s = replace(s, shared_at=latest[s.id])
-        out.append(s)
-    return out
+
+    ids: list[str]
+    cands: Candidates
+    X: np.ndarray
+    loaded: dict[str, StoredItem] = field(default_factory=dict)  # whole items loaded so far
+
+    def items(self, store: Store, indices: list[int]) -> list[StoredItem]:
+        want = [self.ids[i] for i in indices if self.ids[i] not in self.loaded]
+        self.loaded.update((s.id, s) for s in store.get_items(want))
+        return [self.loaded[self.ids[i]] for i in indices]
+
+
+def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
+           exclude: Collection[str] = ()) -> Pool:
+    """Candidates published in the window, with their vectors; a shared item replaces the
+    posts that shared it (and comes back into the window with them)."""
+    rows = store.candidates(embedder.model_id, now - since)
+    keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude]
+    posts = [rows.ids[i] for i in keep if rows.kinds[i] == "social"]
+    loaded = {s.id: s for s in store.get_items(posts)}
+    shared = store.shares(posts)  # post id -> the item it shared
+    shared_at: dict[str, datetime] = {}
+    for post, target in shared.items():
+        when = loaded[post].when
+        shared_at[target] = max(when, shared_at.get(target, when))
+    present = {rows.ids[i] for i in keep}
+    extra = [s for s in store.get_items(t for t in shared_at if t not in present)
+             if s.id not in exclude]
+    loaded.update((s.id, s) for s in extra)
+    keep = [i for i in keep if rows.ids[i] not in shared]
+    sharers = store.sharers()
+    ids = [rows.ids[i] for i in keep] + [s.id for s in extra]
+    no_vector = set(rows.missing)
+    missing = [n for n, i in enumerate(keep) if i in no_vector]
+    X = rows.X if len(keep) == len(rows) else rows.X[keep]  # no 150 MB copy at 100k items
+    X = _fill(store, embedder, X, missing, ids[:len(keep)])
+    if extra:
+        X = np.concatenate([X, _vectors(store, embedder, extra)]) if len(X) else \
+            _vectors(store, embedder, extra)
+    news_at = rows.when.copy()
+    if shared_at:  # a share makes an older item news again
+        for i, iid in enumerate(rows.ids):
+            if iid in shared_at:
+                news_at[i] = max(news_at[i], shared_at[iid].timestamp())
+    every = len(keep) == len(rows)
+
+    def col(values: list[Any]) -> list[Any]:
+        return values if every else [values[i] for i in keep]
+
+    main = Candidates(  # column-wise: no per-item objects at 100k candidates
+        sources=col(rows.sources), age_days=(now.timestamp() - news_at[keep]) / 86400,
+        titles=col(rows.titles), shared_by=[sharers.get(i, ()) for i in ids[:len(keep)]],
+        groups=[_group(i, lk) if lk or i[:6] == "arxiv:" else ""
+                for i, lk in zip(ids, col(rows.links), strict=False)],
+        summaries=col(rows.heads))
+    if not extra:
+        return Pool(ids, main, X, loaded)
+    more = [Candidate(source=s.sources[0],
+                      age_days=(now - max(s.when, shared_at[s.id])).total_seconds() / 86400,
+                      title=s.item.title, shared_by=sharers.get(s.id, s.shared_by),
+                      group=story_group(s), summary=s.item.summary) for s in extra]
+    return Pool(ids, _concat(main, Candidates.of(more)), X, loaded)
+
+
+def _concat(a: Candidates, b: Candidates) -> Candidates:
+    return Candidates([*a.sources, *b.sources], np.concatenate([a.age_days, b.age_days]),
+                      [*a.titles, *b.titles], [*a.shared_by, *b.shared_by],
+                      [*a.groups, *b.groups], [*a.summaries, *b.summaries])
+
+
+def _group(item_id: str, links: tuple[str, ...]) -> str:
+    """`story_group` from columns: the arXiv id of the item, or of a paper it links to."""
+    if item_id[:6] == "arxiv:":
+        return item_id
+    for link in links:
+        aid = arxiv_id_from_url(link)
+        if aid:
+            return f"arxiv:{aid}"
+    return ""
+
+
+def _vectors(store: Store, embedder: Embedder, items: list[StoredItem]) -> np.ndarray:
+    return embed_cached(store, embedder, [s.item.embed_text for s in items],
+                        [s.content_hash for s in items])
+
+
+def _fill(store: Store, embedder: Embedder, X: np.ndarray, missing: list[int],
+          ids: list[str]) -> np.ndarray:
+    """Embed the rows that have no vector yet (e.g. collected while the model was missing)."""
+    if not missing:
+        return X
+    todo = {s.id: s for s in store.get_items(ids[n] for n in missing)}
+    fresh = _vectors(store, embedder, [todo[ids[n]] for n in missing])
+    if X.shape[1] != fresh.shape[1]:  # nothing was embedded with this model before
+        X = np.zeros((len(ids), fresh.shape[1]), dtype=np.float32)
+    X[missing] = fresh
+    return X
+
+
+def demo_pool(store: Store, embedder: Embedder, now: datetime) -> Pool:
+    items = demo_items(now)
+    X = embed_cached(store, embedder, [s.item.embed_text for s in items],
+                     [s.content_hash for s in items])
+    return Pool([s.id for s in items], Candidates.of(candidates(items, now)), X,
+                {s.id: s for s in items})
 
 
 def build_digest(
@@ -157,30 +246,30 @@ def build_digest(
         from .config import parse_duration
 
         since = timedelta(seconds=parse_duration(cfg.learner.since))
-    stored = merge_shares(store, store.items_since(now - since), exclude)
+    pool = gather(store, embedder, now=now, since=since, exclude=exclude)
     demo = False
     notes: list[str] = []
-    if not stored and allow_demo and store.item_count() == 0:
-        stored, demo = demo_items(now), True
+    if not pool.ids and allow_demo and store.item_count() == 0:
+        pool, demo = demo_pool(store, embedder, now), True
         notes.append("nothing collected yet: showing the bundled demo items")
-    if not stored:
+    if not pool.ids:
         return Digest(stage, now, [], demo=demo, notes=notes)
-    X = embed_cached(store, embedder, [s.item.embed_text for s in stored],
-                     [s.content_hash for s in stored])
     sv = stage_vectors(store, embedder, roadmap)
     specs = {s.name: s for s in cfg.sources()}
-    fb = feedback(X, stored) if feedback is not None else None
+    fb = feedback(pool.X) if feedback is not None else None
     liked = getattr(feedback, "liked", None)
-    scored = rank(X, candidates(stored, now), sv, stage.id, cfg.ranking, limit=limit,
+    scored = rank(pool.X, pool.cands, sv, stage.id, cfg.ranking, limit=limit,
                   feedback=fb, liked=liked if isinstance(liked, Liked) else None,
                   source_weights={n: sp.weight for n, sp in specs.items()})
 
     def label(name: str) -> str:
         return specs[name].label if name in specs else name
 
-    entries = [_entry(stored[sc.index], [stored[j] for j in sc.also], sc, label)
-               for sc in scored]
-    return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(stored))
+    entries = []
+    for sc in scored:
+        main, *also = pool.items(store, [sc.index, *sc.also])
+        entries.append(_entry(main, also, sc, label))
+    return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids))
 
 
 def story_group(s: StoredItem) -> str:

@@ -116,7 +116,9 @@ def embed_cached(store: Store, embedder: Embedder, texts: Sequence[str],
     cached = store.get_vectors(model_id, hashes)
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
     if missing:
-        vecs = embedder.embed(list(missing.values()))
+        # At the precision the store keeps (float16), so a fresh vector and the same vector
+        # read back from the cache rank identically.
+        vecs = embedder.embed(list(missing.values())).astype(np.float16).astype(np.float32)
         fresh = dict(zip(missing.keys(), vecs, strict=True))
         store.put_vectors(model_id, fresh)
         cached.update(fresh)

@@ -108,7 +108,7 @@ class FeedbackScorer:
     def __init__(self, model: FeedbackModel) -> None:
         self.model = model
 
-    def __call__(self, X: np.ndarray, stored: list[StoredItem]) -> np.ndarray:
+    def __call__(self, X: np.ndarray) -> np.ndarray:
         return self.model.scores(X)
 
     @property

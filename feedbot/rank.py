@@ -72,6 +72,35 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """The same facts as a list of `Candidate`s, column-wise: what a digest over 100,000 items
+    passes, so no per-item object is made for items that are never looked at one by one."""
+
+    sources: Sequence[str]
+    age_days: np.ndarray  # float
+    titles: Sequence[str]
+    shared_by: Sequence[tuple[str, ...]]
+    groups: Sequence[str]
+    summaries: Sequence[str]
+
+    @classmethod
+    def of(cls, items: Sequence[Candidate] | Candidates) -> Candidates:
+        if isinstance(items, Candidates):
+            return items
+        return cls([c.source for c in items],
+                   np.fromiter((c.age_days for c in items), np.float64, len(items)),
+                   [c.title for c in items], [c.shared_by for c in items],
+                   [c.group for c in items], [c.summary for c in items])
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Candidate:
+        return Candidate(self.sources[i], float(self.age_days[i]), self.titles[i],
+                         self.shared_by[i], self.groups[i], self.summaries[i])
+
+
+@dataclass(frozen=True)
 class Liked:
     """Items the learner liked (👍), for "like “…”" explanations."""
 
@@ -115,6 +144,9 @@ def stage_centre(sv: StageVectors) -> np.ndarray | None:
     return centroids.mean(axis=0)
 
 
+FIT_CHUNK = 8192  # rows of X scored at a time
+
+
 def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
     """Fit of every item to every stage, and the best-matching text of each stage.
 
@@ -123,22 +155,26 @@ def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
     into that stage's labels).
     """
     centre = stage_centre(sv)
-    if centre is not None:
-        X = _unit_rows(X - centre)
     rows = [_unit_rows(r - centre) if centre is not None else r for r in sv.rows]
-    sims = X @ np.concatenate(rows).T  # (n, all texts): one product for every stage
+    texts = np.concatenate(rows).astype(np.float32)
+    centroids = np.stack([_unit_rows(r.mean(axis=0)) for r in rows]).astype(np.float32)
     n, S = X.shape[0], len(rows)
     fit = np.empty((n, S), dtype=np.float32)
-    best = np.empty((n, S), dtype=np.int64)
-    start = 0
-    for s, r in enumerate(rows):
-        block = sims[:, start:start + r.shape[0]]
-        start += r.shape[0]
-        centroid = _unit_rows(r.mean(axis=0))
-        k = min(3, r.shape[0])
-        top = -np.partition(-block, k - 1, axis=1)[:, :k]
-        fit[:, s] = 0.5 * (X @ centroid) + 0.5 * top.mean(axis=1)
-        best[:, s] = block.argmax(axis=1)
+    best = np.empty((n, S), dtype=np.int32)
+    for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
+        Xc = X[a:a + FIT_CHUNK]
+        if centre is not None:
+            Xc = _unit_rows(Xc - centre.astype(np.float32))
+        sims = Xc @ texts.T  # (chunk, all texts): one product for every stage
+        to_centroid = Xc @ centroids.T
+        start = 0
+        for s, r in enumerate(rows):
+            block = sims[:, start:start + r.shape[0]]
+            start += r.shape[0]
+            k = min(3, r.shape[0])
+            top = -np.partition(-block, k - 1, axis=1)[:, :k]
+            fit[a:a + FIT_CHUNK, s] = 0.5 * to_centroid[:, s] + 0.5 * top.mean(axis=1)
+            best[a:a + FIT_CHUNK, s] = block.argmax(axis=1)
     return fit, best
 
 
@@ -171,17 +207,17 @@ def level_signal(candidates: Sequence[Candidate]) -> np.ndarray:
     return out
 
 
-def _simple_parts(candidates: Sequence[Candidate], weights: Ranking,
+def _simple_parts(candidates: Candidates, weights: Ranking,
                   source_weights: dict[str, float] | None) -> dict[str, np.ndarray]:
     half_life = parse_duration(weights.recency_half_life) / 86400.0
-    age = np.fromiter((max(0.0, c.age_days) for c in candidates), np.float32, len(candidates))
+    age = np.maximum(candidates.age_days, 0.0).astype(np.float32)
     sw = source_weights or {}
-    source = np.fromiter((math.log(max(sw.get(c.source, 1.0), 1e-3)) for c in candidates),
-                         np.float32, len(candidates))
+    logs = {s: math.log(max(sw.get(s, 1.0), 1e-3)) for s in set(candidates.sources)}
+    source = np.fromiter((logs[s] for s in candidates.sources), np.float32, len(candidates))
     return {"recency": np.exp(-age * math.log(2) / max(half_life, 1e-6)), "source": source}
 
 
-def _level_part(candidates: Sequence[Candidate], base: np.ndarray, factor: float,
+def _level_part(candidates: Candidates, base: np.ndarray, factor: float,
                 weight: float, pool: int) -> np.ndarray:
     """The level signal × the stage's factor, computed only where it can change the outcome.
 
@@ -201,7 +237,7 @@ def _level_part(candidates: Sequence[Candidate], base: np.ndarray, factor: float
 
 def rank(
     X: np.ndarray,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Candidate] | Candidates,
     sv: StageVectors,
     stage_id: str,
     weights: Ranking,
@@ -220,6 +256,7 @@ def rank(
     n = len(candidates)
     if n == 0:
         return []
+    candidates = Candidates.of(candidates)
     s = sv.index(stage_id)
     own, contrast, best = stage_scores(X, sv, stage_id)
     parts = {"similarity": own, "contrast": contrast,
@@ -252,7 +289,8 @@ def _nearest_liked(X: np.ndarray, chosen: list[int], liked: Liked | None) -> dic
             if sims[r, j[r]] >= LIKED_MIN_SIMILARITY}
 
 
-def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], limit: int,
+def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | Candidates,
+           limit: int,
            mmr: float, per_source_cap: int, duplicate: float = 1.01,
            pool: int = SELECT_POOL) -> list[tuple[int, list[int]]]:
     """Greedy MMR over the top `pool`, at most `per_source_cap` a source, duplicates collapsed.
@@ -265,19 +303,20 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], li
     top = np.argsort(-score, kind="stable")[:pool]
     alive = np.zeros(len(score), dtype=bool)
     alive[top] = True
-    groups = np.array([c.group for c in candidates], dtype=object)
+    cands = Candidates.of(candidates)
+    groups = np.array(cands.groups, dtype=object)
     per_source: dict[str, int] = {}
     chosen: list[tuple[int, list[int]]] = []
     held = np.zeros(len(score), dtype=bool)  # skipped only because their source was full
     cap = per_source_cap
     while len(chosen) < limit and (alive.any() or held.any()):
-        i = _next_pick(X, score, alive, held, [c for c, _ in chosen], mmr, candidates,
+        i = _next_pick(X, score, alive, held, [c for c, _ in chosen], mmr, cands,
                        per_source, cap)
         if i is None:
             alive, held, cap = held, np.zeros_like(held), len(score)
             continue
         alive[i] = False
-        per_source[candidates[i].source] = per_source.get(candidates[i].source, 0) + 1
+        per_source[cands.sources[i]] = per_source.get(cands.sources[i], 0) + 1
         dup = X @ X[i] >= duplicate
         if groups[i]:
             dup |= groups == groups[i]
@@ -292,7 +331,7 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate], li
 
 
 def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, held: np.ndarray,
-               chosen: list[int], mmr: float, candidates: Sequence[Candidate],
+               chosen: list[int], mmr: float, candidates: Candidates,
                per_source: dict[str, int], cap: int) -> int | None:
     idx = np.flatnonzero(alive)
     value = score[idx]
@@ -300,7 +339,7 @@ def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, held: np.nda
         value = mmr * value - (1 - mmr) * (X[idx] @ X[chosen].T).max(axis=1)
     for j in np.argsort(-value, kind="stable"):
         i = int(idx[j])
-        if per_source.get(candidates[i].source, 0) < cap:
+        if per_source.get(candidates.sources[i], 0) < cap:
             return i
         alive[i] = False  # its source is full: held back unless nothing else is left
         held[i] = True

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from feedbot.config import Config, load_config
-from feedbot.digest import build_digest, merge_shares, stage_vectors, story_group
+from feedbot.digest import build_digest, gather, stage_vectors, story_group
 from feedbot.items import Item
 from feedbot.roadmap import load_roadmap
 from feedbot.store import Store
@@ -109,9 +109,8 @@ def test_the_person_who_shared_an_item_is_named_in_why(fake_emb: Any) -> None:
                  links=("https://arxiv.org/abs/2611.00001",))
     store.upsert_items([share], NOW)
     store.add_share("arxiv:2611.00001", "Ada/x", "Ada Lovelace", share.id, NOW)
-    recent = store.items_since(NOW - timedelta(days=7))
-    merged = merge_shares(store, recent)
-    assert [s.id for s in merged] == ["arxiv:2611.00001"]  # the post gave way to the paper
+    pool = gather(store, fake_emb, now=NOW, since=timedelta(days=7))
+    assert pool.ids == ["arxiv:2611.00001"]  # the post gave way to the paper
     [entry] = digest(store, fake_emb).items
     assert "shared by Ada Lovelace" in entry.why and entry.shared_by == ["Ada Lovelace"]
 

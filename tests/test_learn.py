@@ -71,7 +71,7 @@ def _scores(store: Store, emb: Any, chat: str = "c1") -> np.ndarray:
     assert scorer is not None
     items = store.items_since()
     X = emb.embed([s.item.embed_text for s in items])
-    return scorer(X, items)
+    return scorer(X)
 
 
 def test_scores_follow_the_votes_and_grow_with_their_number(store: Store, fake_emb: Any) -> None:

@@ -295,3 +295,17 @@ def test_level_is_computed_only_where_it_can_matter_without_changing_the_result(
     monkeypatch.setattr(rank_mod, "SELECT_POOL", 10_000)
     full = [(s.index, s.score) for s in rank(X, cs, sv, "math", w, limit=30)]
     assert lazy == full
+
+
+def test_columns_and_objects_rank_the_same(sv: StageVectors) -> None:
+    from feedbot.rank import Candidates
+
+    X = _clustered()
+    cs = [Candidate(f"s{i % 3}", float(i), f"title {i}", ("Ada",) if i == 2 else (),
+                    "arxiv:1" if i in (4, 5) else "", "a tutorial" if i == 1 else "")
+          for i in range(len(X))]
+    a = rank(X, cs, sv, "cnn", Ranking(), limit=5)
+    b = rank(X, Candidates.of(cs), sv, "cnn", Ranking(), limit=5)
+    assert [(s.index, s.score, s.why, s.also) for s in a] == \
+        [(s.index, s.score, s.why, s.also) for s in b]
+    assert Candidates.of(cs)[2] == cs[2]

@@ -189,3 +189,22 @@ def test_candidates_columns_and_matrix(store: Store) -> None:
     assert c.missing == [1]
     assert np.array_equal(c.X, np.array([[1, 0], [0, 0]], dtype=np.float32))
     assert c.when[0] == (NOW - timedelta(hours=1)).timestamp()
+
+
+def test_candidates_scan_and_lookup_paths_agree(store: Store) -> None:
+    from feedbot.items import content_hash
+
+    items = [Item(f"T{i}", f"https://e.org/{i}", "s", published=NOW - timedelta(hours=i))
+             for i in range(6)]
+    twin = Item("T0", "https://e.org/twin", "s", published=NOW - timedelta(minutes=30))
+    store.upsert_items([*items, twin], NOW)  # `twin` has the same text as items[0]
+    vecs = {content_hash(it.embed_text): np.full(3, i, dtype=np.float32)
+            for i, it in enumerate(items[:5])}
+    store.put_vectors("m", vecs)
+    wide = store.candidates("m", NOW - timedelta(days=1))  # most vectors: the scan path
+    narrow = store.candidates("m", NOW - timedelta(hours=1, minutes=1))  # the lookup path
+    assert wide.ids[0] == items[0].id and wide.ids[1] == twin.id
+    assert np.array_equal(wide.X[0], wide.X[1])  # twins share the vector
+    assert wide.missing == [6]  # items[5] has no vector
+    assert narrow.ids == wide.ids[:3]
+    assert np.array_equal(narrow.X, wide.X[:3]) and narrow.missing == []

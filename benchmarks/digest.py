@@ -1,0 +1,127 @@
+"""Digest benchmark: a cached `feedbot digest --no-collect` over 1,000 and 100,000 stored items.
+
+    python benchmarks/digest.py [--sizes 1000,100000]
+
+Builds a store with N items whose vectors are already cached (random unit vectors under the
+real model id; the stage vectors are embedded once with the real model, in a setup process),
+every item published within the digest window, so all N are ranked. Then times the real
+command in a fresh process: wall time, peak RSS (ru_maxrss of the child), whether torch was
+imported, and the store's size. Baseline in the same run: the same digest with the vector cache
+cleared for the stage texts forces the model to load — what every digest would cost without
+the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+PROBE = (
+    "import sys, runpy\n"
+    "sys.argv = ['feedbot', 'digest', '--no-collect', '--format', 'json', '--since', '30d']\n"
+    "try:\n"
+    "    runpy.run_module('feedbot', run_name='__main__')\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "print('TORCH_IMPORTED=' + str('torch' in sys.modules), file=sys.stderr)\n"
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec and would report the parent's peak.
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "print('MAXRSS_KB=' + hwm, file=sys.stderr)\n"
+)
+
+
+def build_store(home: Path, n: int, rng: np.random.Generator) -> None:
+    from feedbot.embed import Embedder
+    from feedbot.items import Item, content_hash
+    from feedbot.store import Store
+
+    emb = Embedder()
+    store = Store.open(home)
+    now = datetime.now(UTC)
+    words = ["convolution", "transformer", "gradient", "kernel", "graph", "bayesian",
+             "tokenizer", "attention", "matrix", "sampling", "retrieval", "GPU"]
+    batch, vecs = [], {}
+    for i in range(n):
+        title = f"Item {i}: {words[i % 12]} and {words[(i * 7) % 12]} study {i}"
+        it = Item(title, f"https://bench.example.org/{i}", f"source {i % 300}",
+                  published=now - timedelta(minutes=i % 20000), summary=f"Summary {i}.")
+        batch.append(it)
+        v = rng.standard_normal(384).astype(np.float32)
+        vecs[content_hash(it.embed_text)] = v / np.linalg.norm(v)
+        if len(batch) == 5000:
+            store.upsert_items(batch, now)
+            store.put_vectors(emb.model_id, vecs)
+            batch, vecs = [], {}
+    if batch:
+        store.upsert_items(batch, now)
+        store.put_vectors(emb.model_id, vecs)
+    store.close()
+
+
+def prime_stage_vectors(env: dict[str, str]) -> None:
+    """Embed the stage texts once (the real model), as the first real digest would."""
+    subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True)
+
+
+def timed(env: dict[str, str]) -> tuple[float, float, bool, int]:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                         text=True, check=True)
+    wall = time.perf_counter() - t
+    rss_kb = int(out.stderr.split("MAXRSS_KB=")[1].split()[0])
+    doc = json.loads(out.stdout)
+    torch = "TORCH_IMPORTED=True" in out.stderr
+    return wall, rss_kb / 1024, torch, len(doc["items"])
+
+
+def drop_stage_vectors(home: Path) -> None:
+    """Forget every vector that is not an item's: the stage texts must be embedded again."""
+    from feedbot.store import Store
+
+    store = Store.open(home)
+    store.db.execute("DELETE FROM vectors WHERE content_hash NOT IN "
+                     "(SELECT content_hash FROM items)")
+    store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,100000")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    print("| stored items | run | wall s | ratio vs baseline | peak RSS MB | torch imported "
+          "| db MB |")
+    print("|---:|---|---:|---:|---:|---|---:|")
+    for n in (int(s) for s in args.sizes.split(",")):
+        work = Path(tempfile.mkdtemp(prefix="feedbot-digest-bench-"))
+        src = work / "sources.yaml"
+        src.write_text("learner: {stage: cnn}\n")
+        env = dict(os.environ, FEEDBOT_HOME=str(work / "home"), FEEDBOT_SOURCES=str(src),
+                   HF_HUB_OFFLINE="1")
+        os.environ.update(FEEDBOT_HOME=env["FEEDBOT_HOME"])
+        build_store(work / "home", n, rng)
+        db_mb = (work / "home" / "feedbot.db").stat().st_size / 2**20
+        prime_stage_vectors(env)
+        # Children's peak RSS is cumulative per parent; measure each run in its own child.
+        wall, rss, torch, k = timed(env)
+        drop_stage_vectors(work / "home")
+        b_wall, b_rss, b_torch, _ = timed(env)
+        print(f"| {n:,} | baseline: stage vectors not cached | {b_wall:.2f} | 1.0× | "
+              f"{b_rss:.0f} | {b_torch} | {db_mb:.0f} |")
+        print(f"| {n:,} | cached digest ({k} items shown) | {wall:.2f} | "
+              f"{b_wall / wall:.1f}× | {rss:.0f} | {torch} | {db_mb:.0f} |", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
