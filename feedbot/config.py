@@ -372,17 +372,29 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Conf
                               "`feedbot init` to create a starter sources.yaml") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(p, f"cannot read: {e}") from None
+    try:  # the C parser first: 10x faster than the round-trip one on a long file
+        data = YAML(typ="safe").load(text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError("not a mapping")
+        cfg = Config.model_validate(data)
+    except (ValidationError, ValueError, MarkedYAMLError):
+        cfg = _load_located(text, p)  # again, with line numbers, to say where the problem is
+    cfg.path = p
+    return cfg
+
+
+def _load_located(text: str, p: Path) -> Config:
     doc = parse_yaml(text, p)
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, dict):
         raise ConfigError(p, "the top level must be a mapping (learner:, blogs:, ...)", line=1)
     try:
-        cfg = Config.model_validate(_plain(doc))
+        return Config.model_validate(_plain(doc))
     except ValidationError as e:
         raise _located(e, doc, p) from None
-    cfg.path = p
-    return cfg
 
 
 def _plain(node: Any) -> Any:

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SMALL_BATCH = 64  # at most this many texts to embed: prefer the encoder that starts fastest
 _PACKAGED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
 
 
@@ -64,12 +65,34 @@ class Embedder:
         self.backend_pref = backend or os.environ.get("FEEDBOT_EMBED_BACKEND", "auto")
         self.batch_size = batch_size
         self._encoder: Encoder | None = None
+        self._light: Encoder | None = None
+        self._light_tried = False
 
     @property
     def model_id(self) -> str:
-        """Cache key of the vector space: the model, and the backend when it is not fp32."""
+        """Cache key of the vector space.
+
+        The model's name for fp32 and for every backend whose rankings were measured to agree
+        with fp32 on this machine (their vectors are interchangeable); the model and the
+        backend otherwise (a forced backend that was not measured, or one that disagrees).
+        """
         backend = self.backend_name
-        return self.model_name if backend == "fp32" else f"{self.model_name}#{backend}"
+        if backend == "fp32" or self._agrees(backend):
+            return self.model_name
+        return f"{self.model_name}#{backend}"
+
+    def _measured(self) -> dict[str, Any]:
+        from .backends import cached_choice  # a JSON file; imports no torch
+
+        choice = cached_choice(self.model_ref, self.device_pref) or {}
+        measured = choice.get("measured")
+        return measured if isinstance(measured, dict) else {}
+
+    def _agrees(self, backend: str) -> bool:
+        from .backends import MIN_AGREEMENT
+
+        m = self._measured().get(backend)
+        return isinstance(m, dict) and float(m.get("agreement", 0)) >= MIN_AGREEMENT
 
     @property
     def backend_name(self) -> str:
@@ -104,7 +127,30 @@ class Embedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        if self._encoder is None and len(texts) <= SMALL_BATCH:
+            light = self._light_encoder()
+            if light is not None:
+                return light.encode(list(texts), batch_size=self.batch_size)
         return self.encoder.encode(list(texts), batch_size=self.batch_size)
+
+    def _light_encoder(self) -> Encoder | None:
+        """For a few texts, start-up matters more than speed: the ONNX fp32 export (no torch,
+        0.4 s to load here, against 4-5 s for torch) when it exists and was measured to agree
+        with fp32, so its vectors share the cache with the chosen backend's."""
+        if not self._light_tried:
+            self._light_tried = True
+            if self.backend_pref == "auto" and self._agrees("onnx-fp32"):
+                from .backends import ONNX_FILES, ONNX_META, OnnxEncoder, onnx_dir
+
+                directory = onnx_dir(self.model_ref)
+                if (directory / ONNX_FILES["onnx-fp32"]).exists() and \
+                        (directory / ONNX_META).exists():
+                    try:
+                        self._light = OnnxEncoder(self.model_ref, "onnx-fp32")
+                    except Exception as e:  # a broken export: the main backend will do
+                        log.warning("ONNX encoder unavailable (%s); using %s", e,
+                                    self.backend_name)
+        return self._light
 
 
 def embed_cached(store: Store, embedder: Embedder, texts: Sequence[str],

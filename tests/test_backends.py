@@ -188,3 +188,41 @@ def test_a_damaged_model_file_is_exported_again(model_ref: str, onnx_home: Path,
     (directory / "model-int8.onnx").write_bytes(b"not a model")
     vecs = backends.OnnxEncoder(model_ref, "onnx-int8").encode(TEXTS)
     assert _cosines(vecs, reference, "onnx-int8").min() >= MIN_COSINE["onnx-int8"]
+
+
+def _write_choice(home: Path, model_ref: str, backend: str, measured: dict[str, float]) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    key = backends.choice_key(model_ref, "auto")
+    (home / backends.CHOICE_FILE).write_text(json.dumps({key: {
+        "backend": backend, "device": "cpu",
+        "measured": {b: {"agreement": a, "texts_per_s": 1.0} for b, a in measured.items()}}}))
+
+
+def test_backends_measured_to_agree_share_the_vector_cache(model_ref: str,
+                                                           feedbot_env: Path) -> None:
+    from feedbot.embed import DEFAULT_MODEL, Embedder
+
+    _write_choice(feedbot_env, model_ref, "bf16", {"fp32": 1.0, "bf16": 0.996,
+                                                   "onnx-int8": 0.93})
+    assert Embedder().model_id == DEFAULT_MODEL  # bf16 agreed: the same vector space
+    _write_choice(feedbot_env, model_ref, "onnx-int8", {"fp32": 1.0, "onnx-int8": 0.93})
+    assert Embedder().model_id == DEFAULT_MODEL + "#onnx-int8"  # disagrees: its own space
+    assert Embedder(backend="bf16").model_id == DEFAULT_MODEL + "#bf16"  # forced, not measured
+
+
+def test_a_few_texts_are_embedded_without_torch(model_ref: str, onnx_home: Path,
+                                               reference: np.ndarray, feedbot_env: Path) -> None:
+    _copy_fp32_export(onnx_home, model_ref)
+    _write_choice(feedbot_env, model_ref, "bf16", {"fp32": 1.0, "bf16": 0.996,
+                                                   "onnx-fp32": 1.0})
+    code = ("import json, sys; from feedbot.embed import Embedder; e = Embedder(); "
+            f"v = e.embed({TEXTS!r}); "
+            "print(json.dumps([v.tolist(), 'torch' in sys.modules, e.loaded]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBOT_")}
+    env["FEEDBOT_HOME"] = str(feedbot_env)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    vecs, torch_imported, main_loaded = json.loads(out)
+    assert torch_imported is False and main_loaded is False  # ONNX did it; bf16 never loaded
+    cos = (np.asarray(vecs) * reference).sum(axis=1)
+    assert cos.min() >= MIN_COSINE["onnx-fp32"]

@@ -169,3 +169,9 @@ def test_repo_sources_yaml_is_valid() -> None:
     cfg = load_config(repo)
     kinds = {s.kind for s in cfg.sources()}
     assert {"feed", "arxiv", "x"} <= kinds
+
+
+def test_duplicate_key_is_an_error_with_its_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "learner:\n  stage: cnn\nlearner:\n  stage: nlp\n"))
+    assert e.value.line == 3 and "duplicate key" in e.value.message

@@ -1,0 +1,143 @@
+"""Collection benchmark: 200 feeds served locally, each answering after 200 ms.
+
+    python benchmarks/collect.py [--feeds 200] [--delay 0.2] [--skip-baseline]
+
+Runs the real `feedbot collect` command in a subprocess (start-up, fetching, storing and
+embedding the new items all count) against feeds spread over 50 loopback host names
+(127.0.0.2 … 127.0.0.51), as real follow lists are spread over many hosts:
+
+1. warm-up (not timed): every feed once, so the store knows their items;
+2. "fresh": 10 % of the feeds have one new entry; no validators are stored, every feed
+   answers 200 in full — the run stores and embeds only the new entries;
+3. "304": the same again with ETags stored: every feed answers 304;
+4. baseline: the "fresh" run with fetch concurrency 1 (one feed at a time), same machine,
+   same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HOSTS = [f"127.0.0.{i}" for i in range(2, 52)]
+TOPICS = ["convolutional networks for images", "transformers for language",
+          "GPU kernels for training", "stochastic gradient descent", "recommender systems"]
+
+
+def feed(n: int, extra: bool) -> bytes:
+    entries = []
+    count = 6 if extra else 5
+    for k in range(count):
+        entries.append(
+            f"<entry><title>Post {k} of feed {n}: notes on {TOPICS[(n + k) % 5]}</title>"
+            f'<link href="https://blog{n}.example.org/{k}"/><id>urn:feed{n}:{k}</id>'
+            f"<updated>2026-11-{10 + k:02d}T08:00:00Z</updated>"
+            f"<summary>Entry {k} of a benchmark feed about {TOPICS[(n + k) % 5]}.</summary>"
+            "</entry>")
+    return (f'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Feed {n}'
+            f"</title><id>urn:feed{n}</id>{''.join(entries)}</feed>").encode()
+
+
+class State:
+    delay = 0.2
+    extra: set[int] = set()
+    etags = False
+
+
+def serve() -> tuple[ThreadingHTTPServer, int]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(State.delay)
+            n = int(self.path.strip("/").split(".")[0])
+            extra = n in State.extra
+            etag = f'"{n}-{int(extra)}"'
+            if State.etags and self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            body = feed(n, extra)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/atom+xml")
+            self.send_header("Content-Length", str(len(body)))
+            if State.etags:
+                self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024  # listen() backlog; the default 5 drops bursts of connects
+
+    httpd = Server(("0.0.0.0", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
+def run_collect(env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "feedbot", "collect"], env=env,
+                         capture_output=True, text=True, check=True)
+    return time.perf_counter() - started, out.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--feeds", type=int, default=200)
+    ap.add_argument("--delay", type=float, default=0.2)
+    ap.add_argument("--skip-baseline", action="store_true")
+    args = ap.parse_args()
+    State.delay = args.delay
+    httpd, port = serve()
+    work = Path(tempfile.mkdtemp(prefix="feedbot-bench-"))
+    lines = ["learner: {stage: deep-learning}", "blogs:"]
+    for n in range(args.feeds):
+        lines += [f"  - name: feed {n}", f"    url: http://{HOSTS[n % len(HOSTS)]}:{port}/{n}.xml"]
+    (work / "sources.yaml").write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, FEEDBOT_SOURCES=str(work / "sources.yaml"), HF_HUB_OFFLINE="1")
+    rows = []
+
+    def fresh_home(name: str) -> dict[str, str]:
+        home = work / name
+        State.extra, State.etags = set(), False
+        e = dict(env, FEEDBOT_HOME=str(home))
+        run_collect(e)  # warm-up: the store knows every feed's items
+        State.extra = set(range(0, args.feeds, 10))
+        State.etags = True
+        return e
+
+    e = fresh_home("concurrent")
+    t_fresh, s_fresh = run_collect(e)
+    t_304, s_304 = run_collect(e)
+    if not args.skip_baseline:
+        b = fresh_home("sequential")
+        t_base, s_base = run_collect(dict(b, FEEDBOT_FETCH_CONCURRENCY="1"))
+        rows.append(("one feed at a time (baseline), fresh", t_base, s_base, 1.0))
+    base = t_base if not args.skip_baseline else float("nan")
+    rows.append(("feedbot collect, fresh", t_fresh, s_fresh, base / t_fresh))
+    rows.append(("feedbot collect, all 304", t_304, s_304, base / t_304))
+    httpd.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.feeds} feeds on {len(HOSTS)} loopback hosts, {args.delay * 1000:.0f} ms "
+          f"per response, {os.cpu_count()} CPUs\n")
+    print("| run | wall s | speed-up vs baseline | result |")
+    print("|---|---:|---:|---|")
+    for name, t, summary, ratio in rows:
+        print(f"| {name} | {t:.2f} | {ratio:.1f}× | {summary} |")
+
+
+if __name__ == "__main__":
+    main()
