@@ -131,22 +131,56 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
     from .collect import collect, report_lines, summarize
     from .pipeline import embed_pending
 
+    stream = sys.stderr if due_only else sys.stdout
+    bar = _progress(stream, len(app.config.sources())) if echo else None
+
     def show(report: Any) -> None:
+        if bar is not None:
+            bar.advance(bar.task_ids[0])
         if echo and report.status not in ("disabled", "skipped"):
-            click.echo(report.line(), err=due_only)
+            if bar is not None:
+                bar.console.print(report.line(), markup=False, highlight=False)
+            else:
+                click.echo(report.line(), err=due_only)
 
     try:
+        if bar is not None:
+            bar.start()
         reports = collect(app.config, app.store, now=app.now(), only=only, due_only=due_only,
                           on_done=show)
     except KeyError as e:
         fail(str(e.args[0]), 2)
+    finally:
+        if bar is not None:
+            bar.stop()
     if echo:
         for line in report_lines([r for r in reports if r.status == "disabled"]):
             click.echo(line, err=due_only)
         if not due_only:
             click.echo(summarize(reports))
-    embed_pending(app.store, app.embedder, app.now(), echo=lambda m: click.echo(m, err=True))
+    try:
+        embed_pending(app.store, app.embedder, app.now(), echo=lambda m: click.echo(m, err=True))
+    except Exception as e:  # items are stored; the next collect or digest embeds them
+        logging.getLogger(__name__).debug("embedding failed", exc_info=True)
+        click.echo(f"feedbot: new items are stored but could not be embedded yet: "
+                   f"{type(e).__name__}: {e}", err=True)
     return reports
+
+
+PROGRESS_MIN_SOURCES = 10
+
+
+def _progress(stream: Any, total: int) -> Any:
+    """A progress bar for long runs, on a terminal only (never in pipes, logs or tests)."""
+    if total < PROGRESS_MIN_SOURCES or not stream.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
+                   console=Console(file=stream), transient=True)
+    bar.add_task("collect", total=total)
+    return bar
 
 
 @main.command()

@@ -243,3 +243,39 @@ def test_python_dash_m_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "feedbot", "--version"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.startswith("feedbot ")
+
+
+def test_progress_bar_only_on_a_terminal(server: LocalServer, tmp_path: Path) -> None:
+    import pty
+
+    lines = ["learner: {stage: cnn}", "blogs:"]
+    for n in range(12):
+        url = server.add(f"/f{n}.xml", body=atom_feed([{"title": f"Post {n}",
+                                                        "link": f"https://e.org/{n}"}]))
+        lines += [f"  - name: Feed {n}", f"    url: {url}"]
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("\n".join(lines) + "\n")
+    # An unknown backend fails fast, before torch: this test is about the terminal only.
+    env = dict(os.environ, FEEDBOT_EMBED_BACKEND="none-such", COLUMNS="100")
+    piped = subprocess.run([sys.executable, "-m", "feedbot", "collect"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert "collecting" not in piped.stdout + piped.stderr
+    assert piped.returncode == 0  # collected and stored, even though embedding failed
+    assert "stored but could not be embedded yet" in piped.stderr
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "feedbot", "collect"], env=env,
+                            stdout=child_fd, stderr=subprocess.DEVNULL)
+    os.close(child_fd)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    assert "collecting" in text and "12/12" in text
+    assert "Feed 3: 0 new (1 in feed)" in text  # the piped run above stored it already
+    assert text.rstrip().endswith("12 sources: 12 ok, 0 failed, 0 new items")
