@@ -106,6 +106,7 @@ def _normalise(vecs: np.ndarray) -> np.ndarray:
 
 
 def _load_sentence_transformer(model_ref: str, device: str, **model_kwargs: Any) -> Any:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when the hub is imported
     from sentence_transformers import SentenceTransformer
 
     if Path(model_ref).exists():

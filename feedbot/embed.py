@@ -114,6 +114,8 @@ class Embedder:
         if self._encoder is None:
             if Path(self.model_ref).exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            # No "Loading weights" progress bars in the middle of a digest or a collect.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             from .backends import load_encoder
 
             log.info("loading embedding model %s", self.model_name)
