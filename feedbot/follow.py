@@ -38,6 +38,7 @@ from .config import load_config, parse_yaml
 from .http import fetch, make_client
 from .items import canonical_url
 from .sources_edit import edit_sources
+from .text import run_parser
 
 PLACES = ("x", "bluesky", "mastodon", "arxiv", "blog")
 PLACE_NAMES = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon", "arxiv": "arXiv",
@@ -204,12 +205,7 @@ class _LinkFinder(HTMLParser):
 
 def find_feed_links(page: str, base_url: str) -> tuple[list[str], str]:
     """(feed URLs a page advertises with <link rel="alternate">, resolved; the page title)."""
-    finder = _LinkFinder()
-    try:
-        finder.feed(page)
-        finder.close()
-    except (AssertionError, ValueError):  # pathological markup: keep what we found
-        pass
+    finder = run_parser(_LinkFinder(), page)
     urls = [urljoin(base_url, href) for href in finder.feeds]
     return list(dict.fromkeys(urls)), " ".join(finder.title.split())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from html.parser import HTMLParser
+from typing import TypeVar
 
 _BLOCK = {"p", "br", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr",
           "blockquote", "pre", "section", "article", "figure", "table"}
@@ -39,14 +40,21 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def _extract(markup: str) -> _TextExtractor:
-    p = _TextExtractor()
+P = TypeVar("P", bound=HTMLParser)
+
+
+def run_parser(parser: P, markup: str) -> P:
+    """Feed `markup` to an HTMLParser; pathological markup keeps what was parsed so far."""
     try:
-        p.feed(markup)
-        p.close()
-    except (AssertionError, ValueError):  # pathological markup: keep what we got
+        parser.feed(markup)
+        parser.close()
+    except (AssertionError, ValueError):
         pass
-    return p
+    return parser
+
+
+def _extract(markup: str) -> _TextExtractor:
+    return run_parser(_TextExtractor(), markup)
 
 
 def html_to_text(markup: str | None) -> str:
