@@ -232,7 +232,9 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
     else:
         from rich.console import Console
 
-        render.print_text(d, Console(soft_wrap=False, highlight=False), explain)
+        # On a terminal rich wraps to its width; in a pipe or a file, lines stay whole.
+        render.print_text(d, Console(soft_wrap=not sys.stdout.isatty(), highlight=False),
+                          explain)
 
 
 # --- stage ------------------------------------------------------------------------------------
