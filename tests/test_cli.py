@@ -279,3 +279,40 @@ def test_progress_bar_only_on_a_terminal(server: LocalServer, tmp_path: Path) ->
     assert "collecting" in text and "12/12" in text
     assert "Feed 3: 0 new (1 in feed)" in text  # the piped run above stored it already
     assert text.rstrip().endswith("12 sources: 12 ok, 0 failed, 0 new items")
+
+
+def test_a_roadmap_of_ones_own(tmp_path: Path) -> None:
+    own = Path(os.environ["FEEDBOT_SOURCES"]).parent / "my-roadmap.yaml"
+    own.write_text("""\
+title: My path
+stages:
+  - id: basics
+    title: Basics
+    level: foundation
+    summary: Start here.
+    topics: [vectors, probability]
+  - id: transformers
+    title: Transformers
+    summary: Attention and language models.
+    topics: [self-attention, tokenization]
+    resources:
+      - {title: The Annotated Transformer, url: 'https://nlp.seas.harvard.edu/annotated-transformer/'}
+""")
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text("learner:\n  stage: basics\n  roadmap: my-roadmap.yaml  # relative\n")
+    assert invoke("stage", "list").stdout.splitlines() == [
+        "*  1. basics                   Basics", "   2. transformers             Transformers"]
+    assert invoke("stage", "next").stdout.startswith("stage set to transformers")
+    assert "The Annotated Transformer" in invoke("stage").stdout
+    assert "roadmap: my-roadmap.yaml  # relative" in sources.read_text()
+    bad = invoke("stage", "set", "cnn")  # not a stage of this roadmap
+    assert bad.exit_code == 2 and "unknown stage 'cnn'" in bad.stderr
+
+
+def test_a_broken_roadmap_file_is_a_clear_error(tmp_path: Path) -> None:
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    (sources.parent / "broken.yaml").write_text("stages: [{id: only-id}]\n")
+    sources.write_text("learner:\n  stage: only-id\n  roadmap: broken.yaml\n")
+    result = invoke("stage")
+    assert result.exit_code == 2
+    assert "broken.yaml" in result.stderr and "needs at least 'id' and 'title'" in result.stderr
