@@ -25,6 +25,7 @@ the cache (exports are written to a temporary name and renamed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -473,6 +474,15 @@ def _version(package: str) -> str | None:
 
 def machine_fingerprint() -> dict[str, Any]:
     """What the speed of the backends depends on; read without importing torch."""
+    return {**_hardware_and_versions(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+@functools.cache
+def _hardware_and_versions() -> dict[str, Any]:
+    """The parts that cannot change while a process runs, read once: `Embedder.model_id` asks
+    for the choice key on every lookup, and reading /proc/cpuinfo and package metadata each
+    time cost 16 ms per lookup."""
     cpu = ""
     with contextlib.suppress(OSError):
         found = re.search(r"^model name\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
@@ -483,7 +493,6 @@ def machine_fingerprint() -> dict[str, Any]:
     return {"system": platform.system(), "machine": platform.machine(),
             "cpu": cpu or platform.processor(), "cores": os.cpu_count(), "cpu_flags": flags,
             "nvidia_gpus": sorted(p.name for p in gpus.iterdir()) if gpus.is_dir() else [],
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch": _version("torch"), "onnxruntime": _version("onnxruntime"),
             "sentence_transformers": _version("sentence-transformers"),
             "choice_version": CHOICE_VERSION,
