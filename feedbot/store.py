@@ -107,6 +107,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE vectors_new RENAME TO vectors;
     CREATE UNIQUE INDEX vectors_key ON vectors(model, content_hash);
     """,
+    # 3: items per source. The primary key starts with item_id, so every source's item count
+    # (read for each source on every collection) scanned the whole table: 1.1 s for 200
+    # sources over 100k items.
+    """
+    CREATE INDEX item_sources_source ON item_sources(source);
+    """,
 ]
 
 
