@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -72,9 +72,6 @@ class Item:
     def embed_text(self) -> str:
         """The text the embedding model sees: title, then the start of the summary."""
         return embed_text(self.title, self.summary)
-
-    def with_(self, **changes: object) -> Item:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def embed_text(title: str, summary: str, max_chars: int = 1200) -> str:

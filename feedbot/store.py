@@ -503,10 +503,6 @@ class Store:
         return int(self.db.execute("SELECT count(*) FROM item_sources WHERE source = ?",
                                    (source,)).fetchone()[0])
 
-    def item_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT source, count(*) FROM item_sources GROUP BY source")}
-
     # --- per-source state -----------------------------------------------------------------
 
     def source_state(self, name: str) -> SourceState:
@@ -546,15 +542,6 @@ class Store:
                 "failures = failures + 1, retry_after = ? WHERE name = ?",
                 (now.timestamp(), error[:500], now.timestamp(), _ts(retry_after), name),
             )
-
-    def set_cursor(self, name: str, cursor: str) -> None:
-        with self.transaction():
-            self._ensure_state(name)
-            self.db.execute("UPDATE source_state SET cursor = ? WHERE name = ?", (cursor, name))
-
-    def source_states(self) -> dict[str, SourceState]:
-        names = [r[0] for r in self.db.execute("SELECT name FROM source_state")]
-        return {n: self.source_state(n) for n in names}
 
     # --- vectors --------------------------------------------------------------------------
 
