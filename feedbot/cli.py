@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from . import __version__
-from .config import Config, ConfigError, feedbot_home, load_config, parse_duration, sources_path
+from .config import (
+    Config,
+    ConfigError,
+    feedbot_home,
+    line_of,
+    load_config,
+    parse_duration,
+    sources_path,
+)
 
 if TYPE_CHECKING:
     from .embed import Embedder
@@ -73,20 +81,11 @@ def check_stage(cfg: Config, roadmap: Roadmap) -> None:
         import difflib
 
         close = difflib.get_close_matches(cfg.learner.stage, roadmap.ids, n=1)
-        line = _line_of_key(cfg.path, "stage")
+        line = line_of(cfg.path, ["learner", "stage"])
         raise ConfigError(cfg.path, f"unknown stage {cfg.learner.stage!r}", line=line,
                           key="learner.stage",
                           hint=f"did you mean '{close[0]}'?" if close else
                           "see `feedbot stage list`")
-
-
-def _line_of_key(path: Path | None, key: str) -> int | None:
-    if path is None or not path.exists():
-        return None
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip().startswith(f"{key}:"):
-            return n
-    return None
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

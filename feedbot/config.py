@@ -431,6 +431,17 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
     return ConfigError(path, msg, line=line, key=key, hint=hint)
 
 
+def line_of(path: Path | None, loc: list[Any]) -> int | None:
+    """The line of a key in a sources file, for problems found after validation."""
+    if path is None:
+        return None
+    try:
+        doc = parse_yaml(path.read_text(encoding="utf-8"), path)
+    except (OSError, ConfigError):
+        return None
+    return _line_of(doc, loc)[0]
+
+
 def _line_of(doc: Any, loc: list[Any]) -> tuple[int | None, Any]:
     node, line = doc, 1
     for part in loc:

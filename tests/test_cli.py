@@ -316,3 +316,11 @@ def test_a_broken_roadmap_file_is_a_clear_error(tmp_path: Path) -> None:
     result = invoke("stage")
     assert result.exit_code == 2
     assert "broken.yaml" in result.stderr and "needs at least 'id' and 'title'" in result.stderr
+
+
+def test_unknown_stage_in_a_flow_mapping_is_located(tmp_path: Path) -> None:
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text("# stage: is only a comment here\nranking: {mmr: 0.9}\nlearner: {stage: nlpp}\n")
+    result = invoke("stage")
+    assert result.exit_code == 2
+    assert f"{p}:3: learner.stage: unknown stage 'nlpp'" in result.stderr
