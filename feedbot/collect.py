@@ -85,14 +85,9 @@ def is_due(state: SourceState, interval: float, now: datetime) -> bool:
 
 
 def collectors() -> dict[str, Collector]:
-    table: dict[str, Collector] = {"feed": collect_feed, "arxiv": collect_arxiv}
-    try:
-        from .collectors.x import collect_x
-    except ImportError:  # pragma: no cover - X support is optional at import time
-        pass
-    else:
-        table["x"] = collect_x
-    return table
+    from .collectors.x import collect_x  # tweepy is imported only when collecting
+
+    return {"feed": collect_feed, "arxiv": collect_arxiv, "x": collect_x}
 
 
 def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
@@ -139,7 +134,9 @@ async def collect_async(
     async def one(spec: SourceSpec) -> SourceReport:
         host = (urlsplit(spec.target).hostname or "") if spec.kind == "feed" else spec.kind
         sem = hosts.setdefault(host, asyncio.Semaphore(PER_HOST))
-        async with overall, sem:
+        # The host's slot first: a task queued behind a busy host must not hold one of the
+        # overall slots while it waits, or one host with many feeds starves all the others.
+        async with sem, overall:
             report = await collect_one(ctx, store, spec, table, due_only=due_only)
         if on_done is not None:
             on_done(report)

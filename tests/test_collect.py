@@ -262,3 +262,23 @@ def test_every_real_feed_through_the_collector(server: LocalServer, tmp_path: Pa
     assert all(r.error and "unexpected" not in r.error for r in errors)
     for s in store.items_since(None):
         assert s.item.title and s.item.url.startswith("http")
+
+
+def test_a_busy_host_does_not_starve_the_others(server: LocalServer, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import feedbot.collect as collect_mod
+
+    monkeypatch.setattr(collect_mod, "MAX_CONCURRENT", 4)
+    monkeypatch.setattr(collect_mod, "PER_HOST", 2)
+    body = atom_feed([{"title": "t", "link": "https://e.org/1"}])
+    busy = {f"Busy {n}": server.add(f"/busy{n}.xml", Route(body=body, delay=0.3))
+            for n in range(8)}
+    port = server.httpd.server_address[1]
+    other = {"Other": f"http://localhost:{port}/other.xml"}  # another host name, same server
+    server.add("/other.xml", body=body)
+    cfg = load_config(write_sources(tmp_path, busy | other))
+    reports = collect(cfg, Store(tmp_path / "db.sqlite"), now=NOW)
+    assert all(r.status == "ok" for r in reports)
+    order = [r.path for r in server.requests]
+    # Only 2 busy feeds run at once; the other host is served alongside them, not after all 8.
+    assert order.index("/other.xml") < 4, order
