@@ -2,12 +2,14 @@
 
 One broken source is that source's result (recorded in the store, shown to the user); it never
 stops the others. Feeds run concurrently, bounded overall and per host; arXiv queries go one at a
-time through the shared gate. Collection never ranks or renders.
+time through the shared gate, and the people's author queries that are due together go out as
+one request per batch of AUTHOR_BATCH names. Collection never ranks or renders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -16,15 +18,23 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
 from .collectors import Collected, Context, SourceDisabled, SourceError
-from .collectors.arxiv_api import ArxivGate, collect_arxiv
+from .collectors.arxiv_api import (
+    AUTHOR_BATCH,
+    ArxivGate,
+    author_name,
+    collect_arxiv,
+    fetch_author_batch,
+)
 from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec
 from .http import make_client
+from .items import Item
 from .store import SourceState, Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT = int(os.environ.get("FEEDBOT_FETCH_CONCURRENCY", "32"))  # all fetches at once
 PER_HOST = 4  # at once against one host
 BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, capped by interval
+
+_T = TypeVar("_T")
 
 Collector = Callable[[Context, SourceSpec, SourceState], Awaitable[Collected]]
 
@@ -103,6 +115,37 @@ def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
     return chosen
 
 
+def author_batches(specs: Sequence[SourceSpec], due: Callable[[SourceSpec], bool],
+                   size: int = AUTHOR_BATCH) -> list[list[SourceSpec]]:
+    """The due people's arXiv author queries, in batches of at most `size`, in config order.
+
+    Fewer than two due author queries make no batch: a lone one takes the ordinary path."""
+    due_authors = [s for s in specs if author_name(s) is not None and due(s)]
+    if len(due_authors) < 2:
+        return []
+    return [due_authors[i:i + size] for i in range(0, len(due_authors), size)]
+
+
+class SharedFetch:
+    """One fetch shared by several sources: the first to ask starts it, all get its result.
+
+    `collect` is a `Collector` for each source of the batch: its share of the items, or the
+    batch's error raised afresh for that source."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[dict[str, list[Item]]]]) -> None:
+        self._fetch = fetch
+        self._task: asyncio.Future[dict[str, list[Item]]] | None = None
+
+    async def collect(self, ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._fetch())
+        try:
+            got = await asyncio.shield(self._task)  # one source cancelled never cancels the rest
+        except SourceError as e:
+            raise type(e)(str(e), retry_after=e.retry_after) from e
+        return Collected(list(got.get(spec.name, [])))
+
+
 _GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ArxivGate] = \
     weakref.WeakKeyDictionary()
 
@@ -131,13 +174,35 @@ async def collect_async(
     overall = asyncio.Semaphore(MAX_CONCURRENT)
     hosts: dict[str, asyncio.Semaphore] = {}
 
-    async def one(spec: SourceSpec) -> SourceReport:
-        host = (urlsplit(spec.target).hostname or "") if spec.kind == "feed" else spec.kind
+    async def slotted(host: str, work: Callable[[], Awaitable[_T]]) -> _T:
         sem = hosts.setdefault(host, asyncio.Semaphore(PER_HOST))
         # The host's slot first: a task queued behind a busy host must not hold one of the
         # overall slots while it waits, or one host with many feeds starves all the others.
         async with sem, overall:
-            report = await collect_one(ctx, store, spec, table, due_only=due_only)
+            return await work()
+
+    def due(spec: SourceSpec) -> bool:
+        return not due_only or is_due(store.source_state(spec.name), spec.interval, now)
+
+    batch_of: dict[str, SharedFetch] = {}
+    for batch in author_batches(specs, due):
+        shared = SharedFetch(functools.partial(
+            slotted, "arxiv", functools.partial(fetch_author_batch, ctx.arxiv, batch)))
+        batch_of.update(dict.fromkeys((s.name for s in batch), shared))
+
+    async def one(spec: SourceSpec) -> SourceReport:
+        shared = batch_of.get(spec.name)
+        if shared is None:
+            host = (urlsplit(spec.target).hostname or "") if spec.kind == "feed" else spec.kind
+            report = await slotted(host, functools.partial(
+                collect_one, ctx, store, spec, table, due_only=due_only))
+        else:
+            # A batched source makes no request of its own, so it waits for its batch holding
+            # no slot. The batch's one request takes the "arxiv" host slot and one overall slot,
+            # exactly like a single arXiv query: twenty people cost the feeds one slot, not
+            # twenty, and the gate still sends one request at a time with its spacing.
+            report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect},
+                                       due_only=due_only)
         if on_done is not None:
             on_done(report)
         return report

@@ -1,13 +1,19 @@
 """arXiv through the `arxiv` package: search and category queries, newest first.
 
 All arXiv sources share one `arxiv.Client` behind one lock, so however many queries there are,
-the API sees one request at a time with its 3-second spacing. `result_to_item` is pure.
+the API sees one request at a time with its 3-second spacing. The people's author queries that
+are due together go out as one request (`au:"A" OR au:"B" OR ...`) and each result is handed
+to the people among its authors. `result_to_item`, `author_query`, `name_key` and `attribute`
+are pure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import arxiv
@@ -21,6 +27,9 @@ from . import Collected, Context, SourceError
 
 API_URL = "https://export.arxiv.org/api/query?{}"
 DELAY = 3.0  # arXiv's terms of use: no more than one request every three seconds
+MAX_PAGE = 2000  # the most results arXiv's API returns for one request
+AUTHOR_BATCH = 20  # names per batched author query: one request, a URL well under 2 KB
+BATCH_MAX_RESULTS = 1000  # results asked for in one batched author query (20 people × 50)
 
 
 class _TimeoutSession(requests.Session):
@@ -49,10 +58,14 @@ class ArxivGate:
         self.lock = asyncio.Lock()
 
     def search(self, query: str, max_results: int) -> list[arxiv.Result]:
+        """Newest first; one page as big as `max_results` (up to arXiv's 2000), so one request.
+
+        Runs in a worker thread with `lock` held. arXiv answers a bad query with its error feed
+        and HTTP 400, which the client raises as `arxiv.HTTPError`."""
         search = arxiv.Search(query=query, max_results=max_results,
                               sort_by=arxiv.SortCriterion.SubmittedDate,
                               sort_order=arxiv.SortOrder.Descending)
-        self.client.page_size = min(100, max_results)
+        self.client.page_size = max(1, min(MAX_PAGE, max_results))
         return list(self.client.results(search))
 
 
@@ -80,15 +93,102 @@ def describe_error(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
-    gate: ArxivGate = ctx.arxiv
+async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[arxiv.Result]:
+    """One search through the shared lock (so one request at a time, spaced by the client)."""
     async with gate.lock:
         try:
-            results = await asyncio.to_thread(gate.search, spec.target, spec.max_items)
+            return await asyncio.to_thread(gate.search, query, max_results)
         except (arxiv.ArxivError, requests.RequestException) as e:
             raise ArxivFetchError(describe_error(e)) from e
+
+
+async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+    results = await gated_search(ctx.arxiv, spec.target, spec.max_items)
     items = [result_to_item(r, spec.name, spec.person) for r in results]
     return Collected(items)
+
+
+# --- the people's author queries, batched -------------------------------------------------------
+
+_AUTHOR_TARGET = re.compile(r'au:"([^"]+)"')
+_NOT_NAME = re.compile(r"[^\w\s-]|[\d_]")
+_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
+
+
+def author_name(spec: SourceSpec) -> str | None:
+    """The arXiv name of a person's author query (`au:"Name"`, as config writes it), else None."""
+    if spec.kind != "arxiv" or not spec.person:
+        return None
+    m = _AUTHOR_TARGET.fullmatch(spec.target.strip())
+    return m.group(1).strip() if m else None
+
+
+def author_query(names: Sequence[str]) -> str:
+    """`au:"A" OR au:"B" OR ...`: one arXiv search for every paper by any of `names`."""
+    return " OR ".join(f'au:"{n}"' for n in names)
+
+
+def name_key(name: str) -> tuple[str, str] | None:
+    """(surname, first initial) of a name, normalised: NFKD, accents stripped, casefolded,
+    only letters, spaces and hyphens kept. "Yann LeCun", "Y. LeCun" and "LeCun, Yann" all give
+    ("lecun", "y"); "Jr."-style suffixes are dropped. None for a name with no letters."""
+    if "," in name:  # "Surname, First"
+        last, _, first = name.partition(",")
+        name = f"{first} {last}"
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name)
+                    if not unicodedata.combining(c)).casefold()
+    words = [w.strip("-") for w in _NOT_NAME.sub(" ", plain).split()]
+    words = [w for w in words if w]
+    while len(words) > 1 and words[-1] in _SUFFIXES:
+        words.pop()
+    if not words:
+        return None
+    return words[-1], words[0][0]
+
+
+def same_author(a: str, b: str) -> bool:
+    """Equal surname and equal first initial, after `name_key`'s normalisation."""
+    ka = name_key(a)
+    return ka is not None and ka == name_key(b)
+
+
+def attribute(results: Sequence[Any], specs: Sequence[SourceSpec]) -> dict[str, list[Any]]:
+    """Each spec's share of one batched author query's results, newest first, at most its
+    `max_items`. A result goes to every spec whose author is among the result's authors (a
+    paper by two followed people goes to both). arXiv's `au:` search is fuzzy (it matches
+    words of a name anywhere, e.g. another "Johnson"), so a result matching nobody is dropped."""
+    out: dict[str, list[Any]] = {s.name: [] for s in specs}
+    keys = {s.name: name_key(author_name(s) or "") for s in specs}
+    newest = sorted(results, key=lambda r: r.published, reverse=True)
+    for r in newest:
+        theirs = {name_key(a.name) for a in r.authors}
+        for s in specs:
+            got = out[s.name]
+            if keys[s.name] is not None and keys[s.name] in theirs and len(got) < s.max_items:
+                got.append(r)
+    return out
+
+
+def batch_max_results(specs: Sequence[SourceSpec]) -> int:
+    """How many results one batched query asks for: the specs' max_items together, capped."""
+    return max(1, min(BATCH_MAX_RESULTS, MAX_PAGE, sum(s.max_items for s in specs)))
+
+
+async def fetch_author_batch(gate: ArxivGate, specs: Sequence[SourceSpec]
+                             ) -> dict[str, list[Item]]:
+    """One request for every spec's author; each spec's items, tagged with its name and person.
+
+    Raises `ArxivFetchError` (naming the batch) when the request fails; the caller gives that
+    error to every spec in the batch."""
+    names = [author_name(s) or "" for s in specs]
+    try:
+        results = await gated_search(gate, author_query(names), batch_max_results(specs))
+    except ArxivFetchError as e:
+        raise ArxivFetchError(f"{e} (one request for {len(specs)} people's author queries)") \
+            from e
+    shares = attribute(results, specs)
+    return {s.name: [result_to_item(r, s.name, s.person) for r in shares[s.name]]
+            for s in specs}
 
 
 class ArxivFetchError(SourceError):
