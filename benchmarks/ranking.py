@@ -22,9 +22,13 @@ SOURCES.md). Rankers, each scored by precision@10 and nDCG@10 per stage:
 - MiniLM title: cosine to the embedded stage title alone (the plain query);
 - random: the expectation over 200 random orders.
 
-Then intra-list diversity (mean pairwise cosine distance of the top 10) with MMR at several λ,
-and the time to rank 10,000 cached items against two baselines. `--compare` prints the stage
-profile methods that were measured to choose the default (see benchmarks/README.md).
+Then, with feedback, a stage change: every vote was given at the previous labelled stage of the
+roadmap (10 👍 on its papers, 10 👎 on the other stages' papers), weighted for the current stage
+as `ranking.feedback_other_stages` says (1: votes remember no stage, as before; the default;
+0: ignored; `--other-stages` adds more). Then intra-list diversity (mean pairwise cosine
+distance of the top 10) with MMR at several λ, and the time to rank 10,000 cached items
+against two baselines. `--compare` prints the stage profile methods that were measured to
+choose the default (see benchmarks/README.md).
 
 Embeddings are cached in benchmarks/.cache/dev.db (gitignored): the dev set is embedded once
 per embedding model. Nothing here tunes anything; it only measures.
@@ -189,9 +193,15 @@ def random_scores(rel: np.ndarray, runs: int = 200, seed: int = 0) -> tuple[floa
 # --- simulated feedback through the real learn path -----------------------------------------
 
 def feedback_scores(papers: Sequence[Paper], X: np.ndarray, pool: np.ndarray, base: np.ndarray,
-                    rel: dict[str, np.ndarray], emb: Embedder, seed: int,
-                    n: int = 10) -> dict[str, np.ndarray]:
-    """Per stage: scores of the pool from a model trained on n 👍 and n 👎 outside the pool."""
+                    rel: dict[str, np.ndarray], emb: Embedder, seed: int, n: int = 10,
+                    given_at: dict[str, str] | None = None,
+                    other_stages: float = 1.0) -> dict[str, np.ndarray]:
+    """Per stage: scores of the pool from a model trained on n 👍 and n 👎 outside the pool.
+
+    The votes for stage s are given at stage `given_at[s]` (default s itself): 👍 on papers of
+    that stage, 👎 on papers of the other labelled stages; the scorer ranks for s and weighs
+    votes of other stages `other_stages`, as the digest does with `ranking.feedback_other_stages`.
+    """
     from feedbot import learn
 
     outside = np.setdiff1d(base, pool)
@@ -204,12 +214,16 @@ def feedback_scores(papers: Sequence[Paper], X: np.ndarray, pool: np.ndarray, ba
         try:
             store = Store(Path(home) / "bench.db")
             _fill_store(store, papers, X, np.concatenate([pool, outside]), emb.model_id)
-            for s, r in rel.items():
+            for s in rel:
+                at = (given_at or {}).get(s, s)
+                r = rel[at]
                 ups = rng.permutation(outside[r[outside]])[:n]
                 downs = rng.permutation(outside[~r[outside] & labelled[outside]])[:n]
                 for i, value in [(i, "up") for i in ups] + [(i, "down") for i in downs]:
-                    store.set_feedback(f"bench-{s}", f"arxiv:{papers[i].id}", value, NOW)
-                scorer = learn.feedback_scorer(store, emb, chat=f"bench-{s}", now=NOW)
+                    store.set_feedback(f"bench-{s}", f"arxiv:{papers[i].id}", value, NOW,
+                                       stage=at)
+                scorer = learn.feedback_scorer(store, emb, chat=f"bench-{s}", now=NOW, stage=s,
+                                               other_stages=other_stages)
                 out[s] = scorer(X[pool]) if scorer is not None else np.zeros(len(pool))
             store.close()
         finally:
@@ -327,6 +341,38 @@ def evaluate_pool(st: Setup, pool: np.ndarray, base: np.ndarray, seed: int,
     return res
 
 
+def previous_stages(st: Setup) -> dict[str, str]:
+    """Each labelled stage → the labelled stage before it on the roadmap (the first → the last)."""
+    order = [s for s in st.roadmap.ids if s in st.rel]
+    return {s: order[i - 1] for i, s in enumerate(order)}
+
+
+def stage_change_table(st: Setup, pools: list[np.ndarray], base: np.ndarray,
+                       seeds: list[int], weights: Sequence[float] = ()) -> str:
+    """Mean P@10 when all the feedback was given at the previous stage, by its weight there."""
+    given_at = previous_stages(st)
+    default = Ranking().feedback_other_stages
+    rows: list[tuple[str, float | None]] = [("no feedback (stage only)", None)]
+    for w in sorted({1.0, default, 0.0, *weights}, reverse=True):
+        rows.append((f"weight {w:g}" + (": no memory of stages" if w == 1 else "")
+                     + (" (default)" if w == default else "") + (": ignored" if w == 0 else ""),
+                     w))
+    lines = ["| votes from the previous stage count | mean P@10 | mean nDCG@10 |", "|---|---|---|"]
+    for label, weight in rows:
+        p, g = [], []
+        for pool, seed in zip(pools, seeds, strict=True):
+            fb = {} if weight is None else feedback_scores(
+                st.papers, st.X, pool, base, st.rel, st.emb, seed, given_at=given_at,
+                other_stages=weight)
+            cands = candidates(st.papers, pool)
+            for s, r in st.rel.items():
+                order = feedbot_order(st.X[pool], cands, st.sv, s, bench_weights(), fb.get(s))
+                p.append(precision(r[pool], order))
+                g.append(ndcg(r[pool], order))
+        lines.append(f"| {label} | {np.mean(p):.3f} | {np.mean(g):.3f} |")
+    return "\n".join(lines)
+
+
 def average(runs: list[dict[str, dict[str, tuple[float, float]]]]
             ) -> dict[str, dict[str, tuple[float, float]]]:
     out: dict[str, dict[str, tuple[float, float]]] = {}
@@ -386,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-timing", action="store_true", help="skip the 10,000-item timing")
     ap.add_argument("--backend", default="fp32",
                     help="embedding backend (default fp32; each backend is embedded once)")
+    ap.add_argument("--other-stages", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[], help="more weights of votes from another stage to measure, "
+                    "e.g. 0.1,0.5 (1, 0 and the default are always measured)")
     args = ap.parse_args(argv)
 
     st = setup(args.backend)
@@ -404,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(quality_table(res, 1), "\n")
     print("### Diversity (feedbot, stage only)\n")
     print(diversity_table(st, pools), "\n")
+    if not args.no_feedback:
+        print("### Feedback given at the previous stage\n")
+        print(stage_change_table(st, pools, base, seeds, args.other_stages), "\n")
     if args.compare:
         from compare_methods import compare_table
 

@@ -351,7 +351,7 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
     if found is None:
         fail(f"no stored item {item!r}; use an id from `feedbot digest --format json` "
              "or the item's URL", 2)
-    app.store.set_feedback(chat, found.id, value, app.now())
+    app.store.set_feedback(chat, found.id, value, app.now(), stage=app.config.learner.stage)
     click.echo(f"{value}: {found.item.title} [{found.id}]")
 
 

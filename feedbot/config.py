@@ -214,6 +214,8 @@ class Ranking(_Model):
     recency_half_life: str = "3d"
     source: float = 0.1  # per-source weight (log scale) from sources.yaml
     feedback: float = 0.5  # the learner's 👍/👎 model (its scores grow with the feedback count)
+    # how much a 👍/👎 given at another roadmap stage counts (1 = as much as at this stage)
+    feedback_other_stages: float = Field(default=0.1, ge=0, le=1)
     level: float = 0.05  # early stages: prefer tutorials and surveys (0 turns it off)
     mmr: float = Field(default=0.85, ge=0, le=1)  # maximal marginal relevance lambda (1 = off)
     per_source_cap: int = Field(default=3, ge=1)  # at most this many items from one source

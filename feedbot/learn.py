@@ -6,8 +6,12 @@ scores candidate items in [-1, 1], which the ranker adds to the stage score (wei
 on the embeddings of 👍 (positive) against 👎 (negative) items. 'later' is not a label.
 
 - With no 👍/👎 there is no scorer (`None`): the digest is ranked by the stage score alone.
-- Scores are multiplied by a confidence n / (n + PRIOR_LABELS) for n labels, so one 👍 moves a
-  ranking only a little and twenty move it a lot.
+- Per stage: a vote remembers the roadmap stage it was given at. Votes from other stages count
+  with weight `ranking.feedback_other_stages` (default 0.1), so the 👍 given to CNN papers while
+  learning CNNs do not keep filling the NLP digest; a 👎 on noise still counts a little
+  everywhere. Votes recorded before stages were kept count fully at every stage.
+- Scores are multiplied by a confidence n / (n + PRIOR_LABELS) for n labels (n weighted by
+  stage), so one 👍 moves a ranking only a little and twenty move it a lot.
 - With labels of only one kind, recent unlabelled items from the store (already embedded)
   stand in for the other kind, weighted as one class: "more / less like this than usual".
 - The model is retrained only when the feedback changed (a hash of the rows, the items' texts
@@ -37,7 +41,7 @@ from .store import Store, StoredItem
 
 log = logging.getLogger(__name__)
 
-LEARN_VERSION = 1
+LEARN_VERSION = 2  # 2: labels weighted by the stage they were given at
 PRIOR_LABELS = 10  # confidence = n / (n + PRIOR_LABELS)
 C = 1.0  # inverse regularisation of the logistic regression
 BACKGROUND_WINDOW = timedelta(days=60)
@@ -53,7 +57,7 @@ class FeedbackModel:
     key: str  # hash of the feedback it was trained on
     coef: np.ndarray  # (d,)
     intercept: float
-    n_labels: int
+    n_labels: float  # labels, each weighted by its stage (1 at the current stage)
     liked: np.ndarray  # (m, d) vectors of the 👍 items
     liked_titles: tuple[str, ...]
 
@@ -68,36 +72,42 @@ class FeedbackModel:
         return (self.confidence * (2.0 * p - 1.0)).astype(np.float32)
 
 
-def confidence(n_labels: int) -> float:
+def confidence(n_labels: float) -> float:
     return n_labels / (n_labels + PRIOR_LABELS) if n_labels > 0 else 0.0
 
 
 def train(X: np.ndarray, y: np.ndarray, *, model_id: str, key: str = "",
-          titles: tuple[str, ...] = (), background: np.ndarray | None = None) -> FeedbackModel:
+          titles: tuple[str, ...] = (), background: np.ndarray | None = None,
+          weights: np.ndarray | None = None) -> FeedbackModel:
     """Fit 👍 (y=1) against 👎 (y=0); `background` rows join the missing class if one is.
 
     Both classes weigh the same in total (a class of 1 is not drowned by a class of 30).
-    `titles` are the titles of the rows of X, for "like “…”" explanations.
+    `weights` (one per row of X, default 1) scale each label within its class and make up the
+    label count behind the confidence. `titles` are the titles of the rows of X, for "like “…”"
+    explanations.
     """
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(y, dtype=np.int64)
-    Xt, yt = X, y
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    Xt, yt, wt = X, y, w
     if background is not None and len(background) and len(set(y.tolist())) == 1:
         Xt = np.concatenate([X, background])
         yt = np.concatenate([y, np.full(len(background), 1 - y[0])])
-    weights = np.ones(len(yt), dtype=np.float64)
+        wt = np.concatenate([w, np.ones(len(background))])
+    sample = np.ones(len(yt), dtype=np.float64)
     for cls in (0, 1):
         mask = yt == cls
         if mask.any():
-            weights[mask] = len(yt) / (2.0 * mask.sum())
+            sample[mask] = wt[mask] * len(yt) / (2.0 * wt[mask].sum())
     if len(set(yt.tolist())) < 2:
         raise ValueError("need both 👍 and 👎 (or background items) to train")
-    clf = LogisticRegression(C=C, max_iter=1000).fit(Xt, yt, sample_weight=weights)
+    clf = LogisticRegression(C=C, max_iter=1000).fit(Xt, yt, sample_weight=sample)
     up = y == 1
     return FeedbackModel(
         model_id=model_id, key=key, coef=clf.coef_[0].astype(np.float32),
-        intercept=float(clf.intercept_[0]), n_labels=len(y), liked=X[up].astype(np.float32),
+        intercept=float(clf.intercept_[0]), n_labels=float(w.sum()),
+        liked=X[up].astype(np.float32),
         liked_titles=tuple(t for t, u in zip(titles, up, strict=False) if u),
     )
 
@@ -121,18 +131,33 @@ def labels(store: Store, chat: str | None) -> dict[str, str]:
 
     'later' is not a label; within a chat it has already replaced an earlier vote in the store.
     """
-    out: dict[str, str] = {}
-    for _chat, item, value, _at in store.feedback(chat):  # oldest first
+    return {item: value for item, (value, _stage) in _votes(store, chat).items()}
+
+
+def _votes(store: Store, chat: str | None) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    for item, value, stage in store.votes(chat):  # oldest first
         if value in LABELS:
-            out[item] = value
+            out[item] = (value, stage)
     return out
 
 
-def feedback_key(votes: dict[str, str], items: list[StoredItem], model_id: str) -> str:
+def stage_weight(vote_stage: str, stage: str | None, other_stages: float) -> float:
+    """How much a vote given at `vote_stage` counts when ranking for `stage`.
+
+    Fully at its own stage, for a ranking of no particular stage (None), and when the vote
+    predates stages (''); `other_stages` elsewhere.
+    """
+    return 1.0 if stage is None or vote_stage in ("", stage) else other_stages
+
+
+def feedback_key(votes: dict[str, str], items: list[StoredItem], model_id: str,
+                 weights: dict[str, float] | None = None) -> str:
     h = hashlib.sha256(f"v{LEARN_VERSION}\n{model_id}\n".encode())
     hashes = {s.id: s.content_hash for s in items}
     for item in sorted(votes):
-        h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\n".encode())
+        w = 1.0 if weights is None else weights.get(item, 1.0)
+        h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\t{w:g}\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -186,14 +211,22 @@ def _background(store: Store, model_id: str, exclude: set[str],
 
 
 def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None,
-                    now: datetime | None = None) -> FeedbackScorer | None:
-    """The 👍/👎 scorer for a chat (or every chat with None); None without any feedback."""
-    votes = labels(store, chat)
+                    now: datetime | None = None, stage: str | None = None,
+                    other_stages: float = 1.0) -> FeedbackScorer | None:
+    """The 👍/👎 scorer for a chat (or every chat with None); None without any feedback.
+
+    With `stage`, votes given at other stages count `other_stages` (see `stage_weight`).
+    """
+    weights, votes = {}, {}
+    for item, (value, vote_stage) in _votes(store, chat).items():
+        weights[item] = stage_weight(vote_stage, stage, other_stages)
+        if weights[item] > 0:
+            votes[item] = value
     items = [s for s in store.get_items(votes) if s.id in votes]
     if not items:
         return None
     model_id = embedder.model_id
-    key = feedback_key(votes, items, model_id)
+    key = feedback_key(votes, items, model_id, weights)
     path = model_path(chat)
     model = load_model(path, model_id, key)
     if model is None:
@@ -206,6 +239,7 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
             if not len(bg):
                 return None
         model = train(X, y, model_id=model_id, key=key,
-                      titles=tuple(s.item.title for s in items), background=bg)
+                      titles=tuple(s.item.title for s in items), background=bg,
+                      weights=np.array([weights[s.id] for s in items]))
         save_model(path, model)
     return FeedbackScorer(model)

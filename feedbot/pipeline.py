@@ -45,7 +45,9 @@ def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap,
     except ImportError:
         pass
     else:
-        feedback = feedback_scorer(store, embedder, chat=chat, now=now)
+        feedback = feedback_scorer(store, embedder, chat=chat, now=now,
+                                   stage=stage_id or cfg.learner.stage,
+                                   other_stages=cfg.ranking.feedback_other_stages)
     return build_digest(cfg, store, embedder, roadmap, now=now, stage_id=stage_id, limit=limit,
                         since=since, exclude=exclude, feedback=feedback)
 

@@ -432,7 +432,8 @@ class Runner:
         found = self.store.get_item(item_id)
         if found is None:
             return False
-        self.store.set_feedback(str(chat), found.id, value, self.now())
+        self.store.set_feedback(str(chat), found.id, value, self.now(),
+                                stage=self.settings.config.learner.stage)
         return True
 
     def source_rows(self) -> list[dict[str, Any]]:

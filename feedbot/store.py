@@ -113,6 +113,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX item_sources_source ON item_sources(source);
     """,
+    # 4: the roadmap stage a 👍/👎 was given at, so that feedback from an earlier stage steers
+    # the next one less ('' for votes given before this migration: they count at every stage).
+    """
+    ALTER TABLE feedback ADD COLUMN stage TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -591,12 +596,22 @@ class Store:
 
     # --- feedback and deliveries ----------------------------------------------------------
 
-    def set_feedback(self, chat: str, item_id_: str, value: str, now: datetime) -> None:
+    def set_feedback(self, chat: str, item_id_: str, value: str, now: datetime,
+                     stage: str = "") -> None:
+        """Record a vote; `stage` is the roadmap stage the learner was at when giving it."""
         self.db.execute(
-            "INSERT INTO feedback(chat, item_id, value, at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(chat, item_id) DO UPDATE SET value = excluded.value, at = excluded.at",
-            (chat, item_id_, value, now.timestamp()),
+            "INSERT INTO feedback(chat, item_id, value, at, stage) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(chat, item_id) DO UPDATE SET value = excluded.value, at = excluded.at, "
+            "stage = excluded.stage",
+            (chat, item_id_, value, now.timestamp(), stage),
         )
+
+    def votes(self, chat: str | None = None) -> list[tuple[str, str, str]]:
+        """(item_id, value, stage), oldest first; stage is '' for votes older than stages."""
+        sql, args = "SELECT item_id, value, stage FROM feedback", []
+        if chat is not None:
+            sql, args = sql + " WHERE chat = ?", [chat]
+        return [(r[0], r[1], r[2]) for r in self.db.execute(sql + " ORDER BY at", args)]
 
     def feedback(self, chat: str | None = None) -> list[tuple[str, str, str, datetime]]:
         """(chat, item_id, value, at), oldest first."""

@@ -129,6 +129,7 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
     await api.wait_for("answerCallbackQuery", 2)
     with Store.open(feedbot_env) as store:
         await eventually(lambda: [v for _, _, v, _ in store.feedback(str(CHAT))] == ["up"])
+        assert store.votes(str(CHAT)) == [(item_id, "up", bot.settings.config.learner.stage)]
 
 
 async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api: FakeBotAPI,

@@ -222,11 +222,13 @@ def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     assert invoke("feedback", first["id"], "up").exit_code == 0
     res = invoke("feedback", first["url"] + "?utm_source=tw", "later")
     assert res.exit_code == 0 and first["title"] in res.stdout
-    from feedbot.config import feedbot_home
+    from feedbot.config import feedbot_home, load_config
     from feedbot.store import Store
 
     rows = Store.open(feedbot_home()).feedback("cli")
     assert [(i, v) for _, i, v, _ in rows] == [(first["id"], "later")]
+    stage = load_config(sources).learner.stage
+    assert Store.open(feedbot_home()).votes("cli") == [(first["id"], "later", stage)]
     missing = invoke("feedback", "nothing-like-this", "down")
     assert missing.exit_code == 2 and "no stored item" in missing.stderr
 

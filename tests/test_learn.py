@@ -163,6 +163,55 @@ def test_chats_have_their_own_models_and_none_means_everyone(store: Store,
     assert learn.feedback_scorer(store, fake_emb, chat=None, now=NOW).model.n_labels == 4
 
 
+def test_a_vote_counts_fully_at_its_own_stage_and_less_at_others() -> None:
+    assert learn.stage_weight("cnn", "cnn", 0.3) == 1.0
+    assert learn.stage_weight("cnn", "nlp", 0.3) == 0.3
+    assert learn.stage_weight("", "nlp", 0.3) == 1.0  # given before stages were recorded
+    assert learn.stage_weight("cnn", None, 0.3) == 1.0  # no particular stage
+
+
+def test_feedback_from_an_earlier_stage_steers_the_next_one_less(store: Store,
+                                                                 fake_emb: Any) -> None:
+    i = ids(store)
+    for t in VISION[:2]:
+        store.set_feedback("c1", i[t], "up", NOW, stage="cnn")
+    for t in LANGUAGE[:2]:
+        store.set_feedback("c1", i[t], "down", NOW, stage="cnn")
+    X = fake_emb.embed([s.item.embed_text for s in store.items_since()])
+
+    def scorer(stage: str, other: float) -> learn.FeedbackScorer | None:
+        return learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage=stage,
+                                     other_stages=other)
+
+    at_cnn, at_nlp = scorer("cnn", 0.3), scorer("nlp", 0.3)
+    assert at_cnn is not None and at_nlp is not None
+    assert at_cnn.model.n_labels == 4 and at_nlp.model.n_labels == pytest.approx(1.2)
+    assert np.abs(at_nlp(X)).max() < np.abs(at_cnn(X)).max()
+    assert scorer("nlp", 0.0) is None  # other stages switched off: no feedback applies
+    assert scorer("nlp", 1.0).model.n_labels == 4  # type: ignore[union-attr]
+    # A vote given at the new stage counts fully there, and the old ones still a little.
+    store.set_feedback("c1", i[LANGUAGE[2]], "up", NOW + timedelta(minutes=1), stage="nlp")
+    now_nlp = scorer("nlp", 0.3)
+    assert now_nlp is not None and now_nlp.model.n_labels == pytest.approx(2.2)
+
+
+def test_the_digest_weighs_feedback_by_the_learners_current_stage(store: Store,
+                                                                 fake_emb: Any) -> None:
+    i = ids(store)
+    store.set_feedback("c1", i[VISION[0]], "up", NOW, stage="cnn")
+    store.set_feedback("c1", i[LANGUAGE[0]], "down", NOW, stage="cnn")
+    rm = load_roadmap()
+
+    def feedback_parts(stage: str, other: float) -> float:
+        cfg = Config.model_validate({"learner": {"stage": stage},
+                                     "ranking": {"feedback_other_stages": other}})
+        d = make_digest(cfg, store, fake_emb, rm, now=NOW, chat="c1")
+        return max(abs(e.parts["feedback"]) for e in d.items)
+
+    assert feedback_parts("nlp", 0.0) == 0.0
+    assert 0 < feedback_parts("nlp", 0.3) < feedback_parts("cnn", 0.3)
+
+
 def test_digest_with_no_feedback_is_exactly_the_stage_ranking(store: Store,
                                                               fake_emb: Any) -> None:
     cfg, rm = Config(), load_roadmap()

@@ -128,6 +128,9 @@ def test_feedback_and_deliveries_are_per_chat(store: Store) -> None:
     store.set_feedback("c1", "x", "down", NOW + timedelta(minutes=1))  # changing one's mind
     store.set_feedback("c2", "x", "later", NOW)
     assert [(c, i, v) for c, i, v, _ in store.feedback("c1")] == [("c1", "x", "down")]
+    assert store.votes("c1") == [("x", "down", "")]
+    store.set_feedback("c1", "x", "up", NOW + timedelta(minutes=2), stage="nlp")
+    assert store.votes("c1") == [("x", "up", "nlp")]  # the stage of the latest vote
     assert len(store.feedback()) == 2
     store.mark_delivered("c1", ["x", "y"], NOW)
     store.mark_delivered("c1", ["x"], NOW)
@@ -173,6 +176,22 @@ def test_migration_2_keeps_vectors_written_under_schema_1(tmp_path: Path) -> Non
     assert np.array_equal(s.get_vectors("m", ["h"])["h"], vec)
     s.put_vectors("m", {"h": vec * 2})  # the unique key still deduplicates
     assert s.vector_count("m") == 1
+
+
+def test_migration_4_keeps_feedback_given_before_stages_were_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:3]:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    db.execute("INSERT INTO feedback VALUES ('c1', 'x', 'up', 1.0)")
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s.schema_version == len(MIGRATIONS) >= 4
+    assert s.votes("c1") == [("x", "up", "")]
 
 
 def test_candidates_columns_and_matrix(store: Store) -> None:
