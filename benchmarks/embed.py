@@ -1,6 +1,7 @@
 """Embedding throughput per backend on whole arXiv title+abstract texts; run by hand.
 
-    python benchmarks/embed.py [--n 300] [--backends fp32,bf16,onnx-fp32,onnx-int8] [--repeat 2]
+    python benchmarks/embed.py [--n 300] [--repeat 2]
+        [--backends fp32,bf16,onnx-fp32,onnx-int8,openvino-bf16]
 
 Texts are the first N papers of the dev set (`../shared/corpus/papers/arxiv-dev.jsonl`), each as
 feedbot embeds it (`items.embed_text`: title, then the abstract). The baseline is plain
@@ -150,7 +151,7 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=300, help="number of dev texts")
-    p.add_argument("--backends", default="fp32,bf16,onnx-fp32,onnx-int8")
+    p.add_argument("--backends", default="fp32,bf16,onnx-fp32,onnx-int8,openvino-bf16")
     p.add_argument("--repeat", type=int, default=2, help="timed passes per backend (best kept)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")

@@ -31,7 +31,7 @@ TEXTS = [
     "We study mixed precision training on GPUs and how loss scaling avoids fp16 underflow. " * 3,
 ]
 MIN_COSINE = {"fp32": 0.9999, "onnx-fp32": 0.9999, "bf16": 0.999, "fp16": 0.999,
-              "onnx-int8": 0.98}
+              "onnx-int8": 0.98, "openvino-bf16": 0.999}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,8 @@ def available() -> list[str]:
     names = ["fp32", "bf16"]  # bf16 runs on any CPU; auto offers it only where it is fast
     if backends._version("onnxruntime"):
         names += ["onnx-fp32", "onnx-int8"]
+        if backends._version("openvino"):  # bf16 where the CPU has it, else OpenVINO's fp32
+            names.append("openvino-bf16")
     return names
 
 
@@ -84,6 +86,21 @@ def _cosines(vecs: np.ndarray, reference: np.ndarray, backend: str) -> np.ndarra
     if backend == "onnx-int8":  # the empty text is just [CLS] [SEP]: int8 noise is largest there
         cosines = np.delete(cosines, TEXTS.index(""))
     return cosines
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_offers_the_bf16_backends_only_on_cpus_with_native_bf16(
+        native_bf16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(backends, "_version", lambda package: "1.0")  # every package installed
+    found = backends.candidates("cpu")
+    assert found[0] == "fp32" and {"onnx-fp32", "onnx-int8"} <= set(found)
+    assert ({"bf16", "openvino-bf16"} <= set(found)) is native_bf16
+    assert not {"bf16", "openvino-bf16"} & set(found) or native_bf16
+    monkeypatch.setattr(backends, "_version",
+                        lambda package: None if package == "openvino" else "1.0")
+    assert "openvino-bf16" not in backends.candidates("cpu")
+    assert backends.candidates("cuda:0") == ["fp32", "fp16"]
 
 
 def test_plan_batches_keeps_every_index_once_within_the_budget() -> None:

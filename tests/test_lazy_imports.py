@@ -24,7 +24,7 @@ try:
 except SystemExit as e:
     code = e.code
 heavy = sorted(m for m in ("torch", "sentence_transformers", "transformers", "onnxruntime",
-                           "sklearn") if m in sys.modules)
+                           "openvino", "sklearn") if m in sys.modules)
 print(json.dumps({"heavy": heavy, "code": code}), file=sys.stderr)
 """
 
