@@ -36,11 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from embed import DEV, load_texts  # noqa: E402  (benchmarks/embed.py: the same dev texts)
+
 from feedbot import backends  # noqa: E402
 from feedbot.embed import resolve_model  # noqa: E402
-from feedbot.items import embed_text  # noqa: E402
-
-DEV = ROOT.parent / "shared" / "corpus" / "papers" / "arxiv-dev.jsonl"
 
 # node-name patterns of the linear layers in the exported BERT-style graph
 GROUPS = {
@@ -49,17 +48,6 @@ GROUPS = {
     "ffn-in": ("/intermediate/dense/",),
     "ffn-out": ("/output/dense/",),
 }
-
-
-def load_texts(path: Path, n: int) -> list[str]:
-    texts = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            texts.append(embed_text(row["title"], row["abstract"]))
-            if len(texts) == n:
-                break
-    return texts
 
 
 def linear_nodes(model_path: Path) -> dict[str, list[str]]:
