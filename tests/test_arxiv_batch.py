@@ -16,7 +16,6 @@ from feedbot.collectors.arxiv_api import (
     author_query,
     batch_max_results,
     name_key,
-    same_author,
 )
 from feedbot.config import Config, SourceSpec, load_config
 from feedbot.store import Store
@@ -68,6 +67,12 @@ def result(arxiv_id: str, day: int, *authors: str) -> SimpleNamespace:
 
 
 # --- pure: names, the query, attribution ---------------------------------------------------------
+
+def same_author(a: str, b: str) -> bool:
+    """Two names `attribute` takes for one person: equal (surname, first initial) keys."""
+    ka = name_key(a)
+    return ka is not None and ka == name_key(b)
+
 
 def test_name_matching_ignores_accents_case_and_punctuation_and_uses_initials() -> None:
     assert name_key("Yann LeCun") == ("lecun", "y")

@@ -146,12 +146,6 @@ def name_key(name: str) -> tuple[str, str] | None:
     return words[-1], words[0][0]
 
 
-def same_author(a: str, b: str) -> bool:
-    """Equal surname and equal first initial, after `name_key`'s normalisation."""
-    ka = name_key(a)
-    return ka is not None and ka == name_key(b)
-
-
 def attribute(results: Sequence[Any], specs: Sequence[SourceSpec]) -> dict[str, list[Any]]:
     """Each spec's share of one batched author query's results, newest first, at most its
     `max_items`. A result goes to every spec whose author is among the result's authors (a
