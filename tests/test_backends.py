@@ -103,6 +103,60 @@ def test_auto_offers_the_bf16_backends_only_on_cpus_with_native_bf16(
     assert backends.candidates("cuda:0") == ["fp32", "fp16"]
 
 
+class _ClockedEncoder:
+    """Stands in for a GPU backend: each pass costs `warm` seconds of a fake clock, or `cold`
+    the first time it sees a batch of that many texts (kernels loaded and tuned on first use)."""
+
+    def __init__(self, backend: str, device: str, clock: list[float], warm: float,
+                 cold: float | None = None) -> None:
+        self.backend, self.device, self.clock = backend, device, clock
+        self.warm, self.cold = warm, cold if cold is not None else warm
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        self.clock[0] += self.warm if len(texts) in self.calls else self.cold
+        self.calls.append(len(texts))
+        rng = np.random.default_rng(0)  # the same vectors from every backend: full agreement
+        return backends._normalise(rng.normal(size=(len(texts), 8)).astype(np.float32))
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    clock = [0.0]
+    monkeypatch.setattr(backends, "time", type("FakeTime", (), {
+        "perf_counter": staticmethod(lambda: clock[0])}))
+    return clock
+
+
+@pytest.mark.parametrize(("step", "passes"), [(3.0, 1), (0.3, 4), (0.05, 20), (0.001, 20)])
+def test_fast_backends_are_timed_over_several_passes(fake_clock: list[float], step: float,
+                                                     passes: int) -> None:
+    encoder = _ClockedEncoder("fp16", "cuda", fake_clock, warm=step)
+    speed, vecs = backends._timed(encoder, ["t"] * 10, 32)
+    assert len(encoder.calls) == passes and vecs.shape == (10, 8)
+    assert speed == pytest.approx(10 / step)
+
+
+def test_gpu_backend_cold_on_new_shapes_is_warmed_on_the_whole_probe(
+        fake_clock: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an H200, `auto` chose fp32 over fp16 (1.55x faster) because fp16 was timed on its
+    first pass over the probe's batch shape, ten times slower than the next."""
+    monkeypatch.setattr(backends, "load_probe", lambda: (["q"] * 3, ["d"] * 24))
+    encoders = {"fp32": _ClockedEncoder("fp32", "cuda", fake_clock, warm=0.07),
+                "fp16": _ClockedEncoder("fp16", "cuda", fake_clock, warm=0.045, cold=0.7)}
+    monkeypatch.setattr(backends, "_load_candidates", lambda *a: dict(encoders))
+    results = {m.backend: m for m in backends.measure("model", "cuda", ["fp32", "fp16"])}
+    assert encoders["fp16"].calls[0] == 27  # warmed on the whole probe set
+    assert results["fp16"].texts_per_s == pytest.approx(27 / 0.045)
+    assert results["fp16"].texts_per_s > results["fp32"].texts_per_s
+    assert results["fp16"].agreement == 1.0
+
+    cpu = _ClockedEncoder("fp32", "cpu", fake_clock, warm=3.0)
+    monkeypatch.setattr(backends, "_load_candidates", lambda *a: {"fp32": cpu})
+    backends.measure("model", "cpu", ["fp32"])
+    assert cpu.calls[0] == 8  # a CPU pass takes seconds: a short warm-up, one timed pass
+
+
 def test_plan_batches_keeps_every_index_once_within_the_budget() -> None:
     lengths = [5, 300, 40, 256, 7, 7, 120]
     batches = backends.plan_batches(lengths, max_batch=4, token_budget=512)
