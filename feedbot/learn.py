@@ -126,19 +126,14 @@ class FeedbackScorer:
         return Liked(self.model.liked, self.model.liked_titles)
 
 
-def labels(store: Store, chat: str | None) -> dict[str, str]:
-    """item id → 'up' or 'down' for a chat (all chats for None; the latest vote wins).
-
-    'later' is not a label; within a chat it has already replaced an earlier vote in the store.
-    """
-    return {item: value for item, (value, _stage) in _votes(store, chat).items()}
-
-
-def _votes(store: Store, chat: str | None) -> dict[str, tuple[str, str]]:
+def chat_votes(store: Store, chat: str | None) -> dict[str, tuple[str, str]]:
+    """item id → ('up' or 'down', stage given at) for a chat (every chat for None; across
+    chats the latest vote wins). 'later' is not a label; within a chat it has already replaced
+    an earlier vote in the store."""
     out: dict[str, tuple[str, str]] = {}
-    for item, value, stage in store.votes(chat):  # oldest first
-        if value in LABELS:
-            out[item] = (value, stage)
+    for v in store.feedback(chat):  # oldest first
+        if v.value in LABELS:
+            out[v.item_id] = (v.value, v.stage)
     return out
 
 
@@ -218,7 +213,7 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
     With `stage`, votes given at other stages count `other_stages` (see `stage_weight`).
     """
     weights, votes = {}, {}
-    for item, (value, vote_stage) in _votes(store, chat).items():
+    for item, (value, vote_stage) in chat_votes(store, chat).items():
         weights[item] = stage_weight(vote_stage, stage, other_stages)
         if weights[item] > 0:
             votes[item] = value

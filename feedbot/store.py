@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -188,6 +188,16 @@ def _ts(dt: datetime | None) -> float | None:
 
 def _dt(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+class Vote(NamedTuple):
+    """One feedback row: a chat's 👍 ('up'), 👎 ('down') or 'later' on an item."""
+
+    chat: str
+    item_id: str
+    value: str
+    at: datetime
+    stage: str  # the roadmap stage it was given at; '' for votes older than stages
 
 
 class Store:
@@ -606,19 +616,12 @@ class Store:
             (chat, item_id_, value, now.timestamp(), stage),
         )
 
-    def votes(self, chat: str | None = None) -> list[tuple[str, str, str]]:
-        """(item_id, value, stage), oldest first; stage is '' for votes older than stages."""
-        sql, args = "SELECT item_id, value, stage FROM feedback", []
+    def feedback(self, chat: str | None = None) -> list[Vote]:
+        """The latest vote of each chat on each item, oldest first (every chat for None)."""
+        sql, args = "SELECT chat, item_id, value, at, stage FROM feedback", []
         if chat is not None:
             sql, args = sql + " WHERE chat = ?", [chat]
-        return [(r[0], r[1], r[2]) for r in self.db.execute(sql + " ORDER BY at", args)]
-
-    def feedback(self, chat: str | None = None) -> list[tuple[str, str, str, datetime]]:
-        """(chat, item_id, value, at), oldest first."""
-        sql, args = "SELECT chat, item_id, value, at FROM feedback", []
-        if chat is not None:
-            sql, args = sql + " WHERE chat = ?", [chat]
-        return [(r[0], r[1], r[2], _dt(r[3]) or datetime.now(UTC))
+        return [Vote(r[0], r[1], r[2], _dt(r[3]) or datetime.now(UTC), r[4])
                 for r in self.db.execute(sql + " ORDER BY at", args)]
 
     def mark_delivered(self, chat: str, item_ids: Iterable[str], now: datetime) -> None:

@@ -120,7 +120,7 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
     labels = [[b["text"] for b in row] for row in edit.params["reply_markup"]["inline_keyboard"]]
     assert labels[1] == ["2 👍", "2 👎", "✅ 2 🔖"] and labels[0] == ["1 👍", "1 👎", "1 🔖"]
     with Store.open(feedbot_env) as store:
-        await eventually(lambda: [(c, i, v) for c, i, v, _ in store.feedback()]
+        await eventually(lambda: [(v.chat, v.item_id, v.value) for v in store.feedback()]
                          == [(str(CHAT), item_id, "later")])
     [later_list] = await ask(api, "/later")
     assert "Read later" in later_list["text"] and f"fb:up:{item_id}" in json.dumps(
@@ -128,8 +128,9 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
     api.press(CHAT, mid, f"fb:up:{item_id}")  # 👍 replaces "later"
     await api.wait_for("answerCallbackQuery", 2)
     with Store.open(feedbot_env) as store:
-        await eventually(lambda: [v for _, _, v, _ in store.feedback(str(CHAT))] == ["up"])
-        assert store.votes(str(CHAT)) == [(item_id, "up", bot.settings.config.learner.stage)]
+        await eventually(lambda: [v.value for v in store.feedback(str(CHAT))] == ["up"])
+        [vote] = store.feedback(str(CHAT))
+        assert (vote.item_id, vote.stage) == (item_id, bot.settings.config.learner.stage)
 
 
 async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api: FakeBotAPI,

@@ -226,9 +226,8 @@ def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     from feedbot.store import Store
 
     rows = Store.open(feedbot_home()).feedback("cli")
-    assert [(i, v) for _, i, v, _ in rows] == [(first["id"], "later")]
     stage = load_config(sources).learner.stage
-    assert Store.open(feedbot_home()).votes("cli") == [(first["id"], "later", stage)]
+    assert [(v.item_id, v.value, v.stage) for v in rows] == [(first["id"], "later", stage)]
     missing = invoke("feedback", "nothing-like-this", "down")
     assert missing.exit_code == 2 and "no stored item" in missing.stderr
 

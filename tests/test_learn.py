@@ -56,14 +56,14 @@ def test_no_feedback_means_no_scorer(store: Store, fake_emb: Any) -> None:
     assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW) is None
 
 
-def test_labels_ignore_later_and_keep_the_latest_vote(store: Store) -> None:
+def test_votes_ignore_later_and_keep_the_latest_vote(store: Store) -> None:
     vote(store, VISION[0], "up", chat="a")
     vote(store, VISION[0], "later", chat="b", minutes=1)
     vote(store, VISION[1], "up", chat="a")
     vote(store, VISION[1], "down", chat="b", minutes=2)
     i = ids(store)
-    assert learn.labels(store, "b") == {i[VISION[1]]: "down"}
-    assert learn.labels(store, None) == {i[VISION[0]]: "up", i[VISION[1]]: "down"}
+    assert learn.chat_votes(store, "b") == {i[VISION[1]]: ("down", "")}
+    assert learn.chat_votes(store, None) == {i[VISION[0]]: ("up", ""), i[VISION[1]]: ("down", "")}
 
 
 def _scores(store: Store, emb: Any, chat: str = "c1") -> np.ndarray:

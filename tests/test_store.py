@@ -127,10 +127,11 @@ def test_feedback_and_deliveries_are_per_chat(store: Store) -> None:
     store.set_feedback("c1", "x", "up", NOW)
     store.set_feedback("c1", "x", "down", NOW + timedelta(minutes=1))  # changing one's mind
     store.set_feedback("c2", "x", "later", NOW)
-    assert [(c, i, v) for c, i, v, _ in store.feedback("c1")] == [("c1", "x", "down")]
-    assert store.votes("c1") == [("x", "down", "")]
+    assert [(v.chat, v.item_id, v.value, v.stage) for v in store.feedback("c1")] == \
+        [("c1", "x", "down", "")]
     store.set_feedback("c1", "x", "up", NOW + timedelta(minutes=2), stage="nlp")
-    assert store.votes("c1") == [("x", "up", "nlp")]  # the stage of the latest vote
+    [latest] = store.feedback("c1")
+    assert (latest.value, latest.stage, latest.at) == ("up", "nlp", NOW + timedelta(minutes=2))
     assert len(store.feedback()) == 2
     store.mark_delivered("c1", ["x", "y"], NOW)
     store.mark_delivered("c1", ["x"], NOW)
@@ -191,7 +192,7 @@ def test_migration_4_keeps_feedback_given_before_stages_were_recorded(tmp_path: 
     db.close()
     s = Store(path)
     assert s.schema_version == len(MIGRATIONS) >= 4
-    assert s.votes("c1") == [("x", "up", "")]
+    assert [(v.item_id, v.value, v.stage) for v in s.feedback("c1")] == [("x", "up", "")]
 
 
 def test_candidates_columns_and_matrix(store: Store) -> None:
