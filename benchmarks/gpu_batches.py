@@ -5,8 +5,9 @@ Embedder + Store path choosing its backend; run by hand on a machine with CUDA.
 
 Texts are the dev set's title+abstract texts, as `embed.py` loads them. The sweep calls
 sentence-transformers' `encode` (which sorts by length) at each batch size, best of 3 passes;
-ratios are against fp32 at batch 32 in the same run. `--device cpu` (fp32 and bf16) exists only
-for a dry run of the script. Prints markdown on stdout.
+ratios are against fp32 at batch 32 in the same run. `--device cpu` exists only
+for a dry run of the script (its "bf16" rows then run without autocast, so they are fp32).
+Prints markdown on stdout.
 """
 
 from __future__ import annotations
