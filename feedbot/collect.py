@@ -200,9 +200,9 @@ async def collect_async(
             # A batched source makes no request of its own, so it waits for its batch holding
             # no slot. The batch's one request takes the "arxiv" host slot and one overall slot,
             # exactly like a single arXiv query: twenty people cost the feeds one slot, not
-            # twenty, and the gate still sends one request at a time with its spacing.
-            report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect},
-                                       due_only=due_only)
+            # twenty, and the gate still sends one request at a time with its spacing. A batch
+            # holds only sources found due above, so their state is not read for that again.
+            report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect})
         if on_done is not None:
             on_done(report)
         return report
