@@ -28,7 +28,10 @@ as `ranking.feedback_other_stages` says (1: votes remember no stage, as before; 
 0: ignored; `--other-stages` adds more). Then intra-list diversity (mean pairwise cosine
 distance of the top 10) with MMR at several λ, and the time to rank 10,000 cached items
 against two baselines. `--compare` prints the stage profile methods that were measured to
-choose the default (see benchmarks/README.md).
+choose the default (see benchmarks/README.md). `--ceiling` trains a logistic regression and a
+kNN on every dev paper outside the pool, labelled by its categories (about 100 times the
+simulation's 20 votes), and adds each to feedbot's score: how far feedback on this embedding
+and these labels can go.
 
 Embeddings are cached in benchmarks/.cache/dev.db (gitignored): the dev set is embedded once
 per embedding model. Nothing here tunes anything; it only measures.
@@ -373,6 +376,53 @@ def stage_change_table(st: Setup, pools: list[np.ndarray], base: np.ndarray,
     return "\n".join(lines)
 
 
+CEILING_C = 10.0  # inverse regularisation of the ceiling's logistic regression
+CEILING_K = 30  # neighbours of the ceiling's kNN
+CEILING_WEIGHT = 0.5  # weight of a ceiling model's score (2p - 1) added to feedbot's
+
+
+def ceiling_scores(st: Setup, pool: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Per stage, P(relevant) for the pool from models trained on every dev paper outside the
+    pool, labelled by its categories (1,850–2,550 labels instead of the simulation's 20): how
+    far this embedding can go when feedback is plentiful. Keys: 'LR', 'kNN'."""
+    from sklearn.linear_model import LogisticRegression
+
+    outside = np.setdiff1d(np.arange(len(st.papers)), pool)
+    Xo, Xp = st.X[outside], st.X[pool]
+    sims = Xp @ Xo.T
+    nn = np.argpartition(-sims, CEILING_K, axis=1)[:, :CEILING_K]
+    out: dict[str, dict[str, np.ndarray]] = {"LR": {}, "kNN": {}}
+    for s, r in st.rel.items():
+        y = r[outside]
+        clf = LogisticRegression(C=CEILING_C, max_iter=2000, class_weight="balanced").fit(Xo, y)
+        out["LR"][s] = clf.predict_proba(Xp)[:, 1]
+        out["kNN"][s] = y[nn].mean(axis=1)
+    return out
+
+
+def ceiling_runs(st: Setup, pools: list[np.ndarray]
+                 ) -> list[dict[str, dict[str, tuple[float, float]]]]:
+    """method → stage → (P@10, nDCG@10) per pool for the ceiling models, alone and added to
+    feedbot's stage score, beside feedbot stage-only."""
+    runs = []
+    for pool in pools:
+        Xp = st.X[pool]
+        rel = {s: r[pool] for s, r in st.rel.items()}
+        cands = candidates(st.papers, pool)
+        scores = ceiling_scores(st, pool)
+        res: dict[str, dict[str, tuple[float, float]]] = {}
+        for s in st.rel:
+            orders = {"feedbot (stage only)": feedbot_order(Xp, cands, st.sv, s, bench_weights())}
+            for name, p in ((k, v[s]) for k, v in scores.items()):
+                orders[f"{name} alone"] = list(np.argsort(-p, kind="stable")[:K])
+                orders[f"feedbot + {name}"] = feedbot_order(
+                    Xp, cands, st.sv, s, bench_weights(feedback=CEILING_WEIGHT), 2 * p - 1)
+            for m, order in orders.items():
+                res.setdefault(m, {})[s] = (precision(rel[s], order), ndcg(rel[s], order))
+        runs.append(res)
+    return runs
+
+
 def average(runs: list[dict[str, dict[str, tuple[float, float]]]]
             ) -> dict[str, dict[str, tuple[float, float]]]:
     out: dict[str, dict[str, tuple[float, float]]] = {}
@@ -435,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--other-stages", type=lambda v: [float(x) for x in v.split(",")],
                     default=[], help="more weights of votes from another stage to measure, "
                     "e.g. 0.1,0.5 (1, 0 and the default are always measured)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also train on every labelled paper outside the pool (logistic "
+                    "regression, kNN) to see how far the embedding goes with ample feedback")
     args = ap.parse_args(argv)
 
     st = setup(args.backend)
@@ -456,6 +509,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.no_feedback:
         print("### Feedback given at the previous stage\n")
         print(stage_change_table(st, pools, base, seeds, args.other_stages), "\n")
+    if args.ceiling:
+        n_train = len(st.papers) - len(pools[0])
+        print(f"### Ceiling: models trained on the {n_train} labelled dev papers outside each pool "
+              f"(LR C = {CEILING_C:g}, kNN k = {CEILING_K}, added with weight "
+              f"{CEILING_WEIGHT:g}); precision@10\n")
+        print(quality_table(average(ceiling_runs(st, pools)), 0), "\n")
     if args.compare:
         from compare_methods import compare_table
 
