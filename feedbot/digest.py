@@ -97,6 +97,7 @@ def stage_vectors(store: Store, embedder: Embedder, roadmap: Roadmap) -> StageVe
     return StageVectors(
         ids=tuple(roadmap.ids), labels=tuple(labels),
         rows=tuple(X[a:b] for a, b in spans), levels=tuple(s.level for s in roadmap.stages),
+        titles=tuple(s.title for s in roadmap.stages),
     )
 
 

@@ -54,6 +54,10 @@ class StageVectors:
     labels: tuple[tuple[str, ...], ...]  # per stage, e.g. ("title", "summary", "topic:...")
     rows: tuple[np.ndarray, ...]  # per stage, (k, d) unit vectors
     levels: tuple[str, ...] = ()
+    titles: tuple[str, ...] = ()  # per stage, for explanations (the id where empty)
+
+    def name(self, i: int) -> str:
+        return self.titles[i] if self.titles else self.ids[i]
 
     def index(self, stage_id: str) -> int:
         return self.ids.index(stage_id)
@@ -185,12 +189,27 @@ def stage_scores(X: np.ndarray, sv: StageVectors, stage_id: str
     contrast = -max(0, best other stage's fit - this stage's fit): zero when this stage fits
     the item best, negative by how much another stage fits it better.
     """
-    s = sv.index(stage_id)
     fit, best = stage_fit(X, sv)
+    return _own_and_contrast(fit, best, sv.index(stage_id))
+
+
+def _own_and_contrast(fit: np.ndarray, best: np.ndarray, s: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     own = fit[:, s]
     others = np.delete(fit, s, axis=1)
     contrast = -np.maximum(0.0, others.max(axis=1) - own) if others.shape[1] else 0.0 * own
     return own, contrast.astype(np.float32), best[:, s]
+
+
+def _fits_better(fit: np.ndarray, best: np.ndarray, sv: StageVectors, s: int, i: int
+                 ) -> tuple[str, str] | None:
+    """(name, matched label) of the stage that fits item i better than stage s, if one does."""
+    others = fit[i].copy()
+    others[s] = -np.inf
+    o = int(others.argmax())
+    if not others[o] > fit[i, s]:
+        return None
+    return sv.name(o), sv.labels[o][int(best[i, o])]
 
 
 def level_signal(candidates: Sequence[Candidate]) -> np.ndarray:
@@ -258,7 +277,8 @@ def rank(
         return []
     candidates = Candidates.of(candidates)
     s = sv.index(stage_id)
-    own, contrast, best = stage_scores(X, sv, stage_id)
+    fit, best_rows = stage_fit(X, sv)
+    own, contrast, best = _own_and_contrast(fit, best_rows, s)
     parts = {"similarity": own, "contrast": contrast,
              **_simple_parts(candidates, weights, source_weights),
              "feedback": (np.asarray(feedback, dtype=np.float32) if feedback is not None
@@ -274,7 +294,8 @@ def rank(
     for i, also in picked:
         p = {k: float(v[i]) for k, v in parts.items()}
         like = likes.get(i) if p["feedback"] > 0 else None
-        why = explain(sv.labels[s][int(best[i])], candidates[i], p, like)
+        why = explain(sv.labels[s][int(best[i])], candidates[i], p, like,
+                      _fits_better(fit, best_rows, sv, s, i) if p["contrast"] < 0 else None)
         out.append(Scored(int(i), float(total[i]), p, why, also))
     return out
 
@@ -346,9 +367,22 @@ def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, held: np.nda
     return None
 
 
-def explain(label: str, cand: Candidate, parts: dict[str, float], like: str | None = None) -> str:
-    """Why an item is in the digest, in words: matched text, liked item, level, sharer."""
-    if label == "title":
+def explain(label: str, cand: Candidate, parts: dict[str, float], like: str | None = None,
+            elsewhere: tuple[str, str] | None = None) -> str:
+    """Why an item is in the digest, in words: matched text, liked item, level, sharer.
+
+    `elsewhere`: (stage name, matched label) of another stage that fits the item better; the
+    item is then explained by that stage's text, since the nearest text of this one would name
+    a topic it is not about (an SVD lecture "matching" support vector machines).
+    """
+    if elsewhere is not None:
+        name, label = elsewhere
+        why = f"closer to the stage “{name}”"
+        if label.startswith("topic:"):
+            why += f": matches “{topic_label(label)}”"
+        elif label.startswith("resource:"):
+            why += f": close to “{topic_label(label)}”"
+    elif label == "title":
         why = "on the stage's theme"
     elif label == "summary":
         why = "fits what this stage studies"

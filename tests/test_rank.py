@@ -252,6 +252,30 @@ def test_why_names_the_topic_the_liked_item_and_the_sharer(sv: StageVectors) -> 
     assert "shared by Ada Lovelace" in why
 
 
+def test_why_names_the_stage_that_fits_better_and_its_topic() -> None:
+    """An NLP paper that turns up in the cnn digest is explained by the nlp topic it matches,
+    not by the cnn text that happens to be nearest."""
+    sv = StageVectors(
+        ids=("cnn", "nlp", "gpus", "math"),
+        labels=(("title", "topic:convolution and pooling"), ("title", "topic:machine translation"),
+                ("title",), ("title",)),
+        rows=(np.stack([u((0, 1)), u((0, 0.9), (4, 0.44))]),
+              np.stack([u((1, 1)), u((1, 0.9), (8, 0.44))]), u((2, 1))[None], u((3, 1))[None]),
+        titles=("Convolutional networks", "Natural language processing", "GPUs", "Maths"))
+    translation_with_convs = u((0, 0.5), (4, 0.2), (1, 0.6), (8, 0.6))
+    fit, _ = stage_fit(translation_with_convs[None], sv)
+    assert fit[0].argmax() == 1
+    why = rank(translation_with_convs[None], cands(1), sv, "cnn", plain())[0].why
+    assert why.startswith("closer to the stage “Natural language processing”: "
+                          "matches “machine translation”")
+    assert "convolution" not in why
+    assert rank(translation_with_convs[None], cands(1), sv, "nlp", plain())[0].why \
+        .startswith("matches “machine translation”")
+    untitled = StageVectors(sv.ids, sv.labels, sv.rows)  # stages without titles: the id
+    assert rank(translation_with_convs[None], cands(1), untitled, "cnn", plain())[0].why \
+        .startswith("closer to the stage “nlp”")
+
+
 def test_an_item_pushed_down_by_feedback_is_not_said_to_be_liked(sv: StageVectors) -> None:
     X = np.stack([u((0, 1))])
     liked = Liked(X.copy(), ("Liked one",))
