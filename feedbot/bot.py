@@ -80,6 +80,11 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 DEFAULT_API_URL = "https://api.telegram.org"
 REDACTED = "<bot-token>"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# Seconds to wait for Telegram's answer to sendMessage (python-telegram-bot's default is 5). A
+# lost answer means the message may have arrived and is not resent, so wait long enough that
+# only a real outage gets there.
+SEND_TIMEOUT = 30.0
+POLLING_TASK = "Updater:start_polling:polling_task"  # python-telegram-bot's name for the task
 COMMANDS = (
     ("digest", "A digest now: new items for your stage"),
     ("stage", "Your roadmap stage; /stage ID or /stage next to move"),
@@ -97,6 +102,16 @@ T = TypeVar("T")
 
 class SendFailed(Exception):
     """Telegram did not take a message, after the retries."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds Telegram asked us to wait (flood control)
+
+
+class MaybeSent(Exception):
+    """The request reached Telegram but its answer did not come back (a read timeout, a dropped
+    connection): the message may have been delivered. Sending it again could show it twice, so
+    it is not resent; the caller decides what that means."""
 
 
 # --- the token stays out of logs ---------------------------------------------------------------
@@ -147,10 +162,24 @@ def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _maybe_delivered(e: NetworkError) -> bool:
+    """Whether a request that failed with `e` may still have been carried out by Telegram: the
+    request went out and the answer was lost. A refused or failed connection, a full pool or an
+    error status from the server all mean it was not."""
+    import httpx
+
+    return isinstance(e.__cause__, (httpx.ReadTimeout, httpx.ReadError,
+                                    httpx.RemoteProtocolError))
+
+
 async def retrying(call: Callable[[], Awaitable[T]], *, attempts: int = 5, backoff: float = 1.0,
-                   max_wait: float = 300.0) -> T:
+                   max_wait: float = 300.0, resend: bool = True) -> T:
     """Await `call()`; on 429 wait the `retry_after` Telegram asked for, on a network error back
-    off exponentially (with jitter). Bad requests and refusals are raised at once."""
+    off exponentially (with jitter). Bad requests and refusals are raised at once.
+
+    With `resend=False` (sending a message), a request that may have been carried out although
+    its answer was lost raises `MaybeSent` instead of being made again.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return await call()
@@ -162,6 +191,8 @@ async def retrying(call: Callable[[], Awaitable[T]], *, attempts: int = 5, backo
         except (BadRequest, Forbidden, InvalidToken):  # BadRequest is a NetworkError: first
             raise
         except NetworkError as e:
+            if not resend and _maybe_delivered(e):
+                raise MaybeSent(f"no answer from Telegram ({type(e).__name__}: {e})") from e
             if attempt == attempts:
                 raise
             wait = backoff * 2 ** (attempt - 1) * (1 + random.random() / 4)
@@ -186,13 +217,17 @@ def keyboard_spec(markup: InlineKeyboardMarkup | None) -> Keyboard:
 
 
 async def send_message(bot: Any, chat_id: int, msg: TgMessage, *, attempts: int = 5,
-                       backoff: float = 1.0) -> Message:
-    """sendMessage in HTML with the message's buttons; raises SendFailed when Telegram won't."""
+                       backoff: float = 1.0, timeout: float = SEND_TIMEOUT) -> Message:
+    """sendMessage in HTML with the message's buttons, waiting up to `timeout` seconds for
+    Telegram's answer. Raises SendFailed when Telegram won't take it, and MaybeSent when the
+    answer was lost (the message is then not sent again: it may already be there)."""
     try:
         return await retrying(lambda: bot.send_message(
             chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=keyboard(msg.buttons),
-            link_preview_options=NO_PREVIEW, disable_notification=msg.silent),
-            attempts=attempts, backoff=backoff)
+            link_preview_options=NO_PREVIEW, disable_notification=msg.silent,
+            read_timeout=timeout), attempts=attempts, backoff=backoff, resend=False)
+    except RetryAfter as e:
+        raise SendFailed(f"RetryAfter: {e}", _seconds(e.retry_after)) from e
     except TelegramError as e:
         raise SendFailed(f"{type(e).__name__}: {e}") from e
 
@@ -226,7 +261,9 @@ def build_application(token: str, runner: Runner, api_url: str | None = None) ->
         app.add_handler(CommandHandler(name, fn))
     app.add_handler(CallbackQueryHandler(on_feedback, pattern=r"^fb:"))
     app.add_handler(CallbackQueryHandler(on_stage_button, pattern=r"^st:"))
+    app.add_handler(CallbackQueryHandler(on_unknown_button))
     app.add_handler(MessageHandler(filters.COMMAND, unknown_command))
+    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND, on_other_message))
     app.add_error_handler(on_error)
     return app
 
@@ -246,7 +283,23 @@ async def _reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
                  messages: TgMessage | Sequence[TgMessage]) -> None:
     runner = _runner(context)
     for msg in [messages] if isinstance(messages, TgMessage) else messages:
-        await runner.send(_chat_id(update), msg)
+        try:
+            await runner.send(_chat_id(update), msg)
+        except MaybeSent as e:  # it may be there; sending it again could show it twice
+            log.warning("a reply to chat %s may not have arrived: %s", _chat_id(update), e)
+
+
+async def _answer(update: Update, text: str | None = None) -> None:
+    """Answer a button press (stops the client's spinner); best effort. Telegram refuses
+    answers to presses older than a few minutes (made while feedbot was down): the press still
+    counts, only the little notice is lost."""
+    q = update.callback_query
+    if q is None:
+        return
+    try:
+        await retrying(lambda: q.answer(text), attempts=2)
+    except TelegramError as e:
+        log.info("could not answer a button press: %s", e)
 
 
 _SMART_QUOTES = str.maketrans("“”„‘’", "\"\"\"''")
@@ -273,6 +326,14 @@ def _is_start(update: Update) -> bool:
     return bool(words) and words[0].split("@")[0].lower() == "/start"
 
 
+def _for_another_bot(update: Update, username: str | None) -> bool:
+    """A command addressed to some other bot in a group (`/start@other_bot`)."""
+    words = _text(update).split()
+    if not words or not words[0].startswith("/") or "@" not in words[0]:
+        return False
+    return words[0].split("@", 1)[1].lower() != (username or "").lower()
+
+
 def _who(update: Update) -> str:
     user = update.effective_user
     if user is None:
@@ -286,11 +347,15 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Let allowed chats through; refuse anyone else once; tell a fresh install its setup line."""
     if not isinstance(update, Update) or update.effective_chat is None:
         raise ApplicationHandlerStop
+    if _for_another_bot(update, context.bot.username):
+        raise ApplicationHandlerStop  # not for us: stay silent, allowed chat or not
     runner = _runner(context)
     chat = update.effective_chat.id
     if runner.is_allowed(chat):
         return
     try:
+        if update.callback_query is not None:  # a button on an old message: stop its spinner
+            await _answer(update, "This is a private feedbot.")
         if not runner.allowed_chats:
             log.warning("chat %s (%s) wrote to the bot; no chat is allowed yet. To allow it, add "
                         "to sources.yaml: telegram: {allowed_chats: [%s]}", chat, _who(update),
@@ -323,6 +388,16 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await _reply(update, context, plain("I don't know that command; /help lists mine."))
 
 
+async def on_other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text, a sticker or a photo in a private chat: say what the bot understands."""
+    await _reply(update, context, plain("I answer commands and buttons; /help lists them."))
+
+
+async def on_unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button this version of feedbot did not make: answer it so the client stops waiting."""
+    await _answer(update, "That button is no longer in use.")
+
+
 async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Send a digest now: the best new items for the stage, none of them sent before."""
     result = await _runner(context).deliver_digest(_chat_id(update))
@@ -351,6 +426,7 @@ async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 async def _change_stage(runner: Runner, stage_id: str) -> TgMessage:
     roadmap = runner.settings.roadmap
+    stage_id = {i.lower(): i for i in roadmap.ids}.get(stage_id.lower(), stage_id)
     if stage_id not in roadmap.ids:
         return plain(f"Unknown stage {stage_id!r}. Stages: {', '.join(roadmap.ids)}")
     try:
@@ -367,8 +443,8 @@ async def on_stage_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     runner = _runner(context)
     stage_id = parse_stage_data(q.data) or ""
     reply = await _change_stage(runner, stage_id)
-    await retrying(lambda: q.answer("Stage changed" if runner.settings.config.learner.stage
-                                    == stage_id else "Not changed"))
+    await _answer(update, "Stage changed" if runner.settings.config.learner.stage == stage_id
+                  else "Not changed")
     await _reply(update, context, reply)
 
 
@@ -403,13 +479,13 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     assert q is not None
     parsed = parse_feedback_data(q.data)
     if parsed is None:
-        await retrying(lambda: q.answer())
+        await _answer(update)
         return
     value, item_id = parsed
     if not _runner(context).record_feedback(_chat_id(update), item_id, value):
-        await retrying(lambda: q.answer("That item is no longer stored."))
+        await _answer(update, "That item is no longer stored.")
         return
-    await retrying(lambda: q.answer(ACK[value]))
+    await _answer(update, ACK[value])
     markup = q.message.reply_markup if isinstance(q.message, Message) else None
     if markup is not None:
         new = keyboard(mark_choice(keyboard_spec(markup), item_id, value))
@@ -418,8 +494,21 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log every error from a handler or the poller; the bot keeps running."""
+    """Log every error from a handler or the poller, and tell the allowed chat that asked that
+    its request failed (without details: they are in the log); the bot keeps running."""
     chat = update.effective_chat.id if isinstance(update, Update) and update.effective_chat \
         else None
     log.error("error while handling an update (chat %s): %s", chat, context.error,
               exc_info=context.error)
+    if not isinstance(update, Update) or chat is None or isinstance(context.error, SendFailed):
+        return  # a poller error, or Telegram itself is refusing our messages
+    runner = _runner(context)
+    if not runner.is_allowed(chat):
+        return
+    await _answer(update, "Something went wrong")
+    try:
+        await runner.send(chat, plain(f"Something went wrong on my side "
+                                      f"({type(context.error).__name__}); it is in feedbot's "
+                                      f"log. Please try again later."))
+    except Exception as e:
+        log.warning("could not tell chat %s about the error: %s", chat, e)

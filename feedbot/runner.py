@@ -84,6 +84,7 @@ class RunOptions:
     poll_timeout: float = 30.0  # getUpdates long-poll seconds
     send_attempts: int = 5
     send_backoff: float = 1.0  # first wait after a network error; doubles
+    send_timeout: float = 30.0  # seconds to wait for Telegram's answer to a message
     retry_cap: timedelta = timedelta(minutes=30)  # longest wait before retrying a failed digest
     run_jobs: bool = True  # False: jobs are scheduled but never fired (tests fire them)
 
@@ -94,6 +95,7 @@ class Delivery:
     items: int = 0
     complete: bool = True
     error: str = ""
+    retry_after: float = 0.0  # seconds Telegram asked us to wait before sending again
 
 
 @dataclass
@@ -135,6 +137,7 @@ class Runner:
         self._stop = asyncio.Event()
         self._undo_redaction: Callable[[], None] | None = None
         self._started = False
+        self._fatal: BaseException | None = None  # why the bot stopped polling, if it did
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -185,8 +188,22 @@ class Runner:
         await self.app.updater.start_polling(
             timeout=timedelta(seconds=self.options.poll_timeout),
             allowed_updates=["message", "callback_query"])
+        for task in asyncio.all_tasks():
+            if task.get_name() == bot.POLLING_TASK:
+                task.add_done_callback(self._polling_ended)
         log.info("Telegram bot @%s is up; allowed chats: %s", self.app.bot.username,
                  self.allowed_chats or "none yet (send /start to the bot to get the line to add)")
+
+    def _polling_ended(self, task: asyncio.Task[Any]) -> None:
+        """The poller gives up only on errors it cannot retry, above all a token revoked while
+        running. A bot that no longer hears anyone must not look alive: stop, and let
+        `run_forever` raise the error (exit status 2 for a rejected token)."""
+        if task.cancelled() or task.exception() is None or not self._started:
+            return
+        log.error("the Telegram bot stopped receiving messages: %s; stopping feedbot",
+                  task.exception())
+        self._fatal = task.exception()
+        self._stop.set()
 
     async def stop(self) -> None:
         """Stop jobs and the bot, close clients, the worker and the stores. Idempotent."""
@@ -208,15 +225,16 @@ class Runner:
             self._undo_redaction()
 
     async def _stop_bot(self) -> None:
+        """Each step on its own: with a revoked token the updater's last getUpdates fails, and
+        the application must still shut down (its HTTP connections closed)."""
         app = self.app
-        try:
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
-            if app.running:
-                await app.stop()
-            await app.shutdown()
-        except Exception:
-            log.exception("stopping the bot")
+        steps = [app.updater.stop] if app.updater is not None and app.updater.running else []
+        steps += [app.stop] if app.running else []
+        for step in [*steps, app.shutdown]:
+            try:
+                await step()
+            except Exception as e:
+                log.warning("stopping the bot: %s: %s", type(e).__name__, e)
 
     async def run_forever(self, handle_signals: bool = True) -> None:
         """Run until SIGTERM/SIGINT (or `request_stop()`), then shut down cleanly."""
@@ -233,6 +251,8 @@ class Runner:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             await self.stop()
+        if self._fatal is not None:
+            raise self._fatal
 
     def request_stop(self) -> None:
         log.info("stopping")
@@ -359,7 +379,7 @@ class Runner:
                 state.failures += 1
                 wait = min(self.options.retry_cap,
                            timedelta(seconds=self.options.tick) * 2 ** (state.failures - 1))
-                state.retry_at = now + wait
+                state.retry_at = now + max(wait, timedelta(seconds=result.retry_after))
             return result
 
     async def deliver_digest(self, chat: int) -> Delivery:
@@ -368,6 +388,8 @@ class Runner:
             return await self._deliver(chat, None)
 
     async def _deliver(self, chat: int, day: date | None) -> Delivery:
+        from .bot import MaybeSent
+
         cfg, roadmap = self.settings.config, self.settings.roadmap
         done = self._progress(chat, day) if day else 0
         limit = cfg.learner.digest_size - done
@@ -381,10 +403,14 @@ class Runner:
             for msg in render_digest(digest, empty=empty, date_label=label, continued=done > 0):
                 try:
                     await self.send(chat, msg)
+                except MaybeSent as e:  # counted as sent: never risk showing items twice
+                    log.warning("Telegram did not confirm a digest message to chat %s (%s); it "
+                                "is not sent again, so that no item shows twice", chat, e)
                 except Exception as e:
                     log.warning("digest to chat %s stopped after %d message(s): %s; the rest is "
                                 "retried later", chat, out.messages, e)
                     out.complete, out.error = False, str(e)
+                    out.retry_after = getattr(e, "retry_after", 0.0)
                     return out
                 self.store.mark_delivered(str(chat), msg.item_ids, now)
                 out.messages += 1
@@ -406,7 +432,8 @@ class Runner:
         if self.app is None:
             raise RuntimeError("no Telegram bot in this run")
         return await send_message(self.app.bot, chat, msg, attempts=self.options.send_attempts,
-                                  backoff=self.options.send_backoff)
+                                  backoff=self.options.send_backoff,
+                                  timeout=self.options.send_timeout)
 
     async def notify(self, msg: TgMessage) -> None:
         """Tell every allowed chat something (best effort)."""

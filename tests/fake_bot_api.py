@@ -127,6 +127,7 @@ class FakeBotAPI:
         self.messages: dict[int, dict[str, Any]] = {}
         self._updates: list[dict[str, Any]] = []
         self._failures: dict[str, list[tuple[int, dict[str, Any]] | None]] = {}
+        self._delays: dict[str, list[float]] = {}
         self._cond = threading.Condition()
         self._closed = False
         self._next_update = 500
@@ -161,6 +162,10 @@ class FakeBotAPI:
             body = {"ok": False, "error_code": status, "description": "Internal Server Error"}
         self._failures.setdefault(method, []).extend([None] * after + [(status, body)] * times)
 
+    def slow(self, method: str, seconds: float, times: int = 1) -> None:
+        """The next `times` calls of `method` are carried out, but answered `seconds` late."""
+        self._delays.setdefault(method, []).extend([seconds] * times)
+
     def push(self, update: dict[str, Any]) -> dict[str, Any]:
         with self._cond:
             self._next_update += 1
@@ -170,15 +175,17 @@ class FakeBotAPI:
         return update
 
     def command(self, chat_id: int, text: str, username: str = "learner") -> dict[str, Any]:
-        """A private-chat message, shaped like nutgram's Updates/command.json."""
-        person = {"id": chat_id, "is_bot": False, "first_name": "Ada", "username": username,
-                  "language_code": "en"}
+        """A message, shaped like nutgram's Updates/command.json: in a private chat, or in a
+        supergroup for a negative `chat_id`."""
+        person = {"id": abs(chat_id) % 10**9, "is_bot": False, "first_name": "Ada",
+                  "username": username, "language_code": "en"}
         entities = ([{"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}]
                     if text.startswith("/") else [])
+        chat = ({"id": chat_id, "first_name": "Ada", "username": username, "type": "private"}
+                if chat_id > 0 else {"id": chat_id, "title": "ML reading group",
+                                     "type": "supergroup"})
         return self.push({"message": {
-            "message_id": self._new_message_id(), "from": person,
-            "chat": {"id": chat_id, "first_name": "Ada", "username": username,
-                     "type": "private"},
+            "message_id": self._new_message_id(), "from": person, "chat": chat,
             "date": int(time.time()), "text": text, "entities": entities}})
 
     def press(self, chat_id: int, message_id: int, data: str) -> dict[str, Any]:
@@ -230,6 +237,9 @@ class FakeBotAPI:
             return self._reply(*failure)
         handler = getattr(self, f"_m_{method}", None)
         result = handler(params) if handler else True
+        delays = self._delays.get(method)
+        if delays:
+            time.sleep(delays.pop(0))
         if isinstance(result, tuple):  # an error reply
             return self._reply(*result)
         return self._reply(200, {"ok": True, "result": result})

@@ -156,6 +156,8 @@ async def test_stage_show_change_and_next(bot: Any, api: FakeBotAPI, sources: Pa
     assert bot.settings.config.learner.stage == "massive-datasets"
     [bad] = await ask(api, "/stage quantum")
     assert "Unknown stage" in bad["text"] and bot.settings.config.learner.stage != "quantum"
+    [nlp] = await ask(api, "/stage NLP")  # ids are matched whatever the case
+    assert "stage: nlp" in sources.read_text() and "Unknown" not in nlp["text"]
     mid = next(m for m, v in api.messages.items() if v.get("_params") is shown)
     api.press(CHAT, mid, "st:cnn")
     await api.wait_for("answerCallbackQuery")
@@ -237,7 +239,9 @@ async def test_one_error_handler_logs_and_the_bot_lives_on(
         raise RuntimeError("source health exploded")
 
     monkeypatch.setattr(bot, "source_rows", broken)
-    api.command(CHAT, "/sources")
+    [apology] = await ask(api, "/sources")
+    assert "Something went wrong on my side (RuntimeError)" in apology["text"]
+    assert "exploded" not in apology["text"]  # the details are for the log, not the chat
     await ask(api, "/help")
     for _ in range(100):
         if "source health exploded" in caplog.text:
@@ -245,6 +249,77 @@ async def test_one_error_handler_logs_and_the_bot_lives_on(
         await asyncio.sleep(0.02)
     assert "error while handling an update (chat 4242)" in caplog.text
     assert "source health exploded" in caplog.text
+
+
+async def test_a_failing_button_is_answered_and_explained(
+        bot: Any, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    [msg] = await ask(api, "/digest")
+    data = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+
+    def broken(*args: Any) -> bool:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(bot, "record_feedback", broken)
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, data)
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == "Something went wrong"
+    await eventually(lambda: "Something went wrong on my side" in api.sent(CHAT)[-1]["text"])
+
+
+async def test_a_vote_counts_when_telegram_refuses_the_late_answer(
+        bot: Any, api: FakeBotAPI, feedbot_env: Path) -> None:
+    """Presses made while feedbot was down are too old to answer (400); the vote is stored
+    and its button ticked all the same."""
+    [msg] = await ask(api, "/digest")
+    up = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.fail("answerCallbackQuery", status=400)
+    api.press(CHAT, mid, up)
+    [edit] = await api.wait_for("editMessageReplyMarkup")
+    assert edit.params["reply_markup"]["inline_keyboard"][0][0]["text"].startswith("✅")
+    with Store.open(feedbot_env) as store:
+        assert [v.value for v in store.feedback(str(CHAT))] == ["up"]
+
+
+async def test_every_button_press_is_answered(bot: Any, api: FakeBotAPI,
+                                              feedbot_env: Path) -> None:
+    """Unanswered presses leave a spinner on the learner's screen: a button of no known kind,
+    and a press in a chat that is no longer allowed (on a digest sent to it before), are
+    answered too, and change nothing."""
+    [msg] = await ask(api, "/digest")
+    up = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, "garbage")
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert "no longer in use" in answer.params["text"]
+    old_mid = api._new_message_id()  # the same digest, sent to STRANGER while it was allowed
+    api.messages[old_mid] = {**api.messages[mid], "message_id": old_mid,
+                             "chat": {"id": STRANGER, "type": "private"}, "_params": None}
+    api.press(STRANGER, old_mid, up)
+    _, refused = await api.wait_for("answerCallbackQuery", 2)
+    assert "private feedbot" in refused.params["text"]
+    with Store.open(feedbot_env) as store:
+        assert store.feedback() == []
+
+
+async def test_commands_for_other_bots_in_a_group_are_left_alone(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
+    group, other_group = -100123, -100456
+    sources = write_sources(tmp_path / "sources.yaml", chats=(group,))
+    async with running(sources, feedbot_env, clock, api):
+        for text in ("/start@dice_bot", "/roll@dice_bot", "/digest@another_bot"):
+            api.command(group, text)
+        api.command(other_group, "/start@dice_bot")  # a group that is not allowed
+        [ours] = await ask(api, "/help@feedbot_test_bot", chat=group)
+        await asyncio.sleep(0.3)
+    assert "/digest" in ours["text"]
+    assert len(api.sent(group)) == 1 and api.sent(other_group) == []
+
+
+async def test_plain_text_in_a_private_chat_points_at_help(bot: Any, api: FakeBotAPI) -> None:
+    [hint] = await ask(api, "hello bot")
+    assert "/help" in hint["text"]
 
 
 async def test_the_token_never_appears_in_a_log_line(

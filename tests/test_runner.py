@@ -29,6 +29,7 @@ from .fake_bot_api import (
     TOPICS,
     Clock,
     FakeBotAPI,
+    options,
     running,
     seed_items,
     telegram_html_problems,
@@ -175,6 +176,69 @@ async def test_a_digest_cut_short_continues_where_it_stopped(
         assert len(first) + len(rest) == 8 and not set(first) & set(rest)
         assert "(continued)" in api.sent(CHAT)[1]["text"]
         assert runner.last_digest_day(CHAT) == SLOT.date()
+
+
+async def test_a_message_whose_answer_is_lost_is_not_sent_twice(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Telegram takes the message but answers after our timeout: sending it again would show
+    its items twice, so it counts as sent."""
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api, send_timeout=0.3) as runner:
+        api.slow("sendMessage", 1.0)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1
+        assert len(ids_sent(api)) == len(set(ids_sent(api))) == 3
+        with Store.open(feedbot_env) as store:
+            assert store.delivered(str(CHAT)) == set(ids_sent(api))
+        assert runner.last_digest_day(CHAT) == SLOT.date()
+        clock.advance(seconds=61)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1
+    assert "did not confirm a digest message" in caplog.text
+
+
+async def test_a_long_flood_wait_is_respected(api: FakeBotAPI, tmp_path: Path,
+                                              feedbot_env: Path) -> None:
+    """Asked to wait 15 minutes, the runner does not call again after its own 1-minute backoff."""
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.fail("sendMessage", retry_after=900)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1 and api.sent(CHAT) == []
+        clock.advance(seconds=61)
+        await runner.digest_tick()
+        clock.advance(seconds=800)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1  # still waiting, as asked
+        clock.advance(seconds=40)
+        await runner.digest_tick()
+        assert len(ids_sent(api)) == 3
+
+
+async def test_a_token_revoked_while_running_stops_the_runner(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """After /revoke in BotFather the poller gives up; a deaf bot must not look alive."""
+    from telegram.error import InvalidToken
+
+    from feedbot.runner import Runner, load_settings
+
+    from .support import fake_embedder
+
+    sources = write_sources(tmp_path / "sources.yaml")
+    runner = Runner(load_settings(sources), home=feedbot_env, sources=sources,
+                    embedder=fake_embedder(), token=api.token, api_url=api.url,
+                    options=options(), clock=Clock(SLOT))
+    task = asyncio.create_task(runner.run_forever(handle_signals=False))
+    await api.wait_for("getUpdates")
+    api.token = "123456789:ANewTokenFromBotFather"  # the old one now gets 401 Unauthorized
+    with pytest.raises(InvalidToken):
+        await asyncio.wait_for(task, 20)
+    assert not runner._started  # stopped cleanly: jobs, store and worker closed
 
 
 @pytest.mark.parametrize("empty", ["say", "silent"])
