@@ -7,17 +7,31 @@ touches the network or the database; editing the file lives in `sources_edit.py`
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 DEFAULT_STAGE = "deep-learning"
 
@@ -44,20 +58,82 @@ class ConfigError(Exception):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Longer than any look-back or interval makes sense for, short enough that a timedelta or a
+# datetime subtraction never overflows.
+MAX_DURATION_DAYS = 36500  # 100 years
 
 
 def parse_duration(value: str | int | float) -> float:
-    """`90`, `"30m"`, `"6h"`, `"7d"` → seconds."""
+    """`90` (a bare number is seconds), `"30m"`, `"6h"`, `"7d"` → seconds, at most 100 years."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 6h, 1d)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+        seconds = float(value)
+        if math.isnan(seconds) or seconds < 0:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 6h, 1d)")
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 6h, 1d)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"duration {value!r} is too long; the maximum is {MAX_DURATION_DAYS}d "
+                         "(100 years)")
+    return seconds
+
+
+def _duration_text(v: Any) -> Any:
+    """A bare number in the file (`since: 7`) is ambiguous: seconds, as `parse_duration` reads
+    it, or the days the writer probably meant? Ask for the unit rather than guess."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        n = f"{v:.9f}".rstrip("0").rstrip(".")
+        raise ValueError(f"{n} needs a unit: {n}d, {n}h, {n}m or {n}s")
+    return v
+
+
+def _positive_duration(v: str) -> str:
+    if parse_duration(v) <= 0:
+        raise ValueError("must be longer than zero, e.g. 30m, 6h, 1d")
+    return v
+
+
+# An interval or look-back window: "6h", "7d" or a number of seconds, more than zero.
+Duration = Annotated[str, BeforeValidator(_duration_text), AfterValidator(_positive_duration)]
+
+
+def _check_name(v: str) -> str:
+    """Names go on one line of a digest, a log or a table: no newlines, tabs or the like."""
+    for ch in v:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            raise ValueError(f"a name cannot contain newlines, tabs or other control characters "
+                             f"(found {ch!r})")
+    return v
+
+
+Name = Annotated[str, Field(min_length=1), AfterValidator(_check_name)]
+
+
+def _check_url(v: str, what: str) -> str:
+    """An http(s) URL that urllib and httpx both accept, with a host and a valid port."""
+    if not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError(f"must be an http(s) URL of {what}")
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as e:
+        raise ValueError(f"not a valid URL ({e})") from None
+    if not parts.hostname:
+        raise ValueError("not a valid URL (it has no host name)")
+    import httpx  # here, not at the top: loading the config stays quick
+
+    try:
+        httpx.URL(v)
+    except httpx.InvalidURL as e:
+        raise ValueError(f"not a valid URL ({e})") from None
+    return v
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # allow_inf_nan: a weight of .nan or .inf would make every score, and the JSON, invalid
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class Learner(_Model):
@@ -67,7 +143,7 @@ class Learner(_Model):
     timezone: str = "UTC"
     digest_size: int = Field(default=10, ge=1, le=50)
     empty_digest: Literal["say", "silent"] = "say"
-    since: str = "7d"  # default look-back window of a digest
+    since: Duration = "7d"  # default look-back window of a digest
 
     @field_validator("digest_time")
     @classmethod
@@ -85,51 +161,30 @@ class Learner(_Model):
             raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin") from None
         return v
 
-    @field_validator("since")
-    @classmethod
-    def _since(cls, v: str) -> str:
-        parse_duration(v)
-        return v
-
 
 class Defaults(_Model):
-    interval: str = "6h"  # how often each source is collected
+    interval: Duration = "6h"  # how often each source is collected
     weight: float = Field(default=1.0, ge=0)
     max_items: int = Field(default=50, ge=1, le=500)  # per arXiv query / X timeline read
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, v: str) -> str:
-        parse_duration(v)
-        return v
 
 
 class _SourceOptions(_Model):
     weight: float | None = Field(default=None, ge=0)
-    interval: str | None = None
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
+    interval: Duration | None = None
 
 
 class Blog(_SourceOptions):
-    name: str = Field(min_length=1)
+    name: Name
     url: str
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must be an http(s) URL of an RSS, Atom or JSON feed")
-        return v
+        return _check_url(v, "an RSS, Atom or JSON feed")
 
 
 class ArxivQuery(_SourceOptions):
-    name: str = Field(min_length=1)
+    name: Name
     query: str | None = None  # arXiv API search_query, e.g. 'cat:cs.CV AND abs:tutorial'
     category: str | None = None  # shorthand for query 'cat:<category>'
     max_results: int | None = Field(default=None, ge=1, le=500)
@@ -146,7 +201,7 @@ class ArxivQuery(_SourceOptions):
 
 
 class Person(_SourceOptions):
-    name: str = Field(min_length=1)
+    name: Name
     x: str | None = None  # X handle, without @
     bluesky: str | None = None  # e.g. someone.bsky.social
     mastodon: str | None = None  # @user@instance
@@ -185,9 +240,7 @@ class Person(_SourceOptions):
     @field_validator("blog")
     @classmethod
     def _blog(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must be an http(s) URL of the blog's feed")
-        return v
+        return v if v is None else _check_url(v, "the blog's feed")
 
     @model_validator(mode="after")
     def _something(self) -> Person:
@@ -211,7 +264,7 @@ class Ranking(_Model):
     similarity: float = 1.0  # fit to the current stage (stage-centred cosine, about -0.2..0.7)
     contrast: float = 0.5  # penalty when another stage fits the item better (0 when none does)
     recency: float = 0.15  # bonus for new items, decaying with recency_half_life
-    recency_half_life: str = "3d"
+    recency_half_life: Duration = "3d"
     source: float = 0.1  # per-source weight (log scale) from sources.yaml
     feedback: float = 0.5  # the learner's 👍/👎 model (its scores grow with the feedback count)
     # how much a 👍/👎 given at another roadmap stage counts (1 = as much as at this stage)
@@ -220,12 +273,6 @@ class Ranking(_Model):
     mmr: float = Field(default=0.85, ge=0, le=1)  # maximal marginal relevance lambda (1 = off)
     per_source_cap: int = Field(default=3, ge=1)  # at most this many items from one source
     duplicate: float = Field(default=0.9, gt=0, le=1.01)  # cosine at which items are one story
-
-    @field_validator("recency_half_life")
-    @classmethod
-    def _hl(cls, v: str) -> str:
-        parse_duration(v)
-        return v
 
 
 class Config(_Model):
@@ -242,17 +289,37 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
-        seen: set[str] = set()
-        for section in ("blogs", "arxiv", "people"):
-            for entry in getattr(self, section):
-                low = entry.name.casefold()
-                if low in seen:
-                    raise ValueError(f"duplicate name {entry.name!r} in {section}")
-                seen.add(low)
+        seen: dict[str, str] = {}
+        for name, loc in self._names():
+            where = _dotted(list(loc[:-1] if loc[-1] == "name" else loc))
+            first = seen.setdefault(name.casefold(), where)
+            if first != where:
+                what = "" if loc[-1] == "name" else f" (the source of this person's {loc[-1]})"
+                raise _LocatedError(f"duplicate name {name!r}{what}, already used by {first}",
+                                    loc)
         return self
+
+    def _names(self) -> Iterator[tuple[str, tuple[str | int, ...]]]:
+        """Every name `--source` and the store know, and where it comes from: each blog, query
+        and person, then each person's places (`Name/x`, `Name/blog`, ... as `sources()` does)."""
+        for section in ("blogs", "arxiv", "people"):
+            for i, entry in enumerate(getattr(self, section)):
+                yield entry.name, (section, i, "name")
+        for i, p in enumerate(self.people):
+            for place in _PERSON_PLACES:
+                if getattr(p, place):
+                    yield f"{p.name}/{place}", ("people", i, place)
 
     def sources(self) -> list[SourceSpec]:
         return expand_sources(self)
+
+
+class _LocatedError(ValueError):
+    """A problem found across entries, with the path of the entry to blame (for its line)."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 @dataclass(frozen=True)
@@ -361,6 +428,18 @@ def parse_yaml(text: str, path: str | Path | None = None) -> Any:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(path, f"not valid YAML: {e.problem or e.context}", line=line) from None
+    except ReaderError as e:  # a control character, e.g. a NUL byte: no mark, a position
+        raise _unreadable(e, text, path) from None
+    except YAMLError as e:
+        raise ConfigError(path, f"not valid YAML: {e}") from None
+
+
+def _unreadable(e: ReaderError, text: str, path: str | Path | None) -> ConfigError:
+    code = e.character if isinstance(e.character, int) else ord(e.character)
+    line = text.count("\n", 0, e.position) + 1 if isinstance(e.position, int) else None
+    return ConfigError(path, f"not valid YAML: control character U+{code:04X} is not allowed",
+                       line=line, hint="delete it; inside double quotes write it as an "
+                       "escape such as \\t")
 
 
 def load_config(path: str | Path | None = None, text: str | None = None) -> Config:
@@ -381,7 +460,7 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Conf
         if not isinstance(data, dict):
             raise ValueError("not a mapping")
         cfg = Config.model_validate(data)
-    except (ValidationError, ValueError, MarkedYAMLError):
+    except (ValidationError, ValueError, YAMLError):
         cfg = _load_located(text, p)  # again, with line numbers, to say where the problem is
     cfg.path = p
     return cfg
@@ -412,6 +491,9 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _LocatedError):  # found by Config, on a line of its own
+        loc += cause.loc
     line, node = _line_of(doc, loc)
     key = _dotted(loc)
     hint = ""
@@ -424,6 +506,8 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             msg = "required key is missing"
+        elif first["type"] == "finite_number":
+            msg = "must be a finite number, not .nan or .inf"
     parent = tuple(first["loc"][:-1])
     more = [e for e in errors[1:]  # a typo'd key also reports its correct name as missing
             if not (first["type"] == "extra_forbidden" and e["type"] == "missing"

@@ -175,3 +175,143 @@ def test_duplicate_key_is_an_error_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "learner:\n  stage: cnn\nlearner:\n  stage: nlp\n"))
     assert e.value.line == 3 and "duplicate key" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("'http://[::1/feed'", "Invalid IPv6 URL"),
+        ("'http://example.org:99999/feed'", "Port out of range"),
+        ("'http://example.org:8x/feed'", "Port could not be cast"),
+        ("'http://:80/feed'", "no host name"),
+        ('"http://example.org/feed\\x7f"', "non-printable"),
+    ],
+)
+def test_malformed_urls_are_refused_with_their_line(tmp_path: Path, url: str, words: str) -> None:
+    blog = f"learner: {{stage: cnn}}\nblogs:\n  - name: bad\n    url: {url}\n"
+    person = f"people:\n  - name: P\n    x: p\n    blog: {url}\n"
+    for text, key, line in ((blog, "blogs[0].url", 4), (person, "people[0].blog", 4)):
+        with pytest.raises(ConfigError) as e:
+            load_config(write(tmp_path, text))
+        assert (e.value.key, e.value.line) == (key, line)
+        assert e.value.message.startswith("not a valid URL (") and words in e.value.message
+
+
+@pytest.mark.parametrize("char", ["\x07", "\x00"])
+def test_control_character_in_the_file_is_a_yaml_error_with_its_line(
+        tmp_path: Path, char: str) -> None:
+    text = f"learner:\n  stage: cnn\nblogs:\n  - name: a{char}b\n    url: https://a.org/f\n"
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.line == 4
+    assert e.value.message == f"not valid YAML: control character U+{ord(char):04X} is not allowed"
+    assert str(e.value).startswith(f"{p}:4: not valid YAML")
+
+
+def test_parse_duration_has_a_maximum() -> None:
+    assert parse_duration("36500d") == 36500 * 86400
+    with pytest.raises(ValueError, match=r"too long; the maximum is 36500d \(100 years\)"):
+        parse_duration("99999999999d")
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration(1e300)
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("learner: {since: 99999999999d}\n", "learner.since"),
+        ("defaults: {interval: 5000000w}\n", "defaults.interval"),
+        ("ranking: {recency_half_life: 99999999999999h}\n", "ranking.recency_half_life"),
+        ("blogs:\n  - {name: a, url: 'https://a.org/f', interval: 99999999999s}\n",
+         "blogs[0].interval"),
+    ],
+)
+def test_too_long_durations_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert e.value.key == key
+    assert "too long; the maximum is 36500d (100 years)" in e.value.message
+    assert e.value.line is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("learner: {since: 7}\n", "learner.since", "7 needs a unit: 7d, 7h, 7m or 7s"),
+        ("defaults: {interval: 90}\n", "defaults.interval", "90 needs a unit"),
+        ("ranking: {recency_half_life: 1.5}\n", "ranking.recency_half_life", "1.5d"),
+    ],
+)
+def test_bare_numbers_ask_for_a_unit(tmp_path: Path, text: str, key: str, words: str) -> None:
+    """`since: 7` means 7 days to most people and 7 seconds to parse_duration: ask."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert (e.value.key, e.value.line) == (key, 1) and words in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("defaults: {interval: 0s}\n", "defaults.interval", "must be longer than zero"),
+        ("defaults: {interval: 0h}\n", "defaults.interval", "must be longer than zero"),
+        ("learner: {since: 0d}\n", "learner.since", "must be longer than zero"),
+        ("ranking: {recency_half_life: 0m}\n", "ranking.recency_half_life", "longer than zero"),
+        ("defaults: {interval: -5h}\n", "defaults.interval", "not a duration: '-5h'"),
+    ],
+)
+def test_zero_or_negative_durations_are_refused(tmp_path: Path, text: str, key: str,
+                                                words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert (e.value.key, e.value.line) == (key, 1)
+    assert words in e.value.message
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+@pytest.mark.parametrize("key", ["similarity", "recency", "mmr", "feedback_other_stages"])
+def test_ranking_weights_must_be_finite(tmp_path: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"learner: {{stage: cnn}}\nranking:\n  {key}: {value}\n"))
+    assert (e.value.key, e.value.line) == (f"ranking.{key}", 3)
+    assert e.value.message == "must be a finite number, not .nan or .inf"
+
+
+def test_a_person_place_may_not_take_a_blog_name(tmp_path: Path) -> None:
+    text = ("blogs:\n  - name: Bob/blog\n    url: https://a.org/f\n"
+            "people:\n  - name: Bob\n    x: bob\n    blog: https://b.org/f\n")
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (f"{p}:7: people[0].blog: duplicate name 'Bob/blog' (the source of "
+                            "this person's blog), already used by blogs[0]")
+
+
+def test_a_duplicate_name_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    text = ("blogs:\n  - name: A\n    url: https://a.org/f\n  - name: B\n    url: https://b.org/f\n"
+            "  - name: A\n    url: https://c.org/f\n")
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}:6: blogs[2].name: duplicate name 'A', already used by blogs[0]"
+    text = ("arxiv:\n  - {name: a, category: cs.CV}\n"
+            "people:\n  - {name: b, x: b}\n  - name: A\n    x: a\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert (e.value.line, e.value.key) == (5, "people[1].name")
+    assert e.value.message == "duplicate name 'A', already used by arxiv[0]"
+
+
+@pytest.mark.parametrize("name", ['"Multi\\nline"', '"tab\\there"', '"bell\\a"', '"sep\\Lx"'])
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [("blogs", "url: https://a.org/f"), ("arxiv", "category: cs.CV"), ("people", "x: someone")],
+)
+def test_control_characters_in_names_are_refused(tmp_path: Path, name: str, section: str,
+                                                 entry: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"{section}:\n  - {entry}\n    name: {name}\n"))
+    assert (e.value.key, e.value.line) == (f"{section}[0].name", 3)
+    assert "a name cannot contain newlines, tabs or other control characters" in e.value.message
