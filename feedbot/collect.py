@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .collectors import Collected, Context, SourceDisabled, SourceError
+from .collectors import Collected, Context, SourceDisabled, SourceError, first_leaf
 from .collectors.arxiv_api import (
     AUTHOR_BATCH,
     ArxivGate,
@@ -34,12 +34,12 @@ from .collectors.arxiv_api import (
 from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec
 from .http import make_client
-from .items import Item
+from .items import Item, clamp_future
 from .store import SourceState, Store
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT = int(os.environ.get("FEEDBOT_FETCH_CONCURRENCY", "32"))  # all fetches at once
+MAX_CONCURRENT = 32  # all fetches at once, unless FEEDBOT_FETCH_CONCURRENCY says otherwise
 PER_HOST = 4  # at once against one host
 BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, capped by interval
 
@@ -94,6 +94,32 @@ def next_due(state: SourceState, interval: float) -> datetime | None:
 def is_due(state: SourceState, interval: float, now: datetime) -> bool:
     due = next_due(state, interval)
     return due is None or due <= now
+
+
+def fetch_concurrency() -> int:
+    """FEEDBOT_FETCH_CONCURRENCY when it is a whole number ≥ 1, else MAX_CONCURRENT (with a
+    warning: 0 would hang collection, and a typo must not stop it)."""
+    raw = os.environ.get("FEEDBOT_FETCH_CONCURRENCY", "").strip()
+    if not raw:
+        return MAX_CONCURRENT
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        log.warning("FEEDBOT_FETCH_CONCURRENCY=%r is not a whole number of at least 1; "
+                    "using the default, %d", raw, MAX_CONCURRENT)
+        return MAX_CONCURRENT
+    return value
+
+
+def feed_host(url: str) -> str:
+    """The host a feed URL names, for the per-host limit; '' when the URL is malformed (the
+    fetch then reports it as that source's error)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def collectors() -> dict[str, Collector]:
@@ -171,7 +197,7 @@ async def collect_async(
                   extra=dict(extra or {}), deadline=deadline)
     ctx.extra.setdefault("meta", store)  # get_meta/set_meta for collectors' caches (X user ids)
     table = collectors()
-    overall = asyncio.Semaphore(MAX_CONCURRENT)
+    overall = asyncio.Semaphore(fetch_concurrency())
     hosts: dict[str, asyncio.Semaphore] = {}
 
     async def slotted(host: str, work: Callable[[], Awaitable[_T]]) -> _T:
@@ -193,7 +219,7 @@ async def collect_async(
     async def one(spec: SourceSpec) -> SourceReport:
         shared = batch_of.get(spec.name)
         if shared is None:
-            host = (urlsplit(spec.target).hostname or "") if spec.kind == "feed" else spec.kind
+            host = feed_host(spec.target) if spec.kind == "feed" else spec.kind
             report = await slotted(host, functools.partial(
                 collect_one, ctx, store, spec, table, due_only=due_only))
         else:
@@ -229,19 +255,20 @@ async def collect_one(ctx: Context, store: Store, spec: SourceSpec,
     started = time.monotonic()
     try:
         got = await collector(ctx, spec, state)
-    except SourceDisabled as e:
-        return SourceReport(spec.name, spec.label, "disabled", error=str(e))
-    except SourceError as e:
-        store.record_failure(spec.name, ctx.now, str(e), retry_after=e.retry_after)
-        return SourceReport(spec.name, spec.label, "error", error=str(e),
-                            seconds=time.monotonic() - started)
-    except Exception as e:  # a bug or a surprise in one source must not stop the others
-        log.exception("collecting %s failed", spec.name)
-        msg = f"unexpected {type(e).__name__}: {e}"
-        store.record_failure(spec.name, ctx.now, msg)
+    except Exception as caught:  # a bug or a surprise in one source must not stop the others
+        e = first_leaf(caught)
+        if isinstance(e, SourceDisabled):
+            return SourceReport(spec.name, spec.label, "disabled", error=str(e))
+        if isinstance(e, SourceError):
+            msg, retry_after = str(e), e.retry_after
+        else:
+            log.error("collecting %s failed", spec.name, exc_info=caught)
+            msg, retry_after = f"unexpected {type(e).__name__}: {e}", None
+        store.record_failure(spec.name, ctx.now, msg, retry_after=retry_after)
         return SourceReport(spec.name, spec.label, "error", error=msg,
                             seconds=time.monotonic() - started)
-    result = store.upsert_items(got.items, ctx.now)
+    items = [clamp_future(it, ctx.now) for it in got.items]
+    result = store.upsert_items(items, ctx.now)
     store.record_success(spec.name, ctx.now, etag=got.etag, last_modified=got.last_modified,
                          cursor=got.cursor)
     status = "not-modified" if got.not_modified else "ok"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 KINDS = ("paper", "post", "social", "demo")
@@ -31,6 +31,13 @@ _ARXIV_URL = re.compile(
     re.IGNORECASE,
 )
 _ARXIV_ID = re.compile(rf"^(?:arxiv:)?(?P<id>{_ARXIV_NEW}|{_ARXIV_OLD})(?:v(?P<v>\d+))?$", re.I)
+
+# C0 and C1 control characters (terminal escapes and the like) are dropped from an item's text;
+# newline and tab stay, and the other line breaks become spaces.
+_CONTROL = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | \
+    {0x09: 0x09, 0x0A: 0x0A, 0x0B: 0x20, 0x0C: 0x20, 0x0D: 0x20}
+_HAS_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+FUTURE_TOLERANCE = timedelta(days=1)  # a date later than this after the fetch is not believed
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,12 @@ class Item:
     person: str = ""  # the person who wrote or shared it, when the source is a person
 
     def __post_init__(self) -> None:
+        for name in ("title", "summary", "source", "person"):
+            value = getattr(self, name)
+            if _HAS_CONTROL.search(value):
+                object.__setattr__(self, name, value.translate(_CONTROL))
+        if any(_HAS_CONTROL.search(a) for a in self.authors):
+            object.__setattr__(self, "authors", tuple(a.translate(_CONTROL) for a in self.authors))
         if self.kind not in KINDS:
             raise ValueError(f"unknown item kind {self.kind!r}")
         if self.published is not None and self.published.tzinfo is None:
@@ -72,6 +85,14 @@ class Item:
     def embed_text(self) -> str:
         """The text the embedding model sees: title, then the start of the summary."""
         return embed_text(self.title, self.summary)
+
+
+def clamp_future(item: Item, now: datetime, tolerance: timedelta = FUTURE_TOLERANCE) -> Item:
+    """`item` with a publication date more than `tolerance` after `now` (the fetch) set to
+    `now`: a feed's year-3000 date must not keep an item on top of every digest."""
+    if item.published is not None and item.published > now + tolerance:
+        return replace(item, published=now)
+    return item
 
 
 def embed_text(title: str, summary: str, max_chars: int = 1200) -> str:

@@ -2,17 +2,24 @@
 arXiv through the real `arxiv` client, and every real-world feed through the collector."""
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import feedbot.collectors.feeds as feeds_mod
-from feedbot.collect import collect, is_due, next_due, select_sources
+from feedbot.collect import collect, collect_one, is_due, next_due, select_sources
+from feedbot.collectors import Collected, Context
 from feedbot.collectors.arxiv_api import ArxivGate
-from feedbot.config import load_config
-from feedbot.http import FetchError, fetch, make_client, parse_retry_after
+from feedbot.config import SourceSpec, load_config
+from feedbot.http import MAX_RETRY_AFTER, FetchError, fetch, make_client, parse_retry_after
 from feedbot.store import SourceState, Store
 
 from .support import FIXTURES, LocalServer, Route, atom_feed
@@ -282,3 +289,165 @@ def test_a_busy_host_does_not_starve_the_others(server: LocalServer, tmp_path: P
     order = [r.path for r in server.requests]
     # Only 2 busy feeds run at once; the other host is served alongside them, not after all 8.
     assert order.index("/other.xml") < 4, order
+
+
+# --- hostile URLs, bodies and headers: each one source's error, never the run's ---------------
+
+def feeds_config(feeds: dict[str, str]) -> SimpleNamespace:
+    """A config of blogs as they reach collection, bypassing validation (a bad URL in the store
+    or a config validated by an older version must not stop a run either)."""
+    specs = [SourceSpec(name, "feed", url, name) for name, url in feeds.items()]
+    return SimpleNamespace(sources=lambda: specs)
+
+
+def collect_feeds(tmp_path: Path, feeds: dict[str, str], **kw):  # type: ignore[no-untyped-def]
+    store = Store(tmp_path / "db.sqlite")
+    reports = collect(feeds_config(feeds), store, now=NOW, **kw)  # type: ignore[arg-type]
+    return {r.name: r for r in reports}, store
+
+
+def test_malformed_urls_are_per_source_errors(server: LocalServer, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    good = server.add("/good.xml", body=atom_feed([{"title": "t", "link": "https://e.org/1"}]))
+    server.add("/hop", status=302, headers={"Location": "http://127.0.0.1:99999/feed"})
+    reports, store = collect_feeds(tmp_path, {
+        "Good": good, "IPv6": "http://[::1/feed", "Port": "http://127.0.0.1:99999/feed",
+        "Hop": server.url("/hop")})
+    assert reports["Good"].status == "ok" and reports["Good"].new == 1
+    assert reports["IPv6"].line() == "IPv6: error: bad URL: Invalid IPv6 URL"
+    assert reports["Port"].line() == "Port: error: bad URL: Port out of range 0-65535"
+    assert reports["Hop"].line() == "Hop: error: bad URL: port out of range"
+    assert store.source_state("Port").failures == 1
+    assert "Traceback" not in caplog.text and "unexpected" not in caplog.text
+
+
+def test_an_exception_group_is_unwrapped_into_the_sources_error(tmp_path: Path) -> None:
+    async def grouped(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+        raise ExceptionGroup("task group", [FetchError("cannot connect to e.org: boom")])
+
+    async def surprise(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+        raise ExceptionGroup("task group", [OSError("weird")])
+
+    store = Store(tmp_path / "db.sqlite")
+    ctx = Context(now=NOW, http=None)  # type: ignore[arg-type]
+    spec = SourceSpec("A", "feed", "https://e.org/feed", "A")
+    r = run(collect_one(ctx, store, spec, {"feed": grouped}))
+    assert r.line() == "A: error: cannot connect to e.org: boom"
+    r = run(collect_one(ctx, store, spec, {"feed": surprise}))
+    assert r.line() == "A: error: unexpected OSError: weird"
+
+
+def test_an_empty_answer_is_not_a_feed(server: LocalServer, tmp_path: Path) -> None:
+    empty = server.add("/empty", body=b"", content_type="application/rss+xml")
+    nothing = server.add("/204", status=204, body=b"")
+    reports, _ = collect_feeds(tmp_path, {"Empty": empty, "Nothing": nothing})
+    assert reports["Empty"].line() == "Empty: error: not a feed: empty response"
+    assert reports["Nothing"].line() == "Nothing: error: not a feed: empty response"
+
+
+def test_rss_served_as_json_is_read_as_rss(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/rss", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes(),
+                     content_type="application/json")
+    reports, _ = collect_feeds(tmp_path, {"Mislabelled": url})
+    assert reports["Mislabelled"].line() == "Mislabelled: 2 new (2 in feed)"
+
+
+def test_retry_after_is_capped_and_nonsense_ignored() -> None:
+    assert parse_retry_after("99999999999999", NOW) == NOW + MAX_RETRY_AFTER
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", NOW) == NOW + MAX_RETRY_AFTER
+    assert timedelta(days=7) == MAX_RETRY_AFTER  # as documented
+    assert parse_retry_after("-5", NOW) is None
+    assert parse_retry_after("\uff11\uff12", NOW) is None  # full-width digits
+    assert parse_retry_after("Fri, 20 Nov 2026 11:00:00 GMT", NOW) == NOW - timedelta(hours=1)
+
+
+def test_a_huge_retry_after_blocks_a_source_for_a_week_at_most(server: LocalServer,
+                                                               tmp_path: Path) -> None:
+    huge = server.add("/huge", status=429, body=b"slow down",
+                      headers={"Retry-After": "99999999999999"})
+    far = server.add("/far", status=429, body=b"x",
+                     headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})
+    reports, store = collect_feeds(tmp_path, {"Huge": huge, "Far": far})
+    latest = datetime.now(UTC) + MAX_RETRY_AFTER
+    for name in ("Huge", "Far"):
+        assert reports[name].line() == f"{name}: error: HTTP 429 Too Many Requests"
+        retry = store.source_state(name).retry_after
+        assert retry is not None and latest - timedelta(minutes=1) < retry <= latest
+
+
+def test_far_future_dates_are_clamped_and_huge_feeds_cut(server: LocalServer,
+                                                         tmp_path: Path) -> None:
+    from .test_feeds import big_rss
+
+    future = server.add("/future", body=atom_feed([
+        {"title": "from 3000", "link": "https://e.org/3000", "updated": "3000-01-01T00:00:00Z"},
+        {"title": "tomorrow", "link": "https://e.org/soon", "updated": "2026-11-21T00:00:00Z"}]))
+    big = server.add("/big", body=big_rss(feeds_mod.MAX_ITEMS + 1))
+    reports, store = collect_feeds(tmp_path, {"Future": future, "Big": big})
+    dates = {s.item.title: s.item.published for s in store.items_since(None)
+             if s.item.source == "Future"}
+    assert dates == {"from 3000": NOW, "tomorrow": datetime(2026, 11, 21, tzinfo=UTC)}
+    assert reports["Big"].line() == (f"Big: {feeds_mod.MAX_ITEMS} new ({feeds_mod.MAX_ITEMS} in "
+                                     f"feed); kept the {feeds_mod.MAX_ITEMS} newest of "
+                                     f"{feeds_mod.MAX_ITEMS + 1} items")
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "abc", " "])
+def test_a_bad_fetch_concurrency_falls_back_to_the_default(
+        raw: str, server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import feedbot.collect as collect_mod
+
+    monkeypatch.setenv("FEEDBOT_FETCH_CONCURRENCY", raw)
+    assert collect_mod.fetch_concurrency() == collect_mod.MAX_CONCURRENT
+    if raw.strip():
+        assert "FEEDBOT_FETCH_CONCURRENCY" in caplog.text
+    good = server.add("/good.xml", body=atom_feed([{"title": "t", "link": "https://e.org/1"}]))
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = run(asyncio.wait_for(
+        collect_mod.collect_async(feeds_config({"Good": good}), store, now=NOW),  # type: ignore[arg-type]
+        timeout=20))
+    assert r.status == "ok"
+    monkeypatch.setenv("FEEDBOT_FETCH_CONCURRENCY", "3")
+    assert collect_mod.fetch_concurrency() == 3
+    done = subprocess.run([sys.executable, "-c", "import feedbot.collect"], capture_output=True,
+                          text=True, env={**os.environ, "FEEDBOT_FETCH_CONCURRENCY": raw})
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+
+
+def test_a_tls_handshake_failure_says_why() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(FetchError) as e:
+            run(get(f"https://127.0.0.1:{port}/feed"))
+    finally:
+        listener.close()
+    assert str(e.value).startswith("cannot connect to 127.0.0.1: TLS handshake failed (")
+    assert not str(e.value).endswith("()")
+
+
+# --- arXiv answering 200 with something else ----------------------------------------------------
+
+@pytest.mark.parametrize(("body", "what"), [
+    (b"<html><body><h1>arXiv is down for maintenance</h1></body></html>",
+     "a <html> document (arXiv is down for maintenance)"),
+    (b"", "an empty response"),
+])
+def test_arxiv_answering_200_with_no_feed_is_an_error(
+        body: bytes, what: str, server: LocalServer, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server.add("/api/query", body=body, content_type="text/html")
+    cfg = load_config(write_sources(tmp_path, {}, {"cs.LG": "cat:cs.LG"}))
+    gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.0, retries=0)
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(cfg, store, now=NOW, arxiv=gate)
+    assert r.line() == f"cs.LG: error: arXiv answered with something that is not a feed: {what}"
+    assert store.source_state("cs.LG").failures == 1
+    assert "Malformed feed" not in caplog.text

@@ -2,12 +2,12 @@
 feed in ../shared/corpus, through the pure parser."""
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from feedbot.collectors.feeds import FeedError, parse_feed
+from feedbot.collectors.feeds import MAX_ITEMS, FeedError, parse_feed
 
 from .support import FIXTURES
 
@@ -148,3 +148,73 @@ def test_gb_encoded_and_large_real_feeds(corpus: Path) -> None:
     assert all(i.url.startswith("http") for i in bio.items)
     big = max(nnw.glob("*.atom"), key=lambda p: p.stat().st_size)
     assert parse_feed(big.read_bytes(), "big").items
+
+
+# --- hostile or sloppy bodies ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [b"", b"  \r\n", b"\xef\xbb\xbf"])
+def test_an_empty_body_is_not_a_feed(body: bytes) -> None:
+    with pytest.raises(FeedError, match="^not a feed: empty response$"):
+        parse_feed(body, "s", content_type="application/rss+xml")
+
+
+def test_the_body_decides_the_format_not_the_content_type() -> None:
+    feed = parse("rss2.xml", content_type="application/json; charset=utf-8")
+    assert feed == parse("rss2.xml", content_type="application/rss+xml")
+    assert feed.title == "Gradient Notes" and len(feed.items) == 2
+    assert parse("feed.json", content_type="text/xml").title == "Kernel Club"
+
+
+def test_json_feed_fields_of_the_wrong_type_are_ignored() -> None:
+    body = (b'{"version": "https://jsonfeed.org/version/1.1", "home_page_url": 5, '
+            b'"title": ["x"], "items": ['
+            b'{"id": "a", "url": 5, "title": "numeric url"},'
+            b'{"id": 7, "url": "/rel", "title": ["a"], "summary": "Some text",'
+            b' "authors": [{"name": {"x": 1}}, {"name": "Ann"}], "date_published": 12345,'
+            b' "date_modified": "2026-11-18T05:00:00Z"},'
+            b'{"id": "c", "url": "https://e.org/c", "title": "t", "author": {"name": 3},'
+            b' "content_html": {"a": 1}, "authors": "bob"}]}')
+    feed = parse_feed(body, "s", base_url="https://feeds.example.org/feed.json")
+    assert feed.title == ""
+    rel, c = feed.items  # the item whose url is a number has no usable link: skipped
+    assert rel.url == "https://feeds.example.org/rel"
+    assert rel.title == "Some text"  # the list title is ignored: titled from the text
+    assert rel.authors == ("Ann",)
+    assert rel.guid == "7"
+    assert rel.published == datetime(2026, 11, 18, 5, tzinfo=UTC)
+    assert (c.url, c.title, c.authors, c.summary) == ("https://e.org/c", "t", (), "")
+    with pytest.raises(FeedError, match="none with a link"):
+        parse_feed(b'{"version": "https://jsonfeed.org/version/1", "items": [{"url": 5}]}', "s")
+
+
+def test_control_characters_never_reach_an_item() -> None:
+    body = (b'{"version": "https://jsonfeed.org/version/1", "items": [{"url": "https://e.org/1", '
+            b'"title": "\\u0001ctrl\\u001b[31m red", "content_text": "a\\u009bb\\u0007", '
+            b'"authors": [{"name": "Eve\\u001b[0m"}]}]}')
+    (item,) = parse_feed(body, "s\x1b]0;pwned\x07").items
+    assert item.title == "ctrl[31m red"
+    assert item.summary == "ab"
+    assert item.authors == ("Eve[0m",)
+    assert item.source == "s]0;pwned"
+
+
+def big_rss(n: int, dated: bool = True) -> bytes:
+    """An RSS feed of `n` items, oldest first (item i published on day i after 2020-01-01)."""
+    items = []
+    for i in range(n):
+        when = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=i)
+        date = f"<pubDate>{when:%a, %d %b %Y %H:%M:%S} +0000</pubDate>" if dated else ""
+        items.append(f"<item><title>Post {i}</title><link>https://big.example.org/{i}</link>"
+                     f"{date}</item>")
+    return ("<rss version='2.0'><channel><title>Big</title><link>https://big.example.org/</link>"
+            + "".join(items) + "</channel></rss>").encode()
+
+
+def test_a_huge_feed_keeps_only_its_newest_items() -> None:
+    feed = parse_feed(big_rss(MAX_ITEMS + 100), "big")
+    assert len(feed.items) == MAX_ITEMS
+    assert [i.title for i in feed.items] == [f"Post {i}" for i in range(100, MAX_ITEMS + 100)]
+    assert feed.warning == f"kept the {MAX_ITEMS} newest of {MAX_ITEMS + 100} items"
+    undated = parse_feed(big_rss(MAX_ITEMS + 100, dated=False), "big")
+    assert [i.title for i in undated.items] == [f"Post {i}" for i in range(MAX_ITEMS)]
+    assert parse_feed(big_rss(MAX_ITEMS), "big").warning == ""

@@ -6,6 +6,7 @@ from feedbot.items import (
     Item,
     arxiv_id_from_url,
     canonical_url,
+    clamp_future,
     embed_text,
     item_id,
     split_arxiv_id,
@@ -97,3 +98,24 @@ def test_embed_text_joins_title_and_trimmed_summary() -> None:
     assert embed_text("Title", "  lots   of\nspace ") == "Title. lots of space"
     assert embed_text("Same", "same") == "Same"
     assert len(embed_text("T", "x" * 5000)) == len("T. ") + 1200
+
+
+def test_item_text_loses_terminal_control_characters() -> None:
+    item = Item("\x01ctrl\x1b[31m red\r\n", "https://e.org/1", "blog\x9b", authors=("A\x07nn",),
+                summary="line one\nline\ttwo\x00\x7f\x85", person="P\x1b[2J")
+    assert item.title == "ctrl[31m red \n"
+    assert item.source == "blog"
+    assert item.authors == ("Ann",)
+    assert item.summary == "line one\nline\ttwo"
+    assert item.person == "P[2J"
+    assert Item("Ünïcode — ok", "https://e.org/2", "s").title == "Ünïcode — ok"
+
+
+def test_far_future_dates_are_clamped_to_the_fetch_time() -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    far = Item("t", "https://e.org/1", "s", published=datetime(3000, 1, 1, tzinfo=UTC))
+    assert clamp_future(far, now).published == now
+    soon = Item("t", "https://e.org/2", "s", published=now + timedelta(hours=20))
+    assert clamp_future(soon, now) is soon  # a time zone's worth of skew is believed
+    undated = Item("t", "https://e.org/3", "s")
+    assert clamp_future(undated, now) is undated

@@ -28,6 +28,14 @@ class SourceDisabled(Exception):
     """The source cannot run in this setup (e.g. no X token); shown once, not a failure."""
 
 
+def first_leaf(e: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups, such as anyio's task groups
+    raise; `e` itself when it is not a group."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
 @dataclass
 class Collected:
     items: list[Item]

@@ -18,11 +18,12 @@ from typing import Any
 
 import arxiv
 import requests
+from lxml import etree
 
 from ..config import SourceSpec
 from ..items import Item, split_arxiv_id, utc
 from ..store import SourceState
-from ..text import html_to_text
+from ..text import html_to_text, shorten
 from . import Collected, Context, SourceError
 
 API_URL = "https://export.arxiv.org/api/query?{}"
@@ -30,10 +31,17 @@ DELAY = 3.0  # arXiv's terms of use: no more than one request every three second
 MAX_PAGE = 2000  # the most results arXiv's API returns for one request
 AUTHOR_BATCH = 20  # names per batched author query: one request, a URL well under 2 KB
 BATCH_MAX_RESULTS = 1000  # results asked for in one batched author query (20 people × 50)
+ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
+
+
+class ArxivNotAFeed(requests.RequestException):
+    """arXiv answered 200 with something that is not an Atom feed (a maintenance page, nothing)."""
 
 
 class _TimeoutSession(requests.Session):
-    """The arxiv package calls `session.get` with no timeout; a hung server would hang us."""
+    """The arxiv package calls `session.get` with no timeout; a hung server would hang us. It
+    also reads any 200 as a feed, so a maintenance page or an empty body would pass for "no
+    results": such an answer raises ArxivNotAFeed here, before the package parses it."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
@@ -41,7 +49,32 @@ class _TimeoutSession(requests.Session):
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(*args, **kwargs)
+        response = super().request(*args, **kwargs)
+        if response.status_code == 200:
+            problem = not_a_feed(response.content)
+            if problem:
+                raise ArxivNotAFeed(problem, response=response)
+        return response
+
+
+def not_a_feed(content: bytes) -> str:
+    """'' when `content` is an Atom document, else what it is instead, in words. Pure."""
+    if not content.strip():
+        return "an empty response"
+    parser = etree.XMLPullParser(events=("start",), recover=True, resolve_entities=False,
+                                 no_network=True)
+    root = None
+    try:
+        parser.feed(content[:65536])  # the root element is all we look at
+        root = next((el for _, el in parser.read_events()), None)
+    except etree.LxmlError:
+        pass
+    if root is not None and root.tag == ATOM_FEED:
+        return ""
+    what = f"a <{str(root.tag).rpartition('}')[2]}> document" if root is not None else "not XML"
+    text = html_to_text(content[:4096].decode("utf-8", "replace"))
+    text = shorten("".join(c for c in text if c.isprintable()), 80)
+    return f"{what} ({text})" if text else what
 
 
 class ArxivGate:
@@ -82,6 +115,8 @@ def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
 
 
 def describe_error(e: Exception) -> str:
+    if isinstance(e, ArxivNotAFeed):
+        return f"arXiv answered with something that is not a feed: {e}"
     if isinstance(e, arxiv.HTTPError):
         return f"arXiv API answered HTTP {e.status}"
     if isinstance(e, arxiv.UnexpectedEmptyPageError):

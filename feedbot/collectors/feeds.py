@@ -24,6 +24,7 @@ from ..text import extract_links, html_to_text, shorten
 from . import Collected, Context, SourceError
 
 MAX_SUMMARY = 2000
+MAX_ITEMS = 500  # items kept from one feed per fetch: the newest by date (feed order if undated)
 
 
 class FeedError(SourceError):
@@ -39,16 +40,44 @@ class ParsedFeed:
 
 def parse_feed(content: bytes, source: str, *, base_url: str = "", kind: str = "post",
                person: str = "", content_type: str = "") -> ParsedFeed:
-    """Parse any feed format from bytes. Raises FeedError when nothing usable is there."""
+    """Parse any feed format from bytes. Raises FeedError when nothing usable is there.
+
+    The body decides the format, whatever the content type says: `<` is XML, `{` is JSON Feed.
+    At most MAX_ITEMS items are kept (the warning says when some were dropped)."""
     head = content[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"{") or "json" in content_type.lower():
-        return _parse_json_feed(content, source, base_url, kind, person)
+    if not head:
+        raise FeedError("not a feed: empty response")
+    if head.startswith(b"{") or ("json" in content_type.lower() and not head.startswith(b"<")):
+        parsed = _parse_json_feed(content, source, base_url, kind, person)
+    else:
+        parsed = _parse_xml_feed(content, source, base_url, kind, person, content_type)
+    return _capped(parsed)
+
+
+def _capped(parsed: ParsedFeed, limit: int = MAX_ITEMS) -> ParsedFeed:
+    """At most `limit` items: the newest by date, undated ones after them in feed order; the
+    kept items stay in feed order."""
+    if len(parsed.items) <= limit:
+        return parsed
+    oldest = datetime.min.replace(tzinfo=UTC)
+    newest = sorted(range(len(parsed.items)), reverse=True,
+                    key=lambda i: parsed.items[i].published or oldest)
+    keep = set(newest[:limit])
+    items = [it for i, it in enumerate(parsed.items) if i in keep]
+    cut = f"kept the {limit} newest of {len(parsed.items)} items"
+    return ParsedFeed(parsed.title, items, "; ".join(w for w in (parsed.warning, cut) if w))
+
+
+def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, person: str,
+                    content_type: str) -> ParsedFeed:
+    if "json" in content_type.lower():  # the body is XML (see parse_feed): say so to feedparser
+        content_type = "application/xml"
     d = feedparser.parse(content, response_headers={"content-location": base_url,
                                                     "content-type": content_type or "text/xml"})
     if not d.entries:
         if d.bozo:
             raise FeedError(f"not a feed: {_bozo_reason(d.bozo_exception)}")
-        if not d.version:
+        if not d.get("version"):
             raise FeedError("not a feed: no RSS, Atom or JSON Feed content found")
     link = d.feed.get("link") or base_url
     items = [it for e in d.entries if (it := _entry_item(e, source, link, kind, person))]
@@ -124,20 +153,20 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
         raise FeedError("not a feed: JSON without an 'items' list")
     if "jsonfeed.org" not in str(doc.get("version", "")):
         raise FeedError("not a feed: JSON that is not a JSON Feed (no jsonfeed.org version)")
-    base = doc.get("home_page_url") or base
+    base = _str(doc, "home_page_url") or base
     feed_authors = _json_authors(doc)
     items = []
     for e in doc["items"]:
         if not isinstance(e, dict):
             continue
-        link = _web_link(str(e.get("url") or e.get("external_url") or ""), base)
-        body = str(e.get("content_html") or e.get("summary") or e.get("content_text") or "")
+        link = _web_link(_str(e, "url") or _str(e, "external_url"), base)
+        body = _str(e, "content_html") or _str(e, "summary") or _str(e, "content_text")
         summary = shorten(html_to_text(body), MAX_SUMMARY)
-        title = html_to_text(str(e.get("title") or "")) or shorten(summary, 90)
+        title = html_to_text(_str(e, "title")) or shorten(summary, 90)
         if not link:
             continue
-        guid = str(e.get("id") or "")
-        published = _iso(e.get("date_published") or e.get("date_modified"))
+        guid = _str(e, "id") or (str(e["id"]) if type(e.get("id")) is int else "")
+        published = _iso(e.get("date_published")) or _iso(e.get("date_modified"))
         arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
         items.append(Item(
             title=title or link, url=link, source=source, kind=kind,
@@ -147,7 +176,13 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
         ))
     if doc["items"] and not items:
         raise FeedError("feed has entries but none with a link")
-    return ParsedFeed(html_to_text(str(doc.get("title") or "")), items)
+    return ParsedFeed(html_to_text(_str(doc, "title")), items)
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    """A JSON Feed string field; '' when missing or of another type (a number, a list)."""
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _web_link(link: str, base: str) -> str:
@@ -162,7 +197,9 @@ def _web_link(link: str, base: str) -> str:
 
 def _json_authors(obj: dict[str, Any]) -> tuple[str, ...]:
     raw = obj.get("authors") or ([obj["author"]] if isinstance(obj.get("author"), dict) else [])
-    names = (html_to_text(str(a.get("name") or "")) for a in raw if isinstance(a, dict))
+    if not isinstance(raw, list):
+        return ()
+    names = (html_to_text(_str(a, "name")) for a in raw if isinstance(a, dict))
     return tuple(dict.fromkeys(n for n in names if n))
 
 
