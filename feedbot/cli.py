@@ -7,6 +7,8 @@ usage error (with file, line and key), 1 for anything else that stopped the comm
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from .embed import Embedder
     from .roadmap import Roadmap
     from .store import Store
+
+
+class SettingError(Exception):
+    """A bad setting outside sources.yaml (an environment variable, the data directory)."""
 
 
 class App:
@@ -58,22 +64,45 @@ class App:
 
     @cached_property
     def home(self) -> Path:
-        return feedbot_home()
+        home = feedbot_home()
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SettingError(home_problem(home, e)) from None
+        return home
 
     @cached_property
     def store(self) -> Store:
         from .store import Store
 
-        return Store.open(self.home)
+        try:
+            return Store.open(self.home)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise SettingError(home_problem(self.home, e)) from None
 
     @cached_property
     def embedder(self) -> Embedder:
-        from .embed import Embedder
+        from .embed import Embedder, EmbedSettingError
 
-        return Embedder()
+        try:
+            return Embedder()
+        except EmbedSettingError as e:  # FEEDBOT_DEVICE or FEEDBOT_EMBED_BACKEND
+            raise SettingError(str(e)) from None
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+def home_problem(home: Path, e: Exception) -> str:
+    """Why the data directory cannot be used, naming FEEDBOT_HOME."""
+    if home.exists() and not home.is_dir():
+        why = "it is a file, not a directory"
+    else:
+        why = getattr(e, "strerror", None) or str(e)
+    if os.environ.get("FEEDBOT_HOME"):
+        return f"FEEDBOT_HOME={home} cannot be used as the data directory: {why}"
+    return (f"the data directory {home} cannot be used: {why}; set FEEDBOT_HOME to another "
+            "directory")
 
 
 def check_stage(cfg: Config, roadmap: Roadmap) -> None:
@@ -99,7 +128,7 @@ class FeedbotGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as e:
+        except (ConfigError, SettingError) as e:
             fail(str(e), 2)
         except KeyboardInterrupt:
             fail("interrupted", 130)
@@ -187,6 +216,8 @@ def _progress(stream: Any, total: int) -> Any:
 @pass_app
 def collect(app: App, only: str | None) -> None:
     """Fetch all sources now (or one), one line per source."""
+    if only is not None and not only.strip():
+        fail("--source needs the name of a source or person; see `feedbot sources`", 2)
     run_collect(app, only=only)
 
 
@@ -216,8 +247,13 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
     if since is not None:
         try:
             window = timedelta(seconds=parse_duration(since))
+            app.now() - window  # noqa: B018 - a look-back before year 1 overflows
         except ValueError as e:
             fail(f"--since: {e}", 2)
+        except OverflowError:
+            fail(f"--since: {since!r} looks back too far; use e.g. 7d or 365d", 2)
+        if window <= timedelta(0):
+            fail(f"--since: {since!r} is no time at all; use e.g. 24h or 7d", 2)
     if not no_collect and cfg.sources():
         run_collect(app, due_only=True)
     d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=app.now(),
@@ -359,12 +395,10 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
 @pass_app
 def doctor(app: App) -> None:
     """Show where feedbot keeps its data, the model and the device it embeds on."""
-    from .embed import Embedder
-
     click.echo(f"feedbot {__version__}")
     click.echo(f"sources: {app.sources_file}")
     click.echo(f"home: {app.home}")
-    emb = Embedder()
+    emb = app.embedder
     click.echo(f"model: {emb.model_name} ({emb.model_ref})")
     try:
         click.echo(f"device: {emb.device} (FEEDBOT_DEVICE={emb.device_pref})")

@@ -134,5 +134,8 @@ def export_opml(app: App, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as e:  # no such directory, no permission, ...
+            fail(f"cannot write {output}: {e.strerror or e}", 2)
         click.echo(f"wrote {output}", err=True)

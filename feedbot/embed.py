@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,31 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SMALL_BATCH = 64  # at most this many texts to embed: prefer the encoder that starts fastest
 _PACKAGED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class EmbedSettingError(ValueError):
+    """FEEDBOT_DEVICE or FEEDBOT_EMBED_BACKEND holds a value feedbot does not know."""
+
+
+def device_from_env() -> str:
+    """FEEDBOT_DEVICE, checked: auto (the default), cpu, cuda, cuda:N or mps."""
+    value = os.environ.get("FEEDBOT_DEVICE", "").strip().lower() or "auto"
+    if not _DEVICE.match(value):
+        raise EmbedSettingError(f"FEEDBOT_DEVICE={value!r} is not a device; use one of auto, "
+                                "cpu, cuda, cuda:N (a GPU's number) or mps")
+    return value
+
+
+def backend_from_env() -> str:
+    """FEEDBOT_EMBED_BACKEND, checked: auto (the default) or one of the backends."""
+    from .backends import BACKENDS  # imports no torch
+
+    value = os.environ.get("FEEDBOT_EMBED_BACKEND", "").strip().lower() or "auto"
+    if value != "auto" and value not in BACKENDS:
+        raise EmbedSettingError(f"FEEDBOT_EMBED_BACKEND={value!r} is not an embedding backend; "
+                                f"use one of auto, {', '.join(BACKENDS)}")
+    return value
 
 
 def packaged_model_path() -> Path | None:
@@ -61,8 +87,8 @@ class Embedder:
     def __init__(self, model: str | None = None, device: str | None = None,
                  backend: str | None = None, batch_size: int = 32) -> None:
         self.model_name, self.model_ref = resolve_model(model)
-        self.device_pref = device or os.environ.get("FEEDBOT_DEVICE", "auto")
-        self.backend_pref = backend or os.environ.get("FEEDBOT_EMBED_BACKEND", "auto")
+        self.device_pref = device or device_from_env()
+        self.backend_pref = backend or backend_from_env()
         self.batch_size = batch_size
         self._encoder: Encoder | None = None
         self._light: Encoder | None = None

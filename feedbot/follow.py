@@ -20,6 +20,7 @@ import contextlib
 import difflib
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
@@ -159,6 +160,10 @@ def _request(values: dict[str, Any]) -> FollowRequest:
         if weight < 0:
             raise FollowError("--weight must be 0 or more")
     check = not values.pop("no_check", False)
+    for key, value in values.items():
+        if isinstance(value, str) and has_control_chars(value):
+            raise FollowError(f"{key} {value!r} contains a newline, tab or other control "
+                              "character; write it on one line")
     if values.get("mastodon"):
         values["mastodon"] = "@" + values["mastodon"].lstrip("@")
     for key in ("x", "bluesky"):
@@ -168,6 +173,31 @@ def _request(values: dict[str, Any]) -> FollowRequest:
     if not req.places:
         raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
     return req
+
+
+def has_control_chars(text: str) -> bool:
+    """True when `text` holds a newline, tab, escape or other control character."""
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def url_problem(url: str) -> str:
+    """Why `url` cannot be followed as a feed ('not an http(s) URL', ...), or '' when it can."""
+    if not re.match(r"^https?://[^\s/]+", url):
+        return "not an http(s) URL"
+    if has_control_chars(url):
+        return "not a valid URL (it contains a control character)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        return f"not a valid URL ({e})"
+    if not parts.hostname:
+        return "not a valid URL (it has no host name)"
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as e:
+        return f"not a valid URL ({e})"
+    return ""
 
 
 # --- checking a blog URL once ---------------------------------------------------------------
@@ -204,9 +234,17 @@ class _LinkFinder(HTMLParser):
 
 
 def find_feed_links(page: str, base_url: str) -> tuple[list[str], str]:
-    """(feed URLs a page advertises with <link rel="alternate">, resolved; the page title)."""
+    """(feed URLs a page advertises with <link rel="alternate">, resolved; the page title).
+
+    An href too malformed to resolve is returned as written: `url_problem` says what is wrong.
+    """
     finder = run_parser(_LinkFinder(), page)
-    urls = [urljoin(base_url, href) for href in finder.feeds]
+    urls = []
+    for href in finder.feeds:
+        try:
+            urls.append(urljoin(base_url, href))
+        except ValueError:  # "Invalid IPv6 URL": kept as written, for the caller to refuse
+            urls.append(href)
     return list(dict.fromkeys(urls)), " ".join(finder.title.split())
 
 
@@ -230,13 +268,17 @@ async def discover_feed(client: httpx.AsyncClient, url: str) -> FeedCheck:
         raise FollowError(f"{url} is a web page that advertises no feed (no <link rel=\"alternate"
                           "\" type=\"application/rss+xml\"> or Atom/JSON Feed link); give the "
                           "feed's own URL")
-    feed = await _fetch(client, links[0])
+    usable = [link for link in links if not url_problem(link)]
+    if not usable:
+        raise FollowError(f"{url} advertises {links[0]!r}, which is {url_problem(links[0])}; "
+                          "give the feed's own URL")
+    feed = await _fetch(client, usable[0])
     try:
         parsed = parse_feed(feed.content, "follow-check", base_url=feed.url,
                             content_type=feed.content_type)
     except FeedError as e:
-        raise FollowError(f"{url} advertises {links[0]}, but that is not a feed ({e})") from None
-    return FeedCheck(links[0], parsed.title or page_title, page=url)
+        raise FollowError(f"{url} advertises {usable[0]}, but that is not a feed ({e})") from None
+    return FeedCheck(usable[0], parsed.title or page_title, page=url)
 
 
 async def _fetch(client: httpx.AsyncClient, url: str) -> Any:
@@ -290,9 +332,9 @@ def _apply(req: FollowRequest, found: FeedCheck | None, doc: CommentedMap) -> st
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise FollowError(f"{url!r} is not an http(s) URL")
+    problem = url_problem(url)
+    if problem:
+        raise FollowError(f"{url!r} is {problem}")
 
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
@@ -438,8 +480,14 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
         taken = {n.casefold() for n in _names(doc)}
         for title, url, _page in feeds:
             label = title or url
-            if not re.match(r"^https?://[^\s/]+", url):
-                report.skipped.append((label, "not an http(s) URL"))
+            if has_control_chars(label):
+                label = repr(label)
+            problem = url_problem(url)
+            if problem:
+                report.skipped.append((label, problem))
+                continue
+            if has_control_chars(title):
+                report.skipped.append((label, "the title contains a control character"))
                 continue
             if canonical_url(url) in followed:
                 report.skipped.append((label, "already followed"))

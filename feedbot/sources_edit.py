@@ -1,7 +1,10 @@
 """Edit sources.yaml in place: comments, order and formatting kept (ruamel.yaml round trip).
 
 Every edit is validated before the file is replaced, and the replacement is atomic (temp file
-in the same directory, fsync, rename): the file is never left half-written.
+in the same directory, fsync, rename): the file is never left half-written. A symlinked file is
+edited where the link points, so the link stays. Edits are serialised by an exclusive lock on a
+sidecar file (`.sources.yaml.lock`, next to the file, removed after the edit) held from reading
+the file to replacing it, so concurrent edits never lose each other's changes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from .config import Config, ConfigError, load_config, parse_yaml
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): edits go unserialised
+    fcntl = None  # type: ignore[assignment]
 
 
 def _dumper() -> YAML:
@@ -53,7 +61,8 @@ def _detect_mapping_indent(text: str) -> int:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
+    """Replace the file at `path` (the target of a symlink, which stays) with `text`."""
+    path = Path(path).resolve()
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -69,15 +78,56 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock for editing `target` (a file beside it, removed afterwards)."""
+    if fcntl is None:
+        yield
+        return
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # no such directory, or a read-only one: the edit itself will say
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # The holder before us may have removed the file: then lock the new one.
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)  # releases the lock, after the unlink: a waiter then sees a stale file
+
+
 def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
     """Apply `mutate` to the parsed document, validate, and atomically replace the file.
 
     Returns (the new validated config, whatever `mutate` returned). Raises ConfigError and
-    leaves the file untouched when the current file or the result is invalid.
+    leaves the file untouched when the current file or the result is invalid. A symlink is
+    followed: its target is edited and the link kept.
     """
     path = Path(path)
+    target = path.resolve()
+    with _locked(target):
+        return _edit_locked(path, target, mutate)
+
+
+def _edit_locked(path: Path, target: Path,
+                 mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = target.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, "file not found") from None
     load_config(path, text=text)  # refuse to edit a file that is already broken
@@ -96,7 +146,7 @@ def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Con
     except ConfigError as e:
         raise ConfigError(path, f"edit refused, the result would be invalid: {e.message}",
                           key=e.key, hint=e.hint) from None
-    atomic_write(path, new_text)
+    atomic_write(target, new_text)
     cfg.path = path
     return cfg, result
 

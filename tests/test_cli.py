@@ -11,6 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import feedbot.cli
 import feedbot.embed
 from feedbot.cli import main
 
@@ -325,3 +326,68 @@ def test_unknown_stage_in_a_flow_mapping_is_located(tmp_path: Path) -> None:
     result = invoke("stage")
     assert result.exit_code == 2
     assert f"{p}:3: learner.stage: unknown stage 'nlpp'" in result.stderr
+
+
+# --- bad options and settings: a clear message and exit 2, never a traceback ------------------
+
+MINIMAL = "learner: {stage: cnn}\n"
+
+
+@pytest.mark.parametrize(("since", "seconds", "message"), [
+    ("99999999999d", None, "--since"),
+    ("800000d", None, "--since"),
+    ("0", None, "--since: '0' is no time at all"),
+    ("0d", None, "--since: '0d' is no time at all"),
+    ("1e15s", 1e15, "looks back too far"),  # what a parse_duration without a maximum gives
+    ("800000d", 800000 * 86400.0, "looks back too far"),  # before year 1
+])
+def test_digest_since_out_of_range_is_a_usage_error(
+        monkeypatch: pytest.MonkeyPatch, since: str, seconds: float | None,
+        message: str) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    if seconds is not None:
+        monkeypatch.setattr(feedbot.cli, "parse_duration", lambda _: seconds)
+    result = invoke("digest", "--no-collect", "--since", since)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_collect_with_an_empty_source_name_is_a_usage_error(sources: Path,
+                                                           server: LocalServer) -> None:
+    result = invoke("collect", "--source", "")
+    assert result.exit_code == 2
+    assert "--source needs the name of a source or person" in result.stderr
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_an_unusable_feedbot_home_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   where: str) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    (tmp_path / "a-file").write_text("not a directory")
+    home = tmp_path / where
+    monkeypatch.setenv("FEEDBOT_HOME", str(home))
+    for args in (["sources"], ["digest", "--no-collect"], ["doctor"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, args
+        assert f"FEEDBOT_HOME={home} cannot be used as the data directory" in result.stderr
+
+
+@pytest.mark.parametrize(("var", "value", "valid"), [
+    ("FEEDBOT_EMBED_BACKEND", "fast", "use one of auto, fp32, bf16, fp16, onnx-fp32"),
+    ("FEEDBOT_DEVICE", "tpu", "use one of auto, cpu, cuda, cuda:N"),
+])
+def test_bad_embedding_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch, var: str,
+                                                 value: str, valid: str) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    monkeypatch.setenv(var, value)
+    for args in (["digest", "--no-collect"], ["doctor"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, args
+        assert f"{var}={value!r} is not" in result.stderr and valid in result.stderr
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps", "CPU"])
+def test_valid_devices_are_accepted(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+    monkeypatch.setenv("FEEDBOT_DEVICE", device)
+    assert feedbot.embed.Embedder().device_pref == device.lower()  # torch is not loaded

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,91 @@ def test_add_blogs_with_nothing_new_does_not_rewrite(sources: Path) -> None:
     before = sources.stat().st_mtime_ns
     report = add_blogs(sources, [("x", "https://jalammar.github.io/feed.xml", "")])
     assert report.added == [] and sources.stat().st_mtime_ns == before
+
+
+# --- bad input gets a clear refusal, never a traceback ----------------------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["Evil", "--blog", "http://[::1/feed", "--no-check"],
+     "'http://[::1/feed' is not a valid URL (Invalid IPv6 URL)"),
+    (["Evil", "--blog", "http://127.0.0.1:99999/feed"],
+     "'http://127.0.0.1:99999/feed' is not a valid URL (Port out of range 0-65535)"),
+    (["--no-check", "http://[fe80::1/feed"], "is not a valid URL (Invalid IPv6 URL)"),
+])
+def test_cli_refuses_a_malformed_blog_url(sources: Path, args: list[str], message: str) -> None:
+    r = invoke(sources, "follow", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert sources.read_text() == COMMENTED
+
+
+def test_a_page_advertising_a_malformed_feed_url_is_refused(sources: Path,
+                                                            server: LocalServer) -> None:
+    bad = '<link rel="alternate" type="application/rss+xml" href="http://[::1/x">'
+    url = server.add("/page.html", body=page(bad), content_type="text/html")
+    r = invoke(sources, "follow", url)
+    assert r.exit_code == 2, r.output
+    assert f"{url} advertises 'http://[::1/x', which is not a valid URL (Invalid IPv6 URL)" \
+        in r.output
+    assert sources.read_text() == COMMENTED
+    # a malformed link is passed over when the page also advertises a good one
+    feed = server.add("/feed.atom", body=FEED, content_type="application/atom+xml")
+    both = server.add("/both.html", body=page(bad + '<link rel="alternate" '
+                                              'type="application/atom+xml" href="/feed.atom">'),
+                      content_type="text/html")
+    r = invoke(sources, "follow", both)
+    assert r.exit_code == 0, r.output
+    assert load_config(sources).blogs[-1].url == feed
+
+
+@pytest.mark.parametrize("args", [
+    ["Bad\nName", "--arxiv", "Bad Name"],
+    ["Tab\tName", "x:someone"],
+    ["Someone", "--arxiv", "Some\tOne"],
+    ["Esc\x1b[31mName", "x:someone"],
+])
+def test_names_with_control_characters_are_refused(sources: Path, args: list[str]) -> None:
+    r = invoke(sources, "follow", *args)
+    assert r.exit_code == 2, r.output
+    assert "contains a newline, tab or other control character" in r.output
+    assert sources.read_text() == COMMENTED
+
+
+# --- where and how the file is written --------------------------------------------------------
+
+def test_edits_write_through_a_symlink_and_keep_it(tmp_path: Path) -> None:
+    real = tmp_path / "real.yaml"
+    real.write_text(COMMENTED, encoding="utf-8")
+    link = tmp_path / "link.yaml"
+    link.symlink_to("real.yaml")
+    assert invoke(link, "stage", "set", "nlp").exit_code == 0
+    assert invoke(link, "follow", "Ada", "x:ada_ex").exit_code == 0
+    assert link.is_symlink() and link.resolve() == real
+    text = real.read_text()
+    assert "stage: nlp          # working through CS231n" in text and "x: ada_ex" in text
+    assert invoke(link, "unfollow", "Ada").exit_code == 0
+    assert link.is_symlink() and "ada_ex" not in real.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.yaml", "real.yaml"]
+
+
+def test_concurrent_edits_all_land(sources: Path) -> None:
+    n = 6
+    start = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            start.wait()
+            follow(sources, parse_follow_args([f"Person {i}", "--arxiv", f"Person Number{i}"]))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    names = {p.name for p in load_config(sources).people}
+    assert {f"Person {i}" for i in range(n)} <= names
+    assert leftovers(sources.parent) == []  # neither temp files nor the lock file stay

@@ -161,3 +161,30 @@ def test_cli_import_refuses_a_bad_file(sources: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(bad)])
     assert r.exit_code == 2 and "DOCTYPE" in r.output
     assert sources.read_text() == SOURCES
+
+
+def test_import_skips_malformed_feeds_and_imports_the_others(sources: Path,
+                                                             tmp_path: Path) -> None:
+    f = tmp_path / "mixed.opml"
+    f.write_bytes(opml('<outline title="Good" xmlUrl="https://good.example/feed"/>'
+                       '<outline title="V6" xmlUrl="http://[fe80::1/feed"/>'
+                       '<outline title="Port" xmlUrl="http://127.0.0.1:99999/feed"/>'
+                       '<outline title="CSI &#x9b;31m" xmlUrl="https://csi.example/feed"/>'
+                       '<outline title="Also good" xmlUrl="https://also.example/feed"/>'))
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(f)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        "added Good", "added Also good",
+        "skipped V6: not a valid URL (Invalid IPv6 URL)",
+        "skipped Port: not a valid URL (Port out of range 0-65535)",
+        "skipped 'CSI \\x9b31m': the title contains a control character",
+        "2 added, 3 skipped (5 feeds in mixed.opml)"]
+    assert [b.name for b in load_config(sources).blogs] == ["Jay Alammar", "Good", "Also good"]
+
+
+def test_export_to_a_missing_directory_is_a_clear_error(sources: Path, tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "x.opml"
+    r = CliRunner().invoke(main, ["--sources", str(sources), "export-opml", "-o", str(out)])
+    assert r.exit_code == 2
+    assert f"cannot write {out}: No such file or directory" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
