@@ -110,6 +110,8 @@ def import_opml(app: App, file: Path) -> None:
         feeds = parse_opml(file.read_bytes())
     except OpmlError as e:
         fail(f"{file}: {e}", 2)
+    except OSError as e:  # unreadable (permissions), or gone since click checked it
+        fail(f"cannot read {file}: {e.strerror or e}", 2)
     with _refusals():
         from .follow import add_blogs
 

@@ -188,3 +188,21 @@ def test_export_to_a_missing_directory_is_a_clear_error(sources: Path, tmp_path:
     assert r.exit_code == 2
     assert f"cannot write {out}: No such file or directory" in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_an_unreadable_opml_file_is_a_clear_error(sources: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root every file is readable, so the refusal is simulated where the file is read."""
+    opml = tmp_path / "subs.opml"
+    opml.write_text("<opml/>")
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == opml:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(opml)])
+    assert r.exit_code == 2
+    assert f"cannot read {opml}: Permission denied" in r.output
