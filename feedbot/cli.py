@@ -73,10 +73,12 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        from .store import Store
+        from .store import Store, StoreError
 
         try:
             return Store.open(self.home)
+        except StoreError as e:
+            raise SettingError(str(e)) from None
         except (OSError, sqlite3.OperationalError) as e:
             raise SettingError(home_problem(self.home, e)) from None
 
@@ -385,6 +387,11 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
     """Record 👍 (up), 👎 (down) or read-later for ITEM (an id from the digest, or its URL)."""
     found = app.store.get_item(item)
     if found is None:
+        from .digest import demo_items
+
+        if any(item in (d.id, d.item.url) for d in demo_items(app.now())):
+            fail(f"{item!r} is one of the bundled demo items, which take no feedback; run "
+                 "`feedbot collect`, then rate what your sources bring", 2)
         fail(f"no stored item {item!r}; use an id from `feedbot digest --format json` "
              "or the item's URL", 2)
     app.store.set_feedback(chat, found.id, value, app.now(), stage=app.config.learner.stage)

@@ -51,8 +51,12 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
     except Exception as e:
         from telegram.error import InvalidToken
 
+        from .store import StoreError
+
         if isinstance(e, InvalidToken):
             fail("Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather", 2)
+        if isinstance(e, StoreError):
+            fail(str(e), 2)
         raise
 
 

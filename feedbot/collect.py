@@ -328,4 +328,6 @@ def summarize(reports: Sequence[SourceReport]) -> str:
     ok = sum(r.status in ("ok", "not-modified") for r in reports)
     err = sum(r.status == "error" for r in reports)
     new = sum(r.new for r in reports)
-    return f"{len(reports)} sources: {ok} ok, {err} failed, {new} new items"
+    n = len(reports)
+    return (f"{n} source{'s' if n != 1 else ''}: {ok} ok, {err} failed, "
+            f"{new} new item{'s' if new != 1 else ''}")

@@ -64,7 +64,8 @@ MAX_DURATION_DAYS = 36500  # 100 years
 
 
 def parse_duration(value: str | int | float) -> float:
-    """`90` (a bare number is seconds), `"30m"`, `"6h"`, `"7d"` → seconds, at most 100 years."""
+    """`"90s"`, `"30m"`, `"6h"`, `"7d"`, `"2w"` → seconds, at most 100 years. Text needs its
+    unit (`since: "7"` could mean seconds or days); a Python number is seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
         if math.isnan(seconds) or seconds < 0:
@@ -73,6 +74,9 @@ def parse_duration(value: str | int | float) -> float:
         m = _DURATION.match(str(value))
         if not m:
             raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 6h, 1d)")
+        if not m.group(2):
+            n = m.group(1)
+            raise ValueError(f"{n} needs a unit: {n}d, {n}h, {n}m or {n}s")
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     if seconds > MAX_DURATION_DAYS * 86400:
         raise ValueError(f"duration {value!r} is too long; the maximum is {MAX_DURATION_DAYS}d "

@@ -128,8 +128,7 @@ class FeedbackScorer:
 
 def chat_votes(store: Store, chat: str | None) -> dict[str, tuple[str, str]]:
     """item id → ('up' or 'down', stage given at) for a chat (every chat for None; across
-    chats the latest vote wins). 'later' is not a label; within a chat it has already replaced
-    an earlier vote in the store."""
+    chats the latest vote wins). Read-later bookmarks are not labels and are kept apart."""
     out: dict[str, tuple[str, str]] = {}
     for v in store.feedback(chat):  # oldest first
         if v.value in LABELS:
@@ -171,7 +170,8 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
     except FileNotFoundError:
         return None
     except Exception as e:  # a corrupt or foreign file: retrain
-        log.warning("ignoring unreadable feedback model %s: %s", path, e)
+        log.warning("the saved feedback model %s cannot be read (%s: %s); training it again",
+                    path, type(e).__name__, e)
         return None
     if d.get("version") != LEARN_VERSION or d.get("model_id") != model_id:
         log.info("ignoring feedback model %s: made with another embedding model", path)

@@ -197,7 +197,8 @@ def _own_and_contrast(fit: np.ndarray, best: np.ndarray, s: int
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     own = fit[:, s]
     others = np.delete(fit, s, axis=1)
-    contrast = -np.maximum(0.0, others.max(axis=1) - own) if others.shape[1] else 0.0 * own
+    # min(0, own - best other), not -max(0, …): a 0 that prints as -0.000 in --explain
+    contrast = np.minimum(0.0, own - others.max(axis=1)) if others.shape[1] else 0.0 * own
     return own, contrast.astype(np.float32), best[:, s]
 
 

@@ -34,27 +34,41 @@ def _byline(e: DigestEntry) -> str:
     return " — ".join(parts)
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~&#!"})
+
+
+def md_text(text: str) -> str:
+    """Text that Markdown shows as written: emphasis marks, brackets, HTML tags and entities,
+    backslashes are escaped (a feed's `<script>` title must not become a live element)."""
+    return " ".join(text.split()).translate(_MD_SPECIAL)
+
+
+def md_url(url: str) -> str:
+    """A link destination in angle brackets, which may hold parentheses; the characters that
+    would end it are percent-encoded."""
+    return "<" + url.replace(" ", "%20").replace("<", "%3C").replace(">", "%3E") + ">"
+
+
 def _header(d: Digest) -> str:
     return f"feedbot digest — stage {d.stage.index + 1}: {d.stage.title} ({d.stage.id})"
 
 
 def render_markdown(d: Digest, explain: bool = False) -> str:
-    lines = [f"# {_header(d)}", ""]
+    lines = [f"# {md_text(_header(d))}", ""]
     if d.demo:
         lines += ["> **Demo items** — nothing has been collected yet; these are examples.", ""]
     for note in d.notes:
-        lines.append(f"_{note}_")
+        lines.append(f"_{md_text(note)}_")
     if d.notes:
         lines.append("")
     if not d.items:
         lines.append("Nothing new for this stage.")
     for n, e in enumerate(d.items, 1):
-        title = e.title.replace("[", "\\[").replace("]", "\\]")
-        lines.append(f"{n}. **[{title}]({e.url})**  ")
-        lines.append(f"   {_byline(e)}  ")
-        lines.append(f"   _Why:_ {e.why}  ")
+        lines.append(f"{n}. **[{md_text(e.title)}]({md_url(e.url)})**  ")
+        lines.append(f"   {md_text(_byline(e))}  ")
+        lines.append(f"   _Why:_ {md_text(e.why)}  ")
         if e.summary:
-            lines.append(f"   {shorten(e.summary, 280)}  ")
+            lines.append(f"   {md_text(shorten(e.summary, 280))}  ")
         if explain:
             lines.append(f"   `{_parts(e)}`  ")
         lines.append(f"   id: `{e.id}`")
@@ -103,7 +117,7 @@ def _parts(e: DigestEntry) -> str:
 
 def print_text(d: Digest, console: Console, explain: bool = False) -> None:
     """The terminal view: numbered items, title as a link, why, a short summary."""
-    from rich.markup import escape
+    from rich.style import Style
     from rich.text import Text
 
     console.print(Text(_header(d), style="bold"))
@@ -116,7 +130,9 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
     if not d.items:
         console.print("Nothing new for this stage.")
     for n, e in enumerate(d.items, 1):
-        console.print(f"[bold]{n:>2}. [link={escape(e.url)}]{escape(e.title)}[/link][/bold]")
+        title = Text(f"{n:>2}. ", style="bold")  # a Style, not markup: URLs may hold "]"
+        title.append(e.title, style=Style(bold=True, link=e.url))
+        console.print(title)
         console.print(Text(f"    {_byline(e)}", style="dim"))
         console.print(Text(f"    why: {e.why}", style="cyan"))
         if e.summary:

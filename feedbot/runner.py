@@ -468,7 +468,7 @@ class Runner:
 
     def later_entries(self, chat: int) -> list[DigestEntry]:
         """The chat's read-later items, newest first."""
-        ids = [v.item_id for v in reversed(self.store.feedback(str(chat))) if v.value == "later"]
+        ids = self.store.bookmarks(str(chat))
         found = {s.id: s for s in self.store.get_items(ids)}
         labels = {s.name: s.label for s in self.settings.config.sources()}
         out = []

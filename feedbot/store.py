@@ -118,6 +118,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE feedback ADD COLUMN stage TEXT NOT NULL DEFAULT '';
     """,
+    # 5: read-later is a bookmark beside the vote, not a third kind of vote: saving a liked
+    # item for later used to erase its 👍. Existing 'later' rows move to the new table.
+    """
+    CREATE TABLE bookmarks (
+        chat TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (chat, item_id)
+    );
+    INSERT INTO bookmarks(chat, item_id, at)
+        SELECT chat, item_id, at FROM feedback WHERE value = 'later';
+    DELETE FROM feedback WHERE value = 'later';
+    """,
 ]
 
 
@@ -182,6 +195,22 @@ class UpsertResult:
     new_ids: tuple[str, ...] = ()
 
 
+def _about_the_directory(e: sqlite3.DatabaseError) -> bool:
+    """Errors that say the file cannot be opened or written where it is (permissions, a
+    read-only or missing directory): the caller reports those as a data-directory problem."""
+    text = str(e).lower()
+    return "unable to open" in text or "readonly" in text or "read-only" in text
+
+
+def _store_problem(path: str, e: sqlite3.DatabaseError) -> str:
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return (f"{path} is busy: another feedbot process has held it for 30 s ({text}); "
+                "try again when it is done")
+    return (f"{path} is damaged or not a feedbot database ({text}). Move it aside to start "
+            "afresh (feedbot creates a new one), or put back a backup")
+
+
 def _ts(dt: datetime | None) -> float | None:
     return dt.timestamp() if dt is not None else None
 
@@ -191,13 +220,18 @@ def _dt(ts: float | None) -> datetime | None:
 
 
 class Vote(NamedTuple):
-    """One feedback row: a chat's 👍 ('up'), 👎 ('down') or 'later' on an item."""
+    """One feedback row: a chat's 👍 ('up') or 👎 ('down') on an item."""
 
     chat: str
     item_id: str
     value: str
     at: datetime
     stage: str  # the roadmap stage it was given at; '' for votes older than stages
+
+
+class StoreError(RuntimeError):
+    """The database file cannot be used as it is: damaged, not a feedbot database, written by
+    a newer feedbot, or held by another process for too long. The message says what to do."""
 
 
 class Store:
@@ -208,12 +242,18 @@ class Store:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA foreign_keys = ON")
-        if self.path != ":memory:":
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:":
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except BaseException as e:
+            self.db.close()
+            if isinstance(e, sqlite3.DatabaseError) and not _about_the_directory(e):
+                raise StoreError(_store_problem(self.path, e)) from e
+            raise
 
     @classmethod
     def open(cls, home: Path) -> Store:
@@ -256,10 +296,14 @@ class Store:
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path} was written by a newer feedbot (schema {version}); upgrade feedbot")
+            raise StoreError(f"{self.path} was written by a newer feedbot (schema {version}, "
+                             f"this one knows {len(MIGRATIONS)}); upgrade feedbot")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.transaction() as db:
+                # Two processes may start on a new database at once: the write lock taken by
+                # the transaction decides who migrates, and the other finds it done.
+                if db.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
                 for statement in script.split(";\n"):
                     if statement.strip():
                         db.execute(statement)
@@ -608,13 +652,29 @@ class Store:
 
     def set_feedback(self, chat: str, item_id_: str, value: str, now: datetime,
                      stage: str = "") -> None:
-        """Record a vote; `stage` is the roadmap stage the learner was at when giving it."""
-        self.db.execute(
-            "INSERT INTO feedback(chat, item_id, value, at, stage) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(chat, item_id) DO UPDATE SET value = excluded.value, at = excluded.at, "
-            "stage = excluded.stage",
-            (chat, item_id_, value, now.timestamp(), stage),
-        )
+        """Record 'up' or 'down' (a vote, which also takes the item off the chat's read-later
+        list: it has been read), or 'later' (a bookmark; a vote given before stays). `stage`
+        is the roadmap stage the learner was at when voting."""
+        with self.transaction():
+            if value == "later":
+                self.db.execute(
+                    "INSERT INTO bookmarks(chat, item_id, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(chat, item_id) DO UPDATE SET at = excluded.at",
+                    (chat, item_id_, now.timestamp()))
+                return
+            self.db.execute(
+                "INSERT INTO feedback(chat, item_id, value, at, stage) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(chat, item_id) DO UPDATE SET value = excluded.value, "
+                "at = excluded.at, stage = excluded.stage",
+                (chat, item_id_, value, now.timestamp(), stage))
+            self.db.execute("DELETE FROM bookmarks WHERE chat = ? AND item_id = ?",
+                            (chat, item_id_))
+
+    def bookmarks(self, chat: str) -> list[str]:
+        """The chat's read-later item ids, the latest saved first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT item_id FROM bookmarks WHERE chat = ? ORDER BY at DESC, rowid DESC",
+            (chat,))]
 
     def feedback(self, chat: str | None = None) -> list[Vote]:
         """The latest vote of each chat on each item, oldest first (every chat for None)."""

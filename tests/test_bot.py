@@ -120,8 +120,7 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
     labels = [[b["text"] for b in row] for row in edit.params["reply_markup"]["inline_keyboard"]]
     assert labels[1] == ["2 👍", "2 👎", "✅ 2 🔖"] and labels[0] == ["1 👍", "1 👎", "1 🔖"]
     with Store.open(feedbot_env) as store:
-        await eventually(lambda: [(v.chat, v.item_id, v.value) for v in store.feedback()]
-                         == [(str(CHAT), item_id, "later")])
+        await eventually(lambda: store.bookmarks(str(CHAT)) == [item_id])
     [later_list] = await ask(api, "/later")
     assert "Read later" in later_list["text"] and f"fb:up:{item_id}" in json.dumps(
         later_list["reply_markup"])
@@ -131,6 +130,7 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
         await eventually(lambda: [v.value for v in store.feedback(str(CHAT))] == ["up"])
         [vote] = store.feedback(str(CHAT))
         assert (vote.item_id, vote.stage) == (item_id, bot.settings.config.learner.stage)
+        assert store.bookmarks(str(CHAT)) == []  # voted on: read, off the list
 
 
 async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api: FakeBotAPI,

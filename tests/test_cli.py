@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -226,9 +227,13 @@ def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     from feedbot.config import feedbot_home, load_config
     from feedbot.store import Store
 
-    rows = Store.open(feedbot_home()).feedback("cli")
+    store = Store.open(feedbot_home())
     stage = load_config(sources).learner.stage
-    assert [(v.item_id, v.value, v.stage) for v in rows] == [(first["id"], "later", stage)]
+    # saving it for later keeps the 👍
+    assert [(v.item_id, v.value, v.stage) for v in store.feedback("cli")] == \
+        [(first["id"], "up", stage)]
+    assert store.bookmarks("cli") == [first["id"]]
+    store.close()
     missing = invoke("feedback", "nothing-like-this", "down")
     assert missing.exit_code == 2 and "no stored item" in missing.stderr
 
@@ -336,7 +341,8 @@ MINIMAL = "learner: {stage: cnn}\n"
 @pytest.mark.parametrize(("since", "seconds", "message"), [
     ("99999999999d", None, "--since"),
     ("800000d", None, "--since"),
-    ("0", None, "--since: '0' is no time at all"),
+    ("0", None, "0 needs a unit"),
+    ("7", None, "7 needs a unit: 7d, 7h, 7m or 7s"),
     ("0d", None, "--since: '0d' is no time at all"),
     ("1e15s", 1e15, "looks back too far"),  # what a parse_duration without a maximum gives
     ("800000d", 800000 * 86400.0, "looks back too far"),  # before year 1
@@ -371,6 +377,28 @@ def test_an_unusable_feedbot_home_is_a_clear_error(tmp_path: Path, monkeypatch: 
         result = invoke(*args)
         assert result.exit_code == 2, args
         assert f"FEEDBOT_HOME={home} cannot be used as the data directory" in result.stderr
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("damaged", "is damaged or not a feedbot database"),
+    ("newer", "was written by a newer feedbot (schema 99"),
+])
+def test_an_unusable_database_is_one_clear_line(feedbot_env: Path, content: str,
+                                                words: str) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    db = feedbot_env / "feedbot.db"
+    if content == "damaged":
+        db.write_bytes(b"\x13not sqlite" * 500)
+    else:
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA user_version = 99")
+        con.close()
+    for args in (["sources"], ["digest", "--no-collect"], ["feedback", "abc", "up"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, args
+        assert words in result.stderr and "Traceback" not in result.stderr
+        assert "FEEDBOT_HOME" not in result.stderr  # the directory is fine; the file is not
 
 
 @pytest.mark.parametrize(("var", "value", "valid"), [

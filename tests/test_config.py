@@ -153,10 +153,16 @@ def test_top_level_must_be_mapping(tmp_path: Path) -> None:
         load_config(write(tmp_path, "- just\n- a list\n"))
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("30m", 1800), ("6h", 21600),
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("6h", 21600),
                                               ("7d", 604800), ("1.5h", 5400), (45, 45)])
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_text_without_a_unit_is_refused() -> None:
+    """`--since 7` or `since: "7"` could mean seconds or days: ask instead of guessing."""
+    with pytest.raises(ValueError, match="7 needs a unit: 7d, 7h, 7m or 7s"):
+        parse_duration("7")
 
 
 def test_parse_duration_rejects_nonsense() -> None:

@@ -126,7 +126,10 @@ def test_model_is_persisted_and_retrained_only_when_feedback_changes(
     vote(store, LANGUAGE[1], "down")
     _scores(store, fake_emb)
     assert len(calls) == 2
-    vote(store, LANGUAGE[1], "later")  # replaces the vote: the feedback set changed again
+    vote(store, LANGUAGE[1], "later")  # a bookmark beside the 👎: the labels are the same
+    _scores(store, fake_emb)
+    assert len(calls) == 2
+    vote(store, LANGUAGE[1], "up")  # changing one's mind changes them
     _scores(store, fake_emb)
     assert len(calls) == 3
 

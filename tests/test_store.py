@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from feedbot.items import Item
-from feedbot.store import MIGRATIONS, Store
+from feedbot.store import MIGRATIONS, Store, StoreError
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -40,6 +40,71 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer feedbot"):
         Store(path)
+
+
+def test_two_processes_creating_the_database_at_once_both_succeed(tmp_path: Path) -> None:
+    """The loser of the race used to fail with 'table items already exists'."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "race.db"
+    code = ("import sys; from feedbot.store import Store; "
+            "s = Store(sys.argv[1]); print(s.schema_version); s.close()")
+    for _ in range(3):
+        path.unlink(missing_ok=True)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+        assert {out.strip() for out, _ in outs} == {str(len(MIGRATIONS))}
+
+
+def test_a_migration_another_process_already_ran_is_skipped(tmp_path: Path) -> None:
+    """What the race comes down to: a connection that read version 0 before another one
+    migrated must find the work done once it holds the write lock."""
+    path = tmp_path / "f.db"
+    Store(path).close()  # the other process won the race
+
+    class StaleFirstRead:
+        """The real connection, except that the first version read is from before the race."""
+
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db, self.stale = db, True
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.db, name)
+
+        def execute(self, sql: str, *args: object) -> object:
+            if self.stale and sql == "PRAGMA user_version":
+                self.stale = False
+                return self.db.execute("SELECT 0")
+            return self.db.execute(sql, *args)
+
+    late = Store.__new__(Store)
+    late.path = str(path)
+    late.db = StaleFirstRead(sqlite3.connect(path, isolation_level=None))  # type: ignore[assignment]
+    late._migrate()  # must not run CREATE TABLE again
+    assert late.schema_version == len(MIGRATIONS)
+    late.db.close()
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated"])
+def test_a_damaged_database_is_a_clear_error_and_left_alone(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "feedbot.db"
+    if damage == "random":
+        path.write_bytes(bytes(range(256)) * 20)
+    else:
+        s = Store(path)
+        s.upsert_items([paper()], NOW)
+        s.close()
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="damaged or not a feedbot database") as e:
+        Store(path)
+    assert "Move it aside" in str(e.value)
+    assert path.read_bytes() == before
 
 
 def test_same_paper_from_two_sources_is_one_item(store: Store) -> None:
@@ -132,7 +197,7 @@ def test_feedback_and_deliveries_are_per_chat(store: Store) -> None:
     store.set_feedback("c1", "x", "up", NOW + timedelta(minutes=2), stage="nlp")
     [latest] = store.feedback("c1")
     assert (latest.value, latest.stage, latest.at) == ("up", "nlp", NOW + timedelta(minutes=2))
-    assert len(store.feedback()) == 2
+    assert len(store.feedback()) == 1 and store.bookmarks("c2") == ["x"]
     store.mark_delivered("c1", ["x", "y"], NOW)
     store.mark_delivered("c1", ["x"], NOW)
     assert store.delivered("c1") == {"x", "y"}
@@ -177,6 +242,38 @@ def test_migration_2_keeps_vectors_written_under_schema_1(tmp_path: Path) -> Non
     assert np.array_equal(s.get_vectors("m", ["h"])["h"], vec)
     s.put_vectors("m", {"h": vec * 2})  # the unique key still deduplicates
     assert s.vector_count("m") == 1
+
+
+def test_read_later_is_a_bookmark_beside_the_vote(store: Store) -> None:
+    """Saving a liked item for later keeps the 👍; voting on a saved item (it has been read)
+    takes it off the list."""
+    store.set_feedback("c1", "x", "up", NOW, stage="cnn")
+    store.set_feedback("c1", "x", "later", NOW + timedelta(minutes=1))
+    store.set_feedback("c1", "y", "later", NOW + timedelta(minutes=2))
+    assert [(v.item_id, v.value, v.stage) for v in store.feedback("c1")] == [("x", "up", "cnn")]
+    assert store.bookmarks("c1") == ["y", "x"]  # the latest saved first
+    store.set_feedback("c1", "y", "down", NOW + timedelta(minutes=3))
+    assert store.bookmarks("c1") == ["x"]
+    assert [v.value for v in store.feedback("c1")] == ["up", "down"]
+
+
+def test_migration_5_moves_read_later_rows_to_bookmarks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:4]:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                db.execute(statement)
+    db.execute("PRAGMA user_version = 4")
+    db.execute("INSERT INTO feedback VALUES ('c1', 'x', 'later', 1.0, 'cnn')")
+    db.execute("INSERT INTO feedback VALUES ('c1', 'y', 'up', 2.0, 'cnn')")
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s.schema_version == len(MIGRATIONS) >= 5
+    assert s.bookmarks("c1") == ["x"]
+    assert [(v.item_id, v.value) for v in s.feedback("c1")] == [("y", "up")]
+    s.close()
 
 
 def test_migration_4_keeps_feedback_given_before_stages_were_recorded(tmp_path: Path) -> None:
