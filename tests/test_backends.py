@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +299,146 @@ def test_a_few_texts_are_embedded_without_torch(model_ref: str, onnx_home: Path,
     assert torch_imported is False and main_loaded is False  # ONNX did it; bf16 never loaded
     cos = (np.asarray(vecs) * reference).sum(axis=1)
     assert cos.min() >= MIN_COSINE["onnx-fp32"]
+
+
+def test_concurrent_exports_take_turns(feedbot_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports of one model at once (two `feedbot digest`s in a fresh FEEDBOT_HOME) broke
+    each other: onnxruntime's quantiser writes `model-inferred.onnx`, a fixed name, next to
+    its input. Here the heavy steps are slow stand-ins that use fixed-name temporary files
+    the same way: the export lock must make the two take turns, and the second must find the
+    work done."""
+    busy: list[str] = []
+    runs = {"fp32": 0, "int8": 0}
+    overlaps: list[str] = []
+
+    def slow_step(step: str, scratch: Path, write: list[Path]) -> None:
+        if busy:
+            overlaps.append(f"{step} while {busy}")
+        busy.append(step)
+        runs[step] += 1
+        scratch.write_bytes(step.encode())  # like model-inferred.onnx: a shared name
+        time.sleep(0.3)
+        content = scratch.read_bytes()  # FileNotFoundError / wrong content when raced
+        scratch.unlink()
+        for p in write:
+            p.write_bytes(content)
+        busy.remove(step)
+
+    def fake_export(model_ref: str, directory: Path) -> None:
+        slow_step("fp32", directory / "export-scratch", [directory / backends.ONNX_META,
+                                                         directory / "tokenizer.json",
+                                                         directory / "model.onnx"])
+
+    def fake_quantise(src: Path, dest: Path) -> None:
+        assert src.read_bytes() == b"fp32"
+        slow_step("int8", src.with_name("model-inferred.onnx"), [dest])
+
+    monkeypatch.setattr(backends, "_export_fp32_dir", fake_export)
+    monkeypatch.setattr(backends, "_quantise_int8", fake_quantise)
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def export() -> None:
+        try:
+            results.append(backends.export_onnx("some/model"))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=export) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and not overlaps
+    assert runs == {"fp32": 1, "int8": 1}  # the second found both files done
+    directory = backends.onnx_dir("some/model")
+    assert results == [directory, directory]
+    assert (directory / "model.onnx").read_bytes() == b"fp32"
+    assert (directory / "model-int8.onnx").read_bytes() == b"int8"
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [backends.ONNX_META, "tokenizer.json", "model.onnx", "model-int8.onnx"])
+
+
+def test_two_processes_quantise_one_model_at_once(model_ref: str, onnx_home: Path,
+                                                  reference: np.ndarray,
+                                                  feedbot_env: Path) -> None:
+    """The real quantiser, in two processes at once: both succeed, and the int8 model loads."""
+    directory = _copy_fp32_export(onnx_home, model_ref)
+    code = ("import sys; from feedbot import backends; "
+            "print(backends.export_onnx(sys.argv[1]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBOT_")}
+    env["FEEDBOT_HOME"] = str(feedbot_env)
+    procs = [subprocess.Popen([sys.executable, "-c", code, model_ref], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == str(directory)
+    assert not list(directory.glob("*.tmp")) and not list(directory.glob("*inferred*"))
+    vecs = backends.OnnxEncoder(model_ref, "onnx-int8").encode(TEXTS)
+    assert _cosines(vecs, reference, "onnx-int8").min() >= MIN_COSINE["onnx-int8"]
+
+
+def test_a_named_gpu_that_is_not_here_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(backends.DeviceUnavailable,
+                       match=r"^no CUDA device here \(torch .* was built without CUDA\)$"):
+        backends.resolve_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    with pytest.raises(backends.DeviceUnavailable, match=r"torch .* finds no CUDA GPU"):
+        backends.resolve_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert backends.resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(backends.DeviceUnavailable,
+                       match=r"no CUDA device 2 here \(torch sees 2: cuda:0 to cuda:1\)"):
+        backends.resolve_device("cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(backends.DeviceUnavailable, match="^no MPS device here"):
+        backends.resolve_device("mps")
+    assert backends.resolve_device("cpu") == "cpu"
+
+
+def test_a_model_in_the_hub_cache_loads_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                model_ref: str, reference: np.ndarray) -> None:
+    """A hub name that is not packaged but already downloaded needs no network."""
+    from feedbot.embed import Embedder, model_problem
+
+    repo = tmp_path / "st-cache" / "models--someone--minilm-copy"
+    shutil.copytree(model_ref, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path / "st-cache"))
+    monkeypatch.setenv("FEEDBOT_MODEL", "someone/minilm-copy")
+    assert model_problem("someone/minilm-copy") is None
+    assert model_problem(model_ref) is None  # a path
+    assert "not on this machine" in (model_problem("someone/elsewhere") or "")
+    vecs = Embedder(backend="fp32", device="cpu").embed(TEXTS)
+    cosines = np.delete((vecs * reference).sum(axis=1), 2)  # 2 is truncated (may differ: ST)
+    assert cosines.min() >= MIN_COSINE["fp32"]
+
+
+def test_an_unloadable_model_is_found_only_when_something_needs_embedding(
+        monkeypatch: pytest.MonkeyPatch, model_ref: str, onnx_home: Path,
+        feedbot_env: Path) -> None:
+    """Constructing the embedder, or reading a cached choice, asks neither the hub nor torch;
+    and a complete ONNX export runs without the model it came from."""
+    from feedbot import embed
+
+    asked: list[str] = []
+    monkeypatch.setattr(embed, "model_problem", lambda ref: asked.append(ref) or "gone")
+    monkeypatch.setenv("FEEDBOT_MODEL", "someone/not-here")
+    e = embed.Embedder()
+    _write_choice(feedbot_env, "someone/not-here", "onnx-int8", {"onnx-int8": 0.93})
+    assert e.model_id == "someone/not-here#onnx-int8" and asked == []
+    with pytest.raises(embed.EmbedSettingError, match="^FEEDBOT_MODEL=someone/not-here: gone$"):
+        embed.Embedder(backend="fp32").encoder  # noqa: B018
+
+    monkeypatch.setenv("FEEDBOT_HOME", str(onnx_home))
+    monkeypatch.setattr(embed, "model_problem", lambda ref: "gone")
+    encoder = embed.Embedder(model=model_ref, backend="onnx-fp32").encoder
+    assert encoder.backend == "onnx-fp32"  # the export sufficed: no check, no error

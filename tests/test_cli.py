@@ -419,3 +419,55 @@ def test_bad_embedding_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch
 def test_valid_devices_are_accepted(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
     monkeypatch.setenv("FEEDBOT_DEVICE", device)
     assert feedbot.embed.Embedder().device_pref == device.lower()  # torch is not loaded
+
+
+@pytest.mark.parametrize(("device", "names"), [("cuda", "CUDA"), ("cuda:1", "CUDA"),
+                                               ("mps", "MPS")])
+def test_a_gpu_that_is_not_here_is_a_setting_error(monkeypatch: pytest.MonkeyPatch, device: str,
+                                                   names: str) -> None:
+    """FEEDBOT_DEVICE=cuda on a machine without CUDA gave `AssertionError: Torch not compiled
+    with CUDA enabled` (a new device makes `auto` measure, on that device)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    monkeypatch.setenv("FEEDBOT_DEVICE", device)
+    for backend in ("auto", "fp32"):
+        monkeypatch.setenv("FEEDBOT_EMBED_BACKEND", backend)
+        result = invoke("digest", "--no-collect")
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"feedbot: FEEDBOT_DEVICE={device}: no {names} device here (torch ")
+        assert line.endswith("; use auto or cpu")
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_model_that_cannot_be_downloaded_is_a_setting_error(
+        monkeypatch: pytest.MonkeyPatch, offline: bool) -> None:
+    """FEEDBOT_MODEL naming a model that is not on this machine, offline, gave a 40-line
+    OSError traceback (after a minute of retries where the network is down)."""
+    import huggingface_hub.constants
+
+    if not offline:  # online as far as the hub knows, but no network (the autouse guard)
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    name = "sentence-transformers/paraphrase-MiniLM-L3-v2"
+    monkeypatch.setenv("FEEDBOT_MODEL", name)
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", os.environ["FEEDBOT_HOME"])  # empty cache
+    result = invoke("digest", "--no-collect")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"feedbot: FEEDBOT_MODEL={name}: the model is not on this machine "
+                           "and cannot be downloaded (offline")
+    assert "packaged all-MiniLM-L6-v2, which needs no network" in line
+
+    monkeypatch.setenv("FEEDBOT_MODEL", "/no/such/model")
+    result = invoke("digest", "--no-collect")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "feedbot: FEEDBOT_MODEL=/no/such/model: no such directory " \
+                                    "on this machine"
