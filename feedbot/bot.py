@@ -14,12 +14,10 @@ import logging
 import os
 import random
 import shlex
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 from telegram import (
     BotCommand,
@@ -49,6 +47,7 @@ from telegram.ext import (
     filters,
 )
 
+from .redact import install_redaction
 from .telegram_render import (
     Button,
     Keyboard,
@@ -119,41 +118,7 @@ class MaybeSent(Exception):
 def install_token_redaction(secret: str) -> Callable[[], None]:
     """From now on every log record, from any logger to any handler, has `secret` replaced in its
     message, arguments and exception text. Returns a function that undoes it."""
-    variants = [v for v in dict.fromkeys((secret, quote(secret, safe=""))) if v]
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        _redact(record, variants)
-        return record
-
-    logging.setLogRecordFactory(factory)
-
-    def uninstall() -> None:
-        if logging.getLogRecordFactory() is factory:
-            logging.setLogRecordFactory(previous)
-
-    return uninstall
-
-
-def _scrub(text: str, variants: Sequence[str]) -> str:
-    for v in variants:
-        text = text.replace(v, REDACTED)
-    return text
-
-
-def _redact(record: logging.LogRecord, variants: Sequence[str]) -> None:
-    try:
-        message = record.getMessage()
-    except Exception:  # a malformed call; logging reports it later, unredacted args are dropped
-        record.msg, record.args = str(record.msg), ()
-        message = record.msg
-    if any(v in message for v in variants):
-        record.msg, record.args = _scrub(message, variants), ()
-    if record.exc_info and record.exc_info[1] is not None:
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        if any(v in text for v in variants):
-            record.exc_text = _scrub(text, variants)
+    return install_redaction(secret, placeholder=REDACTED)
 
 
 # --- sending ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .config import (
     parse_duration,
     sources_path,
 )
+from .redact import install_env_redaction
 
 if TYPE_CHECKING:
     from .embed import Embedder
@@ -146,6 +147,9 @@ class FeedbotGroup(click.Group):
 def main(ctx: click.Context, sources: str | None, verbose: int) -> None:
     """feedbot: follow researchers, blogs and arXiv; rank what they publish for your
     deep-learning roadmap stage."""
+    # First of all: no secret from the environment may reach a log line, whatever logs it
+    # (-vv shows the request headers requests/tweepy log), in every command.
+    ctx.call_on_close(install_env_redaction())
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = App(sources)

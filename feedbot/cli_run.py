@@ -65,6 +65,6 @@ def _quiet_noisy_loggers() -> None:
     root = logging.getLogger().getEffectiveLevel()
     if root > logging.INFO:
         logging.getLogger("feedbot").setLevel(logging.INFO)
-    if root > logging.DEBUG:  # -vv shows everything (the bot token is redacted all the same)
+    if root > logging.DEBUG:  # -vv shows everything (secrets are redacted all the same)
         for name in ("httpx", "apscheduler"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -120,14 +120,19 @@ class Jobs:
         self._sched.start(paused=not self._run)
 
     async def shutdown(self) -> None:
-        """Stop firing, cancel jobs in flight and wait for them to unwind."""
+        """Stop firing, cancel jobs in flight and wait for them to unwind (promptly: a job is
+        cancelled where it waits, not waited for; see `_wrap` for why that is quiet)."""
         if self._sched.running:
+            # Paused at once, it submits no job from here on. Its shutdown (which cancels its
+            # tasks) runs on a later turn of the loop, and a job submitted in between would be
+            # cancelled before entering `_wrap`: APScheduler would report that as a failure.
+            self._sched.pause()
             self._sched.shutdown(wait=False)
-        tasks = [t for t in self._tasks if not t.done()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(0)  # AsyncIOScheduler shuts down via call_soon
+        while tasks := [t for t in self._tasks if not t.done()]:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _wrap(self, job_id: str, fn: JobFn) -> JobFn:
         async def run(*args: Any) -> None:
@@ -137,7 +142,11 @@ class Jobs:
             try:
                 await fn(*args)
             except asyncio.CancelledError:
-                raise
+                # Only shutdown cancels a job (`shutdown`, or the loop closing), so a stop is
+                # not a failure. The task is APScheduler's, the job its outermost coroutine:
+                # ending it normally is safe, and re-raised, APScheduler would log an ERROR
+                # with a traceback for every job that was running or waiting.
+                log.debug("job %s cancelled: shutting down", job_id)
             except Exception:
                 log.exception("job %s failed", job_id)
             finally:

@@ -383,3 +383,22 @@ def test_the_systemd_unit_runs_feedbot_with_the_token_from_a_file() -> None:
     env = (root / "deploy" / "feedbot.env.example").read_text()
     assert re.search(r"^TELEGRAM_BOT_TOKEN=", env, re.M)
     assert "deploy/feedbot.service" in (root / "docs" / "telegram.md").read_text()
+
+
+async def test_stop_cancels_a_collection_in_flight_promptly_and_quietly(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    url = server.add("/slow.xml", body=atom_feed(feed_entries(1)), delay=10)
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Slow", url),))
+    now = datetime.now(UTC)  # APScheduler fires on the real clock
+    async with running(path, feedbot_env, Clock(now), run_jobs=True) as runner:
+        runner.jobs.at("collect:Slow", now, runner.collect_source, "Slow")
+        deadline = time.monotonic() + 5
+        while not server.hits("/slow.xml"):  # the job is now waiting for the answer
+            assert time.monotonic() < deadline, "the collection job never started"
+            await asyncio.sleep(0.02)
+        started = time.monotonic()
+    assert time.monotonic() - started < 2  # stop() did not wait for the 10 s answer
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+    assert "job collect:Slow cancelled" in caplog.text

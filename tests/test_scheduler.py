@@ -210,3 +210,42 @@ async def test_paused_jobs_are_scheduled_but_never_fire() -> None:
     await asyncio.sleep(0.1)
     assert fired == [] and jobs.next_run("x") == when
     await jobs.shutdown()
+
+
+async def test_shutdown_cancels_jobs_in_flight_promptly_and_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    jobs = Jobs()
+    jobs.start()
+    started, cleaned_up = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)  # a request that does not answer
+        finally:
+            cleaned_up.set()
+
+    jobs.at("stuck", datetime.now(UTC), stuck)
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(jobs.shutdown(), 2)  # cancels, does not wait the hour
+    assert cleaned_up.is_set()
+    assert [r for r in caplog.records if r.levelno >= 40] == []  # a stop is not an error
+    assert "job stuck cancelled" in caplog.text
+
+
+@pytest.mark.parametrize("turns", range(4))
+async def test_a_job_submitted_just_before_shutdown_is_not_an_error(
+        turns: int, caplog: pytest.LogCaptureFixture) -> None:
+    jobs = Jobs()
+    jobs.start()
+
+    async def stuck() -> None:
+        await asyncio.sleep(3600)
+
+    jobs.at("now", datetime.now(UTC), stuck)
+    for _ in range(turns):  # shut down at each point of the job's submission and start
+        await asyncio.sleep(0)
+    await asyncio.wait_for(jobs.shutdown(), 2)
+    await asyncio.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []

@@ -23,6 +23,7 @@ from feedbot.collectors.x import (
     newest_id,
     page_sizes,
     parse_timeline,
+    timeline_error,
     tweet_time,
 )
 from feedbot.config import Config, SourceSpec, load_config
@@ -304,3 +305,79 @@ def test_error_classes_are_source_errors() -> None:
     from feedbot.collectors import SourceError
 
     assert issubclass(XAuthError, XError) and issubclass(XError, SourceError)
+
+
+# --- errors inside a 200 answer ----------------------------------------------------------------
+# X answers 200 with only `errors` when it will not show a timeline. Shaped like the recorded
+# errors in x-api-v2/twarc-csv (users.jsonl, entities_test.jsonl), for the timeline's user.
+
+def refused(user_id: str, kind: str, title: str, detail: str) -> dict[str, Any]:
+    return {"errors": [{"value": user_id, "detail": detail, "title": title,
+                        "resource_type": "user", "parameter": "id", "resource_id": user_id,
+                        "type": f"https://api.twitter.com/2/problems/{kind}"}]}
+
+
+PROTECTED = refused("111", "not-authorized-for-resource", "Authorization Error",
+                    "Sorry, you are not authorized to see the user with id: [111].")
+DELETED = refused("111", "resource-not-found", "Not Found Error",
+                  "Could not find user with id: [111].")
+SUSPENDED = refused("111", "resource-not-found", "Forbidden", "User has been suspended: [111].")
+
+
+def test_errors_beside_posts_are_not_the_timelines(corpus: Path) -> None:
+    page = twarc_timeline(corpus)  # real: 100 posts and a not-found referenced post
+    assert page["errors"] and timeline_error([page], "PhillyNEFL") is None
+    assert timeline_error([{"meta": {"result_count": 0}}], "a") is None  # nothing new
+
+
+async def test_a_protected_account_is_that_sources_error_not_an_empty_success(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: Private\n    x: private_one\n")
+    store.set_meta("x:user:private_one", "111")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/111/tweets", json=PROTECTED)
+        [report] = await run(cfg, store, http)
+    assert report.status == "error"
+    assert report.error == ("X: @private_one is protected or not visible: Sorry, you are not "
+                            "authorized to see the user with id: [111].")
+    state = store.source_state("Private/x")
+    assert state.failures == 1 and state.cursor in (None, "")
+    assert store.get_meta("x:user:private_one") == "111"  # the id is right; keep it
+
+
+@pytest.mark.parametrize("answer", [DELETED, SUSPENDED], ids=["deleted", "suspended"])
+async def test_a_cached_id_of_a_gone_account_fails_and_is_looked_up_again(
+        answer: dict[str, Any], token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: Gone\n    x: gone_one\n")
+    store.set_meta("x:user:gone_one", "111")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/111/tweets", json=answer)
+        [report] = await run(cfg, store, http)
+    assert report.status == "error" and "@gone_one no longer exists or is suspended" in report.error
+    assert answer["errors"][0]["detail"] in report.error
+    assert not store.get_meta("x:user:gone_one")  # dropped
+
+    with responses.RequestsMock() as rsps:  # the next run asks for the handle again
+        rsps.get(f"{API}/users/by/username/gone_one", json=fixture("x_user_not_found.json"))
+        [again] = await run(cfg, store, http, NOW + timedelta(hours=7))
+        assert [urlsplit(c.request.url).path for c in rsps.calls] == [
+            "/2/users/by/username/gone_one"]
+    assert again.status == "error" and "no user @gone_one" in again.error
+
+
+async def test_a_rejected_token_is_explained_once_per_run(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n"
+                 "  - name: C\n    x: third_one\n")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/by/username/Twitter", json=fixture("x_error_401.json"),
+                 status=401)
+        reports = await run(cfg, store, http)
+        assert len(rsps.calls) == 1
+    by_name = {r.name: r for r in reports}
+    assert [r.status for r in reports] == ["error"] * 3
+    assert by_name["A/x"].error.endswith("(401 Unauthorized): check X_BEARER_TOKEN")
+    assert by_name["B/x"].error == by_name["C/x"].error == "X rejected the bearer token (see A/x)"
+    lines = [r.line() for r in reports]
+    assert sum("check X_BEARER_TOKEN" in line for line in lines) == 1
+    assert all(store.source_state(n).failures == 1 for n in by_name)  # each source's status

@@ -1,12 +1,14 @@
 """X (Twitter) timelines of followed people, through tweepy's v2 `Client` and an app-only token.
 
 The X API is paid per post read, so this collector reads only what is new: a handle is
-resolved to a user id once (cached in the store's meta table under `x:user:<handle>`), each
-timeline read passes the newest stored post id as `since_id`, and no run reads more than the
-source's `max_items` posts. It never pages back into history, never waits out a rate limit
-itself (a 429 becomes the source's `retry_after`) and never logs or shows the token.
+resolved to a user id once (cached in the store's meta table under `x:user:<handle>`, dropped
+when X says the account behind it is gone), each timeline read passes the newest stored post id
+as `since_id`, and no run reads more than the source's `max_items` posts. It never pages back
+into history, never waits out a rate limit itself (a 429 becomes the source's `retry_after`) and
+never logs or shows the token.
 
-`parse_timeline` / `tweet_to_item` are pure: JSON as the API returns it in, `Item`s out.
+`parse_timeline` / `tweet_to_item` are pure: JSON as the API returns it in, `Item`s out;
+`timeline_error` turns the errors X puts in a 200 answer without posts into the source's error.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ _MEDIA_LINK = re.compile(r"^https?://(?:www\.)?(?:twitter|x)\.com/[^/]+/status/(
 
 
 class XError(SourceError):
-    """The X API answered with an error worth showing for this source."""
+    """The X API answered with an error worth showing for this source. `short` is how later X
+    sources of the same run say it again after it stopped them (see `XGate.blocked`)."""
+
+    def __init__(self, message: str, retry_after: datetime | None = None,
+                 short: str = "") -> None:
+        super().__init__(message, retry_after)
+        self.short = short
 
 
 class XAuthError(XError):
@@ -51,6 +59,10 @@ class XAuthError(XError):
 
 class XRateLimited(XError):
     """429: come back at `retry_after`."""
+
+
+class XUserGone(XError):
+    """The account behind a user id no longer exists, or is suspended."""
 
 
 class MetaStore(Protocol):
@@ -74,12 +86,24 @@ class XGate:
     """One tweepy client per collection run; X calls go one at a time through `lock`.
 
     After a 401, 403 or 429 every later X source in the same run fails with the same error
-    without calling the API again (`blocked`).
+    without calling the API again (`blocked`, first met by source `blocked_by`). The full
+    explanation is that first source's; the others point to it (`repeat_block`).
     """
 
     client: tweepy.Client
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     blocked: XError | None = None
+    blocked_by: str = ""
+
+    def block(self, err: XError, source: str) -> None:
+        self.blocked, self.blocked_by = err, source
+
+    def repeat_block(self) -> XError:
+        """The blocking error again, for a later source: short, naming the first source."""
+        b = self.blocked
+        assert b is not None
+        message = f"{b.short} (see {self.blocked_by})" if b.short and self.blocked_by else str(b)
+        return type(b)(message, b.retry_after, b.short)
 
     @classmethod
     def from_env(cls) -> XGate:
@@ -191,6 +215,29 @@ def newest_id(pages: Iterable[dict[str, Any]], since_id: str = "") -> str | None
     return str(max(ids)) if ids else None
 
 
+def timeline_error(pages: Iterable[dict[str, Any]], handle: str) -> XError | None:
+    """The error X put in a 200 answer that carries no posts, as this source's error; None when
+    the timeline was read (an empty page without errors is just nothing new).
+
+    X answers 200 with only `errors` when it will not show the timeline: a protected account
+    (`not-authorized-for-resource`), or an id whose account was deleted or suspended
+    (`resource-not-found`). Errors beside data (about included objects) are not the timeline's.
+    """
+    for page in pages:
+        errors = [e for e in page.get("errors") or [] if e.get("section") != "includes"]
+        if page.get("data") or not errors:
+            continue
+        err = errors[0]
+        kind = str(err.get("type", "")).rsplit("/", 1)[-1]
+        detail = shorten(str(err.get("detail") or err.get("title") or kind), 200)
+        if kind == "not-authorized-for-resource":
+            return XError(f"X: @{handle} is protected or not visible: {detail}")
+        if kind == "resource-not-found":
+            return XUserGone(f"X: @{handle} no longer exists or is suspended: {detail}")
+        return XError(f"X: cannot read @{handle}'s posts: {detail}")
+    return None
+
+
 def exclude_for(options: dict[str, Any]) -> list[str]:
     """What to ask the API to leave out, from the person's `replies` / `retweets` options."""
     out = []
@@ -244,12 +291,14 @@ def describe_error(e: Exception, now: datetime) -> XError:
         return XRateLimited(f"X rate limit reached; next try after {_hhmm(reset)}",
                             retry_after=reset)
     if isinstance(e, tweepy.Unauthorized):
-        return XAuthError(f"X rejected the bearer token (401 Unauthorized): check {TOKEN_ENV}")
+        return XAuthError(f"X rejected the bearer token (401 Unauthorized): check {TOKEN_ENV}",
+                          short="X rejected the bearer token")
     if isinstance(e, tweepy.Forbidden):
         why = shorten((e.api_messages or [""])[0], 160)
         return XAuthError("X refused access (403 Forbidden): reading timelines needs an X API "
                           "access tier that includes it (Basic or higher) for the app that owns "
-                          f"{TOKEN_ENV}" + (f"; X says: {why}" if why else ""))
+                          f"{TOKEN_ENV}" + (f"; X says: {why}" if why else ""),
+                          short="X refused access (403 Forbidden)")
     if isinstance(e, tweepy.TwitterServerError):
         return XError(f"X API server error ({e.response.status_code})")
     if isinstance(e, tweepy.HTTPException):
@@ -275,8 +324,12 @@ def _hhmm(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _user_key(handle: str) -> str:
+    return f"x:user:{handle.casefold()}"
+
+
 async def _user_id(gate: XGate, meta: MetaStore | None, handle: str) -> str:
-    key = f"x:user:{handle.casefold()}"
+    key = _user_key(handle)
     cached = meta.get_meta(key) if meta is not None else None
     if cached:
         return cached
@@ -290,19 +343,25 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
     """New posts of one X account since the stored cursor. Raises XError / SourceDisabled."""
     gate = gate_for(ctx)
     handle = spec.target.lstrip("@")
+    meta: MetaStore | None = ctx.extra.get("meta")
     async with gate.lock:
         if gate.blocked is not None:
-            raise type(gate.blocked)(str(gate.blocked), gate.blocked.retry_after)
+            raise gate.repeat_block()
         try:
-            uid = await _user_id(gate, ctx.extra.get("meta"), handle)
+            uid = await _user_id(gate, meta, handle)
             pages = await asyncio.to_thread(
                 fetch_timeline, gate.client, uid, since_id=state.cursor,
                 max_items=spec.max_items, exclude=exclude_for(spec.options))
         except (tweepy.TweepyException, requests.RequestException) as e:
             err = describe_error(e, ctx.now)
             if isinstance(err, XAuthError | XRateLimited):
-                gate.blocked = err
+                gate.block(err, spec.name)
             raise err from None
+    refused = timeline_error(pages, handle)
+    if refused is not None:
+        if isinstance(refused, XUserGone) and meta is not None:
+            meta.set_meta(_user_key(handle), "")  # look the handle up again next time
+        raise refused
     items = parse_timeline(pages, handle, spec.name, spec.person,
                            replies=bool(spec.options.get("replies")),
                            retweets=bool(spec.options.get("retweets")))
