@@ -86,6 +86,35 @@ def test_name_matching_ignores_accents_case_and_punctuation_and_uses_initials() 
     assert same_author("Martin Luther King Jr.", "M. L. King")
 
 
+def test_letters_nfkd_cannot_strip_are_folded() -> None:
+    assert same_author("Łukasz Kaiser", "Lukasz Kaiser")
+    assert same_author("Søren Hauberg", "Soren Hauberg")
+    assert same_author("Ivan Đukić", "Ivan Dukic")
+    assert same_author("Bernhard Schölkopf", "B. Scholkopf")
+    assert same_author("Markus Weißenbach", "M. Weissenbach")
+    assert same_author("Ægir Ærøskøbing", "Aegir Aeroskobing")
+    assert same_author("Œdipe Lœwe", "OEdipe Loewe")
+    assert same_author("Þóra Þórsdóttir", "Thora Thorsdottir")
+    assert same_author("Aslı Çelikyılmaz", "Asli Celikyilmaz")
+
+
+def test_a_surname_alone_matches_any_given_name() -> None:
+    surname = spec("Yann", "LeCun")
+    assert name_key("LeCun") == ("lecun", "")
+    got = attribute([result("2611.00001", 1, "Yann LeCun"), result("2611.00002", 2, "X. LeCun"),
+                     result("2611.00003", 3, "Yann Lecunn")], [surname])
+    assert [r.entry_id for r in got["Yann/arxiv"]] == ["http://arxiv.org/abs/2611.00002v1",
+                                                      "http://arxiv.org/abs/2611.00001v1"]
+    full = spec("Yann", "Yann LeCun")  # with a given name, a one-word author is not a match
+    assert attribute([result("2611.00004", 4, "LeCun")], [full]) == {"Yann/arxiv": []}
+
+
+def test_a_folded_name_is_attributed_in_a_batch() -> None:
+    kaiser, lin = spec("Łukasz", "Łukasz Kaiser"), spec("Lin", "Lin Sample")
+    got = attribute([result("2611.00001", 1, "Lukasz Kaiser", "Lin Sample")], [kaiser, lin])
+    assert {n: len(rs) for n, rs in got.items()} == {"Łukasz/arxiv": 1, "Lin/arxiv": 1}
+
+
 def test_a_different_first_initial_or_surname_does_not_match() -> None:
     assert not same_author("Yann LeCun", "Xavier LeCun")
     assert not same_author("Jose Nunez-Garcia", "Jose Garcia")
@@ -196,12 +225,15 @@ def test_the_arxiv_error_feed_fails_the_batch(server: LocalServer, tmp_path: Pat
                                               corpus: Path) -> None:
     body = (corpus / "arxiv-api/arxiv-docs/error_response_malformed_id_1234.12345.xml")
     gate = serve_batch(server, status=400, body=body.read_bytes())
+    gate.client.num_retries = 1
     store = Store(tmp_path / "db.sqlite")
     reports = collect(people_config(), store, now=NOW, arxiv=gate)
     assert {r.status for r in reports} == {"error"}
-    assert {r.error for r in reports} == {
-        "arXiv API answered HTTP 400 (one request for 4 people's author queries)"}
+    assert {r.error for r in reports} == {  # arXiv's own words, from its error feed
+        "arXiv API answered HTTP 400: incorrect id format for 1234.12345 "
+        "(one request for 4 people's author queries)"}
     assert store.item_count() == 0
+    assert len(server.hits("/api/query")) == 1  # a 400 is not asked again
 
 
 def test_unreachable_api_fails_the_batch_cleanly(tmp_path: Path) -> None:

@@ -1,26 +1,37 @@
 """arXiv through the `arxiv` package: search and category queries, newest first.
 
 All arXiv sources share one `arxiv.Client` behind one lock, so however many queries there are,
-the API sees one request at a time with its 3-second spacing. The people's author queries that
-are due together go out as one request (`au:"A" OR au:"B" OR ...`) and each result is handed
-to the people among its authors. `result_to_item`, `author_query`, `name_key` and `attribute`
-are pure.
+the API sees one request at a time with its 3-second spacing, whatever became of the request
+before (an error, a page that is not a feed, a timeout). Each HTTP request has an overall
+deadline, enforced in the worker thread itself, and that thread is a daemon: a server that
+drips bytes can neither hold the gate nor keep the process alive past it. The people's author
+queries that are due together go out as one request (`au:"A" OR au:"B" OR ...`) and each
+result is handed to the people among its authors; a lone author query is filtered the same
+way. `result_to_item`, `author_query`, `name_key`, `attribute` and `error_explanation` are pure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import socket
+import threading
+import time
 import unicodedata
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import arxiv
 import requests
+import urllib3
 from lxml import etree
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ..config import SourceSpec
+from ..http import DEADLINE, parse_retry_after
 from ..items import Item, split_arxiv_id, utc
 from ..store import SourceState
 from ..text import html_to_text, shorten
@@ -31,30 +42,179 @@ DELAY = 3.0  # arXiv's terms of use: no more than one request every three second
 MAX_PAGE = 2000  # the most results arXiv's API returns for one request
 AUTHOR_BATCH = 20  # names per batched author query: one request, a URL well under 2 KB
 BATCH_MAX_RESULTS = 1000  # results asked for in one batched author query (20 people × 50)
+CHUNK = 65536  # bytes read at a time, the deadline checked between reads
 ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+_T = TypeVar("_T")
 
 
 class ArxivNotAFeed(requests.RequestException):
     """arXiv answered 200 with something that is not an Atom feed (a maintenance page, nothing)."""
 
 
-class _TimeoutSession(requests.Session):
-    """The arxiv package calls `session.get` with no timeout; a hung server would hang us. It
-    also reads any 200 as a feed, so a maintenance page or an empty body would pass for "no
-    results": such an answer raises ArxivNotAFeed here, before the package parses it."""
+class ArxivTimeout(requests.Timeout):
+    """One request ran past its overall deadline (a server that drips its answer)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"no complete answer within {deadline:g}s")
+        self.deadline = deadline
+
+
+class ArxivHTTPStatus(requests.HTTPError):
+    """An answer not worth repeating at once: a 4xx, or any error that says when to come back
+    (`Retry-After`). The arxiv package retries its own `HTTPError`; it does not retry this."""
+
+    def __init__(self, status: int, retry_after: str | None, explanation: str) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+        self.explanation = explanation
+
+
+# --- one request's deadline, enforced in the thread that makes it -------------------------------
+
+_CURRENT = threading.local()  # `.deadline`: the _Deadline of the request this thread is making
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the plain socket's, also for TLS: it wakes a read
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # blocked in another thread
+
+
+class _Deadline:
+    """An overall time limit for one request. When it passes, a watchdog timer shuts down the
+    socket the request is reading from, which wakes a read that a dripping server would
+    otherwise keep going for ever (requests' timeout only bounds the gap between bytes)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self.expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.expired or self.remaining() <= 0
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                _shut(self._sock)
+
+    def __enter__(self) -> _Deadline:
+        _CURRENT.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _CURRENT.deadline = None
+
+
+def _watch_socket(conn: Any) -> None:
+    deadline = getattr(_CURRENT, "deadline", None)
+    if deadline is not None and conn.sock is not None:
+        deadline.watch(conn.sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        _watch_socket(self)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        _watch_socket(self)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _TimeoutSession(requests.Session):
+    """What the arxiv package's `session.get` gets instead of a plain session.
+
+    - Deadlines: the package passes no timeout; `timeout` bounds connecting and each gap between
+      bytes, and `deadline` the whole request, however slowly the server drips (ArxivTimeout).
+    - Not a feed: the package reads any 200 as a feed, so a maintenance page or an empty body
+      would pass for "no results": such an answer raises ArxivNotAFeed here.
+    - Errors: a 4xx, or an error with Retry-After, raises ArxivHTTPStatus (with arXiv's own
+      explanation), which the package does not retry; other errors go back to the package,
+      which retries them.
+    - Spacing: `on_done` runs after every request, however it ended, so the client's spacing
+      counts from it (the package records the time only when `get` returns)."""
+
+    def __init__(self, timeout: float, deadline: float = DEADLINE,
+                 on_done: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._timeout = timeout
+        self._deadline = deadline
+        self._on_done = on_done
+        for adapter in self.adapters.values():
+            manager = getattr(adapter, "poolmanager", None)
+            if manager is not None:
+                manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool,
+                                                  "https": _WatchedHTTPSPool}
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self._timeout)
-        response = super().request(*args, **kwargs)
+        limit = min(self._timeout, self._deadline)
+        kwargs.setdefault("timeout", (limit, limit))
+        kwargs["stream"] = True
+        try:
+            with _Deadline(self._deadline) as deadline:
+                response = self._request_within(deadline, args, kwargs)
+        finally:
+            if self._on_done is not None:
+                self._on_done()
         if response.status_code == 200:
             problem = not_a_feed(response.content)
             if problem:
                 raise ArxivNotAFeed(problem, response=response)
+        elif 400 <= response.status_code < 500 or response.headers.get("Retry-After"):
+            raise ArxivHTTPStatus(response.status_code, response.headers.get("Retry-After"),
+                                  error_explanation(response.content))
         return response
+
+    def _request_within(self, deadline: _Deadline, args: Any, kwargs: Any) -> requests.Response:
+        response: requests.Response | None = None
+        try:
+            response = super().request(*args, **kwargs)
+            chunks = []
+            for chunk in response.iter_content(CHUNK):
+                chunks.append(chunk)
+                if deadline.passed():
+                    raise ArxivTimeout(deadline.seconds)
+            if deadline.passed():  # the watchdog may have cut the answer short
+                raise ArxivTimeout(deadline.seconds)
+            response._content = b"".join(chunks)
+            response._content_consumed = True
+            response.close()  # gives the connection back to the pool
+            return response
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            if response is not None and not response._content_consumed:
+                response.close()
+            if deadline.passed() and not isinstance(e, ArxivTimeout):
+                raise ArxivTimeout(deadline.seconds) from None
+            raise
 
 
 def not_a_feed(content: bytes) -> str:
@@ -77,29 +237,55 @@ def not_a_feed(content: bytes) -> str:
     return f"{what} ({text})" if text else what
 
 
+def error_explanation(content: bytes) -> str:
+    """arXiv's own words for an error, from the summary of its error feed's entry; '' when the
+    answer is not such a feed. Pure."""
+    try:
+        root = etree.fromstring(content, etree.XMLParser(resolve_entities=False,
+                                                         no_network=True))
+    except (etree.LxmlError, ValueError):
+        return ""
+    if root.tag != ATOM_FEED:
+        return ""
+    for entry in root.iter(f"{ATOM}entry"):
+        if "/api/errors" not in (entry.findtext(f"{ATOM}id") or ""):
+            continue
+        text = " ".join((entry.findtext(f"{ATOM}summary") or "").split())
+        return shorten("".join(c for c in text if c.isprintable()), 200)
+    return ""
+
+
 class ArxivGate:
     """One arXiv client and one lock for the whole process."""
 
     def __init__(self, api_url: str | None = None, delay: float = DELAY, timeout: float = 30.0,
-                 retries: int = 1) -> None:
+                 retries: int = 1, deadline: float = DEADLINE) -> None:
         self.client = arxiv.Client(page_size=100, delay_seconds=delay, num_retries=retries)
         self.client.query_url_format = api_url or os.environ.get("FEEDBOT_ARXIV_API_URL") \
             or API_URL
         if "{}" not in self.client.query_url_format:
             self.client.query_url_format = self.client.query_url_format.rstrip("?") + "?{}"
-        self.client._session = _TimeoutSession(timeout)
+        self.client._session = _TimeoutSession(timeout, deadline, on_done=self._request_done)
         self.lock = asyncio.Lock()
+        # Held by the worker thread for its whole search: should a caller stop waiting (a
+        # cancelled collection), the next search still waits for that request to end.
+        self._busy = threading.Lock()
+
+    def _request_done(self) -> None:
+        self.client._last_request_dt = datetime.now()  # naive local time, as the package keeps it
 
     def search(self, query: str, max_results: int) -> list[arxiv.Result]:
         """Newest first; one page as big as `max_results` (up to arXiv's 2000), so one request.
 
         Runs in a worker thread with `lock` held. arXiv answers a bad query with its error feed
-        and HTTP 400, which the client raises as `arxiv.HTTPError`."""
+        and HTTP 400, raised as `ArxivHTTPStatus`; other errors after the package's retries as
+        `arxiv.HTTPError`."""
         search = arxiv.Search(query=query, max_results=max_results,
                               sort_by=arxiv.SortCriterion.SubmittedDate,
                               sort_order=arxiv.SortOrder.Descending)
-        self.client.page_size = max(1, min(MAX_PAGE, max_results))
-        return list(self.client.results(search))
+        with self._busy:
+            self.client.page_size = max(1, min(MAX_PAGE, max_results))
+            return list(self.client.results(search))
 
 
 def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
@@ -117,10 +303,15 @@ def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
 def describe_error(e: Exception) -> str:
     if isinstance(e, ArxivNotAFeed):
         return f"arXiv answered with something that is not a feed: {e}"
+    if isinstance(e, ArxivHTTPStatus):
+        return f"arXiv API answered HTTP {e.status}" + (f": {e.explanation}" if e.explanation
+                                                         else "")
     if isinstance(e, arxiv.HTTPError):
         return f"arXiv API answered HTTP {e.status}"
     if isinstance(e, arxiv.UnexpectedEmptyPageError):
         return "arXiv API returned an unexpected empty page"
+    if isinstance(e, ArxivTimeout):
+        return f"arXiv API timed out after {e.deadline:g}s"
     if isinstance(e, requests.Timeout):
         return "arXiv API timed out"
     if isinstance(e, requests.ConnectionError):
@@ -128,17 +319,58 @@ def describe_error(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def retry_after_of(e: Exception, now: datetime) -> datetime | None:
+    """When arXiv said to come back (its Retry-After, capped like the feeds'), else None."""
+    if isinstance(e, ArxivHTTPStatus):
+        return parse_retry_after(e.retry_after, now)
+    return None
+
+
+async def in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)` in a new daemon thread. Unlike `asyncio.to_thread`, whose executor threads
+    are joined at exit, a thread still running cannot keep the process from exiting (Ctrl-C,
+    SIGTERM); `fn` must bound its own time, as the arXiv session's deadline does."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():  # the caller stopped waiting
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def work() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as e:  # handed to the awaiting task, whatever it is
+            error = e
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="arxiv-request", daemon=True).start()
+    return await done
+
+
 async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[arxiv.Result]:
     """One search through the shared lock (so one request at a time, spaced by the client)."""
     async with gate.lock:
         try:
-            return await asyncio.to_thread(gate.search, query, max_results)
+            return await in_daemon_thread(gate.search, query, max_results)
         except (arxiv.ArxivError, requests.RequestException) as e:
-            raise ArxivFetchError(describe_error(e)) from e
+            raise ArxivFetchError(describe_error(e),
+                                  retry_after=retry_after_of(e, datetime.now(UTC))) from e
 
 
 async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+    """A query's results; for a person's author query, only the papers with that person among
+    their authors, as in a batch (arXiv's `au:` search also matches other people)."""
     results = await gated_search(ctx.arxiv, spec.target, spec.max_items)
+    if author_name(spec) is not None:
+        results = attribute(results, [spec])[spec.name]
     items = [result_to_item(r, spec.name, spec.person) for r in results]
     return Collected(items)
 
@@ -148,6 +380,10 @@ async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> C
 _AUTHOR_TARGET = re.compile(r'au:"([^"]+)"')
 _NOT_NAME = re.compile(r"[^\w\s-]|[\d_]")
 _SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
+# Letters that NFKD leaves whole (no accent to strip), spelled as arXiv's ASCII names spell them.
+_FOLD = str.maketrans({"Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Ð": "D",
+                       "ð": "d", "ß": "ss", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe",
+                       "Þ": "Th", "þ": "th", "ı": "i", "Ħ": "H", "ħ": "h"})
 
 
 def author_name(spec: SourceSpec) -> str | None:
@@ -164,13 +400,15 @@ def author_query(names: Sequence[str]) -> str:
 
 
 def name_key(name: str) -> tuple[str, str] | None:
-    """(surname, first initial) of a name, normalised: NFKD, accents stripped, casefolded,
-    only letters, spaces and hyphens kept. "Yann LeCun", "Y. LeCun" and "LeCun, Yann" all give
-    ("lecun", "y"); "Jr."-style suffixes are dropped. None for a name with no letters."""
+    """(surname, first initial) of a name, normalised: letters NFKD cannot take apart folded
+    (Ł → l, ß → ss, Æ → ae, ...), NFKD, accents stripped, casefolded, only letters, spaces
+    and hyphens kept. "Yann LeCun", "Y. LeCun" and "LeCun, Yann" all give ("lecun", "y");
+    "Jr."-style suffixes are dropped. A surname alone ("LeCun") gives ("lecun", ""), an empty
+    initial. None for a name with no letters."""
     if "," in name:  # "Surname, First"
         last, _, first = name.partition(",")
         name = f"{first} {last}"
-    plain = "".join(c for c in unicodedata.normalize("NFKD", name)
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name.translate(_FOLD))
                     if not unicodedata.combining(c)).casefold()
     words = [w.strip("-") for w in _NOT_NAME.sub(" ", plain).split()]
     words = [w for w in words if w]
@@ -178,14 +416,24 @@ def name_key(name: str) -> tuple[str, str] | None:
         words.pop()
     if not words:
         return None
-    return words[-1], words[0][0]
+    return words[-1], words[0][0] if len(words) > 1 else ""
+
+
+def is_author(key: tuple[str, str] | None, theirs: set[tuple[str, str] | None]) -> bool:
+    """Whether a followed name's `key` is among a paper's author keys: the same surname and
+    initial, or the same surname alone when the followed name is a surname alone. Pure."""
+    if key is None:
+        return False
+    if key[1]:
+        return key in theirs
+    return any(k is not None and k[0] == key[0] for k in theirs)
 
 
 def attribute(results: Sequence[Any], specs: Sequence[SourceSpec]) -> dict[str, list[Any]]:
-    """Each spec's share of one batched author query's results, newest first, at most its
-    `max_items`. A result goes to every spec whose author is among the result's authors (a
-    paper by two followed people goes to both). arXiv's `au:` search is fuzzy (it matches
-    words of a name anywhere, e.g. another "Johnson"), so a result matching nobody is dropped."""
+    """Each spec's share of one author query's results, newest first, at most its `max_items`.
+    A result goes to every spec whose author is among the result's authors (a paper by two
+    followed people goes to both). arXiv's `au:` search is fuzzy (it matches words of a name
+    anywhere, e.g. another "Johnson"), so a result matching nobody is dropped."""
     out: dict[str, list[Any]] = {s.name: [] for s in specs}
     keys = {s.name: name_key(author_name(s) or "") for s in specs}
     newest = sorted(results, key=lambda r: r.published, reverse=True)
@@ -193,7 +441,7 @@ def attribute(results: Sequence[Any], specs: Sequence[SourceSpec]) -> dict[str, 
         theirs = {name_key(a.name) for a in r.authors}
         for s in specs:
             got = out[s.name]
-            if keys[s.name] is not None and keys[s.name] in theirs and len(got) < s.max_items:
+            if len(got) < s.max_items and is_author(keys[s.name], theirs):
                 got.append(r)
     return out
 
@@ -213,8 +461,8 @@ async def fetch_author_batch(gate: ArxivGate, specs: Sequence[SourceSpec]
     try:
         results = await gated_search(gate, author_query(names), batch_max_results(specs))
     except ArxivFetchError as e:
-        raise ArxivFetchError(f"{e} (one request for {len(specs)} people's author queries)") \
-            from e
+        raise ArxivFetchError(f"{e} (one request for {len(specs)} people's author queries)",
+                              retry_after=e.retry_after) from e
     shares = attribute(results, specs)
     return {s.name: [result_to_item(r, s.name, s.person) for r in shares[s.name]]
             for s in specs}

@@ -1,0 +1,216 @@
+"""The arXiv client against real HTTP on 127.0.0.1: an overall deadline per request, the
+spacing kept whatever happened to the request before, which errors are retried, Retry-After,
+arXiv's own error explanations, and a person's lone author query filtered like a batch."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from feedbot.collect import collect
+from feedbot.collectors.arxiv_api import ArxivGate, error_explanation
+from feedbot.config import Config, load_config
+from feedbot.http import MAX_RETRY_AFTER
+from feedbot.store import Store
+
+from .support import FIXTURES, LocalServer, Request, Route
+
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+FEED = (FIXTURES / "arxiv_author_batch.xml").read_bytes()
+ERROR_400 = (FIXTURES / "arxiv_error_400.xml").read_bytes()  # recorded: id_list=abc
+HTML = b"<html><body><h1>arXiv is down for maintenance</h1></body></html>"
+
+
+def queries(*names: str) -> Config:
+    lines = ["learner:", "  stage: cnn", "arxiv:"]
+    for n in names:
+        lines += [f"  - name: {n}", f"    query: 'all:{n}'", "    max_results: 10"]
+    return load_config("sources.yaml", text="\n".join(lines) + "\n")
+
+
+def person(arxiv_name: str) -> Config:
+    text = f'learner:\n  stage: cnn\npeople:\n  - name: P\n    arxiv: "{arxiv_name}"\n'
+    return load_config("sources.yaml", text=text)
+
+
+def gate_for(server: LocalServer, **kw: float) -> ArxivGate:
+    return ArxivGate(api_url=server.url("/api/query?{}"), **{"delay": 0.0, "retries": 0, **kw})
+
+
+def arxiv_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "arxiv-request" and t.is_alive()]
+
+
+# --- 1. an overall deadline per request -----------------------------------------------------
+
+@pytest.mark.parametrize("route", [
+    Route(body=FEED, content_type="application/atom+xml", drip=0.2),  # drips its body
+    Route(body=FEED, content_type="application/atom+xml", delay=3.0),  # no headers for long
+], ids=["dripping-body", "late-headers"])
+def test_a_slow_arxiv_answer_times_out_and_frees_the_gate(
+        route: Route, server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/query", route)
+    gate = gate_for(server, deadline=0.5, delay=0.1)
+    store = Store(tmp_path / "db.sqlite")
+    started = time.monotonic()
+    reports = collect(queries("a", "b"), store, now=NOW, arxiv=gate)
+    took = time.monotonic() - started
+    # both queries tried in turn, each cut off at its deadline: the gate is not held for good
+    assert [r.line() for r in reports] == [f"{n}: error: arXiv API timed out after 0.5s"
+                                           for n in ("a", "b")]
+    assert len(server.hits("/api/query")) == 2
+    assert took < 2.5, took
+    assert store.source_state("a").failures == 1
+    for _ in range(50):  # the worker thread itself ends, shortly after answering
+        if not arxiv_threads():
+            break
+        time.sleep(0.02)
+    assert not arxiv_threads()
+
+
+def test_a_fast_answer_is_read_whole_within_the_deadline(server: LocalServer,
+                                                         tmp_path: Path) -> None:
+    server.add("/api/query", body=FEED, content_type="application/atom+xml")
+    (r,) = collect(queries("a"), Store(tmp_path / "db.sqlite"), now=NOW,
+                   arxiv=gate_for(server, deadline=5.0))
+    assert r.status == "ok" and r.seen == 7
+
+
+def test_a_hung_arxiv_request_does_not_keep_the_process_alive(server: LocalServer) -> None:
+    """The caller gives up (Ctrl-C, SIGTERM, a timeout) while a request still drips: the
+    process exits at once instead of waiting for the worker thread."""
+    server.add("/api/query", body=FEED, content_type="application/atom+xml", drip=0.2)
+    script = textwrap.dedent(f"""
+        import asyncio
+        from feedbot.collectors.arxiv_api import ArxivGate, gated_search
+        gate = ArxivGate(api_url={server.url("/api/query?{}")!r}, delay=0.0, retries=0,
+                         deadline=60.0)
+        try:
+            asyncio.run(asyncio.wait_for(gated_search(gate, "all:x", 5), 0.3))
+        except TimeoutError:
+            print("gave up")
+    """)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.stdout.strip() == "gave up", done.stderr
+    assert time.monotonic() - started < 10  # imports included; the drip would take minutes
+
+
+# --- 2. the spacing holds whatever happened to the request before -------------------------------
+
+def first_then_feed(first: tuple[int, dict[str, str], bytes], wait: float = 0.0) -> Route:
+    calls: list[Request] = []
+
+    def handler(req: Request) -> tuple[int, dict[str, str], bytes]:
+        calls.append(req)
+        if len(calls) == 1:
+            time.sleep(wait)
+            return first
+        return 200, {"Content-Type": "application/atom+xml"}, FEED
+
+    return Route(handler=handler)
+
+
+@pytest.mark.parametrize(("first", "wait", "error"), [
+    ((200, {"Content-Type": "text/html"}, HTML), 0.0, "not a feed"),
+    ((200, {}, b""), 0.0, "not a feed: an empty response"),
+    ((400, {}, ERROR_400), 0.0, "HTTP 400"),
+    ((500, {}, b"oops"), 0.0, "HTTP 500"),
+    ((200, {}, FEED), 1.5, "timed out after 0.3s"),
+], ids=["html", "empty", "400", "500", "timeout"])
+def test_the_next_request_waits_the_full_spacing_after_any_failure(
+        first: tuple[int, dict[str, str], bytes], wait: float, error: str,
+        server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/query", first_then_feed(first, wait))
+    gate = gate_for(server, delay=0.5, deadline=0.3)
+    reports = collect(queries("a", "b"), Store(tmp_path / "db.sqlite"), now=NOW, arxiv=gate)
+    assert sorted(r.status for r in reports) == ["error", "ok"]
+    assert error in next(r.error for r in reports if r.status == "error")
+    one, two = server.hits("/api/query")
+    assert two.at - one.at >= 0.45 + (0.3 if wait else 0.0), two.at - one.at
+
+
+# --- 5. which errors are retried, Retry-After, arXiv's explanation ------------------------------
+
+def test_a_400_is_not_retried_and_says_what_arxiv_said(server: LocalServer,
+                                                       tmp_path: Path) -> None:
+    server.add("/api/query", body=ERROR_400, status=400, content_type="application/atom+xml")
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(queries("a"), store, now=NOW, arxiv=gate_for(server, retries=1))
+    assert r.line() == "a: error: arXiv API answered HTTP 400: incorrect id format for abc"
+    assert len(server.hits("/api/query")) == 1
+    assert store.source_state("a").retry_after is None
+
+
+def test_a_5xx_is_still_retried_after_the_spacing(server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/query", body=b"<html>oops</html>", status=500, content_type="text/html")
+    (r,) = collect(queries("a"), Store(tmp_path / "db.sqlite"), now=NOW,
+                   arxiv=gate_for(server, retries=1, delay=0.2))
+    assert r.error == "arXiv API answered HTTP 500"  # no error feed: nothing more to say
+    one, two = server.hits("/api/query")
+    assert two.at - one.at >= 0.15
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_retry_after_is_honoured_and_not_retried_at_once(status: int, server: LocalServer,
+                                                         tmp_path: Path) -> None:
+    server.add("/api/query", body=b"Service unavailable, retry later", status=status,
+               content_type="text/plain", headers={"Retry-After": "3600"})
+    store = Store(tmp_path / "db.sqlite")
+    before = datetime.now(UTC)
+    (r,) = collect(queries("a"), store, now=NOW, arxiv=gate_for(server, retries=1))
+    assert r.error == f"arXiv API answered HTTP {status}"
+    assert len(server.hits("/api/query")) == 1
+    when = store.source_state("a").retry_after
+    assert when is not None
+    assert before + timedelta(seconds=3590) <= when <= datetime.now(UTC) + timedelta(hours=1)
+
+
+def test_retry_after_is_capped_and_reaches_every_person_of_a_batch(
+        server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/query", body=b"busy", status=503, content_type="text/plain",
+               headers={"Retry-After": str(10**8)})
+    text = ("learner:\n  stage: cnn\npeople:\n  - name: A\n    arxiv: Ada Example\n"
+            "  - name: B\n    arxiv: Lin Sample\n")
+    store = Store(tmp_path / "db.sqlite")
+    before = datetime.now(UTC)
+    reports = collect(load_config("s.yaml", text=text), store, now=NOW,
+                      arxiv=gate_for(server, retries=1))
+    assert {r.error for r in reports} == {
+        "arXiv API answered HTTP 503 (one request for 2 people's author queries)"}
+    for name in ("A/arxiv", "B/arxiv"):
+        when = store.source_state(name).retry_after
+        assert when is not None
+        assert before + MAX_RETRY_AFTER <= when <= datetime.now(UTC) + MAX_RETRY_AFTER
+
+
+def test_error_explanation_reads_the_error_feed(corpus: Path) -> None:
+    documented = corpus / "arxiv-api/arxiv-docs/error_response_malformed_id_1234.12345.xml"
+    assert error_explanation(documented.read_bytes()) == "incorrect id format for 1234.12345"
+    assert error_explanation(ERROR_400) == "incorrect id format for abc"
+    assert error_explanation(FEED) == ""  # a feed of papers explains nothing
+    assert error_explanation(HTML) == ""
+    assert error_explanation(b"") == ""
+
+
+# --- 3. and 4. a person's lone author query, filtered like a batch ------------------------------
+
+@pytest.mark.parametrize(("arxiv_name", "expected"), [
+    ("Yann LeCun", ["2611.05002"]),  # "Y. LeCun"; Xavier LeCun's 05004 is someone else's
+    ("LeCun", ["2611.05002", "2611.05004"]),  # a surname alone: both LeCuns
+    ("José Núñez-García", ["2611.05003"]),
+])
+def test_a_lone_author_query_keeps_only_that_persons_papers(
+        arxiv_name: str, expected: list[str], server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/query", body=FEED, content_type="application/atom+xml")
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(person(arxiv_name), store, now=NOW, arxiv=gate_for(server), only="P/arxiv")
+    assert r.status == "ok" and r.seen == len(expected)
+    assert sorted(s.item.arxiv_id for s in store.items_since(None)) == expected
+    assert {s.item.person for s in store.items_since(None)} == {"P"}
