@@ -214,3 +214,24 @@ def test_a_lone_author_query_keeps_only_that_persons_papers(
     assert r.status == "ok" and r.seen == len(expected)
     assert sorted(s.item.arxiv_id for s in store.items_since(None)) == expected
     assert {s.item.person for s in store.items_since(None)} == {"P"}
+
+
+# --- arXiv out of reach: the other arXiv sources of the moment fail at once -------------------
+
+def test_when_arxiv_cannot_be_reached_the_next_searches_fail_at_once(tmp_path: Path) -> None:
+    """Offline, eight arXiv sources took 45 s to fail one by one (spacing and retries each)."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gate = ArxivGate(api_url=f"http://127.0.0.1:{port}/api/query?{{}}", delay=0.5, retries=1)
+    store = Store(tmp_path / "db.sqlite")
+    started = time.monotonic()
+    reports = collect(queries("a", "b", "c"), store, now=NOW, arxiv=gate)
+    took = time.monotonic() - started
+    assert [r.status for r in reports] == ["error"] * 3
+    assert reports[0].error == "cannot reach the arXiv API"
+    assert all("not asked again within 60s" in r.error for r in reports[1:])
+    assert took < 1.5, took  # one search and its retry, 0.5 s apart; not three of them
+    assert all(store.source_state(n).failures == 1 for n in "abc")
