@@ -427,7 +427,8 @@ def doctor(app: App) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @pass_app
 def init(app: App, force: bool) -> None:
-    """Write a starter sources.yaml (to --sources / $FEEDBOT_SOURCES / ./sources.yaml)."""
+    """Write a starter sources.yaml (to --sources, $FEEDBOT_SOURCES, ./sources.yaml if it is
+    there, else $FEEDBOT_HOME/sources.yaml)."""
     from .config import packaged_sources
 
     target = app.sources_file
