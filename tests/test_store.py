@@ -257,19 +257,25 @@ def test_read_later_is_a_bookmark_beside_the_vote(store: Store) -> None:
     assert [v.value for v in store.feedback("c1")] == ["up", "down"]
 
 
-def test_migration_5_moves_read_later_rows_to_bookmarks(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
+def database_at(path: Path, version: int, *rows: str) -> Path:
+    """A database as feedbot left it at schema `version`, with these INSERT statements run."""
     db = sqlite3.connect(path)
-    for script in MIGRATIONS[:4]:
+    for script in MIGRATIONS[:version]:
         for statement in script.split(";\n"):
             if statement.strip():
                 db.execute(statement)
-    db.execute("PRAGMA user_version = 4")
-    db.execute("INSERT INTO feedback VALUES ('c1', 'x', 'later', 1.0, 'cnn')")
-    db.execute("INSERT INTO feedback VALUES ('c1', 'y', 'up', 2.0, 'cnn')")
+    db.execute(f"PRAGMA user_version = {version}")
+    for row in rows:
+        db.execute(row)
     db.commit()
     db.close()
-    s = Store(path)
+    return path
+
+
+def test_migration_5_moves_read_later_rows_to_bookmarks(tmp_path: Path) -> None:
+    s = Store(database_at(tmp_path / "old.db", 4,
+                          "INSERT INTO feedback VALUES ('c1', 'x', 'later', 1.0, 'cnn')",
+                          "INSERT INTO feedback VALUES ('c1', 'y', 'up', 2.0, 'cnn')"))
     assert s.schema_version == len(MIGRATIONS) >= 5
     assert s.bookmarks("c1") == ["x"]
     assert [(v.item_id, v.value) for v in s.feedback("c1")] == [("y", "up")]
@@ -277,19 +283,11 @@ def test_migration_5_moves_read_later_rows_to_bookmarks(tmp_path: Path) -> None:
 
 
 def test_migration_4_keeps_feedback_given_before_stages_were_recorded(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    for script in MIGRATIONS[:3]:
-        for statement in script.split(";\n"):
-            if statement.strip():
-                db.execute(statement)
-    db.execute("PRAGMA user_version = 3")
-    db.execute("INSERT INTO feedback VALUES ('c1', 'x', 'up', 1.0)")
-    db.commit()
-    db.close()
-    s = Store(path)
+    s = Store(database_at(tmp_path / "old.db", 3,
+                          "INSERT INTO feedback VALUES ('c1', 'x', 'up', 1.0)"))
     assert s.schema_version == len(MIGRATIONS) >= 4
     assert [(v.item_id, v.value, v.stage) for v in s.feedback("c1")] == [("x", "up", "")]
+    s.close()
 
 
 def test_candidates_columns_and_matrix(store: Store) -> None:
