@@ -103,35 +103,55 @@ def _positive_duration(v: str) -> str:
 Duration = Annotated[str, BeforeValidator(_duration_text), AfterValidator(_positive_duration)]
 
 
+def control_char(text: str) -> str | None:
+    """The first newline, tab, escape or other control character (or line or paragraph
+    separator) in `text`, else None: what cannot stand on one line of a digest, log or table."""
+    return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+
+
 def _check_name(v: str) -> str:
-    """Names go on one line of a digest, a log or a table: no newlines, tabs or the like."""
-    for ch in v:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            raise ValueError(f"a name cannot contain newlines, tabs or other control characters "
-                             f"(found {ch!r})")
+    if (ch := control_char(v)) is not None:
+        raise ValueError(f"a name cannot contain newlines, tabs or other control characters "
+                         f"(found {ch!r})")
     return v
 
 
 Name = Annotated[str, Field(min_length=1), AfterValidator(_check_name)]
 
 
-def _check_url(v: str, what: str) -> str:
-    """An http(s) URL that urllib and httpx both accept, with a host and a valid port."""
-    if not re.match(r"^https?://[^\s/]+", v):
-        raise ValueError(f"must be an http(s) URL of {what}")
+NOT_HTTP = "not an http(s) URL"
+
+
+def url_problem(url: str) -> str:
+    """Why `url` is not an http(s) URL that urllib and httpx both accept, with a host and a
+    valid port ('not an http(s) URL', 'not a valid URL (…)'), or '' when it is one. The one
+    check behind sources.yaml's validation and `feedbot follow` / `import-opml`."""
+    if not re.match(r"^https?://[^\s/]+", url):
+        return NOT_HTTP
     try:
-        parts = urlsplit(v)
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-    except ValueError as e:
-        raise ValueError(f"not a valid URL ({e})") from None
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        return f"not a valid URL ({e})"
     if not parts.hostname:
-        raise ValueError("not a valid URL (it has no host name)")
+        return "not a valid URL (it has no host name)"
     import httpx  # here, not at the top: loading the config stays quick
 
     try:
-        httpx.URL(v)
-    except httpx.InvalidURL as e:
-        raise ValueError(f"not a valid URL ({e})") from None
+        httpx.URL(url)
+    except httpx.InvalidURL as e:  # ASCII control characters among others
+        return f"not a valid URL ({e})"
+    if control_char(url) is not None:  # those httpx would percent-encode (C1, separators)
+        return "not a valid URL (it contains a control character)"
+    return ""
+
+
+def _check_url(v: str, what: str) -> str:
+    problem = url_problem(v)
+    if problem == NOT_HTTP:
+        raise ValueError(f"must be an http(s) URL of {what}")
+    if problem:
+        raise ValueError(problem)
     return v
 
 

@@ -20,7 +20,6 @@ import contextlib
 import difflib
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
@@ -35,7 +34,7 @@ from ruamel.yaml.tokens import CommentToken
 
 from .collectors import SourceError
 from .collectors.feeds import FeedError, parse_feed
-from .config import load_config, parse_yaml
+from .config import control_char, load_config, parse_yaml, url_problem
 from .http import fetch, make_client
 from .items import canonical_url
 from .sources_edit import edit_sources
@@ -161,7 +160,7 @@ def _request(values: dict[str, Any]) -> FollowRequest:
             raise FollowError("--weight must be 0 or more")
     check = not values.pop("no_check", False)
     for key, value in values.items():
-        if isinstance(value, str) and has_control_chars(value):
+        if isinstance(value, str) and control_char(value) is not None:
             raise FollowError(f"{key} {value!r} contains a newline, tab or other control "
                               "character; write it on one line")
     if values.get("mastodon"):
@@ -173,31 +172,6 @@ def _request(values: dict[str, Any]) -> FollowRequest:
     if not req.places:
         raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
     return req
-
-
-def has_control_chars(text: str) -> bool:
-    """True when `text` holds a newline, tab, escape or other control character."""
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
-
-
-def url_problem(url: str) -> str:
-    """Why `url` cannot be followed as a feed ('not an http(s) URL', ...), or '' when it can."""
-    if not re.match(r"^https?://[^\s/]+", url):
-        return "not an http(s) URL"
-    if has_control_chars(url):
-        return "not a valid URL (it contains a control character)"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
-        return f"not a valid URL ({e})"
-    if not parts.hostname:
-        return "not a valid URL (it has no host name)"
-    try:
-        httpx.URL(url)
-    except httpx.InvalidURL as e:
-        return f"not a valid URL ({e})"
-    return ""
 
 
 # --- checking a blog URL once ---------------------------------------------------------------
@@ -480,13 +454,13 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
         taken = {n.casefold() for n in _names(doc)}
         for title, url, _page in feeds:
             label = title or url
-            if has_control_chars(label):
+            if control_char(label) is not None:
                 label = repr(label)
             problem = url_problem(url)
             if problem:
                 report.skipped.append((label, problem))
                 continue
-            if has_control_chars(title):
+            if control_char(title) is not None:
                 report.skipped.append((label, "the title contains a control character"))
                 continue
             if canonical_url(url) in followed:
