@@ -260,18 +260,11 @@ def _export_lock(directory: Path) -> Iterator[None]:
     Without fcntl (Windows) it does nothing: exports still never leave a half-written file,
     but two processes may do the same work at once.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on POSIX
-        yield
-        return
+    from .locks import exclusive
+
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f"{directory.name}.lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with exclusive(directory.parent / f"{directory.name}.lock"):
+        yield
 
 
 def _onnx_meta(st: Any) -> dict[str, Any]:

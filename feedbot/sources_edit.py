@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from .config import Config, ConfigError, load_config, parse_yaml
-
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): edits go unserialised
-    fcntl = None  # type: ignore[assignment]
+from .locks import exclusive
 
 
 def _dumper() -> YAML:
@@ -78,39 +74,6 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock for editing `target` (a file beside it, removed afterwards)."""
-    if fcntl is None:
-        yield
-        return
-    lock = target.with_name(f".{target.name}.lock")
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:  # no such directory, or a read-only one: the edit itself will say
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # The holder before us may have removed the file: then lock the new one.
-            same = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except FileNotFoundError:
-            same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(fd)  # releases the lock, after the unlink: a waiter then sees a stale file
-
-
 def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
     """Apply `mutate` to the parsed document, validate, and atomically replace the file.
 
@@ -120,7 +83,7 @@ def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Con
     """
     path = Path(path)
     target = path.resolve()
-    with _locked(target):
+    with exclusive(target.with_name(f".{target.name}.lock")):
         return _edit_locked(path, target, mutate)
 
 
