@@ -373,10 +373,11 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
         try:
             return await in_daemon_thread(gate.search, query, max_results)
         except (arxiv.ArxivError, requests.RequestException) as e:
+            reason = describe_error(e)
             if isinstance(e, requests.ConnectionError):
                 gate.down_until = time.monotonic() + UNREACHABLE_PAUSE
-                gate.down_reason = describe_error(e)
-            raise ArxivFetchError(describe_error(e),
+                gate.down_reason = reason
+            raise ArxivFetchError(reason,
                                   retry_after=retry_after_of(e, datetime.now(UTC))) from e
 
 
