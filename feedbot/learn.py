@@ -15,8 +15,9 @@ on the embeddings of 👍 (positive) against 👎 (negative) items. 'later' is n
 - With labels of only one kind, recent unlabelled items from the store (already embedded)
   stand in for the other kind, weighted as one class: "more / less like this than usual".
 - The model is retrained only when the feedback changed (a hash of the rows, the items' texts
-  and the embedding model id) and persisted with joblib under `$FEEDBOT_HOME/models/`. A stored
-  model made with another embedding model is never used.
+  and the embedding model id) and persisted with joblib under `$FEEDBOT_HOME/models/`, one file
+  per chat and stage. A stored model made with another embedding model is never used; one that
+  cannot be read is trained again, and one that cannot be written is only not kept.
 
 What it must not do: rank, render, or write to the store; it reads feedback and vectors, and
 may embed a labelled item that has no vector yet.
@@ -24,6 +25,7 @@ may embed a labelled item that has no vector yet.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -155,42 +157,91 @@ def feedback_key(votes: dict[str, str], items: list[StoredItem], model_id: str,
     return h.hexdigest()[:32]
 
 
-def model_path(chat: str | None, home: Path | None = None) -> Path:
+def model_path(chat: str | None, home: Path | None = None, stage: str | None = None) -> Path:
+    """Where the model for a chat (None: every chat) ranking for `stage` is kept.
+
+    One file per stage: the same votes weigh differently at each stage, so a digest for
+    another stage (`feedbot digest --stage nlp`) must not overwrite, and make the next
+    ordinary digest retrain, the model of the learner's own stage.
+    """
     name = "all" if chat is None else re.sub(r"[^A-Za-z0-9_-]+", "_", chat)[:40]
     digest = hashlib.sha256(str(chat).encode()).hexdigest()[:8]
+    if stage is not None:
+        name += "-" + re.sub(r"[^A-Za-z0-9_-]+", "_", stage)[:40]
+        digest = hashlib.sha256(f"{chat}\n{stage}".encode()).hexdigest()[:8]
     return (home or feedbot_home()) / "models" / f"feedback-{name}-{digest}.joblib"
 
 
 def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
-    """The persisted model when it fits this feedback and this embedding model, else None."""
+    """The persisted model when it fits this feedback and this embedding model, else None.
+
+    Anything else found there (damaged, truncated, empty, written by another feedbot or not by
+    feedbot at all) is only a reason to train again, never an error.
+    """
     import joblib
 
     try:
-        d: dict[str, Any] = joblib.load(path)
+        d: Any = joblib.load(path)
     except FileNotFoundError:
         return None
     except Exception as e:  # a corrupt or foreign file: retrain
         log.warning("the saved feedback model %s cannot be read (%s: %s); training it again",
                     path, type(e).__name__, e)
         return None
+    if not isinstance(d, dict):
+        log.warning("the saved feedback model %s is not one feedbot wrote (%s); training it "
+                    "again", path, type(d).__name__)
+        return None
     if d.get("version") != LEARN_VERSION or d.get("model_id") != model_id:
-        log.info("ignoring feedback model %s: made with another embedding model", path)
+        log.info("ignoring feedback model %s: made by another feedbot version or with another "
+                 "embedding model", path)
         return None
     if d.get("key") != key:
         return None
-    return FeedbackModel(d["model_id"], d["key"], d["coef"], d["intercept"], d["n_labels"],
-                         d["liked"], tuple(d["liked_titles"]))
+    try:
+        coef = np.asarray(d["coef"], dtype=np.float32)
+        liked = np.asarray(d["liked"], dtype=np.float32)
+        titles = tuple(str(t) for t in d["liked_titles"])
+        model = FeedbackModel(str(d["model_id"]), str(d["key"]), coef, float(d["intercept"]),
+                              float(d["n_labels"]), liked, titles)
+        ok = coef.ndim == 1 and liked.ndim == 2 and len(liked) == len(titles) and \
+            (not len(liked) or liked.shape[1] == coef.shape[0])
+    except (KeyError, TypeError, ValueError) as e:
+        ok, model = False, None
+        log.debug("feedback model %s: %s", path, e)
+    if not ok:
+        log.warning("the saved feedback model %s is incomplete; training it again", path)
+        return None
+    return model
 
 
-def save_model(path: Path, m: FeedbackModel) -> None:
+def save_model(path: Path, m: FeedbackModel) -> bool:
+    """Persist `m` atomically; False (and a warning) when it cannot be written.
+
+    The model is only a cache of a few milliseconds of training: an unwritable models
+    directory must not stop a digest. Each writer uses its own temporary file, so two digests
+    saving at once (the bot's and `feedbot digest`) cannot move each other's file away.
+    """
+    import os
+    import threading
+
     import joblib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    joblib.dump({"version": LEARN_VERSION, "model_id": m.model_id, "key": m.key,
-                 "coef": m.coef, "intercept": m.intercept, "n_labels": m.n_labels,
-                 "liked": m.liked, "liked_titles": list(m.liked_titles)}, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            joblib.dump({"version": LEARN_VERSION, "model_id": m.model_id, "key": m.key,
+                         "coef": m.coef, "intercept": m.intercept, "n_labels": m.n_labels,
+                         "liked": m.liked, "liked_titles": list(m.liked_titles)}, f)
+        tmp.replace(path)
+        return True
+    except OSError as e:
+        log.warning("the feedback model cannot be saved to %s (%s); it is trained again next "
+                    "time", path, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return False
 
 
 def _background(store: Store, model_id: str, exclude: set[str],
@@ -222,7 +273,7 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
         return None
     model_id = embedder.model_id
     key = feedback_key(votes, items, model_id, weights)
-    path = model_path(chat)
+    path = model_path(chat, stage=stage)
     model = load_model(path, model_id, key)
     if model is None:
         X = embed_cached(store, embedder, [s.item.embed_text for s in items],

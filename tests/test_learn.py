@@ -231,3 +231,89 @@ def test_digest_says_which_liked_item_an_entry_resembles(store: Store, fake_emb:
                     chat="c1", limit=8)
     liked = [e for e in d.items if f"like “{VISION[0]}”" in e.why]
     assert liked and all(e.parts["feedback"] > 0 for e in liked)
+
+
+# --- the persisted model: whatever is (or cannot be) on disk, the digest goes on ---------------
+
+def _vote_both_ways(store: Store) -> None:
+    vote(store, VISION[0], "up")
+    vote(store, LANGUAGE[0], "down")
+
+
+def test_a_models_directory_that_cannot_be_written_does_not_stop_the_digest(
+        store: Store, fake_emb: Any) -> None:
+    """The saved model is a cache: `feedbot digest` used to die with FileExistsError (or
+    PermissionError on a read-only directory) after training it."""
+    _vote_both_ways(store)
+    (feedbot_home() / "models").parent.mkdir(parents=True, exist_ok=True)
+    (feedbot_home() / "models").write_text("not a directory")
+    scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert scorer is not None and scorer.model.n_labels == 2
+    d = make_digest(Config(), store, fake_emb, load_roadmap(), now=NOW, stage_id="cnn",
+                    chat="c1")
+    assert d.items and any(e.parts["feedback"] != 0 for e in d.items)
+
+
+def test_two_digests_saving_the_model_at_once_both_succeed(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both writers used the same temporary file: the second moved it into place and the
+    first one's rename failed with FileNotFoundError (seen with four processes saving)."""
+    import threading
+
+    import joblib
+
+    _vote_both_ways(store)
+    model = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW).model  # type: ignore
+    path = learn.model_path("c1", stage=None)
+    real_dump, other, started = joblib.dump, [], []
+
+    def dump_while_another_saves(value: Any, target: Any, *a: Any, **k: Any) -> Any:
+        out = real_dump(value, target, *a, **k)
+        if not started:  # the other digest saves in full between our write and our rename
+            started.append(1)
+            t = threading.Thread(target=lambda: other.append(learn.save_model(path, model)))
+            t.start()
+            t.join()
+        return out
+
+    monkeypatch.setattr(joblib, "dump", dump_while_another_saves)
+    assert learn.save_model(path, model) is True
+    assert other == [True]
+    assert learn.load_model(path, model.model_id, model.key) is not None
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+@pytest.mark.parametrize("content", [["a list"], None, {"version": learn.LEARN_VERSION},
+                                     "with the right key but no weights"])
+def test_a_model_file_feedbot_did_not_write_is_trained_again(
+        store: Store, fake_emb: Any, content: Any) -> None:
+    import joblib
+
+    _vote_both_ways(store)
+    first = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert first is not None
+    path = learn.model_path("c1")
+    if content == "with the right key but no weights":
+        content = {"version": learn.LEARN_VERSION, "model_id": fake_emb.model_id,
+                   "key": first.model.key}
+    joblib.dump(content, path)
+    again = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert again is not None and np.array_equal(again.model.coef, first.model.coef)
+    assert learn.load_model(path, fake_emb.model_id, first.model.key) is not None  # saved anew
+
+
+def test_a_digest_for_another_stage_does_not_make_the_next_one_retrain(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same votes weigh differently at each stage; with one file per chat, every switch
+    between `feedbot digest` and `feedbot digest --stage …` trained (and imported scikit-learn)
+    again."""
+    calls = []
+    real_train = learn.train
+    monkeypatch.setattr(learn, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    i = ids(store)
+    store.set_feedback("c1", i[VISION[0]], "up", NOW, stage="cnn")
+    store.set_feedback("c1", i[LANGUAGE[0]], "down", NOW, stage="cnn")
+    for stage in ("cnn", "nlp", "cnn", "nlp", "cnn"):
+        assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage=stage,
+                                     other_stages=0.1) is not None
+    assert len(calls) == 2
