@@ -44,6 +44,8 @@ from .config import Ranking, parse_duration
 LEVEL_FACTOR = {"foundation": 1.0, "core": 0.5, "applied": 0.0}
 SELECT_POOL = 200  # MMR and the caps look at this many best-scored candidates
 LIKED_MIN_SIMILARITY = 0.4  # cosine to a liked item before "like “…”" is worth saying
+SAME_TEXT = 0.999  # cosine at which a liked item is the candidate itself, not a look-alike
+LIKED_ITSELF = "\0itself"  # `_nearest_liked`'s answer for an item the learner liked
 
 
 @dataclass(frozen=True)
@@ -291,24 +293,35 @@ def rank(
     picked = select(X, total, candidates, limit, weights.mmr, weights.per_source_cap,
                     weights.duplicate, SELECT_POOL)
     likes = _nearest_liked(X, [i for i, _ in picked], liked)
+    no_likes = liked is not None and not len(liked.titles)  # only 👎: nothing was liked
     out = []
     for i, also in picked:
         p = {k: float(v[i]) for k, v in parts.items()}
         like = likes.get(i) if p["feedback"] > 0 else None
         why = explain(sv.labels[s][int(best[i])], candidates[i], p, like,
-                      _fits_better(fit, best_rows, sv, s, i) if p["contrast"] < 0 else None)
+                      _fits_better(fit, best_rows, sv, s, i) if p["contrast"] < 0 else None,
+                      liked_any=not no_likes)
         out.append(Scored(int(i), float(total[i]), p, why, also))
     return out
 
 
 def _nearest_liked(X: np.ndarray, chosen: list[int], liked: Liked | None) -> dict[int, str]:
-    """Title of the most similar liked item for each chosen item, when similar enough."""
+    """Title of the most similar liked item for each chosen item, when similar enough.
+
+    A chosen item that is itself a liked one (the same vector: the item, or the same text
+    under another link) gets `LIKED_ITSELF`; another liked item is named only if it is not
+    that one.
+    """
     if liked is None or not chosen or not len(liked.titles):
         return {}
     sims = X[chosen] @ liked.vectors.T
+    itself = (sims >= SAME_TEXT).any(axis=1)
+    sims = np.where(sims >= SAME_TEXT, -np.inf, sims)
     j = sims.argmax(axis=1)
-    return {i: liked.titles[int(j[r])] for r, i in enumerate(chosen)
-            if sims[r, j[r]] >= LIKED_MIN_SIMILARITY}
+    out = {i: liked.titles[int(j[r])] for r, i in enumerate(chosen)
+           if sims[r, j[r]] >= LIKED_MIN_SIMILARITY}
+    out.update((i, LIKED_ITSELF) for r, i in enumerate(chosen) if itself[r])
+    return out
 
 
 def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | Candidates,
@@ -369,12 +382,14 @@ def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, held: np.nda
 
 
 def explain(label: str, cand: Candidate, parts: dict[str, float], like: str | None = None,
-            elsewhere: tuple[str, str] | None = None) -> str:
+            elsewhere: tuple[str, str] | None = None, liked_any: bool = True) -> str:
     """Why an item is in the digest, in words: matched text, liked item, level, sharer.
 
     `elsewhere`: (stage name, matched label) of another stage that fits the item better; the
     item is then explained by that stage's text, since the nearest text of this one would name
     a topic it is not about (an SVD lecture "matching" support vector machines).
+    `liked_any`: False when the learner liked nothing (only 👎): a high feedback score then
+    means "unlike what you disliked", and "like items you liked" would be untrue.
     """
     if elsewhere is not None:
         name, label = elsewhere
@@ -391,9 +406,11 @@ def explain(label: str, cand: Candidate, parts: dict[str, float], like: str | No
         why = f"close to the stage resource “{topic_label(label)}”"
     else:
         why = f"matches “{topic_label(label)}”"
-    if like:
+    if like == LIKED_ITSELF:
+        why += "; you liked it"
+    elif like:
         why += f"; like “{like}”"
-    elif parts.get("feedback", 0) > 0.2:
+    elif parts.get("feedback", 0) > 0.2 and liked_any:
         why += "; like items you liked"
     if parts.get("level", 0) > 0:
         why += "; an introduction or survey"

@@ -334,3 +334,30 @@ def test_columns_and_objects_rank_the_same(sv: StageVectors) -> None:
     assert [(s.index, s.score, s.why, s.also) for s in a] == \
         [(s.index, s.score, s.why, s.also) for s in b]
     assert Candidates.of(cs)[2] == cs[2]
+
+
+def test_with_only_dislikes_nothing_is_said_to_be_like_items_you_liked(sv: StageVectors) -> None:
+    """With only 👎, the model ranks "unlike what you disliked" high; every entry used to say
+    "like items you liked" though nothing was liked."""
+    X = np.stack([u((0, 1))])
+    nothing_liked = Liked(np.zeros((0, D), np.float32), ())
+    out = rank(X, cands(1), sv, "cnn", plain(feedback=0.5), feedback=np.array([0.5]),
+               liked=nothing_liked)
+    assert "liked" not in out[0].why
+    some_liked = Liked(np.stack([u((5, 1))]), ("Far away",))  # liked, but not like this one
+    out = rank(X, cands(1), sv, "cnn", plain(feedback=0.5), feedback=np.array([0.5]),
+               liked=some_liked)
+    assert "like items you liked" in out[0].why
+
+
+def test_a_liked_item_is_not_said_to_be_like_itself(sv: StageVectors) -> None:
+    """`feedbot digest` shows items one has voted on again; a liked one was explained as
+    'like “<its own title>”'."""
+    mine, near = u((0, 1)), u((0, 0.9), (4, 0.44))
+    X = np.stack([mine, near])
+    liked = Liked(np.stack([mine, u((0, 0.95), (4, 0.31))]), ("Mine", "Another liked one"))
+    out = rank(X, cands(2), sv, "cnn", plain(feedback=0.5), feedback=np.array([0.5, 0.5]),
+               liked=liked)
+    why = {s.index: s.why for s in out}
+    assert "you liked it" in why[0] and "“Mine”" not in why[0]
+    assert "like “Another liked one”" in why[1]
