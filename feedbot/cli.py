@@ -392,8 +392,12 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
     found = app.store.get_item(item)
     if found is None:
         from .digest import demo_items
+        from .items import canonical_url
+        from .store import unwrap_ref
 
-        if any(item in (d.id, d.item.url) for d in demo_items(app.now())):
+        ref = unwrap_ref(item)
+        if any(ref.lower() == d.id or canonical_url(ref) == canonical_url(d.item.url)
+               for d in demo_items(app.now())):
             fail(f"{item!r} is one of the bundled demo items, which take no feedback; run "
                  "`feedbot collect`, then rate what your sources bring", 2)
         fail(f"no stored item {item!r}; use an id from `feedbot digest --format json` "

@@ -22,7 +22,7 @@ from .embed import Embedder, embed_cached
 from .items import Item, arxiv_id_from_url
 from .rank import Candidate, Candidates, Liked, Scored, StageVectors, rank
 from .roadmap import Roadmap, Stage
-from .store import Store, StoredItem
+from .store import CandidateRows, Store, StoredItem
 
 DEMO_SOURCE = "feedbot demo"
 
@@ -61,6 +61,7 @@ class Digest:
     demo: bool = False
     notes: list[str] = field(default_factory=list)
     candidates: int = 0
+    weights: dict[str, float] = field(default_factory=dict)  # of each score part
 
     def to_json(self, explain: bool = False) -> dict[str, Any]:
         s = self.stage
@@ -70,7 +71,7 @@ class Digest:
             if explain:
                 d["parts"] = {k: round(v, 4) for k, v in e.parts.items()}
             items.append(d)
-        return {
+        out = {
             "stage": {"id": s.id, "title": s.title, "index": s.index + 1, "summary": s.summary},
             "generated_at": self.generated_at.isoformat(),
             "demo": self.demo,
@@ -78,6 +79,9 @@ class Digest:
             "notes": self.notes,
             "items": items,
         }
+        if explain and self.weights:  # score = Σ weights[k] · parts[k]
+            out["weights"] = dict(self.weights)
+        return out
 
     def dumps(self, explain: bool = False) -> str:
         return json.dumps(self.to_json(explain), ensure_ascii=False, indent=2)
@@ -141,11 +145,19 @@ class Pool:
 
 
 def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
-           exclude: Collection[str] = ()) -> Pool:
+           exclude: Collection[str] = (), duplicate: float | None = None) -> Pool:
     """Candidates published in the window, with their vectors; a shared item replaces the
-    posts that shared it (and comes back into the window with them)."""
+    posts that shared it (and comes back into the window with them).
+
+    `exclude` (items already delivered) also leaves out what the ranker would have collapsed
+    into them: the other items of their story (a paper, posts about it) and, with
+    `duplicate`, items whose vectors are at least that close to one of them in the window.
+    """
     rows = store.candidates(embedder.model_id, now - since)
     keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude]
+    gone_groups: set[str] = set()
+    if exclude:
+        keep, gone_groups = _not_told_before(rows, keep, exclude, duplicate)
     posts = [rows.ids[i] for i in keep if rows.kinds[i] == "social"]
     loaded = {s.id: s for s in store.get_items(posts)}
     shared = store.shares(posts)  # post id -> the item it shared
@@ -155,7 +167,7 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
         shared_at[target] = max(when, shared_at.get(target, when))
     present = {rows.ids[i] for i in keep}
     extra = [s for s in store.get_items(t for t in shared_at if t not in present)
-             if s.id not in exclude]
+             if s.id not in exclude and not (gone_groups and story_group(s) in gone_groups)]
     loaded.update((s.id, s) for s in extra)
     keep = [i for i in keep if rows.ids[i] not in shared]
     sharers = store.sharers()
@@ -190,6 +202,29 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
                       title=s.item.title, shared_by=sharers.get(s.id, s.shared_by),
                       group=story_group(s), summary=s.item.summary) for s in extra]
     return Pool(ids, _concat(main, Candidates.of(more)), X, loaded)
+
+
+def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[str],
+                     duplicate: float | None) -> tuple[list[int], set[str]]:
+    """`keep` without the story-mates and near-duplicates of excluded items, and the story
+    groups of the excluded items.
+
+    A digest entry stands for every item the ranker collapsed into it, but only its own id is
+    recorded as delivered; without this, the blog post about yesterday's paper would be
+    "new" today.
+    """
+    gone = [i for i, iid in enumerate(rows.ids) if iid in exclude]
+    groups = {e for e in exclude if e[:6] == "arxiv:"}
+    groups.update(g for i in gone if (g := _group(rows.ids[i], rows.links[i])))
+    out = [i for i in keep
+           if not ((rows.links[i] or rows.ids[i][:6] == "arxiv:")
+                   and _group(rows.ids[i], rows.links[i]) in groups)]
+    missing = set(rows.missing)
+    gone = [i for i in gone if i not in missing]
+    if duplicate is not None and gone and out:
+        closest = (rows.X @ rows.X[gone].T).max(axis=1)  # (n,): no copy of the whole matrix
+        out = [i for i in out if closest[i] < duplicate]
+    return out, groups
 
 
 def _concat(a: Candidates, b: Candidates) -> Candidates:
@@ -247,7 +282,8 @@ def build_digest(
         from .config import parse_duration
 
         since = timedelta(seconds=parse_duration(cfg.learner.since))
-    pool = gather(store, embedder, now=now, since=since, exclude=exclude)
+    pool = gather(store, embedder, now=now, since=since, exclude=exclude,
+                  duplicate=cfg.ranking.duplicate)
     demo = False
     notes: list[str] = []
     if not pool.ids and allow_demo and store.item_count() == 0:
@@ -270,7 +306,9 @@ def build_digest(
     for sc in scored:
         main, *also = pool.items(store, [sc.index, *sc.also])
         entries.append(_entry(main, also, sc, label))
-    return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids))
+    weights = {k: float(getattr(cfg.ranking, k)) for k in (scored[0].parts if scored else ())}
+    return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids),
+                  weights=weights)
 
 
 def story_group(s: StoredItem) -> str:

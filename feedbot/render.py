@@ -70,7 +70,7 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
         if e.summary:
             lines.append(f"   {md_text(shorten(e.summary, 280))}  ")
         if explain:
-            lines.append(f"   `{_parts(e)}`  ")
+            lines.append(f"   `{_parts(e, d.weights)}`  ")
         lines.append(f"   id: `{e.id}`")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
@@ -99,7 +99,7 @@ def render_html(d: Digest, explain: bool = False) -> str:
             if e.summary:
                 out.append(f"<p>{esc(shorten(e.summary, 400))}</p>")
             if explain:
-                out.append(f"<code>{esc(_parts(e))}</code>")
+                out.append(f"<code>{esc(_parts(e, d.weights))}</code>")
             out.append("</li>")
         out.append("</ol>")
     out.append("</body></html>")
@@ -110,9 +110,14 @@ def render_json(d: Digest, explain: bool = False) -> str:
     return d.dumps(explain) + "\n"
 
 
-def _parts(e: DigestEntry) -> str:
-    return f"score {e.score:.3f} = " + ", ".join(
-        f"{k} {v:+.3f}" for k, v in e.parts.items())
+def _parts(e: DigestEntry, weights: dict[str, float] | None = None) -> str:
+    """`score 0.658 = similarity +0.534×1 + recency +0.794×0.15 + …`: each part with the
+    weight it counts with, so that the line adds up to the score (the parts alone do not)."""
+    if not weights:
+        return f"score {e.score:.3f}: " + ", ".join(
+            f"{k} {v:+.3f}" for k, v in e.parts.items())
+    return f"score {e.score:.3f} = " + " + ".join(
+        f"{k} {v:+.3f}×{weights.get(k, 0.0):g}" for k, v in e.parts.items())
 
 
 def print_text(d: Digest, console: Console, explain: bool = False) -> None:
@@ -139,5 +144,5 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
             console.print(Text("    " + shorten(e.summary, 220)))
         console.print(Text(f"    {e.url}  [{e.id}]", style="dim"))
         if explain:
-            console.print(Text(f"    {_parts(e)}", style="magenta"))
+            console.print(Text(f"    {_parts(e, d.weights)}", style="magenta"))
         console.print()

@@ -8,6 +8,7 @@ except `Store.open`'s default. Nothing here does network I/O or embedding.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -491,9 +492,15 @@ class Store:
                              [tuple(json.loads(x)) if x else () for x in links])
 
     def get_item(self, ref: str) -> StoredItem | None:
-        """Find an item by public id, arXiv id or any URL that canonicalises to its URL."""
-        ref = ref.strip()
+        """Find an item by public id, arXiv id or any URL that canonicalises to its URL.
+
+        `ref` may be copied with what the digests print around it (`[id]` in the terminal,
+        `` `id` `` in Markdown, `<url>`, quotes) and in any case: ids are hex, lower case.
+        """
+        ref = unwrap_ref(ref)
         row = self.db.execute("SELECT * FROM items WHERE id = ?", (ref,)).fetchone()
+        if row is None and _HEX_ID.fullmatch(ref):
+            row = self.db.execute("SELECT * FROM items WHERE id = ?", (ref.lower(),)).fetchone()
         if row is None:
             aid, _ = split_arxiv_id(ref)
             if aid:
@@ -502,6 +509,9 @@ class Store:
         if row is None and "://" in ref:
             row = self.db.execute("SELECT * FROM items WHERE url_canon = ?",
                                   (canonical_url(ref),)).fetchone()
+        if row is None and "://" not in ref and _HOST.match(ref):  # a URL without its scheme
+            row = self.db.execute("SELECT * FROM items WHERE url_canon = ?",
+                                  (canonical_url("https://" + ref),)).fetchone()
         return self._rows_to_items([row])[0] if row is not None else None
 
     def find_by_urls(self, urls: Iterable[str]) -> dict[str, str]:
@@ -706,6 +716,19 @@ class Store:
                         "DO UPDATE SET value = excluded.value", (key, value))
 
 
+_HEX_ID = re.compile(r"[0-9a-fA-F]{12}")
+_HOST = re.compile(r"[\w-]+(\.[\w-]+)+(:\d+)?(/|$)")
+_WRAPPERS = {"[": "]", "<": ">", "(": ")", "`": "`", '"': '"', "'": "'", "“": "”", "‘": "’"}
+
+
+def unwrap_ref(ref: str) -> str:
+    """`ref` without surrounding space and the brackets or quotes it was copied with."""
+    ref = ref.strip()
+    while len(ref) > 2 and _WRAPPERS.get(ref[0]) == ref[-1]:
+        ref = ref[1:-1].strip()
+    return ref
+
+
 def _decode(blob: bytes, dim: int) -> np.ndarray:
     if len(blob) == dim * 2:
         return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
@@ -717,4 +740,4 @@ def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
         yield seq[i : i + n]
 
 
-__all__ = ["Store", "StoredItem", "SourceState", "UpsertResult", "item_id"]
+__all__ = ["Store", "StoredItem", "SourceState", "UpsertResult", "item_id", "unwrap_ref"]

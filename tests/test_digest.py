@@ -145,3 +145,41 @@ def test_every_entry_explains_itself(fake_emb: Any, stage: str) -> None:
     d = build_digest(cfg(), store, fake_emb, load_roadmap(), now=NOW, stage_id=stage,
                      allow_demo=False)
     assert d.items and all(e.why for e in d.items)
+
+
+def test_a_delivered_story_does_not_come_back_through_its_other_items(fake_emb: Any) -> None:
+    """Only an entry's own id is recorded as delivered; the items collapsed into it (the blog
+    post about the paper, the same post on another blog) came back the next day as new."""
+    store = Store(":memory:")
+    about = post("Vision Notes", "seg", "Reading group: segmentation with convolutions",
+                 "Our notes on a new paper.", links=("https://arxiv.org/abs/2611.00001v2",))
+    text = ("Pooling in convolutional networks, explained",
+            "A walk through convolution filters, stride and pooling for image recognition.")
+    store.upsert_items([paper(), about, post("Vision Notes", "pool", *text),
+                        post("Pixel Digest", "pool", *text)], NOW)
+    first = digest(store, fake_emb)
+    assert len(first.items) == 2
+    again = digest(store, fake_emb, exclude={e.id for e in first.items})
+    assert again.items == []
+    # a paper delivered earlier (now out of the window) still keeps its story out
+    later = digest(store, fake_emb, exclude={"arxiv:2611.00001"}, since=timedelta(hours=3))
+    assert all("2611.00001" not in e.url and "seg" not in e.url for e in later.items)
+    assert digest(store, fake_emb, exclude={"arxiv:2611.00001"}).items  # the rest stays
+
+
+@pytest.mark.parametrize("form", ["[{id}]", "{ID}", "{url}/", "<{url}>"])
+def test_feedback_on_a_demo_item_as_copied_says_it_is_a_demo_item(
+        fake_emb: Any, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """Copied from the terminal digest (`[id]`) or with a slash, a demo item was 'no stored
+    item' instead of being explained as one of the demo items, which take no feedback."""
+    from click.testing import CliRunner
+
+    import feedbot.embed
+    from feedbot.cli import main
+    from feedbot.digest import demo_items
+
+    monkeypatch.setattr(feedbot.embed, "Embedder", lambda *a, **k: fake_emb)
+    demo = demo_items(NOW)[0]
+    ref = form.format(id=demo.id, ID=demo.id.upper(), url=demo.item.url)
+    res = CliRunner().invoke(main, ["feedback", ref, "up"])
+    assert res.exit_code == 2 and "bundled demo items" in res.stderr

@@ -323,3 +323,18 @@ def test_candidates_scan_and_lookup_paths_agree(store: Store) -> None:
     assert wide.missing == [6]  # items[5] has no vector
     assert narrow.ids == wide.ids[:3]
     assert np.array_equal(narrow.X, wide.X[:3]) and narrow.missing == []
+
+
+@pytest.mark.parametrize("ref", ["{id}", "{ID}", "  {id}\n", "[{id}]", "`{id}`", "'{id}'",
+                                 "<https://blog.example.org/post-1>", "blog.example.org/post-1",
+                                 "BLOG.example.org/post-1/", "“arxiv:2401.00001v2”",
+                                 "[2401.00001]"])
+def test_an_item_is_found_by_its_id_or_url_as_copied(store: Store, ref: str) -> None:
+    """Ids are copied from `[id]` in the terminal digest, `` `id` `` in Markdown, with quotes,
+    in upper case, or as a URL without its scheme; each used to be 'no stored item'."""
+    post = Item("A post", "https://blog.example.org/post-1", "blog", "post")
+    store.upsert_items([post, paper()], NOW)
+    want = "arxiv:2401.00001" if "2401" in ref else post.id
+    found = store.get_item(ref.format(id=post.id, ID=post.id.upper()))
+    assert found is not None and found.id == want
+    assert store.get_item("[nothing-like-this]") is None and store.get_item("[]") is None
