@@ -26,7 +26,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedel
 
 @main.command()
 @click.option("--grace", default="6h", show_default=True, callback=_duration, metavar="AGE",
-              help="Send a daily digest missed (feedbot was down) by less than this, once.")
+              help="Send a daily digest missed (feedbot was down) by less than this, once; "
+                   "at least 15m.")
 @click.option("--watch-interval", default=5.0, show_default=True, type=click.FloatRange(0.5),
               metavar="SECONDS", help="How often to look for edits of sources.yaml.")
 @pass_app

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 STARTUP_SPREAD = 120.0  # seconds over which sources that are due now are spread
 MAX_SPREAD = 900.0  # most a later collection is pushed back by jitter
 MIN_GAP = 60.0  # never collect one source again sooner than this
+# However short the grace period, a digest this late is not "missed": the job fires a moment
+# after its time, and a send that failed at once is retried on the next ticks.
+ON_TIME = timedelta(minutes=15)
 
 
 def parse_hhmm(value: str) -> time:
@@ -64,10 +67,11 @@ def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
                    grace: timedelta) -> date | None:
     """The local day whose digest should go out now, or None.
 
-    Only the latest slot at or before `now` counts: it must be less than `grace` ago and not
-    sent yet. So a restart inside the grace period sends a missed digest once, a restart after
-    it sends nothing, and an older day is never sent after a newer one.
+    Only the latest slot at or before `now` counts: it must be less than `grace` (at least
+    `ON_TIME`) ago and not sent yet. So a restart inside the grace period sends a missed digest
+    once, a restart after it sends nothing, and an older day is never sent after a newer one.
     """
+    grace = max(grace, ON_TIME)
     today = local_day(now, tz)
     for back in range(3):
         day = today - timedelta(days=back)
@@ -160,8 +164,24 @@ class Jobs:
 
     def every(self, job_id: str, seconds: float, fn: JobFn, *args: Any,
               first: datetime | None = None) -> None:
-        self._sched.add_job(self._wrap(job_id, fn), "interval", seconds=seconds, args=args,
-                            id=job_id, name=job_id, replace_existing=True,
+        """Run `fn` every `seconds`. A run that comes while the last one is still going (a
+        digest waiting out Telegram's flood control) is skipped here, quietly: APScheduler
+        would log a WARNING for each one."""
+        busy = False
+
+        async def once(*a: Any) -> None:
+            nonlocal busy
+            if busy:
+                log.debug("job %s is still running; skipping this run", job_id)
+                return
+            busy = True
+            try:
+                await fn(*a)
+            finally:
+                busy = False
+
+        self._sched.add_job(self._wrap(job_id, once), "interval", seconds=seconds, args=args,
+                            id=job_id, name=job_id, replace_existing=True, max_instances=2,
                             next_run_time=first or datetime.now(UTC))
 
     def cancel(self, job_id: str) -> bool:

@@ -119,6 +119,19 @@ def test_a_late_evening_digest_missed_is_sent_after_midnight_within_grace() -> N
     assert due_digest_day(now, "23:30", BERLIN, date(2026, 5, 31), GRACE) == date(2026, 6, 1)
 
 
+def test_a_grace_of_zero_still_sends_the_digest_on_time() -> None:
+    """`feedbot run --grace 0s`: no missed digests, but today's at its time all the same."""
+    slot = utc(2026, 3, 29, 6)
+    zero = timedelta(0)
+    assert due_digest_day(slot, "08:00", BERLIN, None, zero) == date(2026, 3, 29)
+    assert due_digest_day(slot + timedelta(minutes=2), "08:00", BERLIN, None,
+                          zero) == date(2026, 3, 29)  # a send retried on the next tick
+    assert due_digest_day(slot + timedelta(hours=1), "08:00", BERLIN, None, zero) is None
+    sent = simulate(utc(2026, 3, 28), utc(2026, 3, 31), "08:00", BERLIN, step=timedelta(
+        seconds=40))
+    assert [d for _, d in sent] == [date(2026, 3, 28), date(2026, 3, 29), date(2026, 3, 30)]
+
+
 NOW = utc(2026, 11, 20, 12)
 HOUR = 3600.0
 
@@ -195,6 +208,35 @@ async def test_an_interval_job_never_overlaps_itself() -> None:
     await asyncio.sleep(0.5)
     await jobs.shutdown()
     assert runs >= 2 and overlaps == 0
+
+
+async def test_an_overrunning_interval_job_is_skipped_without_warnings(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The digest tick waiting out a flood wait overruns its minute: the runs meanwhile are
+    skipped without a WARNING line each (an operator would think something is wrong)."""
+    jobs = Jobs()
+    jobs.start()
+    running, overlaps, runs = 0, 0, 0
+    release = asyncio.Event()
+
+    async def stuck() -> None:
+        nonlocal running, overlaps, runs
+        running += 1
+        runs += 1
+        overlaps += running > 1
+        await release.wait()
+        running -= 1
+
+    jobs.every("tick", 0.02, stuck)
+    await asyncio.sleep(0.3)  # about fifteen runs come due meanwhile
+    release.set()
+    for _ in range(250):  # and it runs again once the long run is over
+        if runs >= 2:
+            break
+        await asyncio.sleep(0.02)
+    await jobs.shutdown()
+    assert runs >= 2 and overlaps == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
 
 
 async def test_paused_jobs_are_scheduled_but_never_fire() -> None:
