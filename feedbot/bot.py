@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from telegram import (
     BotCommand,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
@@ -137,17 +139,32 @@ def _maybe_delivered(e: NetworkError) -> bool:
                                     httpx.RemoteProtocolError))
 
 
+_OUT = "feedbot_request_was_out"
+
+
+def request_was_out(e: BaseException) -> bool:
+    """Whether a cancellation that stopped a `retrying(..., resend=False)` came while its
+    request was out: the message may have been delivered."""
+    return bool(getattr(e, _OUT, False))
+
+
 async def retrying(call: Callable[[], Awaitable[T]], *, attempts: int = 5, backoff: float = 1.0,
                    max_wait: float = 300.0, resend: bool = True) -> T:
     """Await `call()`; on 429 wait the `retry_after` Telegram asked for, on a network error back
     off exponentially (with jitter). Bad requests and refusals are raised at once.
 
     With `resend=False` (sending a message), a request that may have been carried out although
-    its answer was lost raises `MaybeSent` instead of being made again.
+    its answer was lost raises `MaybeSent` instead of being made again; and a cancellation (a
+    stop) that comes while the request is out is marked so (`request_was_out`), unlike one
+    that comes while waiting to retry, when nothing is out.
     """
     for attempt in range(1, attempts + 1):
         try:
             return await call()
+        except asyncio.CancelledError as e:
+            if not resend:
+                setattr(e, _OUT, True)  # noqa: B010 - an attribute on this exception instance
+            raise
         except RetryAfter as e:
             wait = _seconds(e.retry_after)
             if attempt == attempts or wait > max_wait:
@@ -268,13 +285,16 @@ async def _answer(update: Update, text: str | None = None) -> None:
 
 
 _SMART_QUOTES = str.maketrans("“”„‘’", "\"\"\"''")
+# Phones' "smart punctuation" turns a typed `--name` into `—name` (or `–name`)
+_SMART_OPTION = re.compile(r"(?<!\S)[—–](?=[^\W\d_])")
 
 
 def command_args(text: str | None) -> list[str]:
-    """Arguments after the command, with shell-style quotes ("My blog"), smart quotes too."""
+    """Arguments after the command, with shell-style quotes ("My blog"), smart quotes too, and
+    options whose `--` a phone made a dash (`—name`)."""
     parts = (text or "").split(maxsplit=1)
     rest = parts[1] if len(parts) > 1 else ""
-    rest = rest.translate(_SMART_QUOTES)
+    rest = _SMART_OPTION.sub("--", rest.translate(_SMART_QUOTES))
     try:
         return shlex.split(rest)
     except ValueError:
@@ -451,11 +471,32 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await _answer(update, "That item is no longer stored.")
         return
     await _answer(update, ACK[value])
-    markup = q.message.reply_markup if isinstance(q.message, Message) else None
-    if markup is not None:
-        new = keyboard(mark_choice(keyboard_spec(markup), item_id, value))
-        with suppress(BadRequest):  # "message is not modified": the same button twice
-            await retrying(lambda: q.edit_message_reply_markup(reply_markup=new))
+    if isinstance(q.message, Message) and q.message.reply_markup is not None:
+        await _tick(context, _chat_id(update), q, q.message, item_id, value)
+
+
+MAX_KEYBOARDS = 256  # the latest keyboards ticked, remembered (a few days of digests)
+
+
+async def _tick(context: ContextTypes.DEFAULT_TYPE, chat: int, q: CallbackQuery,
+                message: Message, item_id: str, value: str) -> None:
+    """Tick the pressed button on the message. Presses in quick succession each carry the
+    keyboard as it was before the others' edits, and their edits can cross: so edits of a
+    chat go one at a time, each from the keyboard as feedbot last set it."""
+    data = context.bot_data
+    lock = data.setdefault("tick_locks", {}).setdefault(chat, asyncio.Lock())
+    shown: dict[tuple[int, int], Keyboard] = data.setdefault("keyboards", {})
+    key = (chat, message.message_id)
+    async with lock:
+        before = shown.pop(key, None) or keyboard_spec(message.reply_markup)
+        after = mark_choice(before, item_id, value)
+        shown[key] = after  # the newest last: the oldest go first
+        while len(shown) > MAX_KEYBOARDS:
+            del shown[next(iter(shown))]
+        if after == before:
+            return  # the same button again: nothing to change
+        with suppress(BadRequest):  # "message is not modified"
+            await retrying(lambda: q.edit_message_reply_markup(reply_markup=keyboard(after)))
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

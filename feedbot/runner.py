@@ -13,7 +13,10 @@ Delivery. An item is marked delivered for a chat only after the message carrying
 `make_digest(exclude=delivered)` keeps it from ever coming again. The day of the last complete
 scheduled digest is kept per chat in the store's meta, so a restart inside the grace period sends
 a missed digest once, and a restart after it was sent sends nothing. A failed send is retried on
-a later tick (with backoff) and continues where it stopped.
+a later tick (with backoff) and continues where it stopped. What was sent is remembered in memory
+until the store takes it: a database held by another process when a message went out must not
+make that message's items come again. A message cut off by a stop (SIGTERM) while its request
+was out counts as sent, like one whose answer was lost.
 
 This module does not speak the Bot API (bot.py), render (telegram_render.py) or do time
 arithmetic (scheduler.py).
@@ -24,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -35,6 +39,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
+import numpy as np
 
 from .collect import collect_async
 from .config import Config, ConfigError, SourceSpec
@@ -130,9 +135,14 @@ class Runner:
         self._store: Store | None = None
         self._http: httpx.AsyncClient | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedbot-rank")
+        self._stopping = threading.Event()  # tells the worker to give up between chunks
+        self._worker_embedder: Any = StoppableEmbedder(embedder, self._stopping)
         self._local = threading.local()
         self._collecting: dict[str, asyncio.Lock] = {}
         self._chats: dict[int, _ChatState] = {}
+        # Sent, not yet in the store (it was busy): chat -> {item id: when}, and meta to write.
+        self._unsaved: dict[int, dict[str, datetime]] = {}
+        self._unsaved_meta: dict[str, str] = {}
         self._config_broken = False
         self._stop = asyncio.Event()
         self._undo_redaction: Callable[[], None] | None = None
@@ -211,9 +221,13 @@ class Runner:
             return
         self._started = False
         self._stop.set()
+        self._stopping.set()  # the worker stops after the chunk it is embedding
         await self.jobs.shutdown()
         if self.app is not None:
             await self._stop_bot()
+        if not self._save_sent():
+            log.error("could not record in the store what was sent to %s; those items may be "
+                      "sent again", ", ".join(f"chat {c}" for c in self._unsaved) or "Telegram")
         if self._http is not None:
             await self._http.aclose()
         await asyncio.get_running_loop().run_in_executor(self._pool, self._close_thread_store)
@@ -261,9 +275,13 @@ class Runner:
     # --- the worker thread ----------------------------------------------------------------------
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(store, *args)` on the worker thread, with that thread's own Store."""
+        """Run `fn(store, *args)` on the worker thread, with that thread's own Store. Once
+        stopping, the work gives up between embedding chunks and this raises CancelledError."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(self._on_worker, fn, *args))
+        try:
+            return await loop.run_in_executor(self._pool, partial(self._on_worker, fn, *args))
+        except Stopping:
+            raise asyncio.CancelledError from None
 
     def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
         store = getattr(self._local, "store", None)
@@ -308,7 +326,7 @@ class Runner:
                     ran = ran and r.status != "disabled"
                     log.info("collected %s", r.line())
                 if any(r.new or r.updated for r in reports):
-                    await self.in_worker(embed_pending, self.embedder, now)
+                    await self.in_worker(embed_pending, self._worker_embedder, now)
             finally:
                 current = self._spec(name)
                 if current is not None and self._started:
@@ -342,12 +360,17 @@ class Runner:
             if self._started:
                 self.schedule_digest()
 
+    def _meta(self, key: str) -> str | None:
+        if key in self._unsaved_meta:
+            return self._unsaved_meta[key]
+        return self.store.get_meta(key)
+
     def last_digest_day(self, chat: int) -> date | None:
-        value = self.store.get_meta(_key("digest_day", chat))
+        value = self._meta(_key("digest_day", chat))
         return date.fromisoformat(value) if value else None
 
     def _progress(self, chat: int, day: date) -> int:
-        value = self.store.get_meta(_key("digest_progress", chat), "") or ""
+        value = self._meta(_key("digest_progress", chat)) or ""
         done_day, _, count = value.partition("=")
         return int(count) if done_day == day.isoformat() and count.isdigit() else 0
 
@@ -355,6 +378,7 @@ class Runner:
         """Send each allowed chat its scheduled digest if one is due (or failed before)."""
         if self.app is None:
             return
+        self._save_sent()
         for chat in self.allowed_chats:
             await self.daily_digest(chat)
 
@@ -388,40 +412,80 @@ class Runner:
             return await self._deliver(chat, None)
 
     async def _deliver(self, chat: int, day: date | None) -> Delivery:
-        from .bot import MaybeSent
+        from .bot import MaybeSent, request_was_out
 
+        self._save_sent()  # what a busy store did not take before, first
         cfg, roadmap = self.settings.config, self.settings.roadmap
         done = self._progress(chat, day) if day else 0
         limit = cfg.learner.digest_size - done
         now = self.now()
         out = Delivery()
+
+        def sent(msg: TgMessage) -> None:
+            out.messages += 1
+            out.items += len(msg.item_ids)
+            progress = {_key("digest_progress", chat): f"{day.isoformat()}={done + out.items}"
+                        } if day else {}
+            self._record_sent(chat, msg.item_ids, now, progress)
+
         if limit > 0:
-            digest = await self.in_worker(_build_digest, cfg, roadmap, self.embedder, now,
-                                          str(chat), limit)
+            sent_before = frozenset(self._unsaved.get(chat, ()))
+            digest = await self.in_worker(_build_digest, cfg, roadmap, self._worker_embedder,
+                                          now, str(chat), limit, sent_before)
             empty = "silent" if done or (day and cfg.learner.empty_digest == "silent") else "say"
-            label = now.astimezone(ZoneInfo(cfg.learner.timezone)).strftime("%a %d %b")
+            # the day it is for: a digest missed at 23:30 and sent after midnight is yesterday's
+            label = (day or now.astimezone(ZoneInfo(cfg.learner.timezone)).date()
+                     ).strftime("%a %d %b")
             for msg in render_digest(digest, empty=empty, date_label=label, continued=done > 0):
                 try:
                     await self.send(chat, msg)
                 except MaybeSent as e:  # counted as sent: never risk showing items twice
                     log.warning("Telegram did not confirm a digest message to chat %s (%s); it "
                                 "is not sent again, so that no item shows twice", chat, e)
+                except asyncio.CancelledError as e:  # stopping (SIGTERM)
+                    if request_was_out(e):  # it may be there: the same rule as MaybeSent
+                        log.warning("stopped while a digest message to chat %s was on its way; "
+                                    "it counts as sent, so that no item shows twice", chat)
+                        sent(msg)
+                    raise
                 except Exception as e:
                     log.warning("digest to chat %s stopped after %d message(s): %s; the rest is "
                                 "retried later", chat, out.messages, e)
                     out.complete, out.error = False, str(e)
                     out.retry_after = getattr(e, "retry_after", 0.0)
                     return out
-                self.store.mark_delivered(str(chat), msg.item_ids, now)
-                out.messages += 1
-                out.items += len(msg.item_ids)
-                if day:
-                    self.store.set_meta(_key("digest_progress", chat),
-                                        f"{day.isoformat()}={done + out.items}")
+                sent(msg)
         if day:
-            self.store.set_meta(_key("digest_day", chat), day.isoformat())
+            self._record_sent(chat, (), now, {_key("digest_day", chat): day.isoformat()})
             log.info("digest for %s sent to chat %s: %d items", day, chat, done + out.items)
         return out
+
+    def _record_sent(self, chat: int, item_ids: tuple[str, ...], now: datetime,
+                     meta: dict[str, str]) -> None:
+        """Remember what went out, then write it to the store (now, or when it is free)."""
+        self._unsaved.setdefault(chat, {}).update(dict.fromkeys(item_ids, now))
+        self._unsaved_meta.update(meta)
+        self._save_sent()
+
+    def _save_sent(self) -> bool:
+        """Write what was sent to the store; on a busy (locked) database keep it for later."""
+        if not any(self._unsaved.values()) and not self._unsaved_meta:
+            self._unsaved.clear()
+            return True
+        try:
+            with self.store.transaction():
+                for chat, items in self._unsaved.items():
+                    for item_id, at in items.items():
+                        self.store.mark_delivered(str(chat), [item_id], at)
+                for key, value in self._unsaved_meta.items():
+                    self.store.set_meta(key, value)
+        except sqlite3.Error as e:
+            log.warning("could not record what was sent in the store (%s); feedbot keeps it in "
+                        "memory and records it later, so nothing is sent twice", e)
+            return False
+        self._unsaved.clear()
+        self._unsaved_meta.clear()
+        return True
 
     # --- talking to Telegram -------------------------------------------------------------------
 
@@ -558,9 +622,38 @@ class Runner:
                  len(changed) - len(after.keys() - before.keys()), n.stage)
 
 
+class Stopping(Exception):
+    """Raised on the worker thread between embedding chunks once `feedbot run` stops."""
+
+
+class StoppableEmbedder:
+    """The embedder as the worker uses it: a long list of texts (the first collection of many
+    feeds, a model change) is embedded in chunks, and a stop is noticed between them, so
+    SIGTERM does not wait for thousands of texts. Everything else is the embedder's own."""
+
+    CHUNK = 256  # texts per call: a few seconds on a CPU, large enough for efficient batches
+
+    def __init__(self, inner: Embedder, stopping: threading.Event) -> None:
+        self._inner = inner
+        self._stopping = stopping
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        parts = []
+        for i in range(0, max(len(texts), 1), self.CHUNK):
+            if self._stopping.is_set():
+                raise Stopping("feedbot is stopping")
+            parts.append(self._inner.embed(texts[i:i + self.CHUNK]))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _build_digest(store: Store, cfg: Config, roadmap: Roadmap, embedder: Embedder,
-                  now: datetime, chat: str, limit: int) -> Digest:
-    """On the worker thread: embed what is pending, then rank for the chat, minus delivered."""
+                  now: datetime, chat: str, limit: int, sent: frozenset[str] = frozenset()
+                  ) -> Digest:
+    """On the worker thread: embed what is pending, then rank for the chat, minus delivered
+    (and minus `sent`: delivered, not yet in the store)."""
     embed_pending(store, embedder, now)
     return make_digest(cfg, store, embedder, roadmap, now=now, limit=limit,
-                       exclude=store.delivered(chat), chat=chat)
+                       exclude=store.delivered(chat) | sent, chat=chat)

@@ -133,6 +133,44 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
         assert store.bookmarks(str(CHAT)) == []  # voted on: read, off the list
 
 
+async def test_quick_votes_on_one_message_keep_every_tick(bot: Any, api: FakeBotAPI,
+                                                          feedbot_env: Path) -> None:
+    """Three presses before any edit arrives: each update carries the untouched keyboard, and
+    the last edit must not wipe the ticks of the first two."""
+    [msg] = await ask(api, "/digest")
+    rows = msg["reply_markup"]["inline_keyboard"]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    for row, col in ((0, 0), (1, 1), (2, 2), (2, 2)):  # the last one pressed twice
+        api.press(CHAT, mid, rows[row][col]["callback_data"])
+    expected = [["✅ 1 👍", "1 👎", "1 🔖"], ["2 👍", "✅ 2 👎", "2 🔖"],
+                ["3 👍", "3 👎", "✅ 3 🔖"]]
+
+    def shown() -> list[list[str]]:
+        return [[b["text"] for b in row]
+                for row in api.messages[mid]["reply_markup"]["inline_keyboard"]]
+
+    await api.wait_for("answerCallbackQuery", 4)
+    await eventually(lambda: len(api.calls_to("editMessageReplyMarkup")) >= 3
+                     and shown() == expected)
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: len(store.feedback(str(CHAT))) == 2)
+        assert store.bookmarks(str(CHAT)) != []
+
+
+@pytest.mark.parametrize(("text", "args"), [
+    ("/follow —name “My blog” https://e.org/feed", ["--name", "My blog", "https://e.org/feed"]),
+    ("/follow Ada Lovelace –arxiv 'Lovelace, A'", ["Ada", "Lovelace", "--arxiv", "Lovelace, A"]),
+    ("/follow Ada —x ada_l —replies", ["Ada", "--x", "ada_l", "--replies"]),
+    ("/unfollow Tips — tricks", ["Tips", "—", "tricks"]),  # a dash in a name stays
+    ("/unfollow Ünïcödé—blog", ["Ünïcödé—blog"]),
+])
+def test_options_typed_on_a_phone_are_understood(text: str, args: list[str]) -> None:
+    """Phones' smart punctuation turns `--name` into `—name`, like quotes into “…”."""
+    from feedbot.bot import command_args
+
+    assert command_args(text) == args
+
+
 async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api: FakeBotAPI,
                                                                   feedbot_env: Path) -> None:
     [msg] = await ask(api, "/help")
@@ -189,6 +227,23 @@ async def test_follow_and_unfollow_use_the_cli_code_path(bot: Any, api: FakeBotA
     assert all(s.name != "Test blog" for s in bot.settings.config.sources())
     [refused] = await ask(api, "/unfollow Nobody")
     assert "Not unfollowed" in refused["text"]
+
+
+async def test_a_very_long_name_from_follow_does_not_break_sources(
+        bot: Any, api: FakeBotAPI, sources: Path, server: LocalServer) -> None:
+    """A name as long as a Telegram message allows is followed; /sources still answers (in
+    one message that Telegram takes), with the name cut short."""
+    pytest.importorskip("feedbot.follow")
+    url = server.add("/feed.xml", body=atom_feed([{"title": "Hi", "link": "https://e.org/1"}]))
+    name = " ".join(["R&D"] * 1000)  # 4000 characters, 8000 once escaped
+    [followed] = await ask(api, f"/follow --name {name!r} {url}")
+    assert name in sources.read_text(), followed["text"]
+    assert telegram_length(followed["text"]) <= 4096
+    listing = await ask(api, "/sources")
+    assert telegram_html_problems(listing[0]["text"]) == []
+    assert all(telegram_length(m["text"]) <= 4096 for m in listing)
+    assert "Test blog" in listing[0]["text"] and "R&amp;D R&amp;D" in listing[0]["text"]
+    assert len(api.sent(CHAT)) == 2  # the two answers, no apology
 
 
 async def test_a_stranger_gets_one_polite_refusal_and_nothing_else(
