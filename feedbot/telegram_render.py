@@ -130,7 +130,9 @@ def feedback_row(n: int, item_id: str, values: Sequence[str] = ("up", "down", "l
 
 
 def mark_choice(keyboard: Keyboard, item_id: str, value: str) -> Keyboard:
-    """The keyboard with the pressed feedback button ticked (and its row's others unticked)."""
+    """The keyboard with the pressed feedback button ticked, as the store records it: a vote
+    (👍/👎) unticks the other vote and 🔖 (a vote means the item was read, which takes it off
+    the read-later list); 🔖 is a bookmark beside the vote and leaves the vote's tick alone."""
     out = []
     for row in keyboard:
         new_row = []
@@ -138,7 +140,10 @@ def mark_choice(keyboard: Keyboard, item_id: str, value: str) -> Keyboard:
             parsed = parse_feedback_data(b.data)
             if parsed and parsed[1] == item_id:
                 text = b.text.removeprefix(CHOSEN)
-                b = Button(CHOSEN + text if parsed[0] == value else text, b.data)
+                if parsed[0] == value:
+                    b = Button(CHOSEN + text, b.data)
+                elif value != "later":  # a vote: only it stays ticked
+                    b = Button(text, b.data)
             new_row.append(b)
         out.append(tuple(new_row))
     return tuple(out)
@@ -272,7 +277,8 @@ def render_sources(rows: Sequence[dict[str, Any]], limit: int = MAX_TEXT) -> lis
     header = f"<b>Sources</b> ({len(rows)}): {summary}"
     blocks = []
     for r in rows:
-        line = (f"{HEALTH.get(r['health'], '•')} <b>{escape(r['name'])}</b> — {r['items']} items,"
+        name = escape(shorten(str(r["name"]), 200))  # names may be as long as a message
+        line = (f"{HEALTH.get(r['health'], '•')} <b>{name}</b> — {r['items']} items,"
                 f" last ok {escape(str(r['last_success']))}")
         if r.get("error"):
             line += f"\n    <i>{escape(shorten(str(r['error']), 200))}</i>"

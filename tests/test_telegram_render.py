@@ -139,6 +139,17 @@ def test_mark_choice_ticks_only_the_pressed_button() -> None:
     assert [b.text for b in again[0]] == ["✅ 1 👍", "1 👎", "1 🔖"]
 
 
+def test_a_bookmark_keeps_the_vote_ticked_and_a_vote_clears_both_others() -> None:
+    """As the store records them: 🔖 sits beside a vote; a vote replaces the other vote and
+    takes the item off the read-later list."""
+    [msg] = tr.render_digest(digest([entry(1)]))
+    liked = tr.mark_choice(msg.buttons, entry(1).id, "up")
+    saved = tr.mark_choice(liked, entry(1).id, "later")
+    assert [b.text for b in saved[0]] == ["✅ 1 👍", "1 👎", "✅ 1 🔖"]
+    disliked = tr.mark_choice(saved, entry(1).id, "down")
+    assert [b.text for b in disliked[0]] == ["1 👍", "✅ 1 👎", "1 🔖"]
+
+
 def test_empty_digest_says_so_or_stays_silent() -> None:
     [msg] = tr.render_digest(digest([]))
     assert "Nothing new for your stage today." in msg.text and not msg.buttons
