@@ -33,6 +33,13 @@ kNN on every dev paper outside the pool, labelled by its categories (about 100 t
 simulation's 20 votes), and adds each to feedbot's score: how far feedback on this embedding
 and these labels can go.
 
+`--days N` simulates votes as a learner gives them: on what the digest showed. Each day a
+batch of new papers from outside the pool arrives; feedbot ranks it with the votes so far, the
+learner votes on the 10 it shows (👍 on the stage's papers, 👎 on the rest), the model retrains
+through the real learn path, and the pool is ranked again. Those 👎 fall on the papers the
+stage score mistakes for the stage's, unlike the issue's simulation, whose 👎 are drawn at
+random from other stages.
+
 Embeddings are cached in benchmarks/.cache/dev.db (gitignored): the dev set is embedded once
 per embedding model. Nothing here tunes anything; it only measures.
 """
@@ -48,7 +55,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +75,7 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 DEV = CORPUS / "papers" / "arxiv-dev.jsonl"
 CACHE = Path(__file__).resolve().parent / ".cache"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DAY_BATCH = 150  # new papers a simulated day brings (`--days`)
 SPLIT_SEED = 12345  # halves A (used to choose methods and defaults) and B (held out)
 K = 10
 
@@ -235,6 +243,73 @@ def feedback_scores(papers: Sequence[Paper], X: np.ndarray, pool: np.ndarray, ba
             else:
                 os.environ["FEEDBOT_HOME"] = old_home
     return out
+
+
+def shown_feedback_runs(st: Setup, pools: list[np.ndarray], base: np.ndarray,
+                        seeds: list[int], days: int, batch: int = DAY_BATCH
+                        ) -> list[dict[str, list[tuple[float, int, int]]]]:
+    """Per pool: stage → [(P@10 of the pool, 👍 so far, 👎 so far)] after 0, 1, …, `days`
+    days of votes on the digest's 10 items of the day (see the module docstring)."""
+    from feedbot import learn
+
+    runs = []
+    for pool, seed in zip(pools, seeds, strict=True):
+        outside = np.setdiff1d(base, pool)
+        cands_pool = candidates(st.papers, pool)
+        res: dict[str, list[tuple[float, int, int]]] = {}
+        with tempfile.TemporaryDirectory() as home:
+            old_home = os.environ.get("FEEDBOT_HOME")
+            os.environ["FEEDBOT_HOME"] = home
+            try:
+                store = Store(Path(home) / "bench.db")
+                _fill_store(store, st.papers, st.X, np.concatenate([pool, outside]),
+                            st.emb.model_id)
+                for s, r in st.rel.items():
+                    rng = np.random.default_rng(seed + 104729)
+                    stream = rng.permutation(outside)[:days * batch]
+                    chat, ups, downs = f"bench-{s}", 0, 0
+                    scorer = None
+                    for day in range(days + 1):
+                        fb = scorer(st.X[pool]) if scorer is not None else None
+                        order = feedbot_order(st.X[pool], cands_pool, st.sv, s, bench_weights(),
+                                              fb)
+                        res.setdefault(s, []).append((precision(r[pool], order), ups, downs))
+                        if day == days:
+                            break
+                        today = stream[day * batch:(day + 1) * batch]
+                        fb_today = scorer(st.X[today]) if scorer is not None else None
+                        shown = feedbot_order(st.X[today], candidates(st.papers, today), st.sv,
+                                              s, bench_weights(), fb_today)
+                        for i in today[shown]:
+                            value = "up" if r[i] else "down"
+                            ups, downs = ups + (value == "up"), downs + (value == "down")
+                            store.set_feedback(chat, f"arxiv:{st.papers[i].id}", value,
+                                               NOW + timedelta(days=day), stage=s)
+                        scorer = learn.feedback_scorer(store, st.emb, chat=chat,
+                                                       now=NOW + timedelta(days=day), stage=s)
+                store.close()
+            finally:
+                if old_home is None:
+                    os.environ.pop("FEEDBOT_HOME", None)
+                else:
+                    os.environ["FEEDBOT_HOME"] = old_home
+        runs.append(res)
+    return runs
+
+
+def shown_feedback_table(runs: list[dict[str, list[tuple[float, int, int]]]]) -> str:
+    stages = list(runs[0])
+    days = len(runs[0][stages[0]])
+    lines = ["| days of votes | votes (👍 / 👎, mean per stage) | "
+             + " | ".join(f"`{s}`" for s in stages) + " | **mean** |",
+             "|---" * (3 + len(stages)) + "|"]
+    for d in range(days):
+        per = [np.mean([run[s][d][0] for run in runs]) for s in stages]
+        ups = np.mean([run[s][d][1] for run in runs for s in stages])
+        downs = np.mean([run[s][d][2] for run in runs for s in stages])
+        lines.append(f"| {d} | {ups:.1f} / {downs:.1f} | "
+                     + " | ".join(f"{v:.2f}" for v in per) + f" | **{np.mean(per):.2f}** |")
+    return "\n".join(lines)
 
 
 def _fill_store(store: Store, papers: Sequence[Paper], X: np.ndarray, idx: np.ndarray,
@@ -488,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--ceiling", action="store_true",
                     help="also train on every labelled paper outside the pool (logistic "
                     "regression, kNN) to see how far the embedding goes with ample feedback")
+    ap.add_argument("--days", type=int, default=0,
+                    help="also simulate this many days of votes on what the digest showed")
     args = ap.parse_args(argv)
 
     st = setup(args.backend)
@@ -515,6 +592,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"(LR C = {CEILING_C:g}, kNN k = {CEILING_K}, added with weight "
               f"{CEILING_WEIGHT:g}); precision@10\n")
         print(quality_table(average(ceiling_runs(st, pools)), 0), "\n")
+    if args.days:
+        print(f"### Votes on what the digest showed: each day {DAY_BATCH} new papers from "
+              "outside the pool, 👍/👎 on the 10 shown; precision@10 of the pool\n")
+        print(shown_feedback_table(shown_feedback_runs(st, pools, base, seeds, args.days)),
+              "\n")
     if args.compare:
         from compare_methods import compare_table
 
