@@ -53,6 +53,8 @@ def _refusals() -> Iterator[None]:
               help='Author name as arXiv lists it, e.g. "Andrew Y. Ng".')
 @click.option("--blog", metavar="URL",
               help="The blog's feed URL, or its page when the page advertises a feed.")
+@click.option("--category", metavar="CAT",
+              help="An arXiv category to follow as a query, e.g. cs.LG (not with a person).")
 @click.option("--weight", type=click.FloatRange(min=0), help="Favour this source: 2 = twice as "
               "much, 0.5 = half.")
 @click.option("--replies", is_flag=True, help="X: include their replies.")
@@ -60,13 +62,15 @@ def _refusals() -> Iterator[None]:
 @click.option("--no-check", is_flag=True, help="Do not fetch a blog URL to check it is a feed.")
 @pass_app
 def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
-           mastodon: str | None, arxiv: str | None, blog: str | None, weight: float | None,
-           replies: bool, retweets: bool, no_check: bool) -> None:
-    """Follow a person (on X, Bluesky, Mastodon, arXiv, their blog) or a blog.
+           mastodon: str | None, arxiv: str | None, blog: str | None, category: str | None,
+           weight: float | None, replies: bool, retweets: bool, no_check: bool) -> None:
+    """Follow a person (on X, Bluesky, Mastodon, arXiv, their blog), a blog or an arXiv category.
 
     Edits sources.yaml with its comments and order kept. A name that is already followed gets
     the new places added; anything already followed is refused. A blog URL is fetched once to
-    check it is a feed, or that the page advertises one.
+    check it is a feed, or that the page advertises one. Profile URLs (x.com/NAME,
+    bsky.app/profile/HANDLE, a Mastodon server's /@NAME) follow that account, and
+    arxiv.org/list/CAT/... follows the category.
 
     \b
     Examples:
@@ -74,9 +78,10 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
       feedbot follow "Andrej Karpathy" --bluesky karpathy.bsky.social
       feedbot follow --blog https://lilianweng.github.io/
       feedbot follow @someone@mastodon.social
+      feedbot follow https://arxiv.org/list/cs.LG/recent
     """
     argv = _argv(words, {"x": x, "bluesky": bluesky, "mastodon": mastodon, "arxiv": arxiv,
-                         "blog": blog, "weight": weight},
+                         "blog": blog, "category": category, "weight": weight},
                  {"replies": replies, "retweets": retweets, "no-check": no_check})
     with _refusals():
         from .follow import follow as follow_request
@@ -89,7 +94,11 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
 @click.argument("name", nargs=-1, required=True)
 @pass_app
 def unfollow(app: App, name: tuple[str, ...]) -> None:
-    """Stop following NAME: a person, a blog or an arXiv query (as `feedbot sources` lists)."""
+    """Stop following NAME: a person, a blog or an arXiv query (as `feedbot sources` lists).
+
+    NAME/PLACE (`"Andrej Karpathy/x"`, also /bluesky, /mastodon, /arxiv, /blog) stops following
+    one place of a person and keeps the others.
+    """
     with _refusals():
         from .follow import unfollow as unfollow_name
 

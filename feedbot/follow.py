@@ -34,7 +34,14 @@ from ruamel.yaml.tokens import CommentToken
 
 from .collectors import SourceError
 from .collectors.feeds import FeedError, parse_feed
-from .config import control_char, load_config, parse_yaml, url_problem
+from .config import (
+    bluesky_feed_url,
+    control_char,
+    load_config,
+    mastodon_feed_url,
+    parse_yaml,
+    url_problem,
+)
 from .http import fetch, make_client
 from .items import canonical_url
 from .sources_edit import edit_sources
@@ -50,13 +57,25 @@ FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+j
 
 USAGE = ('follow NAME [--x HANDLE] [--bluesky HANDLE] [--mastodon @USER@INSTANCE] '
          '[--arxiv "AUTHOR NAME"] [--blog FEED_URL] [--weight W] [--replies] [--retweets] '
-         "[--no-check]; shorthands: @user@instance (Mastodon), someone.bsky.social (Bluesky), "
-         "x:handle (X), a URL (blog)")
+         "[--no-check], or follow [NAME] --category CAT (an arXiv category such as cs.LG); "
+         "shorthands: @user@instance (Mastodon), someone.bsky.social (Bluesky), x:handle (X), "
+         "a profile URL on x.com, bsky.app or a Mastodon server, an arxiv.org/list/CAT URL, "
+         "any other URL (blog)")
 
 _MASTODON = re.compile(r"^@?[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]+$")
 _BLUESKY = re.compile(r"^@?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.bsky\.social$", re.IGNORECASE)
 _OPTIONS = {"--x": "x", "--bluesky": "bluesky", "--mastodon": "mastodon", "--arxiv": "arxiv",
-            "--blog": "blog", "--weight": "weight", "--name": "name"}
+            "--blog": "blog", "--weight": "weight", "--name": "name", "--category": "category"}
+# Profile URLs people paste, followed as the account they show rather than fetched as blogs.
+_X_HOSTS = ("x.com", "twitter.com")
+_X_NOT_PROFILES = {"home", "explore", "search", "i", "intent", "share", "hashtag", "settings",
+                   "messages", "notifications", "login", "logout", "signup", "tos", "privacy",
+                   "compose"}
+# Sites whose https://host/@name pages are not Mastodon (or other fediverse) accounts.
+_NOT_FEDIVERSE = ("medium.com", "youtube.com", "tiktok.com", "threads.net", "threads.com",
+                  "substack.com", "hashnode.com", "instagram.com", "x.com", "twitter.com",
+                  "bsky.app", "github.com", "linkedin.com", "facebook.com", "reddit.com")
+_ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
 _FLAGS = {"--replies": "replies", "--retweets": "retweets", "--no-check": "no_check"}
 
 
@@ -78,6 +97,7 @@ class FollowRequest:
     mastodon: str = ""
     arxiv: str = ""
     blog: str = ""
+    category: str = ""  # an arXiv category (cs.LG): an `arxiv:` query, not a person
     weight: float | None = None
     replies: bool = False
     retweets: bool = False
@@ -86,6 +106,11 @@ class FollowRequest:
     @property
     def places(self) -> dict[str, str]:
         return {p: getattr(self, p) for p in PLACES if getattr(self, p)}
+
+    @property
+    def is_query(self) -> bool:
+        """An arXiv category: it becomes an `arxiv:` entry."""
+        return bool(self.category)
 
     @property
     def is_blog_only(self) -> bool:
@@ -127,7 +152,7 @@ def classify_word(word: str) -> tuple[str, str]:
     ('', word) for a word of a name."""
     w = word.strip()
     if w.lower().startswith(("http://", "https://")):
-        return "blog", w
+        return profile_url(w) or ("blog", w)
     if w.lower().startswith("x:") and len(w) > 2:
         return "x", w[2:].lstrip("@")
     if w.lower().startswith("bsky:") and len(w) > 5:
@@ -141,6 +166,40 @@ def classify_word(word: str) -> tuple[str, str]:
                           "account looks like @user@instance, a Bluesky one like "
                           "name.bsky.social")
     return "", w
+
+
+def profile_url(url: str) -> tuple[str, str] | None:
+    """The account or arXiv category a pasted URL shows: ('x', 'karpathy') for
+    https://x.com/karpathy, ('bluesky', h) for https://bsky.app/profile/h, ('mastodon',
+    '@u@host') for https://host/@u, ('category', 'cs.LG') for https://arxiv.org/list/cs.LG/new;
+    None for any other URL (a blog, or its feed)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    host = host.removeprefix("www.").removeprefix("mobile.")
+    segs = [seg for seg in parts.path.split("/") if seg]
+    if host in _X_HOSTS:
+        handle = segs[0].lstrip("@") if segs else ""
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", handle) \
+                or handle.lower() in _X_NOT_PROFILES:
+            raise FollowError(f"{url} is not an X profile; give the handle, e.g. x:karpathy")
+        return "x", handle
+    if host == "bsky.app" and len(segs) >= 2 and segs[0] == "profile" \
+            and re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]+", segs[1]):
+        return "bluesky", segs[1]
+    if host in ("arxiv.org", "export.arxiv.org") and len(segs) >= 2 and segs[0] == "list" \
+            and _ARXIV_CATEGORY.match(segs[1]):
+        return "category", segs[1]
+    if len(segs) == 1 and segs[0].startswith("@") and parts.port is None \
+            and not segs[0].lower().endswith((".rss", ".atom", ".xml", ".json")) \
+            and re.fullmatch(r"[a-z0-9.-]+\.[a-z]+", host) \
+            and not any(host == h or host.endswith("." + h) for h in _NOT_FEDIVERSE):
+        account = segs[0] if segs[0].count("@") == 2 else f"{segs[0]}@{host}"
+        if _MASTODON.match(account):
+            return "mastodon", account
+    return None
 
 
 def _put(values: dict[str, Any], key: str, value: str) -> None:
@@ -163,12 +222,27 @@ def _request(values: dict[str, Any]) -> FollowRequest:
         if isinstance(value, str) and control_char(value) is not None:
             raise FollowError(f"{key} {value!r} contains a newline, tab or other control "
                               "character; write it on one line")
+    for key in ("x", "bluesky", "mastodon"):  # --x https://x.com/karpathy and the like
+        value = values.get(key, "")
+        if value.lower().startswith(("http://", "https://")):
+            place, account = profile_url(value) or ("", "")
+            if place != key:
+                raise FollowError(f"{value} is not a profile URL on {PLACE_NAMES[key]}")
+            values[key] = account
     if values.get("mastodon"):
         values["mastodon"] = "@" + values["mastodon"].lstrip("@")
     for key in ("x", "bluesky"):
         if values.get(key):
             values[key] = values[key].lstrip("@")
     req = FollowRequest(weight=weight, check=check, **values)
+    if req.category:
+        if req.places or req.replies or req.retweets:
+            raise FollowError(f"an arXiv category ({req.category}) is followed on its own, "
+                              "not as a person's place; follow the person separately")
+        if not _ARXIV_CATEGORY.match(req.category):
+            raise FollowError(f"{req.category!r} is not an arXiv category such as cs.LG or "
+                              "stat.ML")
+        return req
     if not req.places:
         raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
     return req
@@ -302,7 +376,32 @@ def _read_doc(path: Path) -> CommentedMap:
 
 
 def _apply(req: FollowRequest, found: FeedCheck | None, doc: CommentedMap) -> str:
+    if req.is_query:
+        return _add_query(doc, req)
     return _add_blog(doc, req, found) if req.is_blog_only else _add_person(doc, req)
+
+
+def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
+    """An arXiv category as an `arxiv:` entry, `{name: cs.LG, category: cs.LG}`."""
+    cat = req.category
+    for section, _, entry in _entries(doc):
+        if section == "arxiv" and (str(entry.get("category", "")) == cat
+                                   or str(entry.get("query", "")).strip() == f"cat:{cat}"):
+            raise FollowError(f"already following arXiv {cat} (as {entry['name']!r})")
+    name = req.name or cat
+    existing = _find(doc, name)
+    if existing is not None:
+        raise FollowError(f"the name {name!r} is already used in {existing[0]}; give another "
+                          f"name, e.g. follow \"{cat} papers\" --category {cat}")
+    entry = CommentedMap([("name", name), ("category", cat)])
+    if req.weight is not None:
+        entry["weight"] = req.weight
+    seq = doc.get("arxiv")
+    if isinstance(seq, CommentedSeq) and len(seq) and seq.fa.flow_style() is False \
+            and isinstance(seq[-1], CommentedMap) and seq[-1].fa.flow_style():
+        entry.fa.set_flow_style()  # `- {name: cs.CV, category: cs.CV}`, like the others
+    _append_item(doc, "arxiv", entry)
+    return f"following arXiv {cat} (new papers in that category) as {name!r}"
 
 
 def _check_url(url: str) -> None:
@@ -416,9 +515,12 @@ def _places_text(places: dict[str, str]) -> str:
 # --- unfollow -------------------------------------------------------------------------------
 
 def unfollow(path: Path, name: str) -> str:
-    """Remove a person, blog or arXiv query by name (case-insensitive). Returns the message."""
+    """Remove a person, blog or arXiv query by name (case-insensitive), or one place of a person
+    by its source name (`Andrej Karpathy/x`). Returns the message."""
     def mutate(doc: CommentedMap) -> str:
         hit = _find(doc, name)
+        if hit is None and (place_hit := _find_place(doc, name)) is not None:
+            return _drop_place(doc, *place_hit)
         if hit is None:
             close = difflib.get_close_matches(name, list(_names(doc)), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `feedbot sources`"
@@ -431,6 +533,30 @@ def unfollow(path: Path, name: str) -> str:
 
     _, msg = edit_sources(Path(path), mutate)
     return str(msg)
+
+
+def _find_place(doc: CommentedMap, name: str) -> tuple[int, CommentedMap, str] | None:
+    """(index, person, place) for a source name such as `Andrej Karpathy/x`."""
+    person_name, slash, place = " ".join(name.split()).rpartition("/")
+    place = place.strip().lower()
+    if not slash or place not in PLACES:
+        return None
+    hit = _find(doc, person_name)
+    if hit is None or hit[0] != "people" or not hit[2].get(place):
+        return None
+    return hit[1], hit[2], place
+
+
+def _drop_place(doc: CommentedMap, index: int, person: CommentedMap, place: str) -> str:
+    if not any(person.get(p) for p in PLACES if p != place):  # their only place: all of them
+        _delete_item(doc, "people", index)
+        return f"unfollowed {person['name']} ({PLACE_NAMES[place]}, their only place)"
+    keys = list(person)
+    pos = keys.index(place)
+    tail = _take_tail(person, place)
+    del person[place]
+    _give_tail(person, keys[pos - 1] if pos else list(person)[0], tail)
+    return f"unfollowed {person['name']} on {PLACE_NAMES[place]}"
 
 
 # --- many blogs at once (OPML import) -------------------------------------------------------
@@ -450,6 +576,8 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
     report = ImportReport()
 
     def mutate(doc: CommentedMap) -> None:
+        report.added.clear()  # an edit may be redone on a file saved meanwhile
+        report.skipped.clear()
         followed = {canonical_url(u) for u in _followed_urls(doc)}
         taken = {n.casefold() for n in _names(doc)}
         for title, url, _page in feeds:
@@ -518,12 +646,25 @@ def _find(doc: CommentedMap, name: str) -> tuple[str, int, CommentedMap] | None:
     return None
 
 
+def _entry_feeds(section: str, entry: CommentedMap) -> Iterator[tuple[str, str]]:
+    """(place, feed URL) for every feed an entry is collected from: a blog's url, a person's
+    blog and the feeds behind their Bluesky and Mastodon accounts (what `export-opml` lists)."""
+    if section == "blogs" and entry.get("url"):
+        yield "url", str(entry["url"])
+    elif section == "people":
+        if entry.get("blog"):
+            yield "blog", str(entry["blog"])
+        with contextlib.suppress(ValueError):  # not a valid account: no feed to compare
+            if entry.get("bluesky"):
+                yield "bluesky", bluesky_feed_url(str(entry["bluesky"]))
+            if entry.get("mastodon"):
+                yield "mastodon", mastodon_feed_url(str(entry["mastodon"]))
+
+
 def _followed_urls(doc: CommentedMap) -> Iterator[str]:
     for section, _, entry in _entries(doc):
-        if section == "blogs" and entry.get("url"):
-            yield str(entry["url"])
-        elif section == "people" and entry.get("blog"):
-            yield str(entry["blog"])
+        for _place, url in _entry_feeds(section, entry):
+            yield url
 
 
 def _same_place(place: str, a: str, b: str) -> bool:
@@ -534,10 +675,14 @@ def _same_place(place: str, a: str, b: str) -> bool:
 
 def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "") -> None:
     for section, _, entry in _entries(doc):
-        key = "url" if section == "blogs" else "blog"
-        if entry.get(key) and _same_place("blog", str(entry[key]), url) \
-                and str(entry.get("name", "")).casefold() != except_name.casefold():
-            raise FollowError(f"already following {url} (as {entry['name']!r})")
+        for place, feed in _entry_feeds(section, entry):
+            if not _same_place("blog", feed, url):
+                continue
+            if place == "blog" and str(entry.get("name", "")).casefold() \
+                    == except_name.casefold():
+                continue  # the same person's own blog: nothing to change
+            on = f" on {PLACE_NAMES[place]}" if place in ("bluesky", "mastodon") else ""
+            raise FollowError(f"already following {url} (as {entry['name']!r}{on})")
 
 
 def _refuse_followed_place(doc: CommentedMap, place: str, value: str, except_name: str) -> None:
@@ -614,9 +759,19 @@ def _give_tail(container: Any, key: Any, tail: str) -> None:
 
 
 def _append_item(doc: CommentedMap, section: str, item: Any) -> None:
-    """Append to a top-level list; an empty one hands its trailing lines to the new entry."""
+    """Append to a top-level list; an empty one hands its trailing lines to the new entry.
+
+    A section that is new and goes between two others takes the lines that ended the one
+    before it (a blank line, `# People I follow`): they introduce the next section, so they
+    stay just above it."""
+    new = not isinstance(doc.get(section), CommentedSeq)
     seq = _section(doc, section)
-    tail = _take_tail(seq, len(seq) - 1) if len(seq) else _take_key_tail(doc, section)
+    keys = list(doc)
+    pos = keys.index(section)
+    if new and 0 < pos < len(keys) - 1:
+        tail = _take_tail(doc, keys[pos - 1])
+    else:
+        tail = _take_tail(seq, len(seq) - 1) if len(seq) else _take_key_tail(doc, section)
     seq.append(item)
     _give_tail(seq, len(seq) - 1, tail)
 

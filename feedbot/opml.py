@@ -35,12 +35,25 @@ def _attr(el: ET.Element, name: str) -> str:
     return ""
 
 
+class _NoDoctype(ET.TreeBuilder):
+    """Stops the parse at a DOCTYPE, before any entity in it is declared: the byte search in
+    `parse_opml` cannot see one in a UTF-16 (or otherwise re-encoded) document."""
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise OpmlError(_REFUSED)
+
+
+_REFUSED = "refusing an OPML file with a DOCTYPE or entity declarations"
+
+
 def parse_opml(data: bytes) -> list[Feed]:
     """Every outline with an xmlUrl, however deeply nested in categories, first one wins."""
     if _DOCTYPE.search(data):
-        raise OpmlError("refusing an OPML file with a DOCTYPE or entity declarations")
+        raise OpmlError(_REFUSED)
+    parser = ET.XMLParser(target=_NoDoctype())
     try:
-        root = ET.fromstring(data)
+        parser.feed(data)
+        root = parser.close()
     except ET.ParseError as e:
         raise OpmlError(f"not valid XML: {e}") from None
     if _local(root.tag) != "opml":

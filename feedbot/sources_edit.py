@@ -62,7 +62,7 @@ def atomic_write(path: Path, text: str) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -87,31 +87,75 @@ def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Con
         return _edit_locked(path, target, mutate)
 
 
+# A human's editor does not take our lock: when the file changes between our read and our
+# replace, the edit is redone on the new text (up to this many times) instead of overwriting it.
+EDIT_ATTEMPTS = 5
+
+
 def _edit_locked(path: Path, target: Path,
                  mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
+    for _ in range(EDIT_ATTEMPTS):
+        text = _read(path, target)
+        cfg, result, new_text = _edited(path, text, mutate)
+        if _read(path, target) != text:  # saved by someone else meanwhile: start again
+            continue
+        atomic_write(target, new_text)
+        cfg.path = path
+        return cfg, result
+    raise ConfigError(path, "the file kept changing while feedbot was editing it; nothing "
+                      "was changed", hint="save your edits, then try again")
+
+
+def _read(path: Path, target: Path) -> str:
     try:
-        text = target.read_text(encoding="utf-8")
+        with open(target, encoding="utf-8", newline="") as f:  # CRLF kept as it is
+            return f.read()
     except FileNotFoundError:
         raise ConfigError(path, "file not found") from None
+
+
+def _edited(path: Path, text: str, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any,
+                                                                                   str]:
+    """(the validated result, what `mutate` returned, the new text) for the file's `text`."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    crlf = text.count("\r\n") * 2 > text.count("\n")  # the file's own line endings
+    text = text.removeprefix(bom).replace("\r\n", "\n")  # edited as LF, written back as found
     load_config(path, text=text)  # refuse to edit a file that is already broken
     doc = parse_yaml(text, path)
-    if doc is None:
+    prefix = ""
+    if doc is None:  # nothing but comments (or nothing): ruamel would drop the comments
         doc = CommentedMap()
+        prefix = text.rstrip("\n") + "\n" if text.strip() else ""
+    _keep_anchors(doc)
     result = mutate(doc)
     y = _dumper()
     seq, offset = _detect_indent(text)
     y.indent(mapping=_detect_mapping_indent(text), sequence=seq, offset=offset)
     buf = io.StringIO()
     y.dump(doc, buf)
-    new_text = buf.getvalue()
+    new_text = prefix + buf.getvalue()
     try:
         cfg = load_config(path, text=new_text)
     except ConfigError as e:
         raise ConfigError(path, f"edit refused, the result would be invalid: {e.message}",
                           key=e.key, hint=e.hint) from None
-    atomic_write(target, new_text)
-    cfg.path = path
-    return cfg, result
+    if crlf:
+        new_text = new_text.replace("\n", "\r\n")
+    return cfg, result, bom + new_text
+
+
+def _keep_anchors(node: Any) -> None:
+    """ruamel writes an anchor (`&name`) only where an alias uses it: keep the unused ones too,
+    as the human wrote them."""
+    anchor = getattr(node, "yaml_anchor", None)
+    if anchor is not None and (a := anchor()) is not None and a.value:
+        node.yaml_set_anchor(a.value, always_dump=True)
+    if isinstance(node, dict):
+        for value in node.values():
+            _keep_anchors(value)
+    elif isinstance(node, list):
+        for value in node:
+            _keep_anchors(value)
 
 
 def set_stage(path: Path, stage_id: str) -> Config:

@@ -8,6 +8,7 @@ from feedbot.config import (
     load_config,
     mastodon_feed_url,
     parse_duration,
+    parse_yaml,
 )
 
 GOOD = """\
@@ -321,3 +322,23 @@ def test_control_characters_in_names_are_refused(tmp_path: Path, name: str, sect
         load_config(write(tmp_path, f"{section}:\n  - {entry}\n    name: {name}\n"))
     assert (e.value.key, e.value.line) == (f"{section}[0].name", 3)
     assert "a name cannot contain newlines, tabs or other control characters" in e.value.message
+
+
+
+def test_a_tab_used_for_indentation_gets_a_hint_to_use_spaces(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    p.write_text("blogs:\n\t- name: A\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.line == 2
+    assert "replace the tab on that line with spaces" in str(info.value)
+
+
+def test_tabs_before_comments_and_at_line_ends_parse_for_edits_too() -> None:
+    """The fast loader accepts them, so the round-trip parser behind every edit must as well,
+    without touching a tab inside a value."""
+    text = ('learner:\n  stage: cnn\t# where I am\nblogs:\n  - name: "A\tB"\t\n'
+            "    url: https://a.example/feed \t \n")
+    doc = parse_yaml(text, "s.yaml")
+    assert doc["learner"]["stage"] == "cnn" and doc["blogs"][0]["name"] == "A\tB"
+    assert load_config("s.yaml", text=text.replace('"A\tB"', "A")).learner.stage == "cnn"

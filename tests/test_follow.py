@@ -487,3 +487,180 @@ def test_concurrent_edits_all_land(sources: Path) -> None:
     names = {p.name for p in load_config(sources).people}
     assert {f"Person {i}" for i in range(n)} <= names
     assert leftovers(sources.parent) == []  # neither temp files nor the lock file stay
+
+
+# --- profile and listing URLs as people paste them --------------------------------------------
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["https://x.com/karpathy"], FollowRequest(x="karpathy")),
+    (["https://twitter.com/karpathy/status/1234567890?s=20"], FollowRequest(x="karpathy")),
+    (["Andrej Karpathy", "https://www.x.com/karpathy/"],
+     FollowRequest(name="Andrej Karpathy", x="karpathy")),
+    (["https://bsky.app/profile/karpathy.bsky.social"],
+     FollowRequest(bluesky="karpathy.bsky.social")),
+    (["https://mastodon.social/@Gargron"], FollowRequest(mastodon="@Gargron@mastodon.social")),
+    (["https://hachyderm.io/@ada@sigmoid.social"], FollowRequest(mastodon="@ada@sigmoid.social")),
+    (["Ada", "--mastodon", "https://sigmoid.social/@ada"],
+     FollowRequest(name="Ada", mastodon="@ada@sigmoid.social")),
+    (["Ada", "--x", "https://x.com/ada_ex"], FollowRequest(name="Ada", x="ada_ex")),
+    (["https://arxiv.org/list/cs.LG/recent"], FollowRequest(category="cs.LG")),
+    (["Stats", "https://arxiv.org/list/stat.ML/new"],
+     FollowRequest(name="Stats", category="stat.ML")),
+    # not profiles: blogs, whose feed is discovered
+    (["https://medium.com/@someone"], FollowRequest(blog="https://medium.com/@someone")),
+    (["https://someone.substack.com/"], FollowRequest(blog="https://someone.substack.com/")),
+    (["https://someone.github.io/"], FollowRequest(blog="https://someone.github.io/")),
+])
+def test_profile_urls_follow_the_account(args: list[str], expected: FollowRequest) -> None:
+    assert parse_follow_args(args) == expected
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["https://x.com/home"], "not an X profile"),
+    (["Ada", "--x", "https://bsky.app/profile/ada.bsky.social"], "not a profile URL on X"),
+    (["Ada", "x:ada", "https://arxiv.org/list/cs.LG/recent"], "followed on its own"),
+    (["--category", "not a category"], "not an arXiv category"),
+])
+def test_profile_url_refusals(args: list[str], message: str) -> None:
+    with pytest.raises(FollowError, match=message):
+        parse_follow_args(args)
+
+
+def test_an_x_profile_url_is_followed_on_x_without_fetching(sources: Path) -> None:
+    """It used to be taken for a blog: fetched (x.com is not a feed), or with --no-check
+    written as a blog whose every collection fails."""
+    r = invoke(sources, "follow", "--no-check", "https://x.com/ada_ex")
+    assert r.exit_code == 0, r.output
+    cfg = load_config(sources)
+    assert [b.url for b in cfg.blogs] == ["https://lilianweng.github.io/index.xml",
+                                          "https://jalammar.github.io/feed.xml"]
+    assert (cfg.people[-1].name, cfg.people[-1].x) == ("@ada_ex", "ada_ex")
+    r = invoke(sources, "follow", "Andrej Karpathy", "https://twitter.com/karpathy")
+    assert r.exit_code == 2 and "already following Andrej Karpathy" in r.output
+
+
+def test_an_arxiv_listing_url_follows_the_category(sources: Path) -> None:
+    r = invoke(sources, "follow", "https://arxiv.org/list/cs.LG/recent", "--weight", "0.5")
+    assert r.exit_code == 0, r.output
+    assert "following arXiv cs.LG" in r.output
+    removed, added = changes(COMMENTED, sources.read_text())
+    assert removed == []
+    assert added == ["arxiv:", "  - name: cs.LG", "    category: cs.LG", "    weight: 0.5"]
+    text = sources.read_text()
+    assert text.index("arxiv:") < text.index("# People.")  # in the documented order
+    q = load_config(sources).arxiv[0]
+    assert (q.name, q.search_query, q.weight) == ("cs.LG", "cat:cs.LG", 0.5)
+    r = invoke(sources, "follow", "Machine learning", "--category", "cs.LG")
+    assert r.exit_code == 2 and "already following arXiv cs.LG (as 'cs.LG')" in r.output
+    assert invoke(sources, "unfollow", "cs.lg").exit_code == 0
+    assert sources.read_text().replace("arxiv: []\n", "") == COMMENTED
+
+
+def test_a_new_category_matches_the_flow_style_of_the_others(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    p.write_text("arxiv:\n  - {name: cs.CV, category: cs.CV}   # vision\n")
+    follow(p, parse_follow_args(["--category", "cs.CL"]))
+    assert p.read_text() == ("arxiv:\n  - {name: cs.CV, category: cs.CV}   # vision\n"
+                             "  - {name: cs.CL, category: cs.CL}\n")
+
+
+def test_following_a_persons_mastodon_feed_as_a_blog_is_refused(sources: Path) -> None:
+    follow(sources, parse_follow_args(["Ada", "@ada@sigmoid.social"]))
+    before = sources.read_bytes()
+    with pytest.raises(FollowError, match=r"already following .* \(as 'Ada' on Mastodon\)"):
+        follow(sources, parse_follow_args(["--no-check", "https://sigmoid.social/@ada.rss"]))
+    assert sources.read_bytes() == before
+
+
+# --- sources.yaml as a human writes it ------------------------------------------------------
+
+def test_crlf_line_endings_and_a_bom_are_kept(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    original = "\ufeff" + COMMENTED.replace("\n", "\r\n")
+    p.write_bytes(original.encode())
+    follow(p, parse_follow_args(["Ada", "x:ada_ex"]))
+    data = p.read_bytes().decode()
+    assert data.startswith("\ufeff# My feedbot sources")
+    assert data.count("\r\n") == data.count("\n") and "\r\r" not in data
+    assert "  - name: Ada\r\n    x: ada_ex\r\n" in data
+    unfollow(p, "Ada")
+    assert p.read_bytes().decode() == original
+
+
+def test_a_file_of_only_comments_keeps_them(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    text = ("# My sources: everything commented out while I think\n"
+            "# blogs:\n#   - name: A\n#     url: https://a.example/feed\n")
+    p.write_text(text)
+    follow(p, parse_follow_args(["Ada", "x:ada_ex"]))
+    assert p.read_text() == text + "people:\n  - name: Ada\n    x: ada_ex\n"
+
+
+def test_unused_anchors_are_kept(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    text = ("defaults: &defaults\n  interval: 6h\nblogs:\n  - &fav\n    name: A\n"
+            "    url: https://a.example/feed\n    weight: &w 2.0\n"
+            "  - name: B\n    url: https://b.example/feed\n    weight: *w\n")
+    p.write_text(text)
+    follow(p, parse_follow_args(["--no-check", "https://c.example/feed"]))
+    assert p.read_text() == text + "  - name: c.example\n    url: https://c.example/feed\n"
+
+
+def test_a_save_during_the_edit_is_not_overwritten(sources: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editor takes no lock: when the human saves between our read and our replace, the
+    edit is redone on what they saved rather than writing over it."""
+    from feedbot import sources_edit
+
+    real = sources_edit.load_config
+    saved: list[bool] = []
+
+    def load_config_then_human_saves(*args: object, **kwargs: object) -> object:
+        cfg = real(*args, **kwargs)  # type: ignore[arg-type]
+        if not saved:  # the human's save lands while feedbot validates its edit
+            saved.append(True)
+            sources.write_text(COMMENTED.replace("stage: cnn", "stage: nlp"))
+        return cfg
+
+    monkeypatch.setattr(sources_edit, "load_config", load_config_then_human_saves)
+    report = add_blogs(sources, [("New", "https://new.example/feed", "")])
+    assert report.added == ["New"] and report.skipped == []
+    text = sources.read_text()
+    assert "stage: nlp" in text and "url: https://new.example/feed" in text
+
+
+def test_a_new_section_goes_above_the_comment_that_opens_the_next(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    p.write_text("learner:\n  stage: cnn\n\n# People I follow\npeople:\n  - name: P\n    x: pp\n")
+    follow(p, parse_follow_args(["--no-check", "https://b.example/feed"]))
+    assert p.read_text() == ("learner:\n  stage: cnn\nblogs:\n  - name: b.example\n"
+                             "    url: https://b.example/feed\n\n# People I follow\npeople:\n"
+                             "  - name: P\n    x: pp\n")
+
+
+def test_unfollow_one_place_of_a_person(sources: Path) -> None:
+    follow(sources, parse_follow_args(["Justin Johnson", "--bluesky", "jj.bsky.social"]))
+    r = invoke(sources, "unfollow", "justin johnson/Bluesky ")  # the last key, before a comment
+    assert r.exit_code == 0, r.output
+    assert "unfollowed Justin Johnson on Bluesky" in r.output
+    assert sources.read_text() == COMMENTED
+    assert unfollow(sources, "Andrej Karpathy/x") == "unfollowed Andrej Karpathy on X"
+    removed, added = changes(COMMENTED, sources.read_text())
+    assert removed == ["    x: karpathy"] and added == []
+    assert unfollow(sources, "Justin Johnson/arxiv") == \
+        "unfollowed Justin Johnson (arXiv, their only place)"
+    assert [p.name for p in load_config(sources).people] == ["Andrej Karpathy"]
+    with pytest.raises(FollowError, match="not following"):
+        unfollow(sources, "Andrej Karpathy/x")
+
+
+def test_a_file_with_a_tab_before_a_comment_can_be_edited(tmp_path: Path) -> None:
+    """It loads for `digest` and `collect`; `follow` and `stage set` used to call it invalid."""
+    p = tmp_path / "sources.yaml"
+    p.write_text("learner:\n  stage: cnn\t# where I am\nblogs:\n  - name: A\t\n"
+                 "    url: https://a.example/feed\n")
+    r = invoke(p, "follow", "Ada", "x:ada_ex")
+    assert r.exit_code == 0, r.output
+    assert p.read_text() == ("learner:\n  stage: cnn # where I am\nblogs:\n  - name: A\n"
+                             "    url: https://a.example/feed\npeople:\n  - name: Ada\n"
+                             "    x: ada_ex\n")

@@ -206,3 +206,58 @@ def test_an_unreadable_opml_file_is_a_clear_error(sources: Path, tmp_path: Path,
     r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(opml)])
     assert r.exit_code == 2
     assert f"cannot read {opml}: Permission denied" in r.output
+
+
+# --- files as feed readers write them ---------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_doctype_in_a_utf16_file_is_refused_before_its_entities_expand() -> None:
+    """The byte search for `<!DOCTYPE` cannot see one spelt in UTF-16: the parser must stop."""
+    evil = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE opml [<!ENTITY a "AAAA">'
+            '<!ENTITY b "&a;&a;&a;&a;">]><opml version="2.0"><body>'
+            '<outline title="&b;" xmlUrl="https://e.example/f"/></body></opml>')
+    for data in (evil.encode("utf-16"), evil.replace("UTF-16", "UTF-16LE").encode("utf-16-le")):
+        with pytest.raises(OpmlError, match="DOCTYPE"):
+            parse_opml(data)
+
+
+@pytest.mark.parametrize(("fixture", "expected"), [
+    ("opml_feedly.opml", [
+        ("Lil'Log", "https://lilianweng.github.io/index.xml", "https://lilianweng.github.io/"),
+        ("Distill", "https://distill.pub/rss.xml", "https://distill.pub"),
+        ("Ada on Mastodon", "https://sigmoid.social/@ada.rss", "https://sigmoid.social/@ada"),
+        ("Jay Alammar", "http://jalammar.github.io/feed.xml/", "https://jalammar.github.io/"),
+        ("Café & Code", "https://cafe.example/feed/", "https://cafe.example/")]),
+    ("opml_thunderbird.opml", [
+        ("The Gradient", "https://thegradient.pub/rss/", "https://thegradient.pub/")]),
+    ("opml_inoreader_utf16.opml", [
+        ("Sebastian Ruder", "https://www.ruder.io/rss/", "https://www.ruder.io/"),
+        ("Andrej Karpathy blog", "https://karpathy.github.io/feed.xml",
+         "https://karpathy.github.io/")]),
+])
+def test_feed_reader_exports_parse(fixture: str, expected: list[tuple[str, str, str]]) -> None:
+    assert parse_opml((FIXTURES / fixture).read_bytes()) == expected
+
+
+def test_import_skips_feeds_already_followed_as_a_persons_place(sources: Path) -> None:
+    """Ada's Mastodon feed is followed through `people:`; Jay's feed under another URL form."""
+    report = add_blogs(sources, parse_opml((FIXTURES / "opml_feedly.opml").read_bytes()))
+    assert report.added == ["Lil'Log", "Distill", "Café & Code"]
+    assert report.skipped == [("Ada on Mastodon", "already followed"),
+                              ("Jay Alammar", "already followed")]
+
+
+def test_reimporting_an_export_doubles_nothing(sources: Path, tmp_path: Path) -> None:
+    """export-opml lists people's Bluesky and Mastodon feeds: importing that file back (or into
+    a second install with the same people) must not add them again as blogs."""
+    runner = CliRunner()
+    out = tmp_path / "export.opml"
+    assert runner.invoke(main, ["--sources", str(sources), "export-opml", "-o",
+                                str(out)]).exit_code == 0
+    before = sources.read_bytes()
+    r = runner.invoke(main, ["--sources", str(sources), "import-opml", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1] == "0 added, 4 skipped (4 feeds in export.opml)"
+    assert sources.read_bytes() == before
