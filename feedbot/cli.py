@@ -6,6 +6,8 @@ usage error (with file, line and key), 1 for anything else that stopped the comm
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -135,6 +137,14 @@ class FeedbotGroup(click.Group):
             fail(str(e), 2)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except OSError as e:  # `feedbot digest > out.md` on a full disk: one line, no traceback
+            if e.errno not in _WRITE_ERRORS:
+                raise
+            what = e.filename or "the output"
+            fail(f"cannot write {what}: {e.strerror or e}", 1)
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @click.group(cls=FeedbotGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,12 +160,33 @@ def main(ctx: click.Context, sources: str | None, verbose: int) -> None:
     # First of all: no secret from the environment may reach a log line, whatever logs it
     # (-vv shows the request headers requests/tweepy log), in every command.
     ctx.call_on_close(install_env_redaction())
+    tolerate_unencodable_output()
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = App(sources)
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def utf8_stdout() -> bool:
+    """Whether standard output takes any text (else e.g. cp1252 in a Windows pipe, latin-1)."""
+    import codecs
+
+    try:
+        return codecs.lookup(getattr(sys.stdout, "encoding", None) or "ascii").name == "utf-8"
+    except LookupError:
+        return False
+
+
+def tolerate_unencodable_output() -> None:
+    """A character that stdout's encoding lacks (a feed's emoji under cp1252, a lone
+    surrogate) becomes `?` instead of a UnicodeEncodeError traceback half-way through the
+    output; stderr already does that (backslashreplace) by Python's default."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+        with contextlib.suppress(ValueError, OSError):  # closed or detached: leave it be
+            reconfigure(errors="replace")
 
 
 # --- collect ----------------------------------------------------------------------------------
@@ -248,7 +279,7 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
 
     cfg = app.config
     if stage_id is not None and stage_id not in app.roadmap.ids:
-        fail(f"unknown stage {stage_id!r}; see `feedbot stage list`", 2)
+        fail(unknown_stage(stage_id, app.roadmap), 2)
     window = None
     if since is not None:
         try:
@@ -264,21 +295,38 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
         run_collect(app, due_only=True)
     d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=app.now(),
                     stage_id=stage_id, limit=limit, since=window)
-    if fmt == "json":
-        click.echo(render.render_json(d, explain), nl=False)
+    if fmt == "json":  # escaped to ASCII where stdout is not UTF-8: still the same JSON
+        click.echo(render.render_json(d, explain, ascii_only=not utf8_stdout()), nl=False)
     elif fmt == "markdown":
         click.echo(render.render_markdown(d, explain), nl=False)
     elif fmt == "html":
-        click.echo(render.render_html(d, explain), nl=False)
+        page = render.render_html(d, explain)
+        if not utf8_stdout():  # the page says charset=utf-8: keep it ASCII, with references
+            page = page.encode("ascii", "xmlcharrefreplace").decode("ascii")
+        click.echo(page, nl=False)
     else:
         from rich.console import Console
 
         # On a terminal rich wraps to its width; in a pipe or a file, lines stay whole.
-        render.print_text(d, Console(soft_wrap=not sys.stdout.isatty(), highlight=False),
-                          explain)
+        tty = sys.stdout is not None and sys.stdout.isatty()  # None: started with >&-
+        console = Console(soft_wrap=not tty, highlight=False)
+        if console.width < 1:  # COLUMNS=0 made rich print nothing at all
+            console.width = 80
+        render.print_text(d, console, explain)
 
 
 # --- stage ------------------------------------------------------------------------------------
+
+def unknown_stage(stage_id: str, roadmap: Roadmap) -> str:
+    """`unknown stage 'CNN' (did you mean 'cnn'?); stages: …`"""
+    import difflib
+
+    by_lower = {i.lower(): i for i in roadmap.ids}
+    close = ([by_lower[stage_id.strip().lower()]] if stage_id.strip().lower() in by_lower
+             else difflib.get_close_matches(stage_id, roadmap.ids, n=1))
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown stage {stage_id!r}{hint}; stages: {', '.join(roadmap.ids)}"
+
 
 @main.group(invoke_without_command=True)
 @pass_app
@@ -313,7 +361,7 @@ def stage_set(app: App, stage_id: str) -> None:
     from .sources_edit import set_stage
 
     if stage_id not in app.roadmap.ids:
-        fail(f"unknown stage {stage_id!r}; stages: {', '.join(app.roadmap.ids)}", 2)
+        fail(unknown_stage(stage_id, app.roadmap), 2)
     set_stage(app.sources_file, stage_id)
     st = app.roadmap.get(stage_id)
     click.echo(f"stage set to {st.id} — {st.title}")
@@ -413,6 +461,12 @@ def doctor(app: App) -> None:
     click.echo(f"feedbot {__version__}")
     click.echo(f"sources: {app.sources_file}")
     click.echo(f"home: {app.home}")
+    try:  # a database that digest and collect refuse (newer, damaged) is said here too
+        store = app.store
+        click.echo(f"database: {store.path} (schema {store.schema_version}, "
+                   f"{store.item_count()} items)")
+    except SettingError as e:
+        click.echo(f"database problem: {e}")
     emb = app.embedder
     click.echo(f"model: {emb.model_name} ({emb.model_ref})")
     try:

@@ -6,6 +6,9 @@ Telegram has its own renderer in `telegram_render.py` (its HTML subset and lengt
 from __future__ import annotations
 
 import html
+import json
+import re
+import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -43,10 +46,39 @@ def md_text(text: str) -> str:
     return " ".join(text.split()).translate(_MD_SPECIAL)
 
 
+def _pct(c: str) -> str:
+    return "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+
+
+def _invisible(c: str) -> bool:
+    """Whitespace, control characters (terminal escapes), format marks (bidi overrides,
+    zero-width spaces) and lone surrogates: nothing a URL shows or a terminal should get."""
+    return c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp")
+
+
+def clean_url(url: str) -> str:
+    """The URL as it may be shown: what `_invisible` matches is percent-encoded, so that a
+    feed's URL can neither break a line nor send escape sequences to the terminal."""
+    url = url.strip()
+    if not any(_invisible(c) for c in url):
+        return url
+    return "".join(_pct(c) if _invisible(c) else c for c in url)
+
+
+_LINKABLE = re.compile(r"^https?://[^/?#\\]", re.IGNORECASE)
+
+
+def link_url(url: str) -> str | None:
+    """The URL to link to, or None where it must not be a link: only http(s) URLs with a host
+    are (never `javascript:`, `data:` or a relative path)."""
+    url = clean_url(url)
+    return url if _LINKABLE.match(url) else None
+
+
 def md_url(url: str) -> str:
     """A link destination in angle brackets, which may hold parentheses; the characters that
-    would end it are percent-encoded."""
-    return "<" + url.replace(" ", "%20").replace("<", "%3C").replace(">", "%3E") + ">"
+    would end it (a line break, `>`, an escaping backslash) are percent-encoded."""
+    return "<" + "".join(_pct(c) if c in "<>\\" else c for c in clean_url(url)) + ">"
 
 
 def _header(d: Digest) -> str:
@@ -64,7 +96,9 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
     if not d.items:
         lines.append("Nothing new for this stage.")
     for n, e in enumerate(d.items, 1):
-        lines.append(f"{n}. **[{md_text(e.title)}]({md_url(e.url)})**  ")
+        link = link_url(e.url)
+        title = f"[{md_text(e.title)}]({md_url(link)})" if link else md_text(e.title)
+        lines.append(f"{n}. **{title}**  ")
         lines.append(f"   {md_text(_byline(e))}  ")
         lines.append(f"   _Why:_ {md_text(e.why)}  ")
         if e.summary:
@@ -93,7 +127,10 @@ def render_html(d: Digest, explain: bool = False) -> str:
     else:
         out.append("<ol>")
         for e in d.items:
-            out.append(f'<li id="{esc(e.id)}"><a href="{esc(e.url)}">{esc(e.title)}</a>'
+            link = link_url(e.url)
+            title = f'<a href="{esc(link)}">{esc(e.title)}</a>' if link else \
+                f"<strong>{esc(e.title)}</strong>"
+            out.append(f'<li id="{esc(e.id)}">{title}'
                        f'<div class="meta">{esc(_byline(e))}</div>'
                        f'<div class="why">Why: {esc(e.why)}</div>')
             if e.summary:
@@ -106,8 +143,20 @@ def render_html(d: Digest, explain: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_json(d: Digest, explain: bool = False) -> str:
-    return d.dumps(explain) + "\n"
+def render_json(d: Digest, explain: bool = False, ascii_only: bool = False) -> str:
+    """The digest as JSON. `ascii_only` escapes every non-ASCII character (for an output that
+    is not UTF-8); text that UTF-8 cannot carry (a lone surrogate) is escaped in any case, so
+    the result is always valid JSON that any stdout can write."""
+    doc = d.to_json(explain)
+    if explain:
+        doc.setdefault("weights", {})  # the same keys with or without items
+    text = json.dumps(doc, ensure_ascii=ascii_only, indent=2)
+    if not ascii_only:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(doc, ensure_ascii=True, indent=2)
+    return text + "\n"
 
 
 def _parts(e: DigestEntry, weights: dict[str, float] | None = None) -> str:
@@ -136,13 +185,13 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
         console.print("Nothing new for this stage.")
     for n, e in enumerate(d.items, 1):
         title = Text(f"{n:>2}. ", style="bold")  # a Style, not markup: URLs may hold "]"
-        title.append(e.title, style=Style(bold=True, link=e.url))
+        title.append(e.title, style=Style(bold=True, link=link_url(e.url)))
         console.print(title)
         console.print(Text(f"    {_byline(e)}", style="dim"))
         console.print(Text(f"    why: {e.why}", style="cyan"))
         if e.summary:
             console.print(Text("    " + shorten(e.summary, 220)))
-        console.print(Text(f"    {e.url}  [{e.id}]", style="dim"))
+        console.print(Text(f"    {clean_url(e.url)}  [{e.id}]", style="dim"))
         if explain:
             console.print(Text(f"    {_parts(e, d.weights)}", style="magenta"))
         console.print()

@@ -1,5 +1,7 @@
 """The real CLI, in process, against feeds and the arXiv API served on 127.0.0.1."""
 
+import errno
+import io
 import json
 import os
 import sqlite3
@@ -471,3 +473,140 @@ def test_a_model_that_cannot_be_downloaded_is_a_setting_error(
     assert result.exit_code == 2
     assert result.stderr.strip() == "feedbot: FEEDBOT_MODEL=/no/such/model: no such directory " \
                                     "on this machine"
+
+
+# --- what a daily user's terminal, pipe or script gets ----------------------------------------
+
+ODD_TITLE = "Łukasz’s CNN tricks 🎉"
+
+
+@pytest.fixture
+def odd_feed(server: LocalServer) -> Path:
+    url = server.add("/odd.xml", body=atom_feed([{"title": ODD_TITLE,
+                                                  "link": "https://e.org/odd"}]))
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text(f"learner: {{stage: cnn}}\nblogs:\n  - name: Odd\n    url: {url}\n")
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "html", "json"])
+def test_digest_on_a_stdout_that_is_not_utf8(odd_feed: Path, use_fake_embedder: Any,
+                                             fmt: str) -> None:
+    """`feedbot digest > out.json` on Windows (a cp1252 pipe) died with a UnicodeEncodeError
+    traceback at the first character cp1252 lacks (an emoji, 'Ł'), leaving half a digest."""
+    invoke("collect")
+    runner = CliRunner(charset="cp1252")
+    result = runner.invoke(main, ["digest", "--no-collect", "--since", "3650d", "--format", fmt],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    if fmt == "json":  # escaped to ASCII: the same JSON, nothing lost
+        assert out.isascii()
+        assert json.loads(out)["items"][0]["title"] == ODD_TITLE
+    elif fmt == "html":  # character references: valid whatever charset the page is read in
+        assert out.isascii() and "&#321;ukasz&#8217;s CNN tricks &#127881;" in out
+    else:
+        assert "ukasz’s CNN tricks ?" in out  # what cp1252 cannot show becomes "?"
+
+
+def test_digest_text_with_columns_0(sources: Path, use_fake_embedder: Any,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """COLUMNS=0 (set by some CI runners and by ptys that report no size) made rich 0 columns
+    wide: `feedbot digest` printed nothing at all and exited 0."""
+    invoke("collect")
+    monkeypatch.setenv("COLUMNS", "0")
+    result = invoke("digest", "--no-collect", "--since", "3650d")
+    assert result.exit_code == 0
+    assert "feedbot digest — stage 8" in result.stdout
+    assert "Self-supervised vision transformers" in result.stdout
+
+
+def test_an_unknown_digest_stage_names_the_valid_ones(sources: Path, server: LocalServer) -> None:
+    """`digest --stage CNN` said only "see `feedbot stage list`"; `stage set` listed the ids
+    but suggested nothing."""
+    for args in (["digest", "--stage", "CNN"], ["stage", "set", "gpu"]):
+        result = invoke(*args)
+        assert result.exit_code == 2
+        want = "cnn" if "CNN" in args else "gpus"
+        assert f"(did you mean '{want}'?); stages: algebra-trigonometry, calculus," in \
+            result.stderr
+        assert "kaggle" in result.stderr
+    assert server.requests == []  # refused before collecting anything
+
+
+def test_doctor_reports_a_database_that_digest_refuses(feedbot_env: Path,
+                                                       use_fake_embedder: Any) -> None:
+    """doctor said nothing about the database: with one from a newer feedbot it reported
+    everything fine while `sources` and `digest` refused to start."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    ok = invoke("doctor")
+    assert ok.exit_code == 0
+    assert f"database: {feedbot_env / 'feedbot.db'} (schema " in ok.stdout
+    assert ", 0 items)" in ok.stdout
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    result = invoke("doctor")
+    assert result.exit_code == 0
+    assert "database problem: " in result.stdout
+    assert "was written by a newer feedbot (schema 99" in result.stdout
+    assert "stage: cnn; 0 sources" in result.stdout  # and the rest is still shown
+
+
+def test_sources_on_a_stdout_that_is_not_utf8(tmp_path: Path) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        "learner: {stage: cnn}\nblogs:\n  - name: Łukasz 🎉\n    url: https://e.org/feed\n")
+    result = CliRunner(charset="cp1252").invoke(main, ["sources"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "ukasz ?" in result.stdout and "new" in result.stdout
+
+
+def test_a_feeds_escape_sequences_never_reach_the_terminal(server: LocalServer,
+                                                           use_fake_embedder: Any) -> None:
+    """A JSON Feed item whose URL held `ESC ]0;…` and `ESC [2J`: `feedbot digest` printed them
+    raw, so reading the digest retitled the terminal and cleared the screen."""
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "Esc", "items": [
+        {"id": "1", "url": "https://e.org/a\u001b]0;pwned\u0007b\u001b[2Jc",
+         "title": "Convolutional networks", "content_text": "convolution",
+         "date_published": "2026-11-20T10:00:00Z"}]}
+    url = server.add("/esc.json", body=json.dumps(feed).encode(),
+                     content_type="application/feed+json")
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn}}\nblogs:\n  - name: Esc\n    url: {url}\n")
+    result = invoke("digest", "--since", "3650d")
+    assert result.exit_code == 0
+    assert "Convolutional networks" in result.stdout
+    assert "\x1b" not in result.stdout
+    assert "https://e.org/a%1B]0;pwned%07b%1B[2Jc" in result.stdout
+
+
+class _FullDisk(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("stdout", ["full disk", "closed"])
+def test_digest_into_a_full_disk_or_a_closed_stdout(sources: Path, use_fake_embedder: Any,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    fmt: str, stdout: str) -> None:
+    """`feedbot digest > out.txt` on a full disk ended in an OSError traceback, and
+    `feedbot digest >&-` (no stdout at all) in `AttributeError: 'NoneType' object has no
+    attribute 'isatty'`."""
+    invoke("collect")
+    stream = io.TextIOWrapper(io.BufferedWriter(_FullDisk()), encoding="utf-8") \
+        if stdout == "full disk" else None
+    monkeypatch.setattr(sys, "stdout", stream)
+    with pytest.raises(SystemExit) as done:
+        main(["digest", "--no-collect", "--since", "3650d", "--format", fmt])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if stdout == "full disk":
+        assert done.value.code == 1
+        assert err.strip() == "feedbot: cannot write the output: No space left on device"
+    else:
+        assert done.value.code == 0 and err == ""

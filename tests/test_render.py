@@ -15,7 +15,7 @@ from rich.console import Console
 from feedbot.config import Config
 from feedbot.digest import Digest, DigestEntry, build_digest
 from feedbot.items import Item
-from feedbot.render import print_text, render_json, render_markdown
+from feedbot.render import print_text, render_html, render_json, render_markdown
 from feedbot.roadmap import load_roadmap
 from feedbot.store import Store
 
@@ -72,3 +72,81 @@ def test_the_explained_parts_add_up_to_the_score(fake_emb: object) -> None:
         total = sum(doc["weights"][k] * v for k, v in item["parts"].items())
         assert total == pytest.approx(item["score"], abs=1e-3)
     assert "weights" not in json.loads(render_json(d))
+
+
+# --- links, terminal escapes and output encodings ---------------------------------------------
+
+def entry(url: str, title: str = "A title", **kw: object) -> DigestEntry:
+    return DigestEntry(id=kw.pop("id", "abc123def456"), title=title, url=url,  # type: ignore[arg-type]
+                       source="Blog", kind="post", authors=[], published=None, score=0.5,
+                       why="matches “attention”", **kw)  # type: ignore[arg-type]
+
+
+def digest_of(*entries: DigestEntry) -> Digest:
+    return Digest(load_roadmap().get("nlp"), datetime(2026, 11, 25, tzinfo=UTC), list(entries))
+
+
+NOT_LINKS = ["javascript:alert(1)", " JavaScript:alert(document.cookie)",
+             "data:text/html,<script>alert(1)</script>", "vbscript:msgbox(1)", "/relative/path",
+             "java\tscript:alert(1)", "", "https:///no-host"]
+
+
+@pytest.mark.parametrize("url", NOT_LINKS)
+def test_only_http_urls_become_links(url: str) -> None:
+    """A `javascript:` or `data:` URL was written as the link of the title, in Markdown
+    (`[t](<javascript:alert(1)>)`, live in any renderer that does not filter schemes) and in
+    HTML (`<a href="javascript:alert(1)">`). The title stays; the link goes."""
+    d = digest_of(entry(url, title="Hostile link"), entry("https://e.org/ok", title="Fine"))
+    md = render_markdown(d)
+    assert re.findall(r"\]\(<([^>]*)>\)", md) == ["https://e.org/ok"]
+    assert "**Hostile link**" in md
+    page = render_html(d)
+    assert re.findall(r'href="([^"]*)"', page) == ["https://e.org/ok"]
+    assert "Hostile link" in page
+    out = io.StringIO()
+    print_text(d, Console(file=out, force_terminal=True, width=200))
+    assert re.findall(r"\x1b\]8;id=\d+;([^\x1b]*)\x1b\\", out.getvalue()) == \
+        ["https://e.org/ok"]
+
+
+ESCAPES = "https://e.org/a\x1b]0;pwned\x07b\x1b[2Jc\u202etxt.exe"
+
+
+def test_a_urls_escape_sequences_never_reach_the_terminal() -> None:
+    """A feed's URL with ESC in it (a JSON Feed may hold one) went to the terminal as is:
+    `feedbot digest` set the terminal's title and cleared the screen."""
+    d = digest_of(entry(ESCAPES))
+    for console in (Console(file=io.StringIO(), force_terminal=True, width=200),
+                    Console(file=io.StringIO(), soft_wrap=True, highlight=False)):
+        print_text(d, console)
+        text = console.file.getvalue()  # type: ignore[attr-defined]
+        assert "\x1b]0;" not in text and "\x1b[2J" not in text and "\u202e" not in text
+        assert "https://e.org/a%1B]0;pwned%07b%1B[2Jc%E2%80%AEtxt.exe" in text
+
+
+def test_a_url_with_a_line_break_stays_one_link_in_markdown() -> None:
+    """`md_url` encoded spaces and angle brackets only: a newline or a trailing backslash in a
+    URL ended the link, and Markdown showed `[title](<https://…` as text."""
+    for url, want in [("https://e.org/a b\nc", "https://e.org/a%20b%0Ac"),
+                      ("https://e.org/dir\\", "https://e.org/dir%5C")]:
+        out = MarkdownIt("commonmark").render(render_markdown(digest_of(entry(url))))
+        assert f'<a href="{want}">A title</a>' in out
+
+
+def test_json_is_valid_utf8_even_with_a_lone_surrogate() -> None:
+    """`json.dumps(ensure_ascii=False)` kept a lone surrogate, which no UTF-8 stdout can
+    write: the JSON digest died with UnicodeEncodeError."""
+    d = digest_of(entry("https://e.org/a", title="half an emoji \ud83c here", summary="é"))
+    text = render_json(d)
+    text.encode("utf-8")
+    assert json.loads(text)["items"][0]["title"] == "half an emoji \ud83c here"
+    assert json.loads(text)["items"][0]["summary"] == "é"
+    ascii_text = render_json(d, ascii_only=True)
+    assert ascii_text.isascii() and json.loads(ascii_text) == json.loads(text)
+
+
+def test_explained_json_has_weights_even_without_items() -> None:
+    """`--explain` gave `weights` only when there were items: a script reading it failed on
+    the empty digest."""
+    doc = json.loads(render_json(digest_of(), explain=True))
+    assert doc["weights"] == {} and doc["items"] == []
