@@ -135,15 +135,16 @@ def import_opml(app: App, file: Path) -> None:
 
 @main.command("export-opml")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Write to this file instead of standard output.")
+              help="Write to this file instead of standard output (- for standard output).")
 @pass_app
 def export_opml(app: App, output: Path | None) -> None:
     """Print your blogs and people's feeds as OPML, for any feed reader to import."""
     from .opml import render_opml
 
     text = render_opml(app.config)
-    if output is None:
-        click.echo(text, nl=False)
+    if output is None or str(output) == "-":
+        # UTF-8 bytes, as the document declares, whatever stdout's own encoding (cp1252...)
+        click.get_binary_stream("stdout").write(text.encode("utf-8"))
     else:
         try:
             output.write_text(text, encoding="utf-8")

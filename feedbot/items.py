@@ -37,6 +37,13 @@ _ARXIV_ID = re.compile(rf"^(?:arxiv:)?(?P<id>{_ARXIV_NEW}|{_ARXIV_OLD})(?:v(?P<v
 _CONTROL = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | \
     {0x09: 0x09, 0x0A: 0x0A, 0x0B: 0x20, 0x0C: 0x20, 0x0D: 0x20}
 _HAS_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Lone surrogates (a JSON feed's "\ud800") cannot be written as UTF-8: hashing or storing such
+# text failed, and with it the whole collection. They become U+FFFD.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# In a URL: whitespace, control and invisible format characters are percent-encoded (a URL can
+# hold none of them as such; a feed's "https://e.org/a b" or an escape sequence in a link).
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\xa0\u1680\u180e\u2000-\u200f\u2028-\u202f"
+                         r"\u205f-\u206f\u3000\ufeff\ud800-\udfff]")
 FUTURE_TOLERANCE = timedelta(days=1)  # a date later than this after the fetch is not believed
 
 
@@ -60,12 +67,18 @@ class Item:
     person: str = ""  # the person who wrote or shared it, when the source is a person
 
     def __post_init__(self) -> None:
-        for name in ("title", "summary", "source", "person"):
+        for name in ("title", "summary", "source", "person", "guid"):
             value = getattr(self, name)
-            if _HAS_CONTROL.search(value):
-                object.__setattr__(self, name, value.translate(_CONTROL))
-        if any(_HAS_CONTROL.search(a) for a in self.authors):
-            object.__setattr__(self, "authors", tuple(a.translate(_CONTROL) for a in self.authors))
+            if _HAS_CONTROL.search(value) or _SURROGATE.search(value):
+                object.__setattr__(self, name, _clean_text(value))
+        if any(_HAS_CONTROL.search(a) or _SURROGATE.search(a) for a in self.authors):
+            object.__setattr__(self, "authors", tuple(_clean_text(a) for a in self.authors))
+        for name in ("url", "pdf_url"):
+            value = getattr(self, name)
+            if _URL_UNSAFE.search(value):
+                object.__setattr__(self, name, _clean_url(value))
+        if any(_URL_UNSAFE.search(u) for u in self.links):
+            object.__setattr__(self, "links", tuple(_clean_url(u) for u in self.links))
         if self.kind not in KINDS:
             raise ValueError(f"unknown item kind {self.kind!r}")
         if self.published is not None and self.published.tzinfo is None:
@@ -105,6 +118,17 @@ def embed_text(title: str, summary: str, max_chars: int = 1200) -> str:
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _clean_text(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text.translate(_CONTROL))
+
+
+def _clean_url(url: str) -> str:
+    """Surrounding blanks dropped, unsafe characters inside percent-encoded."""
+    url = url.strip(" \t\r\n\f\v")
+    return _URL_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in
+                                             m.group().encode("utf-8", "surrogatepass")), url)
 
 
 def item_key(arxiv_id: str, url: str, source: str = "", guid: str = "") -> str:

@@ -451,3 +451,23 @@ def test_arxiv_answering_200_with_no_feed_is_an_error(
     assert r.line() == f"cs.LG: error: arXiv answered with something that is not a feed: {what}"
     assert store.source_state("cs.LG").failures == 1
     assert "Malformed feed" not in caplog.text
+
+
+def test_a_lone_surrogate_or_a_broken_url_in_a_feed_stops_nothing(server: LocalServer,
+                                                                 tmp_path: Path) -> None:
+    """A JSON Feed may escape a lone surrogate ("\\ud800") that UTF-8 cannot carry: hashing
+    the item crashed the whole collection. URLs with blanks or escape sequences are stored
+    percent-encoded, never as they came."""
+    feed = ('{"version": "https://jsonfeed.org/version/1.1", "title": "Odd", "items": ['
+            '{"id": "1", "url": "https://e.org/a b\\u001b[2J", "title": "broken \\ud800 title",'
+            ' "content_text": "x\\udfffy", "authors": [{"name": "A\\ud83d"}]}]}')
+    odd = server.add("/odd.json", body=feed.encode(), content_type="application/feed+json")
+    good = server.add("/good.xml", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes())
+    reports, store = collect_feeds(tmp_path, {"Odd": odd, "Good": good})
+    assert reports["Odd"].line() == "Odd: 1 new (1 in feed)"
+    assert reports["Good"].line() == "Good: 2 new (2 in feed)"
+    [item] = [s.item for s in store.items_since(datetime(2000, 1, 1, tzinfo=UTC))
+              if s.item.source == "Odd"]
+    assert (item.title, item.summary, item.authors) == ("broken \ufffd title", "x\ufffdy",
+                                                        ("A\ufffd",))
+    assert item.url == "https://e.org/a%20b%1B[2J"

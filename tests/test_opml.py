@@ -261,3 +261,25 @@ def test_reimporting_an_export_doubles_nothing(sources: Path, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[-1] == "0 added, 4 skipped (4 feeds in export.opml)"
     assert sources.read_bytes() == before
+
+
+@pytest.mark.parametrize("args", [[], ["-o", "-"]])
+def test_export_to_a_stdout_that_is_not_utf8_is_still_the_utf8_it_declares(
+        args: list[str], tmp_path: Path) -> None:
+    """On a cp1252 pipe the document came out in cp1252 under `encoding="UTF-8"` (a reader
+    refused it), and `-o -` wrote a file named "-"."""
+    import os
+    import subprocess
+    import sys
+
+    sources = tmp_path / "sources.yaml"
+    sources.write_text('blogs:\n  - {name: "Café 🎉", url: "https://cafe.example.org/feed"}\n',
+                       encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    r = subprocess.run([sys.executable, "-m", "feedbot", "--sources", str(sources),
+                        "export-opml", *args], capture_output=True, env=env, cwd=tmp_path,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [(t, u) for t, u, _ in parse_opml(r.stdout)] == \
+        [("Café 🎉", "https://cafe.example.org/feed")]
+    assert not (tmp_path / "-").exists()
