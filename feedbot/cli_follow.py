@@ -7,6 +7,7 @@ invalid request (the file is then untouched), 1 when a blog URL could not be che
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,7 +145,9 @@ def export_opml(app: App, output: Path | None) -> None:
     text = render_opml(app.config)
     if output is None or str(output) == "-":
         # UTF-8 bytes, as the document declares, whatever stdout's own encoding (cp1252...)
-        click.get_binary_stream("stdout").write(text.encode("utf-8"))
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.flush()
     else:
         try:
             output.write_text(text, encoding="utf-8")
