@@ -53,7 +53,8 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,30 +220,38 @@ def feedback_scores(papers: Sequence[Paper], X: np.ndarray, pool: np.ndarray, ba
     labelled = np.any(np.stack(list(rel.values())), axis=0)
     rng = np.random.default_rng(seed + 7919)
     out: dict[str, np.ndarray] = {}
+    with feedback_store(papers, X, np.concatenate([pool, outside]), emb.model_id) as store:
+        for s in rel:
+            at = (given_at or {}).get(s, s)
+            r = rel[at]
+            ups = rng.permutation(outside[r[outside]])[:n]
+            downs = rng.permutation(outside[~r[outside] & labelled[outside]])[:n]
+            for i, value in [(i, "up") for i in ups] + [(i, "down") for i in downs]:
+                store.set_feedback(f"bench-{s}", f"arxiv:{papers[i].id}", value, NOW, stage=at)
+            scorer = learn.feedback_scorer(store, emb, chat=f"bench-{s}", now=NOW, stage=s,
+                                           other_stages=other_stages)
+            out[s] = scorer(X[pool]) if scorer is not None else np.zeros(len(pool))
+    return out
+
+
+@contextmanager
+def feedback_store(papers: Sequence[Paper], X: np.ndarray, idx: np.ndarray,
+                   model_id: str) -> Iterator[Store]:
+    """A store holding the papers `idx` with their vectors, in a temporary FEEDBOT_HOME (where
+    the feedback models are saved), both gone afterwards."""
     with tempfile.TemporaryDirectory() as home:
         old_home = os.environ.get("FEEDBOT_HOME")
         os.environ["FEEDBOT_HOME"] = home
+        store = Store(Path(home) / "bench.db")
         try:
-            store = Store(Path(home) / "bench.db")
-            _fill_store(store, papers, X, np.concatenate([pool, outside]), emb.model_id)
-            for s in rel:
-                at = (given_at or {}).get(s, s)
-                r = rel[at]
-                ups = rng.permutation(outside[r[outside]])[:n]
-                downs = rng.permutation(outside[~r[outside] & labelled[outside]])[:n]
-                for i, value in [(i, "up") for i in ups] + [(i, "down") for i in downs]:
-                    store.set_feedback(f"bench-{s}", f"arxiv:{papers[i].id}", value, NOW,
-                                       stage=at)
-                scorer = learn.feedback_scorer(store, emb, chat=f"bench-{s}", now=NOW, stage=s,
-                                               other_stages=other_stages)
-                out[s] = scorer(X[pool]) if scorer is not None else np.zeros(len(pool))
-            store.close()
+            _fill_store(store, papers, X, idx, model_id)
+            yield store
         finally:
+            store.close()
             if old_home is None:
                 os.environ.pop("FEEDBOT_HOME", None)
             else:
                 os.environ["FEEDBOT_HOME"] = old_home
-    return out
 
 
 def shown_feedback_runs(st: Setup, pools: list[np.ndarray], base: np.ndarray,
@@ -257,42 +266,30 @@ def shown_feedback_runs(st: Setup, pools: list[np.ndarray], base: np.ndarray,
         outside = np.setdiff1d(base, pool)
         cands_pool = candidates(st.papers, pool)
         res: dict[str, list[tuple[float, int, int]]] = {}
-        with tempfile.TemporaryDirectory() as home:
-            old_home = os.environ.get("FEEDBOT_HOME")
-            os.environ["FEEDBOT_HOME"] = home
-            try:
-                store = Store(Path(home) / "bench.db")
-                _fill_store(store, st.papers, st.X, np.concatenate([pool, outside]),
-                            st.emb.model_id)
-                for s, r in st.rel.items():
-                    rng = np.random.default_rng(seed + 104729)
-                    stream = rng.permutation(outside)[:days * batch]
-                    chat, ups, downs = f"bench-{s}", 0, 0
-                    scorer = None
-                    for day in range(days + 1):
-                        fb = scorer(st.X[pool]) if scorer is not None else None
-                        order = feedbot_order(st.X[pool], cands_pool, st.sv, s, bench_weights(),
-                                              fb)
-                        res.setdefault(s, []).append((precision(r[pool], order), ups, downs))
-                        if day == days:
-                            break
-                        today = stream[day * batch:(day + 1) * batch]
-                        fb_today = scorer(st.X[today]) if scorer is not None else None
-                        shown = feedbot_order(st.X[today], candidates(st.papers, today), st.sv,
-                                              s, bench_weights(), fb_today)
-                        for i in today[shown]:
-                            value = "up" if r[i] else "down"
-                            ups, downs = ups + (value == "up"), downs + (value == "down")
-                            store.set_feedback(chat, f"arxiv:{st.papers[i].id}", value,
-                                               NOW + timedelta(days=day), stage=s)
-                        scorer = learn.feedback_scorer(store, st.emb, chat=chat,
-                                                       now=NOW + timedelta(days=day), stage=s)
-                store.close()
-            finally:
-                if old_home is None:
-                    os.environ.pop("FEEDBOT_HOME", None)
-                else:
-                    os.environ["FEEDBOT_HOME"] = old_home
+        with feedback_store(st.papers, st.X, np.concatenate([pool, outside]),
+                            st.emb.model_id) as store:
+            for s, r in st.rel.items():
+                rng = np.random.default_rng(seed + 104729)
+                stream = rng.permutation(outside)[:days * batch]
+                chat, ups, downs = f"bench-{s}", 0, 0
+                scorer = None
+                for day in range(days + 1):
+                    fb = scorer(st.X[pool]) if scorer is not None else None
+                    order = feedbot_order(st.X[pool], cands_pool, st.sv, s, bench_weights(), fb)
+                    res.setdefault(s, []).append((precision(r[pool], order), ups, downs))
+                    if day == days:
+                        break
+                    today = stream[day * batch:(day + 1) * batch]
+                    fb_today = scorer(st.X[today]) if scorer is not None else None
+                    shown = feedbot_order(st.X[today], candidates(st.papers, today), st.sv, s,
+                                          bench_weights(), fb_today)
+                    for i in today[shown]:
+                        value = "up" if r[i] else "down"
+                        ups, downs = ups + (value == "up"), downs + (value == "down")
+                        store.set_feedback(chat, f"arxiv:{st.papers[i].id}", value,
+                                           NOW + timedelta(days=day), stage=s)
+                    scorer = learn.feedback_scorer(store, st.emb, chat=chat,
+                                                   now=NOW + timedelta(days=day), stage=s)
         runs.append(res)
     return runs
 
