@@ -4,11 +4,20 @@ This is the one pipeline the CLI, the bot and the scheduler all call. It does no
 render or deliver; it never writes delivery state. Scoring itself lives in `rank.py` (pure);
 here we only gather what the ranker needs and turn its choices into `DigestEntry`s, merging
 the sources of near-duplicates the ranker collapsed into one entry.
+
+Only items of sources the learner still follows are candidates (`following`): after an
+unfollow (`feedbot unfollow`, `/unfollow`, or an entry deleted from sources.yaml) that source's
+items leave the next digest, unless another followed source brought them too (the same paper
+from an arXiv query, a followed person's post sharing it). Nothing is deleted: following the
+source again brings them back, and votes and read-later bookmarks on them stay (the votes go
+on teaching the ranker, which learns what the learner likes, not whom they follow).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +34,8 @@ from .roadmap import Roadmap, Stage
 from .store import CandidateRows, Store, StoredItem
 
 DEMO_SOURCE = "feedbot demo"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,6 +136,61 @@ def demo_items(now: datetime) -> list[StoredItem]:
 FeedbackFn = Callable[[np.ndarray], np.ndarray | None]
 
 
+@dataclass(frozen=True)
+class Following:
+    """Which stored source names the digest leaves out, and which it knows by a new name.
+
+    Items are stored under the name of each source that brought them (`item_sources`), so
+    this is decided per name, from the sources feedbot knows (it collected them, or saw them
+    in sources.yaml: `Store.known_sources`) against the configuration now:
+
+    - `hidden`: known names no longer in the configuration. Their items leave the digest
+      unless a followed source brought them too.
+    - `renamed`: known names no longer in the configuration whose kind and target (feed URL,
+      arXiv query, handle) a configured source has: the same source under a new name, whose
+      old items stay (shown under the new name). This needs the target recorded under the
+      old name, which every digest does. Not recognised, so taken as an unfollow and a new
+      follow (the old items come back as far as the renamed source collects them again): a
+      rename and a new target in one edit, and a source collected only by releases before
+      this one and renamed before any digest ran.
+
+    A name feedbot never knew as a source (items written by another tool or a test) is
+    neither: its items stay, since nothing says the learner stopped following it.
+    """
+
+    hidden: frozenset[str] = frozenset()
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    def name(self, source: str) -> str:
+        """A source's name in the configuration now."""
+        return self.renamed.get(source, source)
+
+
+def following(cfg: Config, store: Store) -> Following:
+    """The sources the learner follows now (see `Following`); records what each configured
+    source fetches, so that a later rename is recognised."""
+    specs = cfg.sources()
+    try:
+        store.remember_sources((s.name, s.kind, s.target) for s in specs)
+    except sqlite3.OperationalError as e:  # busy or read-only: the next digest records it
+        log.debug("could not record the configured sources: %s", e)
+    current = {s.name for s in specs}
+    by_target: dict[tuple[str, str], str] = {}
+    for s in specs:
+        by_target.setdefault((s.kind, s.target), s.name)
+    hidden: set[str] = set()
+    renamed: dict[str, str] = {}
+    for name, (kind, target) in store.known_sources().items():
+        if name in current:
+            continue
+        new = by_target.get((kind, target)) if target else None
+        if new is not None:
+            renamed[name] = new
+        else:
+            hidden.add(name)
+    return Following(frozenset(hidden), renamed)
+
+
 @dataclass
 class Pool:
     """The digest's candidates: ids, what the ranker needs, and their vectors (row-aligned).
@@ -137,6 +203,8 @@ class Pool:
     cands: Candidates
     X: np.ndarray
     loaded: dict[str, StoredItem] = field(default_factory=dict)  # whole items loaded so far
+    follows: Following = field(default_factory=Following)
+    sharers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # followed ones only
 
     def items(self, store: Store, indices: list[int]) -> list[StoredItem]:
         want = [self.ids[i] for i in indices if self.ids[i] not in self.loaded]
@@ -145,32 +213,40 @@ class Pool:
 
 
 def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
-           exclude: Collection[str] = (), duplicate: float | None = None) -> Pool:
+           exclude: Collection[str] = (), duplicate: float | None = None,
+           follows: Following | None = None) -> Pool:
     """Candidates published in the window, with their vectors; a shared item replaces the
     posts that shared it (and comes back into the window with them).
+
+    `follows` leaves out the items of sources no longer followed (in the store's query) and
+    their shares; the `source` of each candidate is a followed one, by its name now.
 
     `exclude` (items already delivered) also leaves out what the ranker would have collapsed
     into them: the other items of their story (a paper, posts about it) and, with
     `duplicate`, items whose vectors are at least that close to one of them in the window.
     """
-    rows = store.candidates(embedder.model_id, now - since)
+    f = follows or Following()
+    rows = store.candidates(embedder.model_id, now - since, hidden=f.hidden, rename=f.renamed)
     keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude]
     gone_groups: set[str] = set()
     if exclude:
         keep, gone_groups = _not_told_before(rows, keep, exclude, duplicate)
-    posts = [rows.ids[i] for i in keep if rows.kinds[i] == "social"]
+    post_source = {rows.ids[i]: rows.sources[i] for i in keep if rows.kinds[i] == "social"}
+    posts = list(post_source)
     loaded = {s.id: s for s in store.get_items(posts)}
     shared = store.shares(posts)  # post id -> the item it shared
     shared_at: dict[str, datetime] = {}
+    shared_from: dict[str, str] = {}  # shared item -> the (followed) source of a post
     for post, target in shared.items():
         when = loaded[post].when
         shared_at[target] = max(when, shared_at.get(target, when))
+        shared_from.setdefault(target, post_source[post])
     present = {rows.ids[i] for i in keep}
     extra = [s for s in store.get_items(t for t in shared_at if t not in present)
              if s.id not in exclude and not (gone_groups and story_group(s) in gone_groups)]
     loaded.update((s.id, s) for s in extra)
     keep = [i for i in keep if rows.ids[i] not in shared]
-    sharers = store.sharers()
+    sharers = store.sharers(hidden=f.hidden)
     ids = [rows.ids[i] for i in keep] + [s.id for s in extra]
     no_vector = set(rows.missing)
     missing = [n for n, i in enumerate(keep) if i in no_vector]
@@ -196,12 +272,17 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
                 for i, lk in zip(ids, col(rows.links), strict=False)],
         summaries=col(rows.heads))
     if not extra:
-        return Pool(ids, main, X, loaded)
-    more = [Candidate(source=s.sources[0],
+        return Pool(ids, main, X, loaded, f, sharers)
+    more = [Candidate(source=_own_source(s, f) or shared_from[s.id],
                       age_days=(now - max(s.when, shared_at[s.id])).total_seconds() / 86400,
                       title=s.item.title, shared_by=sharers.get(s.id, s.shared_by),
                       group=story_group(s), summary=s.item.summary) for s in extra]
-    return Pool(ids, _concat(main, Candidates.of(more)), X, loaded)
+    return Pool(ids, _concat(main, Candidates.of(more)), X, loaded, f, sharers)
+
+
+def _own_source(s: StoredItem, follows: Following) -> str | None:
+    """The first followed source that brought `s` itself (not a share), by its name now."""
+    return next((follows.name(n) for n in s.sources if n not in follows.hidden), None)
 
 
 def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[str],
@@ -282,17 +363,23 @@ def build_digest(
         from .config import parse_duration
 
         since = timedelta(seconds=parse_duration(cfg.learner.since))
+    follows = following(cfg, store)
     pool = gather(store, embedder, now=now, since=since, exclude=exclude,
-                  duplicate=cfg.ranking.duplicate)
+                  duplicate=cfg.ranking.duplicate, follows=follows)
     demo = False
     notes: list[str] = []
+    # The demo set is for a store with nothing in it: not for one whose items all come from
+    # sources no longer followed, which the note below says instead.
     if not pool.ids and allow_demo and store.item_count() == 0:
         pool, demo = demo_pool(store, embedder, now), True
         notes.append("nothing collected yet: showing the bundled demo items")
     if not pool.ids:
+        if not demo and (n := store.count_hidden(now - since, follows.hidden)):
+            notes.append(unfollowed_note(n, since))
         return Digest(stage, now, [], demo=demo, notes=notes)
     sv = stage_vectors(store, embedder, roadmap)
     specs = {s.name: s for s in cfg.sources()}
+    specs.update((old, specs[new]) for old, new in follows.renamed.items())
     fb = feedback(pool.X) if feedback is not None else None
     liked = getattr(feedback, "liked", None)
     scored = rank(pool.X, pool.cands, sv, stage.id, cfg.ranking, limit=limit,
@@ -305,7 +392,7 @@ def build_digest(
     entries = []
     for sc in scored:
         main, *also = pool.items(store, [sc.index, *sc.also])
-        entries.append(_entry(main, also, sc, label))
+        entries.append(_entry(main, also, sc, label, pool, pool.cands.sources[sc.index]))
     weights = {k: float(getattr(cfg.ranking, k)) for k in (scored[0].parts if scored else ())}
     return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids),
                   weights=weights)
@@ -331,14 +418,28 @@ def candidates(stored: list[StoredItem], now: datetime) -> list[Candidate]:
     ]
 
 
-def _entry(s: StoredItem, also: list[StoredItem], sc: Scored,
-           label: Callable[[str], str]) -> DigestEntry:
-    """One digest entry; near-duplicates collapsed into it add their sources and sharers."""
+def unfollowed_note(n: int, since: timedelta) -> str:
+    """What an empty digest says when items in its window were left out as unfollowed."""
+    span = (f"{since.days} day{'s' if since.days != 1 else ''}" if since.days and
+            not since.seconds else f"{since.total_seconds() / 3600:g} hours")
+    return (f"nothing from the sources you follow in the last {span}: the {n} item"
+            f"{'s' if n != 1 else ''} collected then came from sources you no longer follow "
+            f"(follow one again to see its items)")
+
+
+def _entry(s: StoredItem, also: list[StoredItem], sc: Scored, label: Callable[[str], str],
+           pool: Pool, ranked_as: str) -> DigestEntry:
+    """One digest entry; near-duplicates collapsed into it add their sources and sharers.
+
+    Sources no longer followed are not named; an item kept only because a followed post
+    shared it is named by that post's source (`ranked_as`, its source in the ranking)."""
     it = s.item
-    names = list(dict.fromkeys(n for x in [s, *also] for n in x.sources))
-    shared = list(dict.fromkeys(p for x in [s, *also] for p in x.shared_by))
+    hidden = pool.follows.hidden
+    main = _own_source(s, pool.follows) or ranked_as
+    names = [main, *(n for x in [s, *also] for n in x.sources if n not in hidden)]
+    shared = list(dict.fromkeys(p for x in [s, *also] for p in pool.sharers.get(x.id, ())))
     return DigestEntry(
-        id=s.id, title=it.title, url=it.url, source=label(s.sources[0]), kind=it.kind,
+        id=s.id, title=it.title, url=it.url, source=label(main), kind=it.kind,
         authors=list(it.authors), published=it.published, score=sc.score, why=sc.why,
         summary=it.summary, sources=list(dict.fromkeys(label(n) for n in names)),
         shared_by=shared, parts=sc.parts,

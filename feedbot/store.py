@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,6 +131,13 @@ MIGRATIONS: list[str] = [
     INSERT INTO bookmarks(chat, item_id, at)
         SELECT chat, item_id, at FROM feedback WHERE value = 'later';
     DELETE FROM feedback WHERE value = 'later';
+    """,
+    # 6: what each source fetches (its kind and feed URL, arXiv query or handle), recorded
+    # from sources.yaml, so that a source renamed there is still known by its old name's
+    # items (see `Store.remember_sources`). '' where not recorded yet.
+    """
+    ALTER TABLE source_state ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+    ALTER TABLE source_state ADD COLUMN target TEXT NOT NULL DEFAULT '';
     """,
 ]
 
@@ -436,26 +443,48 @@ class Store:
         return self._rows_to_items(self.db.execute(sql, args).fetchall())
 
     def candidates(self, model: str, since: datetime | None = None, *,
-                   dim: int | None = None, head: int = 400) -> CandidateRows:
+                   dim: int | None = None, head: int = 400, hidden: Collection[str] = (),
+                   rename: Mapping[str, str] | None = None) -> CandidateRows:
         """Columns and stacked vectors of items since `since`, newest first, in one query.
 
         This is the digest's hot path at scale: no per-item objects, no JSON, one pass over
         the rows, and the vectors land in one contiguous float32 matrix.
+
+        `hidden` names sources the learner no longer follows: an item every one of whose
+        sources (`item_sources`, shares included, and the `items.source` that first brought
+        it) is hidden is left out; nothing is deleted. An item kept through another source
+        reports that one as its source (its own sources before those of posts that shared
+        it). `rename` maps a source's old name to its name now, for the `sources` column.
+        Both are done in SQL: with neither given the query is the plain one.
         """
         with self.snapshot():  # the count and the rows must see the same items
-            return self._candidates(model, since, dim, head)
+            return self._candidates(model, since, dim, head, tuple(hidden), dict(rename or {}))
 
     def _candidates(self, model: str, since: datetime | None, dim: int | None,
-                    head: int) -> CandidateRows:
-        where, args = "", []
-        if since is not None:
-            where, args = " WHERE coalesce(i.published, i.first_seen) >= ?", [since.timestamp()]
+                    head: int, hidden: tuple[str, ...], rename: dict[str, str]
+                    ) -> CandidateRows:
+        where, args = _window(since)
+        source, source_args = "i.source", []
+        if hidden:
+            names = json.dumps(sorted(set(hidden)))
+            where += f" AND {_FOLLOWED}"
+            args += [names, names]
+            source = ("CASE WHEN i.source IN (SELECT value FROM json_each(?)) THEN (SELECT "
+                      "s.source FROM item_sources s WHERE s.item_id = i.id AND s.source NOT IN "
+                      "(SELECT value FROM json_each(?)) ORDER BY s.via != '', s.seen, s.rowid "
+                      "LIMIT 1) ELSE i.source END")
+            source_args = [names, names]
+        if rename:
+            renames = sorted(rename.items())
+            whens = " ".join("WHEN ? THEN ?" for _ in renames)
+            source = f"CASE {source} {whens} ELSE {source} END"
+            source_args = [*source_args, *(x for r in renames for x in r), *source_args]
         order = f"{where} ORDER BY coalesce(i.published, i.first_seen) DESC, i.id"
         rows = self.db.execute(
-            "SELECT i.id, i.source, i.title, i.kind, coalesce(i.published, i.first_seen), "
+            f"SELECT i.id, {source}, i.title, i.kind, coalesce(i.published, i.first_seen), "
             "i.content_hash, substr(i.summary, 1, ?), "
             f"CASE WHEN i.links != '[]' THEN i.links END FROM items i{order}",
-            [head, *args]).fetchall()
+            [*source_args, head, *args]).fetchall()
         if dim is None:
             found = self.db.execute("SELECT dim FROM vectors WHERE model = ? LIMIT 1",
                                     (model,)).fetchone()
@@ -549,13 +578,17 @@ class Store:
                 out[r[0]] = r[1]
         return out
 
-    def sharers(self) -> dict[str, tuple[str, ...]]:
-        """item id → the people (or sources) whose posts shared it, for every shared item."""
+    def sharers(self, hidden: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
+        """item id → the people (or sources) whose posts shared it, for every shared item.
+
+        Shares by `hidden` sources (no longer followed) are left out."""
         out: dict[str, list[str]] = {}
-        for item, who in self.db.execute(
-            "SELECT item_id, CASE WHEN person != '' THEN person ELSE source END "
-            "FROM item_sources WHERE via != '' ORDER BY seen, rowid",
-        ):
+        sql, args = ("SELECT item_id, CASE WHEN person != '' THEN person ELSE source END "
+                     "FROM item_sources WHERE via != ''"), []
+        if hidden:
+            sql += " AND source NOT IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(sorted(set(hidden))))
+        for item, who in self.db.execute(sql + " ORDER BY seen, rowid", args):
             out.setdefault(item, []).append(who)
         return {k: tuple(dict.fromkeys(v)) for k, v in out.items()}
 
@@ -572,7 +605,52 @@ class Store:
         return int(self.db.execute("SELECT count(*) FROM item_sources WHERE source = ?",
                                    (source,)).fetchone()[0])
 
+    def count_hidden(self, since: datetime | None, hidden: Collection[str]) -> int:
+        """How many items since `since` `candidates(hidden=...)` leaves out: those whose every
+        source is hidden (no longer followed)."""
+        if not hidden:
+            return 0
+        where, args = _window(since)
+        names = json.dumps(sorted(set(hidden)))
+        return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND NOT {_FOLLOWED}",
+                                   [*args, names, names]).fetchone()[0])
+
     # --- per-source state -----------------------------------------------------------------
+
+    def remember_sources(self, sources: Iterable[tuple[str, str, str]]) -> bool:
+        """Record the configured sources as (name, kind, target): what each one fetches.
+
+        Writes only what changed (a digest calls this every time) and returns whether it
+        wrote. When a configured source's target changes, sources no longer configured that
+        stood for it (the same kind and target: its old names) take the new target along, so
+        that a rename followed by a new feed URL still finds the old name's items.
+        """
+        want = {name: (kind, target) for name, kind, target in sources}
+        have = self.known_sources()
+        changed = {n: kt for n, kt in want.items() if have.get(n) != kt}
+        if not changed:
+            return False
+        with self.transaction():
+            for name, (kind, target) in changed.items():
+                before = have.get(name)
+                # carry along the old names that stood for it (unless another source
+                # still fetches what it fetched)
+                if before and before[1] and before not in want.values():
+                    self.db.execute(
+                        "UPDATE source_state SET kind = ?, target = ? WHERE kind = ? AND "
+                        "target = ? AND name NOT IN (SELECT value FROM json_each(?))",
+                        (kind, target, *before, json.dumps(list(want))))
+                self._ensure_state(name)
+                self.db.execute("UPDATE source_state SET kind = ?, target = ? WHERE name = ?",
+                                (kind, target, name))
+        return True
+
+    def known_sources(self) -> dict[str, tuple[str, str]]:
+        """Every source feedbot has collected or seen configured → (kind, target), both ''
+        where not recorded (collected before targets were recorded)."""
+        return {r[0]: (r[1], r[2]) for r in self.db.execute(
+            "SELECT name, kind, target FROM source_state")}
+
 
     def source_state(self, name: str) -> SourceState:
         r = self.db.execute("SELECT * FROM source_state WHERE name = ?", (name,)).fetchone()
@@ -681,7 +759,12 @@ class Store:
                             (chat, item_id_))
 
     def bookmarks(self, chat: str) -> list[str]:
-        """The chat's read-later item ids, the latest saved first."""
+        """The chat's read-later item ids, the latest saved first.
+
+        Items of sources the learner has since unfollowed stay on the list (unlike in the
+        digest): saving an item was a choice about that item, made after reading its title,
+        and unfollowing a source is a choice about what comes next. A 👍/👎 takes it off.
+        """
         return [r[0] for r in self.db.execute(
             "SELECT item_id FROM bookmarks WHERE chat = ? ORDER BY at DESC, rowid DESC",
             (chat,))]
@@ -727,6 +810,19 @@ def unwrap_ref(ref: str) -> str:
     while len(ref) > 2 and _WRAPPERS.get(ref[0]) == ref[-1]:
         ref = ref[1:-1].strip()
     return ref
+
+
+# An item some source that is not hidden brought (the `?`s: the hidden names, a JSON list).
+_FOLLOWED = ("(i.source NOT IN (SELECT value FROM json_each(?)) OR EXISTS (SELECT 1 FROM "
+             "item_sources s WHERE s.item_id = i.id AND s.source NOT IN "
+             "(SELECT value FROM json_each(?))))")
+
+
+def _window(since: datetime | None) -> tuple[str, list[Any]]:
+    """` WHERE` clause (and its argument) of items published (else first seen) since `since`."""
+    if since is None:
+        return " WHERE 1=1", []
+    return " WHERE coalesce(i.published, i.first_seen) >= ?", [since.timestamp()]
 
 
 def _decode(blob: bytes, dim: int) -> np.ndarray:

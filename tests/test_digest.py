@@ -183,3 +183,177 @@ def test_feedback_on_a_demo_item_as_copied_says_it_is_a_demo_item(
     ref = form.format(id=demo.id, ID=demo.id.upper(), url=demo.item.url)
     res = CliRunner().invoke(main, ["feedback", ref, "up"])
     assert res.exit_code == 2 and "bundled demo items" in res.stderr
+
+
+# --- sources no longer followed ---------------------------------------------------------------
+
+ADA = """\
+arxiv:
+  - name: cs.CV
+    category: cs.CV
+people:
+  - name: Ada Lovelace
+    x: ada
+"""
+
+
+def config(text: str) -> Config:
+    return load_config("sources.yaml", text=text)
+
+
+def without(*names: str) -> Config:
+    """`SOURCES` with these blogs deleted, as `feedbot unfollow NAME` leaves the file."""
+    lines = SOURCES.splitlines()
+    for name in names:
+        at = lines.index(f"  - name: {name}")
+        del lines[at:at + 2]
+    if lines[0] == "blogs:" and lines[1] == "arxiv:":  # no blog left
+        del lines[0]
+    return config("\n".join(lines) + "\n")
+
+
+def digest_with(c: Config, store: Store, emb: Any, **kw: Any) -> Any:
+    kw = {"stage_id": "cnn", "allow_demo": False} | kw
+    return build_digest(c, store, emb, load_roadmap(), now=NOW, **kw)
+
+
+def test_an_unfollowed_source_leaves_the_digest_and_following_it_again_brings_it_back(
+        fake_emb: Any) -> None:
+    """Nothing is deleted: the items, the votes and the read-later bookmark all stay."""
+    store = Store(":memory:")
+    notes = post("Vision Notes", "seg", "Segmentation with convolutional networks",
+                 "Our notes on segmenting images.")
+    store.upsert_items([paper(), notes], NOW)
+    assert len(digest(store, fake_emb).items) == 2  # followed: both
+    store.set_feedback("c1", notes.id, "up", NOW)
+    store.set_feedback("c1", notes.id, "later", NOW)
+    gone = digest_with(without("Vision Notes"), store, fake_emb)
+    assert [e.id for e in gone.items] == ["arxiv:2611.00001"]
+    assert gone.candidates == 1
+    assert store.item_count() == 2 and store.get_item(notes.id) is not None
+    assert [v.item_id for v in store.feedback("c1")] == [notes.id]
+    assert store.bookmarks("c1") == [notes.id]
+    back = digest(store, fake_emb)
+    assert {e.id for e in back.items} == {"arxiv:2611.00001", notes.id}
+
+
+def test_a_source_collected_but_never_in_a_digest_is_unfollowed_too(fake_emb: Any) -> None:
+    """A source is known from its collection state (`feedbot collect`), not only from a digest
+    that saw it configured."""
+    store = Store(":memory:")
+    store.upsert_items([paper(), post("Vision Notes", "seg", "Segmentation notes", "Notes.")],
+                       NOW)
+    store.record_success("Vision Notes", NOW)
+    d = digest_with(without("Vision Notes"), store, fake_emb)
+    assert [e.id for e in d.items] == ["arxiv:2611.00001"]
+
+
+def test_an_item_stays_while_any_source_that_brought_it_is_followed(fake_emb: Any) -> None:
+    """The same post from two blogs: unfollowing the blog that brought it first keeps it, named
+    by the blog still followed."""
+    store = Store(":memory:")
+    text = ("Pooling in convolutional networks", "Filters, stride and pooling for images.")
+    one = post("Vision Notes", "pool", *text)
+    two = Item(one.title, one.url, "Pixel Digest", "post", published=one.published,
+               summary=one.summary)
+    store.upsert_items([one], NOW)
+    store.upsert_items([two], NOW)  # the same URL: one item, two sources
+    assert store.item_count() == 1
+    digest(store, fake_emb)
+    [entry] = digest_with(without("Vision Notes"), store, fake_emb).items
+    assert entry.source == "Pixel Digest" and entry.sources == ["Pixel Digest"]
+    assert digest_with(without("Vision Notes", "Pixel Digest"), store, fake_emb).items == []
+
+
+def shared_paper(store: Store) -> Item:
+    """A cs.CV paper that Ada's post on X shared; returns the post."""
+    store.upsert_items([paper()], NOW)
+    share = Item(title="Look at this", url="https://x.com/ada/status/1",
+                 source="Ada Lovelace/x", kind="social", published=NOW - timedelta(minutes=5),
+                 person="Ada Lovelace", links=("https://arxiv.org/abs/2611.00001",))
+    store.upsert_items([share], NOW)
+    store.add_share("arxiv:2611.00001", "Ada Lovelace/x", "Ada Lovelace", share.id, NOW)
+    return share
+
+
+def test_a_paper_shared_by_a_followed_person_stays_when_its_query_is_unfollowed(
+        fake_emb: Any) -> None:
+    store = Store(":memory:")
+    shared_paper(store)
+    [entry] = digest_with(config(ADA), store, fake_emb).items
+    assert entry.source == "arXiv cs.CV" and entry.shared_by == ["Ada Lovelace"]
+    only_ada = ADA.replace("arxiv:\n  - name: cs.CV\n    category: cs.CV\n", "")
+    [entry] = digest_with(config(only_ada), store, fake_emb).items
+    assert entry.id == "arxiv:2611.00001" and "shared by Ada Lovelace" in entry.why
+    assert entry.source == "Ada Lovelace on X" and entry.sources == ["Ada Lovelace on X"]
+
+
+def test_an_unfollowed_person_no_longer_shares_or_brings_back_a_paper(fake_emb: Any) -> None:
+    store = Store(":memory:")
+    share = shared_paper(store)
+    digest_with(config(ADA), store, fake_emb)
+    no_ada = config(ADA.split("people:")[0])
+    [entry] = digest_with(no_ada, store, fake_emb).items  # cs.CV still brings the paper
+    assert entry.shared_by == [] and "Ada" not in entry.why
+    assert "Ada Lovelace on X" not in entry.sources
+    # A recent share brings a paper from outside the window back into it; an unfollowed
+    # person's share no longer does.
+    late = NOW + timedelta(days=3)
+    store.db.execute("UPDATE items SET published = ? WHERE id = ?",
+                     (late.timestamp() - 60, share.id))
+
+    def late_digest(c: Config) -> list[str]:
+        d = build_digest(c, store, fake_emb, load_roadmap(), now=late, stage_id="cnn",
+                         since=timedelta(days=1), allow_demo=False)
+        return [e.id for e in d.items]
+
+    assert late_digest(config(ADA)) == ["arxiv:2611.00001"]
+    assert late_digest(no_ada) == []
+
+
+def test_a_renamed_source_keeps_its_items_under_the_new_name(fake_emb: Any) -> None:
+    """Items are stored under the source's name; a source renamed in sources.yaml (the same
+    feed URL) still shows the items collected under its old name, and its weight applies."""
+    store = Store(":memory:")
+    notes = post("Vision Notes", "seg", "Segmentation with convolutional networks",
+                 "Our notes on segmenting images.")
+    store.upsert_items([notes], NOW)
+    store.record_success("Vision Notes", NOW)
+    digest(store, fake_emb)  # a digest records what each source fetches
+    renamed = SOURCES.replace("name: Vision Notes\n", "name: Vision Weekly\n    weight: 2.0\n")
+    [entry] = digest_with(config(renamed), store, fake_emb, limit=1).items
+    assert entry.id == notes.id and entry.source == "Vision Weekly"
+    assert entry.sources == ["Vision Weekly"]
+    # then its feed moves: the old name's items follow the source
+    moved = renamed.replace("vision.example.org/feed.xml", "vision.example.org/atom.xml")
+    assert [e.id for e in digest_with(config(moved), store, fake_emb).items] == [notes.id]
+    # and a different feed under the old name is not the same source
+    other = SOURCES.replace("vision.example.org/feed.xml", "elsewhere.example.org/feed.xml")
+    digest_with(config(moved), store, fake_emb)
+    assert [e.id for e in digest_with(config(other), store, fake_emb).items] == [notes.id]
+
+
+def test_a_digest_whose_sources_were_all_unfollowed_says_so_rather_than_show_the_demo(
+        fake_emb: Any) -> None:
+    store = Store(":memory:")
+    empty = build_digest(cfg(), store, fake_emb, load_roadmap(), now=NOW, stage_id="cnn")
+    assert empty.demo is True and empty.items  # nothing collected: the demo set
+    store.upsert_items([paper(), post("Vision Notes", "seg", "Segmentation", "Notes.")], NOW)
+    digest(store, fake_emb)
+    none = config("learner: {stage: cnn}\n")
+    d = build_digest(none, store, fake_emb, load_roadmap(), now=NOW, stage_id="cnn",
+                     since=timedelta(days=7))
+    assert d.demo is False and d.items == []
+    assert d.notes == ["nothing from the sources you follow in the last 7 days: the 2 items "
+                       "collected then came from sources you no longer follow (follow one "
+                       "again to see its items)"]
+    assert d.to_json()["notes"] == d.notes
+
+
+def test_items_of_a_name_never_known_as_a_source_stay(fake_emb: Any) -> None:
+    """Nothing says the learner stopped following a name feedbot never collected or saw
+    configured (items written by another tool): its items are not left out."""
+    store = Store(":memory:")
+    store.upsert_items([post("Imported", "seg", "Segmentation with convolutions", "Notes.")],
+                       NOW)
+    assert len(digest(store, fake_emb).items) == 1

@@ -537,3 +537,23 @@ async def test_stop_does_not_wait_for_a_long_embedding(
         left = store.missing_vectors(embedder.model_id, since=SLOT - timedelta(days=30))
     assert len(encoder.calls) == 1 and len(left) > 0  # gave up after a chunk: the rest is
     # embedded after the next start
+
+
+async def test_the_telegram_digest_leaves_out_a_source_unfollowed_while_running(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """The digest after sources.yaml lost a blog (as `/unfollow` leaves it, reloaded at once)
+    has none of that blog's items; the items stay in the store."""
+    blogs = tuple((f"Blog {x}", f"https://{x.lower()}.example.org/feed.xml") for x in "ABC")
+    sources = write_sources(tmp_path / "sources.yaml", blogs=blogs, size=6)
+    clock = Clock(SLOT)
+    ids = seed_items(feedbot_env, clock(), 6)  # Blog A, B, C, A, B, C
+    with Store.open(feedbot_env) as store:
+        for name, _ in blogs:
+            store.record_success(name, clock())  # collected: known sources
+    async with running(sources, feedbot_env, clock, api) as runner:
+        write_sources(sources, blogs=blogs[1:], size=6)
+        await runner.reload_now()
+        await runner.deliver_digest(CHAT)
+    assert sorted(ids_sent(api)) == sorted(i for n, i in enumerate(ids) if n % 3)
+    with Store.open(feedbot_env) as store:
+        assert store.item_count() == 6

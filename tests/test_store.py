@@ -338,3 +338,72 @@ def test_an_item_is_found_by_its_id_or_url_as_copied(store: Store, ref: str) -> 
     found = store.get_item(ref.format(id=post.id, ID=post.id.upper()))
     assert found is not None and found.id == want
     assert store.get_item("[nothing-like-this]") is None and store.get_item("[]") is None
+
+
+def test_candidates_leave_out_items_only_hidden_sources_brought(store: Store) -> None:
+    """An item stays while any source that brought it (a share included) is not hidden, and
+    then names that source; nothing is deleted."""
+    a = Item("A", "https://e.org/a", "old blog", published=NOW - timedelta(hours=1))
+    b = Item("B", "https://e.org/b", "kept blog", published=NOW - timedelta(hours=2))
+    c = Item("C", "https://e.org/c", "old blog", published=NOW - timedelta(hours=3))
+    c_too = Item("C", "https://e.org/c", "kept blog", published=c.published)
+    d = Item("D", "https://e.org/d", "old blog", published=NOW - timedelta(hours=4))
+    store.upsert_items([a, b, c, d], NOW)
+    store.upsert_items([c_too], NOW)
+    store.add_share(d.id, "Ada/x", "Ada", "post-1", NOW)
+    since = NOW - timedelta(days=7)
+    assert store.candidates("m", since).sources == ["old blog", "kept blog", "old blog",
+                                                    "old blog"]
+    kept = store.candidates("m", since, hidden={"old blog"})
+    assert kept.ids == [b.id, c.id, d.id] and kept.sources == ["kept blog", "kept blog", "Ada/x"]
+    assert store.count_hidden(since, {"old blog"}) == 1
+    assert store.candidates("m", since, hidden={"old blog", "Ada/x"}).ids == [b.id, c.id]
+    assert store.item_count() == 4
+    renamed = store.candidates("m", since, hidden={"old blog"}, rename={"kept blog": "Kept"})
+    assert renamed.sources == ["Kept", "Kept", "Ada/x"]
+    assert store.candidates("m", since, rename={"old blog": "Old"}).sources == [
+        "Old", "kept blog", "Old", "Old"]
+    # the vector lookup path (a small window of a big store) sees the same rows
+    store.put_vectors("m", {it.content_hash: np.ones(2, np.float32) for it in
+                            store.get_items([a.id, b.id, c.id, d.id])})
+    for n in range(10):
+        store.put_vectors("m", {f"other{n}": np.zeros(2, np.float32)})
+    narrow = store.candidates("m", since, hidden={"old blog"})
+    assert narrow.ids == kept.ids and narrow.missing == [] and narrow.X.shape == (3, 2)
+
+
+def test_sharers_leave_out_hidden_sources(store: Store) -> None:
+    store.upsert_items([paper()], NOW)
+    store.add_share("arxiv:2401.00001", "Ada/x", "Ada", "p1", NOW)
+    store.add_share("arxiv:2401.00001", "Bob/x", "Bob", "p2", NOW + timedelta(seconds=1))
+    assert store.sharers() == {"arxiv:2401.00001": ("Ada", "Bob")}
+    assert store.sharers(hidden={"Ada/x"}) == {"arxiv:2401.00001": ("Bob",)}
+
+
+def test_remember_sources_records_targets_and_writes_only_changes(store: Store) -> None:
+    store.record_failure("Blog", NOW, "boom")
+    assert store.known_sources() == {"Blog": ("", "")}
+    assert store.remember_sources([("Blog", "feed", "https://b.org/feed"),
+                                   ("Q", "arxiv", "cat:cs.CV")]) is True
+    assert store.remember_sources([("Blog", "feed", "https://b.org/feed"),
+                                   ("Q", "arxiv", "cat:cs.CV")]) is False
+    assert store.known_sources() == {"Blog": ("feed", "https://b.org/feed"),
+                                     "Q": ("arxiv", "cat:cs.CV")}
+    assert store.source_state("Blog").failures == 1  # the state is kept
+    assert store.source_state("Q").last_attempt is None  # known, never collected
+    # "Blog" renamed "New": its old name still stands for the feed, and follows it when the
+    # feed URL changes next
+    store.remember_sources([("New", "feed", "https://b.org/feed")])
+    store.remember_sources([("New", "feed", "https://b.org/atom")])
+    assert store.known_sources()["Blog"] == ("feed", "https://b.org/atom")
+
+
+def test_migration_6_keeps_source_state_written_under_schema_5(tmp_path: Path) -> None:
+    s = Store(database_at(tmp_path / "old.db", 5,
+                          "INSERT INTO source_state(name, etag, failures) "
+                          "VALUES ('Blog', 'e1', 2)"))
+    assert s.schema_version == len(MIGRATIONS) >= 6
+    st = s.source_state("Blog")
+    assert (st.etag, st.failures) == ("e1", 2)
+    assert s.known_sources() == {"Blog": ("", "")}
+    s.close()
