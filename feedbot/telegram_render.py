@@ -246,6 +246,8 @@ def render_digest(d: Digest, *, empty: str = "say", date_label: str = "",
             return []
         why = ("Nothing has been collected yet; feedbot fetches your sources on a schedule."
                if d.demo else "Nothing new for your stage today.")
+        if not d.demo:  # e.g. everything in the window came from sources no longer followed
+            why += "".join(f"\n{escape(n[:1].upper() + n[1:])}." for n in d.notes)
         return [text_message(f"{header}\n\n{why}", limit)]
     budget = limit - len(header) - 2
     blocks = [Block(fit_entry(n, e, budget), feedback_row(n, e.id), e.id)

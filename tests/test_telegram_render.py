@@ -180,3 +180,14 @@ def test_setup_instructions_are_a_line_that_loads(tmp_path: Path) -> None:
     block = re.search(r"<pre>(.*)</pre>", msg.text, re.S).group(1)  # type: ignore[union-attr]
     cfg = load_config(tmp_path / "sources.yaml", text=block)
     assert cfg.telegram.allowed_chats == [-1001234567890]
+
+
+def test_an_empty_digest_says_why_when_a_note_explains_it() -> None:
+    """Everything in the window came from sources no longer followed: the chat is told, as
+    `feedbot digest` tells the terminal, rather than only "nothing new"."""
+    d = digest([])
+    d.notes.append("nothing from the sources you follow in the last 7 days: the 3 items "
+                   "collected then came from sources you no longer follow <b>")
+    [msg] = tr.render_digest(d)
+    assert "Nothing new for your stage today.\nNothing from the sources you follow" in msg.text
+    assert telegram_html_problems(msg.text) == []
