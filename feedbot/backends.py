@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -204,8 +204,12 @@ def onnx_dir(model_ref: str) -> Path:
 
     name = "-".join(Path(model_ref).parts[-2:]) if Path(model_ref).exists() else model_ref
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:].strip("_.") or "model"
-    digest = hashlib.sha256(_model_signature(model_ref).encode()).hexdigest()[:10]
-    return feedbot_home() / "models" / f"{slug}-{digest}"
+    return feedbot_home() / "models" / f"{slug}-{model_digest(model_ref)}"
+
+
+def model_digest(model_ref: str) -> str:
+    """A short hash of `_model_signature`: it changes when a local model's files do."""
+    return hashlib.sha256(_model_signature(model_ref).encode()).hexdigest()[:10]
 
 
 def _model_signature(model_ref: str) -> str:
@@ -429,6 +433,64 @@ _POOLERS = {
 }
 
 
+_META_KEYS = {"pooling": str, "max_seq_length": int, "do_lower_case": bool, "pad_id": int,
+              "dim": int}
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t)
+                                         for k, t in _META_KEYS.items()) \
+            or meta["pooling"] not in _POOLERS:
+        raise ValueError(f"not feedbot's ONNX metadata: {str(meta)[:80]}")
+    return meta
+
+
+def _load_tokenizer(path: Path, meta: dict[str, Any]) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=meta["max_seq_length"])
+    return tokenizer
+
+
+def _open_export(model_ref: str, model_file: str,
+                 open_model: Callable[[Path], Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """(the opened model file, the tokenizer, the metadata) of the model's ONNX export.
+
+    feedbot renames each file into place whole, but a file can still be damaged afterwards (a
+    power cut before the data reached the disk leaves it empty; a sync tool, a user, a failing
+    disk): the first part that does not load is removed, if no other process has replaced it
+    meanwhile, and exported again, once. BackendUnavailable (the file is fine; this machine
+    cannot run it) is not damage.
+    """
+    for attempt in (1, 2):
+        directory = export_onnx(model_ref)
+        part, seen = directory / ONNX_META, None
+        try:
+            seen = part.stat()
+            meta = _read_meta(part)
+            part, seen = directory / "tokenizer.json", None
+            seen = part.stat()
+            tokenizer = _load_tokenizer(part, meta)
+            part, seen = directory / model_file, None
+            seen = part.stat()
+            return open_model(part), tokenizer, meta
+        except (BackendUnavailable, MemoryError):
+            raise
+        except Exception as exc:
+            if attempt == 2:
+                raise
+            why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            log.warning("cannot load %s (%s); exporting it again", part, why)
+            if seen is not None:  # (a file gone since the export: exported again anyway)
+                with _export_lock(directory), contextlib.suppress(OSError):
+                    if os.path.samestat(part.stat(), seen):
+                        part.unlink()
+    raise AssertionError("unreachable")
+
+
 class OnnxEncoder:
     """onnxruntime on CPU over an exported model; tokenizer via the `tokenizers` library."""
 
@@ -443,18 +505,8 @@ class OnnxEncoder:
         except ImportError as exc:
             raise BackendUnavailable("the ONNX backends need onnxruntime: "
                                      "pip install onnxruntime onnx") from exc
-        directory = export_onnx(model_ref)
-        path = directory / ONNX_FILES[backend]
-        try:
-            session = _ort_session(path)
-        except Exception:  # a damaged file (not from us: ours are renamed when complete)
-            log.warning("cannot load %s; exporting it again", path)
-            path.unlink(missing_ok=True)
-            (directory / ONNX_FILES["onnx-int8"]).unlink(missing_ok=True)
-            session = _ort_session(export_onnx(model_ref) / ONNX_FILES[backend])
-        meta = json.loads((directory / ONNX_META).read_text())
-        self._setup(session, [i.name for i in session.get_inputs()],
-                    directory / "tokenizer.json", meta, backend)
+        session, tokenizer, meta = _open_export(model_ref, ONNX_FILES[backend], _ort_session)
+        self._setup(session, [i.name for i in session.get_inputs()], tokenizer, meta, backend)
 
     @classmethod
     def from_parts(cls, session: Any, tokenizer_json: Path, meta: dict[str, Any],
@@ -464,17 +516,14 @@ class OnnxEncoder:
                     backend)
         return self
 
-    def _setup(self, session: Any, inputs: list[str], tokenizer_json: Path,
+    def _setup(self, session: Any, inputs: list[str], tokenizer: Path | Any,
                meta: dict[str, Any], backend: str) -> None:
-        from tokenizers import Tokenizer
-
         self.backend = backend
         self.session = session
         self.inputs = inputs  # the graph's input names, in the order it takes them
         self.meta = meta
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=meta["max_seq_length"])
+        self.tokenizer = (_load_tokenizer(tokenizer, meta) if isinstance(tokenizer, Path)
+                          else tokenizer)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         texts = [t.lower() for t in texts] if self.meta["do_lower_case"] else list(texts)
@@ -530,17 +579,21 @@ class OpenVinoEncoder(OnnxEncoder):
         except ImportError as exc:
             raise BackendUnavailable("the openvino-bf16 backend needs openvino: "
                                      "pip install openvino") from exc
-        directory = export_onnx(model_ref)
-        try:
-            compiled = openvino.Core().compile_model(
-                str(directory / ONNX_FILES["onnx-fp32"]), "CPU",
-                {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
-        except RuntimeError as exc:  # e.g. a CPU or build without bf16 support
-            raise BackendUnavailable(f"OpenVINO cannot compile the model in bf16 here: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else exc}") from exc
-        meta = json.loads((directory / ONNX_META).read_text())
-        self._setup(None, [i.get_any_name() for i in compiled.inputs],
-                    directory / "tokenizer.json", meta, backend)
+        core = openvino.Core()
+
+        def compile_bf16(path: Path) -> Any:
+            model = core.read_model(str(path))  # fails on a damaged file: exported again
+            try:
+                return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                         "PERFORMANCE_HINT": "LATENCY"})
+            except RuntimeError as exc:  # e.g. a CPU or build without bf16 support
+                why = str(exc).splitlines()[0] if str(exc) else exc
+                raise BackendUnavailable(f"OpenVINO cannot compile the model in bf16 here: "
+                                         f"{why}") from exc
+
+        compiled, tokenizer, meta = _open_export(model_ref, ONNX_FILES["onnx-fp32"],
+                                                 compile_bf16)
+        self._setup(None, [i.get_any_name() for i in compiled.inputs], tokenizer, meta, backend)
         self._output = compiled.output(0)
         self._request = compiled.create_infer_request()
 
@@ -664,8 +717,14 @@ def _read_choices() -> dict[str, Any]:
     try:
         data = json.loads(choice_file().read_text())
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        data = None
+    choices = data if isinstance(data, dict) else {}
+    return {**choices, **_UNSAVED.get(str(choice_file()), {})}
+
+
+# Choices that could not be written (a read-only or full FEEDBOT_HOME), by choice file: kept for
+# this process, so that it measures once; another process measures again.
+_UNSAVED: dict[str, dict[str, Any]] = {}
 
 
 def cached_choice(model_ref: str, device: str = "auto") -> dict[str, Any] | None:
@@ -676,12 +735,33 @@ def cached_choice(model_ref: str, device: str = "auto") -> dict[str, Any] | None
     return None
 
 
+@contextlib.contextmanager
+def _choice_lock() -> Iterator[None]:
+    """One process at a time measures and writes choices: two measuring at once would share
+    the CPU and time each other's work (on 2 cores each ran at half speed), and each would
+    write the file as it read it, dropping the other's new entry."""
+    from .locks import exclusive
+
+    path = choice_file()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(path.with_name(path.name + ".lock")):
+        yield
+
+
 def _store_choice(key: str, entry: dict[str, Any]) -> None:
     path = choice_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
     choices = _read_choices()
     choices[key] = entry
-    _atomic_write_bytes(path, json.dumps(choices, indent=1, sort_keys=True).encode())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, json.dumps(choices, indent=1, sort_keys=True).encode())
+    except OSError as exc:
+        _UNSAVED.setdefault(str(path), {})[key] = entry
+        log.warning("cannot save the embedding backend choice in %s (%s): it is used now and "
+                    "measured again next time", path, exc.strerror or exc)
+    else:
+        _UNSAVED.get(str(path), {}).pop(key, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -804,11 +884,21 @@ def measure(model_ref: str, device: str, backends: Sequence[str],
 
 
 def choose_backend(model_ref: str, device: str = "auto", *, remeasure: bool = False) -> str:
-    """The fastest backend agreeing with fp32 on this machine; measured once, then cached."""
+    """The fastest backend agreeing with fp32 on this machine; measured once, then cached.
+
+    Processes take turns (`_choice_lock`): one that waited finds the choice made."""
     key = choice_key(model_ref, device)
     entry = None if remeasure else cached_choice(model_ref, device)
     if entry is not None:
         return entry["backend"]
+    with _choice_lock():
+        entry = None if remeasure else cached_choice(model_ref, device)
+        if entry is not None:
+            return entry["backend"]
+        return _measure_and_store(key, model_ref, device)
+
+
+def _measure_and_store(key: str, model_ref: str, device: str) -> str:
     resolved = resolve_device(device)
     _report(f"feedbot: choosing an embedding backend for {model_ref} on {resolved} "
             "(once per machine)")
@@ -853,12 +943,26 @@ def _make_encoder(model_ref: str, backend: str, device: str, st_model: Any = Non
 
 
 def load_encoder(model_ref: str, backend: str = "auto", device: str = "auto") -> Encoder:
-    """An encoder for `backend` (`auto`: the cached or freshly measured choice)."""
+    """An encoder for `backend` (`auto`: the cached or freshly measured choice).
+
+    Under `auto`, a chosen backend that no longer loads (its export cannot be written on a full
+    disk, OpenVINO refuses the model...) gives way to fp32, with a warning: fp32 is the
+    reference, its vectors share the cache with every backend `auto` may choose.
+    """
     if backend != "auto" and backend not in BACKENDS:
         raise _unknown(backend)
     if backend == "auto":
         backend = choose_backend(model_ref, device)
         device = (cached_choice(model_ref, device) or {}).get("device", device)
+        if backend != "fp32":
+            try:
+                return _make_encoder(model_ref, backend, device)
+            except DeviceUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported, and fp32 does the work
+                why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                log.warning("embedding backend %s unavailable (%s); using fp32", backend, why)
+                backend = "fp32"
     return _make_encoder(model_ref, backend, device)
 
 

@@ -8,6 +8,7 @@ cached items never imports torch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -136,7 +137,13 @@ def model_problem(ref: str) -> str | None:
     (sentence-transformers itself retries for over a minute before it gives up), and nothing
     here imports torch.
     """
-    if Path(ref).expanduser().exists():
+    local = Path(ref).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            return "not a directory (a model is a directory with config.json or modules.json)"
+        if not any((local / f).is_file() for f in ("modules.json", "config.json")):
+            return ("not a model directory: it has neither modules.json (sentence-transformers) "
+                    "nor config.json (transformers)")
         return None
     if ref.startswith(("/", "~", "./", "../")) or ref.count("/") > 1 or \
             (os.sep == "\\" and "\\" in ref):
@@ -184,6 +191,8 @@ class Embedder:
         self._device_setting = (f"device {device}" if device else
                                 f"FEEDBOT_DEVICE={self.device_pref}")
         self.backend_pref = backend or backend_from_env()
+        self._backend_setting = (f"backend {backend}" if backend else
+                                 f"FEEDBOT_EMBED_BACKEND={self.backend_pref}")
         self.batch_size = batch_size
         self._encoder: Encoder | None = None
         self._light: Encoder | None = None
@@ -193,14 +202,26 @@ class Embedder:
     def model_id(self) -> str:
         """Cache key of the vector space.
 
-        The model's name for fp32 and for every backend whose rankings were measured to agree
-        with fp32 on this machine (their vectors are interchangeable); the model and the
-        backend otherwise (a forced backend that was not measured, or one that disagrees).
+        The model's name (see `_space`) for fp32 and for every backend whose rankings were
+        measured to agree with fp32 on this machine (their vectors are interchangeable); the
+        model and the backend otherwise (a forced backend that was not measured, or one that
+        disagrees).
         """
         backend = self.backend_name
         if backend == "fp32" or self._agrees(backend):
+            return self._space
+        return f"{self._space}#{backend}"
+
+    @functools.cached_property
+    def _space(self) -> str:
+        """The model's name; for a model in a local directory, with a hash of its files' names,
+        sizes and times, so that a model replaced in place (fine-tuned, another one copied
+        there) does not rank its vectors with the old model's cached ones."""
+        if not self.model_name.startswith("path:"):
             return self.model_name
-        return f"{self.model_name}#{backend}"
+        from .backends import model_digest  # stats the model's files; imports no torch
+
+        return f"{self.model_name}@{model_digest(self.model_ref)}"
 
     def _measured(self) -> dict[str, Any]:
         from .backends import cached_choice  # a JSON file; imports no torch
@@ -213,7 +234,8 @@ class Embedder:
         from .backends import MIN_AGREEMENT
 
         m = self._measured().get(backend)
-        return isinstance(m, dict) and float(m.get("agreement", 0)) >= MIN_AGREEMENT
+        agreement = m.get("agreement") if isinstance(m, dict) else None
+        return isinstance(agreement, int | float) and agreement >= MIN_AGREEMENT
 
     @property
     def backend_name(self) -> str:
@@ -246,13 +268,16 @@ class Embedder:
             problem = None if self._export_suffices() else model_problem(self.model_ref)
             if problem:
                 raise EmbedSettingError(f"{self._model_setting}: {problem}")
-            from .backends import DeviceUnavailable, load_encoder
+            from .backends import BackendUnavailable, DeviceUnavailable, load_encoder
 
             log.info("loading embedding model %s", self.model_name)
             try:
                 self._encoder = load_encoder(self.model_ref, self.backend_pref, self.device_pref)
             except DeviceUnavailable as e:
                 raise EmbedSettingError(f"{self._device_setting}: {e}; use auto or cpu") from None
+            except BackendUnavailable as e:  # a backend asked for by name (auto falls back)
+                raise EmbedSettingError(f"{self._backend_setting}: {e}; use auto or fp32") \
+                    from None
         return self._encoder
 
     def _export_suffices(self) -> bool:

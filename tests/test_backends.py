@@ -281,6 +281,32 @@ def test_backends_measured_to_agree_share_the_vector_cache(model_ref: str,
     _write_choice(feedbot_env, model_ref, "onnx-int8", {"fp32": 1.0, "onnx-int8": 0.93})
     assert Embedder().model_id == DEFAULT_MODEL + "#onnx-int8"  # disagrees: its own space
     assert Embedder(backend="bf16").model_id == DEFAULT_MODEL + "#bf16"  # forced, not measured
+    _write_choice(feedbot_env, model_ref, "onnx-fp32", {"fp32": 1.0, "onnx-fp32": None})
+    assert Embedder().model_id == DEFAULT_MODEL + "#onnx-fp32"  # hand-edited: not a TypeError
+
+
+def test_a_local_model_replaced_in_place_gets_its_own_vector_space(model_ref: str,
+                                                                   tmp_path: Path) -> None:
+    """A model fine-tuned or copied over the one in FEEDBOT_MODEL's directory kept the old
+    cache key: its vectors were ranked with the old model's (cosine 0.44 between the cached
+    vector of a text and the new model's)."""
+    from feedbot.embed import Embedder
+
+    local = tmp_path / "my-model"
+    for f in Path(model_ref).rglob("*"):  # links, not a 90 MB copy
+        if f.is_file():
+            (local / f.relative_to(model_ref)).parent.mkdir(parents=True, exist_ok=True)
+            (local / f.relative_to(model_ref)).symlink_to(f)
+    before = Embedder(model=str(local), backend="fp32").model_id
+    assert before.startswith(f"path:{local.resolve()}")
+    assert Embedder(model=str(local), backend="fp32").model_id == before  # stable
+    pooling = local / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    pooling.unlink()
+    pooling.write_text(json.dumps({**config, "pooling_mode_mean_tokens": False,
+                                   "pooling_mode_cls_token": True}))
+    after = Embedder(model=str(local), backend="fp32").model_id
+    assert after != before and after.startswith(f"path:{local.resolve()}")
 
 
 def test_a_few_texts_are_embedded_without_torch(model_ref: str, onnx_home: Path,
@@ -442,3 +468,116 @@ def test_an_unloadable_model_is_found_only_when_something_needs_embedding(
     monkeypatch.setattr(embed, "model_problem", lambda ref: "gone")
     encoder = embed.Embedder(model=model_ref, backend="onnx-fp32").encoder
     assert encoder.backend == "onnx-fp32"  # the export sufficed: no check, no error
+
+
+def test_a_backend_that_cannot_run_here_is_a_setting_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FEEDBOT_EMBED_BACKEND=fp16 on a machine without CUDA was a traceback."""
+    from feedbot.embed import Embedder, EmbedSettingError
+
+    monkeypatch.setenv("FEEDBOT_EMBED_BACKEND", "fp16")
+    with pytest.raises(EmbedSettingError,
+                       match=r"^FEEDBOT_EMBED_BACKEND=fp16: the fp16 backend needs a CUDA GPU"):
+        Embedder(device="cpu").encoder  # noqa: B018
+
+
+def test_a_directory_that_holds_no_model_is_a_setting_error(tmp_path: Path) -> None:
+    """FEEDBOT_MODEL=~/papers (a directory, not a model) was a transformers traceback."""
+    from feedbot.embed import Embedder, EmbedSettingError
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(EmbedSettingError, match="not a model directory"):
+        Embedder(model=str(tmp_path), backend="fp32").encoder  # noqa: B018
+    with pytest.raises(EmbedSettingError, match="not a directory"):
+        Embedder(model=str(tmp_path / "notes.txt"), backend="fp32").encoder  # noqa: B018
+
+
+def test_damaged_export_files_are_exported_again(model_ref: str, onnx_home: Path,
+                                                 reference: np.ndarray) -> None:
+    """An empty tokenizer.json or metadata file (a power cut after the rename), or a damaged
+    model.onnx under OpenVINO, failed every run, since only onnxruntime's model file was ever
+    exported again."""
+    directory = _copy_fp32_export(onnx_home, model_ref)
+    (directory / backends.ONNX_META).write_bytes(b"")
+    (directory / "tokenizer.json").write_bytes(b"")
+    vecs = backends.OnnxEncoder(model_ref, "onnx-fp32").encode(TEXTS)
+    assert _cosines(vecs, reference, "onnx-fp32").min() >= MIN_COSINE["onnx-fp32"]
+    if backends._version("openvino"):
+        (directory / "model.onnx").write_bytes(b"\x08\x07not a model")
+        vecs = backends.OpenVinoEncoder(model_ref).encode(TEXTS)
+        assert _cosines(vecs, reference, "openvino-bf16").min() >= MIN_COSINE["openvino-bf16"]
+    assert not list(directory.glob("*.tmp"))
+
+
+def test_auto_falls_back_to_fp32_when_its_choice_cannot_load(
+        model_ref: str, real_embedder, feedbot_env: Path,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The choice, onnx-fp32, measured when the disk had room; its export since deleted to free
+    space cannot be written again: every digest failed with 'No space left on device'."""
+    import errno
+
+    from feedbot.embed import DEFAULT_MODEL, Embedder
+
+    def disk_full(model_ref: str, directory: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(backends, "_export_fp32_dir", disk_full)
+    monkeypatch.setattr(backends, "_load_sentence_transformer",
+                        lambda *a, **k: real_embedder.encoder.model)
+    _write_choice(feedbot_env, model_ref, "onnx-fp32", {"fp32": 1.0, "onnx-fp32": 1.0})
+    emb = Embedder()
+    assert emb.model_id == DEFAULT_MODEL
+    vecs = emb.embed(TEXTS)
+    assert emb.backend_name == "fp32" and emb.model_id == DEFAULT_MODEL  # the same vectors
+    assert vecs.shape == (len(TEXTS), 384)
+    assert "embedding backend onnx-fp32 unavailable" in caplog.text
+    assert "No space left on device" in caplog.text
+
+
+def _fake_measurements(calls: list[str]):  # type: ignore[no-untyped-def]
+    def measure(model_ref: str, device: str, names: list[str],
+                batch_size: int = 32) -> list[backends.Measurement]:
+        calls.append(model_ref)
+        time.sleep(0.3)  # long enough for the other thread to arrive meanwhile
+        return [backends.Measurement("fp32", 10.0, 1.0),
+                backends.Measurement("onnx-fp32", 20.0, 1.0)]
+    return measure
+
+
+def test_processes_choosing_at_once_measure_once(feedbot_env: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `feedbot digest` started while `feedbot run` measured `auto` measured too: both at
+    half speed on a 2-core machine, and the last to write could drop the other's entry."""
+    calls: list[str] = []
+    monkeypatch.setattr(backends, "measure", _fake_measurements(calls))
+    chosen: list[str] = []
+    threads = [threading.Thread(target=lambda m=m: chosen.append(
+        backends.choose_backend(m, "cpu"))) for m in ("model/a", "model/a", "model/b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(calls) == ["model/a", "model/b"] and chosen == ["onnx-fp32"] * 3
+    assert sorted(e["model"] for e in json.loads(
+        (feedbot_env / backends.CHOICE_FILE).read_text()).values()) == ["model/a", "model/b"]
+    assert sorted(p.name for p in feedbot_env.iterdir()) == [backends.CHOICE_FILE]  # no lock
+
+
+def test_a_choice_that_cannot_be_saved_is_used_and_kept_for_the_process(
+        feedbot_env: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A full (or read-only) FEEDBOT_HOME: the measurement's 25 s ended in a traceback."""
+    import errno
+
+    calls: list[str] = []
+    monkeypatch.setattr(backends, "measure", _fake_measurements(calls))
+
+    def disk_full(dest: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(backends, "_atomic_write_bytes", disk_full)
+    monkeypatch.setattr(backends, "_UNSAVED", {}, raising=False)
+    assert backends.choose_backend("model/a", "cpu") == "onnx-fp32"
+    assert backends.choose_backend("model/a", "cpu") == "onnx-fp32" and calls == ["model/a"]
+    assert "cannot save the embedding backend choice" in caplog.text
+    assert not (feedbot_env / backends.CHOICE_FILE).exists()
