@@ -9,7 +9,10 @@ Backends of one sentence-transformers model (`BACKENDS`):
   `$FEEDBOT_HOME/models/<model>/`, int8 by onnxruntime's dynamic quantisation (per channel), run
   by onnxruntime with the model's own tokenizer (copied next to the ONNX file) and the pooling
   that the model's sentence-transformers modules (modules.json, 1_Pooling/config.json) specify.
-  After the export they need neither torch nor sentence-transformers.
+  After the export they need neither torch nor sentence-transformers. The directory's name
+  carries a hash of the model's files, so a model upgraded or edited in place is exported
+  afresh; writing an export removes the older exports of the same model that no process uses
+  (`prune_stale_exports`).
 - `openvino-bf16`: the same ONNX export compiled by OpenVINO for the CPU with bf16 inference
   precision. OpenVINO fuses attention, GELU and layer norms around its bf16 matrix kernels,
   where torch autocast runs them one by one; on a CPU with avx512_bf16 it is about 1.5x faster
@@ -200,11 +203,26 @@ class FP16Encoder(SentenceTransformerEncoder):
 
 def onnx_dir(model_ref: str) -> Path:
     """`$FEEDBOT_HOME/models/<safe model name>-<hash>/`; the hash covers the model's files."""
+    return models_dir() / f"{_slug(model_ref)}-{model_digest(model_ref)}"
+
+
+def models_dir() -> Path:
+    """`$FEEDBOT_HOME/models`, where the ONNX exports are."""
     from .config import feedbot_home
 
+    return feedbot_home() / "models"
+
+
+def _slug(model_ref: str) -> str:
     name = "-".join(Path(model_ref).parts[-2:]) if Path(model_ref).exists() else model_ref
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:].strip("_.") or "model"
-    return feedbot_home() / "models" / f"{slug}-{model_digest(model_ref)}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:].strip("_.") or "model"
+
+
+def _model_source(model_ref: str) -> str:
+    """Where the model comes from, as recorded in its export's metadata: the resolved path of
+    a local model, else the name."""
+    path = Path(model_ref)
+    return str(path.resolve()) if path.exists() else model_ref
 
 
 def model_digest(model_ref: str) -> str:
@@ -256,6 +274,10 @@ def _remove_stale_temps(directory: Path, older_than_s: float = 3600) -> None:
                     tmp.unlink()
 
 
+def _lock_file(directory: Path) -> Path:
+    return directory.parent / f"{directory.name}.lock"
+
+
 @contextlib.contextmanager
 def _export_lock(directory: Path) -> Iterator[None]:
     """An exclusive lock on `<directory>.lock` next to `directory` in the models dir, so that
@@ -267,7 +289,18 @@ def _export_lock(directory: Path) -> Iterator[None]:
     from .locks import exclusive
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(directory.parent / f"{directory.name}.lock"):
+    with exclusive(_lock_file(directory)):
+        yield
+
+
+@contextlib.contextmanager
+def _use_lock(directory: Path) -> Iterator[None]:
+    """A shared lock on the same file, held while a process reads the export (`_open_export`):
+    readers do not wait for one another, and `prune_stale_exports` leaves the export alone
+    meanwhile. Once loaded, nothing is read from the directory again."""
+    from .locks import shared
+
+    with shared(_lock_file(directory)):
         yield
 
 
@@ -348,12 +381,19 @@ def export_onnx(model_ref: str) -> Path:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
     with _export_lock(directory):
+        # Again: a process that took it for stale (see prune_stale_exports) may have removed it.
+        directory.mkdir(parents=True, exist_ok=True)
         need_fp32, need_int8 = _missing_exports(directory)
         _remove_stale_temps(directory)  # what a killed export left; none is running now
         if need_fp32:
             _export_fp32_dir(model_ref, directory)
         if need_int8:
             _quantise_int8_dir(directory)
+    if need_fp32 or need_int8:
+        try:
+            prune_stale_exports(model_ref)
+        except Exception as exc:  # noqa: BLE001 - tidying up; never worth failing the export
+            log.debug("cannot prune stale ONNX exports of %s: %s", model_ref, exc)
     return directory
 
 
@@ -393,7 +433,7 @@ def _export_fp32_dir(model_ref: str, directory: Path) -> None:
     log.info("exporting %s to ONNX in %s", model_ref, directory)
     (directory / ONNX_FILES["onnx-int8"]).unlink(missing_ok=True)  # it derives from the fp32 one
     st = _load_sentence_transformer(model_ref, "cpu", attn_implementation="eager")
-    meta = _onnx_meta(st)
+    meta = {**_onnx_meta(st), "source": _model_source(model_ref)}
     with tempfile.TemporaryDirectory(dir=directory, suffix=".tmp") as tmp:
         st.tokenizer.save_pretrained(tmp)
         if not (Path(tmp) / "tokenizer.json").exists():
@@ -469,14 +509,17 @@ def _open_export(model_ref: str, model_file: str,
         directory = export_onnx(model_ref)
         part, seen = directory / ONNX_META, None
         try:
-            seen = part.stat()
-            meta = _read_meta(part)
-            part, seen = directory / "tokenizer.json", None
-            seen = part.stat()
-            tokenizer = _load_tokenizer(part, meta)
-            part, seen = directory / model_file, None
-            seen = part.stat()
-            return open_model(part), tokenizer, meta
+            with _use_lock(directory):  # read whole here: nothing is read lazily afterwards
+                with contextlib.suppress(OSError):
+                    os.utime(directory)  # last used: see prune_stale_exports
+                seen = part.stat()
+                meta = _read_meta(part)
+                part, seen = directory / "tokenizer.json", None
+                seen = part.stat()
+                tokenizer = _load_tokenizer(part, meta)
+                part, seen = directory / model_file, None
+                seen = part.stat()
+                return open_model(part), tokenizer, meta
         except (BackendUnavailable, MemoryError):
             raise
         except Exception as exc:
@@ -489,6 +532,141 @@ def _open_export(model_ref: str, model_file: str,
                     if os.path.samestat(part.stat(), seen):
                         part.unlink()
     raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# stale exports: older exports of the same model, left by upgrades and edits of the model
+
+STALE_AFTER_S = 24 * 3600  # an export unused for this long may be removed, if no process uses it
+
+
+@dataclass
+class ExportInfo:
+    """One export directory under `models_dir()`, as `feedbot doctor` shows it."""
+
+    path: Path
+    size: int  # bytes
+    current: bool  # the export of the model as it is now
+    stale: bool  # an older export of the same model: `prune_stale_exports` removes it
+    idle_s: float  # seconds since it was last written or loaded
+
+
+def _is_export(path: Path) -> bool:
+    """A directory that feedbot exported to (its metadata file inside), not a link."""
+    return path.is_dir() and not path.is_symlink() and (path / ONNX_META).is_file()
+
+
+def _export_source(path: Path) -> str | None:
+    """The model source recorded in an export's metadata (None: an export made before
+    feedbot recorded it, or unreadable metadata)."""
+    try:
+        meta = json.loads((path / ONNX_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return source if isinstance(source, str) else None
+
+
+def _is_stale(path: Path, model_ref: str, current: Path) -> bool:
+    """Whether `path` is an older export of `model_ref`: named like its current export, with
+    another hash, and exported from the same place (the same directory or name), from a place
+    that is gone (an uninstalled copy of the model, which nothing can load again), or by a
+    feedbot that did not record the place."""
+    if path.name == current.name or not _is_export(path):
+        return False
+    if not re.fullmatch(re.escape(_slug(model_ref)) + r"-[0-9a-f]{10}", path.name):
+        return False
+    source = _export_source(path)
+    if source is None or source == _model_source(model_ref):
+        return True
+    return os.path.isabs(source) and not os.path.exists(source)
+
+
+def _idle_s(path: Path, now: float) -> float:
+    """Seconds since the directory or any entry in it was modified (a load touches it)."""
+    times = [path.stat().st_mtime]
+    for entry in path.iterdir():
+        with contextlib.suppress(OSError):
+            times.append(entry.stat().st_mtime)
+    return now - max(times)
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for entry in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if entry.is_file() and not entry.is_symlink():
+                total += entry.stat().st_size
+    return total
+
+
+def list_exports(model_ref: str) -> list[ExportInfo]:
+    """Every export directory under `models_dir()` (any model), the current one first, then
+    by name. Reads only the file system; never imports the model code."""
+    current, now = onnx_dir(model_ref), time.time()
+    found = []
+    with contextlib.suppress(OSError):
+        for path in sorted(models_dir().iterdir()):
+            with contextlib.suppress(OSError):
+                if _is_export(path):
+                    found.append(ExportInfo(path, _dir_size(path), path.name == current.name,
+                                            _is_stale(path, model_ref, current),
+                                            _idle_s(path, now)))
+    return sorted(found, key=lambda e: not e.current)
+
+
+def prune_stale_exports(model_ref: str, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the older exports of `model_ref` (`_is_stale`) that no process uses; called when
+    a new export has been written. Returns those removed.
+
+    An export is used while a process exports to it (`_export_lock`) or loads it (`_use_lock`,
+    held until onnxruntime and OpenVINO have read the model file and the tokenizer its file;
+    nothing is read from the directory afterwards): one whose lock is held is kept. So is one
+    written or loaded less than `older_than_s` ago: a feedbot from before this lock existed
+    (still running since the upgrade), or a system without flock, loads it unlocked. A removal
+    that fails is logged at debug level and tried again after the next export.
+    """
+    from .locks import try_exclusive
+
+    current, removed, now = onnx_dir(model_ref), [], time.time()
+    try:
+        paths = sorted(models_dir().iterdir())
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            if not _is_stale(path, model_ref, current):
+                continue
+            idle = _idle_s(path, now)
+            if idle < older_than_s:
+                log.debug("keeping %s: used %.0f s ago", path, idle)
+                continue
+            with try_exclusive(_lock_file(path)) as locked:
+                if not locked:
+                    log.debug("keeping %s: in use by another process", path)
+                    continue
+                if not _is_export(path):  # another process removed it meanwhile
+                    continue
+                size = _dir_size(path)
+                _remove_export(path)
+            removed.append(path)
+            log.info("removed %s, an older ONNX export of %s (%.0f MB)", path, model_ref,
+                     size / 1e6)
+        except OSError as exc:
+            log.debug("cannot remove the stale ONNX export %s: %s", path, exc)
+    return removed
+
+
+def _remove_export(path: Path) -> None:
+    """Every entry, the metadata file last: a removal that fails half-way leaves a directory
+    that is still recognisably an export (removed next time), which a process that wants it
+    would complete again (`export_onnx` exports what is missing)."""
+    for entry in sorted(path.iterdir(), key=lambda p: p.name == ONNX_META):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    path.rmdir()
 
 
 class OnnxEncoder:

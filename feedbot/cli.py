@@ -479,6 +479,45 @@ def doctor(app: App) -> None:
         click.echo(f"stage: {cfg.learner.stage}; {len(cfg.sources())} sources")
     except ConfigError as e:
         click.echo(f"configuration problem: {e}")
+    for line in disk_use(app.home, emb.model_ref):
+        click.echo(line)
+
+
+def _megabytes(n: int) -> str:
+    """Bytes in decimal units: 113.0 MB, 1.2 GB, 48.0 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def disk_use(home: Path, model_ref: str) -> list[str]:
+    """What feedbot keeps on disk: the database (with its WAL files) and every ONNX export
+    (the current one, older ones of the same model, which the next export removes, and those
+    of other models)."""
+    from .backends import STALE_AFTER_S, list_exports, models_dir
+
+    db = 0
+    for name in ("feedbot.db", "feedbot.db-wal", "feedbot.db-shm"):
+        with contextlib.suppress(OSError):
+            db += (home / name).stat().st_size
+    exports = list_exports(model_ref)
+    if not exports:
+        return [f"disk: database {_megabytes(db)}; no ONNX exports"]
+    lines = [f"disk: database {_megabytes(db)}; ONNX exports "
+             f"{_megabytes(sum(e.size for e in exports))} in {models_dir()}"]
+    for e in exports:
+        if e.current:
+            what = "current"
+        elif not e.stale:
+            what = "another model"
+        elif e.idle_s >= STALE_AFTER_S:
+            what = "stale (an older export of this model: the next export removes it)"
+        else:
+            what = (f"stale (an older export of this model, used {e.idle_s / 3600:.0f} h ago: "
+                    "kept until unused for a day)")
+        lines.append(f"  {e.path.name}  {_megabytes(e.size)}  {what}")
+    return lines
 
 
 @main.command()

@@ -7,7 +7,9 @@ ONNX once per module into a module-scoped FEEDBOT_HOME.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -581,3 +583,213 @@ def test_a_choice_that_cannot_be_saved_is_used_and_kept_for_the_process(
     assert backends.choose_backend("model/a", "cpu") == "onnx-fp32" and calls == ["model/a"]
     assert "cannot save the embedding backend choice" in caplog.text
     assert not (feedbot_env / backends.CHOICE_FILE).exists()
+
+
+# --- stale exports: an upgraded or edited model leaves its older exports behind --------------
+
+_FAKE_META = {"pooling": "mean", "max_seq_length": 16, "do_lower_case": False, "pad_id": 0,
+              "dim": 4}
+
+
+def _local_model(tmp_path: Path, name: str = "mymodel") -> str:
+    """A local model directory (a path: its export's name carries a hash of its files)."""
+    model = tmp_path / "models-src" / name / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    return str(model)
+
+
+def _fake_export(name: str, source: str | None, idle_s: float = 2 * 86400) -> Path:
+    """An export directory, as feedbot writes it, last written or used `idle_s` ago."""
+    directory = backends.models_dir() / name
+    directory.mkdir(parents=True)
+    meta = {**_FAKE_META, **({"source": source} if source is not None else {})}
+    (directory / backends.ONNX_META).write_text(json.dumps(meta))
+    for file in ("tokenizer.json", "model.onnx", "model-int8.onnx"):
+        (directory / file).write_bytes(b"x" * 100)
+    _idle(directory, idle_s)
+    return directory
+
+
+def _idle(directory: Path, idle_s: float) -> None:
+    when = time.time() - idle_s
+    for p in [*directory.iterdir(), directory]:
+        os.utime(p, (when, when))
+
+
+def _fake_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-ins for the export (tens of seconds) and the quantisation."""
+    def export(model_ref: str, directory: Path) -> None:
+        (directory / backends.ONNX_META).write_text(json.dumps(
+            {**_FAKE_META, "source": backends._model_source(model_ref)}))
+        (directory / "tokenizer.json").write_text("{}")
+        (directory / "model.onnx").write_bytes(b"fp32")
+
+    monkeypatch.setattr(backends, "_export_fp32_dir", export)
+    monkeypatch.setattr(backends, "_quantise_int8", lambda src, dest: dest.write_bytes(b"int8"))
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_a_new_export_removes_the_older_exports_of_the_same_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upgrade of the packaged model (or edit of a local one) changes the hash in the
+    export's name: the old 113 MB exports stayed for ever."""
+    _fake_steps(monkeypatch)
+    model = _local_model(tmp_path)
+    slug = backends.onnx_dir(model).name.rsplit("-", 1)[0]
+    same = _fake_export(f"{slug}-0000000001", str(Path(model).resolve()))
+    legacy = _fake_export(f"{slug}-0000000002", None)  # from a feedbot that recorded no source
+    gone = _fake_export(f"{slug}-0000000003", str(tmp_path / "an-uninstalled-copy" / "model"))
+    assert backends.export_onnx(model) == backends.onnx_dir(model)
+    assert not same.exists() and not legacy.exists() and not gone.exists()
+    current = backends.onnx_dir(model)
+    assert _names(backends.models_dir()) == [current.name]  # and no lock file left
+    assert json.loads((current / backends.ONNX_META).read_text())["source"] == \
+        str(Path(model).resolve())
+    old = _fake_export(f"{slug}-0000000004", str(Path(model).resolve()))
+    assert backends.export_onnx(model) == current  # nothing written: nothing pruned
+    assert old.exists()
+
+
+def test_exports_of_other_models_and_other_directories_are_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_steps(monkeypatch)
+    model = _local_model(tmp_path)
+    slug = backends.onnx_dir(model).name.rsplit("-", 1)[0]
+    other_model = _fake_export("someone_other-model-0000000001", "someone/other-model")
+    # The same model installed elsewhere too (another virtual environment): its own export.
+    elsewhere = _local_model(tmp_path / "venv2")
+    other_copy = _fake_export(f"{slug}-0000000002", str(Path(elsewhere).resolve()))
+    not_ours = backends.models_dir() / f"{slug}-0000000003"  # no feedbot metadata inside
+    not_ours.mkdir()
+    (not_ours / "model.onnx").write_bytes(b"someone else's")
+    _idle(not_ours, 3 * 86400)
+    odd_name = _fake_export(f"{slug}-backup", str(Path(model).resolve()))
+    linked = backends.models_dir() / f"{slug}-0000000004"
+    linked.symlink_to(_fake_export("elsewhere", str(Path(model).resolve())))
+    a_file = backends.models_dir() / f"{slug}-0000000005"
+    a_file.write_text("a file")
+    backends.export_onnx(model)
+    for kept in (other_model, other_copy, not_ours, odd_name, linked, a_file):
+        assert kept.exists(), kept
+    assert (not_ours / "model.onnx").read_bytes() == b"someone else's"
+
+
+def test_a_stale_export_in_use_or_used_recently_is_kept(tmp_path: Path) -> None:
+    """Another process may still use the old export: one exporting it holds its lock, one
+    loading it holds it shared; a feedbot from before the upgrade loads it unlocked, so one
+    used within a day is kept too."""
+    from feedbot.locks import exclusive, shared
+
+    model = _local_model(tmp_path)
+    slug = backends.onnx_dir(model).name.rsplit("-", 1)[0]
+    source = str(Path(model).resolve())
+    recent = _fake_export(f"{slug}-0000000001", source, idle_s=3600)
+    exporting = _fake_export(f"{slug}-0000000002", source)
+    loading = _fake_export(f"{slug}-0000000003", source)
+    with exclusive(backends._lock_file(exporting)), shared(backends._lock_file(loading)), \
+            shared(backends._lock_file(loading)):  # two loading at once
+        assert backends.prune_stale_exports(model) == []
+    assert recent.exists() and exporting.exists() and loading.exists()
+    assert sorted(backends.prune_stale_exports(model)) == [exporting, loading]  # now unused
+    assert recent.exists()
+    assert _names(backends.models_dir()) == [recent.name]  # the lock files went with them
+
+
+def test_loading_an_export_marks_it_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_open_export` holds the shared lock while it reads, and touches the directory."""
+    _fake_steps(monkeypatch)
+    model = _local_model(tmp_path)
+    directory = backends.export_onnx(model)
+    _idle(directory, 3 * 86400)
+    seen: list[bool] = []
+
+    def open_model(path: Path) -> str:
+        from feedbot.locks import try_exclusive
+
+        with try_exclusive(backends._lock_file(directory)) as free:
+            seen.append(free)
+        return "model"
+
+    monkeypatch.setattr(backends, "_load_tokenizer", lambda path, meta: "tokenizer")
+    assert backends._open_export(model, "model.onnx", open_model)[0] == "model"
+    assert seen == [False]  # a pruner would have kept it
+    assert time.time() - directory.stat().st_mtime < 3600
+    assert not backends._lock_file(directory).exists()
+
+
+def test_an_export_removed_while_waiting_for_its_lock_is_written_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that took the export for stale removed it while this one waited to export."""
+    _fake_steps(monkeypatch)
+    model = _local_model(tmp_path)
+    real_lock = backends._export_lock
+
+    @contextlib.contextmanager
+    def pruned_meanwhile(directory: Path):  # type: ignore[no-untyped-def]
+        shutil.rmtree(directory, ignore_errors=True)
+        with real_lock(directory):
+            yield
+
+    monkeypatch.setattr(backends, "_export_lock", pruned_meanwhile)
+    directory = backends.export_onnx(model)
+    assert backends._missing_exports(directory) == (False, False)
+
+
+def test_a_failed_removal_is_a_debug_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    _fake_steps(monkeypatch)
+    model = _local_model(tmp_path)
+    slug = backends.onnx_dir(model).name.rsplit("-", 1)[0]
+    stale = _fake_export(f"{slug}-0000000001", str(Path(model).resolve()))
+
+    def refused(path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(backends, "_remove_export", refused)
+    with caplog.at_level(logging.DEBUG, logger="feedbot.backends"):
+        assert backends.export_onnx(model) == backends.onnx_dir(model)
+    assert stale.exists()
+    assert [r.levelno for r in caplog.records if "cannot remove" in r.message] == [logging.DEBUG]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    monkeypatch.setattr(backends, "prune_stale_exports", lambda m: 1 / 0)  # any error at all
+    shutil.rmtree(backends.onnx_dir(model))
+    with caplog.at_level(logging.DEBUG, logger="feedbot.backends"):
+        assert backends.export_onnx(model) == backends.onnx_dir(model)
+    assert "cannot prune stale ONNX exports" in caplog.text
+
+
+def test_a_half_removed_export_stays_recognisable(tmp_path: Path) -> None:
+    """The metadata file goes last: a removal that stops half-way is tried again later."""
+    stale = _fake_export("x-0000000001", "x")
+    order: list[str] = []
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        order.append(self.name)
+        real_unlink(self, missing_ok=missing_ok)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "unlink", unlink)
+        backends._remove_export(stale)
+    assert order[-1] == backends.ONNX_META and not stale.exists()
+
+
+def test_the_real_export_path_removes_older_exports(model_ref: str, onnx_home: Path) -> None:
+    """Through the real quantiser, as an upgrade finds it: older exports of the packaged model
+    made before feedbot recorded their source (this machine held three), one used an hour ago."""
+    current = _copy_fp32_export(onnx_home, model_ref)
+    assert json.loads((current / backends.ONNX_META).read_text())["source"] == \
+        str(Path(model_ref).resolve())
+    slug = current.name.rsplit("-", 1)[0]
+    old = _fake_export(f"{slug}-0123456789", None)
+    recent = _fake_export(f"{slug}-9876543210", None, idle_s=3600)
+    other = _fake_export("someone_other-model-0123456789", None)
+    vecs = backends.OnnxEncoder(model_ref, "onnx-int8").encode(TEXTS[:2])  # quantises: prunes
+    assert vecs.shape == (2, 384)
+    assert not old.exists() and recent.exists() and other.exists()
+    assert _names(backends.models_dir()) == sorted([current.name, recent.name, other.name])

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -610,3 +611,49 @@ def test_digest_into_a_full_disk_or_a_closed_stdout(sources: Path, use_fake_embe
         assert err.strip() == "feedbot: cannot write the output: No space left on device"
     else:
         assert done.value.code == 0 and err == ""
+
+
+def test_doctor_reports_disk_use(feedbot_env: Path, use_fake_embedder: Any) -> None:
+    """What feedbot keeps: the database and every ONNX export (113 MB each for the packaged
+    model), the current one, older ones of the same model and those of other models."""
+    from feedbot import backends
+
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    current = backends.onnx_dir(use_fake_embedder.model_ref)
+    slug = current.name.rsplit("-", 1)[0]
+    exports = {"current": (current, 0), "stale": (current.with_name(f"{slug}-0000000001"), 3),
+               "recent": (current.with_name(f"{slug}-0000000002"), 0.1),
+               "other": (current.with_name("someone_other-0000000001"), 3)}
+    for directory, days in exports.values():
+        directory.mkdir(parents=True)
+        (directory / backends.ONNX_META).write_text(json.dumps({"source": "fake-model"}))
+        (directory / "model.onnx").write_bytes(b"x" * 2_000_000)
+        when = time.time() - days * 86400
+        for p in (*directory.iterdir(), directory):
+            os.utime(p, (when, when))
+    (current.parent / "not-an-export").mkdir()
+    result = invoke("doctor")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    disk = next(i for i, line in enumerate(lines) if line.startswith("disk: "))
+    db = sum(p.stat().st_size for p in feedbot_env.glob("feedbot.db*"))
+    assert lines[disk] == (f"disk: database {feedbot.cli._megabytes(db)}; ONNX exports 8.0 MB "
+                           f"in {current.parent}")
+    assert db > 0 and feedbot.cli._megabytes(113_000_000) == "113.0 MB"
+    assert lines[disk + 1] == f"  {current.name}  2.0 MB  current"
+    shown = "\n".join(lines[disk + 2:])
+    assert f"{exports['stale'][0].name}  2.0 MB  stale (an older export of this model: the " \
+           "next export removes it)" in shown
+    assert f"{exports['recent'][0].name}  2.0 MB  stale (an older export of this model, used " \
+           "2 h ago: kept until unused for a day)" in shown
+    assert f"{exports['other'][0].name}  2.0 MB  another model" in shown
+    assert "not-an-export" not in shown
+    assert sorted(p.name for p in current.parent.iterdir()) == sorted(  # doctor removes nothing
+        [*(d.name for d, _ in exports.values()), "not-an-export"])
+
+
+def test_doctor_without_exports(feedbot_env: Path, use_fake_embedder: Any) -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    result = invoke("doctor")
+    assert result.exit_code == 0
+    assert "disk: database " in result.stdout and "; no ONNX exports" in result.stdout
