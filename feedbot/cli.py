@@ -278,8 +278,8 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
     from .pipeline import make_digest
 
     cfg = app.config
-    if stage_id is not None and stage_id not in app.roadmap.ids:
-        fail(unknown_stage(stage_id, app.roadmap), 2)
+    if stage_id is not None:
+        stage_id = stage_or_fail(stage_id, app.roadmap)
     window = None
     if since is not None:
         try:
@@ -317,13 +317,23 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
 
 # --- stage ------------------------------------------------------------------------------------
 
+def stage_or_fail(stage_id: str, roadmap: Roadmap) -> str:
+    """The roadmap's id for `stage_id`, in any case (`CNN` is `cnn`, as the bot's /stage
+    takes it); otherwise exit 2 naming the ids."""
+    by_lower = {i.lower(): i for i in roadmap.ids}
+    found = by_lower.get(stage_id.strip().lower())
+    if found is None:
+        fail(unknown_stage(stage_id, roadmap), 2)
+    return found
+
+
 def unknown_stage(stage_id: str, roadmap: Roadmap) -> str:
     """`unknown stage 'CNN' (did you mean 'cnn'?); stages: …`"""
     import difflib
 
     by_lower = {i.lower(): i for i in roadmap.ids}
-    close = ([by_lower[stage_id.strip().lower()]] if stage_id.strip().lower() in by_lower
-             else difflib.get_close_matches(stage_id, roadmap.ids, n=1))
+    wanted = stage_id.strip().lower()
+    close = [by_lower[c] for c in difflib.get_close_matches(wanted, list(by_lower), n=1)]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown stage {stage_id!r}{hint}; stages: {', '.join(roadmap.ids)}"
 
@@ -360,8 +370,7 @@ def stage_set(app: App, stage_id: str) -> None:
     """Move to stage ID (edits sources.yaml, comments kept)."""
     from .sources_edit import set_stage
 
-    if stage_id not in app.roadmap.ids:
-        fail(unknown_stage(stage_id, app.roadmap), 2)
+    stage_id = stage_or_fail(stage_id, app.roadmap)
     set_stage(app.sources_file, stage_id)
     st = app.roadmap.get(stage_id)
     click.echo(f"stage set to {st.id} — {st.title}")

@@ -40,10 +40,7 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
     from .runner import Runner, RunOptions, Settings
 
     settings = Settings(app.config, app.roadmap)  # a broken sources.yaml stops us here (exit 2)
-    token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip() or None
-    if token is None:
-        click.echo("feedbot: TELEGRAM_BOT_TOKEN is not set; running the collection scheduler "
-                   "only (no bot, no digests)", err=True)
+    token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip() or None  # None: the runner says so
     _quiet_noisy_loggers()
     runner = Runner(settings, home=app.home, sources=app.sources_file, embedder=app.embedder,
                     token=token, options=RunOptions(grace=grace, watch=watch_interval))

@@ -523,7 +523,8 @@ def unfollow(path: Path, name: str) -> str:
             return _drop_place(doc, *place_hit)
         if hit is None:
             close = difflib.get_close_matches(name, list(_names(doc)), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else "; see `feedbot sources`"
+            hint = f"; did you mean {close[0]!r}?" if close else \
+                "; `feedbot sources` (/sources in Telegram) lists the names"
             raise FollowError(f"not following anyone or anything named {name!r}{hint}")
         section, index, entry = hit
         what = "" if section != "people" else \

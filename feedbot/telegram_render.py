@@ -346,8 +346,9 @@ def refusal() -> TgMessage:
 def setup_instructions(chat_id: int) -> TgMessage:
     """What the owner of a fresh install adds to sources.yaml to let this chat in."""
     return TgMessage(
-        "👋 feedbot is not set up for any chat yet. To let this chat use it, add these lines "
-        "to sources.yaml:\n\n"
+        "👋 feedbot is not set up for any chat yet. To let this chat use it, put its id in "
+        "the <code>allowed_chats</code> list under <code>telegram:</code> in sources.yaml "
+        "(the bundled file has it, empty, near its end), so that it reads:\n\n"
         f"<pre>telegram:\n  allowed_chats: [{int(chat_id)}]</pre>\n\n"
         "feedbot notices the change by itself within a few seconds; then send /start again.")
 

@@ -525,10 +525,10 @@ def test_digest_text_with_columns_0(sources: Path, use_fake_embedder: Any,
 def test_an_unknown_digest_stage_names_the_valid_ones(sources: Path, server: LocalServer) -> None:
     """`digest --stage CNN` said only "see `feedbot stage list`"; `stage set` listed the ids
     but suggested nothing."""
-    for args in (["digest", "--stage", "CNN"], ["stage", "set", "gpu"]):
+    for args in (["digest", "--stage", "CNNs"], ["stage", "set", "gpu"]):
         result = invoke(*args)
         assert result.exit_code == 2
-        want = "cnn" if "CNN" in args else "gpus"
+        want = "cnn" if "CNNs" in args else "gpus"
         assert f"(did you mean '{want}'?); stages: algebra-trigonometry, calculus," in \
             result.stderr
         assert "kaggle" in result.stderr
@@ -657,3 +657,15 @@ def test_doctor_without_exports(feedbot_env: Path, use_fake_embedder: Any) -> No
     result = invoke("doctor")
     assert result.exit_code == 0
     assert "disk: database " in result.stdout and "; no ONNX exports" in result.stdout
+
+
+def test_stage_ids_are_taken_in_any_case_as_the_bot_takes_them(sources: Path,
+                                                               use_fake_embedder: Any) -> None:
+    """`/stage NLP` worked in Telegram while `feedbot stage set NLP` was refused."""
+    result = invoke("stage", "set", "NLP")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("stage set to nlp")
+    assert "stage: nlp" in sources.read_text()
+    shown = invoke("digest", "--no-collect", "--stage", " Cnn ", "--format", "json")
+    assert shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["stage"]["id"] == "cnn"

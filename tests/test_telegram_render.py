@@ -180,6 +180,8 @@ def test_setup_instructions_are_a_line_that_loads(tmp_path: Path) -> None:
     block = re.search(r"<pre>(.*)</pre>", msg.text, re.S).group(1)  # type: ignore[union-attr]
     cfg = load_config(tmp_path / "sources.yaml", text=block)
     assert cfg.telegram.allowed_chats == [-1001234567890]
+    # the bundled file already has `telegram:`: a second block would be a duplicate key
+    assert "the bundled file has it, empty" in msg.text
 
 
 def test_an_empty_digest_says_why_when_a_note_explains_it() -> None:
