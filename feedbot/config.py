@@ -365,13 +365,25 @@ _PERSON_PLACES = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon", "arxiv
                   "blog": "their blog"}
 
 
+BLUESKY_URL_ENV = "FEEDBOT_BLUESKY_URL"  # replaces https://bsky.app (a local test server)
+MASTODON_URL_ENV = "FEEDBOT_MASTODON_URL"  # replaces https://{instance}; may hold {instance}
+
+
 def bluesky_feed_url(handle: str) -> str:
-    return f"https://bsky.app/profile/{handle.lstrip('@')}/rss"
+    """The RSS feed of a Bluesky account: `https://bsky.app/profile/HANDLE/rss`, with
+    FEEDBOT_BLUESKY_URL in place of `https://bsky.app` when it is set."""
+    base = os.environ.get(BLUESKY_URL_ENV, "").strip().rstrip("/") or "https://bsky.app"
+    return f"{base}/profile/{handle.lstrip('@')}/rss"
 
 
 def mastodon_feed_url(account: str) -> str:
+    """The RSS feed of a Mastodon account `@user@instance`: `https://INSTANCE/@user.rss`, with
+    FEEDBOT_MASTODON_URL in place of `https://INSTANCE` when it is set (`{instance}` in it
+    stands for the instance, so one local server can serve several)."""
     user, instance = account.lstrip("@").split("@", 1)
-    return f"https://{instance}/@{user}.rss"
+    base = os.environ.get(MASTODON_URL_ENV, "").strip().rstrip("/")
+    base = base.replace("{instance}", instance) if base else f"https://{instance}"
+    return f"{base}/@{user}.rss"
 
 
 def expand_sources(cfg: Config) -> list[SourceSpec]:

@@ -75,7 +75,8 @@ def feedbot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FEEDBOT_HOME", str(home))
     monkeypatch.setenv("FEEDBOT_SOURCES", str(tmp_path / "sources.yaml"))
     for var in ("FEEDBOT_MODEL", "FEEDBOT_DEVICE", "FEEDBOT_EMBED_BACKEND", "TELEGRAM_BOT_TOKEN",
-                "X_BEARER_TOKEN", "FEEDBOT_TELEGRAM_API_URL", "FEEDBOT_ARXIV_API_URL"):
+                "X_BEARER_TOKEN", "FEEDBOT_TELEGRAM_API_URL", "FEEDBOT_ARXIV_API_URL",
+                "FEEDBOT_X_API_URL", "FEEDBOT_BLUESKY_URL", "FEEDBOT_MASTODON_URL"):
         monkeypatch.delenv(var, raising=False)
     return home
 

@@ -70,6 +70,24 @@ def test_feed_urls_from_handles() -> None:
     assert bluesky_feed_url("@someone.bsky.social") == "https://bsky.app/profile/someone.bsky.social/rss"
 
 
+def test_feed_hosts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDBOT_BLUESKY_URL", "http://127.0.0.1:8080/bsky/")
+    monkeypatch.setenv("FEEDBOT_MASTODON_URL", "http://127.0.0.1:8080")
+    assert bluesky_feed_url("ada.bsky.social") == \
+        "http://127.0.0.1:8080/bsky/profile/ada.bsky.social/rss"
+    assert mastodon_feed_url("@ada@sigmoid.social") == "http://127.0.0.1:8080/@ada.rss"
+    monkeypatch.setenv("FEEDBOT_MASTODON_URL", "http://127.0.0.1:8080/m/{instance}/")
+    assert mastodon_feed_url("@ada@sigmoid.social") == \
+        "http://127.0.0.1:8080/m/sigmoid.social/@ada.rss"
+    monkeypatch.setenv("FEEDBOT_BLUESKY_URL", " ")  # blank: the real hosts
+    monkeypatch.setenv("FEEDBOT_MASTODON_URL", "")
+    assert bluesky_feed_url("ada.bsky.social") == "https://bsky.app/profile/ada.bsky.social/rss"
+    assert mastodon_feed_url("@ada@sigmoid.social") == "https://sigmoid.social/@ada.rss"
+    monkeypatch.setenv("FEEDBOT_MASTODON_URL", "http://127.0.0.1:9")
+    assert load_config("s.yaml", text='people:\n  - name: A\n    mastodon: "@a@b.social"\n'
+                       ).sources()[0].target == "http://127.0.0.1:9/@a.rss"
+
+
 def test_unknown_key_names_file_line_key_and_hint(tmp_path: Path) -> None:
     p = write(tmp_path, GOOD.replace("    url: https://a.example.org/feed.xml",
                                      "    urll: https://a.example.org/feed.xml"))

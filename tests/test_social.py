@@ -149,6 +149,76 @@ async def test_bluesky_mastodon_and_arxiv_author_from_local_servers(
     assert blog_post.kind == "post" and blog_post.person == "Ada Example"
 
 
+async def test_bluesky_and_mastodon_hosts_point_at_a_local_server_by_environment(
+        server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FEEDBOT_BLUESKY_URL replaces https://bsky.app; FEEDBOT_MASTODON_URL replaces
+    https://INSTANCE, `{instance}` in it standing for the instance. Plain HTTP client, no
+    transport tricks: the requests go where the environment says."""
+    monkeypatch.setenv("FEEDBOT_BLUESKY_URL", server.base + "/")
+    monkeypatch.setenv("FEEDBOT_MASTODON_URL", server.base + "/{instance}")
+    feeds = FIXTURES / "feeds"
+    server.add("/profile/lin.bsky.social/rss", body=(feeds / "bluesky_profile.xml").read_bytes(),
+               content_type="application/rss+xml; charset=utf-8")
+    server.add("/mastodon.social/@lin.rss", body=(feeds / "mastodon_profile.xml").read_bytes(),
+               content_type="application/rss+xml; charset=utf-8")
+    server.add("/sigmoid.social/@ada.rss", body=(FIXTURES / "social_mastodon.rss").read_bytes(),
+               content_type="application/rss+xml; charset=utf-8")
+    cfg = load_config("sources.yaml", text="""\
+people:
+  - name: Lin Researcher
+    bluesky: lin.bsky.social
+    mastodon: "@lin@mastodon.social"
+  - name: Ada Example
+    mastodon: "@ada@sigmoid.social"
+""")
+    store = Store(":memory:")
+    reports = await collect_async(cfg, store, now=NOW)
+    assert {r.name: (r.status, r.new) for r in reports} == {
+        "Lin Researcher/bluesky": ("ok", 3), "Lin Researcher/mastodon": ("ok", 2),
+        "Ada Example/mastodon": ("ok", 1)}
+    by_source: dict[str, list] = {}
+    for s in store.items_since(None):
+        for name in s.sources:
+            by_source.setdefault(name, []).append(s.item)
+    everything = [i for items in by_source.values() for i in items]
+    assert all(i.kind == "social" for i in everything)
+    assert not any(server.base in i.url for i in everything)  # the posts' own URLs
+
+    bsky = {i.url: i for i in by_source["Lin Researcher/bluesky"]}
+    assert set(bsky) == {f"https://bsky.app/profile/did:plc:feedbottestlin/post/3lcfeedbot10{n}"
+                         for n in range(3)}
+    assert all(i.person == "Lin Researcher" for i in bsky.values())
+    links = {u for i in bsky.values() for u in i.links}
+    assert {"https://blog.example.org/posts/warmup", "https://arxiv.org/abs/2611.04321"} <= links
+    assert bsky["https://bsky.app/profile/did:plc:feedbottestlin/post/3lcfeedbot102"
+                ].published == datetime(2026, 11, 19, 14, 10, tzinfo=UTC)  # "19 Nov 2026 14:10"
+
+    toots = {i.url: i for i in by_source["Lin Researcher/mastodon"]}
+    assert set(toots) == {"https://mastodon.social/@lin/113520000000000002",
+                          "https://mastodon.social/@lin/113510000000000001"}
+    assert all(i.person == "Lin Researcher" for i in toots.values())
+    seminar = toots["https://mastodon.social/@lin/113510000000000001"]
+    assert "reading list for the optimisation seminar" in seminar.title
+    assert seminar.published == datetime(2026, 11, 17, 10, 15, tzinfo=UTC)
+    [ada] = by_source["Ada Example/mastodon"]
+    assert ada.person == "Ada Example" and "https://arxiv.org/abs/2611.01234" in ada.links
+    assert len(server.hits("/sigmoid.social/@ada.rss")) == 1  # each instance at its own path
+
+
+def test_a_mastodon_post_with_an_image_keeps_its_text_and_links() -> None:
+    """feedparser files <media:description> (an image's alt text) under `content`: taken
+    first, it replaced the post's own text and links."""
+    from feedbot.collectors.feeds import parse_feed
+
+    body = (FIXTURES / "feeds" / "mastodon_profile.xml").read_bytes()
+    parsed = parse_feed(body, "Lin Researcher/mastodon",
+                        base_url="https://mastodon.social/@lin.rss", kind="social",
+                        person="Lin Researcher")
+    talk = next(i for i in parsed.items if i.url.endswith("/113520000000000002"))
+    assert "curvature-aware optimizers" in talk.title
+    assert "https://lin.example.net/talks/curvature" in talk.links
+
+
 async def test_a_shared_paper_or_post_is_one_digest_entry_with_every_source(
         server: LocalServer, http: httpx.AsyncClient, x_token: None, fake_emb: object) -> None:
     store = Store(":memory:")

@@ -4,6 +4,12 @@ which intercepts tweepy's requests session), and the pure parsing on its own."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +35,7 @@ from feedbot.collectors.x import (
 from feedbot.config import Config, SourceSpec, load_config
 from feedbot.store import SourceState, Store
 
-from .support import FIXTURES
+from .support import FIXTURES, LocalServer, Request
 
 API = "https://api.twitter.com/2"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -381,3 +387,55 @@ async def test_a_rejected_token_is_explained_once_per_run(
     lines = [r.line() for r in reports]
     assert sum("check X_BEARER_TOKEN" in line for line in lines) == 1
     assert all(store.source_state(n).failures == 1 for n in by_name)  # each source's status
+
+
+# --- stopping while X does not answer ----------------------------------------------------------
+
+def _wait_for_request(server: LocalServer, path: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60  # imports and start-up included
+    while not server.hits(path):
+        assert proc.poll() is None, "the process ended before asking X"
+        assert time.monotonic() < deadline, f"no request for {path}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("command", "sig"), [("collect", signal.SIGINT), ("run", signal.SIGTERM),
+                                              ("run", signal.SIGINT)])
+def test_stopping_does_not_wait_for_a_hung_x_request(
+        server: LocalServer, command: str, sig: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM while X holds a request: the process exits at once, not after the
+    request's 30 s timeout (asyncio.run joins `asyncio.to_thread`'s threads at exit)."""
+    release = threading.Event()
+
+    def hang(req: Request) -> tuple[int, dict[str, str], bytes]:
+        release.wait(60)
+        return 200, {"Content-Type": "application/json"}, b'{"data": {"id": "1"}}'
+
+    path = "/2/users/by/username/hung_one"
+    server.add(path, handler=hang)
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    # A short interval: `feedbot run` spreads the first collections over 5 % of it.
+    sources.write_text("defaults: {interval: 20s}\npeople:\n  - name: Hung\n    x: hung_one\n",
+                       encoding="utf-8")
+    env = {**os.environ, "X_BEARER_TOKEN": TOKEN, "FEEDBOT_X_API_URL": server.base}
+    if command == "collect":  # an unknown backend fails fast, after collecting: not the point
+        env["FEEDBOT_EMBED_BACKEND"] = "none-such"
+    proc = subprocess.Popen([sys.executable, "-m", "feedbot", command], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_request(server, path, proc)
+        stopped = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=40)
+        took = time.monotonic() - stopped
+    except BaseException:
+        proc.kill()
+        print(proc.communicate()[1].decode(errors="replace"))
+        raise
+    finally:
+        release.set()
+        proc.kill()
+    err = proc.communicate()[1]
+    assert took < 15, f"waited {took:.0f}s for the hung X request"
+    assert code in (0, 130), err.decode(errors="replace")
+    assert TOKEN.encode() not in err

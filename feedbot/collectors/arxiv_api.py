@@ -22,7 +22,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import arxiv
 import requests
@@ -35,7 +35,7 @@ from ..http import DEADLINE, parse_retry_after
 from ..items import Item, split_arxiv_id, utc
 from ..store import SourceState
 from ..text import html_to_text, shorten
-from . import Collected, Context, SourceError
+from . import Collected, Context, SourceError, in_daemon_thread
 
 API_URL = "https://export.arxiv.org/api/query?{}"
 DELAY = 3.0  # arXiv's terms of use: no more than one request every three seconds
@@ -45,9 +45,6 @@ BATCH_MAX_RESULTS = 1000  # results asked for in one batched author query (20 pe
 CHUNK = 65536  # bytes read at a time, the deadline checked between reads
 ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
 ATOM = "{http://www.w3.org/2005/Atom}"
-
-_T = TypeVar("_T")
-
 
 class ArxivNotAFeed(requests.RequestException):
     """arXiv answered 200 with something that is not an Atom feed (a maintenance page, nothing)."""
@@ -328,35 +325,6 @@ def retry_after_of(e: Exception, now: datetime) -> datetime | None:
     return None
 
 
-async def in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
-    """`fn(*args)` in a new daemon thread. Unlike `asyncio.to_thread`, whose executor threads
-    are joined at exit, a thread still running cannot keep the process from exiting (Ctrl-C,
-    SIGTERM); `fn` must bound its own time, as the arXiv session's deadline does."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if done.done():  # the caller stopped waiting
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)
-
-    def work() -> None:
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = fn(*args)
-        except BaseException as e:  # handed to the awaiting task, whatever it is
-            error = e
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=work, name="arxiv-request", daemon=True).start()
-    return await done
-
-
 UNREACHABLE_PAUSE = 60.0  # seconds in which arXiv is not asked again after it could not be reached
 
 
@@ -371,7 +339,7 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
             raise ArxivFetchError(f"{gate.down_reason} (not asked again within "
                                   f"{UNREACHABLE_PAUSE:g}s)")
         try:
-            return await in_daemon_thread(gate.search, query, max_results)
+            return await in_daemon_thread(gate.search, query, max_results, name="arxiv-request")
         except (arxiv.ArxivError, requests.RequestException) as e:
             reason = describe_error(e)
             if isinstance(e, requests.ConnectionError):

@@ -108,6 +108,19 @@ def _struct_to_dt(st: Any) -> datetime | None:
         return None
 
 
+def _body(e: Any) -> str:
+    """The entry's text: its HTML content (Atom `content`, RSS `content:encoded`), else the
+    longest of its plain contents and its summary. feedparser also files an image's alt text
+    (`media:description`, as Mastodon writes it) under `content`, as plain text: taken first,
+    it replaced a post's own text and links."""
+    contents = [c for c in e.get("content") or [] if c.get("value")]
+    for c in contents:
+        if "html" in (c.get("type") or ""):
+            return str(c["value"])
+    options = [str(c["value"]) for c in contents] + [str(e.get("summary") or "")]
+    return max(options, key=len)
+
+
 def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item | None:
     link = e.get("link") or ""
     if not link:
@@ -119,10 +132,7 @@ def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item 
     if not link and guid.startswith(("http://", "https://")):
         link = guid
     link = _web_link(link, base)
-    html_body = ""
-    if e.get("content"):
-        html_body = e["content"][0].get("value", "") or ""
-    html_body = html_body or e.get("summary", "") or ""
+    html_body = _body(e)
     summary = shorten(html_to_text(html_body), MAX_SUMMARY)
     title = _plain(e.get("title_detail"), e.get("title", ""))
     if not title:

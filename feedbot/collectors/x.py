@@ -14,6 +14,7 @@ never logs or shows the token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import os
 import re
@@ -29,9 +30,11 @@ from ..config import SourceSpec
 from ..items import Item
 from ..store import SourceState
 from ..text import shorten
-from . import Collected, Context, SourceDisabled, SourceError
+from . import Collected, Context, SourceDisabled, SourceError, in_daemon_thread
 
 TOKEN_ENV = "X_BEARER_TOKEN"
+API_URL_ENV = "FEEDBOT_X_API_URL"  # replaces API_HOST, e.g. a local test server
+API_HOST = "https://api.twitter.com"  # what tweepy's Client puts before every route
 TWEET_FIELDS = ["created_at", "entities", "referenced_tweets", "in_reply_to_user_id"]
 PAGE_MIN, PAGE_MAX = 5, 100  # what the API accepts as max_results
 TITLE_WIDTH = 90
@@ -74,11 +77,19 @@ class MetaStore(Protocol):
 
 
 class _TimeoutSession(requests.Session):
-    """tweepy calls `session.request` without a timeout; a hung API would hang the run."""
+    """tweepy calls `session.request` without a timeout; a hung API would hang the run. With
+    `api_url`, requests to X's API host go there instead (tweepy's host is fixed)."""
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def __init__(self, api_url: str = "") -> None:
+        super().__init__()
+        self.api_url = api_url.rstrip("/")
+
+    def request(self, method: str, url: str | bytes,  # type: ignore[override]
+                *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", TIMEOUT)
-        return super().request(*args, **kwargs)
+        if self.api_url and isinstance(url, str) and url.startswith(API_HOST + "/"):
+            url = self.api_url + url[len(API_HOST):]
+        return super().request(method, url, *args, **kwargs)
 
 
 @dataclass
@@ -113,7 +124,7 @@ class XGate:
         # Plain JSON back (return_type=dict): tweepy's Tweet model rejects posts that lack
         # newer fields, and parse_timeline reads the JSON the API sent.
         client = tweepy.Client(bearer_token=token, wait_on_rate_limit=False, return_type=dict)
-        client.session = _TimeoutSession()
+        client.session = _TimeoutSession(os.environ.get(API_URL_ENV, "").strip())
         return cls(client)
 
 
@@ -333,7 +344,7 @@ async def _user_id(gate: XGate, meta: MetaStore | None, handle: str) -> str:
     cached = meta.get_meta(key) if meta is not None else None
     if cached:
         return cached
-    uid = await asyncio.to_thread(lookup_user_id, gate.client, handle)
+    uid = await in_daemon_thread(lookup_user_id, gate.client, handle, name="x-request")
     if meta is not None:
         meta.set_meta(key, uid)
     return uid
@@ -349,9 +360,12 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
             raise gate.repeat_block()
         try:
             uid = await _user_id(gate, meta, handle)
-            pages = await asyncio.to_thread(
+            # A daemon thread, not asyncio.to_thread: at exit (Ctrl-C, SIGTERM) asyncio.run
+            # joins its executor's threads, so a hung request would hold the process for the
+            # session's TIMEOUT. The request's own timeout bounds the thread.
+            pages = await in_daemon_thread(functools.partial(
                 fetch_timeline, gate.client, uid, since_id=state.cursor,
-                max_items=spec.max_items, exclude=exclude_for(spec.options))
+                max_items=spec.max_items, exclude=exclude_for(spec.options)), name="x-request")
         except (tweepy.TweepyException, requests.RequestException) as e:
             err = describe_error(e, ctx.now)
             if isinstance(err, XAuthError | XRateLimited):
