@@ -464,6 +464,37 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
 
 
 @main.command()
+@click.option("--chat", default="cli", show_default=True,
+              help="Whose list: cli (feedbot feedback's default) or a Telegram chat id.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@pass_app
+def later(app: App, chat: str, fmt: str) -> None:
+    """List what you saved for later (feedbot feedback ITEM later, or 🔖 in Telegram), the
+    latest first. A 👍 or 👎 takes an item off the list."""
+    import json
+
+    from .render import clean_url
+
+    store = app.store
+    ids = store.bookmarks(chat)
+    found = {s.id: s for s in store.get_items(ids)}
+    saved = [found[i] for i in ids if i in found]
+    if fmt == "json":
+        click.echo(json.dumps({"chat": chat, "items": [
+            {"id": s.id, "title": s.item.title, "url": s.item.url, "source": s.sources[0],
+             "kind": s.item.kind} for s in saved]}, ensure_ascii=not utf8_stdout(), indent=2))
+        return
+    if not saved:
+        click.echo(f"nothing saved for later (chat {chat}); `feedbot feedback ITEM later` "
+                   "saves an item")
+        return
+    for n, s in enumerate(saved, 1):
+        click.echo(f"{n:>2}. {s.item.title}\n    {s.sources[0]} — "
+                   f"{clean_url(s.item.url)}  [{s.id}]")
+
+
+@main.command()
 @pass_app
 def doctor(app: App) -> None:
     """Show where feedbot keeps its data, the model and the device it embeds on."""

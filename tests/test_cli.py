@@ -237,6 +237,14 @@ def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
         [(first["id"], "up", stage)]
     assert store.bookmarks("cli") == [first["id"]]
     store.close()
+    # and the CLI lists it (before, only the bot's /later could)
+    listed = invoke("later")
+    assert listed.exit_code == 0 and first["title"] in listed.stdout
+    assert f"[{first['id']}]" in listed.stdout
+    assert [i["id"] for i in json.loads(invoke("later", "--format", "json").stdout)["items"]] \
+        == [first["id"]]
+    assert invoke("feedback", first["id"], "down").exit_code == 0  # read: off the list
+    assert "nothing saved for later" in invoke("later").stdout
     missing = invoke("feedback", "nothing-like-this", "down")
     assert missing.exit_code == 2 and "no stored item" in missing.stderr
 
