@@ -474,7 +474,7 @@ def later(app: App, chat: str, fmt: str) -> None:
     latest first. A 👍 or 👎 takes an item off the list."""
     import json
 
-    from .render import clean_url
+    from .items import clean_url
 
     store = app.store
     ids = store.bookmarks(chat)

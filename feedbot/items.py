@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -40,10 +41,6 @@ _HAS_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Lone surrogates (a JSON feed's "\ud800") cannot be written as UTF-8: hashing or storing such
 # text failed, and with it the whole collection. They become U+FFFD.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-# In a URL: whitespace, control and invisible format characters are percent-encoded (a URL can
-# hold none of them as such; a feed's "https://e.org/a b" or an escape sequence in a link).
-_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\xa0\u1680\u180e\u2000-\u200f\u2028-\u202f"
-                         r"\u205f-\u206f\u3000\ufeff\ud800-\udfff]")
 FUTURE_TOLERANCE = timedelta(days=1)  # a date later than this after the fetch is not believed
 
 
@@ -75,10 +72,11 @@ class Item:
             object.__setattr__(self, "authors", tuple(_clean_text(a) for a in self.authors))
         for name in ("url", "pdf_url"):
             value = getattr(self, name)
-            if _URL_UNSAFE.search(value):
-                object.__setattr__(self, name, _clean_url(value))
-        if any(_URL_UNSAFE.search(u) for u in self.links):
-            object.__setattr__(self, "links", tuple(_clean_url(u) for u in self.links))
+            if (cleaned := clean_url(value)) != value:
+                object.__setattr__(self, name, cleaned)
+        links = tuple(clean_url(u) for u in self.links)
+        if links != self.links:
+            object.__setattr__(self, "links", links)
         if self.kind not in KINDS:
             raise ValueError(f"unknown item kind {self.kind!r}")
         if self.published is not None and self.published.tzinfo is None:
@@ -124,11 +122,25 @@ def _clean_text(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text.translate(_CONTROL))
 
 
-def _clean_url(url: str) -> str:
-    """Surrounding blanks dropped, unsafe characters inside percent-encoded."""
-    url = url.strip(" \t\r\n\f\v")
-    return _URL_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in
-                                             m.group().encode("utf-8", "surrogatepass")), url)
+def percent_encoded(c: str) -> str:
+    """`c` as %XX escapes of its UTF-8 bytes (a lone surrogate's too)."""
+    return "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+
+
+def _url_unsafe(c: str) -> bool:
+    """Whitespace, control characters (terminal escapes), format marks (bidi overrides,
+    zero-width spaces) and lone surrogates: nothing a URL holds as such."""
+    return c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp")
+
+
+def clean_url(url: str) -> str:
+    """`url` without surrounding blanks and with what `_url_unsafe` matches percent-encoded:
+    a feed's "https://e.org/a b" or an escape sequence in a link can neither break a line nor
+    reach a terminal. Items are stored so; the renderers apply it again to older ones."""
+    url = url.strip()
+    if not any(_url_unsafe(c) for c in url):
+        return url
+    return "".join(percent_encoded(c) if _url_unsafe(c) else c for c in url)
 
 
 def item_key(arxiv_id: str, url: str, source: str = "", guid: str = "") -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import html
 import json
 import re
-import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from .items import clean_url, percent_encoded
 from .text import shorten
 
 if TYPE_CHECKING:
@@ -46,25 +46,6 @@ def md_text(text: str) -> str:
     return " ".join(text.split()).translate(_MD_SPECIAL)
 
 
-def _pct(c: str) -> str:
-    return "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
-
-
-def _invisible(c: str) -> bool:
-    """Whitespace, control characters (terminal escapes), format marks (bidi overrides,
-    zero-width spaces) and lone surrogates: nothing a URL shows or a terminal should get."""
-    return c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp")
-
-
-def clean_url(url: str) -> str:
-    """The URL as it may be shown: what `_invisible` matches is percent-encoded, so that a
-    feed's URL can neither break a line nor send escape sequences to the terminal."""
-    url = url.strip()
-    if not any(_invisible(c) for c in url):
-        return url
-    return "".join(_pct(c) if _invisible(c) else c for c in url)
-
-
 _LINKABLE = re.compile(r"^https?://[^/?#\\]", re.IGNORECASE)
 
 
@@ -78,7 +59,7 @@ def link_url(url: str) -> str | None:
 def md_url(url: str) -> str:
     """A link destination in angle brackets, which may hold parentheses; the characters that
     would end it (a line break, `>`, an escaping backslash) are percent-encoded."""
-    return "<" + "".join(_pct(c) if c in "<>\\" else c for c in clean_url(url)) + ">"
+    return "<" + "".join(percent_encoded(c) if c in "<>\\" else c for c in clean_url(url)) + ">"
 
 
 def _header(d: Digest) -> str:
