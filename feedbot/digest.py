@@ -90,12 +90,9 @@ class Digest:
             "notes": self.notes,
             "items": items,
         }
-        if explain and self.weights:  # score = Σ weights[k] · parts[k]
+        if explain:  # score = Σ weights[k] · parts[k]; {} without items, the same keys
             out["weights"] = dict(self.weights)
         return out
-
-    def dumps(self, explain: bool = False) -> str:
-        return json.dumps(self.to_json(explain), ensure_ascii=False, indent=2)
 
 
 def stage_vectors(store: Store, embedder: Embedder, roadmap: Roadmap) -> StageVectors:

@@ -129,8 +129,6 @@ def render_json(d: Digest, explain: bool = False, ascii_only: bool = False) -> s
     is not UTF-8); text that UTF-8 cannot carry (a lone surrogate) is escaped in any case, so
     the result is always valid JSON that any stdout can write."""
     doc = d.to_json(explain)
-    if explain:
-        doc.setdefault("weights", {})  # the same keys with or without items
     text = json.dumps(doc, ensure_ascii=ascii_only, indent=2)
     if not ascii_only:
         try:
