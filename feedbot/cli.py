@@ -536,9 +536,10 @@ def disk_use(home: Path, model_ref: str) -> list[str]:
     (the current one, older ones of the same model, which the next export removes, and those
     of other models)."""
     from .backends import STALE_AFTER_S, list_exports, models_dir
+    from .store import DB_FILE
 
     db = 0
-    for name in ("feedbot.db", "feedbot.db-wal", "feedbot.db-shm"):
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm"):
         with contextlib.suppress(OSError):
             db += (home / name).stat().st_size
     exports = list_exports(model_ref)

@@ -21,6 +21,8 @@ import numpy as np
 
 from .items import Item, canonical_url, content_hash, item_id, split_arxiv_id
 
+DB_FILE = "feedbot.db"  # in $FEEDBOT_HOME
+
 MIGRATIONS: list[str] = [
     # 1: the core tables
     """
@@ -265,7 +267,7 @@ class Store:
 
     @classmethod
     def open(cls, home: Path) -> Store:
-        return cls(home / "feedbot.db")
+        return cls(home / DB_FILE)
 
     def close(self) -> None:
         self.db.close()
@@ -466,7 +468,7 @@ class Store:
         where, args = _window(since)
         source, source_args = "i.source", []
         if hidden:
-            names = json.dumps(sorted(set(hidden)))
+            names = _names_json(hidden)
             where += f" AND {_FOLLOWED}"
             args += [names, names]
             source = ("CASE WHEN i.source IN (SELECT value FROM json_each(?)) THEN (SELECT "
@@ -587,7 +589,7 @@ class Store:
                      "FROM item_sources WHERE via != ''"), []
         if hidden:
             sql += " AND source NOT IN (SELECT value FROM json_each(?))"
-            args.append(json.dumps(sorted(set(hidden))))
+            args.append(_names_json(hidden))
         for item, who in self.db.execute(sql + " ORDER BY seen, rowid", args):
             out.setdefault(item, []).append(who)
         return {k: tuple(dict.fromkeys(v)) for k, v in out.items()}
@@ -611,7 +613,7 @@ class Store:
         if not hidden:
             return 0
         where, args = _window(since)
-        names = json.dumps(sorted(set(hidden)))
+        names = _names_json(hidden)
         return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND NOT {_FOLLOWED}",
                                    [*args, names, names]).fetchone()[0])
 
@@ -650,7 +652,6 @@ class Store:
         where not recorded (collected before targets were recorded)."""
         return {r[0]: (r[1], r[2]) for r in self.db.execute(
             "SELECT name, kind, target FROM source_state")}
-
 
     def source_state(self, name: str) -> SourceState:
         r = self.db.execute("SELECT * FROM source_state WHERE name = ?", (name,)).fetchone()
@@ -816,6 +817,11 @@ def unwrap_ref(ref: str) -> str:
 _FOLLOWED = ("(i.source NOT IN (SELECT value FROM json_each(?)) OR EXISTS (SELECT 1 FROM "
              "item_sources s WHERE s.item_id = i.id AND s.source NOT IN "
              "(SELECT value FROM json_each(?))))")
+
+
+def _names_json(names: Collection[str]) -> str:
+    """Source names as the JSON list that `json_each(?)` reads in the queries above."""
+    return json.dumps(sorted(set(names)))
 
 
 def _window(since: datetime | None) -> tuple[str, list[Any]]:
