@@ -476,10 +476,7 @@ def later(app: App, chat: str, fmt: str) -> None:
 
     from .items import clean_url
 
-    store = app.store
-    ids = store.bookmarks(chat)
-    found = {s.id: s for s in store.get_items(ids)}
-    saved = [found[i] for i in ids if i in found]
+    saved = app.store.bookmarked_items(chat)
     if fmt == "json":
         click.echo(json.dumps({"chat": chat, "items": [
             {"id": s.id, "title": s.item.title, "url": s.item.url, "source": s.sources[0],

@@ -532,13 +532,9 @@ class Runner:
 
     def later_entries(self, chat: int) -> list[DigestEntry]:
         """The chat's read-later items, newest first."""
-        ids = self.store.bookmarks(str(chat))
-        found = {s.id: s for s in self.store.get_items(ids)}
         labels = {s.name: s.label for s in self.settings.config.sources()}
         out = []
-        for i in ids:
-            if (s := found.get(i)) is None:
-                continue
+        for s in self.store.bookmarked_items(str(chat)):
             it = s.item
             out.append(DigestEntry(
                 id=s.id, title=it.title, url=it.url, source=labels.get(s.sources[0], it.source),

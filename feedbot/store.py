@@ -770,6 +770,12 @@ class Store:
             "SELECT item_id FROM bookmarks WHERE chat = ? ORDER BY at DESC, rowid DESC",
             (chat,))]
 
+    def bookmarked_items(self, chat: str) -> list[StoredItem]:
+        """The chat's read-later items (`bookmarks`), the latest saved first."""
+        ids = self.bookmarks(chat)
+        found = {s.id: s for s in self.get_items(ids)}
+        return [found[i] for i in ids if i in found]
+
     def feedback(self, chat: str | None = None) -> list[Vote]:
         """The latest vote of each chat on each item, oldest first (every chat for None)."""
         sql, args = "SELECT chat, item_id, value, at, stage FROM feedback", []

@@ -46,6 +46,7 @@ CHUNK = 65536  # bytes read at a time, the deadline checked between reads
 ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
 ATOM = "{http://www.w3.org/2005/Atom}"
 
+
 class ArxivNotAFeed(requests.RequestException):
     """arXiv answered 200 with something that is not an Atom feed (a maintenance page, nothing)."""
 
