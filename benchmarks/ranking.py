@@ -374,11 +374,11 @@ class Setup:
     stage_store: Store
 
 
-def setup(backend: str = "fp32") -> Setup:
-    if not DEV.exists():
-        raise SystemExit(f"dev set not found: {DEV}")
+def setup(backend: str = "fp32", dev: Path = DEV) -> Setup:
+    if not dev.exists():
+        raise SystemExit(f"dev set not found: {dev}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    papers = load_dev()
+    papers = load_dev(dev)
     CACHE.mkdir(exist_ok=True)
     store = Store(CACHE / "dev.db")
     emb = Embedder(backend=backend)
@@ -562,9 +562,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "regression, kNN) to see how far the embedding goes with ample feedback")
     ap.add_argument("--days", type=int, default=0,
                     help="also simulate this many days of votes on what the digest showed")
+    ap.add_argument("--dev", type=Path, default=DEV,
+                    help="labelled papers, one JSON object per line with id, title, abstract "
+                    "and categories (default: the corpus's arxiv-dev.jsonl); the same method "
+                    "on papers it was not chosen on")
     args = ap.parse_args(argv)
 
-    st = setup(args.backend)
+    st = setup(args.backend, args.dev)
     base = split_indices(len(st.papers), args.split)
     seeds = list(range(args.seed, args.seed + args.pools))
     pools = [draw_pool(base, args.pool, sd) for sd in seeds]
