@@ -420,14 +420,26 @@ def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
         return text
 
     out: list[str] = []
+    # One column for every section's status, as wide as the longest name (up to a limit past
+    # which a name is cut with "…"), so that a long name does not push its row out of line.
+    people = [r for r in rows if r["person"]]
+    labels = [2 + len(r["name"]) for r in rows if not r["person"]]
+    labels += [4 + len(r["place"]) for r in people]
+    width = min(max(labels, default=0), _SOURCES_NAME_MAX)
+
+    def cell(indent: int, text: str) -> str:
+        room = width - indent
+        if len(text) > room:
+            text = text[:room - 1] + "…"
+        return " " * indent + f"{text:<{room}}"
+
     sections = (("Blogs", lambda r: not r["person"] and r["kind"] == "feed"),
                 ("arXiv queries", lambda r: not r["person"] and r["kind"] == "arxiv"))
     for title, keep in sections:
         chosen = [r for r in rows if keep(r)]
         if chosen:
             out.append(f"{title}:")
-            out += [f"  {r['name']:<36} {status(r)}" for r in chosen]
-    people = [r for r in rows if r["person"]]
+            out += [f"{cell(2, r['name'])} {status(r)}" for r in chosen]
     if people:
         out.append("People:")
     person = None
@@ -435,8 +447,11 @@ def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
         if r["person"] != person:
             person = r["person"]
             out.append(f"  {person}")
-        out.append(f"    {r['place'][:50]:<50} {status(r)}")
+        out.append(f"{cell(4, r['place'])} {status(r)}")
     return out
+
+
+_SOURCES_NAME_MAX = 60  # widest name column of `feedbot sources`, indent included
 
 
 @main.command()

@@ -677,3 +677,25 @@ def test_stage_ids_are_taken_in_any_case_as_the_bot_takes_them(sources: Path,
     shown = invoke("digest", "--no-collect", "--stage", " Cnn ", "--format", "json")
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["stage"]["id"] == "cnn"
+
+
+def test_sources_status_column_lines_up_whatever_the_name_length() -> None:
+    from datetime import UTC, datetime
+
+    from feedbot.cli import format_sources
+
+    def row(name: str, kind: str = "feed", person: str = "", place: str = "") -> dict[str, Any]:
+        return {"name": name, "kind": kind, "person": person, "place": place, "weight": 1.0,
+                "health": "ok", "items": 3, "last_success": "just now", "error": "",
+                "waiting_until": None}
+
+    long = "The Gradient: Perspectives on AI (long!)"  # 40 characters
+    huge = "x" * 200
+    lines = format_sources([row("Short"), row(long), row(huge), row("cs.CV", "arxiv"),
+                            row("Ann/x", person="Ann", place="x: @ann")], datetime.now(UTC))
+    rows = [x for x in lines if x.rstrip().endswith("just now")]
+    assert len(rows) == 5
+    assert len({x.index(" ok ") for x in rows}) == 1  # one column for every section
+    assert any(long in x for x in rows)  # a name of 40 characters is shown whole
+    cut = next(x for x in rows if x.lstrip().startswith("xxx"))
+    assert "…" in cut and len(cut.split(" ok ")[0]) <= 60
