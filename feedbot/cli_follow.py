@@ -60,7 +60,10 @@ def _refusals() -> Iterator[None]:
               "much, 0.5 = half.")
 @click.option("--replies", is_flag=True, help="X: include their replies.")
 @click.option("--retweets", is_flag=True, help="X: include their retweets.")
-@click.option("--no-check", is_flag=True, help="Do not fetch a blog URL to check it is a feed.")
+@click.option("--no-check", is_flag=True,
+              help="Do not fetch a blog URL to check it is a feed: it is followed exactly as "
+              "given (a warning says when it looks like a web page), so give the feed's own "
+              "URL, not the blog's page.")
 @pass_app
 def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
            mastodon: str | None, arxiv: str | None, blog: str | None, category: str | None,

@@ -167,18 +167,24 @@ def following(cfg: Config, store: Store) -> Following:
     """The sources the learner follows now (see `Following`); records what each configured
     source fetches, so that a later rename is recognised."""
     specs = cfg.sources()
-    try:
-        store.remember_sources((s.name, s.kind, s.target) for s in specs)
-    except sqlite3.OperationalError as e:  # busy or read-only: the next digest records it
-        log.debug("could not record the configured sources: %s", e)
-    current = {s.name for s in specs}
+    want = {s.name: (s.kind, s.target) for s in specs}
+    # Read once. Only after an edit of sources.yaml is there something to record, and
+    # recording may move old names along to a source's new target (see
+    # `Store.remember_sources`): only then is it read again, as it now stands.
+    known = store.known_sources()
+    if any(known.get(name) != kt for name, kt in want.items()):
+        try:
+            if store.remember_sources((s.name, s.kind, s.target) for s in specs):
+                known = store.known_sources()
+        except sqlite3.OperationalError as e:  # busy or read-only: the next digest records it
+            log.debug("could not record the configured sources: %s", e)
     by_target: dict[tuple[str, str], str] = {}
     for s in specs:
         by_target.setdefault((s.kind, s.target), s.name)
     hidden: set[str] = set()
     renamed: dict[str, str] = {}
-    for name, (kind, target) in store.known_sources().items():
-        if name in current:
+    for name, (kind, target) in known.items():
+        if name in want:
             continue
         new = by_target.get((kind, target)) if target else None
         if new is not None:

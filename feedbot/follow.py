@@ -44,6 +44,7 @@ from .config import (
 )
 from .http import fetch, make_client
 from .items import canonical_url
+from .opml import feed_url
 from .sources_edit import edit_sources
 from .text import run_parser
 
@@ -150,7 +151,7 @@ def parse_follow_args(args: list[str]) -> FollowRequest:
 def classify_word(word: str) -> tuple[str, str]:
     """('mastodon', '@u@i'), ('bluesky', 'h.bsky.social'), ('x', 'h'), ('blog', url) or
     ('', word) for a word of a name."""
-    w = word.strip()
+    w = feed_url(word.strip())
     if w.lower().startswith(("http://", "https://")):
         return profile_url(w) or ("blog", w)
     if w.lower().startswith("x:") and len(w) > 2:
@@ -229,6 +230,8 @@ def _request(values: dict[str, Any]) -> FollowRequest:
             if place != key:
                 raise FollowError(f"{value} is not a profile URL on {PLACE_NAMES[key]}")
             values[key] = account
+    if values.get("blog"):
+        values["blog"] = feed_url(values["blog"])  # feed://…, HTTPS://…
     if values.get("mastodon"):
         values["mastodon"] = "@" + values["mastodon"].lstrip("@")
     for key in ("x", "bluesky"):
@@ -243,7 +246,7 @@ def _request(values: dict[str, Any]) -> FollowRequest:
             raise FollowError(f"{req.category!r} is not an arXiv category such as cs.LG or "
                               "stat.ML")
         return req
-    if not req.places:
+    if not req.places and not (req.name and (req.replies or req.retweets)):
         raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
     return req
 
@@ -363,9 +366,29 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     _, msg = edit_sources(Path(path), lambda doc: _apply(req, found, doc))
     if found is not None and found.page:
         msg += f" (feed found on {found.page})"
+    elif req.blog and found is None:
+        msg += f" (not checked{NOT_CHECKED_PAGE if looks_like_page(req.blog) else ''})"
     if req.x and not os.environ.get("X_BEARER_TOKEN"):
         msg += "; note: X_BEARER_TOKEN is not set, so X sources stay off until it is"
     return str(msg)
+
+
+# --no-check follows a URL exactly as given (the site may be down, or refuse robots), but
+# collecting reads only feeds: a URL that looks like a web page is followed with a warning.
+NOT_CHECKED_PAGE = (": it looks like a web page, not a feed, and feedbot collects only feeds; "
+                    "if collecting it fails, unfollow it and follow the feed's own URL, or "
+                    "follow the page without --no-check so that feedbot finds its feed")
+_FEED_WORDS = re.compile(r"feed|rss|atom|xml|json|syndication", re.IGNORECASE)
+
+
+def looks_like_page(url: str) -> bool:
+    """Whether a URL looks like a web page rather than a feed, by its path and query alone
+    (no fetch): `https://someone.github.io/`, `/blog`, `/about.html` do; `/feed`, `/index.xml`,
+    `/rss/`, `?format=rss` do not."""
+    parts = urlsplit(url)
+    if parts.path.lower().endswith((".html", ".htm")):
+        return True
+    return not (_FEED_WORDS.search(parts.path) or _FEED_WORDS.search(parts.query))
 
 
 def _read_doc(path: Path) -> CommentedMap:
@@ -378,6 +401,11 @@ def _read_doc(path: Path) -> CommentedMap:
 def _apply(req: FollowRequest, found: FeedCheck | None, doc: CommentedMap) -> str:
     if req.is_query:
         return _add_query(doc, req)
+    if (req.replies or req.retweets) and not req.x:
+        hit = None if req.is_blog_only else _find(doc, req.name or _default_name(req))
+        if hit is None or hit[0] != "people" or not hit[2].get("x"):
+            raise FollowError("--replies and --retweets are for X: give the X handle too "
+                              "(--x HANDLE)")
     return _add_blog(doc, req, found) if req.is_blog_only else _add_person(doc, req)
 
 
@@ -411,7 +439,7 @@ def _check_url(url: str) -> None:
 
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
-    taken = {n.casefold() for n in _names(doc)}
+    taken = _taken(doc)
     _refuse_followed_url(doc, req.blog)
     title = found.title if found is not None else ""
     name = unique_name(title or _host(req.blog), req.blog, taken)
@@ -552,12 +580,21 @@ def _drop_place(doc: CommentedMap, index: int, person: CommentedMap, place: str)
     if not any(person.get(p) for p in PLACES if p != place):  # their only place: all of them
         _delete_item(doc, "people", index)
         return f"unfollowed {person['name']} ({PLACE_NAMES[place]}, their only place)"
-    keys = list(person)
-    pos = keys.index(place)
-    tail = _take_tail(person, place)
-    del person[place]
-    _give_tail(person, keys[pos - 1] if pos else list(person)[0], tail)
+    _drop_key(person, place)
+    if place == "x":  # X's own options would otherwise wait for the next X handle
+        for flag in ("replies", "retweets"):
+            if flag in person:
+                _drop_key(person, flag)
     return f"unfollowed {person['name']} on {PLACE_NAMES[place]}"
+
+
+def _drop_key(person: CommentedMap, key: str) -> None:
+    """Delete a key of a person; the comment lines after it stay, after the key before it."""
+    keys = list(person)
+    pos = keys.index(key)
+    tail = _take_tail(person, key)
+    del person[key]
+    _give_tail(person, keys[pos - 1] if pos else list(person)[0], tail)
 
 
 # --- many blogs at once (OPML import) -------------------------------------------------------
@@ -580,7 +617,7 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
         report.added.clear()  # an edit may be redone on a file saved meanwhile
         report.skipped.clear()
         followed = {canonical_url(u) for u in _followed_urls(doc)}
-        taken = {n.casefold() for n in _names(doc)}
+        taken = _taken(doc)
         for title, url, _page in feeds:
             label = title or url
             if control_char(label) is not None:
@@ -637,6 +674,16 @@ def _entries(doc: CommentedMap) -> Iterator[tuple[str, int, CommentedMap]]:
 def _names(doc: CommentedMap) -> Iterator[str]:
     for _, _, entry in _entries(doc):
         yield str(entry.get("name", ""))
+
+
+def _taken(doc: CommentedMap) -> set[str]:
+    """Every name a new entry cannot take (casefolded): the entries' names and the source names
+    of people's places (`Ada/x`), which sources.yaml's validation also keeps unique."""
+    taken = {n.casefold() for n in _names(doc)}
+    for section, _, entry in _entries(doc):
+        if section == "people":
+            taken |= {f"{entry.get('name', '')}/{p}".casefold() for p in PLACES if entry.get(p)}
+    return taken
 
 
 def _find(doc: CommentedMap, name: str) -> tuple[str, int, CommentedMap] | None:

@@ -46,6 +46,22 @@ class _NoDoctype(ET.TreeBuilder):
 _REFUSED = "refusing an OPML file with a DOCTYPE or entity declarations"
 
 
+_SCHEME = re.compile(r"^(?:feed:(?://)?)?(https?://)?", re.IGNORECASE)
+
+
+def feed_url(url: str) -> str:
+    """The http(s) URL behind the forms older readers export: `feed://host/rss` (http),
+    `feed:https://host/rss`, `HTTPS://host/rss`. Anything else is returned as it is."""
+    m = _SCHEME.match(url)
+    if m is None or not m.group(0):
+        return url
+    if m.group(1):
+        return m.group(1).lower() + url[m.end():]
+    if m.group(0).lower() == "feed://":
+        return "http://" + url[m.end():]
+    return url
+
+
 def parse_opml(data: bytes) -> list[Feed]:
     """Every outline with an xmlUrl, however deeply nested in categories, first one wins."""
     if _DOCTYPE.search(data):
@@ -62,7 +78,7 @@ def parse_opml(data: bytes) -> list[Feed]:
     for el in root.iter():
         if _local(el.tag) != "outline":
             continue
-        url = _attr(el, "xmlUrl")
+        url = feed_url(_attr(el, "xmlUrl"))
         if url and url not in feeds:
             title = _attr(el, "title") or _attr(el, "text") or url
             feeds[url] = (title, url, _attr(el, "htmlUrl"))

@@ -133,3 +133,94 @@ def test_sources_yaml_validates_with_the_config_loader():
     cfg = config.load_config(DATA / "sources.yaml")
     assert cfg.learner.stage == "machine-learning"
     assert cfg.sources()
+
+
+# --- a roadmap of one's own (learner.roadmap) -------------------------------------------------
+
+def _own(tmp_path: Path, text: str | bytes) -> Path:
+    p = tmp_path / "my-roadmap.yaml"
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _error(tmp_path: Path, text: str | bytes) -> str:
+    from feedbot.config import ConfigError
+    from feedbot.roadmap import load_roadmap
+
+    p = _own(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_roadmap(p)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{p}:"), message
+    return message.removeprefix(f"{p}:")
+
+
+def test_a_yaml_syntax_error_in_a_roadmap_is_one_line_with_its_line(tmp_path: Path):
+    # it was ruamel's four-line message, naming "<unicode string>" instead of the file
+    where = _error(tmp_path, "stages:\n  - id: a\n    title: [unclosed\n  - id: b\n")
+    assert where.startswith("4: not valid YAML: ") and "unicode string" not in where
+
+
+def test_a_roadmap_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path):
+    # it was a UnicodeDecodeError traceback
+    where = _error(tmp_path, b"stages:\n  - id: a\n    title: \xe9t\xe9 (Latin-1)\n")
+    assert where == "3: not UTF-8 text: byte 0xe9 (save the file as UTF-8)"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # the same id twice, also in another case: `stage set CNN` could not tell them apart
+    ("stages:\n  - {id: a, title: A}\n  - {id: b, title: B}\n  - {id: a, title: C}\n",
+     "4: stages[2].id: duplicate stage id 'a' (stages[0] has it already)"),
+    ("stages:\n  - {id: CNN, title: A}\n  - {id: cnn, title: B}\n",
+     "3: stages[1].id: duplicate stage id 'cnn' (stages[0] has 'CNN', the same in another case)"),
+    # a space: /stage ID in Telegram takes one word, so the stage could never be chosen
+    ("stages:\n  - {id: a, title: A}\n  - id: My Stage\n    title: B\n",
+     "3: stages[1].id: 'My Stage' is not a stage id (e.g. 'My-Stage': one word, not starting "
+     "with '-', as `feedbot stage set ID` and /stage ID take it)"),
+    ("stages:\n  - {id: next, title: A}\n",
+     "2: stages[0].id: 'next' cannot be a stage id (/stage next moves to the next stage)"),
+    ("stages:\n  - {id: true, title: A}\n",
+     "2: stages[0].id: True is not a stage id (write it as text, e.g. 'basics')"),
+    # a typo'd key left the stage without its topics, silently
+    ("stages:\n  - id: a\n    title: A\n    topic: [vectors]\n",
+     "4: stages[0].topic: unknown key (did you mean 'topics'?)"),
+    # one topic as a string became a topic per character
+    ("stages:\n  - id: a\n    title: A\n    topics: vectors\n",
+     "4: stages[0].topics: must be a list, not 'vectors' (e.g. [vectors, probability])"),
+    ("stages:\n  - id: a\n    title: A\n    topics: [vectors, ~]\n",
+     "4: stages[0].topics[1]: must be text, not None (put it in quotes)"),
+    ("stages:\n  - id: a\n    title: A\n    summary: [not, text]\n",
+     "4: stages[0].summary: must be text, not ['not', 'text'] (put it in quotes)"),
+    # a resource that is not a mapping was dropped without a word
+    ("stages:\n  - id: a\n    title: A\n    resources:\n      - https://example.org/course\n",
+     "5: stages[0].resources[0]: each resource needs at least a 'title' (and a 'url')"),
+    ("stages:\n  - id: a\n    title: A\n    level: expert\n",
+     "4: stages[0].level: level must be one of foundation, core, applied"),
+    ("stages:\n  - {id: a, title: A}\n  - {id: b}\n",
+     "3: stages[1]: each stage needs at least 'id' and 'title'"),
+    ("stages: []\n", "1: stages: a roadmap needs a non-empty 'stages' list"),
+], ids=["duplicate-id", "duplicate-in-another-case", "space-in-id", "id-next", "id-not-text",
+        "unknown-key", "topics-a-string", "topic-not-text", "summary-not-text",
+        "resource-not-mapping", "level", "no-title", "no-stages"])
+def test_a_bad_roadmap_is_one_line_naming_the_file_line_and_stage(tmp_path: Path, text: str,
+                                                                   expected: str):
+    assert _error(tmp_path, text) == expected
+
+
+def test_what_the_checks_allow_still_loads(tmp_path: Path):
+    """Capitals (the commands take ids in any case), one stage, a stage with a title only, 200
+    stages: a guard for the checks above, not a bug of its own."""
+    from feedbot.roadmap import load_roadmap
+
+    rm = load_roadmap(_own(tmp_path, "title: Mine\nstages:\n  - {id: Basics, title: '  B  '}\n"))
+    [st] = rm.stages
+    assert (rm.title, st.id, st.title, st.summary, st.topics, st.resources) == \
+        ("Mine", "Basics", "B", "", (), ())
+    assert rm.next_after("Basics") is None
+    text = "stages:\n" + "".join(f"  - {{id: s{i}, title: Stage {i}, topics: [t{i}]}}\n"
+                                 for i in range(200))
+    rm = load_roadmap(_own(tmp_path, text))
+    assert len(rm.ids) == 200 and rm.get("s199").index == 199

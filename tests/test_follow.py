@@ -21,6 +21,7 @@ from feedbot.follow import (
     add_blogs,
     find_feed_links,
     follow,
+    looks_like_page,
     parse_follow_args,
     unfollow,
 )
@@ -104,6 +105,18 @@ def test_parse_follow_args(args: list[str], expected: FollowRequest) -> None:
 def test_a_bare_url_is_a_blogs_entry_but_with_a_name_a_person() -> None:
     assert parse_follow_args(["https://e.org/feed"]).is_blog_only
     assert not parse_follow_args(["Ada", "https://e.org/feed"]).is_blog_only
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["feed://example.org/rss"], FollowRequest(blog="http://example.org/rss")),
+    (["Ada", "--blog", "feed:https://ada.example/atom.xml"],
+     FollowRequest(name="Ada", blog="https://ada.example/atom.xml")),
+    (["--blog", "HTTPS://ada.example/atom.xml"], FollowRequest(blog="https://ada.example/atom.xml")),
+])
+def test_feed_scheme_and_capital_scheme_urls(args: list[str], expected: FollowRequest) -> None:
+    """`feed://host/rss` was taken for words of a name, `--blog HTTPS://…` refused as not an
+    http(s) URL."""
+    assert parse_follow_args(args) == expected
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -287,6 +300,17 @@ def test_a_feed_url_is_followed_under_its_title(sources: Path, server: LocalServ
     assert len(server.hits("/feed.xml")) == 1
 
 
+def test_a_feed_titled_like_a_persons_source_gets_another_name(sources: Path,
+                                                               server: LocalServer) -> None:
+    """The title `Andrej Karpathy/X` is the name of his X source: the follow was refused as
+    invalid (a duplicate name) instead of naming the blog apart, as any other taken title."""
+    feed = atom_feed([{"title": "Post", "link": "https://k.example/post"}],
+                     title="Andrej Karpathy/X")
+    url = server.add("/feed.xml", body=feed, content_type="application/atom+xml")
+    assert follow(sources, parse_follow_args([url])) == \
+        f"following blog 'Andrej Karpathy/X (127.0.0.1)': {url}"
+
+
 def test_a_page_advertising_a_feed_is_followed_by_its_feed(sources: Path,
                                                            server: LocalServer) -> None:
     feed = server.add("/blog/feed.atom", body=FEED, content_type="application/atom+xml")
@@ -339,6 +363,16 @@ def test_no_check_does_not_fetch(sources: Path, server: LocalServer) -> None:
     assert load_config(sources).blogs[-1].name == "127.0.0.1"
 
 
+@pytest.mark.parametrize(("url", "page"), [
+    ("https://someone.github.io/", True), ("https://e.org/blog", True),
+    ("https://e.org/feed/atom.html", True), ("https://e.org/feed/", False),
+    ("https://e.org/index.xml", False), ("https://e.org/?format=rss", False),
+    ("https://e.org/feeds/posts/default", False), ("https://e.org/feed.json", False),
+])
+def test_looks_like_page(url: str, page: bool) -> None:
+    assert looks_like_page(url) is page
+
+
 # --- the commands -----------------------------------------------------------------------------
 
 def invoke(sources: Path, *args: str) -> Result:
@@ -373,6 +407,22 @@ def test_cli_refusals_exit_2_and_unreachable_exits_1(sources: Path,
     r = invoke(sources, "follow", "--blog", server.url("/missing"))
     assert r.exit_code == 1 and "cannot check" in r.output
     assert sources.read_text() == COMMENTED
+
+
+def test_no_check_on_a_page_url_follows_it_as_given_with_a_warning(sources: Path) -> None:
+    """--no-check stored a blog's page without a word, though collecting reads only feeds and
+    so failed every time: it is still followed as given (the user may know better), but the
+    message says it looks like a page and what to do."""
+    r = invoke(sources, "follow", "Someone", "--blog", "https://someone.github.io/", "--no-check")
+    assert r.exit_code == 0, r.output
+    assert load_config(sources).people[-1].blog == "https://someone.github.io/"
+    assert r.output.startswith("following Someone on their blog (https://someone.github.io/) "
+                               "(not checked: it looks like a web page, not a feed, ")
+    assert "follow the feed's own URL" in r.output and "without --no-check" in r.output
+    r = invoke(sources, "follow", "--no-check", "https://b.example/blog/index.xml")
+    assert r.exit_code == 0, r.output
+    assert r.output.rstrip().endswith("https://b.example/blog/index.xml (not checked)")
+    assert "followed exactly as given" in invoke(sources, "follow", "--help").output
 
 
 @pytest.mark.parametrize("command", ["follow", "unfollow", "import-opml", "export-opml"])
@@ -652,6 +702,29 @@ def test_unfollow_one_place_of_a_person(sources: Path) -> None:
     assert [p.name for p in load_config(sources).people] == ["Andrej Karpathy"]
     with pytest.raises(FollowError, match="not following"):
         unfollow(sources, "Andrej Karpathy/x")
+
+
+def test_unfollowing_a_persons_x_drops_its_replies_and_retweets(sources: Path) -> None:
+    """They stayed behind, to apply unseen to whatever X handle the person got next."""
+    assert follow(sources, parse_follow_args(["Andrej Karpathy", "--replies", "--retweets"])) \
+        == "Andrej Karpathy: added replies on, retweets on"
+    assert unfollow(sources, "Andrej Karpathy/x") == "unfollowed Andrej Karpathy on X"
+    removed, added = changes(COMMENTED, sources.read_text())
+    assert removed == ["    x: karpathy"] and added == []
+    follow(sources, parse_follow_args(["Andrej Karpathy", "--x", "karpathy"]))
+    assert not load_config(sources).people[0].replies
+
+
+@pytest.mark.parametrize("args", [
+    ["Justin Johnson", "--replies"],  # a person without X
+    ["Bob", "--arxiv", "Bob Example", "--retweets"],  # a new person without X
+    ["--no-check", "https://b.example/feed", "--replies"],  # a blog
+])
+def test_replies_and_retweets_without_x_are_refused(sources: Path, args: list[str]) -> None:
+    """They were stored (or dropped, for a blog) without a word, and did nothing."""
+    with pytest.raises(FollowError, match="--replies and --retweets are for X"):
+        follow(sources, parse_follow_args(args))
+    assert sources.read_text() == COMMENTED
 
 
 def test_a_file_with_a_tab_before_a_comment_can_be_edited(tmp_path: Path) -> None:

@@ -182,6 +182,30 @@ def test_import_skips_malformed_feeds_and_imports_the_others(sources: Path,
     assert [b.name for b in load_config(sources).blogs] == ["Jay Alammar", "Good", "Also good"]
 
 
+def test_feed_scheme_and_capital_scheme_urls_are_http_urls() -> None:
+    """Older readers export `feed://host/rss` (http) and `feed:https://…`, and a scheme may be
+    in capitals: all were skipped as 'not an http(s) URL'."""
+    assert parse_opml(opml('<outline text="A" xmlUrl="feed://a.example/rss"/>'
+                           '<outline text="B" xmlUrl="feed:https://b.example/rss"/>'
+                           '<outline text="C" xmlUrl="HTTPS://c.example/Feed"/>'
+                           '<outline text="D" xmlUrl="feed:rss"/>')) == [
+        ("A", "http://a.example/rss", ""), ("B", "https://b.example/rss", ""),
+        ("C", "https://c.example/Feed", ""), ("D", "feed:rss", "")]
+
+
+def test_a_title_that_is_a_persons_source_name_does_not_stop_the_import(sources: Path,
+                                                                        tmp_path: Path) -> None:
+    """`Ada Example/x` names Ada's X source: a blog under that name made sources.yaml invalid,
+    so the whole import was refused and nothing was added."""
+    f = tmp_path / "clash.opml"
+    f.write_bytes(opml('<outline title="Good" xmlUrl="https://good.example/feed"/>'
+                       '<outline title="ada example/X" xmlUrl="https://adax.example/feed"/>'))
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(f)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == ["added Good", "added ada example/X (adax.example)",
+                                     "2 added, 0 skipped (2 feeds in clash.opml)"]
+
+
 def test_export_to_a_missing_directory_is_a_clear_error(sources: Path, tmp_path: Path) -> None:
     out = tmp_path / "missing" / "x.opml"
     r = CliRunner().invoke(main, ["--sources", str(sources), "export-opml", "-o", str(out)])
