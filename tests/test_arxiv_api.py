@@ -2,6 +2,7 @@
 spacing kept whatever happened to the request before, which errors are retried, Retry-After,
 arXiv's own error explanations, and a person's lone author query filtered like a batch."""
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from feedbot.collect import collect
-from feedbot.collectors.arxiv_api import ArxivGate, error_explanation
+from feedbot.collectors.arxiv_api import ArxivGate, error_explanation, gated_search
 from feedbot.config import Config, load_config
 from feedbot.http import MAX_RETRY_AFTER
 from feedbot.store import Store
@@ -237,3 +238,91 @@ def test_when_arxiv_cannot_be_reached_the_next_searches_fail_at_once(tmp_path: P
     assert all("not asked again within 60s" in r.error for r in reports[1:])
     assert took < 6, took  # one search and its retry, 2 s apart; three would take 10 s
     assert all(store.source_state(n).failures == 1 for n in "abc")
+
+
+# --- one page, and the spacing in monotonic time -----------------------------------------------
+
+def test_a_short_page_is_kept_and_no_second_page_is_asked_for(
+        corpus: Path, server: LocalServer, tmp_path: Path) -> None:
+    """arXiv answered 10 entries where 15 were asked for (its totalResults: 214881): the
+    package asked for the next page, which came back empty, and raised, the 10 papers lost."""
+    recorded = corpus / "arxiv-api/arxiv.py/atom_xml"
+    page = (recorded / "q_testing_s0_m10_bc5a6c384fe9.xml").read_bytes()
+    empty = (recorded / "id_0000.0000_s0_m100_8b51d9633a68.xml").read_bytes()  # 0 results
+
+    def answer(req: Request) -> tuple[int, dict[str, str], bytes]:
+        first = "start=0&" in req.query + "&"
+        return 200, {"Content-Type": "application/atom+xml"}, page if first else empty
+
+    server.add("/api/query", Route(handler=answer))
+    text = "learner:\n  stage: cnn\narxiv:\n  - name: t\n    query: testing\n    max_results: 15\n"
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(load_config("s.yaml", text=text), store, now=NOW,
+                   arxiv=gate_for(server, retries=1))
+    assert r.status == "ok" and r.seen == 10, r.line()
+    assert len(store.items_since(None)) == 10
+    [hit] = server.hits("/api/query")
+    assert "start=0&" in hit.query and "max_results=15" in hit.query
+
+
+class _SetBack(datetime):
+    """The wall clock, `back` behind the real one (daylight saving time ending, NTP)."""
+
+    back = timedelta(0)
+
+    @classmethod
+    def now(cls, tz: object = None) -> "_SetBack":  # type: ignore[override]
+        real = datetime.now(tz)  # type: ignore[arg-type]
+        return cls.fromtimestamp((real - cls.back).timestamp(), real.tzinfo)
+
+
+def test_the_spacing_does_not_wait_out_a_wall_clock_set_back(
+        server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package spaced requests by `datetime.now()`: with the clock set back an hour between
+    two searches, the second slept that hour (holding every arXiv source behind it)."""
+    import arxiv
+
+    from feedbot.collectors import arxiv_api
+
+    server.add("/api/query", body=FEED, content_type="application/atom+xml")
+    monkeypatch.setattr(arxiv, "datetime", _SetBack)
+    monkeypatch.setattr(arxiv_api, "datetime", _SetBack)
+    monkeypatch.setattr(_SetBack, "back", timedelta(0))
+    gate = gate_for(server, delay=0.3)
+
+    async def two_searches() -> float:
+        await gated_search(gate, "all:a", 5)
+        monkeypatch.setattr(_SetBack, "back", timedelta(hours=1))
+        started = time.monotonic()
+        await asyncio.wait_for(gated_search(gate, "all:b", 5), 20)
+        return time.monotonic() - started
+
+    took = asyncio.run(two_searches())
+    one, two = server.hits("/api/query")
+    assert two.at - one.at >= 0.25  # still spaced
+    assert took < 10, took  # not an hour
+
+
+# --- abstracts are plain text ----------------------------------------------------------------
+
+def test_an_abstract_with_angle_brackets_keeps_every_word(
+        corpus: Path, server: LocalServer, tmp_path: Path) -> None:
+    """Real abstracts (papers/arxiv-dev.jsonl) write "<thought>", "<memory>" or "$a<b$ ...
+    $c>d$": read as HTML, the words between the brackets were lost."""
+    import json
+    from html import escape
+
+    lines = (corpus / "papers/arxiv-dev.jsonl").read_text(encoding="utf-8").splitlines()
+    paper = next(p for line in lines if (p := json.loads(line))["id"] == "2606.05976")
+    page = (corpus / "arxiv-api/arxiv.py/atom_xml/q_testing_s0_m10_bc5a6c384fe9.xml").read_text(
+        encoding="utf-8")
+    start, end = page.index("<summary>"), page.index("</summary>")  # the first entry's
+    page = page[:start] + f"<summary>{escape(paper['abstract'])}" + page[end:]
+    server.add("/api/query", body=page.encode(), content_type="application/atom+xml")
+    text = "learner:\n  stage: cnn\narxiv:\n  - name: t\n    query: testing\n    max_results: 10\n"
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(load_config("s.yaml", text=text), store, now=NOW, arxiv=gate_for(server))
+    assert r.status == "ok" and r.seen == 10
+    [got] = [s.item for s in store.items_since(None) if "<thought>" in s.item.summary]
+    assert got.summary == " ".join(paper["abstract"].split())
+    assert got.summary.count("<memory>") == 2

@@ -137,6 +137,31 @@ def test_real_post_links_are_expanded_and_media_dropped(corpus: Path) -> None:
     assert photo.links == () and photo.summary == "Good morning #twitter"
 
 
+def test_a_retweet_carries_the_whole_retweeted_post_when_it_was_included(corpus: Path) -> None:
+    """Real: a retweet's own text is cut ("RT @a: ...two nights…"); the post it repeats came
+    whole in includes.tweets."""
+    page = twarc_timeline(corpus)
+    items = {i.guid: i for i in parse_timeline([page], "PhillyNEFL", "p/x", retweets=True)}
+    bird = items["1257712877559037961"]
+    assert bird.summary.startswith("RT @BleacherReport: In 1986, Larry Bird decided")
+    assert "two nights later" in bird.summary and "That was a bad man." in bird.summary
+    assert "…" not in bird.summary
+    without = parse_timeline([{**page, "includes": {}}], "PhillyNEFL", "p/x", retweets=True)
+    assert any(i.summary.endswith("two nights…") for i in without)  # its own text, as before
+
+
+def test_a_long_posts_whole_text_and_links_come_from_note_tweet() -> None:
+    page = fixture("x_timeline_note_tweet_derived.json")
+    [post] = parse_timeline([page], "PhillyNEFL", "p/x")
+    assert post.guid == "1257469520882647040"
+    assert "the one shot nobody could fix" in post.summary  # past the 270-character cut
+    assert post.links == ("http://epicstream.com/news/NicoParungo/Star-Wars-Releases-May-the-4th-"
+                          "Video-to-Inspire-Fans-in-These-Dark-Times",
+                          "https://arxiv.org/abs/2611.04321")
+    assert "t.co/" not in post.summary and "& what went wrong" in post.summary
+    assert post.summary.endswith("with the numbers: https://arxiv.org/abs/2611.04321")
+
+
 def test_entities_are_unescaped_and_titles_shortened() -> None:
     page = fixture("x_timeline_shares_arxiv.json")
     [post] = parse_timeline([page], "feedbot_test", "Test Person/x", "Test Person")
@@ -178,7 +203,8 @@ async def test_first_run_resolves_handle_once_and_second_run_reads_only_new(
     q = query(calls[0])
     assert q["max_results"] == "20" and q["exclude"] == "retweets,replies"
     assert set(q["tweet.fields"].split(",")) == {"created_at", "entities", "referenced_tweets",
-                                                 "in_reply_to_user_id"}
+                                                 "in_reply_to_user_id", "note_tweet"}
+    assert "expansions" not in q  # retweets are off: no included posts to pay for
     assert "since_id" not in q and "pagination_token" not in q  # never pages back
     assert len(calls) == 1 and calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert store.source_state("Twitter/x").cursor == page["meta"]["newest_id"]
@@ -194,6 +220,70 @@ async def test_first_run_resolves_handle_once_and_second_run_reads_only_new(
     assert store.source_state("Twitter/x").cursor == page["meta"]["newest_id"]
 
 
+async def test_a_long_post_reaches_the_store_whole_with_the_link_past_the_cut(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    page = fixture("x_timeline_note_tweet_derived.json")
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n")
+    store.set_meta("x:user:phillynefl", "2351222345")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        [report] = await run(cfg, store, http)
+        assert "note_tweet" in query(timeline_calls(rsps)[0])["tweet.fields"].split(",")
+    assert report.status == "ok" and report.new == 1  # the retweet is left out
+    [stored] = store.items_since(None)
+    assert "the one shot nobody could fix" in stored.item.summary
+    assert "https://arxiv.org/abs/2611.04321" in stored.item.links
+
+
+async def test_a_retweet_of_a_long_post_is_stored_whole_when_retweets_are_on(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    page = fixture("x_timeline_note_tweet_derived.json")
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n    retweets: true\n")
+    store.set_meta("x:user:phillynefl", "2351222345")
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        [report] = await run(cfg, store, http)
+        assert query(timeline_calls(rsps)[0])["expansions"] == "referenced_tweets.id"
+    assert report.status == "ok" and report.new == 2
+    [rt] = [s.item for s in store.items_since(None) if s.item.summary.startswith("RT @")]
+    assert rt.summary.startswith("RT @FantasyandSciFi: Star Wars Releases")
+    assert "the one shot nobody could fix" in rt.summary
+    assert "https://arxiv.org/abs/2611.04321" in rt.links
+    assert rt.url == "https://x.com/PhillyNEFL/status/1257475000000000000"
+
+
+def recorded_post(corpus: Path, name: str) -> dict[str, Any]:
+    """The one post of a recorded twarc-csv lookup (full fields)."""
+    [line] = (corpus / "x-api-v2/twarc-csv" / name).read_text().splitlines()
+    [post] = json.loads(line)["data"]
+    return post
+
+
+def as_timeline(post: dict[str, Any]) -> dict[str, Any]:
+    return {"data": [post], "meta": {"result_count": 1, "newest_id": post["id"],
+                                     "oldest_id": post["id"]}}
+
+
+async def test_an_edited_post_updates_its_item_instead_of_adding_another(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """Real: a post and its edit (a new id, the same edit_history_tweet_ids), each ending in
+    X's link to the post itself (twitter.com/i/web/status/<its id>)."""
+    before = recorded_post(corpus, "edited_before.jsonl")
+    after = recorded_post(corpus, "edited_after.jsonl")
+    assert before["id"] != after["id"] and after["id"] in before["edit_history_tweet_ids"]
+    cfg = config("  - name: Editor\n    x: editor\n")
+    store.set_meta("x:user:editor", after["author_id"])
+    for page, now in ((as_timeline(before), NOW), (as_timeline(after), NOW + timedelta(hours=1))):
+        with responses.RequestsMock() as rsps:
+            rsps.get(f"{API}/users/{after['author_id']}/tweets", json=page)
+            [report] = await run(cfg, store, http, now)
+        assert report.status == "ok", report.error
+    [stored] = store.items_since(None)
+    assert stored.item.url == f"https://x.com/editor/status/{before['id']}"
+    assert stored.item.summary == "hey :)" and stored.item.links == ()  # the edit, no self-link
+    assert store.source_state("Editor/x").cursor == after["id"]
+
+
 async def test_person_options_bring_back_replies_and_retweets(
         corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
     page = twarc_timeline(corpus)
@@ -202,7 +292,8 @@ async def test_person_options_bring_back_replies_and_retweets(
         rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
         rsps.get(f"{API}/users/2351222345/tweets", json=page)
         [report] = await run(cfg, store, http)
-        assert "exclude" not in query(timeline_calls(rsps)[0])
+        q = query(timeline_calls(rsps)[0])
+        assert "exclude" not in q and q["expansions"] == "referenced_tweets.id"
     assert report.status == "ok" and report.seen == 100
 
 

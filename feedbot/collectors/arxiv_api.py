@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,31 +158,39 @@ class _TimeoutSession(requests.Session):
     - Errors: a 4xx, or an error with Retry-After, raises ArxivHTTPStatus (with arXiv's own
       explanation), which the package does not retry; other errors go back to the package,
       which retries them.
-    - Spacing: `on_done` runs after every request, however it ended, so the client's spacing
-      counts from it (the package records the time only when `get` returns)."""
+    - Spacing: every request (the package's retries too) starts `delay` seconds after the
+      previous one ended, however it ended, counted in monotonic time. The package counts by the
+      wall clock (`datetime.now()`, naive local time): set back an hour (daylight saving time
+      ending, an NTP correction), it slept that hour before the next request."""
 
-    def __init__(self, timeout: float, deadline: float = DEADLINE,
-                 on_done: Callable[[], None] | None = None) -> None:
+    def __init__(self, timeout: float, deadline: float = DEADLINE, delay: float = 0.0) -> None:
         super().__init__()
         self._timeout = timeout
         self._deadline = deadline
-        self._on_done = on_done
+        self._delay = delay
+        self._last_done: float | None = None  # time.monotonic() when the last request ended
         for adapter in self.adapters.values():
             manager = getattr(adapter, "poolmanager", None)
             if manager is not None:
                 manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool,
                                                   "https": _WatchedHTTPSPool}
 
+    def _wait_for_spacing(self) -> None:
+        if self._last_done is not None:
+            wait = self._last_done + self._delay - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         limit = min(self._timeout, self._deadline)
         kwargs.setdefault("timeout", (limit, limit))
         kwargs["stream"] = True
+        self._wait_for_spacing()
         try:
             with _Deadline(self._deadline) as deadline:
                 response = self._request_within(deadline, args, kwargs)
         finally:
-            if self._on_done is not None:
-                self._on_done()
+            self._last_done = time.monotonic()
         if response.status_code == 200:
             problem = not_a_feed(response.content)
             if problem:
@@ -253,17 +261,30 @@ def error_explanation(content: bytes) -> str:
     return ""
 
 
+class _Client(arxiv.Client):
+    """The package's client without its wall-clock spacing: it never remembers when it last
+    asked (so never sleeps for it); `_TimeoutSession` keeps the spacing instead."""
+
+    @property  # type: ignore[override]
+    def _last_request_dt(self) -> datetime | None:
+        return None
+
+    @_last_request_dt.setter
+    def _last_request_dt(self, value: datetime | None) -> None:
+        pass
+
+
 class ArxivGate:
     """One arXiv client and one lock for the whole process."""
 
     def __init__(self, api_url: str | None = None, delay: float = DELAY, timeout: float = 30.0,
                  retries: int = 1, deadline: float = DEADLINE) -> None:
-        self.client = arxiv.Client(page_size=100, delay_seconds=delay, num_retries=retries)
+        self.client = _Client(page_size=100, delay_seconds=delay, num_retries=retries)
         self.client.query_url_format = api_url or os.environ.get("FEEDBOT_ARXIV_API_URL") \
             or API_URL
         if "{}" not in self.client.query_url_format:
             self.client.query_url_format = self.client.query_url_format.rstrip("?") + "?{}"
-        self.client._session = _TimeoutSession(timeout, deadline, on_done=self._request_done)
+        self.client._session = _TimeoutSession(timeout, deadline, delay)
         self.lock = asyncio.Lock()
         self.down_until = 0.0  # time.monotonic() before which arXiv is known unreachable
         self.down_reason = ""
@@ -271,11 +292,15 @@ class ArxivGate:
         # cancelled collection), the next search still waits for that request to end.
         self._busy = threading.Lock()
 
-    def _request_done(self) -> None:
-        self.client._last_request_dt = datetime.now()  # naive local time, as the package keeps it
-
     def search(self, query: str, max_results: int) -> list[arxiv.Result]:
-        """Newest first; one page as big as `max_results` (up to arXiv's 2000), so one request.
+        """Newest first; one page as big as `max_results` (up to arXiv's 2000): one request
+        (and the package's retries of it), never a second page.
+
+        arXiv at times answers with fewer entries than asked for while its totalResults says
+        there are more; the package's `results` then asked for the next page, and when that came
+        back empty (as it does) raised `UnexpectedEmptyPageError`, dropping the first page's
+        papers. A short first page is all there is for this run. No result (an empty feed) is
+        an empty list.
 
         Runs in a worker thread with `lock` held. arXiv answers a bad query with its error feed
         and HTTP 400, raised as `ArxivHTTPStatus`; other errors after the package's retries as
@@ -283,18 +308,24 @@ class ArxivGate:
         search = arxiv.Search(query=query, max_results=max_results,
                               sort_by=arxiv.SortCriterion.SubmittedDate,
                               sort_order=arxiv.SortOrder.Descending)
+        page_size = max(1, min(MAX_PAGE, max_results))
         with self._busy:
-            self.client.page_size = max(1, min(MAX_PAGE, max_results))
-            return list(self.client.results(search))
+            self.client.page_size = page_size
+            url = self.client._format_url(search, 0, page_size)
+            feed = self.client._parse_feed(url, first_page=True)
+        return list(feed.results[:page_size])
 
 
 def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
+    """An API result as an Item of kind 'paper'. The abstract is plain text (LaTeX at most),
+    never HTML: read as HTML, "$a<b$ and $c>d$" or "a <thought> token" lost the words between
+    the brackets."""
     arxiv_id, version = split_arxiv_id(r.entry_id)
     abs_url = f"https://arxiv.org/abs/{arxiv_id}" if arxiv_id else r.entry_id
     return Item(
         title=" ".join(r.title.split()), url=abs_url, source=source, kind="paper",
         authors=tuple(a.name for a in r.authors), published=utc(r.published),
-        summary=html_to_text(r.summary), guid=r.entry_id, arxiv_id=arxiv_id,
+        summary=" ".join(r.summary.split()), guid=r.entry_id, arxiv_id=arxiv_id,
         arxiv_version=version, categories=tuple(r.categories), pdf_url=r.pdf_url or "",
         person=person,
     )

@@ -35,15 +35,23 @@ from . import Collected, Context, SourceDisabled, SourceError, in_daemon_thread
 TOKEN_ENV = "X_BEARER_TOKEN"
 API_URL_ENV = "FEEDBOT_X_API_URL"  # replaces API_HOST, e.g. a local test server
 API_HOST = "https://api.twitter.com"  # what tweepy's Client puts before every route
-TWEET_FIELDS = ["created_at", "entities", "referenced_tweets", "in_reply_to_user_id"]
+# `note_tweet`: a post longer than 280 characters comes with its `text` cut short; its whole text
+# and that text's entities (the links past the cut) come only in `note_tweet`, only when asked.
+TWEET_FIELDS = ["created_at", "entities", "referenced_tweets", "in_reply_to_user_id",
+                "note_tweet"]
+# With a person's `retweets: true`: a retweet's own text is cut ("RT @a: first 140 characters…",
+# its links lost); the retweeted post itself comes in `includes.tweets`, with the fields above.
+RETWEET_EXPANSIONS = ["referenced_tweets.id"]
 PAGE_MIN, PAGE_MAX = 5, 100  # what the API accepts as max_results
 TITLE_WIDTH = 90
 TIMEOUT = 30.0
 DEFAULT_WAIT = timedelta(minutes=15)  # X's rate-limit window, when no reset time is given
 TWITTER_EPOCH_MS = 1288834974657  # snowflake ids carry their creation time since this
 
-_MEDIA_LINK = re.compile(r"^https?://(?:www\.)?(?:twitter|x)\.com/[^/]+/status/(\d+)/"
-                         r"(?:photo|video)/\d+$")
+_RT_PREFIX = re.compile(r"RT @\w+: ")
+# A link to a post: x.com/<handle>/status/<id>, X's own i/web/status/<id>, a photo or video of it.
+_STATUS_LINK = re.compile(r"^https?://(?:www\.|mobile\.)?(?:twitter|x)\.com/(?:i/web|[^/]+)/"
+                          r"status(?:es)?/(\d+)(?:/(?:photo|video)/\d+)?/?(?:[?#].*)?$")
 
 
 class XError(SourceError):
@@ -159,25 +167,50 @@ def is_reply(tweet: dict[str, Any]) -> bool:
     return "replied_to" in _ref_types(tweet) or bool(tweet.get("in_reply_to_user_id"))
 
 
-def _is_media(url: dict[str, Any], tweet_id: str) -> bool:
+def post_ids(tweet: dict[str, Any]) -> set[str]:
+    """The post's id and the ids of its other versions (an edited post gets a new id)."""
+    return {str(tweet.get("id", "")), *map(str, tweet.get("edit_history_tweet_ids") or [])}
+
+
+def first_id(tweet: dict[str, Any]) -> str:
+    """The id the post was first published under: its first version's, when it was edited."""
+    ids = [str(i) for i in tweet.get("edit_history_tweet_ids") or [] if str(i).isdigit()]
+    return min(ids, key=int) if ids else str(tweet["id"])
+
+
+def _is_own(url: dict[str, Any], ids: set[str]) -> bool:
+    """A link to the post itself: its photos and videos, or X's link to the whole post
+    (`twitter.com/i/web/status/<its id>`, as an edited or cut-short post ends)."""
     if url.get("media_key") or str(url.get("display_url", "")).startswith(("pic.twitter.com",
                                                                             "pic.x.com")):
         return True
-    m = _MEDIA_LINK.match(str(url.get("expanded_url", "")))
-    return bool(m and m.group(1) == tweet_id)
+    m = _STATUS_LINK.match(str(url.get("expanded_url", "")))
+    return bool(m and m.group(1) in ids)
+
+
+def full_text(tweet: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """(the post's whole text, its URL entities). A long post's `text` is cut short and its
+    entities cover only that part: the whole text and its entities are in `note_tweet`."""
+    urls = list((tweet.get("entities") or {}).get("urls") or [])
+    note = tweet.get("note_tweet")
+    if isinstance(note, dict) and isinstance(note.get("text"), str) and note["text"].strip():
+        return note["text"], [*((note.get("entities") or {}).get("urls") or []), *urls]
+    return str(tweet.get("text", "")), urls
 
 
 def expand_links(tweet: dict[str, Any]) -> tuple[str, list[str]]:
     """(text with t.co links replaced by where they point, the expanded URLs in order).
 
-    Links to the post's own photos and videos are dropped from both: they are not stories.
+    The whole text of a long post (`note_tweet`). Links to the post itself (its photos and
+    videos, X's link to the whole post) are dropped from both: they are not stories.
     """
-    text = html.unescape(str(tweet.get("text", "")))
-    tid = str(tweet.get("id", ""))
+    raw, urls = full_text(tweet)
+    text = html.unescape(raw)
+    ids = post_ids(tweet)
     links: list[str] = []
-    for u in (tweet.get("entities") or {}).get("urls") or []:
+    for u in urls:
         short, full = str(u.get("url", "")), str(u.get("expanded_url") or "")
-        if _is_media(u, tid):
+        if _is_own(u, ids):
             text = text.replace(short, "") if short else text
             continue
         if short and full:
@@ -187,14 +220,40 @@ def expand_links(tweet: dict[str, Any]) -> tuple[str, list[str]]:
     return " ".join(text.split()), list(dict.fromkeys(links))
 
 
+def retweeted_post(tweet: dict[str, Any], included: dict[str, dict[str, Any]]
+                   ) -> dict[str, Any] | None:
+    """The post a retweet repeats, when the answer included it (`includes.tweets`)."""
+    for ref in tweet.get("referenced_tweets") or []:
+        if ref.get("type") == "retweeted":
+            return included.get(str(ref.get("id")))
+    return None
+
+
+def post_text(tweet: dict[str, Any], included: dict[str, dict[str, Any]] | None = None
+              ) -> tuple[str, list[str]]:
+    """`expand_links` of the post; for a retweet whose original was included, "RT @a: " and the
+    original's whole text and links instead of the retweet's cut-short copy."""
+    original = retweeted_post(tweet, included or {}) if is_retweet(tweet) else None
+    if original is not None:
+        prefix = _RT_PREFIX.match(html.unescape(str(tweet.get("text", ""))))
+        text, links = expand_links(original)
+        if text or links:
+            return (prefix.group(0) if prefix else "RT: ") + text, links
+    return expand_links(tweet)
+
+
 def post_url(handle: str, tweet_id: str) -> str:
     return f"https://x.com/{handle}/status/{tweet_id}"
 
 
-def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str = "") -> Item:
-    """One post as an Item of kind 'social' (its links let a shared paper absorb it)."""
-    tid = str(tweet["id"])
-    text, links = expand_links(tweet)
+def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str = "",
+                  included: dict[str, dict[str, Any]] | None = None) -> Item:
+    """One post as an Item of kind 'social' (its links let a shared paper absorb it).
+    `included`: the answer's `includes.tweets` by id (a retweet's original). An edited post
+    comes back under a new id: the item keeps its first id, so the edit updates the item the
+    first version made instead of adding a second one."""
+    tid = first_id(tweet)
+    text, links = post_text(tweet, included)
     return Item(
         title=shorten(text, TITLE_WIDTH) or post_url(handle, tid), url=post_url(handle, tid),
         source=source, kind="social", authors=(person or f"@{handle}",),
@@ -208,12 +267,15 @@ def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, pe
 
     Retweets and replies are dropped unless asked for, even if the API sent them.
     """
+    pages = list(pages)
+    included = {str(t.get("id")): t for page in pages
+                for t in (page.get("includes") or {}).get("tweets") or [] if isinstance(t, dict)}
     items = []
     for page in pages:
         for tweet in page.get("data") or []:
             if (is_retweet(tweet) and not retweets) or (is_reply(tweet) and not replies):
                 continue
-            items.append(tweet_to_item(tweet, handle, source, person))
+            items.append(tweet_to_item(tweet, handle, source, person, included))
     return items
 
 
@@ -280,14 +342,15 @@ def lookup_user_id(client: tweepy.Client, handle: str) -> str:
 
 
 def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_items: int,
-                   exclude: list[str]) -> list[dict[str, Any]]:
+                   exclude: list[str], expansions: list[str] | None = None
+                   ) -> list[dict[str, Any]]:
     """Read new posts, newest first, one page after another until max_items. Blocking."""
     pages: list[dict[str, Any]] = []
     token = None
     for size in page_sizes(max_items):
         resp = client.get_users_tweets(
             user_id, max_results=size, since_id=since_id or None, exclude=exclude or None,
-            tweet_fields=TWEET_FIELDS, pagination_token=token)
+            tweet_fields=TWEET_FIELDS, expansions=expansions or None, pagination_token=token)
         pages.append(resp)
         token = (resp.get("meta") or {}).get("next_token")
         if not token:
@@ -365,7 +428,9 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
             # session's TIMEOUT. The request's own timeout bounds the thread.
             pages = await in_daemon_thread(functools.partial(
                 fetch_timeline, gate.client, uid, since_id=state.cursor,
-                max_items=spec.max_items, exclude=exclude_for(spec.options)), name="x-request")
+                max_items=spec.max_items, exclude=exclude_for(spec.options),
+                expansions=RETWEET_EXPANSIONS if spec.options.get("retweets") else None),
+                name="x-request")
         except (tweepy.TweepyException, requests.RequestException) as e:
             err = describe_error(e, ctx.now)
             if isinstance(err, XAuthError | XRateLimited):
