@@ -507,6 +507,57 @@ def later(app: App, chat: str, fmt: str) -> None:
 
 
 @main.command()
+@click.option("--older-than", "older_than", metavar="AGE", help="Remove items older than "
+              "this, e.g. 180d (default: retention.items in sources.yaml, 365d).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
+@click.option("--other-models", is_flag=True, help="Also remove the cached vectors of models "
+              "other than the current one (after FEEDBOT_MODEL changed).")
+@click.option("--no-vacuum", is_flag=True, help="Do not compact the file afterwards (VACUUM "
+              "makes other feedbot processes wait while it runs).")
+@pass_app
+def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
+          no_vacuum: bool) -> None:
+    """Remove old items (but those voted on or saved for later) and the cached vectors no
+    item uses, so that the database does not grow forever. `feedbot run` does this daily."""
+    from .prune import current_model, protected_hashes
+    from .prune import prune as run_prune
+    from .roadmap import load_roadmap
+
+    cfg = app.config
+    if older_than is None:
+        seconds, label = cfg.retention.items_seconds, cfg.retention.items
+    else:
+        label = older_than.strip()
+        try:
+            seconds = parse_duration(label)
+        except ValueError as e:
+            fail(f"--older-than: {e}", 2)
+        if seconds <= 0:
+            fail(f"--older-than: {older_than!r} is no time at all; use e.g. 180d or 365d", 2)
+        if seconds < parse_duration(cfg.learner.since):
+            fail(f"--older-than: {label} is shorter than learner.since ({cfg.learner.since}), "
+                 "the digest's look-back: items would be removed before they were shown", 2)
+    keep_model, current = None, ""
+    if other_models:
+        try:
+            keep_model, current = current_model(app.embedder)
+        except RuntimeError as e:  # no model configured or installed
+            fail(f"--other-models needs to know the current model: {e}", 2)
+    now = app.now()
+    try:
+        report = run_prune(
+            app.store, older_than=seconds, label=label, now=now,
+            keep_hashes=protected_hashes([app.roadmap, load_roadmap()], now),
+            keep_model=keep_model, dry_run=dry_run, vacuum=not no_vacuum)
+    except sqlite3.OperationalError as e:  # held by another process for the busy timeout
+        fail(f"the database is busy ({e}); what was removed so far stays removed; try again "
+             "when the other feedbot command is done", 1)
+    click.echo(report.line() + ("; nothing was changed (--dry-run)" if dry_run else ""))
+    if current:
+        click.echo(f"current model: {current}")
+
+
+@main.command()
 @pass_app
 def doctor(app: App) -> None:
     """Show where feedbot keeps its data, the model and the device it embeds on."""
@@ -529,10 +580,26 @@ def doctor(app: App) -> None:
     try:
         cfg = app.config
         click.echo(f"stage: {cfg.learner.stage}; {len(cfg.sources())} sources")
+        click.echo(retention_line(app, cfg))
     except ConfigError as e:
         click.echo(f"configuration problem: {e}")
     for line in disk_use(app.home, emb.model_ref):
         click.echo(line)
+
+
+def retention_line(app: App, cfg: Config) -> str:
+    """What `feedbot prune` (daily in `feedbot run`) removes, and how much is due now."""
+    seconds = cfg.retention.items_seconds
+    if seconds is None:
+        return "retention: never (items are kept for ever)"
+    text = (f"retention: items older than {cfg.retention.items} go (`feedbot prune`, daily "
+            "in `feedbot run`)")
+    try:
+        due = app.store.prune_candidates(app.now() - timedelta(seconds=seconds))
+    except (SettingError, sqlite3.Error):
+        return text
+    return text + f"; {len(due.ids):,} due now" + (
+        f", {due.voted:,} as old kept (voted on or saved)" if due.voted else "")
 
 
 def _megabytes(n: int) -> str:

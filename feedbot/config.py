@@ -299,6 +299,55 @@ class Ranking(_Model):
     duplicate: float = Field(default=0.9, gt=0, le=1.01)  # cosine at which items are one story
 
 
+NEVER = "never"
+_RETENTION_HINT = "use e.g. 365d or 52w, or never to keep every item"
+
+
+def _retention_text(v: Any) -> Any:
+    if isinstance(v, str) and v.strip().lower() == NEVER:
+        return NEVER
+    if isinstance(v, bool) or not isinstance(v, str | int | float):  # `off`, empty, a list
+        raise ValueError(f"not a duration: {v!r} ({_RETENTION_HINT})")
+    if not isinstance(v, str) and v == 0:
+        raise ValueError(f"0 would keep nothing; {_RETENTION_HINT}")
+    return _duration_text(v)  # a bare number other than 0: ask for its unit
+
+
+def _retention_age(v: str) -> str:
+    if v == NEVER:
+        return v
+    try:
+        seconds = parse_duration(v)
+    except ValueError as e:
+        if "not a duration" in str(e):
+            raise ValueError(f"not a duration: {v!r} ({_RETENTION_HINT})") from None
+        raise
+    if seconds <= 0:
+        raise ValueError(f"must be longer than zero; {_RETENTION_HINT}")
+    return v
+
+
+# How long items are kept: a duration ("365d", "52w") or "never" (keep everything).
+RetentionAge = Annotated[str, BeforeValidator(_retention_text), AfterValidator(_retention_age)]
+
+
+class Retention(_Model):
+    """What `feedbot prune` (and `feedbot run`, once a day) removes from the database.
+
+    `items`: items published (else first collected) longer ago than this, and first collected
+    longer ago too, go with their vectors, unless a chat voted on or saved them. `never` keeps
+    every item. It must be at least `learner.since`, the digest's look-back; left out, it is
+    365 days, or `learner.since` when that is longer.
+    """
+
+    items: RetentionAge = "365d"
+
+    @property
+    def items_seconds(self) -> float | None:
+        """The retention in seconds, or None for `never`."""
+        return None if self.items == NEVER else parse_duration(self.items)
+
+
 class Config(_Model):
     learner: Learner = Field(default_factory=Learner)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -307,6 +356,7 @@ class Config(_Model):
     people: list[Person] = Field(default_factory=list)
     telegram: Telegram = Field(default_factory=Telegram)
     ranking: Ranking = Field(default_factory=Ranking)
+    retention: Retention = Field(default_factory=Retention)
 
     # Set by load_config; not part of the file.
     path: Path | None = Field(default=None, exclude=True)
@@ -322,6 +372,19 @@ class Config(_Model):
                 raise _LocatedError(f"duplicate name {name!r}{what}, already used by {first}",
                                     loc)
         return self
+
+    @model_validator(mode="after")
+    def _retention_covers_the_digest(self) -> Config:
+        keep = self.retention.items_seconds
+        if keep is None or keep >= parse_duration(self.learner.since):
+            return self
+        if "items" not in self.retention.model_fields_set:  # the default: as long as `since`
+            self.retention = Retention(items=self.learner.since)
+            return self
+        raise _LocatedError(
+            f"{self.retention.items} is shorter than learner.since ({self.learner.since}), the "
+            "digest's look-back: items would be removed before they were shown",
+            ("retention", "items"))
 
     def _names(self) -> Iterator[tuple[str, tuple[str | int, ...]]]:
         """Every name `--source` and the store know, and where it comes from: each blog, query

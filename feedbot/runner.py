@@ -25,6 +25,7 @@ arithmetic (scheduler.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sqlite3
@@ -47,6 +48,7 @@ from .digest import Digest, DigestEntry, utcnow
 from .embed import Embedder
 from .http import make_client
 from .pipeline import embed_pending, make_digest, source_health
+from .prune import PruneReport
 from .roadmap import Roadmap
 from .scheduler import (
     Jobs,
@@ -54,6 +56,7 @@ from .scheduler import (
     due_digest_day,
     next_collect_time,
     next_digest_time,
+    next_prune_time,
 )
 from .store import Store
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
@@ -63,6 +66,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DIGEST_JOB, TICK_JOB, WATCH_JOB = "digest", "digest-tick", "watch-sources"
+PRUNE_JOB = "prune"
+PRUNED_AT = "prune.last"  # meta: when `feedbot run` last pruned (ISO time)
+# A runner that never lives to the quiet time (restarted every few hours, a laptop asleep at
+# night) prunes this soon after starting when the last prune is older than PRUNE_OVERDUE.
+PRUNE_OVERDUE = timedelta(days=2)
+PRUNE_SOON = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ class Runner:
         self._undo_redaction: Callable[[], None] | None = None
         self._started = False
         self._fatal: BaseException | None = None  # why the bot stopped polling, if it did
+        self._prune_tried: datetime | None = None  # the last prune this process started
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -166,6 +176,7 @@ class Runner:
         for spec in self.settings.config.sources():
             self.schedule_collect(spec)
         self.jobs.every(WATCH_JOB, self.options.watch, self.check_sources)
+        self.schedule_prune()
         if self.token is None:
             log.warning("TELEGRAM_BOT_TOKEN is not set: collecting on schedule only, no bot and "
                         "no digests")
@@ -359,6 +370,41 @@ class Runner:
         finally:
             if self._started:
                 self.schedule_digest()
+
+    # --- retention -------------------------------------------------------------------------------
+
+    def schedule_prune(self) -> datetime:
+        """Arm the daily prune at the next quiet time (soon, when it is overdue)."""
+        now = self.now()
+        learner = self.settings.config.learner
+        when = next_prune_time(now, learner.digest_time, learner.timezone)
+        last = self._prune_tried
+        if last is None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                done = self.store.get_meta(PRUNED_AT)
+                last = datetime.fromisoformat(done) if done else None
+        if last is None or now - last > PRUNE_OVERDUE:
+            when = min(when, now + PRUNE_SOON)
+        self.jobs.at(PRUNE_JOB, when, self._prune_job)
+        return when
+
+    async def _prune_job(self) -> None:
+        try:
+            await self.prune_now()
+        except Exception as e:  # never stops the bot: tried again at the next quiet time
+            log.warning("pruning the database failed (%s: %s); feedbot goes on and tries "
+                        "again at the next quiet time", type(e).__name__, e)
+        finally:
+            if self._started:
+                self.schedule_prune()
+
+    async def prune_now(self) -> PruneReport:
+        """Prune per `retention` in sources.yaml, on the worker thread (see prune.py)."""
+        now = self._prune_tried = self.now()
+        report = await self.in_worker(_prune, self.settings.config, self.settings.roadmap, now,
+                                      self._stopping.is_set)
+        log.info("pruned the database: %s", report.line())
+        return report
 
     def _meta(self, key: str) -> str | None:
         if key in self._unsaved_meta:
@@ -611,6 +657,7 @@ class Runner:
             self.schedule_collect(spec)
         o, n = old.config.learner, settings.config.learner
         if (o.digest_time, o.timezone) != (n.digest_time, n.timezone):
+            self.schedule_prune()
             when = self.schedule_digest()
             log.info("digest time is now %s %s (next: %s)", n.digest_time, n.timezone, when)
         log.info("sources.yaml reloaded: %d sources (%d added, %d removed, %d changed); stage %s",
@@ -643,6 +690,21 @@ class StoppableEmbedder:
                 raise Stopping("feedbot is stopping")
             parts.append(self._inner.embed(texts[i:i + self.CHUNK]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _prune(store: Store, cfg: Config, roadmap: Roadmap, now: datetime,
+           stop: Callable[[], bool]) -> PruneReport:
+    """On the worker thread: the daily prune. VACUUM only after one that left much of the file
+    free (the first after an upgrade): it holds the database while it rewrites it."""
+    from .prune import protected_hashes, prune
+    from .roadmap import load_roadmap
+
+    report = prune(store, older_than=cfg.retention.items_seconds, label=cfg.retention.items,
+                   now=now, keep_hashes=protected_hashes([roadmap, load_roadmap()], now),
+                   vacuum="auto", stop=stop)
+    if not report.stopped:
+        store.set_meta(PRUNED_AT, now.isoformat())
+    return report
 
 
 def _build_digest(store: Store, cfg: Config, roadmap: Roadmap, embedder: Embedder,

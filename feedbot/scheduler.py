@@ -84,6 +84,19 @@ def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
     return None
 
 
+# The daily prune runs this long before the digest (04:00 for an 08:00 digest): a quiet time,
+# when the learner is not waiting for the bot, and the digest that follows reads a smaller file.
+PRUNE_BEFORE_DIGEST = timedelta(hours=4)
+
+
+def next_prune_time(now: datetime, digest_hhmm: str, tz: str) -> datetime:
+    """The first instant strictly after `now` of the daily prune: `PRUNE_BEFORE_DIGEST` before
+    the local digest time, by the clock on the wall (DST-safe like the digest)."""
+    t = parse_hhmm(digest_hhmm)
+    minutes = (t.hour * 60 + t.minute - int(PRUNE_BEFORE_DIGEST.total_seconds()) // 60) % 1440
+    return next_digest_time(now, f"{minutes // 60:02d}:{minutes % 60:02d}", tz)
+
+
 def next_collect_time(state: SourceState, interval: float, now: datetime, *,
                       earliest: datetime | None = None,
                       rng: random.Random | None = None) -> datetime:

@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,7 +141,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE source_state ADD COLUMN kind TEXT NOT NULL DEFAULT '';
     ALTER TABLE source_state ADD COLUMN target TEXT NOT NULL DEFAULT '';
     """,
+    # 7: what `feedbot prune` removed and must not take in again as new: the dedup keys of
+    # pruned undated items (`items.key`, and `guid:SOURCE:GUID` for each source's GUID). An
+    # undated item counts from when it was first seen, so a feed that still lists it would
+    # bring it back as news. Dated items need none (see `Store.upsert_items`). `seen`: when a
+    # feed last listed it; a tombstone no feed has listed for the retention period goes.
+    """
+    CREATE TABLE tombstones (
+        key TEXT PRIMARY KEY,
+        pruned REAL NOT NULL,
+        seen REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
+
+# Meta key: the cutoff (epoch seconds) of the last real prune. An item that first arrives
+# dated before it is not taken in: it would have been pruned, and stored now it would only
+# be pruned again (see `Store.upsert_items`).
+PRUNED_BEFORE = "prune.before"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +220,15 @@ class UpsertResult:
     new: int = 0
     updated: int = 0
     new_ids: tuple[str, ...] = ()
+    skipped: int = 0  # new to the store but pruned before (or dated before the last prune)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCandidates:
+    """What a prune before some instant would remove: the items, and how many it keeps."""
+
+    ids: list[str]  # oldest first
+    voted: int  # items as old that a chat voted on or saved: kept
 
 
 def _about_the_directory(e: sqlite3.DatabaseError) -> bool:
@@ -326,13 +352,22 @@ class Store:
     # --- items ----------------------------------------------------------------------------
 
     def upsert_items(self, items: Iterable[Item], now: datetime) -> UpsertResult:
-        """Insert new items, merge duplicates, update papers that got a new arXiv version."""
+        """Insert new items, merge duplicates, update papers that got a new arXiv version.
+
+        A new item that `feedbot prune` removed before (a tombstone), or dated before the last
+        prune's cutoff, is skipped: it would come back as news, or only be pruned again. Before
+        any prune, items of every date are taken in (benchmarks, a first collection)."""
         new_ids: list[str] = []
-        updated = 0
+        updated = skipped = 0
         with self.transaction():
+            before = self.get_meta(PRUNED_BEFORE)
+            pruned_before = float(before) if before else None
             for it in items:
                 existing = self._find_existing(it)
                 if existing is None:
+                    if self._pruned(it, pruned_before, now):
+                        skipped += 1
+                        continue
                     iid = it.id
                     self._insert(iid, it, now)
                     new_ids.append(iid)
@@ -347,7 +382,19 @@ class Store:
                     "guid = CASE WHEN excluded.guid != '' THEN excluded.guid ELSE guid END",
                     (iid, it.source, it.guid, it.person, now.timestamp()),
                 )
-        return UpsertResult(len(new_ids), updated, tuple(new_ids))
+        return UpsertResult(len(new_ids), updated, tuple(new_ids), skipped)
+
+    def _pruned(self, it: Item, pruned_before: float | None, now: datetime) -> bool:
+        """Whether a new item is one `feedbot prune` removed, or would have: tombstoned (an
+        undated item), or dated before the last prune's cutoff. Either would come back as
+        news, or be stored only to be pruned again. A tombstone notes that it was listed."""
+        if (it.published is not None and pruned_before is not None
+                and it.published.timestamp() < pruned_before):
+            return True
+        keys = [it.key] + ([f"guid:{it.source}:{it.guid}"] if it.guid else [])
+        q = ",".join("?" * len(keys))
+        return self.db.execute(f"UPDATE tombstones SET seen = ? WHERE key IN ({q})",
+                               (now.timestamp(), *keys)).rowcount > 0
 
     def _find_existing(self, it: Item) -> sqlite3.Row | None:
         row = self.db.execute(
@@ -795,6 +842,94 @@ class Store:
         return {r[0] for r in self.db.execute(
             "SELECT item_id FROM deliveries WHERE chat = ?", (chat,))}
 
+    # --- pruning (see prune.py) ------------------------------------------------------------
+
+    def prune_candidates(self, before: datetime) -> PruneCandidates:
+        """Items published (else first seen) before `before` and first seen before it too,
+        that no chat voted on or saved, oldest first; and how many as old are kept for votes."""
+        with self.snapshot():
+            args = {"before": before.timestamp()}
+            ids = [r[0] for r in self.db.execute(
+                f"SELECT id FROM items WHERE {_PRUNABLE} "
+                "ORDER BY coalesce(published, first_seen)", args)]
+            old = self.db.execute(
+                "SELECT count(*) FROM items WHERE coalesce(published, first_seen) < :before "
+                "AND first_seen < :before", args).fetchone()[0]
+        return PruneCandidates(ids, int(old) - len(ids))
+
+    def delete_items(self, ids: Sequence[str], before: datetime, now: datetime) -> list[str]:
+        """Delete those of `ids` that are still prunable before `before` (a vote may have come
+        since they were chosen), in one transaction: with their sources and deliveries, and a
+        tombstone for each undated one. Returns the ids deleted. Vectors are left to
+        `delete_vectors` (another item may have the same text)."""
+        args = {"ids": json.dumps(list(ids)), "before": before.timestamp(),
+                "now": now.timestamp()}
+        chosen = f"id IN (SELECT value FROM json_each(:ids)) AND {_PRUNABLE}"
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen) SELECT key, :now, "
+                       f":now FROM items WHERE published IS NULL AND {chosen}", args)
+            db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen) "
+                       "SELECT 'guid:' || s.source || ':' || s.guid, :now, :now "
+                       "FROM item_sources s WHERE s.guid != '' AND s.item_id IN (SELECT id FROM "
+                       f"items WHERE published IS NULL AND {chosen})", args)
+            gone = [r[0] for r in db.execute(f"DELETE FROM items WHERE {chosen} RETURNING id",
+                                             args).fetchall()]
+            # ON DELETE CASCADE removes the sources too (foreign_keys is on); said here anyway
+            gone_json = json.dumps(gone)
+            db.execute("DELETE FROM item_sources WHERE item_id IN "
+                       "(SELECT value FROM json_each(?))", (gone_json,))
+            db.execute("DELETE FROM deliveries WHERE item_id IN (SELECT value FROM json_each(?))",
+                       (gone_json,))
+        return gone
+
+    def item_hashes(self) -> dict[str, str]:
+        """item id → content hash, for every item."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT id, content_hash FROM items")}
+
+    def vector_keys(self) -> list[tuple[int, str, str, int]]:
+        """(rowid, model, content hash, bytes) of every cached vector."""
+        return [(r[0], r[1], r[2], r[3]) for r in self.db.execute(
+            "SELECT rowid, model, content_hash, length(vec) FROM vectors")]
+
+    def delete_vectors(self, rowids: Sequence[int], *, unused_only: bool) -> int:
+        """Delete these vectors in one transaction; with `unused_only`, only those whose text
+        no item has (checked here: an item may have come since they were chosen)."""
+        sql = "DELETE FROM vectors WHERE rowid IN (SELECT value FROM json_each(?))"
+        if unused_only:
+            sql += " AND content_hash NOT IN (SELECT content_hash FROM items)"
+        with self.transaction() as db:
+            return db.execute(sql, (json.dumps(list(rowids)),)).rowcount
+
+    def delete_tombstones(self, unseen_since: datetime) -> int:
+        """Forget tombstones that no feed has listed since `unseen_since`."""
+        with self.transaction() as db:
+            return db.execute("DELETE FROM tombstones WHERE seen < ?",
+                              (unseen_since.timestamp(),)).rowcount
+
+    def tombstone_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM tombstones").fetchone()[0])
+
+    def set_pruned_before(self, before: datetime) -> None:
+        """Record the cutoff of a real prune: items dated before it are not taken in again."""
+        self.set_meta(PRUNED_BEFORE, repr(before.timestamp()))
+
+    def disk_bytes(self) -> int:
+        """The database's size on disk, with its write-ahead log (0 in memory)."""
+        if self.path == ":memory:":
+            return 0
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(OSError):
+                total += Path(self.path + suffix).stat().st_size
+        return total
+
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages (holds the write lock while it runs), then
+        empty the write-ahead log, which VACUUM filled with the whole database."""
+        self.db.execute("VACUUM")
+        with suppress(sqlite3.OperationalError):  # a reader in the way: the log stays for now
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     # --- meta -----------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -825,6 +960,14 @@ _FOLLOWED = ("(i.source NOT IN (SELECT value FROM json_each(?)) OR EXISTS (SELEC
              "(SELECT value FROM json_each(?))))")
 
 
+# An item a prune before `:before` removes: old by its date and by when it was first seen (a
+# paper collected yesterday stays, whatever its date), and no chat voted on or saved it (votes
+# train the learner's model, which needs the item and its vector).
+_PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before AND "
+             "id NOT IN (SELECT item_id FROM feedback) AND "
+             "id NOT IN (SELECT item_id FROM bookmarks)")
+
+
 def _names_json(names: Collection[str]) -> str:
     """Source names as the JSON list that `json_each(?)` reads in the queries above."""
     return json.dumps(sorted(set(names)))
@@ -848,4 +991,5 @@ def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
         yield seq[i : i + n]
 
 
-__all__ = ["Store", "StoredItem", "SourceState", "UpsertResult", "item_id", "unwrap_ref"]
+__all__ = ["PruneCandidates", "Store", "StoredItem", "SourceState", "UpsertResult", "item_id",
+           "unwrap_ref"]

@@ -360,3 +360,44 @@ def test_tabs_before_comments_and_at_line_ends_parse_for_edits_too() -> None:
     doc = parse_yaml(text, "s.yaml")
     assert doc["learner"]["stage"] == "cnn" and doc["blogs"][0]["name"] == "A\tB"
     assert load_config("s.yaml", text=text.replace('"A\tB"', "A")).learner.stage == "cnn"
+
+
+def test_retention_defaults_to_a_year_and_can_be_off(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "learner: {stage: cnn}\n")).retention.items_seconds \
+        == 365 * 86400
+    cfg = load_config(write(tmp_path, "retention:\n  items: 26w\n"))
+    assert cfg.retention.items_seconds == 26 * 7 * 86400
+    assert load_config(write(tmp_path, "retention: {items: Never}\n")).retention.items_seconds \
+        is None
+    # a look-back longer than the default retention (written before there was one) is valid
+    assert load_config(write(tmp_path, "learner: {since: 400d}\n")).retention.items == "400d"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("retention:\n  items: 1 year\n", "not a duration: '1 year' (use e.g. 365d or 52w, or "
+                                          "never to keep every item)"),
+        ("retention:\n  items: 0\n", "0 would keep nothing"),
+        ("retention:\n  items: 0d\n", "must be longer than zero"),
+        ("retention:\n  items: 90\n", "90 needs a unit: 90d"),
+        ("retention:\n  items: off\n", "not a duration: 'off'"),
+        ("retention:\n  items:\n", "not a duration: None"),
+        ("retention:\n  items: 99999999d\n", "too long"),
+        ("learner: {since: 30d}\nretention:\n  items: 2w\n",
+         "2w is shorter than learner.since (30d), the digest's look-back"),
+    ],
+)
+def test_a_bad_retention_is_a_located_error(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert e.value.key == "retention.items"
+    assert e.value.line == text.count("\n")
+    assert words in e.value.message
+
+
+def test_a_misspelt_retention_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "retention:\n  item: 30d\n"))
+    assert (e.value.key, e.value.line, e.value.hint) == ("retention.item", 2,
+                                                          "did you mean 'items'?")

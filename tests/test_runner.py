@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from feedbot.runner import DIGEST_JOB, TICK_JOB, WATCH_JOB
-from feedbot.scheduler import next_digest_time
+from feedbot.runner import DIGEST_JOB, PRUNE_JOB, PRUNED_AT, TICK_JOB, WATCH_JOB
+from feedbot.scheduler import next_digest_time, next_prune_time
 from feedbot.store import Store
 
 from .fake_bot_api import (
@@ -393,7 +393,7 @@ async def test_without_a_token_only_collection_runs(
     path = write_sources(tmp_path / "sources.yaml", blogs=(("A blog", "http://127.0.0.1:9/a"),))
     async with running(path, feedbot_env, Clock(SLOT)) as runner:
         assert runner.app is None
-        assert runner.jobs.ids() == {"collect:A blog", WATCH_JOB}
+        assert runner.jobs.ids() == {"collect:A blog", WATCH_JOB, PRUNE_JOB}
         await runner.digest_tick()  # nothing to send with
     assert "TELEGRAM_BOT_TOKEN is not set" in caplog.text
 
@@ -415,6 +415,83 @@ async def test_a_switched_off_source_waits_a_full_interval(
     async with running(path, feedbot_env, clock) as runner:
         await runner.collect_source("Ada/x")  # no X_BEARER_TOKEN: the source is off
         assert runner.jobs.next_run("collect:Ada/x") >= clock() + timedelta(hours=6)
+
+
+def seed_old(home: Path, now: datetime) -> tuple[str, str]:
+    """An item first collected and published 500 days before `now`, and a recent one."""
+    from feedbot.items import Item
+
+    old = Item("An old post", "https://blog.example.org/old", "Blog",
+               published=now - timedelta(days=500))
+    new = Item("A new post", "https://blog.example.org/new", "Blog",
+               published=now - timedelta(hours=1))
+    with Store.open(home) as store:
+        store.upsert_items([old], now - timedelta(days=500))
+        store.upsert_items([new], now)
+    return old.id, new.id
+
+
+async def test_the_daily_prune_runs_at_a_quiet_time_and_removes_old_items(
+        tmp_path: Path, feedbot_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    old, new = seed_old(feedbot_env, SLOT)
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("A blog", "http://127.0.0.1:9/a"),))
+    clock = Clock(SLOT)
+    quiet = next_prune_time(SLOT, "08:00", "Europe/Berlin")
+    assert quiet == datetime(2026, 11, 21, 3, tzinfo=UTC)  # 04:00 in Berlin
+    async with running(path, feedbot_env, clock) as runner:
+        # never pruned: soon after starting, not only at the next quiet time
+        assert runner.jobs.next_run(PRUNE_JOB) == SLOT + timedelta(minutes=10)
+        caplog.set_level("INFO", logger="feedbot.runner")
+        await runner._prune_job()
+        assert "pruned the database: removed 1 item older than 365d" in caplog.text
+        assert {s.id for s in runner.store.items_since()} == {new}
+        assert runner.jobs.next_run(PRUNE_JOB) == quiet  # then daily at the quiet time
+        assert runner.store.get_meta(PRUNED_AT) == SLOT.isoformat()
+    async with running(path, feedbot_env, Clock(SLOT + timedelta(hours=1))) as runner:
+        assert runner.jobs.next_run(PRUNE_JOB) == quiet  # a restart: pruned a moment ago
+    async with running(path, feedbot_env, Clock(SLOT + timedelta(days=3))) as runner:
+        assert runner.jobs.next_run(PRUNE_JOB) == SLOT + timedelta(days=3, minutes=10)
+
+
+async def test_a_failing_prune_is_one_line_and_the_runner_goes_on(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    import feedbot.prune
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(feedbot.prune, "prune", broken)
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(2)))
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    async with running(path, feedbot_env, Clock(SLOT)) as runner:
+        await runner._prune_job()
+        warnings = [r for r in caplog.records if "pruning" in r.getMessage()]
+        assert [(r.levelname, r.exc_info) for r in warnings] == [("WARNING", None)]
+        assert "database is locked" in warnings[0].getMessage()
+        assert "\n" not in warnings[0].getMessage()
+        assert PRUNE_JOB in runner.jobs.ids()  # armed again
+        await runner.collect_source("Test blog")
+        assert runner.store.item_count() == 2
+
+
+async def test_the_prune_follows_retention_in_sources_yaml(
+        tmp_path: Path, feedbot_env: Path) -> None:
+    old, new = seed_old(feedbot_env, SLOT)
+    path = write_sources(tmp_path / "sources.yaml")
+    path.write_text(path.read_text() + "retention: {items: never}\n")
+    async with running(path, feedbot_env, Clock(SLOT)) as runner:
+        report = await runner.prune_now()
+        assert report.items == 0 and runner.store.item_count() == 2
+        path.write_text(path.read_text().replace("never", "2000d"))
+        await runner.reload_now()
+        assert (await runner.prune_now()).items == 0
+        path.write_text(path.read_text().replace("2000d", "52w"))
+        await runner.reload_now()
+        assert (await runner.prune_now()).items == 1
+        assert {s.id for s in runner.store.items_since()} == {new}
 
 
 # --- `feedbot run` as a process ----------------------------------------------------------------

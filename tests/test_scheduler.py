@@ -18,6 +18,7 @@ from feedbot.scheduler import (
     due_digest_day,
     next_collect_time,
     next_digest_time,
+    next_prune_time,
 )
 from feedbot.store import SourceState
 
@@ -134,6 +135,20 @@ def test_a_grace_of_zero_still_sends_the_digest_on_time() -> None:
 
 NOW = utc(2026, 11, 20, 12)
 HOUR = 3600.0
+
+
+@pytest.mark.parametrize(
+    ("now", "hhmm", "tz", "expected"),
+    [
+        (utc(2026, 11, 20, 12), "08:00", BERLIN, utc(2026, 11, 21, 3)),  # 04:00 CET
+        (utc(2026, 11, 20, 2), "08:00", BERLIN, utc(2026, 11, 20, 3)),
+        (utc(2026, 3, 28, 12), "08:00", BERLIN, utc(2026, 3, 29, 2)),  # 04:00 CEST
+        (utc(2026, 11, 20, 12), "02:30", NEW_YORK, utc(2026, 11, 21, 3, 30)),  # 22:30 EST
+    ],
+)
+def test_the_daily_prune_comes_four_hours_before_the_digest(now: datetime, hhmm: str, tz: str,
+                                                            expected: datetime) -> None:
+    assert next_prune_time(now, hhmm, tz) == expected
 
 
 def test_a_never_collected_source_runs_soon_but_spread_out() -> None:

@@ -407,3 +407,17 @@ def test_migration_6_keeps_source_state_written_under_schema_5(tmp_path: Path) -
     assert (st.etag, st.failures) == ("e1", 2)
     assert s.known_sources() == {"Blog": ("", "")}
     s.close()
+
+
+def test_migration_7_adds_tombstones_and_keeps_items(tmp_path: Path) -> None:
+    s = Store(database_at(
+        tmp_path / "old.db", 6,
+        "INSERT INTO items(id, key, source, kind, title, url, content_hash, first_seen, updated) "
+        "VALUES ('abc', 'guid:Blog:1', 'Blog', 'post', 'Undated', '', 'h', 1.0, 1.0)"))
+    assert s.schema_version == len(MIGRATIONS) >= 7
+    assert s.item_count() == 1 and s.tombstone_count() == 0
+    gone = s.delete_items(["abc"], NOW, NOW)
+    assert gone == ["abc"] and s.tombstone_count() == 1
+    again = s.upsert_items([Item("Undated", "", "Blog", guid="1")], NOW)
+    assert (again.new, again.skipped) == (0, 1)
+    s.close()

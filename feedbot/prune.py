@@ -1,0 +1,203 @@
+"""Retention: remove what the database no longer needs, so that it does not grow forever.
+
+`feedbot prune` and, once a day, `feedbot run` remove items older than `retention.items`
+(by their date and by when they were first seen), unless a chat voted on or saved them, with
+their sources and deliveries; then the cached vectors no item uses any more, except those of
+the roadmap's stage texts and the demo items (a digest over cached items must not load the
+model, issue 6); with `--other-models`, also the vectors of models other than the current one.
+
+An undated item leaves a tombstone (see store.MIGRATIONS 7): it counts from when it was first
+seen, so a feed that still lists it would bring it back as news. A dated one needs none: the
+store does not take in an item dated before the last prune's cutoff.
+
+Everything is deleted in short transactions of a few hundred rows, so another feedbot
+process waits at most a moment for the write lock; VACUUM (which holds it throughout) only
+when asked for. All SQL is in store.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .items import content_hash
+
+if TYPE_CHECKING:
+    from .embed import Embedder
+    from .roadmap import Roadmap
+    from .store import Store
+
+ITEM_CHUNK = 500  # items deleted per transaction
+VECTOR_CHUNK = 2000  # vectors deleted per transaction
+# `feedbot run` vacuums only after a prune that left this much of the file free (the first
+# prune of a database that grew for a year); the free pages of a daily prune are reused.
+AUTO_VACUUM_SHARE = 0.25
+AUTO_VACUUM_BYTES = 20_000_000
+_ROW_OVERHEAD = 40  # bytes a vector row takes besides its blob (key, hash, record header)
+
+
+@dataclass
+class PruneReport:
+    older_than: str  # the retention as given ("365d"), "" when items are kept
+    items: int = 0  # removed (or, in a dry run, that would be)
+    kept: int = 0  # as old, kept because a chat voted on or saved them
+    vectors: int = 0  # removed, of items or texts no longer there
+    other_models: int = 0  # removed, of other models' vectors of items still there
+    tombstones: int = 0  # forgotten: no feed has listed them for the retention period
+    freed_estimate: int = 0  # bytes
+    bytes_before: int = 0
+    bytes_after: int = 0
+    dry_run: bool = False
+    vacuumed: bool = False
+    stopped: bool = False  # `feedbot run` stopped in the middle
+
+    @property
+    def removed(self) -> bool:
+        return bool(self.items or self.vectors or self.other_models or self.tombstones)
+
+    def line(self) -> str:
+        """One line: what was (or would be) removed, and the database's size."""
+        verb = "would remove" if self.dry_run else "removed"
+        what = []
+        if self.older_than:
+            kept = f" ({self.kept:,} as old kept: voted on or saved)" if self.kept else ""
+            what.append(f"{_count(self.items, 'item')} older than {self.older_than}{kept}")
+        vectors = f"{_count(self.vectors + self.other_models, 'cached vector')}"
+        if self.other_models:
+            vectors += f" ({self.other_models:,} of other models)"
+        what.append(vectors)
+        text = f"{verb} {' and '.join(what)}"
+        if not self.older_than:
+            text = f"items are kept (retention never); {text}"
+        size = _mb(self.bytes_before)
+        if self.dry_run:
+            return f"{text}: about {_mb(self.freed_estimate)} of the database's {size}"
+        if self.vacuumed:
+            text += f"; database {size} → {_mb(self.bytes_after)}"
+        elif self.removed:
+            text += (f"; database {size}, about {_mb(self.freed_estimate)} of it now free "
+                     "space that new items reuse")
+        else:
+            text += f"; database {size}"
+        return text + (" (stopped before the end)" if self.stopped else "")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
+
+
+def _mb(n: int) -> str:
+    """Bytes in decimal units, as `feedbot doctor` gives them: 113.0 MB, 1.2 GB, 48.0 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def protected_hashes(roadmaps: Iterable[Roadmap], now: datetime) -> set[str]:
+    """Content hashes of the texts whose vectors stay though no item has them: every stage
+    text of these roadmaps (`digest.stage_vectors` caches them like items) and the bundled
+    demo items (`feedbot digest` before the first collection)."""
+    from .digest import demo_items
+
+    out: set[str] = set()
+    for roadmap in roadmaps:
+        for stage in roadmap.stages:
+            out.update(content_hash(t) for t in stage.texts().values())
+    out.update(s.content_hash for s in demo_items(now))
+    return out
+
+
+def current_model(embedder: Embedder) -> tuple[Callable[[str], bool], str]:
+    """Which cached vectors are the current model's, and how that was told, without loading
+    the model: its cache key (`Embedder.model_id`) when known from the settings or the
+    backend measured before; otherwise every key of the model (`name`, `name#backend`)."""
+    from .backends import cached_choice  # a JSON file; imports no torch
+
+    if (embedder.loaded or embedder.backend_pref != "auto"
+            or cached_choice(embedder.model_ref, embedder.device_pref)):
+        key = embedder.model_id
+        return (lambda m: m == key), key
+    space = embedder._space  # the model's part of every key it caches vectors under
+    return (lambda m: m == space or m.startswith(space + "#")), f"{space} (any backend)"
+
+
+def prune(store: Store, *, older_than: float | None, label: str, now: datetime,
+          keep_hashes: set[str], keep_model: Callable[[str], bool] | None = None,
+          dry_run: bool = False, vacuum: bool | str = False,
+          stop: Callable[[], bool] | None = None) -> PruneReport:
+    """Remove items older than `older_than` seconds (None: none), then the vectors no item
+    uses (but those of `keep_hashes`), and with `keep_model` the vectors of models it says
+    no to. `vacuum`: True, False, or "auto" (only when much of the file is left free).
+    `stop()` is asked between transactions; when true, the prune ends there."""
+    report = PruneReport(older_than=label if older_than is not None else "", dry_run=dry_run,
+                         bytes_before=store.disk_bytes())
+    before = now - timedelta(seconds=older_than) if older_than is not None else None
+    candidates = store.prune_candidates(before) if before is not None else None
+    going = set(candidates.ids) if candidates is not None else set()
+    hashes = store.item_hashes()
+    staying = {h for i, h in hashes.items() if i not in going}
+    unused: list[int] = []
+    other: list[int] = []
+    vector_bytes = all_vector_bytes = 0
+    for rowid, model, h, size in store.vector_keys():
+        all_vector_bytes += size + _ROW_OVERHEAD
+        if h not in staying and h not in keep_hashes:
+            unused.append(rowid)
+        elif keep_model is not None and not keep_model(model):
+            other.append(rowid)
+        else:
+            continue
+        vector_bytes += size + _ROW_OVERHEAD
+    item_bytes = 0
+    if going:  # the rest of the file, shared out over the items
+        rest = max(report.bytes_before - all_vector_bytes, 0)
+        item_bytes = rest * len(going) // max(len(hashes), 1)
+    report.freed_estimate = vector_bytes + item_bytes
+    if candidates is not None:
+        report.kept = candidates.voted
+    if dry_run:
+        report.items, report.vectors, report.other_models = len(going), len(unused), len(other)
+        return report
+
+    def stopping() -> bool:
+        report.stopped = stop is not None and stop()
+        return report.stopped
+
+    if before is not None and candidates is not None:
+        store.set_pruned_before(before)
+        for chunk in _chunks(candidates.ids, ITEM_CHUNK):
+            if stopping():
+                return _finish(store, report, vacuum=False)
+            report.items += len(store.delete_items(chunk, before, now))
+        report.tombstones = store.delete_tombstones(before)
+    for chunk in _chunks(unused, VECTOR_CHUNK):
+        if stopping():
+            return _finish(store, report, vacuum=False)
+        report.vectors += store.delete_vectors(chunk, unused_only=True)
+    for chunk in _chunks(other, VECTOR_CHUNK):
+        if stopping():
+            return _finish(store, report, vacuum=False)
+        report.other_models += store.delete_vectors(chunk, unused_only=False)
+    if report.items < len(going):  # some were voted on meanwhile: scale the estimate
+        report.freed_estimate = (vector_bytes * report.vectors // max(len(unused), 1)
+                                 + item_bytes * report.items // len(going))
+    return _finish(store, report, vacuum=vacuum)
+
+
+def _finish(store: Store, report: PruneReport, *, vacuum: bool | str) -> PruneReport:
+    if vacuum == "auto":
+        vacuum = (report.freed_estimate >= AUTO_VACUUM_BYTES and
+                  report.freed_estimate >= AUTO_VACUUM_SHARE * report.bytes_before)
+    if vacuum and report.removed:
+        store.vacuum()
+        report.vacuumed = True
+    report.bytes_after = store.disk_bytes()
+    return report
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
