@@ -57,6 +57,8 @@ class App:
         from .roadmap import load_roadmap
 
         path = cfg.learner.roadmap
+        if path:
+            path = str(Path(path).expanduser())  # `roadmap: ~/my-roadmap.yaml`
         if path and not Path(path).is_absolute() and cfg.path is not None:
             path = str(cfg.path.parent / path)
         return load_roadmap(path)
@@ -111,6 +113,11 @@ def home_problem(home: Path, e: Exception) -> str:
 
 
 def check_stage(cfg: Config, roadmap: Roadmap) -> None:
+    """`learner.stage` names a stage of the roadmap, in any case (as `stage set` and the bot's
+    /stage take it): `stage: CNN` is `cnn`, and is used as the roadmap spells it."""
+    same = [i for i in roadmap.ids if i.casefold() == cfg.learner.stage.casefold()]
+    if cfg.learner.stage not in roadmap.ids and len(same) == 1:
+        cfg.learner.stage = same[0]
     if cfg.learner.stage not in roadmap.ids:
         import difflib
 

@@ -699,3 +699,32 @@ def test_sources_status_column_lines_up_whatever_the_name_length() -> None:
     assert any(long in x for x in rows)  # a name of 40 characters is shown whole
     cut = next(x for x in rows if x.lstrip().startswith("xxx"))
     assert "…" in cut and len(cut.split(" ok ")[0]) <= 60
+
+
+def test_a_stage_in_sources_yaml_is_taken_in_any_case(feedbot_env: Path,
+                                                      use_fake_embedder: Any) -> None:
+    """`stage: CNN` in sources.yaml was "unknown stage", while `stage set CNN` and /stage CNN
+    took it; it is used as the roadmap spells it (votes record `cnn`)."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("learner: {stage: CNN}\n")
+    shown = invoke("stage")
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.startswith("stage 8/13: cnn — ")
+    out = invoke("digest", "--no-collect", "--format", "json")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(out.stdout)["stage"]["id"] == "cnn"
+
+
+def test_a_roadmap_path_from_the_home_directory(tmp_path: Path, feedbot_env: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`roadmap: ~/my-roadmap.yaml` was read as `<sources folder>/~/my-roadmap.yaml`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "my-roadmap.yaml").write_text(
+        "title: Mine\nstages:\n  - {id: basics, title: The basics of vectors}\n"
+        "  - {id: next-one, title: Something after}\n")
+    monkeypatch.setenv("HOME", str(home))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        "learner:\n  stage: basics\n  roadmap: ~/my-roadmap.yaml\n")
+    listed = invoke("stage", "list")
+    assert listed.exit_code == 0, listed.stderr
+    assert "basics" in listed.stdout and "next-one" in listed.stdout
