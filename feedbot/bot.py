@@ -15,6 +15,7 @@ import os
 import random
 import re
 import shlex
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import timedelta
@@ -32,6 +33,7 @@ from telegram import (
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
+    ChatMigrated,
     Forbidden,
     InvalidToken,
     NetworkError,
@@ -104,9 +106,11 @@ T = TypeVar("T")
 class SendFailed(Exception):
     """Telegram did not take a message, after the retries."""
 
-    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+    def __init__(self, message: str, retry_after: float = 0.0,
+                 migrate_to: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after  # seconds Telegram asked us to wait (flood control)
+        self.migrate_to = migrate_to  # the group is now this supergroup (`chat_migrated`)
 
 
 class MaybeSent(Exception):
@@ -210,6 +214,8 @@ async def send_message(bot: Any, chat_id: int, msg: TgMessage, *, attempts: int 
             read_timeout=timeout), attempts=attempts, backoff=backoff, resend=False)
     except RetryAfter as e:
         raise SendFailed(f"RetryAfter: {e}", _seconds(e.retry_after)) from e
+    except ChatMigrated as e:
+        raise SendFailed(f"ChatMigrated: {e}", migrate_to=e.new_chat_id) from e
     except TelegramError as e:
         raise SendFailed(f"{type(e).__name__}: {e}") from e
 
@@ -311,12 +317,18 @@ def _is_start(update: Update) -> bool:
     return bool(words) and words[0].split("@")[0].lower() == "/start"
 
 
+def _command_word(update: Update) -> str:
+    """The message's first word when it is a command (`/digest@feedbot`), else ''."""
+    words = _text(update).split()
+    return words[0] if words and words[0].startswith("/") else ""
+
+
 def _for_another_bot(update: Update, username: str | None) -> bool:
     """A command addressed to some other bot in a group (`/start@other_bot`)."""
-    words = _text(update).split()
-    if not words or not words[0].startswith("/") or "@" not in words[0]:
+    word = _command_word(update)
+    if "@" not in word:
         return False
-    return words[0].split("@", 1)[1].lower() != (username or "").lower()
+    return word.split("@", 1)[1].lower() != (username or "").lower()
 
 
 def _who(update: Update) -> str:
@@ -324,6 +336,70 @@ def _who(update: Update) -> str:
     if user is None:
         return "unknown user"
     return f"@{user.username}" if user.username else user.full_name
+
+
+# --- a group that became a supergroup ---------------------------------------------------------
+
+def _migration(update: Update) -> tuple[int, int] | None:
+    """(old chat id, new chat id) when `update` is Telegram's notice that a group became a
+    supergroup: `migrate_to_chat_id` in the old group, `migrate_from_chat_id` in the new one."""
+    msg = update.message
+    if msg is None or update.effective_chat is None:
+        return None
+    if msg.migrate_to_chat_id:
+        return update.effective_chat.id, msg.migrate_to_chat_id
+    if msg.migrate_from_chat_id:
+        return msg.migrate_from_chat_id, update.effective_chat.id
+    return None
+
+
+def _replace_allowed_chat(path: Any, old: int, new: int) -> None:
+    """sources.yaml's `telegram.allowed_chats` with `old` replaced by `new` (comments kept)."""
+    from .sources_edit import edit_sources
+
+    def mutate(doc: Any) -> None:
+        chats = doc["telegram"]["allowed_chats"]
+        at = [i for i, c in enumerate(chats) if str(c).strip() == str(old)]  # -1 or "-1"
+        for i in reversed(at):
+            del chats[i]
+        if new not in chats:
+            chats.insert(at[0] if at else len(chats), new)
+
+    edit_sources(path, mutate)
+
+
+def move_chat_records(store: Any, old: int, new: int, now: Any) -> None:
+    """The votes, read-later list, delivered items and digest days of chat `old` copied to
+    `new` (the same people, now in a supergroup): no item comes again and nothing is lost."""
+    with store.transaction():
+        for vote in store.feedback(str(old)):
+            store.set_feedback(str(new), vote.item_id, vote.value, vote.at, stage=vote.stage)
+        for item_id in reversed(store.bookmarks(str(old))):  # the oldest first: order kept
+            store.set_feedback(str(new), item_id, "later", now)
+        store.mark_delivered(str(new), store.delivered(str(old)), now)
+        for kind in ("digest_day", "digest_progress"):
+            value = store.get_meta(f"telegram.{kind}.{old}")
+            if value is not None and store.get_meta(f"telegram.{kind}.{new}") is None:
+                store.set_meta(f"telegram.{kind}.{new}", value)
+
+
+async def chat_migrated(runner: Runner, old: int, new: int) -> None:
+    """An allowed group became a supergroup, whose chat id is new: allow the new id in its
+    place in sources.yaml and copy the chat's records to it. Telegram tells both chats, and
+    both notices may be handled at once: one switches, the other finds it done."""
+    async with runner.app.bot_data.setdefault("migrating", asyncio.Lock()):
+        if not runner.is_allowed(old) or runner.is_allowed(new):
+            return
+        try:
+            move_chat_records(runner.store, old, new, runner.now())
+            await asyncio.to_thread(_replace_allowed_chat, runner.sources, old, new)
+            await runner.reload_now()
+            log.warning("chat %s became the supergroup %s; feedbot now serves it under its new "
+                        "id (telegram.allowed_chats in sources.yaml updated)", old, new)
+        except Exception as e:
+            log.error("chat %s became the supergroup %s, but feedbot could not switch to it "
+                      "(%s); replace %s with %s in telegram.allowed_chats of sources.yaml", old,
+                      new, e, old, new)
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -336,6 +412,10 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         raise ApplicationHandlerStop  # not for us: stay silent, allowed chat or not
     runner = _runner(context)
     chat = update.effective_chat.id
+    moved = _migration(update)
+    if moved is not None:
+        await chat_migrated(runner, *moved)
+        raise ApplicationHandlerStop  # a service message: nothing to answer
     if runner.is_allowed(chat):
         return
     try:
@@ -369,7 +449,12 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Point an unknown command at /help."""
+    """Point an unknown command at /help: in a private chat, or in a group when it names this
+    bot (`/foo@feedbot`). A bare `/roll` in a group is another bot's, which Telegram shows
+    every bot there: answering it would talk over the group's other bots."""
+    chat = update.effective_chat
+    if chat is not None and chat.type != chat.PRIVATE and "@" not in _command_word(update):
+        return
     await _reply(update, context, plain("I don't know that command; /help lists mine."))
 
 
@@ -399,8 +484,15 @@ async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if not args:
         await _reply(update, context, render_stage(roadmap, current))
         return
+    word = stage_key(args[0])
+    if word in ("set", "list") and word not in {stage_key(i) for i in roadmap.ids}:
+        # the CLI's words: `/stage set ID` as `feedbot stage set ID`, `/stage list`
+        if word == "list" or len(args) == 1:
+            await _reply(update, context, render_stage(roadmap, current))
+            return
+        args = args[1:]
     target = args[0]
-    if target.lower() == "next":
+    if stage_key(target) == "next":
         nxt = roadmap.next_after(current)
         if nxt is None:
             await _reply(update, context, plain("You are at the last stage of the roadmap."))
@@ -409,9 +501,16 @@ async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     await _reply(update, context, await _change_stage(runner, target))
 
 
+def stage_key(text: str) -> str:
+    """A typed stage id as it is compared: in any case, full-width letters (a CJK keyboard's
+    `ｎｌｐ`) as plain ones, without the invisible marks a copy and paste brings along."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip().casefold()
+
+
 async def _change_stage(runner: Runner, stage_id: str) -> TgMessage:
     roadmap = runner.settings.roadmap
-    stage_id = {i.lower(): i for i in roadmap.ids}.get(stage_id.lower(), stage_id)
+    stage_id = {stage_key(i): i for i in roadmap.ids}.get(stage_key(stage_id), stage_id)
     if stage_id not in roadmap.ids:
         return plain(f"Unknown stage {stage_id!r}. Stages: {', '.join(roadmap.ids)}")
     try:

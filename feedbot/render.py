@@ -38,12 +38,18 @@ def _byline(e: DigestEntry) -> str:
 
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~&#!"})
+# What opens a block at the start of a line even inside a paragraph: a list item (`- `, `+ `,
+# `1. `, `1) `) or a setext underline (`---`, `===`), which turns the lines above into a heading.
+_MD_LINE_START = re.compile(r"^(\d{0,9})([-+=.)])")
 
 
 def md_text(text: str) -> str:
     """Text that Markdown shows as written: emphasis marks, brackets, HTML tags and entities,
-    backslashes are escaped (a feed's `<script>` title must not become a live element)."""
-    return " ".join(text.split()).translate(_MD_SPECIAL)
+    backslashes are escaped (a feed's `<script>` title must not become a live element), and
+    so is a list or heading mark it starts with (a summary "1. Introduction …" or "---" begins
+    a line of the digest)."""
+    text = " ".join(text.split()).translate(_MD_SPECIAL)
+    return _MD_LINE_START.sub(r"\1\\\2", text, count=1)
 
 
 _LINKABLE = re.compile(r"^https?://[^/?#\\]", re.IGNORECASE)

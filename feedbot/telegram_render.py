@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 MAX_TEXT = 4096  # sendMessage: "1-4096 characters after entities parsing"
 MAX_CALLBACK_DATA = 64  # InlineKeyboardButton.callback_data: "1-64 bytes"
 MAX_ITEMS_PER_MESSAGE = 8  # keeps a message readable and its keyboard short
+# Not in the spec, but Telegram refuses an inline keyboard of more than 100 buttons, or one
+# whose markup is too large, with "reply markup is too long": /stage shows the stages around
+# the learner's, at most this many (a roadmap of the learner's own may have any number).
+MAX_STAGE_BUTTONS = 48
 FEEDBACK = {"up": "👍", "down": "👎", "later": "🔖"}
 CHOSEN = "✅ "
 HEALTH = {"ok": "✅", "new": "🆕", "failing": "⚠️", "broken": "❌"}
@@ -297,9 +301,15 @@ def render_stage(roadmap: Roadmap, current: str) -> TgMessage:
              for r in st.resources[:8] if (u := safe_url(r.url))]
     if links:
         lines += ["", "<b>Resources</b>", *links]
-    lines += ["", "Pick a stage below, or send /stage next."]
+    shown = roadmap.stages
+    if len(shown) > MAX_STAGE_BUTTONS:  # the stages around the current one
+        start = min(max(0, st.index - MAX_STAGE_BUTTONS // 2), len(shown) - MAX_STAGE_BUTTONS)
+        shown = shown[start:start + MAX_STAGE_BUTTONS]
+    lines += ["", "Pick a stage below, or send /stage next." if shown == roadmap.stages else
+              f"Pick one of the {len(shown)} stages around yours below, send /stage next, or "
+              "/stage ID for any other."]
     buttons: list[Button] = []
-    for s in roadmap.stages:
+    for s in shown:
         data = stage_data(s.id)
         if data is not None:
             mark = CHOSEN if s.id == current else ""

@@ -3,8 +3,8 @@
 It answers `/bot<token>/<method>` with JSON shaped like the real API, hands queued Updates
 (shaped like the nutgram fixtures in ../shared/corpus/telegram/nutgram) to long-polling
 getUpdates, checks sendMessage like Telegram does (HTML parse mode: allowed tags, balanced,
-escaped; at most 4096 characters after entity parsing), can be told to fail a method (429 with
-`retry_after`, 5xx), and records every call for assertions.
+escaped; at most 4096 characters after entity parsing; at most 100 buttons, 8 a row), can be
+told to fail a method (429 with `retry_after`, 5xx), and records every call for assertions.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ JSON_FIELDS = ("reply_markup", "commands", "allowed_updates", "link_preview_opti
 ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
                 "blockquote", "tg-spoiler", "span", "tg-emoji"}
 MAX_TEXT = 4096
+MAX_BUTTONS, MAX_BUTTONS_PER_ROW = 100, 8  # inline keyboards: Telegram's, not in the spec
 
 
 # --- Telegram's HTML rules, as a checker -----------------------------------------------------
@@ -150,10 +151,16 @@ class FakeBotAPI:
     # --- scripting -------------------------------------------------------------------------
 
     def fail(self, method: str, times: int = 1, status: int = 500,
-             retry_after: int | None = None, after: int = 0) -> None:
+             retry_after: int | None = None, after: int = 0,
+             migrate_to: int | None = None) -> None:
         """After `after` more successful calls, the next `times` calls of `method` fail: 429
-        with retry_after, or `status`."""
-        if retry_after is not None:
+        with retry_after, 400 "upgraded to a supergroup" with migrate_to, or `status`."""
+        if migrate_to is not None:
+            body = {"ok": False, "error_code": 400,
+                    "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                    "parameters": {"migrate_to_chat_id": migrate_to}}
+            status = 400
+        elif retry_after is not None:
             body = {"ok": False, "error_code": 429,
                     "description": f"Too Many Requests: retry after {retry_after}",
                     "parameters": {"retry_after": retry_after}}
@@ -187,6 +194,21 @@ class FakeBotAPI:
         return self.push({"message": {
             "message_id": self._new_message_id(), "from": person, "chat": chat,
             "date": int(time.time()), "text": text, "entities": entities}})
+
+    def migrate(self, old: int, new: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A group `old` upgraded to the supergroup `new`: Telegram's two service messages,
+        shaped like nutgram's migrate_to_chat_id.json and migrate_from_chat_id.json."""
+        person = {"id": 31337, "is_bot": False, "first_name": "Ada", "username": "ada",
+                  "language_code": "en", "is_premium": False}
+        to = self.push({"message": {
+            "message_id": self._new_message_id(), "from": person,
+            "chat": {"id": old, "title": "ML reading group", "type": "group"},
+            "date": int(time.time()), "migrate_to_chat_id": new}})
+        came = self.push({"message": {
+            "message_id": 1, "from": person,
+            "chat": {"id": new, "title": "ML reading group", "type": "supergroup"},
+            "date": int(time.time()), "migrate_from_chat_id": old}})
+        return to, came
 
     def press(self, chat_id: int, message_id: int, data: str) -> dict[str, Any]:
         """A button press on a message the bot sent, shaped like nutgram's callback_query.json."""
@@ -284,6 +306,10 @@ class FakeBotAPI:
         if length > MAX_TEXT:  # the reply in nutgram's Responses/too_long.json
             return 400, {"ok": False, "error_code": 400,
                          "description": "Bad Request: message is too long"}
+        rows = (params.get("reply_markup") or {}).get("inline_keyboard", [])
+        if sum(map(len, rows)) > MAX_BUTTONS or any(len(r) > MAX_BUTTONS_PER_ROW for r in rows):
+            return 400, {"ok": False, "error_code": 400,
+                         "description": "Bad Request: reply markup is too long"}
         mid = self._new_message_id()
         msg: dict[str, Any] = {
             "message_id": mid, "from": BOT_USER, "date": int(time.time()), "text": text,

@@ -403,3 +403,117 @@ def test_fake_updates_are_shaped_like_real_ones(api: FakeBotAPI) -> None:
     api.messages[9] = {**real_cb["callback_query"]["message"], "message_id": 9}
     cb = api.press(CHAT, 9, "fb:up:x")
     assert set(cb["callback_query"]) == set(real_cb["callback_query"])
+    for ours, name in zip(api.migrate(-1, -1001), ("migrate_to_chat_id", "migrate_from_chat_id"),
+                          strict=True):
+        real = json.loads((fixtures / f"{name}.json").read_text())
+        assert set(ours["message"]) == set(real["message"]) and name in ours["message"]
+
+
+
+@pytest.mark.parametrize(("text", "stage"), [("/stage set nlp", "nlp"),
+                                             ("/stage set CNN", "cnn"),
+                                             ('/stage@feedbot_test_bot set "gpus"', "gpus")])
+async def test_stage_set_id_works_as_on_the_command_line(bot: Any, api: FakeBotAPI,
+                                                         sources: Path, text: str,
+                                                         stage: str) -> None:
+    """`feedbot stage set ID` is how the CLI moves; typed to the bot as `/stage set nlp` it
+    answered "Unknown stage 'set'" and moved nowhere."""
+    [moved] = await ask(api, text)
+    assert "Unknown" not in moved["text"] and f"<code>{stage}</code>" in moved["text"]
+    assert f"stage: {stage}" in sources.read_text()
+    assert bot.settings.config.learner.stage == stage
+
+
+async def test_stage_list_and_a_bare_set_show_the_stages(bot: Any, api: FakeBotAPI,
+                                                         sources: Path) -> None:
+    before = sources.read_text()
+    for text in ("/stage list", "/stage set"):
+        [shown] = await ask(api, text)
+        assert "Unknown" not in shown["text"] and "Stage 5/13" in shown["text"]
+        assert len([b for row in shown["reply_markup"]["inline_keyboard"] for b in row]) == 13
+    assert sources.read_text() == before
+
+
+async def test_another_bots_bare_command_in_a_group_gets_no_answer(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
+    """In a group Telegram hands every bot a bare `/roll` (meant for a dice bot): feedbot
+    answered each with "I don't know that command", talking over the group's other bots."""
+    group = -100123
+    sources = write_sources(tmp_path / "sources.yaml", chats=(group,))
+    async with running(sources, feedbot_env, clock, api):
+        api.command(group, "/roll")
+        [hint] = await ask(api, "/frobnicate@feedbot_test_bot", chat=group)
+        [helptext] = await ask(api, "/help", chat=group)  # our own commands, bare, still work
+        await asyncio.sleep(0.3)
+    assert "/help" in hint["text"] and "/digest" in helptext["text"]
+    assert len(api.sent(group)) == 2
+
+
+async def test_a_group_that_becomes_a_supergroup_is_still_served(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
+    """A group upgraded to a supergroup gets a new chat id: feedbot refused the very group it
+    served ("this chat is not on its list"), and the votes, read-later list and delivered
+    items stayed with the old id. Now the new id takes the old one's place in sources.yaml
+    and the records follow it: nothing is lost, nothing comes again."""
+    old, new = -4012345, -1004012345
+    sources = write_sources(tmp_path / "sources.yaml", chats=(old, CHAT))
+    ids = seed_items(feedbot_env, clock(), 5)
+    with Store.open(feedbot_env) as store:
+        store.set_feedback(str(old), ids[0], "up", clock())
+        store.set_feedback(str(old), ids[1], "later", clock())
+        store.set_feedback(str(old), ids[2], "later", clock())
+        store.mark_delivered(str(old), ids[:3], clock())
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.migrate(old, new)
+        await eventually(lambda: runner.is_allowed(new))
+        [helptext] = await ask(api, "/help@feedbot_test_bot", chat=new)
+        [later] = await ask(api, "/later@feedbot_test_bot", chat=new)
+        [digest] = await ask(api, "/digest@feedbot_test_bot", chat=new)
+        assert runner.allowed_chats == [new, CHAT]
+    assert "/digest" in helptext["text"] and len(api.sent(new)) == 3  # no refusal
+    assert api.sent(old) == []
+    assert "allowed_chats: [-1004012345, 4242]" in sources.read_text()
+    assert "# where the learner is" in sources.read_text()  # comments kept
+    saved = [r[0]["callback_data"].split(":", 2)[2]
+             for r in later["reply_markup"]["inline_keyboard"]]
+    assert saved == [ids[2], ids[1]]  # the latest saved first, as before
+    sent = {r[0]["callback_data"].split(":", 2)[2]
+            for r in digest["reply_markup"]["inline_keyboard"]}
+    assert sent == set(ids[3:])  # not the three the group had already
+    with Store.open(feedbot_env) as store:
+        assert [(v.item_id, v.value) for v in store.feedback(str(new))] == [(ids[0], "up")]
+
+
+
+@pytest.mark.parametrize(("text", "stage"), [("/stage ｎｌｐ", "nlp"),
+                                             ("/stage cnn\u200b", "cnn"),
+                                             ("/stage \u2066GPUs\u2069", "gpus"),
+                                             ("/stage ｎｅｘｔ", "massive-datasets")])
+async def test_a_stage_typed_full_width_or_pasted_with_invisible_marks_is_found(
+        bot: Any, api: FakeBotAPI, sources: Path, text: str, stage: str) -> None:
+    """A CJK keyboard types `ｎｌｐ`, and a stage id copied from a web page or another chat
+    brings a zero-width space or bidi isolates along: /stage answered "Unknown stage 'ｎｌｐ'"
+    for an id that looks exactly right."""
+    [moved] = await ask(api, text)
+    assert "Unknown" not in moved["text"] and f"<code>{stage}</code>" in moved["text"]
+    assert bot.settings.config.learner.stage == stage
+
+
+async def test_a_send_to_a_group_that_became_a_supergroup_says_where_it_went(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
+    """When the notices were missed (feedbot was down), Telegram's answer to a send names the
+    new chat: SendFailed carries it, and `chat_migrated` switches to it as the notices do."""
+    from feedbot.bot import SendFailed, chat_migrated, send_message
+    from feedbot.telegram_render import plain
+
+    old, new = -4012345, -1004012345
+    sources = write_sources(tmp_path / "sources.yaml", chats=(old,))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.fail("sendMessage", migrate_to=new)
+        with pytest.raises(SendFailed) as failed:
+            await send_message(runner.app.bot, old, plain("hello"), backoff=0.01)
+        assert failed.value.migrate_to == new and "supergroup" in str(failed.value)
+        await chat_migrated(runner, old, new)
+        assert runner.allowed_chats == [new]
+        await send_message(runner.app.bot, new, plain("hello"))
+    assert [m["text"] for m in api.sent(new)] == ["hello"]

@@ -150,3 +150,16 @@ def test_explained_json_has_weights_even_without_items() -> None:
     the empty digest."""
     doc = json.loads(render_json(digest_of(), explain=True))
     assert doc["weights"] == {} and doc["items"] == []
+
+
+@pytest.mark.parametrize("summary", ["1. Introduction We study attention.", "- a dash first",
+                                     "+ plus first", "---", "===", "1) One"])
+def test_a_summary_that_starts_like_a_list_or_an_underline_stays_text(summary: str) -> None:
+    """A summary line of the Markdown digest starting "1. Introduction" or "- " opened a
+    list inside the item, and "---" or "===" turned the title, byline and why above it into a
+    heading: the line is the item's text, shown as written."""
+    d = digest_of(entry("https://e.org/a", summary=summary))
+    out = MarkdownIt("commonmark").render(render_markdown(d))
+    assert "<ul>" not in out and "<h2>" not in out and out.count("<h1>") == 1
+    assert out.count("<ol>") == 1 and out.count("<li>") == 1  # the digest's own list only
+    assert summary in out

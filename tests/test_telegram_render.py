@@ -193,3 +193,22 @@ def test_an_empty_digest_says_why_when_a_note_explains_it() -> None:
     [msg] = tr.render_digest(d)
     assert "Nothing new for your stage today.\nNothing from the sources you follow" in msg.text
     assert telegram_html_problems(msg.text) == []
+
+
+def test_a_long_roadmap_of_ones_own_keeps_the_stage_keyboard_within_telegrams_limits() -> None:
+    """/stage put a button for every stage: a roadmap of 150 stages made a keyboard of 150
+    buttons, which Telegram refuses ("reply markup is too long"), and /stage answered
+    nothing. It shows the stages around the current one; /stage ID still reaches any."""
+    from feedbot.roadmap import Roadmap, Stage
+
+    stages = tuple(Stage(f"lesson-{i}", f"Lesson {i}", "", (), (), index=i) for i in range(150))
+    roadmap = Roadmap("A long course", stages, Path("course.yaml"))
+    for current, first, last in (("lesson-0", 1, 48), ("lesson-100", 77, 124),
+                                 ("lesson-149", 103, 150)):
+        msg = tr.render_stage(roadmap, current)
+        buttons = [b for row in msg.buttons for b in row]
+        assert len(buttons) <= 100 and all(len(row) <= 8 for row in msg.buttons)
+        numbers = [int(b.text.removeprefix(tr.CHOSEN).split(".")[0]) for b in buttons]
+        assert (numbers[0], numbers[-1]) == (first, last)
+        assert any(b.text.startswith(tr.CHOSEN) and b.data == f"st:{current}" for b in buttons)
+        assert "/stage ID" in msg.text and telegram_html_problems(msg.text) == []
