@@ -100,6 +100,10 @@ class RunOptions:
     send_backoff: float = 1.0  # first wait after a network error; doubles
     send_timeout: float = 30.0  # seconds to wait for Telegram's answer to a message
     retry_cap: timedelta = timedelta(minutes=30)  # longest wait before retrying a failed digest
+    # After Telegram's 403 (the learner blocked the bot, or it was removed from the group),
+    # the day's digest is tried again this much later (within `grace`, so a learner who
+    # unblocks the bot still gets it), not every half hour, ranking a digest each time
+    forbidden_wait: timedelta = timedelta(hours=2)
     run_jobs: bool = True  # False: jobs are scheduled but never fired (tests fire them)
 
 
@@ -110,6 +114,8 @@ class Delivery:
     complete: bool = True
     error: str = ""
     retry_after: float = 0.0  # seconds Telegram asked us to wait before sending again
+    migrate_to: int | None = None  # the group became this supergroup (Telegram said so)
+    forbidden: bool = False  # the bot was blocked, or removed from the group
 
 
 @dataclass
@@ -449,8 +455,22 @@ class Runner:
                 state.failures += 1
                 wait = min(self.options.retry_cap,
                            timedelta(seconds=self.options.tick) * 2 ** (state.failures - 1))
+                if result.forbidden:
+                    wait = self.options.forbidden_wait
+                    log.warning("Telegram refuses messages to chat %s (the bot was blocked, or "
+                                "removed from the group); the digest is tried again at %s", chat,
+                                f"{now + wait:%H:%M} UTC")
                 state.retry_at = now + max(wait, timedelta(seconds=result.retry_after))
-            return result
+        if result.migrate_to is not None:  # feedbot missed Telegram's notices (it was down)
+            await self.chat_migrated(chat, result.migrate_to)
+        return result
+
+    async def chat_migrated(self, old: int, new: int) -> None:
+        """The group `old` is now the supergroup `new`: serve it there (see bot.chat_migrated);
+        its digest goes out at the next tick, to the new id, with nothing sent twice."""
+        from .bot import chat_migrated
+
+        await chat_migrated(self, old, new)
 
     async def deliver_digest(self, chat: int) -> Delivery:
         """A digest now (`/digest`): new items only; an empty one says so."""
@@ -458,6 +478,8 @@ class Runner:
             return await self._deliver(chat, None)
 
     async def _deliver(self, chat: int, day: date | None) -> Delivery:
+        from telegram.error import Forbidden
+
         from .bot import MaybeSent, request_was_out
 
         self._save_sent()  # what a busy store did not take before, first
@@ -499,6 +521,8 @@ class Runner:
                                 "retried later", chat, out.messages, e)
                     out.complete, out.error = False, str(e)
                     out.retry_after = getattr(e, "retry_after", 0.0)
+                    out.migrate_to = getattr(e, "migrate_to", None)
+                    out.forbidden = isinstance(e.__cause__, Forbidden)
                     return out
                 sent(msg)
         if day:
@@ -554,6 +578,11 @@ class Runner:
                 await self.send(chat, msg)
             except Exception as e:
                 log.warning("could not notify chat %s: %s", chat, e)
+                new = getattr(e, "migrate_to", None)
+                if new is not None:
+                    await self.chat_migrated(chat, new)
+                    with contextlib.suppress(Exception):
+                        await self.send(new, msg)
 
     def first_refusal(self, chat: int) -> bool:
         """True the first time a stranger's chat is refused (remembered across restarts)."""

@@ -165,6 +165,9 @@ class FakeBotAPI:
                     "description": f"Too Many Requests: retry after {retry_after}",
                     "parameters": {"retry_after": retry_after}}
             status = 429
+        elif status == 403:  # Telegram's words when the learner blocked the bot
+            body = {"ok": False, "error_code": 403,
+                    "description": "Forbidden: bot was blocked by the user"}
         else:
             body = {"ok": False, "error_code": status, "description": "Internal Server Error"}
         self._failures.setdefault(method, []).extend([None] * after + [(status, body)] * times)

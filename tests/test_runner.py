@@ -634,3 +634,49 @@ async def test_the_telegram_digest_leaves_out_a_source_unfollowed_while_running(
     assert sorted(ids_sent(api)) == sorted(i for n, i in enumerate(ids) if n % 3)
     with Store.open(feedbot_env) as store:
         assert store.item_count() == 6
+
+
+async def test_a_digest_to_a_group_that_became_a_supergroup_goes_to_its_new_id(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """feedbot was down when the group was upgraded, so it missed Telegram's notices: the
+    daily send names the new chat, and feedbot switched to it only for the bot's notices; the
+    digest was retried against the dead id all day."""
+    old, new = -4012345, -1004012345
+    sources = write_sources(tmp_path / "sources.yaml", chats=(old,))
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.fail("sendMessage", migrate_to=new)
+        await runner.digest_tick()
+        assert api.sent(old) == [] and runner.allowed_chats == [new]
+        assert f"allowed_chats: [{new}]" in sources.read_text()
+        clock.advance(seconds=61)
+        await runner.digest_tick()
+        [digest] = api.sent(new)
+        assert len(digest["reply_markup"]["inline_keyboard"]) == 3
+        assert runner.last_digest_day(new) == SLOT.date()
+        clock.advance(seconds=61)
+        await runner.digest_tick()
+        assert len(api.sent(new)) == 1
+
+
+async def test_a_blocked_bot_tries_the_days_digest_again_hours_later_not_every_half_hour(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A 403 (the learner blocked the bot, or it was removed from the group) was retried with
+    the same backoff as a network error: every half hour all day, ranking a digest each time."""
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.fail("sendMessage", status=403, times=3)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1
+        for _ in range(3):  # ticks for an hour and a half
+            clock.advance(minutes=30)
+            await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1
+        clock.advance(minutes=30, seconds=1)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 2
+    assert "bot was blocked, or removed from the group" in caplog.text
