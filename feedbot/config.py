@@ -126,7 +126,7 @@ def url_problem(url: str) -> str:
     """Why `url` is not an http(s) URL that urllib and httpx both accept, with a host and a
     valid port ('not an http(s) URL', 'not a valid URL (…)'), or '' when it is one. The one
     check behind sources.yaml's validation and `feedbot follow` / `import-opml`."""
-    if not re.match(r"^https?://[^\s/]+", url):
+    if not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE):  # HTTPS://… is one too
         return NOT_HTTP
     try:
         parts = urlsplit(url)
@@ -152,7 +152,8 @@ def _check_url(v: str, what: str) -> str:
         raise ValueError(f"must be an http(s) URL of {what}")
     if problem:
         raise ValueError(problem)
-    return v
+    scheme, rest = v.split("://", 1)
+    return f"{scheme.lower()}://{rest}"  # HTTPS://… as https://…, as the store compares them
 
 
 class _Model(BaseModel):

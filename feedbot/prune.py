@@ -166,6 +166,8 @@ def prune(store: Store, *, older_than: float | None, label: str, now: datetime,
         report.stopped = stop is not None and stop()
         return report.stopped
 
+    if before is None:  # `never` now: items of every date are taken in again
+        store.set_pruned_before(None)
     if before is not None and candidates is not None:
         store.set_pruned_before(before)
         for chunk in _chunks(candidates.ids, ITEM_CHUNK):

@@ -909,8 +909,12 @@ class Store:
     def tombstone_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM tombstones").fetchone()[0])
 
-    def set_pruned_before(self, before: datetime) -> None:
-        """Record the cutoff of a real prune: items dated before it are not taken in again."""
+    def set_pruned_before(self, before: datetime | None) -> None:
+        """Record the cutoff of a real prune: items dated before it are not taken in again.
+        None forgets it (retention is `never` now): items of every date are taken in."""
+        if before is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (PRUNED_BEFORE,))
+            return
         self.set_meta(PRUNED_BEFORE, repr(before.timestamp()))
 
     def disk_bytes(self) -> int:

@@ -401,3 +401,10 @@ def test_a_misspelt_retention_key_is_named(tmp_path: Path) -> None:
         load_config(write(tmp_path, "retention:\n  item: 30d\n"))
     assert (e.value.key, e.value.line, e.value.hint) == ("retention.item", 2,
                                                           "did you mean 'items'?")
+
+
+def test_a_feed_url_with_a_capital_scheme_is_an_http_url(tmp_path: Path) -> None:
+    """`HTTPS://…` (as some sites print it) was refused as "must be an http(s) URL"."""
+    p = tmp_path / "sources.yaml"
+    p.write_text("blogs:\n  - {name: Loud, url: 'HTTPS://Example.org/Feed.xml'}\n")
+    assert load_config(p).blogs[0].url == "https://Example.org/Feed.xml"

@@ -380,3 +380,14 @@ def test_doctor_says_how_much_is_due(store: Store, fake_emb: object,
     store.upsert_items([post("old", LONG_AGO)], LONG_AGO)
     out = cli("doctor").output
     assert "retention: items older than 365d go" in out and "1 due now" in out
+
+
+def test_after_retention_never_items_of_every_date_are_taken_in_again(store: Store) -> None:
+    """A prune's cutoff kept old-dated items out for good, even after the learner chose to keep
+    everything (`retention: {items: never}`)."""
+    store.upsert_items([post("old", LONG_AGO)], LONG_AGO)
+    run_prune(store)
+    assert store.upsert_items([post("older", LONG_AGO - timedelta(days=1))], NOW).skipped == 1
+    prune(store, older_than=None, label="", now=NOW, keep_hashes=set())  # retention: never
+    taken = store.upsert_items([post("older", LONG_AGO - timedelta(days=1))], NOW)
+    assert taken.new == 1 and taken.skipped == 0
