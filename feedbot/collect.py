@@ -67,7 +67,7 @@ class SourceReport:
             if self.warning:
                 detail += f"; {self.warning}"
         elif self.status == "not-modified":
-            detail = "not modified"
+            detail = "not modified" + (f"; {self.warning}" if self.warning else "")
         elif self.status == "skipped":
             detail = "skipped: " + (self.error or "not due yet")
         elif self.status == "disabled":

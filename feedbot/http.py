@@ -1,14 +1,24 @@
 """One polite HTTP client for every collector: timeouts, size limit, redirects, User-Agent,
 conditional GET. Returns bytes and validators; never parses anything.
+
+The size limit holds for the decoded body: gzip and deflate are inflated here, a bounded step at
+a time, so a small compressed body cannot expand to gigabytes in memory (a "gzip bomb").
+Redirects are followed here too, one hop at a time: a redirect to another scheme is refused with
+its target named, and so is one from a public host to a local or private address (the feed's
+server must not make feedbot reach into the user's own network; a URL the user configured
+with such an address is fetched as usual).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-from dataclasses import dataclass, field
+import ipaddress
+import socket
+import zlib
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -20,6 +30,8 @@ MAX_BYTES = 10 * 1024 * 1024
 TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 DEADLINE = 60.0  # whole request, however slowly a server drips bytes
 MAX_RETRY_AFTER = timedelta(days=7)  # a server's Retry-After is honoured up to this long
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class FetchError(SourceError):
@@ -40,6 +52,7 @@ class Fetched:
     last_modified: str = ""
     content_type: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    moved_to: str = ""  # `url`, when every redirect to it was permanent (301, 308)
 
     @property
     def not_modified(self) -> bool:
@@ -49,10 +62,12 @@ class Fetched:
 def make_client(transport: httpx.AsyncBaseTransport | None = None,
                 timeout: httpx.Timeout = TIMEOUT) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        follow_redirects=True, max_redirects=5, timeout=timeout, transport=transport,
+        follow_redirects=True, max_redirects=MAX_REDIRECTS, timeout=timeout, transport=transport,
         headers={"User-Agent": USER_AGENT, "Accept": "application/atom+xml, application/rss+xml,"
                  " application/feed+json, application/json;q=0.9, application/xml;q=0.9, "
-                 "text/xml;q=0.8, */*;q=0.5"},
+                 "text/xml;q=0.8, */*;q=0.5",
+                 # Only what `_Inflater` decodes (with brotli installed httpx would offer br).
+                 "Accept-Encoding": "gzip, deflate"},
     )
 
 
@@ -143,26 +158,144 @@ async def _fetch(client: httpx.AsyncClient, url: str, etag: str, last_modified: 
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    async with client.stream("GET", url, headers=headers) as r:
-        final = str(r.url)
-        if r.status_code == 304:
-            return Fetched(304, final, etag=r.headers.get("etag", etag),
-                           last_modified=r.headers.get("last-modified", last_modified))
-        if r.status_code >= 400 or r.status_code < 200 or r.status_code >= 300:
-            retry = parse_retry_after(r.headers.get("retry-after"), datetime.now(UTC))
-            reason = r.reason_phrase or ""
-            raise FetchError(f"HTTP {r.status_code} {reason}".strip(), r.status_code, retry)
-        declared = r.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise FetchError(f"response too large ({int(declared)} bytes > {max_bytes})")
-        chunks, size = [], 0
-        async for chunk in r.aiter_bytes():
-            size += len(chunk)
-            if size > max_bytes:
-                raise FetchError(f"response too large (over {max_bytes} bytes)")
-            chunks.append(chunk)
-        return Fetched(
-            r.status_code, final, b"".join(chunks), etag=r.headers.get("etag", ""),
-            last_modified=r.headers.get("last-modified", ""),
-            content_type=r.headers.get("content-type", ""), headers=dict(r.headers),
-        )
+    permanent = None  # whether every redirect so far was permanent; None: no redirect yet
+    for _ in range(MAX_REDIRECTS + 1):
+        httpx.URL(url)  # InvalidURL for a URL httpx cannot send (reported as such)
+        try:
+            async with client.stream("GET", url, headers=headers, follow_redirects=False) as r:
+                location = r.headers.get("location", "")
+                if r.status_code not in _REDIRECTS or not location:
+                    got = await _response(r, url, etag, last_modified, max_bytes)
+                    return replace(got, moved_to=url) if permanent else got
+        except httpx.InvalidURL as e:  # httpx reads a redirect's Location even when not following
+            raise FetchError(f"redirected to a malformed URL ({e})") from None
+        url = redirect_target(url, location)
+        permanent = permanent is not False and r.status_code in (301, 308)
+    raise FetchError("too many redirects")
+
+
+async def _response(r: httpx.Response, url: str, etag: str, last_modified: str,
+                    max_bytes: int) -> Fetched:
+    if r.status_code == 304:
+        return Fetched(304, url, etag=r.headers.get("etag", etag),
+                       last_modified=r.headers.get("last-modified", last_modified))
+    if r.status_code < 200 or r.status_code >= 300:
+        now = datetime.now(UTC)
+        retry = parse_retry_after(r.headers.get("retry-after"), now)
+        message = f"HTTP {r.status_code} {r.reason_phrase or ''}".strip()
+        if retry is not None and retry > now:  # why the source is skipped until then
+            message += f" (the server asks to wait until {retry:%Y-%m-%d %H:%M} UTC)"
+        raise FetchError(message, r.status_code, retry)
+    declared = r.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"response too large ({int(declared)} bytes > {max_bytes})")
+    # A response read already (as a mock transport's is) was decoded by httpx.
+    read = r.is_stream_consumed
+    inflaters = [] if read else [
+        _Inflater(e) for e in reversed(r.headers.get_list("content-encoding", split_commas=True))
+        if e.strip().lower() in _Inflater.WBITS]
+    chunks: list[bytes] = []
+    size = 0
+
+    def take(data: bytes, start: int = 0) -> None:
+        """`data` through the layers from `start` on, then onto the body."""
+        nonlocal size
+        for i in range(start, len(inflaters)):
+            # At most a little more than the limit is ever inflated: past it, the body is
+            # too large whatever follows. Inner layers (gzip inside gzip) hold compressed data,
+            # which may be a little larger than what it decodes to.
+            limit = max_bytes if i == len(inflaters) - 1 else 2 * max_bytes + 65536
+            data = inflaters[i].inflate(data, limit)
+        size += len(data)
+        if size > max_bytes:
+            raise FetchError(f"response too large (over {max_bytes} bytes)")
+        chunks.append(data)
+
+    if read:
+        take(r.content)
+    else:
+        async for raw in r.aiter_raw():
+            take(raw)
+    for i, inflater in enumerate(inflaters):
+        take(inflater.flush(), i + 1)
+    return Fetched(
+        r.status_code, url, b"".join(chunks), etag=r.headers.get("etag", ""),
+        last_modified=r.headers.get("last-modified", ""),
+        content_type=r.headers.get("content-type", ""), headers=dict(r.headers),
+    )
+
+
+class _Inflater:
+    """One layer of Content-Encoding (gzip or deflate), inflated in bounded steps."""
+
+    WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16,
+             "deflate": zlib.MAX_WBITS}
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding.strip().lower()
+        self._z = zlib.decompressobj(self.WBITS[self.encoding])
+        self._first = True
+        self._out = 0
+
+    def inflate(self, data: bytes, limit: int) -> bytes:
+        """`data` inflated; FetchError once this layer's output passes `limit` bytes in all."""
+        first, self._first = self._first, False
+        try:
+            out = self._z.decompress(data, max(limit - self._out, 0) + 1)
+        except zlib.error as e:
+            if first and self.encoding == "deflate":  # raw deflate, without the zlib header
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.inflate(data, limit)
+            raise FetchError(f"cannot decode the {self.encoding} response ({e})") from None
+        self._out += len(out)
+        if self._out > limit:
+            raise FetchError(f"response too large (over {limit} bytes once decompressed)")
+        return out
+
+    def flush(self) -> bytes:
+        try:
+            return self._z.flush()
+        except zlib.error as e:
+            raise FetchError(f"cannot decode the {self.encoding} response ({e})") from None
+
+
+def redirect_target(url: str, location: str) -> str:
+    """Where a redirect from `url` to `location` leads. FetchError for a target that is not
+    http(s), that cannot be read, or that is a local or private address reached from a
+    public one."""
+    shown = location if len(location) <= 100 else location[:99] + "…"
+    try:
+        target = urljoin(url, location.strip())
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as e:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+        raise FetchError(f"redirected to a malformed URL, {shown!r} ({e})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"redirected to {shown!r}, which is not an http(s) URL")
+    source = urlsplit(url).hostname or ""
+    if is_private_host(parts.hostname) and not is_private_host(source):
+        raise FetchError(f"redirected from {source} to {parts.hostname}, a local or private "
+                         "address: refused (use that URL as the feed if you trust it)")
+    return target
+
+
+def is_private_host(host: str) -> bool:
+    """Whether `host` names this machine or a private network: localhost, or a literal
+    address (in any form the resolver accepts: 127.1, 2130706433) that is loopback, private,
+    link-local (cloud metadata services), unspecified or reserved. Host names are not looked
+    up."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            host.split("%")[0])
+    except ValueError:
+        try:  # the shorthand forms inet_aton (and so the resolver) reads as IPv4
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified \
+        or ip.is_reserved or ip.is_multicast

@@ -144,13 +144,21 @@ def clean_url(url: str) -> str:
 
 
 def item_key(arxiv_id: str, url: str, source: str = "", guid: str = "") -> str:
+    """The dedup key (see `Item.key`). A URL's fragment is dropped, except where the guid is
+    the URL itself, fragment and all: a feed that gives each entry an anchor on a shared page
+    (`/2017/06/26.html#a080605`, a whole day's posts on one page) says the fragment is what
+    tells its entries apart, and dropping it merged a day's posts into one."""
     if arxiv_id:
         return f"arxiv:{arxiv_id}"
     found = arxiv_id_from_url(url) if url else ""
     if found:
         return f"arxiv:{found}"
     if url:
-        return f"url:{canonical_url(url)}"
+        key = f"url:{canonical_url(url)}"
+        _, hashmark, fragment = url.partition("#")
+        if hashmark and fragment and clean_url(guid) == url:
+            key += f"#{fragment}"
+        return key
     return f"guid:{source}:{guid}"
 
 

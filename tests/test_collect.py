@@ -2,20 +2,32 @@
 arXiv through the real `arxiv` client, and every real-world feed through the collector."""
 
 import asyncio
+import email.utils
+import gzip
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 import feedbot.collectors.feeds as feeds_mod
-from feedbot.collect import collect, collect_one, is_due, next_due, select_sources
+from feedbot.collect import (
+    collect,
+    collect_async,
+    collect_one,
+    is_due,
+    next_due,
+    select_sources,
+)
 from feedbot.collectors import Collected, Context
 from feedbot.collectors.arxiv_api import ArxivGate
 from feedbot.config import SourceSpec, load_config
@@ -316,7 +328,8 @@ def test_malformed_urls_are_per_source_errors(server: LocalServer, tmp_path: Pat
     assert reports["Good"].status == "ok" and reports["Good"].new == 1
     assert reports["IPv6"].line() == "IPv6: error: bad URL: Invalid IPv6 URL"
     assert reports["Port"].line() == "Port: error: bad URL: Port out of range 0-65535"
-    assert reports["Hop"].line() == "Hop: error: bad URL: port out of range"
+    assert reports["Hop"].line() == ("Hop: error: redirected to a malformed URL, "
+                                     "'http://127.0.0.1:99999/feed' (Port out of range 0-65535)")
     assert store.source_state("Port").failures == 1
     assert "Traceback" not in caplog.text and "unexpected" not in caplog.text
 
@@ -370,9 +383,27 @@ def test_a_huge_retry_after_blocks_a_source_for_a_week_at_most(server: LocalServ
     reports, store = collect_feeds(tmp_path, {"Huge": huge, "Far": far})
     latest = datetime.now(UTC) + MAX_RETRY_AFTER
     for name in ("Huge", "Far"):
-        assert reports[name].line() == f"{name}: error: HTTP 429 Too Many Requests"
         retry = store.source_state(name).retry_after
         assert retry is not None and latest - timedelta(minutes=1) < retry <= latest
+        assert reports[name].line() == (f"{name}: error: HTTP 429 Too Many Requests (the server "
+                                        f"asks to wait until {retry:%Y-%m-%d %H:%M} UTC)")
+
+
+def test_a_retry_after_date_is_shown_and_honoured(server: LocalServer, tmp_path: Path) -> None:
+    """Told only "HTTP 503", the user could not know why the source then sat out every run."""
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    busy = server.add("/busy", status=503, body=b"",
+                      headers={"Retry-After": email.utils.format_datetime(until, usegmt=True)})
+    past = server.add("/past", status=503, body=b"",
+                      headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    reports, store = collect_feeds(tmp_path, {"Busy": busy, "Past": past})
+    assert reports["Busy"].line() == ("Busy: error: HTTP 503 Service Unavailable (the server asks "
+                                      f"to wait until {until:%Y-%m-%d %H:%M} UTC)")
+    assert reports["Past"].line() == "Past: error: HTTP 503 Service Unavailable"
+    assert store.source_state("Busy").retry_after == until
+    (again,) = collect(feeds_config({"Busy": busy}), store,  # type: ignore[arg-type]
+                       now=datetime.now(UTC), due_only=True)
+    assert again.status == "skipped" and len(server.hits("/busy")) == 1
 
 
 def test_far_future_dates_are_clamped_and_huge_feeds_cut(server: LocalServer,
@@ -471,3 +502,177 @@ def test_a_lone_surrogate_or_a_broken_url_in_a_feed_stops_nothing(server: LocalS
     assert (item.title, item.summary, item.authors) == ("broken \ufffd title", "x\ufffdy",
                                                         ("A\ufffd",))
     assert item.url == "https://e.org/a%20b%1B[2J"
+
+
+# --- hostile servers: bombs, redirects out of the web, gone feeds, web pages -------------------
+
+def gzip_bomb(size: int, layers: int) -> bytes:
+    """`size` zero bytes gzipped `layers` times, built a megabyte at a time."""
+    z = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1 << 20)
+    body = b"".join(z.compress(block) for _ in range(size >> 20)) + z.flush()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, 9)
+    return body
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_gzip_bomb_is_refused_without_inflating_it(layers: int, server: LocalServer) -> None:
+    """The size limit held for the decoded body, but httpx inflated each network chunk whole
+    before it was counted: 64 KiB of gzip became 64 MiB at once, and gzip inside gzip
+    ("Content-Encoding: gzip, gzip") a few hundred bytes as many megabytes as they hold."""
+    encoding = ", ".join(["gzip"] * layers)
+    bomb = server.add("/bomb", body=gzip_bomb(256 << 20, layers),
+                      headers={"Content-Encoding": encoding})
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError, match="too large"):
+            run(get(bomb, max_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20} MiB held for a 1 MiB limit"
+    # Honest compressed feeds read as before, whichever way they are compressed.
+    feed = (FIXTURES / "feeds" / "rss2.xml").read_bytes()
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw, as some servers send
+    for body, how in [(gzip.compress(feed), "gzip"), (zlib.compress(feed), "deflate"),
+                      (deflate.compress(feed) + deflate.flush(), "deflate"),
+                      (gzip.compress(gzip.compress(feed)), "gzip, x-gzip")]:
+        url = server.add("/honest", body=body, headers={"Content-Encoding": how})
+        assert run(get(url)).content == feed, how
+    bad = server.add("/bad", body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    with pytest.raises(FetchError, match=r"^cannot decode the gzip response \(Error -3"):
+        run(get(bad))
+
+
+@pytest.mark.parametrize(("location", "message"), [
+    ("ftp://ftp.example.org/feed.xml",
+     "redirected to 'ftp://ftp.example.org/feed.xml', which is not an http(s) URL"),
+    ("file:///etc/passwd", "redirected to 'file:///etc/passwd', which is not an http(s) URL"),
+    ("javascript:alert(1)", "redirected to a malformed URL (For absolute URLs, path must be "
+                            "empty or begin with '/')"),
+])
+def test_a_redirect_out_of_the_web_is_named(location: str, message: str, server: LocalServer,
+                                            tmp_path: Path) -> None:
+    hop = server.add("/hop", status=302, headers={"Location": location})
+    good = server.add("/good.xml", body=atom_feed([{"title": "t", "link": "https://e.org/1"}]))
+    reports, _ = collect_feeds(tmp_path, {"Hop": hop, "Good": good})
+    assert reports["Hop"].line() == f"Hop: error: {message}"
+    assert reports["Good"].status == "ok"
+
+
+def test_a_public_feed_cannot_redirect_into_the_local_network() -> None:
+    """A feed's server must not make feedbot reach the user's own machine or network (a cloud
+    metadata service, a router's admin page). A feed the user configured at such an address is
+    fetched as usual, and may redirect within it; only a redirect from a public host to a
+    local or private address is refused."""
+    hops = {"https://blog.example.org/feed.xml": "https://feeds.example.net/blog",
+            "http://127.0.0.1/feed": "http://192.168.1.5/rss"}
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        asked.append(url)
+        if url in hops:
+            return httpx.Response(301, headers={"Location": hops[url]})
+        if url.startswith("https://evil.example.org/"):
+            return httpx.Response(302, headers={"Location": url.partition("?to=")[2]})
+        return httpx.Response(200, content=b"<rss/>")
+
+    async def go(url: str) -> str:
+        async with make_client(transport=httpx.MockTransport(handler)) as client:
+            return (await fetch(client, url)).url
+
+    for target in ["http://127.0.0.1:8080/admin", "http://localhost/",
+                   "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/feed",
+                   "http://[::1]/feed", "http://[::ffff:127.0.0.1]/", "http://2130706433/",
+                   "http://127.1/", "http://0.0.0.0/"]:
+        asked.clear()
+        with pytest.raises(FetchError, match=r"^redirected from evil\.example\.org to .+, a "
+                                             r"local or private address: refused"):
+            run(go(f"https://evil.example.org/feed?to={target}"))
+        assert asked == [f"https://evil.example.org/feed?to={target}"], target
+    assert run(go("https://blog.example.org/feed.xml")) == "https://feeds.example.net/blog"
+    assert run(go("http://127.0.0.1/feed")) == "http://192.168.1.5/rss"
+
+
+def test_a_gone_feed_or_a_web_page_says_what_to_do(server: LocalServer, tmp_path: Path) -> None:
+    gone = server.add("/gone.xml", status=410, body=b"gone")
+    page = server.add("/", body=(FIXTURES / "feeds" / "blog-home.html").read_bytes(),
+                      content_type="text/html; charset=utf-8")
+    good = server.add("/good.xml", body=atom_feed([{"title": "t", "link": "https://e.org/1"}]))
+    reports, store = collect_feeds(tmp_path, {"Old blog": gone, "Home": page, "Good": good})
+    assert reports["Old blog"].line() == ("Old blog: error: HTTP 410 Gone: the feed was removed "
+                                          "for good; stop fetching it with `feedbot unfollow "
+                                          "'Old blog'`")
+    assert reports["Home"].line() == (f"Home: error: not a feed: a web page; its feed is "
+                                      f"{server.url('/feed.xml')} (use that URL)")
+    assert reports["Good"].line() == "Good: 1 new (1 in feed)"
+    assert store.source_state("Old blog").failures == 1
+
+
+def test_a_day_of_anchored_posts_and_a_podcast_are_stored_whole(server: LocalServer,
+                                                                tmp_path: Path,
+                                                                corpus: Path) -> None:
+    feeds = corpus / "feeds"
+    scripting = server.add("/scripting.rss",
+                           body=(feeds / "netnewswire/scriptingNews.rss").read_bytes())
+    podcast = server.add("/cast.rss",
+                         body=(feeds / "rss-parser/input/itunes-missing-image.rss").read_bytes())
+    reports, store = collect_feeds(tmp_path, {"Scripting": scripting, "Cast": podcast})
+    assert reports["Scripting"].new == 48  # of 50 entries; two repeat another's guid
+    assert reports["Cast"].new == 130  # of 131; two episodes share a guid
+
+
+def test_a_feed_that_moved_for_good_says_where(server: LocalServer, tmp_path: Path) -> None:
+    """A 301 was followed silently on every fetch: the user never learnt the new address, and
+    the old one, once its domain lapses, may serve anything."""
+    new = server.add("/new.xml", body=atom_feed([{"title": "t", "link": "https://e.org/1"}]),
+                     etag='"v1"')
+    server.add("/old.xml", status=301, headers={"Location": "/mid.xml"})
+    server.add("/mid.xml", status=308, headers={"Location": new})
+    server.add("/tmp.xml", status=302, headers={"Location": "/other.xml"})
+    server.add("/other.xml", body=atom_feed([{"title": "u", "link": "https://e.org/2"}]),
+               etag='"v1"')
+    feeds = {"Moved": server.url("/old.xml"), "Visiting": server.url("/tmp.xml")}
+    reports, store = collect_feeds(tmp_path, feeds)
+    notice = f"moved permanently to {new}: update its URL in sources.yaml"
+    assert reports["Moved"].line() == f"Moved: 1 new (1 in feed); {notice}"
+    assert reports["Visiting"].line() == "Visiting: 1 new (1 in feed)"  # a 302 is temporary
+    again = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
+                                        now=NOW + timedelta(hours=7))}
+    assert again["Moved"].line() == f"Moved: not modified; {notice}"
+    assert again["Visiting"].line() == "Visiting: not modified"
+
+
+def test_a_large_feed_is_parsed_without_stalling_the_rest(server: LocalServer,
+                                                         tmp_path: Path) -> None:
+    """feedparser takes seconds over a feed of a few megabytes: parsed on the event loop, it
+    stood every other fetch (their deadlines running on) and the Telegram bot still."""
+    text = "word <b>bold</b> <a href='https://e.org/x'>link</a> " * 60_000
+    big = server.add("/big.xml", body=(
+        "<rss version='2.0' xmlns:content='http://purl.org/rss/1.0/modules/content/'><channel>"
+        "<item><title>Big</title><link>https://e.org/big</link><content:encoded><![CDATA["
+        f"<p>{text}</p>]]></content:encoded></item></channel></rss>").encode())
+    stalls: list[float] = []
+
+    async def go():  # type: ignore[no-untyped-def]
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            while not done.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                stalls.append(time.monotonic() - before)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await collect_async(feeds_config({"Big": big}),  # type: ignore[arg-type]
+                                       Store(tmp_path / "db.sqlite"), now=NOW)
+        finally:
+            done.set()
+            await ticker
+
+    (report,) = run(go())
+    assert report.line() == "Big: 1 new (1 in feed)"
+    assert max(stalls) < 1.0, f"the event loop stood still for {max(stalls):.1f} s"

@@ -2,12 +2,20 @@
 feed in ../shared/corpus, through the pure parser."""
 
 import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from feedbot.collectors.feeds import MAX_ITEMS, FeedError, parse_feed
+from feedbot.collectors.feeds import (
+    MAX_AUTHORS,
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_TITLE,
+    FeedError,
+    parse_feed,
+)
 
 from .support import FIXTURES
 
@@ -218,3 +226,181 @@ def test_a_huge_feed_keeps_only_its_newest_items() -> None:
     undated = parse_feed(big_rss(MAX_ITEMS + 100, dated=False), "big")
     assert [i.title for i in undated.items] == [f"Post {i}" for i in range(MAX_ITEMS)]
     assert parse_feed(big_rss(MAX_ITEMS), "big").warning == ""
+
+
+# --- feeds as real servers send them ---------------------------------------------------------
+
+UTF8_RSS = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            '<title>Café Notes</title><link>https://cafe.example.org/</link>{}'
+            '</channel></rss>')
+UTF8_ITEM = "<item><title>Über naïve Bayes</title><link>https://cafe.example.org/1</link></item>"
+
+
+@pytest.mark.parametrize("content_type", ["text/xml", "", "text/plain", "application/octet-stream"])
+def test_a_good_feed_served_as_text_xml_is_not_malformed(content_type: str) -> None:
+    """RFC 3023 makes text/xml without a charset us-ascii, and feedparser flags every UTF-8
+    feed served so (countless servers do it; feedbot itself assumed text/xml when a server sent
+    no Content-Type): each run said "malformed feed", and a feed with no entries yet failed."""
+    feed = parse_feed(UTF8_RSS.format(UTF8_ITEM).encode(), "s", content_type=content_type)
+    assert (feed.title, [i.title for i in feed.items]) == ("Café Notes", ["Über naïve Bayes"])
+    assert feed.warning == ""
+    empty = parse_feed(UTF8_RSS.format("").encode(), "s", content_type=content_type)
+    assert (empty.title, empty.items, empty.warning) == ("Café Notes", [], "")
+    # A feed that is broken is still called so.
+    assert parse("malformed.xml", content_type=content_type).warning.startswith("malformed feed")
+
+
+def test_a_web_page_instead_of_a_feed_names_the_feed_it_advertises() -> None:
+    with pytest.raises(FeedError) as e:
+        parse("blog-home.html", base_url="https://notes.example.org/", content_type="text/html")
+    assert str(e.value) == ("not a feed: a web page; its feed is https://notes.example.org/"
+                            "feed.xml (use that URL)")
+    with pytest.raises(FeedError) as e:
+        parse("not-a-feed.html", content_type="text/html; charset=utf-8")
+    assert str(e.value) == "not a feed: a web page, which advertises no feed; give the feed's " \
+        "own URL"
+
+
+def test_entries_without_a_web_link_lead_to_their_alternate_guid_or_enclosure() -> None:
+    """feedparser files an Atom entry's id (`tag:…`) as its link when the only alternate link
+    is not HTML (a PDF); a podcast episode may have nothing but its enclosure; a JSON Feed item
+    its `external_url` or an attachment. Each such entry was dropped."""
+    atom = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>Notes</title>
+      <entry><title>My thesis</title><id>tag:notes.example.org,2024:thesis</id>
+        <link rel="alternate" type="application/pdf" href="https://notes.example.org/t.pdf"/>
+        <updated>2024-12-12T00:00:00Z</updated></entry></feed>"""
+    (thesis,) = parse_feed(atom, "s").items
+    assert thesis.url == "https://notes.example.org/t.pdf"
+    rss = b"""<rss version="2.0"><channel><title>Cast</title>
+      <item><title>Episode 1</title><description>Talk.</description>
+        <enclosure url="https://cast.example.org/e1.mp3" length="1" type="audio/mpeg"/></item>
+      </channel></rss>"""
+    (episode,) = parse_feed(rss, "s").items
+    assert (episode.title, episode.url) == ("Episode 1", "https://cast.example.org/e1.mp3")
+    body = (b'{"version": "https://jsonfeed.org/version/1.1", "items": ['
+            b'{"id": "1", "url": "tag:e.org,2026:1", "external_url": "https://e.org/elsewhere",'
+            b' "title": "Linked"},'
+            b'{"id": "2", "title": "Audio", "attachments": [{"url": "/a.mp3",'
+            b' "mime_type": "audio/mpeg"}]}]}')
+    linked, audio = parse_feed(body, "s", base_url="https://e.org/feed.json").items
+    assert linked.url == "https://e.org/elsewhere"
+    assert audio.url == "https://e.org/a.mp3"
+
+
+def test_real_entries_without_a_web_link_are_kept(corpus: Path) -> None:
+    feeds = corpus / "feeds"
+    pdf = parse_feed((feeds / "netnewswire/pappacoda.atom").read_bytes(), "s").items
+    assert "https://andrea.pappacoda.it/blog/tesi.pdf" in [i.url for i in pdf]
+    assert len(pdf) == 3
+    (podcast,) = parse_feed((feeds / "feed-rs/rss0/rss_0.92_spec_1.xml").read_bytes(),
+                            "s").items
+    assert podcast.url == "http://www.scripting.com/mp3s/theOtherOne.mp3"
+
+
+def test_entries_sharing_a_link_are_not_merged(corpus: Path) -> None:
+    """A podcast whose every episode links to the show's home page, a blog whose entries link
+    to its own feed, a day's posts told apart by their anchors: all were merged into one item
+    per shared link (131 Taverncast episodes became 8)."""
+    feeds = corpus / "feeds"
+    for name, entries, at_least in [("rss-parser/input/itunes-missing-image.rss", 131, 129),
+                                    ("netnewswire/OneFootTsunami.atom", 25, 25),
+                                    ("netnewswire/scriptingNews.rss", 50, 48)]:
+        items = parse_feed((feeds / name).read_bytes(), "s").items
+        assert len(items) == entries
+        # The few left are the feeds' own duplicates: the same guid written twice.
+        assert len({i.key for i in items}) >= at_least, name
+    taverncast = parse_feed((feeds / "rss-parser/input/itunes-missing-image.rss").read_bytes(),
+                            "s").items
+    assert taverncast[0].url == "http://taverncast.com/shows/taverncast-62.mp3"
+    # Different entries that link the same page with guids that are no URLs stay one item.
+    df = parse_feed((feeds / "netnewswire/DaringFireball.atom").read_bytes(), "s").items
+    assert len({i.key for i in df}) == len(df) - 1
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("Mon, 26 Jun 2017 12:20:05", datetime(2017, 6, 26, 12, 20, 5, tzinfo=UTC)),  # no zone: UTC
+    ("Seg, 24 Set 2018 19:18:49 -0300", datetime(2018, 9, 24, 22, 18, 49, tzinfo=UTC)),
+    ("mer, 16 nov 2022 00:38:15 +0100", datetime(2022, 11, 15, 23, 38, 15, tzinfo=UTC)),
+    ("jeu., 3 juil. 2025 10:00:00 +0200", datetime(2025, 7, 3, 8, tzinfo=UTC)),
+    ("Do, 06 Mär 2025 08:00:00 +0100", datetime(2025, 3, 6, 7, tzinfo=UTC)),
+    ("Mon, 01 Jan 0001 00:00:00 +0000", None),  # Go's zero time: no date at all
+    ("Thu, 01 Jan 1970 00:00:00 GMT", None),  # the Unix epoch
+])
+def test_dates_feedparser_cannot_read_or_that_are_placeholders(
+        written: str, expected: datetime | None) -> None:
+    """Undated, an entry counts from when it was first seen: a new feed's whole backlog came
+    as this week's news. Dated year 1 (Hugo's unset date), it was filed where no digest looks."""
+    body = (f"<rss version='2.0'><channel><item><title>x</title><link>https://e.org/1</link>"
+            f"<pubDate>{written}</pubDate></item></channel></rss>").encode()
+    (item,) = parse_feed(body, "s").items
+    assert item.published == expected
+
+
+def test_a_placeholder_date_gives_way_to_the_next_one() -> None:
+    zero = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>Hugo</title>
+      <entry><title>t</title><link href="https://e.org/1"/><id>https://e.org/1</id>
+        <published>0001-01-01T00:00:00Z</published><updated>2026-01-01T00:00:00Z</updated>
+      </entry></feed>"""
+    assert parse_feed(zero, "s").items[0].published == datetime(2026, 1, 1, tzinfo=UTC)
+    body = (b'{"version": "https://jsonfeed.org/version/1", "items": [{"id": "1", "url": '
+            b'"https://e.org/1", "date_published": "0001-01-01T00:00:00Z", '
+            b'"date_modified": "2026-11-18T05:00:00Z"}, {"id": "2", "url": "https://e.org/2",'
+            b' "date_published": "0001-01-01T00:00:00Z"}]}')
+    modified, unset = parse_feed(body, "s").items
+    assert modified.published == datetime(2026, 11, 18, 5, tzinfo=UTC)
+    assert unset.published is None
+
+
+def test_a_json_feed_date_written_as_rfc_822_is_read() -> None:
+    body = (b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "url": '
+            b'"https://e.org/1", "date_published": "Fri, 31 May 2019 12:17:58 -0700"}, '
+            b'{"id": "2", "url": "https://e.org/2", "date_published": "2019-05-31T19:17:58z"}]}')
+    assert [i.published for i in parse_feed(body, "s").items] == \
+        [datetime(2019, 5, 31, 19, 17, 58, tzinfo=UTC)] * 2
+
+
+def test_real_feeds_with_localised_dates_are_dated(corpus: Path) -> None:
+    feeds = corpus / "feeds"
+    for name in ("rss-parser/input/uolNoticias.rss", "feed-rs/rss2/rss_2.0_ilmessaggero.xml"):
+        items = parse_feed((feeds / name).read_bytes(), "s").items
+        assert items and all(i.published is not None for i in items), name
+    elastic = parse_feed((feeds / "feed-rs/jsonfeed/jsonfeed_elastic_1.1.json").read_bytes(),
+                         "s").items
+    assert [i.published for i in elastic if i.published] == [  # the two items with a date
+        datetime(2019, 5, 31, 19, 17, 58, tzinfo=UTC), datetime(2018, 2, 6, 13, 34, 12, tzinfo=UTC)]
+
+
+def test_titles_and_names_are_cut_to_a_readable_size() -> None:
+    """Only the summary was cut: a feed with a whole post in its title, or a megabyte in an
+    author's name, made a digest entry (and a Telegram message) of that size."""
+    names = "".join(f"<author><name>Author {i} {'N' * 5000}</name></author>" for i in range(80))
+    body = (f"<feed xmlns='http://www.w3.org/2005/Atom'><title>{'Feed ' * 20000}</title>"
+            f"<entry><title>{'word ' * 40000}</title><link href='https://e.org/1'/>"
+            f"<id>https://e.org/1</id>{names}</entry></feed>").encode()
+    feed = parse_feed(body, "s")
+    (item,) = feed.items
+    assert len(item.title) <= MAX_TITLE and item.title.endswith("…")
+    assert len(item.authors) == MAX_AUTHORS
+    assert all(len(a) <= MAX_NAME and a.startswith("Author ") for a in item.authors)
+    assert len(feed.title) <= MAX_NAME
+    assert parse("rss2.xml").items[0].title == "Backpropagation, step by step"
+
+
+def test_a_huge_author_field_does_not_stall_parsing() -> None:
+    """feedparser's e-mail regex is quadratic in the longest run of letters in an RSS author
+    field: 40 kB in one took 7 s, a megabyte hours, with the event loop (every other source,
+    the bot) stalled meanwhile."""
+    run = "N" * 40_000
+    body = (f"<rss version='2.0' xmlns:dc='http://purl.org/dc/elements/1.1/' "
+            f"xmlns:itunes='http://www.itunes.com/dtds/podcast-1.0.dtd'><channel><title>t</title>"
+            f"<managingEditor>{run}</managingEditor><webMaster>{run}</webMaster>"
+            f"<item><title>Post</title><link>https://e.org/1</link>"
+            f"<author>ann@example.org (Ann {run})</author></item>"
+            f"<item><title>Post 2</title><link>https://e.org/2</link>"
+            f"<dc:creator><![CDATA[<b>{run}</b>]]></dc:creator>"
+            f"<itunes:author>{run}</itunes:author></item></channel></rss>").encode()
+    started = time.monotonic()
+    first, second = parse_feed(body, "s").items
+    assert time.monotonic() - started < 5  # was over 40 s
+    assert first.authors[0].startswith("Ann NNN") and len(first.authors[0]) < 100
+    assert [i.authors for i in parse("rss2.xml").items][0] == ("Grace Example",)

@@ -119,3 +119,16 @@ def test_far_future_dates_are_clamped_to_the_fetch_time() -> None:
     assert clamp_future(soon, now) is soon  # a time zone's worth of skew is believed
     undated = Item("t", "https://e.org/3", "s")
     assert clamp_future(undated, now) is undated
+
+
+def test_a_guid_with_a_fragment_keeps_the_entries_of_one_page_apart() -> None:
+    """Scripting News gives each post an anchor on the day's page, link and guid alike: the
+    fragment is what tells them apart, and dropping it merged a day's posts into one."""
+    page = "http://scripting.com/2017/06/26.html"
+    a = Item("a", f"{page}#a080605", "s", guid=f"{page}#a080605")
+    b = Item("b", f"{page}#a030658", "s", guid=f"{page}#a030658")
+    assert a.key != b.key
+    assert a.key == "url:https://scripting.com/2017/06/26.html#a080605"
+    # A fragment the guid does not carry is still noise: the same page, however linked.
+    c = Item("c", f"{page}#comments", "s", guid="post-1")
+    assert c.key == Item("d", page, "t").key == "url:https://scripting.com/2017/06/26.html"

@@ -7,9 +7,12 @@ through the shared client and hands the body to it. A 304 costs no parsing.
 from __future__ import annotations
 
 import calendar
+import email.utils
+import functools
 import json
 import re
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -17,14 +20,18 @@ from urllib.parse import urljoin
 import feedparser
 
 from ..config import SourceSpec
-from ..http import Fetched, fetch
+from ..http import Fetched, FetchError, fetch
 from ..items import Item, split_arxiv_id
 from ..store import SourceState
 from ..text import extract_links, html_to_text, shorten
-from . import Collected, Context, SourceError
+from . import Collected, Context, SourceError, in_daemon_thread
 
 MAX_SUMMARY = 2000
+MAX_TITLE = 300  # an item's title, in characters
+MAX_NAME = 200  # a feed's title, an author's name
+MAX_AUTHORS = 50  # an item's authors
 MAX_ITEMS = 500  # items kept from one feed per fetch: the newest by date (feed order if undated)
+MAX_HTML_SCAN = 512 * 1024  # how much of a web page is searched for its feed's <link>
 
 
 class FeedError(SourceError):
@@ -51,7 +58,20 @@ def parse_feed(content: bytes, source: str, *, base_url: str = "", kind: str = "
         parsed = _parse_json_feed(content, source, base_url, kind, person)
     else:
         parsed = _parse_xml_feed(content, source, base_url, kind, person, content_type)
-    return _capped(parsed)
+    return _capped(_bounded(parsed))
+
+
+def _bounded(parsed: ParsedFeed) -> ParsedFeed:
+    """Titles and names cut to a size a digest line can show (the summary is cut as it is
+    read): a feed that puts a whole post in its title, or a megabyte in an author's name, made
+    a digest entry, and a Telegram message, of that size."""
+    items = []
+    for it in parsed.items:
+        authors = tuple(shorten(a, MAX_NAME) for a in it.authors[:MAX_AUTHORS])
+        if len(it.title) > MAX_TITLE or authors != it.authors:
+            it = replace(it, title=shorten(it.title, MAX_TITLE), authors=authors)
+        items.append(it)
+    return ParsedFeed(shorten(parsed.title, MAX_NAME), items, parsed.warning)
 
 
 def _capped(parsed: ParsedFeed, limit: int = MAX_ITEMS) -> ParsedFeed:
@@ -68,23 +88,82 @@ def _capped(parsed: ParsedFeed, limit: int = MAX_ITEMS) -> ParsedFeed:
     return ParsedFeed(parsed.title, items, "; ".join(w for w in (parsed.warning, cut) if w))
 
 
+# What feedparser flags about the HTTP headers rather than the document: a feed served as
+# text/xml without a charset (RFC 3023 says us-ascii; countless servers do it) or under a
+# non-XML type. The document itself was read as it declares; nothing is wrong with it.
+_BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
 def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, person: str,
                     content_type: str) -> ParsedFeed:
     if "json" in content_type.lower():  # the body is XML (see parse_feed): say so to feedparser
         content_type = "application/xml"
-    d = feedparser.parse(content, response_headers={"content-location": base_url,
-                                                    "content-type": content_type or "text/xml"})
+    # No Content-Type: the document's own encoding declaration decides (application/xml);
+    # "text/xml" made feedparser assume us-ascii and call every UTF-8 feed malformed.
+    d = feedparser.parse(_defused(content), response_headers={
+        "content-location": base_url, "content-type": content_type or "application/xml"})
+    bozo = d.bozo and not isinstance(d.bozo_exception, _BENIGN_BOZO)
     if not d.entries:
-        if d.bozo:
+        if _looks_html(content) and (bozo or not d.get("version")):
+            raise FeedError(_html_page(content, base_url))
+        if bozo:
             raise FeedError(f"not a feed: {_bozo_reason(d.bozo_exception)}")
         if not d.get("version"):
             raise FeedError("not a feed: no RSS, Atom or JSON Feed content found")
     link = d.feed.get("link") or base_url
-    items = [it for e in d.entries if (it := _entry_item(e, source, link, kind, person))]
+    items = _distinct([it for e in d.entries
+                       if (it := _entry_item(e, source, link, kind, person))])
     if d.entries and not items:
         raise FeedError("feed has entries but none with a link")
-    warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if d.bozo else ""
+    warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if bozo else ""
     return ParsedFeed(html_to_text(d.feed.get("title", "")), items, warning)
+
+
+# feedparser looks for an e-mail address in every RSS author-like field with a regular
+# expression that takes time quadratic in the longest run of letters, digits and ".+-_" there:
+# 40 kB of one author took 7 s, a megabyte hours, and no other source was fetched meanwhile (the
+# parse runs on the event loop). Such runs are cut to RUN_LIMIT bytes in those fields' text
+# before parsing, which no name or address comes near. Only ASCII bytes are touched, so the cut
+# is safe in any ASCII-compatible encoding.
+RUN_LIMIT = 64
+_AUTHOR_TEXT = re.compile(rb"<(?:[\w.-]+:)?(?:author|creator|managingeditor|webmaster|publisher|"
+                          rb"owner|email|name)\b[^<>]*>([^<]*(?:<(?!/)[^<]*)*)", re.IGNORECASE)
+_LONG_RUN = re.compile(rb"(?<![A-Za-z0-9_.+\-])([A-Za-z0-9_.+\-]{%d})[A-Za-z0-9_.+\-]+"
+                       % RUN_LIMIT)
+
+
+def _defused(content: bytes) -> bytes:
+    """`content` with runs longer than RUN_LIMIT cut in the text of author-like elements."""
+    def cut(m: re.Match[bytes]) -> bytes:
+        start, end = m.span(1)
+        text = m.group(1)
+        short = _LONG_RUN.sub(rb"\1", text)
+        return m.group(0) if short == text else \
+            m.string[m.start():start] + short + m.string[end:m.end()]
+
+    if not _LONG_RUN.search(content):
+        return content
+    return _AUTHOR_TEXT.sub(cut, content)
+
+
+_HTML_START = re.compile(rb"^(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]",
+                         re.IGNORECASE | re.DOTALL)
+
+
+def _looks_html(content: bytes) -> bool:
+    return bool(_HTML_START.match(content[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")))
+
+
+def _html_page(content: bytes, base_url: str) -> str:
+    """Why an HTML page is not a feed, with the feed it advertises (<link rel="alternate">)
+    when it names one: the user gave a blog's home page rather than its feed."""
+    from ..follow import find_feed_links  # follow imports this module
+
+    links, _ = find_feed_links(content[:MAX_HTML_SCAN].decode("utf-8", "replace"), base_url)
+    feeds = [u for u in links if _web_link(u, "")]
+    if not feeds:
+        return "not a feed: a web page, which advertises no feed; give the feed's own URL"
+    return f"not a feed: a web page; its feed is {shorten(feeds[0], 200)} (use that URL)"
 
 
 def _plain(detail: Any, value: str) -> str:
@@ -108,6 +187,55 @@ def _struct_to_dt(st: Any) -> datetime | None:
         return None
 
 
+# Before any web feed existed: a placeholder such as Go's zero time (0001-01-01, which Hugo
+# writes for an unset date) or the Unix epoch, not a publication date. Kept, it filed the entry
+# decades back, where no digest ever looks.
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+
+# Month names feedparser does not know (it reads English only), by their first three letters;
+# French juin and juillet by four. A feed in Portuguese writes "Seg, 24 Set 2018 19:18:49".
+_MONTHS = {
+    "gen": "Jan", "ene": "Jan", "jän": "Jan", "fev": "Feb", "fév": "Feb", "mär": "Mar",
+    "mrz": "Mar", "avr": "Apr", "abr": "Apr", "mag": "May", "mai": "May", "juin": "Jun",
+    "giu": "Jun", "juil": "Jul", "lug": "Jul", "ago": "Aug", "aoû": "Aug", "set": "Sep",
+    "ott": "Oct", "out": "Oct", "okt": "Oct", "dic": "Dec", "dez": "Dec", "déc": "Dec",
+}
+_RFC822ISH = re.compile(r"^\s*(?:[^\W\d_]+\.?,?\s*)?(\d{1,2})\s+([^\W\d_]+)\.?\s+(\d{4})(.*)$")
+
+
+def _loose_date(raw: Any) -> datetime | None:
+    """A date feedparser could not read: an RFC 822 date without a time zone (taken as UTC,
+    as feedparser takes ISO dates without one) or with the day and month named in another
+    language. None when it is not such a date."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    m = _RFC822ISH.match(raw)
+    if not m:
+        return None
+    day, month, year, rest = m.groups()
+    month = month.lower()
+    month = _MONTHS.get(month[:4]) or _MONTHS.get(month[:3]) or month[:3]
+    try:
+        dt = email.utils.parsedate_to_datetime(f"{day} {month} {year}{rest or ' 00:00:00'}")
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _plausible(dt: datetime | None) -> datetime | None:
+    return dt if dt is not None and dt >= EARLIEST else None
+
+
+def _entry_date(e: Any) -> datetime | None:
+    """When an entry was published (else updated, else created), each read by feedparser or,
+    failing that, by `_loose_date`; a date before EARLIEST counts as none."""
+    for field in ("published", "updated", "created"):
+        found = _plausible(_struct_to_dt(e.get(f"{field}_parsed")) or _loose_date(e.get(field)))
+        if found is not None:
+            return found
+    return None
+
+
 def _body(e: Any) -> str:
     """The entry's text: its HTML content (Atom `content`, RSS `content:encoded`), else the
     longest of its plain contents and its summary. feedparser also files an image's alt text
@@ -121,17 +249,22 @@ def _body(e: Any) -> str:
     return max(options, key=len)
 
 
+def _entry_link(e: Any, guid: str, base: str) -> str:
+    """Where an entry leads: its link, else an alternate link (feedparser files an id such as
+    `tag:…` as the link when the only alternate is not HTML, a PDF say), else a guid that is a
+    web URL, else its enclosure (a podcast episode with no page of its own)."""
+    links = [x for x in e.get("links", []) if isinstance(x, dict)]
+    candidates = [str(e.get("link") or "")]
+    candidates += [str(x.get("href") or "") for x in links
+                   if x.get("rel", "alternate") == "alternate"]
+    candidates.append(guid if guid.startswith(("http://", "https://")) else "")
+    candidates += [str(x.get("href") or "") for x in links if x.get("rel") == "enclosure"]
+    return next((w for c in candidates if c and (w := _web_link(c, base))), "")
+
+
 def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item | None:
-    link = e.get("link") or ""
-    if not link:
-        for candidate in e.get("links", []):
-            if candidate.get("rel", "alternate") == "alternate" and candidate.get("href"):
-                link = candidate["href"]
-                break
     guid = str(e.get("id") or "")
-    if not link and guid.startswith(("http://", "https://")):
-        link = guid
-    link = _web_link(link, base)
+    link = _entry_link(e, guid, base)
     html_body = _body(e)
     summary = shorten(html_to_text(html_body), MAX_SUMMARY)
     title = _plain(e.get("title_detail"), e.get("title", ""))
@@ -142,8 +275,7 @@ def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item 
     authors = tuple(dict.fromkeys(
         a for a in (html_to_text(x.get("name", "")) for x in e.get("authors", [])) if a
     )) or ((html_to_text(e["author"]),) if e.get("author") else ())
-    published = _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed")
-                              or e.get("created_parsed"))
+    published = _entry_date(e)
     arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
     links = tuple(extract_links(html_body)) if kind == "social" else ()
     return Item(
@@ -151,6 +283,26 @@ def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item 
         published=published, summary=summary, guid=guid, arxiv_id=arxiv_id,
         arxiv_version=version, links=links, person=person,
     )
+
+
+def _distinct(items: list[Item]) -> list[Item]:
+    """Entries that share a link but not a guid are different entries: a podcast whose every
+    episode links to the show's home page, a blog whose entries all link to its feed. Such an
+    entry leads to its guid instead when that is a web URL of its own; without it, all but one
+    of them were merged away as duplicates of the first."""
+    by_key: dict[str, set[str]] = {}
+    for it in items:
+        by_key.setdefault(it.key, set()).add(it.guid)
+    shared = {key for key, guids in by_key.items() if len(guids) > 1}
+    if not shared:
+        return items
+    out = []
+    for it in items:
+        if it.key in shared and it.guid != it.url and it.guid.startswith(("http://", "https://")):
+            arxiv_id, version = split_arxiv_id(it.guid)
+            it = replace(it, url=it.guid, arxiv_id=arxiv_id, arxiv_version=version)
+        out.append(it)
+    return out
 
 
 def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
@@ -169,14 +321,16 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
     for e in doc["items"]:
         if not isinstance(e, dict):
             continue
-        link = _web_link(_str(e, "url") or _str(e, "external_url"), base)
+        link = _web_link(_str(e, "url"), base) or _web_link(_str(e, "external_url"), base) \
+            or _attachment(e, base)
         body = _str(e, "content_html") or _str(e, "summary") or _str(e, "content_text")
         summary = shorten(html_to_text(body), MAX_SUMMARY)
         title = html_to_text(_str(e, "title")) or shorten(summary, 90)
         if not link:
             continue
         guid = _str(e, "id") or (str(e["id"]) if type(e.get("id")) is int else "")
-        published = _iso(e.get("date_published")) or _iso(e.get("date_modified"))
+        published = _plausible(_iso(e.get("date_published"))) or \
+            _plausible(_iso(e.get("date_modified")))
         arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
         items.append(Item(
             title=title or link, url=link, source=source, kind=kind,
@@ -186,7 +340,16 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
         ))
     if doc["items"] and not items:
         raise FeedError("feed has entries but none with a link")
-    return ParsedFeed(html_to_text(_str(doc, "title")), items)
+    return ParsedFeed(html_to_text(_str(doc, "title")), _distinct(items))
+
+
+def _attachment(e: dict[str, Any], base: str) -> str:
+    """The first attachment's URL (a podcast episode with no page of its own), or ''."""
+    found = e.get("attachments")
+    for a in found if isinstance(found, list) else []:
+        if isinstance(a, dict) and (url := _web_link(_str(a, "url"), base)):
+            return url
+    return ""
 
 
 def _str(obj: dict[str, Any], key: str) -> str:
@@ -213,16 +376,17 @@ def _json_authors(obj: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
-_TZ_FIX = re.compile(r"Z$")
+_TZ_FIX = re.compile(r"Z$", re.IGNORECASE)
 
 
 def _iso(value: Any) -> datetime | None:
+    """A JSON Feed date: RFC 3339 as the spec says, or RFC 822 as some feeds write it."""
     if not isinstance(value, str) or not value:
         return None
     try:
         dt = datetime.fromisoformat(_TZ_FIX.sub("+00:00", value.strip()))
     except ValueError:
-        return None
+        return _loose_date(value)
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
@@ -232,11 +396,26 @@ def feed_kind(spec: SourceSpec) -> str:
 
 async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
     """Conditional GET, then parse. Raises FetchError / FeedError for the caller to record."""
-    got: Fetched = await fetch(ctx.http, spec.target, etag=state.etag,
-                               last_modified=state.last_modified, deadline=ctx.deadline)
+    try:
+        got: Fetched = await fetch(ctx.http, spec.target, etag=state.etag,
+                                   last_modified=state.last_modified, deadline=ctx.deadline)
+    except FetchError as e:
+        if e.status != 410:
+            raise
+        raise FetchError(f"{e}: the feed was removed for good; stop fetching it with "
+                         f"`feedbot unfollow {shlex.quote(spec.name)}`", e.status,
+                         e.retry_after) from None
+    # A feed that moved for good is followed there, and the user told to update the URL: the
+    # old address costs a request per fetch, and may one day serve something else.
+    moved = f"moved permanently to {got.moved_to}: update its URL in sources.yaml" \
+        if got.moved_to else ""
     if got.not_modified:
-        return Collected([], not_modified=True, etag=got.etag, last_modified=got.last_modified)
-    parsed = parse_feed(got.content, spec.name, base_url=got.url, kind=feed_kind(spec),
-                        person=spec.person, content_type=got.content_type)
+        return Collected([], not_modified=True, etag=got.etag, last_modified=got.last_modified,
+                         warning=moved)
+    # In a thread: feedparser takes seconds over a large feed (its HTML sanitizer is pure
+    # Python), and on the event loop every other fetch, and the bot, stood still meanwhile.
+    parsed = await in_daemon_thread(functools.partial(
+        parse_feed, got.content, spec.name, base_url=got.url, kind=feed_kind(spec),
+        person=spec.person, content_type=got.content_type), name="feed-parse")
     return Collected(parsed.items, etag=got.etag, last_modified=got.last_modified,
-                     warning=parsed.warning)
+                     warning="; ".join(w for w in (parsed.warning, moved) if w))
