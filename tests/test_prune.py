@@ -29,6 +29,7 @@ from feedbot.roadmap import load_roadmap
 from feedbot.store import Store
 
 from .support import CORPUS, LocalServer, atom_feed, fake_embedder
+from .test_lazy_imports import _CacheOnly  # fills the cache under the real model id
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 YEAR = 365 * 86400.0
@@ -192,17 +193,6 @@ heavy = sorted(m for m in ("torch", "sentence_transformers", "transformers", "on
                            "openvino", "sklearn") if m in sys.modules)
 print(json.dumps({"heavy": heavy, "codes": codes}), file=sys.stderr)
 """
-
-
-class _CacheOnly:
-    """Fills the cache under the real model id (as test_lazy_imports does)."""
-
-    backend = "fp32"
-    device = "cpu"
-
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        v = np.random.default_rng(len(texts)).standard_normal((len(texts), 384))
-        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
 def test_a_cached_digest_after_a_prune_still_imports_no_model_code(
