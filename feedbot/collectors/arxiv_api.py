@@ -368,8 +368,9 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
     the retries: offline, eight arXiv sources took 45 s to fail one by one."""
     async with gate.lock:
         if time.monotonic() < gate.down_until:
-            raise ArxivFetchError(f"{gate.down_reason} (not asked again within "
-                                  f"{UNREACHABLE_PAUSE:g}s)")
+            raise ArxivFetchError(f"{gate.down_reason} (not tried: it failed a moment ago for "
+                                  f"another query; arXiv is asked again after "
+                                  f"{UNREACHABLE_PAUSE:g} s)")
         try:
             return await in_daemon_thread(gate.search, query, max_results, name="arxiv-request")
         except (arxiv.ArxivError, requests.RequestException) as e:
