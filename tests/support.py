@@ -54,6 +54,9 @@ class LocalServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two sends: with Nagle's algorithm on, every answer
+            # waited ~40 ms for the client's delayed ACK
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
