@@ -63,6 +63,7 @@ from .telegram_render import (
     plain,
     refusal,
     render_later,
+    render_search,
     render_sources,
     render_stage,
     setup_instructions,
@@ -92,6 +93,7 @@ COMMANDS = (
     ("digest", "A digest now: new items for your stage"),
     ("stage", "Your roadmap stage; /stage ID or /stage next to move"),
     ("later", "Your read-later list"),
+    ("search", "Find what feedbot collected: /search WORDS"),
     ("sources", "What feedbot follows, with health"),
     ("follow", "Follow a blog, arXiv query or person"),
     ("unfollow", "Stop following NAME"),
@@ -235,17 +237,25 @@ def api_url_from_env() -> str:
     return (os.environ.get("FEEDBOT_TELEGRAM_API_URL") or DEFAULT_API_URL).rstrip("/")
 
 
+GET_UPDATES_CONNECTIONS = 2
+
+
 def build_application(token: str, runner: Runner, api_url: str | None = None) -> Application:
     """The Application with every handler; no JobQueue (the runner owns the scheduler)."""
     api = (api_url or api_url_from_env()).rstrip("/")
+    # Two connections for getUpdates: a stop that cancels the long poll just as it answers
+    # can leave its connection held, and with one the updater's last getUpdates (confirming
+    # what it took, so that the next start does not get it again) found none, and logged an
+    # ERROR with a traceback ("Pool timeout"): 4 in 100 restarts as a button was pressed.
     app = (Application.builder().token(token).base_url(f"{api}/bot")
-           .base_file_url(f"{api}/file/bot").job_queue(None).concurrent_updates(True).build())
+           .base_file_url(f"{api}/file/bot").job_queue(None).concurrent_updates(True)
+           .get_updates_connection_pool_size(GET_UPDATES_CONNECTIONS).build())
     app.bot_data["runner"] = runner
     app.add_handler(TypeHandler(Update, gate), group=-1)
     for name, fn in (("start", start), ("help", help_command), ("digest", digest_command),
                      ("stage", stage_command), ("follow", follow_command),
                      ("unfollow", unfollow_command), ("sources", sources_command),
-                     ("later", later_command)):
+                     ("later", later_command), ("search", search_command)):
         app.add_handler(CommandHandler(name, fn))
     app.add_handler(CallbackQueryHandler(on_feedback, pattern=r"^fb:"))
     app.add_handler(CallbackQueryHandler(on_stage_button, pattern=r"^st:"))
@@ -555,6 +565,31 @@ async def sources_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 async def later_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the read-later list."""
     await _reply(update, context, render_later(_runner(context).later_entries(_chat_id(update))))
+
+
+SEARCH_LIMIT = 8  # results of /search: one message (MAX_ITEMS_PER_MESSAGE) of them
+
+
+async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Find stored items by meaning or by their words (`feedbot search`'s code), with the
+    digest's buttons under each; the results are not recorded as delivered."""
+    from .search import SearchError, search
+
+    query = " ".join(command_args(_text(update)))
+    if not query.strip():
+        await _reply(update, context, plain("Usage: /search WORDS, e.g. /search sparse attention"
+                                            " (an arXiv id or a link finds that item)"))
+        return
+    runner = _runner(context)
+    cfg, roadmap = runner.settings.config, runner.settings.roadmap
+    try:
+        found = await runner.in_worker(
+            lambda store: search(cfg, store, runner.embedder, roadmap, query, now=runner.now(),
+                                 limit=SEARCH_LIMIT))
+    except SearchError as e:
+        await _reply(update, context, plain(str(e)))
+        return
+    await _reply(update, context, render_search(query, found.items, found.notes))
 
 
 async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

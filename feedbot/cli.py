@@ -322,6 +322,62 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
         render.print_text(d, console, explain)
 
 
+# --- search -----------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("query", nargs=-1)
+@click.option("--since", default="365d", show_default=True, metavar="AGE",
+              help="Look back this far, e.g. 30d.")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="How many results at most.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]),
+              default="text", show_default=True)
+@click.option("--source", metavar="NAME", help="Only items from this source (or person).")
+@pass_app
+def search(app: App, query: tuple[str, ...], since: str, limit: int, fmt: str,
+           source: str | None) -> None:
+    """Find what feedbot collected, by meaning and by words: QUERY may be a few words
+    ("sparse attention", an author's name, "LoRA"), an arXiv id, an item id or a link.
+    Results carry ids for `feedbot feedback ID up|down|later`. Collects nothing."""
+    from . import render
+    from .search import SearchError
+    from .search import search as run_search
+
+    try:
+        window = timedelta(seconds=parse_duration(since))
+        app.now() - window  # noqa: B018 - a look-back before year 1 overflows
+    except ValueError as e:
+        fail(f"--since: {e}", 2)
+    except OverflowError:
+        fail(f"--since: {since!r} looks back too far; use e.g. 30d or 365d", 2)
+    if window <= timedelta(0):
+        fail(f"--since: {since!r} is no time at all; use e.g. 30d or 365d", 2)
+    try:
+        found = run_search(app.config, app.store, app.embedder, app.roadmap, " ".join(query),
+                           now=app.now(), since=window, limit=limit, source=source)
+    except SearchError as e:
+        fail(str(e), 2)
+    if fmt == "json":
+        click.echo(render.render_json(found, ascii_only=not utf8_stdout()), nl=False)
+    elif fmt == "markdown":
+        click.echo(render.render_markdown(found), nl=False)
+    elif fmt == "html":
+        page = render.render_html(found)
+        if not utf8_stdout():
+            page = page.encode("ascii", "xmlcharrefreplace").decode("ascii")
+        click.echo(page, nl=False)
+    elif not found.items:  # one line: why nothing was found
+        click.echo(found.empty)
+    else:
+        from rich.console import Console
+
+        tty = sys.stdout is not None and sys.stdout.isatty()
+        console = Console(soft_wrap=not tty, highlight=False)
+        if console.width < 1:
+            console.width = 80
+        render.print_text(found, console)
+
+
 # --- stage ------------------------------------------------------------------------------------
 
 def stage_or_fail(stage_id: str, roadmap: Roadmap) -> str:

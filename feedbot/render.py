@@ -69,7 +69,15 @@ def md_url(url: str) -> str:
 
 
 def _header(d: Digest) -> str:
+    heading = getattr(d, "heading", None)  # a search result names its query instead
+    if isinstance(heading, str):
+        return heading
     return f"feedbot digest — stage {d.stage.index + 1}: {d.stage.title} ({d.stage.id})"
+
+
+def _nothing(d: Digest) -> str:
+    """What an empty digest says; a search result without results says it in its notes."""
+    return "" if getattr(d, "heading", None) is not None else "Nothing new for this stage."
 
 
 def render_markdown(d: Digest, explain: bool = False) -> str:
@@ -80,8 +88,8 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
         lines.append(f"_{md_text(note)}_")
     if d.notes:
         lines.append("")
-    if not d.items:
-        lines.append("Nothing new for this stage.")
+    if not d.items and _nothing(d):
+        lines.append(_nothing(d))
     for n, e in enumerate(d.items, 1):
         link = link_url(e.url)
         title = f"[{md_text(e.title)}]({md_url(link)})" if link else md_text(e.title)
@@ -110,7 +118,7 @@ def render_html(d: Digest, explain: bool = False) -> str:
                    "yet; these are examples.</p>")
     out += [f"<p><em>{esc(n)}</em></p>" for n in d.notes]
     if not d.items:
-        out.append("<p>Nothing new for this stage.</p>")
+        out += [f"<p>{esc(_nothing(d))}</p>"] if _nothing(d) else []
     else:
         out.append("<ol>")
         for e in d.items:
@@ -166,8 +174,8 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
     for note in d.notes:
         console.print(Text(note, style="dim"))
     console.print()
-    if not d.items:
-        console.print("Nothing new for this stage.")
+    if not d.items and _nothing(d):
+        console.print(_nothing(d))
     for n, e in enumerate(d.items, 1):
         title = Text(f"{n:>2}. ", style="bold")  # a Style, not markup: URLs may hold "]"
         title.append(e.title, style=Style(bold=True, link=link_url(e.url)))

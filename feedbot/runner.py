@@ -261,11 +261,16 @@ class Runner:
         app = self.app
         steps = [app.updater.stop] if app.updater is not None and app.updater.running else []
         steps += [app.stop] if app.running else []
-        for step in [*steps, app.shutdown]:
-            try:
-                await step()
-            except Exception as e:
-                log.warning("stopping the bot: %s: %s", type(e).__name__, e)
+        updater_log = logging.getLogger(UPDATER_LOGGER)
+        updater_log.addFilter(_pulled_while_stopping)
+        try:
+            for step in [*steps, app.shutdown]:
+                try:
+                    await step()
+                except Exception as e:
+                    log.warning("stopping the bot: %s: %s", type(e).__name__, e)
+        finally:
+            updater_log.removeFilter(_pulled_while_stopping)
 
     async def run_forever(self, handle_signals: bool = True) -> None:
         """Run until SIGTERM/SIGINT (or `request_stop()`), then shut down cleanly."""
@@ -692,6 +697,24 @@ class Runner:
         log.info("sources.yaml reloaded: %d sources (%d added, %d removed, %d changed); stage %s",
                  len(after), len(after.keys() - before.keys()), len(before.keys() - after.keys()),
                  len(changed) - len(after.keys() - before.keys()), n.stage)
+
+
+UPDATER_LOGGER = "telegram.ext.Updater"
+PULLED_WHILE_STOPPING = "Pulled updates will be ignored and pulled again on restart"
+
+
+def _pulled_while_stopping(record: logging.LogRecord) -> bool:
+    """A filter on python-telegram-bot's updater while the bot stops. When Telegram hands
+    over an update (a button pressed, a command sent) just as feedbot stops, the updater
+    logs CRITICAL "Updater stopped unexpectedly. Pulled updates will be ignored and pulled
+    again on restart.": in the log of an ordinary restart, and nothing is lost (the update
+    is not confirmed, so Telegram gives it again to the next start). It becomes an INFO line
+    that says so."""
+    if record.levelno > logging.INFO and PULLED_WHILE_STOPPING in record.getMessage():
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg, record.args = ("stopped while Telegram was handing over new messages or "
+                                   "button presses; they come again after the next start"), ()
+    return True
 
 
 class Stopping(Exception):

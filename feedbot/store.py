@@ -664,6 +664,32 @@ class Store:
         return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND NOT {_FOLLOWED}",
                                    [*args, names, names]).fetchone()[0])
 
+    # --- search (see search.py) -------------------------------------------------------------
+
+    def author_matches(self, words: Sequence[str], since: datetime | None = None
+                       ) -> Iterator[tuple[str, str]]:
+        """(id, authors and person one per line) of the items since `since` whose authors or
+        person hold one of `words` anywhere (ASCII letters in any case): the caller checks
+        that a word stands whole."""
+        if not words:
+            return
+        where, args = _window(since)
+        likes = " OR ".join(f"i.{col} LIKE ? ESCAPE '\\'" for _ in words
+                            for col in ("authors", "person"))
+        patterns = ["%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                    + "%" for w in words for _ in range(2)]
+        for iid, authors, person in self.db.execute(
+                f"SELECT i.id, i.authors, i.person FROM items i{where} AND ({likes})",
+                [*args, *patterns]):
+            names = json.loads(authors) if authors != "[]" else []
+            yield iid, "\n".join([*names, person] if person else names)
+
+    def item_ids_of_sources(self, names: Collection[str]) -> set[str]:
+        """Ids of the items that any of these sources brought (shares included)."""
+        return {r[0] for r in self.db.execute(
+            "SELECT item_id FROM item_sources WHERE source IN (SELECT value FROM json_each(?))",
+            (_names_json(names),))}
+
     # --- per-source state -----------------------------------------------------------------
 
     def remember_sources(self, sources: Iterable[tuple[str, str, str]]) -> bool:
@@ -730,6 +756,13 @@ class Store:
 
     def record_failure(self, name: str, now: datetime, error: str,
                        retry_after: datetime | None = None) -> None:
+        """A fetch failed. `retry_after`: when the server asked us to come back. One not
+        after `now` (`Retry-After: 0`, or a date already past: a cached error page, a server's
+        clock behind) says nothing, and is not kept: kept, it made the source due at once
+        after every failure, so a server down all day was asked every minute instead of
+        with the usual backoff."""
+        if retry_after is not None and retry_after <= now:
+            retry_after = None
         with self.transaction():
             self._ensure_state(name)
             self.db.execute(

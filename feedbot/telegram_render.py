@@ -273,6 +273,21 @@ def render_later(entries: Sequence[DigestEntry], limit: int = MAX_TEXT) -> list[
     return [TgMessage(m.text, m.buttons) for m in pack(header, blocks, limit=limit)]
 
 
+def render_search(query: str, entries: Sequence[DigestEntry], notes: Sequence[str] = (),
+                  limit: int = MAX_TEXT) -> list[TgMessage]:
+    """`/search`: the results as digest items, with their 👍 / 👎 / 🔖 buttons; without
+    results, the one line (in `notes`) that says why. Not recorded as delivered."""
+    header = f"🔎 <b>Search</b>: {escape(shorten(query, 200))}"
+    said = "".join(f"\n<i>{escape(shorten(n, 300))}</i>" for n in notes)
+    if not entries:
+        return [text_message(header + (said or "\nNothing found."), limit)]
+    header += said
+    budget = limit - len(header) - 2
+    blocks = [Block(fit_entry(n, e, budget), feedback_row(n, e.id), e.id)
+              for n, e in enumerate(entries, 1)]
+    return [TgMessage(m.text, m.buttons) for m in pack(header, blocks, limit=limit)]
+
+
 def render_sources(rows: Sequence[dict[str, Any]], limit: int = MAX_TEXT) -> list[TgMessage]:
     """`/sources`: one line per source with its health, like `feedbot sources`."""
     if not rows:
@@ -331,6 +346,8 @@ ranked for your stage of the deep-learning roadmap.
 /digest — a digest now (only items you have not had)
 /stage — your stage; <code>/stage ID</code> or <code>/stage next</code> to move on
 /later — your read-later list
+/search WORDS — find what feedbot collected, by meaning or by name (an arXiv id or a link finds \
+that item)
 /sources — what feedbot follows, with health
 /follow … — follow a blog, arXiv query or person (same arguments as <code>feedbot follow</code>)
 /unfollow NAME — stop following

@@ -75,7 +75,7 @@ async def test_startup_registers_the_commands(bot: Any, api: FakeBotAPI) -> None
     [call] = await api.wait_for("setMyCommands")
     names = [c["command"] for c in call.params["commands"]]
     assert {"start", "help", "digest", "stage", "follow", "unfollow", "sources",
-            "later"} == set(names)
+            "later", "search"} == set(names)
     assert api.calls_to("getMe")
 
 
@@ -517,3 +517,49 @@ async def test_a_send_to_a_group_that_became_a_supergroup_says_where_it_went(
         assert runner.allowed_chats == [new]
         await send_message(runner.app.bot, new, plain("hello"))
     assert [m["text"] for m in api.sent(new)] == ["hello"]
+
+
+# --- /search --------------------------------------------------------------------------------------
+
+async def test_search_answers_with_the_items_and_their_buttons(bot: Any, api: FakeBotAPI,
+                                                               feedbot_env: Path) -> None:
+    """`feedbot search`'s code in the chat: the results as digest items, 👍/👎/🔖 under each
+    (a vote counts as on a digest item), nothing recorded as delivered."""
+    from feedbot.digest import _vectors
+
+    from .support import fake_embedder
+
+    with Store.open(feedbot_env) as store:  # embedded, as after a collect
+        _vectors(store, fake_embedder(), store.items_since())
+    [msg] = await ask(api, "/search support vector machines")
+    assert telegram_html_problems(msg["text"]) == [] and telegram_length(msg["text"]) <= 4096
+    assert msg["text"].startswith("🔎 <b>Search</b>: support vector machines")
+    assert "Support vector machines explained 1" in msg["text"]
+    assert "“support”, “vector”, “machines” in the title" in msg["text"]
+    rows = msg["reply_markup"]["inline_keyboard"]
+    assert [b["text"] for b in rows[0]] == ["1 👍", "1 👎", "1 🔖"]
+    item_id = rows[0][0]["callback_data"].split(":", 2)[2]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, f"fb:up:{item_id}")
+    await api.wait_for("editMessageReplyMarkup")
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: [(v.item_id, v.value) for v in store.feedback(str(CHAT))]
+                         == [(item_id, "up")])
+        assert store.get_item(item_id).item.title == "Support vector machines explained 1"
+        assert store.delivered(str(CHAT)) == set()  # a search is not a digest
+    [none] = await ask(api, "/search quantum chromodynamics")
+    assert "nothing matches “quantum chromodynamics”" in none["text"]
+    assert "reply_markup" not in none
+
+
+async def test_search_without_words_gets_the_usage_and_a_stranger_nothing(
+        bot: Any, api: FakeBotAPI) -> None:
+    [usage] = await ask(api, "/search")
+    assert usage["text"].startswith("Usage: /search WORDS")
+    api.command(STRANGER, "/search support vector machines")
+    [helptext] = await ask(api, "/help")  # the allowed chat is still served
+    assert "/search WORDS" in helptext["text"]
+    await asyncio.sleep(0.3)
+    [refusal] = api.sent(STRANGER)
+    assert "private feedbot" in refusal["text"]
+

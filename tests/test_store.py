@@ -421,3 +421,19 @@ def test_migration_7_adds_tombstones_and_keeps_items(tmp_path: Path) -> None:
     again = s.upsert_items([Item("Undated", "", "Blog", guid="1")], NOW)
     assert (again.new, again.skipped) == (0, 1)
     s.close()
+
+
+@pytest.mark.parametrize("ago", [timedelta(0), timedelta(hours=1)])
+def test_a_retry_after_already_past_leaves_the_usual_backoff(store: Store,
+                                                             ago: timedelta) -> None:
+    """`Retry-After: 0`, or a date already past (a cached 503 page, a server's clock behind),
+    was kept and made the source due at once after every failure: a server down all day was
+    asked every minute (the soak test's month) instead of after 5, 10, 20 … minutes."""
+    from feedbot.collect import BACKOFF_BASE, next_due
+
+    store.record_failure("b", NOW, "HTTP 503 Service Unavailable", retry_after=NOW - ago)
+    st = store.source_state("b")
+    assert st.retry_after is None
+    assert next_due(st, 6 * 3600.0) == NOW + timedelta(seconds=BACKOFF_BASE)
+    store.record_failure("b", NOW, "HTTP 503", retry_after=NOW + timedelta(minutes=1))
+    assert store.source_state("b").retry_after == NOW + timedelta(minutes=1)  # still honoured

@@ -1,0 +1,400 @@
+"""Search what feedbot collected: `feedbot search QUERY` and the bot's `/search QUERY`.
+
+A learner who saw a paper last week wants it back ("that paper on sparse attention"). Every
+stored item already has a vector (the digest's cache), so the query is embedded once (a single
+text: the light ONNX encoder where it exists, no torch start) and compared with the whole
+window's matrix from `Store.candidates`, in numpy.
+
+Embeddings are weak at names and acronyms ("Karpathy", "LoRA"), so the cosine is blended with
+a lexical signal: the words of the query found in an item's title, authors or the start of its
+summary, each word weighted by how rare it is in the window (IDF), a title or author hit
+counting twice a summary hit. `LEXICAL_WEIGHT` was chosen by `benchmarks/search.py` on the dev
+set (figures below, at the constant). An arXiv id, an item id or a URL as the whole query
+finds that item directly, whatever its date.
+
+Like the digest: only items of sources the learner follows (`digest.following`), near-
+duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
+are `DigestEntry`s, so the digest's renderers show them and 👍/👎/🔖 work on their ids. Unlike
+the digest: no stage, recency or feedback in the score (a search is about the query), no
+diversity (MMR off), no per-source cap, and it writes nothing (the query is not cached).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .digest import Digest, Following, Pool, _entry, _group, following
+from .embed import Embedder
+from .items import split_arxiv_id
+from .rank import SELECT_POOL, Candidates, Scored, select
+from .roadmap import Roadmap
+from .store import Store, StoredItem, unwrap_ref
+
+DEFAULT_SINCE = timedelta(days=365)
+DEFAULT_LIMIT = 10
+# score = cosine + LEXICAL_WEIGHT · lexical (both about 0..1). Measured by benchmarks/search.py
+# on 300 dev papers (MRR@10; cosine alone / 0.3 / 0.5 / 1): title without its first word 0.966
+# / 0.998 / 0.998 / 0.998; first author's surname and a title word 0.043 / 0.758 / 0.833 /
+# 0.851. 0.5 takes nearly all of the gain on names while the cosine still counts twice as much
+# as the words for queries that say what a paper is about in other words.
+LEXICAL_WEIGHT = 0.5
+# Below this blended score an item is not a result: MiniLM gives unrelated texts cosines of
+# about -0.1..0.2, so without it every query would "find" ten random items.
+MIN_SCORE = 0.3
+CLOSE_IN_MEANING = 0.45  # a cosine worth calling "close in meaning" next to matched words
+SUMMARY_HIT = 0.5  # a word found only in the summary counts half a title or author hit
+MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a query)
+_TOKEN = re.compile(r"\w(?:[\w+#]|[-.'’](?=\w))*", re.UNICODE)
+_STOP_WORDS = """a about above after again all also am an and any are as at be been before
+being below between both but by can could did do does doing down during each few for from
+further had has have having he her here hers him his how i if in into is it its itself just me
+more most my no nor not now of off on once only or other our out over own paper papers post
+same she should so some such than that the their them then there these they this those through
+to too under until up very was we were what when where which while who whom why will with would
+you your"""
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+class SearchError(ValueError):
+    """The search cannot run as asked (no words, an unknown --source): one line for the user."""
+
+
+@dataclass
+class SearchResult(Digest):
+    """A search's answer, shaped like a digest (so its renderers and JSON keys apply), with the
+    query and what was searched. `stage` is the learner's current stage, for the JSON."""
+
+    query: str = ""
+    since: timedelta = DEFAULT_SINCE
+    source: str | None = None
+    searched: int = 0  # items in the window (of followed sources, of --source)
+    unembedded: int = 0  # of those, items without a vector yet: matched by their words only
+    direct: bool = False  # the query named one item (arXiv id, item id, URL)
+    empty: str = ""  # the one line that says why there are no results
+
+    @property
+    def heading(self) -> str:
+        """The renderers' header line in place of the digest's stage."""
+        where = f" from {self.source}" if self.source else ""
+        if self.direct:
+            return f"feedbot search — “{self.query}”"
+        return (f"feedbot search — “{self.query}”{where} "
+                f"(last {_span(self.since)}, {self.searched:,} item"
+                f"{'s' if self.searched != 1 else ''} searched)")
+
+    def to_json(self, explain: bool = False) -> dict[str, Any]:
+        out = super().to_json(explain)
+        return {"query": self.query, "since": _span(self.since), "source": self.source,
+                "searched": self.searched, "unembedded": self.unembedded,
+                "direct": self.direct, **out}
+
+
+def _span(since: timedelta) -> str:
+    if since.days and not since.seconds:
+        return f"{since.days} day{'s' if since.days != 1 else ''}"
+    return f"{since.total_seconds() / 3600:g} hours"
+
+
+# --- the query's words ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # as typed, for "why"
+    stem: str  # lower case, without a plural "s": what SQLite looks for
+    pattern: re.Pattern[str]  # the stem (and its plurals), not inside another word
+    scan: re.Pattern[str]  # the same without the look-behind (see `_rows_matching`)
+
+
+def query_words(query: str) -> list[Word]:
+    """The words of the query worth looking up: no stop words, no one-letter words (but
+    digits: "3d", "gpt-4" stay whole), each once, at most `MAX_WORDS`."""
+    out: dict[str, Word] = {}
+    for tok in _TOKEN.findall(query):
+        low = tok.lower()
+        if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out:
+            continue
+        stem = low
+        if len(low) > 3 and low.endswith("s") and not low.endswith(("ss", "us", "is", "os")):
+            stem = low[:-1]  # "transformers" finds "transformer" too
+        # lower case, not IGNORECASE: the texts are lowered once
+        tail = rf"{re.escape(stem)}(?:s|es)?(?!\w)"
+        out[low] = Word(tok, stem, re.compile(rf"(?<!\w){tail}"), re.compile(tail))
+        if len(out) == MAX_WORDS:
+            break
+    return list(out.values())
+
+
+@dataclass
+class Lexical:
+    """The lexical signal of every candidate row, and which words each matched row had."""
+
+    score: np.ndarray  # (n,) in [0, 1]
+    title: dict[int, list[str]] = field(default_factory=dict)  # row → words in its title
+    author: dict[int, list[str]] = field(default_factory=dict)  # row → matching author names
+    summary: dict[int, list[str]] = field(default_factory=dict)  # row → words in its summary
+
+
+def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Sequence[str],
+            heads: Sequence[str], since: datetime | None) -> Lexical:
+    """IDF-weighted share of the query's words found in each row's title or authors (1) or
+    only at the start of its summary (`heads`, `SUMMARY_HIT`).
+
+    Titles and summaries are searched as one lower-cased text each (a match's offset tells its
+    row): one regex scan per word, not one per row, which at 100,000 items is the difference
+    between a tenth of a second and several. Authors are looked up in SQLite."""
+    n = len(ids)
+    out = Lexical(np.zeros(n, dtype=np.float32))
+    if not words or not n:
+        return out
+    in_title = _rows_matching(words, titles)
+    in_head = _rows_matching(words, heads)
+    row = {iid: i for i, iid in enumerate(ids)}
+    by_author: list[dict[int, list[str]]] = [{} for _ in words]
+    for iid, authors in store.author_matches([w.stem for w in words], since):
+        i = row.get(iid)
+        if i is None:  # outside the candidates: an unfollowed source's, another --source's
+            continue
+        for k, w in enumerate(words):
+            names = [a for a in authors.split("\n") if a and w.pattern.search(a.lower())]
+            if names:
+                by_author[k][i] = names
+    strong: list[np.ndarray] = []  # per word: rows with it in the title or an author
+    weak: list[np.ndarray] = []  # per word: rows with it only at the start of the summary
+    for k, w in enumerate(words):
+        authors_k = np.fromiter(by_author[k], dtype=np.int64, count=len(by_author[k]))
+        strong.append(np.union1d(in_title[k], authors_k))
+        weak.append(np.setdiff1d(in_head[k], strong[k], assume_unique=True))
+        for i in in_title[k].tolist():
+            out.title.setdefault(i, []).append(w.text)
+        for i, names in by_author[k].items():
+            out.author.setdefault(i, []).extend(names)
+        for i in weak[k].tolist():
+            out.summary.setdefault(i, []).append(w.text)
+    df = np.array([len(strong[k]) + len(weak[k]) for k in range(len(words))], dtype=float)
+    idf = np.log((n + 1) / (df + 1)) + 1e-3  # a word in every row still counts a little
+    weights = idf / idf.sum()
+    for k in range(len(words)):
+        out.score[strong[k]] += weights[k]
+        out.score[weak[k]] += weights[k] * SUMMARY_HIT
+    return out
+
+
+SCAN_CHUNK = 4096  # texts joined and scanned at a time: bounded memory (a joined text with one
+# emoji is stored 4 bytes a character), no slower than one joined text for them all
+
+
+def _rows_matching(words: Sequence[Word], texts: Sequence[str]) -> list[np.ndarray]:
+    """For each word, the (sorted, unique) indices of the texts that hold it."""
+    found: list[list[np.ndarray]] = [[] for _ in words]
+    for first in range(0, len(texts), SCAN_CHUNK):
+        lowered = [t.lower() for t in texts[first:first + SCAN_CHUNK]]  # length may change
+        starts = np.cumsum([0] + [len(t) + 1 for t in lowered[:-1]])
+        blob = "\n".join(lowered)
+        for k, w in enumerate(words):
+            # A pattern that starts with its literal is searched for 15-25 times faster than
+            # one that starts with a look-behind (4.4 MB of abstracts: 7 ms against 110 ms):
+            # the start of a word is checked here instead.
+            at = np.fromiter((m.start() for m in w.scan.finditer(blob)
+                              if not m.start() or not _word_char(blob[m.start() - 1])),
+                             dtype=np.int64)
+            if len(at):
+                found[k].append(np.unique(np.searchsorted(starts, at, side="right") - 1)
+                                + first)
+    return [np.concatenate(f) if f else np.zeros(0, dtype=np.int64) for f in found]
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+# --- the search -----------------------------------------------------------------------------
+
+def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str, *,
+           now: datetime, since: timedelta | None = None, limit: int = DEFAULT_LIMIT,
+           source: str | None = None, lexical_weight: float = LEXICAL_WEIGHT) -> SearchResult:
+    """The stored items that best match `query`, best first (see the module docstring).
+
+    Raises SearchError for a query without words and for an unknown `source`.
+    """
+    query = " ".join(query.split())
+    if not query:
+        raise SearchError("search for what? give some words, e.g. `feedbot search sparse "
+                          "attention`, an arXiv id or a link")
+    since = since or DEFAULT_SINCE
+    stage = roadmap.get(cfg.learner.stage)
+    follows = following(cfg, store)
+    specs = {s.name: s for s in cfg.sources()}
+    specs.update((old, specs[new]) for old, new in follows.renamed.items())
+
+    def label(name: str) -> str:
+        return specs[name].label if name in specs else name
+
+    names = _source_names(cfg, follows, source) if source is not None else None
+    result = SearchResult(stage, now, [], query=query, since=since, source=source)
+    named = _named_item(store, query)
+    if named is not None:
+        return _direct(result, store, named, follows, label)
+    rows = store.candidates(embedder.model_id, now - since, hidden=follows.hidden,
+                            rename=follows.renamed)
+    keep = np.arange(len(rows))
+    if names is not None:
+        of_source = store.item_ids_of_sources(names)
+        keep = np.array([i for i, iid in enumerate(rows.ids) if iid in of_source], dtype=int)
+    result.searched = len(keep)
+    result.candidates = len(keep)
+    if not len(keep):
+        result.empty = _nothing_here(store, now, since, source, follows, len(rows))
+        result.notes.append(result.empty)
+        return result
+    every = len(keep) == len(rows)
+    ids = rows.ids if every else [rows.ids[i] for i in keep]
+    X = rows.X if every else rows.X[keep]
+    missing = np.zeros(len(rows), dtype=bool)
+    missing[rows.missing] = True
+    missing = missing[keep]
+    result.unembedded = int(missing.sum())
+    cos = np.zeros(len(ids), dtype=np.float32)
+    if result.unembedded < len(ids):
+        q = embedder.embed([query])[0].astype(np.float32)
+        q /= np.linalg.norm(q) or 1.0
+        if X.shape[1] == q.shape[0]:
+            cos = X @ q
+            cos[missing] = 0.0
+
+    def col(values: list[Any]) -> list[Any]:
+        return values if every else [values[i] for i in keep]
+
+    words = query_words(query)
+    lex = lexical(store, words, ids, col(rows.titles), col(rows.heads), now - since)
+    score = cos + lexical_weight * lex.score
+    links = col(rows.links)
+    sources = col(rows.sources)
+    cands = Candidates(
+        sources=sources, age_days=np.zeros(len(ids)), titles=col(rows.titles),
+        shared_by=[()] * len(ids), summaries=col(rows.heads),
+        groups=[_group(i, lk) if lk or i[:6] == "arxiv:" else ""
+                for i, lk in zip(ids, links, strict=True)])
+    picked = select(X, score, cands, limit, 1.0, len(ids) + 1, cfg.ranking.duplicate,
+                    SELECT_POOL)
+    picked = [(i, also) for i, also in picked if score[i] >= MIN_SCORE]
+    if result.unembedded:
+        n = result.unembedded
+        result.notes.append(
+            f"{n} item{'s' if n != 1 else ''} searched {'have' if n != 1 else 'has'} no vector "
+            f"yet: matched by {'their' if n != 1 else 'its'} words only (`feedbot collect` "
+            "embeds new items)")
+    if not picked:
+        result.empty = (f"nothing matches “{query}” in the last {_span(since)}"
+                        + (f" from {source}" if source else "")
+                        + f" ({len(ids):,} item{'s' if len(ids) != 1 else ''} searched)")
+        result.notes.append(result.empty)
+        return result
+    pool = Pool(ids, cands, X, follows=follows, sharers=store.sharers(hidden=follows.hidden))
+    for i, also in picked:
+        why = _why(i, lex, float(cos[i]))
+        sc = Scored(i, float(score[i]), {"meaning": float(cos[i]),
+                                         "words": float(lex.score[i])}, why, also)
+        main, *rest = pool.items(store, [i, *also])
+        result.items.append(_entry(main, rest, sc, label, pool, sources[i]))
+    result.weights = {"meaning": 1.0, "words": lexical_weight}
+    return result
+
+
+def _why(i: int, lex: Lexical, cos: float) -> str:
+    """What matched: the query's words in the title, an author, the summary; the meaning."""
+    parts = []
+    if i in lex.title:
+        parts.append(_quoted(lex.title[i]) + " in the title")
+    if i in lex.author:
+        names = list(dict.fromkeys(lex.author[i]))
+        parts.append("by " + ", ".join(names[:3]))
+    if i in lex.summary and i not in lex.title:
+        parts.append(_quoted(lex.summary[i]) + " in the summary")
+    if cos >= CLOSE_IN_MEANING or not parts:
+        parts.append(f"close in meaning ({cos:.2f})")
+    return "; ".join(parts)
+
+
+def _quoted(words: list[str]) -> str:
+    return ", ".join(f"“{w}”" for w in dict.fromkeys(words))
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{12}", re.IGNORECASE)
+
+
+def _named_item(store: Store, query: str) -> tuple[StoredItem | None, str] | None:
+    """(the item, how it was named) when the whole query is an arXiv id, an item id or a URL;
+    (None, how) when it names an item that is not stored; None for words to search for."""
+    ref = unwrap_ref(query)
+    if " " in ref:
+        return None
+    aid, _ = split_arxiv_id(ref)
+    how = ("arXiv id" if aid else "link" if "://" in ref or ref.startswith("www.")
+           else "id" if _HEX_ID.fullmatch(ref) else "")
+    if not how:
+        return None
+    found = store.get_item(ref)
+    if found is None and how == "id":
+        return None  # twelve hex digits are a word too ("deadbeefcafe")
+    return found, how
+
+
+def _direct(result: SearchResult, store: Store, named: tuple[StoredItem | None, str],
+            follows: Following, label: Callable[[str], str]) -> SearchResult:
+    """The one item the query named, whatever its date and source (the learner asked for
+    it), or one line saying it is not stored."""
+    item, how = named
+    result.direct = True
+    if item is None:
+        what = f"has the arXiv id {split_arxiv_id(unwrap_ref(result.query))[0]}" \
+            if how == "arXiv id" else f"is at {unwrap_ref(result.query)}"
+        result.empty = f"no stored item {what}: feedbot has not collected it (or it was pruned)"
+        result.notes.append(result.empty)
+        return result
+    pool = Pool([item.id], Candidates.of([]), np.zeros((1, 0), np.float32), {item.id: item},
+                follows, store.sharers(hidden=follows.hidden))
+    own = next((follows.name(n) for n in item.sources if n not in follows.hidden),
+               item.sources[0])
+    sc = Scored(0, 1.0, {}, "the item at this link" if how == "link" else
+                f"the item with this {how}")
+    result.items.append(_entry(item, [], sc, label, pool, own))
+    result.searched = result.candidates = 1
+    return result
+
+
+def _source_names(cfg: Config, follows: Following, source: str) -> set[str]:
+    """The stored source names `--source` means: a configured source's name, label or person
+    (case-insensitively), with the old names of a renamed one."""
+    want = source.strip().casefold()
+    if not want:
+        raise SearchError("--source needs the name of a source or person; see "
+                          "`feedbot sources`")
+    specs = cfg.sources()
+    chosen = {s.name for s in specs
+              if want in (s.name.casefold(), s.person.casefold(), s.label.casefold())}
+    if not chosen:
+        listed = ", ".join(sorted({s.person or s.name for s in specs})) or "none configured"
+        raise SearchError(f"no source named {source!r}; sources: {listed}")
+    chosen |= {old for old, new in follows.renamed.items() if new in chosen}
+    return chosen
+
+
+def _nothing_here(store: Store, now: datetime, since: timedelta, source: str | None,
+                  follows: Following, in_window: int) -> str:
+    if store.item_count() == 0:
+        return "nothing collected yet: run `feedbot collect` first, then search what it brings"
+    if source is not None and in_window:
+        return f"nothing from {source} in the last {_span(since)}"
+    hidden = store.count_hidden(now - since, follows.hidden)
+    if hidden:
+        return (f"nothing from the sources you follow in the last {_span(since)}: the "
+                f"{hidden} item{'s' if hidden != 1 else ''} collected then came from sources "
+                "you no longer follow")
+    return f"nothing collected in the last {_span(since)}; a longer --since looks further back"

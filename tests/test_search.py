@@ -1,0 +1,390 @@
+"""`feedbot search`: what feedbot collected, found again by meaning, by words and by id.
+
+Most tests use the fake embedder (a hashed bag of words: "close in meaning" is shared words);
+the quality test and the no-torch test use the real packaged model (marked `model`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import feedbot.embed
+from feedbot.cli import main
+from feedbot.config import Config, load_config
+from feedbot.digest import DigestEntry, _vectors
+from feedbot.embed import Embedder
+from feedbot.items import Item
+from feedbot.roadmap import load_roadmap
+from feedbot.search import SearchError, query_words, search
+from feedbot.store import Store
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+SOURCES = """\
+learner: {stage: nlp}
+blogs:
+  - name: Lab Notes
+    url: https://lab.example.org/feed.xml
+  - name: Other Blog
+    url: https://other.example.org/feed.xml
+arxiv:
+  - name: cs.CL
+    category: cs.CL
+"""
+
+
+def config(text: str = SOURCES) -> Config:
+    return load_config("sources.yaml", text=text)
+
+
+def post(title: str, summary: str = "", *, source: str = "Lab Notes", days: float = 2,
+         authors: tuple[str, ...] = (), slug: str = "", links: tuple[str, ...] = (),
+         now: datetime = NOW) -> Item:
+    slug = slug or title.lower().replace(" ", "-")[:40]
+    return Item(title, f"https://{source.lower().replace(' ', '')}.example.org/{slug}", source,
+                "post", authors=authors, published=now - timedelta(days=days), summary=summary,
+                links=links)
+
+
+def paper(aid: str, title: str, summary: str = "", *, authors: tuple[str, ...] = (),
+          days: float = 2, now: datetime = NOW) -> Item:
+    return Item(title, f"https://arxiv.org/abs/{aid}", "cs.CL", "paper", authors=authors,
+                published=now - timedelta(days=days), summary=summary, arxiv_id=aid)
+
+
+LIBRARY = [
+    post("Sparse attention for very long documents",
+         "Attention that looks at a few tokens lets transformers read whole books."),
+    post("Gradient descent, step by step", "The learning rate and the loss surface."),
+    paper("2106.09685", "Low-rank adapters for large language models",
+          "We freeze the weights and train LoRA matrices injected into each layer.",
+          authors=("Edward Hu", "Yelong Shen")),
+    post("Let's build a tokenizer", "Byte pair encoding from scratch, in a video.",
+         authors=("Andrej Karpathy",)),
+    post("Convolutional networks for image classification", "Filters and pooling.",
+         source="Other Blog"),
+]
+
+
+def stored(store: Store, emb: Any, items: list[Item], now: datetime = NOW) -> Store:
+    store.upsert_items(items, now)
+    _vectors(store, emb, store.items_since())
+    return store
+
+
+def find(store: Store, emb: Any, query: str, cfg: Config | None = None, **kw: Any) -> Any:
+    return search(cfg or config(), store, emb, load_roadmap(), query, now=NOW, **kw)
+
+
+def titles(result: Any) -> list[str]:
+    return [e.title for e in result.items]
+
+
+# --- the search itself -------------------------------------------------------------------------
+
+def test_words_of_the_query_find_the_item_and_say_where(fake_emb: Any) -> None:
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    found = find(store, fake_emb, "that paper on sparse attention")
+    assert titles(found)[0] == "Sparse attention for very long documents"
+    assert found.items[0].why.startswith("“sparse”, “attention” in the title")
+    assert found.searched == len(LIBRARY) and found.unembedded == 0
+    assert [w.text for w in query_words("that paper on sparse attention")] == \
+        ["sparse", "attention"]  # stop words are not looked up
+
+
+def test_a_name_or_an_acronym_finds_its_items_though_the_vectors_miss_it(fake_emb: Any
+                                                                         ) -> None:
+    """The fake vectors of "Karpathy" and "LoRA" share nothing with the items (the name is an
+    author's, the acronym is only in a summary): only the lexical signal finds them."""
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    by_name = find(store, fake_emb, "Karpathy")
+    assert titles(by_name) == ["Let's build a tokenizer"]
+    assert by_name.items[0].why == "by Andrej Karpathy"
+    acronym = find(store, fake_emb, "LoRA")
+    assert titles(acronym) == ["Low-rank adapters for large language models"]
+    assert acronym.items[0].why == "“LoRA” in the summary"
+    assert find(store, fake_emb, "Karpathy", lexical_weight=0.0).items == []  # cosine alone
+    assert titles(find(store, fake_emb, "tokenizers")) == ["Let's build a tokenizer"]  # plural
+
+
+@pytest.mark.parametrize("ref", ["2106.09685", "arXiv:2106.09685v2",
+                                 "https://arxiv.org/abs/2106.09685v1",
+                                 "<https://arxiv.org/pdf/2106.09685>"])
+def test_an_arxiv_id_or_url_finds_that_item_directly(fake_emb: Any, ref: str) -> None:
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY[:2], paper(
+        "2106.09685", "Low-rank adapters", "LoRA.", days=900)])  # older than the window
+    found = find(store, fake_emb, ref)
+    assert found.direct and [e.id for e in found.items] == ["arxiv:2106.09685"]
+    assert found.items[0].why == "the item with this arXiv id"
+
+
+def test_an_item_id_or_link_finds_it_and_an_unknown_id_says_so(fake_emb: Any) -> None:
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    blog = LIBRARY[0]
+    assert [e.id for e in find(store, fake_emb, blog.id).items] == [blog.id]
+    by_link = find(store, fake_emb, blog.url + "?utm_source=x")
+    assert [e.id for e in by_link.items] == [blog.id]
+    assert by_link.items[0].why == "the item at this link"
+    missing = find(store, fake_emb, "2401.99999")
+    assert missing.items == [] and missing.empty == (
+        "no stored item has the arXiv id 2401.99999: feedbot has not collected it (or it was "
+        "pruned)")
+
+
+def test_since_sets_the_window(fake_emb: Any) -> None:
+    old = post("Sparse attention, the first attempt", "An old post.", days=500)
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, old])
+    assert old.title not in titles(find(store, fake_emb, "sparse attention"))  # 365 days
+    wide = find(store, fake_emb, "sparse attention", since=timedelta(days=600))
+    assert old.title in titles(wide) and wide.searched == len(LIBRARY) + 1
+    narrow = find(store, fake_emb, "sparse attention", since=timedelta(days=1))
+    assert narrow.items == [] and "nothing collected in the last 1 day" in narrow.empty
+
+
+def test_source_keeps_one_sources_items(fake_emb: Any) -> None:
+    same = post("Image classification with convolutional networks", "Our take.")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, same])
+    everywhere = find(store, fake_emb, "convolutional image classification")
+    assert len(everywhere.items) == 2
+    other = find(store, fake_emb, "convolutional image classification", source="other blog")
+    assert titles(other) == ["Convolutional networks for image classification"]
+    assert other.searched == 1
+    with pytest.raises(SearchError, match=r"no source named 'Nope'; sources: Lab Notes"):
+        find(store, fake_emb, "convolutional", source="Nope")
+
+
+def test_a_story_is_listed_once_with_its_sources(fake_emb: Any) -> None:
+    """A paper and a blog post about it (it links the paper) are one entry, as in the digest."""
+    about = post("Reading the LoRA paper", "Why low-rank adapters work.",
+                 source="Other Blog", links=("https://arxiv.org/abs/2106.09685",))
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, about])
+    found = find(store, fake_emb, "LoRA low-rank adapters")
+    assert len(found.items) == 1
+    assert set(found.items[0].sources) == {"arXiv cs.CL", "Other Blog"}
+
+
+def test_items_of_unfollowed_sources_are_not_found(fake_emb: Any) -> None:
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    store.record_success("Other Blog", NOW)  # feedbot collected it: a known source
+    cfg = config(SOURCES.replace("  - name: Other Blog\n    url: https://other.example.org/"
+                                 "feed.xml\n", ""))
+    hidden = find(store, fake_emb, "convolutional image classification", cfg)
+    assert "Convolutional networks for image classification" not in titles(hidden)
+    assert hidden.searched == len(LIBRARY) - 1
+    assert "Convolutional networks for image classification" in titles(
+        find(store, fake_emb, "convolutional image classification"))  # followed again
+    only_hidden = Store(":memory:")
+    stored(only_hidden, fake_emb, [LIBRARY[4]])
+    only_hidden.record_success("Other Blog", NOW)
+    nothing = find(only_hidden, fake_emb, "convolutional", cfg)
+    assert nothing.empty.startswith("nothing from the sources you follow in the last 365 days:"
+                                    " the 1 item collected then came from sources you no "
+                                    "longer follow")
+
+
+def test_items_without_a_vector_are_counted_and_matched_by_words(fake_emb: Any) -> None:
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    late = post("Sparse mixture of experts", "Routing tokens to experts.", slug="moe")
+    store.upsert_items([late], NOW)  # collected, not embedded yet
+    found = find(store, fake_emb, "sparse experts")
+    assert titles(found)[0] == late.title and found.unembedded == 1
+    assert found.notes == ["1 item searched has no vector yet: matched by its words only "
+                           "(`feedbot collect` embeds new items)"]
+
+
+def test_empty_query_no_items_and_no_match_are_one_line_each(fake_emb: Any) -> None:
+    empty = Store(":memory:")
+    with pytest.raises(SearchError, match="search for what"):
+        find(empty, fake_emb, "   ")
+    assert find(empty, fake_emb, "attention").empty == (
+        "nothing collected yet: run `feedbot collect` first, then search what it brings")
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    none = find(store, fake_emb, "quantum chromodynamics")
+    assert none.items == [] and none.empty == (
+        "nothing matches “quantum chromodynamics” in the last 365 days (5 items searched)")
+
+
+# --- the command --------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli_store(feedbot_env: Path, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The library in $FEEDBOT_HOME, dated from the real clock (the command reads it), and
+    the fake embedder in place of the model."""
+    monkeypatch.setattr(feedbot.embed, "Embedder", lambda *a, **k: fake_emb)
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(SOURCES, encoding="utf-8")
+    now = datetime.now(UTC)
+    items = [Item(i.title, i.url, i.source, i.kind, i.authors, now - (NOW - i.published),
+                  i.summary, arxiv_id=i.arxiv_id) if i.published else i for i in LIBRARY]
+    with Store.open(feedbot_env) as store:
+        stored(store, fake_emb, items, now)
+    return store
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, ["search", *args], catch_exceptions=False)
+
+
+def test_json_is_shaped_like_the_digest_with_the_query(cli_store: Store) -> None:
+    res = invoke("sparse", "attention", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["query"] == "sparse attention" and doc["searched"] == len(LIBRARY)
+    assert {"stage", "generated_at", "notes", "items", "candidates"} <= doc.keys()
+    first = doc["items"][0]
+    entry = DigestEntry("x", "t", "u", "s", "post", [], None, 0.0, "")
+    assert first.keys() == entry.to_json().keys()  # the digest's item keys, no more, no less
+    assert first["title"] == "Sparse attention for very long documents"
+    assert "“sparse”, “attention” in the title" in first["why"]
+    # its id takes 👍/👎 like a digest item's
+    vote = CliRunner().invoke(main, ["feedback", first["id"], "up"], catch_exceptions=False)
+    assert vote.exit_code == 0 and first["title"] in vote.stdout
+
+
+@pytest.mark.parametrize(("fmt", "marker"), [
+    ("text", "feedbot search — “Karpathy”"), ("markdown", "# feedbot search — “Karpathy”"),
+    ("html", "<!doctype html>")])
+def test_formats(cli_store: Store, fmt: str, marker: str) -> None:
+    res = invoke("Karpathy", "--format", fmt, "--limit", "3")
+    assert res.exit_code == 0, res.output
+    assert marker in res.stdout
+    title = "Let&#x27;s build a tokenizer" if fmt == "html" else "Let's build a tokenizer"
+    assert title in res.stdout
+    assert "by Andrej Karpathy" in res.stdout
+    assert LIBRARY[3].id in res.stdout  # the id, for `feedbot feedback ID up`
+    assert "stage" not in res.stdout.split("\n")[0]
+
+
+def test_the_command_says_one_line_for_nothing(cli_store: Store) -> None:
+    none = invoke("quantum", "chromodynamics")
+    assert none.exit_code == 0
+    assert none.stdout == ("nothing matches “quantum chromodynamics” in the last 365 days "
+                           "(5 items searched)\n")
+    for args in ((), ("  ",)):
+        res = invoke(*args)
+        assert res.exit_code == 2 and res.stdout == ""
+        assert res.stderr.count("\n") == 1 and "search for what?" in res.stderr
+    unknown = invoke("cnn", "--source", "Nope")
+    assert unknown.exit_code == 2 and "no source named 'Nope'" in unknown.stderr
+    bad = invoke("cnn", "--since", "0d")
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+    direct = invoke("2106.09685")
+    assert direct.exit_code == 0 and "Low-rank adapters for large language models" in \
+        direct.stdout and "the item with this arXiv id" in direct.stdout
+
+
+def test_source_option_of_the_command(cli_store: Store) -> None:
+    res = invoke("convolutional", "--source", "Other Blog", "--format", "json")
+    doc = json.loads(res.stdout)
+    assert [i["source"] for i in doc["items"]] == ["Other Blog"] and doc["source"] == \
+        "Other Blog"
+
+
+# --- with the real model ----------------------------------------------------------------------
+
+@pytest.mark.model
+def test_the_real_model_finds_by_meaning_and_the_blend_finds_names(real_embedder: Any
+                                                                  ) -> None:
+    """No word of the first query is in the item; the second is a name the model cannot
+    place: the cosine alone ranks it nowhere, the blend first."""
+    library = [*LIBRARY,
+               post("Training vision models on many GPUs", "Data parallel training."),
+               post("A survey of recurrent networks", "LSTMs and GRUs for sequences."),
+               post("Notes on linear regression", "Least squares, by hand.",
+                    authors=("Yann LeCun",))]
+    store = stored(Store(":memory:"), real_embedder, library)
+    meaning = find(store, real_embedder, "cheaper self-attention for lengthy texts")
+    assert titles(meaning)[0] == "Sparse attention for very long documents"
+    assert meaning.items[0].why.startswith("close in meaning")
+    name = find(store, real_embedder, "LeCun")
+    assert titles(name)[0] == "Notes on linear regression"
+    cosine = find(store, real_embedder, "LeCun", lexical_weight=0.0)
+    assert "Notes on linear regression" not in titles(cosine)
+
+
+PROBE = """
+import json, sys
+from feedbot.cli import main
+try:
+    main(["search", "convolutional", "networks", "--format", "json"])
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("torch", "sentence_transformers", "transformers", "sklearn")
+               if m in sys.modules)
+print(json.dumps({"heavy": heavy, "code": code, "onnx": "onnxruntime" in sys.modules}),
+      file=sys.stderr)
+"""
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged model's ONNX export, made once for this module (about 10 s)."""
+    from feedbot import backends
+    from feedbot.embed import resolve_model
+
+    home = tmp_path_factory.mktemp("onnx-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEEDBOT_HOME", str(home))
+        return backends.export_onnx(resolve_model()[1])
+
+
+class _CacheOnly:
+    """Fills the vector cache under the real model id; must never embed a query."""
+
+    backend = "fp32"
+    device = "cpu"
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        v = np.random.default_rng(len(texts)).standard_normal((len(texts), 384))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.model
+def test_a_search_over_cached_items_imports_no_torch(feedbot_env: Path, onnx_export: Path
+                                                    ) -> None:
+    """The query is one text: the light ONNX encoder embeds it (as `auto` set it up on a
+    machine that measured onnx-fp32 to agree with fp32), not the torch model."""
+    from feedbot import backends
+    from feedbot.embed import DEFAULT_MODEL, resolve_model
+
+    model_ref = resolve_model()[1]
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(onnx_export, backends.onnx_dir(model_ref))
+    (feedbot_env / backends.CHOICE_FILE).write_text(json.dumps({
+        backends.choice_key(model_ref): {"backend": "fp32", "device": "cpu", "measured": {
+            b: {"agreement": 1.0, "texts_per_s": 1.0} for b in ("fp32", "onnx-fp32")}}}))
+    now = datetime.now(UTC)
+    emb = Embedder()
+    emb._encoder = _CacheOnly()  # type: ignore[assignment]
+    assert emb.model_id == DEFAULT_MODEL
+    with Store.open(feedbot_env) as store:
+        stored(store, emb, [post(f"Convolutional networks, note {i}", "Image classification.",
+                                 slug=str(i), now=now) for i in range(20)], now)
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(SOURCES)
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                         text=True, timeout=120)
+    report = json.loads(out.stderr.strip().splitlines()[-1])
+    assert report["code"] in (0, None), out.stderr
+    assert report["heavy"] == [] and report["onnx"] is True
+    doc = json.loads(out.stdout)
+    assert len(doc["items"]) == 10 and doc["searched"] == 20
+
+
+def test_words_are_found_across_the_chunks_of_the_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Titles are scanned a few thousand at a time: a match's row is its chunk's offset plus
+    its place in the chunk, and a text lower() lengthens (İ) does not shift the rows after."""
+    import feedbot.search
+
+    monkeypatch.setattr(feedbot.search, "SCAN_CHUNK", 2)
+    texts = ["İİ attention", "nothing", "Attentions please", "x", "subattention", "attention"]
+    [rows] = feedbot.search._rows_matching(query_words("attention"), texts)
+    assert rows.tolist() == [0, 2, 5]
