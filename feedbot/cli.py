@@ -32,6 +32,7 @@ from .config import (
 from .redact import install_env_redaction
 
 if TYPE_CHECKING:
+    from .digest import Digest
     from .embed import Embedder
     from .roadmap import Roadmap
     from .store import Store
@@ -281,7 +282,6 @@ def collect(app: App, only: str | None) -> None:
 def digest(app: App, stage_id: str | None, limit: int | None, since: str | None, fmt: str,
            no_collect: bool, explain: bool) -> None:
     """Print the ranked digest for your current roadmap stage."""
-    from . import render
     from .pipeline import make_digest
 
     cfg = app.config
@@ -289,19 +289,33 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
         stage_id = stage_or_fail(stage_id, app.roadmap)
     window = None
     if since is not None:
-        try:
-            window = timedelta(seconds=parse_duration(since))
-            app.now() - window  # noqa: B018 - a look-back before year 1 overflows
-        except ValueError as e:
-            fail(f"--since: {e}", 2)
-        except OverflowError:
-            fail(f"--since: {since!r} looks back too far; use e.g. 7d or 365d", 2)
-        if window <= timedelta(0):
-            fail(f"--since: {since!r} is no time at all; use e.g. 24h or 7d", 2)
+        window = look_back(app, since, zero_hint="24h or 7d", far_hint="7d or 365d")
     if not no_collect and cfg.sources():
         run_collect(app, due_only=True)
     d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=app.now(),
                     stage_id=stage_id, limit=limit, since=window)
+    print_digest(d, fmt, explain)
+
+
+def look_back(app: App, since: str, *, zero_hint: str, far_hint: str) -> timedelta:
+    """`--since AGE` as a look-back from now; exit 2 with one line when it is not a duration,
+    is no time at all, or reaches back before year 1."""
+    try:
+        window = timedelta(seconds=parse_duration(since))
+        app.now() - window  # noqa: B018 - a look-back before year 1 overflows
+    except ValueError as e:
+        fail(f"--since: {e}", 2)
+    except OverflowError:
+        fail(f"--since: {since!r} looks back too far; use e.g. {far_hint}", 2)
+    if window <= timedelta(0):
+        fail(f"--since: {since!r} is no time at all; use e.g. {zero_hint}", 2)
+    return window
+
+
+def print_digest(d: Digest, fmt: str, explain: bool = False) -> None:
+    """A digest (or search results, which render as one) on stdout in `fmt`."""
+    from . import render
+
     if fmt == "json":  # escaped to ASCII where stdout is not UTF-8: still the same JSON
         click.echo(render.render_json(d, explain, ascii_only=not utf8_stdout()), nl=False)
     elif fmt == "markdown":
@@ -339,43 +353,19 @@ def search(app: App, query: tuple[str, ...], since: str, limit: int, fmt: str,
     """Find what feedbot collected, by meaning and by words: QUERY may be a few words
     ("sparse attention", an author's name, "LoRA"), an arXiv id, an item id or a link.
     Results carry ids for `feedbot feedback ID up|down|later`. Collects nothing."""
-    from . import render
     from .search import SearchError
     from .search import search as run_search
 
-    try:
-        window = timedelta(seconds=parse_duration(since))
-        app.now() - window  # noqa: B018 - a look-back before year 1 overflows
-    except ValueError as e:
-        fail(f"--since: {e}", 2)
-    except OverflowError:
-        fail(f"--since: {since!r} looks back too far; use e.g. 30d or 365d", 2)
-    if window <= timedelta(0):
-        fail(f"--since: {since!r} is no time at all; use e.g. 30d or 365d", 2)
+    window = look_back(app, since, zero_hint="30d or 365d", far_hint="30d or 365d")
     try:
         found = run_search(app.config, app.store, app.embedder, app.roadmap, " ".join(query),
                            now=app.now(), since=window, limit=limit, source=source)
     except SearchError as e:
         fail(str(e), 2)
-    if fmt == "json":
-        click.echo(render.render_json(found, ascii_only=not utf8_stdout()), nl=False)
-    elif fmt == "markdown":
-        click.echo(render.render_markdown(found), nl=False)
-    elif fmt == "html":
-        page = render.render_html(found)
-        if not utf8_stdout():
-            page = page.encode("ascii", "xmlcharrefreplace").decode("ascii")
-        click.echo(page, nl=False)
-    elif not found.items:  # one line: why nothing was found
+    if fmt == "text" and not found.items:  # one line: why nothing was found
         click.echo(found.empty)
     else:
-        from rich.console import Console
-
-        tty = sys.stdout is not None and sys.stdout.isatty()
-        console = Console(soft_wrap=not tty, highlight=False)
-        if console.width < 1:
-            console.width = 80
-        render.print_text(found, console)
+        print_digest(found, fmt)
 
 
 # --- stage ------------------------------------------------------------------------------------
