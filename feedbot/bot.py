@@ -495,7 +495,7 @@ async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         await _reply(update, context, render_stage(roadmap, current))
         return
     word = stage_key(args[0])
-    if word in ("set", "list") and word not in {stage_key(i) for i in roadmap.ids}:
+    if word in ("set", "list") and roadmap.find(word, stage_key) is None:
         # the CLI's words: `/stage set ID` as `feedbot stage set ID`, `/stage list`
         if word == "list" or len(args) == 1:
             await _reply(update, context, render_stage(roadmap, current))
@@ -520,7 +520,7 @@ def stage_key(text: str) -> str:
 
 async def _change_stage(runner: Runner, stage_id: str) -> TgMessage:
     roadmap = runner.settings.roadmap
-    stage_id = {stage_key(i): i for i in roadmap.ids}.get(stage_key(stage_id), stage_id)
+    stage_id = roadmap.find(stage_id, stage_key) or stage_id
     if stage_id not in roadmap.ids:
         return plain(f"Unknown stage {stage_id!r}. Stages: {', '.join(roadmap.ids)}")
     try:

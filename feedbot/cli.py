@@ -116,9 +116,7 @@ def home_problem(home: Path, e: Exception) -> str:
 def check_stage(cfg: Config, roadmap: Roadmap) -> None:
     """`learner.stage` names a stage of the roadmap, in any case (as `stage set` and the bot's
     /stage take it): `stage: CNN` is `cnn`, and is used as the roadmap spells it."""
-    same = [i for i in roadmap.ids if i.casefold() == cfg.learner.stage.casefold()]
-    if cfg.learner.stage not in roadmap.ids and len(same) == 1:
-        cfg.learner.stage = same[0]
+    cfg.learner.stage = roadmap.find(cfg.learner.stage) or cfg.learner.stage
     if cfg.learner.stage not in roadmap.ids:
         import difflib
 
@@ -373,8 +371,7 @@ def search(app: App, query: tuple[str, ...], since: str, limit: int, fmt: str,
 def stage_or_fail(stage_id: str, roadmap: Roadmap) -> str:
     """The roadmap's id for `stage_id`, in any case (`CNN` is `cnn`, as the bot's /stage
     takes it); otherwise exit 2 naming the ids."""
-    by_lower = {i.lower(): i for i in roadmap.ids}
-    found = by_lower.get(stage_id.strip().lower())
+    found = roadmap.find(stage_id)
     if found is None:
         fail(unknown_stage(stage_id, roadmap), 2)
     return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ class Stage:
         return out
 
 
+def _plain_key(stage_id: str) -> str:
+    return stage_id.strip().casefold()
+
+
 @dataclass(frozen=True)
 class Roadmap:
     title: str
@@ -68,6 +73,12 @@ class Roadmap:
     @property
     def ids(self) -> list[str]:
         return [s.id for s in self.stages]
+
+    def find(self, stage_id: str, key: Callable[[str], str] = _plain_key) -> str | None:
+        """The id of the stage `stage_id` names, compared by `key` (by default in any case,
+        as every command takes ids: `CNN` is `cnn`), or None."""
+        want = key(stage_id)
+        return next((i for i in self.ids if key(i) == want), None)
 
     def next_after(self, stage_id: str) -> Stage | None:
         i = self.ids.index(stage_id)
