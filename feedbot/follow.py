@@ -33,7 +33,7 @@ from ruamel.yaml.error import CommentMark
 from ruamel.yaml.tokens import CommentToken
 
 from .collectors import SourceError
-from .collectors.feeds import FeedError, parse_feed
+from .collectors.feeds import FeedError, looks_html, parse_feed
 from .config import (
     bluesky_feed_url,
     control_char,
@@ -300,8 +300,7 @@ def find_feed_links(page: str, base_url: str) -> tuple[list[str], str]:
 
 
 def _looks_html(content: bytes, content_type: str) -> bool:
-    head = content[:1024].lstrip().lower()
-    return "html" in content_type.lower() or head.startswith((b"<!doctype html", b"<html"))
+    return "html" in content_type.lower() or looks_html(content)
 
 
 async def discover_feed(client: httpx.AsyncClient, url: str) -> FeedCheck:

@@ -104,7 +104,7 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
         "content-location": base_url, "content-type": content_type or "application/xml"})
     bozo = d.bozo and not isinstance(d.bozo_exception, _BENIGN_BOZO)
     if not d.entries:
-        if _looks_html(content) and (bozo or not d.get("version")):
+        if looks_html(content) and (bozo or not d.get("version")):
             raise FeedError(_html_page(content, base_url))
         if bozo:
             raise FeedError(f"not a feed: {_bozo_reason(d.bozo_exception)}")
@@ -150,7 +150,9 @@ _HTML_START = re.compile(rb"^(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\
                          re.IGNORECASE | re.DOTALL)
 
 
-def _looks_html(content: bytes) -> bool:
+def looks_html(content: bytes) -> bool:
+    """Whether `content` starts as an HTML page does (after a BOM, an XML declaration or
+    comments): a web page where a feed was expected."""
     return bool(_HTML_START.match(content[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")))
 
 
