@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-PROBE = (
+PROBE = (  # `feedbot ARGS` in this interpreter, then what it imported and its peak memory
     "import sys, runpy\n"
-    "sys.argv = ['feedbot', 'digest', '--no-collect', '--format', 'json', '--since', '30d']\n"
+    "sys.argv = ['feedbot', *sys.argv[1:]]\n"
     "try:\n"
     "    runpy.run_module('feedbot', run_name='__main__')\n"
     "except SystemExit:\n"
@@ -38,6 +38,7 @@ PROBE = (
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
     "print('MAXRSS_KB=' + hwm, file=sys.stderr)\n"
 )
+DIGEST = ("digest", "--no-collect", "--format", "json", "--since", "30d")
 
 
 def build_store(home: Path, n: int, rng: np.random.Generator) -> None:
@@ -70,18 +71,22 @@ def build_store(home: Path, n: int, rng: np.random.Generator) -> None:
 
 def prime_stage_vectors(env: dict[str, str]) -> None:
     """Embed the stage texts once (the real model), as the first real digest would."""
-    subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True)
+    run_feedbot(env, *DIGEST)
 
 
-def timed(env: dict[str, str]) -> tuple[float, float, bool, int]:
+def run_feedbot(env: dict[str, str], *argv: str) -> tuple[float, float, bool, str]:
+    """`feedbot ARGV` in a fresh process: (wall s, peak RSS MB, torch imported, stdout)."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", PROBE, *argv], env=env, capture_output=True,
                          text=True, check=True)
     wall = time.perf_counter() - t
     rss_kb = int(out.stderr.split("MAXRSS_KB=")[1].split()[0])
-    doc = json.loads(out.stdout)
-    torch = "TORCH_IMPORTED=True" in out.stderr
-    return wall, rss_kb / 1024, torch, len(doc["items"])
+    return wall, rss_kb / 1024, "TORCH_IMPORTED=True" in out.stderr, out.stdout
+
+
+def timed(env: dict[str, str]) -> tuple[float, float, bool, int]:
+    wall, rss, torch, out = run_feedbot(env, *DIGEST)
+    return wall, rss, torch, len(json.loads(out)["items"])
 
 
 def drop_stage_vectors(home: Path) -> None:

@@ -41,7 +41,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from digest import run_feedbot  # noqa: E402
 from ranking import CACHE, NOW, Paper, embed_dev, load_dev  # noqa: E402
 
 from feedbot import search as search_mod  # noqa: E402
@@ -166,17 +166,6 @@ def quality(weights: Sequence[float]) -> None:
 
 # --- (b) latency ------------------------------------------------------------------------------
 
-PROBE = (
-    "import sys, runpy\n"
-    "sys.argv = ['feedbot', *sys.argv[1:]]\n"
-    "try:\n"
-    "    runpy.run_module('feedbot', run_name='__main__')\n"
-    "except SystemExit:\n"
-    "    pass\n"
-    "print('TORCH_IMPORTED=' + str('torch' in sys.modules), file=sys.stderr)\n"
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-    "print('MAXRSS_KB=' + hwm, file=sys.stderr)\n"
-)
 
 
 def build_store(home: Path, n: int, papers: Sequence[Paper], X: np.ndarray, model_id: str,
@@ -203,15 +192,6 @@ def build_store(home: Path, n: int, papers: Sequence[Paper], X: np.ndarray, mode
         store.upsert_items(batch, now)
         store.put_vectors(model_id, vecs)
     store.close()
-
-
-def timed(env: dict[str, str], *argv: str) -> tuple[float, float, bool, str]:
-    t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PROBE, *argv], env=env, capture_output=True,
-                         text=True, check=True)
-    wall = time.perf_counter() - t
-    rss_kb = int(out.stderr.split("MAXRSS_KB=")[1].split()[0])
-    return wall, rss_kb / 1024, "TORCH_IMPORTED=True" in out.stderr, out.stdout
 
 
 def write_choice(home: Path, model_ref: str) -> None:
@@ -249,7 +229,7 @@ def latency(n: int, repeat: int = 3) -> None:
         backends.export_onnx(model_ref)
         db_mb = (home / "feedbot.db").stat().st_size / 2**20
         digest = ("digest", "--no-collect", "--format", "json", "--since", "30d")
-        timed(env, *digest)  # embeds the stage texts once, as the first real digest does
+        run_feedbot(env, *digest)  # embeds the stage texts once, as the first real digest does
         runs = [("baseline: feedbot digest --no-collect", digest),
                 ("search “sparse attention for long documents”",
                  ("search", "sparse", "attention", "for", "long", "documents", "--format",
@@ -265,7 +245,7 @@ def latency(n: int, repeat: int = 3) -> None:
         results: dict[str, list[tuple[float, float, bool, str]]] = {}
         for _ in range(repeat):
             for label, argv in runs:
-                results.setdefault(label, []).append(timed(env, *argv))
+                results.setdefault(label, []).append(run_feedbot(env, *argv))
         base = float(np.median([r[0] for r in results[runs[0][0]]]))
         for label, _ in runs:
             walls = [r[0] for r in results[label]]
@@ -274,7 +254,7 @@ def latency(n: int, repeat: int = 3) -> None:
                   f"{wall / base:.2f}× | {rss:.0f} | {torch} | "
                   f"{len(json.loads(out)['items'])} |", flush=True)
         shutil.rmtree(backends.onnx_dir(model_ref))
-        wall, rss, torch, out = timed(env, *runs[1][1])
+        wall, rss, torch, out = run_feedbot(env, *runs[1][1])
         print(f"| search, words, without an ONNX export (query on the torch model), one run | "
               f"{wall:.2f} | {wall / base:.2f}× | {rss:.0f} | {torch} | "
               f"{len(json.loads(out)['items'])} |")
