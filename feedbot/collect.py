@@ -129,14 +129,16 @@ def collectors() -> dict[str, Collector]:
 
 
 def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
-    """All sources, or those whose name (or person) matches `only`, case-insensitively."""
+    """All sources, or those whose name, person or label (as digests show it, "Ada on X")
+    matches `only`, case-insensitively. KeyError naming the sources when none does."""
     specs = cfg.sources()
     if only is None:
         return specs
-    want = only.casefold()
-    chosen = [s for s in specs if want in (s.name.casefold(), s.person.casefold())]
+    want = only.strip().casefold()
+    chosen = [s for s in specs
+              if want in (s.name.casefold(), s.person.casefold(), s.label.casefold())]
     if not chosen:
-        names = ", ".join(sorted({s.person or s.name for s in specs}))
+        names = ", ".join(sorted({s.person or s.name for s in specs})) or "none configured"
         raise KeyError(f"no source named {only!r}; sources: {names}")
     return chosen
 

@@ -35,7 +35,7 @@ from .embed import Embedder
 from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, select
 from .roadmap import Roadmap
-from .store import Store, StoredItem, unwrap_ref
+from .store import ITEM_ID, Store, StoredItem, unwrap_ref
 
 DEFAULT_SINCE = timedelta(days=365)
 DEFAULT_LIMIT = 10
@@ -326,8 +326,6 @@ def _quoted(words: list[str]) -> str:
     return ", ".join(f"“{w}”" for w in dict.fromkeys(words))
 
 
-_HEX_ID = re.compile(r"[0-9a-f]{12}", re.IGNORECASE)
-
 
 def _named_item(store: Store, query: str) -> tuple[StoredItem | None, str] | None:
     """(the item, how it was named) when the whole query is an arXiv id, an item id or a URL;
@@ -337,7 +335,7 @@ def _named_item(store: Store, query: str) -> tuple[StoredItem | None, str] | Non
         return None
     aid, _ = split_arxiv_id(ref)
     how = ("arXiv id" if aid else "link" if "://" in ref or ref.startswith("www.")
-           else "id" if _HEX_ID.fullmatch(ref) else "")
+           else "id" if ITEM_ID.fullmatch(ref) else "")
     if not how:
         return None
     found = store.get_item(ref)
@@ -372,16 +370,15 @@ def _direct(result: SearchResult, store: Store, named: tuple[StoredItem | None, 
 def _source_names(cfg: Config, follows: Following, source: str) -> set[str]:
     """The stored source names `--source` means: a configured source's name, label or person
     (case-insensitively), with the old names of a renamed one."""
-    want = source.strip().casefold()
-    if not want:
+    from .collect import select_sources
+
+    if not source.strip():
         raise SearchError("--source needs the name of a source or person; see "
                           "`feedbot sources`")
-    specs = cfg.sources()
-    chosen = {s.name for s in specs
-              if want in (s.name.casefold(), s.person.casefold(), s.label.casefold())}
-    if not chosen:
-        listed = ", ".join(sorted({s.person or s.name for s in specs})) or "none configured"
-        raise SearchError(f"no source named {source!r}; sources: {listed}")
+    try:
+        chosen = {s.name for s in select_sources(cfg, source)}
+    except KeyError as e:
+        raise SearchError(e.args[0]) from None
     chosen |= {old for old, new in follows.renamed.items() if new in chosen}
     return chosen
 

@@ -577,7 +577,7 @@ class Store:
         """
         ref = unwrap_ref(ref)
         row = self.db.execute("SELECT * FROM items WHERE id = ?", (ref,)).fetchone()
-        if row is None and _HEX_ID.fullmatch(ref):
+        if row is None and ITEM_ID.fullmatch(ref):
             row = self.db.execute("SELECT * FROM items WHERE id = ?", (ref.lower(),)).fetchone()
         if row is None:
             aid, _ = split_arxiv_id(ref)
@@ -978,7 +978,7 @@ class Store:
                         "DO UPDATE SET value = excluded.value", (key, value))
 
 
-_HEX_ID = re.compile(r"[0-9a-fA-F]{12}")
+ITEM_ID = re.compile(r"[0-9a-fA-F]{12}")  # an item id that is not an arXiv id
 _HOST = re.compile(r"[\w-]+(\.[\w-]+)+(:\d+)?(/|$)")
 _WRAPPERS = {"[": "]", "<": ">", "(": ")", "`": "`", '"': '"', "'": "'", "“": "”", "‘": "’"}
 
