@@ -70,7 +70,7 @@ def build(home: Path, n: int, days: int) -> float:
                 voted += [b.id for b in batch[:2]]
         for i, item_id in enumerate(voted):
             store.set_feedback("42", item_id, "up" if i % 2 else "later", now)
-        stages = protected_hashes([load_roadmap()], now)
+        stages = protected_hashes(load_roadmap(), now)
         store.put_vectors(DEFAULT_MODEL, {h: rng.standard_normal(384).astype(np.float32)
                                           for h in stages})
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -571,7 +571,6 @@ def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
     item uses, so that the database does not grow forever. `feedbot run` does this daily."""
     from .prune import current_model, protected_hashes
     from .prune import prune as run_prune
-    from .roadmap import load_roadmap
 
     cfg = app.config
     if older_than is None:
@@ -597,7 +596,7 @@ def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
     try:
         report = run_prune(
             app.store, older_than=seconds, label=label, now=now,
-            keep_hashes=protected_hashes([app.roadmap, load_roadmap()], now),
+            keep_hashes=protected_hashes(app.roadmap, now),
             keep_model=keep_model, dry_run=dry_run, vacuum=not no_vacuum)
     except sqlite3.OperationalError as e:  # held by another process for the busy timeout
         fail(f"the database is busy ({e}); what was removed so far stays removed; try again "

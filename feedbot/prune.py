@@ -17,7 +17,7 @@ when asked for. All SQL is in store.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -96,15 +96,17 @@ def _mb(n: int) -> str:
     return f"{n} B"
 
 
-def protected_hashes(roadmaps: Iterable[Roadmap], now: datetime) -> set[str]:
+def protected_hashes(roadmap: Roadmap, now: datetime) -> set[str]:
     """Content hashes of the texts whose vectors stay though no item has them: every stage
-    text of these roadmaps (`digest.stage_vectors` caches them like items) and the bundled
-    demo items (`feedbot digest` before the first collection)."""
+    text of the learner's roadmap and of the packaged one (`digest.stage_vectors` caches them
+    like items; a learner may go back to the packaged roadmap) and the bundled demo items
+    (`feedbot digest` before the first collection)."""
     from .digest import demo_items
+    from .roadmap import load_roadmap
 
     out: set[str] = set()
-    for roadmap in roadmaps:
-        for stage in roadmap.stages:
+    for r in (roadmap, load_roadmap()):
+        for stage in r.stages:
             out.update(content_hash(t) for t in stage.texts().values())
     out.update(s.content_hash for s in demo_items(now))
     return out

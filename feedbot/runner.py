@@ -749,10 +749,9 @@ def _prune(store: Store, cfg: Config, roadmap: Roadmap, now: datetime,
     """On the worker thread: the daily prune. VACUUM only after one that left much of the file
     free (the first after an upgrade): it holds the database while it rewrites it."""
     from .prune import protected_hashes, prune
-    from .roadmap import load_roadmap
 
     report = prune(store, older_than=cfg.retention.items_seconds, label=cfg.retention.items,
-                   now=now, keep_hashes=protected_hashes([roadmap, load_roadmap()], now),
+                   now=now, keep_hashes=protected_hashes(roadmap, now),
                    vacuum="auto", stop=stop)
     if not report.stopped:
         store.set_meta(PRUNED_AT, now.isoformat())

@@ -171,7 +171,7 @@ def test_stage_and_demo_vectors_stay(store: Store) -> None:
     store.upsert_items([old], LONG_AGO)
     vectors(store, [old], emb.model_id)
     cached = store.vector_count()
-    report = run_prune(store, keep_hashes=protected_hashes([roadmap], NOW))
+    report = run_prune(store, keep_hashes=protected_hashes(roadmap, NOW))
     assert report.vectors == 1  # type: ignore[attr-defined]
     assert store.vector_count() == cached - 1
     calls = list(emb._encoder.calls)

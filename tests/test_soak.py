@@ -480,7 +480,7 @@ async def soak(month: Month, model: ModelSpy) -> None:
             assert store.disk_bytes() < 16_000_000, f"day {d}: {store.disk_bytes()} bytes"
             assert len(store.delivered(str(CHAT))) <= len(items)
             assert store.tombstone_count() <= 2  # the pinned undated post (URL, guid)
-            texts = protected_hashes([load_roadmap()], now)  # stage texts and demo items
+            texts = protected_hashes(load_roadmap(), now)  # stage texts and demo items
             assert store.vector_count() <= len(items) + len(texts), f"day {d}: vectors grow"
     assert len(list((month.home / "models").glob("*.joblib"))) == 2  # one model a stage
 
