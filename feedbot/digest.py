@@ -74,6 +74,17 @@ class Digest:
     candidates: int = 0
     weights: dict[str, float] = field(default_factory=dict)  # of each score part
 
+    @property
+    def heading(self) -> str:
+        """The renderers' header line."""
+        s = self.stage
+        return f"feedbot digest — stage {s.index + 1}: {s.title} ({s.id})"
+
+    @property
+    def nothing(self) -> str:
+        """What the renderers say when there are no items ('' to say nothing more)."""
+        return "Nothing new for this stage."
+
     def to_json(self, explain: bool = False) -> dict[str, Any]:
         s = self.stage
         items = []

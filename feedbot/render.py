@@ -68,28 +68,16 @@ def md_url(url: str) -> str:
     return "<" + "".join(percent_encoded(c) if c in "<>\\" else c for c in clean_url(url)) + ">"
 
 
-def _header(d: Digest) -> str:
-    heading = getattr(d, "heading", None)  # a search result names its query instead
-    if isinstance(heading, str):
-        return heading
-    return f"feedbot digest — stage {d.stage.index + 1}: {d.stage.title} ({d.stage.id})"
-
-
-def _nothing(d: Digest) -> str:
-    """What an empty digest says; a search result without results says it in its notes."""
-    return "" if getattr(d, "heading", None) is not None else "Nothing new for this stage."
-
-
 def render_markdown(d: Digest, explain: bool = False) -> str:
-    lines = [f"# {md_text(_header(d))}", ""]
+    lines = [f"# {md_text(d.heading)}", ""]
     if d.demo:
         lines += ["> **Demo items** — nothing has been collected yet; these are examples.", ""]
     for note in d.notes:
         lines.append(f"_{md_text(note)}_")
     if d.notes:
         lines.append("")
-    if not d.items and _nothing(d):
-        lines.append(_nothing(d))
+    if not d.items and d.nothing:
+        lines.append(d.nothing)
     for n, e in enumerate(d.items, 1):
         link = link_url(e.url)
         title = f"[{md_text(e.title)}]({md_url(link)})" if link else md_text(e.title)
@@ -108,17 +96,17 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
 def render_html(d: Digest, explain: bool = False) -> str:
     esc = html.escape
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{esc(_header(d))}</title>",
+           f"<title>{esc(d.heading)}</title>",
            "<style>body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;"
            "line-height:1.45;padding:0 1rem}li{margin-bottom:1.1rem}.meta{color:#555;"
            "font-size:.9em}.why{font-style:italic}.demo{background:#fff3cd;padding:.5rem}"
-           "</style></head><body>", f"<h1>{esc(_header(d))}</h1>"]
+           "</style></head><body>", f"<h1>{esc(d.heading)}</h1>"]
     if d.demo:
         out.append('<p class="demo"><strong>Demo items</strong> — nothing has been collected '
                    "yet; these are examples.</p>")
     out += [f"<p><em>{esc(n)}</em></p>" for n in d.notes]
     if not d.items:
-        out += [f"<p>{esc(_nothing(d))}</p>"] if _nothing(d) else []
+        out += [f"<p>{esc(d.nothing)}</p>"] if d.nothing else []
     else:
         out.append("<ol>")
         for e in d.items:
@@ -167,15 +155,15 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
     from rich.style import Style
     from rich.text import Text
 
-    console.print(Text(_header(d), style="bold"))
+    console.print(Text(d.heading, style="bold"))
     if d.demo:
         console.print(Text("DEMO ITEMS — nothing has been collected yet; these are examples.",
                            style="black on yellow"))
     for note in d.notes:
         console.print(Text(note, style="dim"))
     console.print()
-    if not d.items and _nothing(d):
-        console.print(_nothing(d))
+    if not d.items and d.nothing:
+        console.print(d.nothing)
     for n, e in enumerate(d.items, 1):
         title = Text(f"{n:>2}. ", style="bold")  # a Style, not markup: URLs may hold "]"
         title.append(e.title, style=Style(bold=True, link=link_url(e.url)))

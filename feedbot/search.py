@@ -89,6 +89,10 @@ class SearchResult(Digest):
                 f"(last {_span(self.since)}, {self.searched:,} item"
                 f"{'s' if self.searched != 1 else ''} searched)")
 
+    @property
+    def nothing(self) -> str:
+        return ""  # `empty`, among the notes, says why
+
     def to_json(self, explain: bool = False) -> dict[str, Any]:
         out = super().to_json(explain)
         return {"query": self.query, "since": _span(self.since), "source": self.source,
