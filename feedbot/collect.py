@@ -40,7 +40,7 @@ from .store import SourceState, Store
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT = 32  # all fetches at once, unless FEEDBOT_FETCH_CONCURRENCY says otherwise
-PER_HOST = 4  # at once against one host
+PER_HOST = 4  # at once against one site (see feed_host)
 BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, capped by interval
 
 _T = TypeVar("_T")
@@ -113,13 +113,28 @@ def fetch_concurrency() -> int:
     return value
 
 
+# Second-level labels under which a country's names are registered (example.co.uk): the site
+# is then the last three labels.
+_SECOND_LEVEL = frozenset({"ac", "co", "com", "edu", "gov", "ne", "net", "or", "org"})
+
+
 def feed_host(url: str) -> str:
-    """The host a feed URL names, for the per-host limit; '' when the URL is malformed (the
-    fetch then reports it as that source's error)."""
+    """The site a feed URL names, for the per-host limit: its host name's last two labels
+    (three under a country's co., ac. and the like), an address as it is; '' when the URL is
+    malformed (the fetch then reports it as that source's error).
+
+    By site, not by host: fifty newsletters on their own subdomains of one service
+    (alice.substack.com, bob.substack.com) are one service's servers, and were fetched
+    all at once, which such a service answers with 429 Too Many Requests."""
     try:
-        return urlsplit(url).hostname or ""
+        host = (urlsplit(url).hostname or "").rstrip(".")
     except ValueError:
         return ""
+    if ":" in host or host.replace(".", "").isdigit():  # an IPv6 or IPv4 address
+        return host
+    labels = host.split(".")
+    keep = 3 if len(labels[-1]) == 2 and len(labels) > 2 and labels[-2] in _SECOND_LEVEL else 2
+    return ".".join(labels[-keep:])
 
 
 def collectors() -> dict[str, Collector]:

@@ -6,19 +6,31 @@ a time, so a small compressed body cannot expand to gigabytes in memory (a "gzip
 Redirects are followed here too, one hop at a time: a redirect to another scheme is refused with
 its target named, and so is one from a public host to a local or private address (the feed's
 server must not make feedbot reach into the user's own network; a URL the user configured
-with such an address is fetched as usual).
+with such an address is fetched as usual, and may redirect within private addresses). A target
+given by name is looked up first (in a thread), and refused when any of its addresses is
+private; the address then actually connected to is checked again as the connection opens
+(httpcore's `trace` extension), so a name that answers differently the second time (DNS
+rebinding) is refused all the same, before any request is sent. Through a proxy only the
+names are checked: the proxy, not feedbot, connects.
+
+A URL's `user:password@` is never part of a request's URL (httpx logs those at INFO): it is
+sent as Basic auth, kept across redirects within the same origin, and `Fetched.url` and
+`Fetched.moved_to` never carry the password.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ipaddress
 import socket
+import weakref
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -46,13 +58,14 @@ class FetchError(SourceError):
 @dataclass(frozen=True, slots=True)
 class Fetched:
     status: int  # 200 or 304
-    url: str  # final URL after redirects
+    url: str  # final URL after redirects, without any user:password@
     content: bytes = b""
     etag: str = ""
     last_modified: str = ""
     content_type: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    moved_to: str = ""  # `url`, when every redirect to it was permanent (301, 308)
+    moved_to: str = ""  # `url`, when every redirect to it was permanent (301, 308); a
+    # password in it is shown as ***
 
     @property
     def not_modified(self) -> bool:
@@ -88,15 +101,19 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
 
 
 async def fetch(client: httpx.AsyncClient, url: str, *, etag: str = "", last_modified: str = "",
-                max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> Fetched:
-    """GET `url` conditionally. Raises FetchError for anything but a 2xx body or a 304."""
+                max_bytes: int = MAX_BYTES, deadline: float = DEADLINE,
+                now: datetime | None = None) -> Fetched:
+    """GET `url` conditionally. Raises FetchError for anything but a 2xx body or a 304.
+
+    `now` is the collection's clock (the wall clock when None): a Retry-After in seconds
+    counts from it."""
     try:
         urlsplit(url).port  # noqa: B018 - raises ValueError for a malformed host or port
     except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535"
         raise FetchError(f"bad URL: {e}") from None
     try:
         return await asyncio.wait_for(
-            _fetch(client, url, etag, last_modified, max_bytes), timeout=deadline)
+            _fetch(client, url, etag, last_modified, max_bytes, now), timeout=deadline)
     except Exception as e:
         err = _fetch_error(e, url, deadline)
         if err is None:
@@ -134,6 +151,10 @@ def _fetch_error(e: BaseException, url: str, deadline: float) -> FetchError | No
             if url.lower().startswith("https://"):
                 text = f"TLS handshake failed ({text})"
         return FetchError(f"cannot connect to {host}: {text}")
+    if isinstance(e, httpx.NetworkError) and not str(e):  # e.g. "ReadError", and nothing else
+        host = urlsplit(url).hostname or url
+        return FetchError(f"the connection to {host} broke off ({_chain_reason(e)}); "
+                          "the next run tries again")
     if isinstance(e, httpx.HTTPError):
         return FetchError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
     return None
@@ -151,36 +172,196 @@ def _chain_reason(e: BaseException) -> str:
     return type(e).__name__
 
 
+def _validator(value: str) -> bytes:
+    """A stored ETag or Last-Modified as the bytes to send back. They are kept as the server's
+    bytes read as Latin-1 (see `_raw_header`), so they go back byte for byte; httpx sends str
+    headers as ASCII only, and a server's `ETag: W/"été"` failed every later fetch."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:  # kept by an older version, decoded as UTF-8
+        return value.encode("utf-8")
+
+
+def _in_future(http_date: str, now: datetime) -> bool:
+    """Whether a Last-Modified is later than `now`: a server whose clock ran ahead. Sent
+    back, a server answers "not modified" to it for as long (a file's time is compared, as
+    Python's own http.server and most static servers do): the feed stood still until then."""
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) > now
+
+
+def _raw_header(r: httpx.Response, name: str, default: str = "") -> str:
+    """The first `name` header exactly as its bytes came (read as Latin-1), else `default`."""
+    want = name.encode("ascii")
+    for key, value in r.headers.raw:
+        if key.lower() == want:
+            return value.decode("latin-1")
+    return default
+
+
+def _credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """`url` without its `user:password@`, and those as Basic auth (None when there are none)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return (urlunsplit(parts._replace(netloc=hostport)),
+            httpx.BasicAuth(unquote(user), unquote(password)))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.hostname or "", parts.port
+
+
+def shown_url(url: str) -> str:
+    """`url` fit to show: a password in it replaced by ***."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=f"{user}{':***' if colon else ''}@{hostport}"))
+
+
+# Each network stream feedbot's requests opened, and whether it leads to the URL's own host
+# (False: to a proxy). A response's stream tells the address actually connected to.
+_DIRECT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _server_ip(stream: Any) -> str:
+    try:
+        addr = stream.get_extra_info("server_addr")
+    except Exception:  # noqa: BLE001 - a transport of another kind: nothing known
+        return ""
+    return str(addr[0]) if isinstance(addr, tuple) and addr else ""
+
+
+class _Watch:
+    """The `trace` extension for one request: notes the connection it opens and, when the
+    request must stay out of private addresses (`guard`), refuses one that reaches such an
+    address before anything is sent over it."""
+
+    def __init__(self, url: str, guard: str) -> None:
+        self.host = httpx.URL(url).raw_host.decode("ascii")
+        self.guard = guard  # the public host that redirected here, or "": no guard
+        self.connecting = ""
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.connecting = str(info.get("host", ""))
+        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            if stream is None:
+                return
+            direct = self.connecting == self.host
+            with contextlib.suppress(TypeError):  # not weakly referable: not remembered
+                _DIRECT[stream] = direct
+            ip = _server_ip(stream)
+            if self.guard and direct and ip and is_private_host(ip):
+                await stream.aclose()
+                raise _refused(self.guard, self.host, ip)
+
+
+def _refused(source: str, host: str, ip: str = "") -> FetchError:
+    where = f"{host} ({ip})" if ip and ip != host.strip("[]") else host
+    return FetchError(f"redirected from {source} to {where}, a local or private address: "
+                      "refused (use that URL as the feed if you trust it)")
+
+
+def _peer_private(r: httpx.Response) -> bool:
+    """Whether `r` came over a direct connection to a local or private address."""
+    stream = r.extensions.get("network_stream")
+    if stream is None or not _DIRECT.get(stream, False):
+        return False
+    ip = _server_ip(stream)
+    return bool(ip) and is_private_host(ip)
+
+
+async def _resolves_private(url: str) -> str:
+    """A local or private address that `url`'s host name resolves to, else "" (also when
+    the name does not resolve: connecting then fails, or is checked as it opens). The lookup
+    runs in the event loop's executor, never on the loop."""
+    u = httpx.URL(url)
+    host = u.raw_host.decode("ascii")
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+        return ""  # a literal address: `redirect_target` judged it already
+    except ValueError:
+        pass
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            host, u.port or (443 if u.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return ""
+    return next((str(a[4][0]) for a in found if is_private_host(str(a[4][0]))), "")
+
+
 async def _fetch(client: httpx.AsyncClient, url: str, etag: str, last_modified: str,
-                 max_bytes: int) -> Fetched:
-    headers = {}
+                 max_bytes: int, now: datetime | None) -> Fetched:
+    headers: dict[bytes, bytes] = {}
     if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
+        headers[b"If-None-Match"] = _validator(etag)
+    if last_modified and not _in_future(last_modified, now or datetime.now(UTC)):
+        headers[b"If-Modified-Since"] = _validator(last_modified)
+    userinfo = urlsplit(url).netloc.rpartition("@")[0]
+    url, auth = _credentials(url)
+    auth_origin = _origin(url)
     permanent = None  # whether every redirect so far was permanent; None: no redirect yet
+    guard = ""  # the public host that redirected here: this hop must stay public
     for _ in range(MAX_REDIRECTS + 1):
         httpx.URL(url)  # InvalidURL for a URL httpx cannot send (reported as such)
+        if guard and (ip := await _resolves_private(url)):
+            raise _refused(guard, urlsplit(url).hostname or url, ip)
+        sent_auth = auth if auth is not None and _origin(url) == auth_origin else None
         try:
-            async with client.stream("GET", url, headers=headers, follow_redirects=False) as r:
+            async with client.stream(
+                    "GET", url, headers=headers, follow_redirects=False,
+                    auth=sent_auth or httpx.USE_CLIENT_DEFAULT,
+                    extensions={"trace": _Watch(url, guard)}) as r:
+                private = _peer_private(r)
+                if guard and private:  # over a connection opened before, so not checked then
+                    raise _refused(guard, urlsplit(url).hostname or url,
+                                   _server_ip(r.extensions.get("network_stream")))
                 location = r.headers.get("location", "")
                 if r.status_code not in _REDIRECTS or not location:
-                    got = await _response(r, url, etag, last_modified, max_bytes)
-                    return replace(got, moved_to=url) if permanent else got
+                    got = await _response(r, url, etag, last_modified, max_bytes, now,
+                                          conditional=bool(headers))
+                    if not permanent:
+                        return got
+                    moved = f"{userinfo}@" if sent_auth is not None and userinfo else ""
+                    parts = urlsplit(url)
+                    return replace(got, moved_to=shown_url(
+                        urlunsplit(parts._replace(netloc=moved + parts.netloc))))
         except httpx.InvalidURL as e:  # httpx reads a redirect's Location even when not following
             raise FetchError(f"redirected to a malformed URL ({e})") from None
-        url = redirect_target(url, location)
+        source = urlsplit(url).hostname or ""
+        target = redirect_target(url, location, from_private=private)
+        url, given = _credentials(target)
+        if given is not None:  # the redirect names its own credentials
+            auth, auth_origin = given, _origin(url)
+            userinfo = urlsplit(target).netloc.rpartition("@")[0]
+        guard = "" if private or is_private_host(source) else source
         permanent = permanent is not False and r.status_code in (301, 308)
     raise FetchError("too many redirects")
 
 
 async def _response(r: httpx.Response, url: str, etag: str, last_modified: str,
-                    max_bytes: int) -> Fetched:
+                    max_bytes: int, now: datetime | None = None, *,
+                    conditional: bool = True) -> Fetched:
     if r.status_code == 304:
-        return Fetched(304, url, etag=r.headers.get("etag", etag),
-                       last_modified=r.headers.get("last-modified", last_modified))
+        if not conditional:  # taken for "nothing new", the feed never showed
+            raise FetchError("HTTP 304 Not Modified, to a request that was not conditional "
+                             "(nothing cached to compare with): a misconfigured server; the "
+                             "next run tries again", 304)
+        return Fetched(304, url, etag=_raw_header(r, "etag", etag),
+                       last_modified=_raw_header(r, "last-modified", last_modified))
     if r.status_code < 200 or r.status_code >= 300:
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         retry = parse_retry_after(r.headers.get("retry-after"), now)
         message = f"HTTP {r.status_code} {r.reason_phrase or ''}".strip()
         if retry is not None and retry > now:  # why the source is skipped until then
@@ -219,8 +400,8 @@ async def _response(r: httpx.Response, url: str, etag: str, last_modified: str,
     for i, inflater in enumerate(inflaters):
         take(inflater.flush(), i + 1)
     return Fetched(
-        r.status_code, url, b"".join(chunks), etag=r.headers.get("etag", ""),
-        last_modified=r.headers.get("last-modified", ""),
+        r.status_code, url, b"".join(chunks), etag=_raw_header(r, "etag"),
+        last_modified=_raw_header(r, "last-modified"),
         content_type=r.headers.get("content-type", ""), headers=dict(r.headers),
     )
 
@@ -259,10 +440,11 @@ class _Inflater:
             raise FetchError(f"cannot decode the {self.encoding} response ({e})") from None
 
 
-def redirect_target(url: str, location: str) -> str:
+def redirect_target(url: str, location: str, *, from_private: bool = False) -> str:
     """Where a redirect from `url` to `location` leads. FetchError for a target that is not
     http(s), that cannot be read, or that is a local or private address reached from a
-    public one."""
+    public one (`from_private`: `url` was answered from a private address, whatever its
+    name). Only literal addresses and localhost are judged here; `fetch` looks names up."""
     shown = location if len(location) <= 100 else location[:99] + "…"
     try:
         target = urljoin(url, location.strip())
@@ -273,17 +455,16 @@ def redirect_target(url: str, location: str) -> str:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise FetchError(f"redirected to {shown!r}, which is not an http(s) URL")
     source = urlsplit(url).hostname or ""
-    if is_private_host(parts.hostname) and not is_private_host(source):
-        raise FetchError(f"redirected from {source} to {parts.hostname}, a local or private "
-                         "address: refused (use that URL as the feed if you trust it)")
+    if is_private_host(parts.hostname) and not from_private and not is_private_host(source):
+        raise _refused(source, parts.hostname)
     return target
 
 
 def is_private_host(host: str) -> bool:
     """Whether `host` names this machine or a private network: localhost, or a literal
     address (in any form the resolver accepts: 127.1, 2130706433) that is loopback, private,
-    link-local (cloud metadata services), unspecified or reserved. Host names are not looked
-    up."""
+    carrier-grade NAT (100.64.0.0/10, Tailscale's addresses), link-local (cloud metadata
+    services), unspecified, reserved or otherwise not global. Host names are not looked up."""
     host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -298,4 +479,7 @@ def is_private_host(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified \
-        or ip.is_reserved or ip.is_multicast
+        or ip.is_reserved or ip.is_multicast or not ip.is_global or ip in _SHARED
+
+
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not global, not "private"

@@ -400,7 +400,8 @@ async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Co
     """Conditional GET, then parse. Raises FetchError / FeedError for the caller to record."""
     try:
         got: Fetched = await fetch(ctx.http, spec.target, etag=state.etag,
-                                   last_modified=state.last_modified, deadline=ctx.deadline)
+                                   last_modified=state.last_modified, deadline=ctx.deadline,
+                                   now=ctx.now)
     except FetchError as e:
         if e.status != 410:
             raise
