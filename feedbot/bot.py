@@ -15,6 +15,7 @@ import os
 import random
 import re
 import shlex
+import sqlite3
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -102,6 +103,7 @@ COMMANDS = (
 )
 ACK = {"up": "👍 Noted: more like this.", "down": "👎 Noted: less like this.",
        "later": "🔖 Saved: /later lists it."}
+BUSY = "⏳ Not saved: feedbot's database is busy. Please press the button again in a minute."
 T = TypeVar("T")
 
 
@@ -109,10 +111,11 @@ class SendFailed(Exception):
     """Telegram did not take a message, after the retries."""
 
     def __init__(self, message: str, retry_after: float = 0.0,
-                 migrate_to: int | None = None) -> None:
+                 migrate_to: int | None = None, topic_gone: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after  # seconds Telegram asked us to wait (flood control)
         self.migrate_to = migrate_to  # the group is now this supergroup (`chat_migrated`)
+        self.topic_gone = topic_gone  # the forum topic it was sent to was deleted or closed
 
 
 class MaybeSent(Exception):
@@ -204,22 +207,44 @@ def keyboard_spec(markup: InlineKeyboardMarkup | None) -> Keyboard:
                        if isinstance(b.callback_data, str)) for row in markup.inline_keyboard)
 
 
-async def send_message(bot: Any, chat_id: int, msg: TgMessage, *, attempts: int = 5,
-                       backoff: float = 1.0, timeout: float = SEND_TIMEOUT) -> Message:
-    """sendMessage in HTML with the message's buttons, waiting up to `timeout` seconds for
-    Telegram's answer. Raises SendFailed when Telegram won't take it, and MaybeSent when the
-    answer was lost (the message is then not sent again: it may already be there)."""
+# Telegram's answers to a message sent to a forum topic that was deleted, or closed (only
+# the group's admins may write there then)
+TOPIC_GONE = ("message thread not found", "topic_closed", "topic_deleted")
+
+
+def topic_gone(e: TelegramError) -> bool:
+    """Whether Telegram refused a message because its forum topic is deleted or closed."""
+    return isinstance(e, BadRequest) and any(t in e.message.lower() for t in TOPIC_GONE)
+
+
+def unreachable(e: BaseException | None) -> bool:
+    """Whether Telegram refused a message because the chat is out of the bot's reach, which
+    no retry within the day mends: the bot was blocked or removed from the group (403), or
+    the chat is gone or no longer known to the bot (400 "chat not found")."""
+    return isinstance(e, Forbidden) or (isinstance(e, BadRequest)
+                                        and "chat not found" in e.message.lower())
+
+
+async def send_message(bot: Any, chat_id: int, msg: TgMessage, *, thread: int | None = None,
+                       attempts: int = 5, backoff: float = 1.0,
+                       timeout: float = SEND_TIMEOUT) -> Message:
+    """sendMessage in HTML with the message's buttons, to forum topic `thread` when given,
+    waiting up to `timeout` seconds for Telegram's answer. Raises SendFailed when Telegram
+    won't take it, and MaybeSent when the answer was lost (the message is then not sent again:
+    it may already be there)."""
     try:
         return await retrying(lambda: bot.send_message(
             chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=keyboard(msg.buttons),
             link_preview_options=NO_PREVIEW, disable_notification=msg.silent,
-            read_timeout=timeout), attempts=attempts, backoff=backoff, resend=False)
+            message_thread_id=thread, read_timeout=timeout),
+            attempts=attempts, backoff=backoff, resend=False)
     except RetryAfter as e:
         raise SendFailed(f"RetryAfter: {e}", _seconds(e.retry_after)) from e
     except ChatMigrated as e:
         raise SendFailed(f"ChatMigrated: {e}", migrate_to=e.new_chat_id) from e
     except TelegramError as e:
-        raise SendFailed(f"{type(e).__name__}: {e}") from e
+        raise SendFailed(f"{type(e).__name__}: {e}",
+                         topic_gone=thread is not None and topic_gone(e)) from e
 
 
 async def set_commands(bot: Any) -> None:
@@ -277,12 +302,25 @@ def _chat_id(update: Update) -> int:
     return update.effective_chat.id
 
 
+def thread_of(update: Update) -> int | None:
+    """The forum topic the update came from (a command, or a button on a message there), as
+    python-telegram-bot's `Message.reply_text` picks it: `message_thread_id` only when the
+    message is in a forum topic (`is_topic_message`). A reply in a forum's General topic, or
+    in a group without topics, has a `message_thread_id` too (the message replied to), and
+    sending there fails with "message thread not found": None, the chat's main thread."""
+    msg = update.effective_message
+    if isinstance(msg, Message) and msg.is_topic_message and msg.message_thread_id:
+        return msg.message_thread_id
+    return None
+
+
 async def _reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
                  messages: TgMessage | Sequence[TgMessage]) -> None:
+    """Answer in the chat, in the forum topic the update came from."""
     runner = _runner(context)
     for msg in [messages] if isinstance(messages, TgMessage) else messages:
         try:
-            await runner.send(_chat_id(update), msg)
+            await runner.send(_chat_id(update), msg, thread=thread_of(update))
         except MaybeSent as e:  # it may be there; sending it again could show it twice
             log.warning("a reply to chat %s may not have arrived: %s", _chat_id(update), e)
 
@@ -379,8 +417,9 @@ def _replace_allowed_chat(path: Any, old: int, new: int) -> None:
 
 
 def move_chat_records(store: Any, old: int, new: int, now: Any) -> None:
-    """The votes, read-later list, delivered items and digest days of chat `old` copied to
-    `new` (the same people, now in a supergroup): no item comes again and nothing is lost."""
+    """The votes, read-later list, delivered items, digest days and digest topic of chat `old`
+    copied to `new` (the same people, now in a supergroup): no item comes again and nothing is
+    lost. Runs on the runner's database thread (`Runner.in_db`)."""
     with store.transaction():
         for vote in store.feedback(str(old)):
             store.set_feedback(str(new), vote.item_id, vote.value, vote.at, stage=vote.stage)
@@ -391,6 +430,9 @@ def move_chat_records(store: Any, old: int, new: int, now: Any) -> None:
             value = store.get_meta(f"telegram.{kind}.{old}")
             if value is not None and store.get_meta(f"telegram.{kind}.{new}") is None:
                 store.set_meta(f"telegram.{kind}.{new}", value)
+        topic = store.digest_topic(str(old))
+        if topic is not None and store.digest_topic(str(new)) is None:
+            store.set_digest_topic(str(new), topic, now)
 
 
 async def chat_migrated(runner: Runner, old: int, new: int) -> None:
@@ -401,7 +443,7 @@ async def chat_migrated(runner: Runner, old: int, new: int) -> None:
         if not runner.is_allowed(old) or runner.is_allowed(new):
             return
         try:
-            move_chat_records(runner.store, old, new, runner.now())
+            await runner.in_db(move_chat_records, old, new, runner.now())
             await asyncio.to_thread(_replace_allowed_chat, runner.sources, old, new)
             await runner.reload_now()
             log.warning("chat %s became the supergroup %s; feedbot now serves it under its new "
@@ -427,6 +469,9 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         await chat_migrated(runner, *moved)
         raise ApplicationHandlerStop  # a service message: nothing to answer
     if runner.is_allowed(chat):
+        thread = thread_of(update)
+        if thread is not None:
+            runner.topic_alive(chat, thread)
         return
     try:
         if update.callback_query is not None:  # a button on an old message: stop its spinner
@@ -436,21 +481,24 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
                         "to sources.yaml: telegram: {allowed_chats: [%s]}", chat, _who(update),
                         chat)
             if _is_start(update):
-                await runner.send(chat, setup_instructions(chat))
+                await runner.send(chat, setup_instructions(chat), thread=thread_of(update))
         else:
             log.warning("refused chat %s (%s): not in telegram.allowed_chats of sources.yaml",
                         chat, _who(update))
-            if runner.first_refusal(chat):
-                await runner.send(chat, refusal())
+            if await runner.first_refusal(chat):
+                await runner.send(chat, refusal(), thread=thread_of(update))
     except Exception:  # an error here must not let the update through to the handlers
         log.exception("could not answer chat %s", chat)
     raise ApplicationHandlerStop
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Greet the learner and show what the bot can do."""
-    learner = _runner(context).settings.config.learner
+    """Greet the learner and show what the bot can do. In a group with topics, the daily
+    digest goes to the topic of the last /start or /digest."""
+    runner = _runner(context)
+    learner = runner.settings.config.learner
     await _reply(update, context, welcome(learner.digest_time, learner.timezone))
+    await runner.remember_topic(_chat_id(update), thread_of(update))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -479,8 +527,12 @@ async def on_unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 
 async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Send a digest now: the best new items for the stage, none of them sent before."""
-    result = await _runner(context).deliver_digest(_chat_id(update))
+    """Send a digest now: the best new items for the stage, none of them sent before, in the
+    topic it was asked in, where the daily digest goes from now on."""
+    runner = _runner(context)
+    chat, thread = _chat_id(update), thread_of(update)
+    result = await runner.deliver_digest(chat, thread)
+    await runner.remember_topic(chat, thread)
     if not result.complete:
         await _reply(update, context, plain("Telegram did not take the whole digest; the rest "
                                             "comes with the next /digest or the daily one."))
@@ -559,12 +611,13 @@ async def unfollow_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
 
 async def sources_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """List the sources with their health."""
-    await _reply(update, context, render_sources(_runner(context).source_rows()))
+    await _reply(update, context, render_sources(await _runner(context).source_rows()))
 
 
 async def later_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the read-later list."""
-    await _reply(update, context, render_later(_runner(context).later_entries(_chat_id(update))))
+    entries = await _runner(context).later_entries(_chat_id(update))
+    await _reply(update, context, render_later(entries))
 
 
 SEARCH_LIMIT = 8  # results of /search: one message (MAX_ITEMS_PER_MESSAGE) of them
@@ -601,7 +654,17 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await _answer(update)
         return
     value, item_id = parsed
-    if not _runner(context).record_feedback(_chat_id(update), item_id, value):
+    try:
+        stored = await _runner(context).record_feedback(_chat_id(update), item_id, value)
+    except sqlite3.OperationalError as e:  # held by another process past the busy timeout
+        if "locked" not in str(e) and "busy" not in str(e):
+            raise
+        log.warning("a %s from chat %s on item %s was not recorded: the database is busy "
+                    "(%s); the user was asked to press again", value, _chat_id(update),
+                    item_id, e)
+        await _answer(update, BUSY)
+        return
+    if not stored:
         await _answer(update, "That item is no longer stored.")
         return
     await _answer(update, ACK[value])
@@ -649,6 +712,6 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     try:
         await runner.send(chat, plain(f"Something went wrong on my side "
                                       f"({type(context.error).__name__}); it is in feedbot's "
-                                      f"log. Please try again later."))
+                                      f"log. Please try again later."), thread=thread_of(update))
     except Exception as e:
         log.warning("could not tell chat %s about the error: %s", chat, e)

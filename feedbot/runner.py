@@ -1,12 +1,17 @@
 """The long-running process behind `feedbot run`: one asyncio loop holding the scheduler, the
 Telegram bot and the sources.yaml watcher, wiring jobs to the pipeline.
 
-Threads and SQLite. SQLite connections never cross threads, so there are two:
-- the loop thread owns one `Store` for the quick work: collection bookkeeping (`collect_async`
-  runs on the loop), feedback, delivery state, meta, source health;
-- one worker thread owns a second `Store` and the embedder, and does the heavy synchronous part
+Threads and SQLite. SQLite connections never cross threads, so there are three:
+- the loop thread owns one `Store` for collection bookkeeping (`collect_async` runs on the
+  loop) and quick reads of the schedule's state;
+- the database thread (`in_db`) owns a second `Store` for everything the bot's handlers and
+  deliveries read and write: feedback, read-later, source health, delivery state, topics. A
+  database another connection holds (a long collection transaction, a prune, VACUUM, another
+  feedbot process) then makes only the update that needs it wait, never the whole bot: every
+  other chat's commands and buttons are answered meanwhile;
+- one worker thread owns a third `Store` and the embedder, and does the heavy synchronous part
   (embedding, ranking) so the bot keeps answering meanwhile.
-WAL mode and the store's busy timeout let both connections write the same file; one worker
+WAL mode and the store's busy timeout let the connections write the same file; one worker
 keeps the model on one thread and ranking runs one at a time.
 
 Delivery. An item is marked delivered for a chat only after the message carrying it was sent;
@@ -104,6 +109,9 @@ class RunOptions:
     # the day's digest is tried again this much later (within `grace`, so a learner who
     # unblocks the bot still gets it), not every half hour, ranking a digest each time
     forbidden_wait: timedelta = timedelta(hours=2)
+    # Seconds the bot's database thread waits for a database another connection is writing
+    # before giving up ("database is locked"): a vote then asks the user to press again
+    db_timeout: float = 30.0
     run_jobs: bool = True  # False: jobs are scheduled but never fired (tests fire them)
 
 
@@ -115,7 +123,7 @@ class Delivery:
     error: str = ""
     retry_after: float = 0.0  # seconds Telegram asked us to wait before sending again
     migrate_to: int | None = None  # the group became this supergroup (Telegram said so)
-    forbidden: bool = False  # the bot was blocked, or removed from the group
+    forbidden: bool = False  # the bot was blocked, or removed from the group (or it is gone)
 
 
 @dataclass
@@ -150,6 +158,8 @@ class Runner:
         self._store: Store | None = None
         self._http: httpx.AsyncClient | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedbot-rank")
+        self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedbot-db")
+        self._gone_topics: set[tuple[int, int]] = set()  # (chat, topic) deleted or closed
         self._stopping = threading.Event()  # tells the worker to give up between chunks
         self._worker_embedder: Any = StoppableEmbedder(embedder, self._stopping)
         self._local = threading.local()
@@ -242,13 +252,16 @@ class Runner:
         await self.jobs.shutdown()
         if self.app is not None:
             await self._stop_bot()
-        if not self._save_sent():
+        if not await self._save_sent():
             log.error("could not record in the store what was sent to %s; those items may be "
                       "sent again", ", ".join(f"chat {c}" for c in self._unsaved) or "Telegram")
         if self._http is not None:
             await self._http.aclose()
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._close_thread_store)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._close_thread_store)
         self._pool.shutdown(wait=True)
+        await loop.run_in_executor(self._db_pool, self._close_thread_store)
+        self._db_pool.shutdown(wait=True)
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -309,6 +322,19 @@ class Runner:
         store = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = Store.open(self.home)
+        return fn(store, *args)
+
+    async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(store, *args)` on the database thread, with that thread's own Store (busy
+        timeout `RunOptions.db_timeout`): the loop goes on answering while it waits for a
+        database another connection holds."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, partial(self._on_db, fn, *args))
+
+    def _on_db(self, fn: Callable[..., T], *args: Any) -> T:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store.open(self.home, timeout=self.options.db_timeout)
         return fn(store, *args)
 
     def _close_thread_store(self) -> None:
@@ -432,12 +458,22 @@ class Runner:
         return int(count) if done_day == day.isoformat() and count.isdigit() else 0
 
     async def digest_tick(self) -> None:
-        """Send each allowed chat its scheduled digest if one is due (or failed before)."""
+        """Send each allowed chat its scheduled digest if one is due (or failed before). The
+        chats go side by side: one waiting out Telegram's flood control (a group's limit of
+        about 20 messages a minute) or a slow answer holds up no other; ranking still runs one
+        at a time on the worker. One chat's failure stops no other's."""
         if self.app is None:
             return
-        self._save_sent()
-        for chat in self.allowed_chats:
-            await self.daily_digest(chat)
+        await self._save_sent()
+        chats = self.allowed_chats
+        results = await asyncio.gather(*(self.daily_digest(chat) for chat in chats),
+                                       return_exceptions=True)
+        for chat, result in zip(chats, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):  # stopping: as before, it goes on
+                raise result
+            if isinstance(result, Exception):
+                log.error("the daily digest for chat %s failed: %s: %s", chat,
+                          type(result).__name__, result, exc_info=result)
 
     async def daily_digest(self, chat: int) -> Delivery | None:
         """The scheduled digest for `chat`, if due now: once per local day, never twice."""
@@ -450,7 +486,8 @@ class Runner:
             if day is None or (state.retry_at is not None and now < state.retry_at):
                 return None
             try:
-                result = await self._deliver(chat, day)
+                thread = await self.in_db(Store.digest_topic, str(chat))
+                result = await self._deliver(chat, day, thread)
             except Exception as e:  # ranking broke: log it, and retry later like a failed send
                 log.exception("building the digest for chat %s failed", chat)
                 result = Delivery(complete=False, error=f"{type(e).__name__}: {e}")
@@ -477,17 +514,17 @@ class Runner:
 
         await chat_migrated(self, old, new)
 
-    async def deliver_digest(self, chat: int) -> Delivery:
-        """A digest now (`/digest`): new items only; an empty one says so."""
+    async def deliver_digest(self, chat: int, thread: int | None = None) -> Delivery:
+        """A digest now (`/digest`, asked in forum topic `thread`): new items only; an empty
+        one says so."""
         async with self._chat(chat).lock:
-            return await self._deliver(chat, None)
+            return await self._deliver(chat, None, thread)
 
-    async def _deliver(self, chat: int, day: date | None) -> Delivery:
-        from telegram.error import Forbidden
+    async def _deliver(self, chat: int, day: date | None, thread: int | None = None
+                       ) -> Delivery:
+        from .bot import MaybeSent, request_was_out, unreachable
 
-        from .bot import MaybeSent, request_was_out
-
-        self._save_sent()  # what a busy store did not take before, first
+        await self._save_sent()  # what a busy store did not take before, first
         cfg, roadmap = self.settings.config, self.settings.roadmap
         done = self._progress(chat, day) if day else 0
         limit = cfg.learner.digest_size - done
@@ -499,7 +536,7 @@ class Runner:
             out.items += len(msg.item_ids)
             progress = {_key("digest_progress", chat): f"{day.isoformat()}={done + out.items}"
                         } if day else {}
-            self._record_sent(chat, msg.item_ids, now, progress)
+            self._remember_sent(chat, msg.item_ids, now, progress)
 
         if limit > 0:
             sent_before = frozenset(self._unsaved.get(chat, ()))
@@ -511,7 +548,7 @@ class Runner:
                      ).strftime("%a %d %b")
             for msg in render_digest(digest, empty=empty, date_label=label, continued=done > 0):
                 try:
-                    await self.send(chat, msg)
+                    await self.send(chat, msg, thread=thread)
                 except MaybeSent as e:  # counted as sent: never risk showing items twice
                     log.warning("Telegram did not confirm a digest message to chat %s (%s); it "
                                 "is not sent again, so that no item shows twice", chat, e)
@@ -527,52 +564,95 @@ class Runner:
                     out.complete, out.error = False, str(e)
                     out.retry_after = getattr(e, "retry_after", 0.0)
                     out.migrate_to = getattr(e, "migrate_to", None)
-                    out.forbidden = isinstance(e.__cause__, Forbidden)
+                    out.forbidden = unreachable(e.__cause__)
                     return out
                 sent(msg)
+                await self._save_sent()
         if day:
-            self._record_sent(chat, (), now, {_key("digest_day", chat): day.isoformat()})
+            self._remember_sent(chat, (), now, {_key("digest_day", chat): day.isoformat()})
+            await self._save_sent()
             log.info("digest for %s sent to chat %s: %d items", day, chat, done + out.items)
         return out
 
-    def _record_sent(self, chat: int, item_ids: tuple[str, ...], now: datetime,
-                     meta: dict[str, str]) -> None:
-        """Remember what went out, then write it to the store (now, or when it is free)."""
+    def _remember_sent(self, chat: int, item_ids: tuple[str, ...], now: datetime,
+                       meta: dict[str, str]) -> None:
+        """Remember what went out, until `_save_sent` writes it to the store."""
         self._unsaved.setdefault(chat, {}).update(dict.fromkeys(item_ids, now))
         self._unsaved_meta.update(meta)
-        self._save_sent()
 
-    def _save_sent(self) -> bool:
-        """Write what was sent to the store; on a busy (locked) database keep it for later."""
+    async def _save_sent(self) -> bool:
+        """Write what was sent to the store, on the database thread; on a busy (locked)
+        database keep it for later. What is sent meanwhile stays for the next call."""
         if not any(self._unsaved.values()) and not self._unsaved_meta:
             self._unsaved.clear()
             return True
+        items = {chat: dict(sent) for chat, sent in self._unsaved.items() if sent}
+        meta = dict(self._unsaved_meta)
         try:
-            with self.store.transaction():
-                for chat, items in self._unsaved.items():
-                    for item_id, at in items.items():
-                        self.store.mark_delivered(str(chat), [item_id], at)
-                for key, value in self._unsaved_meta.items():
-                    self.store.set_meta(key, value)
+            await self.in_db(_write_sent, items, meta)
         except sqlite3.Error as e:
             log.warning("could not record what was sent in the store (%s); feedbot keeps it in "
                         "memory and records it later, so nothing is sent twice", e)
             return False
-        self._unsaved.clear()
-        self._unsaved_meta.clear()
+        for chat, written in items.items():
+            left = self._unsaved.get(chat, {})
+            for item_id in written:
+                left.pop(item_id, None)
+            if not left:
+                self._unsaved.pop(chat, None)
+        for key, value in meta.items():
+            if self._unsaved_meta.get(key) == value:
+                del self._unsaved_meta[key]
         return True
 
     # --- talking to Telegram -------------------------------------------------------------------
 
-    async def send(self, chat: int, msg: TgMessage) -> Any:
-        """Send one message (flood control and retries included); raises bot.SendFailed."""
-        from .bot import send_message
+    async def send(self, chat: int, msg: TgMessage, thread: int | None = None) -> Any:
+        """Send one message (flood control and retries included), to forum topic `thread` when
+        given; raises bot.SendFailed. A topic that was deleted or closed gets nothing more: the
+        message goes to the chat's General topic instead, with a log line, and the chat's daily
+        digest goes there from now on."""
+        from .bot import SendFailed, send_message
 
         if self.app is None:
             raise RuntimeError("no Telegram bot in this run")
-        return await send_message(self.app.bot, chat, msg, attempts=self.options.send_attempts,
-                                  backoff=self.options.send_backoff,
-                                  timeout=self.options.send_timeout)
+        if thread is not None and (chat, thread) in self._gone_topics:
+            thread = None
+        try:
+            return await send_message(self.app.bot, chat, msg, thread=thread,
+                                      attempts=self.options.send_attempts,
+                                      backoff=self.options.send_backoff,
+                                      timeout=self.options.send_timeout)
+        except SendFailed as e:
+            if thread is None or not e.topic_gone:
+                raise
+            log.warning("topic %s of chat %s is deleted or closed (%s); feedbot writes to the "
+                        "chat's General topic instead, and sends the daily digest there until "
+                        "someone gives /digest or /start in a topic", thread, chat, e)
+            self._gone_topics.add((chat, thread))
+            try:
+                await self.in_db(Store.forget_digest_topic, str(chat), thread)
+            except sqlite3.Error as err:
+                log.warning("could not forget topic %s of chat %s in the store: %s", thread,
+                            chat, err)
+        return await self.send(chat, msg)
+
+    def topic_alive(self, chat: int, thread: int) -> None:
+        """Someone wrote in forum topic `thread` (a topic reopened, or made anew): feedbot
+        answers there again."""
+        self._gone_topics.discard((chat, thread))
+
+    async def remember_topic(self, chat: int, thread: int | None) -> None:
+        """The chat's daily digest goes to forum topic `thread` (None: its main thread) from
+        now on; best effort: a busy database keeps the topic it had."""
+        try:
+            changed = await self.in_db(Store.set_digest_topic, str(chat), thread, self.now())
+        except sqlite3.Error as e:
+            log.warning("could not record where chat %s wants its daily digest: %s", chat, e)
+            return
+        if changed:
+            log.info("the daily digest of chat %s goes to %s from now on", chat,
+                     f"topic {thread}" if thread else "its main thread (General)")
 
     async def notify(self, msg: TgMessage) -> None:
         """Tell every allowed chat something (best effort)."""
@@ -589,32 +669,27 @@ class Runner:
                     with contextlib.suppress(Exception):
                         await self.send(new, msg)
 
-    def first_refusal(self, chat: int) -> bool:
+    async def first_refusal(self, chat: int) -> bool:
         """True the first time a stranger's chat is refused (remembered across restarts)."""
-        key = _key("refused", chat)
-        if self.store.get_meta(key):
-            return False
-        self.store.set_meta(key, self.now().isoformat())
-        return True
+        return await self.in_db(_first_refusal, _key("refused", chat), self.now())
 
-    # --- what the handlers ask for --------------------------------------------------------------
+    # --- what the handlers ask for (on the database thread) --------------------------------------
 
-    def record_feedback(self, chat: int, item_id: str, value: str) -> bool:
-        found = self.store.get_item(item_id)
-        if found is None:
-            return False
-        self.store.set_feedback(str(chat), found.id, value, self.now(),
-                                stage=self.settings.config.learner.stage)
-        return True
+    async def record_feedback(self, chat: int, item_id: str, value: str) -> bool:
+        """Store a vote or bookmark; False when the item is not stored. Waits for a busy
+        database up to `RunOptions.db_timeout`, then raises sqlite3.OperationalError."""
+        return await self.in_db(_record_feedback, str(chat), item_id, value, self.now(),
+                                self.settings.config.learner.stage)
 
-    def source_rows(self) -> list[dict[str, Any]]:
-        return source_health(self.settings.config, self.store, self.now())
+    async def source_rows(self) -> list[dict[str, Any]]:
+        return await self.in_db(lambda store: source_health(self.settings.config, store,
+                                                            self.now()))
 
-    def later_entries(self, chat: int) -> list[DigestEntry]:
+    async def later_entries(self, chat: int) -> list[DigestEntry]:
         """The chat's read-later items, newest first."""
         labels = {s.name: s.label for s in self.settings.config.sources()}
         out = []
-        for s in self.store.bookmarked_items(str(chat)):
+        for s in await self.in_db(Store.bookmarked_items, str(chat)):
             it = s.item
             out.append(DigestEntry(
                 id=s.id, title=it.title, url=it.url, source=labels.get(s.sources[0], it.source),
@@ -756,6 +831,33 @@ def _prune(store: Store, cfg: Config, roadmap: Roadmap, now: datetime,
     if not report.stopped:
         store.set_meta(PRUNED_AT, now.isoformat())
     return report
+
+
+def _write_sent(store: Store, items: dict[int, dict[str, datetime]],
+                meta: dict[str, str]) -> None:
+    """On the database thread: record delivered items and digest state in one transaction."""
+    with store.transaction():
+        for chat, sent in items.items():
+            for item_id, at in sent.items():
+                store.mark_delivered(str(chat), [item_id], at)
+        for key, value in meta.items():
+            store.set_meta(key, value)
+
+
+def _first_refusal(store: Store, key: str, now: datetime) -> bool:
+    if store.get_meta(key):
+        return False
+    store.set_meta(key, now.isoformat())
+    return True
+
+
+def _record_feedback(store: Store, chat: str, item_id: str, value: str, now: datetime,
+                     stage: str) -> bool:
+    found = store.get_item(item_id)
+    if found is None:
+        return False
+    store.set_feedback(chat, found.id, value, now, stage=stage)
+    return True
 
 
 def _build_digest(store: Store, cfg: Config, roadmap: Roadmap, embedder: Embedder,

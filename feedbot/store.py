@@ -153,6 +153,16 @@ MIGRATIONS: list[str] = [
         seen REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 8: the forum topic (`message_thread_id`) of a group with topics where the chat's daily
+    # digest goes: where someone last gave /start or /digest. No row: the chat's main thread
+    # (a private chat, a group without topics, or a forum's General topic).
+    """
+    CREATE TABLE chat_topics (
+        chat TEXT PRIMARY KEY,
+        thread INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 ]
 
 # Meta key: the cutoff (epoch seconds) of the last real prune. An item that first arrives
@@ -273,11 +283,13 @@ class StoreError(RuntimeError):
 class Store:
     """The feedbot database. One per process; not shared across threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        """`timeout`: seconds a statement waits for a database another connection is writing
+        before it fails with "database is locked"."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA foreign_keys = ON")
@@ -292,8 +304,8 @@ class Store:
             raise
 
     @classmethod
-    def open(cls, home: Path) -> Store:
-        return cls(home / DB_FILE)
+    def open(cls, home: Path, timeout: float = 30.0) -> Store:
+        return cls(home / DB_FILE, timeout=timeout)
 
     def close(self) -> None:
         self.db.close()
@@ -874,6 +886,35 @@ class Store:
     def delivered(self, chat: str) -> set[str]:
         return {r[0] for r in self.db.execute(
             "SELECT item_id FROM deliveries WHERE chat = ?", (chat,))}
+
+    # --- forum topics ---------------------------------------------------------------------
+
+    def digest_topic(self, chat: str) -> int | None:
+        """The forum topic the chat's daily digest goes to; None: the chat's main thread."""
+        r = self.db.execute("SELECT thread FROM chat_topics WHERE chat = ?", (chat,)).fetchone()
+        return int(r[0]) if r is not None else None
+
+    def set_digest_topic(self, chat: str, thread: int | None, now: datetime) -> bool:
+        """Send the chat's daily digest to forum topic `thread` (None: the main thread, a
+        forum's General). Returns whether that changed anything."""
+        if self.digest_topic(chat) == thread:
+            return False
+        with self.transaction():
+            if thread is None:
+                self.db.execute("DELETE FROM chat_topics WHERE chat = ?", (chat,))
+            else:
+                self.db.execute(
+                    "INSERT INTO chat_topics(chat, thread, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(chat) DO UPDATE SET thread = excluded.thread, at = excluded.at",
+                    (chat, thread, now.timestamp()))
+        return True
+
+    def forget_digest_topic(self, chat: str, thread: int) -> bool:
+        """The topic `thread` is gone or closed: the daily digest goes to the main thread,
+        unless the chat has chosen another topic since. Returns whether it was forgotten."""
+        with self.transaction() as db:
+            return db.execute("DELETE FROM chat_topics WHERE chat = ? AND thread = ?",
+                              (chat, thread)).rowcount > 0
 
     # --- pruning (see prune.py) ------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 It answers `/bot<token>/<method>` with JSON shaped like the real API, hands queued Updates
 (shaped like the nutgram fixtures in ../shared/corpus/telegram/nutgram) to long-polling
 getUpdates, checks sendMessage like Telegram does (HTML parse mode: allowed tags, balanced,
-escaped; at most 4096 characters after entity parsing; at most 100 buttons, 8 a row), can be
-told to fail a method (429 with `retry_after`, 5xx), and records every call for assertions.
+escaped; at most 4096 characters after entity parsing; at most 100 buttons, 8 a row; a
+`message_thread_id` only to an open forum topic), can be told to fail a method (429 with
+`retry_after`, 5xx), and records every call for assertions.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class FakeBotAPI:
         self._closed = False
         self._next_update = 500
         self._next_message = 1
+        # forum topics: (chat, message_thread_id) -> "open" or "closed"; a deleted one is gone
+        self.topics: dict[tuple[int, int], str] = {}
 
     @property
     def url(self) -> str:
@@ -152,10 +155,13 @@ class FakeBotAPI:
 
     def fail(self, method: str, times: int = 1, status: int = 500,
              retry_after: int | None = None, after: int = 0,
-             migrate_to: int | None = None) -> None:
+             migrate_to: int | None = None, description: str | None = None) -> None:
         """After `after` more successful calls, the next `times` calls of `method` fail: 429
-        with retry_after, 400 "upgraded to a supergroup" with migrate_to, or `status`."""
-        if migrate_to is not None:
+        with retry_after, 400 "upgraded to a supergroup" with migrate_to, or `status` (with
+        Telegram's `description` when given)."""
+        if description is not None:
+            body = {"ok": False, "error_code": status, "description": description}
+        elif migrate_to is not None:
             body = {"ok": False, "error_code": 400,
                     "description": "Bad Request: group chat was upgraded to a supergroup chat",
                     "parameters": {"migrate_to_chat_id": migrate_to}}
@@ -176,6 +182,29 @@ class FakeBotAPI:
         """The next `times` calls of `method` are carried out, but answered `seconds` late."""
         self._delays.setdefault(method, []).extend([seconds] * times)
 
+    def open_topic(self, chat_id: int, name: str = "Papers") -> int:
+        """A new forum topic in the supergroup `chat_id`; returns its `message_thread_id` (the
+        id of its `forum_topic_created` service message, as in Telegram)."""
+        thread = self._new_message_id()
+        self.topics[(chat_id, thread)] = "open"
+        self.messages[thread] = {
+            "message_id": thread, "from": {"id": 31337, "is_bot": False, "first_name": "Ada"},
+            "chat": self._forum(chat_id), "date": int(time.time()), "message_thread_id": thread,
+            "forum_topic_created": {"name": name, "icon_color": 13338331},
+            "is_topic_message": True}
+        return thread
+
+    def close_topic(self, chat_id: int, thread: int) -> None:
+        self.topics[(chat_id, thread)] = "closed"
+
+    def delete_topic(self, chat_id: int, thread: int) -> None:
+        del self.topics[(chat_id, thread)]
+
+    @staticmethod
+    def _forum(chat_id: int) -> dict[str, Any]:
+        return {"id": chat_id, "title": "ML reading group", "is_forum": True,
+                "type": "supergroup"}
+
     def push(self, update: dict[str, Any]) -> dict[str, Any]:
         with self._cond:
             self._next_update += 1
@@ -184,9 +213,13 @@ class FakeBotAPI:
             self._cond.notify_all()
         return update
 
-    def command(self, chat_id: int, text: str, username: str = "learner") -> dict[str, Any]:
+    def command(self, chat_id: int, text: str, username: str = "learner",
+                thread: int | None = None, reply_to: int | None = None) -> dict[str, Any]:
         """A message, shaped like nutgram's Updates/command.json: in a private chat, or in a
-        supergroup for a negative `chat_id`."""
+        supergroup for a negative `chat_id`. In forum topic `thread` (from `open_topic`) like
+        nutgram's message_topic.json; as a reply to message `reply_to` in a forum's General
+        topic like message_general_topic_reply.json (a `message_thread_id`, the replied-to
+        message's, but no `is_topic_message`)."""
         person = {"id": abs(chat_id) % 10**9, "is_bot": False, "first_name": "Ada",
                   "username": username, "language_code": "en"}
         entities = ([{"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}]
@@ -194,9 +227,19 @@ class FakeBotAPI:
         chat = ({"id": chat_id, "first_name": "Ada", "username": username, "type": "private"}
                 if chat_id > 0 else {"id": chat_id, "title": "ML reading group",
                                      "type": "supergroup"})
-        return self.push({"message": {
+        message: dict[str, Any] = {
             "message_id": self._new_message_id(), "from": person, "chat": chat,
-            "date": int(time.time()), "text": text, "entities": entities}})
+            "date": int(time.time())}
+        if thread is not None or reply_to is not None:
+            message["chat"] = self._forum(chat_id)
+            replied = thread if thread is not None else reply_to
+            assert replied is not None
+            message["message_thread_id"] = replied
+            message["reply_to_message"] = {k: v for k, v in self.messages[replied].items()
+                                           if k != "_params"}
+            if thread is not None:
+                message["is_topic_message"] = True
+        return self.push({"message": {**message, "text": text, "entities": entities}})
 
     def migrate(self, old: int, new: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """A group `old` upgraded to the supergroup `new`: Telegram's two service messages,
@@ -313,11 +356,22 @@ class FakeBotAPI:
         if sum(map(len, rows)) > MAX_BUTTONS or any(len(r) > MAX_BUTTONS_PER_ROW for r in rows):
             return 400, {"ok": False, "error_code": 400,
                          "description": "Bad Request: reply markup is too long"}
+        chat_id = int(params["chat_id"])
+        thread = params.get("message_thread_id")
+        if thread is not None:
+            params["message_thread_id"] = thread = int(thread)
+            state = self.topics.get((chat_id, thread))
+            if state != "open":  # Telegram's words for a deleted (or never made) or closed one
+                problem = "message thread not found" if state is None else "TOPIC_CLOSED"
+                return 400, {"ok": False, "error_code": 400,
+                             "description": f"Bad Request: {problem}"}
         mid = self._new_message_id()
         msg: dict[str, Any] = {
             "message_id": mid, "from": BOT_USER, "date": int(time.time()), "text": text,
-            "chat": {"id": int(params["chat_id"]),
-                     "type": "private" if int(params["chat_id"]) > 0 else "group"}}
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"}}
+        if thread is not None:
+            msg["chat"] = self._forum(chat_id)
+            msg |= {"message_thread_id": thread, "is_topic_message": True}
         if params.get("reply_markup"):
             msg["reply_markup"] = params["reply_markup"]
         self.messages[mid] = {**msg, "_params": params}

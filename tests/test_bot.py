@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -60,10 +62,11 @@ async def bot(api: FakeBotAPI, sources: Path, feedbot_env: Path,
 
 
 async def ask(api: FakeBotAPI, text: str, chat: int = CHAT, replies: int = 1,
-              timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Send `text` as the user and return the bot's next `replies` messages to that chat."""
+              timeout: float = 5.0, **where: Any) -> list[dict[str, Any]]:
+    """Send `text` as the user and return the bot's next `replies` messages to that chat
+    (`where`: `thread=` a forum topic, `reply_to=` a message replied to; see api.command)."""
     before = len(api.sent(chat))
-    api.command(chat, text)
+    api.command(chat, text, **where)
     deadline = time.monotonic() + timeout
     while len(api.sent(chat)) < before + replies:
         assert time.monotonic() < deadline, f"no reply to {text!r}: {api.sent(chat)}"
@@ -407,6 +410,14 @@ def test_fake_updates_are_shaped_like_real_ones(api: FakeBotAPI) -> None:
                           strict=True):
         real = json.loads((fixtures / f"{name}.json").read_text())
         assert set(ours["message"]) == set(real["message"]) and name in ours["message"]
+    topic = api.open_topic(-1001)
+    for where, name in (({"thread": topic}, "message_topic"),
+                        ({"reply_to": topic}, "message_general_topic_reply")):
+        ours = api.command(-1001, "/help", **where)["message"]
+        real = json.loads((fixtures / f"{name}.json").read_text())["message"]
+        assert set(ours) - {"entities"} == set(real)  # "username": only a public group's
+        assert set(ours["chat"]) == set(real["chat"]) - {"username"}
+        assert ours["reply_to_message"].keys() >= real["reply_to_message"].keys() - {"text"}
 
 
 
@@ -463,9 +474,11 @@ async def test_a_group_that_becomes_a_supergroup_is_still_served(
         store.set_feedback(str(old), ids[1], "later", clock())
         store.set_feedback(str(old), ids[2], "later", clock())
         store.mark_delivered(str(old), ids[:3], clock())
+        store.set_digest_topic(str(old), 33, clock())
     async with running(sources, feedbot_env, clock, api) as runner:
         api.migrate(old, new)
         await eventually(lambda: runner.is_allowed(new))
+        assert await runner.in_db(Store.digest_topic, str(new)) == 33  # its digest's topic too
         [helptext] = await ask(api, "/help@feedbot_test_bot", chat=new)
         [later] = await ask(api, "/later@feedbot_test_bot", chat=new)
         [digest] = await ask(api, "/digest@feedbot_test_bot", chat=new)
@@ -563,3 +576,196 @@ async def test_search_without_words_gets_the_usage_and_a_stranger_nothing(
     [refusal] = api.sent(STRANGER)
     assert "private feedbot" in refusal["text"]
 
+
+
+# --- groups with forum topics ---------------------------------------------------------------------
+
+FORUM = -1001234567489
+
+
+@pytest.fixture
+async def forum(api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+                clock: Clock) -> AsyncIterator[Any]:
+    """feedbot serving a supergroup with topics, items to send."""
+    seed_items(feedbot_env, clock(), 5)
+    sources = write_sources(tmp_path / "sources.yaml", chats=(FORUM,))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        yield runner
+
+
+def mid_of(api: FakeBotAPI, msg: dict[str, Any]) -> int:
+    """The message id Telegram gave a message the bot sent (by its recorded parameters)."""
+    return next(m for m, v in api.messages.items() if v.get("_params") is msg)
+
+
+def in_topic(api: FakeBotAPI, thread: int | None) -> list[dict[str, Any]]:
+    """What the bot sent to the forum, in topic `thread` (None: General)."""
+    return [m for m in api.sent(FORUM) if m.get("message_thread_id") == thread]
+
+
+async def test_a_command_in_a_forum_topic_is_answered_in_that_topic(forum: Any,
+                                                                    api: FakeBotAPI) -> None:
+    """Every answer went to the forum's General topic (or failed when General is closed):
+    now it goes where the command was given. A reply in General carries a message_thread_id
+    too (the replied-to message's) without being in a topic: that one is answered in General,
+    as python-telegram-bot's `reply_text` does, not sent to a thread that does not exist."""
+    papers = api.open_topic(FORUM, "Papers")
+    [helptext] = await ask(api, "/help", chat=FORUM, thread=papers)
+    assert helptext["message_thread_id"] == papers and "/digest" in helptext["text"]
+    [hint] = await ask(api, "/frobnicate@feedbot_test_bot", chat=FORUM, thread=papers)
+    assert hint["message_thread_id"] == papers and "/help" in hint["text"]
+    [general] = await ask(api, "/sources", chat=FORUM)
+    assert "message_thread_id" not in general
+    [reply] = await ask(api, "/help", chat=FORUM, reply_to=mid_of(api, general))
+    assert "message_thread_id" not in reply and "/digest" in reply["text"]
+    assert len(api.calls_to("sendMessage")) == 4  # none refused
+
+
+async def test_the_daily_digest_goes_to_the_topic_of_the_last_digest_or_start(
+        forum: Any, api: FakeBotAPI, feedbot_env: Path, clock: Clock) -> None:
+    """/digest in a topic is answered there, its buttons tick there, and the chat's daily
+    digest goes to that topic from then on (remembered in the store); /start or /digest in
+    General takes it back to General."""
+    papers = api.open_topic(FORUM, "Papers")
+    [digest] = await ask(api, "/digest", chat=FORUM, thread=papers)
+    assert digest["message_thread_id"] == papers and "reply_markup" in digest
+    data = digest["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    api.press(FORUM, mid_of(api, digest), data)
+    [answer] = await api.wait_for("answerCallbackQuery")
+    [edit] = await api.wait_for("editMessageReplyMarkup")
+    assert "Noted" in answer.params["text"] and int(edit.params["message_id"]) == mid_of(
+        api, digest)
+    assert edit.params["reply_markup"]["inline_keyboard"][0][0]["text"].startswith("✅")
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: store.digest_topic(str(FORUM)) == papers)
+        await eventually(lambda: len(store.feedback(str(FORUM))) == 1)
+    await forum.digest_tick()  # today's (08:00 Berlin) digest: the other two items
+    assert len(in_topic(api, papers)) == 2 and in_topic(api, None) == []
+    [moved] = await ask(api, "/start", chat=FORUM)
+    assert "message_thread_id" not in moved
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: store.digest_topic(str(FORUM)) is None)
+    clock.advance(days=1)
+    await forum.digest_tick()
+    assert len(in_topic(api, None)) == 2 and len(in_topic(api, papers)) == 2
+    assert "Nothing new" in in_topic(api, None)[-1]["text"]  # the next day's, in General
+
+
+@pytest.mark.parametrize("gone", ["deleted", "closed"])
+async def test_a_deleted_or_closed_topic_falls_back_to_general_once_and_is_forgotten(
+        forum: Any, api: FakeBotAPI, feedbot_env: Path, clock: Clock,
+        caplog: pytest.LogCaptureFixture, gone: str) -> None:
+    """The daily digest's topic was deleted or closed: Telegram answers "message thread not
+    found" or "TOPIC_CLOSED". The digest goes to General instead, with one log line, and the
+    topic is forgotten: the next day's goes to General at once, not failing every day."""
+    papers = api.open_topic(FORUM, "Papers")
+    [hello] = await ask(api, "/start", chat=FORUM, thread=papers)
+    assert hello["message_thread_id"] == papers
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: store.digest_topic(str(FORUM)) == papers)
+    (api.delete_topic if gone == "deleted" else api.close_topic)(FORUM, papers)
+    await forum.digest_tick()
+    [digest] = in_topic(api, None)
+    assert "reply_markup" in digest and len(in_topic(api, papers)) == 1
+    assert caplog.text.count(f"topic {papers} of chat {FORUM} is deleted or closed") == 1
+    with Store.open(feedbot_env) as store:
+        assert store.digest_topic(str(FORUM)) is None
+        assert store.delivered(str(FORUM))  # sent, recorded
+    clock.advance(days=1)
+    await forum.digest_tick()
+    tried = [c for c in api.calls_to("sendMessage")
+             if c.params.get("message_thread_id") == papers]
+    assert len(tried) == 2 and len(in_topic(api, None)) == 2  # the welcome, one failure
+    if gone == "closed":  # an admin may still write there: answered in General
+        [helptext] = await ask(api, "/help", chat=FORUM, thread=papers)
+        assert "message_thread_id" not in helptext
+        api.topics[(FORUM, papers)] = "open"  # reopened: answered there again
+        [helptext] = await ask(api, "/help", chat=FORUM, thread=papers)
+        assert helptext["message_thread_id"] == papers
+
+
+# --- the database held by another connection ---------------------------------------------------
+
+OTHER = 4343
+
+
+class HeldDatabase:
+    """Another connection holding feedbot's database for writing (a long collection
+    transaction, a prune, VACUUM, another feedbot process) until `release()` or `seconds`."""
+
+    def __init__(self, home: Path, seconds: float) -> None:
+        self.path, self.seconds = home / "feedbot.db", seconds
+        self.held, self.done = threading.Event(), threading.Event()
+        self.released_at = 0.0
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        self.held.set()
+        self.done.wait(self.seconds)
+        self.released_at = time.monotonic()
+        db.execute("COMMIT")
+        db.close()
+
+    def __enter__(self) -> HeldDatabase:
+        self.thread.start()
+        self.held.wait(5)
+        return self
+
+    def release(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+async def test_a_busy_database_stalls_no_chat_and_loses_no_vote(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
+    """The handlers called SQLite on the event loop: a vote pressed while another connection
+    held the database froze the whole bot until it was free (up to the 30 s busy timeout),
+    every other chat's commands unanswered. Now the vote waits on feedbot's database thread:
+    another chat's /help is answered meanwhile, and the vote is recorded once the database is
+    free, acknowledged and ticked."""
+    seed_items(feedbot_env, clock(), 5)
+    sources = write_sources(tmp_path / "sources.yaml", chats=(CHAT, OTHER))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        [msg] = await ask(api, "/digest")
+        data = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        with HeldDatabase(feedbot_env, seconds=1.5) as held:
+            api.press(CHAT, mid_of(api, msg), data)
+            await asyncio.sleep(0.2)  # the press is taken, and waits for the database
+            [helptext] = await ask(api, "/help", chat=OTHER)
+            answered = time.monotonic()
+            assert not api.calls_to("answerCallbackQuery")  # the vote still waits
+        assert "/digest" in helptext["text"] and answered < held.released_at
+        [answer] = await api.wait_for("answerCallbackQuery")
+        assert "Noted" in answer.params["text"]
+        await api.wait_for("editMessageReplyMarkup")
+        votes = await runner.in_db(Store.feedback, str(CHAT))
+        assert [(v.item_id, v.value) for v in votes] == [(data.split(":", 2)[2], "up")]
+
+
+async def test_a_vote_the_busy_database_could_not_take_asks_to_press_again(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Held past the busy timeout ("database is locked"): the vote is not recorded, and the
+    button's answer says so and asks to press again, instead of a bare "Something went wrong"
+    (or, before, the whole bot frozen for the 30 s); pressed again later, it counts."""
+    seed_items(feedbot_env, clock(), 5)
+    sources = write_sources(tmp_path / "sources.yaml")
+    async with running(sources, feedbot_env, clock, api, db_timeout=0.3) as runner:
+        [msg] = await ask(api, "/digest")
+        data = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        with HeldDatabase(feedbot_env, seconds=5) as held:
+            api.press(CHAT, mid_of(api, msg), data)
+            [answer] = await api.wait_for("answerCallbackQuery")
+            assert time.monotonic() < held.released_at or not held.released_at
+        assert "press the button again" in answer.params["text"]
+        assert "database is busy" in caplog.text
+        assert not api.calls_to("editMessageReplyMarkup") and len(api.sent(CHAT)) == 1
+        assert await runner.in_db(Store.feedback, str(CHAT)) == []
+        api.press(CHAT, mid_of(api, msg), data)
+        await api.wait_for("editMessageReplyMarkup")
+        assert len(await runner.in_db(Store.feedback, str(CHAT))) == 1

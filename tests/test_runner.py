@@ -310,8 +310,8 @@ async def test_a_busy_store_when_a_digest_goes_out_does_not_send_it_twice(
     sources = write_sources(tmp_path / "sources.yaml")
     clock = Clock(SLOT)
     seed_items(feedbot_env, clock(), 6)
-    async with running(sources, feedbot_env, clock, api) as runner:
-        runner.store.db.execute("PRAGMA busy_timeout = 50")  # the store waits 30 s
+    # the store waits 30 s for the database; here 50 ms
+    async with running(sources, feedbot_env, clock, api, db_timeout=0.05) as runner:
         api.slow("sendMessage", 0.3)
         tick = asyncio.create_task(runner.digest_tick())
         await api.wait_for("sendMessage")
@@ -335,6 +335,28 @@ async def test_a_busy_store_when_a_digest_goes_out_does_not_send_it_twice(
     assert len(api.sent(CHAT)) == 2
     async with running(sources, feedbot_env, clock, api) as runner:
         assert runner.last_digest_day(CHAT) == SLOT.date()
+
+
+async def test_a_flood_wait_in_one_chat_does_not_hold_up_the_other_chats_digest(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """Telegram limits the messages a bot sends to one group (about 20 a minute) and answers
+    429 with `retry_after` for that chat. The daily digests went out one chat after another,
+    so every chat waited out the one chat's flood control (up to 5 minutes). Now each chat's
+    digest goes on its own: the other chat's arrives while the first one waits."""
+    group = -1001777
+    sources = write_sources(tmp_path / "sources.yaml", chats=(group, CHAT))
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 6)
+    api.fail("sendMessage", retry_after=2)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()
+        assert runner.last_digest_day(group) == runner.last_digest_day(CHAT) == SLOT.date()
+    calls = api.calls_to("sendMessage")
+    waited = int(calls[0].params["chat_id"])  # the first send got the 429
+    [retry] = [c for c in calls[1:] if int(c.params["chat_id"]) == waited]
+    [other] = [c for c in calls if int(c.params["chat_id"]) != waited]
+    assert other.at < retry.at  # sent while the first chat waited
+    assert len(api.sent(group)) == len(api.sent(CHAT)) == 1
 
 
 async def test_a_digest_sent_after_midnight_is_labelled_with_its_day(
@@ -661,16 +683,22 @@ async def test_a_digest_to_a_group_that_became_a_supergroup_goes_to_its_new_id(
         assert len(api.sent(new)) == 1
 
 
+@pytest.mark.parametrize(("status", "description"), [
+    (403, None),  # "Forbidden: bot was blocked by the user"
+    (400, "Bad Request: chat not found"),  # the bot was removed from a group, or it is gone
+])
 async def test_a_blocked_bot_tries_the_days_digest_again_hours_later_not_every_half_hour(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, status: int, description: str | None) -> None:
     """A 403 (the learner blocked the bot, or it was removed from the group) was retried with
-    the same backoff as a network error: every half hour all day, ranking a digest each time."""
+    the same backoff as a network error: every half hour all day, ranking a digest each time.
+    So was a 400 "chat not found" (the bot removed from a group it can no longer see, a group
+    deleted), which no retry within the day mends either."""
     sources = write_sources(tmp_path / "sources.yaml")
     clock = Clock(SLOT)
     seed_items(feedbot_env, clock(), 3)
     async with running(sources, feedbot_env, clock, api) as runner:
-        api.fail("sendMessage", status=403, times=3)
+        api.fail("sendMessage", status=status, times=3, description=description)
         await runner.digest_tick()
         assert len(api.calls_to("sendMessage")) == 1
         for _ in range(3):  # ticks for an hour and a half

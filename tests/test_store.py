@@ -423,6 +423,29 @@ def test_migration_7_adds_tombstones_and_keeps_items(tmp_path: Path) -> None:
     s.close()
 
 
+def test_migration_8_adds_digest_topics_and_keeps_everything(tmp_path: Path) -> None:
+    """A database of the last release upgrades in place: its votes, read-later list,
+    deliveries and digest days stay; chats have no topic (their digest stays where it went)."""
+    s = Store(database_at(
+        tmp_path / "old.db", 7,
+        "INSERT INTO feedback VALUES ('-100', 'x', 'up', 1.0, 'cnn')",
+        "INSERT INTO bookmarks VALUES ('-100', 'y', 2.0)",
+        "INSERT INTO deliveries VALUES ('-100', 'x', 3.0)",
+        "INSERT INTO meta VALUES ('telegram.digest_day.-100', '2026-11-20')"))
+    assert s.schema_version == len(MIGRATIONS) >= 8
+    assert [(v.item_id, v.value, v.stage) for v in s.feedback("-100")] == [("x", "up", "cnn")]
+    assert s.bookmarks("-100") == ["y"] and s.delivered("-100") == {"x"}
+    assert s.get_meta("telegram.digest_day.-100") == "2026-11-20"
+    assert s.digest_topic("-100") is None
+    assert s.set_digest_topic("-100", 33, NOW) and not s.set_digest_topic("-100", 33, NOW)
+    assert s.digest_topic("-100") == 33 and s.digest_topic("4242") is None
+    assert not s.forget_digest_topic("-100", 34)  # another topic chosen since: kept
+    assert s.forget_digest_topic("-100", 33) and s.digest_topic("-100") is None
+    s.set_digest_topic("-100", 40, NOW)
+    assert s.set_digest_topic("-100", None, NOW) and s.digest_topic("-100") is None
+    s.close()
+
+
 @pytest.mark.parametrize("ago", [timedelta(0), timedelta(hours=1)])
 def test_a_retry_after_already_past_leaves_the_usual_backoff(store: Store,
                                                              ago: timedelta) -> None:
