@@ -278,6 +278,24 @@ class Telegram(_Model):
     allowed_chats: list[int] = Field(default_factory=list)
 
 
+def _not_bool(v: Any) -> Any:
+    """`mmr: true` is no number (pydantic would read it as 1, and `false` as 0)."""
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, not {str(v).lower()}")
+    return v
+
+
+def _not_negative(v: float) -> float:
+    if v < 0:  # similarity: -1 would rank what fits the stage worst first
+        raise ValueError("must be 0 or more (0 turns this part off)")
+    return v
+
+
+# The weight of a score part: a number, 0 or more.
+Weight = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_not_negative)]
+Number = BeforeValidator(_not_bool)
+
+
 class Ranking(_Model):
     """Ranking weights, all in one place; see `feedbot/rank.py` for what each part measures.
 
@@ -286,18 +304,21 @@ class Ranking(_Model):
     benchmarks/README.md); a score is the weighted sum of the parts that `--explain` prints.
     """
 
-    similarity: float = 1.0  # fit to the current stage (stage-centred cosine, about -0.2..0.7)
-    contrast: float = 0.5  # penalty when another stage fits the item better (0 when none does)
-    recency: float = 0.15  # bonus for new items, decaying with recency_half_life
+    similarity: Weight = 1.0  # fit to the current stage (stage-centred cosine, about -0.2..0.7)
+    contrast: Weight = 0.5  # penalty when another stage fits the item better (0 when none does)
+    recency: Weight = 0.15  # bonus for new items, decaying with recency_half_life
     recency_half_life: Duration = "3d"
-    source: float = 0.1  # per-source weight (log scale) from sources.yaml
-    feedback: float = 0.5  # the learner's 👍/👎 model (its scores grow with the feedback count)
+    source: Weight = 0.1  # per-source weight (log scale) from sources.yaml
+    feedback: Weight = 0.5  # the learner's 👍/👎 model (its scores grow with the feedback count)
     # how much a 👍/👎 given at another roadmap stage counts (1 = as much as at this stage)
-    feedback_other_stages: float = Field(default=0.1, ge=0, le=1)
-    level: float = 0.05  # early stages: prefer tutorials and surveys (0 turns it off)
-    mmr: float = Field(default=0.85, ge=0, le=1)  # maximal marginal relevance lambda (1 = off)
-    per_source_cap: int = Field(default=3, ge=1)  # at most this many items from one source
-    duplicate: float = Field(default=0.9, gt=0, le=1.01)  # cosine at which items are one story
+    feedback_other_stages: Annotated[float, Number] = Field(default=0.1, ge=0, le=1)
+    level: Weight = 0.05  # early stages: prefer tutorials and surveys (0 turns it off)
+    # maximal marginal relevance lambda (1 = off)
+    mmr: Annotated[float, Number] = Field(default=0.85, ge=0, le=1)
+    # at most this many items from one source
+    per_source_cap: Annotated[int, Number] = Field(default=3, ge=1)
+    # cosine at which items are one story
+    duplicate: Annotated[float, Number] = Field(default=0.9, gt=0, le=1.01)
 
 
 NEVER = "never"
@@ -361,6 +382,17 @@ class Config(_Model):
 
     # Set by load_config; not part of the file.
     path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left with nothing under it (`blogs:` with every entry commented out,
+        `ranking:` above commented-out weights) is an empty one, not "Input should be a valid
+        list"."""
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items()
+                if not (v is None and k in cls.model_fields and k != "path")}
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

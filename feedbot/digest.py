@@ -28,8 +28,8 @@ import numpy as np
 
 from .config import Config
 from .embed import Embedder, embed_cached
-from .items import Item, arxiv_id_from_url
-from .rank import Candidate, Candidates, Liked, Scored, StageVectors, rank
+from .items import Item, arxiv_id_from_url, content_hash
+from .rank import Candidate, Candidates, Liked, Scored, StageVectors, damaged_rows, rank
 from .roadmap import Roadmap, Stage
 from .store import CandidateRows, Store, StoredItem
 
@@ -117,6 +117,10 @@ def stage_vectors(store: Store, embedder: Embedder, roadmap: Roadmap) -> StageVe
         labels.append(tuple(t))
         texts.extend(t.values())
     X = embed_cached(store, embedder, texts)
+    if (bad := np.flatnonzero(damaged_rows(X))).size:  # one NaN text would make every score NaN
+        log.warning("%d cached roadmap vector(s) were damaged; embedding them again", len(bad))
+        X[bad] = embed_anew(store, embedder, [texts[i] for i in bad],
+                            [content_hash(texts[i]) for i in bad])
     return StageVectors(
         ids=tuple(roadmap.ids), labels=tuple(labels),
         rows=tuple(X[a:b] for a, b in spans), levels=tuple(s.level for s in roadmap.stages),
@@ -135,8 +139,6 @@ def demo_items(now: datetime) -> list[StoredItem]:
         when = now - timedelta(days=float(d.get("days_ago", 0)))
         it = Item(title=d["title"], url=d["url"], source=DEMO_SOURCE, kind="demo",
                   authors=tuple(d.get("authors", ())), published=when, summary=d["summary"])
-        from .items import content_hash
-
         out.append(StoredItem(it.id, it, (DEMO_SOURCE,), (), when, content_hash(it.embed_text)))
     return out
 
@@ -241,6 +243,7 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
     """
     f = follows or Following()
     rows = store.candidates(embedder.model_id, now - since, hidden=f.hidden, rename=f.renamed)
+    _repair(store, embedder, rows)
     keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude]
     gone_groups: set[str] = set()
     if exclude:
@@ -316,6 +319,8 @@ def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[s
                    and _group(rows.ids[i], rows.links[i]) in groups)]
     missing = set(rows.missing)
     gone = [i for i in gone if i not in missing]
+    if gone:  # a damaged vector is close to nothing (as NaN, it was "close" to everything)
+        gone = [i for i, bad in zip(gone, damaged_rows(rows.X[gone]), strict=True) if not bad]
     if duplicate is not None and gone and out:
         closest = (rows.X @ rows.X[gone].T).max(axis=1)  # (n,): no copy of the whole matrix
         out = [i for i in out if closest[i] < duplicate]
@@ -337,6 +342,32 @@ def _group(item_id: str, links: tuple[str, ...]) -> str:
         if aid:
             return f"arxiv:{aid}"
     return ""
+
+
+def embed_anew(store: Store, embedder: Embedder, texts: list[str], hashes: list[str]
+               ) -> np.ndarray:
+    """Embed `texts` again, replacing their cached vectors (damaged ones), as `embed_cached`
+    would have stored them."""
+    vecs = embedder.embed(texts).astype(np.float16).astype(np.float32)
+    store.put_vectors(embedder.model_id, dict(zip(hashes, vecs, strict=True)))
+    return vecs
+
+
+def _repair(store: Store, embedder: Embedder, rows: CandidateRows) -> None:
+    """Embed again, in place, the candidates whose cached vector is damaged (a NaN, an
+    infinity, all zeros: `damaged_rows`), so that they are ranked again."""
+    if not rows.X.size:
+        return
+    bad = damaged_rows(rows.X)
+    bad[rows.missing] = False  # not damaged: not embedded yet (`_fill`)
+    if not bad.any():
+        return
+    items = {s.id: s for s in store.get_items(rows.ids[i] for i in np.flatnonzero(bad))}
+    idx = [int(i) for i in np.flatnonzero(bad) if rows.ids[i] in items]
+    log.warning("%d cached item vector(s) were damaged; embedding those items again", len(idx))
+    if idx:
+        rows.X[idx] = embed_anew(store, embedder, [items[rows.ids[i]].item.embed_text
+                                                   for i in idx], [rows.hashes[i] for i in idx])
 
 
 def _vectors(store: Store, embedder: Embedder, items: list[StoredItem]) -> np.ndarray:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ import numpy as np
 
 from .config import feedbot_home
 from .embed import Embedder, embed_cached
-from .rank import Liked
+from .rank import Liked, damaged_rows
 from .store import Store, StoredItem
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
     """The persisted model when it fits this feedback and this embedding model, else None.
 
     Anything else found there (damaged, truncated, empty, written by another feedbot or not by
-    feedbot at all) is only a reason to train again, never an error.
+    feedbot at all, numbers that are NaN or infinite) is only a reason to train again, never
+    an error.
     """
     import joblib
 
@@ -205,12 +207,16 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
         model = FeedbackModel(str(d["model_id"]), str(d["key"]), coef, float(d["intercept"]),
                               float(d["n_labels"]), liked, titles)
         ok = coef.ndim == 1 and liked.ndim == 2 and len(liked) == len(titles) and \
-            (not len(liked) or liked.shape[1] == coef.shape[0])
+            (not len(liked) or liked.shape[1] == coef.shape[0]) and \
+            bool(np.isfinite(coef).all()) and math.isfinite(model.intercept) and \
+            math.isfinite(model.n_labels) and model.n_labels >= 0 and \
+            bool(np.isfinite(liked).all())
     except (KeyError, TypeError, ValueError) as e:
         ok, model = False, None
         log.debug("feedback model %s: %s", path, e)
     if not ok:
-        log.warning("the saved feedback model %s is incomplete; training it again", path)
+        log.warning("the saved feedback model %s is incomplete or damaged; training it again",
+                    path)
         return None
     return model
 
@@ -253,7 +259,24 @@ def _background(store: Store, model_id: str, exclude: set[str],
     vecs = store.get_vectors(model_id, [s.content_hash for s in items])
     if not vecs:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.stack(list(vecs.values())).astype(np.float32)
+    X = np.stack(list(vecs.values())).astype(np.float32)
+    return X[~damaged_rows(X)]  # a damaged cached vector (NaN, zeros) is no example
+
+
+def _labelled_vectors(store: Store, embedder: Embedder, items: list[StoredItem]) -> np.ndarray:
+    """Vectors of the voted items; a damaged cached one (NaN, zeros) is embedded again. One
+    still damaged after that is left to the caller to drop (sklearn refuses NaN)."""
+    from .digest import embed_anew
+
+    X = embed_cached(store, embedder, [s.item.embed_text for s in items],
+                     [s.content_hash for s in items])
+    bad = np.flatnonzero(damaged_rows(X))
+    if len(bad):
+        log.warning("%d cached vector(s) of voted items were damaged; embedding them again",
+                    len(bad))
+        X[bad] = embed_anew(store, embedder, [items[i].item.embed_text for i in bad],
+                            [items[i].content_hash for i in bad])
+    return X
 
 
 def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None,
@@ -276,12 +299,15 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
     path = model_path(chat, stage=stage)
     model = load_model(path, model_id, key)
     if model is None:
-        X = embed_cached(store, embedder, [s.item.embed_text for s in items],
-                         [s.content_hash for s in items])
+        X = _labelled_vectors(store, embedder, items)
+        ok = ~damaged_rows(X)  # still damaged: the embedder's own NaN
+        items, X = [s for s, k in zip(items, ok, strict=True) if k], X[ok]
+        if not items:
+            return None
         y = np.array([LABELS[votes[s.id]] for s in items])
         bg = None
         if len(set(y.tolist())) == 1:
-            bg = _background(store, model_id, set(votes), now)
+            bg = _background(store, model_id, set(weights), now)  # every vote, 0-weighted too
             if not len(bg):
                 return None
         model = train(X, y, model_id=model_id, key=key,

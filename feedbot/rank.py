@@ -105,6 +105,13 @@ class Candidates:
         return Candidate(self.sources[i], float(self.age_days[i]), self.titles[i],
                          self.shared_by[i], self.groups[i], self.summaries[i])
 
+    def take(self, rows: np.ndarray) -> Candidates:
+        """The candidates at positions `rows`, in that order."""
+        r = [int(i) for i in rows]
+        return Candidates([self.sources[i] for i in r], self.age_days[r],
+                          [self.titles[i] for i in r], [self.shared_by[i] for i in r],
+                          [self.groups[i] for i in r], [self.summaries[i] for i in r])
+
 
 @dataclass(frozen=True)
 class Liked:
@@ -140,6 +147,13 @@ def topic_label(label: str) -> str:
 def _unit_rows(M: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(M, axis=-1, keepdims=True)
     return M / np.where(norms > 0, norms, 1.0)
+
+
+def damaged_rows(X: np.ndarray) -> np.ndarray:
+    """Rows of X that are no embedding: a NaN or an infinity in them, or all zeros (a damaged
+    cached vector). Such a row fits no stage, or, re-centred, every stage at once."""
+    sq = np.einsum("ij,ij->i", X, X) if X.ndim == 2 else np.zeros(len(X))
+    return ~(np.isfinite(sq) & (sq > 1e-6))
 
 
 def stage_centre(sv: StageVectors) -> np.ndarray | None:
@@ -271,7 +285,8 @@ def rank(
 ) -> list[Scored]:
     """Score every candidate for `stage_id` and pick the top `limit`, diverse and capped per source.
 
-    X: (n, d) unit vectors of the candidates, in the same order as `candidates`.
+    X: (n, d) unit vectors of the candidates, in the same order as `candidates`. A damaged
+    row (NaN, infinite or zero: see `damaged_rows`) leaves its item out of the ranking.
     feedback: optional (n,) scores in [-1, 1] from the learner's 👍/👎 model.
     liked: the learner's liked items, to say which one an item resembles.
     """
@@ -279,6 +294,15 @@ def rank(
     if n == 0:
         return []
     candidates = Candidates.of(candidates)
+    bad = damaged_rows(X)
+    if bad.any():  # nothing says what such an item is about: rank the others
+        keep = np.flatnonzero(~bad)
+        out = rank(X[keep], candidates.take(keep), sv, stage_id, weights,
+                   source_weights=source_weights, liked=liked, limit=limit,
+                   feedback=None if feedback is None else np.asarray(feedback)[keep])
+        for sc in out:
+            sc.index, sc.also = int(keep[sc.index]), [int(keep[a]) for a in sc.also]
+        return out
     s = sv.index(stage_id)
     fit, best_rows = stage_fit(X, sv)
     own, contrast, best = _own_and_contrast(fit, best_rows, s)

@@ -1059,9 +1059,13 @@ def _window(since: datetime | None) -> tuple[str, list[Any]]:
 
 
 def _decode(blob: bytes, dim: int) -> np.ndarray:
+    """A stored vector (float16, or float32 as older versions wrote them); a blob of any other
+    length, which no version writes, reads as NaN: damaged, so the digest embeds it again."""
     if len(blob) == dim * 2:
         return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
-    return np.frombuffer(blob, dtype=np.float32)
+    if len(blob) == dim * 4:
+        return np.frombuffer(blob, dtype=np.float32)
+    return np.full(dim, np.nan, dtype=np.float32)
 
 
 def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:

@@ -4,6 +4,7 @@ import pytest
 
 from feedbot.config import (
     ConfigError,
+    Ranking,
     bluesky_feed_url,
     load_config,
     mastodon_feed_url,
@@ -408,3 +409,39 @@ def test_a_feed_url_with_a_capital_scheme_is_an_http_url(tmp_path: Path) -> None
     p = tmp_path / "sources.yaml"
     p.write_text("blogs:\n  - {name: Loud, url: 'HTTPS://Example.org/Feed.xml'}\n")
     assert load_config(p).blogs[0].url == "https://Example.org/Feed.xml"
+
+
+@pytest.mark.parametrize("key", ["similarity", "contrast", "recency", "source", "feedback",
+                                 "level"])
+def test_ranking_weights_cannot_be_negative(tmp_path: Path, key: str) -> None:
+    """`similarity: -1` was taken: the digest then put what fits the stage worst first
+    (`recency: -1` the oldest, `feedback: -1` what the learner disliked)."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"learner: {{stage: cnn}}\nranking:\n  {key}: -0.5\n"))
+    assert (e.value.key, e.value.line) == (f"ranking.{key}", 3)
+    assert e.value.message == "must be 0 or more (0 turns this part off)"
+    assert getattr(load_config(write(tmp_path, f"ranking: {{{key}: 0}}\n")).ranking, key) == 0
+
+
+@pytest.mark.parametrize("key", ["similarity", "level", "mmr", "per_source_cap", "duplicate",
+                                 "feedback_other_stages"])
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_ranking_numbers_are_not_true_or_false(tmp_path: Path, key: str, value: str) -> None:
+    """`mmr: true` was read as λ = 1 and `per_source_cap: true` as a cap of 1."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"ranking:\n  {key}: {value}\n"))
+    assert (e.value.key, e.value.line) == (f"ranking.{key}", 2)
+    assert e.value.message == f"must be a number, not {value}"
+
+
+def test_a_section_left_empty_is_an_empty_section(tmp_path: Path) -> None:
+    """Commenting out every blog (or every ranking override) left `blogs:` (`ranking:`) with
+    nothing under it, and feedbot refused the file: "blogs: Input should be a valid list"."""
+    cfg = load_config(write(tmp_path, "learner:\n  stage: cnn\nblogs:\n  # - {name: A, url: "
+                            "'https://a.example.org/feed.xml'}\narxiv:\npeople:\nranking:\n"
+                            "  # level: 0\ntelegram:\ndefaults:\nretention:\n"))
+    assert (cfg.blogs, cfg.arxiv, cfg.people, cfg.sources()) == ([], [], [], [])
+    assert cfg.ranking == Ranking() and cfg.learner.stage == "cnn"
+    with pytest.raises(ConfigError) as e:  # a key that is no section is still refused
+        load_config(write(tmp_path, "rankings:\n"))
+    assert e.value.key == "rankings" and "did you mean 'ranking'" in str(e.value)

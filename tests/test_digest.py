@@ -357,3 +357,81 @@ def test_items_of_a_name_never_known_as_a_source_stay(fake_emb: Any) -> None:
     store.upsert_items([post("Imported", "seg", "Segmentation with convolutions", "Notes.")],
                        NOW)
     assert len(digest(store, fake_emb).items) == 1
+
+
+def _damage(store: Store, emb: Any, hashes: list[str], value: float = float("nan")) -> None:
+    """These cached vectors as a damaged database holds them: NaN (or zeros)."""
+    import numpy as np
+
+    store.put_vectors(emb.model_id, {h: np.full(64, value, np.float32) for h in hashes})
+
+
+def _hash(store: Store, item_id: str) -> str:
+    found = store.get_item(item_id)
+    assert found is not None
+    return found.content_hash
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0.0])
+def test_a_damaged_cached_vector_is_embedded_again(fake_emb: Any, value: float) -> None:
+    """A NaN vector gave its item a NaN score (`"score": NaN` in --format json); a zero one
+    ranked its item first whatever it was about."""
+    import math
+
+    import numpy as np
+
+    store = Store(":memory:")
+    store.upsert_items([paper(1), paper(2, "Vision transformers for video",
+                                        "Video understanding with attention."),
+                        post("Vision Notes", "sun", "Sunday baking", "Bread and cake.")], NOW)
+    before = [(e.id, e.score) for e in digest(store, fake_emb).items]
+    bake = next(i for i, _ in before if "vision.example" in store.get_item(i).item.url)
+    _damage(store, fake_emb, [_hash(store, bake)], value)
+    after = [(e.id, e.score) for e in digest(store, fake_emb).items]
+    assert after == before and all(math.isfinite(s) for _, s in after)
+    vec = store.get_vectors(fake_emb.model_id, [_hash(store, bake)])[_hash(store, bake)]
+    assert np.isfinite(vec).all() and np.linalg.norm(vec) > 0.9  # the cache is repaired
+
+
+def test_a_truncated_cached_vector_is_embedded_again(fake_emb: Any) -> None:
+    """A vector blob of the wrong length (cut short) made the digest fail with numpy's "buffer
+    size must be a multiple of element size"; it is read as damaged and embedded again."""
+    import math
+
+    store = Store(":memory:")
+    store.upsert_items([paper(1), paper(2, "Vision transformers for video",
+                                        "Video understanding with attention.")], NOW)
+    before = [(e.id, e.score) for e in digest(store, fake_emb).items]
+    h = _hash(store, "arxiv:2611.00001")
+    store.db.execute("UPDATE vectors SET vec = ? WHERE content_hash = ?", (b"\x00" * 10, h))
+    after = [(e.id, e.score) for e in digest(store, fake_emb).items]
+    assert after == before and all(math.isfinite(s) for _, s in after)
+    assert len(store.get_vectors(fake_emb.model_id, [h])[h]) == 64  # the cache is repaired
+
+
+def test_a_delivered_item_with_a_damaged_vector_does_not_empty_later_digests(
+        fake_emb: Any) -> None:
+    """Delivered items leave out their near-duplicates by cosine; a NaN vector among them was
+    "close" to every item, and every later digest said "Nothing new"."""
+    store = Store(":memory:")
+    store.upsert_items([paper(1), paper(2, "Vision transformers for video",
+                                        "Video understanding with attention.")], NOW)
+    _damage(store, fake_emb, [_hash(store, "arxiv:2611.00001")])
+    pool = gather(store, fake_emb, now=NOW, since=timedelta(days=7),
+                  exclude={"arxiv:2611.00001"}, duplicate=0.9)
+    assert pool.ids == ["arxiv:2611.00002"]
+
+
+def test_a_damaged_cached_roadmap_vector_is_embedded_again(fake_emb: Any) -> None:
+    """One NaN among the stage texts' vectors made every score of every digest NaN."""
+    import math
+
+    from feedbot.items import content_hash
+
+    store = Store(":memory:")
+    store.upsert_items([paper(1), paper(2, "Vision transformers for video",
+                                        "Video understanding with attention.")], NOW)
+    before = [(e.id, e.score) for e in digest(store, fake_emb).items]
+    _damage(store, fake_emb, [content_hash(load_roadmap().get("nlp").texts()["title"])])
+    after = [(e.id, e.score) for e in digest(store, fake_emb).items]
+    assert after == before and all(math.isfinite(s) for _, s in after)

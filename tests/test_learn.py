@@ -19,6 +19,7 @@ from feedbot.roadmap import load_roadmap
 from feedbot.store import Store
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+DIM = 64  # of the fake embedder
 
 VISION = ["Convolutional networks for image segmentation of street scenes",
           "Object detection in aerial images with convolutional features",
@@ -317,3 +318,93 @@ def test_a_digest_for_another_stage_does_not_make_the_next_one_retrain(
         assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage=stage,
                                      other_stages=0.1) is not None
     assert len(calls) == 2
+
+
+def _damage(store: Store, emb: Any, titles: list[str], value: float = np.nan) -> None:
+    """Cached vectors of these items as a damaged database holds them: NaN (or zeros)."""
+    by_title = {s.item.title: s for s in store.items_since()}
+    bad = np.full(DIM, value, np.float32)
+    store.put_vectors(emb.model_id, {by_title[t].content_hash: bad for t in titles})
+
+
+@pytest.mark.parametrize("value", [np.nan, 0.0])
+@pytest.mark.parametrize("voted", ["up and down", "up only"])
+def test_a_damaged_vector_of_a_voted_item_is_embedded_again(
+        store: Store, fake_emb: Any, voted: str, value: float) -> None:
+    """A NaN row in the vector cache made LogisticRegression raise "Input X contains NaN":
+    every digest of that chat died, and went on dying, since the votes did not change. A zero
+    row was learnt from as if it were the item."""
+    items = store.items_since()
+    from feedbot.embed import embed_cached
+
+    embed_cached(store, fake_emb, [s.item.embed_text for s in items],
+                 [s.content_hash for s in items])
+    vote(store, VISION[0], "up")
+    if voted == "up and down":
+        vote(store, LANGUAGE[0], "down")
+    _damage(store, fake_emb, [VISION[0]], value)
+    scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert scorer is not None and np.isfinite(scorer.model.coef).all()
+    assert scorer.model.liked_titles == (VISION[0],)
+    [h] = [s.content_hash for s in items if s.item.title == VISION[0]]
+    repaired = store.get_vectors(fake_emb.model_id, [h])[h]
+    assert np.isfinite(repaired).all() and np.linalg.norm(repaired) > 0.9
+    assert np.allclose(scorer.model.liked[0], repaired)  # learnt from (and named by) the real one
+
+
+def test_a_damaged_vector_among_the_unlabelled_items_is_no_example(store: Store,
+                                                                   fake_emb: Any) -> None:
+    """With only 👍, recent unlabelled items stand in for 👎; one NaN among them crashed the
+    training like a voted one."""
+    items = store.items_since()
+    from feedbot.embed import embed_cached
+
+    embed_cached(store, fake_emb, [s.item.embed_text for s in items],
+                 [s.content_hash for s in items])
+    vote(store, VISION[0], "up")
+    _damage(store, fake_emb, LANGUAGE[:2])
+    scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert scorer is not None and np.isfinite(scorer.model.coef).all()
+
+
+def test_a_model_file_with_damaged_numbers_is_trained_again(store: Store, fake_emb: Any) -> None:
+    """A flipped block in the saved model's weights still unpickles; its NaN weights made
+    every feedback score, and so every score of the digest, NaN (its order arbitrary)."""
+    _vote_both_ways(store)
+    first = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert first is not None
+    path = learn.model_path("c1")
+    data = bytearray(path.read_bytes())
+    at = data.find(first.model.coef.tobytes())
+    assert at > 0
+    data[at:at + 4] = np.array([np.nan], np.float32).tobytes()  # the first weight
+    path.write_bytes(bytes(data))
+    assert learn.load_model(path, fake_emb.model_id, first.model.key) is None
+    again = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert again is not None and np.array_equal(again.model.coef, first.model.coef)
+    assert np.isfinite(again(np.eye(DIM, dtype=np.float32))).all()
+
+
+def test_a_vote_that_does_not_count_here_is_no_background_either(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `feedback_other_stages: 0` and only 👍 at this stage, the recent unlabelled items
+    standing in for 👎 included the items the learner had 👍 at an earlier stage."""
+    items = store.items_since()
+    from feedbot.embed import embed_cached
+
+    X = embed_cached(store, fake_emb, [s.item.embed_text for s in items],
+                     [s.content_hash for s in items])
+    i = ids(store)
+    for t in VISION[:3]:
+        store.set_feedback("c1", i[t], "up", NOW, stage="cnn")
+    store.set_feedback("c1", i[LANGUAGE[0]], "up", NOW, stage="nlp")
+    seen = []
+    real_train = learn.train
+    monkeypatch.setattr(learn, "train",
+                        lambda *a, **k: seen.append(k["background"]) or real_train(*a, **k))
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage="nlp",
+                                 other_stages=0.0) is not None
+    [background] = seen
+    liked_before = [X[n] for n, s in enumerate(items) if s.item.title in VISION[:3]]
+    assert len(background) == len(items) - 4
+    assert not any(np.allclose(row, v) for row in background for v in liked_before)

@@ -361,3 +361,21 @@ def test_a_liked_item_is_not_said_to_be_like_itself(sv: StageVectors) -> None:
     why = {s.index: s.why for s in out}
     assert "you liked it" in why[0] and "“Mine”" not in why[0]
     assert "like “Another liked one”" in why[1]
+
+
+@pytest.mark.parametrize("damage", [np.nan, np.inf, 0.0])
+def test_an_item_with_a_damaged_vector_is_left_out(sv: StageVectors, damage: float) -> None:
+    """A NaN row made a NaN score that was picked (and printed as NaN, invalid JSON); a zero
+    row, re-centred, fitted the stage better than any real item and ranked first."""
+    good = [u((0, 1)), u((0, 1), (5, 0.1)), u((1, 1)), u((0, 0.7), (6, 0.7))]
+    X = np.stack([np.full(D, damage, np.float32), *good])
+    cs = [Candidate(f"s{i}", 0.0, group="arxiv:1" if i in (2, 4) else "") for i in range(5)]
+    fb = np.linspace(-0.5, 0.5, 5).astype(np.float32)
+    out = rank(X, cs, sv, "cnn", Ranking(), feedback=fb, limit=10)
+    assert [s.index for s in out if s.index == 0 or 0 in s.also] == []
+    assert all(math.isfinite(s.score) for s in out)
+    # the others are ranked as without the damaged one, under their own positions
+    alone = rank(X[1:], cs[1:], sv, "cnn", Ranking(), feedback=fb[1:], limit=10)
+    assert [(s.index, s.also, s.score, s.why) for s in out] == \
+        [(s.index + 1, [a + 1 for a in s.also], s.score, s.why) for s in alone]
+    assert any(s.also for s in out)  # the positions of collapsed items are mapped back too
