@@ -84,6 +84,8 @@ class App:
         try:
             return Store.open(self.home)
         except StoreError as e:
+            if e.__cause__ is not None and disk_trouble(e.__cause__):  # not a damaged file
+                raise SettingError(disk_full_problem(self.home, e.__cause__)) from None
             raise SettingError(str(e)) from None
         except (OSError, sqlite3.OperationalError) as e:
             raise SettingError(home_problem(self.home, e)) from None
@@ -143,11 +145,29 @@ class FeedbotGroup(click.Group):
             fail(str(e), 2)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except sqlite3.OperationalError as e:  # a full disk, mid-command: one line, no traceback
+            if not disk_trouble(e):
+                raise
+            fail(disk_full_problem(feedbot_home(), e), 1)
         except OSError as e:  # `feedbot digest > out.md` on a full disk: one line, no traceback
             if e.errno not in _WRITE_ERRORS:
                 raise
             what = e.filename or "the output"
             fail(f"cannot write {what}: {e.strerror or e}", 1)
+
+
+def disk_trouble(e: BaseException) -> bool:
+    """SQLite's words for a disk that takes no more (full, over quota, over the file size
+    limit) or that failed a write."""
+    text = str(e).lower()
+    return isinstance(e, sqlite3.DatabaseError) and ("disk is full" in text
+                                                     or "disk i/o error" in text)
+
+
+def disk_full_problem(home: Path, e: BaseException) -> str:
+    return (f"cannot write to the database in {home}: {e}. What was stored before is kept; "
+            "free some space there (or set FEEDBOT_HOME to another directory) and run the "
+            "command again")
 
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -522,8 +542,9 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
                for d in demo_items(app.now())):
             fail(f"{item!r} is one of the bundled demo items, which take no feedback; run "
                  "`feedbot collect`, then rate what your sources bring", 2)
-        fail(f"no stored item {item!r}; use an id from `feedbot digest --format json` "
-             "or the item's URL", 2)
+        fail(f"no stored item {item!r} (never collected, or removed since by a prune, which "
+             "keeps only what was voted on or saved); use an id from a recent `feedbot "
+             "digest` or the item's URL", 2)
     app.store.set_feedback(chat, found.id, value, app.now(), stage=app.config.learner.stage)
     click.echo(f"{value}: {found.item.title} [{found.id}]")
 
@@ -599,6 +620,8 @@ def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
             keep_hashes=protected_hashes(app.roadmap, now),
             keep_model=keep_model, dry_run=dry_run, vacuum=not no_vacuum)
     except sqlite3.OperationalError as e:  # held by another process for the busy timeout
+        if disk_trouble(e):  # not busy: a full disk (said by FeedbotGroup)
+            raise
         fail(f"the database is busy ({e}); what was removed so far stays removed; try again "
              "when the other feedbot command is done", 1)
     click.echo(report.line() + ("; nothing was changed (--dry-run)" if dry_run else ""))
@@ -696,13 +719,25 @@ def init(app: App, force: bool) -> None:
     """Write a starter sources.yaml (to --sources, $FEEDBOT_SOURCES, ./sources.yaml if it is
     there, else $FEEDBOT_HOME/sources.yaml)."""
     from .config import packaged_sources
+    from .sources_edit import atomic_write
 
     target = app.sources_file
     if target.exists() and not force:
         fail(f"{target} exists; use --force to overwrite", 2)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(packaged_sources().read_text(encoding="utf-8"), encoding="utf-8")
+    try:  # atomically: a full disk never leaves the file --force replaces half-written
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, packaged_sources().read_text(encoding="utf-8"))
+    except OSError as e:
+        fail(f"cannot write {target}: {not_a_directory(target) or e.strerror or e}", 2)
     click.echo(f"wrote {target}")
+
+
+def not_a_directory(path: Path) -> str:
+    """'… is a file, not a directory' when a folder above `path` is a file ('' otherwise)."""
+    for parent in path.parents:
+        if parent.exists():
+            return "" if parent.is_dir() else f"{parent} is a file, not a directory"
+    return ""
 
 
 def _register_optional() -> None:

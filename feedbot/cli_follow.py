@@ -152,8 +152,13 @@ def export_opml(app: App, output: Path | None) -> None:
         sys.stdout.buffer.write(text.encode("utf-8"))
         sys.stdout.buffer.flush()
     else:
+        from .sources_edit import atomic_write
+
         try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as e:  # no such directory, no permission, ...
+            if output.exists() and not output.is_file():  # /dev/stdout, a named pipe
+                output.write_text(text, encoding="utf-8")
+            else:  # a full disk leaves the previous export whole, not cut short
+                atomic_write(output, text)
+        except OSError as e:  # no such directory, no permission, a full disk, ...
             fail(f"cannot write {output}: {e.strerror or e}", 2)
         click.echo(f"wrote {output}", err=True)

@@ -10,6 +10,7 @@ the file to replacing it, so concurrent edits never lose each other's changes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -56,8 +57,13 @@ def _detect_mapping_indent(text: str) -> int:
     return 2
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Replace the file at `path` (the target of a symlink, which stays) with `text`."""
+def atomic_write(path: Path, text: str, unchanged: Callable[[], bool] | None = None) -> bool:
+    """Replace the file at `path` (the target of a symlink, which stays) with `text`.
+
+    `unchanged`, when given, is asked once the new text is safely on disk, right before the
+    rename: when it says False (someone saved the file meanwhile), nothing is replaced and
+    False is returned. The slow part (the fsync) is thus outside the window in which another
+    writer's save would be lost."""
     path = Path(path).resolve()
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -67,11 +73,15 @@ def atomic_write(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if unchanged is not None and not unchanged():
+            os.unlink(tmp)
+            return False
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return True
 
 
 def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
@@ -97,13 +107,21 @@ def _edit_locked(path: Path, target: Path,
     for _ in range(EDIT_ATTEMPTS):
         text = _read(path, target)
         cfg, result, new_text = _edited(path, text, mutate)
-        if _read(path, target) != text:  # saved by someone else meanwhile: start again
-            continue
-        atomic_write(target, new_text)
+        unchanged = functools.partial(_unchanged, path, target, text)
+        try:  # saved by someone else meanwhile (up to the rename): start again
+            if not atomic_write(target, new_text, unchanged):
+                continue
+        except OSError as e:  # a read-only or full disk: the file is as it was
+            raise ConfigError(path, f"cannot write: {e.strerror or e}; nothing was "
+                              "changed") from None
         cfg.path = path
         return cfg, result
     raise ConfigError(path, "the file kept changing while feedbot was editing it; nothing "
                       "was changed", hint="save your edits, then try again")
+
+
+def _unchanged(path: Path, target: Path, text: str) -> bool:
+    return _read(path, target) == text
 
 
 def _read(path: Path, target: Path) -> str:
@@ -111,7 +129,10 @@ def _read(path: Path, target: Path) -> str:
         with open(target, encoding="utf-8", newline="") as f:  # CRLF kept as it is
             return f.read()
     except FileNotFoundError:
-        raise ConfigError(path, "file not found") from None
+        raise ConfigError(path, "file not found", hint="set FEEDBOT_SOURCES or run "
+                          "`feedbot init` to create a starter sources.yaml") from None
+    except (OSError, UnicodeDecodeError) as e:  # a directory, not UTF-8, no permission
+        raise ConfigError(path, f"cannot read: {e}") from None
 
 
 def _edited(path: Path, text: str, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any,

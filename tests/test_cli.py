@@ -728,3 +728,444 @@ def test_a_roadmap_path_from_the_home_directory(tmp_path: Path, feedbot_env: Pat
     listed = invoke("stage", "list")
     assert listed.exit_code == 0, listed.stderr
     assert "basics" in listed.stdout and "next-one" in listed.stdout
+
+
+# --- the interface outside checks rely on (design.md, "Interface the outside world relies on") -
+
+def _is_iso(value: object) -> bool:
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        return False
+    return datetime.fromisoformat(value).tzinfo is not None
+
+
+def test_digest_json_fields_have_the_types_the_design_names(sources: Path,
+                                                             use_fake_embedder: Any) -> None:
+    """`{"stage": {...}, "generated_at": ..., "items": [{"id", "title", "url", "source",
+    "kind", "authors", "published", "score", "why"}, ...]}`, and the README's additions."""
+    invoke("collect")
+    for explain in (False, True):
+        args = ["digest", "--no-collect", "--since", "3650d", "--format", "json"]
+        doc = json.loads(invoke(*args, *(["--explain"] if explain else [])).stdout)
+        assert doc["stage"] == {"id": "cnn", "title": doc["stage"]["title"], "index": 8,
+                                "summary": doc["stage"]["summary"]}
+        assert isinstance(doc["stage"]["title"], str) and doc["stage"]["title"]
+        assert isinstance(doc["stage"]["summary"], str)
+        assert _is_iso(doc["generated_at"])
+        assert doc["demo"] is False and isinstance(doc["candidates"], int)
+        assert doc["candidates"] >= len(doc["items"]) and isinstance(doc["notes"], list)
+        assert ("weights" in doc) is explain
+        assert doc["items"]
+        for it in doc["items"]:
+            for key in ("id", "title", "url", "source", "kind", "why", "summary"):
+                assert isinstance(it[key], str), key
+            assert isinstance(it["score"], float)
+            assert it["published"] is None or _is_iso(it["published"])
+            for key in ("authors", "sources", "shared_by"):
+                assert isinstance(it[key], list) and all(isinstance(a, str) for a in it[key])
+            assert ("parts" in it) is explain
+            if explain:
+                assert set(it["parts"]) == set(doc["weights"])
+        paper = next(it for it in doc["items"] if "2411.01234" in it["url"])
+        assert paper["id"] == "arxiv:2411.01234"  # the arXiv id for papers...
+        other = next(it for it in doc["items"] if it["id"] != paper["id"])
+        assert len(other["id"]) == 12  # ...and a 12-character hash for everything else
+        assert invoke("feedback", other["id"], "up").exit_code == 0  # the id feedback takes
+
+
+@pytest.mark.parametrize(("since", "shown"), [("90s", 0), ("30m", 0), ("6h", 1), ("7d", 2),
+                                              ("2w", 3), (" 2w ", 3)])
+def test_digest_since_takes_every_unit(server: LocalServer, use_fake_embedder: Any,
+                                       since: str, shown: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    ages = {"two hours": timedelta(hours=2), "three days": timedelta(days=3),
+            "ten days": timedelta(days=10)}
+    url = server.add("/dated.xml", body=atom_feed([
+        {"title": f"Convolutions {name} ago", "link": f"https://e.org/{n}",
+         "updated": (now - age).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for n, (name, age) in enumerate(ages.items())]))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn}}\nblogs:\n  - name: Dated\n    url: {url}\n")
+    assert invoke("collect").exit_code == 0
+    result = invoke("digest", "--no-collect", "--since", since, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["items"]) == shown
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "101", "99999999999999999999", "1e3", "two"])
+def test_digest_limit_out_of_range_is_a_usage_error(sources: Path, server: LocalServer,
+                                                    limit: str) -> None:
+    result = invoke("digest", "--limit", limit)
+    assert result.exit_code == 2
+    assert "Invalid value for '--limit'" in result.stderr and "Traceback" not in result.stderr
+    assert server.requests == []  # refused before collecting anything
+
+
+def test_digest_limit_caps_the_items(sources: Path, use_fake_embedder: Any) -> None:
+    invoke("collect")
+    args = ["digest", "--no-collect", "--since", "3650d", "--format", "json"]
+    assert len(json.loads(invoke(*args).stdout)["items"]) == 4  # digest_size 5, 4 stored
+    assert len(json.loads(invoke(*args, "--limit", "1").stdout)["items"]) == 1
+    assert len(json.loads(invoke(*args, "--limit", "100").stdout)["items"]) == 4
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "JSONL", ""])
+def test_an_unknown_format_is_a_usage_error(sources: Path, server: LocalServer, fmt: str) -> None:
+    for cmd in (["digest"], ["search", "cnn"], ["later"]):
+        result = invoke(*cmd, "--format", fmt)
+        assert result.exit_code == 2, cmd
+        assert "Invalid value for '--format'" in result.stderr
+    assert server.requests == []
+
+
+def test_digest_is_read_only_towards_delivery_state(sources: Path, use_fake_embedder: Any,
+                                                    feedbot_env: Path) -> None:
+    """`feedbot digest` records nothing as delivered: the daily Telegram digest still sends
+    what the terminal showed, and a second digest shows the same items."""
+    invoke("collect")
+    args = ["digest", "--no-collect", "--since", "3650d", "--format", "json"]
+    first = [it["id"] for it in json.loads(invoke(*args).stdout)["items"]]
+    assert first and [it["id"] for it in json.loads(invoke(*args).stdout)["items"]] == first
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    assert con.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    con.close()
+
+
+def test_feedback_takes_an_arxiv_id_with_or_without_its_prefix(server: LocalServer,
+                                                               use_fake_embedder: Any,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               feedbot_env: Path) -> None:
+    server.add("/api/query", body=(FIXTURES / "arxiv_author_batch.xml").read_bytes(),
+               content_type="application/atom+xml")
+    monkeypatch.setenv("FEEDBOT_ARXIV_API_URL", server.url("/api/query?{}"))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        "learner: {stage: nlp}\narxiv:\n  - {name: Mine, query: 'all:attention'}\n")
+    assert "Mine: 7 new" in invoke("collect").stdout
+    for n, ref, value in [(1, "2611.05001", "up"), (2, "arxiv:2611.05002", "down"),
+                          (3, "ARXIV:2611.05003", "later"),
+                          (4, "https://arxiv.org/abs/2611.05004v1", "up"),
+                          (5, "[arxiv:2611.05005]", "down")]:
+        result = invoke("feedback", ref, value)
+        assert result.exit_code == 0, (ref, result.stderr)
+        assert result.stdout.startswith(f"{value}: ")
+        assert result.stdout.rstrip().endswith(f"[arxiv:2611.0500{n}]")
+    from feedbot.store import Store
+
+    store = Store.open(feedbot_env)
+    assert sorted((v.item_id, v.value) for v in store.feedback("cli")) == [
+        ("arxiv:2611.05001", "up"), ("arxiv:2611.05002", "down"), ("arxiv:2611.05004", "up"),
+        ("arxiv:2611.05005", "down")]
+    assert store.bookmarks("cli") == ["arxiv:2611.05003"]
+    store.close()
+
+
+def test_which_sources_file_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    feedbot_env: Path, use_fake_embedder: Any) -> None:
+    """--sources, then FEEDBOT_SOURCES, then ./sources.yaml when present, then
+    $FEEDBOT_HOME/sources.yaml; with none, one line saying how to make one."""
+    def stage_file(where: Path, stage: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "sources.yaml").write_text(f"learner: {{stage: {stage}}}\n")
+        return where / "sources.yaml"
+
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("FEEDBOT_SOURCES")
+    missing = invoke("stage")
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == (
+        f"feedbot: {feedbot_env / 'sources.yaml'}: file not found (set FEEDBOT_SOURCES or run "
+        "`feedbot init` to create a starter sources.yaml)")
+    stage_file(feedbot_env, "calculus")
+    assert "calculus" in invoke("stage").stdout
+    assert f"sources: {feedbot_env / 'sources.yaml'}" in invoke("doctor").stdout
+    stage_file(cwd, "nlp")
+    assert "nlp" in invoke("stage").stdout  # ./sources.yaml when present
+    monkeypatch.setenv("FEEDBOT_SOURCES", str(stage_file(tmp_path / "env", "gpus")))
+    assert "gpus" in invoke("stage").stdout
+    flag = stage_file(tmp_path / "flag", "kaggle")
+    assert "kaggle" in invoke("--sources", str(flag), "stage").stdout
+    assert invoke("--sources", str(flag), "stage", "set", "python").exit_code == 0
+    assert "stage: python" in flag.read_text()  # the edit went to the file in use
+    assert "gpus" in (tmp_path / "env" / "sources.yaml").read_text()
+
+
+# --- a hostile environment: full disks, Ctrl-C, files where folders belong ----------------------
+
+def _feedbot_with_file_size_limit(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`feedbot ARGS` in a process that may write no file past `limit` bytes: a full disk, as
+    SQLite and Python see one (EFBIG: Python ignores SIGXFSZ), without root or a tmpfs."""
+    resource = pytest.importorskip("resource")
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, FEEDBOT_EMBED_BACKEND="none-such")  # fails fast, after collecting
+    return subprocess.run([sys.executable, "-m", "feedbot", *args], env=env, text=True,
+                          capture_output=True, timeout=120, preexec_fn=limited)
+
+
+def test_a_disk_that_fills_up_during_collect_is_one_line(server: LocalServer,
+                                                        feedbot_env: Path) -> None:
+    """`feedbot collect` on a full disk ended in a 40-line `sqlite3.OperationalError: disk I/O
+    error` traceback; what was stored before stays, and the next run stores the rest."""
+    small = server.add("/small.xml", body=atom_feed([{"title": "First", "link": "https://e.org/1"}]))
+    big = server.add("/big.xml", body=atom_feed([
+        {"title": f"Post {n}", "link": f"https://e.org/big/{n}", "summary": "words " * 400}
+        for n in range(200)]))
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text(f"learner: {{stage: cnn}}\nblogs:\n  - name: Small\n    url: {small}\n")
+    assert _feedbot_with_file_size_limit(10_000_000, "collect").returncode == 0
+    sources.write_text(sources.read_text() + f"  - name: Big\n    url: {big}\n")
+    full = _feedbot_with_file_size_limit(200_000, "collect")
+    assert full.returncode == 1
+    assert "Traceback" not in full.stderr
+    (line,) = full.stderr.strip().splitlines()
+    assert line.startswith(f"feedbot: cannot write to the database in {feedbot_env}: disk I/O "
+                           "error. What was stored before is kept; free some space")
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT title FROM items").fetchall() == [("First",)]
+    con.close()
+    again = _feedbot_with_file_size_limit(10_000_000, "collect")
+    assert again.returncode == 0 and "Big: 200 new" in again.stdout
+
+
+def test_a_full_disk_is_not_called_a_damaged_database(tmp_path: Path, feedbot_env: Path) -> None:
+    """A new database on a full disk was "damaged or not a feedbot database … Move it aside",
+    which sends the user to move a good database away."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    for args in (["sources"], ["feedback", "abc", "up"]):
+        result = _feedbot_with_file_size_limit(4096, *args)
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"feedbot: cannot write to the database in {feedbot_env}: ")
+        assert "damaged" not in line and "Move it aside" not in line
+
+
+def test_ctrl_c_during_collect_is_one_line_and_keeps_what_was_stored(
+        server: LocalServer, feedbot_env: Path) -> None:
+    import signal
+    import threading
+
+    from .support import Request
+
+    release = threading.Event()
+
+    def hang(req: Request) -> tuple[int, dict[str, str], bytes]:
+        release.wait(60)
+        return 200, {"Content-Type": "application/xml"}, atom_feed([])
+
+    fast = server.add("/fast.xml", body=atom_feed([{"title": "Kept", "link": "https://e.org/k"}]))
+    server.add("/hung.xml", handler=hang)
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn}}\nblogs:\n  - name: Fast\n    url: {fast}\n"
+        f"  - name: Hung\n    url: {server.url('/hung.xml')}\n")
+    env = dict(os.environ, FEEDBOT_EMBED_BACKEND="none-such")
+    proc = subprocess.Popen([sys.executable, "-m", "feedbot", "collect"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "Fast: 1 new (1 in feed)\n"  # stored, then said
+        deadline = time.monotonic() + 60
+        while not server.hits("/hung.xml"):
+            assert time.monotonic() < deadline, "the hung feed was never asked"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        release.set()
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == "feedbot: interrupted\n"
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT title FROM items").fetchall() == [("Kept",)]
+    con.close()
+
+
+def test_init_where_it_cannot_write_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                feedbot_env: Path) -> None:
+    """`feedbot init` with FEEDBOT_HOME set to a file ended in a FileExistsError traceback."""
+    monkeypatch.delenv("FEEDBOT_SOURCES")
+    monkeypatch.chdir(tmp_path)
+    feedbot_env.write_text("not a directory")
+    result = invoke("init")
+    assert result.exit_code == 2
+    assert result.stderr == (f"feedbot: cannot write {feedbot_env / 'sources.yaml'}: "
+                             f"{feedbot_env} is a file, not a directory\n")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    forced = invoke("--sources", str(folder), "init", "--force")
+    assert forced.exit_code == 2 and forced.stderr.startswith(f"feedbot: cannot write {folder}: ")
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+def test_init_force_on_a_full_disk_keeps_the_old_file(tmp_path: Path) -> None:
+    """`init --force` wrote the starter file in place: on a full disk the file it replaces
+    was left cut short. Now it is replaced whole or not at all."""
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text(MINIMAL)
+    result = _feedbot_with_file_size_limit(1000, "init", "--force")
+    assert result.returncode == 2
+    assert result.stderr == f"feedbot: cannot write {sources}: File too large\n"
+    assert sources.read_text() == MINIMAL
+    assert sorted(p.name for p in sources.parent.iterdir() if p.name != "home") == \
+        ["sources.yaml"]
+
+
+def test_feedback_on_a_pruned_item_says_it_may_have_been_pruned(sources: Path,
+                                                                use_fake_embedder: Any,
+                                                                feedbot_env: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from feedbot.prune import prune
+    from feedbot.store import Store
+
+    invoke("collect")
+    doc = json.loads(invoke("digest", "--no-collect", "--since", "3650d", "--format",
+                            "json").stdout)
+    kept, gone = doc["items"][0], doc["items"][1]
+    assert invoke("feedback", kept["id"], "later").exit_code == 0
+    store = Store.open(feedbot_env)
+    prune(store, older_than=86400.0, label="1d", now=datetime.now(UTC) + timedelta(days=3650),
+          keep_hashes=set())
+    store.close()
+    for ref in (gone["id"], gone["url"]):
+        result = invoke("feedback", ref, "up")
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"feedbot: no stored item {ref!r} (never collected, or removed since by a prune, "
+            "which keeps only what was voted on or saved); use an id from a recent `feedbot "
+            "digest` or the item's URL\n")
+    assert invoke("feedback", kept["id"], "up").exit_code == 0  # a saved item was kept
+
+
+@pytest.mark.parametrize("what", ["a directory", "binary", "missing"])
+@pytest.mark.parametrize("command", [["unfollow", "Vision Lab"], ["stage", "set", "nlp"],
+                                     ["follow", "--no-check", "https://e.org/feed.xml"],
+                                     ["import-opml", "OPML"]])
+def test_every_editing_command_on_an_unreadable_sources_file_is_one_line(
+        tmp_path: Path, what: str, command: list[str]) -> None:
+    """`feedbot unfollow` on a sources.yaml that was a directory or not UTF-8 ended in an
+    IsADirectoryError or UnicodeDecodeError traceback (the other commands said one line)."""
+    sources = tmp_path / "odd.yaml"
+    if what == "a directory":
+        sources.mkdir()
+    elif what == "binary":
+        sources.write_bytes(b"\x8c\xff\x00binary" * 100)
+    before = sources.read_bytes() if sources.is_file() else None
+    opml = tmp_path / "feeds.opml"
+    opml.write_text('<opml version="2.0"><body><outline xmlUrl="https://e.org/f"/></body></opml>')
+    args = [str(opml) if a == "OPML" else a for a in command]
+    result = invoke("--sources", str(sources), *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"feedbot: {sources}: ")
+    assert ("file not found" if what == "missing" else "cannot read") in line
+    if what == "missing":
+        assert "feedbot init" in line
+    assert (sources.read_bytes() if sources.is_file() else None) == before
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "home")
+    assert left == ["feeds.opml", *([sources.name] if what != "missing" else [])]
+
+
+@pytest.mark.parametrize("command", [["unfollow", "Vision Lab"], ["stage", "set", "nlp"],
+                                     ["follow", "--no-check", "https://e.org/feed.xml"]])
+def test_editing_sources_yaml_on_a_full_disk_is_one_line_and_changes_nothing(
+        tmp_path: Path, command: list[str]) -> None:
+    """The write of the edited file failing (a full disk, a read-only folder) ended in an
+    OSError traceback. Now one line; the file is as it was and no temporary file stays."""
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    text = SOURCES.format(atom="https://e.org/a.xml", rss="https://e.org/r.xml",
+                          broken="https://e.org/b") + "# " + "padding " * 100 + "\n"
+    sources.write_text(text)
+    result = _feedbot_with_file_size_limit(100, *command)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"feedbot: {sources}: cannot write: File too large; nothing was " \
+                            "changed\n"
+    assert sources.read_text() == text
+    assert sorted(p.name for p in sources.parent.iterdir() if p.name != "home") == \
+        ["sources.yaml"]
+
+
+def test_feedback_and_later_keep_each_chat_apart(sources: Path, use_fake_embedder: Any) -> None:
+    invoke("collect")
+    doc = json.loads(invoke("digest", "--no-collect", "--since", "3650d", "--format",
+                            "json").stdout)
+    first, second = doc["items"][0]["id"], doc["items"][1]["id"]
+    assert invoke("feedback", first, "later").exit_code == 0  # --chat cli, the default
+    assert invoke("feedback", "--chat", "12345", second, "later").exit_code == 0
+    ids = {chat: [i["id"] for i in json.loads(invoke("later", *args, "--format",
+                                                     "json").stdout)["items"]]
+           for chat, args in (("cli", []), ("12345", ["--chat", "12345"]))}
+    assert ids == {"cli": [first], "12345": [second]}
+    assert "nothing saved for later (chat 999)" in invoke("later", "--chat", "999").stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--grace", "6"], "6 needs a unit"), (["--grace", "soon"], "not a duration"),
+    (["--watch-interval", "0.1"], "0.1 is not in the range x>=0.5"),
+    (["--watch-interval", "often"], "'often' is not a valid float range"),
+])
+def test_run_refuses_bad_options_before_starting(sources: Path, server: LocalServer,
+                                                 args: list[str], message: str) -> None:
+    result = invoke("run", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert server.requests == []
+
+
+def test_the_console_script() -> None:
+    script = Path(sys.executable).with_name("feedbot")
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable}: not installed with pip")
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("feedbot ")
+
+
+def test_prune_on_a_full_disk_is_not_called_busy(server: LocalServer, feedbot_env: Path) -> None:
+    """A prune that could not write (VACUUM needs room for a copy of the database) said "the
+    database is busy …; try again when the other feedbot command is done"."""
+    url = server.add("/old.xml", body=atom_feed([
+        {"title": f"Post {n}", "link": f"https://e.org/{n}", "summary": "words " * 300,
+         "updated": "2020-01-01T00:00:00Z"} for n in range(100)]))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn, since: 1d}}\nblogs:\n  - name: Old\n    url: {url}\n")
+    assert _feedbot_with_file_size_limit(10_000_000, "collect").returncode == 0
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    con.execute("UPDATE items SET first_seen = first_seen - 30 * 86400")  # seen a month ago
+    con.commit()
+    size = (feedbot_env / "feedbot.db").stat().st_size
+    result = _feedbot_with_file_size_limit(size // 2, "prune", "--older-than", "2d")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"feedbot: cannot write to the database in {feedbot_env}: ")
+    assert "busy" not in line
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+def test_export_opml_over_a_file_on_a_full_disk_keeps_the_previous_export(
+        tmp_path: Path) -> None:
+    """`export-opml -o FILE` wrote FILE in place: on a full disk the previous export was left
+    cut short (and said so only by the error line)."""
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text("learner: {stage: cnn}\nblogs:\n" + "".join(
+        f"  - name: Blog {n}\n    url: https://b{n}.example.org/feed.xml\n" for n in range(50)))
+    out = tmp_path / "feeds.opml"
+    assert invoke("export-opml", "-o", str(out)).exit_code == 0
+    previous = out.read_bytes()
+    sources.write_text(sources.read_text().replace("Blog 0\n", "Blog zero\n"))
+    result = _feedbot_with_file_size_limit(len(previous) // 2, "export-opml", "-o", str(out))
+    assert result.returncode == 2
+    assert result.stderr == f"feedbot: cannot write {out}: File too large\n"
+    assert out.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == \
+        ["feeds.opml", "sources.yaml"]
+    assert invoke("export-opml", "-o", str(out)).exit_code == 0  # and with room, it is replaced
+    assert b"Blog zero" in out.read_bytes()

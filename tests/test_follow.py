@@ -737,3 +737,73 @@ def test_a_file_with_a_tab_before_a_comment_can_be_edited(tmp_path: Path) -> Non
     assert p.read_text() == ("learner:\n  stage: cnn # where I am\nblogs:\n  - name: A\n"
                              "    url: https://a.example/feed\npeople:\n  - name: Ada\n"
                              "    x: ada_ex\n")
+
+
+def test_edits_from_several_processes_at_once_all_land(sources: Path) -> None:
+    """`feedbot follow` in two terminals while the bot's /unfollow and /stage run: each
+    process takes the lock file, so none of the edits is lost."""
+    import subprocess
+    import sys
+
+    commands = [["follow", "--no-check", f"https://blog{n}.example.org/feed.xml"]
+                for n in range(2)]
+    commands += [["unfollow", "Jay Alammar"], ["stage", "set", "nlp"],
+                 ["follow", "Ada Example", "--arxiv", "Ada Example"]]
+    procs = [subprocess.Popen([sys.executable, "-m", "feedbot", "--sources", str(sources), *c],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in commands]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0] * len(commands), results
+    cfg = load_config(sources)
+    assert {b.name for b in cfg.blogs} == {"Lil'Log", *(f"blog{n}.example.org" for n in range(2))}
+    assert {p.name for p in cfg.people} == {"Andrej Karpathy", "Justin Johnson", "Ada Example"}
+    assert cfg.learner.stage == "nlp"
+    text = sources.read_text()
+    assert "# People. Keep the ones I really read near the top." in text
+    assert "stage: nlp          # working through CS231n" in text
+    assert leftovers(sources.parent) == []
+
+
+def test_a_read_only_folder_refuses_the_edit_with_the_reason(
+        sources: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary file beside sources.yaml could not be created (a read-only folder):
+    the OSError went up to the bot's "Something went wrong" and the CLI's traceback. Now it
+    is a ConfigError, which both show as the reason, and the file is untouched."""
+    import errno
+    import tempfile
+
+    before = sources.read_bytes()
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ConfigError) as refused:
+        follow(sources, parse_follow_args(["x:someone"]))
+    assert str(refused.value) == (f"{sources}: cannot write: Read-only file system; nothing "
+                                  "was changed")
+    assert invoke(sources, "unfollow", "Jay Alammar").output == \
+        f"feedbot: {sources}: cannot write: Read-only file system; nothing was changed\n"
+    assert sources.read_bytes() == before
+    assert leftovers(sources.parent) == []
+
+
+def test_a_save_while_the_edit_is_written_to_disk_is_not_overwritten(
+        sources: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check for a human's save came before the new text was written and fsynced (the
+    slow part, up to seconds on a busy disk): a save landing then was replaced, and lost."""
+    real = os.fsync
+    saved: list[bool] = []
+
+    def fsync_while_the_human_saves(fd: int) -> None:
+        real(fd)
+        if not saved:
+            saved.append(True)
+            sources.write_text(COMMENTED.replace("stage: cnn", "stage: nlp"))
+
+    monkeypatch.setattr(os, "fsync", fsync_while_the_human_saves)
+    follow(sources, parse_follow_args(["--no-check", "https://new.example/feed.xml"]))
+    monkeypatch.undo()
+    text = sources.read_text()
+    assert "stage: nlp" in text and "url: https://new.example/feed.xml" in text
+    assert leftovers(sources.parent) == []

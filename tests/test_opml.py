@@ -3,6 +3,7 @@ config, and `import-opml` / `export-opml` round trips through sources.yaml."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,62 @@ def test_export_to_a_stdout_that_is_not_utf8_is_still_the_utf8_it_declares(
     assert [(t, u) for t, u, _ in parse_opml(r.stdout)] == \
         [("Café 🎉", "https://cafe.example.org/feed")]
     assert not (tmp_path / "-").exists()
+
+
+def test_importing_five_thousand_feeds_is_one_edit(sources: Path, tmp_path: Path) -> None:
+    """A feed reader's whole list: every feed lands in one edit, with the file's comments,
+    and importing it again adds nothing."""
+    n = 5000
+    body = "".join(f'<outline type="rss" text="Feed {i} &amp; &lt;co&gt; &quot;q&quot;" '
+                   f'xmlUrl="https://f{i}.example.org/rss?a=1&amp;b=2"/>' for i in range(n))
+    big = tmp_path / "big.opml"
+    big.write_bytes(opml(f'<outline text="Folder">{body}</outline>'))
+    started = time.monotonic()
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(big)])
+    assert r.exit_code == 0, r.output
+    assert time.monotonic() - started < 120  # no quadratic edit: seconds, not minutes
+    assert r.output.splitlines()[-1] == f"{n} added, 0 skipped ({n} feeds in big.opml)"
+    cfg = load_config(sources)
+    assert len(cfg.blogs) == n + 1
+    assert cfg.blogs[-1].name == f'Feed {n - 1} & <co> "q"'
+    assert cfg.blogs[-1].url == f"https://f{n - 1}.example.org/rss?a=1&b=2"
+    assert "  - name: Jay Alammar   # transformers, illustrated" in sources.read_text()
+    again = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(big)])
+    assert again.output.splitlines()[-1] == f"0 added, {n} skipped ({n} feeds in big.opml)"
+
+
+LAUGHS = ('<!DOCTYPE opml [<!ENTITY a "lollollollollollollollollollol">'
+          + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">'
+                    for i in range(9)) + "]>\n")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_cli_refuses_a_billion_laughs_without_expanding_it(sources: Path, tmp_path: Path,
+                                                           encoding: str) -> None:
+    """Ten levels of entities, 10^10 'lol's if expanded: refused at once, file untouched."""
+    bomb = tmp_path / "bomb.opml"
+    text = opml('<outline text="&j;" xmlUrl="https://e.org/&j;"/>', LAUGHS).decode()
+    bomb.write_bytes(text.replace('encoding="UTF-8"', f'encoding="{encoding.upper()}"')
+                     .encode(encoding))
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(bomb)])
+    assert r.exit_code == 2
+    assert r.output == (f"feedbot: {bomb}: refusing an OPML file with a DOCTYPE or entity "
+                        "declarations\n")
+    assert sources.read_text() == SOURCES
+
+
+def test_cli_export_of_names_with_markup_characters(tmp_path: Path) -> None:
+    """Names with `&<>"'` come back from any reader exactly as written."""
+    sources = tmp_path / "s.yaml"
+    sources.write_text("learner: {stage: nlp}\nblogs:\n"
+                       "  - name: 'Tom & Jerry <lab> \"notes\" ''n'' more'\n"
+                       "    url: https://e.example/f?a=1&b=2\n"
+                       "people:\n  - name: 'A <B> & \"C\"'\n    bluesky: ab.bsky.social\n")
+    out = tmp_path / "out.opml"
+    for args in (["-o", str(out)], []):
+        r = CliRunner().invoke(main, ["--sources", str(sources), "export-opml", *args])
+        assert r.exit_code == 0, r.output
+        data = out.read_bytes() if args else r.stdout_bytes
+        assert [(t, u) for t, u, _ in parse_opml(data)] == [
+            ('Tom & Jerry <lab> "notes" \'n\' more', "https://e.example/f?a=1&b=2"),
+            ('A <B> & "C" on Bluesky', "https://bsky.app/profile/ab.bsky.social/rss")]
