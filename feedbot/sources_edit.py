@@ -21,7 +21,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from .config import Config, ConfigError, load_config, parse_yaml
+from .config import Config, ConfigError, load_config, parse_yaml, read_sources
 from .locks import exclusive
 
 
@@ -125,14 +125,7 @@ def _unchanged(path: Path, target: Path, text: str) -> bool:
 
 
 def _read(path: Path, target: Path) -> str:
-    try:
-        with open(target, encoding="utf-8", newline="") as f:  # CRLF kept as it is
-            return f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, "file not found", hint="set FEEDBOT_SOURCES or run "
-                          "`feedbot init` to create a starter sources.yaml") from None
-    except (OSError, UnicodeDecodeError) as e:  # a directory, not UTF-8, no permission
-        raise ConfigError(path, f"cannot read: {e}") from None
+    return read_sources(path, target, newline="")  # CRLF kept as it is
 
 
 def _edited(path: Path, text: str, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any,

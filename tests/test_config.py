@@ -445,3 +445,24 @@ def test_a_section_left_empty_is_an_empty_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:  # a key that is no section is still refused
         load_config(write(tmp_path, "rankings:\n"))
     assert e.value.key == "rankings" and "did you mean 'ranking'" in str(e.value)
+
+
+def test_a_huge_sources_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """A 50 MB sources.yaml took 89 s and 2 GB to parse (a log file given by mistake, minutes
+    before its error line); past 10 MB it is refused at once, by `load_config` and by every
+    command that edits the file."""
+    import time
+
+    from feedbot.sources_edit import edit_sources
+
+    p = tmp_path / "sources.yaml"
+    p.write_text(GOOD + "#" + "x" * 11_000_000 + "\n", encoding="utf-8")
+    started = time.monotonic()
+    for attempt in (lambda: load_config(p), lambda: edit_sources(p, lambda doc: None)):
+        with pytest.raises(ConfigError) as e:
+            attempt()
+        assert "11 MB; a sources file is at most 10 MB" in str(e.value)
+        assert str(p) in str(e.value)
+    assert time.monotonic() - started < 30  # generous: parsing it took far longer
+    p.write_text(GOOD, encoding="utf-8")
+    assert load_config(p).learner.stage == "cnn"  # a normal file is read as before
