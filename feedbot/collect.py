@@ -4,6 +4,13 @@ One broken source is that source's result (recorded in the store, shown to the u
 stops the others. Feeds run concurrently, bounded overall and per host; arXiv queries go one at a
 time through the shared gate, and the people's author queries that are due together go out as
 one request per batch of AUTHOR_BATCH names. Collection never ranks or renders.
+
+Where the store lives. `collect_async` does its store work through `db(fn, *args)`, which runs
+`fn(store, *args)`: inline by default (the CLI's `feedbot collect`: one thread, nothing to wait
+for but the fetches), or on a thread of its own in `feedbot run` (`Runner.in_collection`), so a
+database another connection holds, or a 500-item upsert, never stalls the event loop the bot
+answers on. A source's items and its success are written in one transaction: a collection
+stopped midway leaves both or neither.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,7 +42,7 @@ from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec
 from .http import make_client
 from .items import Item, clamp_future
-from .store import SourceState, Store
+from .store import SourceState, Store, UpsertResult
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,59 @@ BACKOFF_BASE = 300.0  # seconds after the first failure; doubles per failure, ca
 _T = TypeVar("_T")
 
 Collector = Callable[[Context, SourceSpec, SourceState], Awaitable[Collected]]
+
+
+class StoreCall(Protocol):
+    """`call(fn, *args)` runs `fn(store, *args)` where the store lives and returns its result:
+    `inline(store)`, or `Runner.in_collection` (a thread with its own `Store`)."""
+
+    def __call__(self, fn: Callable[..., _T], /, *args: Any) -> Awaitable[_T]: ...
+
+
+def inline(store: Store) -> StoreCall:
+    """Store calls made right here, on the calling thread (the CLI's way)."""
+
+    async def call(fn: Callable[..., _T], /, *args: Any) -> _T:
+        return fn(store, *args)
+
+    return call
+
+
+class DeferredMeta:
+    """The store's meta table as collectors see it (`ctx.extra["meta"]`: get_meta/set_meta,
+    synchronous) when the store lives on another thread: the keys a source's collector may read
+    are loaded with its state before it runs, and what it writes is kept here and written with
+    that source's outcome. Only X's user-id cache uses it."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str | None] = {}
+        self._pending: dict[str, str] = {}
+
+    @staticmethod
+    def keys_for(spec: SourceSpec) -> tuple[str, ...]:
+        if spec.kind != "x":
+            return ()
+        from .collectors.x import _user_key  # as collect_x names the handle's cache entry
+
+        return (_user_key(spec.target.lstrip("@")),)
+
+    def load(self, values: dict[str, str | None]) -> None:
+        self._values.update({k: v for k, v in values.items() if k not in self._pending})
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        if key in self._pending:
+            return self._pending[key]
+        value = self._values.get(key)
+        return default if value is None else value
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._pending[key] = value
+
+    def take(self) -> dict[str, str]:
+        """What was written since the last `take`, to write to the store now."""
+        out, self._pending = self._pending, {}
+        self._values.update(out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -203,16 +263,27 @@ def shared_arxiv_gate() -> ArxivGate:
 
 
 async def collect_async(
-    cfg: Config, store: Store, *, now: datetime, only: str | None = None,
+    cfg: Config, store: Store | None, *, now: datetime, only: str | None = None,
     due_only: bool = False, http: httpx.AsyncClient | None = None,
     arxiv: ArxivGate | None = None, on_done: Callable[[SourceReport], None] | None = None,
     extra: dict[str, object] | None = None, deadline: float = 60.0,
+    db: StoreCall | None = None,
 ) -> list[SourceReport]:
+    """Collect the selected sources. The store work goes through `db` when given (`store` is
+    then not used, and may be None), else it is done inline on `store`."""
     specs = select_sources(cfg, only)
+    meta: object  # get_meta/set_meta for collectors' caches (X user ids)
+    if db is None:
+        if store is None:
+            raise TypeError("collect_async needs a store, or db to reach one")
+        db, meta = inline(store), store
+    else:
+        meta = DeferredMeta()
     own_client = http is None
     ctx = Context(now=now, http=http or make_client(), arxiv=arxiv or shared_arxiv_gate(),
                   extra=dict(extra or {}), deadline=deadline)
-    ctx.extra.setdefault("meta", store)  # get_meta/set_meta for collectors' caches (X user ids)
+    ctx.extra.setdefault("meta", meta)
+    call: StoreCall = db
     table = collectors()
     overall = asyncio.Semaphore(fetch_concurrency())
     hosts: dict[str, asyncio.Semaphore] = {}
@@ -224,8 +295,12 @@ async def collect_async(
         async with sem, overall:
             return await work()
 
+    states: dict[str, SourceState] = {}
+    if due_only:  # the people's author queries, to batch those that are due
+        states = await call(_states, [s.name for s in specs if author_name(s) is not None])
+
     def due(spec: SourceSpec) -> bool:
-        return not due_only or is_due(store.source_state(spec.name), spec.interval, now)
+        return not due_only or is_due(states[spec.name], spec.interval, now)
 
     batch_of: dict[str, SharedFetch] = {}
     for batch in author_batches(specs, due):
@@ -238,31 +313,46 @@ async def collect_async(
         if shared is None:
             host = feed_host(spec.target) if spec.kind == "feed" else spec.kind
             report = await slotted(host, functools.partial(
-                collect_one, ctx, store, spec, table, due_only=due_only))
+                collect_one, ctx, store, spec, table, due_only=due_only, db=call))
         else:
             # A batched source makes no request of its own, so it waits for its batch holding
             # no slot. The batch's one request takes the "arxiv" host slot and one overall slot,
             # exactly like a single arXiv query: twenty people cost the feeds one slot, not
             # twenty, and the gate still sends one request at a time with its spacing. A batch
             # holds only sources found due above, so their state is not read for that again.
-            report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect})
+            report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect},
+                                       db=call)
         if on_done is not None:
             on_done(report)
         return report
 
     try:
         reports = list(await asyncio.gather(*(one(s) for s in specs)))
+        left = ctx.extra["meta"].take() if isinstance(ctx.extra["meta"], DeferredMeta) else {}
+        if left:  # written by a source that recorded nothing (switched off)
+            await call(_write_meta, left)
         if any(r.new or r.updated for r in reports):
-            link_shares(store, now)
+            await call(link_shares, now)
         return reports
     finally:
         if own_client:
             await ctx.http.aclose()
 
 
-async def collect_one(ctx: Context, store: Store, spec: SourceSpec,
-                      table: dict[str, Collector], *, due_only: bool = False) -> SourceReport:
-    state = store.source_state(spec.name)
+async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
+                      table: dict[str, Collector], *, due_only: bool = False,
+                      db: StoreCall | None = None) -> SourceReport:
+    """One source: its state, its collector, its outcome recorded (through `db` when given,
+    else inline on `store`)."""
+    if db is None:
+        if store is None:
+            raise TypeError("collect_one needs a store, or db to reach one")
+        db = inline(store)
+    meta = ctx.extra.get("meta")
+    deferred = meta if isinstance(meta, DeferredMeta) else None
+    state, cached = await db(_begin, spec.name, deferred.keys_for(spec) if deferred else ())
+    if deferred is not None:
+        deferred.load(cached)
     if due_only and not is_due(state, spec.interval, ctx.now):
         return SourceReport(spec.name, spec.label, "skipped")
     collector = table.get(spec.kind)
@@ -281,17 +371,54 @@ async def collect_one(ctx: Context, store: Store, spec: SourceSpec,
         else:
             log.error("collecting %s failed", spec.name, exc_info=caught)
             msg, retry_after = f"unexpected {type(e).__name__}: {e}", None
-        store.record_failure(spec.name, ctx.now, msg, retry_after=retry_after)
+        await db(_failed, spec.name, ctx.now, msg, retry_after,
+                 deferred.take() if deferred else {})
         return SourceReport(spec.name, spec.label, "error", error=msg,
                             seconds=time.monotonic() - started)
     items = [clamp_future(it, ctx.now) for it in got.items]
-    result = store.upsert_items(items, ctx.now)
-    store.record_success(spec.name, ctx.now, etag=got.etag, last_modified=got.last_modified,
-                         cursor=got.cursor)
+    result = await db(_succeeded, spec.name, ctx.now, items, got,
+                      deferred.take() if deferred else {})
     status = "not-modified" if got.not_modified else "ok"
     return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
                         seen=len(got.items), warning=got.warning,
                         seconds=time.monotonic() - started)
+
+
+# What collection does with the store, each in one call of `db` (on the store's thread).
+
+def _states(store: Store, names: Sequence[str]) -> dict[str, SourceState]:
+    return {name: store.source_state(name) for name in names}
+
+
+def _begin(store: Store, name: str, keys: Sequence[str]
+           ) -> tuple[SourceState, dict[str, str | None]]:
+    return store.source_state(name), {key: store.get_meta(key) for key in keys}
+
+
+def _write_meta(store: Store, meta: dict[str, str]) -> None:
+    with store.transaction():
+        for key, value in meta.items():
+            store.set_meta(key, value)
+
+
+def _failed(store: Store, name: str, now: datetime, error: str, retry_after: datetime | None,
+            meta: dict[str, str]) -> None:
+    with store.transaction():
+        _write_meta(store, meta)
+        store.record_failure(name, now, error, retry_after=retry_after)
+
+
+def _succeeded(store: Store, name: str, now: datetime, items: list[Item], got: Collected,
+               meta: dict[str, str]) -> UpsertResult:
+    """The items and the source's success (its validators) in one transaction: stopped or
+    failed midway, neither is kept, and the next run fetches the items again; never validators
+    without the items they stand for (a 304 would then hide those items for good)."""
+    with store.transaction():
+        result = store.upsert_items(items, now)
+        store.record_success(name, now, etag=got.etag, last_modified=got.last_modified,
+                             cursor=got.cursor)
+        _write_meta(store, meta)
+    return result
 
 
 SHARE_WINDOW = timedelta(days=30)

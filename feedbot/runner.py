@@ -1,16 +1,25 @@
 """The long-running process behind `feedbot run`: one asyncio loop holding the scheduler, the
 Telegram bot and the sources.yaml watcher, wiring jobs to the pipeline.
 
-Threads and SQLite. SQLite connections never cross threads, so there are three:
-- the loop thread owns one `Store` for collection bookkeeping (`collect_async` runs on the
-  loop) and quick reads of the schedule's state;
-- the database thread (`in_db`) owns a second `Store` for everything the bot's handlers and
+Threads and SQLite. SQLite connections never cross threads, so there are four, and the
+loop thread writes nothing:
+- the collection thread (`in_collection`) owns a `Store` for collection's store work: the
+  sources' state, their items and outcome (`collect_async(db=...)` awaits it), so a database
+  another connection holds, or a 500-item upsert, stalls no chat and no job. It is not the
+  database thread: one thread would queue every vote behind the upserts of a collection of
+  many feeds (and behind its wait for a busy database, up to 30 s); two threads are two writers
+  in one process, which WAL and the busy timeout handle like any two connections, each
+  write a short transaction;
+- the database thread (`in_db`) owns a `Store` for everything the bot's handlers and
   deliveries read and write: feedback, read-later, source health, delivery state, topics. A
   database another connection holds (a long collection transaction, a prune, VACUUM, another
   feedbot process) then makes only the update that needs it wait, never the whole bot: every
   other chat's commands and buttons are answered meanwhile;
-- one worker thread owns a third `Store` and the embedder, and does the heavy synchronous part
-  (embedding, ranking) so the bot keeps answering meanwhile.
+- one worker thread owns a `Store` and the embedder, and does the heavy synchronous part
+  (embedding, ranking) so the bot keeps answering meanwhile;
+- the loop thread's own `Store` only reads, and little: when to collect a source next at
+  start and after a sources.yaml edit, when the last prune and digest were. In WAL mode a
+  read does not wait for a writer.
 WAL mode and the store's busy timeout let the connections write the same file; one worker
 keeps the model on one thread and ranking runs one at a time.
 
@@ -63,7 +72,7 @@ from .scheduler import (
     next_digest_time,
     next_prune_time,
 )
-from .store import Store
+from .store import SourceState, Store
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
 from .watch import SourcesWatcher
 
@@ -159,6 +168,8 @@ class Runner:
         self._http: httpx.AsyncClient | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedbot-rank")
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedbot-db")
+        self._collect_pool = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="feedbot-collect")
         self._gone_topics: set[tuple[int, int]] = set()  # (chat, topic) deleted or closed
         self._stopping = threading.Event()  # tells the worker to give up between chunks
         self._worker_embedder: Any = StoppableEmbedder(embedder, self._stopping)
@@ -258,6 +269,10 @@ class Runner:
         if self._http is not None:
             await self._http.aclose()
         loop = asyncio.get_running_loop()
+        # a collection's write in progress (cancelled above, the thread goes on) ends first:
+        # its items and its source's success are in, or neither
+        await loop.run_in_executor(self._collect_pool, self._close_thread_store)
+        self._collect_pool.shutdown(wait=True)
         await loop.run_in_executor(self._pool, self._close_thread_store)
         self._pool.shutdown(wait=True)
         await loop.run_in_executor(self._db_pool, self._close_thread_store)
@@ -319,10 +334,14 @@ class Runner:
             raise asyncio.CancelledError from None
 
     def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(self._thread_store(), *args)
+
+    def _thread_store(self, timeout: float = 30.0) -> Store:
+        """The calling thread's own Store (opened on first use)."""
         store = getattr(self._local, "store", None)
         if store is None:
-            store = self._local.store = Store.open(self.home)
-        return fn(store, *args)
+            store = self._local.store = Store.open(self.home, timeout=timeout)
+        return store
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` on the database thread, with that thread's own Store (busy
@@ -332,10 +351,18 @@ class Runner:
         return await loop.run_in_executor(self._db_pool, partial(self._on_db, fn, *args))
 
     def _on_db(self, fn: Callable[..., T], *args: Any) -> T:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = self._local.store = Store.open(self.home, timeout=self.options.db_timeout)
-        return fn(store, *args)
+        return fn(self._thread_store(self.options.db_timeout), *args)
+
+    async def in_collection(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(store, *args)` on the collection thread, with that thread's own Store (the
+        store's usual 30 s busy timeout: a collection waits out another `feedbot collect`).
+        Cancelled, the call in progress still ends (its transaction whole)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._collect_pool,
+                                          partial(self._on_collect, fn, *args))
+
+    def _on_collect(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(self._thread_store(), *args)
 
     def _close_thread_store(self) -> None:
         store = getattr(self._local, "store", None)
@@ -348,10 +375,13 @@ class Runner:
     def _spec(self, name: str) -> SourceSpec | None:
         return next((s for s in self.settings.config.sources() if s.name == name), None)
 
-    def schedule_collect(self, spec: SourceSpec, earliest: datetime | None = None) -> datetime:
-        """(Re)schedule one source's next collection from its state in the store."""
-        when = next_collect_time(self.store.source_state(spec.name), spec.interval, self.now(),
-                                 earliest=earliest)
+    def schedule_collect(self, spec: SourceSpec, earliest: datetime | None = None,
+                         state: SourceState | None = None) -> datetime:
+        """(Re)schedule one source's next collection from its state (read from the store
+        when not given)."""
+        if state is None:
+            state = self.store.source_state(spec.name)
+        when = next_collect_time(state, spec.interval, self.now(), earliest=earliest)
         self.jobs.at(f"collect:{spec.name}", when, self.collect_source, spec.name)
         return when
 
@@ -368,17 +398,29 @@ class Runner:
             now = self.now()
             ran = True
             try:
-                reports = await collect_async(self.settings.config, self.store, now=now,
-                                              only=name, http=self._http)
+                reports = await collect_async(self.settings.config, None, now=now, only=name,
+                                              http=self._http, db=self.in_collection)
                 for r in reports:
                     ran = ran and r.status != "disabled"
                     log.info("collected %s", r.line())
                 if any(r.new or r.updated for r in reports):
                     await self.in_worker(embed_pending, self._worker_embedder, now)
             finally:
-                current = self._spec(name)
-                if current is not None and self._started:
-                    self.schedule_collect(current, after_run_floor(now, current.interval, ran))
+                if self._spec(name) is not None and self._started:
+                    await self._rearm(name, now, ran)
+
+    async def _rearm(self, name: str, now: datetime, ran: bool) -> None:
+        """After a run: the source's next collection, from its state read on the collection
+        thread (a database held past the busy timeout: soon, as if it had never run)."""
+        try:
+            state = await self.in_collection(Store.source_state, name)
+        except sqlite3.Error as e:
+            log.warning("could not read the state of %s (%s); collecting it again soon",
+                        name, e)
+            state = SourceState(name)
+        current = self._spec(name)
+        if current is not None and self._started:
+            self.schedule_collect(current, after_run_floor(now, current.interval, ran), state)
 
     # --- digests ---------------------------------------------------------------------------------
 
@@ -655,19 +697,30 @@ class Runner:
                      f"topic {thread}" if thread else "its main thread (General)")
 
     async def notify(self, msg: TgMessage) -> None:
-        """Tell every allowed chat something (best effort)."""
+        """Tell every allowed chat something (best effort), where its daily digest goes: a
+        forum's digest topic, else (or when that topic is gone) its General topic."""
         if self.app is None:
             return
         for chat in self.allowed_chats:
             try:
-                await self.send(chat, msg)
+                await self.send(chat, msg, thread=await self._digest_topic(chat))
             except Exception as e:
                 log.warning("could not notify chat %s: %s", chat, e)
                 new = getattr(e, "migrate_to", None)
                 if new is not None:
                     await self.chat_migrated(chat, new)
                     with contextlib.suppress(Exception):
-                        await self.send(new, msg)
+                        await self.send(new, msg, thread=await self._digest_topic(new))
+
+    async def _digest_topic(self, chat: int) -> int | None:
+        """The forum topic the chat's daily digest goes to; None (General) when there is
+        none, or when the database is too busy to say."""
+        try:
+            return await self.in_db(Store.digest_topic, str(chat))
+        except sqlite3.Error as e:
+            log.warning("could not read where chat %s wants its daily digest (%s); feedbot "
+                        "writes to its General topic", chat, e)
+            return None
 
     async def first_refusal(self, chat: int) -> bool:
         """True the first time a stranger's chat is refused (remembered across restarts)."""

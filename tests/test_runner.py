@@ -807,3 +807,139 @@ async def test_the_updaters_last_get_updates_as_feedbot_stops_finds_a_connection
     await asyncio.gather(*holding, return_exceptions=True)
     assert holding, "the updater made no last getUpdates"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+# --- collection and a database another connection holds -----------------------------------------
+
+async def test_a_collection_waiting_for_a_busy_database_stalls_no_chat(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """Collection called SQLite on the event loop: a feed's items waiting for a database
+    another connection held (the user's own `feedbot collect`, a prune, VACUUM) froze the whole
+    bot until it was free, up to the 30 s busy timeout. Now the collection's store work waits
+    on its own thread, not the bot's database thread: /help, and /sources (which reads the
+    store), are answered meanwhile, and the items and the source's success are in once the
+    database is free."""
+    from .test_bot import HeldDatabase, ask
+
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(4)), etag='"v1"')
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    clock = Clock(SLOT - timedelta(hours=1))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        with HeldDatabase(feedbot_env, seconds=5) as held:
+            collecting = asyncio.create_task(runner.collect_source("Test blog"))
+            await eventually(lambda: bool(server.hits("/feed.xml")))
+            await asyncio.sleep(0.3)  # fetched and parsed: the items wait for the database
+            [helptext] = await ask(api, "/help")
+            [health] = await ask(api, "/sources")
+            answered = time.monotonic()
+            assert not collecting.done()
+        assert "/digest" in helptext["text"] and "Test blog" in health["text"]
+        assert answered < held.released_at
+        await asyncio.wait_for(collecting, 10)
+        state = await runner.in_db(Store.source_state, "Test blog")
+        assert state.items == 4 and state.last_success == clock() and state.etag == '"v1"'
+        assert runner.jobs.next_run("collect:Test blog") >= clock() + timedelta(seconds=60)
+
+
+async def test_a_stop_while_a_collection_waits_for_the_database_keeps_items_with_their_state(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """SIGTERM while a collection's items wait for a busy database: the stop goes ahead at once
+    (the loop is free), and the write in progress ends whole: the items with their source's
+    success and validators. Never the ETag without the items (the next 304 would hide them for
+    good), nor the items without their source's state."""
+    from .test_bot import HeldDatabase
+
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(4)), etag='"v1"')
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    now = datetime.now(UTC)  # APScheduler fires on the real clock
+    async with running(path, feedbot_env, Clock(now), run_jobs=True) as runner:
+        with HeldDatabase(feedbot_env, seconds=5) as held:
+            runner.jobs.at("collect:Test blog", now, runner.collect_source, "Test blog")
+            await eventually(lambda: bool(server.hits("/feed.xml")))
+            await asyncio.sleep(0.3)  # fetched and parsed: the items wait for the database
+            stopping = time.monotonic()
+            stop = asyncio.create_task(runner.stop())
+            await asyncio.sleep(0.3)
+            assert not stop.done()  # it waits for the write in progress to end, whole
+        assert stopping < held.released_at
+        await asyncio.wait_for(stop, 10)
+    with Store.open(feedbot_env) as store:
+        state = store.source_state("Test blog")
+        assert state.items == 4 and state.last_success == now and state.etag == '"v1"'
+
+
+async def test_sources_yaml_notices_go_where_the_chats_daily_digest_goes(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """The "sources.yaml has a problem" and "valid again" notices went to a forum's General
+    topic even when its daily digest goes to a topic. Now they go with the digest, and to
+    General when that topic was closed meanwhile, like the digest; a private chat is as it
+    was."""
+    from .test_bot import FORUM, ask
+
+    path = write_sources(tmp_path / "sources.yaml", chats=(CHAT, FORUM))
+    good = path.read_text()
+    async with running(path, feedbot_env, Clock(SLOT - timedelta(hours=3)), api) as runner:
+        papers = api.open_topic(FORUM, "Papers")
+        [hello] = await ask(api, "/start", chat=FORUM, thread=papers)
+        assert hello["message_thread_id"] == papers
+        await eventually(lambda: runner.store.digest_topic(str(FORUM)) == papers)
+        touch(path, good + "blogz: []\n")  # a typo
+        await runner.check_sources()
+        await runner.check_sources()
+        [problem] = api.sent(FORUM)[1:]
+        assert "sources.yaml has a problem" in problem["text"]
+        assert problem["message_thread_id"] == papers
+        [private] = api.sent(CHAT)
+        assert "sources.yaml has a problem" in private["text"]
+        assert "message_thread_id" not in private
+        api.close_topic(FORUM, papers)
+        touch(path, good.replace("08:00", "09:00"))
+        await runner.check_sources()
+        await runner.check_sources()
+        [fixed] = api.sent(FORUM)[2:]
+        assert "valid again" in fixed["text"] and "message_thread_id" not in fixed
+        assert "valid again" in api.sent(CHAT)[-1]["text"]
+
+
+async def test_an_x_handle_looked_up_while_the_database_is_busy_stalls_no_chat_and_is_kept(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, corpus: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The X collector keeps a handle's user id in the store's meta table: that write, made on
+    the event loop, froze the bot while another connection held the database. Now it is kept
+    with the collection and written with the source's outcome on the collection thread: /help
+    is answered meanwhile, and the next run does not look the handle up again."""
+    import responses
+
+    from .test_bot import HeldDatabase, ask
+    from .test_x import API, TOKEN, recorded
+
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+    path = write_sources(tmp_path / "sources.yaml")
+    path.write_text(path.read_text() + "people:\n  - name: Twitter\n    x: Twitter\n")
+    user = recorded(corpus, "test_client_get_user__0__GET.json")
+    page = recorded(corpus, "test_client_get_users_tweets__0__GET.json")
+    lookups = f"{API}/users/by/username/Twitter"
+    clock = Clock(SLOT - timedelta(hours=1))
+    async with running(path, feedbot_env, clock, api) as runner:
+        with responses.RequestsMock() as rsps:
+            rsps.get(lookups, json=user)
+            rsps.get(f"{API}/users/783214/tweets", json=page)
+            with HeldDatabase(feedbot_env, seconds=5) as held:
+                collecting = asyncio.create_task(runner.collect_source("Twitter/x"))
+                await eventually(lambda: len(rsps.calls) == 2)
+                await asyncio.sleep(0.3)  # the user id and the posts wait for the database
+                [helptext] = await ask(api, "/help")
+                answered = time.monotonic()
+                assert not collecting.done()
+            assert "/digest" in helptext["text"] and answered < held.released_at
+            await asyncio.wait_for(collecting, 10)
+        assert await runner.in_db(Store.get_meta, "x:user:twitter") == "783214"
+        state = await runner.in_db(Store.source_state, "Twitter/x")
+        assert state.items == 2 and state.cursor == page["meta"]["newest_id"]
+        clock.advance(hours=7)
+        with responses.RequestsMock() as rsps:  # an unexpected lookup would be refused
+            rsps.get(f"{API}/users/783214/tweets", json={"meta": {"result_count": 0}})
+            await runner.collect_source("Twitter/x")
+            assert [c.request.url.split("?")[0] for c in rsps.calls] == [
+                f"{API}/users/783214/tweets"]
+        assert (await runner.in_db(Store.source_state, "Twitter/x")).failures == 0
