@@ -1,6 +1,6 @@
 """Digest benchmark: a cached `feedbot digest --no-collect` over 1,000 and 100,000 stored items.
 
-    python benchmarks/digest.py [--sizes 1000,100000]
+    python benchmarks/digest.py [--sizes 1000,100000] [--votes 10000] [--repeat 3]
 
 Builds a store with N items whose vectors are already cached (random unit vectors under the
 real model id; the stage vectors are embedded once with the real model, in a setup process),
@@ -9,6 +9,14 @@ command in a fresh process: wall time, peak RSS (ru_maxrss of the child), whethe
 imported, and the store's size. Baseline in the same run: the same digest with the vector cache
 cleared for the stage texts forces the model to load — what every digest would cost without
 the cache.
+
+With `--votes N`: a learner with years of 👍/👎. N more items, published before the digest
+window (so outside it, as a long-kept learner's voted items are) 100 minutes apart (10,000:
+two years), with cached vectors, get one vote each, when published (60 % 👍, 40 % 👎, given
+at stages spread over the roadmap, a third at the learner's), and three rows are timed: the
+same store with no votes (baseline), the first digest after the votes (trains the 👍/👎 model)
+and the next one (reuses the saved model). `--repeat K` times each row K times, alternating,
+and prints the median.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +79,39 @@ def build_store(home: Path, n: int, rng: np.random.Generator) -> None:
     store.close()
 
 
+def add_votes(home: Path, n: int, rng: np.random.Generator) -> None:
+    """N older voted items (outside the digest window) with vectors, and one vote on each."""
+    from feedbot.embed import Embedder
+    from feedbot.items import Item, content_hash
+    from feedbot.roadmap import load_roadmap
+    from feedbot.store import Store
+
+    emb = Embedder()
+    stages = [s.id for s in load_roadmap().stages]
+    store = Store.open(home)
+    now = datetime.now(UTC)
+    old = now - timedelta(days=31)
+    items, vecs = [], {}
+    for i in range(n):
+        it = Item(f"Voted {i}: a {stages[i % len(stages)]} paper on topic {i % 97}",
+                  f"https://bench.example.org/voted/{i}", f"source {i % 300}",
+                  published=old - timedelta(minutes=i * 100), summary=f"Voted summary {i}.")
+        items.append(it)
+        v = rng.standard_normal(384).astype(np.float32)
+        vecs[content_hash(it.embed_text)] = v / np.linalg.norm(v)
+    for i in range(0, n, 5000):
+        store.upsert_items(items[i:i + 5000], now)
+    store.put_vectors(emb.model_id, vecs)
+    ids = store.find_by_urls(it.url for it in items)
+    rows = []
+    for i, it in enumerate(items):
+        stage = "cnn" if rng.random() < 1 / 3 else stages[int(rng.integers(len(stages)))]
+        rows.append(("12345", ids[it.url], "up" if rng.random() < 0.6 else "down",
+                     (old - timedelta(minutes=i * 100)).timestamp(), stage))
+    store.close()
+    set_votes(home, rows)
+
+
 def prime_stage_vectors(env: dict[str, str]) -> None:
     """Embed the stage texts once (the real model), as the first real digest would."""
     run_feedbot(env, *DIGEST)
@@ -102,8 +145,13 @@ def drop_stage_vectors(home: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,100000")
+    ap.add_argument("--votes", type=int, default=0, help="time digests with N votes (and N "
+                    "voted items) against the same store without votes")
+    ap.add_argument("--repeat", type=int, default=1, help="median of K runs per row")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
+    if args.votes:
+        return votes_table([int(s) for s in args.sizes.split(",")], args.votes, args.repeat, rng)
     print("| stored items | run | wall s | ratio vs baseline | peak RSS MB | torch imported "
           "| db MB |")
     print("|---:|---|---:|---:|---:|---|---:|")
@@ -125,6 +173,63 @@ def main() -> None:
               f"{b_rss:.0f} | {b_torch} | {db_mb:.0f} |")
         print(f"| {n:,} | cached digest ({k} items shown) | {wall:.2f} | "
               f"{b_wall / wall:.1f}× | {rss:.0f} | {torch} | {db_mb:.0f} |", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def set_votes(home: Path, rows: list[Any]) -> None:
+    """Replace every vote by `rows` (chat, item_id, value, at, stage)."""
+    from feedbot.store import Store
+
+    s = Store.open(home)
+    with s.transaction():
+        s.db.execute("DELETE FROM feedback")
+        s.db.executemany("INSERT INTO feedback(chat, item_id, value, at, stage) "
+                         "VALUES (?, ?, ?, ?, ?)", [tuple(r) for r in rows])
+    s.close()
+
+
+def votes_table(sizes: list[int], votes: int, repeat: int, rng: np.random.Generator) -> None:
+    """Digests with no votes, then with `votes` votes: the first (trains), the next (reuses)."""
+    from feedbot.store import Store
+
+    print("| stored items | votes | run | wall s (median of "
+          f"{repeat}) | ratio vs 0 votes | peak RSS MB |")
+    print("|---:|---:|---|---:|---:|---:|")
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix="feedbot-digest-bench-"))
+        src = work / "sources.yaml"
+        src.write_text("learner: {stage: cnn}\n")
+        home = work / "home"
+        env = dict(os.environ, FEEDBOT_HOME=str(home), FEEDBOT_SOURCES=str(src),
+                   HF_HUB_OFFLINE="1")
+        os.environ.update(FEEDBOT_HOME=env["FEEDBOT_HOME"])
+        build_store(home, n, rng)
+        add_votes(home, votes, rng)
+        prime_stage_vectors(env)
+        store = Store.open(home)
+        saved = store.db.execute("SELECT chat, item_id, value, at, stage FROM feedback"
+                                 ).fetchall()
+        store.close()
+
+        rows: dict[str, list[tuple[float, float]]] = {"none": [], "train": [], "reuse": []}
+        for _ in range(repeat):
+            set_votes(home, [])
+            wall, rss, _, _ = timed(env)
+            rows["none"].append((wall, rss))
+            set_votes(home, saved)
+            shutil.rmtree(home / "models", ignore_errors=True)  # the first digest trains
+            wall, rss, _, _ = timed(env)
+            rows["train"].append((wall, rss))
+            wall, rss, _, _ = timed(env)
+            rows["reuse"].append((wall, rss))
+        base = statistics.median(w for w, _ in rows["none"])
+        for name, count, what in (("none", 0, "baseline: no votes"),
+                                  ("train", votes, "first digest (trains the model)"),
+                                  ("reuse", votes, "next digest (saved model reused)")):
+            wall = statistics.median(w for w, _ in rows[name])
+            rss = statistics.median(r for _, r in rows[name])
+            print(f"| {n:,} | {count:,} | {what} | {wall:.2f} | {wall / base:.2f}× | "
+                  f"{rss:.0f} |", flush=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

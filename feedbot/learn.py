@@ -17,7 +17,10 @@ on the embeddings of 👍 (positive) against 👎 (negative) items. 'later' is n
 - The model is retrained only when the feedback changed (a hash of the rows, the items' texts
   and the embedding model id) and persisted with joblib under `$FEEDBOT_HOME/models/`, one file
   per chat and stage. A stored model made with another embedding model is never used; one that
-  cannot be read is trained again, and one that cannot be written is only not kept.
+  cannot be read is trained again, and one that cannot be written is only not kept. Telling
+  whether the saved model fits reads only the votes and the voted items' content hashes; the
+  items and their vectors are read only to train. The daily prune removes the saved models no
+  chat, stage or embedding model can use any more, once unused for a week (`unused_models`).
 
 What it must not do: rank, render, or write to the store; it reads feedback and vectors, and
 may embed a labelled item that has no vector yet.
@@ -29,7 +32,9 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,7 +45,7 @@ import numpy as np
 from .config import feedbot_home
 from .embed import Embedder, embed_cached
 from .rank import Liked, damaged_rows
-from .store import Store, StoredItem
+from .store import Store, StoredItem, VotedItem
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +153,36 @@ def stage_weight(vote_stage: str, stage: str | None, other_stages: float) -> flo
     return 1.0 if stage is None or vote_stage in ("", stage) else other_stages
 
 
-def feedback_key(votes: dict[str, str], items: list[StoredItem], model_id: str,
+def feedback_key(votes: dict[str, str], hashes: Mapping[str, str], model_id: str,
                  weights: dict[str, float] | None = None) -> str:
+    """The key a saved model is found by: the votes, each with its item's content hash ('' for
+    an item not stored) and weight, and the embedding model."""
     h = hashlib.sha256(f"v{LEARN_VERSION}\n{model_id}\n".encode())
-    hashes = {s.id: s.content_hash for s in items}
     for item in sorted(votes):
         w = 1.0 if weights is None else weights.get(item, 1.0)
         h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\t{w:g}\n".encode())
     return h.hexdigest()[:32]
+
+
+def _labels(store: Store, chat: str | None, stage: str | None, other_stages: float
+            ) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """What the key needs, without the items' text: the votes that count here (item → 'up' or
+    'down', in `chat_votes`' order), the weight of every vote, and the content hashes of the
+    voted items that are stored and count here."""
+    latest: dict[str, VotedItem] = {}
+    for v in store.voted_items(chat):  # oldest first: across chats the latest vote wins
+        if v.value in LABELS:
+            latest[v.item_id] = v
+    weights: dict[str, float] = {}
+    votes: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    for item, v in latest.items():
+        weights[item] = stage_weight(v.stage, stage, other_stages)
+        if weights[item] > 0:
+            votes[item] = v.value
+            if v.content_hash:
+                hashes[item] = v.content_hash
+    return votes, weights, hashes
 
 
 def model_path(chat: str | None, home: Path | None = None, stage: str | None = None) -> Path:
@@ -173,6 +200,11 @@ def model_path(chat: str | None, home: Path | None = None, stage: str | None = N
     return (home or feedbot_home()) / "models" / f"feedback-{name}-{digest}.joblib"
 
 
+def _lock_file(path: Path) -> Path:
+    """Held shared while a process reads or replaces the model file (see `locks`)."""
+    return path.with_name(path.name + ".lock")
+
+
 def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
     """The persisted model when it fits this feedback and this embedding model, else None.
 
@@ -182,8 +214,15 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
     """
     import joblib
 
+    from .locks import shared
+
+    if not path.exists():
+        return None
     try:
-        d: Any = joblib.load(path)
+        with shared(_lock_file(path)):  # `remove_unused_models` leaves it alone meanwhile
+            d: Any = joblib.load(path)
+            with contextlib.suppress(OSError):  # when it was last used: see unused_models
+                os.utime(path)
     except FileNotFoundError:
         return None
     except Exception as e:  # a corrupt or foreign file: retrain
@@ -221,17 +260,20 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
     return model
 
 
-def save_model(path: Path, m: FeedbackModel) -> bool:
-    """Persist `m` atomically; False (and a warning) when it cannot be written.
+def save_model(path: Path, m: FeedbackModel, scope: dict[str, Any] | None = None) -> bool:
+    """Persist `m` atomically; False (and a warning) when it cannot be written. `scope`: the
+    chat, stage and `other_stages` it was trained for, by which `unused_models` tells whether
+    the votes have changed since.
 
     The model is only a cache of a few milliseconds of training: an unwritable models
     directory must not stop a digest. Each writer uses its own temporary file, so two digests
     saving at once (the bot's and `feedbot digest`) cannot move each other's file away.
     """
-    import os
     import threading
 
     import joblib
+
+    from .locks import shared
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
@@ -239,8 +281,10 @@ def save_model(path: Path, m: FeedbackModel) -> bool:
         with open(tmp, "wb") as f:
             joblib.dump({"version": LEARN_VERSION, "model_id": m.model_id, "key": m.key,
                          "coef": m.coef, "intercept": m.intercept, "n_labels": m.n_labels,
-                         "liked": m.liked, "liked_titles": list(m.liked_titles)}, f)
-        tmp.replace(path)
+                         "liked": m.liked, "liked_titles": list(m.liked_titles),
+                         "scope": scope}, f)
+        with shared(_lock_file(path)):  # not while `remove_unused_models` removes it
+            tmp.replace(path)
         return True
     except OSError as e:
         log.warning("the feedback model cannot be saved to %s (%s); it is trained again next "
@@ -279,6 +323,30 @@ def _labelled_vectors(store: Store, embedder: Embedder, items: list[StoredItem])
     return X
 
 
+def _training_vectors(store: Store, embedder: Embedder, votes: dict[str, str],
+                      hashes: dict[str, str]) -> tuple[list[str], np.ndarray]:
+    """The stored voted items' ids and their vectors: cached ones read by content hash; only
+    the items with none, or a damaged one, are read whole, to embed their text
+    (`_labelled_vectors`): building 10,000 items took longer than training on them. In the
+    order the items were read whole before, so that a model trained again is exactly the
+    same."""
+    order = list(votes)  # as `Store.get_items` read them before: by id within each 500
+    ids = [i for n in range(0, len(order), 500) for i in sorted(order[n:n + 500])
+           if i in hashes]
+    cached = store.get_vectors(embedder.model_id, [hashes[i] for i in ids])
+    redo = [i for i in ids if hashes[i] not in cached
+            or cached[hashes[i]].ndim != 1 or damaged_rows(cached[hashes[i]][None])[0]]
+    if redo:
+        items = [s for s in store.get_items(redo) if s.id in votes]
+        for s, x in zip(items, _labelled_vectors(store, embedder, items), strict=True):
+            if s.id in hashes:
+                cached[hashes[s.id]] = x
+    ids = [i for i in ids if hashes[i] in cached]  # one removed meanwhile
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    return ids, np.stack([cached[hashes[i]] for i in ids]).astype(np.float32)
+
+
 def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None,
                     now: datetime | None = None, stage: str | None = None,
                     other_stages: float = 1.0) -> FeedbackScorer | None:
@@ -286,32 +354,150 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
 
     With `stage`, votes given at other stages count `other_stages` (see `stage_weight`).
     """
-    weights, votes = {}, {}
-    for item, (value, vote_stage) in chat_votes(store, chat).items():
-        weights[item] = stage_weight(vote_stage, stage, other_stages)
-        if weights[item] > 0:
-            votes[item] = value
-    items = [s for s in store.get_items(votes) if s.id in votes]
-    if not items:
+    votes, weights, hashes = _labels(store, chat, stage, other_stages)
+    if not hashes:  # no vote on a stored item counts here
         return None
     model_id = embedder.model_id
-    key = feedback_key(votes, items, model_id, weights)
+    key = feedback_key(votes, hashes, model_id, weights)
     path = model_path(chat, stage=stage)
     model = load_model(path, model_id, key)
     if model is None:
-        X = _labelled_vectors(store, embedder, items)
+        ids, X = _training_vectors(store, embedder, votes, hashes)
         ok = ~damaged_rows(X)  # still damaged: the embedder's own NaN
-        items, X = [s for s, k in zip(items, ok, strict=True) if k], X[ok]
-        if not items:
+        ids, X = [i for i, k in zip(ids, ok, strict=True) if k], X[ok]
+        if not ids:
             return None
-        y = np.array([LABELS[votes[s.id]] for s in items])
+        y = np.array([LABELS[votes[i]] for i in ids])
         bg = None
         if len(set(y.tolist())) == 1:
             bg = _background(store, model_id, set(weights), now)  # every vote, 0-weighted too
             if not len(bg):
                 return None
+        liked = store.item_titles(i for i in ids if votes[i] == "up")
         model = train(X, y, model_id=model_id, key=key,
-                      titles=tuple(s.item.title for s in items), background=bg,
-                      weights=np.array([weights[s.id] for s in items]))
-        save_model(path, model)
+                      titles=tuple(liked.get(i, "") for i in ids), background=bg,
+                      weights=np.array([weights[i] for i in ids]))
+        save_model(path, model, scope={"chat": chat, "stage": stage,
+                                       "other_stages": other_stages})
     return FeedbackScorer(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved models no digest can use any more (`feedbot prune`, daily in `feedbot run`)
+
+MODEL_IDLE = timedelta(days=7)  # a model file unused this long may go, if no digest can use it
+
+
+@dataclass(frozen=True)
+class UnusedModel:
+    """A saved model file (or a writer's leftover temporary file) that can go."""
+
+    path: Path
+    idle_days: float  # since it was last written or loaded
+    why: str  # why no digest can use it
+
+    def line(self) -> str:
+        return f"{self.path.name}: {self.why}, unused for {self.idle_days:.0f} days"
+
+
+def unused_models(store: Store, *, now: float, home: Path | None = None,
+                  current: Callable[[str], bool] | None = None,
+                  idle: timedelta = MODEL_IDLE) -> list[UnusedModel]:
+    """The saved 👍/👎 models under `$FEEDBOT_HOME/models` that no chat, stage or embedding
+    model can use any more, and that no process has loaded or written for `idle`.
+
+    A digest loads the model of its chat and stage only when the key still fits (`load_model`)
+    and touches it then, so a model in use is never idle. An idle one still goes only when it
+    cannot be used: it cannot be read or is of another feedbot version; it was made with an
+    embedding model that `current` says is not the current one; its chat has no votes that
+    count any more, or they have changed since it was trained (a digest would train it again);
+    or it does not say which chat and stage it is for (written before models recorded that,
+    such as the per-chat models named for no stage, which no digest loads any more).
+    Temporary files a killed writer left behind go once as idle. Reads only the files and the
+    votes; removes nothing (see `remove_unused_models`).
+    """
+    import joblib
+
+    directory = (home or feedbot_home()) / "models"
+    try:
+        paths = sorted(directory.iterdir())
+    except OSError:
+        return []
+    out: list[UnusedModel] = []
+    keys: dict[tuple[Any, Any, Any, str], str | None] = {}
+    for path in paths:
+        name = path.name
+        temp = name.startswith(".feedback-") and name.endswith(".tmp")
+        if not (temp or (name.startswith("feedback-") and name.endswith(".joblib"))):
+            continue
+        try:
+            idle_s = now - path.stat().st_mtime
+        except OSError:
+            continue
+        if idle_s < idle.total_seconds() or not path.is_file():
+            continue
+        why = "a temporary file left by an interrupted save" if temp else ""
+        if not temp:
+            try:
+                d: Any = joblib.load(path)
+            except Exception:  # damaged, or not feedbot's
+                d = None
+            why = _why_unusable(store, d, current, keys)
+        if why:
+            out.append(UnusedModel(path, idle_s / 86400, why))
+    return out
+
+
+def _why_unusable(store: Store, d: Any, current: Callable[[str], bool] | None,
+                  keys: dict[tuple[Any, Any, Any, str], str | None]) -> str:
+    """Why no digest can use this saved model, or '' when one can."""
+    if not isinstance(d, dict) or not isinstance(d.get("model_id"), str):
+        return "cannot be read"
+    if d.get("version") != LEARN_VERSION:
+        return "of another feedbot version"
+    if current is not None and not current(d["model_id"]):
+        return f"of another embedding model ({d['model_id']})"
+    scope = d.get("scope")
+    if not isinstance(scope, dict) or not {"chat", "stage", "other_stages"} <= set(scope):
+        return "does not say which chat and stage it is for"
+    chat, stage, other = scope["chat"], scope["stage"], scope["other_stages"]
+    memo = (chat, stage, other, d["model_id"])
+    if memo not in keys:
+        try:
+            votes, weights, hashes = _labels(store, chat, stage, float(other))
+        except (TypeError, ValueError):  # not what feedbot writes
+            return "does not say which chat and stage it is for"
+        keys[memo] = (feedback_key(votes, hashes, d["model_id"], weights) if hashes
+                      else None)
+    if keys[memo] is None:
+        return "its chat has no votes that count there any more"
+    if keys[memo] != d.get("key"):
+        return "the votes have changed since it was trained"
+    return ""
+
+
+def remove_unused_models(found: list[UnusedModel], *, idle: timedelta = MODEL_IDLE
+                         ) -> Iterator[UnusedModel]:
+    """Remove the models `unused_models` found, each unless a process holds it now (loading
+    or replacing it: see `load_model`, `save_model`) or has used it since it was found;
+    yields those removed. A file that cannot be removed is left for the next prune."""
+    import time
+
+    from .locks import try_exclusive
+
+    for m in found:
+        try:
+            with try_exclusive(_lock_file(m.path)) as locked:
+                if not locked:
+                    log.debug("keeping %s: in use by another process", m.path)
+                    continue
+                if time.time() - m.path.stat().st_mtime < idle.total_seconds():
+                    continue  # loaded or written again since it was found
+                m.path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.debug("cannot remove the unused feedback model %s: %s", m.path, e)
+            continue
+        log.info("removed the unused feedback model %s (%s)", m.path, m.why)
+        yield m

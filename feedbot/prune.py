@@ -13,13 +13,19 @@ store does not take in an item dated before the last prune's cutoff.
 Everything is deleted in short transactions of a few hundred rows, so another feedbot
 process waits at most a moment for the write lock; VACUUM (which holds it throughout) only
 when asked for. All SQL is in store.py.
+
+It also removes the saved 👍/👎 models under `$FEEDBOT_HOME/models` that no chat, stage or
+embedding model can use any more and no process has used for a week (`learn.unused_models`),
+each unless another feedbot is loading or replacing it at that moment.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .items import content_hash
@@ -35,6 +41,7 @@ VECTOR_CHUNK = 2000  # vectors deleted per transaction
 # prune of a database that grew for a year); the free pages of a daily prune are reused.
 AUTO_VACUUM_SHARE = 0.25
 AUTO_VACUUM_BYTES = 20_000_000
+MODELS_SHOWN = 10  # saved models named in the report line, then "and N more"
 _ROW_OVERHEAD = 40  # bytes a vector row takes besides its blob (key, hash, record header)
 
 
@@ -52,6 +59,7 @@ class PruneReport:
     dry_run: bool = False
     vacuumed: bool = False
     stopped: bool = False  # `feedbot run` stopped in the middle
+    models: list[str] = field(default_factory=list)  # saved 👍/👎 models removed (or would be)
 
     @property
     def removed(self) -> bool:
@@ -68,6 +76,11 @@ class PruneReport:
         if self.other_models:
             vectors += f" ({self.other_models:,} of other models)"
         what.append(vectors)
+        if self.models:
+            shown = "; ".join(self.models[:MODELS_SHOWN])
+            more = len(self.models) - MODELS_SHOWN
+            shown += f" and {more:,} more" if more > 0 else ""
+            what.append(f"{_count(len(self.models), 'unused 👍/👎 model file')} ({shown})")
         text = f"{verb} {' and '.join(what)}"
         if not self.older_than:
             text = f"items are kept (retention never); {text}"
@@ -129,13 +142,20 @@ def current_model(embedder: Embedder) -> tuple[Callable[[str], bool], str]:
 def prune(store: Store, *, older_than: float | None, label: str, now: datetime,
           keep_hashes: set[str], keep_model: Callable[[str], bool] | None = None,
           dry_run: bool = False, vacuum: bool | str = False,
-          stop: Callable[[], bool] | None = None) -> PruneReport:
+          stop: Callable[[], bool] | None = None,
+          embedding_model: Callable[[str], bool] | None = None,
+          home: Path | None = None) -> PruneReport:
     """Remove items older than `older_than` seconds (None: none), then the vectors no item
     uses (but those of `keep_hashes`), and with `keep_model` the vectors of models it says
     no to. `vacuum`: True, False, or "auto" (only when much of the file is left free).
-    `stop()` is asked between transactions; when true, the prune ends there."""
+    `stop()` is asked between transactions; when true, the prune ends there.
+
+    First the saved 👍/👎 models under `home` (default `$FEEDBOT_HOME`) that cannot be used
+    any more (`learn.unused_models`); `embedding_model` tells the current embedding model's
+    cache keys (default: `keep_model`, else the model the environment configures)."""
     report = PruneReport(older_than=label if older_than is not None else "", dry_run=dry_run,
                          bytes_before=store.disk_bytes())
+    report.models = _prune_models(store, embedding_model or keep_model, home, dry_run)
     before = now - timedelta(seconds=older_than) if older_than is not None else None
     candidates = store.prune_candidates(before) if before is not None else None
     going = set(candidates.ids) if candidates is not None else set()
@@ -189,6 +209,32 @@ def prune(store: Store, *, older_than: float | None, label: str, now: datetime,
         report.freed_estimate = (vector_bytes * report.vectors // max(len(unused), 1)
                                  + item_bytes * report.items // len(going))
     return _finish(store, report, vacuum=vacuum)
+
+
+def _prune_models(store: Store, current: Callable[[str], bool] | None,
+                  home: Path | None, dry_run: bool) -> list[str]:
+    """The saved 👍/👎 models removed (in a dry run, that would be): names, with why. A
+    problem here is logged and stops nothing: the models are only a cache of the votes."""
+    import logging
+    import time
+
+    from .learn import remove_unused_models, unused_models
+
+    if current is None:
+        with contextlib.suppress(Exception):  # a bad setting: said by the commands that embed
+            from .embed import Embedder
+
+            current = current_model(Embedder())[0]
+    try:
+        # File times are the system clock's, whatever clock the caller runs on.
+        found = unused_models(store, now=time.time(), home=home, current=current)
+        if not dry_run:
+            found = list(remove_unused_models(found))
+    except Exception as e:
+        logging.getLogger(__name__).warning("the unused 👍/👎 models were not removed (%s: %s)",
+                                            type(e).__name__, e)
+        return []
+    return [m.line() for m in found]
 
 
 def _finish(store: Store, report: PruneReport, *, vacuum: bool | str) -> PruneReport:

@@ -275,6 +275,17 @@ class Vote(NamedTuple):
     stage: str  # the roadmap stage it was given at; '' for votes older than stages
 
 
+class VotedItem(NamedTuple):
+    """A vote with what the 👍/👎 model's key needs of its item, and none of its text."""
+
+    chat: str
+    item_id: str
+    value: str  # 'up' or 'down'
+    at: float  # when, in epoch seconds (no datetime: 10,000 of them take 40 ms to make)
+    stage: str  # the roadmap stage it was given at; '' for votes older than stages
+    content_hash: str  # the voted item's; '' when the item is not stored
+
+
 class StoreError(RuntimeError):
     """The database file cannot be used as it is: damaged, not a feedbot database, written by
     a newer feedbot, or held by another process for too long. The message says what to do."""
@@ -660,6 +671,15 @@ class Store:
             rows += self.db.execute(f"SELECT * FROM items WHERE id IN ({q})", chunk).fetchall()
         return self._rows_to_items(rows)
 
+    def item_titles(self, ids: Iterable[str]) -> dict[str, str]:
+        """id → title of the stored items among `ids`, without building the items."""
+        out: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            q = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT id, title FROM items WHERE id IN ({q})",
+                                       chunk).fetchall())
+        return out
+
     def item_count(self, source: str | None = None) -> int:
         if source is None:
             return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
@@ -875,6 +895,17 @@ class Store:
             sql, args = sql + " WHERE chat = ?", [chat]
         return [Vote(r[0], r[1], r[2], _dt(r[3]) or datetime.now(UTC), r[4])
                 for r in self.db.execute(sql + " ORDER BY at", args)]
+
+    def voted_items(self, chat: str | None = None) -> list[VotedItem]:
+        """`feedback`, each vote with its item's content hash: what decides whether the saved
+        👍/👎 model still fits, read without building the items (1.2 s for 10,000 votes)."""
+        sql = ("SELECT f.chat, f.item_id, f.value, f.at, f.stage, i.content_hash "
+               "FROM feedback f LEFT JOIN items i ON i.id = f.item_id")
+        args: list[Any] = []
+        if chat is not None:
+            sql, args = sql + " WHERE f.chat = ?", [chat]
+        return [VotedItem(r[0], r[1], r[2], r[3], r[4], r[5] or "")
+                for r in self.db.execute(sql + " ORDER BY f.at, f.rowid", args)]
 
     def mark_delivered(self, chat: str, item_ids: Iterable[str], now: datetime) -> None:
         with self.transaction():

@@ -8,15 +8,19 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
 import feedbot.embed
+from feedbot import learn, runner
 from feedbot.cli import main
 from feedbot.collect import collect
 from feedbot.config import load_config
@@ -381,3 +385,120 @@ def test_after_retention_never_items_of_every_date_are_taken_in_again(store: Sto
     prune(store, older_than=None, label="", now=NOW, keep_hashes=set())  # retention: never
     taken = store.upsert_items([post("older", LONG_AGO - timedelta(days=1))], NOW)
     assert taken.new == 1 and taken.skipped == 0
+
+
+# --- saved 👍/👎 models no chat, stage or embedding model can use any more ---------------------
+
+def _age(path: Path, days: float) -> None:
+    """As if last written or loaded `days` ago (file times are the system clock's)."""
+    t = time.time() - days * 86400
+    os.utime(path, (t, t))
+
+
+def _votes_and_models(store: Store, emb: Any) -> dict[str, Path]:
+    """Chats c1 (a model for cnn, one for nlp) and c2 (one for cnn); then a vote of c1 at nlp
+    changes the nlp model's votes. Returns the model files by name."""
+    items = [post(n, NOW) for n in range(4)]
+    store.upsert_items(items, NOW)
+    found = store.find_by_urls(it.url for it in items)
+    i = [found[it.url] for it in items]
+    for chat in ("c1", "c2"):
+        store.set_feedback(chat, i[0], "up", NOW, stage="cnn")
+        store.set_feedback(chat, i[1], "down", NOW, stage="nlp")
+    models = {}
+    for chat, stage in (("c1", "cnn"), ("c1", "nlp"), ("c2", "cnn")):
+        assert learn.feedback_scorer(store, emb, chat=chat, now=NOW, stage=stage,
+                                     other_stages=0.1) is not None
+        models[f"{chat}-{stage}"] = learn.model_path(chat, stage=stage)
+    store.set_feedback("c1", i[2], "up", NOW + timedelta(hours=1), stage="nlp")
+    return models
+
+
+def test_saved_models_no_digest_can_use_go_once_unused_for_a_week(store: Store,
+                                                                   fake_emb: Any) -> None:
+    models = _votes_and_models(store, fake_emb)
+    directory = models["c1-cnn"].parent
+    scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage="cnn",
+                                   other_stages=0.1)
+    assert scorer is not None
+    m = scorer.model
+    other_model = learn.model_path("c3", stage="cnn")  # another embedding model's
+    learn.save_model(other_model, replace(m, model_id="old-model"),
+                     scope={"chat": "c1", "stage": "cnn", "other_stages": 0.1})
+    legacy = learn.model_path("c1")  # before stages: one per chat, and no scope recorded
+    learn.save_model(legacy, m)
+    unreadable = directory / "feedback-junk-0123abcd.joblib"
+    unreadable.write_bytes(b"not a joblib file")
+    temp = directory / f".{models['c1-cnn'].name}.4242-77.tmp"  # a killed writer's
+    temp.write_bytes(b"half")
+    notes = directory / "notes.txt"  # not feedbot's: never touched
+    notes.write_text("mine")
+    for path in [*models.values(), other_model, legacy, unreadable, temp, notes]:
+        _age(path, 30)
+    _age(models["c2-cnn"], 3)  # c2 votes again below: unusable, but used 3 days ago
+    store.set_feedback("c2", "another", "down", NOW + timedelta(hours=2), stage="cnn")
+    going = {models["c1-nlp"].name: "the votes have changed since it was trained",
+             other_model.name: "of another embedding model (old-model)",
+             legacy.name: "does not say which chat and stage it is for",
+             unreadable.name: "cannot be read",
+             temp.name: "a temporary file left by an interrupted save"}
+    current = fake_emb.model_id
+
+    def run(**kw: object) -> Any:
+        return run_prune(store, embedding_model=lambda model: model == current, **kw)
+
+    report = run(dry_run=True)
+    assert {line.split(":")[0]: line.split(": ", 1)[1] for line in report.models} == \
+        {name: f"{why}, unused for 30 days" for name, why in going.items()}
+    assert "would remove 0 items older than 365d and 0 cached vectors and 5 unused 👍/👎 model " \
+        "files (" in report.line()
+    assert all(p.exists() for p in [*models.values(), other_model, legacy, unreadable, temp])
+    report = run()
+    assert sorted(line.split(":")[0] for line in report.models) == sorted(going)
+    assert "removed 0 items older than 365d and 0 cached vectors and 5 unused 👍/👎 model " \
+        "files (" in report.line()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [models["c1-cnn"].name, models["c2-cnn"].name, notes.name])
+    # what was kept is what a digest can still use: the model of c1 at cnn, loaded as is
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage="cnn",
+                                 other_stages=0.1).model.key == m.key
+
+
+def test_a_model_being_loaded_or_used_lately_is_never_removed(store: Store,
+                                                             fake_emb: Any) -> None:
+    from feedbot.locks import shared
+
+    models = _votes_and_models(store, fake_emb)
+    stale = models["c1-nlp"]  # its votes changed: unusable
+    _age(stale, 30)
+    with shared(stale.with_name(stale.name + ".lock")):  # another feedbot is loading it
+        assert run_prune(store).models == []
+    assert stale.exists()
+    legacy = learn.model_path("c1", stage="cnn")  # written before models recorded their scope
+    content = joblib.load(legacy)
+    del content["scope"]
+    joblib.dump(content, legacy)
+    _age(legacy, 30)
+    # The digest loads it (its key fits), which marks it used: it stays.
+    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage="cnn",
+                                 other_stages=0.1) is not None
+    assert [line.split(":")[0] for line in run_prune(store).models] == [stale.name]
+    assert legacy.exists() and not stale.exists()
+
+
+def test_feedbot_prune_lists_and_the_daily_prune_removes_unused_models(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDBOT_EMBED_BACKEND", "fp32")  # the current model: the packaged one
+    models = _votes_and_models(store, fake_emb)
+    for path in models.values():
+        _age(path, 10)
+    result = cli("prune", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "3 unused 👍/👎 model files (" in result.output
+    for path in models.values():  # all of the fake model's
+        assert f"{path.name}: of another embedding model (fake-model#fake), unused for 10 " \
+            "days" in result.output
+        assert path.exists()
+    cfg = load_config(Path(os.environ["FEEDBOT_SOURCES"]))
+    report = runner._prune(store, cfg, load_roadmap(), NOW, stop=lambda: False)
+    assert len(report.models) == 3 and not any(p.exists() for p in models.values())

@@ -188,6 +188,22 @@ def test_vectors_roundtrip_by_model_and_hash(store: Store) -> None:
     assert len(missing) == 1 and missing[0][1] == "Deep nets"
 
 
+def test_voted_items_give_each_vote_its_items_content_hash_and_no_text(store: Store) -> None:
+    """What the 👍/👎 model's key needs, read without building the items."""
+    store.upsert_items([paper()], NOW)
+    [stored] = store.items_since()
+    store.set_feedback("c1", stored.id, "up", NOW, stage="cnn")
+    store.set_feedback("c2", "not-stored", "down", NOW + timedelta(minutes=1))
+    store.set_feedback("c2", stored.id, "down", NOW + timedelta(minutes=2), stage="nlp")
+    store.set_feedback("c1", "saved", "later", NOW)
+    assert store.voted_items() == [
+        ("c1", stored.id, "up", NOW.timestamp(), "cnn", stored.content_hash),
+        ("c2", "not-stored", "down", NOW.timestamp() + 60, "", ""),
+        ("c2", stored.id, "down", NOW.timestamp() + 120, "nlp", stored.content_hash)]
+    assert [v.item_id for v in store.voted_items("c2")] == ["not-stored", stored.id]
+    assert store.item_titles([stored.id, "not-stored"]) == {stored.id: "Deep nets"}
+
+
 def test_feedback_and_deliveries_are_per_chat(store: Store) -> None:
     store.set_feedback("c1", "x", "up", NOW)
     store.set_feedback("c1", "x", "down", NOW + timedelta(minutes=1))  # changing one's mind
