@@ -253,6 +253,9 @@ def _store_problem(path: str, e: sqlite3.DatabaseError) -> str:
     if "locked" in text or "busy" in text:
         return (f"{path} is busy: another feedbot process has held it for 30 s ({text}); "
                 "try again when it is done")
+    if "disk is full" in text or "disk i/o error" in text.lower():  # not the file's fault
+        return (f"cannot write {path}: {text}; free some space on its disk (the database is "
+                "not damaged), then try again")
     return (f"{path} is damaged or not a feedbot database ({text}). Move it aside to start "
             "afresh (feedbot creates a new one), or put back a backup")
 

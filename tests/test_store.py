@@ -476,3 +476,26 @@ def test_a_retry_after_already_past_leaves_the_usual_backoff(store: Store,
     assert next_due(st, 6 * 3600.0) == NOW + timedelta(seconds=BACKOFF_BASE)
     store.record_failure("b", NOW, "HTTP 503", retry_after=NOW + timedelta(minutes=1))
     assert store.source_state("b").retry_after == NOW + timedelta(minutes=1)  # still honoured
+
+
+def test_a_full_disk_is_not_called_a_damaged_database(tmp_path: Path) -> None:
+    """Opening a new database on a full disk (here: a file size limit of 4 kB) said "damaged or
+    not a feedbot database … Move it aside", sending the bot's user to move a good file away."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from feedbot.store import Store, StoreError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        "    Store.open(Path(sys.argv[1]))\n"
+        "except StoreError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.strip()
+    assert out.startswith(f"cannot write {tmp_path / 'feedbot.db'}: ")
+    assert "free some space" in out and "damaged" not in out.replace("not damaged", "")
