@@ -9,8 +9,13 @@ Embeddings are weak at names and acronyms ("Karpathy", "LoRA"), so the cosine is
 a lexical signal: the words of the query found in an item's title, authors or the start of its
 summary, each word weighted by how rare it is in the window (IDF), a title or author hit
 counting twice a summary hit. `LEXICAL_WEIGHT` was chosen by `benchmarks/search.py` on the dev
-set (figures below, at the constant). An arXiv id, an item id or a URL as the whole query
-finds that item directly, whatever its date.
+set (figures below, at the constant). An arXiv id, an item id or a URL (with or without its
+scheme) as the whole query finds that item directly, whatever its date, but only from
+`--source` when one is given.
+
+Only the first `SUMMARY_HEAD` characters of a summary are searched for words: scanning whole
+abstracts would make a search over 100,000 items about twice as slow (see
+`benchmarks/search.py`); an index of the words in SQLite (FTS5) would lift that limit.
 
 Like the digest: only items of sources the learner follows (`digest.following`), near-
 duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
@@ -36,14 +41,17 @@ from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, select
 from .roadmap import Roadmap
 from .store import ITEM_ID, Store, StoredItem, unwrap_ref
+from .text import shorten
 
 DEFAULT_SINCE = timedelta(days=365)
 DEFAULT_LIMIT = 10
 # score = cosine + LEXICAL_WEIGHT · lexical (both about 0..1). Measured by benchmarks/search.py
-# on 300 dev papers (MRR@10; cosine alone / 0.3 / 0.5 / 1): title without its first word 0.966
-# / 0.998 / 0.998 / 0.998; first author's surname and a title word 0.043 / 0.758 / 0.833 /
-# 0.851. 0.5 takes nearly all of the gain on names while the cosine still counts twice as much
-# as the words for queries that say what a paper is about in other words.
+# on 300 dev papers (MRR@10; cosine alone / 0.25 / 0.5 / 0.75 / 1): title without its first
+# word 0.966 / 0.998 / 0.998 / 0.998 / 0.998; first author's surname and a title word 0.033 /
+# 0.669 / 0.835 / 0.853 / 0.854; a middle sentence of the abstract without the title's words
+# (a paraphrase) 0.530 / 0.593 / 0.615 / 0.625 / 0.603 (2: 0.525). 0.5 takes nearly all of the
+# gain on names and helps paraphrases too; 0.75 is no better on the half of the queries a
+# weight may be chosen on (paraphrase 0.627 against 0.626), so 0.5 stays.
 LEXICAL_WEIGHT = 0.5
 # Below this blended score an item is not a result: MiniLM gives unrelated texts cosines of
 # about -0.1..0.2, so without it every query would "find" ten random items.
@@ -51,6 +59,7 @@ MIN_SCORE = 0.3
 CLOSE_IN_MEANING = 0.45  # a cosine worth calling "close in meaning" next to matched words
 SUMMARY_HIT = 0.5  # a word found only in the summary counts half a title or author hit
 MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a query)
+SUMMARY_HEAD = 400  # characters of a summary searched for the query's words (the store's head)
 _TOKEN = re.compile(r"\w(?:[\w+#]|[-.'’](?=\w))*", re.UNICODE)
 _STOP_WORDS = """a about above after again all also am an and any are as at be been before
 being below between both but by can could did do does doing down during each few for from
@@ -60,6 +69,10 @@ same she should so some such than that the their them then there these they this
 to too under until up very was we were what when where which while who whom why will with would
 you your"""
 _STOP = frozenset(_STOP_WORDS.split())
+SHOWN = 80  # characters of the query repeated in a heading or a one-line answer
+_EXAMPLE = "e.g. `feedbot search sparse attention`, an arXiv id or a link"
+# A link pasted without its scheme: a host with a dot and a path ("lab.example.org/post").
+_BARE_LINK = re.compile(r"(?:[\w-]+\.)+[a-z]{2,}(?::\d+)?/\S*", re.IGNORECASE)
 
 
 class SearchError(ValueError):
@@ -84,8 +97,8 @@ class SearchResult(Digest):
         """The renderers' header line in place of the digest's stage."""
         where = f" from {self.source}" if self.source else ""
         if self.direct:
-            return f"feedbot search — “{self.query}”"
-        return (f"feedbot search — “{self.query}”{where} "
+            return f"feedbot search — “{_shown(self.query)}”{where}"
+        return (f"feedbot search — “{_shown(self.query)}”{where} "
                 f"(last {_span(self.since)}, {self.searched:,} item"
                 f"{'s' if self.searched != 1 else ''} searched)")
 
@@ -98,6 +111,11 @@ class SearchResult(Digest):
         return {"query": self.query, "since": _span(self.since), "source": self.source,
                 "searched": self.searched, "unembedded": self.unembedded,
                 "direct": self.direct, **out}
+
+
+def _shown(query: str) -> str:
+    """The query as a heading or a one-line answer repeats it: a pasted abstract is cut."""
+    return shorten(query, SHOWN)
 
 
 def _span(since: timedelta) -> str:
@@ -114,6 +132,13 @@ class Word:
     stem: str  # lower case, without a plural "s": what SQLite looks for
     pattern: re.Pattern[str]  # the stem (and its plurals), not inside another word
     scan: re.Pattern[str]  # the same without the look-behind (see `_rows_matching`)
+    whole: bool = True  # False: found inside longer words too (scripts written without spaces)
+
+
+# Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer,
+# Myanmar): a "word" of the query is found inside a longer run of such characters.
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff"
+                       "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 
 
 def query_words(query: str) -> list[Word]:
@@ -127,9 +152,15 @@ def query_words(query: str) -> list[Word]:
         stem = low
         if len(low) > 3 and low.endswith("s") and not low.endswith(("ss", "us", "is", "os")):
             stem = low[:-1]  # "transformers" finds "transformer" too
-        # lower case, not IGNORECASE: the texts are lowered once
-        tail = rf"{re.escape(stem)}(?:s|es)?(?!\w)"
-        out[low] = Word(tok, stem, re.compile(rf"(?<!\w){tail}"), re.compile(tail))
+        if _UNSPACED.search(low):
+            found = re.compile(re.escape(stem))
+            out[low] = Word(tok, stem, found, found, whole=False)
+        else:
+            # lower case, not IGNORECASE: the texts are lowered once. A hyphen of the query
+            # matches a hyphen, a space or nothing: "self-attention" finds "self attention".
+            literal = re.escape(stem).replace(r"\-", "[- ]?")
+            tail = rf"{literal}(?:s|es)?(?!\w)"
+            out[low] = Word(tok, stem, re.compile(rf"(?<!\w){tail}"), re.compile(tail))
         if len(out) == MAX_WORDS:
             break
     return list(out.values())
@@ -206,7 +237,8 @@ def _rows_matching(words: Sequence[Word], texts: Sequence[str]) -> list[np.ndarr
             # one that starts with a look-behind (4.4 MB of abstracts: 7 ms against 110 ms):
             # the start of a word is checked here instead.
             at = np.fromiter((m.start() for m in w.scan.finditer(blob)
-                              if not m.start() or not _word_char(blob[m.start() - 1])),
+                              if not w.whole or not m.start()
+                              or not _word_char(blob[m.start() - 1])),
                              dtype=np.int64)
             if len(at):
                 found[k].append(np.unique(np.searchsorted(starts, at, side="right") - 1)
@@ -229,8 +261,7 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
     """
     query = " ".join(query.split())
     if not query:
-        raise SearchError("search for what? give some words, e.g. `feedbot search sparse "
-                          "attention`, an arXiv id or a link")
+        raise SearchError(f"search for what? give some words, {_EXAMPLE}")
     since = since or DEFAULT_SINCE
     stage = roadmap.get(cfg.learner.stage)
     follows = following(cfg, store)
@@ -244,9 +275,19 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
     result = SearchResult(stage, now, [], query=query, since=since, source=source)
     named = _named_item(store, query)
     if named is not None:
-        return _direct(result, store, named, follows, label)
-    rows = store.candidates(embedder.model_id, now - since, hidden=follows.hidden,
-                            rename=follows.renamed)
+        return _direct(result, store, named, follows, label, names)
+    tokens = _TOKEN.findall(query)
+    if not tokens:
+        raise SearchError(f"nothing to search for in “{_shown(query)}”: give some words, "
+                          f"{_EXAMPLE}")
+    if all(t.lower() in _STOP for t in tokens):
+        # nothing to look up, and nothing to mean: MiniLM puts "the of and" or "what is
+        # this" below MIN_SCORE to every dev paper (at most 0.25), so the answer would be
+        # "nothing matches", as if the store lacked what was never asked for
+        raise SearchError(f"“{_shown(query)}” has only common words: say what the item is "
+                          f"about, {_EXAMPLE}")
+    rows = store.candidates(embedder.model_id, now - since, head=SUMMARY_HEAD,
+                            hidden=follows.hidden, rename=follows.renamed)
     keep = np.arange(len(rows))
     if names is not None:
         of_source = store.item_ids_of_sources(names)
@@ -295,7 +336,7 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
             f"yet: matched by {'their' if n != 1 else 'its'} words only (`feedbot collect` "
             "embeds new items)")
     if not picked:
-        result.empty = (f"nothing matches “{query}” in the last {_span(since)}"
+        result.empty = (f"nothing matches “{_shown(query)}” in the last {_span(since)}"
                         + (f" from {source}" if source else "")
                         + f" ({len(ids):,} item{'s' if len(ids) != 1 else ''} searched)")
         result.notes.append(result.empty)
@@ -338,31 +379,42 @@ def _named_item(store: Store, query: str) -> tuple[StoredItem | None, str] | Non
     if " " in ref:
         return None
     aid, _ = split_arxiv_id(ref)
-    how = ("arXiv id" if aid else "link" if "://" in ref or ref.startswith("www.")
+    bare = not aid and "://" not in ref and bool(_BARE_LINK.fullmatch(ref))
+    how = ("arXiv id" if aid else "link" if "://" in ref or ref.startswith("www.") or bare
            else "id" if ITEM_ID.fullmatch(ref) else "")
     if not how:
         return None
     found = store.get_item(ref)
-    if found is None and how == "id":
-        return None  # twelve hex digits are a word too ("deadbeefcafe")
+    if found is None and (how == "id" or bare):
+        return None  # twelve hex digits are a word too ("deadbeefcafe"), and "cs.CL/cs.LG"
     return found, how
 
 
 def _direct(result: SearchResult, store: Store, named: tuple[StoredItem | None, str],
-            follows: Following, label: Callable[[str], str]) -> SearchResult:
-    """The one item the query named, whatever its date and source (the learner asked for
-    it), or one line saying it is not stored."""
+            follows: Following, label: Callable[[str], str],
+            names: set[str] | None = None) -> SearchResult:
+    """The one item the query named, whatever its date and whether its source is still
+    followed (the learner asked for it), but from `--source` when one is given (`names`);
+    else one line saying why not."""
     item, how = named
     result.direct = True
+    ref = unwrap_ref(result.query)
+    what = (f"has the arXiv id {split_arxiv_id(ref)[0]}" if how == "arXiv id"
+            else f"is at {_shown(ref)}" if how == "link" else f"has the id {ref.lower()}")
     if item is None:
-        what = f"has the arXiv id {split_arxiv_id(unwrap_ref(result.query))[0]}" \
-            if how == "arXiv id" else f"is at {unwrap_ref(result.query)}"
         result.empty = f"no stored item {what}: feedbot has not collected it (or it was pruned)"
+        result.notes.append(result.empty)
+        return result
+    if names is not None and not names & set(item.sources):
+        came = ", ".join(dict.fromkeys(label(follows.name(n)) for n in item.sources))
+        result.empty = (f"the stored item that {what} is not from {result.source}: it came "
+                        f"from {came}")
         result.notes.append(result.empty)
         return result
     pool = Pool([item.id], Candidates.of([]), np.zeros((1, 0), np.float32), {item.id: item},
                 follows, store.sharers(hidden=follows.hidden))
-    own = next((follows.name(n) for n in item.sources if n not in follows.hidden),
+    own = next((follows.name(n) for n in item.sources
+                if (n in names if names is not None else n not in follows.hidden)),
                item.sources[0])
     sc = Scored(0, 1.0, {}, "the item at this link" if how == "link" else
                 f"the item with this {how}")

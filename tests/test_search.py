@@ -213,6 +213,95 @@ def test_empty_query_no_items_and_no_match_are_one_line_each(fake_emb: Any) -> N
         "nothing matches “quantum chromodynamics” in the last 365 days (5 items searched)")
 
 
+def test_a_direct_lookup_keeps_to_the_source_asked_for(fake_emb: Any) -> None:
+    """--source holds for an arXiv id, an item id or a link as for words: the item named is
+    shown only when that source brought it, else one line says where it came from."""
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    blog, other = LIBRARY[0], LIBRARY[4]
+    for ref in ("2106.09685", blog.id, other.url):
+        found = find(store, fake_emb, ref, source="Lab Notes" if ref != blog.id else "cs.CL")
+        assert found.direct and found.items == [], ref
+        assert found.empty.startswith("the stored item that "), found.empty
+    assert find(store, fake_emb, "2106.09685", source="cs.CL").empty == ""
+    by_id = find(store, fake_emb, blog.id, source="other blog")
+    assert by_id.empty == (f"the stored item that has the id {blog.id} is not from other "
+                           "blog: it came from Lab Notes")
+    kept = find(store, fake_emb, other.url, source="Other Blog")
+    assert [e.id for e in kept.items] == [other.id] and kept.items[0].source == "Other Blog"
+    assert "from Other Blog" in kept.heading
+
+
+@pytest.mark.parametrize("query", ["???", "!!! ...", "🚀", "-", "the of and", "What is this?"])
+def test_a_query_of_punctuation_or_common_words_only_says_so(fake_emb: Any, query: str
+                                                               ) -> None:
+    """Nothing to look up and nothing to mean: one line that says so (exit 2 in the CLI),
+    not "nothing matches" as if the store lacked it, nor items near a vector of "the"."""
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    with pytest.raises(SearchError, match=r"^(nothing to search for in|“.+” has only common "
+                                          r"words)") as e:
+        find(store, fake_emb, query)
+    assert "\n" not in str(e.value)
+    assert titles(find(store, fake_emb, "the tokenizer"))[0] == "Let's build a tokenizer"
+
+
+def test_a_pasted_page_is_cut_where_the_answer_repeats_it(fake_emb: Any) -> None:
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    query = "quantum chromodynamics " * 90  # 2,000 characters
+    none = find(store, fake_emb, query)
+    assert none.items == [] and len(none.empty) < 200 and "…”" in none.empty
+    assert none.query == " ".join(query.split())  # the JSON keeps it whole
+    found = find(store, fake_emb, "sparse attention " * 120)
+    assert titles(found)[0] == "Sparse attention for very long documents"
+    assert len(found.heading) < 200
+    with pytest.raises(SearchError) as e:
+        find(store, fake_emb, "? " * 1000)
+    assert len(str(e.value)) < 250
+
+
+def test_words_of_scripts_without_spaces_are_found_inside_longer_runs(fake_emb: Any) -> None:
+    """Chinese and Japanese put no space between words: "注意力" (attention) is a word of
+    "稀疏注意力机制" (sparse attention mechanism), which the look for whole words missed."""
+    zh = post("稀疏注意力机制", "长文档的高效注意力。", slug="zh")
+    ja = post("トランスフォーマーの解説", "自己注意の仕組み。", slug="ja")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, zh, ja])
+    found = find(store, fake_emb, "注意力")
+    assert titles(found) == [zh.title] and found.items[0].why.startswith("“注意力” in the title")
+    assert titles(find(store, fake_emb, "トランスフォーマー")) == [ja.title]
+    assert titles(find(store, fake_emb, "自己注意")) == [ja.title]  # in the summary
+    assert "Sparse attention for very long documents" not in titles(
+        find(store, fake_emb, "注意"))  # Latin text is not searched by substrings
+
+
+@pytest.mark.parametrize(("query", "text"), [
+    ("sparse-attention", "Sparse attention for very long documents"),
+    ("self-attention", "Why self attention works"), ("GPT-4", "What GPT4 knows")])
+def test_a_hyphen_of_the_query_finds_the_words_spaced_or_joined(query: str, text: str) -> None:
+    """(The other way, "self attention" already found "self-attention": two words.)"""
+    [word] = query_words(query)
+    assert word.pattern.search(text.lower())
+    assert not query_words("self-attention")[0].pattern.search("self\nattention")
+
+
+def test_a_hyphenated_query_finds_the_title_by_its_words(fake_emb: Any) -> None:
+    item = post("Why self attention works", "Queries, keys and values.", slug="sa")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, item])
+    found = find(store, fake_emb, "self-attention")
+    assert titles(found)[0] == item.title
+    assert found.items[0].why.startswith("“self-attention” in the title")
+
+
+@pytest.mark.parametrize("ref", ["{}", "<{}>", "{}?utm_source=x"])
+def test_a_link_without_its_scheme_finds_the_item(fake_emb: Any, ref: str) -> None:
+    ref = ref.format(LIBRARY[0].url.removeprefix("https://"))  # labnotes.example.org/sparse-…
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    found = find(store, fake_emb, ref)
+    assert found.direct and [e.id for e in found.items] == [LIBRARY[0].id]
+    assert found.items[0].why == "the item at this link"
+    # not a stored link: its words are searched ("cs.CL/cs.LG" is no link)
+    assert not find(store, fake_emb, "cs.CL/cs.LG").direct
+    assert not find(store, fake_emb, "unknown.example.org/sparse-attention").direct
+
+
 # --- the command --------------------------------------------------------------------------------
 
 @pytest.fixture
