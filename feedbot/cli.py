@@ -146,9 +146,13 @@ class FeedbotGroup(click.Group):
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except sqlite3.OperationalError as e:  # a full disk, mid-command: one line, no traceback
-            if not disk_trouble(e):
-                raise
-            fail(disk_full_problem(feedbot_home(), e), 1)
+            if disk_trouble(e):
+                fail(disk_full_problem(feedbot_home(), e), 1)
+            if "locked" in str(e) or "busy" in str(e):  # held past the busy timeout
+                fail(f"the database in {feedbot_home()} is busy ({e}): another feedbot process "
+                     "has held it for 30 s; nothing of this command was half-written; try "
+                     "again when it is done", 1)
+            raise
         except OSError as e:  # `feedbot digest > out.md` on a full disk: one line, no traceback
             if e.errno not in _WRITE_ERRORS:
                 raise

@@ -1169,3 +1169,34 @@ def test_export_opml_over_a_file_on_a_full_disk_keeps_the_previous_export(
         ["feeds.opml", "sources.yaml"]
     assert invoke("export-opml", "-o", str(out)).exit_code == 0  # and with room, it is replaced
     assert b"Blog zero" in out.read_bytes()
+
+
+def test_a_database_held_past_the_busy_timeout_is_one_line(sources: Path, use_fake_embedder: Any,
+                                                          feedbot_env: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holding the database longer than the busy timeout (a long VACUUM) ended
+    `feedbot feedback` in a traceback; the vote is not half-written, and goes in once free."""
+    import sqlite3
+
+    from feedbot.store import Store
+
+    invoke("collect")
+    item = json.loads(invoke("digest", "--no-collect", "--since", "3650d", "--format",
+                             "json").stdout)["items"][0]
+    real_open = Store.open
+    monkeypatch.setattr(Store, "open", classmethod(
+        lambda cls, home, timeout=30.0: real_open(home, timeout=0.2)))  # the test's patience
+    holder = sqlite3.connect(feedbot_env / "feedbot.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = invoke("feedback", item["id"], "up")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"feedbot: the database in {feedbot_env} is busy (")
+    assert "try again when it is done" in result.stderr and "Traceback" not in result.output
+    assert invoke("feedback", item["id"], "up").exit_code == 0  # free again: it goes in
+    store = real_open(feedbot_env)
+    assert [(v.item_id, v.value) for v in store.feedback("cli")] == [(item["id"], "up")]
+    store.close()
