@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -322,7 +322,11 @@ def rank(
     for i, also in picked:
         p = {k: float(v[i]) for k, v in parts.items()}
         like = likes.get(i) if p["feedback"] > 0 else None
-        why = explain(sv.labels[s][int(best[i])], candidates[i], p, like,
+        cand = candidates[i]
+        sharers = tuple(dict.fromkeys(n for k in (i, *also) for n in candidates.shared_by[k]))
+        if sharers != tuple(cand.shared_by):  # a collapsed duplicate was shared: say by whom
+            cand = replace(cand, shared_by=sharers)
+        why = explain(sv.labels[s][int(best[i])], cand, p, like,
                       _fits_better(fit, best_rows, sv, s, i) if p["contrast"] < 0 else None,
                       liked_any=not no_likes)
         out.append(Scored(int(i), float(total[i]), p, why, also))

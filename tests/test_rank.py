@@ -224,6 +224,19 @@ def test_near_duplicates_collapse_into_one_entry(sv: StageVectors) -> None:
     assert sorted([out[0].index, *out[0].also]) == [0, 1]
 
 
+def test_the_why_of_a_collapsed_entry_names_who_shared_its_duplicates(sv: StageVectors) -> None:
+    """The paper and a post sharing the same story collapse into the paper's entry; the person
+    who shared the post was in the entry's sources but not in its "why"."""
+    paper = u((0, 1), (4, 0.2))
+    blog = u((0, 1), (4, 0.2), (9, 0.1))  # the same story, cosine > 0.99
+    X = np.stack([paper, blog])
+    cs = [Candidate("arxiv", 0.0, shared_by=("Ada Lovelace",)),  # newer: the entry
+          Candidate("blog", 9.0, shared_by=("Grace Hopper", "Ada Lovelace"))]
+    (entry,) = rank(X, cs, sv, "cnn", plain(duplicate=0.95, recency=0.5))
+    assert (entry.index, entry.also) == (0, [1])
+    assert entry.why.endswith("; shared by Ada Lovelace, Grace Hopper")
+
+
 def test_items_of_one_group_collapse_even_when_their_texts_differ(sv: StageVectors) -> None:
     X = np.stack([u((0, 1)), u((0, 0.6), (5, 0.8)), u((0, 0.7), (6, 0.7))])
     cs = [Candidate("arxiv", 0.0, group="arxiv:2401.00001"),
