@@ -116,11 +116,7 @@ def stage_vectors(store: Store, embedder: Embedder, roadmap: Roadmap) -> StageVe
         spans.append((len(texts), len(texts) + len(t)))
         labels.append(tuple(t))
         texts.extend(t.values())
-    X = embed_cached(store, embedder, texts)
-    if (bad := np.flatnonzero(damaged_rows(X))).size:  # one NaN text would make every score NaN
-        log.warning("%d cached roadmap vector(s) were damaged; embedding them again", len(bad))
-        X[bad] = embed_anew(store, embedder, [texts[i] for i in bad],
-                            [content_hash(texts[i]) for i in bad])
+    X = embed_cached(store, embedder, texts)  # damaged ones anew: a NaN spoils every score
     return StageVectors(
         ids=tuple(roadmap.ids), labels=tuple(labels),
         rows=tuple(X[a:b] for a, b in spans), levels=tuple(s.level for s in roadmap.stages),
@@ -344,15 +340,6 @@ def _group(item_id: str, links: tuple[str, ...]) -> str:
     return ""
 
 
-def embed_anew(store: Store, embedder: Embedder, texts: list[str], hashes: list[str]
-               ) -> np.ndarray:
-    """Embed `texts` again, replacing their cached vectors (damaged ones), as `embed_cached`
-    would have stored them."""
-    vecs = embedder.embed(texts).astype(np.float16).astype(np.float32)
-    store.put_vectors(embedder.model_id, dict(zip(hashes, vecs, strict=True)))
-    return vecs
-
-
 def _repair(store: Store, embedder: Embedder, rows: CandidateRows) -> None:
     """Embed again, in place, the candidates whose cached vector is damaged (a NaN, an
     infinity, all zeros: `damaged_rows`), so that they are ranked again."""
@@ -364,10 +351,8 @@ def _repair(store: Store, embedder: Embedder, rows: CandidateRows) -> None:
         return
     items = {s.id: s for s in store.get_items(rows.ids[i] for i in np.flatnonzero(bad))}
     idx = [int(i) for i in np.flatnonzero(bad) if rows.ids[i] in items]
-    log.warning("%d cached item vector(s) were damaged; embedding those items again", len(idx))
-    if idx:
-        rows.X[idx] = embed_anew(store, embedder, [items[rows.ids[i]].item.embed_text
-                                                   for i in idx], [rows.hashes[i] for i in idx])
+    if idx:  # read again by `embed_cached`, found damaged, embedded again
+        rows.X[idx] = _vectors(store, embedder, [items[rows.ids[i]] for i in idx])
 
 
 def _vectors(store: Store, embedder: Embedder, items: list[StoredItem]) -> np.ndarray:

@@ -325,11 +325,23 @@ class Embedder:
 
 def embed_cached(store: Store, embedder: Embedder, texts: Sequence[str],
                  hashes: Sequence[str] | None = None) -> np.ndarray:
-    """Vectors for `texts` (rows in order), embedding only those not yet cached."""
+    """Vectors for `texts` (rows in order), embedding only those not yet cached. A cached
+    vector found damaged (NaN, infinite, all zeros, a blob cut short) counts as not cached:
+    it is embedded again and replaced."""
+    from .rank import damaged_rows
+
     if hashes is None:
         hashes = [content_hash(t) for t in texts]
     model_id = embedder.model_id
     cached = store.get_vectors(model_id, hashes)
+    if cached:
+        keys = list(cached)
+        damaged = [k for k, bad in zip(keys, damaged_rows(np.stack([cached[k] for k in keys])),
+                                       strict=True) if bad]
+        if damaged:
+            log.warning("%d cached vector(s) were damaged; embedding them again", len(damaged))
+            for k in damaged:
+                del cached[k]
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
     if missing:
         # At the precision the store keeps (float16), so a fresh vector and the same vector

@@ -45,7 +45,7 @@ import numpy as np
 from .config import feedbot_home
 from .embed import Embedder, embed_cached
 from .rank import Liked, damaged_rows
-from .store import Store, StoredItem, VotedItem
+from .store import Store, VotedItem
 
 log = logging.getLogger(__name__)
 
@@ -307,38 +307,23 @@ def _background(store: Store, model_id: str, exclude: set[str],
     return X[~damaged_rows(X)]  # a damaged cached vector (NaN, zeros) is no example
 
 
-def _labelled_vectors(store: Store, embedder: Embedder, items: list[StoredItem]) -> np.ndarray:
-    """Vectors of the voted items; a damaged cached one (NaN, zeros) is embedded again. One
-    still damaged after that is left to the caller to drop (sklearn refuses NaN)."""
-    from .digest import embed_anew
-
-    X = embed_cached(store, embedder, [s.item.embed_text for s in items],
-                     [s.content_hash for s in items])
-    bad = np.flatnonzero(damaged_rows(X))
-    if len(bad):
-        log.warning("%d cached vector(s) of voted items were damaged; embedding them again",
-                    len(bad))
-        X[bad] = embed_anew(store, embedder, [items[i].item.embed_text for i in bad],
-                            [items[i].content_hash for i in bad])
-    return X
-
-
 def _training_vectors(store: Store, embedder: Embedder, votes: dict[str, str],
                       hashes: dict[str, str]) -> tuple[list[str], np.ndarray]:
     """The stored voted items' ids and their vectors: cached ones read by content hash; only
-    the items with none, or a damaged one, are read whole, to embed their text
-    (`_labelled_vectors`): building 10,000 items took longer than training on them. In the
-    order the items were read whole before, so that a model trained again is exactly the
-    same."""
+    the items with none, or a damaged one, are read whole, to embed their text (building
+    10,000 items took longer than training on them). In the order the items were read whole
+    before, so that a model trained again is exactly the same."""
     order = list(votes)  # as `Store.get_items` read them before: by id within each 500
     ids = [i for n in range(0, len(order), 500) for i in sorted(order[n:n + 500])
            if i in hashes]
     cached = store.get_vectors(embedder.model_id, [hashes[i] for i in ids])
     redo = [i for i in ids if hashes[i] not in cached
             or cached[hashes[i]].ndim != 1 or damaged_rows(cached[hashes[i]][None])[0]]
-    if redo:
+    if redo:  # `embed_cached` embeds them (again)
         items = [s for s in store.get_items(redo) if s.id in votes]
-        for s, x in zip(items, _labelled_vectors(store, embedder, items), strict=True):
+        X = embed_cached(store, embedder, [s.item.embed_text for s in items],
+                         [s.content_hash for s in items])
+        for s, x in zip(items, X, strict=True):
             if s.id in hashes:
                 cached[hashes[s.id]] = x
     ids = [i for i in ids if hashes[i] in cached]  # one removed meanwhile
