@@ -327,42 +327,36 @@ class Runner:
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` on the worker thread, with that thread's own Store. Once
         stopping, the work gives up between embedding chunks and this raises CancelledError."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, partial(self._on_worker, fn, *args))
+            return await self._on(self._pool, 30.0, fn, *args)
         except Stopping:
             raise asyncio.CancelledError from None
-
-    def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(self._thread_store(), *args)
-
-    def _thread_store(self, timeout: float = 30.0) -> Store:
-        """The calling thread's own Store (opened on first use)."""
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = self._local.store = Store.open(self.home, timeout=timeout)
-        return store
 
     async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` on the database thread, with that thread's own Store (busy
         timeout `RunOptions.db_timeout`): the loop goes on answering while it waits for a
         database another connection holds."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_pool, partial(self._on_db, fn, *args))
-
-    def _on_db(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(self._thread_store(self.options.db_timeout), *args)
+        return await self._on(self._db_pool, self.options.db_timeout, fn, *args)
 
     async def in_collection(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` on the collection thread, with that thread's own Store (the
         store's usual 30 s busy timeout: a collection waits out another `feedbot collect`).
         Cancelled, the call in progress still ends (its transaction whole)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._collect_pool,
-                                          partial(self._on_collect, fn, *args))
+        return await self._on(self._collect_pool, 30.0, fn, *args)
 
-    def _on_collect(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(self._thread_store(), *args)
+    async def _on(self, pool: ThreadPoolExecutor, timeout: float, fn: Callable[..., T],
+                  *args: Any) -> T:
+        """`fn(store, *args)` on `pool`'s thread, with that thread's own Store."""
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, partial(self._with_thread_store, timeout, fn, *args))
+
+    def _with_thread_store(self, timeout: float, fn: Callable[..., T], *args: Any) -> T:
+        """`fn` with the calling thread's own Store (opened on first use, with busy timeout
+        `timeout`)."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store.open(self.home, timeout=timeout)
+        return fn(store, *args)
 
     def _close_thread_store(self) -> None:
         store = getattr(self._local, "store", None)
