@@ -657,7 +657,9 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     try:
         stored = await _runner(context).record_feedback(_chat_id(update), item_id, value)
     except sqlite3.OperationalError as e:  # held by another process past the busy timeout
-        if "locked" not in str(e) and "busy" not in str(e):
+        from .store import is_busy
+
+        if not is_busy(e):
             raise
         log.warning("a %s from chat %s on item %s was not recorded: the database is busy "
                     "(%s); the user was asked to press again", value, _chat_id(update),

@@ -79,12 +79,12 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        from .store import Store, StoreError
+        from .store import Store, StoreError, is_disk_trouble
 
         try:
             return Store.open(self.home)
         except StoreError as e:
-            if e.__cause__ is not None and disk_trouble(e.__cause__):  # not a damaged file
+            if e.__cause__ is not None and is_disk_trouble(e.__cause__):  # not a damaged file
                 raise SettingError(disk_full_problem(self.home, e.__cause__)) from None
             raise SettingError(str(e)) from None
         except (OSError, sqlite3.OperationalError) as e:
@@ -146,9 +146,11 @@ class FeedbotGroup(click.Group):
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except sqlite3.OperationalError as e:  # a full disk, mid-command: one line, no traceback
-            if disk_trouble(e):
+            from .store import is_busy, is_disk_trouble
+
+            if is_disk_trouble(e):
                 fail(disk_full_problem(feedbot_home(), e), 1)
-            if "locked" in str(e) or "busy" in str(e):  # held past the busy timeout
+            if is_busy(e):  # held past the busy timeout
                 fail(f"the database in {feedbot_home()} is busy ({e}): another feedbot process "
                      "has held it for 30 s; nothing of this command was half-written; try "
                      "again when it is done", 1)
@@ -158,14 +160,6 @@ class FeedbotGroup(click.Group):
                 raise
             what = e.filename or "the output"
             fail(f"cannot write {what}: {e.strerror or e}", 1)
-
-
-def disk_trouble(e: BaseException) -> bool:
-    """SQLite's words for a disk that takes no more (full, over quota, over the file size
-    limit) or that failed a write."""
-    text = str(e).lower()
-    return isinstance(e, sqlite3.DatabaseError) and ("disk is full" in text
-                                                     or "disk i/o error" in text)
 
 
 def disk_full_problem(home: Path, e: BaseException) -> str:
@@ -624,7 +618,9 @@ def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
             keep_hashes=protected_hashes(app.roadmap, now),
             keep_model=keep_model, dry_run=dry_run, vacuum=not no_vacuum)
     except sqlite3.OperationalError as e:  # held by another process for the busy timeout
-        if disk_trouble(e):  # not busy: a full disk (said by FeedbotGroup)
+        from .store import is_disk_trouble
+
+        if is_disk_trouble(e):  # not busy: a full disk (said by FeedbotGroup)
             raise
         fail(f"the database is busy ({e}); what was removed so far stays removed; try again "
              "when the other feedbot command is done", 1)

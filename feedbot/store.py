@@ -248,12 +248,26 @@ def _about_the_directory(e: sqlite3.DatabaseError) -> bool:
     return "unable to open" in text or "readonly" in text or "read-only" in text
 
 
+def is_busy(e: BaseException) -> bool:
+    """Whether SQLite gave up waiting for a database another connection held (past the busy
+    timeout): "database is locked", "database table is busy"."""
+    text = str(e)
+    return isinstance(e, sqlite3.Error) and ("locked" in text or "busy" in text)
+
+
+def is_disk_trouble(e: BaseException) -> bool:
+    """SQLite's words for a disk that takes no more (full, over quota, over the file size
+    limit) or that failed a write: not the database file's fault."""
+    text = str(e).lower()
+    return isinstance(e, sqlite3.Error) and ("disk is full" in text or "disk i/o error" in text)
+
+
 def _store_problem(path: str, e: sqlite3.DatabaseError) -> str:
     text = str(e)
-    if "locked" in text or "busy" in text:
+    if is_busy(e):
         return (f"{path} is busy: another feedbot process has held it for 30 s ({text}); "
                 "try again when it is done")
-    if "disk is full" in text or "disk i/o error" in text.lower():  # not the file's fault
+    if is_disk_trouble(e):
         return (f"cannot write {path}: {text}; free some space on its disk (the database is "
                 "not damaged), then try again")
     return (f"{path} is damaged or not a feedbot database ({text}). Move it aside to start "
