@@ -137,11 +137,17 @@ class FeedbackScorer:
 def chat_votes(store: Store, chat: str | None) -> dict[str, tuple[str, str]]:
     """item id → ('up' or 'down', stage given at) for a chat (every chat for None; across
     chats the latest vote wins). Read-later bookmarks are not labels and are kept apart."""
-    out: dict[str, tuple[str, str]] = {}
-    for v in store.feedback(chat):  # oldest first
+    return {item: (v.value, v.stage) for item, v in _latest_votes(store, chat).items()}
+
+
+def _latest_votes(store: Store, chat: str | None) -> dict[str, VotedItem]:
+    """item id → its latest 👍/👎 (of `chat`, or of any chat for None), with its item's content
+    hash; read-later bookmarks left out."""
+    latest: dict[str, VotedItem] = {}
+    for v in store.voted_items(chat):  # oldest first: across chats the latest vote wins
         if v.value in LABELS:
-            out[v.item_id] = (v.value, v.stage)
-    return out
+            latest[v.item_id] = v
+    return latest
 
 
 def stage_weight(vote_stage: str, stage: str | None, other_stages: float) -> float:
@@ -169,14 +175,10 @@ def _labels(store: Store, chat: str | None, stage: str | None, other_stages: flo
     """What the key needs, without the items' text: the votes that count here (item → 'up' or
     'down', in `chat_votes`' order), the weight of every vote, and the content hashes of the
     voted items that are stored and count here."""
-    latest: dict[str, VotedItem] = {}
-    for v in store.voted_items(chat):  # oldest first: across chats the latest vote wins
-        if v.value in LABELS:
-            latest[v.item_id] = v
     weights: dict[str, float] = {}
     votes: dict[str, str] = {}
     hashes: dict[str, str] = {}
-    for item, v in latest.items():
+    for item, v in _latest_votes(store, chat).items():
         weights[item] = stage_weight(v.stage, stage, other_stages)
         if weights[item] > 0:
             votes[item] = v.value
