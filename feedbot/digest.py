@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
+from .config import Config, SourceSpec
 from .embed import Embedder, embed_cached
 from .items import Item, arxiv_id_from_url, content_hash
 from .rank import Candidate, Candidates, Liked, Scored, StageVectors, damaged_rows, rank
@@ -170,6 +170,19 @@ class Following:
     def name(self, source: str) -> str:
         """A source's name in the configuration now."""
         return self.renamed.get(source, source)
+
+
+def source_specs(cfg: Config, follows: Following) -> dict[str, SourceSpec]:
+    """Each followed source's spec by name; a renamed source's old name (which its stored
+    items still carry) gives the spec it now has."""
+    specs = {s.name: s for s in cfg.sources()}
+    specs.update((old, specs[new]) for old, new in follows.renamed.items())
+    return specs
+
+
+def labeller(specs: dict[str, SourceSpec]) -> Callable[[str], str]:
+    """A source's name → its label as entries show it (the name itself when unknown)."""
+    return lambda name: specs[name].label if name in specs else name
 
 
 def following(cfg: Config, store: Store) -> Following:
@@ -408,17 +421,13 @@ def build_digest(
             notes.append(unfollowed_note(n, since))
         return Digest(stage, now, [], demo=demo, notes=notes)
     sv = stage_vectors(store, embedder, roadmap)
-    specs = {s.name: s for s in cfg.sources()}
-    specs.update((old, specs[new]) for old, new in follows.renamed.items())
+    specs = source_specs(cfg, follows)
     fb = feedback(pool.X) if feedback is not None else None
     liked = getattr(feedback, "liked", None)
     scored = rank(pool.X, pool.cands, sv, stage.id, cfg.ranking, limit=limit,
                   feedback=fb, liked=liked if isinstance(liked, Liked) else None,
                   source_weights={n: sp.weight for n, sp in specs.items()})
-
-    def label(name: str) -> str:
-        return specs[name].label if name in specs else name
-
+    label = labeller(specs)
     entries = []
     for sc in scored:
         main, *also = pool.items(store, [sc.index, *sc.also])

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .digest import Digest, Following, Pool, _entry, _group, following
+from .digest import Digest, Following, Pool, _entry, _group, following, labeller, source_specs
 from .embed import Embedder
 from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, select
@@ -265,12 +265,7 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
     since = since or DEFAULT_SINCE
     stage = roadmap.get(cfg.learner.stage)
     follows = following(cfg, store)
-    specs = {s.name: s for s in cfg.sources()}
-    specs.update((old, specs[new]) for old, new in follows.renamed.items())
-
-    def label(name: str) -> str:
-        return specs[name].label if name in specs else name
-
+    label = labeller(source_specs(cfg, follows))
     names = _source_names(cfg, follows, source) if source is not None else None
     result = SearchResult(stage, now, [], query=query, since=since, source=source)
     named = _named_item(store, query)
