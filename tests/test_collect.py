@@ -34,7 +34,7 @@ from feedbot.config import SourceSpec, load_config
 from feedbot.http import MAX_RETRY_AFTER, FetchError, fetch, make_client, parse_retry_after
 from feedbot.store import SourceState, Store
 
-from .support import FIXTURES, LocalServer, Route, atom_feed
+from .support import FIXTURES, LocalServer, QuietServer, Route, atom_feed
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 ARXIV_XML = "arxiv-api/arxiv.py/atom_xml"
@@ -783,7 +783,7 @@ def test_a_last_modified_in_the_future_is_not_sent_back(tmp_path: Path) -> None:
     Last-Modified; sent back as If-Modified-Since, the server (Python's own, as most static
     servers) answered 304 to every later version of the file until 2030."""
     import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
 
     site = tmp_path / "site"
     site.mkdir()
@@ -795,8 +795,8 @@ def test_a_last_modified_in_the_future_is_not_sent_back(tmp_path: Path) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(Quiet, directory=str(site)))
+    httpd = QuietServer(("127.0.0.1", 0),
+                        functools.partial(Quiet, directory=str(site)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/feed.xml"

@@ -194,3 +194,21 @@ def test_a_connection_reset_says_so() -> None:
         listener.close()
     assert str(e.value).startswith("the connection to 127.0.0.1 broke off (")
     assert "reset" in str(e.value).lower()
+
+
+def test_the_local_test_server_takes_a_client_hanging_up_quietly(
+        server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """The stock server printed a `ConnectionResetError` traceback when httpx dropped an idle
+    keep-alive connection, into whatever stderr a later test was capturing (a CI failure of a
+    test that asserts its stderr is empty). Other errors are still printed."""
+    for error in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError()):
+        try:
+            raise error
+        except OSError:
+            server.httpd.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a bug in a handler")
+    except ValueError:
+        server.httpd.handle_error(None, ("127.0.0.1", 1))
+    assert "ValueError: a bug in a handler" in capsys.readouterr().err
