@@ -175,27 +175,78 @@ def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
     into that stage's labels).
     """
     centre = stage_centre(sv)
-    rows = [_unit_rows(r - centre) if centre is not None else r for r in sv.rows]
-    texts = np.concatenate(rows).astype(np.float32)
+    return _fit(X, [_unit_rows(r - centre) if centre is not None else r for r in sv.rows],
+                centre)
+
+
+def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """`stage_fit` for the stages whose (centred) texts are `rows`.
+
+    Every stage's texts sit in one padded block (stage × widest stage), the padding at -inf,
+    so the top 3 and the best text of all stages come from one partition and one argmax per
+    chunk rather than one per stage (100,000 items: 0.44 s → 0.36 s on 2 cores).
+    """
+    n, S, d = X.shape[0], len(rows), X.shape[1]
+    sizes = np.array([r.shape[0] for r in rows])
+    k = np.minimum(3, sizes).astype(np.float32)  # a stage of 1 or 2 texts: their mean
+    width = max(3, int(sizes.max()))
+    blocks = np.zeros((S, width, d), dtype=np.float32)
+    pad = np.full((S, width), -np.inf, dtype=np.float32)
+    for s, r in enumerate(rows):
+        blocks[s, :len(r)] = r
+        pad[s, :len(r)] = 0.0
+    texts = blocks.reshape(S * width, d)
     centroids = np.stack([_unit_rows(r.mean(axis=0)) for r in rows]).astype(np.float32)
-    n, S = X.shape[0], len(rows)
+    shift = centre.astype(np.float32) if centre is not None else None
     fit = np.empty((n, S), dtype=np.float32)
     best = np.empty((n, S), dtype=np.int32)
     for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
         Xc = X[a:a + FIT_CHUNK]
-        if centre is not None:
-            Xc = _unit_rows(Xc - centre.astype(np.float32))
-        sims = Xc @ texts.T  # (chunk, all texts): one product for every stage
-        to_centroid = Xc @ centroids.T
-        start = 0
-        for s, r in enumerate(rows):
-            block = sims[:, start:start + r.shape[0]]
-            start += r.shape[0]
-            k = min(3, r.shape[0])
-            top = -np.partition(-block, k - 1, axis=1)[:, :k]
-            fit[a:a + FIT_CHUNK, s] = 0.5 * to_centroid[:, s] + 0.5 * top.mean(axis=1)
-            best[a:a + FIT_CHUNK, s] = block.argmax(axis=1)
+        if shift is not None:
+            Xc = Xc - shift
+            norms = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
+            Xc /= np.where(norms > 0, norms, 1.0)[:, None]
+        sims = (Xc @ texts.T).reshape(-1, S, width)  # one product for every stage
+        sims += pad
+        top = np.partition(sims, width - 3, axis=2)[:, :, width - 3:]
+        top_sum = np.where(top == -np.inf, 0.0, top).sum(axis=2)  # NaN stays NaN
+        fit[a:a + FIT_CHUNK] = 0.5 * (Xc @ centroids.T) + 0.5 * top_sum / k
+        best[a:a + FIT_CHUNK] = sims.argmax(axis=2)
     return fit, best
+
+
+PRUNE_MIN = 4 * SELECT_POOL  # fewer candidates than this: fit every one to every stage
+
+
+def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
+                weights: Ranking, margin: float) -> np.ndarray | None:
+    """Rows that can still reach the selection pool, or None for all of them.
+
+    `upper` is every item's score without its contrast. The contrast is never positive and its
+    weight never negative, so `upper` bounds the score from above, and it needs only the fit
+    to this stage (one stage's texts, not all of them). The exact scores of the best
+    `SELECT_POOL` by `upper` give a lower bound L of the pool's cut; an item whose `upper` is
+    below L - `margin` (what the level part can still add, plus float slack) can be neither in
+    the pool nor among the items `_level_part` looks at. Only the others are fitted to every
+    stage: at 100,000 items a few thousand, where fitting all took 0.5 s of a 2 s digest.
+    """
+    n = len(X)
+    if n < PRUNE_MIN or weights.contrast < 0:
+        return None
+    top = np.argpartition(-upper, SELECT_POOL)[:SELECT_POOL]
+    fit, best = stage_fit(X[top], sv)
+    _, contrast, _ = _own_and_contrast(fit, best, s)
+    cut = float((upper[top] + weights.contrast * contrast).min())
+    rows = np.flatnonzero(upper >= cut - margin - 1e-3)
+    return None if len(rows) > n // 2 else rows
+
+
+def stage_own(X: np.ndarray, sv: StageVectors, s: int) -> np.ndarray:
+    """Every item's fit to stage s alone (`stage_fit(X, sv)[0][:, s]` up to float rounding)."""
+    centre = stage_centre(sv)
+    rows = sv.rows[s] if centre is None else _unit_rows(sv.rows[s] - centre)
+    return _fit(X, [rows], centre)[0][:, 0]
 
 
 def stage_scores(X: np.ndarray, sv: StageVectors, stage_id: str
@@ -304,14 +355,26 @@ def rank(
             sc.index, sc.also = int(keep[sc.index]), [int(keep[a]) for a in sc.also]
         return out
     s = sv.index(stage_id)
-    fit, best_rows = stage_fit(X, sv)
-    own, contrast, best = _own_and_contrast(fit, best_rows, s)
-    parts = {"similarity": own, "contrast": contrast,
-             **_simple_parts(candidates, weights, source_weights),
-             "feedback": (np.asarray(feedback, dtype=np.float32) if feedback is not None
-                          else np.zeros(n, dtype=np.float32))}
-    total = sum(getattr(weights, k) * v for k, v in parts.items())
     factor = LEVEL_FACTOR.get(sv.levels[s], 0.0) if sv.levels else 0.0
+    simple = {**_simple_parts(candidates, weights, source_weights),
+              "feedback": (np.asarray(feedback, dtype=np.float32) if feedback is not None
+                           else np.zeros(n, dtype=np.float32))}
+    rows = None
+    if n >= PRUNE_MIN:
+        upper = weights.similarity * stage_own(X, sv, s) + sum(
+            getattr(weights, k) * v for k, v in simple.items())
+        rows = _contenders(X, sv, s, upper, weights, 1.5 * abs(weights.level) * factor)
+    if rows is None:
+        fit, best_rows = stage_fit(X, sv)
+    else:  # only the contenders are fitted to every stage; the rest stay NaN, scored -inf
+        fit = np.full((n, len(sv.rows)), np.nan, dtype=np.float32)
+        best_rows = np.zeros((n, len(sv.rows)), dtype=np.int32)
+        fit[rows], best_rows[rows] = stage_fit(X[rows], sv)
+    own, contrast, best = _own_and_contrast(fit, best_rows, s)
+    parts = {"similarity": own, "contrast": contrast, **simple}
+    total = sum(getattr(weights, k) * v for k, v in parts.items())
+    if rows is not None:
+        total = np.where(np.isnan(own), -np.inf, total).astype(np.float32)
     parts["level"] = _level_part(candidates, total, factor, weights.level, SELECT_POOL)
     total = total + weights.level * parts["level"]
     picked = select(X, total, candidates, limit, weights.mmr, weights.per_source_cap,

@@ -8,14 +8,17 @@ import math
 import numpy as np
 import pytest
 
+from feedbot import rank as rank_module
 from feedbot.config import Ranking
 from feedbot.rank import (
     Candidate,
+    Candidates,
     Liked,
     StageVectors,
     level_signal,
     rank,
     select,
+    stage_centre,
     stage_fit,
     stage_scores,
 )
@@ -105,6 +108,134 @@ def test_two_stage_roadmaps_are_not_centred() -> None:
                        rows=(u((0, 1))[None], u((1, 1))[None]))
     fit, _ = stage_fit(u((0, 1))[None], sv2)
     assert fit[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [(1, 2), (1, 2, 3, 7), (5, 4, 6, 3, 9)])
+def test_stage_fit_is_the_mean_of_centroid_and_top_3_for_stages_of_any_size(
+        sizes: tuple[int, ...]) -> None:
+    """The padded one-block computation against the definition, stage by stage, with stages
+    of 1 and 2 texts (top-3 is then their mean), uncentred (2 stages) and centred, across
+    chunk boundaries."""
+    rng = np.random.default_rng(len(sizes))
+
+    def units(n: int) -> np.ndarray:
+        M = rng.standard_normal((n, 16)).astype(np.float32)
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+    sv = StageVectors(ids=tuple(f"s{i}" for i in range(len(sizes))),
+                      labels=tuple(tuple(f"t{j}" for j in range(k)) for k in sizes),
+                      rows=tuple(units(k) for k in sizes))
+    X = units(rank_module.FIT_CHUNK + 5)
+    fit, best = stage_fit(X, sv)
+    centre = stage_centre(sv)
+    Y = X if centre is None else (X - centre) / np.linalg.norm(X - centre, axis=1,
+                                                                  keepdims=True)
+    for s, rows in enumerate(sv.rows):
+        R = rows if centre is None else (rows - centre) / np.linalg.norm(
+            rows - centre, axis=1, keepdims=True)
+        sims = Y @ R.T
+        c = R.mean(axis=0)
+        top = np.sort(sims, axis=1)[:, -min(3, len(R)):].mean(axis=1)
+        want = 0.5 * (Y @ (c / np.linalg.norm(c))) + 0.5 * top
+        assert np.allclose(fit[:, s], want, atol=1e-5)
+        assert (best[:, s] == sims.argmax(axis=1)).all()
+
+
+def test_a_damaged_row_fits_no_stage_it_is_nan_not_a_number() -> None:
+    """A NaN in an item's vector gives NaN fits (which the digest treats as damaged), not a
+    fit built from the padding's zeros."""
+    sv = StageVectors(ids=("a", "b", "c"), labels=(("t",), ("t", "u"), ("t", "u", "v")),
+                      rows=(u((0, 1))[None], np.stack([u((1, 1)), u((2, 1))]),
+                            np.stack([u((3, 1)), u((4, 1)), u((5, 1))])))
+    X = np.stack([u((0, 1)), np.full(D, np.nan, np.float32)])
+    fit, _ = stage_fit(X, sv)
+    assert np.isfinite(fit[0]).all() and np.isnan(fit[1]).all()
+
+
+@pytest.mark.parametrize("stage", ["cnn", "math"])
+@pytest.mark.parametrize("changes", [{}, {"level": 0.5}, {"contrast": 0.0},
+                                     {"contrast": 3.0, "recency": 1.0}, {"similarity": 0.0},
+                                     {"per_source_cap": 10**6, "mmr": 1.0},
+                                     {"per_source_cap": 10**6, "mmr": 1.0, "level": 0.5}])
+def test_fitting_only_the_contenders_gives_the_same_digest(
+        monkeypatch: pytest.MonkeyPatch, stage: str, changes: dict[str, float]) -> None:
+    """Over many candidates only those that can reach the selection pool are fitted to every
+    stage. The digest (order, scores, parts, explanations, collapsed duplicates) is the one of
+    fitting them all, whatever the weights, the level factor, feedback and source weights.
+    With no cap and no MMR the whole pool is listed, so it must be the same pool."""
+    rng = np.random.default_rng(len(changes) + len(stage))
+    dim, n = 12, 3000
+
+    def units(k: int) -> np.ndarray:
+        M = rng.standard_normal((k, dim)).astype(np.float32)
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+    sv = StageVectors(ids=("cnn", "nlp", "gpus", "math"),
+                      labels=tuple(tuple(f"topic:t{j}" for j in range(k)) for k in (4, 2, 5, 1)),
+                      rows=tuple(units(k) for k in (4, 2, 5, 1)),
+                      levels=("core", "core", "applied", "foundation"))
+    X = units(n)
+    X[7] = X[3]  # a duplicate
+    titles = ["A tutorial on x" if i % 9 == 0 else "We outperform SOTA" if i % 5 == 0
+              else f"paper {i}" for i in range(n)]
+    cs = Candidates([f"s{i % 40}" for i in range(n)], rng.uniform(0, 20, n), titles,
+                    [("Ada",) if i % 11 == 0 else () for i in range(n)],
+                    ["" for _ in range(n)], ["" for _ in range(n)])
+    weights = Ranking().model_copy(update=changes)
+    kw = {"source_weights": {"s1": 3.0, "s2": 0.2},
+          "feedback": rng.uniform(-1, 1, n).astype(np.float32),
+          "limit": rank_module.SELECT_POOL if "mmr" in changes else 15}
+    pruned = rank(X, cs, sv, stage, weights, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(rank_module, "PRUNE_MIN", n + 1)
+    full = rank(X, cs, sv, stage, weights, **kw)  # type: ignore[arg-type]
+    assert [(p.index, p.also, p.why) for p in pruned] == [(f.index, f.also, f.why) for f in full]
+    for p, f in zip(pruned, full, strict=True):
+        assert p.score == pytest.approx(f.score, abs=1e-5)
+        assert p.parts == pytest.approx(f.parts, abs=1e-5)
+
+
+def test_the_pool_cut_counts_the_contrast_of_the_best_fitting_items(
+        monkeypatch: pytest.MonkeyPatch, sv: StageVectors) -> None:
+    """The items that fit the stage best by similarity alone are NLP papers mentioning
+    convolutions: their contrast drops them below plainer CNN papers. A cut taken from their
+    similarity would prune the CNN papers that really make the pool."""
+    rng = np.random.default_rng(1)
+
+    def noisy(base: np.ndarray, k: int, noise: float) -> np.ndarray:
+        M = base + noise * rng.standard_normal((k, D)).astype(np.float32)
+        M[:, :4] = base[:4] + noise * 0.1 * rng.standard_normal((k, 4)).astype(np.float32)
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+    X = np.concatenate([noisy(mix(0.6), 400, 0.05), noisy(u((0, 0.45), (6, 0.9)), 2000, 0.3),
+                        noisy(u((7, 1)), 4000, 1.0)]).astype(np.float32)
+    cs = [Candidate(source=f"s{i}", age_days=0.0) for i in range(len(X))]
+    weights = plain(contrast=2.0)
+    pruned = rank(X, cs, sv, "cnn", weights, limit=rank_module.SELECT_POOL)
+    monkeypatch.setattr(rank_module, "PRUNE_MIN", len(X) + 1)
+    full = rank(X, cs, sv, "cnn", weights, limit=rank_module.SELECT_POOL)
+    assert [p.index for p in pruned] == [f.index for f in full]
+    assert sum(1 for f in full if f.index < 400) < 100 < len(full)  # the NLP papers sink
+
+
+def test_only_the_contenders_are_fitted_to_every_stage(monkeypatch: pytest.MonkeyPatch,
+                                                       sv: StageVectors) -> None:
+    """The point of the pruning: with a clear recency spread, most of 5,000 items are never
+    fitted to every stage."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5000, D)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    fitted: list[int] = []
+    real = rank_module.stage_fit
+
+    def counting(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
+        fitted.append(len(X))
+        return real(X, sv)
+
+    monkeypatch.setattr(rank_module, "stage_fit", counting)
+    cs = [Candidate(source=f"s{i}", age_days=i / 100) for i in range(5000)]
+    out = rank(X, cs, sv, "cnn", Ranking(recency=1.0))
+    assert len(out) == 10
+    assert sum(fitted) < 2500, fitted
 
 
 # --- the other parts ------------------------------------------------------------------------

@@ -341,6 +341,39 @@ def test_candidates_scan_and_lookup_paths_agree(store: Store) -> None:
     assert np.array_equal(narrow.X, wide.X[:3]) and narrow.missing == []
 
 
+@pytest.mark.parametrize("since", [timedelta(days=1), timedelta(hours=3, minutes=1)])
+def test_candidates_read_vectors_in_chunks_of_every_kind(store: Store, since: timedelta,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """float16 vectors are converted a chunk at a time; an old float32 blob and a damaged one
+    (wrong length: NaN, embedded again) between them land in their own rows, in both the scan
+    path (most vectors in the window) and the lookup path."""
+    import feedbot.store as store_module
+    from feedbot.items import content_hash
+
+    monkeypatch.setattr(store_module, "DECODE_CHUNK", 2)
+    items = [Item(f"T{i}", f"https://e.org/{i}", "s", published=NOW - timedelta(hours=i))
+             for i in range(10)]
+    store.upsert_items(items, NOW)
+    hashes = [content_hash(it.embed_text) for it in items]
+    store.put_vectors("m", {h: np.array([i, -i, 0.5], np.float32)
+                            for i, h in enumerate(hashes) if i not in (1, 2)})
+    store.db.execute("INSERT INTO vectors(model, content_hash, dim, vec) VALUES (?,?,?,?)",
+                     ("m", hashes[2], 3, np.array([7, 8, 9], np.float32).tobytes()))
+    store.db.execute("INSERT INTO vectors(model, content_hash, dim, vec) VALUES (?,?,?,?)",
+                     ("m", hashes[1], 3, b"\x00" * 5))
+    c = store.candidates("m", NOW - since)
+    n = len(c.ids)
+    assert n == (10 if since.days else 4)
+    want = np.array([[i, -i, 0.5] for i in range(10)], np.float32)
+    want[2] = [7, 8, 9]
+    for i in range(n):
+        if i == 1:
+            assert np.isnan(c.X[i]).all()
+        else:
+            assert np.array_equal(c.X[i], want[i]), i
+    assert c.missing == []
+
+
 @pytest.mark.parametrize("ref", ["{id}", "{ID}", "  {id}\n", "[{id}]", "`{id}`", "'{id}'",
                                  "<https://blog.example.org/post-1>", "blog.example.org/post-1",
                                  "BLOG.example.org/post-1/", "“arxiv:2401.00001v2”",
