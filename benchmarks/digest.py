@@ -17,6 +17,13 @@ at stages spread over the roadmap, a third at the learner's), and three rows are
 same store with no votes (baseline), the first digest after the votes (trains the 👍/👎 model)
 and the next one (reuses the saved model). `--repeat K` times each row K times, alternating,
 and prints the median.
+
+With `--against DIR`: this checkout against the code in DIR (e.g. made with
+`git worktree add /tmp/base REV`), on copies of one store built by DIR's code (this code
+upgrades its copy if its schema is newer), `--repeat K` fresh-process digests each,
+alternating. Every run starts outside the repository with PYTHONPATH set to one checkout and
+checks which `feedbot` it imported: `python -m`/`-c` put the current directory first on
+sys.path, so a comparison started in the repository runs this code twice.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ PROBE = (  # `feedbot ARGS` in this interpreter, then what it imported and its p
     "except SystemExit:\n"
     "    pass\n"
     "print('TORCH_IMPORTED=' + str('torch' in sys.modules), file=sys.stderr)\n"
+    "print('FEEDBOT_FROM=' + sys.modules['feedbot'].__file__, file=sys.stderr)\n"
     # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec and would report the parent's peak.
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
     "print('MAXRSS_KB=' + hwm, file=sys.stderr)\n"
@@ -117,12 +125,22 @@ def prime_stage_vectors(env: dict[str, str]) -> None:
     run_feedbot(env, *DIGEST)
 
 
-def run_feedbot(env: dict[str, str], *argv: str) -> tuple[float, float, bool, str]:
-    """`feedbot ARGV` in a fresh process: (wall s, peak RSS MB, torch imported, stdout)."""
+def run_feedbot(env: dict[str, str], *argv: str, code: Path | None = None
+                ) -> tuple[float, float, bool, str]:
+    """`feedbot ARGV` in a fresh process: (wall s, peak RSS MB, torch imported, stdout).
+
+    With `code`: that checkout's feedbot, started outside any checkout, and checked."""
+    cwd = None
+    if code is not None:
+        env = dict(env, PYTHONPATH=str(code))
+        cwd = tempfile.gettempdir()
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", PROBE, *argv], env=env, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, cwd=cwd)
     wall = time.perf_counter() - t
+    origin = out.stderr.split("FEEDBOT_FROM=")[1].split("\n")[0]
+    if code is not None and not Path(origin).resolve().is_relative_to(code.resolve()):
+        raise SystemExit(f"asked for the feedbot in {code}, ran {origin}")
     rss_kb = int(out.stderr.split("MAXRSS_KB=")[1].split()[0])
     return wall, rss_kb / 1024, "TORCH_IMPORTED=True" in out.stderr, out.stdout
 
@@ -148,8 +166,13 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=0, help="time digests with N votes (and N "
                     "voted items) against the same store without votes")
     ap.add_argument("--repeat", type=int, default=1, help="median of K runs per row")
+    ap.add_argument("--against", type=Path, metavar="DIR", help="compare with the feedbot "
+                    "checkout in DIR (e.g. a `git worktree` of an earlier commit)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
+    if args.against:
+        return against_table([int(s) for s in args.sizes.split(",")], args.against,
+                             max(args.repeat, 3))
     if args.votes:
         return votes_table([int(s) for s in args.sizes.split(",")], args.votes, args.repeat, rng)
     print("| stored items | run | wall s | ratio vs baseline | peak RSS MB | torch imported "
@@ -173,6 +196,49 @@ def main() -> None:
               f"{b_rss:.0f} | {b_torch} | {db_mb:.0f} |")
         print(f"| {n:,} | cached digest ({k} items shown) | {wall:.2f} | "
               f"{b_wall / wall:.1f}× | {rss:.0f} | {torch} | {db_mb:.0f} |", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def against_table(sizes: list[int], other: Path, repeat: int) -> None:
+    """This checkout against `other` on copies of one store: medians of alternating runs."""
+    here = Path(__file__).resolve().parent
+    print(f"| stored items | code | wall s, median of {repeat} (range) | ratio vs {other} "
+          "| peak RSS MB | items shown |")
+    print("|---:|---|---:|---:|---:|---|")
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix="feedbot-digest-bench-"))
+        src = work / "sources.yaml"
+        src.write_text("learner: {stage: cnn}\n")
+        env = dict(os.environ, FEEDBOT_SOURCES=str(src), HF_HUB_OFFLINE="1")
+        homes = {"other": work / "other", "this": work / "this"}
+        build = (f"import sys; sys.path.insert(0, {str(here)!r}); from pathlib import Path; "
+                 "import numpy as np, digest; "
+                 f"digest.build_store(Path({str(homes['other'])!r}), {n}, "
+                 "np.random.default_rng(0))")
+        subprocess.run([sys.executable, "-c", build], check=True, cwd=tempfile.gettempdir(),
+                       env=dict(env, FEEDBOT_HOME=str(homes["other"]),
+                                PYTHONPATH=str(other)))
+        shutil.copytree(homes["other"], homes["this"])
+        codes = {"other": other, "this": Path(__file__).resolve().parents[1]}
+        runs: dict[str, list[tuple[float, float]]] = {"other": [], "this": []}
+        shown: dict[str, set[str]] = {"other": set(), "this": set()}
+        for name in runs:  # embed the stage texts once (the real model), with each code
+            run_feedbot(dict(env, FEEDBOT_HOME=str(homes[name])), *DIGEST, code=codes[name])
+        for _ in range(repeat):
+            for name in runs:
+                wall, rss, _, out = run_feedbot(dict(env, FEEDBOT_HOME=str(homes[name])),
+                                                *DIGEST, code=codes[name])
+                runs[name].append((wall, rss))
+                shown[name].add(" ".join(i["id"] for i in json.loads(out)["items"]))
+        base = statistics.median(w for w, _ in runs["other"])
+        for name in ("other", "this"):
+            walls = [w for w, _ in runs[name]]
+            wall = statistics.median(walls)
+            same = "same" if shown[name] == shown["other"] and len(shown[name]) == 1 \
+                else "DIFFERENT"
+            print(f"| {n:,} | {codes[name]} | {wall:.2f} ({min(walls):.2f}–{max(walls):.2f}) "
+                  f"| {wall / base:.2f}× | {statistics.median(r for _, r in runs[name]):.0f} "
+                  f"| {same} |", flush=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
