@@ -1,7 +1,11 @@
 """The `feedbot` command line. Commands stay thin: they load settings and call the pipeline.
 
 Exit codes: 0 when the command ran (even if some sources failed), 2 for a configuration or
-usage error (with file, line and key), 1 for anything else that stopped the command.
+usage error (with file, line and key), 1 for anything else that stopped the command. A
+`feedbot collect` that could not record some sources in the database (busy past the timeout, a
+damaged row) still ran: every source is reported, the others are recorded, one line on stderr
+names the ones to collect again, and the exit status is 0 (design.md: "even if some sources
+failed"). A full disk stops the sources not yet recorded: exit 1.
 """
 
 from __future__ import annotations
@@ -217,11 +221,15 @@ def tolerate_unencodable_output() -> None:
 
 def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
                 echo: bool = True) -> list[Any]:
-    from .collect import collect, report_lines, summarize
+    from .collect import collect, report_lines, select_sources, summarize
     from .pipeline import embed_pending
 
+    try:  # the bar counts the sources collected: with --source, not all of them
+        total = len(select_sources(app.config, only))
+    except KeyError as e:
+        fail(str(e.args[0]), 2)
     stream = sys.stderr if due_only else sys.stdout
-    bar = _progress(stream, len(app.config.sources())) if echo else None
+    bar = _progress(stream, total) if echo else None
 
     def show(report: Any) -> None:
         if bar is not None:
@@ -237,8 +245,6 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
             bar.start()
         reports = collect(app.config, app.store, now=app.now(), only=only, due_only=due_only,
                           on_done=show)
-    except KeyError as e:
-        fail(str(e.args[0]), 2)
     finally:
         if bar is not None:
             bar.stop()
@@ -247,6 +253,11 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
             click.echo(line, err=due_only)
         if not due_only:
             click.echo(summarize(reports))
+    trouble = unrecorded_problem(reports)
+    if trouble is not None and due_only:  # the digest goes on with what is stored
+        click.echo(f"feedbot: {trouble[0]}", err=True)
+    if trouble is not None and trouble[1]:  # a full disk: embedding could not be stored either
+        return reports
     try:
         embed_pending(app.store, app.embedder, app.now(), echo=lambda m: click.echo(m, err=True))
     except Exception as e:  # items are stored; the next collect or digest embeds them
@@ -254,6 +265,32 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
         click.echo(f"feedbot: new items are stored but could not be embedded yet: "
                    f"{type(e).__name__}: {e}", err=True)
     return reports
+
+
+def unrecorded_problem(reports: list[Any]) -> tuple[str, bool] | None:
+    """One line for the sources whose outcome could not be recorded (a database held past the
+    busy timeout, a full disk, a damaged row), and whether the disk is full; None when every
+    source was recorded."""
+    from .store import is_busy, is_disk_trouble
+
+    failed = [r for r in reports if r.store_error is not None]
+    if not failed:
+        return None
+    errors = [r.store_error for r in failed]
+    full = next((e for e in errors if is_disk_trouble(e)), None)
+    if full is not None:
+        return disk_full_problem(feedbot_home(), full), True
+    names = ", ".join(r.name for r in failed[:4]) + (
+        f" and {len(failed) - 4} more" if len(failed) > 4 else "")
+    some = f"{len(failed)} source{'s' if len(failed) > 1 else ''} ({names})"
+    them = "them" if len(failed) > 1 else "it"
+    if all(is_busy(e) for e in errors):
+        return (f"{some} could not be recorded: the database in {feedbot_home()} was busy "
+                f"(another feedbot process held it past the busy timeout); nothing of {them} was "
+                "lost: run `feedbot collect` again"), False
+    kinds = ", ".join(sorted({type(e).__name__ for e in errors}))
+    return (f"{some} could not be recorded ({kinds}); nothing of {them} was kept, and the "
+            f"next `feedbot collect` fetches {them} again"), False
 
 
 PROGRESS_MIN_SOURCES = 10
@@ -279,7 +316,11 @@ def collect(app: App, only: str | None) -> None:
     """Fetch all sources now (or one), one line per source."""
     if only is not None and not only.strip():
         fail("--source needs the name of a source or person; see `feedbot sources`", 2)
-    run_collect(app, only=only)
+    trouble = unrecorded_problem(run_collect(app, only=only))
+    if trouble is not None and trouble[1]:  # a full disk: the rest was not even fetched
+        fail(trouble[0], 1)
+    if trouble is not None:  # the run happened, but not all of it is stored: say which
+        click.echo(f"feedbot: {trouble[0]}", err=True)
 
 
 # --- digest -----------------------------------------------------------------------------------

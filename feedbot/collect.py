@@ -11,6 +11,11 @@ for but the fetches), or on a thread of its own in `feedbot run` (`Runner.in_col
 database another connection holds, or a 500-item upsert, never stalls the event loop the bot
 answers on. A source's items and its success are written in one transaction: a collection
 stopped midway leaves both or neither.
+
+A database error while recording one source (held past the busy timeout, a full disk, a damaged
+row) is that source's result too: its report says it was not recorded (`SourceReport.store_error`),
+nothing of it is kept (its validators neither, so the next run fetches its items again), and the
+other sources go on. After a full disk, the sources not yet recorded are not fetched either.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import functools
 import logging
 import os
 import random
+import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -42,7 +48,7 @@ from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec
 from .http import make_client
 from .items import Item, clamp_future
-from .store import SourceState, Store, UpsertResult
+from .store import SourceState, Store, UpsertResult, is_busy, is_disk_trouble
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,8 @@ class SourceReport:
     error: str = ""
     warning: str = ""
     seconds: float = 0.0
+    # The database error that kept this source's outcome from being recorded (None: recorded).
+    store_error: sqlite3.Error | None = field(default=None, compare=False, repr=False)
 
     def line(self) -> str:
         if self.status == "ok":
@@ -205,13 +213,18 @@ def collectors() -> dict[str, Collector]:
 
 def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
     """All sources, or those whose name, person or label (as digests show it, "Ada on X")
-    matches `only`, case-insensitively. KeyError naming the sources when none does."""
+    matches `only`, case-insensitively; a source's own name first: the blog "arXiv cs.CV" is that
+    blog alone, not also the query "cs.CV" its label names (`feedbot run` collects each source
+    by its name). KeyError naming the sources when none matches."""
     specs = cfg.sources()
     if only is None:
         return specs
     want = only.strip().casefold()
+    named = [s for s in specs if s.name.casefold() == want]
+    if named:
+        return named
     chosen = [s for s in specs
-              if want in (s.name.casefold(), s.person.casefold(), s.label.casefold())]
+              if want in (s.person.casefold(), s.label.casefold())]
     if not chosen:
         names = ", ".join(sorted({s.person or s.name for s in specs})) or "none configured"
         raise KeyError(f"no source named {only!r}; sources: {names}")
@@ -283,7 +296,7 @@ async def collect_async(
     ctx = Context(now=now, http=http or make_client(), arxiv=arxiv or shared_arxiv_gate(),
                   extra=dict(extra or {}), deadline=deadline)
     ctx.extra.setdefault("meta", meta)
-    call: StoreCall = db
+    call, disk_full = _guarded(db)
     table = collectors()
     overall = asyncio.Semaphore(fetch_concurrency())
     hosts: dict[str, asyncio.Semaphore] = {}
@@ -329,10 +342,14 @@ async def collect_async(
     try:
         reports = list(await asyncio.gather(*(one(s) for s in specs)))
         left = ctx.extra["meta"].take() if isinstance(ctx.extra["meta"], DeferredMeta) else {}
-        if left:  # written by a source that recorded nothing (switched off)
-            await call(_write_meta, left)
-        if any(r.new or r.updated for r in reports):
-            await call(link_shares, now)
+        try:
+            if left:  # written by a source that recorded nothing (switched off)
+                await call(_write_meta, left)
+            if any(r.new or r.updated for r in reports):
+                await call(link_shares, now)
+        except sqlite3.Error as e:  # the sources are recorded; the next collection links them
+            if not disk_full:
+                log.warning("linking posts to the items they share was put off: %s", e)
         return reports
     finally:
         if own_client:
@@ -350,7 +367,10 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
         db = inline(store)
     meta = ctx.extra.get("meta")
     deferred = meta if isinstance(meta, DeferredMeta) else None
-    state, cached = await db(_begin, spec.name, deferred.keys_for(spec) if deferred else ())
+    try:
+        state, cached = await db(_begin, spec.name, deferred.keys_for(spec) if deferred else ())
+    except sqlite3.Error as trouble:
+        return _unrecorded(spec, trouble)
     if deferred is not None:
         deferred.load(cached)
     if due_only and not is_due(state, spec.interval, ctx.now):
@@ -371,17 +391,76 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
         else:
             log.error("collecting %s failed", spec.name, exc_info=caught)
             msg, retry_after = f"unexpected {type(e).__name__}: {e}", None
-        await db(_failed, spec.name, ctx.now, msg, retry_after,
-                 deferred.take() if deferred else {})
+        try:
+            await db(_failed, spec.name, ctx.now, msg, retry_after,
+                     deferred.take() if deferred else {})
+        except sqlite3.Error as trouble:
+            return _unrecorded(spec, trouble, msg, time.monotonic() - started)
         return SourceReport(spec.name, spec.label, "error", error=msg,
                             seconds=time.monotonic() - started)
     items = [clamp_future(it, ctx.now) for it in got.items]
-    result = await db(_succeeded, spec.name, ctx.now, items, got,
-                      deferred.take() if deferred else {})
+    try:
+        result = await db(_succeeded, spec.name, ctx.now, items, got,
+                          deferred.take() if deferred else {})
+    except sqlite3.Error as trouble:
+        return _unrecorded(spec, trouble, seconds=time.monotonic() - started)
     status = "not-modified" if got.not_modified else "ok"
     return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
                         seen=len(got.items), warning=got.warning,
                         seconds=time.monotonic() - started)
+
+
+def store_trouble(e: BaseException) -> sqlite3.Error | None:
+    """The database error that says why (held past the busy timeout, a full disk) when there
+    is one in `e`'s chain (a failed ROLLBACK after it, "cannot rollback - no transaction is
+    active", hides it), else `e` itself when it is a database error, else None."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if is_busy(seen) or is_disk_trouble(seen):
+            return seen  # type: ignore[return-value]
+        seen = seen.__cause__ or seen.__context__
+    return e if isinstance(e, sqlite3.Error) else None
+
+
+def not_recorded(e: BaseException) -> str:
+    """One line: why a source's outcome was not recorded, and that nothing of it is lost."""
+    trouble = store_trouble(e) or e
+    if is_busy(trouble):
+        return "the database was busy; nothing of it was lost, run again"
+    if is_disk_trouble(trouble):
+        return (f"cannot write to the database ({trouble}); nothing of it was lost, run again "
+                "once there is room")
+    return (f"could not be recorded ({type(trouble).__name__}: {trouble}); nothing of it was "
+            "kept, and the next run fetches it again")
+
+
+def _unrecorded(spec: SourceSpec, e: sqlite3.Error, fetch_error: str = "",
+                seconds: float = 0.0) -> SourceReport:
+    log.debug("recording %s failed", spec.name, exc_info=e)
+    why = not_recorded(e)
+    return SourceReport(spec.name, spec.label, "error",
+                        error=f"{fetch_error}; {why}" if fetch_error else why,
+                        seconds=seconds, store_error=store_trouble(e) or e)
+
+
+def _guarded(call: StoreCall) -> tuple[StoreCall, list[sqlite3.Error]]:
+    """`call`, which after the first full-disk error answers every later call with that error
+    without trying: no more sources are fetched for nothing, nor written into a full disk.
+    The list holds that error once there is one."""
+    full: list[sqlite3.Error] = []
+
+    async def guarded(fn: Callable[..., _T], /, *args: Any) -> _T:
+        if full:
+            raise type(full[0])(*full[0].args)
+        try:
+            return await call(fn, *args)
+        except sqlite3.Error as e:
+            trouble = store_trouble(e)
+            if trouble is not None and is_disk_trouble(trouble) and not full:
+                full.append(trouble)
+            raise
+
+    return guarded, full
 
 
 # What collection does with the store, each in one call of `db` (on the store's thread).

@@ -396,7 +396,9 @@ class Runner:
                                               http=self._http, db=self.in_collection)
                 for r in reports:
                     ran = ran and r.status != "disabled"
-                    log.info("collected %s", r.line())
+                    # not recorded (the database refused it): nothing kept, collected again
+                    log.log(logging.INFO if r.store_error is None else logging.WARNING,
+                            "collected %s", r.line())
                 if any(r.new or r.updated for r in reports):
                     await self.in_worker(embed_pending, self._worker_embedder, now)
             finally:

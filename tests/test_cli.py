@@ -279,24 +279,33 @@ def test_progress_bar_only_on_a_terminal(server: LocalServer, tmp_path: Path) ->
     assert "collecting" not in piped.stdout + piped.stderr
     assert piped.returncode == 0  # collected and stored, even though embedding failed
     assert "stored but could not be embedded yet" in piped.stderr
-    main_fd, child_fd = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "feedbot", "collect"], env=env,
-                            stdout=child_fd, stderr=subprocess.DEVNULL)
-    os.close(child_fd)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(main_fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    assert proc.wait(timeout=120) == 0
-    text = out.decode(errors="replace")
+
+    def on_a_terminal(*args: str) -> str:
+        main_fd, child_fd = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "feedbot", "collect", *args], env=env,
+                                stdout=child_fd, stderr=subprocess.DEVNULL)
+        os.close(child_fd)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(main_fd)
+        assert proc.wait(timeout=120) == 0
+        return out.decode(errors="replace")
+
+    text = on_a_terminal()
     assert "collecting" in text and "12/12" in text
     assert "Feed 3: 0 new (1 in feed)" in text  # the piped run above stored it already
     assert text.rstrip().endswith("12 sources: 12 ok, 0 failed, 0 new items")
+    # One source of the twelve is no long run: no bar (it counted to 1/12 and vanished).
+    text = on_a_terminal("--source", "feed 3")
+    assert "collecting" not in text and "/12" not in text
+    assert text.rstrip().endswith("1 source: 1 ok, 0 failed, 0 new items")
 
 
 def test_a_roadmap_of_ones_own(tmp_path: Path) -> None:
@@ -1200,3 +1209,144 @@ def test_a_database_held_past_the_busy_timeout_is_one_line(sources: Path, use_fa
     store = real_open(feedbot_env)
     assert [(v.item_id, v.value) for v in store.feedback("cli")] == [(item["id"], "up")]
     store.close()
+
+
+def _three_feeds(server: LocalServer, **routes: Any) -> dict[str, str]:
+    """sources.yaml with the blogs First, Middle and Last (two posts each, with an ETag);
+    `routes` replaces a blog's route."""
+    from .support import Route
+
+    urls = {}
+    for name in ("First", "Middle", "Last"):
+        body = atom_feed([{"title": f"{name} post {n}", "link": f"https://e.org/{name}/{n}"}
+                          for n in range(2)])
+        urls[name] = server.add(f"/{name}.xml", routes.get(name) or Route(
+            body=body, etag=f'"{name}"'))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("learner: {stage: cnn}\nblogs:\n" + "".join(
+        f"  - name: {name}\n    url: {url}\n" for name, url in urls.items()))
+    return urls
+
+
+def test_a_source_recorded_while_the_database_is_busy_stops_no_other(
+        server: LocalServer, feedbot_env: Path, use_fake_embedder: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process held the database past the busy timeout while one source was being
+    recorded: `feedbot collect` ended there with "the database is busy", the sources after it
+    were neither recorded nor reported. Now every source has its line, the busy one says
+    so, the others are stored, one line on stderr says which to collect again, the exit
+    status is 0 as for any failed source (design.md), and the next run stores the busy one's
+    items (its ETag was not kept, so no 304 hides them)."""
+    from feedbot.store import Store
+
+    from .support import Request, Route
+
+    monkeypatch.setenv("FEEDBOT_FETCH_CONCURRENCY", "1")  # one at a time, in the file's order
+    body = atom_feed([{"title": f"Middle post {n}", "link": f"https://e.org/Middle/{n}"}
+                      for n in range(2)])
+
+    def middle(req: Request) -> tuple[int, dict[str, str], bytes]:
+        if req.headers.get("if-none-match") == '"Middle"':
+            return 304, {"ETag": '"Middle"'}, b""
+        if len(server.hits("/Middle.xml")) == 1:  # the first run: held while it is recorded
+            holder.execute("BEGIN IMMEDIATE")
+        return 200, {"Content-Type": "application/xml", "ETag": '"Middle"'}, body
+
+    def last(req: Request) -> tuple[int, dict[str, str], bytes]:
+        if holder.in_transaction:  # Middle is done (not recorded): let go
+            holder.execute("ROLLBACK")
+        return 200, {"Content-Type": "application/xml"}, atom_feed(
+            [{"title": "Last post", "link": "https://e.org/Last/0"}])
+
+    _three_feeds(server, Middle=Route(handler=middle), Last=Route(handler=last))
+    assert invoke("sources").exit_code == 0  # the database is there
+    holder = sqlite3.connect(feedbot_env / "feedbot.db", isolation_level=None,
+                             check_same_thread=False)  # another process, as SQLite sees it
+    real_open = Store.open
+    monkeypatch.setattr(Store, "open", classmethod(
+        lambda cls, home, timeout=30.0: real_open(home, timeout=0.2)))  # the test's patience
+    try:
+        result = invoke("collect")
+    finally:
+        holder.close()
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "First: 2 new (2 in feed)",
+        "Middle: error: the database was busy; nothing of it was lost, run again",
+        "Last: 1 new (1 in feed)",
+        "3 sources: 2 ok, 1 failed, 3 new items",
+    ]
+    assert result.stderr == (
+        f"feedbot: 1 source (Middle) could not be recorded: the database in {feedbot_env} was "
+        "busy (another feedbot process held it past the busy timeout); nothing of it was lost: "
+        "run `feedbot collect` again\n")
+    store = real_open(feedbot_env)
+    assert store.item_count("First") == 2 and store.item_count("Last") == 1
+    assert store.item_count("Middle") == 0 and store.source_state("Middle").etag == ""
+    store.close()
+    again = invoke("collect", "--source", "Middle")
+    assert again.exit_code == 0
+    assert again.stdout.splitlines()[0] == "Middle: 2 new (2 in feed)"
+
+
+def test_a_full_disk_mid_collect_still_reports_every_source(
+        server: LocalServer, feedbot_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk filled up while one source was recorded: the run ended with the disk-full line
+    alone, and the sources after it were never reported. Now each has its line (those after
+    the full disk are not even fetched), the disk-full line follows on stderr with exit 1, and
+    with room again the next run stores them all (no ETag was kept for the one that failed)."""
+    small = server.add("/small.xml", body=atom_feed([{"title": "First", "link": "https://e.org/1"}]))
+    big = server.add("/big.xml", etag='"big1"', body=atom_feed([
+        {"title": f"Post {n}", "link": f"https://e.org/big/{n}", "summary": "words " * 400}
+        for n in range(200)]))
+    after = server.add("/after.xml", body=atom_feed([{"title": "After", "link": "https://e.org/a"}]))
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text(f"learner: {{stage: cnn}}\nblogs:\n  - name: Small\n    url: {small}\n")
+    assert _feedbot_with_file_size_limit(10_000_000, "collect").returncode == 0
+    sources.write_text(sources.read_text() + f"  - name: Big\n    url: {big}\n"
+                       f"  - name: After\n    url: {after}\n")
+    monkeypatch.setenv("FEEDBOT_FETCH_CONCURRENCY", "1")  # one at a time, in the file's order
+    full = _feedbot_with_file_size_limit(200_000, "collect")
+    assert full.returncode == 1
+    assert full.stdout.splitlines() == [
+        "Small: 0 new (1 in feed)",
+        "Big: error: cannot write to the database (disk I/O error); nothing of it was lost, "
+        "run again once there is room",
+        "After: error: cannot write to the database (disk I/O error); nothing of it was lost, "
+        "run again once there is room",
+        "3 sources: 1 ok, 2 failed, 0 new items",
+    ]
+    (line,) = full.stderr.strip().splitlines()
+    assert line.startswith(f"feedbot: cannot write to the database in {feedbot_env}: disk I/O "
+                           "error. What was stored before is kept; free some space")
+    assert not server.hits("/after.xml")  # not fetched for nothing
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT name, etag FROM source_state ORDER BY name").fetchall() == [
+        ("Small", "")]
+    con.close()
+    again = _feedbot_with_file_size_limit(10_000_000, "collect")
+    assert again.returncode == 0
+    assert "Big: 200 new (200 in feed)" in again.stdout.splitlines()
+    assert "After: 1 new (1 in feed)" in again.stdout.splitlines()
+
+
+def test_digest_goes_on_when_a_source_cannot_be_recorded(sources: Path, use_fake_embedder: Any,
+                                                         feedbot_env: Path) -> None:
+    """`feedbot digest` collects stale sources first; a database error recording one of them
+    (SQLite refusing its rows: a damaged row, a constraint) ended the digest in a traceback.
+    Now that source's line says so on stderr and the digest shows what the others brought."""
+    assert invoke("sources").exit_code == 0  # the database is there
+    con = sqlite3.connect(feedbot_env / "feedbot.db")
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON item_sources WHEN NEW.source = 'Notes' "
+                "BEGIN SELECT RAISE(ABORT, 'damaged row'); END")
+    con.commit()
+    con.close()
+    result = invoke("digest", "--format", "json", "--since", "3650d")
+    assert result.exit_code == 0
+    assert ("Notes: error: could not be recorded (IntegrityError: damaged row); nothing of it "
+            "was kept, and the next run fetches it again\n") in result.stderr
+    assert result.stderr.endswith(
+        "feedbot: 1 source (Notes) could not be recorded (IntegrityError); nothing of it was "
+        "kept, and the next `feedbot collect` fetches it again\n")
+    assert "Traceback" not in result.stderr
+    assert {it["source"] for it in json.loads(result.stdout)["items"]} == {"Vision Lab"}

@@ -217,6 +217,23 @@ def test_select_one_source_by_name(tmp_path: Path) -> None:
         select_sources(cfg, "C")
 
 
+def test_a_source_named_by_its_own_name_is_that_source_alone(tmp_path: Path) -> None:
+    """The blog "arXiv cs.CV" (arXiv's RSS listing) beside the query "cs.CV", whose label is
+    "arXiv cs.CV": `--source "arXiv cs.CV"` collected both, and so did every scheduled run of
+    the blog in `feedbot run` (which collects each source by its name), asking arXiv again
+    each time. A person's name still takes all of their places."""
+    cfg = load_config(write_sources(
+        tmp_path, {"arXiv cs.CV": "https://export.arxiv.org/rss/cs.CV"}, {"cs.CV": "cat:cs.CV"},
+        extra="people:\n  - name: Ada Lovelace\n    x: ada\n    blog: https://ada.org/feed\n"))
+    assert [s.name for s in select_sources(cfg, "arxiv CS.CV")] == ["arXiv cs.CV"]
+    assert [s.name for s in select_sources(cfg, "cs.cv")] == ["cs.CV"]
+    assert [s.name for s in select_sources(cfg, " ada lovelace ")] == [
+        "Ada Lovelace/x", "Ada Lovelace/blog"]
+    assert [s.name for s in select_sources(cfg, "Ada Lovelace on X")] == ["Ada Lovelace/x"]
+    with pytest.raises(KeyError, match="no source named 'Ada'; sources: Ada Lovelace, arXiv"):
+        select_sources(cfg, "Ada")
+
+
 # --- arXiv --------------------------------------------------------------------------------------
 
 def test_arxiv_items_from_the_real_client(server: LocalServer, tmp_path: Path,
@@ -816,3 +833,70 @@ def test_a_last_modified_in_the_future_is_not_sent_back(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# --- a database error while recording one source is that source's result ----------------------
+
+def _refuse(db: Path, sql: str) -> None:
+    """A trigger that makes SQLite refuse a write, as a damaged row or a constraint would."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute(sql)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("where", ["inline", "thread"])
+def test_a_source_that_cannot_be_recorded_stops_nothing(server: LocalServer, tmp_path: Path,
+                                                        where: str) -> None:
+    """A database error while recording one source (here SQLite's own IntegrityError from a
+    refused write) ended the whole collection: the sources not yet recorded were never
+    recorded nor reported. `feedbot collect` records inline; `feedbot run` on a thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    feeds = {name: server.add(f"/{name}.xml", etag=f'"{name}1"', body=atom_feed(
+        [{"title": f"{name} post", "link": f"https://e.org/{name}"}])) for name in "ABD"}
+    feeds["C"] = server.add("/C.xml", status=500, body=b"down")
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    _refuse(path, "CREATE TRIGGER refuse_b BEFORE INSERT ON item_sources WHEN NEW.source = 'B' "
+                  "BEGIN SELECT RAISE(ABORT, 'damaged row'); END")
+    _refuse(path, "CREATE TRIGGER refuse_c BEFORE UPDATE ON source_state WHEN NEW.name = 'C' "
+                  "BEGIN SELECT RAISE(ABORT, 'damaged row'); END")
+    pool = ThreadPoolExecutor(1)
+    on_thread: list[Store] = []
+
+    async def in_thread(fn, *args):  # type: ignore[no-untyped-def]
+        def with_store():  # type: ignore[no-untyped-def]
+            if not on_thread:
+                on_thread.append(Store(path))
+            return fn(on_thread[0], *args)
+        return await asyncio.get_running_loop().run_in_executor(pool, with_store)
+
+    kw = {"db": in_thread} if where == "thread" else {}
+    try:
+        reports = {r.name: r for r in run(collect_async(
+            feeds_config(feeds), None if kw else store, now=NOW, **kw))}  # type: ignore[arg-type]
+    finally:
+        pool.submit(lambda: [s.close() for s in on_thread]).result()
+        pool.shutdown()
+    assert reports["A"].line() == "A: 1 new (1 in feed)"
+    assert reports["D"].line() == "D: 1 new (1 in feed)"
+    assert reports["B"].line() == ("B: error: could not be recorded (IntegrityError: damaged "
+                                   "row); nothing of it was kept, and the next run fetches it "
+                                   "again")
+    assert reports["C"].line().startswith("C: error: HTTP 500")
+    assert reports["C"].line().endswith("; could not be recorded (IntegrityError: damaged row); "
+                                        "nothing of it was kept, and the next run fetches it "
+                                        "again")
+    assert [n for n, r in reports.items() if r.store_error is not None] == ["B", "C"]
+    assert store.item_count() == 2 and store.item_count("B") == 0
+    assert store.source_state("B").etag == ""  # no validators without their items
+    # Once the row takes writes again, B's items come: no 304 hides them.
+    _refuse(path, "DROP TRIGGER refuse_b")
+    (again,) = collect(feeds_config({"B": feeds["B"]}), store,  # type: ignore[arg-type]
+                       now=NOW + timedelta(hours=7))
+    assert again.line() == "B: 1 new (1 in feed)"
+    assert "if-none-match" not in server.hits("/B.xml")[-1].headers
+    store.close()

@@ -943,3 +943,37 @@ async def test_an_x_handle_looked_up_while_the_database_is_busy_stalls_no_chat_a
             assert [c.request.url.split("?")[0] for c in rsps.calls] == [
                 f"{API}/users/783214/tweets"]
         assert (await runner.in_db(Store.source_state, "Twitter/x")).failures == 0
+
+
+async def test_a_source_the_database_refuses_is_a_warning_and_collected_again(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A database error while recording a source (here SQLite refusing its rows) is one
+    WARNING naming it, no traceback; nothing of it is kept, so the next collection gets its
+    items in full (no validators were saved to turn them into a 304)."""
+    import sqlite3
+
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(3)), etag='"v1"')
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    clock = Clock(SLOT - timedelta(hours=1))
+    async with running(sources, feedbot_env, clock) as runner:
+        con = sqlite3.connect(feedbot_env / "feedbot.db")
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON item_sources BEGIN "
+                    "SELECT RAISE(ABORT, 'damaged row'); END")
+        con.commit()
+        caplog.set_level("INFO", logger="feedbot.runner")
+        await runner.collect_source("Test blog")
+        [warning] = [r for r in caplog.records if r.levelno == logging.WARNING
+                     and "Test blog" in r.getMessage()]
+        assert "Test blog: error: could not be recorded (IntegrityError: damaged row)" in \
+            warning.getMessage()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+        assert (await runner.in_db(Store.source_state, "Test blog")).etag == ""
+        con.execute("DROP TRIGGER refuse")
+        con.commit()
+        con.close()
+        clock.advance(hours=2)
+        await runner.collect_source("Test blog")
+        state = await runner.in_db(Store.source_state, "Test blog")
+        assert state.items == 3 and state.etag == '"v1"'
+        assert "if-none-match" not in server.hits("/feed.xml")[-1].headers
