@@ -6,16 +6,20 @@ text: the light ONNX encoder where it exists, no torch start) and compared with 
 window's matrix from `Store.candidates`, in numpy.
 
 Embeddings are weak at names and acronyms ("Karpathy", "LoRA"), so the cosine is blended with
-a lexical signal: the words of the query found in an item's title, authors or the start of its
-summary, each word weighted by how rare it is in the window (IDF), a title or author hit
-counting twice a summary hit. `LEXICAL_WEIGHT` was chosen by `benchmarks/search.py` on the dev
+a lexical signal: the words of the query found in an item's title, authors or summary, each
+word weighted by how rare it is in the window (IDF), a title or author hit counting twice a
+summary hit. `LEXICAL_WEIGHT` was chosen by `benchmarks/search.py` on the dev
 set (figures below, at the constant). An arXiv id, an item id or a URL (with or without its
 scheme) as the whole query finds that item directly, whatever its date, but only from
 `--source` when one is given.
 
-Only the first `SUMMARY_HEAD` characters of a summary are searched for words: scanning whole
-abstracts would make a search over 100,000 items about twice as slow (see
-`benchmarks/search.py`); an index of the words in SQLite (FTS5) would lift that limit.
+Summaries are searched whole through the store's index of their words (SQLite FTS5, see
+`Store.summary_matches`): scanning whole abstracts in Python made a search over 100,000 items
+about a fifth slower, the index makes it no slower than scanning their first 400 characters
+(see `benchmarks/search.py`). The start of a summary (`SUMMARY_HEAD` characters) is still
+scanned where the index cannot answer: for words of scripts written without spaces (FTS5's
+unicode61 cuts text at spaces and punctuation, so "注意力" is no word of "稀疏注意力机制"), and
+for every word where this SQLite has no FTS5 (some distributions build it without).
 
 Like the digest: only items of sources the learner follows (`digest.following`), near-
 duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
@@ -51,7 +55,10 @@ DEFAULT_LIMIT = 10
 # 0.669 / 0.835 / 0.853 / 0.854; a middle sentence of the abstract without the title's words
 # (a paraphrase) 0.530 / 0.593 / 0.615 / 0.625 / 0.603 (2: 0.525). 0.5 takes nearly all of the
 # gain on names and helps paraphrases too; 0.75 is no better on the half of the queries a
-# weight may be chosen on (paraphrase 0.627 against 0.626), so 0.5 stays.
+# weight may be chosen on (paraphrase 0.627 against 0.626), so 0.5 stays. (Those figures are
+# from before summaries were searched whole; since, at 0.5: title 0.998, surname and a word
+# 0.834, paraphrase 0.927, a distinctive word from late in the abstract and a title word 0.877
+# (0.483 before). The weight was not chosen again.)
 LEXICAL_WEIGHT = 0.5
 # Below this blended score an item is not a result: MiniLM gives unrelated texts cosines of
 # about -0.1..0.2, so without it every query would "find" ten random items.
@@ -59,7 +66,7 @@ MIN_SCORE = 0.3
 CLOSE_IN_MEANING = 0.45  # a cosine worth calling "close in meaning" next to matched words
 SUMMARY_HIT = 0.5  # a word found only in the summary counts half a title or author hit
 MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a query)
-SUMMARY_HEAD = 400  # characters of a summary searched for the query's words (the store's head)
+SUMMARY_HEAD = 400  # characters of a summary scanned for words the word index cannot answer
 _TOKEN = re.compile(r"\w(?:[\w+#]|[-.'’](?=\w))*", re.UNICODE)
 _STOP_WORDS = """a about above after again all also am an and any are as at be been before
 being below between both but by can could did do does doing down during each few for from
@@ -179,18 +186,19 @@ class Lexical:
 def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Sequence[str],
             heads: Sequence[str], since: datetime | None) -> Lexical:
     """IDF-weighted share of the query's words found in each row's title or authors (1) or
-    only at the start of its summary (`heads`, `SUMMARY_HIT`).
+    only in its summary (`SUMMARY_HIT`; see `_in_summaries`, `heads` are the summaries' first
+    `SUMMARY_HEAD` characters).
 
-    Titles and summaries are searched as one lower-cased text each (a match's offset tells its
-    row): one regex scan per word, not one per row, which at 100,000 items is the difference
-    between a tenth of a second and several. Authors are looked up in SQLite."""
+    Titles are searched as one lower-cased text (a match's offset tells its row): one regex
+    scan per word, not one per row, which at 100,000 items is the difference between a tenth
+    of a second and several. Summaries and authors are looked up in SQLite."""
     n = len(ids)
     out = Lexical(np.zeros(n, dtype=np.float32))
     if not words or not n:
         return out
-    in_title = _rows_matching(words, titles)
-    in_head = _rows_matching(words, heads)
     row = {iid: i for i, iid in enumerate(ids)}
+    in_title = _rows_matching(words, titles)
+    in_head = _in_summaries(store, words, heads, row)
     by_author: list[dict[int, list[str]]] = [{} for _ in words]
     for iid, authors in store.author_matches([w.stem for w in words], since):
         i = row.get(iid)
@@ -212,13 +220,74 @@ def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Seq
             out.author.setdefault(i, []).extend(names)
         for i in weak[k].tolist():
             out.summary.setdefault(i, []).append(w.text)
-    df = np.array([len(strong[k]) + len(weak[k]) for k in range(len(words))], dtype=float)
+    # How common a word is: its summary hits count as they score, half a title or author hit.
+    # Whole summaries hold three times the words of their first 400 characters: counted whole,
+    # a title word that many abstracts mention ("data", "model") weighed next to nothing
+    # beside a surname (benchmarks/search.py, surname and title word: 0.829 against 0.834).
+    df = np.array([len(strong[k]) + SUMMARY_HIT * len(weak[k]) for k in range(len(words))],
+                  dtype=float)
     idf = np.log((n + 1) / (df + 1)) + 1e-3  # a word in every row still counts a little
     weights = idf / idf.sum()
     for k in range(len(words)):
         out.score[strong[k]] += weights[k]
         out.score[weak[k]] += weights[k] * SUMMARY_HIT
     return out
+
+
+def _in_summaries(store: Store, words: Sequence[Word], heads: Sequence[str],
+                  row: dict[str, int]) -> list[np.ndarray]:
+    """For each word, the rows (`row`: id → row) whose summary holds it: anywhere in it through
+    the store's word index; else (no index, a word of a script without spaces) in its first
+    `SUMMARY_HEAD` characters (`heads`)."""
+    found: list[np.ndarray | None] = [None] * len(words)
+    for k, w in enumerate(words):
+        if not w.whole:
+            continue
+        match, check = summary_query(w)
+        hits = store.summary_matches(match, with_text=check)
+        if hits is None:  # no word index in this database or this SQLite: heads for all
+            found = [None] * len(words)
+            break
+        at = [row[i] for i, text in hits
+              if i in row and (not check or w.pattern.search(text.lower()))]
+        found[k] = np.unique(np.array(at, dtype=np.int64))
+    rest = [k for k, f in enumerate(found) if f is None]
+    for k, f in zip(rest, _rows_matching([words[k] for k in rest], heads) if rest else [],
+                    strict=True):
+        found[k] = f
+    return [f if f is not None else np.zeros(0, dtype=np.int64) for f in found]
+
+
+_PIECE = re.compile(r"\w+")
+MAX_JOINS = 3  # separators of a word whose joined spellings are all looked up ("self-attention")
+
+
+def summary_query(w: Word) -> tuple[str, bool]:
+    """The FTS5 query for the summaries that hold the word as `w.pattern` finds it (the stem,
+    or it with "s" or "es"), and whether its hits must still be checked with `w.pattern`.
+
+    The index's words are runs of letters, digits and "_", lower-cased (`WORDS_TOKENIZER`): a
+    word that is one such run is looked up as it is, exactly. A word of runs joined by hyphens
+    ("self-attention", "gpt-4"), each of which `w.pattern` lets be a hyphen, a space or
+    nothing, is looked up as every way of joining its runs ("self attention", a phrase, and
+    "selfattention"); the phrase also takes other punctuation between its runs ("self/
+    attention"), which is left so: checking each hit's text cost a second for a common
+    phrase ("state-of-the-art": 18,000 of 100,000 summaries). A word with other separators
+    ("node.js", "c++", "don't") is looked up as the phrase of its runs, a superset ("node js",
+    "c"): the caller checks those hits."""
+    pieces = _PIECE.findall(w.stem)
+    ends = ("", "s", "es")
+    if w.stem.isalnum():
+        return " OR ".join(f'"{w.stem}{end}"' for end in ends), False
+    if not re.fullmatch(r"\w+(?:-\w+)*", w.stem):
+        return " OR ".join(f'"{" ".join(pieces)}{end}"' for end in ends), True
+    gaps = len(pieces) - 1
+    spellings = [" ".join(pieces), "".join(pieces)]
+    if 1 < gaps <= MAX_JOINS:  # each hyphen a space or nothing: every way to join the runs
+        spellings = ["".join(p + (" " if (mask >> g) & 1 else "")
+                             for g, p in enumerate(pieces)).strip()
+                     for mask in range(2 ** gaps)]
+    return " OR ".join(f'"{s}{end}"' for s in dict.fromkeys(spellings) for end in ends), False
 
 
 SCAN_CHUNK = 4096  # texts joined and scanned at a time: bounded memory (a joined text with one

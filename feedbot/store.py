@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +24,9 @@ from .items import Item, canonical_url, content_hash, item_id, split_arxiv_id
 
 DB_FILE = "feedbot.db"  # in $FEEDBOT_HOME
 
-MIGRATIONS: list[str] = [
+# A migration is SQL (statements separated by ";\n"), or a function given the connection for
+# one that depends on what this SQLite can do (9: the word index).
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the core tables
     """
     CREATE TABLE items (
@@ -163,7 +166,110 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     """,
+    # 9: an index of the words of every summary (SQLite FTS5), so that `feedbot search` finds
+    # a word anywhere in a summary, not only in its first 400 characters; filled here for the
+    # items already stored. See `_index_words`: where this SQLite has no FTS5, nothing but the
+    # key table is made, and search reads the start of each summary as before.
+    lambda db: _migrate_words(db),
 ]
+
+# --- the word index of summaries (migration 9) ----------------------------------------------
+#
+# `summary_words` is a contentless FTS5 table (the summaries are in `items` already: a second
+# copy would add about 1 kB an item) whose rowid is `item_keys.n`, an INTEGER PRIMARY KEY,
+# which VACUUM keeps. It is not keyed on the rowid of `items`: that table has a TEXT primary
+# key, whose rowids SQLite may renumber in a VACUUM, leaving an index keyed on them pointing
+# at the wrong items. An item has a key exactly when its summary is indexed.
+#
+# `Store.upsert_items` indexes a batch of new items in one statement (`_index_new`) and
+# `Store.delete_items` takes a batch out in one (`_unindex`): FTS5 writes its pending words out
+# at each statement that changes it, and a trigger per row (tried first) made inserting 10,000
+# items about 2.5 times as slow. Triggers on `items` keep the index right for every other
+# change, in the same transaction: a summary replaced (a new arXiv version, an edit), an item
+# deleted by other means. A contentless table is told what to remove ('delete' with the
+# summary that was indexed), which a trigger has exactly; an item without a key is left
+# alone. Meta `WORDS_INDEX` is 'fts5' while the index is kept.
+WORDS_INDEX = "search.words"
+WORDS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_'"  # words as search's \w+ cuts
+_WORDS_TRIGGERS = {
+    "summary_words_update": """
+        CREATE TRIGGER summary_words_update AFTER UPDATE OF id, summary ON items
+        WHEN (old.summary IS NOT new.summary OR old.id IS NOT new.id)
+            AND EXISTS (SELECT 1 FROM item_keys WHERE id = old.id) BEGIN
+            INSERT INTO summary_words(summary_words, rowid, summary)
+                SELECT 'delete', n, old.summary FROM item_keys WHERE id = old.id;
+            UPDATE item_keys SET id = new.id WHERE id = old.id;
+            INSERT INTO summary_words(rowid, summary)
+                SELECT n, new.summary FROM item_keys WHERE id = new.id;
+        END""",
+    "summary_words_delete": """
+        CREATE TRIGGER summary_words_delete AFTER DELETE ON items
+        WHEN EXISTS (SELECT 1 FROM item_keys WHERE id = old.id) BEGIN
+            INSERT INTO summary_words(summary_words, rowid, summary)
+                SELECT 'delete', n, old.summary FROM item_keys WHERE id = old.id;
+            DELETE FROM item_keys WHERE id = old.id;
+        END""",
+}
+
+
+@cache
+def fts5_available() -> bool:
+    """Whether this SQLite has FTS5 (some distributions build it without)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE VIRTUAL TABLE probe USING fts5(x)")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+
+
+def _migrate_words(db: sqlite3.Connection) -> None:
+    """Migration 9."""
+    _index_words(db, fts5_available())
+
+
+def _index_words(db: sqlite3.Connection, fts: bool) -> None:
+    """Make the word index what this SQLite can keep, inside the caller's write transaction.
+
+    With FTS5 (`fts`): (re)build it from every stored item and keep it with triggers. Without:
+    drop the triggers (they would fail every write of an item: "no such module: fts5", as in
+    a database that moved to a SQLite built without it) and mark the index absent, so search
+    reads the start of each summary; a later open with FTS5 rebuilds it."""
+    for name in _WORDS_TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {name}")
+    db.execute("CREATE TABLE IF NOT EXISTS item_keys "
+               "(n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
+    db.execute("DELETE FROM meta WHERE key = ?", (WORDS_INDEX,))
+    if not fts:
+        return
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS summary_words USING "
+               f"fts5(summary, content='', tokenize=\"{WORDS_TOKENIZER}\")")
+    db.execute("INSERT INTO summary_words(summary_words) VALUES ('delete-all')")
+    db.execute("DELETE FROM item_keys")
+    _index_new(db, "SELECT id FROM items")
+    for sql in _WORDS_TRIGGERS.values():
+        db.execute(sql)
+    db.execute("INSERT INTO meta(key, value) VALUES (?, 'fts5')", (WORDS_INDEX,))
+
+
+def _index_new(db: sqlite3.Connection, ids: str, *args: Any) -> None:
+    """Index the summaries of the items the query `ids` names, which have no key yet."""
+    db.execute(f"INSERT INTO item_keys(id) {ids}", args)
+    db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
+               f"item_keys k JOIN items i ON i.id = k.id WHERE k.id IN ({ids}) ORDER BY k.n",
+               args)
+
+
+def _unindex(db: sqlite3.Connection, ids: str, *args: Any) -> None:
+    """Take the summaries of the items the query `ids` names out of the index, and their keys
+    (before they are deleted: the 'delete' needs the summary that was indexed)."""
+    db.execute("INSERT INTO summary_words(summary_words, rowid, summary) SELECT 'delete', k.n, "
+               f"i.summary FROM item_keys k JOIN items i ON i.id = k.id WHERE k.id IN ({ids}) "
+               "ORDER BY k.n", args)  # in order: FTS5 writes its pending words out at a step back
+    db.execute(f"DELETE FROM item_keys WHERE id IN ({ids})", args)
+
 
 # Meta key: the cutoff (epoch seconds) of the last real prune. An item that first arrives
 # dated before it is not taken in: it would have been pruned, and stored now it would only
@@ -380,10 +486,18 @@ class Store:
                 # the transaction decides who migrates, and the other finds it done.
                 if db.execute("PRAGMA user_version").fetchone()[0] >= number:
                     continue
-                for statement in script.split(";\n"):
-                    if statement.strip():
-                        db.execute(statement)
+                if callable(script):
+                    script(db)
+                else:
+                    for statement in script.split(";\n"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
+        if (self.get_meta(WORDS_INDEX) == "fts5") != fts5_available():
+            # the database moved between SQLites with and without FTS5 since it was written
+            with self.transaction() as db:
+                if (self.get_meta(WORDS_INDEX) == "fts5") != fts5_available():  # not done yet
+                    _index_words(db, fts5_available())
 
     @property
     def schema_version(self) -> int:
@@ -422,6 +536,8 @@ class Store:
                     "guid = CASE WHEN excluded.guid != '' THEN excluded.guid ELSE guid END",
                     (iid, it.source, it.guid, it.person, now.timestamp()),
                 )
+            if new_ids and self.has_word_index():
+                _index_new(self.db, "SELECT value FROM json_each(?)", json.dumps(new_ids))
         return UpsertResult(len(new_ids), updated, tuple(new_ids), skipped)
 
     def _pruned(self, it: Item, pruned_before: float | None, now: datetime) -> bool:
@@ -712,6 +828,27 @@ class Store:
 
     # --- search (see search.py) -------------------------------------------------------------
 
+    def has_word_index(self) -> bool:
+        """Whether `summary_matches` can answer: the word index is there and kept."""
+        return fts5_available() and self.get_meta(WORDS_INDEX) == "fts5"
+
+    def summary_matches(self, match: str, *, with_text: bool = False
+                        ) -> list[tuple[str, str]] | None:
+        """(id, summary when `with_text`, else '') of every item whose summary matches the
+        FTS5 query `match` (any date); None without the word index (see `has_word_index`)."""
+        if not self.has_word_index():
+            return None
+        text = "i.summary" if with_text else "''"
+        join = " JOIN items i ON i.id = k.id" if with_text else ""
+        cur = self.db.cursor()
+        cur.row_factory = None  # plain tuples
+        try:
+            return cur.execute(
+                f"SELECT k.id, {text} FROM summary_words w JOIN item_keys k ON k.n = w.rowid"
+                f"{join} WHERE summary_words MATCH ?", (match,)).fetchall()
+        except sqlite3.OperationalError:  # the module went away under a running process
+            return None
+
     def author_matches(self, words: Sequence[str], since: datetime | None = None
                        ) -> Iterator[tuple[str, str]]:
         """(id, authors and person one per line) of the items since `since` whose authors or
@@ -991,6 +1128,9 @@ class Store:
                        "SELECT 'guid:' || s.source || ':' || s.guid, :now, :now "
                        "FROM item_sources s WHERE s.guid != '' AND s.item_id IN (SELECT id FROM "
                        f"items WHERE published IS NULL AND {chosen})", args)
+            if self.has_word_index():  # all in one statement (the trigger: one per item)
+                doomed = [r[0] for r in db.execute(f"SELECT id FROM items WHERE {chosen}", args)]
+                _unindex(db, "SELECT value FROM json_each(?)", json.dumps(doomed))
             gone = [r[0] for r in db.execute(f"DELETE FROM items WHERE {chosen} RETURNING id",
                                              args).fetchall()]
             # ON DELETE CASCADE removes the sources too (foreign_keys is on); said here anyway
@@ -1048,7 +1188,11 @@ class Store:
 
     def vacuum(self) -> None:
         """Rewrite the file without its free pages (holds the write lock while it runs), then
-        empty the write-ahead log, which VACUUM filled with the whole database."""
+        empty the write-ahead log, which VACUUM filled with the whole database. The word index
+        is merged into one b-tree first ('optimize': smaller, and a search reads one)."""
+        if self.has_word_index():
+            with self.transaction() as db:
+                db.execute("INSERT INTO summary_words(summary_words) VALUES ('optimize')")
         self.db.execute("VACUUM")
         with suppress(sqlite3.OperationalError):  # a reader in the way: the log stays for now
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

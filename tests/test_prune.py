@@ -368,6 +368,30 @@ def test_prune_vacuums_after_removing_unless_told_not_to(store: Store) -> None:
     assert store.disk_bytes() < size / 2
 
 
+def test_words_are_found_in_the_right_summaries_after_a_prune_and_its_vacuum(
+        store: Store) -> None:
+    """`feedbot prune` deletes old items, then VACUUMs, which may renumber the rowids of
+    `items` (it has no INTEGER PRIMARY KEY): the word index must still name the items that
+    hold each word, and none that are gone."""
+    tail = "x " * 300  # the words come after the summary's first 400 characters
+    old = [Item(f"Old {i}", f"https://e.org/old/{i}", "Blog", summary=f"{tail} oldword{i}")
+           for i in range(300)]
+    new = [Item(f"New {i}", f"https://e.org/new/{i}", "Blog", summary=f"{tail} newword{i}")
+           for i in range(300)]
+    for a, b in zip(old, new, strict=True):  # interleaved: deletes leave holes in the rowids
+        store.upsert_items([a], LONG_AGO)
+        store.upsert_items([b], NOW)
+    result = cli("prune")
+    assert result.exit_code == 0 and "removed 300 items" in result.output, result.output
+    assert " → " in result.output  # vacuumed
+    for i in (0, 1, 150, 299):
+        assert store.summary_matches(f'"newword{i}"') == [(new[i].id, "")]
+        assert store.summary_matches(f'"oldword{i}"') == []
+    late = Item("Late", "https://e.org/late", "Blog", summary=f"{tail} lateword")
+    store.upsert_items([late], NOW)
+    assert store.summary_matches('"lateword"') == [(late.id, "")]
+
+
 def test_doctor_says_how_much_is_due(store: Store, fake_emb: object,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(feedbot.embed, "Embedder", lambda *a, **k: fake_emb)

@@ -302,6 +302,97 @@ def test_a_link_without_its_scheme_finds_the_item(fake_emb: Any, ref: str) -> No
     assert not find(store, fake_emb, "unknown.example.org/sparse-attention").direct
 
 
+# --- words anywhere in a summary (the store's word index) ------------------------------------
+
+# An abstract's first 400 characters, none of the words looked for below.
+OPENING = ("We study how language models learn from data. " * 10).strip()
+
+
+def late(title: str, tail: str, slug: str) -> Item:
+    """A post whose summary holds `tail` only after its first 400 characters."""
+    return post(title, f"{OPENING} {tail}", slug=slug)
+
+
+def in_summary(store: Store, emb: Any, query: str) -> list[str]:
+    """Titles of the items found for `query` by its words in their summaries. (At the lexical
+    weight 1 a summary hit alone passes the score floor: the fake vectors share nothing.)"""
+    return [e.title for e in find(store, emb, query, lexical_weight=1.0).items
+            if e.why == f"“{query}” in the summary"]
+
+
+def test_a_word_late_in_a_long_summary_is_found_by_its_word(fake_emb: Any) -> None:
+    """Words used to be looked for in a summary's first 400 characters only: a word that
+    appears later in an abstract was found, if at all, only weakly by meaning."""
+    item = late("Notes on a field study", "Our case study is the quokka population.", "q")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, item])
+    assert len(OPENING) > 400 and item.summary.index("quokka") > 400
+    found = find(store, fake_emb, "quokka")
+    assert titles(found) == [item.title] and found.items[0].why == "“quokka” in the summary"
+    assert in_summary(store, fake_emb, "quokkas") == [item.title]  # the plural as before
+    assert in_summary(store, fake_emb, "quok") == []  # whole words, not parts of them
+    assert in_summary(store, fake_emb, "LoRA") == [LIBRARY[2].title]  # early words still
+
+
+@pytest.mark.parametrize(("query", "tail", "other"), [
+    ("self-attention", "Self attention is what we add.", "Self and attention apart."),
+    ("self-attention", "Selfattention is what we add.", None),
+    ("state-of-the-art", "It is state of the art on two sets.", "The state of art."),
+    ("GPT-4", "We compare with gpt4 throughout.", "GPT and 4 more."),
+    ("node.js", "The demo runs on Node.js servers.", "It runs on node, js and go."),
+    ("c++", "Written in C++ for speed.", "Written in C for speed."),
+])
+def test_words_with_hyphens_and_dots_are_found_late_in_a_summary(
+        fake_emb: Any, query: str, tail: str, other: str | None) -> None:
+    """As at the start of a summary: a hyphen of the query matches a hyphen, a space or
+    nothing; other punctuation stands as typed (`other`: a summary that must not match)."""
+    item = late("Notes on a system", tail, "sys")
+    items = [*LIBRARY, item] + ([late("Notes on another", other, "other")] if other else [])
+    store = stored(Store(":memory:"), fake_emb, items)
+    assert in_summary(store, fake_emb, query) == [item.title]
+
+
+def test_a_word_of_a_late_summary_is_found_after_the_item_is_updated(fake_emb: Any) -> None:
+    """A new arXiv version changes the summary: its words are found, the old ones no more;
+    the same paper from a second source is still one item."""
+    v1 = paper("2403.00001", "A paper on adapters", f"{OPENING} We test on wombats.")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, v1])
+    assert in_summary(store, fake_emb, "wombat") == [v1.title]
+    v2 = Item(v1.title, v1.url, "cs.LG", "paper", published=v1.published, arxiv_id=v1.arxiv_id,
+              summary=f"{OPENING} We test on numbats.", arxiv_version=2)
+    stored(store, fake_emb, [v2])
+    assert in_summary(store, fake_emb, "numbat") == [v1.title]
+    assert in_summary(store, fake_emb, "wombat") == []
+
+
+def test_without_fts5_the_start_of_each_summary_is_searched_as_before(
+        fake_emb: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some distributions build SQLite without FTS5: no error, the first 400 characters of a
+    summary are searched as before. A database indexed where FTS5 was, opened by one without
+    it, still takes new items (its triggers would fail every insert), and gets its index
+    back, with the items that came meanwhile, where FTS5 is again."""
+    import feedbot.store
+
+    path = tmp_path / "feedbot.db"
+    early = late("Notes on a field study", "Our case study is the quokka population.", "q")
+    stored(Store(path), fake_emb, [*LIBRARY, early]).close()
+    monkeypatch.setattr(feedbot.store, "fts5_available", lambda: False)
+    store = Store(path)
+    assert not store.has_word_index()
+    assert store.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                            ).fetchall() == []  # they write the index: each would fail
+    meanwhile = late("Notes on a second study", "The numbat, this time.", "n")
+    stored(store, fake_emb, [meanwhile])  # the index's triggers are gone: no error
+    assert in_summary(store, fake_emb, "LoRA") == [LIBRARY[2].title]  # at the start
+    assert in_summary(store, fake_emb, "quokka") == []  # late: as before the index
+    store.close()
+    monkeypatch.undo()
+    store = Store(path)
+    assert store.has_word_index()
+    assert in_summary(store, fake_emb, "quokka") == [early.title]
+    assert in_summary(store, fake_emb, "numbat") == [meanwhile.title]
+    store.close()
+
+
 # --- the command --------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -245,6 +245,7 @@ def test_meta(store: Store) -> None:
 def test_migration_2_keeps_vectors_written_under_schema_1(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
+    assert isinstance(MIGRATIONS[0], str)
     for statement in MIGRATIONS[0].split(";\n"):
         if statement.strip():
             db.execute(statement)
@@ -277,6 +278,7 @@ def database_at(path: Path, version: int, *rows: str) -> Path:
     """A database as feedbot left it at schema `version`, with these INSERT statements run."""
     db = sqlite3.connect(path)
     for script in MIGRATIONS[:version]:
+        assert isinstance(script, str)  # the ones before 9 are SQL
         for statement in script.split(";\n"):
             if statement.strip():
                 db.execute(statement)
@@ -493,6 +495,98 @@ def test_migration_8_adds_digest_topics_and_keeps_everything(tmp_path: Path) -> 
     s.set_digest_topic("-100", 40, NOW)
     assert s.set_digest_topic("-100", None, NOW) and s.digest_topic("-100") is None
     s.close()
+
+
+def words(s: Store, word: str) -> list[str]:
+    """Ids of the items whose summary holds `word` (the word index)."""
+    found = s.summary_matches(f'"{word}"')
+    assert found is not None
+    return sorted(i for i, _ in found)
+
+
+def indexed(s: Store) -> int:
+    """Summaries in the word index (one size record each), checked against its keys."""
+    s.db.execute("INSERT INTO summary_words(summary_words, rank) VALUES ('integrity-check', 0)")
+    n = s.db.execute("SELECT count(*) FROM summary_words_docsize").fetchone()[0]
+    assert n == s.db.execute("SELECT count(*) FROM item_keys").fetchone()[0]
+    return int(n)
+
+
+OLD_ITEM = ("INSERT INTO items(id, key, source, kind, title, url, summary, content_hash, "
+            "first_seen, updated) VALUES ('{n:012x}', 'k{n}', 'Blog', 'post', 'Post {n}', '', "
+            "'{pad} the wombat of item {n}', 'h{n}', 1.0, 1.0)")
+
+
+def test_migration_9_indexes_the_words_of_the_summaries_already_stored(tmp_path: Path) -> None:
+    """A database of the last release upgrades in place: every stored summary is in the word
+    index, its late words included, and the index keeps up from then on."""
+    pad = "x " * 400
+    s = Store(database_at(tmp_path / "old.db", 8,
+                          *(OLD_ITEM.format(n=n, pad=pad) for n in range(3))))
+    assert s.schema_version == len(MIGRATIONS) >= 9 and s.has_word_index()
+    assert words(s, "wombat") == [f"{n:012x}" for n in range(3)] and indexed(s) == 3
+    assert words(s, "2") == ["000000000002"]
+    s.upsert_items([Item("New", "https://e.org/n", "Blog", summary="A wombat too.")], NOW)
+    assert len(words(s, "wombat")) == 4 and indexed(s) == 4
+    s.close()
+
+
+def test_processes_opening_a_database_being_migrated_to_9_index_each_item_once(
+        tmp_path: Path) -> None:
+    """As with the other migrations, the write lock decides who migrates; the others wait
+    and find it done (not a second index of every summary, nor 'table already exists')."""
+    import subprocess
+    import sys
+
+    path = database_at(tmp_path / "old.db", 8,
+                       *(OLD_ITEM.format(n=n, pad="") for n in range(3000)))
+    code = ("import sys; from feedbot.store import Store; "
+            "s = Store(sys.argv[1]); print(s.schema_version); s.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 3, [err for _, err in outs]
+    assert {out.strip() for out, _ in outs} == {str(len(MIGRATIONS))}
+    s = Store(path)
+    assert len(words(s, "wombat")) == 3000 and indexed(s) == 3000
+    s.close()
+
+
+def test_the_word_index_follows_inserts_new_versions_merges_edits_and_deletes(
+        store: Store) -> None:
+    first = paper(1)
+    first = Item(first.title, first.url, first.source, "paper", published=first.published,
+                 summary="On wombats.", arxiv_id=first.arxiv_id, arxiv_version=1)
+    store.upsert_items([first], NOW)
+    assert words(store, "wombats") == ["arxiv:2401.00001"]
+    store.upsert_items([Item(first.title, first.url, "Other", "paper", published=first.published,
+                             summary="Other words.", arxiv_id=first.arxiv_id,
+                             arxiv_version=1)], NOW)  # merged: the first summary stays
+    assert words(store, "wombats") == ["arxiv:2401.00001"] and words(store, "other") == []
+    store.upsert_items([Item(first.title, first.url, "Other", "paper", published=first.published,
+                             summary="On numbats.", arxiv_id=first.arxiv_id,
+                             arxiv_version=2)], NOW)  # a new version replaces it
+    assert words(store, "wombats") == [] and words(store, "numbats") == ["arxiv:2401.00001"]
+    blog = Item("Post", "https://e.org/p", "Blog", summary="Draft about quokkas.")
+    store.upsert_items([blog], NOW)
+    edited = Item("Post", "https://e.org/p", "Blog", summary="Final about bilbies.")
+    assert store.upsert_items([edited], NOW).updated == 1  # its own source corrected it
+    assert words(store, "quokkas") == [] and words(store, "bilbies") == [blog.id]
+    assert indexed(store) == 2
+    v1, v2 = (Item("Two", "https://arxiv.org/abs/2401.00002", "cs.CL", "paper", summary=text,
+                   published=NOW, arxiv_id="2401.00002", arxiv_version=n)
+              for n, text in ((1, "First dingoes."), (2, "Then emus.")))
+    store.upsert_items([v1, v2], NOW)  # new, then a new version, in one batch
+    assert words(store, "dingoes") == [] and words(store, "emus") == ["arxiv:2401.00002"]
+    store.delete_items(["arxiv:2401.00002"], NOW + timedelta(days=9), NOW + timedelta(days=9))
+    assert words(store, "emus") == [] and indexed(store) == 2
+    store.upsert_items([v1], NOW)
+    store.db.execute("DELETE FROM items WHERE id = 'arxiv:2401.00002'")  # by other means
+    assert words(store, "dingoes") == [] and indexed(store) == 2
+    gone = store.delete_items([blog.id, "arxiv:2401.00001"], NOW + timedelta(days=9),
+                              NOW + timedelta(days=9))
+    assert len(gone) == 2 and words(store, "bilbies") == words(store, "numbats") == []
+    assert indexed(store) == 0
 
 
 @pytest.mark.parametrize("ago", [timedelta(0), timedelta(hours=1)])
