@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -139,6 +141,26 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@contextmanager
+def one_connection(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A bare TCP listener on 127.0.0.1 that hands its first connection to `handle` on a
+    thread, for servers that misbehave below HTTP (reset, hang up); yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # closed before anyone connected
+            return
+        handle(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
 
 
 class QuietServer(ThreadingHTTPServer):

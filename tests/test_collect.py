@@ -34,7 +34,7 @@ from feedbot.config import SourceSpec, load_config
 from feedbot.http import MAX_RETRY_AFTER, FetchError, fetch, make_client, parse_retry_after
 from feedbot.store import SourceState, Store
 
-from .support import FIXTURES, LocalServer, QuietServer, Route, atom_feed
+from .support import FIXTURES, LocalServer, QuietServer, Route, atom_feed, one_connection
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 ARXIV_XML = "arxiv-api/arxiv.py/atom_xml"
@@ -463,19 +463,8 @@ def test_a_bad_fetch_concurrency_falls_back_to_the_default(
 
 
 def test_a_tls_handshake_failure_says_why() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def hang_up() -> None:
-        conn, _ = listener.accept()
-        conn.close()
-
-    threading.Thread(target=hang_up, daemon=True).start()
-    port = listener.getsockname()[1]
-    try:
-        with pytest.raises(FetchError) as e:
-            run(get(f"https://127.0.0.1:{port}/feed"))
-    finally:
-        listener.close()
+    with one_connection(lambda conn: conn.close()) as port, pytest.raises(FetchError) as e:
+        run(get(f"https://127.0.0.1:{port}/feed"))
     assert str(e.value).startswith("cannot connect to 127.0.0.1: TLS handshake failed (")
     assert not str(e.value).endswith("()")
 

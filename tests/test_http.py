@@ -17,7 +17,7 @@ import pytest
 
 from feedbot.http import FetchError, fetch, is_private_host, make_client
 
-from .support import LocalServer, Request, Route
+from .support import LocalServer, Request, Route, one_connection
 
 PUBLIC_IP = "93.184.216.34"  # what a public name resolves to (never connected to here)
 
@@ -178,20 +178,13 @@ def test_a_304_to_a_request_that_was_not_conditional_is_an_error(server: LocalSe
 
 def test_a_connection_reset_says_so() -> None:
     """It said only "ReadError"."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def reset() -> None:
-        conn, _ = listener.accept()
+    def reset(conn: socket.socket) -> None:
         conn.recv(65536)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()
 
-    threading.Thread(target=reset, daemon=True).start()
-    try:
-        with pytest.raises(FetchError) as e:
-            run(fetch_via(f"http://127.0.0.1:{listener.getsockname()[1]}/feed"))
-    finally:
-        listener.close()
+    with one_connection(reset) as port, pytest.raises(FetchError) as e:
+        run(fetch_via(f"http://127.0.0.1:{port}/feed"))
     assert str(e.value).startswith("the connection to 127.0.0.1 broke off (")
     assert "reset" in str(e.value).lower()
 
