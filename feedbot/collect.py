@@ -422,9 +422,9 @@ def store_trouble(e: BaseException) -> sqlite3.Error | None:
     return e if isinstance(e, sqlite3.Error) else None
 
 
-def not_recorded(e: BaseException) -> str:
-    """One line: why a source's outcome was not recorded, and that nothing of it is lost."""
-    trouble = store_trouble(e) or e
+def _not_recorded(trouble: sqlite3.Error) -> str:
+    """One line: why a source's outcome was not recorded (`trouble`, as `store_trouble` found
+    it), and that nothing of it is lost."""
     if is_busy(trouble):
         return "the database was busy; nothing of it was lost, run again"
     if is_disk_trouble(trouble):
@@ -437,10 +437,11 @@ def not_recorded(e: BaseException) -> str:
 def _unrecorded(spec: SourceSpec, e: sqlite3.Error, fetch_error: str = "",
                 seconds: float = 0.0) -> SourceReport:
     log.debug("recording %s failed", spec.name, exc_info=e)
-    why = not_recorded(e)
+    trouble = store_trouble(e) or e
+    why = _not_recorded(trouble)
     return SourceReport(spec.name, spec.label, "error",
                         error=f"{fetch_error}; {why}" if fetch_error else why,
-                        seconds=seconds, store_error=store_trouble(e) or e)
+                        seconds=seconds, store_error=trouble)
 
 
 def _guarded(call: StoreCall) -> tuple[StoreCall, list[sqlite3.Error]]:
