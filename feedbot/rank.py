@@ -174,9 +174,14 @@ def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
     the top-3 similarities to the stage's texts). Returns (fit (n, S), best_row (n, S) index
     into that stage's labels).
     """
+    centre, rows = _centred(sv)
+    return _fit(X, rows, centre)
+
+
+def _centred(sv: StageVectors) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """The stages' centre (`stage_centre`) and each stage's texts re-centred on it."""
     centre = stage_centre(sv)
-    return _fit(X, [_unit_rows(r - centre) if centre is not None else r for r in sv.rows],
-                centre)
+    return centre, [_unit_rows(r - centre) if centre is not None else r for r in sv.rows]
 
 
 def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None
@@ -230,10 +235,9 @@ def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
     below L - `margin` (what the level part can still add, plus float slack) can be neither in
     the pool nor among the items `_level_part` looks at. Only the others are fitted to every
     stage: at 100,000 items a few thousand, where fitting all took 0.5 s of a 2 s digest.
+    Only for more than `SELECT_POOL` items and a contrast weight that is not negative.
     """
     n = len(X)
-    if n < PRUNE_MIN or weights.contrast < 0:
-        return None
     top = np.argpartition(-upper, SELECT_POOL)[:SELECT_POOL]
     fit, best = stage_fit(X[top], sv)
     _, contrast, _ = _own_and_contrast(fit, best, s)
@@ -244,9 +248,8 @@ def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
 
 def stage_own(X: np.ndarray, sv: StageVectors, s: int) -> np.ndarray:
     """Every item's fit to stage s alone (`stage_fit(X, sv)[0][:, s]` up to float rounding)."""
-    centre = stage_centre(sv)
-    rows = sv.rows[s] if centre is None else _unit_rows(sv.rows[s] - centre)
-    return _fit(X, [rows], centre)[0][:, 0]
+    centre, rows = _centred(sv)
+    return _fit(X, [rows[s]], centre)[0][:, 0]
 
 
 def stage_scores(X: np.ndarray, sv: StageVectors, stage_id: str
@@ -360,7 +363,7 @@ def rank(
               "feedback": (np.asarray(feedback, dtype=np.float32) if feedback is not None
                            else np.zeros(n, dtype=np.float32))}
     rows = None
-    if n >= PRUNE_MIN:
+    if n >= PRUNE_MIN and weights.contrast >= 0:  # else the bound below does not hold
         upper = weights.similarity * stage_own(X, sv, s) + sum(
             getattr(weights, k) * v for k, v in simple.items())
         rows = _contenders(X, sv, s, upper, weights, 1.5 * abs(weights.level) * factor)
