@@ -4,6 +4,8 @@ deterministic embedder for tests that are about plumbing rather than the model."
 from __future__ import annotations
 
 import hashlib
+import json as jsonlib
+import os
 import re
 import socket
 import sys
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -141,6 +144,76 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class RecordedApi:
+    """Recorded answers of an HTTPS API (X's), served over real HTTP on 127.0.0.1.
+
+    The code under test is pointed at the server by an environment variable (`env`, e.g.
+    FEEDBOT_X_API_URL), set while the `with` block runs. `get(url, json=...)` registers an
+    answer for the URL's path (the query is not matched); several answers for one path are
+    served in order, the last one again and again. `calls` lists every request, in order.
+
+    Leaving the block fails the test if a path was asked for that has no answer, or (with
+    `all_used`, the default) if a registered answer was never asked for: a client that stops
+    calling the API, or calls it where it should not, is caught either way.
+    """
+
+    def __init__(self, env: str, *, all_used: bool = True) -> None:
+        self.env = env
+        self.all_used = all_used
+        self.server = LocalServer()
+        self.answers: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
+        self.served: dict[str, int] = {}
+        self.unexpected: list[str] = []
+        self._lock = threading.Lock()
+        self._saved: str | None = None
+        self.server.fallback = self._answer
+
+    def get(self, url: str, *, json: Any = None, status: int = 200,
+            headers: dict[str, str] | None = None) -> None:
+        body = b"" if json is None else jsonlib.dumps(json).encode()
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        self.answers.setdefault(urlsplit(url).path, []).append((status, hdrs, body))
+
+    @property
+    def calls(self) -> list[Request]:
+        return list(self.server.requests)
+
+    def _answer(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            queue = self.answers.get(req.path)
+            if not queue:
+                self.unexpected.append(req.path)
+                return 404, {"Content-Type": "text/plain"}, b"no recorded answer"
+            n = self.served.get(req.path, 0)
+            self.served[req.path] = n + 1
+            return queue[min(n, len(queue) - 1)]
+
+    def __enter__(self) -> RecordedApi:
+        self.server.__enter__()
+        self._saved = os.environ.get(self.env)
+        os.environ[self.env] = self.server.base
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._saved is None:
+            os.environ.pop(self.env, None)
+        else:
+            os.environ[self.env] = self._saved
+        self.server.__exit__()
+        if exc_type is not None:
+            return
+        assert not self.unexpected, f"asked for paths with no recorded answer: {self.unexpected}"
+        if self.all_used:
+            unused = [(p, len(q) - self.served.get(p, 0)) for p, q in self.answers.items()
+                      if self.served.get(p, 0) < len(q)]
+            assert not unused, f"recorded answers never asked for (path, how many): {unused}"
+
+
+def x_api(*, all_used: bool = True) -> RecordedApi:
+    """X's API v2 (tweepy's host), served locally: see `RecordedApi`."""
+    return RecordedApi("FEEDBOT_X_API_URL", all_used=all_used)
 
 
 @contextmanager

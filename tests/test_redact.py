@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import responses
 from click.testing import CliRunner
 
 import feedbot.embed
@@ -20,7 +19,7 @@ from feedbot.bot import install_token_redaction
 from feedbot.cli import main
 from feedbot.redact import install_env_redaction, install_redaction
 
-from .support import FIXTURES
+from .support import FIXTURES, x_api
 
 X_TOKEN = "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2XzMDjR"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -97,12 +96,12 @@ def test_feedbot_vv_collect_never_logs_the_x_token(
     Path(os.environ["FEEDBOT_SOURCES"]).write_text(
         "people:\n  - name: Twitter\n    x: Twitter\n", encoding="utf-8")
     page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/Twitter",
                  json={"data": {"id": "783214", "name": "X", "username": "Twitter"}})
         rsps.get(f"{API}/users/783214/tweets", json=page)
         result = CliRunner().invoke(main, ["-vv", "collect"], catch_exceptions=False)
-        sent = rsps.calls[0].request.headers["Authorization"]
+        sent = rsps.calls[0].headers["authorization"]
     assert result.exit_code == 0 and "Twitter/x: " in result.stdout and " new" in result.stdout
     assert sent == f"Bearer {X_TOKEN}"  # the real token went to X...
     assert "'Authorization': 'Bearer <x-bearer-token>'" in caplog.text  # ...and was logged...

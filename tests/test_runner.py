@@ -908,8 +908,7 @@ async def test_an_x_handle_looked_up_while_the_database_is_busy_stalls_no_chat_a
     the event loop, froze the bot while another connection held the database. Now it is kept
     with the collection and written with the source's outcome on the collection thread: /help
     is answered meanwhile, and the next run does not look the handle up again."""
-    import responses
-
+    from .support import x_api
     from .test_bot import HeldDatabase, ask
     from .test_x import API, TOKEN, recorded
 
@@ -921,7 +920,7 @@ async def test_an_x_handle_looked_up_while_the_database_is_busy_stalls_no_chat_a
     lookups = f"{API}/users/by/username/Twitter"
     clock = Clock(SLOT - timedelta(hours=1))
     async with running(path, feedbot_env, clock, api) as runner:
-        with responses.RequestsMock() as rsps:
+        with x_api() as rsps:
             rsps.get(lookups, json=user)
             rsps.get(f"{API}/users/783214/tweets", json=page)
             with HeldDatabase(feedbot_env, seconds=5) as held:
@@ -937,11 +936,10 @@ async def test_an_x_handle_looked_up_while_the_database_is_busy_stalls_no_chat_a
         state = await runner.in_db(Store.source_state, "Twitter/x")
         assert state.items == 2 and state.cursor == page["meta"]["newest_id"]
         clock.advance(hours=7)
-        with responses.RequestsMock() as rsps:  # an unexpected lookup would be refused
+        with x_api() as rsps:  # an unexpected lookup would fail the test
             rsps.get(f"{API}/users/783214/tweets", json={"meta": {"result_count": 0}})
             await runner.collect_source("Twitter/x")
-            assert [c.request.url.split("?")[0] for c in rsps.calls] == [
-                f"{API}/users/783214/tweets"]
+            assert [c.path for c in rsps.calls] == ["/2/users/783214/tweets"]
         assert (await runner.in_db(Store.source_state, "Twitter/x")).failures == 0
 
 

@@ -1,6 +1,6 @@
 """People end to end: sources.yaml people → X, Bluesky, Mastodon, arXiv-author and blog sources,
-collected from local servers (tweepy through `responses`), and a post that links to a collected
-paper or blog post merged into that item's digest entry."""
+collected from local servers (tweepy's too, through FEEDBOT_X_API_URL), and a post that links
+to a collected paper or blog post merged into that item's digest entry."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import responses
 
 from feedbot.collect import collect_async
 from feedbot.collectors.arxiv_api import ArxivGate
@@ -22,7 +21,7 @@ from feedbot.render import render_markdown
 from feedbot.roadmap import load_roadmap
 from feedbot.store import Store
 
-from .support import FIXTURES, LocalServer, Route, atom_feed
+from .support import FIXTURES, LocalServer, Route, atom_feed, x_api
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -99,8 +98,7 @@ async def collect_all(server: LocalServer, http: httpx.AsyncClient, store: Store
                       cfg: Config) -> dict[str, object]:
     serve_people(server)
     x_page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
-    with responses.RequestsMock() as rsps:
-        rsps.add_passthru(server.base)  # the arxiv package also speaks through requests
+    with x_api() as rsps:
         rsps.get("https://api.twitter.com/2/users/by/username/feedbot_test",
                  json={"data": {"id": "4242", "name": "Grace", "username": "feedbot_test"}})
         rsps.get("https://api.twitter.com/2/users/4242/tweets", json=x_page)
@@ -253,7 +251,7 @@ async def test_share_collected_before_the_paper_still_merges(
     serve_people(server)
     only_x = load_config("s.yaml", text="people:\n  - name: Grace Tester\n    x: feedbot_test\n")
     x_page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get("https://api.twitter.com/2/users/by/username/feedbot_test",
                  json={"data": {"id": "4242", "name": "Grace", "username": "feedbot_test"}})
         rsps.get("https://api.twitter.com/2/users/4242/tweets", json=x_page)

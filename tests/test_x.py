@@ -1,5 +1,5 @@
-"""The X collector: real tweepy against recorded X API v2 responses (served through `responses`,
-which intercepts tweepy's requests session), and the pure parsing on its own."""
+"""The X collector: real tweepy against recorded X API v2 responses (served over real HTTP on
+127.0.0.1, where FEEDBOT_X_API_URL points tweepy's session), and the pure parsing on its own."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
-import responses
 
 from feedbot.collect import collect_async, is_due, report_lines
 from feedbot.collectors import Context, SourceDisabled
@@ -35,7 +34,7 @@ from feedbot.collectors.x import (
 from feedbot.config import Config, SourceSpec, load_config
 from feedbot.store import SourceState, Store
 
-from .support import FIXTURES, LocalServer, Request
+from .support import FIXTURES, LocalServer, RecordedApi, Request, x_api
 
 API = "https://api.twitter.com/2"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -74,12 +73,12 @@ def config(people: str, max_items: int = 50) -> Config:
     return load_config("sources.yaml", text=text)
 
 
-def query(call: Any) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(call.request.url).query).items()}
+def query(call: Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(call.query).items()}
 
 
-def timeline_calls(rsps: responses.RequestsMock) -> list[Any]:
-    return [c for c in rsps.calls if urlsplit(c.request.url).path.endswith("/tweets")]
+def timeline_calls(api: RecordedApi) -> list[Request]:
+    return [c for c in api.calls if c.path.endswith("/tweets")]
 
 
 @pytest.fixture
@@ -194,7 +193,7 @@ async def test_first_run_resolves_handle_once_and_second_run_reads_only_new(
     cfg = config("  - name: Twitter\n    x: Twitter\n", max_items=20)
     user = recorded(corpus, "test_client_get_user__0__GET.json")
     page = recorded(corpus, "test_client_get_users_tweets__0__GET.json")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/Twitter", json=user)
         rsps.get(f"{API}/users/783214/tweets", json=page)
         [report] = await run(cfg, store, http)
@@ -206,15 +205,15 @@ async def test_first_run_resolves_handle_once_and_second_run_reads_only_new(
                                                  "in_reply_to_user_id", "note_tweet"}
     assert "expansions" not in q  # retweets are off: no included posts to pay for
     assert "since_id" not in q and "pagination_token" not in q  # never pages back
-    assert len(calls) == 1 and calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert len(calls) == 1 and calls[0].headers["authorization"] == f"Bearer {TOKEN}"
     assert store.source_state("Twitter/x").cursor == page["meta"]["newest_id"]
     assert store.get_meta("x:user:twitter") == "783214"
 
     empty = {"meta": {"result_count": 0}}  # as X answers when nothing is new
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/783214/tweets", json=empty)
         [again] = await run(cfg, store, http, NOW + timedelta(hours=7))
-        assert [urlsplit(c.request.url).path for c in rsps.calls] == ["/2/users/783214/tweets"]
+        assert [c.path for c in rsps.calls] == ["/2/users/783214/tweets"]
         assert query(rsps.calls[0])["since_id"] == page["meta"]["newest_id"]
     assert again.status == "ok" and again.new == 0
     assert store.source_state("Twitter/x").cursor == page["meta"]["newest_id"]
@@ -225,7 +224,7 @@ async def test_a_long_post_reaches_the_store_whole_with_the_link_past_the_cut(
     page = fixture("x_timeline_note_tweet_derived.json")
     cfg = config("  - name: Philly\n    x: PhillyNEFL\n")
     store.set_meta("x:user:phillynefl", "2351222345")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/2351222345/tweets", json=page)
         [report] = await run(cfg, store, http)
         assert "note_tweet" in query(timeline_calls(rsps)[0])["tweet.fields"].split(",")
@@ -240,7 +239,7 @@ async def test_a_retweet_of_a_long_post_is_stored_whole_when_retweets_are_on(
     page = fixture("x_timeline_note_tweet_derived.json")
     cfg = config("  - name: Philly\n    x: PhillyNEFL\n    retweets: true\n")
     store.set_meta("x:user:phillynefl", "2351222345")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/2351222345/tweets", json=page)
         [report] = await run(cfg, store, http)
         assert query(timeline_calls(rsps)[0])["expansions"] == "referenced_tweets.id"
@@ -274,7 +273,7 @@ async def test_an_edited_post_updates_its_item_instead_of_adding_another(
     cfg = config("  - name: Editor\n    x: editor\n")
     store.set_meta("x:user:editor", after["author_id"])
     for page, now in ((as_timeline(before), NOW), (as_timeline(after), NOW + timedelta(hours=1))):
-        with responses.RequestsMock() as rsps:
+        with x_api() as rsps:
             rsps.get(f"{API}/users/{after['author_id']}/tweets", json=page)
             [report] = await run(cfg, store, http, now)
         assert report.status == "ok", report.error
@@ -288,7 +287,7 @@ async def test_person_options_bring_back_replies_and_retweets(
         corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
     page = twarc_timeline(corpus)
     cfg = config("  - name: Philly\n    x: PhillyNEFL\n    replies: true\n    retweets: true\n")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
         rsps.get(f"{API}/users/2351222345/tweets", json=page)
         [report] = await run(cfg, store, http)
@@ -301,7 +300,7 @@ async def test_replies_option_alone_still_excludes_retweets(
         corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
     page = twarc_timeline(corpus)
     cfg = config("  - name: Philly\n    x: PhillyNEFL\n    replies: true\n")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
         rsps.get(f"{API}/users/2351222345/tweets", json=page)
         [report] = await run(cfg, store, http)
@@ -315,7 +314,7 @@ async def test_reads_no_more_than_max_items_across_pages(
         corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
     page = twarc_timeline(corpus)  # carries a next_token
     cfg = config("  - name: Philly\n    x: PhillyNEFL\n", max_items=150)
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
         rsps.get(f"{API}/users/2351222345/tweets", json=page)
         await run(cfg, store, http)
@@ -330,7 +329,7 @@ async def test_429_defers_the_source_until_the_reset_time(
     store.set_meta("x:user:twitter", "783214")
     store.set_meta("x:user:other_one", "99")
     reset = int((NOW + timedelta(minutes=12)).timestamp())
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+    with x_api(all_used=False) as rsps:
         rsps.get(f"{API}/users/783214/tweets", json=fixture("x_error_429.json"), status=429,
                  headers={"x-rate-limit-reset": str(reset), "x-rate-limit-remaining": "0"})
         rsps.get(f"{API}/users/99/tweets", json=fixture("x_error_429.json"), status=429,
@@ -349,7 +348,7 @@ async def test_429_defers_the_source_until_the_reset_time(
 async def test_401_says_what_to_check_without_the_token(
         token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/Twitter", json=fixture("x_error_401.json"),
                  status=401)
         [report] = await run(cfg, store, http)
@@ -362,7 +361,7 @@ async def test_403_names_the_access_tier(token: str, store: Store,
                                          http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n")
     store.set_meta("x:user:twitter", "783214")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/783214/tweets", json=fixture("x_error_403.json"), status=403)
         [report] = await run(cfg, store, http)
     assert "403" in report.error and "access tier" in report.error
@@ -372,7 +371,7 @@ async def test_403_names_the_access_tier(token: str, store: Store,
 async def test_unknown_handle_is_that_sources_error(token: str, store: Store,
                                                     http: httpx.AsyncClient) -> None:
     cfg = config("  - name: Nobody\n    x: nosuchfeedbot\n")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/nosuchfeedbot",
                  json=fixture("x_user_not_found.json"))
         [report] = await run(cfg, store, http)
@@ -383,7 +382,7 @@ async def test_unknown_handle_is_that_sources_error(token: str, store: Store,
 async def test_missing_token_switches_x_off_with_one_notice(
         store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         reports = await run(cfg, store, http)
         assert len(rsps.calls) == 0
     assert [r.status for r in reports] == ["disabled", "disabled"]
@@ -396,6 +395,29 @@ async def test_collect_x_raises_source_disabled_directly(http: httpx.AsyncClient
     spec = SourceSpec("A/x", "x", "Twitter", "A on X", person="A")
     with pytest.raises(SourceDisabled):
         await collect_x(Context(now=NOW, http=http), spec, SourceState("A/x"))
+
+
+def test_the_local_x_api_fails_a_test_that_calls_off_script() -> None:
+    """Guard for the tests above: `x_api` catches a path it has no answer for and an answer
+    never asked for, serves several answers for one path in order, and puts back the URL."""
+    import requests
+
+    assert "FEEDBOT_X_API_URL" not in os.environ
+    off_script = pytest.raises(AssertionError, match="no recorded answer.*/2/users/1/tweets")
+    with off_script, x_api(all_used=False):
+        assert requests.get(os.environ["FEEDBOT_X_API_URL"] + "/2/users/1/tweets",
+                            timeout=5).status_code == 404
+    with pytest.raises(AssertionError, match="never asked for.*/2/users/2/tweets"), \
+            x_api() as api:
+        api.get(f"{API}/users/2/tweets", json={})
+    with x_api() as api:
+        api.get(f"{API}/users/3/tweets", json={"n": 1})
+        api.get(f"{API}/users/3/tweets", json={"n": 2}, status=429)
+        got = [requests.get(os.environ["FEEDBOT_X_API_URL"] + "/2/users/3/tweets?a=b",
+                            timeout=5) for _ in range(3)]
+    assert [(r.status_code, r.json()["n"]) for r in got] == [(200, 1), (429, 2), (429, 2)]
+    assert [c.query for c in api.calls] == ["a=b"] * 3
+    assert "FEEDBOT_X_API_URL" not in os.environ
 
 
 def test_error_classes_are_source_errors() -> None:
@@ -431,7 +453,7 @@ async def test_a_protected_account_is_that_sources_error_not_an_empty_success(
         token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: Private\n    x: private_one\n")
     store.set_meta("x:user:private_one", "111")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/111/tweets", json=PROTECTED)
         [report] = await run(cfg, store, http)
     assert report.status == "error"
@@ -447,17 +469,17 @@ async def test_a_cached_id_of_a_gone_account_fails_and_is_looked_up_again(
         answer: dict[str, Any], token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: Gone\n    x: gone_one\n")
     store.set_meta("x:user:gone_one", "111")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/111/tweets", json=answer)
         [report] = await run(cfg, store, http)
     assert report.status == "error" and "@gone_one no longer exists or is suspended" in report.error
     assert answer["errors"][0]["detail"] in report.error
     assert not store.get_meta("x:user:gone_one")  # dropped
 
-    with responses.RequestsMock() as rsps:  # the next run asks for the handle again
+    with x_api() as rsps:  # the next run asks for the handle again
         rsps.get(f"{API}/users/by/username/gone_one", json=fixture("x_user_not_found.json"))
         [again] = await run(cfg, store, http, NOW + timedelta(hours=7))
-        assert [urlsplit(c.request.url).path for c in rsps.calls] == [
+        assert [c.path for c in rsps.calls] == [
             "/2/users/by/username/gone_one"]
     assert again.status == "error" and "no user @gone_one" in again.error
 
@@ -466,7 +488,7 @@ async def test_a_rejected_token_is_explained_once_per_run(
         token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n"
                  "  - name: C\n    x: third_one\n")
-    with responses.RequestsMock() as rsps:
+    with x_api() as rsps:
         rsps.get(f"{API}/users/by/username/Twitter", json=fixture("x_error_401.json"),
                  status=401)
         reports = await run(cfg, store, http)
