@@ -642,7 +642,7 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     except SearchError as e:
         await _reply(update, context, plain(str(e)))
         return
-    await _reply(update, context, render_search(query, found.items, found.notes))
+    await _reply(update, context, render_search(found.query, found.items, found.notes))
 
 
 async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

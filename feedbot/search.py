@@ -18,8 +18,9 @@ Summaries are searched whole through the store's index of their words (SQLite FT
 about a fifth slower, the index makes it no slower than scanning their first 400 characters
 (see `benchmarks/search.py`). The start of a summary (`SUMMARY_HEAD` characters) is still
 scanned where the index cannot answer: for words of scripts written without spaces (FTS5's
-unicode61 cuts text at spaces and punctuation, so "注意力" is no word of "稀疏注意力机制"), and
-for every word where this SQLite has no FTS5 (some distributions build it without).
+unicode61 cuts text at spaces and punctuation, so "注意力" is no word of "稀疏注意力机制"), for
+words with a capital "İ" (see `Word.indexed`), and for every word where this SQLite has no FTS5
+(some distributions build it without).
 
 Like the digest: only items of sources the learner follows (`digest.following`), near-
 duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
@@ -31,6 +32,7 @@ diversity (MMR off), no per-source cap, and it writes nothing (the query is not 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -141,6 +143,14 @@ class Word:
     scan: re.Pattern[str]  # the same without the look-behind (see `_rows_matching`)
     whole: bool = True  # False: found inside longer words too (scripts written without spaces)
 
+    @property
+    def indexed(self) -> bool:
+        """Whether the store's word index answers for it as `pattern` would: a whole word
+        without a combining mark. Only lower() puts one in a word of the query: the Turkish
+        "İ" lowers to "i" and U+0307, where the index keeps "İ" as it is ("İstanbul" is
+        looked for in the start of each summary, as before the index)."""
+        return self.whole and not any(unicodedata.combining(c) for c in self.stem)
+
 
 # Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer,
 # Myanmar): a "word" of the query is found inside a longer run of such characters.
@@ -241,7 +251,7 @@ def _in_summaries(store: Store, words: Sequence[Word], heads: Sequence[str],
     `SUMMARY_HEAD` characters (`heads`)."""
     found: list[np.ndarray | None] = [None] * len(words)
     for k, w in enumerate(words):
-        if not w.whole:
+        if not w.indexed:
             continue
         match, check = summary_query(w)
         hits = store.summary_matches(match, with_text=check)
@@ -328,12 +338,33 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
 
     Raises SearchError for a query without words and for an unknown `source`.
     """
-    query = " ".join(query.split())
+    query = " ".join(readable(query).split())
     if not query:
         raise SearchError(f"search for what? give some words, {_EXAMPLE}")
+    follows = following(cfg, store)  # may record sources.yaml's edits: a write, so not below
+    # One state of the database for every read: an item pruned by another process meanwhile
+    # is still there to show (it was when the search began), not a KeyError.
+    with store.snapshot():
+        return _search(cfg, store, embedder, roadmap, query, follows, now=now, since=since,
+                       limit=limit, source=source, lexical_weight=lexical_weight)
+
+
+def readable(query: str) -> str:
+    """The query as text every part of the search takes: bytes a terminal sent that were not
+    UTF-8 (Python keeps each as a lone surrogate, which the tokenizer and SQLite refuse) become
+    U+FFFD; and letters pasted as a base and a combining accent (as text copied from a PDF often
+    is: "o" and U+0308 for "ö") are composed (NFC), as the texts searched mostly are."""
+    return unicodedata.normalize("NFC", _SURROGATE.sub("\ufffd", query))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str,
+            follows: Following, *, now: datetime, since: timedelta | None, limit: int,
+            source: str | None, lexical_weight: float) -> SearchResult:
     since = since or DEFAULT_SINCE
     stage = roadmap.get(cfg.learner.stage)
-    follows = following(cfg, store)
     label = labeller(source_specs(cfg, follows))
     names = _source_names(cfg, follows, source) if source is not None else None
     result = SearchResult(stage, now, [], query=query, since=since, source=source)
@@ -435,13 +466,28 @@ def _quoted(words: list[str]) -> str:
     return ", ".join(f"“{w}”" for w in dict.fromkeys(words))
 
 
+Named = tuple[StoredItem | None, str, str]  # the item (None: not stored), how named, the ref
 
-def _named_item(store: Store, query: str) -> tuple[StoredItem | None, str] | None:
-    """(the item, how it was named) when the whole query is an arXiv id, an item id or a URL;
-    (None, how) when it names an item that is not stored; None for words to search for."""
+
+def _named_item(store: Store, query: str) -> Named | None:
+    """(the item, how it was named, the reference) when the whole query is an arXiv id, an
+    item id or a URL; (None, how, reference) when it names an item that is not stored; None
+    for words to search for. A reference pasted from the end of a sentence ("…/post.",
+    "2106.09685,") is looked up without the punctuation where it is not found with it."""
     ref = unwrap_ref(query)
     if " " in ref:
         return None
+    named = _named(store, ref)
+    trimmed = unwrap_ref(ref.rstrip(_SENTENCE_END))
+    if trimmed and trimmed != ref and (named is None or named[0] is None):
+        return _named(store, trimmed) or named
+    return named
+
+
+_SENTENCE_END = ".,;:!?"
+
+
+def _named(store: Store, ref: str) -> Named | None:
     aid, _ = split_arxiv_id(ref)
     bare = not aid and "://" not in ref and bool(_BARE_LINK.fullmatch(ref))
     how = ("arXiv id" if aid else "link" if "://" in ref or ref.startswith("www.") or bare
@@ -451,18 +497,17 @@ def _named_item(store: Store, query: str) -> tuple[StoredItem | None, str] | Non
     found = store.get_item(ref)
     if found is None and (how == "id" or bare):
         return None  # twelve hex digits are a word too ("deadbeefcafe"), and "cs.CL/cs.LG"
-    return found, how
+    return found, how, ref
 
 
-def _direct(result: SearchResult, store: Store, named: tuple[StoredItem | None, str],
+def _direct(result: SearchResult, store: Store, named: Named,
             follows: Following, label: Callable[[str], str],
             names: set[str] | None = None) -> SearchResult:
     """The one item the query named, whatever its date and whether its source is still
     followed (the learner asked for it), but from `--source` when one is given (`names`);
     else one line saying why not."""
-    item, how = named
+    item, how, ref = named
     result.direct = True
-    ref = unwrap_ref(result.query)
     what = (f"has the arXiv id {split_arxiv_id(ref)[0]}" if how == "arXiv id"
             else f"is at {_shown(ref)}" if how == "link" else f"has the id {ref.lower()}")
     if item is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -191,6 +192,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
 # alone. Meta `WORDS_INDEX` is 'fts5' while the index is kept.
 WORDS_INDEX = "search.words"
 WORDS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_'"  # words as search's \w+ cuts
+# (with `_separators()`): unicode61 knows Unicode 6.1 only, and keeps inside a word what \w+
+# cuts at: the emoji that came later ("LoRA🤗", "agents🤖"), some marks and symbols.
 _WORDS_TRIGGERS = {
     "summary_words_update": """
         CREATE TRIGGER summary_words_update AFTER UPDATE OF id, summary ON items
@@ -225,6 +228,44 @@ def fts5_available() -> bool:
         db.close()
 
 
+@cache
+def _separators() -> str:
+    """The characters that are no part of a word to search's `\\w+` (Python's Unicode) but that
+    this SQLite's unicode61 keeps inside one (its tables are of Unicode 6.1): the symbols and
+    emoji added since (🤗 U+1F917, 🧠, 🤖), and some marks. Told to the tokenizer as separators,
+    so that "LoRA🤗" in a post holds the word "lora" for the index as it does for the scan of
+    titles (and of summaries before the index). unicode61 takes none of the 25 combining
+    accents of Latin letters (U+0301 …) as a separator: a summary that writes "é" as "e" and
+    U+0301 keeps that word whole, found by neither "cafe" nor "café" (rare: the web writes
+    "é" as one character, and search composes the query so)."""
+    word = re.compile(r"\w")
+    maybe = [c for c in map(chr, range(0x80, 0x30000))
+             if unicodedata.category(c) not in ("Cn", "Co", "Cs") and not word.match(c)]
+    db = sqlite3.connect(":memory:")
+    try:  # which of them this SQLite keeps inside a word: "a?b" is one word then
+        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{WORDS_TOKENIZER}\")")
+        db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'row')")
+        db.execute("INSERT INTO t(x) VALUES (?)", (" ".join(f"a{c}b" for c in maybe),))
+        kept = {t[1] for (t,) in db.execute("SELECT term FROM v")
+                if len(t) == 3 and t[0] == "a" and t[2] == "b"}
+    finally:
+        db.close()
+    return "".join(c for c in maybe if c in kept)
+
+
+def _words_tokenizer() -> str:
+    """The tokenizer of `summary_words`: `WORDS_TOKENIZER` and `_separators()`."""
+    return f"{WORDS_TOKENIZER} separators '{_separators()}'" if _separators() \
+        else WORDS_TOKENIZER
+
+
+def _words_outdated(db: sqlite3.Connection) -> bool:
+    """Whether the word index was made before its tokenizer had separators (it cut "LoRA🤗"
+    as one word): rebuilt on open."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'summary_words'").fetchone()
+    return row is not None and " separators " not in row[0] and bool(_separators())
+
+
 def _migrate_words(db: sqlite3.Connection) -> None:
     """Migration 9."""
     _index_words(db, fts5_available())
@@ -244,9 +285,9 @@ def _index_words(db: sqlite3.Connection, fts: bool) -> None:
     db.execute("DELETE FROM meta WHERE key = ?", (WORDS_INDEX,))
     if not fts:
         return
-    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS summary_words USING "
-               f"fts5(summary, content='', tokenize=\"{WORDS_TOKENIZER}\")")
-    db.execute("INSERT INTO summary_words(summary_words) VALUES ('delete-all')")
+    db.execute("DROP TABLE IF EXISTS summary_words")  # made anew: the tokenizer of now
+    db.execute("CREATE VIRTUAL TABLE summary_words USING "
+               f"fts5(summary, content='', tokenize=\"{_words_tokenizer()}\")")
     db.execute("DELETE FROM item_keys")
     _index_new(db, "SELECT id FROM items")
     for sql in _WORDS_TRIGGERS.values():
@@ -493,11 +534,16 @@ class Store:
                         if statement.strip():
                             db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
-        if (self.get_meta(WORDS_INDEX) == "fts5") != fts5_available():
-            # the database moved between SQLites with and without FTS5 since it was written
+        if self._words_stale():
+            # the database moved between SQLites with and without FTS5 since it was written,
+            # or its index cuts words as an older feedbot did
             with self.transaction() as db:
-                if (self.get_meta(WORDS_INDEX) == "fts5") != fts5_available():  # not done yet
+                if self._words_stale():  # not done yet
                     _index_words(db, fts5_available())
+
+    def _words_stale(self) -> bool:
+        kept = self.get_meta(WORDS_INDEX) == "fts5"
+        return kept != fts5_available() or kept and _words_outdated(self.db)
 
     @property
     def schema_version(self) -> int:

@@ -420,7 +420,6 @@ def test_fake_updates_are_shaped_like_real_ones(api: FakeBotAPI) -> None:
         assert ours["reply_to_message"].keys() >= real["reply_to_message"].keys() - {"text"}
 
 
-
 @pytest.mark.parametrize(("text", "stage"), [("/stage set nlp", "nlp"),
                                              ("/stage set CNN", "cnn"),
                                              ('/stage@feedbot_test_bot set "gpus"', "gpus")])
@@ -497,7 +496,6 @@ async def test_a_group_that_becomes_a_supergroup_is_still_served(
         assert [(v.item_id, v.value) for v in store.feedback(str(new))] == [(ids[0], "up")]
 
 
-
 @pytest.mark.parametrize(("text", "stage"), [("/stage ｎｌｐ", "nlp"),
                                              ("/stage cnn\u200b", "cnn"),
                                              ("/stage \u2066GPUs\u2069", "gpus"),
@@ -565,6 +563,14 @@ async def test_search_answers_with_the_items_and_their_buttons(bot: Any, api: Fa
     assert "reply_markup" not in none
 
 
+async def test_search_with_a_lone_surrogate_is_answered_with_the_query_mended(
+        bot: Any, api: FakeBotAPI) -> None:
+    """JSON may carry half a UTF-16 pair ("\\ud800"), which no reply can hold: the query is
+    searched and echoed with U+FFFD in its place, instead of "something went wrong"."""
+    [msg] = await ask(api, "/search support \ud800vector machines")
+    assert msg["text"].startswith("🔎 <b>Search</b>: support \ufffdvector machines")
+
+
 async def test_search_without_words_gets_the_usage_and_a_stranger_nothing(
         bot: Any, api: FakeBotAPI) -> None:
     [usage] = await ask(api, "/search")
@@ -575,7 +581,6 @@ async def test_search_without_words_gets_the_usage_and_a_stranger_nothing(
     await asyncio.sleep(0.3)
     [refusal] = api.sent(STRANGER)
     assert "private feedbot" in refusal["text"]
-
 
 
 # --- groups with forum topics ---------------------------------------------------------------------

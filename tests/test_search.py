@@ -302,6 +302,22 @@ def test_a_link_without_its_scheme_finds_the_item(fake_emb: Any, ref: str) -> No
     assert not find(store, fake_emb, "unknown.example.org/sparse-attention").direct
 
 
+@pytest.mark.parametrize(("ref", "want"), [
+    ("{url}.", "{id}"), ("{url},", "{id}"), ("({url}).", "{id}"), ("{id}.", "{id}"),
+    ("2106.09685.", "arxiv:2106.09685"), ("arXiv:2106.09685v2;", "arxiv:2106.09685")])
+def test_a_link_or_id_pasted_with_the_end_of_its_sentence_finds_the_item(
+        fake_emb: Any, ref: str, want: str) -> None:
+    """Copied from the end of a sentence, a link kept its full stop: "no stored item is at
+    …/post." (its page is stored without it), and an arXiv id with one was searched as words."""
+    blog = LIBRARY[0]
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    found = find(store, fake_emb, ref.format(url=blog.url, id=blog.id))
+    assert found.direct and [e.id for e in found.items] == [want.format(id=blog.id)]
+    missing = find(store, fake_emb, "2401.99999.")
+    assert missing.direct and missing.empty.startswith(
+        "no stored item has the arXiv id 2401.99999: ")
+
+
 # --- words anywhere in a summary (the store's word index) ------------------------------------
 
 # An abstract's first 400 characters, none of the words looked for below.
@@ -393,6 +409,72 @@ def test_without_fts5_the_start_of_each_summary_is_searched_as_before(
     store.close()
 
 
+def test_a_word_glued_to_an_emoji_is_found_in_a_summary(fake_emb: Any) -> None:
+    """Posts glue emoji to words ("SmolLM3🤗", "🤖agents"). SQLite's tokenizer knows Unicode
+    6.1 only, and kept the emoji added since inside the word: the index had "smollm3🤗", no
+    "smollm3", so a post the scan of its start used to find was lost."""
+    short = post("A release", "Out today: SmolLM3🤗, small and open.", slug="smol")
+    long = late("Notes on software", "We build 🤖agents that call tools🧠.", "agents")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, short, long])
+    assert in_summary(store, fake_emb, "SmolLM3") == [short.title]
+    assert in_summary(store, fake_emb, "agents") == [long.title]
+    assert in_summary(store, fake_emb, "tools") == [long.title]
+
+
+def test_a_word_with_a_dotted_capital_i_is_found_in_a_summary(fake_emb: Any) -> None:
+    """Python lowers the Turkish "İ" to "i" and a combining dot, which the index (keeping "İ"
+    as it is) never holds: such a word is looked for at the start of each summary, as before
+    the index, not in an index that cannot answer for it."""
+    item = post("A workshop", "Held in İstanbul, on parsing Turkish.", slug="ws")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, item])
+    found = find(store, fake_emb, "İstanbul", lexical_weight=1.0)
+    assert titles(found) == [item.title]
+    assert found.items[0].why.startswith("“İstanbul” in the summary")
+
+
+def test_a_query_pasted_with_separate_accents_finds_the_composed_text(fake_emb: Any) -> None:
+    """Text copied from a PDF often has its accents as separate marks ("o" and U+0308): the
+    query was cut at each mark ("schro", "dinger") and found neither title nor summary."""
+    title = post("Schrödinger bridges for generative models", "Entropic transport.", slug="sb")
+    late_word = late("Notes on a proof", "We follow Erdős and Rényi.", "er")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, title, late_word])
+    found = find(store, fake_emb, "Schro\u0308dinger")
+    assert titles(found) == [title.title]
+    assert found.items[0].why.startswith("“Schrödinger” in the title")
+    late_found = find(store, fake_emb, "Re\u0301nyi", lexical_weight=1.0)
+    assert [(e.title, e.why) for e in late_found.items] == [
+        (late_word.title, "“Rényi” in the summary")]
+
+
+def test_a_prune_by_another_process_during_a_search_loses_nothing(
+        fake_emb: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`feedbot prune` (another connection) deleted an item between the search's reads: the
+    item was among the candidates but gone when its entry was made, a KeyError traceback.
+    The search reads one state of the database, and takes no write lock while it runs (a
+    collect meanwhile is not kept waiting: its busy timeout here is a tenth of a second)."""
+    path = tmp_path / "feedbot.db"
+    stored(Store(path), fake_emb, LIBRARY).close()
+    reader, other = Store(path), Store(path, timeout=0.1)
+    sparse, later = LIBRARY[0], post("Sparse attention, revisited", "More.", slug="rev")
+    real = reader.summary_matches
+    writes: list[Any] = []
+
+    def meanwhile(match: str, **kw: Any) -> Any:
+        if not writes:  # once, in the middle of the search
+            writes.append(other.delete_items([sparse.id], NOW + timedelta(days=9), NOW))
+            writes.append(other.upsert_items([later], NOW))  # a collect
+        return real(match, **kw)
+
+    monkeypatch.setattr(reader, "summary_matches", meanwhile)
+    found = find(reader, fake_emb, "sparse attention")
+    assert writes[0] == [sparse.id] and writes[1].new == 1
+    assert titles(found) == [sparse.title]  # as the database was when the search began
+    monkeypatch.undo()
+    assert titles(find(reader, fake_emb, "sparse attention")) == [later.title]
+    reader.close()
+    other.close()
+
+
 # --- the command --------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -459,6 +541,36 @@ def test_the_command_says_one_line_for_nothing(cli_store: Store) -> None:
     direct = invoke("2106.09685")
     assert direct.exit_code == 0 and "Low-rank adapters for large language models" in \
         direct.stdout and "the item with this arXiv id" in direct.stdout
+
+
+def test_bytes_of_a_terminal_that_are_not_utf8_are_no_traceback(
+        cli_store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal that sends Latin-1 ("lo\\xedra") or a cut character: Python keeps each bad
+    byte as a lone surrogate, which the model's tokenizer refused (TypeError) and SQLite too
+    (UnicodeEncodeError, for a link): a traceback. The bytes are U+FFFD now, the rest searched.
+    (The fake encoder is checked by the packaged model's real tokenizer.)"""
+    from tokenizers import Tokenizer
+
+    from feedbot.embed import packaged_model_path
+
+    model = packaged_model_path()
+    assert model is not None
+    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    encode = fake_emb.embed
+
+    def embed(texts: Any) -> Any:
+        tokenizer.encode_batch(list(texts))  # what the real encoders do first
+        return encode(texts)
+
+    monkeypatch.setattr(fake_emb, "embed", embed)
+    res = invoke("Karpathy", "\udced")  # b"\xed": "í" in Latin-1
+    assert res.exit_code == 0, res.output
+    assert "Let's build a tokenizer" in res.stdout and "“Karpathy \ufffd”" in res.stdout
+    for args in (("https://lab.example.org/\udcff",), ("\udcff\udcfe",)):
+        res = invoke(*args, "--format", "json")
+        assert res.exit_code in (0, 2), res.output
+        assert res.stderr.count("\n") <= 1 and "Traceback" not in res.output
+    assert "nothing to search for in “\ufffd\ufffd”" in res.stderr
 
 
 def test_source_option_of_the_command(cli_store: Store) -> None:

@@ -531,6 +531,42 @@ def test_migration_9_indexes_the_words_of_the_summaries_already_stored(tmp_path:
     s.close()
 
 
+def test_the_word_index_cuts_words_at_emoji_as_search_does(tmp_path: Path) -> None:
+    """SQLite's tokenizer knows Unicode 6.1: emoji added since (🤗, 🤖, 🧠) were kept inside
+    words, so "LoRA🤗" was the word "lora🤗" and "lora" found nothing. A database upgraded from
+    schema 8 is indexed with the emoji cut out, and so is every new item."""
+    glued = ("INSERT INTO items(id, key, source, kind, title, url, summary, content_hash, "
+             "first_seen, updated) VALUES ('00000000000a', 'ka', 'Blog', 'post', 'A', '', "
+             "'Trying LoRA🤗 on 🤖agents', 'ha', 1.0, 1.0)")
+    s = Store(database_at(tmp_path / "old.db", 8, glued))
+    assert words(s, "lora") == words(s, "agents") == ["00000000000a"]
+    s.upsert_items([Item("New", "https://e.org/n", "Blog", summary="More LoRA🧠.")], NOW)
+    assert len(words(s, "lora")) == 2 and indexed(s) == 2
+    s.close()
+
+
+def test_a_word_index_that_kept_emoji_in_words_is_made_again_on_open(tmp_path: Path) -> None:
+    """A database indexed by the feedbot before (its tokenizer without separators) gets an
+    index that cuts words at emoji on its next open; the triggers keep the new one."""
+    path = tmp_path / "f.db"
+    s = Store(path)
+    blog = Item("Post", "https://e.org/p", "Blog", summary="Trying LoRA🤗 today.")
+    s.upsert_items([blog], NOW)
+    with s.transaction() as db:  # the index as the feedbot before this one made it
+        db.execute("DROP TABLE summary_words")
+        db.execute("CREATE VIRTUAL TABLE summary_words USING fts5(summary, content='', "
+                   "tokenize=\"unicode61 remove_diacritics 0 tokenchars '_'\")")
+        db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
+                   "item_keys k JOIN items i ON i.id = k.id")
+    assert words(s, "lora") == [] and words(s, "lora🤗") == [blog.id]
+    s.close()
+    s = Store(path)
+    assert words(s, "lora") == [blog.id] and indexed(s) == 1
+    s.upsert_items([Item("Post", "https://e.org/p", "Blog", summary="Now QLoRA🤗.")], NOW)
+    assert words(s, "lora") == [] and words(s, "qlora") == [blog.id] and indexed(s) == 1
+    s.close()
+
+
 def test_processes_opening_a_database_being_migrated_to_9_index_each_item_once(
         tmp_path: Path) -> None:
     """As with the other migrations, the write lock decides who migrates; the others wait
