@@ -165,6 +165,14 @@ def stage_centre(sv: StageVectors) -> np.ndarray | None:
 
 
 FIT_CHUNK = 8192  # rows of X scored at a time
+# Rows per matrix product. BLAS sums a dot product in an order that depends on the shape of the
+# product (OpenBLAS: another kernel for a small product, gemv for one row or one column) and
+# on the row's place in it, so the same vector can get another fit in the last bit when it is
+# scored among other rows. Every row `i` of the candidates is therefore scored at place
+# `i % FIT_BLOCK` of a product of exactly FIT_BLOCK rows, whatever else is scored with it: the
+# contenders fitted alone get the bits of the fit of all items, and the digest of the pruned
+# ranking is the one of the full ranking, not one that differs where two scores nearly tie.
+FIT_BLOCK = 32  # FIT_CHUNK is a multiple of it
 
 
 def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
@@ -184,13 +192,30 @@ def _centred(sv: StageVectors) -> tuple[np.ndarray | None, list[np.ndarray]]:
     return centre, [_unit_rows(r - centre) if centre is not None else r for r in sv.rows]
 
 
-def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None
+def _slots(at: np.ndarray) -> np.ndarray:
+    """Where each row goes among blocks of FIT_BLOCK rows: row at[i] at place at[i] % FIT_BLOCK
+    of a block (`_fit`), the blocks filled in order, each place used once per block."""
+    place = at % FIT_BLOCK
+    order = np.argsort(place, kind="stable")
+    sorted_place = place[order]
+    block = np.empty(len(at), dtype=np.intp)  # how many earlier rows share the place
+    block[order] = np.arange(len(at)) - np.searchsorted(sorted_place, sorted_place)
+    return block * FIT_BLOCK + place
+
+
+def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
+         at: np.ndarray | None = None, canonical: bool = True
          ) -> tuple[np.ndarray, np.ndarray]:
     """`stage_fit` for the stages whose (centred) texts are `rows`.
 
     Every stage's texts sit in one padded block (stage × widest stage), the padding at -inf,
     so the top 3 and the best text of all stages come from one partition and one argmax per
     chunk rather than one per stage (100,000 items: 0.44 s → 0.36 s on 2 cores).
+
+    at: fit only these rows of X, in this order (default: all). Row i is scored at place
+    i % FIT_BLOCK of a FIT_BLOCK-row product (see FIT_BLOCK), so its fit has the same bits
+    whichever rows are fitted with it. canonical=False: one product per chunk instead,
+    a little faster, for `stage_own`'s bound, where the last bit does not matter.
     """
     n, S, d = X.shape[0], len(rows), X.shape[1]
     sizes = np.array([r.shape[0] for r in rows])
@@ -201,55 +226,118 @@ def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None
     for s, r in enumerate(rows):
         blocks[s, :len(r)] = r
         pad[s, :len(r)] = 0.0
-    texts = blocks.reshape(S * width, d)
-    centroids = np.stack([_unit_rows(r.mean(axis=0)) for r in rows]).astype(np.float32)
+    texts = np.ascontiguousarray(blocks.reshape(S * width, d).T)
+    centroids = np.ascontiguousarray(
+        np.stack([_unit_rows(r.mean(axis=0)) for r in rows]).astype(np.float32).T)
     shift = centre.astype(np.float32) if centre is not None else None
-    fit = np.empty((n, S), dtype=np.float32)
-    best = np.empty((n, S), dtype=np.int32)
-    for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
-        Xc = X[a:a + FIT_CHUNK]
+
+    def block_fit(Xc: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fit of Xc's rows (re-centred already; normalised here, in place), one product
+        per `block` rows."""
         if shift is not None:
-            Xc = Xc - shift
             norms = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
             Xc /= np.where(norms > 0, norms, 1.0)[:, None]
-        sims = (Xc @ texts.T).reshape(-1, S, width)  # one product for every stage
+        Xb = Xc.reshape(-1, block, d)  # one product per block: see FIT_BLOCK
+        sims = np.matmul(Xb, texts).reshape(-1, S, width)  # one product for every stage
         sims += pad
         top = np.partition(sims, width - 3, axis=2)[:, :, width - 3:]
         top_sum = np.where(top == -np.inf, 0.0, top).sum(axis=2)  # NaN stays NaN
-        fit[a:a + FIT_CHUNK] = 0.5 * (Xc @ centroids.T) + 0.5 * top_sum / k
-        best[a:a + FIT_CHUNK] = sims.argmax(axis=2)
+        cos = np.matmul(Xb, centroids).reshape(-1, S)
+        return 0.5 * cos + 0.5 * top_sum / k, sims.argmax(axis=2)
+
+    def centred(rows: np.ndarray, out: np.ndarray) -> None:
+        if shift is None:
+            out[:] = rows
+        else:
+            np.subtract(rows, shift, out=out)
+
+    if at is not None:
+        at = np.asarray(at)
+        n = len(at)
+    fit = np.empty((n, S), dtype=np.float32)
+    best = np.empty((n, S), dtype=np.int32)
+    if at is None:  # rows in order: row i at place i % FIT_BLOCK of its chunk's blocks
+        for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
+            m = min(FIT_CHUNK, n - a)
+            size = -(-m // FIT_BLOCK) * FIT_BLOCK if canonical else m
+            Xc = np.empty((size, d), dtype=np.float32)
+            centred(X[a:a + m], Xc[:m])
+            Xc[m:] = 0.0
+            f, b = block_fit(Xc, FIT_BLOCK if canonical else size)
+            fit[a:a + m], best[a:a + m] = f[:m], b[:m]
+        return fit, best
+    slots = _slots(at)
+    held = np.full(-(-(int(slots.max(initial=-1)) + 1) // FIT_BLOCK) * FIT_BLOCK, -1,
+                   dtype=np.intp)
+    held[slots] = np.arange(n)  # which of `at` each slot holds (-1: none, filled with row 0)
+    for a in range(0, len(held), FIT_CHUNK):
+        src = held[a:a + FIT_CHUNK]
+        real = np.flatnonzero(src >= 0)
+        Xc = X[np.where(src >= 0, at[src], 0)]  # a row's product is not changed by the others
+        if shift is not None:
+            Xc -= shift
+        f, b = block_fit(Xc, FIT_BLOCK)
+        fit[src[real]], best[src[real]] = f[real], b[real]
     return fit, best
 
 
 PRUNE_MIN = 4 * SELECT_POOL  # fewer candidates than this: fit every one to every stage
 
 
+def _weighted(weights: Ranking, parts: dict[str, np.ndarray]) -> np.ndarray:
+    """The score without the level part: the parts times their weights, in the order given
+    (one order for every item and every caller, so the same item gets the same bits)."""
+    return sum(getattr(weights, k) * v for k, v in parts.items())  # type: ignore[return-value]
+
+
 def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
-                weights: Ranking, margin: float) -> np.ndarray | None:
-    """Rows that can still reach the selection pool, or None for all of them.
+                simple: dict[str, np.ndarray], weights: Ranking, margin: float
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """`stage_fit` of the rows that can still reach the selection pool, NaN for the others;
+    None where that would be most rows (then fit them all).
 
     `upper` is every item's score without its contrast. The contrast is never positive and its
     weight never negative, so `upper` bounds the score from above, and it needs only the fit
     to this stage (one stage's texts, not all of them). The exact scores of the best
     `SELECT_POOL` by `upper` give a lower bound L of the pool's cut; an item whose `upper` is
-    below L - `margin` (what the level part can still add, plus float slack) can be neither in
-    the pool nor among the items `_level_part` looks at. Only the others are fitted to every
-    stage: at 100,000 items a few thousand, where fitting all took 0.5 s of a 2 s digest.
-    Only for more than `SELECT_POOL` items and a contrast weight that is not negative.
+    below L - `margin` (what the level part can still add) - slack can be neither in the pool
+    nor among the items `_level_part` looks at. Only the others are fitted to every stage: at
+    100,000 items a few thousand, where fitting all took 0.5 s of a 2 s digest. Only for more
+    than `SELECT_POOL` items and a contrast weight that is not negative.
+
+    The slack covers float32 rounding: `upper` sums its parts in another order than the score,
+    from a fit to one stage that may differ from the full fit in the last bit, so it is
+    relative to the size of the weighted parts (a weight of 100,000 makes that bit 0.01). The
+    fits themselves have the bits of `stage_fit(X, sv)` (see FIT_BLOCK), so L is the exact
+    score of 200 items and the digest is the one of fitting every item.
     """
     n = len(X)
     top = np.argpartition(-upper, SELECT_POOL)[:SELECT_POOL]
-    fit, best = stage_fit(X[top], sv)
-    _, contrast, _ = _own_and_contrast(fit, best, s)
-    cut = float((upper[top] + weights.contrast * contrast).min())
-    rows = np.flatnonzero(upper >= cut - margin - 1e-3)
-    return None if len(rows) > n // 2 else rows
+    centre, texts = _centred(sv)
+    top_fit, top_best = _fit(X, texts, centre, at=top)
+    own, contrast, _ = _own_and_contrast(top_fit, top_best, s)
+    exact = _weighted(weights, {"similarity": own, "contrast": contrast,
+                                **{k: v[top] for k, v in simple.items()}})
+    if not (np.isfinite(upper).all() and np.isfinite(exact).all()):
+        return None  # a weight past float32 (3.4e38: inf, and inf · 0 = NaN): no bound holds
+    size = abs(weights.similarity) + 2 * abs(weights.contrast) + margin + sum(
+        abs(getattr(weights, k)) * float(np.abs(v).max()) for k, v in simple.items())
+    slack = 1e-3 + 1e-4 * size  # float32 rounding of a 384-term dot product: < 3e-5 of it
+    rows = np.flatnonzero(upper >= float(exact.min()) - margin - slack)
+    if len(rows) > n // 2:
+        return None
+    fit = np.full((n, len(texts)), np.nan, dtype=np.float32)
+    best = np.zeros((n, len(texts)), dtype=np.int32)
+    fit[top], best[top] = top_fit, top_best  # the same bits as fitted with the others
+    rest = rows[~np.isin(rows, top)]
+    fit[rest], best[rest] = _fit(X, texts, centre, at=rest)
+    return fit, best
 
 
 def stage_own(X: np.ndarray, sv: StageVectors, s: int) -> np.ndarray:
     """Every item's fit to stage s alone (`stage_fit(X, sv)[0][:, s]` up to float rounding)."""
     centre, rows = _centred(sv)
-    return _fit(X, [rows[s]], centre)[0][:, 0]
+    return _fit(X, [rows[s]], centre, canonical=False)[0][:, 0]  # for a bound: bits may vary
 
 
 def stage_scores(X: np.ndarray, sv: StageVectors, stage_id: str
@@ -362,21 +450,18 @@ def rank(
     simple = {**_simple_parts(candidates, weights, source_weights),
               "feedback": (np.asarray(feedback, dtype=np.float32) if feedback is not None
                            else np.zeros(n, dtype=np.float32))}
-    rows = None
+    pruned = None
     if n >= PRUNE_MIN and weights.contrast >= 0:  # else the bound below does not hold
         upper = weights.similarity * stage_own(X, sv, s) + sum(
             getattr(weights, k) * v for k, v in simple.items())
-        rows = _contenders(X, sv, s, upper, weights, 1.5 * abs(weights.level) * factor)
-    if rows is None:
-        fit, best_rows = stage_fit(X, sv)
-    else:  # only the contenders are fitted to every stage; the rest stay NaN, scored -inf
-        fit = np.full((n, len(sv.rows)), np.nan, dtype=np.float32)
-        best_rows = np.zeros((n, len(sv.rows)), dtype=np.int32)
-        fit[rows], best_rows[rows] = stage_fit(X[rows], sv)
+        # only the contenders are fitted to every stage; the rest stay NaN, scored -inf
+        pruned = _contenders(X, sv, s, upper, simple, weights,
+                             1.5 * abs(weights.level) * factor)
+    fit, best_rows = stage_fit(X, sv) if pruned is None else pruned
     own, contrast, best = _own_and_contrast(fit, best_rows, s)
     parts = {"similarity": own, "contrast": contrast, **simple}
-    total = sum(getattr(weights, k) * v for k, v in parts.items())
-    if rows is not None:
+    total = _weighted(weights, parts)
+    if pruned is not None:
         total = np.where(np.isnan(own), -np.inf, total).astype(np.float32)
     parts["level"] = _level_part(candidates, total, factor, weights.level, SELECT_POOL)
     total = total + weights.level * parts["level"]
