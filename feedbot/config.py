@@ -285,14 +285,21 @@ def _not_bool(v: Any) -> Any:
     return v
 
 
-def _not_negative(v: float) -> float:
+MAX_WEIGHT = 1000.0  # the parts are scores of about -1 to 1: more drowns every other part
+
+
+def _weight(v: float) -> float:
     if v < 0:  # similarity: -1 would rank what fits the stage worst first
         raise ValueError("must be 0 or more (0 turns this part off)")
+    if v > MAX_WEIGHT:  # 1e39 (float32's infinity) made every score inf or NaN
+        raise ValueError(f"must be at most {MAX_WEIGHT:g}: every part is a score of about "
+                         "-1 to 1, so a larger weight only drowns the others (set them to 0 "
+                         "instead)")
     return v
 
 
-# The weight of a score part: a number, 0 or more.
-Weight = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_not_negative)]
+# The weight of a score part: a number from 0 to MAX_WEIGHT.
+Weight = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_weight)]
 Number = BeforeValidator(_not_bool)
 
 

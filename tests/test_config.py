@@ -423,6 +423,20 @@ def test_ranking_weights_cannot_be_negative(tmp_path: Path, key: str) -> None:
     assert getattr(load_config(write(tmp_path, f"ranking: {{{key}: 0}}\n")).ranking, key) == 0
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    (".nan", "must be a finite number"), (".inf", "must be a finite number"),
+    ("1e39", "must be at most 1000: every part"), ("1000.5", "must be at most 1000: every part")])
+def test_ranking_weights_are_finite_and_at_most_a_thousand(
+        tmp_path: Path, value: str, message: str) -> None:
+    """`contrast: 1e39` (float32's infinity) made every score inf or NaN: the digest was then
+    in no order at all."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"ranking:\n  contrast: {value}\n"))
+    assert (e.value.key, e.value.line) == ("ranking.contrast", 2)
+    assert e.value.message.startswith(message)
+    assert load_config(write(tmp_path, "ranking: {contrast: 1000}\n")).ranking.contrast == 1000
+
+
 @pytest.mark.parametrize("key", ["similarity", "level", "mmr", "per_source_cap", "duplicate",
                                  "feedback_other_stages"])
 @pytest.mark.parametrize("value", ["true", "false"])
