@@ -26,6 +26,32 @@ def _date(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%d") if dt else "undated"
 
 
+# What no view may show as written. C0 and C1 control characters: ESC begins a terminal escape
+# sequence (`\x1b[2J` clears the screen, `\x1bc` resets the terminal, `\x1b]8;;URL` opens a
+# hyperlink to anywhere) and U+009B is CSI on its own; and the bidi embeddings, overrides and
+# isolates (U+202A-U+202E, U+2066-U+2069), with which a title shows what follows it in another
+# order ("\u202etxt.exe" reads "exe.txt"). Line breaks and tabs become spaces (a title with a
+# line break printed lines that looked like another item); the others are dropped, as items
+# drop them when collected (and Telegram does).
+_UNSHOWN = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
+                              *range(0x2066, 0x206A))} | {ord(c): " " for c in "\t\n\v\f\r\x85"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def shown(text: str) -> str:
+    """`text` (a title, a name, a summary from a feed) as one line that the terminal, a
+    Markdown or an HTML view shows as written: see `_UNSHOWN`; a lone surrogate, which no
+    UTF-8 output can write, becomes U+FFFD."""
+    text = " ".join(text.translate(_UNSHOWN).split())
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _title(e: DigestEntry) -> str:
+    """The title as shown: "(untitled)" rather than a link with no text to click (or, in
+    Markdown, `****`, which is a thematic break)."""
+    return shown(e.title) or "(untitled)"
+
+
 def _byline(e: DigestEntry) -> str:
     parts = [" · ".join(dict.fromkeys(e.sources or [e.source]))]
     if e.shared_by:
@@ -48,7 +74,7 @@ def md_text(text: str) -> str:
     backslashes are escaped (a feed's `<script>` title must not become a live element), and
     so is a list or heading mark it starts with (a summary "1. Introduction …" or "---" begins
     a line of the digest)."""
-    text = " ".join(text.split()).translate(_MD_SPECIAL)
+    text = shown(text).translate(_MD_SPECIAL)
     return _MD_LINE_START.sub(r"\1\\\2", text, count=1)
 
 
@@ -80,7 +106,7 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
         lines.append(d.nothing)
     for n, e in enumerate(d.items, 1):
         link = link_url(e.url)
-        title = f"[{md_text(e.title)}]({md_url(link)})" if link else md_text(e.title)
+        title = f"[{md_text(_title(e))}]({md_url(link)})" if link else md_text(_title(e))
         lines.append(f"{n}. **{title}**  ")
         lines.append(f"   {md_text(_byline(e))}  ")
         lines.append(f"   _Why:_ {md_text(e.why)}  ")
@@ -94,7 +120,9 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
 
 
 def render_html(d: Digest, explain: bool = False) -> str:
-    esc = html.escape
+    def esc(text: str) -> str:
+        return html.escape(shown(text))
+
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{esc(d.heading)}</title>",
            "<style>body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;"
@@ -111,8 +139,8 @@ def render_html(d: Digest, explain: bool = False) -> str:
         out.append("<ol>")
         for e in d.items:
             link = link_url(e.url)
-            title = f'<a href="{esc(link)}">{esc(e.title)}</a>' if link else \
-                f"<strong>{esc(e.title)}</strong>"
+            title = f'<a href="{html.escape(link)}">{esc(_title(e))}</a>' if link else \
+                f"<strong>{esc(_title(e))}</strong>"
             out.append(f'<li id="{esc(e.id)}">{title}'
                        f'<div class="meta">{esc(_byline(e))}</div>'
                        f'<div class="why">Why: {esc(e.why)}</div>')
@@ -126,17 +154,20 @@ def render_html(d: Digest, explain: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
+# In JSON text, what may not reach a terminal raw (C1 controls, DEL, bidi controls: see
+# `_UNSHOWN`; json escapes C0 itself), the line separators JavaScript once took for line ends,
+# and lone surrogates, which UTF-8 cannot write: escaped as \uXXXX, the same JSON value.
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 def render_json(d: Digest, explain: bool = False, ascii_only: bool = False) -> str:
     """The digest as JSON. `ascii_only` escapes every non-ASCII character (for an output that
-    is not UTF-8); text that UTF-8 cannot carry (a lone surrogate) is escaped in any case, so
-    the result is always valid JSON that any stdout can write."""
-    doc = d.to_json(explain)
-    text = json.dumps(doc, ensure_ascii=ascii_only, indent=2)
-    if not ascii_only:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = json.dumps(doc, ensure_ascii=True, indent=2)
+    is not UTF-8); without it, the characters of `_JSON_RAW` are escaped all the same, so the
+    result is always valid JSON that any stdout can write and no terminal takes for escape
+    sequences, with every value as it was."""
+    text = json.dumps(d.to_json(explain), ensure_ascii=ascii_only, indent=2)
+    if not ascii_only:  # these can only be inside strings, where the escape means the same
+        text = _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text + "\n"
 
 
@@ -155,24 +186,24 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
     from rich.style import Style
     from rich.text import Text
 
-    console.print(Text(d.heading, style="bold"))
+    console.print(Text(shown(d.heading), style="bold"))
     if d.demo:
         console.print(Text("DEMO ITEMS — nothing has been collected yet; these are examples.",
                            style="black on yellow"))
     for note in d.notes:
-        console.print(Text(note, style="dim"))
+        console.print(Text(shown(note), style="dim"))
     console.print()
     if not d.items and d.nothing:
-        console.print(d.nothing)
+        console.print(Text(shown(d.nothing)))
     for n, e in enumerate(d.items, 1):
         title = Text(f"{n:>2}. ", style="bold")  # a Style, not markup: URLs may hold "]"
-        title.append(e.title, style=Style(bold=True, link=link_url(e.url)))
+        title.append(_title(e), style=Style(bold=True, link=link_url(e.url)))
         console.print(title)
-        console.print(Text(f"    {_byline(e)}", style="dim"))
-        console.print(Text(f"    why: {e.why}", style="cyan"))
+        console.print(Text(f"    {shown(_byline(e))}", style="dim"))
+        console.print(Text(f"    why: {shown(e.why)}", style="cyan"))
         if e.summary:
-            console.print(Text("    " + shorten(e.summary, 220)))
-        console.print(Text(f"    {clean_url(e.url)}  [{e.id}]", style="dim"))
+            console.print(Text("    " + shorten(shown(e.summary), 220)))
+        console.print(Text(f"    {clean_url(e.url)}  [{shown(e.id)}]", style="dim"))
         if explain:
             console.print(Text(f"    {_parts(e, d.weights)}", style="magenta"))
         console.print()

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .render import link_url
 from .text import shorten
 
 if TYPE_CHECKING:
@@ -52,9 +53,26 @@ class TgMessage:
 
 # --- escaping and measuring -----------------------------------------------------------------
 
+# Dropped from every text: the control characters Telegram drops itself (all but line break
+# and tab), so that a message is measured as it will be shown, and the bidi overrides and
+# isolates (U+202A-U+202E, U+2066-U+2069), which reorder what follows them; a lone surrogate
+# (no UTF-8 can carry it: the message could not be sent, and measuring it raised) becomes
+# U+FFFD.
+_DROPPED = {c: None for c in (*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0),
+                              *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """`text` as Telegram may be sent it (see `_DROPPED`)."""
+    text = text.translate(_DROPPED)
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
 def escape(text: str) -> str:
-    """Text for Telegram HTML: `&`, `<` and `>` escaped (the only three it requires)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for Telegram HTML: `&`, `<` and `>` escaped (the only three it requires), and
+    `clean`."""
+    return clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def escape_attr(text: str) -> str:
@@ -62,12 +80,11 @@ def escape_attr(text: str) -> str:
 
 
 def safe_url(url: str) -> str | None:
-    """The URL if it is http(s) and sane, else None (no javascript:, no tg:, no spaces)."""
-    url = url.strip()
-    if re.match(r"^https?://[^\s/]+", url, re.I) and not re.search(r"\s", url) \
-            and len(url) <= 2048:
-        return url
-    return None
+    """The URL to link to, or None: http(s) with a host (no javascript:, no tg:), at most
+    2,048 characters once what a URL cannot hold as such (blanks, control characters, bidi
+    marks, lone surrogates) is percent-encoded, as the other views link it."""
+    url = link_url(url) or ""
+    return url if url and len(url) <= 2048 else None
 
 
 _TAG = re.compile(r"<[^>]*>")
@@ -79,7 +96,7 @@ def visible_text(markup: str) -> str:
 
 
 def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def fits(markup: str, limit: int = MAX_TEXT) -> bool:
@@ -328,7 +345,7 @@ def render_stage(roadmap: Roadmap, current: str) -> TgMessage:
         data = stage_data(s.id)
         if data is not None:
             mark = CHOSEN if s.id == current else ""
-            buttons.append(Button(f"{mark}{s.index + 1}. {shorten(s.title, 28)}", data))
+            buttons.append(Button(f"{mark}{s.index + 1}. {clean(shorten(s.title, 28))}", data))
     rows = tuple(tuple(buttons[i:i + 2]) for i in range(0, len(buttons), 2))
     return TgMessage(text_message("\n".join(lines)).text, rows)
 

@@ -81,12 +81,30 @@ class _TgHTML(HTMLParser):
     def handle_charref(self, name: str) -> None:
         self.text.append(html.unescape(f"&#{name};"))
 
+    # Telegram's HTML knows its few tags and four entities, nothing of the rest of HTML
+    # (feedbot never sends these: a renderer that did would be caught here)
+    def handle_comment(self, data: str) -> None:
+        self.problems.append("a comment <!--…--> is not supported")
+
+    def handle_decl(self, decl: str) -> None:
+        self.problems.append(f"a declaration <!{decl[:20]}> is not supported")
+
+    def handle_pi(self, data: str) -> None:
+        self.problems.append(f"a processing instruction <?{data[:20]}> is not supported")
+
+    def unknown_decl(self, data: str) -> None:
+        self.problems.append(f"<![{data[:20]}]> is not supported")
+
 
 _BARE_AMP = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);)")
 
 
 def telegram_html_problems(text: str) -> list[str]:
     """Why Telegram's HTML parse mode would reject `text` (empty when it would not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: the Bot API takes UTF-8 only
+        return [f"not UTF-8: {e.reason} at {e.start}"]
     p = _TgHTML()
     p.feed(text)
     p.close()
@@ -103,7 +121,7 @@ def telegram_length(text: str) -> int:
     p = _TgHTML()
     p.feed(text)
     p.close()
-    return len("".join(p.text).encode("utf-16-le")) // 2
+    return len("".join(p.text).encode("utf-16-le", "surrogatepass")) // 2
 
 
 # --- the server ------------------------------------------------------------------------------

@@ -163,3 +163,83 @@ def test_a_summary_that_starts_like_a_list_or_an_underline_stays_text(summary: s
     assert "<ul>" not in out and "<h2>" not in out and out.count("<h1>") == 1
     assert out.count("<ol>") == 1 and out.count("<li>") == 1  # the digest's own list only
     assert summary in out
+
+
+# --- text a terminal would run, and titles that are not one line ------------------------------
+
+RUNS = {"erase the screen": "\x1b[2J", "reset the terminal": "\x1bc",
+        "link elsewhere": "\x1b]8;;https://evil.example\x1b\\", "8-bit CSI": "\x9b2J",
+        "NUL": "\x00", "DEL": "\x7f", "right-to-left override": "\u202e",
+        "isolate": "\u2067"}
+RAN = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def hostile_digest() -> Digest:
+    text = "Safe " + " ".join(f"{name}:{seq}" for name, seq in RUNS.items()) + " txt.exe"
+    e = entry("https://e.org/a", title=text, summary=text, sources=[text], shared_by=[text])
+    e.source, e.why, e.authors = text, text, [text]
+    return digest_of(e)
+
+
+def test_a_feeds_escape_sequences_never_reach_the_terminal_in_any_format() -> None:
+    """Titles, summaries, source and sharer names went to stdout as they came: a title with
+    `\\x1b[2J` cleared the terminal of `feedbot digest` (and of `--format markdown|html`,
+    which print to the terminal too), `\\x1bc` reset it, `\\x1b]8;;URL` made the text after
+    it a link to anywhere, and U+202E showed "txt.exe" as "exe.txt". JSON escaped C0 but not
+    DEL, the C1 controls (U+009B is a CSI of its own) or the bidi overrides. The text around
+    them stays, and JSON keeps every value as it was."""
+    d = hostile_digest()
+    for out in (render_markdown(d), render_html(d)):
+        assert not RAN.search(out), RAN.search(out)
+        assert "Safe erase the screen:[2J reset the terminal:c" in out.replace("\\", "")
+        assert "isolate: txt.exe" in out
+    doc = render_json(d)
+    assert not RAN.search(doc) and json.loads(doc)["items"][0]["title"] == d.items[0].title
+    pipe = Console(file=io.StringIO(), soft_wrap=True, highlight=False)
+    print_text(d, pipe)
+    text = pipe.file.getvalue()  # type: ignore[attr-defined]
+    assert not RAN.search(text) and text.count("isolate: txt.exe") == 6
+    tty = Console(file=io.StringIO(), force_terminal=True, width=200)
+    print_text(d, tty)
+    text = tty.file.getvalue()  # type: ignore[attr-defined]
+    for seq in RUNS.values():
+        assert seq not in text
+    # what ESC is left is rich's own styling, and the one hyperlink is the item's
+    assert re.findall(r"\x1b\]8;id=\d+;([^\x1b]*)\x1b\\", text) == ["https://e.org/a"]
+    rich_own = re.sub(r"\x1b\[[\d;]*m|\x1b\]8;(?:id=\d+)?;[^\x1b]*\x1b\\", "", text)
+    assert not RAN.search(rich_own) and "isolate: txt.exe" in rich_own
+
+
+def test_a_title_with_line_breaks_cannot_pass_for_another_item_in_the_terminal() -> None:
+    """A feed title "Real\\n 2. Fake item\\n    why: …" printed as lines of their own, one
+    of them numbered like the next item of the digest."""
+    d = digest_of(entry("https://e.org/a", title="Real\n 2. Fake item\n    why: spoof\r\v\f",
+                        summary="s\u2028 3. also fake"))
+    out = io.StringIO()
+    print_text(d, Console(file=out, soft_wrap=True, highlight=False))
+    lines = out.getvalue().splitlines()
+    assert " 1. Real 2. Fake item why: spoof" in lines and "    s 3. also fake" in lines
+    assert not any(ln.startswith(" 2.") for ln in lines)
+
+
+def test_an_empty_title_is_shown_as_untitled_not_as_an_empty_link() -> None:
+    """An item without a title was `1. ****` in Markdown, a thematic break (a rule across
+    the list item), or a link with nothing to click in every view."""
+    d = digest_of(entry("https://e.org/a", title=" \n"), entry("", title="", id="2" * 12))
+    page = MarkdownIt("commonmark").render(render_markdown(d))
+    assert "<hr" not in page and '<a href="https://e.org/a">(untitled)</a>' in page
+    assert page.count("<strong>(untitled)</strong>") == 1
+    assert render_html(d).count("(untitled)") == 2
+    out = io.StringIO()
+    print_text(d, Console(file=out, soft_wrap=True, highlight=False))
+    assert " 1. (untitled)" in out.getvalue() and " 2. (untitled)" in out.getvalue()
+
+
+def test_json_keeps_other_text_as_written_beside_a_lone_surrogate() -> None:
+    """One lone surrogate anywhere made the whole digest ASCII (`\\u00e9` for every é); only
+    what UTF-8 or a terminal cannot take is escaped now, in the same valid JSON."""
+    d = digest_of(entry("https://e.org/a", title="half \ud83c, é 😀 中 \x9b"))
+    text = render_json(d)
+    assert "é 😀 中" in text and "\\ud83c" in text and "\\u009b" in text
+    text.encode("utf-8")
+    assert json.loads(text)["items"][0]["title"] == "half \ud83c, é 😀 中 \x9b"

@@ -58,6 +58,10 @@ def digest(entries: list[DigestEntry], demo: bool = False) -> Digest:
 
 def assert_valid(messages: list[tr.TgMessage], limit: int) -> None:
     for m in messages:
+        m.text.encode("utf-8")  # the Bot API takes UTF-8 only (a lone surrogate is not)
+        for row in m.buttons:
+            for b in row:
+                b.text.encode("utf-8")
         assert telegram_html_problems(m.text) == [], m.text
         assert telegram_length(m.text) <= limit
         assert len(m.text) <= limit
@@ -212,3 +216,30 @@ def test_a_long_roadmap_of_ones_own_keeps_the_stage_keyboard_within_telegrams_li
         assert (numbers[0], numbers[-1]) == (first, last)
         assert any(b.text.startswith(tr.CHOSEN) and b.data == f"st:{current}" for b in buttons)
         assert "/stage ID" in msg.text and telegram_html_problems(msg.text) == []
+
+
+def test_a_lone_surrogate_or_a_control_character_in_feed_text_still_gives_a_digest(
+        limits: dict[str, int]) -> None:
+    """A lone surrogate in a title, a name or a URL (a JSON feed's "\\ud83c", a roadmap's
+    own stage title) made measuring the message raise UnicodeEncodeError: no digest, no
+    /search, no /later, no /stage at all; and no UTF-8 could have carried it to Telegram.
+    It becomes U+FFFD (percent-encoded in a link); the control characters Telegram drops and
+    the bidi overrides and isolates (U+202E shows "txt.exe" as "exe.txt") are dropped."""
+    from feedbot.roadmap import Roadmap, Stage
+
+    odd = "half \ud83c emoji\x1b[2J \x00\u202etxt.exe\u2067 \x9b"
+    e = entry(1, title=odd, summary=odd, why=odd, source=odd, sources=[odd], shared_by=[odd],
+              url="https://e.org/a\ud83cb")
+    messages = [*tr.render_digest(digest([e, entry(2)])), *tr.render_search(odd, [e]),
+                *tr.render_later([e])]
+    assert_valid(messages, limits["text"])
+    assert [i for m in tr.render_digest(digest([e, entry(2)])) for i in m.item_ids] == \
+        [e.id, entry(2).id]
+    for m in messages:
+        assert "half \ufffd emoji[2J txt.exe" in m.text
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", m.text)
+    assert '<a href="https://e.org/a%ED%A0%BCb">half' in messages[0].text
+    stages = (Stage("odd", odd, odd, (), (), index=0), Stage("next", "Next", "", (), (), index=1))
+    stage = tr.render_stage(Roadmap("Mine", stages, Path("mine.yaml")), "odd")
+    assert_valid([stage], limits["text"])
+    assert "half \ufffd emoji" in stage.text and "\ufffd" in stage.buttons[0][0].text
