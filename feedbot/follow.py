@@ -616,6 +616,7 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
         report.added.clear()  # an edit may be redone on a file saved meanwhile
         report.skipped.clear()
         followed = {canonical_url(u) for u in _followed_urls(doc)}
+        added: dict[str, str] = {}  # canonical URL -> name, of the feeds added by this import
         taken = _taken(doc)
         for title, url, _page in feeds:
             label = title or url
@@ -628,12 +629,16 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
             if control_char(title) is not None:
                 report.skipped.append((label, "the title contains a control character"))
                 continue
+            if canonical_url(url) in added:  # the same feed twice in the list (http, https)
+                report.skipped.append((label, f"the same feed as {added[canonical_url(url)]!r}"
+                                       " just added"))
+                continue
             if canonical_url(url) in followed:
                 report.skipped.append((label, "already followed"))
                 continue
             name = unique_name(title or _host(url), url, taken)
             _append_item(doc, "blogs", CommentedMap([("name", name), ("url", url)]))
-            followed.add(canonical_url(url))
+            added[canonical_url(url)] = name
             report.added.append(name)
         if not report.added:
             raise _NothingToDo
@@ -846,11 +851,30 @@ def _delete_item(doc: CommentedMap, section: str, index: int) -> None:
     if index > 0:
         _give_tail(seq, index - 1, tail)
         return
-    # The first entry went: its trailing lines now open the section (or follow it, if empty).
-    tok = _token(doc, section, create=bool(tail) or not len(seq))
     if not len(seq):
-        empty = CommentedSeq()
-        empty.fa.set_flow_style()
-        doc[section] = empty
+        _empty_section(doc, section, tail)
+        return
+    # The first entry went: its trailing lines now open the section.
+    tok = _token(doc, section, create=bool(tail))
     if tok is not None:
         tok.value = (tok.value if tok.value.endswith("\n") else tok.value + "\n") + tail
+
+
+def _empty_section(doc: CommentedMap, section: str, tail: str) -> None:
+    """The last entry of a section went. A section with no comment of its own goes too (as a
+    `follow` that made it, then `unfollow`, leave the file as it was); one with a comment
+    (`blogs:   # none yet`) stays, empty (`blogs:`), with its comment. The lines that followed
+    the entry stay where they were."""
+    keys = list(doc)
+    pos = keys.index(section)
+    tok = _token(doc, section)
+    if (tok is None or not tok.value.strip()) and len(keys) > 1 \
+            and (pos > 0 or not tail.strip()):
+        del doc[section]
+        if pos > 0:
+            _give_tail(doc, keys[pos - 1], tail)
+        return
+    doc[section] = None
+    tok = _token(doc, section, create=True)
+    assert tok is not None
+    tok.value = (tok.value if tok.value.endswith("\n") else tok.value + "\n") + tail

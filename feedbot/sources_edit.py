@@ -10,6 +10,8 @@ the file to replacing it, so concurrent edits never lose each other's changes.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import errno
 import functools
 import io
 import os
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap
 
 from .config import Config, ConfigError, load_config, parse_yaml, read_sources
@@ -65,13 +67,18 @@ def atomic_write(path: Path, text: str, unchanged: Callable[[], bool] | None = N
     False is returned. The slow part (the fsync) is thus outside the window in which another
     writer's save would be lost."""
     path = Path(path).resolve()
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    st = path.stat() if path.exists() else None
+    if st is not None and not _writable(path):  # the rename would not ask
+        raise PermissionError(errno.EACCES, "the file is read-only", str(path))
+    mode = st.st_mode & 0o777 if st is not None else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        if st is not None:
+            _keep_owner(tmp, st)
         os.chmod(tmp, mode)
         if unchanged is not None and not unchanged():
             os.unlink(tmp)
@@ -82,6 +89,22 @@ def atomic_write(path: Path, text: str, unchanged: Callable[[], bool] | None = N
             os.unlink(tmp)
         raise
     return True
+
+
+def _writable(path: Path) -> bool:
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, os.W_OK, effective_ids=effective)
+
+
+def _keep_owner(tmp: str, st: os.stat_result) -> None:
+    """Give the new file the old one's owner and group (`sudo feedbot follow` on a user's file
+    made it root's, and with mode 0600 unreadable by its user), as far as we may."""
+    if not hasattr(os, "chown"):  # Windows
+        return
+    for uid, gid in ((st.st_uid, st.st_gid), (-1, st.st_gid)):
+        with contextlib.suppress(OSError):  # only root may give a file away
+            os.chown(tmp, uid, gid)
+            return
 
 
 def edit_sources(path: Path, mutate: Callable[[CommentedMap], Any]) -> tuple[Config, Any]:
@@ -141,21 +164,117 @@ def _edited(path: Path, text: str, mutate: Callable[[CommentedMap], Any]) -> tup
         doc = CommentedMap()
         prefix = text.rstrip("\n") + "\n" if text.strip() else ""
     _keep_anchors(doc)
-    result = mutate(doc)
-    y = _dumper()
     seq, offset = _detect_indent(text)
-    y.indent(mapping=_detect_mapping_indent(text), sequence=seq, offset=offset)
-    buf = io.StringIO()
-    y.dump(doc, buf)
-    new_text = prefix + buf.getvalue()
+    indent = (_detect_mapping_indent(text), seq, offset)
+    before = prefix + _dump(doc, indent)  # the file as ruamel writes it, before the edit
+    result = mutate(doc)
+    new_text = prefix + _dump(doc, indent)
     try:
         cfg = load_config(path, text=new_text)
     except ConfigError as e:
         raise ConfigError(path, f"edit refused, the result would be invalid: {e.message}",
                           key=e.key, hint=e.hint) from None
+    new_text = _patched(text, before, new_text)
     if crlf:
         new_text = new_text.replace("\n", "\r\n")
     return cfg, result, bom + new_text
+
+
+def _dump(doc: CommentedMap, indent: tuple[int, int, int]) -> str:
+    y = _dumper()
+    y.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
+
+
+def _patched(text: str, before: str, after: str) -> str:
+    """`after` as the change from `before` to `after` applied to the file's own `text`.
+
+    ruamel rewrites more than the edit: it drops a `---` line, trailing blanks and the final
+    newline's absence, and reflows a flow list written over several lines. Only the lines
+    that the edit changed are taken from ruamel; the others stay as the human wrote them.
+    When that cannot be done unambiguously, or would not give the same data, `after` as is."""
+    if before == after:  # nothing changed (a no-op edit): the file as it is
+        return text
+    if before == text:
+        return after
+    old = text.splitlines(keepends=True)
+    if old and not old[-1].endswith("\n"):
+        old[-1] += "\n"
+    base, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    # base line -> the file's line it comes from, where they match but for trailing blanks
+    where: dict[int, int] = {}
+    blocks = _matching_blocks([line.rstrip() for line in old], [line.rstrip() for line in base])
+    changes = _changes(base, new)
+    if blocks is None or changes is None:
+        return after
+    for a, b, size in blocks:
+        where.update((b + k, a + k) for k in range(size))
+    out: list[str] = []
+    done = 0  # old[:done] is in out, or replaced
+    for tag, i1, i2, j1, j2 in changes:
+        if tag == "insert":  # after the line before, or else before the line after
+            start = where[i1 - 1] + 1 if i1 - 1 in where else 0 if not i1 else \
+                where.get(i1, len(old) if i1 == len(base) else -1)
+            end = start
+        else:  # the lines replaced must be the file's own, one after the other
+            lines = [where.get(i, -1) for i in range(i1, i2)]
+            start, end = lines[0], lines[0] + len(lines)
+            if lines != list(range(start, end)):
+                return after
+        if start < done:
+            return after
+        out += old[done:start] + new[j1:j2]
+        done = end
+    out += old[done:]
+    result = "".join(out)
+    if not text.endswith("\n") and result.endswith("\n") and not after.endswith("\n\n"):
+        result = result[:-1]
+    try:
+        same = YAML(typ="safe").load(result) == YAML(typ="safe").load(after)
+    except YAMLError:
+        same = False
+    return result if same else after
+
+
+# Lines between the common head and tail that difflib compares (quadratic with many equal
+# lines, `weight: 2.0` in thousands of entries): beyond this, ruamel's text is written as is.
+PATCH_MAX_LINES = 2000
+
+
+def _trimmed(a: list[str], b: list[str]) -> tuple[int, int] | None:
+    """(length of the common head, of the common tail), None when the rest is too long."""
+    n = min(len(a), len(b))
+    head = next((i for i in range(n) if a[i] != b[i]), n)
+    tail = next((i for i in range(n - head) if a[-1 - i] != b[-1 - i]), n - head)
+    if max(len(a), len(b)) - head - tail > PATCH_MAX_LINES:
+        return None
+    return head, tail
+
+
+def _matching_blocks(a: list[str], b: list[str]) -> list[tuple[int, int, int]] | None:
+    """difflib's matching blocks (a index, b index, size) of two lists of lines."""
+    cut = _trimmed(a, b)
+    if cut is None:
+        return None
+    head, tail = cut
+    m = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail],
+                                autojunk=False)
+    blocks = [(head + i, head + j, size) for i, j, size in m.get_matching_blocks() if size]
+    return [(0, 0, head), *blocks, (len(a) - tail, len(b) - tail, tail)]
+
+
+def _changes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]] | None:
+    """difflib's opcodes from `a` to `b`, without the 'equal' ones."""
+    cut = _trimmed(a, b)
+    if cut is None:
+        return None
+    head, tail = cut
+    m = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail],
+                                autojunk=False)
+    return [(tag, head + i1, head + i2, head + j1, head + j2)
+            for tag, i1, i2, j1, j2 in m.get_opcodes() if tag != "equal"]
 
 
 def _keep_anchors(node: Any) -> None:

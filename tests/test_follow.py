@@ -734,9 +734,12 @@ def test_a_file_with_a_tab_before_a_comment_can_be_edited(tmp_path: Path) -> Non
                  "    url: https://a.example/feed\n")
     r = invoke(p, "follow", "Ada", "x:ada_ex")
     assert r.exit_code == 0, r.output
-    assert p.read_text() == ("learner:\n  stage: cnn # where I am\nblogs:\n  - name: A\n"
+    # the lines the edit did not touch keep their tabs, as the human wrote them
+    assert p.read_text() == ("learner:\n  stage: cnn\t# where I am\nblogs:\n  - name: A\t\n"
                              "    url: https://a.example/feed\npeople:\n  - name: Ada\n"
                              "    x: ada_ex\n")
+    assert invoke(p, "unfollow", "Ada").exit_code == 0
+    assert p.read_text().endswith("feed\n") and load_config(p).learner.stage == "cnn"
 
 
 def test_edits_from_several_processes_at_once_all_land(sources: Path) -> None:
@@ -807,3 +810,94 @@ def test_a_save_while_the_edit_is_written_to_disk_is_not_overwritten(
     text = sources.read_text()
     assert "stage: nlp" in text and "url: https://new.example/feed.xml" in text
     assert leftovers(sources.parent) == []
+
+
+# --- hand-written layouts, owners and modes ---------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "learner:\n  stage: cnn\nblogs:\n  - name: A\n    url: https://a.example/feed\n",  # no people
+    "people:\n  - {name: P, x: pp}\n",  # no blogs: the new section goes first
+    "blogs:   # none yet\n  - name: A\n    url: https://a.example/feed\n# the end\n",
+])
+def test_a_section_made_by_follow_goes_with_its_last_entry(tmp_path: Path, text: str) -> None:
+    """Unfollowing the only entry of a section that `follow` made left `people: []` behind."""
+    p = tmp_path / "sources.yaml"
+    p.write_text(text)
+    follow(p, parse_follow_args(["Ada", "x:ada_ex"]))
+    follow(p, parse_follow_args(["--no-check", "https://c.example/feed"]))
+    follow(p, parse_follow_args(["--category", "cs.CV"]))
+    for name in ("Ada", "c.example", "cs.CV"):
+        unfollow(p, name)
+    assert p.read_text() == text
+
+
+def test_a_section_with_its_own_comment_stays_empty(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    p.write_text("learner:\n  stage: cnn\nblogs:   # none yet\n  - name: A\n"
+                 "    url: https://a.example/feed\n# the end\n")
+    unfollow(p, "A")
+    assert p.read_text() == "learner:\n  stage: cnn\nblogs:   # none yet\n# the end\n"
+    assert load_config(p).blogs == []
+
+
+@pytest.mark.parametrize("text", [
+    "---\nlearner:\n  stage: cnn\nblogs:\n  - name: A\n    url: https://a.example/feed\n",
+    "# mine\n---\nblogs:\n  - name: A\n    url: https://a.example/feed\n...\n",
+    "blogs:  \n  - name: A   \n    url: https://a.example/feed\t\npeople:\n  - name: P\n"
+    "    x: pp\n",  # trailing blanks
+    "blogs:\n  - name: A\n    url: https://a.example/feed",  # no final newline
+    "blogs:\r\n  - name: A\r\n    url: https://a.example/feed",
+    "learner: {stage: cnn}\nblogs: [\n  {name: A, url: \"https://a.example/feed\"},\n]\n",
+])
+def test_lines_the_edit_does_not_touch_stay_as_written(tmp_path: Path, text: str) -> None:
+    """ruamel dropped `---` and `...`, trailing blanks and the absent final newline, and
+    reflowed a flow list written over several lines, though the edit was elsewhere."""
+    p = tmp_path / "sources.yaml"
+    p.write_bytes(text.encode())
+    follow(p, parse_follow_args(["Ada", "x:ada_ex"]))
+    data = p.read_bytes().decode()
+    assert data.startswith(text.rstrip("\r\n").rsplit("\n...", 1)[0])
+    assert [x.name for x in load_config(p).people][-1] == "Ada"
+    unfollow(p, "Ada")
+    assert p.read_bytes() == text.encode()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_an_edit_by_root_keeps_the_files_owner(sources: Path) -> None:
+    """`sudo feedbot follow` made the user's sources.yaml root's: with mode 0600 the user
+    could then not even read it."""
+    os.chown(sources, 65534, 65534)
+    sources.chmod(0o600)
+    follow(sources, parse_follow_args(["x:someone"]))
+    st = sources.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path: Path) -> None:
+    """The rename went through a read-only file (only the folder's permission counts):
+    `chmod a-w sources.yaml` did not keep feedbot from editing it."""
+    import tempfile
+
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    # root may write anything: be someone else while trying, in a folder they can reach
+    folder = Path(tempfile.mkdtemp()) if as_root else tmp_path
+    try:
+        p = folder / "sources.yaml"
+        p.write_text(COMMENTED)
+        p.chmod(0o444)
+        if as_root:
+            os.chown(p, 65534, 65534)
+            os.chown(folder, 65534, 65534)
+            os.seteuid(65534)
+        try:
+            with pytest.raises(ConfigError, match="cannot write: the file is read-only; "
+                               "nothing was changed"):
+                follow(p, parse_follow_args(["x:someone"]))
+        finally:
+            if as_root:
+                os.seteuid(0)
+        assert p.read_text() == COMMENTED
+        assert leftovers(folder) == []
+    finally:
+        if as_root:
+            shutil.rmtree(folder)

@@ -124,7 +124,10 @@ def test_import_real_list_then_export_round_trip(sources: Path, corpus: Path) ->
     feeds = parse_opml((corpus / NNW / "Subs.opml").read_bytes())
     report = add_blogs(sources, feeds)
     assert len(report.added) + len(report.skipped) == 207 and len(report.added) > 200
-    assert all(why == "already followed" for _, why in report.skipped)
+    # the list has two feeds twice (http and https): nothing here was followed before
+    assert [why for _, why in report.skipped] == ["the same feed as 'Katie Floyd' just added",
+                                                  "the same feed as 'Natasha the Robot' just "
+                                                  "added"]
     text = sources.read_text()
     assert text.startswith("# my sources\n") and "# transformers, illustrated" in text
     cfg = load_config(sources)
@@ -367,3 +370,20 @@ def test_cli_export_of_names_with_markup_characters(tmp_path: Path) -> None:
         assert [(t, u) for t, u, _ in parse_opml(data)] == [
             ('Tom & Jerry <lab> "notes" \'n\' more', "https://e.example/f?a=1&b=2"),
             ('A <B> & "C" on Bluesky', "https://bsky.app/profile/ab.bsky.social/rss")]
+
+
+def test_the_same_feed_twice_in_one_list_is_not_called_already_followed(sources: Path,
+                                                                        tmp_path: Path) -> None:
+    """A reader's export with one feed in two folders, once as http and once as https: the
+    second was "skipped: already followed", though nothing had followed it before."""
+    f = tmp_path / "twice.opml"
+    f.write_bytes(opml('<outline text="Tech"><outline text="B" xmlUrl="https://b.example/feed'
+                       '?a=1&amp;b=2"/></outline><outline text="News"><outline text="B again"'
+                       ' xmlUrl="http://B.example/feed?a=1&amp;b=2"/><outline text="Jay"'
+                       ' type="rss" xmlUrl="https://jalammar.github.io/feed.xml"/></outline>'))
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(f)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        "added B", "skipped B again: the same feed as 'B' just added",
+        "skipped Jay: already followed", "1 added, 2 skipped (3 feeds in twice.opml)"]
+    assert [b.url for b in load_config(sources).blogs][1:] == ["https://b.example/feed?a=1&b=2"]
