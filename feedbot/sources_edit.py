@@ -253,26 +253,33 @@ def _trimmed(a: list[str], b: list[str]) -> tuple[int, int] | None:
     return head, tail
 
 
-def _matching_blocks(a: list[str], b: list[str]) -> list[tuple[int, int, int]] | None:
-    """difflib's matching blocks (a index, b index, size) of two lists of lines."""
+def _matcher(a: list[str], b: list[str]
+             ) -> tuple[difflib.SequenceMatcher[str], int, int] | None:
+    """difflib's matcher of `a` and `b` between their common head and tail, with the head's
+    and the tail's lengths; None when what lies between is too long (`_trimmed`)."""
     cut = _trimmed(a, b)
     if cut is None:
         return None
     head, tail = cut
     m = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail],
                                 autojunk=False)
+    return m, head, tail
+
+
+def _matching_blocks(a: list[str], b: list[str]) -> list[tuple[int, int, int]] | None:
+    """difflib's matching blocks (a index, b index, size) of two lists of lines."""
+    if (found := _matcher(a, b)) is None:
+        return None
+    m, head, tail = found
     blocks = [(head + i, head + j, size) for i, j, size in m.get_matching_blocks() if size]
     return [(0, 0, head), *blocks, (len(a) - tail, len(b) - tail, tail)]
 
 
 def _changes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]] | None:
     """difflib's opcodes from `a` to `b`, without the 'equal' ones."""
-    cut = _trimmed(a, b)
-    if cut is None:
+    if (found := _matcher(a, b)) is None:
         return None
-    head, tail = cut
-    m = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail],
-                                autojunk=False)
+    m, head, _ = found
     return [(tag, head + i1, head + i2, head + j1, head + j2)
             for tag, i1, i2, j1, j2 in m.get_opcodes() if tag != "equal"]
 

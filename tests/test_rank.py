@@ -4,6 +4,7 @@ the per-source cap, near-duplicate collapse and the words of `why`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -347,16 +348,21 @@ def test_pruning_gives_exactly_the_digest_of_fitting_every_item(
     assert sum(pruning) >= 15, pruning  # the inputs do reach the pruning
 
 
+def _units(rng: np.random.Generator) -> Callable[[int], np.ndarray]:
+    """k random unit vectors of the model's dimension, from `rng`."""
+    def units(k: int) -> np.ndarray:
+        M = rng.standard_normal((k, MODEL_DIM)).astype(np.float32)
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+    return units
+
+
 def test_near_ties_keep_their_order_when_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     """300 near-copies of one story (the same text, a little noise) among 3,000 others: their
     scores differ in the last bits only, so the order among them is decided by those bits.
     Pruned, the digest listed other copies, in another order."""
     rng = np.random.default_rng(0)
 
-    def units(k: int) -> np.ndarray:
-        M = rng.standard_normal((k, MODEL_DIM)).astype(np.float32)
-        return M / np.linalg.norm(M, axis=1, keepdims=True)
-
+    units = _units(rng)
     sv = StageVectors(("a", "b", "c", "e"), (("title",),) * 4, tuple(units(1) for _ in range(4)))
     story = sv.rows[0][0] + 0.5 * units(1)[0]
     X = np.concatenate([story + 1e-7 * rng.standard_normal((300, MODEL_DIM)), units(3000)])
@@ -369,17 +375,15 @@ def test_near_ties_keep_their_order_when_pruned(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_pruning_bound_holds_for_a_large_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A similarity weight of 100,000 (valid in sources.yaml) makes a last-bit difference
+    """A similarity weight of 100,000 (valid in sources.yaml then; the bound must hold for any
+    weight `rank()` is given, and sources.yaml now takes up to 1,000) makes a last-bit difference
     between the one-stage fit of the bound and the full fit worth 0.01, ten times the fixed
     slack of 0.001 the bound had: items of the pool were pruned, and the digest of 200 missed
     some of them (before the fits had the same bits, about 20). The slack now grows with the
     weighted parts."""
     rng = np.random.default_rng(9)
 
-    def units(k: int) -> np.ndarray:
-        M = rng.standard_normal((k, MODEL_DIM)).astype(np.float32)
-        return M / np.linalg.norm(M, axis=1, keepdims=True)
-
+    units = _units(rng)
     sv = StageVectors(("a", "b", "c", "e"), (("title",),) * 4, tuple(units(1) for _ in range(4)))
     story = sv.rows[0][0] + 0.5 * units(1)[0]
     copies = story + 1e-6 * rng.standard_normal((600, MODEL_DIM)).astype(np.float32)
