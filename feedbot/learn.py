@@ -13,11 +13,15 @@ on the embeddings of 👍 (positive) against 👎 (negative) items. 'later' is n
 - Scores are multiplied by a confidence n / (n + PRIOR_LABELS) for n labels (n weighted by
   stage), so one 👍 moves a ranking only a little and twenty move it a lot.
 - With labels of only one kind, recent unlabelled items from the store (already embedded)
-  stand in for the other kind, weighted as one class: "more / less like this than usual".
+  stand in for the other kind, weighted as one class: "more / less like this than usual". A
+  kind given only at other stages (weighing less than one vote) is made up to one vote with
+  them, so that a vote weighing little changes the scores little.
 - The model is retrained only when the feedback changed (a hash of the rows, the items' texts
   and the embedding model id) and persisted with joblib under `$FEEDBOT_HOME/models/`, one file
   per chat and stage. A stored model made with another embedding model is never used; one that
-  cannot be read is trained again, and one that cannot be written is only not kept. Telling
+  cannot be read is trained again, and one that cannot be written is only not kept. joblib
+  runs pickle: only a file this user owns, no one else may write and that is no symbolic
+  link is loaded (one planted there would run its code); any other is trained again. Telling
   whether the saved model fits reads only the votes and the voted items' content hashes; the
   items and their vectors are read only to train. The daily prune removes the saved models no
   chat, stage or embedding model can use any more, once unused for a week (`unused_models`).
@@ -34,6 +38,7 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,18 +96,29 @@ def train(X: np.ndarray, y: np.ndarray, *, model_id: str, key: str = "",
 
     Both classes weigh the same in total (a class of 1 is not drowned by a class of 30).
     `weights` (one per row of X, default 1) scale each label within its class and make up the
-    label count behind the confidence. `titles` are the titles of the rows of X, for "like “…”"
-    explanations.
+    label count behind the confidence. A class whose labels weigh less than one vote (votes of
+    other stages only) is made up to one with the `background` rows: a 👎 given at another
+    stage is then a small part of "less like this than usual", not the whole of it, and as its
+    weight goes to 0 the model becomes the one without it. `titles` are the titles of the rows
+    of X, for "like “…”" explanations.
     """
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(y, dtype=np.int64)
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     Xt, yt, wt = X, y, w
-    if background is not None and len(background) and len(set(y.tolist())) == 1:
-        Xt = np.concatenate([X, background])
-        yt = np.concatenate([y, np.full(len(background), 1 - y[0])])
-        wt = np.concatenate([w, np.ones(len(background))])
+    if background is not None and len(background):
+        for cls in (1, 0):
+            short = _short_of_one_vote(float(w[y == cls].sum()))
+            if short == 0.0:
+                continue
+            if short == 1.0:  # no label of this class: the background is the class
+                bw = np.ones(len(background))
+            else:  # votes of other stages only: the background makes up the rest of one vote
+                bw = np.full(len(background), short / len(background))
+            Xt = np.concatenate([Xt, background])
+            yt = np.concatenate([yt, np.full(len(background), cls)])
+            wt = np.concatenate([wt, bw])
     sample = np.ones(len(yt), dtype=np.float64)
     for cls in (0, 1):
         mask = yt == cls
@@ -159,14 +175,28 @@ def stage_weight(vote_stage: str, stage: str | None, other_stages: float) -> flo
     return 1.0 if stage is None or vote_stage in ("", stage) else other_stages
 
 
+def _short_of_one_vote(class_weight: float) -> float:
+    """How much background a class of labels weighing `class_weight` in all takes (see
+    `train`): 1 for no label, the rest of one vote for labels of other stages only, else 0."""
+    # (a tolerance: ten votes of weight 0.1 sum to 0.9999999999999999, one full vote)
+    return 1.0 - class_weight if class_weight < 1.0 - 1e-9 else 0.0
+
+
 def feedback_key(votes: dict[str, str], hashes: Mapping[str, str], model_id: str,
                  weights: dict[str, float] | None = None) -> str:
     """The key a saved model is found by: the votes, each with its item's content hash ('' for
-    an item not stored) and weight, and the embedding model."""
+    an item not stored) and weight, and the embedding model. Where a class of the stored
+    items' votes weighs less than one vote but more than none (trained with background since
+    `train` made it up to one vote), the key says so: a model saved before is trained again."""
     h = hashlib.sha256(f"v{LEARN_VERSION}\n{model_id}\n".encode())
+    per_class = dict.fromkeys(LABELS, 0.0)
     for item in sorted(votes):
         w = 1.0 if weights is None else weights.get(item, 1.0)
         h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\t{w:g}\n".encode())
+        if item in hashes and votes[item] in per_class:
+            per_class[votes[item]] += w
+    if any(0.0 < _short_of_one_vote(c) < 1.0 for c in per_class.values()):
+        h.update(b"made up to one vote with background\n")
     return h.hexdigest()[:32]
 
 
@@ -207,22 +237,53 @@ def _lock_file(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+class UntrustedModelFile(OSError):
+    """A model file another user could have written: never unpickled (see `_read_model_file`)."""
+
+
+def _read_model_file(path: Path) -> Any:
+    """`joblib.load` of a saved model, which runs pickle: only of a file this user owns and no
+    one else may write, opened without following a symbolic link, and checked as opened (so it
+    cannot be swapped between the check and the load). Anything else raises
+    `UntrustedModelFile`, with why; a digest then trains the model again and replaces the file.
+    """
+    import joblib
+
+    if path.is_symlink():  # (O_NOFOLLOW below refuses one put there meanwhile)
+        raise UntrustedModelFile(f"{path} is a symbolic link")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedModelFile(f"{path} is not a regular file")
+        if hasattr(os, "geteuid"):  # POSIX; on Windows the directory's ACL decides
+            if st.st_uid != os.geteuid():
+                raise UntrustedModelFile(f"{path} belongs to another user (uid {st.st_uid})")
+            if st.st_mode & 0o022:
+                raise UntrustedModelFile(f"{path} may be written by other users "
+                                         f"(mode {stat.S_IMODE(st.st_mode):o})")
+        f = open(fd, "rb")  # noqa: SIM115 (closed below)
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        return joblib.load(f)
+
+
 def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
     """The persisted model when it fits this feedback and this embedding model, else None.
 
     Anything else found there (damaged, truncated, empty, written by another feedbot or not by
-    feedbot at all, numbers that are NaN or infinite) is only a reason to train again, never
-    an error.
+    feedbot at all, numbers that are NaN or infinite, a file another user could have written:
+    see `_read_model_file`) is only a reason to train again, never an error.
     """
-    import joblib
-
     from .locks import shared
 
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
         with shared(_lock_file(path)):  # `remove_unused_models` leaves it alone meanwhile
-            d: Any = joblib.load(path)
+            d: Any = _read_model_file(path)
             with contextlib.suppress(OSError):  # when it was last used: see unused_models
                 os.utime(path)
     except FileNotFoundError:
@@ -252,7 +313,7 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
             bool(np.isfinite(coef).all()) and math.isfinite(model.intercept) and \
             math.isfinite(model.n_labels) and model.n_labels >= 0 and \
             bool(np.isfinite(liked).all())
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, ArithmeticError) as e:  # 10**400: OverflowError
         ok, model = False, None
         log.debug("feedback model %s: %s", path, e)
     if not ok:
@@ -280,7 +341,11 @@ def save_model(path: Path, m: FeedbackModel, scope: dict[str, Any] | None = None
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_BINARY", 0), 0o600)  # readable by this user only
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o600)  # a leftover of the same name keeps its mode
             joblib.dump({"version": LEARN_VERSION, "model_id": m.model_id, "key": m.key,
                          "coef": m.coef, "intercept": m.intercept, "n_labels": m.n_labels,
                          "liked": m.liked, "liked_titles": list(m.liked_titles),
@@ -355,15 +420,15 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
         if not ids:
             return None
         y = np.array([LABELS[votes[i]] for i in ids])
+        w = np.array([weights[i] for i in ids])
         bg = None
-        if len(set(y.tolist())) == 1:
+        if any(_short_of_one_vote(float(w[y == cls].sum())) for cls in (0, 1)):
             bg = _background(store, model_id, set(weights), now)  # every vote, 0-weighted too
-            if not len(bg):
+            if not len(bg) and len(set(y.tolist())) == 1:
                 return None
         liked = store.item_titles(i for i in ids if votes[i] == "up")
         model = train(X, y, model_id=model_id, key=key,
-                      titles=tuple(liked.get(i, "") for i in ids), background=bg,
-                      weights=np.array([weights[i] for i in ids]))
+                      titles=tuple(liked.get(i, "") for i in ids), background=bg, weights=w)
         save_model(path, model, scope={"chat": chat, "stage": stage,
                                        "other_stages": other_stages})
     return FeedbackScorer(model)
@@ -401,10 +466,9 @@ def unused_models(store: Store, *, now: float, home: Path | None = None,
     or it does not say which chat and stage it is for (written before models recorded that,
     such as the per-chat models named for no stage, which no digest loads any more).
     Temporary files a killed writer left behind go once as idle. Reads only the files and the
-    votes; removes nothing (see `remove_unused_models`).
+    votes, and only those `load_model` would read (`_read_model_file`; any other "cannot be
+    read"); removes nothing (see `remove_unused_models`).
     """
-    import joblib
-
     directory = (home or feedbot_home()) / "models"
     try:
         paths = sorted(directory.iterdir())
@@ -418,15 +482,15 @@ def unused_models(store: Store, *, now: float, home: Path | None = None,
         if not (temp or (name.startswith("feedback-") and name.endswith(".joblib"))):
             continue
         try:
-            idle_s = now - path.stat().st_mtime
+            idle_s = now - path.lstat().st_mtime  # a link: its own age
         except OSError:
             continue
-        if idle_s < idle.total_seconds() or not path.is_file():
+        if idle_s < idle.total_seconds() or not (path.is_file() or path.is_symlink()):
             continue
         why = "a temporary file left by an interrupted save" if temp else ""
         if not temp:
             try:
-                d: Any = joblib.load(path)
+                d: Any = _read_model_file(path)
             except Exception:  # damaged, or not feedbot's
                 d = None
             why = _why_unusable(store, d, current, keys)
@@ -478,7 +542,7 @@ def remove_unused_models(found: list[UnusedModel], *, idle: timedelta = MODEL_ID
                 if not locked:
                     log.debug("keeping %s: in use by another process", m.path)
                     continue
-                if time.time() - m.path.stat().st_mtime < idle.total_seconds():
+                if time.time() - m.path.lstat().st_mtime < idle.total_seconds():
                     continue  # loaded or written again since it was found
                 m.path.unlink()
         except FileNotFoundError:

@@ -287,9 +287,11 @@ def test_two_digests_saving_the_model_at_once_both_succeed(
 
 
 @pytest.mark.parametrize("content", [["a list"], None, {"version": learn.LEARN_VERSION},
-                                     "with the right key but no weights"])
+                                     "with the right key but no weights",
+                                     "with the right key and an intercept beyond any float"])
 def test_a_model_file_feedbot_did_not_write_is_trained_again(
         store: Store, fake_emb: Any, content: Any) -> None:
+    """The last case raised OverflowError out of `load_model`: every digest of the chat died."""
     import joblib
 
     _vote_both_ways(store)
@@ -299,6 +301,10 @@ def test_a_model_file_feedbot_did_not_write_is_trained_again(
     if content == "with the right key but no weights":
         content = {"version": learn.LEARN_VERSION, "model_id": fake_emb.model_id,
                    "key": first.model.key}
+    elif isinstance(content, str):
+        content = {"version": learn.LEARN_VERSION, "model_id": fake_emb.model_id,
+                   "key": first.model.key, "coef": first.model.coef, "intercept": 10 ** 400,
+                   "n_labels": 2.0, "liked": first.model.liked, "liked_titles": [VISION[0]]}
     joblib.dump(content, path)
     again = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
     assert again is not None and np.array_equal(again.model.coef, first.model.coef)
@@ -495,3 +501,126 @@ def test_training_reads_whole_only_the_voted_items_it_must_embed(
     assert scorer is not None and scorer.model.liked_titles == (VISION[0], VISION[1])
     assert read == [ids(store)[VISION[1]]]  # the one whose cached vector was damaged
     assert scorer.model.key == "75b5d3519626f70900f729ddad45e3a2"
+
+
+# --- votes from other stages fade out; a planted model file is never unpickled --------------
+
+def _embed_all(store: Store, emb: Any) -> np.ndarray:
+    items = store.items_since()
+    return embed_cached(store, emb, [s.item.embed_text for s in items],
+                        [s.content_hash for s in items])
+
+
+@pytest.mark.parametrize("case", ["a 👎 of another stage beside 👍 of this one",
+                                  "👍 of another stage beside a 👎 of this one"])
+def test_votes_of_other_stages_fade_out_smoothly(store: Store, fake_emb: Any,
+                                                 case: str) -> None:
+    """A class made only of votes from other stages stood alone against the other class: one
+    👎 given at an earlier stage, weighing 0.0001, took the place of all the unlabelled items
+    ("less like this than usual") and turned the model around; at 0 the usual items were back.
+    A vote weighing little must change the scores little."""
+    X = _embed_all(store, fake_emb)
+    i = ids(store)
+    if case.startswith("a 👎"):
+        for t in LANGUAGE[:2]:
+            store.set_feedback("c1", i[t], "up", NOW, stage="nlp")
+        store.set_feedback("c1", i[VISION[0]], "down", NOW, stage="cnn")
+    else:
+        store.set_feedback("c1", i[LANGUAGE[0]], "down", NOW, stage="nlp")
+        for t in VISION[:2]:
+            store.set_feedback("c1", i[t], "up", NOW, stage="cnn")
+
+    def scores(other: float) -> np.ndarray:
+        scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW, stage="nlp",
+                                       other_stages=other)
+        assert scorer is not None
+        return scorer(X)
+
+    without = scores(0.0)
+    assert np.abs(scores(1e-4) - without).max() < 0.01
+    assert np.abs(scores(0.1) - without).max() < np.abs(scores(1.0) - without).max()
+    assert np.all(np.abs(scores(0.1)) <= 1)
+
+
+def test_ten_votes_of_a_tenth_are_one_whole_vote_and_take_no_background() -> None:
+    """Votes of other stages weigh 0.1 by default: ten of them (0.9999999999999999 in floats)
+    are one full vote, so they take no unlabelled items and their saved model's key is the
+    key of any other full class (no "made up to one vote" mark, no retraining)."""
+    assert learn._short_of_one_vote(sum([0.1] * 10)) == 0.0
+    assert learn._short_of_one_vote(0.5) == 0.5 and learn._short_of_one_vote(0.0) == 1.0
+    votes = {f"i{k}": "up" if k < 10 else "down" for k in range(20)}
+    hashes = {i: f"h{i}" for i in votes}
+    tenths = learn.feedback_key(votes, hashes, "m", dict.fromkeys(votes, 0.1))
+    halves = learn.feedback_key({i: v for i, v in votes.items() if i in ("i0", "i10")},
+                                hashes, "m", {"i0": 0.5, "i10": 0.5})
+    unmarked = _key_without_mark(votes, hashes, "m", dict.fromkeys(votes, 0.1))
+    assert tenths == unmarked
+    assert halves != _key_without_mark({"i0": "up", "i10": "down"}, hashes, "m",
+                                       {"i0": 0.5, "i10": 0.5})
+
+
+def _key_without_mark(votes: dict[str, str], hashes: dict[str, str], model_id: str,
+                      weights: dict[str, float]) -> str:
+    """`feedback_key` as it is for classes of at least one full vote each."""
+    import hashlib
+
+    h = hashlib.sha256(f"v{learn.LEARN_VERSION}\n{model_id}\n".encode())
+    for item in sorted(votes):
+        h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\t{weights[item]:g}\n".encode())
+    return h.hexdigest()[:32]
+
+
+class _Planted:
+    """What a planted pickle can do when loaded: here, create the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("how", ["a symbolic link to it", "writable by others",
+                                 "owned by another user"])
+def test_a_planted_model_file_is_never_unpickled(store: Store, fake_emb: Any, tmp_path: Path,
+                                                 how: str) -> None:
+    """joblib.load runs pickle: a model file someone else could write (one owned by another
+    user, or writable by others, or a link to a file anywhere) ran their code in the digest
+    and in `feedbot prune`. Such a file is now refused and the model trained again."""
+    import os
+
+    import joblib
+
+    _vote_both_ways(store)
+    first = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert first is not None
+    path, marker = learn.model_path("c1"), tmp_path / "their code ran"
+    m = first.model
+    content = {"version": learn.LEARN_VERSION, "model_id": m.model_id, "key": m.key,
+               "coef": m.coef, "intercept": m.intercept, "n_labels": m.n_labels,
+               "liked": m.liked, "liked_titles": list(m.liked_titles),
+               "scope": {"chat": "c1", "stage": None, "other_stages": 1.0},
+               "theirs": _Planted(marker)}
+    if how == "a symbolic link to it":
+        elsewhere = tmp_path / "elsewhere.joblib"
+        joblib.dump(content, elsewhere)
+        path.unlink()
+        path.symlink_to(elsewhere)
+    else:
+        joblib.dump(content, path)
+        if how == "writable by others":
+            path.chmod(0o666)
+        elif os.geteuid() == 0:
+            os.chown(path, 65534, 65534)
+        else:
+            pytest.skip("only root can give a file to another user")
+    old = NOW.timestamp() - 30 * 86400
+    os.utime(path, (old, old), follow_symlinks=False)
+    assert [u.why for u in learn.unused_models(store, now=NOW.timestamp())] == \
+        ["cannot be read"]  # and `feedbot prune` removes it
+    assert not marker.exists()
+    again = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert again is not None and np.array_equal(again.model.coef, m.coef)
+    assert not marker.exists()
+    assert not path.is_symlink() and path.stat().st_mode & 0o077 == 0  # saved anew, ours only
+    assert learn.load_model(path, m.model_id, m.key) is not None
