@@ -214,8 +214,8 @@ def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
 
     at: fit only these rows of X, in this order (default: all). Row i is scored at place
     i % FIT_BLOCK of a FIT_BLOCK-row product (see FIT_BLOCK), so its fit has the same bits
-    whichever rows are fitted with it. canonical=False: one product per chunk instead,
-    a little faster, for `stage_own`'s bound, where the last bit does not matter.
+    whichever rows are fitted with it. canonical=False: every row in order, one product per
+    chunk, a little faster, for `stage_own`'s bound, where the last bit does not matter.
     """
     n, S, d = X.shape[0], len(rows), X.shape[1]
     sizes = np.array([r.shape[0] for r in rows])
@@ -245,35 +245,28 @@ def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
         cos = np.matmul(Xb, centroids).reshape(-1, S)
         return 0.5 * cos + 0.5 * top_sum / k, sims.argmax(axis=2)
 
-    def centred(rows: np.ndarray, out: np.ndarray) -> None:
-        if shift is None:
-            out[:] = rows
-        else:
-            np.subtract(rows, shift, out=out)
-
-    if at is not None:
-        at = np.asarray(at)
-        n = len(at)
+    if not canonical:  # rows in order, one product per chunk
+        fit = np.empty((n, S), dtype=np.float32)
+        best = np.empty((n, S), dtype=np.int32)
+        for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
+            Xc = X[a:a + FIT_CHUNK].astype(np.float32)  # a copy: normalised in place
+            if shift is not None:
+                Xc -= shift
+            fit[a:a + len(Xc)], best[a:a + len(Xc)] = block_fit(Xc, len(Xc))
+        return fit, best
+    at = np.arange(n) if at is None else np.asarray(at)
+    n = len(at)
     fit = np.empty((n, S), dtype=np.float32)
     best = np.empty((n, S), dtype=np.int32)
-    if at is None:  # rows in order: row i at place i % FIT_BLOCK of its chunk's blocks
-        for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
-            m = min(FIT_CHUNK, n - a)
-            size = -(-m // FIT_BLOCK) * FIT_BLOCK if canonical else m
-            Xc = np.empty((size, d), dtype=np.float32)
-            centred(X[a:a + m], Xc[:m])
-            Xc[m:] = 0.0
-            f, b = block_fit(Xc, FIT_BLOCK if canonical else size)
-            fit[a:a + m], best[a:a + m] = f[:m], b[:m]
-        return fit, best
     slots = _slots(at)
     held = np.full(-(-(int(slots.max(initial=-1)) + 1) // FIT_BLOCK) * FIT_BLOCK, -1,
                    dtype=np.intp)
     held[slots] = np.arange(n)  # which of `at` each slot holds (-1: none, filled with row 0)
-    for a in range(0, len(held), FIT_CHUNK):
+    for a in range(0, len(held), FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
         src = held[a:a + FIT_CHUNK]
         real = np.flatnonzero(src >= 0)
-        Xc = X[np.where(src >= 0, at[src], 0)]  # a row's product is not changed by the others
+        # a row's product is not changed by the others in its block
+        Xc = X[np.where(src >= 0, at[src], 0)].astype(np.float32, copy=False)
         if shift is not None:
             Xc -= shift
         f, b = block_fit(Xc, FIT_BLOCK)
@@ -452,8 +445,7 @@ def rank(
                            else np.zeros(n, dtype=np.float32))}
     pruned = None
     if n >= PRUNE_MIN and weights.contrast >= 0:  # else the bound below does not hold
-        upper = weights.similarity * stage_own(X, sv, s) + sum(
-            getattr(weights, k) * v for k, v in simple.items())
+        upper = _weighted(weights, {"similarity": stage_own(X, sv, s), **simple})
         # only the contenders are fitted to every stage; the rest stay NaN, scored -inf
         pruned = _contenders(X, sv, s, upper, simple, weights,
                              1.5 * abs(weights.level) * factor)
