@@ -211,6 +211,9 @@ class RecordedApi:
             assert not unused, f"recorded answers never asked for (path, how many): {unused}"
 
 
+X_API = "https://api.twitter.com/2"  # where tweepy sends its calls; `x_api` answers them locally
+
+
 def x_api(*, all_used: bool = True) -> RecordedApi:
     """X's API v2 (tweepy's host), served locally: see `RecordedApi`."""
     return RecordedApi("FEEDBOT_X_API_URL", all_used=all_used)

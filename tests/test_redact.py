@@ -19,11 +19,11 @@ from feedbot.bot import install_token_redaction
 from feedbot.cli import main
 from feedbot.redact import install_env_redaction, install_redaction
 
-from .support import FIXTURES, x_api
+from .support import FIXTURES, X_API, x_api
 
 X_TOKEN = "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2XzMDjR"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
-API = "https://api.twitter.com/2"
+API = X_API
 
 
 @pytest.fixture

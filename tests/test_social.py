@@ -21,7 +21,7 @@ from feedbot.render import render_markdown
 from feedbot.roadmap import load_roadmap
 from feedbot.store import Store
 
-from .support import FIXTURES, LocalServer, Route, atom_feed, x_api
+from .support import FIXTURES, X_API, LocalServer, Route, atom_feed, x_api
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -99,9 +99,9 @@ async def collect_all(server: LocalServer, http: httpx.AsyncClient, store: Store
     serve_people(server)
     x_page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
     with x_api() as rsps:
-        rsps.get("https://api.twitter.com/2/users/by/username/feedbot_test",
+        rsps.get(f"{X_API}/users/by/username/feedbot_test",
                  json={"data": {"id": "4242", "name": "Grace", "username": "feedbot_test"}})
-        rsps.get("https://api.twitter.com/2/users/4242/tweets", json=x_page)
+        rsps.get(f"{X_API}/users/4242/tweets", json=x_page)
         gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.0)
         reports = await collect_async(cfg, store, now=NOW, http=http, arxiv=gate)
     return {r.name: r for r in reports}
@@ -252,9 +252,9 @@ async def test_share_collected_before_the_paper_still_merges(
     only_x = load_config("s.yaml", text="people:\n  - name: Grace Tester\n    x: feedbot_test\n")
     x_page = json.loads((FIXTURES / "x_timeline_shares_arxiv.json").read_text())
     with x_api() as rsps:
-        rsps.get("https://api.twitter.com/2/users/by/username/feedbot_test",
+        rsps.get(f"{X_API}/users/by/username/feedbot_test",
                  json={"data": {"id": "4242", "name": "Grace", "username": "feedbot_test"}})
-        rsps.get("https://api.twitter.com/2/users/4242/tweets", json=x_page)
+        rsps.get(f"{X_API}/users/4242/tweets", json=x_page)
         await collect_async(only_x, store, now=NOW, http=http)
     cfg = config()
     gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.0)

@@ -34,9 +34,9 @@ from feedbot.collectors.x import (
 from feedbot.config import Config, SourceSpec, load_config
 from feedbot.store import SourceState, Store
 
-from .support import FIXTURES, LocalServer, RecordedApi, Request, x_api
+from .support import FIXTURES, X_API, LocalServer, RecordedApi, Request, x_api
 
-API = "https://api.twitter.com/2"
+API = X_API
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TOKEN = "AAAA-test-bearer-token-do-not-show"
 
