@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .text import mend_surrogates
+
 KINDS = ("paper", "post", "social", "demo")
 
 # Query parameters that only track where a click came from; they never change the page.
@@ -39,7 +41,7 @@ _CONTROL = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | \
     {0x09: 0x09, 0x0A: 0x0A, 0x0B: 0x20, 0x0C: 0x20, 0x0D: 0x20}
 _HAS_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Lone surrogates (a JSON feed's "\ud800") cannot be written as UTF-8: hashing or storing such
-# text failed, and with it the whole collection. They become U+FFFD.
+# text failed, and with it the whole collection. They become U+FFFD (`mend_surrogates`).
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 FUTURE_TOLERANCE = timedelta(days=1)  # a date later than this after the fetch is not believed
 
@@ -119,7 +121,7 @@ def content_hash(text: str) -> str:
 
 
 def _clean_text(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", text.translate(_CONTROL))
+    return mend_surrogates(text.translate(_CONTROL))
 
 
 def percent_encoded(c: str) -> str:

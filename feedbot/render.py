@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .items import clean_url, percent_encoded
-from .text import shorten
+from .text import mend_surrogates, shorten
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,15 +35,13 @@ def _date(dt: datetime | None) -> str:
 # drop them when collected (and Telegram does).
 _UNSHOWN = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
                               *range(0x2066, 0x206A))} | {ord(c): " " for c in "\t\n\v\f\r\x85"}
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def shown(text: str) -> str:
     """`text` (a title, a name, a summary from a feed) as one line that the terminal, a
     Markdown or an HTML view shows as written: see `_UNSHOWN`; a lone surrogate, which no
     UTF-8 output can write, becomes U+FFFD."""
-    text = " ".join(text.translate(_UNSHOWN).split())
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+    return mend_surrogates(" ".join(text.translate(_UNSHOWN).split()))
 
 
 def _title(e: DigestEntry) -> str:

@@ -47,7 +47,7 @@ from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, select
 from .roadmap import Roadmap
 from .store import ITEM_ID, Store, StoredItem, unwrap_ref
-from .text import shorten
+from .text import mend_surrogates, shorten
 
 DEFAULT_SINCE = timedelta(days=365)
 DEFAULT_LIMIT = 10
@@ -354,10 +354,7 @@ def readable(query: str) -> str:
     UTF-8 (Python keeps each as a lone surrogate, which the tokenizer and SQLite refuse) become
     U+FFFD; and letters pasted as a base and a combining accent (as text copied from a PDF often
     is: "o" and U+0308 for "ö") are composed (NFC), as the texts searched mostly are."""
-    return unicodedata.normalize("NFC", _SURROGATE.sub("\ufffd", query))
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+    return unicodedata.normalize("NFC", mend_surrogates(query))
 
 
 def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str,

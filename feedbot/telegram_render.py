@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .render import link_url
-from .text import shorten
+from .text import mend_surrogates, shorten
 
 if TYPE_CHECKING:
     from .digest import Digest, DigestEntry
@@ -60,13 +60,11 @@ class TgMessage:
 # U+FFFD.
 _DROPPED = {c: None for c in (*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0),
                               *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean(text: str) -> str:
     """`text` as Telegram may be sent it (see `_DROPPED`)."""
-    text = text.translate(_DROPPED)
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+    return mend_surrogates(text.translate(_DROPPED))
 
 
 def escape(text: str) -> str:

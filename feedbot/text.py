@@ -1,4 +1,5 @@
-"""Plain-text helpers: HTML to text, link extraction, shortening. Pure functions, stdlib only."""
+"""Plain-text helpers: HTML to text, link extraction, shortening, lone surrogates mended. Pure
+functions, stdlib only."""
 
 from __future__ import annotations
 
@@ -89,3 +90,13 @@ def shorten(text: str, width: int) -> str:
     if space > width * 0.6:
         cut = cut[:space]
     return cut.rstrip(" ,;:.-") + "…"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def mend_surrogates(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD. Python keeps bytes that were not UTF-8 (from
+    a terminal) and a JSON "\\ud800" as lone surrogates, which no UTF-8 output, tokenizer or
+    SQLite text can hold."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
