@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .items import clean_url, percent_encoded
-from .text import mend_surrogates, shorten
+from .text import UNSHOWN, mend_surrogates, shorten
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,15 +26,11 @@ def _date(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%d") if dt else "undated"
 
 
-# What no view may show as written. C0 and C1 control characters: ESC begins a terminal escape
-# sequence (`\x1b[2J` clears the screen, `\x1bc` resets the terminal, `\x1b]8;;URL` opens a
-# hyperlink to anywhere) and U+009B is CSI on its own; and the bidi embeddings, overrides and
-# isolates (U+202A-U+202E, U+2066-U+2069), with which a title shows what follows it in another
-# order ("\u202etxt.exe" reads "exe.txt"). Line breaks and tabs become spaces (a title with a
-# line break printed lines that looked like another item); the others are dropped, as items
-# drop them when collected (and Telegram does).
-_UNSHOWN = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
-                              *range(0x2066, 0x206A))} | {ord(c): " " for c in "\t\n\v\f\r\x85"}
+# What no view may show as written (`text.UNSHOWN`: `\x1b[2J` clears the screen, `\x1bc` resets
+# the terminal, `\x1b]8;;URL` opens a hyperlink to anywhere, "\u202etxt.exe" reads "exe.txt").
+# Line breaks and tabs become spaces (a title with a line break printed lines that looked like
+# another item); the others are dropped, as items drop them when collected (and Telegram does).
+_UNSHOWN = dict.fromkeys(UNSHOWN) | {ord(c): " " for c in "\t\n\v\f\r\x85"}
 
 
 def shown(text: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .render import link_url
-from .text import mend_surrogates, shorten
+from .text import UNSHOWN, mend_surrogates, shorten
 
 if TYPE_CHECKING:
     from .digest import Digest, DigestEntry
@@ -58,8 +58,7 @@ class TgMessage:
 # isolates (U+202A-U+202E, U+2066-U+2069), which reorder what follows them; a lone surrogate
 # (no UTF-8 can carry it: the message could not be sent, and measuring it raised) becomes
 # U+FFFD.
-_DROPPED = {c: None for c in (*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0),
-                              *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_DROPPED = dict.fromkeys(c for c in UNSHOWN if c not in (0x09, 0x0A))
 
 
 def clean(text: str) -> str:

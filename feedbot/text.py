@@ -92,6 +92,11 @@ def shorten(text: str, width: int) -> str:
     return cut.rstrip(" ,;:.-") + "…"
 
 
+# Code points no view shows as written: C0 and C1 control characters (ESC begins a terminal
+# escape sequence; U+009B is CSI on its own) and the bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069), with which a title shows what follows it in another order.
+UNSHOWN = (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
