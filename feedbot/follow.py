@@ -629,16 +629,16 @@ def add_blogs(path: Path, feeds: Iterable[tuple[str, str, str]]) -> ImportReport
             if control_char(title) is not None:
                 report.skipped.append((label, "the title contains a control character"))
                 continue
-            if canonical_url(url) in added:  # the same feed twice in the list (http, https)
-                report.skipped.append((label, f"the same feed as {added[canonical_url(url)]!r}"
-                                       " just added"))
+            key = canonical_url(url)
+            if key in added:  # the same feed twice in the list (http, https)
+                report.skipped.append((label, f"the same feed as {added[key]!r} just added"))
                 continue
-            if canonical_url(url) in followed:
+            if key in followed:
                 report.skipped.append((label, "already followed"))
                 continue
             name = unique_name(title or _host(url), url, taken)
             _append_item(doc, "blogs", CommentedMap([("name", name), ("url", url)]))
-            added[canonical_url(url)] = name
+            added[key] = name
             report.added.append(name)
         if not report.added:
             raise _NothingToDo
