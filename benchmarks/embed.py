@@ -107,6 +107,13 @@ def choose(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, float]:
     return proc.stdout.strip().splitlines()[-1], time.perf_counter() - t0
 
 
+def cpus() -> str:
+    """The CPUs this run may use: under taskset or a cpuset, fewer than the machine has."""
+    total = os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    return f"{total} CPUs" if allowed == total else f"{allowed} of {total} CPUs (affinity)"
+
+
 def table(rows: list[dict], auto: str) -> str:
     base = next(r for r in rows if r["backend"] == BASELINE)
     lines = ["| backend | texts/s | × baseline | top-10 agreement | peak RSS (MB) | torch loaded |",
@@ -143,7 +150,7 @@ def main() -> None:
             row["label"] = which if which != BASELINE else f"{BASELINE} (baseline, batch 32)"
             rows.append(row)
     print(f"{len(texts)} dev texts (title + abstract, max_seq_length 256), "
-          f"batch size {args.batch_size}, best of {args.repeat}, {os.cpu_count()} cores\n")
+          f"batch size {args.batch_size}, best of {args.repeat}, {cpus()}\n")
     print(table(rows, auto))
     print(f"\nauto choice: {auto} (measuring it took {choose_s:.1f} s in a fresh process)")
 

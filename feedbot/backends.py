@@ -462,6 +462,13 @@ def _ort_session(path: Path) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.inter_op_num_threads = 1
+    cores = restricted_cores()
+    if cores is not None:
+        # onnxruntime's default is one thread per physical core of the whole machine, each pinned
+        # to its core: that leaves taskset's CPUs (the process ran on all of them) and fails with
+        # EINVAL inside a container's cpuset. Threads counted explicitly are not pinned, so they
+        # keep the process's CPUs.
+        options.intra_op_num_threads = cores
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -852,9 +859,45 @@ def _version(package: str) -> str | None:
 
 
 def machine_fingerprint() -> dict[str, Any]:
-    """What the speed of the backends depends on; read without importing torch."""
+    """What the speed of the backends depends on; read without importing torch. A process limited
+    to some of the CPUs is another machine (`usable_cores`, absent when it may use them all, so
+    an unrestricted process keeps the key it always had)."""
+    cores = restricted_cores()
     return {**_hardware_and_versions(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            **({} if cores is None else {"usable_cores": cores})}
+
+
+_SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+def restricted_cores() -> int | None:
+    """The physical cores this process may run on when its CPU affinity (taskset, a container's
+    cpuset) leaves out some of the machine's CPUs; None when it may use every CPU (or this system
+    cannot say). torch and OpenVINO size their thread pools by the affinity themselves;
+    onnxruntime does not (`_ort_session`)."""
+    try:
+        allowed = frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return None
+    if not allowed or len(allowed) >= (os.cpu_count() or 0):
+        return None
+    return _physical_cores(allowed)
+
+
+@functools.cache
+def _physical_cores(cpus: frozenset[int]) -> int:
+    """How many physical cores these logical CPUs are: hyperthread siblings count once, and a
+    CPU whose topology cannot be read counts as a core of its own."""
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topology = _SYS_CPU / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 @functools.cache

@@ -793,3 +793,63 @@ def test_the_real_export_path_removes_older_exports(model_ref: str, onnx_home: P
     assert vecs.shape == (2, 384)
     assert not old.exists() and recent.exists() and other.exists()
     assert _names(backends.models_dir()) == sorted([current.name, recent.name, other.name])
+
+
+_THREAD_CPUS = """
+import glob, os, sys
+os.sched_setaffinity(0, {0})  # as `taskset -c 0` or a container's cpuset would
+from feedbot import backends
+encoder = backends.OnnxEncoder(sys.argv[1], sys.argv[2])
+encoder.encode(["Convolutional networks for image classification"] * 64, batch_size=32)
+print(encoder.session.get_session_options().intra_op_num_threads)
+for status in glob.glob("/proc/self/task/*/status"):
+    for line in open(status):
+        if line.startswith("Cpus_allowed_list:"):
+            print(line.split(":", 1)[1].strip())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux CPU affinity and at least two CPUs")
+@pytest.mark.parametrize("backend", ["onnx-fp32", "onnx-int8"])
+def test_onnxruntime_threads_keep_to_the_cpus_the_process_may_use(
+        backend: str, model_ref: str, onnx_home: Path) -> None:
+    """Left to itself, onnxruntime starts a thread per core of the whole machine and pins each
+    to its core, out of a process that taskset or a cpuset limits to CPU 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBOT_")}
+    env["FEEDBOT_HOME"] = str(onnx_home)
+    out = subprocess.run([sys.executable, "-c", _THREAD_CPUS, model_ref, backend], env=env,
+                         capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    threads, allowed = int(out[0]), out[1:]
+    assert len(allowed) >= 2 and set(allowed) == {"0"}, allowed  # the main thread and ORT's
+    assert threads == 1
+
+
+def _fake_topology(root: Path, cpus: dict[int, tuple[int, int]]) -> None:
+    for cpu, (package, core) in cpus.items():
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n")
+        (topology / "core_id").write_text(f"{core}\n")
+
+
+def test_restricted_cores_counts_the_allowed_physical_cores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2 packages × 2 cores × 2 hyperthreads: CPUs 0–3 on package 0, 4–7 on package 1
+    _fake_topology(tmp_path, {cpu: (cpu // 4, (cpu % 4) // 2) for cpu in range(8)})
+    monkeypatch.setattr(backends, "_SYS_CPU", tmp_path)
+    backends._physical_cores.cache_clear()
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    fingerprint = {**backends._hardware_and_versions(), "cuda_visible_devices": None}
+    cases = {frozenset(range(8)): None, frozenset({0, 1}): 1, frozenset({0, 2}): 2,
+             frozenset({1, 5}): 2, frozenset({0, 1, 2, 3, 4}): 3, frozenset({9}): 1}
+    for allowed, want in cases.items():
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, allowed=allowed: set(allowed))
+        assert backends.restricted_cores() == want, allowed
+        got = backends.machine_fingerprint()
+        if want is None:  # a process that may use every CPU keeps the key it always had
+            assert "usable_cores" not in got and got.keys() == fingerprint.keys()
+        else:
+            assert got["usable_cores"] == want
+    backends._physical_cores.cache_clear()
