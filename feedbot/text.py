@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from html.parser import HTMLParser
 from typing import TypeVar
 
@@ -81,15 +82,46 @@ def extract_links(markup: str | None) -> list[str]:
 
 
 def shorten(text: str, width: int) -> str:
-    """Cut at a word boundary and add an ellipsis when longer than `width` characters."""
+    """Cut at a word boundary and add an ellipsis when longer than `width` characters. Where
+    there is no word boundary to cut at, the cut never splits what shows as one character: a
+    letter and its accents, an emoji and its skin tone or ZWJ sequence, a flag's pair."""
     text = " ".join(text.split())
     if len(text) <= width:
         return text
-    cut = text[: width - 1]
-    space = cut.rfind(" ")
+    end = width - 1
+    space = text.rfind(" ", 0, end)
     if space > width * 0.6:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:.-") + "…"
+        end = space
+    else:
+        while end > 0 and _joined(text, end):
+            end -= 1
+    return text[:end].rstrip(" ,;:.-") + "…"
+
+
+_ZWJ = "\u200d"
+
+
+def _joined(text: str, i: int) -> bool:
+    """Whether text[i - 1] and text[i] belong to one grapheme cluster (Unicode UAX #29, the rules
+    that matter for a cut: extending marks and modifiers, ZWJ sequences, regional-indicator
+    pairs, Hangul syllables written as jamo)."""
+    before, after = text[i - 1], text[i]
+    code = ord(after)
+    if (unicodedata.category(after) in ("Mn", "Mc", "Me") or after in (_ZWJ, "\u200c")
+            or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F):
+        return True  # marks, variation selectors, skin tones, tag characters extend
+    if before == _ZWJ:
+        return True
+    if _regional(after) and _regional(before):
+        run = i  # regional indicators pair off from the start of their run
+        while run > 0 and _regional(text[run - 1]):
+            run -= 1
+        return (i - run) % 2 == 1
+    return 0x1100 <= ord(before) <= 0x11FF and 0x1160 <= code <= 0x11FF  # jamo L/V + V/T
+
+
+def _regional(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF
 
 
 # Code points no view shows as written: C0 and C1 control characters (ESC begins a terminal

@@ -243,3 +243,41 @@ def test_json_keeps_other_text_as_written_beside_a_lone_surrogate() -> None:
     assert "é 😀 中" in text and "\\ud83c" in text and "\\u009b" in text
     text.encode("utf-8")
     assert json.loads(text)["items"][0]["title"] == "half \ud83c, é 😀 中 \x9b"
+
+
+# what shows as one character: a letter with accents, emoji with skin tone, ZWJ and variation
+# selector, flags (a regional-indicator pair, and a subdivision flag of tag characters), a
+# Devanagari syllable with a spacing mark, a Hangul syllable written as jamo
+_CLUSTERS = ["e\u0301\u0323", "👍🏽", "👩\u200d🔬", "❤\ufe0f", "🇫🇷", "🇩🇪",
+             "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", "कि",
+             "\u1100\u1161\u11a8", "a", "字"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_shorten_never_splits_what_shows_as_one_character(seed: int) -> None:
+    import random
+
+    from feedbot.text import shorten
+
+    rng = random.Random(seed)
+    clusters = [rng.choice(_CLUSTERS) for _ in range(rng.randrange(5, 40))]
+    text = "".join(clusters)  # no space: the cut cannot fall back on a word boundary
+    for width in range(2, len(text) + 2):
+        got = shorten(text, width)
+        assert len(got) <= width
+        if got == text:
+            continue
+        assert got.endswith("…")
+        kept = got[:-1]
+        whole = ["".join(clusters[:k]) for k in range(len(clusters) + 1)]
+        assert kept in whole, (width, kept)
+        # and it keeps every whole cluster that fits
+        assert len("".join(clusters[:whole.index(kept) + 1])) > width - 1
+
+
+def test_shorten_still_cuts_at_a_word_boundary_and_under_width() -> None:
+    from feedbot.text import shorten
+
+    assert shorten("Attention is all you need, again", 20) == "Attention is all…"
+    assert shorten("short", 20) == "short"
+    assert shorten("é" * 30, 10) == "é" * 9 + "…"  # composed: one code point each
