@@ -345,12 +345,15 @@ _SMART_OPTION = re.compile(r"(?<!\S)[—–](?=[^\W\d_])")
 
 def command_args(text: str | None) -> list[str]:
     """Arguments after the command, with shell-style quotes ("My blog"), smart quotes too, and
-    options whose `--` a phone made a dash (`—name`)."""
+    options whose `--` a phone made a dash (`—name`). A backslash is a character like any other
+    (`\\LaTeX`, `C:\\data`): a chat is not a shell. An unclosed quote (`it's`) splits at blanks."""
     parts = (text or "").split(maxsplit=1)
     rest = parts[1] if len(parts) > 1 else ""
     rest = _SMART_OPTION.sub("--", rest.translate(_SMART_QUOTES))
+    lexer = shlex.shlex(rest, posix=True)
+    lexer.whitespace_split, lexer.commenters, lexer.escape = True, "", ""
     try:
-        return shlex.split(rest)
+        return list(lexer)
     except ValueError:
         return rest.split()
 

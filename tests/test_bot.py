@@ -571,6 +571,25 @@ async def test_search_with_a_lone_surrogate_is_answered_with_the_query_mended(
     assert msg["text"].startswith("🔎 <b>Search</b>: support \ufffdvector machines")
 
 
+@pytest.mark.parametrize(("text", "args"), [
+    ("/search \\LaTeX tables", ["\\LaTeX", "tables"]),
+    ("/search C:\\data\\papers", ["C:\\data\\papers"]),
+    ("/search \"a\\b c\" d", ["a\\b c", "d"]),
+    ("/search it's \\n", ["it's", "\\n"]),  # an unclosed quote: split at blanks
+    ("/follow \"My blog\" https://e.org/feed", ["My blog", "https://e.org/feed"]),
+])
+def test_a_backslash_is_kept_as_typed(text: str, args: list[str]) -> None:
+    """A chat is not a shell: `\\LaTeX` is searched as written, not as `LaTeX`."""
+    from feedbot.bot import command_args
+
+    assert command_args(text) == args
+
+
+async def test_search_echoes_a_backslash_as_typed(bot: Any, api: FakeBotAPI) -> None:
+    [msg] = await ask(api, "/search \\LaTeX tables")
+    assert msg["text"].startswith("🔎 <b>Search</b>: \\LaTeX tables")
+
+
 async def test_search_without_words_gets_the_usage_and_a_stranger_nothing(
         bot: Any, api: FakeBotAPI) -> None:
     [usage] = await ask(api, "/search")
