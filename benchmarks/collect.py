@@ -136,7 +136,8 @@ def main() -> None:
     print("| run | wall s | speed-up vs baseline | result |")
     print("|---|---:|---:|---|")
     for name, t, summary, ratio in rows:
-        print(f"| {name} | {t:.2f} | {ratio:.1f}× | {summary} |")
+        shown = "–" if ratio != ratio else f"{ratio:.1f}×"  # nan: no baseline (--skip-baseline)
+        print(f"| {name} | {t:.2f} | {shown} | {summary} |")
 
 
 if __name__ == "__main__":

@@ -234,7 +234,8 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
     def show(report: Any) -> None:
         if bar is not None:
             bar.advance(bar.task_ids[0])
-        if echo and report.status not in ("disabled", "skipped"):
+        # a source skipped for a reason (collected by another process) is said; one not due is not
+        if echo and report.status != "disabled" and (report.status != "skipped" or report.error):
             if bar is not None:
                 bar.console.print(report.line(), markup=False, highlight=False)
             else:

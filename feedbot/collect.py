@@ -21,21 +21,25 @@ other sources go on. After a full disk, the sources not yet recorded are not fet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import hashlib
 import logging
 import os
 import random
 import sqlite3
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
+from . import locks
 from .collectors import Collected, Context, SourceDisabled, SourceError, first_leaf
 from .collectors.arxiv_api import (
     AUTHOR_BATCH,
@@ -367,18 +371,82 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
         db = inline(store)
     meta = ctx.extra.get("meta")
     deferred = meta if isinstance(meta, DeferredMeta) else None
+    keys = deferred.keys_for(spec) if deferred else ()
     try:
-        state, cached = await db(_begin, spec.name, deferred.keys_for(spec) if deferred else ())
+        state, cached, path = await db(_begin, spec.name, keys)
     except sqlite3.Error as trouble:
         return _unrecorded(spec, trouble)
-    if deferred is not None:
-        deferred.load(cached)
     if due_only and not is_due(state, spec.interval, ctx.now):
         return SourceReport(spec.name, spec.label, "skipped")
     collector = table.get(spec.kind)
     if collector is None:
         return SourceReport(spec.name, spec.label, "disabled",
                             error=f"no collector for {spec.kind} sources")
+    patience = max(ctx.deadline, 10.0) * LOCK_PATIENCE
+    async with _alone(source_lock(path, spec.name), patience) as turn:
+        if turn == "busy":
+            return SourceReport(spec.name, spec.label, "skipped",
+                                error=f"another feedbot process has been collecting it for over "
+                                      f"{patience:g} s")
+        if turn == "waited":  # another process was collecting it: did it record an outcome?
+            try:
+                after, cached, _ = await db(_begin, spec.name, keys)
+            except sqlite3.Error as trouble:
+                return _unrecorded(spec, trouble)
+            if _attempted(after) != _attempted(state):
+                return SourceReport(spec.name, spec.label, "skipped",
+                                    error="collected meanwhile by another feedbot process")
+            state = after
+        if deferred is not None:
+            deferred.load(cached)
+        return await _collect_held(ctx, spec, state, collector, db, deferred)
+
+
+LOCK_PATIENCE = 2  # × a fetch's deadline: how long a source held by another process is waited for
+LOCK_POLL = 0.2  # seconds between looks at a source held by another process
+
+
+def source_lock(db_path: str, name: str) -> Path | None:
+    """The file that the process collecting source `name` into the database at `db_path` holds
+    (None for a database in memory, which no other process can reach)."""
+    if db_path == ":memory:":
+        return None
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return Path(f"{db_path}.collect-{digest}.lock")
+
+
+@contextlib.asynccontextmanager
+async def _alone(lock: Path | None, patience: float) -> AsyncIterator[str]:
+    """Hold `lock` between processes while a source is collected: yields "at once", "waited"
+    (another feedbot process held it first), or "busy" (it still held it after `patience`
+    seconds; nothing is held then). Two processes collecting at once (the daemon and `feedbot
+    digest`) fetch each source once, not twice. Where a lock cannot be had at all (no fcntl,
+    the file cannot be created), the source is collected unlocked."""
+    if lock is None:
+        yield "at once"
+        return
+    waited = False
+    give_up = time.monotonic() + patience
+    while True:
+        with locks.try_exclusive(lock, unlockable=True) as held:
+            if held:
+                yield "waited" if waited else "at once"
+                return
+        if time.monotonic() >= give_up:
+            yield "busy"
+            return
+        waited = True
+        await asyncio.sleep(LOCK_POLL)
+
+
+def _attempted(state: SourceState) -> tuple[datetime | None, datetime | None, int]:
+    return state.last_attempt, state.last_error_at, state.failures
+
+
+async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
+                        collector: Collector, db: StoreCall,
+                        deferred: DeferredMeta | None) -> SourceReport:
+    """`collect_one`'s work once the source is held: fetch, record, report."""
     started = time.monotonic()
     try:
         got = await collector(ctx, spec, state)
@@ -471,8 +539,8 @@ def _states(store: Store, names: Sequence[str]) -> dict[str, SourceState]:
 
 
 def _begin(store: Store, name: str, keys: Sequence[str]
-           ) -> tuple[SourceState, dict[str, str | None]]:
-    return store.source_state(name), {key: store.get_meta(key) for key in keys}
+           ) -> tuple[SourceState, dict[str, str | None], str]:
+    return store.source_state(name), {key: store.get_meta(key) for key in keys}, store.path
 
 
 def _write_meta(store: Store, meta: dict[str, str]) -> None:
@@ -552,6 +620,7 @@ def summarize(reports: Sequence[SourceReport]) -> str:
     ok = sum(r.status in ("ok", "not-modified") for r in reports)
     err = sum(r.status == "error" for r in reports)
     new = sum(r.new for r in reports)
+    held = sum(r.status == "skipped" and bool(r.error) for r in reports)  # by another process
     n = len(reports)
     return (f"{n} source{'s' if n != 1 else ''}: {ok} ok, {err} failed, "
-            f"{new} new item{'s' if new != 1 else ''}")
+            + (f"{held} skipped, " if held else "") + f"{new} new item{'s' if new != 1 else ''}")

@@ -4,7 +4,8 @@
 sources.yaml (`sources_edit`) and the ONNX export of a model (`backends`). `shared`: any number
 of holders at once, none while an exclusive holder has it (a process loading a model's ONNX
 export, so that no other one removes it meanwhile). `try_exclusive`: the exclusive lock if no one
-holds it, without waiting (removing an export no process uses). Where there is no fcntl
+holds it, without waiting (removing an export no process uses; a source being collected, which
+`collect` polls for so that two processes never fetch one source at once). Where there is no fcntl
 (Windows), or the lock file cannot be created, the work goes ahead unlocked: the caller then
 reports its own error, if any.
 """
@@ -40,17 +41,18 @@ def shared(lock: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def try_exclusive(lock: Path) -> Iterator[bool]:
+def try_exclusive(lock: Path, *, unlockable: bool = False) -> Iterator[bool]:
     """`exclusive` without waiting: yields True with the lock held, or False, holding nothing,
-    when another holder (shared or exclusive, in any process) has it or the lock file cannot be
-    created. Without fcntl (Windows) it yields True, unlocked: callers that remove what others
-    may use need another safeguard there."""
-    with _held(lock, "try") as held:
+    when another holder (shared or exclusive, in any process) has it. When the lock file cannot
+    be created it yields `unlockable`: False for callers that must not go ahead unlocked, True
+    for those that may. Without fcntl (Windows) it yields True, unlocked: callers that remove
+    what others may use need another safeguard there."""
+    with _held(lock, "try", unlockable) as held:
         yield held
 
 
 @contextlib.contextmanager
-def _held(lock: Path, mode: str) -> Iterator[bool]:
+def _held(lock: Path, mode: str, unlockable: bool = False) -> Iterator[bool]:
     if fcntl is None:
         yield True
         return
@@ -60,7 +62,7 @@ def _held(lock: Path, mode: str) -> Iterator[bool]:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:  # no such directory, or a read-only one
-            yield mode != "try"
+            yield mode != "try" or unlockable
             return
         try:
             fcntl.flock(fd, op)

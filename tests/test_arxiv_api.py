@@ -139,6 +139,47 @@ def test_the_next_request_waits_the_full_spacing_after_any_failure(
     assert two.at - one.at >= 0.45 + (0.3 if wait else 0.0), two.at - one.at
 
 
+def test_two_processes_share_one_turn_and_its_spacing(server: LocalServer,
+                                                      tmp_path: Path) -> None:
+    """The daemon and a `feedbot digest` beside it each have their own gate (here: two gates,
+    each collecting in its own thread and event loop). arXiv still gets one request at a time
+    from this machine, each `delay` after the last one ended."""
+    server.add("/api/query", body=FEED, content_type="application/atom+xml", delay=0.1)
+
+    def process(k: int) -> threading.Thread:
+        def work() -> None:
+            collect(queries(f"p{k}a", f"p{k}b"), Store(tmp_path / f"db{k}.sqlite"), now=NOW,
+                    arxiv=gate_for(server, delay=0.4))
+        thread = threading.Thread(target=work)
+        thread.start()
+        return thread
+
+    for thread in [process(1), process(2)]:
+        thread.join(30)
+    starts = sorted(hit.at for hit in server.hits("/api/query"))
+    assert len(starts) == 4
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.1 + 0.4 - 0.05, gaps  # the answer's 0.1 s, then the spacing
+
+
+@pytest.mark.parametrize("left", [b"99999999999.000000", b"not a time", b""])
+def test_a_turn_file_from_another_boot_or_damaged_costs_at_most_the_spacing(
+        left: bytes, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """After a reboot the monotonic clock starts again near 0, so the last request's time
+    left in the file lies far ahead: no one may wait for it (at most one spacing)."""
+    from feedbot.collectors.arxiv_api import ARXIV_TURN
+
+    server.add("/api/query", body=FEED, content_type="application/atom+xml")
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    (feedbot_env / ARXIV_TURN).write_bytes(left)
+    started = time.monotonic()
+    (report,) = collect(queries("a"), Store(tmp_path / "db.sqlite"), now=NOW,
+                        arxiv=gate_for(server, delay=0.3))
+    assert report.status == "ok"
+    assert time.monotonic() - started < 5
+    assert float((feedbot_env / ARXIV_TURN).read_text()) <= time.monotonic()  # mended
+
+
 # --- 5. which errors are retried, Retry-After, arXiv's explanation ------------------------------
 
 def test_a_400_is_not_retried_and_says_what_arxiv_said(server: LocalServer,

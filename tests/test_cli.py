@@ -95,6 +95,26 @@ def test_collect_reports_every_source_and_exits_0(sources: Path, use_fake_embedd
     assert again.stdout.splitlines()[0] == "Vision Lab: not modified"
 
 
+def test_collect_says_which_source_another_process_held(
+        sources: Path, use_fake_embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedbot import collect as collect_mod
+    from feedbot import locks
+    from feedbot.config import feedbot_home
+
+    monkeypatch.setattr(collect_mod, "LOCK_PATIENCE", 0.01)  # × the 60 s deadline: 0.6 s
+    feedbot_home().mkdir(parents=True, exist_ok=True)
+    lock = collect_mod.source_lock(str(feedbot_home() / "feedbot.db"), "Vision Lab")
+    assert lock is not None
+    with locks.exclusive(lock):  # as the daemon would while it fetches that blog
+        result = invoke("collect")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert ("Vision Lab: skipped: another feedbot process has been collecting it for over "
+            "0.6 s") in lines
+    assert "Notes: 2 new (2 in feed)" in lines
+    assert lines[-1] == "3 sources: 1 ok, 1 failed, 1 skipped, 2 new items"
+
+
 def test_collect_unknown_source_is_a_usage_error(sources: Path) -> None:
     result = invoke("collect", "--source", "nope")
     assert result.exit_code == 2

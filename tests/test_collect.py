@@ -889,3 +889,107 @@ def test_a_source_that_cannot_be_recorded_stops_nothing(server: LocalServer, tmp
     assert again.line() == "B: 1 new (1 in feed)"
     assert "if-none-match" not in server.hits("/B.xml")[-1].headers
     store.close()
+
+
+# --- two processes collecting at once (the daemon and `feedbot digest` beside it) ---------------
+
+def _entries(prefix: str, n: int = 3) -> list[dict[str, str]]:
+    return [{"title": f"{prefix} {i}", "link": f"https://e.org/{prefix}/{i}"} for i in range(n)]
+
+
+def _collect_apart(cfg: object, db: Path, out: dict[str, dict], key: str) -> threading.Thread:
+    """A collection with its own database connection and event loop, as another process has
+    (flock locks held through two open files conflict within one process too)."""
+    def work() -> None:
+        store = Store(db)
+        try:
+            out[key] = {r.name: r for r in collect(cfg, store, now=NOW)}  # type: ignore[arg-type]
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    give_up = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < give_up, "timed out"
+        time.sleep(0.02)
+
+
+def test_two_collections_at_once_fetch_a_source_once(server: LocalServer, tmp_path: Path) -> None:
+    slow = server.add("/slow", body=atom_feed(_entries("slow")), delay=0.8,
+                      content_type="application/atom+xml")
+    quick = server.add("/quick", body=atom_feed(_entries("quick")),
+                       content_type="application/atom+xml")
+    cfg, db, out = feeds_config({"slow": slow, "quick": quick}), tmp_path / "db.sqlite", {}
+    first = _collect_apart(cfg, db, out, "first")
+    _wait_for(lambda: len(server.hits("/slow")) == 1)  # the first is fetching it now
+    second = _collect_apart(cfg, db, out, "second")
+    first.join(30)
+    second.join(30)
+    assert len(server.hits("/slow")) == 1
+    assert (out["first"]["slow"].status, out["first"]["slow"].new) == ("ok", 3)
+    assert out["second"]["slow"].line() == \
+        "slow: skipped: collected meanwhile by another feedbot process"
+    assert len(server.hits("/quick")) == 2  # not held when the second came: fetched again
+    with Store(db) as store:
+        assert store.item_count("slow") == 3 and store.item_count("quick") == 3
+
+
+def test_a_source_whose_holder_recorded_nothing_is_fetched_after_it(
+        server: LocalServer, tmp_path: Path) -> None:
+    """A process killed mid-fetch lets go of its lock (the kernel drops it) without recording
+    an outcome: the waiting collection then fetches the source itself."""
+    from feedbot import locks
+    from feedbot.collect import source_lock
+
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    db = tmp_path / "db.sqlite"
+    Store(db).close()
+    lock = source_lock(str(db), "f")
+    assert lock is not None
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.exclusive(lock):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    store = Store(db)
+    (report,) = collect(feeds_config({"f": url}), store, now=NOW)  # type: ignore[arg-type]
+    thread.join(10)
+    assert (report.status, report.new) == ("ok", 3)
+    assert len(server.hits("/f")) == 1
+    assert not lock.exists()  # no lock file is left beside the database
+
+
+def test_a_source_held_past_patience_is_skipped_and_said(
+        server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedbot import collect as collect_mod
+    from feedbot import locks
+    from feedbot.collect import source_lock
+
+    monkeypatch.setattr(collect_mod, "LOCK_PATIENCE", 0.03)  # × the 60 s deadline: 1.8 s
+    held_url = server.add("/held", body=atom_feed(_entries("held")),
+                          content_type="application/atom+xml")
+    free_url = server.add("/free", body=atom_feed(_entries("free")),
+                          content_type="application/atom+xml")
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    lock = source_lock(str(db), "held")
+    assert lock is not None
+    with locks.exclusive(lock):
+        reports = {r.name: r for r in collect(  # type: ignore[arg-type]
+            feeds_config({"held": held_url, "free": free_url}), store, now=NOW)}
+    assert reports["held"].line() == \
+        "held: skipped: another feedbot process has been collecting it for over 1.8 s"
+    assert server.hits("/held") == []
+    assert (reports["free"].status, reports["free"].new) == ("ok", 3)  # the rest go on
+    assert store.source_state("held").last_attempt is None  # nothing recorded: due next time

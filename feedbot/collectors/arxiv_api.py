@@ -20,9 +20,15 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): the spacing holds within each process only
+    fcntl = None  # type: ignore[assignment]
 
 import arxiv
 import requests
@@ -30,7 +36,7 @@ import urllib3
 from lxml import etree
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from ..config import SourceSpec
+from ..config import SourceSpec, feedbot_home
 from ..http import DEADLINE, parse_retry_after
 from ..items import Item, split_arxiv_id, utc
 from ..store import SourceState
@@ -39,6 +45,7 @@ from . import Collected, Context, SourceError, in_daemon_thread
 
 API_URL = "https://export.arxiv.org/api/query?{}"
 DELAY = 3.0  # arXiv's terms of use: no more than one request every three seconds
+ARXIV_TURN = ".arxiv-turn"  # in $FEEDBOT_HOME: when this machine's last arXiv request ended
 MAX_PAGE = 2000  # the most results arXiv's API returns for one request
 AUTHOR_BATCH = 20  # names per batched author query: one request, a URL well under 2 KB
 BATCH_MAX_RESULTS = 1000  # results asked for in one batched author query (20 people × 50)
@@ -161,13 +168,18 @@ class _TimeoutSession(requests.Session):
     - Spacing: every request (the package's retries too) starts `delay` seconds after the
       previous one ended, however it ended, counted in monotonic time. The package counts by the
       wall clock (`datetime.now()`, naive local time): set back an hour (daylight saving time
-      ending, an NTP correction), it slept that hour before the next request."""
+      ending, an NTP correction), it slept that hour before the next request.
+    - Between processes: with `turn` (a file in $FEEDBOT_HOME), the spacing and "one request
+      at a time" hold for every feedbot process of the machine (the daemon, and `feedbot
+      digest` beside it), not only within this one (`_turn`)."""
 
-    def __init__(self, timeout: float, deadline: float = DEADLINE, delay: float = 0.0) -> None:
+    def __init__(self, timeout: float, deadline: float = DEADLINE, delay: float = 0.0,
+                 turn: Path | None = None) -> None:
         super().__init__()
         self._timeout = timeout
         self._deadline = deadline
         self._delay = delay
+        self._turn_file = turn
         self._last_done: float | None = None  # time.monotonic() when the last request ended
         for adapter in self.adapters.values():
             manager = getattr(adapter, "poolmanager", None)
@@ -181,16 +193,46 @@ class _TimeoutSession(requests.Session):
             if wait > 0:
                 time.sleep(wait)
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This machine's turn to ask arXiv: an flock on the turn file, which holds when the
+        last request of any process ended (`time.monotonic()`, one clock for every process of
+        a boot; a time from an earlier boot makes no one wait longer than `delay`). Without
+        the file (none given, no fcntl, a read-only home), only this process's spacing holds."""
+        fd = None
+        if self._turn_file is not None and fcntl is not None:
+            with contextlib.suppress(OSError):
+                self._turn_file.parent.mkdir(parents=True, exist_ok=True)  # as Store does
+                fd = os.open(self._turn_file, os.O_RDWR | os.O_CREAT, 0o600)
+        if fd is None:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by closing
+            with contextlib.suppress(OSError, ValueError):
+                last = float(os.pread(fd, 32, 0).decode("ascii").strip() or "nan")
+                wait = min(last + self._delay - time.monotonic(), self._delay)
+                if wait > 0:
+                    time.sleep(wait)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.pwrite(fd, f"{time.monotonic():.6f}".encode().ljust(32), 0)
+        finally:
+            os.close(fd)
+
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         limit = min(self._timeout, self._deadline)
         kwargs.setdefault("timeout", (limit, limit))
         kwargs["stream"] = True
-        self._wait_for_spacing()
-        try:
-            with _Deadline(self._deadline) as deadline:
-                response = self._request_within(deadline, args, kwargs)
-        finally:
-            self._last_done = time.monotonic()
+        with self._turn():
+            self._wait_for_spacing()
+            try:
+                with _Deadline(self._deadline) as deadline:
+                    response = self._request_within(deadline, args, kwargs)
+            finally:
+                self._last_done = time.monotonic()
         if response.status_code == 200:
             problem = not_a_feed(response.content)
             if problem:
@@ -284,7 +326,8 @@ class ArxivGate:
             or API_URL
         if "{}" not in self.client.query_url_format:
             self.client.query_url_format = self.client.query_url_format.rstrip("?") + "?{}"
-        self.client._session = _TimeoutSession(timeout, deadline, delay)
+        turn = feedbot_home() / ARXIV_TURN if delay > 0 else None
+        self.client._session = _TimeoutSession(timeout, deadline, delay, turn)
         self.lock = asyncio.Lock()
         self.down_until = 0.0  # time.monotonic() before which arXiv is known unreachable
         self.down_reason = ""
