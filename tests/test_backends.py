@@ -839,6 +839,7 @@ def test_restricted_cores_counts_the_allowed_physical_cores(
     # 2 packages × 2 cores × 2 hyperthreads: CPUs 0–3 on package 0, 4–7 on package 1
     _fake_topology(tmp_path, {cpu: (cpu // 4, (cpu % 4) // 2) for cpu in range(8)})
     monkeypatch.setattr(backends, "_SYS_CPU", tmp_path)
+    monkeypatch.setattr(backends, "cpu_quota", lambda: None)  # whatever this machine's cgroup says
     backends._physical_cores.cache_clear()
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     fingerprint = {**backends._hardware_and_versions(), "cuda_visible_devices": None}
@@ -853,3 +854,86 @@ def test_restricted_cores_counts_the_allowed_physical_cores(
         else:
             assert got["usable_cores"] == want
     backends._physical_cores.cache_clear()
+
+
+def _cgroup_files(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "proc-cgroup").write_text(proc)
+    return root, tmp_path / "proc-cgroup"
+
+
+@pytest.mark.parametrize(("proc", "files", "quota"), [
+    # cgroup v2, the container's own cgroup as the root of /sys/fs/cgroup (docker --cpus 2)
+    ("0::/\n", {"cpu.max": "200000 100000\n"}, 2.0),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    # v2 on a host: the tightest along the path counts (a limit on the parent slice)
+    ("0::/user.slice/feedbot.service\n",
+     {"user.slice/feedbot.service/cpu.max": "max 100000\n",
+      "user.slice/cpu.max": "150000 100000\n", "cpu.max": "max 100000\n"}, 1.5),
+    # cgroup v1, with the controllers mounted together
+    ("12:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+     {"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+     0.5),
+    ("1:cpu:/fbtest\n", {"cpu/fbtest/cpu.cfs_quota_us": "-1\n",
+                         "cpu/fbtest/cpu.cfs_period_us": "100000\n"}, None),
+    ("1:cpu:/\n", {}, None),  # nothing to read
+    ("0::/\n", {"cpu.max": "garbage\n"}, None),
+])
+def test_cpu_quota_reads_cgroup_v1_and_v2(proc: str, files: dict[str, str], quota: float | None,
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, proc_file = _cgroup_files(tmp_path, proc, files)
+    monkeypatch.setattr(backends, "_CGROUP_FS", root)
+    monkeypatch.setattr(backends, "_PROC_CGROUP", proc_file)
+    assert backends.cpu_quota() == quota
+
+
+@pytest.mark.parametrize(("quota", "allowed", "want"), [
+    (None, None, None),  # the whole machine
+    (2.0, None, 2), (0.5, None, 1), (1.5, None, 2),  # a quota rounds up
+    (8.0, None, None),  # a quota above the cores limits nothing
+    (8.0, 3, 3), (1.0, 3, 1),  # affinity and quota: the tighter
+])
+def test_thread_budget_is_the_tighter_of_affinity_and_quota(
+        quota: float | None, allowed: int | None, want: int | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "cpu_quota", lambda: quota)
+    monkeypatch.setattr(backends, "restricted_cores", lambda: allowed)
+    monkeypatch.setattr(backends, "_physical_cores", lambda cpus: 4)  # a 4-core machine
+    assert backends.thread_budget() == want
+    fingerprint = backends.machine_fingerprint()
+    assert fingerprint.get("usable_cores") == want
+
+
+def _can_make_cgroup() -> bool:
+    cpu = Path("/sys/fs/cgroup/cpu")
+    return (cpu / "cpu.cfs_quota_us").exists() and os.access(cpu, os.W_OK) \
+        and (os.cpu_count() or 1) >= 2
+
+
+@pytest.mark.skipif(not _can_make_cgroup(), reason="needs a writable cgroup v1 cpu controller")
+def test_in_a_cgroup_with_one_cpu_of_quota_every_library_runs_one_thread(
+        model_ref: str, onnx_home: Path, tmp_path: Path) -> None:
+    """A real cgroup, as `docker --cpus 1` makes one: onnxruntime and OpenVINO are given one
+    thread, and the choice is keyed by it."""
+    group = Path("/sys/fs/cgroup/cpu") / f"feedbot-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_quota_us").write_text("100000")  # one period's worth: 1 CPU
+        code = ("import sys; from feedbot import backends; "
+                "e = backends.OnnxEncoder(sys.argv[1], 'onnx-fp32'); "
+                "print(backends.thread_budget(), "
+                "e.session.get_session_options().intra_op_num_threads, "
+                "backends.machine_fingerprint()['usable_cores'])")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBOT_")}
+        env["FEEDBOT_HOME"] = str(onnx_home)
+        out = subprocess.run(
+            [sys.executable, "-c", code, model_ref], env=env, capture_output=True, text=True,
+            check=True, cwd=Path(__file__).resolve().parents[1],
+            preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())))
+        assert out.stdout.split() == ["1", "1", "1"]
+    finally:
+        with contextlib.suppress(OSError):
+            group.rmdir()
