@@ -111,7 +111,9 @@ def cpus() -> str:
     """The CPUs this run may use: under taskset or a cpuset, fewer than the machine has."""
     total = os.cpu_count() or 1
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
-    return f"{total} CPUs" if allowed == total else f"{allowed} of {total} CPUs (affinity)"
+    shown = f"{total} CPUs" if allowed == total else f"{allowed} of {total} CPUs (affinity)"
+    quota = backends.cpu_quota()
+    return shown if quota is None else f"{shown}, a CPU quota of {quota:g}"
 
 
 def table(rows: list[dict], auto: str) -> str:
