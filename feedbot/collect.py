@@ -383,12 +383,17 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
         return SourceReport(spec.name, spec.label, "disabled",
                             error=f"no collector for {spec.kind} sources")
     patience = max(ctx.deadline, 10.0) * LOCK_PATIENCE
-    async with _alone(source_lock(path, spec.name), patience) as turn:
+    lock = source_lock(path, spec.name)
+    writes: list[asyncio.Future[Any]] = []  # an outcome still being written when cancelled
+    async with _alone(lock, patience, writes) as turn:
         if turn == "busy":
             return SourceReport(spec.name, spec.label, "skipped",
                                 error=f"another feedbot process has been collecting it for over "
                                       f"{patience:g} s")
-        if turn == "waited":  # another process was collecting it: did it record an outcome?
+        # Another process may have collected it since `state` was read: while we waited for
+        # it ("waited"), or whole between that read and the lock, which was then free at once
+        # (the daemon reads on its collection thread, so that gap is a thread's turn long).
+        if lock is not None:  # did it record an outcome?
             try:
                 after, cached, _ = await db(_begin, spec.name, keys)
             except sqlite3.Error as trouble:
@@ -399,7 +404,7 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
             state = after
         if deferred is not None:
             deferred.load(cached)
-        return await _collect_held(ctx, spec, state, collector, db, deferred)
+        return await _collect_held(ctx, spec, state, collector, db, deferred, writes)
 
 
 LOCK_PATIENCE = 2  # × a fetch's deadline: how long a source held by another process is waited for
@@ -416,21 +421,39 @@ def source_lock(db_path: str, name: str) -> Path | None:
 
 
 @contextlib.asynccontextmanager
-async def _alone(lock: Path | None, patience: float) -> AsyncIterator[str]:
+async def _alone(lock: Path | None, patience: float,
+                 writes: Sequence[asyncio.Future[Any]] = ()) -> AsyncIterator[str]:
     """Hold `lock` between processes while a source is collected: yields "at once", "waited"
     (another feedbot process held it first), or "busy" (it still held it after `patience`
     seconds; nothing is held then). Two processes collecting at once (the daemon and `feedbot
     digest`) fetch each source once, not twice. Where a lock cannot be had at all (no fcntl,
-    the file cannot be created), the source is collected unlocked."""
+    the file cannot be created), the source is collected unlocked.
+
+    Cancelled while its outcome is being written on the store's thread (`writes`: that call,
+    which goes on to its end), the lock is let go only once the write has ended, without
+    making the cancellation wait: a process waiting for the source would otherwise find no
+    outcome recorded yet and fetch it again."""
     if lock is None:
         yield "at once"
         return
     waited = False
     give_up = time.monotonic() + patience
     while True:
-        with locks.try_exclusive(lock, unlockable=True) as held:
+        with contextlib.ExitStack() as stack:
+            held = stack.enter_context(locks.try_exclusive(lock, unlockable=True))
             if held:
-                yield "waited" if waited else "at once"
+                try:
+                    yield "waited" if waited else "at once"
+                except BaseException:
+                    pending = [w for w in writes if not w.done()]
+                    if pending:  # let go when the write ends (see above); there is one
+                        release = stack.pop_all()
+
+                        def let_go(_: asyncio.Future[Any], release: Any = release) -> None:
+                            release.close()
+
+                        pending[0].add_done_callback(let_go)
+                    raise
                 return
         if time.monotonic() >= give_up:
             yield "busy"
@@ -444,9 +467,21 @@ def _attempted(state: SourceState) -> tuple[datetime | None, datetime | None, in
 
 
 async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
-                        collector: Collector, db: StoreCall,
-                        deferred: DeferredMeta | None) -> SourceReport:
-    """`collect_one`'s work once the source is held: fetch, record, report."""
+                        collector: Collector, db: StoreCall, deferred: DeferredMeta | None,
+                        writes: list[asyncio.Future[Any]] | None = None) -> SourceReport:
+    """`collect_one`'s work once the source is held: fetch, record, report. A write of the
+    outcome still going on when this is cancelled is put in `writes` (see `_alone`)."""
+
+    async def record(fn: Callable[..., _T], /, *args: Any) -> _T:
+        write = asyncio.ensure_future(db(fn, *args))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            if not write.done() and writes is not None:
+                write.add_done_callback(lambda w: w.cancelled() or w.exception())
+                writes.append(write)
+            raise
+
     started = time.monotonic()
     try:
         got = await collector(ctx, spec, state)
@@ -460,16 +495,16 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
             log.error("collecting %s failed", spec.name, exc_info=caught)
             msg, retry_after = f"unexpected {type(e).__name__}: {e}", None
         try:
-            await db(_failed, spec.name, ctx.now, msg, retry_after,
-                     deferred.take() if deferred else {})
+            await record(_failed, spec.name, ctx.now, msg, retry_after,
+                         deferred.take() if deferred else {})
         except sqlite3.Error as trouble:
             return _unrecorded(spec, trouble, msg, time.monotonic() - started)
         return SourceReport(spec.name, spec.label, "error", error=msg,
                             seconds=time.monotonic() - started)
     items = [clamp_future(it, ctx.now) for it in got.items]
     try:
-        result = await db(_succeeded, spec.name, ctx.now, items, got,
-                          deferred.take() if deferred else {})
+        result = await record(_succeeded, spec.name, ctx.now, items, got,
+                              deferred.take() if deferred else {})
     except sqlite3.Error as trouble:
         return _unrecorded(spec, trouble, seconds=time.monotonic() - started)
     status = "not-modified" if got.not_modified else "ok"

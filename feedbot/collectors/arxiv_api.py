@@ -180,6 +180,7 @@ class _TimeoutSession(requests.Session):
         self._deadline = deadline
         self._delay = delay
         self._turn_file = turn
+        self._turn_stuck = False  # another process held the turn past all patience (`_turn`)
         self._last_done: float | None = None  # time.monotonic() when the last request ended
         for adapter in self.adapters.values():
             manager = getattr(adapter, "poolmanager", None)
@@ -198,7 +199,13 @@ class _TimeoutSession(requests.Session):
         """This machine's turn to ask arXiv: an flock on the turn file, which holds when the
         last request of any process ended (`time.monotonic()`, one clock for every process of
         a boot; a time from an earlier boot makes no one wait longer than `delay`). Without
-        the file (none given, no fcntl, a read-only home), only this process's spacing holds."""
+        the file (none given, no fcntl, a read-only home), only this process's spacing holds.
+
+        A holder keeps the turn for at most two spacings and one request's deadline. One that
+        keeps it far longer is stopped (Ctrl-Z) or stuck: it is waited for a bounded time (this
+        thread must bound its time, see `in_daemon_thread`), then the request goes ahead
+        without the turn, still spaced after the time in the file, and later ones do not wait
+        for that holder again (only until the turn is had once more)."""
         fd = None
         if self._turn_file is not None and fcntl is not None:
             with contextlib.suppress(OSError):
@@ -208,7 +215,20 @@ class _TimeoutSession(requests.Session):
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by closing
+            patience = 0.0 if self._turn_stuck else 2 * (self._deadline + 2 * self._delay)
+            give_up = time.monotonic() + patience
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by closing
+                    self._turn_stuck = False
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= give_up:
+                        self._turn_stuck = True
+                        break
+                    time.sleep(0.005)  # short: a holder asking again at once may not win
+                except OSError:  # no locks on this file system: as without the file
+                    break
             with contextlib.suppress(OSError, ValueError):
                 last = float(os.pread(fd, 32, 0).decode("ascii").strip() or "nan")
                 wait = min(last + self._delay - time.monotonic(), self._delay)

@@ -1,0 +1,266 @@
+"""Two feedbot processes collecting at once: the per-source lock beside the database and
+arXiv's turn in $FEEDBOT_HOME, pushed at their edges (a holder finishing between a read and
+the lock, a stopped holder, a cancelled write on the daemon's collection thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from feedbot import collect as collect_mod
+from feedbot import locks
+from feedbot.collect import collect, collect_async, collect_one, source_lock
+from feedbot.collectors import Context
+from feedbot.collectors.arxiv_api import ARXIV_TURN, ArxivGate
+from feedbot.config import SourceSpec, load_config
+from feedbot.http import make_client
+from feedbot.store import Store
+
+from .support import FIXTURES, LocalServer, atom_feed
+
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+FEED = (FIXTURES / "arxiv_author_batch.xml").read_bytes()
+
+
+def _entries(prefix: str, n: int = 3) -> list[dict[str, str]]:
+    return [{"title": f"{prefix} {i}", "link": f"https://e.org/{prefix}/{i}"} for i in range(n)]
+
+
+def feeds_config(feeds: dict[str, str]) -> SimpleNamespace:
+    specs = [SourceSpec(name, "feed", url, name) for name, url in feeds.items()]
+    return SimpleNamespace(sources=lambda: specs)
+
+
+def queries(*names: str) -> Any:
+    lines = ["learner:", "  stage: cnn", "arxiv:"]
+    for n in names:
+        lines += [f"  - name: {n}", f"    query: 'all:{n}'", "    max_results: 10"]
+    return load_config("sources.yaml", text="\n".join(lines) + "\n")
+
+
+def in_another_process(work: Callable[[], Any]) -> Any:
+    """`work()` with its own event loop and connections, as another process has (flock locks
+    held through two open files conflict within one process too)."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    thread.join(30)
+    assert out, "the other collection did not finish"
+    return out[0]
+
+
+# --- 1. a holder that finishes between this process's read of the state and its lock --------
+
+def test_a_source_collected_whole_between_the_state_read_and_the_lock_is_not_fetched_again(
+        server: LocalServer, tmp_path: Path) -> None:
+    """The daemon reads a source's state on its collection thread; before the event loop takes
+    the source's lock, `feedbot digest` collects that source whole (fetch, record, let go). The
+    lock is then free at once, but the source was just collected by another process."""
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
+    store = Store(db_path)
+    others: list[Any] = []
+
+    def other_collection() -> Any:
+        other = Store(db_path)
+        try:
+            return collect(cfg, other, now=NOW + timedelta(seconds=1))  # type: ignore[arg-type]
+        finally:
+            other.close()
+
+    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
+        result = fn(store, *args)
+        if fn is collect_mod._begin and not others:
+            others.append(in_another_process(other_collection))
+        return result
+
+    (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
+    (theirs,) = others[0]
+    assert (theirs.status, theirs.new) == ("ok", 3)
+    assert len(server.hits("/f")) == 1, "fetched twice"
+    assert report.line() == "f: skipped: collected meanwhile by another feedbot process"
+    store.close()
+
+
+# --- 2. arXiv's turn held by a process that does not go on ------------------------------------
+
+_STOPPED_HOLDER = """
+import fcntl, os, signal, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def test_an_arxiv_turn_held_by_a_stopped_process_is_waited_for_a_bounded_time(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """`feedbot run` stopped with Ctrl-Z (SIGSTOP) in the middle of an arXiv request keeps the
+    turn's flock for as long as it is stopped. A `feedbot digest` beside it must not wait for
+    ever: the request thread's time must stay bounded (`in_daemon_thread`'s contract), the
+    first request after at most a few deadlines, and the next ones without waiting again."""
+    server.add("/api/query", body=FEED, content_type="application/atom+xml")
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", _STOPPED_HOLDER,
+                               str(feedbot_env / ARXIV_TURN)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.2, retries=0,
+                         deadline=1.0)
+        out: list[Any] = []
+        started = time.monotonic()
+
+        def work() -> None:
+            with Store(tmp_path / "db.sqlite") as store:
+                out.append(collect(queries("a", "b", "c", "d"), store, now=NOW, arxiv=gate))
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        thread.join(30)
+        took = time.monotonic() - started
+        assert not thread.is_alive(), "waiting for arXiv's turn for ever"
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+        thread.join(30)
+    assert [r.status for r in out[0]] == ["ok"] * 4
+    assert len(server.hits("/api/query")) == 4
+    # one patience, 2 × (1 s + 2 × 0.2 s), then no more waiting for that holder: not four
+    assert took < 8, took
+
+
+# --- 3. cancelled while the daemon's collection thread records the outcome -------------------
+
+def test_a_cancelled_collection_holds_the_source_until_its_outcome_is_written(
+        server: LocalServer, tmp_path: Path) -> None:
+    """In `feedbot run` the store work runs on the collection thread, and a cancelled call
+    still ends there (its transaction whole). Until it has, the source must stay held: a
+    process waiting for it would otherwise find no outcome recorded and fetch it again."""
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    db_path = tmp_path / "db.sqlite"
+    Store(db_path).close()
+    lock = source_lock(str(db_path), "f")
+    assert lock is not None
+    pool = ThreadPoolExecutor(1)
+    local = threading.local()
+    writing, may_write = threading.Event(), threading.Event()
+
+    def on_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        store = getattr(local, "store", None)
+        if store is None:
+            store = local.store = Store(db_path)
+        if fn is collect_mod._succeeded:  # a 500-item upsert, or a database held a while
+            writing.set()
+            may_write.wait(10)
+        return fn(store, *args)
+
+    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, on_thread, fn, *args)
+
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with make_client() as http:
+            ctx = Context(now=NOW, http=http, arxiv=ArxivGate(delay=0.0), extra={},
+                          deadline=10.0)
+            spec = SourceSpec("f", "feed", url, "f")
+            task = asyncio.create_task(collect_one(
+                ctx, None, spec, collect_mod.collectors(), db=db))
+            while not writing.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.sleep(0.3)  # the daemon goes on stopping; the write is still going
+            with locks.try_exclusive(lock) as free:
+                seen["free while writing"] = free
+            may_write.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    pool.shutdown(wait=True)
+    with Store(db_path) as store:
+        assert store.source_state("f").last_attempt == NOW  # the write did end, whole
+    assert seen["free while writing"] is False, "let go before its outcome was recorded"
+    assert not lock.exists()
+
+
+# --- 4. what is left beside the database and in FEEDBOT_HOME ----------------------------------
+
+def test_a_stale_lock_file_of_a_killed_process_is_taken_over_and_removed(
+        server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    db_path = tmp_path / "db.sqlite"
+    store = Store(db_path)
+    lock = source_lock(str(db_path), "f")
+    assert lock is not None
+    lock.write_bytes(b"")  # left by a process killed (SIGKILL) while it held the source
+    (report,) = collect(feeds_config({"f": url}), store, now=NOW)  # type: ignore[arg-type]
+    assert (report.status, report.new) == ("ok", 3)
+    assert not lock.exists()
+    store.close()
+
+
+def test_odd_source_names_collect_and_leave_no_lock_files(server: LocalServer,
+                                                          tmp_path: Path) -> None:
+    names = ["a/b", "../../x", "nul\x00in", "é" * 300, ""]
+    feeds = {n: server.add(f"/{i}", body=atom_feed(_entries(str(i))),
+                           content_type="application/atom+xml") for i, n in enumerate(names)}
+    store = Store(tmp_path / "db.sqlite")
+    reports = collect(feeds_config(feeds), store, now=NOW)  # type: ignore[arg-type]
+    assert [r.status for r in reports] == ["ok"] * len(names)
+    assert sorted(p.name for p in tmp_path.iterdir() if ".collect-" in p.name) == []
+    store.close()
+
+
+def test_a_database_in_memory_takes_no_lock(server: LocalServer, tmp_path: Path,
+                                            monkeypatch: Any) -> None:
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    monkeypatch.chdir(tmp_path)
+    store = Store(":memory:")
+    (report,) = collect(feeds_config({"f": url}), store, now=NOW)  # type: ignore[arg-type]
+    assert (report.status, report.new) == ("ok", 3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_that_cannot_be_created_collects_unlocked(
+        server: LocalServer, tmp_path: Path, monkeypatch: Any) -> None:
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    store = Store(tmp_path / "db.sqlite")
+    real_open = os.open
+
+    def refusing(path: Any, *args: Any, **kw: Any) -> int:
+        if ".collect-" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refusing)
+    (report,) = collect(feeds_config({"f": url}), store, now=NOW)  # type: ignore[arg-type]
+    assert (report.status, report.new) == ("ok", 3)
+    store.close()
+
+
+def test_a_damaged_or_huge_turn_file_costs_at_most_one_spacing(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    server.add("/api/query", body=FEED, content_type="application/atom+xml")
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    turn = feedbot_env / ARXIV_TURN
+    turn.write_bytes(b"inf" + b"\x00" * 29 + b"\xff" * 1_000_000)
+    started = time.monotonic()
+    gate = ArxivGate(api_url=server.url("/api/query?{}"), delay=0.3, retries=0)
+    reports = collect(queries("a"), Store(tmp_path / "db.sqlite"), now=NOW, arxiv=gate)
+    assert [r.status for r in reports] == ["ok"]
+    assert time.monotonic() - started < 10
+    assert float(turn.read_bytes()[:32].decode()) <= time.monotonic()
