@@ -412,12 +412,14 @@ LOCK_POLL = 0.2  # seconds between looks at a source held by another process
 
 
 def source_lock(db_path: str, name: str) -> Path | None:
-    """The file that the process collecting source `name` into the database at `db_path` holds
-    (None for a database in memory, which no other process can reach)."""
-    if db_path == ":memory:":
+    """The file that the process collecting source `name` into the database at `db_path` holds:
+    beside the database file itself, whatever path (a symbolic link, a relative path) each
+    process opened it by. None for a database in memory or SQLite's private temporary one
+    (`""`), which no other process can reach."""
+    if db_path in ("", ":memory:"):
         return None
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return Path(f"{db_path}.collect-{digest}.lock")
+    return Path(f"{os.path.realpath(db_path)}.collect-{digest}.lock")
 
 
 @contextlib.asynccontextmanager

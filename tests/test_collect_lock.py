@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from feedbot import collect as collect_mod
 from feedbot import locks
 from feedbot.collect import collect, collect_async, collect_one, source_lock
@@ -225,14 +227,31 @@ def test_odd_source_names_collect_and_leave_no_lock_files(server: LocalServer,
     store.close()
 
 
-def test_a_database_in_memory_takes_no_lock(server: LocalServer, tmp_path: Path,
+@pytest.mark.parametrize("where", [":memory:", ""])  # "": SQLite's private temporary database
+def test_a_database_in_memory_takes_no_lock(where: str, server: LocalServer, tmp_path: Path,
                                             monkeypatch: Any) -> None:
     url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
     monkeypatch.chdir(tmp_path)
-    store = Store(":memory:")
+    store = Store(where)
     (report,) = collect(feeds_config({"f": url}), store, now=NOW)  # type: ignore[arg-type]
     assert (report.status, report.new) == ("ok", 3)
     assert list(tmp_path.iterdir()) == []
+    assert source_lock(store.path, "f") is None  # no other process can reach it: no lock
+
+
+def test_one_database_reached_by_two_paths_has_one_lock(tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    """The daemon may open the database through a symbolic link (a home on another disk) and
+    `feedbot digest` through its real path, or a relative one: one source, one lock file."""
+    real = tmp_path / "disk" / "feedbot.db"
+    real.parent.mkdir()
+    real.touch()
+    (tmp_path / "home").symlink_to(real.parent)
+    monkeypatch.chdir(tmp_path)
+    paths = [str(real), str(tmp_path / "home" / "feedbot.db"), "disk/feedbot.db"]
+    locks_of = {source_lock(p, "Vision Lab") for p in paths}
+    assert len(locks_of) == 1
+    assert str(locks_of.pop()).startswith(str(real.resolve()))
 
 
 def test_a_lock_file_that_cannot_be_created_collects_unlocked(
