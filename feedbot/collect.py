@@ -385,14 +385,14 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
     patience = max(ctx.deadline, 10.0) * LOCK_PATIENCE
     lock = source_lock(path, spec.name)
     writes: list[asyncio.Future[Any]] = []  # an outcome still being written when cancelled
-    async with _alone(lock, patience, writes) as turn:
-        if turn == "busy":
+    async with _alone(lock, patience, writes) as held:
+        if not held:
             return SourceReport(spec.name, spec.label, "skipped",
                                 error=f"another feedbot process has been collecting it for over "
                                       f"{patience:g} s")
         # Another process may have collected it since `state` was read: while we waited for
-        # it ("waited"), or whole between that read and the lock, which was then free at once
-        # (the daemon reads on its collection thread, so that gap is a thread's turn long).
+        # the lock, or whole between that read and the lock, which was then free at once (the
+        # daemon reads on its collection thread, so that gap is a thread's turn long).
         if lock is not None:  # did it record an outcome?
             try:
                 after, cached, _ = await db(_begin, spec.name, keys)
@@ -424,28 +424,28 @@ def source_lock(db_path: str, name: str) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def _alone(lock: Path | None, patience: float,
-                 writes: Sequence[asyncio.Future[Any]] = ()) -> AsyncIterator[str]:
-    """Hold `lock` between processes while a source is collected: yields "at once", "waited"
-    (another feedbot process held it first), or "busy" (it still held it after `patience`
-    seconds; nothing is held then). Two processes collecting at once (the daemon and `feedbot
-    digest`) fetch each source once, not twice. Where a lock cannot be had at all (no fcntl,
-    the file cannot be created), the source is collected unlocked.
+                 writes: Sequence[asyncio.Future[Any]]) -> AsyncIterator[bool]:
+    """Hold `lock` between processes while a source is collected: yields True once it is held
+    (at once, or after another feedbot process let go of it), or False when another process
+    still held it after `patience` seconds (nothing is held then). Two processes collecting
+    at once (the daemon and `feedbot digest`) fetch each source once, not twice. Where a lock
+    cannot be had at all (no fcntl, the file cannot be created), the source is collected
+    unlocked.
 
     Cancelled while its outcome is being written on the store's thread (`writes`: that call,
     which goes on to its end), the lock is let go only once the write has ended, without
     making the cancellation wait: a process waiting for the source would otherwise find no
     outcome recorded yet and fetch it again."""
     if lock is None:
-        yield "at once"
+        yield True
         return
-    waited = False
     give_up = time.monotonic() + patience
     while True:
         with contextlib.ExitStack() as stack:
             held = stack.enter_context(locks.try_exclusive(lock, unlockable=True))
             if held:
                 try:
-                    yield "waited" if waited else "at once"
+                    yield True
                 except BaseException:
                     pending = [w for w in writes if not w.done()]
                     if pending:  # let go when the write ends (see above); there is one
@@ -458,9 +458,8 @@ async def _alone(lock: Path | None, patience: float,
                     raise
                 return
         if time.monotonic() >= give_up:
-            yield "busy"
+            yield False
             return
-        waited = True
         await asyncio.sleep(LOCK_POLL)
 
 
@@ -470,7 +469,7 @@ def _attempted(state: SourceState) -> tuple[datetime | None, datetime | None, in
 
 async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
                         collector: Collector, db: StoreCall, deferred: DeferredMeta | None,
-                        writes: list[asyncio.Future[Any]] | None = None) -> SourceReport:
+                        writes: list[asyncio.Future[Any]]) -> SourceReport:
     """`collect_one`'s work once the source is held: fetch, record, report. A write of the
     outcome still going on when this is cancelled is put in `writes` (see `_alone`)."""
 
@@ -479,7 +478,7 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
         try:
             return await asyncio.shield(write)
         except asyncio.CancelledError:
-            if not write.done() and writes is not None:
+            if not write.done():
                 write.add_done_callback(lambda w: w.cancelled() or w.exception())
                 writes.append(write)
             raise
