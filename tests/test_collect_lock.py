@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,30 +24,16 @@ from feedbot import locks
 from feedbot.collect import collect, collect_async, collect_one, source_lock
 from feedbot.collectors import Context
 from feedbot.collectors.arxiv_api import ARXIV_TURN, ArxivGate
-from feedbot.config import SourceSpec, load_config
+from feedbot.config import SourceSpec
 from feedbot.http import make_client
 from feedbot.store import Store
 
 from .support import FIXTURES, LocalServer, atom_feed
+from .test_arxiv_api import queries
+from .test_collect import _entries, feeds_config
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 FEED = (FIXTURES / "arxiv_author_batch.xml").read_bytes()
-
-
-def _entries(prefix: str, n: int = 3) -> list[dict[str, str]]:
-    return [{"title": f"{prefix} {i}", "link": f"https://e.org/{prefix}/{i}"} for i in range(n)]
-
-
-def feeds_config(feeds: dict[str, str]) -> SimpleNamespace:
-    specs = [SourceSpec(name, "feed", url, name) for name, url in feeds.items()]
-    return SimpleNamespace(sources=lambda: specs)
-
-
-def queries(*names: str) -> Any:
-    lines = ["learner:", "  stage: cnn", "arxiv:"]
-    for n in names:
-        lines += [f"  - name: {n}", f"    query: 'all:{n}'", "    max_results: 10"]
-    return load_config("sources.yaml", text="\n".join(lines) + "\n")
 
 
 def in_another_process(work: Callable[[], Any]) -> Any:
