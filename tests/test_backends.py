@@ -822,8 +822,11 @@ def test_onnxruntime_threads_keep_to_the_cpus_the_process_may_use(
                          capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout.split()
     threads, allowed = int(out[0]), out[1:]
-    assert len(allowed) >= 2 and set(allowed) == {"0"}, allowed  # the main thread and ORT's
-    assert threads == 1
+    # Every thread the process has keeps to CPU 0. How many there are depends on the machine:
+    # with one intra-op thread onnxruntime may start no pool at all, so only the main thread's
+    # list is certain to be there.
+    assert allowed and set(allowed) == {"0"}, allowed
+    assert threads == 1  # an explicit count, which onnxruntime does not pin (0 means "all cores")
 
 
 def _fake_topology(root: Path, cpus: dict[int, tuple[int, int]]) -> None:
