@@ -246,19 +246,55 @@ def author_batches(specs: Sequence[SourceSpec], due: Callable[[SourceSpec], bool
     return [due_authors[i:i + size] for i in range(0, len(due_authors), size)]
 
 
+class Holding:
+    """The sources whose lock this collection holds, and the database they are collected into:
+    what a batch needs to tell the people another feedbot process is collecting."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.db_path: str | None = None
+
+    def free(self, name: str) -> bool:
+        """Whether no other process holds source `name` now (this collection may)."""
+        if name in self.names or self.db_path is None:
+            return True
+        lock = source_lock(self.db_path, name)
+        if lock is None:
+            return True
+        with locks.try_exclusive(lock, unlockable=True) as held:
+            return held
+
+
 class SharedFetch:
     """One fetch shared by several sources: the first to ask starts it, all get its result.
 
     `collect` is a `Collector` for each source of the batch: its share of the items, or the
-    batch's error raised afresh for that source."""
+    batch's error raised afresh for that source. The fetch leaves out the sources that another
+    feedbot process holds when it starts (`free` says False): that process is collecting them,
+    so their part of the answer would be thrown away. One of them that still needs collecting
+    once its lock is had (that process recorded nothing) is fetched `alone`."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[dict[str, list[Item]]]]) -> None:
+    def __init__(self, specs: Sequence[SourceSpec],
+                 fetch: Callable[[Sequence[SourceSpec]], Awaitable[dict[str, list[Item]]]],
+                 alone: Collector, free: Callable[[str], bool] = lambda name: True) -> None:
+        self._specs = list(specs)
         self._fetch = fetch
+        self._alone = alone
+        self._free = free
+        self._asked: set[str] = set()
         self._task: asyncio.Future[dict[str, list[Item]]] | None = None
 
     async def collect(self, ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
         if self._task is None:
-            self._task = asyncio.ensure_future(self._fetch())
+            asked = [s for s in self._specs if s.name == spec.name or self._free(s.name)]
+            if len(asked) < len(self._specs):
+                log.info("arXiv author batch: %d of %d people left out, another feedbot "
+                         "process is collecting them", len(self._specs) - len(asked),
+                         len(self._specs))
+            self._asked = {s.name for s in asked}
+            self._task = asyncio.ensure_future(self._fetch(asked))
+        if spec.name not in self._asked:
+            return await self._alone(ctx, spec, state)
         try:
             got = await asyncio.shield(self._task)  # one source cancelled never cancels the rest
         except SourceError as e:
@@ -319,10 +355,17 @@ async def collect_async(
     def due(spec: SourceSpec) -> bool:
         return not due_only or is_due(states[spec.name], spec.interval, now)
 
+    holding = Holding()
+
+    async def fetch_batch(batch: Sequence[SourceSpec]) -> dict[str, list[Item]]:
+        return await slotted("arxiv", functools.partial(fetch_author_batch, ctx.arxiv, batch))
+
+    async def fetch_alone(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
+        return await slotted("arxiv", functools.partial(table["arxiv"], ctx, spec, state))
+
     batch_of: dict[str, SharedFetch] = {}
     for batch in author_batches(specs, due):
-        shared = SharedFetch(functools.partial(
-            slotted, "arxiv", functools.partial(fetch_author_batch, ctx.arxiv, batch)))
+        shared = SharedFetch(batch, fetch_batch, fetch_alone, holding.free)
         batch_of.update(dict.fromkeys((s.name for s in batch), shared))
 
     async def one(spec: SourceSpec) -> SourceReport:
@@ -338,7 +381,7 @@ async def collect_async(
             # twenty, and the gate still sends one request at a time with its spacing. A batch
             # holds only sources found due above, so their state is not read for that again.
             report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect},
-                                       db=call)
+                                       db=call, holding=holding)
         if on_done is not None:
             on_done(report)
         return report
@@ -362,9 +405,10 @@ async def collect_async(
 
 async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
                       table: dict[str, Collector], *, due_only: bool = False,
-                      db: StoreCall | None = None) -> SourceReport:
+                      db: StoreCall | None = None, holding: Holding | None = None
+                      ) -> SourceReport:
     """One source: its state, its collector, its outcome recorded (through `db` when given,
-    else inline on `store`)."""
+    else inline on `store`). `holding` learns the sources whose lock this holds."""
     if db is None:
         if store is None:
             raise TypeError("collect_one needs a store, or db to reach one")
@@ -404,7 +448,14 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
             state = after
         if deferred is not None:
             deferred.load(cached)
-        return await _collect_held(ctx, spec, state, collector, db, deferred, writes)
+        if holding is None:
+            return await _collect_held(ctx, spec, state, collector, db, deferred, writes)
+        holding.db_path = path
+        holding.names.add(spec.name)
+        try:
+            return await _collect_held(ctx, spec, state, collector, db, deferred, writes)
+        finally:
+            holding.names.discard(spec.name)
 
 
 LOCK_PATIENCE = 2  # × a fetch's deadline: how long a source held by another process is waited for

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -30,6 +31,7 @@ from feedbot.store import Store
 
 from .support import FIXTURES, LocalServer, atom_feed
 from .test_arxiv_api import queries
+from .test_arxiv_batch import PEOPLE, people_config, serve_batch
 from .test_collect import _entries, feeds_config
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -184,7 +186,59 @@ def test_a_cancelled_collection_holds_the_source_until_its_outcome_is_written(
     assert not lock.exists()
 
 
-# --- 4. what is left beside the database and in FEEDBOT_HOME ----------------------------------
+# --- 4. a batch of people's author queries, some held by another process ---------------------
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["it-recorded", "it-crashed"])
+def test_people_another_process_holds_are_left_out_of_the_batch(
+        recorded: bool, server: LocalServer, tmp_path: Path) -> None:
+    """The people's author queries go out as one request. When another process holds one of
+    them, its part of the answer would be thrown away (that process is collecting it), so the
+    request leaves it out. Once that process lets go: skipped if it recorded an outcome, else
+    (it crashed mid-fetch) asked alone, so that nobody is lost."""
+    gate = serve_batch(server)
+    db_path = tmp_path / "db.sqlite"
+    cfg = people_config()
+    held_name = "Lin Sample/arxiv"
+    lock = source_lock(str(db_path), held_name)
+    assert lock is not None
+    holding = threading.Event()
+
+    def other_process() -> None:  # lets go once the batch has been asked
+        with locks.try_exclusive(lock) as held:
+            assert held
+            holding.set()
+            deadline = time.monotonic() + 20
+            while not server.hits("/api/query") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if recorded:
+                with Store(db_path) as other:
+                    other.record_failure(held_name, NOW, "HTTP 503", retry_after=None)
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    assert holding.wait(10)
+    store = Store(db_path)
+    try:
+        got = collect(cfg, store, now=NOW, arxiv=gate)
+    finally:
+        holder.join(30)
+    reports = {r.name: r for r in got}
+    asked = [parse_qs(r.query)["search_query"][0] for r in server.hits("/api/query")]
+    others = [n for p, n in PEOPLE.items() if f"{p}/arxiv" != held_name]
+    assert asked[0] == " OR ".join(f'au:"{n}"' for n in others)
+    assert all(reports[f"{p}/arxiv"].status == "ok" for p, n in PEOPLE.items() if n in others)
+    if recorded:
+        assert asked[1:] == []
+        assert reports[held_name].line() == (
+            "Lin Sample/arxiv: skipped: collected meanwhile by another feedbot process")
+    else:
+        assert asked[1:] == ['au:"Lin Sample"']
+        assert reports[held_name].status == "ok"
+        assert store.source_state(held_name).last_success == NOW
+    store.close()
+
+
+# --- 5. what is left beside the database and in FEEDBOT_HOME ----------------------------------
 
 def test_a_stale_lock_file_of_a_killed_process_is_taken_over_and_removed(
         server: LocalServer, tmp_path: Path) -> None:
