@@ -11,7 +11,10 @@ embedding the new items all count) against feeds spread over 50 loopback host na
    answers 200 in full — the run stores and embeds only the new entries;
 3. "304": the same again with ETags stored: every feed answers 304;
 4. baseline: the "fresh" run with fetch concurrency 1 (one feed at a time), same machine,
-   same run.
+   same run;
+5. with --pair: two `feedbot collect` started at once on one database (the daemon and a
+   `feedbot digest` beside it), every feed with a new entry: the wall time until both have
+   ended, and how many requests the feeds got (one per feed when no feed is fetched twice).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -50,6 +54,7 @@ class State:
     delay = 0.2
     extra: set[int] = set()
     etags = False
+    requests = 0
 
 
 def serve() -> tuple[ThreadingHTTPServer, int]:
@@ -60,6 +65,7 @@ def serve() -> tuple[ThreadingHTTPServer, int]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802
+            State.requests += 1  # one handler thread at a time gets here per request: the GIL
             time.sleep(State.delay)
             n = int(self.path.strip("/").split(".")[0])
             extra = n in State.extra
@@ -99,6 +105,8 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, default=200)
     ap.add_argument("--delay", type=float, default=0.2)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--pair", action="store_true",
+                    help="also two collects at once on one database")
     args = ap.parse_args()
     State.delay = args.delay
     httpd, port = serve()
@@ -127,6 +135,17 @@ def main() -> None:
         t_base, s_base = run_collect(dict(b, FEEDBOT_FETCH_CONCURRENCY="1"))
         rows.append(("one feed at a time (baseline), fresh", t_base, s_base, 1.0))
     base = t_base if not args.skip_baseline else float("nan")
+    if args.pair:
+        e = fresh_home("pair")
+        State.extra, State.etags = set(range(args.feeds)), False
+        State.requests = 0
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda _: run_collect(e), range(2)))
+        t_pair = time.perf_counter() - started
+        rows.append(("two collects at once, every feed new", t_pair,
+                     f"{State.requests} requests for {args.feeds} feeds; "
+                     + "; ".join(summary for _, summary in both), float("nan")))
     rows.append(("feedbot collect, fresh", t_fresh, s_fresh, base / t_fresh))
     rows.append(("feedbot collect, all 304", t_304, s_304, base / t_304))
     httpd.shutdown()

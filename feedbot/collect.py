@@ -341,13 +341,22 @@ async def collect_async(
     overall = asyncio.Semaphore(fetch_concurrency())
     hosts: dict[str, asyncio.Semaphore] = {}
 
-    async def slotted(host: str, work: Callable[[], Awaitable[_T]]) -> _T:
+    @contextlib.asynccontextmanager
+    async def slot(host: str) -> AsyncIterator[None]:
         sem = hosts.setdefault(host, asyncio.Semaphore(PER_HOST))
         # The host's slot first: a task queued behind a busy host must not hold one of the
         # overall slots while it waits, or one host with many feeds starves all the others.
         async with sem, overall:
+            yield
+
+    async def slotted(host: str, work: Callable[[], Awaitable[_T]]) -> _T:
+        async with slot(host):
             return await work()
 
+    try:  # every source's last outcome as this run begins: what another process records is news
+        began: dict[str, Attempt] | None = await call(_attempts)
+    except sqlite3.Error:  # each source meets this trouble again, and reports it
+        began = None
     states: dict[str, SourceState] = {}
     if due_only:  # the people's author queries, to batch those that are due
         states = await call(_states, [s.name for s in specs if author_name(s) is not None])
@@ -372,8 +381,9 @@ async def collect_async(
         shared = batch_of.get(spec.name)
         if shared is None:
             host = feed_host(spec.target) if spec.kind == "feed" else spec.kind
-            report = await slotted(host, functools.partial(
-                collect_one, ctx, store, spec, table, due_only=due_only, db=call))
+            report = await collect_one(ctx, store, spec, table, due_only=due_only, db=call,
+                                       slot=functools.partial(slot, host),
+                                       began=None if began is None else began.get(spec.name, NEVER))
         else:
             # A batched source makes no request of its own, so it waits for its batch holding
             # no slot. The batch's one request takes the "arxiv" host slot and one overall slot,
@@ -381,7 +391,8 @@ async def collect_async(
             # twenty, and the gate still sends one request at a time with its spacing. A batch
             # holds only sources found due above, so their state is not read for that again.
             report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect},
-                                       db=call, holding=holding)
+                                       db=call, holding=holding,
+                                       began=None if began is None else began.get(spec.name, NEVER))
         if on_done is not None:
             on_done(report)
         return report
@@ -405,10 +416,44 @@ async def collect_async(
 
 async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
                       table: dict[str, Collector], *, due_only: bool = False,
-                      db: StoreCall | None = None, holding: Holding | None = None
-                      ) -> SourceReport:
+                      db: StoreCall | None = None, holding: Holding | None = None,
+                      slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+                      began: Attempt | None = None) -> SourceReport:
     """One source: its state, its collector, its outcome recorded (through `db` when given,
-    else inline on `store`). `holding` learns the sources whose lock this holds."""
+    else inline on `store`). `holding` learns the sources whose lock this holds.
+
+    `slot` is the fetch slot to hold while working (the host's and one overall). A source that
+    another feedbot process is collecting is waited for without one, so that the sources
+    nobody else holds go on meanwhile; the slot is taken again only if the source still needs
+    fetching once its lock is had.
+
+    `began` is the source's last outcome (`_attempted`) when the run began, if it was read
+    then: a source whose outcome another process has recorded since is not fetched again. The
+    lock alone cannot tell that when the other process finished it before this one got to it."""
+    async with contextlib.AsyncExitStack() as slotted:
+        if slot is not None:
+            await slotted.enter_async_context(slot())
+        left: list[bool] = []
+
+        async def leave_slot() -> None:
+            left.append(True)
+            await slotted.aclose()
+
+        async def fetch(work: Callable[[], Awaitable[SourceReport]]) -> SourceReport:
+            if left and slot is not None:
+                await slotted.enter_async_context(slot())
+            return await work()
+
+        return await _collect_one(ctx, store, spec, table, due_only, db, holding,
+                                  leave_slot if slot is not None else None, fetch, began)
+
+
+async def _collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
+                       table: dict[str, Collector], due_only: bool, db: StoreCall | None,
+                       holding: Holding | None, on_wait: Callable[[], Awaitable[None]] | None,
+                       fetch: Callable[[Callable[[], Awaitable[SourceReport]]],
+                                       Awaitable[SourceReport]],
+                       began: Attempt | None) -> SourceReport:
     if db is None:
         if store is None:
             raise TypeError("collect_one needs a store, or db to reach one")
@@ -422,6 +467,9 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
         return _unrecorded(spec, trouble)
     if due_only and not is_due(state, spec.interval, ctx.now):
         return SourceReport(spec.name, spec.label, "skipped")
+    if began is not None and _attempted(state) != began:
+        return SourceReport(spec.name, spec.label, "skipped",
+                            error="collected meanwhile by another feedbot process")
     collector = table.get(spec.kind)
     if collector is None:
         return SourceReport(spec.name, spec.label, "disabled",
@@ -429,7 +477,7 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
     patience = max(ctx.deadline, 10.0) * LOCK_PATIENCE
     lock = source_lock(path, spec.name)
     writes: list[asyncio.Future[Any]] = []  # an outcome still being written when cancelled
-    async with _alone(lock, patience, writes) as held:
+    async with _alone(lock, patience, writes, on_wait) as held:
         if not held:
             return SourceReport(spec.name, spec.label, "skipped",
                                 error=f"another feedbot process has been collecting it for over "
@@ -449,11 +497,13 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
         if deferred is not None:
             deferred.load(cached)
         if holding is None:
-            return await _collect_held(ctx, spec, state, collector, db, deferred, writes)
+            return await fetch(functools.partial(
+                _collect_held, ctx, spec, state, collector, db, deferred, writes))
         holding.db_path = path
         holding.names.add(spec.name)
         try:
-            return await _collect_held(ctx, spec, state, collector, db, deferred, writes)
+            return await fetch(functools.partial(
+                _collect_held, ctx, spec, state, collector, db, deferred, writes))
         finally:
             holding.names.discard(spec.name)
 
@@ -474,14 +524,15 @@ def source_lock(db_path: str, name: str) -> Path | None:
 
 
 @contextlib.asynccontextmanager
-async def _alone(lock: Path | None, patience: float,
-                 writes: Sequence[asyncio.Future[Any]]) -> AsyncIterator[bool]:
+async def _alone(lock: Path | None, patience: float, writes: Sequence[asyncio.Future[Any]],
+                 on_wait: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[bool]:
     """Hold `lock` between processes while a source is collected: yields True once it is held
     (at once, or after another feedbot process let go of it), or False when another process
     still held it after `patience` seconds (nothing is held then). Two processes collecting
     at once (the daemon and `feedbot digest`) fetch each source once, not twice. Where a lock
     cannot be had at all (no fcntl, the file cannot be created), the source is collected
-    unlocked.
+    unlocked. `on_wait` is awaited once, when the lock is found held by another process and
+    waiting begins: `collect_one` gives its fetch slot back there.
 
     Cancelled while its outcome is being written on the store's thread (`writes`: that call,
     which goes on to its end), the lock is let go only once the write has ended, without
@@ -511,10 +562,18 @@ async def _alone(lock: Path | None, patience: float,
         if time.monotonic() >= give_up:
             yield False
             return
+        if on_wait is not None:  # another process holds it: wait without what `on_wait` frees
+            await on_wait()
+            on_wait = None
         await asyncio.sleep(LOCK_POLL)
 
 
-def _attempted(state: SourceState) -> tuple[datetime | None, datetime | None, int]:
+Attempt = tuple[datetime | None, datetime | None, int]
+NEVER: Attempt = (None, None, 0)  # a source with no outcome recorded
+
+
+def _attempted(state: SourceState) -> Attempt:
+    """What recording an outcome always changes (see `Store.source_attempts`)."""
     return state.last_attempt, state.last_error_at, state.failures
 
 
@@ -620,6 +679,10 @@ def _guarded(call: StoreCall) -> tuple[StoreCall, list[sqlite3.Error]]:
 
 
 # What collection does with the store, each in one call of `db` (on the store's thread).
+
+def _attempts(store: Store) -> dict[str, Attempt]:
+    return store.source_attempts()
+
 
 def _states(store: Store, names: Sequence[str]) -> dict[str, SourceState]:
     return {name: store.source_state(name) for name in names}

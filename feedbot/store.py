@@ -955,6 +955,12 @@ class Store:
         return {r[0]: (r[1], r[2]) for r in self.db.execute(
             "SELECT name, kind, target FROM source_state")}
 
+    def source_attempts(self) -> dict[str, tuple[datetime | None, datetime | None, int]]:
+        """Every recorded source → (last attempt, last error's time, failures): what recording
+        an outcome always changes, read for all sources in one query."""
+        return {r[0]: (_dt(r[1]), _dt(r[2]), r[3]) for r in self.db.execute(
+            "SELECT name, last_attempt, last_error_at, failures FROM source_state")}
+
     def source_state(self, name: str) -> SourceState:
         r = self.db.execute("SELECT * FROM source_state WHERE name = ?", (name,)).fetchone()
         n = self.item_count(name)

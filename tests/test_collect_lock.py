@@ -82,6 +82,33 @@ def test_a_source_collected_whole_between_the_state_read_and_the_lock_is_not_fet
     store.close()
 
 
+def test_a_source_another_process_collected_after_this_run_began_is_not_fetched_again(
+        server: LocalServer, tmp_path: Path) -> None:
+    """`feedbot collect` fetches every source, due or not. A source that another process
+    fetched and recorded whole after this run began, before this run reached it, finds its
+    lock free and its state already new: the run's start is what tells it was just done."""
+    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
+    cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
+    store = Store(db_path)
+    others: list[Any] = []
+
+    def other_collection() -> Any:
+        with Store(db_path) as other:
+            return collect(cfg, other, now=NOW - timedelta(seconds=1))  # type: ignore[arg-type]
+
+    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
+        if fn is collect_mod._begin and not others:  # before this run reads the source
+            others.append(in_another_process(other_collection))
+        return fn(store, *args)
+
+    (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
+    (theirs,) = others[0]
+    assert (theirs.status, theirs.new) == ("ok", 3)
+    assert len(server.hits("/f")) == 1, "fetched twice"
+    assert report.line() == "f: skipped: collected meanwhile by another feedbot process"
+    store.close()
+
+
 # --- 2. arXiv's turn held by a process that does not go on ------------------------------------
 
 _STOPPED_HOLDER = """
@@ -235,6 +262,54 @@ def test_people_another_process_holds_are_left_out_of_the_batch(
         assert asked[1:] == ['au:"Lin Sample"']
         assert reports[held_name].status == "ok"
         assert store.source_state(held_name).last_success == NOW
+    store.close()
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["it-recorded", "it-crashed"])
+def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
+        recorded: bool, server: LocalServer, tmp_path: Path, monkeypatch: Any) -> None:
+    """With one fetch slot, a source held by another process must not keep the slot while it
+    waits for that process: the sources nobody else holds go on meanwhile. The held one is
+    then skipped (recorded by the other) or, once let go unrecorded, fetched in a slot."""
+    monkeypatch.setenv("FEEDBOT_FETCH_CONCURRENCY", "1")
+    feeds = {n: server.add(f"/{n}", body=atom_feed(_entries(n)),
+                           content_type="application/atom+xml") for n in ("held", "free")}
+    db_path = tmp_path / "db.sqlite"
+    lock = source_lock(str(db_path), "held")
+    assert lock is not None
+    holding, saw_free = threading.Event(), threading.Event()
+
+    def other_process() -> None:  # holds "held" until "free" has been fetched, or 20 s
+        with locks.try_exclusive(lock) as held:
+            assert held
+            holding.set()
+            deadline = time.monotonic() + 20
+            while not server.hits("/free") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if server.hits("/free"):
+                saw_free.set()
+            if recorded:
+                with Store(db_path) as other:
+                    other.record_failure("held", NOW, "HTTP 503", retry_after=None)
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    assert holding.wait(10)
+    store = Store(db_path)
+    try:
+        reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
+                                              now=NOW)}
+    finally:
+        holder.join(30)
+    assert saw_free.is_set(), "the held source kept the only slot while it waited"
+    assert (reports["free"].status, reports["free"].new) == ("ok", 3)
+    if recorded:
+        assert reports["held"].line() == (
+            "held: skipped: collected meanwhile by another feedbot process")
+        assert server.hits("/held") == []
+    else:
+        assert (reports["held"].status, reports["held"].new) == ("ok", 3)
+        assert len(server.hits("/held")) == 1
     store.close()
 
 
