@@ -121,7 +121,8 @@ os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def test_an_arxiv_turn_held_by_a_stopped_process_is_waited_for_a_bounded_time(
-        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+        server: LocalServer, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     """`feedbot run` stopped with Ctrl-Z (SIGSTOP) in the middle of an arXiv request keeps the
     turn's flock for as long as it is stopped. A `feedbot digest` beside it must not wait for
     ever: the request thread's time must stay bounded (`in_daemon_thread`'s contract), the
@@ -156,6 +157,10 @@ def test_an_arxiv_turn_held_by_a_stopped_process_is_waited_for_a_bounded_time(
     assert len(server.hits("/api/query")) == 4
     # one patience, 2 × (1 s + 2 × 0.2 s), then no more waiting for that holder: not four
     assert took < 8, took
+    said = [r.getMessage() for r in caplog.records if "held the turn" in r.getMessage()]
+    assert said == [f"arXiv: another feedbot process has held the turn for requests "
+                    f"({feedbot_env / ARXIV_TURN}) for over 2.8 s, stopped or stuck; asking "
+                    f"without it, spaced after the last request it recorded"]
 
 
 # --- 3. cancelled while the daemon's collection thread records the outcome -------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -42,6 +43,8 @@ from ..items import Item, split_arxiv_id, utc
 from ..store import SourceState
 from ..text import html_to_text, shorten
 from . import Collected, Context, SourceError, in_daemon_thread
+
+log = logging.getLogger(__name__)
 
 API_URL = "https://export.arxiv.org/api/query?{}"
 DELAY = 3.0  # arXiv's terms of use: no more than one request every three seconds
@@ -224,6 +227,12 @@ class _TimeoutSession(requests.Session):
                     break
                 except BlockingIOError:
                     if time.monotonic() >= give_up:
+                        if not self._turn_stuck:
+                            log.warning(
+                                "arXiv: another feedbot process has held the turn for requests "
+                                "(%s) for over %g s, stopped or stuck; asking without it, "
+                                "spaced after the last request it recorded",
+                                self._turn_file, patience)
                         self._turn_stuck = True
                         break
                     time.sleep(0.005)  # short: a holder asking again at once may not win
