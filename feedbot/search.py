@@ -18,7 +18,8 @@ Summaries are searched whole through the store's index of their words (SQLite FT
 about a fifth slower, the index makes it no slower than scanning their first 400 characters
 (see `benchmarks/search.py`). The start of a summary (`SUMMARY_HEAD` characters) is still
 scanned where the index cannot answer: for words of scripts written without spaces (FTS5's
-unicode61 cuts text at spaces and punctuation, so "注意力" is no word of "稀疏注意力机制"), for
+unicode61 cuts text at spaces and punctuation, so "注意力" is no word of "稀疏注意力机制"; the
+summaries whose start shows such a script are read whole for them, `_whole_unspaced`), for
 words with a capital "İ" (see `Word.indexed`), and for every word where this SQLite has no FTS5
 (some distributions build it without).
 
@@ -262,10 +263,30 @@ def _in_summaries(store: Store, words: Sequence[Word], heads: Sequence[str],
               if i in row and (not check or w.pattern.search(text.lower()))]
         found[k] = np.unique(np.array(at, dtype=np.int64))
     rest = [k for k, f in enumerate(found) if f is None]
-    for k, f in zip(rest, _rows_matching([words[k] for k in rest], heads) if rest else [],
+    texts = heads
+    if any(not words[k].whole for k in rest):
+        texts = _whole_unspaced(store, heads, row)
+    for k, f in zip(rest, _rows_matching([words[k] for k in rest], texts) if rest else [],
                     strict=True):
         found[k] = f
     return [f if f is not None else np.zeros(0, dtype=np.int64) for f in found]
+
+
+def _whole_unspaced(store: Store, heads: Sequence[str], row: dict[str, int]) -> list[str]:
+    """`heads`, with the whole summary in place of each head that was cut and holds a character
+    of a script written without spaces. The word index cannot answer for such words (see the
+    module docstring), and a summary written in Chinese or Japanese shows it in its first
+    characters: only those few summaries are read whole, not every one."""
+    cut = [i for i, head in enumerate(heads) if len(head) >= SUMMARY_HEAD
+           and not head.isascii() and _UNSPACED.search(head)]
+    if not cut:
+        return list(heads)
+    ids = {i: iid for iid, i in row.items()}
+    whole = store.summaries([ids[i] for i in cut])
+    texts = list(heads)
+    for i in cut:
+        texts[i] = whole.get(ids[i], heads[i])
+    return texts
 
 
 _PIECE = re.compile(r"\w+")

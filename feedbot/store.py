@@ -895,6 +895,12 @@ class Store:
         except sqlite3.OperationalError:  # the module went away under a running process
             return None
 
+    def summaries(self, ids: Collection[str]) -> dict[str, str]:
+        """The whole summaries of these items (those stored)."""
+        return dict(self.db.execute(
+            "SELECT id, summary FROM items WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),)).fetchall())
+
     def author_matches(self, words: Sequence[str], since: datetime | None = None
                        ) -> Iterator[tuple[str, str]]:
         """(id, authors and person one per line) of the items since `since` whose authors or

@@ -25,7 +25,7 @@ from feedbot.digest import DigestEntry, _vectors
 from feedbot.embed import Embedder
 from feedbot.items import Item
 from feedbot.roadmap import load_roadmap
-from feedbot.search import SearchError, query_words, search
+from feedbot.search import SUMMARY_HEAD, SearchError, query_words, search
 from feedbot.store import Store
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -270,6 +270,22 @@ def test_words_of_scripts_without_spaces_are_found_inside_longer_runs(fake_emb: 
     assert titles(find(store, fake_emb, "自己注意")) == [ja.title]  # in the summary
     assert "Sparse attention for very long documents" not in titles(
         find(store, fake_emb, "注意"))  # Latin text is not searched by substrings
+
+
+def test_a_word_without_spaces_is_found_late_in_a_long_summary(fake_emb: Any) -> None:
+    """The word index cannot answer for words of scripts without spaces, so they were looked
+    for in the first SUMMARY_HEAD characters only: a Chinese abstract naming its method late
+    was not found by it."""
+    filler = "我们研究长文档的高效表示方法，并在多个数据集上进行实验。" * 20  # 560 characters
+    late = post("长文档模型", filler + "最后我们提出稀疏注意力机制。", slug="late")
+    english = post("Notes on long documents", "word " * 100 + "注意力", slug="en")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, late, english])
+    assert len(filler) > SUMMARY_HEAD
+    found = find(store, fake_emb, "稀疏注意力")
+    assert titles(found) == [late.title]
+    assert found.items[0].why.startswith("“稀疏注意力” in the summary")
+    # an English summary is not read whole for it: a CJK word there only counts in its start
+    assert english.title not in titles(find(store, fake_emb, "注意力"))
 
 
 @pytest.mark.parametrize(("query", "text"), [
