@@ -332,11 +332,20 @@ async def collect_async(
         db, meta = inline(store), store
     else:
         meta = DeferredMeta()
+    call, disk_full = _guarded(db)
+    # Read before the run's own client exists, which only the `try` below closes.
+    try:  # every source's last outcome as this run begins: what another process records is news
+        began: dict[str, Attempt] | None = await call(_attempts)
+    except sqlite3.Error:  # each source meets this trouble again, and reports it
+        began = None
+    states: dict[str, SourceState] = {}
+    if due_only:  # the people's author queries, to batch those that are due
+        states = await call(_states, [s.name for s in specs if author_name(s) is not None])
+
     own_client = http is None
     ctx = Context(now=now, http=http or make_client(), arxiv=arxiv or shared_arxiv_gate(),
                   extra=dict(extra or {}), deadline=deadline)
     ctx.extra.setdefault("meta", meta)
-    call, disk_full = _guarded(db)
     table = collectors()
     overall = asyncio.Semaphore(fetch_concurrency())
     hosts: dict[str, asyncio.Semaphore] = {}
@@ -352,14 +361,6 @@ async def collect_async(
     async def slotted(host: str, work: Callable[[], Awaitable[_T]]) -> _T:
         async with slot(host):
             return await work()
-
-    try:  # every source's last outcome as this run begins: what another process records is news
-        began: dict[str, Attempt] | None = await call(_attempts)
-    except sqlite3.Error:  # each source meets this trouble again, and reports it
-        began = None
-    states: dict[str, SourceState] = {}
-    if due_only:  # the people's author queries, to batch those that are due
-        states = await call(_states, [s.name for s in specs if author_name(s) is not None])
 
     def due(spec: SourceSpec) -> bool:
         return not due_only or is_due(states[spec.name], spec.interval, now)
@@ -424,12 +425,32 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
 
     `slot` is the fetch slot to hold while working (the host's and one overall). A source that
     another feedbot process is collecting is waited for without one, so that the sources
-    nobody else holds go on meanwhile; the slot is taken again only if the source still needs
-    fetching once its lock is had.
+    nobody else holds go on meanwhile. When that process lets go without recording an outcome
+    (it crashed), the lock is let go too and the source queues for a slot afresh: a lock held
+    while queued would make a third process wait for a fetch that has not begun. After
+    `LOCK_ROUNDS` such rounds it keeps the lock while it queues.
 
     `began` is the source's last outcome (`_attempted`) when the run began, if it was read
     then: a source whose outcome another process has recorded since is not fetched again. The
     lock alone cannot tell that when the other process finished it before this one got to it."""
+    for round_ in range(1, LOCK_ROUNDS + 1):
+        report = await _slotted_round(ctx, store, spec, table, due_only, db, holding, slot,
+                                      began, last=round_ == LOCK_ROUNDS or slot is None)
+        if report is not None:
+            return report
+    raise AssertionError("the last round always reports")
+
+
+LOCK_ROUNDS = 3  # waits for another process, each followed by a new queue for a slot (see above)
+
+
+async def _slotted_round(ctx: Context, store: Store | None, spec: SourceSpec,
+                         table: dict[str, Collector], due_only: bool, db: StoreCall | None,
+                         holding: Holding | None,
+                         slot: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None,
+                         began: Attempt | None, *, last: bool) -> SourceReport | None:
+    """One try of `collect_one`: None when the source, waited for without a slot, still needs
+    fetching and this is not the `last` round."""
     async with contextlib.AsyncExitStack() as slotted:
         if slot is not None:
             await slotted.enter_async_context(slot())
@@ -439,8 +460,10 @@ async def collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
             left.append(True)
             await slotted.aclose()
 
-        async def fetch(work: Callable[[], Awaitable[SourceReport]]) -> SourceReport:
+        async def fetch(work: Callable[[], Awaitable[SourceReport]]) -> SourceReport | None:
             if left and slot is not None:
+                if not last:
+                    return None  # let go of the lock, and queue for a slot again
                 await slotted.enter_async_context(slot())
             return await work()
 
@@ -452,8 +475,8 @@ async def _collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
                        table: dict[str, Collector], due_only: bool, db: StoreCall | None,
                        holding: Holding | None, on_wait: Callable[[], Awaitable[None]] | None,
                        fetch: Callable[[Callable[[], Awaitable[SourceReport]]],
-                                       Awaitable[SourceReport]],
-                       began: Attempt | None) -> SourceReport:
+                                       Awaitable[SourceReport | None]],
+                       began: Attempt | None) -> SourceReport | None:
     if db is None:
         if store is None:
             raise TypeError("collect_one needs a store, or db to reach one")
@@ -482,30 +505,29 @@ async def _collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
             return SourceReport(spec.name, spec.label, "skipped",
                                 error=f"another feedbot process has been collecting it for over "
                                       f"{patience:g} s")
-        # Another process may have collected it since `state` was read: while we waited for
-        # the lock, or whole between that read and the lock, which was then free at once (the
-        # daemon reads on its collection thread, so that gap is a thread's turn long).
-        if lock is not None:  # did it record an outcome?
-            try:
-                after, cached, _ = await db(_begin, spec.name, keys)
-            except sqlite3.Error as trouble:
-                return _unrecorded(spec, trouble)
-            if _attempted(after) != _attempted(state):
-                return SourceReport(spec.name, spec.label, "skipped",
-                                    error="collected meanwhile by another feedbot process")
-            state = after
-        if deferred is not None:
-            deferred.load(cached)
-        if holding is None:
-            return await fetch(functools.partial(
-                _collect_held, ctx, spec, state, collector, db, deferred, writes))
-        holding.db_path = path
-        holding.names.add(spec.name)
+        if holding is not None:  # at once: a batch starting meanwhile must not count it as
+            holding.db_path = path  # another process's (this process's lock, opened again by
+            holding.names.add(spec.name)  # `Holding.free`, conflicts with it all the same)
         try:
+            # Another process may have collected it since `state` was read: while we waited
+            # for the lock, or whole between that read and the lock, which was then free at
+            # once (the daemon reads on its collection thread, so that gap is a thread's turn).
+            if lock is not None:  # did it record an outcome?
+                try:
+                    after, cached, _ = await db(_begin, spec.name, keys)
+                except sqlite3.Error as trouble:
+                    return _unrecorded(spec, trouble)
+                if _attempted(after) != _attempted(state):
+                    return SourceReport(spec.name, spec.label, "skipped",
+                                        error="collected meanwhile by another feedbot process")
+                state = after
+            if deferred is not None:
+                deferred.load(cached)
             return await fetch(functools.partial(
                 _collect_held, ctx, spec, state, collector, db, deferred, writes))
         finally:
-            holding.names.discard(spec.name)
+            if holding is not None:
+                holding.names.discard(spec.name)
 
 
 LOCK_PATIENCE = 2  # × a fetch's deadline: how long a source held by another process is waited for

@@ -270,6 +270,28 @@ def test_people_another_process_holds_are_left_out_of_the_batch(
     store.close()
 
 
+def test_a_batch_counts_people_this_run_holds_as_its_own_with_store_calls_that_pause(
+        server: LocalServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's store calls run on its collection thread, so each one lets the event loop
+    go on: every person of a batch takes their lock, then waits to read their state again.
+    The batch starts meanwhile; a lock this run holds, opened again to ask, conflicts with it
+    all the same (flock), and must not count as another process's: one request, not four."""
+    gate = serve_batch(server)
+    store = Store(tmp_path / "db.sqlite")
+
+    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
+        await asyncio.sleep(0)  # a hop to the store's thread and back
+        return fn(store, *args)
+
+    reports = asyncio.run(collect_async(people_config(), None, now=NOW,  # type: ignore[arg-type]
+                                        arxiv=gate, db=db))
+    assert [r.status for r in reports] == ["ok"] * len(PEOPLE)
+    asked = [parse_qs(r.query)["search_query"][0] for r in server.hits("/api/query")]
+    assert asked == [" OR ".join(f'au:"{n}"' for n in PEOPLE.values())]
+    assert not [r for r in caplog.records if "left out" in r.getMessage()]
+    store.close()
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["it-recorded", "it-crashed"])
 def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
         recorded: bool, server: LocalServer, tmp_path: Path, monkeypatch: Any) -> None:
@@ -315,6 +337,50 @@ def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
     else:
         assert (reports["held"].status, reports["held"].new) == ("ok", 3)
         assert len(server.hits("/held")) == 1
+    store.close()
+
+
+def test_a_source_let_go_unrecorded_does_not_hold_its_lock_while_it_queues_for_a_slot(
+        server: LocalServer, tmp_path: Path, monkeypatch: Any) -> None:
+    """The other process let go of the source without recording it (it crashed). This run
+    must still fetch it, but its one slot is busy with a slow feed: queued meanwhile, it must
+    not hold the source's lock, or a third process would wait on a fetch that has not begun
+    (and give up after 120 s with "has been collecting it")."""
+    monkeypatch.setenv("FEEDBOT_FETCH_CONCURRENCY", "1")
+    feeds = {"held": server.add("/held", body=atom_feed(_entries("held")),
+                                content_type="application/atom+xml"),
+             "slow": server.add("/slow", body=atom_feed(_entries("slow")), delay=2.0,
+                                content_type="application/atom+xml")}
+    db_path = tmp_path / "db.sqlite"
+    lock = source_lock(str(db_path), "held")
+    assert lock is not None
+    holding, free_while_queued = threading.Event(), []
+
+    def other_then_third_process() -> None:
+        with locks.try_exclusive(lock) as held:
+            assert held
+            holding.set()
+            deadline = time.monotonic() + 20
+            while not server.hits("/slow") and time.monotonic() < deadline:
+                time.sleep(0.02)
+        # crashed: let go, nothing recorded. While "slow" still holds the only slot, a third
+        # process looks at the source, after this run's waiter had time to notice (0.2 s)
+        time.sleep(1.0)
+        with locks.try_exclusive(lock) as free:
+            free_while_queued.append(free)
+
+    third = threading.Thread(target=other_then_third_process)
+    third.start()
+    assert holding.wait(10)
+    store = Store(db_path)
+    try:
+        reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
+                                              now=NOW)}
+    finally:
+        third.join(30)
+    assert free_while_queued == [True], "the lock was held while queued for the slot"
+    assert [(r.status, r.new) for r in reports.values()] == [("ok", 3), ("ok", 3)]
+    assert len(server.hits("/held")) == 1
     store.close()
 
 
