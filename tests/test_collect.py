@@ -927,6 +927,8 @@ def test_two_collections_at_once_fetch_a_source_once(server: LocalServer, tmp_pa
     cfg, db, out = feeds_config({"slow": slow, "quick": quick}), tmp_path / "db.sqlite", {}
     first = _collect_apart(cfg, db, out, "first")
     _wait_for(lambda: len(server.hits("/slow")) == 1)  # the first is fetching it now
+    with Store(db) as look:  # and has recorded "quick" before the second begins
+        _wait_for(lambda: look.source_state("quick").last_success is not None)
     second = _collect_apart(cfg, db, out, "second")
     first.join(30)
     second.join(30)
@@ -934,7 +936,8 @@ def test_two_collections_at_once_fetch_a_source_once(server: LocalServer, tmp_pa
     assert (out["first"]["slow"].status, out["first"]["slow"].new) == ("ok", 3)
     assert out["second"]["slow"].line() == \
         "slow: skipped: collected meanwhile by another feedbot process"
-    assert len(server.hits("/quick")) == 2  # not held when the second came: fetched again
+    # recorded before the second began, and not held: `feedbot collect` fetches it again
+    assert len(server.hits("/quick")) == 2
     with Store(db) as store:
         assert store.item_count("slow") == 3 and store.item_count("quick") == 3
 
