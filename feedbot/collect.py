@@ -404,8 +404,7 @@ async def collect_async(
         try:
             if left:  # written by a source that recorded nothing (switched off)
                 await call(_write_meta, left)
-            if any(r.new or r.updated for r in reports):
-                await call(link_shares, now)
+            await call(_link_due, now)
         except sqlite3.Error as e:  # the sources are recorded; the next collection links them
             if not disk_full:
                 log.warning("linking posts to the items they share was put off: %s", e)
@@ -738,10 +737,37 @@ def _succeeded(store: Store, name: str, now: datetime, items: list[Item], got: C
         store.record_success(name, now, etag=got.etag, last_modified=got.last_modified,
                              cursor=got.cursor)
         _write_meta(store, meta)
+        if result.new or result.updated:
+            store.set_meta(SHARES_RECORDED, str(_count(store.get_meta(SHARES_RECORDED)) + 1))
     return result
 
 
 SHARE_WINDOW = timedelta(days=30)
+# Meta keys: how many times items were recorded new or changed, and that count when the shares
+# were last linked after them. They differ after a collection stopped (Ctrl-C, a crash, a
+# database that refused the links) between recording and linking: the next one links then,
+# even if it brings nothing new. A count, not a flag, so that a process linking while another
+# records never marks the other's items linked.
+SHARES_RECORDED = "shares.recorded"
+SHARES_LINKED = "shares.linked"
+
+
+def _count(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:  # edited by hand
+        return 0
+
+
+def _link_due(store: Store, now: datetime) -> int:
+    """`link_shares` when items were recorded since the shares were last linked."""
+    recorded = store.get_meta(SHARES_RECORDED)
+    if recorded is None or recorded == store.get_meta(SHARES_LINKED):
+        return 0
+    with store.transaction():  # no other process records items meanwhile
+        linked = link_shares(store, now)
+        store.set_meta(SHARES_LINKED, store.get_meta(SHARES_RECORDED) or recorded)
+    return linked
 
 
 def link_shares(store: Store, now: datetime, window: timedelta = SHARE_WINDOW) -> int:

@@ -5,6 +5,7 @@ to a collected paper or blog post merged into that item's digest entry."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from feedbot import collect as collect_mod
 from feedbot.collect import collect_async
 from feedbot.collectors.arxiv_api import ArxivGate
 from feedbot.config import Config, load_config
@@ -264,6 +266,35 @@ async def test_share_collected_before_the_paper_still_merges(
     [paper] = [e for e in digest.items if "2611.01234" in e.url]
     assert paper.shared_by == ["Grace Tester"]
     assert not [e for e in digest.items if urlsplit(e.url).hostname == "x.com"]
+
+
+async def test_shares_a_stopped_collection_did_not_link_are_linked_by_the_next_one(
+        server: LocalServer, http: httpx.AsyncClient, x_token: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection stopped between recording its items and linking the shares (Ctrl-C, a
+    crash, a database that refused the links) left the posts unlinked until a later run
+    brought something new. The next run links them, new items or not."""
+    store = Store(":memory:")
+    cfg = config()
+
+    def shared_by() -> set[str]:
+        return set(store.sharers().get("arxiv:2611.01234", ()))
+
+    def refused(*args: object) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(collect_mod, "link_shares", refused)
+    first = await collect_all(server, http, store, cfg)
+    assert any(r.new for r in first.values())  # type: ignore[attr-defined]
+    assert shared_by() == set()
+    monkeypatch.undo()
+    [again] = await collect_async(cfg, store, now=NOW, http=http, only="Example Blog")
+    assert (again.status, again.new, again.updated) == ("ok", 0, 0)
+    assert shared_by() == {"Grace Tester", "Ada Example"}
+    calls: list[object] = []  # linked: the run after does not link again
+    monkeypatch.setattr(collect_mod, "link_shares", lambda *a: calls.append(a) or 0)
+    await collect_async(cfg, store, now=NOW, http=http, only="Example Blog")
+    assert calls == []
 
 
 def test_local_routes_cover_every_feed_source(server: LocalServer) -> None:
