@@ -408,6 +408,9 @@ async def collect_async(
         except sqlite3.Error as e:  # the sources are recorded; the next collection links them
             if not disk_full:
                 log.warning("linking posts to the items they share was put off: %s", e)
+        except Exception as e:  # a bug in linking must not fail a run whose sources are recorded
+            log.warning("linking posts to the items they share failed: %s: %s",
+                        type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
         return reports
     finally:
         if own_client:
@@ -765,8 +768,11 @@ def _link_due(store: Store, now: datetime) -> int:
     if recorded is None or recorded == store.get_meta(SHARES_LINKED):
         return 0
     with store.transaction():  # no other process records items meanwhile
+        recorded = store.get_meta(SHARES_RECORDED) or recorded
+        if recorded == store.get_meta(SHARES_LINKED):  # another process just linked them
+            return 0
         linked = link_shares(store, now)
-        store.set_meta(SHARES_LINKED, store.get_meta(SHARES_RECORDED) or recorded)
+        store.set_meta(SHARES_LINKED, recorded)
     return linked
 
 

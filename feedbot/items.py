@@ -180,6 +180,7 @@ def canonical_url(url: str) -> str:
     url = url.strip()
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range or not a number
     except ValueError:
         return url
     if not parts.scheme or not parts.netloc:
@@ -190,7 +191,7 @@ def canonical_url(url: str) -> str:
     host = (parts.hostname or "").lower()
     if host.startswith("www."):
         host = host[4:]
-    port = parts.port if parts.port not in (None, 80, 443) else None
+    port = port if port not in (None, 80, 443) else None
     netloc = f"{host}:{port}" if port else host
     query = [
         (k, v)

@@ -34,6 +34,14 @@ def test_canonical_url_keeps_meaningful_differences() -> None:
     assert canonical_url("https://example.org:8443/a") != canonical_url("https://example.org/a")
 
 
+@pytest.mark.parametrize("url", ["https://example.org:99999/paper", "http://a.example:abc/",
+                                 "https://example.org:-1/x"])
+def test_canonical_url_keeps_a_link_with_a_bad_port_as_it_is(url: str) -> None:
+    """Such a link in a post (`extract_links` keeps it) raised ValueError out of linking
+    shares, which failed the whole collection."""
+    assert canonical_url(f"  {url} ") == url
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

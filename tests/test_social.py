@@ -268,12 +268,15 @@ async def test_share_collected_before_the_paper_still_merges(
     assert not [e for e in digest.items if urlsplit(e.url).hostname == "x.com"]
 
 
+@pytest.mark.parametrize("trouble", [sqlite3.OperationalError("database is locked"),
+                                     ValueError("Port out of range 0-65535")])
 async def test_shares_a_stopped_collection_did_not_link_are_linked_by_the_next_one(
-        server: LocalServer, http: httpx.AsyncClient, x_token: None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        trouble: Exception, server: LocalServer, http: httpx.AsyncClient, x_token: None,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A collection stopped between recording its items and linking the shares (Ctrl-C, a
-    crash, a database that refused the links) left the posts unlinked until a later run
-    brought something new. The next run links them, new items or not."""
+    crash, a database that refused the links, a bug in linking) left the posts unlinked until
+    a later run brought something new. The next run links them, new items or not; the run
+    that could not link still reports its sources."""
     store = Store(":memory:")
     cfg = config()
 
@@ -281,11 +284,15 @@ async def test_shares_a_stopped_collection_did_not_link_are_linked_by_the_next_o
         return set(store.sharers().get("arxiv:2611.01234", ()))
 
     def refused(*args: object) -> int:
-        raise sqlite3.OperationalError("database is locked")
+        raise trouble
 
     monkeypatch.setattr(collect_mod, "link_shares", refused)
     first = await collect_all(server, http, store, cfg)
     assert any(r.new for r in first.values())  # type: ignore[attr-defined]
+    assert [r.getMessage() for r in caplog.records if "linking posts" in r.getMessage()] == [
+        f"linking posts to the items they share was put off: {trouble}"
+        if isinstance(trouble, sqlite3.Error) else
+        f"linking posts to the items they share failed: ValueError: {trouble}"]
     assert shared_by() == set()
     monkeypatch.undo()
     [again] = await collect_async(cfg, store, now=NOW, http=http, only="Example Blog")
