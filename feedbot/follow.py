@@ -177,7 +177,8 @@ def profile_url(url: str) -> tuple[str, str] | None:
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-    except ValueError:
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError:  # not a profile: following it as a blog says what is wrong with it
         return None
     host = host.removeprefix("www.").removeprefix("mobile.")
     segs = [seg for seg in parts.path.split("/") if seg]
@@ -193,7 +194,7 @@ def profile_url(url: str) -> tuple[str, str] | None:
     if host in ("arxiv.org", "export.arxiv.org") and len(segs) >= 2 and segs[0] == "list" \
             and _ARXIV_CATEGORY.match(segs[1]):
         return "category", segs[1]
-    if len(segs) == 1 and segs[0].startswith("@") and parts.port is None \
+    if len(segs) == 1 and segs[0].startswith("@") and port is None \
             and not segs[0].lower().endswith((".rss", ".atom", ".xml", ".json")) \
             and re.fullmatch(r"[a-z0-9.-]+\.[a-z]+", host) \
             and not any(host == h or host.endswith("." + h) for h in _NOT_FEDIVERSE):

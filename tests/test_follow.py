@@ -459,6 +459,10 @@ def test_add_blogs_with_nothing_new_does_not_rewrite(sources: Path) -> None:
     (["Evil", "--blog", "http://127.0.0.1:99999/feed"],
      "'http://127.0.0.1:99999/feed' is not a valid URL (Port out of range 0-65535)"),
     (["--no-check", "http://[fe80::1/feed"], "is not a valid URL (Invalid IPv6 URL)"),
+    # pasted as a profile (a Mastodon account's URL): the port was read outside any check
+    (["https://mastodon.social:99999/@ada"],
+     "'https://mastodon.social:99999/@ada' is not a valid URL (Port out of range 0-65535)"),
+    (["--no-check", "https://mastodon.social:abc/@ada"], "is not a valid URL (Port could not"),
 ])
 def test_cli_refuses_a_malformed_blog_url(sources: Path, args: list[str], message: str) -> None:
     r = invoke(sources, "follow", *args)
