@@ -642,6 +642,15 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
                               deferred.take() if deferred else {})
     except sqlite3.Error as trouble:
         return _unrecorded(spec, trouble, seconds=time.monotonic() - started)
+    except Exception as caught:  # a value the database cannot hold (a bug): this source only
+        log.error("recording %s failed", spec.name, exc_info=caught)
+        msg = f"unexpected {type(caught).__name__} while storing its items: {caught}"
+        try:
+            await record(_failed, spec.name, ctx.now, msg, None, {})
+        except sqlite3.Error as trouble:
+            return _unrecorded(spec, trouble, msg, time.monotonic() - started)
+        return SourceReport(spec.name, spec.label, "error", error=msg,
+                            seconds=time.monotonic() - started)
     status = "not-modified" if got.not_modified else "ok"
     return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
                         seen=len(got.items), warning=got.warning,

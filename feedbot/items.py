@@ -217,11 +217,18 @@ def split_arxiv_id(raw: str) -> tuple[str, int]:
     if m:
         tail = raw[m.end("id") :]
         v = re.match(r"v(\d+)", tail)
-        return m.group("id"), int(v.group(1)) if v else 0
+        return m.group("id"), _version(v.group(1) if v else "")
     m = _ARXIV_ID.match(raw)
     if not m:
         return "", 0
-    return m.group("id"), int(m.group("v") or 0)
+    return m.group("id"), _version(m.group("v") or "")
+
+
+def _version(digits: str) -> int:
+    """An arXiv version number; 0 (unknown) for one no real paper has: a 20-digit version
+    overflowed SQLite's integer and failed the whole collection, a 5,000-digit one Python's
+    int()."""
+    return int(digits) if 0 < len(digits) <= 6 else 0
 
 
 def utc(dt: datetime) -> datetime:

@@ -15,6 +15,7 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ from feedbot.collectors import Collected, Context
 from feedbot.collectors.arxiv_api import ArxivGate
 from feedbot.config import SourceSpec, load_config
 from feedbot.http import MAX_RETRY_AFTER, FetchError, fetch, make_client, parse_retry_after
+from feedbot.items import Item
 from feedbot.store import SourceState, Store
 
 from .support import FIXTURES, LocalServer, QuietServer, Route, atom_feed, one_connection
@@ -996,3 +998,28 @@ def test_a_source_held_past_patience_is_skipped_and_said(
     assert server.hits("/held") == []
     assert (reports["free"].status, reports["free"].new) == ("ok", 3)  # the rest go on
     assert store.source_state("held").last_attempt is None  # nothing recorded: due next time
+
+
+def test_items_the_database_cannot_hold_fail_that_source_only(
+        server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value SQLite cannot bind (an arXiv version of 20 digits overflowed its integer) raised
+    out of the whole collection: no source was recorded. Now that source fails, the others are
+    stored, and the next run tries it again."""
+    feeds = {n: server.add(f"/{n}", body=atom_feed(_entries(n)),
+                           content_type="application/atom+xml") for n in ("bad", "good")}
+    store = Store(tmp_path / "db.sqlite")
+    real = Store.upsert_items
+
+    def upsert(self: Store, items: list[Item], now: datetime) -> Any:
+        if items and items[0].source == "bad":
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return real(self, items, now)
+
+    monkeypatch.setattr(Store, "upsert_items", upsert)
+    reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
+                                          now=NOW)}
+    assert reports["bad"].line() == ("bad: error: unexpected OverflowError while storing its "
+                                     "items: Python int too large to convert to SQLite INTEGER")
+    assert (reports["good"].status, reports["good"].new) == ("ok", 3)
+    assert store.item_count("bad") == 0 and store.source_state("bad").failures == 1
+    store.close()

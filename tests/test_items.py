@@ -67,6 +67,16 @@ def test_split_arxiv_id_reads_versions() -> None:
     assert split_arxiv_id("not an id") == ("", 0)
 
 
+@pytest.mark.parametrize("digits", [20, 5000])
+def test_an_arxiv_version_no_paper_has_is_unknown(digits: int) -> None:
+    """A 20-digit version overflowed SQLite's integer and failed the whole collection; one of
+    5,000 digits made int() raise."""
+    version = "9" * digits
+    assert split_arxiv_id(f"2309.03965v{version}") == ("2309.03965", 0)
+    assert split_arxiv_id(f"https://arxiv.org/abs/2309.03965v{version}") == ("2309.03965", 0)
+    assert split_arxiv_id("2309.03965v123456") == ("2309.03965", 123456)
+
+
 def test_item_identity_is_stable_across_sources_and_versions() -> None:
     when = datetime(2026, 11, 20, tzinfo=UTC)
     paper = Item("A", "https://arxiv.org/abs/2309.03965v1", "arXiv cs.CV", "paper",
