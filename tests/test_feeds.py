@@ -404,3 +404,55 @@ def test_a_huge_author_field_does_not_stall_parsing() -> None:
     assert time.monotonic() - started < 5  # was over 40 s
     assert first.authors[0].startswith("Ann NNN") and len(first.authors[0]) < 100
     assert [i.authors for i in parse("rss2.xml").items][0] == ("Grace Example",)
+
+
+# --- one hostile entry never loses the feed (found by a sweep of hostile inputs) --------------
+
+def _atom(*entries: str, title: str = "T") -> bytes:
+    return (f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+            f"<title>{title}</title>{''.join(entries)}</feed>").encode()
+
+
+GOOD = '<entry><title>good</title><link href="https://e.org/good"/><id>g</id></entry>'
+
+
+@pytest.mark.parametrize("feed", [
+    _atom('<entry><title>&#xD800;x</title><link href="https://e.org/1"/><id>a</id></entry>',
+          GOOD),
+    _atom('<entry><title>x</title><author><name>&#55296;</name></author>'
+          '<link href="https://e.org/1"/><id>a</id></entry>', GOOD),
+    _atom(GOOD, title="&#xDFFF;"),
+], ids=["title", "author-decimal", "feed-title"])
+def test_a_reference_to_a_surrogate_character_loses_nothing(feed: bytes) -> None:
+    """feedparser cannot encode a UTF-16 surrogate: one `&#xD800;` raised out of it and
+    lost every entry of the feed."""
+    items = parse_feed(feed, "s").items
+    assert [i.url for i in items][-1] == "https://e.org/good"
+    assert len(items) == feed.count(b"<entry>")  # the entry with it is kept too
+    assert not any("\ud800" <= c <= "\udfff" for i in items for c in i.title + i.source
+                   + "".join(i.authors))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"version": "https://jsonfeed.org/version/1", "items": [{"url": "https://e.org/c", '
+    b'"date_published": "0001-01-01T00:00:00+05:30"}, {"url": "https://e.org/good"}]}',
+    b"<rss version='2.0'><channel><title>T</title><item><title>x</title>"
+    b"<link>https://e.org/c</link><pubDate>Sat, 31 Dec 9999 23:59:59 -2359</pubDate></item>"
+    b"<item><title>g</title><link>https://e.org/good</link></item></channel></rss>",
+], ids=["go-zero-time-with-offset", "year-9999-west-of-utc"])
+def test_a_date_out_of_range_in_utc_is_no_date(body: bytes) -> None:
+    items = {i.url: i for i in parse_feed(body, "s").items}
+    assert set(items) == {"https://e.org/c", "https://e.org/good"}
+    assert items["https://e.org/c"].published is None
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"version": "https://jsonfeed.org/version/1", "items": ' + b"[" * 100_000,
+     "not a feed: JSON nested too deeply"),
+    (b'{"version": "https://jsonfeed.org/version/1", "items": [{"id": ' + b"9" * 5000 + b"}]}",
+     "not a feed: invalid JSON (Exceeds the limit"),
+])
+def test_hostile_json_is_a_clean_error(body: bytes, reason: str) -> None:
+    with pytest.raises(FeedError) as e:
+        parse_feed(body, "s")
+    assert str(e.value).startswith(reason)

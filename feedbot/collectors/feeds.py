@@ -100,7 +100,7 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
         content_type = "application/xml"
     # No Content-Type: the document's own encoding declaration decides (application/xml);
     # "text/xml" made feedparser assume us-ascii and call every UTF-8 feed malformed.
-    d = feedparser.parse(_defused(content), response_headers={
+    d = feedparser.parse(_defused(_no_surrogates(content)), response_headers={
         "content-location": base_url, "content-type": content_type or "application/xml"})
     bozo = d.bozo and not isinstance(d.bozo_exception, _BENIGN_BOZO)
     if not d.entries:
@@ -130,6 +130,22 @@ _AUTHOR_TEXT = re.compile(rb"<(?:[\w.-]+:)?(?:author|creator|managingeditor|webm
                           rb"owner|email|name)\b[^<>]*>([^<]*(?:<(?!/)[^<]*)*)", re.IGNORECASE)
 _LONG_RUN = re.compile(rb"(?<![A-Za-z0-9_.+\-])([A-Za-z0-9_.+\-]{%d})[A-Za-z0-9_.+\-]+"
                        % RUN_LIMIT)
+
+
+_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));")
+
+
+def _no_surrogates(content: bytes) -> bytes:
+    """`content` with each character reference to a UTF-16 surrogate (`&#xD800;`, `&#55296;`)
+    made U+FFFD: feedparser cannot encode such a character and lost the whole feed to it."""
+    if b"&#" not in content:
+        return content
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        code = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+        return b"&#xFFFD;" if 0xD800 <= code <= 0xDFFF else m.group(0)
+
+    return _CHARREF.sub(fix, content)
 
 
 def _defused(content: bytes) -> bytes:
@@ -221,7 +237,16 @@ def _loose_date(raw: Any) -> datetime | None:
         dt = email.utils.parsedate_to_datetime(f"{day} {month} {year}{rest or ' 00:00:00'}")
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return _as_utc(dt)
+
+
+def _as_utc(dt: datetime) -> datetime | None:
+    """`dt` in UTC (naive taken as UTC); None where that is out of datetime's range (Go's zero
+    time with an offset, `0001-01-01T00:00:00+05:30`, ends before year 1 in UTC)."""
+    try:
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _plausible(dt: datetime | None) -> datetime | None:
@@ -313,6 +338,10 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
         doc = json.loads(content.decode("utf-8-sig"), strict=False)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FeedError(f"not a feed: invalid JSON ({err})") from None
+    except RecursionError:
+        raise FeedError("not a feed: JSON nested too deeply") from None
+    except ValueError as err:  # an integer of thousands of digits
+        raise FeedError(f"not a feed: invalid JSON ({err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise FeedError("not a feed: JSON without an 'items' list")
     if "jsonfeed.org" not in str(doc.get("version", "")):
@@ -389,7 +418,7 @@ def _iso(value: Any) -> datetime | None:
         dt = datetime.fromisoformat(_TZ_FIX.sub("+00:00", value.strip()))
     except ValueError:
         return _loose_date(value)
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return _as_utc(dt)
 
 
 def feed_kind(spec: SourceSpec) -> str:
