@@ -571,6 +571,9 @@ _SOURCES_NAME_MAX = 60  # widest name column of `feedbot sources`, indent includ
 @pass_app
 def feedback(app: App, item: str, value: str, chat: str) -> None:
     """Record 👍 (up), 👎 (down) or read-later for ITEM (an id from the digest, or its URL)."""
+    from .text import mend_surrogates
+
+    item = mend_surrogates(item)  # bytes that are not UTF-8 in argv come as lone surrogates
     found = app.store.get_item(item)
     if found is None:
         from .digest import demo_items

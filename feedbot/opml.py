@@ -72,6 +72,8 @@ def parse_opml(data: bytes) -> list[Feed]:
         root = parser.close()
     except ET.ParseError as e:
         raise OpmlError(f"not valid XML: {e}") from None
+    except (LookupError, ValueError) as e:  # <?xml encoding="bogus"?>: expat's own words
+        raise OpmlError(f"not valid XML: {e}") from None
     if _local(root.tag) != "opml":
         raise OpmlError(f"not OPML: the root element is <{_local(root.tag)}>, not <opml>")
     feeds: dict[str, Feed] = {}

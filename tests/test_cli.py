@@ -267,6 +267,10 @@ def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     assert "nothing saved for later" in invoke("later").stdout
     missing = invoke("feedback", "nothing-like-this", "down")
     assert missing.exit_code == 2 and "no stored item" in missing.stderr
+    # bytes that are not UTF-8, as a terminal passes them (lone surrogates in argv): a
+    # UnicodeEncodeError traceback out of SQLite before
+    garbled = invoke("feedback", "\udcff\udcfe", "up")
+    assert garbled.exit_code == 2 and "no stored item '\ufffd\ufffd'" in garbled.stderr
 
 
 def test_init_writes_the_starter_file(tmp_path: Path) -> None:

@@ -89,6 +89,8 @@ def test_doctypes_and_entities_are_refused(data: bytes) -> None:
 @pytest.mark.parametrize(("data", "message"), [
     (b"<opml><body><outline", "not valid XML"),
     (b'<?xml version="1.0"?><rss version="2.0"><channel/></rss>', "root element is <rss>"),
+    (b'<?xml version="1.0" encoding="bogus-enc"?><opml><body/></opml>',
+     "not valid XML: unknown encoding: bogus-enc"),  # a LookupError out of expat, once
 ])
 def test_not_opml_is_refused(data: bytes, message: str) -> None:
     with pytest.raises(OpmlError, match=message):
