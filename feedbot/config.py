@@ -579,6 +579,8 @@ def parse_yaml(text: str, path: str | Path | None = None) -> Any:
         raise _unreadable(e, text, path) from None
     except YAMLError as e:
         raise ConfigError(path, f"not valid YAML: {e}") from None
+    except RecursionError:  # `learner: [[[[…` thousands deep
+        raise ConfigError(path, "not valid YAML: nested too deeply") from None
 
 
 # A run of blanks with a tab in it, before a comment or at the end of a line.

@@ -154,6 +154,14 @@ def test_duplicate_names_refused(tmp_path: Path) -> None:
         load_config(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_yaml_nested_thousands_deep_is_a_clean_error(tmp_path: Path, opening: str) -> None:
+    """A RecursionError traceback out of the YAML parser before."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "learner: " + opening * 10_000 + "\n"))
+    assert e.value.message == "not valid YAML: nested too deeply"
+
+
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "learner:\n  stage: cnn\nblogs: [\n  - oops: {\n"))
