@@ -72,7 +72,7 @@ def parse_opml(data: bytes) -> list[Feed]:
         root = parser.close()
     except ET.ParseError as e:
         raise OpmlError(f"not valid XML: {e}") from None
-    except (LookupError, ValueError) as e:  # <?xml encoding="bogus"?>: expat's own words
+    except LookupError as e:  # <?xml encoding="bogus"?>: expat's own words
         raise OpmlError(f"not valid XML: {e}") from None
     if _local(root.tag) != "opml":
         raise OpmlError(f"not OPML: the root element is <{_local(root.tag)}>, not <opml>")
