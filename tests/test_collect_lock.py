@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,42 +51,18 @@ def in_another_process(work: Callable[[], Any]) -> Any:
 
 # --- 1. a holder that finishes between this process's read of the state and its lock --------
 
-def test_a_source_collected_whole_between_the_state_read_and_the_lock_is_not_fetched_again(
-        server: LocalServer, tmp_path: Path) -> None:
-    """The daemon reads a source's state on its collection thread; before the event loop takes
-    the source's lock, `feedbot digest` collects that source whole (fetch, record, let go). The
-    lock is then free at once, but the source was just collected by another process."""
-    url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
-    cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
-    store = Store(db_path)
-    others: list[Any] = []
-
-    def other_collection() -> Any:
-        other = Store(db_path)
-        try:
-            return collect(cfg, other, now=NOW + timedelta(seconds=1))  # type: ignore[arg-type]
-        finally:
-            other.close()
-
-    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
-        result = fn(store, *args)
-        if fn is collect_mod._begin and not others:
-            others.append(in_another_process(other_collection))
-        return result
-
-    (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
-    (theirs,) = others[0]
-    assert (theirs.status, theirs.new) == ("ok", 3)
-    assert len(server.hits("/f")) == 1, "fetched twice"
-    assert report.line() == "f: skipped: collected meanwhile by another feedbot process"
-    store.close()
-
-
-def test_a_source_another_process_collected_after_this_run_began_is_not_fetched_again(
-        server: LocalServer, tmp_path: Path) -> None:
-    """`feedbot collect` fetches every source, due or not. A source that another process
-    fetched and recorded whole after this run began, before this run reached it, finds its
-    lock free and its state already new: the run's start is what tells it was just done."""
+@pytest.mark.parametrize("before_the_read", [False, True],
+                         ids=["between-the-read-and-the-lock", "after-the-run-began"])
+def test_a_source_another_process_collected_meanwhile_is_not_fetched_again(
+        before_the_read: bool, server: LocalServer, tmp_path: Path) -> None:
+    """Another process (`feedbot digest` beside the daemon) collects a source whole (fetch,
+    record, let go) while this run goes on, so the source's lock is free when this run gets
+    to it, but the source was just collected:
+    - between this run's read of the source's state and its lock (the daemon reads on its
+      collection thread, before the event loop takes the lock): the state read again after
+      the lock tells;
+    - after this run began, before it read the state (a plain `feedbot collect` fetches every
+      source, due or not): the outcomes read when the run began tell."""
     url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
     cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
     store = Store(db_path)
@@ -94,12 +70,17 @@ def test_a_source_another_process_collected_after_this_run_began_is_not_fetched_
 
     def other_collection() -> Any:
         with Store(db_path) as other:
-            return collect(cfg, other, now=NOW - timedelta(seconds=1))  # type: ignore[arg-type]
+            return collect(cfg, other, now=NOW + timedelta(seconds=1))  # type: ignore[arg-type]
 
     async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
-        if fn is collect_mod._begin and not others:  # before this run reads the source
+        if fn is not collect_mod._begin or others:
+            return fn(store, *args)
+        if before_the_read:
             others.append(in_another_process(other_collection))
-        return fn(store, *args)
+        result = fn(store, *args)
+        if not before_the_read:
+            others.append(in_another_process(other_collection))
+        return result
 
     (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
     (theirs,) = others[0]
@@ -220,6 +201,34 @@ def test_a_cancelled_collection_holds_the_source_until_its_outcome_is_written(
 
 # --- 4. a batch of people's author queries, some held by another process ---------------------
 
+@contextlib.contextmanager
+def another_process_holding(lock: Path, until: Callable[[], bool],
+                            before_letting_go: Callable[[], Any] = lambda: None,
+                            after: Callable[[], Any] = lambda: None) -> Iterator[None]:
+    """Inside the block, `lock` is held from a thread (as another process would hold it: flock
+    locks through two open files conflict within one process too) until `until()` is true, or
+    20 s; that holder calls `before_letting_go()`, lets go, then calls `after()`."""
+    holding = threading.Event()
+
+    def holder() -> None:
+        with locks.try_exclusive(lock) as held:
+            assert held
+            holding.set()
+            give_up = time.monotonic() + 20
+            while not until() and time.monotonic() < give_up:
+                time.sleep(0.02)
+            before_letting_go()
+        after()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        yield
+    finally:
+        thread.join(30)
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["it-recorded", "it-crashed"])
 def test_people_another_process_holds_are_left_out_of_the_batch(
         recorded: bool, server: LocalServer, tmp_path: Path) -> None:
@@ -233,27 +242,16 @@ def test_people_another_process_holds_are_left_out_of_the_batch(
     held_name = "Lin Sample/arxiv"
     lock = source_lock(str(db_path), held_name)
     assert lock is not None
-    holding = threading.Event()
 
-    def other_process() -> None:  # lets go once the batch has been asked
-        with locks.try_exclusive(lock) as held:
-            assert held
-            holding.set()
-            deadline = time.monotonic() + 20
-            while not server.hits("/api/query") and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if recorded:
-                with Store(db_path) as other:
-                    other.record_failure(held_name, NOW, "HTTP 503", retry_after=None)
+    def record() -> None:
+        if recorded:
+            with Store(db_path) as other:
+                other.record_failure(held_name, NOW, "HTTP 503", retry_after=None)
 
-    holder = threading.Thread(target=other_process)
-    holder.start()
-    assert holding.wait(10)
     store = Store(db_path)
-    try:
+    with another_process_holding(lock, until=lambda: bool(server.hits("/api/query")),
+                                 before_letting_go=record):  # once the batch has been asked
         got = collect(cfg, store, now=NOW, arxiv=gate)
-    finally:
-        holder.join(30)
     reports = {r.name: r for r in got}
     asked = [parse_qs(r.query)["search_query"][0] for r in server.hits("/api/query")]
     others = [n for p, n in PEOPLE.items() if f"{p}/arxiv" != held_name]
@@ -304,31 +302,20 @@ def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
     db_path = tmp_path / "db.sqlite"
     lock = source_lock(str(db_path), "held")
     assert lock is not None
-    holding, saw_free = threading.Event(), threading.Event()
+    saw_free: list[bool] = []
 
-    def other_process() -> None:  # holds "held" until "free" has been fetched, or 20 s
-        with locks.try_exclusive(lock) as held:
-            assert held
-            holding.set()
-            deadline = time.monotonic() + 20
-            while not server.hits("/free") and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if server.hits("/free"):
-                saw_free.set()
-            if recorded:
-                with Store(db_path) as other:
-                    other.record_failure("held", NOW, "HTTP 503", retry_after=None)
+    def record() -> None:
+        saw_free.append(bool(server.hits("/free")))
+        if recorded:
+            with Store(db_path) as other:
+                other.record_failure("held", NOW, "HTTP 503", retry_after=None)
 
-    holder = threading.Thread(target=other_process)
-    holder.start()
-    assert holding.wait(10)
     store = Store(db_path)
-    try:
+    with another_process_holding(lock, until=lambda: bool(server.hits("/free")),
+                                 before_letting_go=record):
         reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
                                               now=NOW)}
-    finally:
-        holder.join(30)
-    assert saw_free.is_set(), "the held source kept the only slot while it waited"
+    assert saw_free == [True], "the held source kept the only slot while it waited"
     assert (reports["free"].status, reports["free"].new) == ("ok", 3)
     if recorded:
         assert reports["held"].line() == (
@@ -354,30 +341,20 @@ def test_a_source_let_go_unrecorded_does_not_hold_its_lock_while_it_queues_for_a
     db_path = tmp_path / "db.sqlite"
     lock = source_lock(str(db_path), "held")
     assert lock is not None
-    holding, free_while_queued = threading.Event(), []
+    free_while_queued: list[bool] = []
 
-    def other_then_third_process() -> None:
-        with locks.try_exclusive(lock) as held:
-            assert held
-            holding.set()
-            deadline = time.monotonic() + 20
-            while not server.hits("/slow") and time.monotonic() < deadline:
-                time.sleep(0.02)
-        # crashed: let go, nothing recorded. While "slow" still holds the only slot, a third
-        # process looks at the source, after this run's waiter had time to notice (0.2 s)
+    def third_process() -> None:
+        # the other crashed: it let go, recording nothing. While "slow" still holds the only
+        # slot, a third process looks at the source, after this run's waiter noticed (0.2 s)
         time.sleep(1.0)
         with locks.try_exclusive(lock) as free:
             free_while_queued.append(free)
 
-    third = threading.Thread(target=other_then_third_process)
-    third.start()
-    assert holding.wait(10)
     store = Store(db_path)
-    try:
+    with another_process_holding(lock, until=lambda: bool(server.hits("/slow")),
+                                 after=third_process):
         reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
                                               now=NOW)}
-    finally:
-        third.join(30)
     assert free_while_queued == [True], "the lock was held while queued for the slot"
     assert [(r.status, r.new) for r in reports.values()] == [("ok", 3), ("ok", 3)]
     assert len(server.hits("/held")) == 1
