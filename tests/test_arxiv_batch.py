@@ -254,3 +254,19 @@ def test_batch_and_query_are_still_spaced(server: LocalServer, tmp_path: Path) -
     hits = server.hits("/api/query")
     assert len(hits) == 2  # the query, and one for all four people
     assert hits[1].at - hits[0].at >= 0.35
+
+
+@pytest.mark.parametrize("bad", ["garbage", "0001-01-01T00:00:00+05:30"])
+def test_an_entry_with_an_unreadable_date_costs_only_itself(
+        bad: str, server: LocalServer, tmp_path: Path) -> None:
+    """The arxiv client raised on a date it could not read: one such entry lost the batch's
+    whole answer, for every person in it. Now that entry alone is skipped."""
+    body = BATCH_XML.read_bytes().replace(b"<published>", b"<published>" + bad.encode()
+                                          + b"</published><x>", 1)
+    gate = serve_batch(server, body=body)
+    store = Store(tmp_path / "db.sqlite")
+    reports = {r.name: r for r in collect(people_config(), store, now=NOW, arxiv=gate)}
+    assert [r.status for r in reports.values()] == ["ok"] * len(PEOPLE)
+    kept = sorted(s.item.arxiv_id for s in store.items_since(None))
+    assert "2611.05001" not in kept  # the first entry, the one with the bad date
+    assert kept == ["2611.05002", "2611.05003", "2611.05005", "2611.05006", "2611.05007"]

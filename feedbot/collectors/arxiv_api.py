@@ -46,6 +46,33 @@ from . import Collected, Context, SourceError, in_daemon_thread
 
 log = logging.getLogger(__name__)
 
+
+def _skip_entries_with_unreadable_dates() -> None:
+    """The arxiv client (4.0.2, pinned) reads each entry's dates with `_feed._parse_datetime`,
+    which raises on a date it cannot read (`garbage`, or Go's zero time with an offset, which
+    leaves datetime's range in UTC): one such entry lost the whole answer, and for a batch of
+    author queries every person in it. Made to answer None there, the client skips that entry
+    with a warning, as it already does for an entry without a date."""
+    try:
+        from arxiv import _feed
+    except ImportError:  # another layout: nothing to mend
+        return
+    parse = getattr(_feed, "_parse_datetime", None)
+    if parse is None or getattr(parse, "feedbot_tolerant", False):
+        return
+
+    def tolerant(s: str | None) -> datetime | None:
+        try:
+            return parse(s)  # type: ignore[no-any-return]
+        except (ValueError, OverflowError):
+            return None
+
+    tolerant.feedbot_tolerant = True  # type: ignore[attr-defined]
+    _feed._parse_datetime = tolerant
+
+
+_skip_entries_with_unreadable_dates()
+
 API_URL = "https://export.arxiv.org/api/query?{}"
 DELAY = 3.0  # arXiv's terms of use: no more than one request every three seconds
 ARXIV_TURN = ".arxiv-turn"  # in $FEEDBOT_HOME: when this machine's last arXiv request ended
