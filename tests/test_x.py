@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -552,3 +553,34 @@ def test_stopping_does_not_wait_for_a_hung_x_request(
     assert took < 15, f"waited {took:.0f}s for the hung X request"
     assert code in (0, 130), err.decode(errors="replace")
     assert TOKEN.encode() not in err
+
+
+_GOOD_POST = {"id": "1860000000000000001", "text": "fine post",
+              "created_at": "2026-11-19T10:00:00.000Z"}
+
+
+@pytest.mark.parametrize(("odd", "kept"), [
+    ({"id": "1860000000000000002", "text": "x", "created_at": "yesterday"}, 2),
+    ({"id": "1860000000000000003", "text": "x", "created_at": "0001-01-01T00:00:00+01:00"}, 2),
+    ({"text": "no id"}, 1),
+    ({"id": "abc", "text": "x", "created_at": "2026-11-19T10:00:00.000Z"}, 1),
+], ids=["unreadable-date", "date-out-of-range", "no-id", "id-not-a-number"])
+def test_one_malformed_post_costs_only_itself(odd: dict[str, str], kept: int, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One post X sent malformed lost the whole timeline's fetch ("unexpected ValueError"),
+    run after run. A post with an unreadable date takes its id's time; one without a usable
+    id (nothing to link to) is passed over."""
+    monkeypatch.setenv("X_BEARER_TOKEN", "t")
+    cfg = load_config("sources.yaml",
+                      text="learner:\n  stage: cnn\npeople:\n  - name: G\n    x: gx\n")
+    with x_api() as rsps, Store(tmp_path / "db.sqlite") as store:
+        rsps.get(f"{X_API}/users/by/username/gx",
+                 json={"data": {"id": "4242", "name": "G", "username": "gx"}})
+        rsps.get(f"{X_API}/users/4242/tweets",
+                 json={"data": [_GOOD_POST, odd], "meta": {"result_count": 2}})
+        [report] = asyncio.run(collect_async(cfg, store, now=NOW))
+        assert (report.status, report.new) == ("ok", kept)
+        odd_time = store.get_item(f"https://x.com/gx/status/{odd.get('id')}")
+        if kept == 2:  # its time from the snowflake id, not a fetch-time guess
+            assert odd_time is not None and odd_time.item.published == tweet_time(
+                {"id": odd["id"]})

@@ -150,7 +150,10 @@ def tweet_time(tweet: dict[str, Any]) -> datetime:
     """`created_at` when the API sent it, else the time encoded in the snowflake id."""
     raw = tweet.get("created_at")
     if isinstance(raw, str) and raw:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+        except (ValueError, OverflowError):  # unreadable, or out of range in UTC: the id's time
+            pass
     ms = (int(tweet["id"]) >> 22) + TWITTER_EPOCH_MS
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -273,17 +276,32 @@ def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, pe
     items = []
     for page in pages:
         for tweet in page.get("data") or []:
+            if not _has_id(tweet):  # no post to link to: one malformed post costs only itself
+                continue
             if (is_retweet(tweet) and not retweets) or (is_reply(tweet) and not replies):
                 continue
             items.append(tweet_to_item(tweet, handle, source, person, included))
     return items
 
 
+def _has_id(tweet: Any) -> bool:
+    """Whether `tweet` is a post with an id of digits, as X gives every post."""
+    return isinstance(tweet, dict) and _digits(tweet.get("id"))
+
+
+def _digits(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) \
+        and str(value).isdigit() and len(str(value)) <= 30
+
+
 def newest_id(pages: Iterable[dict[str, Any]], since_id: str = "") -> str | None:
-    """The newest post id seen (the next run's since_id); None when nothing came back."""
-    ids = [int(p["meta"]["newest_id"]) for p in pages if (p.get("meta") or {}).get("newest_id")]
-    ids += [int(t["id"]) for p in pages for t in p.get("data") or []]
-    if since_id:
+    """The newest post id seen (the next run's since_id); None when nothing came back. Ids
+    that are not numbers (a malformed answer) are passed over."""
+    pages = list(pages)
+    ids = [int(p["meta"]["newest_id"]) for p in pages
+           if _digits((p.get("meta") or {}).get("newest_id"))]
+    ids += [int(t["id"]) for p in pages for t in p.get("data") or [] if _has_id(t)]
+    if _digits(since_id):
         ids.append(int(since_id))
     return str(max(ids)) if ids else None
 
