@@ -138,6 +138,8 @@ def _fetch_error(e: BaseException, url: str, deadline: float) -> FetchError | No
         return FetchError("timed out")
     if isinstance(e, httpx.InvalidURL):
         return FetchError(f"invalid URL: {e}")
+    if isinstance(e, UnicodeError):  # a host name IDNA cannot encode (`xn--zz-9999.com`)
+        return FetchError(f"invalid URL: the host name cannot be encoded ({e})")
     if isinstance(e, httpx.ConnectError):
         host = urlsplit(url).hostname or url
         text = str(e)

@@ -205,3 +205,11 @@ def test_the_local_test_server_takes_a_client_hanging_up_quietly(
     except ValueError:
         server.httpd.handle_error(None, ("127.0.0.1", 1))
     assert "ValueError: a bug in a handler" in capsys.readouterr().err
+
+
+def test_a_redirect_to_a_host_name_idna_cannot_encode_is_a_clean_error() -> None:
+    """`xn--zz-9999.com` is no valid A-label: the IDNA codec's UnicodeError came out as
+    "unexpected IDNAError" with a traceback in the log."""
+    with pytest.raises(FetchError) as e:
+        run(fetch_via("https://evil.example.org/feed?to=http://xn--zz-9999.com/rss"))
+    assert str(e.value).startswith("invalid URL: the host name cannot be encoded")
