@@ -622,12 +622,17 @@ def read_sources(path: Path, target: Path | None = None, newline: str | None = N
     try:
         with open(target or path, encoding="utf-8", newline=newline) as f:
             size = os.fstat(f.fileno()).st_size
-            if size > MAX_SOURCES_BYTES:
-                raise ConfigError(path, f"is {size / 1e6:.0f} MB; a sources file is at most "
+            # read no more than the limit: a device or a pipe (/dev/zero) has no size, and
+            # an unbounded read of it never ends
+            text = f.read(MAX_SOURCES_BYTES + 1) if size <= MAX_SOURCES_BYTES else ""
+            if size > MAX_SOURCES_BYTES or len(text) > MAX_SOURCES_BYTES:
+                shown = f"{size / 1e6:.0f} MB" if size > MAX_SOURCES_BYTES else \
+                    f"over {MAX_SOURCES_BYTES // 1_000_000} MB"
+                raise ConfigError(path, f"is {shown}; a sources file is at most "
                                   f"{MAX_SOURCES_BYTES // 1_000_000} MB",
                                   hint="is FEEDBOT_SOURCES (or --sources) naming the right "
                                   "file?")
-            return f.read()
+            return text
     except FileNotFoundError:
         raise ConfigError(path, "file not found", hint="set FEEDBOT_SOURCES or run "
                           "`feedbot init` to create a starter sources.yaml") from None

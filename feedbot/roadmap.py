@@ -104,15 +104,22 @@ def load_roadmap(path: str | Path | None = None) -> Roadmap:
     return Roadmap(str(doc.get("title") or "Roadmap"), stages, p)
 
 
+MAX_ROADMAP_BYTES = 10_000_000  # the packaged roadmap is 27 kB
+
+
 def _read(p: Path) -> str:
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:  # at most the limit: /dev/zero or a pipe never ends
+            data = f.read(MAX_ROADMAP_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(p, "roadmap file not found") from None
     except IsADirectoryError:
         raise ConfigError(p, "is a directory, not a roadmap file") from None
     except OSError as e:
         raise ConfigError(p, f"cannot read roadmap: {e.strerror or e}") from None
+    if len(data) > MAX_ROADMAP_BYTES:
+        raise ConfigError(p, f"is over {MAX_ROADMAP_BYTES // 1_000_000} MB; a roadmap file is "
+                          "at most that", hint="does `roadmap:` name the right file?")
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:

@@ -469,6 +469,20 @@ def test_a_section_left_empty_is_an_empty_section(tmp_path: Path) -> None:
     assert e.value.key == "rankings" and "did you mean 'ranking'" in str(e.value)
 
 
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_file_without_end_is_refused_not_read_for_ever(tmp_path: Path) -> None:
+    """A device or a pipe has no size: `FEEDBOT_SOURCES=/dev/zero`, or a roadmap path naming
+    one, was read for ever."""
+    from feedbot.roadmap import load_roadmap
+
+    with pytest.raises(ConfigError) as e:
+        load_config(Path("/dev/zero"))
+    assert "over 10 MB; a sources file is at most 10 MB" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_roadmap("/dev/zero")
+    assert "over 10 MB; a roadmap file is at most that" in str(e.value)
+
+
 def test_a_huge_sources_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     """A 50 MB sources.yaml took 89 s and 2 GB to parse (a log file given by mistake, minutes
     before its error line); past 10 MB it is refused at once, by `load_config` and by every
