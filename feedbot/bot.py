@@ -397,11 +397,27 @@ def _migration(update: Update) -> tuple[int, int] | None:
     msg = update.message
     if msg is None or update.effective_chat is None:
         return None
+    moved = None
     if msg.migrate_to_chat_id:
-        return update.effective_chat.id, msg.migrate_to_chat_id
-    if msg.migrate_from_chat_id:
-        return msg.migrate_from_chat_id, update.effective_chat.id
-    return None
+        moved = update.effective_chat.id, msg.migrate_to_chat_id
+    elif msg.migrate_from_chat_id:
+        moved = msg.migrate_from_chat_id, update.effective_chat.id
+    # Only a basic group becomes a supergroup: a notice naming a private chat or a supergroup
+    # as the old one is forged, and must not let its chat in (or take over the old one's).
+    if moved is None or not (_basic_group(moved[0]) and _supergroup(moved[1])):
+        return None
+    return moved
+
+
+_SUPERGROUP_BELOW = -1_000_000_000_000  # the Bot API's supergroup ids: -(10^12 + channel id)
+
+
+def _basic_group(chat_id: int) -> bool:
+    return _SUPERGROUP_BELOW < chat_id < 0
+
+
+def _supergroup(chat_id: int) -> bool:
+    return chat_id <= _SUPERGROUP_BELOW
 
 
 def _replace_allowed_chat(path: Any, old: int, new: int) -> None:

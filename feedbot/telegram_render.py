@@ -124,7 +124,7 @@ def parse_feedback_data(data: str | None) -> tuple[str, str] | None:
     """`fb:up:<item id>` → ("up", item id); None when it is not feedback."""
     parts = (data or "").split(":", 2)
     if len(parts) == 3 and parts[0] == "fb" and parts[1] in FEEDBACK and parts[2]:
-        return parts[1], parts[2]
+        return parts[1], mend_surrogates(parts[2])  # forged data: no SQLite text holds one
     return None
 
 

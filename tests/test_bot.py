@@ -465,7 +465,7 @@ async def test_a_group_that_becomes_a_supergroup_is_still_served(
     served ("this chat is not on its list"), and the votes, read-later list and delivered
     items stayed with the old id. Now the new id takes the old one's place in sources.yaml
     and the records follow it: nothing is lost, nothing comes again."""
-    old, new = -4012345, -1004012345
+    old, new = -4012345, -1000004012345
     sources = write_sources(tmp_path / "sources.yaml", chats=(old, CHAT))
     ids = seed_items(feedbot_env, clock(), 5)
     with Store.open(feedbot_env) as store:
@@ -484,7 +484,7 @@ async def test_a_group_that_becomes_a_supergroup_is_still_served(
         assert runner.allowed_chats == [new, CHAT]
     assert "/digest" in helptext["text"] and len(api.sent(new)) == 3  # no refusal
     assert api.sent(old) == []
-    assert "allowed_chats: [-1004012345, 4242]" in sources.read_text()
+    assert "allowed_chats: [-1000004012345, 4242]" in sources.read_text()
     assert "# where the learner is" in sources.read_text()  # comments kept
     saved = [r[0]["callback_data"].split(":", 2)[2]
              for r in later["reply_markup"]["inline_keyboard"]]
@@ -494,6 +494,35 @@ async def test_a_group_that_becomes_a_supergroup_is_still_served(
     assert sent == set(ids[3:])  # not the three the group had already
     with Store.open(feedbot_env) as store:
         assert [(v.item_id, v.value) for v in store.feedback(str(new))] == [(ids[0], "up")]
+
+
+@pytest.mark.parametrize(("old", "new"), [(CHAT, -1000000000666), (-1000000000777, -1000000000666),
+                                        (-4012345, 666)],
+                         ids=["from-a-private-chat", "from-a-supergroup", "to-no-supergroup"])
+async def test_a_forged_migration_notice_lets_no_chat_in(
+        old: int, new: int, tmp_path: Path, feedbot_env: Path, clock: Clock,
+        api: FakeBotAPI) -> None:
+    """Only a basic group becomes a supergroup. A notice that names a private chat or a
+    supergroup as the old chat (only a Bot API server, or FEEDBOT_TELEGRAM_API_URL, can send
+    one) let its chat take the allowed chat's place, with its votes and read-later list."""
+    sources = write_sources(tmp_path / "sources.yaml", chats=(old,))
+    before = sources.read_text()
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.migrate(old, new)
+        await asyncio.sleep(0.5)
+        assert runner.allowed_chats == [old]
+    assert sources.read_text() == before
+
+
+async def test_forged_button_data_with_a_lone_surrogate_is_answered_quietly(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture) -> None:
+    """No SQLite text holds a lone surrogate: looking the item up raised UnicodeEncodeError,
+    logged with a traceback, and the chat got "Something went wrong"."""
+    [msg] = await ask(api, "/digest")
+    api.press(CHAT, mid_of(api, msg), "fb:up:\ud800")
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert answer.params.get("text") != "Something went wrong"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(("text", "stage"), [("/stage ｎｌｐ", "nlp"),
@@ -517,7 +546,7 @@ async def test_a_send_to_a_group_that_became_a_supergroup_says_where_it_went(
     from feedbot.bot import SendFailed, chat_migrated, send_message
     from feedbot.telegram_render import plain
 
-    old, new = -4012345, -1004012345
+    old, new = -4012345, -1000004012345
     sources = write_sources(tmp_path / "sources.yaml", chats=(old,))
     async with running(sources, feedbot_env, clock, api) as runner:
         api.fail("sendMessage", migrate_to=new)
