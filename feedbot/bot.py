@@ -47,10 +47,12 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    ExtBot,
     MessageHandler,
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from .redact import install_redaction
 from .telegram_render import (
@@ -263,6 +265,46 @@ def api_url_from_env() -> str:
 
 
 GET_UPDATES_CONNECTIONS = 2
+REQUEST_CONNECTIONS = 256  # python-telegram-bot's own default for the other requests
+
+
+class TolerantBot(ExtBot[None]):
+    """python-telegram-bot's bot, whose getUpdates survives an update it cannot read.
+
+    python-telegram-bot reads a whole batch of updates at once: one it cannot parse (a field of
+    a shape it does not know, as Telegram adds them) fails the batch, the offset never moves
+    past it, and the same batch came back at once, for ever: the bot answered no one, and the
+    log grew by a megabyte a second. Here the batch is asked for again and read update by
+    update; one that cannot be read is logged once and handed on empty (only its id, which no
+    handler answers), so that the offset moves past it."""
+
+    async def get_updates(self, offset: int | None = None, limit: int | None = None,
+                          timeout: Any = None, allowed_updates: Sequence[str] | None = None,
+                          **kw: Any) -> tuple[Update, ...]:
+        try:
+            return await super().get_updates(offset=offset, limit=limit, timeout=timeout,
+                                              allowed_updates=allowed_updates, **kw)
+        except TelegramError:  # the network, the API: the updater's own retries handle those
+            raise
+        except Exception:  # python-telegram-bot could not read the batch
+            pass
+        raw = await self._post("getUpdates", {"offset": offset, "limit": limit, "timeout": 0,
+                                              "allowed_updates": allowed_updates})
+        updates: list[Update] = []
+        for data in raw if isinstance(raw, list) else []:
+            try:
+                update = Update.de_json(data, self)
+            except Exception as e:  # whatever the parser raises
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                log.warning("an update from Telegram that python-telegram-bot cannot read was "
+                            "passed over (update %s): %s: %s", update_id, type(e).__name__, e)
+                if not isinstance(update_id, int) or isinstance(update_id, bool):
+                    continue
+                update = Update(update_id=update_id)
+            if update is not None:
+                self.insert_callback_data(update)
+                updates.append(update)
+        return tuple(updates)
 
 
 def build_application(token: str, runner: Runner, api_url: str | None = None) -> Application:
@@ -272,9 +314,11 @@ def build_application(token: str, runner: Runner, api_url: str | None = None) ->
     # can leave its connection held, and with one the updater's last getUpdates (confirming
     # what it took, so that the next start does not get it again) found none, and logged an
     # ERROR with a traceback ("Pool timeout"): 4 in 100 restarts as a button was pressed.
-    app = (Application.builder().token(token).base_url(f"{api}/bot")
-           .base_file_url(f"{api}/file/bot").job_queue(None).concurrent_updates(True)
-           .get_updates_connection_pool_size(GET_UPDATES_CONNECTIONS).build())
+    bot = TolerantBot(token, base_url=f"{api}/bot", base_file_url=f"{api}/file/bot",
+                      request=HTTPXRequest(connection_pool_size=REQUEST_CONNECTIONS),
+                      get_updates_request=HTTPXRequest(
+                          connection_pool_size=GET_UPDATES_CONNECTIONS))
+    app = Application.builder().bot(bot).job_queue(None).concurrent_updates(True).build()
     app.bot_data["runner"] = runner
     app.add_handler(TypeHandler(Update, gate), group=-1)
     for name, fn in (("start", start), ("help", help_command), ("digest", digest_command),

@@ -514,6 +514,23 @@ async def test_a_forged_migration_notice_lets_no_chat_in(
     assert sources.read_text() == before
 
 
+async def test_an_update_python_telegram_bot_cannot_read_is_passed_over(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture) -> None:
+    """One update python-telegram-bot cannot parse failed its whole batch, and the offset never
+    moved past it: the same batch came back at once, for ever (565 getUpdates and 1,128
+    CRITICAL log records in 3 s), and /help was never answered."""
+    bad = api.push({"message": {"message_id": 1, "date": "bad", "text": "x",
+                                "chat": {"id": CHAT, "type": "private"}}})
+    [helptext] = await ask(api, "/help")
+    assert "/digest" in helptext["text"]
+    await asyncio.sleep(0.5)
+    polls = len(api.calls_to("getUpdates"))
+    await asyncio.sleep(1.0)
+    assert len(api.calls_to("getUpdates")) - polls < 10  # long polls again, not a busy loop
+    passed = [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()]
+    assert len(passed) == 1 and f"(update {bad['update_id']})" in passed[0]
+
+
 async def test_forged_button_data_with_a_lone_surrogate_is_answered_quietly(
         bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture) -> None:
     """No SQLite text holds a lone surrogate: looking the item up raised UnicodeEncodeError,
