@@ -229,6 +229,17 @@ def another_process_holding(lock: Path, until: Callable[[], bool],
         thread.join(30)
 
 
+def collect_while_held(feeds: dict[str, str], db_path: Path, held: str,
+                       **holder: Any) -> dict[str, Any]:
+    """The reports of `collect` of `feeds` into `db_path`, by name, while another process holds
+    source `held` (`holder`: `another_process_holding`'s options)."""
+    lock = source_lock(str(db_path), held)
+    assert lock is not None
+    with Store(db_path) as store, another_process_holding(lock, **holder):
+        return {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
+                                           now=NOW)}
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["it-recorded", "it-crashed"])
 def test_people_another_process_holds_are_left_out_of_the_batch(
         recorded: bool, server: LocalServer, tmp_path: Path) -> None:
@@ -300,8 +311,6 @@ def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
     feeds = {n: server.add(f"/{n}", body=atom_feed(_entries(n)),
                            content_type="application/atom+xml") for n in ("held", "free")}
     db_path = tmp_path / "db.sqlite"
-    lock = source_lock(str(db_path), "held")
-    assert lock is not None
     saw_free: list[bool] = []
 
     def record() -> None:
@@ -310,11 +319,9 @@ def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
             with Store(db_path) as other:
                 other.record_failure("held", NOW, "HTTP 503", retry_after=None)
 
-    store = Store(db_path)
-    with another_process_holding(lock, until=lambda: bool(server.hits("/free")),
-                                 before_letting_go=record):
-        reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
-                                              now=NOW)}
+    reports = collect_while_held(feeds, db_path, "held",
+                                 until=lambda: bool(server.hits("/free")),
+                                 before_letting_go=record)
     assert saw_free == [True], "the held source kept the only slot while it waited"
     assert (reports["free"].status, reports["free"].new) == ("ok", 3)
     if recorded:
@@ -324,7 +331,6 @@ def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
     else:
         assert (reports["held"].status, reports["held"].new) == ("ok", 3)
         assert len(server.hits("/held")) == 1
-    store.close()
 
 
 def test_a_source_let_go_unrecorded_does_not_hold_its_lock_while_it_queues_for_a_slot(
@@ -350,15 +356,11 @@ def test_a_source_let_go_unrecorded_does_not_hold_its_lock_while_it_queues_for_a
         with locks.try_exclusive(lock) as free:
             free_while_queued.append(free)
 
-    store = Store(db_path)
-    with another_process_holding(lock, until=lambda: bool(server.hits("/slow")),
-                                 after=third_process):
-        reports = {r.name: r for r in collect(feeds_config(feeds), store,  # type: ignore[arg-type]
-                                              now=NOW)}
+    reports = collect_while_held(feeds, db_path, "held",
+                                 until=lambda: bool(server.hits("/slow")), after=third_process)
     assert free_while_queued == [True], "the lock was held while queued for the slot"
     assert [(r.status, r.new) for r in reports.values()] == [("ok", 3), ("ok", 3)]
     assert len(server.hits("/held")) == 1
-    store.close()
 
 
 # --- 5. what is left beside the database and in FEEDBOT_HOME ----------------------------------
