@@ -380,11 +380,11 @@ async def collect_async(
 
     async def one(spec: SourceSpec) -> SourceReport:
         shared = batch_of.get(spec.name)
+        outcome = None if began is None else began.get(spec.name, NEVER)
         if shared is None:
             host = feed_host(spec.target) if spec.kind == "feed" else spec.kind
             report = await collect_one(ctx, store, spec, table, due_only=due_only, db=call,
-                                       slot=functools.partial(slot, host),
-                                       began=None if began is None else began.get(spec.name, NEVER))
+                                       slot=functools.partial(slot, host), began=outcome)
         else:
             # A batched source makes no request of its own, so it waits for its batch holding
             # no slot. The batch's one request takes the "arxiv" host slot and one overall slot,
@@ -392,8 +392,7 @@ async def collect_async(
             # twenty, and the gate still sends one request at a time with its spacing. A batch
             # holds only sources found due above, so their state is not read for that again.
             report = await collect_one(ctx, store, spec, {**table, "arxiv": shared.collect},
-                                       db=call, holding=holding,
-                                       began=None if began is None else began.get(spec.name, NEVER))
+                                       db=call, holding=holding, began=outcome)
         if on_done is not None:
             on_done(report)
         return report
@@ -463,7 +462,8 @@ async def _slotted_round(ctx: Context, store: Store | None, spec: SourceSpec,
             await slotted.aclose()
 
         async def fetch(work: Callable[[], Awaitable[SourceReport]]) -> SourceReport | None:
-            if left and slot is not None:
+            if left:  # waited without the slot (`leave_slot`, given only with one)
+                assert slot is not None
                 if not last:
                     return None  # let go of the lock, and queue for a slot again
                 await slotted.enter_async_context(slot())
@@ -618,6 +618,16 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
             raise
 
     started = time.monotonic()
+
+    async def failed(msg: str, retry_after: datetime | None, meta: dict[str, str]
+                     ) -> SourceReport:
+        try:
+            await record(_failed, spec.name, ctx.now, msg, retry_after, meta)
+        except sqlite3.Error as trouble:
+            return _unrecorded(spec, trouble, msg, time.monotonic() - started)
+        return SourceReport(spec.name, spec.label, "error", error=msg,
+                            seconds=time.monotonic() - started)
+
     try:
         got = await collector(ctx, spec, state)
     except Exception as caught:  # a bug or a surprise in one source must not stop the others
@@ -625,17 +635,10 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
         if isinstance(e, SourceDisabled):
             return SourceReport(spec.name, spec.label, "disabled", error=str(e))
         if isinstance(e, SourceError):
-            msg, retry_after = str(e), e.retry_after
-        else:
-            log.error("collecting %s failed", spec.name, exc_info=caught)
-            msg, retry_after = f"unexpected {type(e).__name__}: {e}", None
-        try:
-            await record(_failed, spec.name, ctx.now, msg, retry_after,
-                         deferred.take() if deferred else {})
-        except sqlite3.Error as trouble:
-            return _unrecorded(spec, trouble, msg, time.monotonic() - started)
-        return SourceReport(spec.name, spec.label, "error", error=msg,
-                            seconds=time.monotonic() - started)
+            return await failed(str(e), e.retry_after, deferred.take() if deferred else {})
+        log.error("collecting %s failed", spec.name, exc_info=caught)
+        return await failed(f"unexpected {type(e).__name__}: {e}", None,
+                            deferred.take() if deferred else {})
     items = [clamp_future(it, ctx.now) for it in got.items]
     try:
         result = await record(_succeeded, spec.name, ctx.now, items, got,
@@ -644,13 +647,8 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
         return _unrecorded(spec, trouble, seconds=time.monotonic() - started)
     except Exception as caught:  # a value the database cannot hold (a bug): this source only
         log.error("recording %s failed", spec.name, exc_info=caught)
-        msg = f"unexpected {type(caught).__name__} while storing its items: {caught}"
-        try:
-            await record(_failed, spec.name, ctx.now, msg, None, {})
-        except sqlite3.Error as trouble:
-            return _unrecorded(spec, trouble, msg, time.monotonic() - started)
-        return SourceReport(spec.name, spec.label, "error", error=msg,
-                            seconds=time.monotonic() - started)
+        return await failed(f"unexpected {type(caught).__name__} while storing its items: "
+                            f"{caught}", None, {})  # its meta went with the failed write
     status = "not-modified" if got.not_modified else "ok"
     return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
                         seen=len(got.items), warning=got.warning,

@@ -336,12 +336,10 @@ def _parse_json_feed(content: bytes, source: str, base: str, kind: str,
                      person: str) -> ParsedFeed:
     try:
         doc = json.loads(content.decode("utf-8-sig"), strict=False)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, not JSON, an integer of thousands of digits
         raise FeedError(f"not a feed: invalid JSON ({err})") from None
     except RecursionError:
         raise FeedError("not a feed: JSON nested too deeply") from None
-    except ValueError as err:  # an integer of thousands of digits
-        raise FeedError(f"not a feed: invalid JSON ({err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise FeedError("not a feed: JSON without an 'items' list")
     if "jsonfeed.org" not in str(doc.get("version", "")):
