@@ -33,6 +33,9 @@ kNN on every dev paper outside the pool, labelled by its categories (about 100 t
 simulation's 20 votes), and adds each to feedbot's score: how far feedback on this embedding
 and these labels can go.
 
+`--misses` lists, per stage, the papers feedbot most often puts in the top 10 without the
+stage's categories, and the stage each fits best: what precision@10 loses, and to what.
+
 `--days N` simulates votes as a learner gives them: on what the digest showed. Each day a
 batch of new papers from outside the pool arrives; feedbot ranks it with the votes so far, the
 learner votes on the 10 it shows (👍 on the stage's papers, 👎 on the rest), the model retrains
@@ -68,7 +71,7 @@ from feedbot.config import Ranking  # noqa: E402
 from feedbot.digest import stage_vectors  # noqa: E402
 from feedbot.embed import Embedder, embed_cached  # noqa: E402
 from feedbot.items import Item, content_hash  # noqa: E402
-from feedbot.rank import Candidate, StageVectors, rank  # noqa: E402
+from feedbot.rank import Candidate, StageVectors, rank, stage_fit  # noqa: E402
 from feedbot.roadmap import Roadmap, load_roadmap  # noqa: E402
 from feedbot.store import Store  # noqa: E402
 
@@ -495,6 +498,31 @@ def ceiling_runs(st: Setup, pools: list[np.ndarray]
     return runs
 
 
+def misses(st: Setup, pools: list[np.ndarray], top: int = 8) -> str:
+    """Per stage, the papers feedbot (stage only) most often puts in the top 10 without the
+    stage's categories, with the stage each fits best: what the precision@10 loses to."""
+    from collections import Counter
+
+    lines = []
+    for s in st.rel:
+        wrong: Counter[int] = Counter()
+        for pool in pools:
+            order = feedbot_order(st.X[pool], candidates(st.papers, pool), st.sv, s,
+                                  bench_weights())
+            wrong.update(int(pool[i]) for i in order if not st.rel[s][pool[i]])
+        n = sum(wrong.values())
+        lines.append(f"- `{s}`: {n} of {K * len(pools)} top-{K} places go to papers without "
+                     f"its categories, {len(wrong)} different papers" + (":" if n else ""))
+        if wrong:
+            fit = stage_fit(st.X[list(wrong)], st.sv)[0]
+            best = dict(zip(wrong, fit.argmax(axis=1), strict=True))
+            for i, c in wrong.most_common(top):
+                p = st.papers[i]
+                lines.append(f"  - {c}× {p.title[:90]} [{', '.join(sorted(p.categories))}; "
+                             f"fits `{st.sv.ids[best[i]]}` best]")
+    return "\n".join(lines)
+
+
 def average(runs: list[dict[str, dict[str, tuple[float, float]]]]
             ) -> dict[str, dict[str, tuple[float, float]]]:
     out: dict[str, dict[str, tuple[float, float]]] = {}
@@ -562,6 +590,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "regression, kNN) to see how far the embedding goes with ample feedback")
     ap.add_argument("--days", type=int, default=0,
                     help="also simulate this many days of votes on what the digest showed")
+    ap.add_argument("--misses", action="store_true",
+                    help="also list, per stage, the papers feedbot most often puts in the top "
+                    "10 without the stage's categories")
     ap.add_argument("--dev", type=Path, default=DEV,
                     help="labelled papers, one JSON object per line with id, title, abstract "
                     "and categories (default: the corpus's arxiv-dev.jsonl); the same method "
@@ -598,6 +629,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               "outside the pool, 👍/👎 on the 10 shown; precision@10 of the pool\n")
         print(shown_feedback_table(shown_feedback_runs(st, pools, base, seeds, args.days)),
               "\n")
+    if args.misses:
+        print("### Top-10 places given to papers without the stage's categories (stage only)\n")
+        print(misses(st, pools), "\n")
     if args.compare:
         from compare_methods import compare_table
 
