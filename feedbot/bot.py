@@ -550,6 +550,8 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
                         chat, _who(update))
             if await runner.first_refusal(chat):
                 await runner.send(chat, refusal(), thread=thread_of(update))
+    except (SendFailed, MaybeSent) as e:  # e.g. a stranger who wrote, then blocked the bot
+        log.warning("could not answer chat %s: %s", chat, e)
     except Exception:  # an error here must not let the update through to the handlers
         log.exception("could not answer chat %s", chat)
     raise ApplicationHandlerStop
@@ -766,10 +768,16 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     its request failed (without details: they are in the log); the bot keeps running."""
     chat = update.effective_chat.id if isinstance(update, Update) and update.effective_chat \
         else None
+    if isinstance(context.error, SendFailed | MaybeSent):
+        # Telegram would not take the answer (the bot was blocked, flood control beyond the
+        # retries) or its answer was lost: the reason says it all, and an apology would fail
+        # the same way or follow an answer that arrived
+        log.warning("could not answer chat %s: %s", chat, context.error)
+        return
     log.error("error while handling an update (chat %s): %s", chat, context.error,
               exc_info=context.error)
-    if not isinstance(update, Update) or chat is None or isinstance(context.error, SendFailed):
-        return  # a poller error, or Telegram itself is refusing our messages
+    if not isinstance(update, Update) or chat is None:
+        return  # a poller error
     runner = _runner(context)
     if not runner.is_allowed(chat):
         return

@@ -261,6 +261,22 @@ async def test_a_stranger_gets_one_polite_refusal_and_nothing_else(
     assert f"refused chat {STRANGER}" in caplog.text
 
 
+async def test_a_stranger_who_blocked_the_bot_is_one_warning(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture) -> None:
+    await api.wait_for("setMyCommands")
+    api.fail("sendMessage", status=403)
+    api.command(STRANGER, "/start")
+    for _ in range(250):
+        if "could not answer chat" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    await ask(api, "/help")  # the allowed chat is still served
+    [refused] = [r for r in caplog.records if "could not answer chat" in r.getMessage()]
+    assert refused.levelno == logging.WARNING and refused.exc_info is None
+    assert f"chat {STRANGER}" in refused.getMessage()
+    assert "bot was blocked by the user" in refused.getMessage()
+
+
 async def test_first_run_tells_whoever_starts_the_line_to_add(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -307,6 +323,28 @@ async def test_one_error_handler_logs_and_the_bot_lives_on(
         await asyncio.sleep(0.02)
     assert "error while handling an update (chat 4242)" in caplog.text
     assert "source health exploded" in caplog.text
+
+
+async def test_a_reply_telegram_refuses_is_one_warning_and_no_apology(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture) -> None:
+    """The learner blocked the bot: Telegram's reason is the whole story, so it is logged as one
+    warning without a traceback, and no apology is sent after it (it would be refused too)."""
+    await api.wait_for("setMyCommands")
+    api.fail("sendMessage", status=403)
+    api.command(CHAT, "/help")
+    for _ in range(250):
+        if "could not answer chat" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # room for an apology, were one sent
+    [refused] = [r for r in caplog.records if "could not answer chat" in r.getMessage()]
+    assert refused.levelno == logging.WARNING and refused.exc_info is None
+    assert f"chat {CHAT}" in refused.getMessage()
+    assert "bot was blocked by the user" in refused.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(api.calls_to("sendMessage")) == 1  # the refused answer, no apology after it
+    [reply] = await ask(api, "/help")  # unblocked: the bot answers again
+    assert "/digest" in reply["text"]
 
 
 async def test_a_failing_button_is_answered_and_explained(
