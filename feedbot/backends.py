@@ -1205,7 +1205,7 @@ def choose_backend(model_ref: str, device: str = "auto", *, remeasure: bool = Fa
 def _measure_and_store(key: str, model_ref: str, device: str) -> str:
     resolved = resolve_device(device)
     _report(f"feedbot: choosing an embedding backend for {model_ref} on {resolved} "
-            "(once per machine)")
+            "(once per FEEDBOT_HOME, machine and model)")
     results = measure(model_ref, resolved, candidates(resolved))
     good = [m for m in results if m.agreement >= MIN_AGREEMENT]  # fp32 always is
     best = max(good, key=lambda m: m.texts_per_s)

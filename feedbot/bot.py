@@ -703,7 +703,7 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     try:
         found = await runner.in_worker(
             lambda store: search(cfg, store, runner.embedder, roadmap, query, now=runner.now(),
-                                 limit=SEARCH_LIMIT))
+                                 limit=SEARCH_LIMIT, further=""))  # a chat has no --since
     except SearchError as e:
         await _reply(update, context, plain(str(e)))
         return

@@ -457,6 +457,10 @@ def stage(ctx: click.Context, app: App) -> None:
         st = app.roadmap.get(app.config.learner.stage)
         click.echo(f"stage {st.index + 1}/{len(app.roadmap.stages)}: {st.id} — {st.title}")
         click.echo(st.summary)
+        if st.topics:
+            click.echo("topics (what the ranking looks for):")
+            for t in st.topics:
+                click.echo(f"  - {t}")
         if st.resources:
             click.echo("resources:")
             for r in st.resources:

@@ -634,8 +634,12 @@ def read_sources(path: Path, target: Path | None = None, newline: str | None = N
                                   "file?")
             return text
     except FileNotFoundError:
-        raise ConfigError(path, "file not found", hint="set FEEDBOT_SOURCES or run "
-                          "`feedbot init` to create a starter sources.yaml") from None
+        if Path(path) == feedbot_home() / "sources.yaml":  # nothing named another file
+            hint = "set FEEDBOT_SOURCES or run `feedbot init` to create a starter sources.yaml"
+        else:  # named by --sources or FEEDBOT_SOURCES
+            hint = ("is --sources or FEEDBOT_SOURCES naming the right file? `feedbot init` "
+                    "writes a starter file there")
+        raise ConfigError(path, "file not found", hint=hint) from None
     except (OSError, UnicodeDecodeError) as e:  # a directory, not UTF-8, no permission
         raise ConfigError(path, f"cannot read: {e}") from None
 

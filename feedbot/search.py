@@ -354,10 +354,12 @@ def _word_char(c: str) -> bool:
 
 def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str, *,
            now: datetime, since: timedelta | None = None, limit: int = DEFAULT_LIMIT,
-           source: str | None = None, lexical_weight: float = LEXICAL_WEIGHT) -> SearchResult:
+           source: str | None = None, lexical_weight: float = LEXICAL_WEIGHT,
+           further: str = "; a longer --since looks further back") -> SearchResult:
     """The stored items that best match `query`, best first (see the module docstring).
 
-    Raises SearchError for a query without words and for an unknown `source`.
+    further: what the note on an empty window says to look further back (the bot has no
+    --since). Raises SearchError for a query without words and for an unknown `source`.
     """
     query = " ".join(readable(query).split())
     if not query:
@@ -367,7 +369,8 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
     # is still there to show (it was when the search began), not a KeyError.
     with store.snapshot():
         return _search(cfg, store, embedder, roadmap, query, follows, now=now, since=since,
-                       limit=limit, source=source, lexical_weight=lexical_weight)
+                       limit=limit, source=source, lexical_weight=lexical_weight,
+                       further=further)
 
 
 def readable(query: str) -> str:
@@ -380,6 +383,7 @@ def readable(query: str) -> str:
 
 def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str,
             follows: Following, *, now: datetime, since: timedelta | None, limit: int,
+            further: str,
             source: str | None, lexical_weight: float) -> SearchResult:
     since = since or DEFAULT_SINCE
     stage = roadmap.get(cfg.learner.stage)
@@ -408,7 +412,7 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     result.searched = len(keep)
     result.candidates = len(keep)
     if not len(keep):
-        result.empty = _nothing_here(store, now, since, source, follows, len(rows))
+        result.empty = _nothing_here(store, now, since, source, follows, len(rows), further)
         result.notes.append(result.empty)
         return result
     every = len(keep) == len(rows)
@@ -567,7 +571,7 @@ def _source_names(cfg: Config, follows: Following, source: str) -> set[str]:
 
 
 def _nothing_here(store: Store, now: datetime, since: timedelta, source: str | None,
-                  follows: Following, in_window: int) -> str:
+                  follows: Following, in_window: int, further: str) -> str:
     if store.item_count() == 0:
         return "nothing collected yet: run `feedbot collect` first, then search what it brings"
     if source is not None and in_window:
@@ -577,4 +581,4 @@ def _nothing_here(store: Store, now: datetime, since: timedelta, source: str | N
         return (f"nothing from the sources you follow in the last {_span(since)}: the "
                 f"{hidden} item{'s' if hidden != 1 else ''} collected then came from sources "
                 "you no longer follow")
-    return f"nothing collected in the last {_span(since)}; a longer --since looks further back"
+    return f"nothing collected in the last {_span(since)}{further}"

@@ -92,6 +92,12 @@ def atomic_write(path: Path, text: str, unchanged: Callable[[], bool] | None = N
 
 
 def _writable(path: Path) -> bool:
+    """Whether this process may write `path`, and someone meant it to be written: a file
+    without any write permission (`chmod a-w`) is read-only even for root, who may write
+    anything (feedbot in a container often runs as root)."""
+    with contextlib.suppress(OSError):
+        if not path.stat().st_mode & 0o222:
+            return False
     effective = os.access in os.supports_effective_ids
     return os.access(path, os.W_OK, effective_ids=effective)
 

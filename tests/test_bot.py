@@ -647,6 +647,15 @@ async def test_search_answers_with_the_items_and_their_buttons(bot: Any, api: Fa
     assert "reply_markup" not in none
 
 
+async def test_search_of_an_empty_window_offers_no_command_line_option(
+        bot: Any, api: FakeBotAPI, clock: Clock) -> None:
+    """`feedbot search` says a longer --since looks further back; a chat has no --since."""
+    clock.advance(days=400)  # every item is older than the search's window
+    [none] = await ask(api, "/search support vector machines")
+    assert "nothing collected in the last 365 days" in none["text"]
+    assert "--since" not in none["text"]
+
+
 async def test_search_with_a_lone_surrogate_is_answered_with_the_query_mended(
         bot: Any, api: FakeBotAPI) -> None:
     """JSON may carry half a UTF-16 pair ("\\ud800"), which no reply can hold: the query is

@@ -203,7 +203,13 @@ def test_digest_rejects_bad_options(sources: Path) -> None:
 
 
 def test_stage_commands_edit_in_place_keeping_comments(sources: Path) -> None:
-    assert "stage 8/13: cnn" in invoke("stage").stdout
+    shown = invoke("stage").stdout
+    assert "stage 8/13: cnn" in shown
+    from feedbot.roadmap import load_roadmap
+
+    cnn = load_roadmap().get("cnn")  # the stage's topics and resources, as the README says
+    assert all(f"  - {t}\n" in shown for t in cnn.topics) and cnn.topics
+    assert all(r.url in shown for r in cnn.resources) and cnn.resources
     listing = invoke("stage", "list").stdout.splitlines()
     assert len(listing) == 13
     assert listing[7].startswith("*  8. cnn")
@@ -913,6 +919,12 @@ def test_which_sources_file_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert missing.stderr.strip() == (
         f"feedbot: {feedbot_env / 'sources.yaml'}: file not found (set FEEDBOT_SOURCES or run "
         "`feedbot init` to create a starter sources.yaml)")
+    typo = {"FEEDBOT_SOURCES": str(tmp_path / "typo.yaml")}
+    named = CliRunner().invoke(main, ["stage"], env=typo)
+    assert named.exit_code == 2  # already set: the hint asks whether it names the right file
+    assert named.stderr.strip() == (
+        f"feedbot: {tmp_path / 'typo.yaml'}: file not found (is --sources or FEEDBOT_SOURCES "
+        "naming the right file? `feedbot init` writes a starter file there)")
     stage_file(feedbot_env, "calculus")
     assert "calculus" in invoke("stage").stdout
     assert f"sources: {feedbot_env / 'sources.yaml'}" in invoke("doctor").stdout

@@ -877,6 +877,19 @@ def test_an_edit_by_root_keeps_the_files_owner(sources: Path) -> None:
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
 
 
+def test_a_file_no_one_may_write_is_not_replaced_even_by_root(tmp_path: Path) -> None:
+    """`chmod a-w sources.yaml` says "do not edit"; root (feedbot in a container) may write
+    anything, and `feedbot follow` as root edited the file all the same."""
+    p = tmp_path / "sources.yaml"
+    p.write_text(COMMENTED)
+    p.chmod(0o444)
+    with pytest.raises(ConfigError, match="cannot write: the file is read-only; "
+                       "nothing was changed"):
+        follow(p, parse_follow_args(["x:someone"]))
+    assert p.read_text() == COMMENTED
+    assert leftovers(tmp_path) == []
+
+
 def test_a_read_only_file_is_not_replaced(tmp_path: Path) -> None:
     """The rename went through a read-only file (only the folder's permission counts):
     `chmod a-w sources.yaml` did not keep feedbot from editing it."""

@@ -387,6 +387,7 @@ class ArxivGate:
         self.lock = asyncio.Lock()
         self.down_until = 0.0  # time.monotonic() before which arXiv is known unreachable
         self.down_reason = ""
+        self.down_at = datetime.now(UTC)  # when (the last time) arXiv could not be reached
         # Held by the worker thread for its whole search: should a caller stop waiting (a
         # cancelled collection), the next search still waits for that request to end.
         self._busy = threading.Lock()
@@ -467,15 +468,16 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
     the retries: offline, eight arXiv sources took 45 s to fail one by one."""
     async with gate.lock:
         if time.monotonic() < gate.down_until:
-            raise ArxivFetchError(f"{gate.down_reason} (not tried: it failed a moment ago for "
-                                  f"another query; arXiv is asked again after "
-                                  f"{UNREACHABLE_PAUSE:g} s)")
+            raise ArxivFetchError(f"{gate.down_reason} (not tried: another query could not "
+                                  f"reach arXiv at {gate.down_at:%H:%M:%S} UTC, and arXiv is "
+                                  f"not asked again for {UNREACHABLE_PAUSE:g} s after that)")
         try:
             return await in_daemon_thread(gate.search, query, max_results, name="arxiv-request")
         except (arxiv.ArxivError, requests.RequestException) as e:
             reason = describe_error(e)
             if isinstance(e, requests.ConnectionError):
                 gate.down_until = time.monotonic() + UNREACHABLE_PAUSE
+                gate.down_at = datetime.now(UTC)
                 gate.down_reason = reason
             raise ArxivFetchError(reason,
                                   retry_after=retry_after_of(e, datetime.now(UTC))) from e
