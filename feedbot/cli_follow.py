@@ -33,11 +33,14 @@ def _argv(words: tuple[str, ...], options: dict[str, str | float | None],
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """A refused request exits 2 with its reason; a blog that could not be reached exits 1."""
-    from .follow import CheckFailed, FollowError
+    """A refused request exits 2 with its reason; a blog that could not be reached exits 1;
+    a request sources.yaml already answers says so and exits 0."""
+    from .follow import CheckFailed, FollowError, NothingToChange
 
     try:
         yield
+    except NothingToChange as e:
+        click.echo(str(e))
     except CheckFailed as e:
         fail(str(e), 1)
     except FollowError as e:

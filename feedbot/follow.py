@@ -84,6 +84,11 @@ class FollowError(ValueError):
     """A follow or unfollow that was refused; the message is for the user."""
 
 
+class NothingToChange(FollowError):
+    """What was asked for is already in sources.yaml, as asked: nothing was changed, and
+    nothing was refused (the command line exits 0, so that scripts may follow again)."""
+
+
 class CheckFailed(FollowError):
     """A blog URL could not be fetched to check it (network, HTTP error): try again later."""
 
@@ -415,7 +420,10 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
     for section, _, entry in _entries(doc):
         if section == "arxiv" and (str(entry.get("category", "")) == cat
                                    or str(entry.get("query", "")).strip() == f"cat:{cat}"):
-            raise FollowError(f"already following arXiv {cat} (as {entry['name']!r})")
+            same = not req.name or req.name == str(entry["name"])
+            raise (NothingToChange if same and req.weight is None else FollowError)(
+                f"already following arXiv {cat} (as {entry['name']!r})"
+                + ("; nothing to change" if same and req.weight is None else ""))
     name = req.name or cat
     existing = _find(doc, name)
     if existing is not None:
@@ -440,7 +448,7 @@ def _check_url(url: str) -> None:
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
     taken = _taken(doc)
-    _refuse_followed_url(doc, req.blog)
+    _refuse_followed_url(doc, req.blog, same_blog_ok=req.weight is None)
     title = found.title if found is not None else ""
     name = unique_name(title or _host(req.blog), req.blog, taken)
     entry = CommentedMap([("name", name), ("url", req.blog)])
@@ -468,8 +476,8 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
     person = existing[2]
     added = _merge_person(person, req)
     if not added:
-        raise FollowError(f"already following {person['name']} on "
-                          f"{_places_text(req.places)}; nothing to change")
+        raise NothingToChange(f"already following {person['name']} on "
+                              f"{_places_text(req.places)}; nothing to change")
     return f"{person['name']}: added {_places_text(added)}"
 
 
@@ -726,7 +734,10 @@ def _same_place(place: str, a: str, b: str) -> bool:
     return a.lstrip("@").casefold() == b.lstrip("@").casefold()
 
 
-def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "") -> None:
+def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
+                         same_blog_ok: bool = False) -> None:
+    """FollowError when `url` is followed already; NothingToChange when it is one of the
+    blogs and `same_blog_ok` (following the same blog again, with nothing more asked)."""
     for section, _, entry in _entries(doc):
         for place, feed in _entry_feeds(section, entry):
             if not _same_place("blog", feed, url):
@@ -735,6 +746,9 @@ def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "") -> 
                     == except_name.casefold():
                 continue  # the same person's own blog: nothing to change
             on = f" on {PLACE_NAMES[place]}" if place in ("bluesky", "mastodon") else ""
+            if same_blog_ok and section == "blogs":
+                raise NothingToChange(f"already following {url} (as {entry['name']!r}); "
+                                      "nothing to change")
             raise FollowError(f"already following {url} (as {entry['name']!r}{on})")
 
 

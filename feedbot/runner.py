@@ -755,12 +755,14 @@ class Runner:
     async def follow(self, args: list[str]) -> str:
         """`/follow …` through `feedbot.follow`, the CLI's code path (refusals are returned)."""
         try:
-            from .follow import follow, parse_follow_args
+            from .follow import NothingToChange, follow, parse_follow_args
         except ImportError:
             return "Following from Telegram needs feedbot.follow, which this install lacks."
         try:
             req = parse_follow_args(args)
             text = await asyncio.to_thread(follow, self.sources, req, True)
+        except NothingToChange as e:
+            return f"Already so: {e}"
         except (ConfigError, ValueError) as e:
             return f"Not followed: {e}"
         await self.reload_now()

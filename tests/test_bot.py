@@ -222,7 +222,8 @@ async def test_follow_and_unfollow_use_the_cli_code_path(bot: Any, api: FakeBotA
     assert f"collect:{new.name}" in bot.jobs.ids()  # collected from now on
     assert "&amp;" in followed["text"] or "&" not in followed["text"]  # replies are escaped
     [again] = await ask(api, f"/follow {url}")
-    assert again["text"].startswith("Not followed: already following")
+    assert again["text"].startswith("Already so: already following")  # nothing refused
+    assert again["text"].endswith("nothing to change")
     [nothing] = await ask(api, "/unfollow")
     assert "Usage" in nothing["text"]
     [gone] = await ask(api, '/unfollow "Test blog"')

@@ -379,6 +379,23 @@ def invoke(sources: Path, *args: str) -> Result:
     return CliRunner().invoke(main, ["--sources", str(sources), *args])
 
 
+def test_following_what_is_followed_already_changes_nothing_and_is_no_error(
+        sources: Path) -> None:
+    """A script that follows the same blog or person again is not told it failed (exit 2 is a
+    refusal); the same place under another name, or with a new weight, is still refused."""
+    url = "https://lilianweng.github.io/index.xml"  # among the file's blogs
+    r = invoke(sources, "follow", "--no-check", url)
+    assert r.exit_code == 0 and r.output.strip().endswith("nothing to change"), r.output
+    r = invoke(sources, "follow", "Andrej Karpathy", "--x", "karpathy")
+    assert r.exit_code == 0 and "nothing to change" in r.output
+    assert sources.read_text() == COMMENTED
+    r = invoke(sources, "follow", "--no-check", url, "--weight", "2")
+    assert r.exit_code == 2 and "already following" in r.output
+    r = invoke(sources, "follow", "Someone", "--x", "karpathy")
+    assert r.exit_code == 2 and "(as 'Andrej Karpathy')" in r.output
+    assert sources.read_text() == COMMENTED
+
+
 def test_cli_follow_and_unfollow(sources: Path) -> None:
     r = invoke(sources, "follow", "Ada Example", "--x", "ada_ex", "--arxiv", "Ada Example")
     assert r.exit_code == 0, r.output
@@ -589,8 +606,10 @@ def test_an_x_profile_url_is_followed_on_x_without_fetching(sources: Path) -> No
     assert [b.url for b in cfg.blogs] == ["https://lilianweng.github.io/index.xml",
                                           "https://jalammar.github.io/feed.xml"]
     assert (cfg.people[-1].name, cfg.people[-1].x) == ("@ada_ex", "ada_ex")
+    before = sources.read_text()
     r = invoke(sources, "follow", "Andrej Karpathy", "https://twitter.com/karpathy")
-    assert r.exit_code == 2 and "already following Andrej Karpathy" in r.output
+    assert r.exit_code == 0 and "already following Andrej Karpathy" in r.output  # as asked
+    assert "nothing to change" in r.output and sources.read_text() == before
 
 
 def test_an_arxiv_listing_url_follows_the_category(sources: Path) -> None:
@@ -606,6 +625,11 @@ def test_an_arxiv_listing_url_follows_the_category(sources: Path) -> None:
     assert (q.name, q.search_query, q.weight) == ("cs.LG", "cat:cs.LG", 0.5)
     r = invoke(sources, "follow", "Machine learning", "--category", "cs.LG")
     assert r.exit_code == 2 and "already following arXiv cs.LG (as 'cs.LG')" in r.output
+    before = sources.read_text()
+    r = invoke(sources, "follow", "https://arxiv.org/list/cs.LG/recent")  # the same again
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "already following arXiv cs.LG (as 'cs.LG'); nothing to change"
+    assert sources.read_text() == before
     assert invoke(sources, "unfollow", "cs.lg").exit_code == 0
     assert sources.read_text().replace("arxiv: []\n", "") == COMMENTED
 
