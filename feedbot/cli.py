@@ -681,7 +681,9 @@ def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
 @main.command()
 @pass_app
 def doctor(app: App) -> None:
-    """Show where feedbot keeps its data, the model and the device it embeds on."""
+    """Show where feedbot keeps its data, the model and the device it embeds on; exit 1 when
+    something there is a problem (the configuration, the database, the model)."""
+    problems = 0
     click.echo(f"feedbot {__version__}")
     click.echo(f"sources: {app.sources_file}")
     click.echo(f"home: {app.home}")
@@ -691,6 +693,14 @@ def doctor(app: App) -> None:
                    f"{store.item_count()} items)")
     except SettingError as e:
         click.echo(f"database problem: {e}")
+        problems += 1
+    cfg: Config | None = None
+    try:  # before the model: on a new home, loading it measures the backends for a while
+        cfg = app.config
+        click.echo(f"stage: {cfg.learner.stage}; {len(cfg.sources())} sources")
+    except ConfigError as e:
+        click.echo(f"configuration problem: {e}")
+        problems += 1
     emb = app.embedder
     click.echo(f"model: {emb.model_name} ({emb.model_ref})")
     try:
@@ -698,14 +708,13 @@ def doctor(app: App) -> None:
         click.echo(f"backend: {emb.backend_name}")
     except Exception as e:  # a broken model install is exactly what doctor is for
         click.echo(f"model could not be loaded: {type(e).__name__}: {e}")
-    try:
-        cfg = app.config
-        click.echo(f"stage: {cfg.learner.stage}; {len(cfg.sources())} sources")
+        problems += 1
+    if cfg is not None:
         click.echo(retention_line(app, cfg))
-    except ConfigError as e:
-        click.echo(f"configuration problem: {e}")
     for line in disk_use(app.home, emb.model_ref):
         click.echo(line)
+    if problems:
+        fail(f"{problems} problem{'s' if problems != 1 else ''} found (above)", 1)
 
 
 def retention_line(app: App, cfg: Config) -> str:

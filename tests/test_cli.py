@@ -595,10 +595,26 @@ def test_doctor_reports_a_database_that_digest_refuses(feedbot_env: Path,
     con.execute("PRAGMA user_version = 99")
     con.close()
     result = invoke("doctor")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # a check that found a problem says so to scripts too
+    assert result.stderr == "feedbot: 1 problem found (above)\n"
     assert "database problem: " in result.stdout
     assert "was written by a newer feedbot (schema 99" in result.stdout
     assert "stage: cnn; 0 sources" in result.stdout  # and the rest is still shown
+
+
+def test_doctor_says_a_missing_configuration_before_loading_the_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_fake_embedder: Any) -> None:
+    """On a new home without sources.yaml, doctor measured the embedding backends (about
+    25 s) before saying the file was missing, and exited 0."""
+    monkeypatch.setenv("FEEDBOT_SOURCES", str(tmp_path / "missing.yaml"))
+    result = invoke("doctor")
+    assert result.exit_code == 1 and result.stderr == "feedbot: 1 problem found (above)\n"
+    lines = result.stdout.splitlines()
+    problem = next(i for i, line in enumerate(lines) if line.startswith("configuration problem"))
+    model = next(i for i, line in enumerate(lines) if line.startswith("model: "))
+    assert f"{tmp_path / 'missing.yaml'}: file not found" in lines[problem]
+    assert problem < model  # said before the model is loaded
+    assert any(line.startswith("disk: ") for line in lines)  # and the rest still shown
 
 
 def test_sources_on_a_stdout_that_is_not_utf8(tmp_path: Path) -> None:
