@@ -139,12 +139,23 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+# options of `feedbot` itself, which go before the command
+GROUP_OPTIONS = ("--sources", "-v", "--verbose", "-vv")
+
+
 class FeedbotGroup(click.Group):
     """Turns configuration errors into one clear line and exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as e:
+            # `feedbot digest --sources f.yaml`: click would suggest --since
+            if e.option_name in GROUP_OPTIONS and ctx.invoked_subcommand:
+                e.possibilities = []
+                e.message = (f"No such option: {e.option_name} here; it goes before the "
+                             f"command: feedbot {e.option_name} … {ctx.invoked_subcommand} …")
+            raise
         except (ConfigError, SettingError) as e:
             fail(str(e), 2)
         except KeyboardInterrupt:

@@ -196,6 +196,23 @@ def test_offline_newcomer_gets_demo_digest(tmp_path: Path, use_fake_embedder: An
     assert "DEMO ITEMS" in text
 
 
+@pytest.mark.parametrize(("args", "option", "command"), [
+    (["digest", "--sources", "other.yaml"], "--sources", "digest"),
+    (["collect", "-v"], "-v", "collect"),
+    (["stage", "set", "--sources", "x.yaml", "nlp"], "--sources", "stage"),
+])
+def test_feedbots_own_option_after_the_command_says_where_it_goes(
+        args: list[str], option: str, command: str) -> None:
+    """`feedbot digest --sources f.yaml` answered "Did you mean '--since'?"."""
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert (f"No such option: {option} here; it goes before the command: feedbot {option} … "
+            f"{command} …") in result.stderr
+    assert "Did you mean" not in result.stderr
+    typo = invoke("digest", "--sincee", "3d")  # other unknown options: click's own answer
+    assert typo.exit_code == 2 and "Did you mean '--since'?" in typo.stderr
+
+
 def test_digest_rejects_bad_options(sources: Path) -> None:
     assert invoke("digest", "--stage", "quantum").exit_code == 2
     bad = invoke("digest", "--since", "a while")
