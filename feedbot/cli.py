@@ -152,9 +152,10 @@ class FeedbotGroup(click.Group):
         except click.NoSuchOption as e:
             # `feedbot digest --sources f.yaml`: click would suggest --since
             if e.option_name in GROUP_OPTIONS and ctx.invoked_subcommand:
-                e.possibilities = []
-                e.message = (f"No such option: {e.option_name} here; it goes before the "
-                             f"command: feedbot {e.option_name} … {ctx.invoked_subcommand} …")
+                raise click.NoSuchOption(
+                    e.option_name, ctx=e.ctx,
+                    message=f"No such option: {e.option_name} here; it goes before the "
+                    f"command: feedbot {e.option_name} … {ctx.invoked_subcommand} …") from None
             raise
         except (ConfigError, SettingError) as e:
             fail(str(e), 2)
