@@ -42,6 +42,7 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
     settings = Settings(app.config, app.roadmap)  # a broken sources.yaml stops us here (exit 2)
     token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip() or None  # None: the runner says so
     _quiet_noisy_loggers()
+    timestamped_logs()
     runner = Runner(settings, home=app.home, sources=app.sources_file, embedder=app.embedder,
                     token=token, options=RunOptions(grace=grace, watch=watch_interval))
     try:
@@ -56,6 +57,22 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
         if isinstance(e, StoreError):
             fail(str(e), 2)
         raise
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_TIME = "%Y-%m-%d %H:%M:%S%z"
+
+
+def timestamped_logs(environ: dict[str, str] | None = None) -> None:
+    """`feedbot run` lives for days: its log lines on stderr say when, in local time with the
+    offset, unless journald takes stderr (systemd sets JOURNAL_STREAM), which stamps each line
+    itself."""
+    env = os.environ if environ is None else environ
+    if env.get("JOURNAL_STREAM"):
+        return
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # basicConfig's, not a test's or a user's
+            handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_TIME))
 
 
 def _quiet_noisy_loggers() -> None:

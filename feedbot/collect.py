@@ -334,6 +334,11 @@ async def collect_async(
         meta = DeferredMeta()
     call, disk_full = _guarded(db)
     # Read before the run's own client exists, which only the `try` below closes.
+    try:  # a source renamed in sources.yaml takes its old name's state along (validators,
+        # back-off) before anything is fetched; only an edit of the file writes here
+        await call(_remember, [(s.name, s.kind, s.target) for s in cfg.sources()])
+    except sqlite3.Error as e:  # busy or read-only: the renamed source is fetched afresh
+        log.debug("could not record the configured sources: %s", e)
     try:  # every source's last outcome as this run begins: what another process records is news
         began: dict[str, Attempt] | None = await call(_attempts)
     except sqlite3.Error:  # each source meets this trouble again, and reports it
@@ -622,7 +627,7 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
     async def failed(msg: str, retry_after: datetime | None, meta: dict[str, str]
                      ) -> SourceReport:
         try:
-            await record(_failed, spec.name, ctx.now, msg, retry_after, meta)
+            await record(_failed, _who(spec), ctx.now, msg, retry_after, meta)
         except sqlite3.Error as trouble:
             return _unrecorded(spec, trouble, msg, time.monotonic() - started)
         return SourceReport(spec.name, spec.label, "error", error=msg,
@@ -641,7 +646,7 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
                             deferred.take() if deferred else {})
     items = [clamp_future(it, ctx.now) for it in got.items]
     try:
-        result = await record(_succeeded, spec.name, ctx.now, items, got,
+        result = await record(_succeeded, _who(spec), ctx.now, items, got,
                               deferred.take() if deferred else {})
     except sqlite3.Error as trouble:
         return _unrecorded(spec, trouble, seconds=time.monotonic() - started)
@@ -711,6 +716,17 @@ def _guarded(call: StoreCall) -> tuple[StoreCall, list[sqlite3.Error]]:
 
 # What collection does with the store, each in one call of `db` (on the store's thread).
 
+def _remember(store: Store, sources: Sequence[tuple[str, str, str]]) -> None:
+    """Record the configured sources when one is an old one renamed (`Store.remember_sources`
+    then gives it its old name's state); else only read, so that a collection never waits for
+    a database another process holds before it has fetched anything."""
+    known = store.known_sources()
+    named = {name for name, _, _ in sources}
+    gone = {kt for name, kt in known.items() if name not in named and kt[1]}
+    if any(name not in known and (kind, target) in gone for name, kind, target in sources):
+        store.remember_sources(sources)
+
+
 def _attempts(store: Store) -> dict[str, Attempt]:
     return store.source_attempts()
 
@@ -730,22 +746,29 @@ def _write_meta(store: Store, meta: dict[str, str]) -> None:
             store.set_meta(key, value)
 
 
-def _failed(store: Store, name: str, now: datetime, error: str, retry_after: datetime | None,
-            meta: dict[str, str]) -> None:
+def _who(spec: SourceSpec) -> tuple[str, str, str]:
+    """A source as its outcome is recorded: name, and what it fetches (kind, target)."""
+    return spec.name, spec.kind, spec.target
+
+
+def _failed(store: Store, who: tuple[str, str, str], now: datetime, error: str,
+            retry_after: datetime | None, meta: dict[str, str]) -> None:
     with store.transaction():
         _write_meta(store, meta)
-        store.record_failure(name, now, error, retry_after=retry_after)
+        store.record_failure(who[0], now, error, retry_after=retry_after)
+        store.note_target(*who)
 
 
-def _succeeded(store: Store, name: str, now: datetime, items: list[Item], got: Collected,
-               meta: dict[str, str]) -> UpsertResult:
+def _succeeded(store: Store, who: tuple[str, str, str], now: datetime, items: list[Item],
+               got: Collected, meta: dict[str, str]) -> UpsertResult:
     """The items and the source's success (its validators) in one transaction: stopped or
     failed midway, neither is kept, and the next run fetches the items again; never validators
     without the items they stand for (a 304 would then hide those items for good)."""
     with store.transaction():
         result = store.upsert_items(items, now)
-        store.record_success(name, now, etag=got.etag, last_modified=got.last_modified,
+        store.record_success(who[0], now, etag=got.etag, last_modified=got.last_modified,
                              cursor=got.cursor)
+        store.note_target(*who)
         _write_meta(store, meta)
         if result.new or result.updated:
             store.set_meta(SHARES_RECORDED, str(_count(store.get_meta(SHARES_RECORDED)) + 1))

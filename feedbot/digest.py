@@ -185,16 +185,17 @@ def labeller(specs: dict[str, SourceSpec]) -> Callable[[str], str]:
     return lambda name: specs[name].label if name in specs else name
 
 
-def following(cfg: Config, store: Store) -> Following:
+def following(cfg: Config, store: Store, record: bool = True) -> Following:
     """The sources the learner follows now (see `Following`); records what each configured
-    source fetches, so that a later rename is recognised."""
+    source fetches, so that a later rename is recognised (unless `record` is False: only
+    reads, never waits for a database another process holds)."""
     specs = cfg.sources()
     want = {s.name: (s.kind, s.target) for s in specs}
     # Read once. Only after an edit of sources.yaml is there something to record, and
     # recording may move old names along to a source's new target (see
     # `Store.remember_sources`): only then is it read again, as it now stands.
     known = store.known_sources()
-    if any(known.get(name) != kt for name, kt in want.items()):
+    if record and any(known.get(name) != kt for name, kt in want.items()):
         try:
             if store.remember_sources((s.name, s.kind, s.target) for s in specs):
                 known = store.known_sources()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from .config import Config, SourceSpec
-from .digest import Digest, build_digest
+from .digest import Digest, build_digest, following
 from .embed import Embedder, embed_cached
 from .items import embed_text
 from .roadmap import Roadmap
@@ -76,10 +77,18 @@ def _disabled(spec: SourceSpec) -> str:
 
 
 def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
-    """One row per configured source: health word, item count, last success, last error."""
+    """One row per configured source: health word, item count, last success, last error, and
+    until when it waits (a server's Retry-After, or the back-off after failures)."""
+    from .collect import next_due
+
+    olds: dict[str, list[str]] = {}  # a renamed source's old names: its older items carry them
+    for old, new in following(cfg, store, record=False).renamed.items():
+        olds.setdefault(new, []).append(old)
     rows = []
     for spec in cfg.sources():
         st = store.source_state(spec.name)
+        if spec.name in olds:
+            st = replace(st, items=store.items_of([spec.name, *olds[spec.name]]))
         off = _disabled(spec)
         if off:
             health = "off"
@@ -91,7 +100,10 @@ def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, An
             health = "failing"
         else:
             health = "broken"
-        waiting = st.retry_after if st.retry_after and st.retry_after > now else None
+        # a server's Retry-After, or after failures the back-off: when a scheduled or a
+        # digest's collection tries it again (`feedbot collect` tries it at once)
+        due = next_due(st, spec.interval) if st.failures or st.retry_after else None
+        waiting = due if due is not None and due > now and not off else None
         rows.append({
             "name": spec.name, "label": spec.label, "kind": spec.kind, "person": spec.person,
             "place": _place(spec) if spec.person else spec.target, "weight": spec.weight,

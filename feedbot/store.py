@@ -862,6 +862,12 @@ class Store:
         return int(self.db.execute("SELECT count(*) FROM item_sources WHERE source = ?",
                                    (source,)).fetchone()[0])
 
+    def items_of(self, names: Collection[str]) -> int:
+        """How many items any of these sources brought (each item once)."""
+        return int(self.db.execute(
+            "SELECT count(DISTINCT item_id) FROM item_sources WHERE source IN "
+            "(SELECT value FROM json_each(?))", (_names_json(names),)).fetchone()[0])
+
     def count_hidden(self, since: datetime | None, hidden: Collection[str]) -> int:
         """How many items since `since` `candidates(hidden=...)` leaves out: those whose every
         source is hidden (no longer followed)."""
@@ -953,7 +959,35 @@ class Store:
                 self._ensure_state(name)
                 self.db.execute("UPDATE source_state SET kind = ?, target = ? WHERE name = ?",
                                 (kind, target, name))
+                if before is None and target:  # a new name: perhaps an old source renamed
+                    self._adopt_state(name, kind, target, list(want))
         return True
+
+    def note_target(self, name: str, kind: str, target: str) -> None:
+        """What a collected source fetches, where nothing is recorded for it yet: so that a
+        rename in sources.yaml is recognised even when no digest ran since it was collected.
+        A changed target is `remember_sources`'s to record (it carries old names along)."""
+        self.db.execute("UPDATE source_state SET kind = ?, target = ? WHERE name = ? AND "
+                        "target = ''", (kind, target, name))
+
+    def _adopt_state(self, name: str, kind: str, target: str, wanted: list[str]) -> None:
+        """A source renamed in sources.yaml takes along the health of its old name (the one
+        collected last among those no longer configured that fetch the same): its last
+        success and error, back-off and validators, so that `feedbot sources` does not show
+        it as new, and its next fetch may be conditional. Only while the new name has never
+        been collected."""
+        self.db.execute(
+            "UPDATE source_state SET (etag, last_modified, cursor, last_attempt, last_success, "
+            "last_error, last_error_at, failures, retry_after) = (SELECT etag, last_modified, "
+            "cursor, last_attempt, last_success, last_error, last_error_at, failures, "
+            "retry_after FROM source_state WHERE kind = ? AND target = ? AND name != ? "
+            "AND name NOT IN (SELECT value FROM json_each(?)) AND last_attempt IS NOT NULL "
+            "ORDER BY last_attempt DESC LIMIT 1) "
+            "WHERE name = ? AND last_attempt IS NULL AND EXISTS (SELECT 1 FROM source_state "
+            "WHERE kind = ? AND target = ? AND name != ? AND name NOT IN (SELECT value FROM "
+            "json_each(?)) AND last_attempt IS NOT NULL)",
+            (kind, target, name, json.dumps(wanted), name, kind, target, name,
+             json.dumps(wanted)))
 
     def known_sources(self) -> dict[str, tuple[str, str]]:
         """Every source feedbot has collected or seen configured → (kind, target), both ''

@@ -4,6 +4,7 @@ import errno
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -260,6 +261,32 @@ def test_sources_shows_health(sources: Path, use_fake_embedder: Any) -> None:
     assert " ok " in line and " 2 items" in line and "just now" in line
     broken = next(x for x in lines if x.strip().startswith("Broken"))
     assert "failing" in broken and "HTTP 500" in broken and "never" in broken
+    # when it is tried again: the back-off after one failure, 5 minutes
+    from datetime import UTC, datetime, timedelta
+
+    [until] = re.findall(r"waiting until (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", broken)
+    wait = datetime.strptime(until, "%Y-%m-%d %H:%M").replace(tzinfo=UTC) - datetime.now(UTC)
+    assert timedelta(minutes=3) < wait <= timedelta(minutes=5), broken
+    assert "waiting" not in line
+
+
+def test_a_renamed_source_keeps_its_health_and_count(sources: Path, server: LocalServer,
+                                                    use_fake_embedder: Any) -> None:
+    """Renamed in sources.yaml (the same feed URL), a source kept its items but `feedbot
+    sources` showed it as new, with 0 items, never collected; its next fetch was not
+    conditional either."""
+    invoke("collect")
+    sources.write_text(sources.read_text().replace("Vision Lab", "Vision Lab weekly")
+                       .replace("name: Broken", "name: Broken feed"))
+    fetched = len(server.requests)
+    assert invoke("collect", "--source", "Vision Lab weekly").exit_code == 0
+    [again] = [r for r in server.requests[fetched:] if r.path == "/atom.xml"]
+    assert {k.lower(): v for k, v in again.headers.items()}.get("if-none-match") == '"a1"'
+    lines = invoke("sources").stdout.splitlines()
+    line = next(x for x in lines if x.strip().startswith("Vision Lab weekly"))
+    assert " ok " in line and " 2 items" in line and "just now" in line, line
+    broken = next(x for x in lines if x.strip().startswith("Broken feed"))
+    assert "failing" in broken and "HTTP 500" in broken, broken  # its back-off goes along
 
 
 def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
@@ -1390,8 +1417,8 @@ def test_a_full_disk_mid_collect_still_reports_every_source(
     assert not server.hits("/after.xml")  # not fetched for nothing
     con = sqlite3.connect(feedbot_env / "feedbot.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert con.execute("SELECT name, etag FROM source_state ORDER BY name").fetchall() == [
-        ("Small", "")]
+    assert con.execute("SELECT name, etag FROM source_state WHERE last_attempt IS NOT NULL "
+                       "OR etag != ''").fetchall() == [("Small", "")]  # nothing kept of Big
     con.close()
     again = _feedbot_with_file_size_limit(10_000_000, "collect")
     assert again.returncode == 0

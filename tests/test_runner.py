@@ -534,13 +534,26 @@ def _wait_for_line(proc: subprocess.Popen[bytes], marker: str, timeout: float = 
     return seen.decode()
 
 
-def test_feedbot_run_without_token_collects_only_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("journald", [False, True])
+def test_feedbot_run_without_token_collects_only_and_stops_on_sigterm(
+        tmp_path: Path, journald: bool) -> None:
+    """Its log lines say when (it runs for days), unless journald takes them: it stamps each
+    line itself."""
     write_sources(Path(os.environ["FEEDBOT_SOURCES"]), chats=())
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    if journald:
+        env["JOURNAL_STREAM"] = "8:12345"
     proc = subprocess.Popen([sys.executable, "-m", "feedbot", "run"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, env=env)
     try:
         seen = _wait_for_line(proc, "feedbot is running")
         assert seen.count("TELEGRAM_BOT_TOKEN is not set") == 1, seen  # said once, not twice
+        [running] = [line for line in seen.splitlines() if "feedbot is running" in line]
+        stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} "
+        if journald:
+            assert running.startswith("INFO feedbot"), running
+        else:
+            assert re.match(stamp + "INFO feedbot", running), running
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
