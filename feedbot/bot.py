@@ -307,19 +307,44 @@ class TolerantBot(ExtBot[None]):
         return tuple(updates)
 
 
+def _not_invalid_json(record: logging.LogRecord) -> bool:
+    """python-telegram-bot logs an answer that is not JSON (a proxy's HTML error page, a URL
+    that is no Bot API) as an ERROR with a traceback and the whole page, then raises; feedbot
+    reports the error it raises, in one line. Shown with -vv."""
+    return (logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+            or not record.getMessage().startswith("Can not load invalid JSON data"))
+
+
+_PTB_REQUEST_LOG = "telegram.request.BaseRequest"
+# bot_data key: the bot's two HTTP clients. A stop before getMe ever worked (Telegram
+# unreachable at start) finds the application uninitialized, and its shutdown then closes
+# nothing: the runner closes them itself (`close_requests`).
+REQUESTS = "feedbot.requests"
+
+
+async def close_requests(app: Application) -> None:
+    """Close the bot's HTTP clients, whatever state the application is in (idempotent)."""
+    for request in app.bot_data.get(REQUESTS, ()):
+        await request.shutdown()
+
+
 def build_application(token: str, runner: Runner, api_url: str | None = None) -> Application:
     """The Application with every handler; no JobQueue (the runner owns the scheduler)."""
+    request_log = logging.getLogger(_PTB_REQUEST_LOG)
+    if _not_invalid_json not in request_log.filters:
+        request_log.addFilter(_not_invalid_json)
     api = (api_url or api_url_from_env()).rstrip("/")
     # Two connections for getUpdates: a stop that cancels the long poll just as it answers
     # can leave its connection held, and with one the updater's last getUpdates (confirming
     # what it took, so that the next start does not get it again) found none, and logged an
     # ERROR with a traceback ("Pool timeout"): 4 in 100 restarts as a button was pressed.
+    requests = (HTTPXRequest(connection_pool_size=REQUEST_CONNECTIONS),
+                HTTPXRequest(connection_pool_size=GET_UPDATES_CONNECTIONS))
     bot = TolerantBot(token, base_url=f"{api}/bot", base_file_url=f"{api}/file/bot",
-                      request=HTTPXRequest(connection_pool_size=REQUEST_CONNECTIONS),
-                      get_updates_request=HTTPXRequest(
-                          connection_pool_size=GET_UPDATES_CONNECTIONS))
+                      request=requests[0], get_updates_request=requests[1])
     app = Application.builder().bot(bot).job_queue(None).concurrent_updates(True).build()
     app.bot_data["runner"] = runner
+    app.bot_data[REQUESTS] = requests
     app.add_handler(TypeHandler(Update, gate), group=-1)
     for name, fn in (("start", start), ("help", help_command), ("digest", digest_command),
                      ("stage", stage_command), ("follow", follow_command),

@@ -74,6 +74,7 @@ from .scheduler import (
 )
 from .store import SourceState, Store
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
+from .text import shorten
 from .watch import SourcesWatcher
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,8 @@ class Runner:
             except bot.InvalidToken:
                 raise
             except bot.TelegramError as e:
-                log.warning("cannot reach the Telegram Bot API (%s); retrying in %.0fs", e, delay)
+                log.warning("cannot reach the Telegram Bot API (%s); retrying in %.0fs",
+                            _api_error(e, self.api_url or bot.api_url_from_env()), delay)
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
                     return
@@ -286,13 +288,15 @@ class Runner:
     async def _stop_bot(self) -> None:
         """Each step on its own: with a revoked token the updater's last getUpdates fails, and
         the application must still shut down (its HTTP connections closed)."""
+        from .bot import close_requests
+
         app = self.app
         steps = [app.updater.stop] if app.updater is not None and app.updater.running else []
         steps += [app.stop] if app.running else []
         updater_log = logging.getLogger(UPDATER_LOGGER)
         updater_log.addFilter(_pulled_while_stopping)
         try:
-            for step in [*steps, app.shutdown]:
+            for step in [*steps, app.shutdown, partial(close_requests, app)]:
                 try:
                     await step()
                 except Exception as e:
@@ -308,8 +312,9 @@ class Runner:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             await self.start()
-            log.info("feedbot is running: %d sources; stop with Ctrl-C or SIGTERM",
-                     len(self.settings.config.sources()))
+            if not self._stop.is_set():  # not asked to stop while the bot was coming up
+                log.info("feedbot is running: %d sources; stop with Ctrl-C or SIGTERM",
+                         len(self.settings.config.sources()))
             await self._stop.wait()
         finally:
             for sig in signals:
@@ -827,6 +832,19 @@ class Runner:
 
 UPDATER_LOGGER = "telegram.ext.Updater"
 PULLED_WHILE_STOPPING = "Pulled updates will be ignored and pulled again on restart"
+
+
+def _api_error(e: Exception, api_url: str) -> str:
+    """A Bot API error in one short line: python-telegram-bot's message for an answer that
+    is not JSON holds the whole answer (an HTML page, a proxy's) as bytes."""
+    from .bot import DEFAULT_API_URL
+
+    text, _, page = str(e).partition(". Parsing the server response")
+    if page:
+        text += f", and the answer from {api_url} is not the Bot API's JSON"
+        if api_url.rstrip("/") != DEFAULT_API_URL.rstrip("/"):
+            text += " (is FEEDBOT_TELEGRAM_API_URL right?)"
+    return shorten(text, 300)
 
 
 def _pulled_while_stopping(record: logging.LogRecord) -> bool:

@@ -988,3 +988,36 @@ async def test_a_source_the_database_refuses_is_a_warning_and_collected_again(
         state = await runner.in_db(Store.source_state, "Test blog")
         assert state.items == 3 and state.etag == '"v1"'
         assert "if-none-match" not in server.hits("/feed.xml")[-1].headers
+
+
+async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop_is_quiet(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """FEEDBOT_TELEGRAM_API_URL naming something that is no Bot API (or a proxy's error page):
+    each try logged python-telegram-bot's ERROR with a traceback and the whole HTML page, then
+    feedbot's warning with the page again as bytes; and a stop during the tries was followed by
+    "feedbot is running"."""
+    from feedbot.runner import Runner, load_settings
+
+    from .support import fake_embedder
+
+    page = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>" + b"<p>nginx</p>" * 50 \
+        + b"</body></html>"
+    server.add(f"/bot{TOKEN}/getMe", status=502, body=page, content_type="text/html")
+    caplog.set_level(logging.INFO)
+    sources = write_sources(tmp_path / "sources.yaml", chats=())
+    runner = Runner(load_settings(sources), home=feedbot_env, sources=sources,
+                    embedder=fake_embedder(), token=TOKEN, api_url=server.base,
+                    options=options(), clock=Clock(SLOT))
+    task = asyncio.create_task(runner.run_forever(handle_signals=False))
+    await eventually(lambda: "cannot reach the Telegram Bot API" in caplog.text)
+    runner.request_stop()
+    await asyncio.wait_for(task, 10)
+    [tried] = [r for r in caplog.records if "cannot reach the Telegram Bot API" in r.getMessage()]
+    assert tried.getMessage() == (
+        f"cannot reach the Telegram Bot API (Bad Gateway (502), and the answer from "
+        f"{server.base} is not the Bot API's JSON (is FEEDBOT_TELEGRAM_API_URL right?)); "
+        "retrying in 1s")
+    assert "nginx" not in caplog.text and "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "feedbot is running" not in caplog.text
