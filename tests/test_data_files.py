@@ -108,7 +108,7 @@ def test_sources_yaml_shape():
 
 
 def test_demo_items(demo):
-    assert len(demo) == 26
+    assert len(demo) >= 5 * 13  # enough for every stage's demo digest to show its own first
     for item in demo:
         assert set(item) == DEMO_KEYS
         assert item["kind"] == "demo"
@@ -224,3 +224,25 @@ def test_what_the_checks_allow_still_loads(tmp_path: Path):
                                  for i in range(200))
     rm = load_roadmap(_own(tmp_path, text))
     assert len(rm.ids) == 200 and rm.get("s199").index == 199
+
+
+def test_the_demo_digest_of_every_stage_leads_with_that_stage(real_embedder, tmp_path):
+    """With two demo items per stage, the demo digest (what a new user offline sees first)
+    showed 8 items of 10 marked "closer to" another stage."""
+    from datetime import UTC, datetime
+
+    from feedbot.config import load_config
+    from feedbot.digest import build_digest
+    from feedbot.roadmap import load_roadmap
+    from feedbot.store import Store
+
+    roadmap = load_roadmap()
+    cfg = load_config(text="learner: {stage: cnn}\n")
+    store = Store(tmp_path / "db.sqlite")
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    own = {}
+    for stage in roadmap.stages:
+        d = build_digest(cfg, store, real_embedder, roadmap, now=now, stage_id=stage.id)
+        assert d.demo and len(d.items) == 10
+        own[stage.id] = sum("closer to the stage" not in e.why for e in d.items[:5])
+    assert all(n >= 3 for n in own.values()), own
