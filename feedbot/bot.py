@@ -574,7 +574,7 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             log.warning("refused chat %s (%s): not in telegram.allowed_chats of sources.yaml",
                         chat, _who(update))
             if await runner.first_refusal(chat):
-                await runner.send(chat, refusal(), thread=thread_of(update))
+                await runner.send(chat, refusal(chat), thread=thread_of(update))
     except (SendFailed, MaybeSent) as e:  # e.g. a stranger who wrote, then blocked the bot
         log.warning("could not answer chat %s: %s", chat, e)
     except Exception:  # an error here must not let the update through to the handlers

@@ -53,7 +53,10 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
         from .store import StoreError
 
         if isinstance(e, InvalidToken):
-            fail("Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather", 2)
+            custom = os.environ.get("FEEDBOT_TELEGRAM_API_URL", "").strip()
+            fail("Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather"
+                 + (f" (or FEEDBOT_TELEGRAM_API_URL={custom} is not a Bot API server: an "
+                    "unknown address answers as a wrong token does)" if custom else ""), 2)
         if isinstance(e, StoreError):
             fail(str(e), 2)
         raise

@@ -31,7 +31,7 @@ MAX_ITEMS_PER_MESSAGE = 8  # keeps a message readable and its keyboard short
 MAX_STAGE_BUTTONS = 48
 FEEDBACK = {"up": "👍", "down": "👎", "later": "🔖"}
 CHOSEN = "✅ "
-HEALTH = {"ok": "✅", "new": "🆕", "failing": "⚠️", "broken": "❌"}
+HEALTH = {"ok": "✅", "new": "🆕", "failing": "⚠️", "broken": "❌", "off": "•"}
 
 
 @dataclass(frozen=True)
@@ -365,6 +365,7 @@ that item)
 /sources — what feedbot follows, with health
 /follow … — follow a blog, arXiv query or person (same arguments as <code>feedbot follow</code>)
 /unfollow NAME — stop following
+/start — your digest time; in a group with topics, the daily digest goes to this topic
 /help — this message
 
 Under each item: 👍 more like this, 👎 less like this, 🔖 read later."""
@@ -379,9 +380,11 @@ def welcome(digest_time: str, timezone: str) -> TgMessage:
                      f"({escape(timezone)}).\n\n{HELP}")
 
 
-def refusal() -> TgMessage:
+def refusal(chat_id: int) -> TgMessage:
+    """The one answer a chat not on the list gets. Its id is in it: the owner who adds the bot
+    to a group learns the group's id there (it is in the log too)."""
     return TgMessage("Sorry, this is a private feedbot and this chat is not on its list. "
-                     "Its owner can let you in.")
+                     f"Its owner can let you in: this chat's id is <code>{int(chat_id)}</code>.")
 
 
 def setup_instructions(chat_id: int) -> TgMessage:

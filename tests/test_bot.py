@@ -259,6 +259,8 @@ async def test_a_stranger_gets_one_polite_refusal_and_nothing_else(
     await asyncio.sleep(0.3)
     [refusal] = api.sent(STRANGER)
     assert "private feedbot" in refusal["text"]
+    # the id the owner adds to let a group in (before, only the log had it)
+    assert f"this chat's id is <code>{STRANGER}</code>" in refusal["text"]
     assert f"refused chat {STRANGER}" in caplog.text
 
 

@@ -571,6 +571,8 @@ def test_feedbot_run_with_a_rejected_token_exits_2_without_showing_it(api: FakeB
     assert "rejected TELEGRAM_BOT_TOKEN" in done.stderr
     assert wrong not in done.stderr + done.stdout
     assert "/bot<bot-token>/getMe" in done.stderr  # debug logging was on, redacted
+    # a custom Bot API URL may be what is wrong: 404 there reads as a rejected token
+    assert f"or FEEDBOT_TELEGRAM_API_URL={api.url} is not a Bot API server" in done.stderr
 
 
 def test_the_systemd_unit_runs_feedbot_with_the_token_from_a_file() -> None:

@@ -162,6 +162,21 @@ def test_empty_digest_says_so_or_stays_silent() -> None:
     assert "Nothing has been collected yet" in demo.text and not demo.item_ids
 
 
+def test_the_sources_summary_counts_every_source() -> None:
+    """Sources that are off (X without a token) had their lines but were left out of the
+    counts at the top, which then did not add up."""
+    rows = [{"name": n, "health": h, "items": 0, "last_success": "never", "error": ""}
+            for n, h in [("a", "ok"), ("b", "off"), ("c", "off"), ("d", "new")]]
+    [msg] = tr.render_sources(rows)
+    assert msg.text.splitlines()[0] == "<b>Sources</b> (4): ✅ 1 ok · 🆕 1 new · • 2 off"
+
+
+def test_help_lists_every_command() -> None:
+    from feedbot.bot import COMMANDS
+
+    assert all(f"/{name} " in tr.HELP for name, _ in COMMANDS)
+
+
 def test_other_replies_are_valid(limits: dict[str, int]) -> None:
     rows = [{"name": f"Blog <{n}> & co", "health": h, "items": n, "last_success": "2h ago",
              "error": "HTTP 500 <html>" if h != "ok" else ""}
@@ -170,7 +185,8 @@ def test_other_replies_are_valid(limits: dict[str, int]) -> None:
     assert len(sources) > 1
     assert_valid(sources, limits["text"])
     stage = tr.render_stage(load_roadmap(), "cnn")
-    assert_valid([stage, tr.help_text(), tr.refusal(), tr.config_problem("a < b & c" * 500),
+    assert_valid([stage, tr.help_text(), tr.refusal(-1001234567890),
+                  tr.config_problem("a < b & c" * 500),
                   tr.welcome("08:00", "Europe/Berlin"), *tr.render_later([entry(1)]),
                   *tr.render_later([])], limits["text"])
     datas = [b.data for row in stage.buttons for b in row]
