@@ -718,12 +718,15 @@ def _guarded(call: StoreCall) -> tuple[StoreCall, list[sqlite3.Error]]:
 
 def _remember(store: Store, sources: Sequence[tuple[str, str, str]]) -> None:
     """Record the configured sources when one is an old one renamed (`Store.remember_sources`
-    then gives it its old name's state); else only read, so that a collection never waits for
-    a database another process holds before it has fetched anything."""
+    then gives it its old name's state), or fetches another target than the one recorded for
+    it (its validators, the old URL's, are then dropped); else only read, so that a collection
+    never waits for a database another process holds before it has fetched anything."""
     known = store.known_sources()
     named = {name for name, _, _ in sources}
     gone = {kt for name, kt in known.items() if name not in named and kt[1]}
-    if any(name not in known and (kind, target) in gone for name, kind, target in sources):
+    if any((name not in known and (kind, target) in gone)
+           or (name in known and known[name][1] and known[name] != (kind, target))
+           for name, kind, target in sources):
         store.remember_sources(sources)
 
 

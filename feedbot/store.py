@@ -939,7 +939,9 @@ class Store:
         Writes only what changed (a digest calls this every time) and returns whether it
         wrote. When a configured source's target changes, sources no longer configured that
         stood for it (the same kind and target: its old names) take the new target along, so
-        that a rename followed by a new feed URL still finds the old name's items.
+        that a rename followed by a new feed URL still finds the old name's items. Their
+        validators (ETag, Last-Modified) and cursor were the old target's and are dropped: sent
+        to the new URL, they could bring a 304 that hides its items.
         """
         want = {name: (kind, target) for name, kind, target in sources}
         have = self.known_sources()
@@ -951,13 +953,16 @@ class Store:
                 before = have.get(name)
                 # carry along the old names that stood for it (unless another source
                 # still fetches what it fetched)
-                if before and before[1] and before not in want.values():
+                moved = before is not None and bool(before[1])  # from a recorded target
+                if before is not None and moved and before not in want.values():
                     self.db.execute(
-                        "UPDATE source_state SET kind = ?, target = ? WHERE kind = ? AND "
-                        "target = ? AND name NOT IN (SELECT value FROM json_each(?))",
+                        f"UPDATE source_state SET kind = ?, target = ?, {_NO_VALIDATORS} "
+                        "WHERE kind = ? AND target = ? AND name NOT IN "
+                        "(SELECT value FROM json_each(?))",
                         (kind, target, *before, json.dumps(list(want))))
                 self._ensure_state(name)
-                self.db.execute("UPDATE source_state SET kind = ?, target = ? WHERE name = ?",
+                self.db.execute("UPDATE source_state SET kind = ?, target = ?"
+                                + (f", {_NO_VALIDATORS}" if moved else "") + " WHERE name = ?",
                                 (kind, target, name))
                 if before is None and target:  # a new name: perhaps an old source renamed
                     self._adopt_state(name, kind, target, list(want))
@@ -1325,6 +1330,9 @@ _FOLLOWED = ("(i.source NOT IN (SELECT value FROM json_each(?)) OR EXISTS (SELEC
 _PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before AND "
              "id NOT IN (SELECT item_id FROM feedback) AND "
              "id NOT IN (SELECT item_id FROM bookmarks)")
+
+
+_NO_VALIDATORS = "etag = '', last_modified = '', cursor = ''"  # what belongs to one target
 
 
 def _names_json(names: Collection[str]) -> str:

@@ -289,6 +289,36 @@ def test_a_renamed_source_keeps_its_health_and_count(sources: Path, server: Loca
     assert "failing" in broken and "HTTP 500" in broken, broken  # its back-off goes along
 
 
+@pytest.mark.parametrize("rename_first", [False, True])
+def test_a_source_moved_to_another_url_does_not_send_the_old_urls_validators(
+        server: LocalServer, use_fake_embedder: Any, rename_first: bool) -> None:
+    """A feed's ETag and Last-Modified belong to its URL. Sent to the new URL of a source
+    (renamed first or not, with or without a digest between), they could bring a 304 that
+    hides the new feed's items: "C: not modified", 0 items."""
+    stamp = "Wed, 01 Jan 2025 00:00:00 GMT"
+    a = server.add("/a.xml", body=(FIXTURES / "feeds" / "atom.xml").read_bytes(), etag='"a1"',
+                   last_modified=stamp)
+    b = server.add("/b.xml", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes(), etag='"a1"',
+                   last_modified=stamp)  # the same validators: a 304 if they were sent
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+
+    def blogs(name: str, url: str) -> None:
+        p.write_text(f"learner: {{stage: cnn}}\nblogs:\n  - name: {name}\n    url: {url}\n")
+
+    blogs("A", a)
+    invoke("collect")
+    name = "C" if rename_first else "A"
+    if rename_first:
+        blogs("C", a)
+        invoke("digest", "--no-collect")  # records the rename; C takes A's state
+    blogs(name, b)
+    fetched = len(server.requests)
+    out = invoke("collect").stdout
+    [asked] = [r for r in server.requests[fetched:] if r.path == "/b.xml"]
+    assert "if-none-match" not in asked.headers and "if-modified-since" not in asked.headers
+    assert f"{name}: " in out and "not modified" not in out, out
+
+
 def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     invoke("collect")
     doc = json.loads(invoke("digest", "--no-collect", "--since", "3650d",
