@@ -152,10 +152,13 @@ class FeedbotGroup(click.Group):
         except click.NoSuchOption as e:
             # `feedbot digest --sources f.yaml`: click would suggest --since
             if e.option_name in GROUP_OPTIONS and ctx.invoked_subcommand:
-                raise click.NoSuchOption(
-                    e.option_name, ctx=e.ctx,
-                    message=f"No such option: {e.option_name} here; it goes before the "
-                    f"command: feedbot {e.option_name} … {ctx.invoked_subcommand} …") from None
+                where = (f"it goes before the command: feedbot {e.option_name} … "
+                         f"{ctx.invoked_subcommand} …")
+                typo = [p for p in e.possibilities or () if _one_edit(p, e.option_name)]
+                message = (f"No such option: {e.option_name}. Did you mean {typo[0]}? If you "
+                           f"meant feedbot's own {e.option_name}, {where}" if typo else
+                           f"No such option: {e.option_name} here; {where}")
+                raise click.NoSuchOption(e.option_name, ctx=e.ctx, message=message) from None
             raise
         except (ConfigError, SettingError) as e:
             fail(str(e), 2)
@@ -176,6 +179,16 @@ class FeedbotGroup(click.Group):
                 raise
             what = e.filename or "the output"
             fail(f"cannot write {what}: {e.strerror or e}", 1)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether a and b differ by one letter added, dropped or changed (--source, --sources)."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 def disk_full_problem(home: Path, e: BaseException) -> str:

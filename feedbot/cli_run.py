@@ -71,11 +71,24 @@ def timestamped_logs(environ: dict[str, str] | None = None) -> None:
     offset, unless journald takes stderr (systemd sets JOURNAL_STREAM), which stamps each line
     itself."""
     env = os.environ if environ is None else environ
-    if env.get("JOURNAL_STREAM"):
+    if _stderr_is_journal(env.get("JOURNAL_STREAM", "")):
         return
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler:  # basicConfig's, not a test's or a user's
             handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_TIME))
+
+
+def _stderr_is_journal(stream: str) -> bool:
+    """Whether stderr is the journal stream systemd named in JOURNAL_STREAM ("device:inode"):
+    the variable is inherited by whatever the service starts, and may reach a terminal."""
+    dev, _, ino = stream.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 def _quiet_noisy_loggers() -> None:

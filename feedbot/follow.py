@@ -420,10 +420,11 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
     for section, _, entry in _entries(doc):
         if section == "arxiv" and (str(entry.get("category", "")) == cat
                                    or str(entry.get("query", "")).strip() == f"cat:{cat}"):
-            same = not req.name or req.name == str(entry["name"])
-            raise (NothingToChange if same and req.weight is None else FollowError)(
+            same = (not req.name or req.name.casefold() == str(entry["name"]).casefold()) \
+                and _same_weight(entry, req.weight)
+            raise (NothingToChange if same else FollowError)(
                 f"already following arXiv {cat} (as {entry['name']!r})"
-                + ("; nothing to change" if same and req.weight is None else ""))
+                + ("; nothing to change" if same else ""))
     name = req.name or cat
     existing = _find(doc, name)
     if existing is not None:
@@ -448,7 +449,7 @@ def _check_url(url: str) -> None:
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
     taken = _taken(doc)
-    _refuse_followed_url(doc, req.blog, same_blog_ok=req.weight is None)
+    _refuse_followed_url(doc, req.blog, same_blog_weight=req.weight)
     title = found.title if found is not None else ""
     name = unique_name(title or _host(req.blog), req.blog, taken)
     entry = CommentedMap([("name", name), ("url", req.blog)])
@@ -458,8 +459,37 @@ def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) ->
     return f"following blog {name!r}: {req.blog}"
 
 
+def _same_weight(entry: CommentedMap, weight: float | None) -> bool:
+    """Whether a request's weight (None: not given) leaves the entry's as it is."""
+    if weight is None:
+        return True
+    try:
+        return float(entry.get("weight", 1.0)) == weight
+    except (TypeError, ValueError):
+        return False
+
+
+def _owner(doc: CommentedMap, place: str, value: str) -> str | None:
+    """The name of the person followed on this place, if any."""
+    for section, _, entry in _entries(doc):
+        if section != "people":
+            continue
+        if place == "blog":
+            if any(p == "blog" and _same_place("blog", feed, value)
+                   for p, feed in _entry_feeds(section, entry)):
+                return str(entry["name"])
+        elif entry.get(place) and _same_place(place, str(entry[place]), value):
+            return str(entry["name"])
+    return None
+
+
 def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
-    name = req.name or _default_name(req)
+    name = req.name
+    if not name:  # `follow x:ada`: a request about the person followed there, if there is one
+        owners = {_owner(doc, place, value) for place, value in req.places.items()}
+        if len(owners) == 1:
+            name = owners.pop() or ""
+    name = name or _default_name(req)
     existing = _find(doc, name)
     if existing is not None and existing[0] != "people":
         raise FollowError(f"the name {name!r} is already used in {existing[0]}; choose another")
@@ -735,9 +765,10 @@ def _same_place(place: str, a: str, b: str) -> bool:
 
 
 def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
-                         same_blog_ok: bool = False) -> None:
+                         same_blog_weight: float | None | bool = False) -> None:
     """FollowError when `url` is followed already; NothingToChange when it is one of the
-    blogs and `same_blog_ok` (following the same blog again, with nothing more asked)."""
+    blogs, followed again with the weight it has (`same_blog_weight`: the request's weight,
+    None when not given; False: never nothing-to-change)."""
     for section, _, entry in _entries(doc):
         for place, feed in _entry_feeds(section, entry):
             if not _same_place("blog", feed, url):
@@ -746,7 +777,8 @@ def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
                     == except_name.casefold():
                 continue  # the same person's own blog: nothing to change
             on = f" on {PLACE_NAMES[place]}" if place in ("bluesky", "mastodon") else ""
-            if same_blog_ok and section == "blogs":
+            if same_blog_weight is not False and section == "blogs" \
+                    and _same_weight(entry, same_blog_weight):
                 raise NothingToChange(f"already following {url} (as {entry['name']!r}); "
                                       "nothing to change")
             raise FollowError(f"already following {url} (as {entry['name']!r}{on})")

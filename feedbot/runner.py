@@ -840,7 +840,7 @@ def _api_error(e: Exception, api_url: str) -> str:
     from .bot import DEFAULT_API_URL
 
     text, _, page = str(e).partition(". Parsing the server response")
-    if page:
+    if page or text == "Invalid server response":  # not JSON: an error page, or a 200 one
         text += f", and the answer from {api_url} is not the Bot API's JSON"
         if api_url.rstrip("/") != DEFAULT_API_URL.rstrip("/"):
             text += " (is FEEDBOT_TELEGRAM_API_URL right?)"

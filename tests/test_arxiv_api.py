@@ -278,9 +278,9 @@ def test_when_arxiv_cannot_be_reached_the_next_searches_fail_at_once(tmp_path: P
     assert [r.status for r in reports] == ["error"] * 3
     assert reports[0].error == "cannot reach the arXiv API"
     # the reason stays true when `feedbot sources` shows it later: it names the failure's time
-    assert all(re.search(r"\(not tried: another query could not reach arXiv at "
-                         r"\d\d:\d\d:\d\d UTC, and arXiv is not asked again for 60 s after "
-                         r"that\)", r.error) for r in reports[1:]), reports[1].error
+    assert all(re.search(r"\(not tried: another query could not reach arXiv at \d{4}-\d\d-"
+                         r"\d\d \d\d:\d\d:\d\d UTC, and arXiv is not asked again for 60 s "
+                         r"after that\)", r.error) for r in reports[1:]), reports[1].error
     assert took < 6, took  # one search and its retry, 2 s apart; three would take 10 s
     assert all(store.source_state(n).failures == 1 for n in "abc")
 

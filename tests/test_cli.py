@@ -212,6 +212,11 @@ def test_feedbots_own_option_after_the_command_says_where_it_goes(
     assert "Did you mean" not in result.stderr
     typo = invoke("digest", "--sincee", "3d")  # other unknown options: click's own answer
     assert typo.exit_code == 2 and "Did you mean '--since'?" in typo.stderr
+    # a command with --source: more likely a typo for it, so that comes first
+    plural = invoke("collect", "--sources", "Vision")
+    assert plural.exit_code == 2 and ("No such option: --sources. Did you mean --source? If "
+                                      "you meant feedbot's own --sources, it goes before the "
+                                      "command: feedbot --sources … collect …") in plural.stderr
 
 
 def test_digest_rejects_bad_options(sources: Path) -> None:

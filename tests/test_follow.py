@@ -389,11 +389,18 @@ def test_following_what_is_followed_already_changes_nothing_and_is_no_error(
     r = invoke(sources, "follow", "Andrej Karpathy", "--x", "karpathy")
     assert r.exit_code == 0 and "nothing to change" in r.output
     assert sources.read_text() == COMMENTED
+    r = invoke(sources, "follow", "--no-check", url, "--weight", "1")  # the weight it has
+    assert r.exit_code == 0 and "nothing to change" in r.output
+    r = invoke(sources, "follow", "--x", "KARPATHY")  # no name: the person followed there
+    assert r.exit_code == 0 and "already following Andrej Karpathy" in r.output
     r = invoke(sources, "follow", "--no-check", url, "--weight", "2")
     assert r.exit_code == 2 and "already following" in r.output
     r = invoke(sources, "follow", "Someone", "--x", "karpathy")
     assert r.exit_code == 2 and "(as 'Andrej Karpathy')" in r.output
     assert sources.read_text() == COMMENTED
+    r = invoke(sources, "follow", "x:karpathy", "--weight", "2")  # a change for that person
+    assert r.exit_code == 0 and "Andrej Karpathy: added weight" in r.output, r.output
+    assert load_config(sources).people[0].weight == 2.0
 
 
 def test_cli_follow_and_unfollow(sources: Path) -> None:
@@ -401,8 +408,9 @@ def test_cli_follow_and_unfollow(sources: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "following Ada Example on X (@ada_ex), arXiv (Ada Example)" in r.output
     assert "X_BEARER_TOKEN is not set" in r.output
-    r = invoke(sources, "follow", "x:ada_ex")
-    assert r.exit_code == 2 and "already following X @ada_ex" in r.output
+    r = invoke(sources, "follow", "x:ada_ex")  # no name: about the person followed there
+    assert r.exit_code == 0
+    assert "already following Ada Example on X (@ada_ex); nothing to change" in r.output
     r = invoke(sources, "unfollow", "Ada", "Example")
     assert r.exit_code == 0 and "unfollowed Ada Example (X, arXiv)" in r.output
     assert sources.read_text() == COMMENTED
@@ -629,6 +637,10 @@ def test_an_arxiv_listing_url_follows_the_category(sources: Path) -> None:
     r = invoke(sources, "follow", "https://arxiv.org/list/cs.LG/recent")  # the same again
     assert r.exit_code == 0, r.output
     assert r.output.strip() == "already following arXiv cs.LG (as 'cs.LG'); nothing to change"
+    for same in (["CS.LG", "--category", "cs.LG"], ["--category", "cs.LG", "--weight", "0.5"]):
+        r = invoke(sources, "follow", *same)  # its name in another case; the weight it has
+        assert r.exit_code == 0 and "nothing to change" in r.output, (same, r.output)
+    assert invoke(sources, "follow", "--category", "cs.LG", "--weight", "2").exit_code == 2
     assert sources.read_text() == before
     assert invoke(sources, "unfollow", "cs.lg").exit_code == 0
     assert sources.read_text().replace("arxiv: []\n", "") == COMMENTED

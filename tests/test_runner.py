@@ -519,12 +519,15 @@ async def test_the_prune_follows_retention_in_sources_yaml(
 
 # --- `feedbot run` as a process ----------------------------------------------------------------
 
-def _wait_for_line(proc: subprocess.Popen[bytes], marker: str, timeout: float = 20.0) -> str:
-    """Read the process's stderr (unbuffered, straight from the pipe) until `marker` shows."""
+def _wait_for_line(proc: subprocess.Popen[bytes], marker: str, timeout: float = 20.0,
+                   fd: int | None = None) -> str:
+    """Read the process's stderr (unbuffered, straight from the pipe, or from `fd`) until
+    `marker` shows."""
     seen = b""
     deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    fd = proc.stderr.fileno()
+    if fd is None:
+        assert proc.stderr is not None
+        fd = proc.stderr.fileno()
     while marker.encode() not in seen:
         left = deadline - time.monotonic()
         assert left > 0 and proc.poll() is None, f"no {marker!r} in: {seen.decode()}"
@@ -534,19 +537,24 @@ def _wait_for_line(proc: subprocess.Popen[bytes], marker: str, timeout: float = 
     return seen.decode()
 
 
-@pytest.mark.parametrize("journald", [False, True])
+@pytest.mark.parametrize("journal", ["", "other", "stderr"])
 def test_feedbot_run_without_token_collects_only_and_stops_on_sigterm(
-        tmp_path: Path, journald: bool) -> None:
-    """Its log lines say when (it runs for days), unless journald takes them: it stamps each
-    line itself."""
+        tmp_path: Path, journal: str) -> None:
+    """Its log lines say when (it runs for days), unless stderr is journald's stream (systemd
+    names it in JOURNAL_STREAM), which stamps each line itself. A JOURNAL_STREAM inherited
+    from a service, naming another stream, is not enough."""
     write_sources(Path(os.environ["FEEDBOT_SOURCES"]), chats=())
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-    if journald:
-        env["JOURNAL_STREAM"] = "8:12345"
-    proc = subprocess.Popen([sys.executable, "-m", "feedbot", "run"], stderr=subprocess.PIPE,
+    read, write = os.pipe()  # stands in for the journal's socket
+    st = os.fstat(write)
+    if journal:
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino + (journal == 'other')}"
+    journald = journal == "stderr"
+    proc = subprocess.Popen([sys.executable, "-m", "feedbot", "run"], stderr=write,
                             stdout=subprocess.DEVNULL, env=env)
+    os.close(write)
     try:
-        seen = _wait_for_line(proc, "feedbot is running")
+        seen = _wait_for_line(proc, "feedbot is running", fd=read)
         assert seen.count("TELEGRAM_BOT_TOKEN is not set") == 1, seen  # said once, not twice
         [running] = [line for line in seen.splitlines() if "feedbot is running" in line]
         stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} "
@@ -559,6 +567,7 @@ def test_feedbot_run_without_token_collects_only_and_stops_on_sigterm(
     finally:
         proc.kill()
         proc.communicate()
+        os.close(read)
 
 
 def test_feedbot_run_with_a_rejected_token_exits_2_without_showing_it(api: FakeBotAPI) -> None:
@@ -992,9 +1001,11 @@ async def test_a_source_the_database_refuses_is_a_warning_and_collected_again(
         assert "if-none-match" not in server.hits("/feed.xml")[-1].headers
 
 
+@pytest.mark.parametrize(("status", "said"), [(502, "Bad Gateway (502)"),
+                                              (200, "Invalid server response")])
 async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop_is_quiet(
         server: LocalServer, tmp_path: Path, feedbot_env: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, status: int, said: str) -> None:
     """FEEDBOT_TELEGRAM_API_URL naming something that is no Bot API (or a proxy's error page):
     each try logged python-telegram-bot's ERROR with a traceback and the whole HTML page, then
     feedbot's warning with the page again as bytes; and a stop during the tries was followed by
@@ -1005,7 +1016,7 @@ async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop
 
     page = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>" + b"<p>nginx</p>" * 50 \
         + b"</body></html>"
-    server.add(f"/bot{TOKEN}/getMe", status=502, body=page, content_type="text/html")
+    server.add(f"/bot{TOKEN}/getMe", status=status, body=page, content_type="text/html")
     caplog.set_level(logging.INFO)
     sources = write_sources(tmp_path / "sources.yaml", chats=())
     runner = Runner(load_settings(sources), home=feedbot_env, sources=sources,
@@ -1017,7 +1028,7 @@ async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop
     await asyncio.wait_for(task, 10)
     [tried] = [r for r in caplog.records if "cannot reach the Telegram Bot API" in r.getMessage()]
     assert tried.getMessage() == (
-        f"cannot reach the Telegram Bot API (Bad Gateway (502), and the answer from "
+        f"cannot reach the Telegram Bot API ({said}, and the answer from "
         f"{server.base} is not the Bot API's JSON (is FEEDBOT_TELEGRAM_API_URL right?)); "
         "retrying in 1s")
     assert "nginx" not in caplog.text and "Traceback" not in caplog.text

@@ -469,8 +469,9 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
     async with gate.lock:
         if time.monotonic() < gate.down_until:
             raise ArxivFetchError(f"{gate.down_reason} (not tried: another query could not "
-                                  f"reach arXiv at {gate.down_at:%H:%M:%S} UTC, and arXiv is "
-                                  f"not asked again for {UNREACHABLE_PAUSE:g} s after that)")
+                                  f"reach arXiv at {gate.down_at:%Y-%m-%d %H:%M:%S} UTC, and "
+                                  f"arXiv is not asked again for {UNREACHABLE_PAUSE:g} s after "
+                                  "that)")
         try:
             return await in_daemon_thread(gate.search, query, max_results, name="arxiv-request")
         except (arxiv.ArxivError, requests.RequestException) as e:
