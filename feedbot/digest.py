@@ -418,7 +418,9 @@ def build_digest(
         pool, demo = demo_pool(store, embedder, now), True
         notes.append("nothing collected yet: showing the bundled demo items")
     if not pool.ids:
-        if not demo and (n := store.count_hidden(now - since, follows.hidden)):
+        # only when the sources followed brought nothing: not when all they brought was sent
+        if not demo and (n := store.count_hidden(now - since, follows.hidden)) \
+                and not store.count_followed(now - since, follows.hidden):
             notes.append(unfollowed_note(n, since))
         return Digest(stage, now, [], demo=demo, notes=notes)
     sv = stage_vectors(store, embedder, roadmap)

@@ -878,6 +878,13 @@ class Store:
         return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND NOT {_FOLLOWED}",
                                    [*args, names, names]).fetchone()[0])
 
+    def count_followed(self, since: datetime | None, hidden: Collection[str]) -> int:
+        """How many items since `since` a followed source brought (delivered ones too)."""
+        where, args = _window(since)
+        names = _names_json(hidden)
+        return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND {_FOLLOWED}",
+                                   [*args, names, names]).fetchone()[0])
+
     # --- search (see search.py) -------------------------------------------------------------
 
     def has_word_index(self) -> bool:

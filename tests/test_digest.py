@@ -350,6 +350,21 @@ def test_a_digest_whose_sources_were_all_unfollowed_says_so_rather_than_show_the
     assert d.to_json()["notes"] == d.notes
 
 
+def test_an_empty_digest_after_everything_was_sent_does_not_blame_the_unfollowed(
+        fake_emb: Any) -> None:
+    """All the followed sources brought had been sent, and one source was unfollowed: the
+    empty digest said the followed sources had brought nothing and pointed at following the
+    other one again."""
+    store = Store(":memory:")
+    notes = post("Vision Notes", "seg", "Segmentation", "Notes.")
+    pixel = post("Pixel Digest", "px", "Pixels", "More notes.")
+    store.upsert_items([notes, pixel], NOW)
+    digest(store, fake_emb)  # records both sources
+    d = digest_with(without("Pixel Digest"), store, fake_emb, exclude={notes.id},
+                    since=timedelta(days=7))
+    assert d.items == [] and d.notes == []  # "Nothing new", and no word of the unfollowed
+
+
 def test_items_of_a_name_never_known_as_a_source_stay(fake_emb: Any) -> None:
     """Nothing says the learner stopped following a name feedbot never collected or saw
     configured (items written by another tool): its items are not left out."""
