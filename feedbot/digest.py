@@ -257,7 +257,9 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
     keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude]
     gone_groups: set[str] = set()
     if exclude:
-        keep, gone_groups = _not_told_before(rows, keep, exclude, duplicate)
+        older = _sent_outside(store, embedder.model_id, rows, exclude) \
+            if duplicate is not None and keep else None
+        keep, gone_groups = _not_told_before(rows, keep, exclude, duplicate, older)
     post_source = {rows.ids[i]: rows.sources[i] for i in keep if rows.kinds[i] == "social"}
     posts = list(post_source)
     loaded = {s.id: s for s in store.get_items(posts)}
@@ -313,13 +315,16 @@ def _own_source(s: StoredItem, follows: Following) -> str | None:
 
 
 def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[str],
-                     duplicate: float | None) -> tuple[list[int], set[str]]:
+                     duplicate: float | None, older: np.ndarray | None = None
+                     ) -> tuple[list[int], set[str]]:
     """`keep` without the story-mates and near-duplicates of excluded items, and the story
-    groups of the excluded items.
+    groups of the excluded items. `older`: the vectors of excluded items outside the window,
+    near-duplicates of which are left out too.
 
     A digest entry stands for every item the ranker collapsed into it, but only its own id is
     recorded as delivered; without this, the blog post about yesterday's paper would be
-    "new" today.
+    "new" today, and the same article posted again under a new URL would come back once the
+    one sent had left the window.
     """
     gone = [i for i, iid in enumerate(rows.ids) if iid in exclude]
     groups = {e for e in exclude if e[:6] == "arxiv:"}
@@ -334,7 +339,22 @@ def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[s
     if duplicate is not None and gone and out:
         closest = (rows.X @ rows.X[gone].T).max(axis=1)  # (n,): no copy of the whole matrix
         out = [i for i in out if closest[i] < duplicate]
+    if duplicate is not None and older is not None and len(older) and out:
+        near = (rows.X[out] @ older.T).max(axis=1)
+        out = [i for i, sim in zip(out, near, strict=True) if sim < duplicate]
     return out, groups
+
+
+def _sent_outside(store: Store, model: str, rows: CandidateRows,
+                  exclude: Collection[str]) -> np.ndarray | None:
+    """The cached vectors of the excluded (delivered) items that are not in `rows`' window."""
+    inside = set(rows.ids)
+    hashes = store.hashes_of([e for e in exclude if e not in inside])
+    vecs = list(store.get_vectors(model, list(hashes.values())).values())
+    if not vecs:
+        return None
+    V = np.stack(vecs).astype(np.float32)
+    return V[~damaged_rows(V)]
 
 
 def _concat(a: Candidates, b: Candidates) -> Candidates:

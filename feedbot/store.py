@@ -1060,6 +1060,12 @@ class Store:
 
     # --- vectors --------------------------------------------------------------------------
 
+    def hashes_of(self, ids: Collection[str]) -> dict[str, str]:
+        """Item id → the content hash its vector is cached under, for the stored ones."""
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT id, content_hash FROM items WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),))}
+
     def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for chunk in _chunks(list(dict.fromkeys(hashes)), 900):

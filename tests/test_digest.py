@@ -437,6 +437,27 @@ def test_a_delivered_item_with_a_damaged_vector_does_not_empty_later_digests(
     assert pool.ids == ["arxiv:2611.00002"]
 
 
+def test_a_copy_of_a_sent_item_stays_out_after_the_sent_one_left_the_window(
+        fake_emb: Any) -> None:
+    """The same article under a new URL was held back while the one sent was in the digest's
+    window, and sent again the day after it left it (a simulated week of use: sent on day 1
+    and on day 8)."""
+    from dataclasses import replace
+
+    store = Store(":memory:")
+    text = ("Segmentation with convolutional networks", "Our notes on segmenting images.")
+    sent = replace(post("Vision Notes", "seg", *text), published=NOW - timedelta(days=10))
+    store.upsert_items([sent], NOW - timedelta(days=10))
+    then = build_digest(cfg(), store, fake_emb, load_roadmap(), now=NOW - timedelta(days=9),
+                        stage_id="cnn", allow_demo=False)
+    assert [e.id for e in then.items] == [sent.id]  # sent that day
+    copy = post("Pixel Digest", "seg-again", *text)  # the same, today, from another blog
+    store.upsert_items([copy, paper(2)], NOW)
+    pool = gather(store, fake_emb, now=NOW, since=timedelta(days=7), exclude={sent.id},
+                  duplicate=0.9)
+    assert pool.ids == ["arxiv:2611.00002"]  # the copy stays out, the new paper comes
+
+
 def test_a_damaged_cached_roadmap_vector_is_embedded_again(fake_emb: Any) -> None:
     """One NaN among the stage texts' vectors made every score of every digest NaN."""
     import math
