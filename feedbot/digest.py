@@ -349,7 +349,7 @@ def _sent_outside(store: Store, model: str, rows: CandidateRows,
                   exclude: Collection[str]) -> np.ndarray | None:
     """The cached vectors of the excluded (delivered) items that are not in `rows`' window."""
     inside = set(rows.ids)
-    hashes = store.hashes_of([e for e in exclude if e not in inside])
+    hashes = store.item_hashes([e for e in exclude if e not in inside])
     vecs = list(store.get_vectors(model, list(hashes.values())).values())
     if not vecs:
         return None

@@ -871,19 +871,19 @@ class Store:
     def count_hidden(self, since: datetime | None, hidden: Collection[str]) -> int:
         """How many items since `since` `candidates(hidden=...)` leaves out: those whose every
         source is hidden (no longer followed)."""
-        if not hidden:
-            return 0
-        where, args = _window(since)
-        names = _names_json(hidden)
-        return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND NOT {_FOLLOWED}",
-                                   [*args, names, names]).fetchone()[0])
+        return self._count_since(since, hidden, followed=False) if hidden else 0
 
     def count_followed(self, since: datetime | None, hidden: Collection[str]) -> int:
         """How many items since `since` a followed source brought (delivered ones too)."""
+        return self._count_since(since, hidden, followed=True)
+
+    def _count_since(self, since: datetime | None, hidden: Collection[str],
+                     followed: bool) -> int:
         where, args = _window(since)
         names = _names_json(hidden)
-        return int(self.db.execute(f"SELECT count(*) FROM items i{where} AND {_FOLLOWED}",
-                                   [*args, names, names]).fetchone()[0])
+        return int(self.db.execute(
+            f"SELECT count(*) FROM items i{where} AND {'' if followed else 'NOT '}{_FOLLOWED}",
+            [*args, names, names]).fetchone()[0])
 
     # --- search (see search.py) -------------------------------------------------------------
 
@@ -958,15 +958,15 @@ class Store:
         with self.transaction():
             for name, (kind, target) in changed.items():
                 before = have.get(name)
+                moved = before if before and before[1] else None  # from a recorded target
                 # carry along the old names that stood for it (unless another source
                 # still fetches what it fetched)
-                moved = before is not None and bool(before[1])  # from a recorded target
-                if before is not None and moved and before not in want.values():
+                if moved is not None and moved not in want.values():
                     self.db.execute(
                         f"UPDATE source_state SET kind = ?, target = ?, {_NO_VALIDATORS} "
                         "WHERE kind = ? AND target = ? AND name NOT IN "
                         "(SELECT value FROM json_each(?))",
-                        (kind, target, *before, json.dumps(list(want))))
+                        (kind, target, *moved, json.dumps(list(want))))
                 self._ensure_state(name)
                 self.db.execute("UPDATE source_state SET kind = ?, target = ?"
                                 + (f", {_NO_VALIDATORS}" if moved else "") + " WHERE name = ?",
@@ -988,18 +988,14 @@ class Store:
         success and error, back-off and validators, so that `feedbot sources` does not show
         it as new, and its next fetch may be conditional. Only while the new name has never
         been collected."""
-        self.db.execute(
-            "UPDATE source_state SET (etag, last_modified, cursor, last_attempt, last_success, "
-            "last_error, last_error_at, failures, retry_after) = (SELECT etag, last_modified, "
-            "cursor, last_attempt, last_success, last_error, last_error_at, failures, "
-            "retry_after FROM source_state WHERE kind = ? AND target = ? AND name != ? "
+        old = self.db.execute(
+            f"SELECT {_STATE} FROM source_state WHERE kind = ? AND target = ? AND name != ? "
             "AND name NOT IN (SELECT value FROM json_each(?)) AND last_attempt IS NOT NULL "
-            "ORDER BY last_attempt DESC LIMIT 1) "
-            "WHERE name = ? AND last_attempt IS NULL AND EXISTS (SELECT 1 FROM source_state "
-            "WHERE kind = ? AND target = ? AND name != ? AND name NOT IN (SELECT value FROM "
-            "json_each(?)) AND last_attempt IS NOT NULL)",
-            (kind, target, name, json.dumps(wanted), name, kind, target, name,
-             json.dumps(wanted)))
+            "ORDER BY last_attempt DESC LIMIT 1",
+            (kind, target, name, json.dumps(wanted))).fetchone()
+        if old is not None:
+            self.db.execute(f"UPDATE source_state SET ({_STATE}) = ({', '.join('?' * len(old))}) "
+                            "WHERE name = ? AND last_attempt IS NULL", (*old, name))
 
     def known_sources(self) -> dict[str, tuple[str, str]]:
         """Every source feedbot has collected or seen configured → (kind, target), both ''
@@ -1059,12 +1055,6 @@ class Store:
             )
 
     # --- vectors --------------------------------------------------------------------------
-
-    def hashes_of(self, ids: Collection[str]) -> dict[str, str]:
-        """Item id → the content hash its vector is cached under, for the stored ones."""
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT id, content_hash FROM items WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(ids)),))}
 
     def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -1251,9 +1241,14 @@ class Store:
                        (gone_json,))
         return gone
 
-    def item_hashes(self) -> dict[str, str]:
-        """item id → content hash, for every item."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT id, content_hash FROM items")}
+    def item_hashes(self, ids: Collection[str] | None = None) -> dict[str, str]:
+        """item id → content hash (what its vector is cached under), for every item or for
+        the stored ones of `ids`."""
+        if ids is None:
+            return {r[0]: r[1] for r in self.db.execute("SELECT id, content_hash FROM items")}
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT id, content_hash FROM items WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),))}
 
     def vector_keys(self) -> list[tuple[int, str, str, int]]:
         """(rowid, model, content hash, bytes) of every cached vector."""
@@ -1346,6 +1341,9 @@ _PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before
 
 
 _NO_VALIDATORS = "etag = '', last_modified = '', cursor = ''"  # what belongs to one target
+# A source's state as a renamed source takes it along (`Store._adopt_state`)
+_STATE = ("etag, last_modified, cursor, last_attempt, last_success, last_error, "
+          "last_error_at, failures, retry_after")
 
 
 def _names_json(names: Collection[str]) -> str:
