@@ -264,6 +264,11 @@ def api_url_from_env() -> str:
     return (os.environ.get("FEEDBOT_TELEGRAM_API_URL") or DEFAULT_API_URL).rstrip("/")
 
 
+def is_custom_api(url: str) -> bool:
+    """Whether `url` is another Bot API server than Telegram's own."""
+    return url.rstrip("/") != DEFAULT_API_URL.rstrip("/")
+
+
 GET_UPDATES_CONNECTIONS = 2
 REQUEST_CONNECTIONS = 256  # python-telegram-bot's own default for the other requests
 

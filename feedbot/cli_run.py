@@ -50,13 +50,15 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
     except Exception as e:
         from telegram.error import InvalidToken
 
+        from .bot import api_url_from_env, is_custom_api
         from .store import StoreError
 
         if isinstance(e, InvalidToken):
-            custom = os.environ.get("FEEDBOT_TELEGRAM_API_URL", "").strip()
+            api = api_url_from_env()
             fail("Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather"
-                 + (f" (or FEEDBOT_TELEGRAM_API_URL={custom} is not a Bot API server: an "
-                    "unknown address answers as a wrong token does)" if custom else ""), 2)
+                 + (f" (or FEEDBOT_TELEGRAM_API_URL={api} is not a Bot API server: an "
+                    "unknown address answers as a wrong token does)"
+                    if is_custom_api(api) else ""), 2)
         if isinstance(e, StoreError):
             fail(str(e), 2)
         raise

@@ -449,7 +449,7 @@ def _check_url(url: str) -> None:
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
     taken = _taken(doc)
-    _refuse_followed_url(doc, req.blog, same_blog_weight=req.weight)
+    _refuse_followed_url(doc, req.blog, again=True, weight=req.weight)
     title = found.title if found is not None else ""
     name = unique_name(title or _host(req.blog), req.blog, taken)
     entry = CommentedMap([("name", name), ("url", req.blog)])
@@ -472,13 +472,8 @@ def _same_weight(entry: CommentedMap, weight: float | None) -> bool:
 def _owner(doc: CommentedMap, place: str, value: str) -> str | None:
     """The name of the person followed on this place, if any."""
     for section, _, entry in _entries(doc):
-        if section != "people":
-            continue
-        if place == "blog":
-            if any(p == "blog" and _same_place("blog", feed, value)
-                   for p, feed in _entry_feeds(section, entry)):
-                return str(entry["name"])
-        elif entry.get(place) and _same_place(place, str(entry[place]), value):
+        if section == "people" and entry.get(place) \
+                and _same_place(place, str(entry[place]), value):
             return str(entry["name"])
     return None
 
@@ -765,10 +760,10 @@ def _same_place(place: str, a: str, b: str) -> bool:
 
 
 def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
-                         same_blog_weight: float | None | bool = False) -> None:
+                         again: bool = False, weight: float | None = None) -> None:
     """FollowError when `url` is followed already; NothingToChange when it is one of the
-    blogs, followed again with the weight it has (`same_blog_weight`: the request's weight,
-    None when not given; False: never nothing-to-change)."""
+    blogs and the request is that blog `again`, with the weight it has (`weight`: None when
+    not given)."""
     for section, _, entry in _entries(doc):
         for place, feed in _entry_feeds(section, entry):
             if not _same_place("blog", feed, url):
@@ -777,8 +772,7 @@ def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
                     == except_name.casefold():
                 continue  # the same person's own blog: nothing to change
             on = f" on {PLACE_NAMES[place]}" if place in ("bluesky", "mastodon") else ""
-            if same_blog_weight is not False and section == "blogs" \
-                    and _same_weight(entry, same_blog_weight):
+            if again and section == "blogs" and _same_weight(entry, weight):
                 raise NothingToChange(f"already following {url} (as {entry['name']!r}); "
                                       "nothing to change")
             raise FollowError(f"already following {url} (as {entry['name']!r}{on})")

@@ -837,12 +837,12 @@ PULLED_WHILE_STOPPING = "Pulled updates will be ignored and pulled again on rest
 def _api_error(e: Exception, api_url: str) -> str:
     """A Bot API error in one short line: python-telegram-bot's message for an answer that
     is not JSON holds the whole answer (an HTML page, a proxy's) as bytes."""
-    from .bot import DEFAULT_API_URL
+    from .bot import is_custom_api
 
     text, _, page = str(e).partition(". Parsing the server response")
     if page or text == "Invalid server response":  # not JSON: an error page, or a 200 one
         text += f", and the answer from {api_url} is not the Bot API's JSON"
-        if api_url.rstrip("/") != DEFAULT_API_URL.rstrip("/"):
+        if is_custom_api(api_url):
             text += " (is FEEDBOT_TELEGRAM_API_URL right?)"
     return shorten(text, 300)
 
