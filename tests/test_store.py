@@ -450,27 +450,27 @@ def test_remember_sources_records_targets_and_writes_only_changes(store: Store) 
 
 
 def test_a_renamed_source_takes_the_state_of_its_last_collected_old_name(store: Store) -> None:
-    feed = ("feed", "https://b.org/feed")
+    feed = ("feed", "https://b.example.org/feed")
     store.record_success("Blog", NOW, etag='"e1"')
     store.note_target("Blog", *feed)
     store.record_failure("Blog v2", NOW + timedelta(hours=1), "HTTP 500")  # renamed once
     store.note_target("Blog v2", *feed)
-    store.note_target("Blog v2", "feed", "https://elsewhere.org/feed")  # recorded: kept
+    store.note_target("Blog v2", "feed", "https://elsewhere.example.org/feed")  # recorded: kept
     assert store.known_sources()["Blog v2"] == feed
     store.record_success("Other", NOW)
-    store.note_target("Other", "feed", "https://o.org/feed")
+    store.note_target("Other", "feed", "https://o.example.org/feed")
     # renamed again: the latest old name's state comes along, not the older one's
-    store.remember_sources([("Blog v3", *feed), ("Other", "feed", "https://o.org/feed")])
+    store.remember_sources([("Blog v3", *feed), ("Other", "feed", "https://o.example.org/feed")])
     st = store.source_state("Blog v3")
     assert (st.failures, st.last_error, st.last_attempt) == (1, "HTTP 500",
                                                              NOW + timedelta(hours=1))
     assert store.source_state("Other").etag == ""  # only the same feed's state moves
     # a new name that was collected already keeps its own state
     store.record_success("Fresh", NOW + timedelta(hours=2), etag='"f"')
-    store.remember_sources([("Fresh", *feed), ("Other", "feed", "https://o.org/feed")])
+    store.remember_sources([("Fresh", *feed), ("Other", "feed", "https://o.example.org/feed")])
     assert store.source_state("Fresh").etag == '"f"'
     # nor does a name still configured beside a new one that fetches the same
-    solo = ("feed", "https://s.org/feed")
+    solo = ("feed", "https://s.example.org/feed")
     store.record_success("Solo", NOW, etag='"s"')
     store.note_target("Solo", *solo)
     store.remember_sources([("Solo", *solo), ("Solo twin", *solo)])
