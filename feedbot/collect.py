@@ -336,7 +336,7 @@ async def collect_async(
     # Read before the run's own client exists, which only the `try` below closes.
     try:  # a source renamed in sources.yaml takes its old name's state along (validators,
         # back-off) before anything is fetched; only an edit of the file writes here
-        await call(_remember, [(s.name, s.kind, s.target) for s in cfg.sources()])
+        await call(adopt_renamed, [(s.name, s.kind, s.target) for s in cfg.sources()])
     except sqlite3.Error as e:  # busy or read-only: the renamed source is fetched afresh
         log.debug("could not record the configured sources: %s", e)
     try:  # every source's last outcome as this run begins: what another process records is news
@@ -716,7 +716,7 @@ def _guarded(call: StoreCall) -> tuple[StoreCall, list[sqlite3.Error]]:
 
 # What collection does with the store, each in one call of `db` (on the store's thread).
 
-def _remember(store: Store, sources: Sequence[tuple[str, str, str]]) -> None:
+def adopt_renamed(store: Store, sources: Sequence[tuple[str, str, str]]) -> None:
     """Record the configured sources when one is an old one renamed (`Store.remember_sources`
     then gives it its old name's state), or fetches another target than the one recorded for
     it (its validators, the old URL's, are then dropped); else only read, so that a collection

@@ -56,7 +56,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import numpy as np
 
-from .collect import collect_async
+from .collect import adopt_renamed, collect_async, is_due
 from .config import Config, ConfigError, SourceSpec
 from .digest import Digest, DigestEntry, utcnow
 from .embed import Embedder
@@ -176,6 +176,7 @@ class Runner:
         self._worker_embedder: Any = StoppableEmbedder(embedder, self._stopping)
         self._local = threading.local()
         self._collecting: dict[str, asyncio.Lock] = {}
+        self._never_collected: set[str] = set()  # scheduled from an empty state: renamed?
         self._chats: dict[int, _ChatState] = {}
         # Sent, not yet in the store (it was busy): chat -> {item id: when}, and meta to write.
         self._unsaved: dict[int, dict[str, datetime]] = {}
@@ -380,6 +381,10 @@ class Runner:
         when not given)."""
         if state is None:
             state = self.store.source_state(spec.name)
+        if state.last_attempt is None and state.retry_after is None:
+            self._never_collected.add(spec.name)
+        else:
+            self._never_collected.discard(spec.name)
         when = next_collect_time(state, spec.interval, self.now(), earliest=earliest)
         self.jobs.at(f"collect:{spec.name}", when, self.collect_source, spec.name)
         return when
@@ -395,6 +400,8 @@ class Runner:
             if spec is None:  # unfollowed meanwhile
                 return
             now = self.now()
+            if spec.name in self._never_collected and await self._waits_as_renamed(spec, now):
+                return
             ran = True
             try:
                 reports = await collect_async(self.settings.config, None, now=now, only=name,
@@ -409,6 +416,25 @@ class Runner:
             finally:
                 if self._spec(name) is not None and self._started:
                     await self._rearm(name, now, ran)
+
+    async def _waits_as_renamed(self, spec: SourceSpec, now: datetime) -> bool:
+        """A source scheduled as never collected may be an old one renamed in sources.yaml
+        (or by `feedbot follow`): it takes its old name's state now, as the collection would,
+        and when that state says to wait (the interval, a back-off, a Retry-After), the
+        collection waits too. True when it was put off."""
+        self._never_collected.discard(spec.name)
+        try:
+            await self.in_collection(adopt_renamed, [(s.name, s.kind, s.target)
+                                                     for s in self.settings.config.sources()])
+            state = await self.in_collection(Store.source_state, spec.name)
+        except sqlite3.Error:  # collected now, afresh, as before
+            return False
+        if is_due(state, spec.interval, now):
+            return False
+        when = self.schedule_collect(spec, state=state)
+        log.info("%s was collected under an old name; next collection %s", spec.name,
+                 when.isoformat(timespec="seconds"))
+        return True
 
     async def _rearm(self, name: str, now: datetime, ran: bool) -> None:
         """After a run: the source's next collection, from its state read on the collection

@@ -757,6 +757,34 @@ async def test_a_feed_down_with_a_past_retry_after_is_not_asked_every_minute(
     assert len(server.hits("/feed.xml")) == 3
 
 
+async def test_a_source_renamed_between_runs_keeps_its_back_off(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """A failing source renamed in sources.yaml while feedbot was stopped takes its old
+    name's state when collected, but was scheduled from the new name's empty one: the first
+    start after the rename fetched it at once, whatever its back-off said."""
+    from feedbot.collect import BACKOFF_BASE
+
+    clock = Clock(SLOT)
+    url = server.add("/feed.xml", status=503, content_type="text/html", body=b"<html>down</html>")
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Down", url),))
+    async with running(path, feedbot_env, clock) as runner:
+        for _ in range(3):
+            await runner.collect_source("Down")
+    last = clock()
+    clock.advance(minutes=1)
+    write_sources(path, blogs=(("Down again", url),))
+    async with running(path, feedbot_env, clock) as runner:
+        await runner.collect_source("Down again")  # as the job would, if due at once
+        assert len(server.hits("/feed.xml")) == 3
+        assert runner.jobs.next_run("collect:Down again") >= last + timedelta(
+            seconds=BACKOFF_BASE * 4)
+        clock.t = runner.jobs.next_run("collect:Down again")
+        await runner.collect_source("Down again")
+        assert len(server.hits("/feed.xml")) == 4
+        with Store.open(feedbot_env) as store:
+            assert store.source_state("Down again").failures == 4
+
+
 
 
 async def test_a_button_pressed_as_feedbot_stops_is_handled_after_the_restart_quietly(
