@@ -189,6 +189,7 @@ class Lexical:
     """The lexical signal of every candidate row, and which words each matched row had."""
 
     score: np.ndarray  # (n,) in [0, 1]
+    every: np.ndarray  # (n,) bool: the row has every word of the query, somewhere
     title: dict[int, list[str]] = field(default_factory=dict)  # row → words in its title
     author: dict[int, list[str]] = field(default_factory=dict)  # row → matching author names
     summary: dict[int, list[str]] = field(default_factory=dict)  # row → words in its summary
@@ -204,7 +205,7 @@ def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Seq
     scan per word, not one per row, which at 100,000 items is the difference between a tenth
     of a second and several. Summaries and authors are looked up in SQLite."""
     n = len(ids)
-    out = Lexical(np.zeros(n, dtype=np.float32))
+    out = Lexical(np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool))
     if not words or not n:
         return out
     row = {iid: i for i, iid in enumerate(ids)}
@@ -239,9 +240,13 @@ def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Seq
                   dtype=float)
     idf = np.log((n + 1) / (df + 1)) + 1e-3  # a word in every row still counts a little
     weights = idf / idf.sum()
+    found = np.zeros(n, dtype=np.int64)
     for k in range(len(words)):
         out.score[strong[k]] += weights[k]
         out.score[weak[k]] += weights[k] * SUMMARY_HIT
+        found[strong[k]] += 1
+        found[weak[k]] += 1
+    out.every = found == len(words)
     return out
 
 
@@ -445,7 +450,10 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
                 for i, lk in zip(ids, links, strict=True)])
     picked = select(X, score, cands, limit, 1.0, len(ids) + 1, cfg.ranking.duplicate,
                     SELECT_POOL)
-    picked = [(i, also) for i, also in picked if score[i] >= MIN_SCORE]
+    # a result: close enough in meaning and words, or holding every word of the query (one
+    # rare word in a summary scores under MIN_SCORE, and the model places it nowhere)
+    picked = [(i, also) for i, also in picked if score[i] >= MIN_SCORE
+              or (lexical_weight > 0 and lex.every[i])]
     if result.unembedded:
         n = result.unembedded
         result.notes.append(

@@ -619,6 +619,26 @@ def test_the_real_model_finds_by_meaning_and_the_blend_finds_names(real_embedder
     assert "Notes on linear regression" not in titles(cosine)
 
 
+
+@pytest.mark.model
+def test_a_rare_word_only_in_a_summary_finds_its_item_with_the_real_model(real_embedder: Any
+                                                                          ) -> None:
+    """A word found only in a summary counts half a title hit, so alone it scored 0.25 of
+    the 0.3 a result needs, and the model gives one rare word little cosine to a whole
+    abstract: `feedbot search posttranscriptional` said "nothing matches" over a store whose
+    one bioRxiv abstract had it. An item holding every word of the query is a result."""
+    bio = post("Regulation of gene expression in yeast",
+               "We map RNA-binding proteins and find that posttranscriptional control sets "
+               "the levels of most stress-response transcripts.")
+    store = stored(Store(":memory:"), real_embedder, [*LIBRARY, bio])
+    found = find(store, real_embedder, "posttranscriptional")
+    assert titles(found) == [bio.title]
+    assert found.items[0].why == "“posttranscriptional” in the summary"
+    both = find(store, real_embedder, "posttranscriptional yeast")
+    assert titles(both)[0] == bio.title
+    assert titles(find(store, real_embedder, "posttranscriptional quokka")) == []  # not every word
+
+
 PROBE = """
 import json, sys
 from feedbot.cli import main
