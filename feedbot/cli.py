@@ -259,8 +259,11 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
     def show(report: Any) -> None:
         if bar is not None:
             bar.advance(bar.task_ids[0])
-        # a source skipped for a reason (collected by another process) is said; one not due is not
-        if echo and report.status != "disabled" and (report.status != "skipped" or report.error):
+        # a source skipped for a reason (collected by another process) is said; one not due is
+        # not. `feedbot collect` gives every source its line, switched off ones too; a digest's
+        # collection gathers those into one line for each reason, after the others
+        if echo and (report.status != "disabled" or not due_only) and (
+                report.status != "skipped" or report.error):
             if bar is not None:
                 bar.console.print(report.line(), markup=False, highlight=False)
             else:
@@ -274,11 +277,11 @@ def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
     finally:
         if bar is not None:
             bar.stop()
-    if echo:
+    if echo and due_only:
         for line in report_lines([r for r in reports if r.status == "disabled"]):
-            click.echo(line, err=due_only)
-        if not due_only:
-            click.echo(summarize(reports))
+            click.echo(line, err=True)
+    elif echo:
+        click.echo(summarize(reports))
     trouble = unrecorded_problem(reports)
     if trouble is not None and due_only:  # the digest goes on with what is stored
         click.echo(f"feedbot: {trouble[0]}", err=True)

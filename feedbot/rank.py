@@ -501,10 +501,12 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | C
            pool: int = SELECT_POOL) -> list[tuple[int, list[int]]]:
     """Greedy MMR over the top `pool`, at most `per_source_cap` a source, duplicates collapsed.
 
-    Returns (index, indices collapsed into it) in digest order. MMR value of a candidate:
+    Returns (index, indices collapsed into it) in digest order: by score, so the digest reads
+    as ranked (MMR decides which items, not their order). MMR value of a candidate:
     mmr · score − (1 − mmr) · max cosine to the items already chosen. The cap keeps one
     prolific source from filling the digest; when the capped sources are all there is (a
-    single feed, the demo set), the digest is filled from them rather than left short.
+    single feed, the demo set), the digest is filled from them rather than left short, and
+    those come after the others.
     """
     top = np.argsort(-score, kind="stable")[:pool]
     alive = np.zeros(len(score), dtype=bool)
@@ -515,11 +517,13 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | C
     chosen: list[tuple[int, list[int]]] = []
     held = np.zeros(len(score), dtype=bool)  # skipped only because their source was full
     cap = per_source_cap
+    filling = 0  # how many were chosen before the cap was lifted
     while len(chosen) < limit and (alive.any() or held.any()):
         i = _next_pick(X, score, alive, held, [c for c, _ in chosen], mmr, cands,
                        per_source, cap)
         if i is None:
             alive, held, cap = held, np.zeros_like(held), len(score)
+            filling = filling or len(chosen)
             continue
         alive[i] = False
         per_source[cands.sources[i]] = per_source.get(cands.sources[i], 0) + 1
@@ -533,7 +537,9 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | C
         alive[also] = False
         held[also] = False
         chosen.append((int(i), also))
-    return chosen
+    filling = filling or len(chosen)
+    return (sorted(chosen[:filling], key=lambda c: -score[c[0]])
+            + sorted(chosen[filling:], key=lambda c: -score[c[0]]))
 
 
 def _next_pick(X: np.ndarray, score: np.ndarray, alive: np.ndarray, held: np.ndarray,

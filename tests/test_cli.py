@@ -96,6 +96,25 @@ def test_collect_reports_every_source_and_exits_0(sources: Path, use_fake_embedd
     assert again.stdout.splitlines()[0] == "Vision Lab: not modified"
 
 
+def test_collect_gives_every_source_its_line_and_a_digest_one_line_per_reason(
+        odd_feed: Path, use_fake_embedder: Any) -> None:
+    """design.md: `feedbot collect` prints one line per source. The X sources that are off
+    without a token shared one line naming four of them ("and 3 more"): a check looking for
+    each source's line missed three. The digest's own collection keeps them to one line."""
+    people = "".join(f"  - name: P{i}\n    x: p{i}\n" for i in range(6))
+    odd_feed.write_text(odd_feed.read_text() + "people:\n" + people)
+    result = invoke("collect")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    names = [ln.split(":")[0] for ln in lines[:-1]]  # in the order they finished
+    assert sorted(names) == ["Odd", *(f"P{i}/x" for i in range(6))]
+    assert all("X_BEARER_TOKEN is not set" in ln for ln in lines[:-1] if "/x:" in ln)
+    assert lines[-1] == "7 sources: 1 ok, 0 failed, 1 new item"
+    digest = invoke("digest", "--format", "json")
+    off = [ln for ln in digest.stderr.splitlines() if "X_BEARER_TOKEN" in ln]
+    assert len(off) == 1 and off[0].startswith("off (6 sources: P0/x, P1/x, P2/x, P3/x and 2 more)")
+
+
 def test_collect_says_which_source_another_process_held(
         sources: Path, use_fake_embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from feedbot import collect as collect_mod

@@ -521,6 +521,17 @@ def test_mmr_raises_diversity(sv: StageVectors) -> None:
     assert diverse[0] == top[0]  # the best item still leads
 
 
+def test_the_chosen_items_are_listed_by_score(sv: StageVectors) -> None:
+    """MMR chooses the items; the digest lists them by score. In MMR's pick order a diverse
+    item with a lower score came before closer ones with higher scores, so the JSON's
+    `score` went up and down in a digest said to be ranked."""
+    X = _clustered()
+    out = rank(X, cands(10), sv, "cnn", plain(mmr=0.5), limit=8)
+    assert sorted(order(out)) == [0, 1, 2, 5, 6, 7, 8, 9]  # MMR took the other cluster first
+    scores = [s.score for s in out]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_per_source_cap_holds(sv: StageVectors) -> None:
     X = _clustered()
     cs = [Candidate("prolific" if i < 8 else f"other{i}", 0.0) for i in range(10)]
