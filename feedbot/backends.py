@@ -1032,11 +1032,21 @@ _UNSAVED: dict[str, dict[str, Any]] = {}
 
 
 def cached_choice(model_ref: str, device: str = "auto") -> dict[str, Any] | None:
-    """The cached `auto` choice for this model and machine, or None. Never imports torch."""
-    entry = _read_choices().get(choice_key(model_ref, device))
-    if isinstance(entry, dict) and entry.get("backend") in BACKENDS:
-        return entry
-    return None
+    """The cached `auto` choice for this model and machine, or None. Never imports torch.
+
+    A device asked for by name (`FEEDBOT_DEVICE=cpu`) takes the choice `auto` made for that
+    same device: it measured the same backends on it."""
+    choices = _read_choices()
+    entry = choices.get(choice_key(model_ref, device))
+    if not _usable(entry) and device != "auto":
+        entry = choices.get(choice_key(model_ref, "auto"))
+        if not (isinstance(entry, dict) and entry.get("device") == device):
+            entry = None
+    return entry if _usable(entry) else None
+
+
+def _usable(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("backend") in BACKENDS
 
 
 @contextlib.contextmanager

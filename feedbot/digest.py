@@ -29,7 +29,16 @@ import numpy as np
 from .config import Config, SourceSpec
 from .embed import Embedder, embed_cached
 from .items import Item, arxiv_id_from_url, content_hash
-from .rank import Candidate, Candidates, Liked, Scored, StageVectors, damaged_rows, rank
+from .rank import (
+    PARTS,
+    Candidate,
+    Candidates,
+    Liked,
+    Scored,
+    StageVectors,
+    damaged_rows,
+    rank,
+)
 from .roadmap import Roadmap, Stage
 from .store import CandidateRows, Store, StoredItem
 
@@ -101,7 +110,7 @@ class Digest:
             "notes": self.notes,
             "items": items,
         }
-        if explain:  # score = Σ weights[k] · parts[k]; {} without items, the same keys
+        if explain:  # score = Σ weights[k] · parts[k]; the same keys with or without items
             out["weights"] = dict(self.weights)
         return out
 
@@ -442,7 +451,7 @@ def build_digest(
         if not demo and (n := store.count_hidden(now - since, follows.hidden)) \
                 and not store.count_followed(now - since, follows.hidden):
             notes.append(unfollowed_note(n, since))
-        return Digest(stage, now, [], demo=demo, notes=notes)
+        return Digest(stage, now, [], demo=demo, notes=notes, weights=_weights(cfg))
     sv = stage_vectors(store, embedder, roadmap)
     specs = source_specs(cfg, follows)
     fb = feedback(pool.X) if feedback is not None else None
@@ -455,9 +464,13 @@ def build_digest(
     for sc in scored:
         main, *also = pool.items(store, [sc.index, *sc.also])
         entries.append(_entry(main, also, sc, label, pool, pool.cands.sources[sc.index]))
-    weights = {k: float(getattr(cfg.ranking, k)) for k in (scored[0].parts if scored else ())}
     return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids),
-                  weights=weights)
+                  weights=_weights(cfg))
+
+
+def _weights(cfg: Config) -> dict[str, float]:
+    """The weight of each score part (`--explain`: score = Σ weights[k] · parts[k])."""
+    return {k: float(getattr(cfg.ranking, k)) for k in PARTS}
 
 
 def story_group(s: StoredItem) -> str:

@@ -378,6 +378,11 @@ def level_signal(candidates: Sequence[Candidate]) -> np.ndarray:
     return out
 
 
+# The parts of every score, in the order `rank` gives them (`Scored.parts`, the digest's
+# `weights`); each is weighted by the `config.Ranking` field of its name.
+PARTS = ("similarity", "contrast", "recency", "source", "feedback", "level")
+
+
 def _simple_parts(candidates: Candidates, weights: Ranking,
                   source_weights: dict[str, float] | None) -> dict[str, np.ndarray]:
     half_life = parse_duration(weights.recency_half_life) / 86400.0

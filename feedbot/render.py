@@ -142,6 +142,7 @@ def render_html(d: Digest, explain: bool = False) -> str:
                 out.append(f"<p>{esc(shorten(e.summary, 400))}</p>")
             if explain:
                 out.append(f"<code>{esc(_parts(e, d.weights))}</code>")
+            out.append(f'<div class="meta">id: <code>{esc(e.id)}</code></div>')
             out.append("</li>")
         out.append("</ol>")
     out.append("</body></html>")

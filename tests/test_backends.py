@@ -211,6 +211,21 @@ def test_auto_is_measured_once_then_read_from_the_cache(
     assert backends.cached_choice(model_ref, "cpu") is None  # another machine measures again
 
 
+def test_a_device_named_takes_the_choice_auto_made_for_it(model_ref: str,
+                                                         feedbot_env: Path) -> None:
+    """`FEEDBOT_DEVICE=cpu` on a machine where `auto` had chosen for the CPU measured every
+    backend again (25 s): the choice was keyed by the setting, not the device."""
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    path = feedbot_env / backends.CHOICE_FILE
+    auto = {"backend": "onnx-fp32", "device": "cpu", "measured": {}}
+    path.write_text(json.dumps({backends.choice_key(model_ref, "auto"): auto}))
+    assert backends.cached_choice(model_ref, "cpu") == auto
+    assert backends.cached_choice(model_ref, "cuda") is None  # measured on another device
+    path.write_text(json.dumps({backends.choice_key(model_ref, "auto"): {**auto,
+                                                                        "device": "cuda"}}))
+    assert backends.cached_choice(model_ref, "cpu") is None
+
+
 def test_cached_auto_choice_never_imports_torch(model_ref: str, feedbot_env: Path) -> None:
     key = backends.choice_key(model_ref, "auto")
     feedbot_env.mkdir(parents=True, exist_ok=True)

@@ -925,6 +925,11 @@ def test_digest_json_fields_have_the_types_the_design_names(sources: Path,
         other = next(it for it in doc["items"] if it["id"] != paper["id"])
         assert len(other["id"]) == 12  # ...and a 12-character hash for everything else
         assert invoke("feedback", other["id"], "up").exit_code == 0  # the id feedback takes
+    # with no item in the window, `weights` still holds every part's weight (it was {})
+    empty = json.loads(invoke("digest", "--no-collect", "--since", "1m", "--format", "json",
+                              "--explain").stdout)
+    assert empty["items"] == [] and empty["weights"] == doc["weights"]
+    assert empty["weights"]["similarity"] == 1.0 and empty["weights"]["contrast"] == 0.5
 
 
 @pytest.mark.parametrize(("since", "shown"), [("90s", 0), ("30m", 0), ("6h", 1), ("7d", 2),

@@ -456,3 +456,32 @@ def test_hostile_json_is_a_clean_error(body: bytes, reason: str) -> None:
     with pytest.raises(FeedError) as e:
         parse_feed(body, "s")
     assert str(e.value).startswith(reason)
+
+
+ATOM_FEED_AUTHOR = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <title>A blog</title><id>tag:b.example.org,2026:feed</id><updated>2026-11-20T00:00:00Z</updated>
+  <author><name>Ada Lovelace</name><email>ada@b.example.org</email></author>
+  <entry><title>Own</title><id>tag:b,1</id><link href="https://b.example.org/1"/>
+    <updated>2026-11-20T00:00:00Z</updated><author><name>Guest Writer</name></author></entry>
+  <entry><title>Inherited</title><id>tag:b,2</id><link href="https://b.example.org/2"/>
+    <updated>2026-11-19T00:00:00Z</updated></entry>
+</feed>"""
+
+RSS_CHANNEL_EDITOR = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>
+<link>https://n.example.org/</link><managingEditor>ed@n.example.org (The Editor)</managingEditor>
+<item><title>A story</title><link>https://n.example.org/1</link></item></channel></rss>"""
+
+
+def test_an_atom_entry_without_an_author_has_the_feeds() -> None:
+    """RFC 4287 §4.2.1: an Atom entry with no author has the feed's (Russ Cox's feed names
+    him once, on the feed: its 19 entries came out with no author). RSS has no such rule, and
+    a channel's managing editor did not write every story."""
+    own, inherited = parse_feed(ATOM_FEED_AUTHOR, "s").items
+    assert own.authors == ("Guest Writer",) and inherited.authors == ("Ada Lovelace",)
+    assert parse_feed(RSS_CHANNEL_EDITOR, "s").items[0].authors == ()
+
+
+def test_a_real_atom_feed_that_names_its_author_once(corpus: Path) -> None:
+    items = parse_feed((corpus / "feeds/netnewswire/russcox.atom").read_bytes(), "s").items
+    assert len(items) == 19 and {i.authors for i in items} == {("Russ Cox",)}

@@ -521,6 +521,13 @@ def test_mmr_raises_diversity(sv: StageVectors) -> None:
     assert diverse[0] == top[0]  # the best item still leads
 
 
+def test_every_score_has_the_parts_the_digest_weighs(sv: StageVectors) -> None:
+    """`PARTS` names the digest's `weights` even when no item is ranked: it must be the parts
+    a score is made of."""
+    out = rank(_clustered(), cands(10), sv, "cnn", plain(), limit=3)
+    assert all(tuple(s.parts) == rank_module.PARTS for s in out)
+
+
 def test_the_chosen_items_are_listed_by_score(sv: StageVectors) -> None:
     """MMR chooses the items; the digest lists them by score. In MMR's pick order a diverse
     item with a lower score came before closer ones with higher scores, so the JSON's

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -147,9 +148,12 @@ def test_json_is_valid_utf8_even_with_a_lone_surrogate() -> None:
 
 def test_explained_json_has_weights_even_without_items() -> None:
     """`--explain` gave `weights` only when there were items: a script reading it failed on
-    the empty digest."""
+    the empty digest (`make_digest` fills them in either way: test_cli)."""
     doc = json.loads(render_json(digest_of(), explain=True))
     assert doc["weights"] == {} and doc["items"] == []
+    weights = {"similarity": 1.0, "contrast": 0.5}
+    doc = json.loads(render_json(replace(digest_of(), weights=weights), explain=True))
+    assert doc["weights"] == weights
 
 
 @pytest.mark.parametrize("summary", ["1. Introduction We study attention.", "- a dash first",
@@ -281,3 +285,15 @@ def test_shorten_still_cuts_at_a_word_boundary_and_under_width() -> None:
     assert shorten("Attention is all you need, again", 20) == "Attention is all…"
     assert shorten("short", 20) == "short"
     assert shorten("é" * 30, 10) == "é" * 9 + "…"  # composed: one code point each
+
+
+def test_every_format_shows_the_id_that_feedback_takes() -> None:
+    """The README: ITEM is the id every digest format shows. The HTML page had it only as
+    the `<li>`'s id attribute, which a reader never sees."""
+    d = digest_of(entry("https://e.org/a", id="0123456789ab"))
+    assert "<code>0123456789ab</code>" in render_html(d)
+    assert "`0123456789ab`" in render_markdown(d)
+    assert json.loads(render_json(d))["items"][0]["id"] == "0123456789ab"
+    console = Console(file=io.StringIO(), width=120)
+    print_text(d, console)
+    assert "0123456789ab" in console.file.getvalue()

@@ -111,8 +111,11 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
         if not d.get("version"):
             raise FeedError("not a feed: no RSS, Atom or JSON Feed content found")
     link = d.feed.get("link") or base_url
+    # Atom (RFC 4287 §4.2.1): an entry without an author has the feed's. RSS says nothing of
+    # the kind, and a channel's managingEditor is seldom every post's author.
+    inherited = _names(d.feed) if str(d.get("version", "")).startswith("atom") else ()
     items = _distinct([it for e in d.entries
-                       if (it := _entry_item(e, source, link, kind, person))])
+                       if (it := _entry_item(e, source, link, kind, person, inherited))])
     if d.entries and not items:
         raise FeedError("feed has entries but none with a link")
     warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if bozo else ""
@@ -289,7 +292,15 @@ def _entry_link(e: Any, guid: str, base: str) -> str:
     return next((w for c in candidates if c and (w := _web_link(c, base))), "")
 
 
-def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item | None:
+def _names(e: Any) -> tuple[str, ...]:
+    """The author names of an entry (or of a feed), each once."""
+    return tuple(dict.fromkeys(
+        a for a in (html_to_text(x.get("name", "")) for x in e.get("authors", [])) if a
+    )) or ((html_to_text(e["author"]),) if e.get("author") else ())
+
+
+def _entry_item(e: Any, source: str, base: str, kind: str, person: str,
+                inherited: tuple[str, ...] = ()) -> Item | None:
     guid = str(e.get("id") or "")
     link = _entry_link(e, guid, base)
     html_body = _body(e)
@@ -299,9 +310,7 @@ def _entry_item(e: Any, source: str, base: str, kind: str, person: str) -> Item 
         title = shorten(summary, 90) if summary else ""
     if not link:  # a digest entry must lead somewhere
         return None
-    authors = tuple(dict.fromkeys(
-        a for a in (html_to_text(x.get("name", "")) for x in e.get("authors", [])) if a
-    )) or ((html_to_text(e["author"]),) if e.get("author") else ())
+    authors = _names(e) or inherited
     published = _entry_date(e)
     arxiv_id, version = split_arxiv_id(link) if link else ("", 0)
     links = tuple(extract_links(html_body)) if kind == "social" else ()
