@@ -378,8 +378,11 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
         window = look_back(app, since, zero_hint="24h or 7d", far_hint="7d or 365d")
     if not no_collect and cfg.sources():
         run_collect(app, due_only=True)
+    # what you voted on is read: it leaves the digest (a 👍 item led every digest after it,
+    # "; you liked it", its vote making it the best fit), its copies and near-duplicates too
+    voted = {v.item_id for v in app.store.feedback()}
     d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=app.now(),
-                    stage_id=stage_id, limit=limit, since=window)
+                    stage_id=stage_id, limit=limit, since=window, exclude=voted)
     print_digest(d, fmt, explain)
 
 

@@ -43,7 +43,16 @@ from .config import Ranking, parse_duration
 
 LEVEL_FACTOR = {"foundation": 1.0, "core": 0.5, "applied": 0.0}
 SELECT_POOL = 200  # MMR and the caps look at this many best-scored candidates
-LIKED_MIN_SIMILARITY = 0.4  # cosine to a liked item before "like “…”" is worth saying
+# cosine to a liked item before "like “…”" is worth saying: at 0.4 one liked CNN paper was
+# "like" a quarter of a store of ML papers (generic ML abstracts sit at 0.4-0.5 of each other)
+LIKED_MIN_SIMILARITY = 0.55
+# How much better another stage must fit an item before its why says "closer to" that stage
+# rather than naming this stage's topic (fits within this are noise: the better topic was
+# often this stage's own).
+ELSEWHERE_MARGIN = 0.03
+# A topic or resource this close to the stage's best-matching text is named instead of its
+# title or summary ("fits what this stage studies" says less than "matches “CUDA …”").
+TOPIC_MARGIN = 0.03
 SAME_TEXT = 0.999  # cosine at which a liked item is the candidate itself, not a look-alike
 LIKED_ITSELF = "\0itself"  # `_nearest_liked`'s answer for an item the learner liked
 
@@ -353,15 +362,34 @@ def _own_and_contrast(fit: np.ndarray, best: np.ndarray, s: int
     return own, contrast.astype(np.float32), best[:, s]
 
 
-def _fits_better(fit: np.ndarray, best: np.ndarray, sv: StageVectors, s: int, i: int
+def _fits_better(X: np.ndarray, fit: np.ndarray, sv: StageVectors, s: int, i: int
                  ) -> tuple[str, str] | None:
-    """(name, matched label) of the stage that fits item i better than stage s, if one does."""
+    """(name, label to name) of the stage that fits item i clearly better than stage s (by
+    more than ELSEWHERE_MARGIN), if one does."""
     others = fit[i].copy()
     others[s] = -np.inf
     o = int(others.argmax())
-    if not others[o] > fit[i, s]:
+    if not others[o] > fit[i, s] + ELSEWHERE_MARGIN:
         return None
-    return sv.name(o), sv.labels[o][int(best[i, o])]
+    return sv.name(o), _label(X[i], sv, o)
+
+
+def _label(x: np.ndarray, sv: StageVectors, s: int) -> str:
+    """The text of stage s to name for item vector x: the best-matching one in the
+    stage-centred space (as `stage_fit` finds it), but a topic or resource rather than the
+    stage's title or summary when it is within TOPIC_MARGIN of it."""
+    centre, rows = _centred(sv)
+    v = x.astype(np.float32) - (centre if centre is not None else 0.0)
+    sims = rows[s] @ (v / (np.linalg.norm(v) or 1.0))
+    labels = sv.labels[s]
+    b = int(sims.argmax())
+    if labels[b] in ("title", "summary"):
+        named = [j for j, lab in enumerate(labels) if lab not in ("title", "summary")]
+        if named:
+            t = max(named, key=lambda j: sims[j])
+            if sims[t] >= sims[b] - TOPIC_MARGIN:
+                return labels[t]
+    return labels[b]
 
 
 def level_signal(candidates: Sequence[Candidate]) -> np.ndarray:
@@ -455,7 +483,7 @@ def rank(
         pruned = _contenders(X, sv, s, upper, simple, weights,
                              1.5 * abs(weights.level) * factor)
     fit, best_rows = stage_fit(X, sv) if pruned is None else pruned
-    own, contrast, best = _own_and_contrast(fit, best_rows, s)
+    own, contrast, _ = _own_and_contrast(fit, best_rows, s)
     parts = {"similarity": own, "contrast": contrast, **simple}
     total = _weighted(weights, parts)
     if pruned is not None:
@@ -474,8 +502,8 @@ def rank(
         sharers = tuple(dict.fromkeys(n for k in (i, *also) for n in candidates.shared_by[k]))
         if sharers != tuple(cand.shared_by):  # a collapsed duplicate was shared: say by whom
             cand = replace(cand, shared_by=sharers)
-        why = explain(sv.labels[s][int(best[i])], cand, p, like,
-                      _fits_better(fit, best_rows, sv, s, i) if p["contrast"] < 0 else None,
+        why = explain(_label(X[i], sv, s), cand, p, like,
+                      _fits_better(X, fit, sv, s, i) if p["contrast"] < 0 else None,
                       liked_any=not no_likes)
         out.append(Scored(int(i), float(total[i]), p, why, also))
     return out

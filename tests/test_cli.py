@@ -343,6 +343,22 @@ def test_a_source_moved_to_another_url_does_not_send_the_old_urls_validators(
     assert f"{name}: " in out and "not modified" not in out, out
 
 
+def test_an_item_voted_on_leaves_the_digest(sources: Path, use_fake_embedder: Any) -> None:
+    """`feedbot digest` records no deliveries, so a 👍 item came back at the top of every
+    digest after it ("; you liked it": the vote made it the best fit). A vote, up or down,
+    says it was read; saving it for later does not."""
+    invoke("collect")
+    args = ["digest", "--no-collect", "--since", "3650d", "--format", "json"]
+    ids = [i["id"] for i in json.loads(invoke(*args).stdout)["items"]]
+    assert len(ids) >= 3
+    assert invoke("feedback", ids[0], "up").exit_code == 0
+    assert invoke("feedback", "--chat", "42", ids[1], "down").exit_code == 0
+    assert invoke("feedback", ids[2], "later").exit_code == 0
+    after = [i["id"] for i in json.loads(invoke(*args).stdout)["items"]]
+    assert ids[0] not in after and ids[1] not in after and ids[2] in after
+    assert sorted(after) == sorted(ids[2:])
+
+
 def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     invoke("collect")
     doc = json.loads(invoke("digest", "--no-collect", "--since", "3650d",

@@ -631,6 +631,62 @@ def test_why_names_the_stage_that_fits_better_and_its_topic() -> None:
         .startswith("closer to the stage “nlp”")
 
 
+def _two_stages_and_a_topic() -> StageVectors:
+    """cnn (title + topic) and nlp (title + topic) on separate axes, two more stages."""
+    return StageVectors(
+        ids=("cnn", "nlp", "gpus", "math"),
+        labels=(("title", "topic:convolution and pooling"), ("title", "topic:machine translation"),
+                ("title",), ("title",)),
+        rows=(np.stack([u((0, 1)), u((0, 0.9), (4, 0.44))]),
+              np.stack([u((1, 1)), u((1, 0.9), (8, 0.44))]), u((2, 1))[None], u((3, 1))[None]),
+        titles=("Convolutional networks", "Natural language processing", "GPUs", "Maths"))
+
+
+def test_closer_to_another_stage_is_said_only_when_it_clearly_fits_better() -> None:
+    """An item that another stage fitted better by a hair (0.001) was explained by that stage
+    ("closer to the stage NLP: …"), dropping the topic of this stage that it matched about as
+    well: in a review of real digests this stage's own topic was often the better account."""
+    sv = _two_stages_and_a_topic()
+    cnn, nlp = sv.index("cnn"), sv.index("nlp")
+    for a, clearly in ((0.5, True), (0.69, False)):  # the cnn share of the item
+        x = u((0, a), (4, 0.5 * a), (1, 0.7), (8, 0.35))
+        fit, _ = stage_fit(x[None], sv)
+        margin = float(fit[0, nlp] - fit[0, cnn])
+        assert margin > 0  # nlp fits better either way ...
+        assert (margin > rank_module.ELSEWHERE_MARGIN) is clearly  # ... clearly or not
+        why = rank(x[None], cands(1), sv, "cnn", plain())[0].why
+        assert why.startswith("closer to the stage") is clearly, (margin, why)
+        if not clearly:
+            assert why.startswith("matches “convolution and pooling”")
+
+
+def test_a_topic_about_as_close_as_the_stage_title_is_named() -> None:
+    """"fits what this stage studies" / "on the stage's theme" said less than the topic the
+    item matched nearly as well (a CUDA paper was "on the stage's theme", not "CUDA …")."""
+    sv = _two_stages_and_a_topic()
+    titled = u((0, 1), (4, 0.2))  # nearer the cnn title than its topic, but not by much
+    centre, rows = rank_module._centred(sv)
+    v = titled - centre
+    sims = rows[0] @ (v / np.linalg.norm(v))
+    assert sims[0] > sims[1] > sims[0] - rank_module.TOPIC_MARGIN
+    assert rank(titled[None], cands(1), sv, "cnn", plain())[0].why \
+        .startswith("matches “convolution and pooling”")
+    plain_title = u((0, 1), (4, -0.3))  # the title by far: named as the title
+    assert rank(plain_title[None], cands(1), sv, "cnn", plain())[0].why \
+        .startswith("on the stage's theme")
+
+
+def test_a_liked_item_is_named_only_when_it_is_really_alike(sv: StageVectors) -> None:
+    """At a cosine of 0.4 one liked CNN paper was "like" a quarter of a store of ML papers;
+    generic ML abstracts are that close to each other."""
+    x = u((0, 1))
+    for cosine, named in ((0.45, False), (0.7, True)):
+        liked = Liked(np.stack([mix(cosine, 0, 5)]), ("A liked paper",))
+        why = rank(x[None], cands(1), sv, "cnn", plain(feedback=0.5), feedback=np.array([0.4]),
+                   liked=liked)[0].why
+        assert ("like “A liked paper”" in why) is named, (cosine, why)
+
+
 def test_an_item_pushed_down_by_feedback_is_not_said_to_be_liked(sv: StageVectors) -> None:
     X = np.stack([u((0, 1))])
     liked = Liked(X.copy(), ("Liked one",))
