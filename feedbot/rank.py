@@ -139,13 +139,22 @@ class Scored:
     also: list[int] = field(default_factory=list)  # near-duplicates collapsed into this one
 
 
+# Titles and summaries that introduce or survey a subject. Bare "survey", "review" and "guide"
+# are objects and verbs as often ("a survey study", "peer review", "can guide"), "how to" and
+# "from scratch" start research titles ("How to train …", "trained from scratch"), so each
+# needs the form that names the item itself: "a survey of", "X: a review", "guide to".
+_KINDS = r"(?:survey|review|overview|introduction|guide|tutorial|primer)"
 _TUTORIAL = re.compile(  # in a title
-    r"\b(tutorials?|surveys?|review|introduction|intro to|primer|lectures?|course|explained|"
-    r"explainer|beginners?|guide|overview|from scratch|hands-on|walkthrough|textbook|"
-    r"lessons?|crash course|notes on|how to)\b", re.I)
+    r"\btutorials?\b|\bprimer\b|\blecture notes\b|\blectures on\b|\bnotes on\b|\bintro to\b|"
+    r"\bexplained\b|\bexplainer\b|\bfor beginners\b|\bbeginner'?s\b|\bhands-on\b|"
+    r"\bwalkthrough\b|\btextbook\b|\bcrash course\b|\bguide to\b|"
+    r"\b(?:survey|review|overview|introduction) (?:of|on|to)\b|"
+    rf"\b(?:a|an)\s+(?:[\w-]+\s+){{0,3}}?{_KINDS}\b(?!\s+stud)", re.I)
 _TUTORIAL_TEXT = re.compile(  # in a summary, where "guide" or "how to" mean little
-    r"\b(tutorials?|this survey|we survey|this review|we review|primer|lecture notes|"
-    r"introduction to|overview of|textbook|for beginners|from scratch)\b", re.I)
+    r"\btutorials?\b|\bprimer\b|\blecture notes\b|\btextbook\b|\bfor beginners\b|"
+    r"\bintroduction to\b|\bwe survey\b|"
+    r"\bthis (?!peer\b)(?:[\w-]+ ){0,2}(?:survey|review|tutorial|overview)\b|"
+    r"\b(?:a|an) (?:[\w-]+ ){0,2}(?:survey|review) of\b", re.I)
 _SOTA = re.compile(r"\b(state[- ]of[- ]the[- ]art|sota|outperforms?|new record)\b", re.I)
 
 

@@ -473,6 +473,34 @@ def test_no_feedback_means_exactly_the_stage_score(sv: StageVectors) -> None:
     assert [(s.index, s.score) for s in a] == [(s.index, s.score) for s in b]
 
 
+@pytest.mark.parametrize(("title", "summary", "level"), [
+    ("Transformer-based EEG Decoding: A Survey", "", 1.0),
+    ("A Comprehensive Survey on LiDAR Super-Resolution", "", 1.0),
+    ("Integrating Bayesian methods with model predictive control: a review", "", 1.0),
+    ("Survey of Swarm Intelligence Approaches", "", 1.0),
+    ("Lectures on AI for Mathematics", "", 1.0),
+    ("Natural Language Processing: A Comprehensive Practical Guide", "", 1.0),
+    ("Adaptation of Large Language Models", "This tutorial covers adapters and LoRA.", 0.5),
+    # research titles that only use the words
+    ("How to Train Your Metamorphic Deep Neural Network", "", 0.0),
+    ("Turkish Models Trained from Scratch for the Legal Domain", "", 0.0),
+    ("Do Electric Vehicles Induce Motion Sickness? A Survey Study in China", "", 0.0),
+    ("Misinformed Peer Review Detection with Large Language Models", "", 0.0),
+    ("Fine-Tuning a Language Model for Systematic Review Screening", "", 0.0),
+    ("Contrastive Cross-Course Knowledge Tracing", "", 0.0),
+    ("Confidence Discrepancy Can Guide Federated Learning", "", 0.0),
+    ("Grading the Grader: Lessons from an Agentic System", "", 0.0),
+    ("Quantization without training", "We retrain the network from scratch.", 0.0),
+    ("Robust estimators", "We review prior work and propose a method.", 0.0),
+])
+def test_the_level_hint_is_for_items_that_introduce_or_survey(title: str, summary: str,
+                                                              level: float) -> None:
+    """A review of digests found "an introduction or survey" on research papers four times
+    in ten: "how to", "from scratch", "course", "lessons", a bare "guide", "survey" or
+    "review" (a survey study, peer review, systematic review screening) all matched."""
+    assert level_signal([Candidate("s", 0.0, title=title, summary=summary)]).tolist() == [level]
+
+
 def test_level_prefers_tutorials_in_early_stages_and_can_be_turned_off(sv: StageVectors) -> None:
     X = np.stack([u((3, 1))] * 2)
     cs = [Candidate("a", 0.0, title="Sharp bounds for a narrow estimator",
