@@ -448,11 +448,15 @@ def search(app: App, query: tuple[str, ...], since: str, limit: int, fmt: str,
     window = look_back(app, since, zero_hint="30d or 365d", far_hint="30d or 365d")
     try:
         found = run_search(app.config, app.store, app.embedder, app.roadmap, " ".join(query),
-                           now=app.now(), since=window, limit=limit, source=source)
+                           now=app.now(), since=window, limit=limit, source=source,
+                           echo=lambda m: click.echo(m, err=True))
     except SearchError as e:
         fail(str(e), 2)
-    if fmt == "text" and not found.items:  # one line: why nothing was found
+    if fmt == "text" and not found.items:  # why nothing was found, and what else to know
         click.echo(found.empty)
+        for note in found.notes:
+            if note != found.empty:
+                click.echo(note)
     else:
         print_digest(found, fmt)
 

@@ -493,11 +493,17 @@ def candidates(stored: list[StoredItem], now: datetime) -> list[Candidate]:
     ]
 
 
+def span_text(since: timedelta) -> str:
+    """A look-back in words: "7 days", "1 day", "6 hours", "1 hour", "0.5 hours"."""
+    if since.days and not since.seconds:
+        return f"{since.days} day{'s' if since.days != 1 else ''}"
+    hours = since.total_seconds() / 3600
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
+
+
 def unfollowed_note(n: int, since: timedelta) -> str:
     """What an empty digest says when items in its window were left out as unfollowed."""
-    span = (f"{since.days} day{'s' if since.days != 1 else ''}" if since.days and
-            not since.seconds else f"{since.total_seconds() / 3600:g} hours")
-    return (f"nothing from the sources you follow in the last {span}: the {n} item"
+    return (f"nothing from the sources you follow in the last {span_text(since)}: the {n} item"
             f"{'s' if n != 1 else ''} collected then came from sources you no longer follow "
             f"(follow one again to see its items)")
 

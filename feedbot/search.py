@@ -32,6 +32,7 @@ diversity (MMR off), no per-source cap, and it writes nothing (the query is not 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -42,7 +43,17 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .digest import Digest, Following, Pool, _entry, _group, following, labeller, source_specs
+from .digest import (
+    Digest,
+    Following,
+    Pool,
+    _entry,
+    _group,
+    following,
+    labeller,
+    source_specs,
+    span_text,
+)
 from .embed import Embedder
 from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, select
@@ -62,10 +73,12 @@ DEFAULT_LIMIT = 10
 # from before summaries were searched whole; since, at 0.5: title 0.998, surname and a word
 # 0.834, paraphrase 0.927, a distinctive word from late in the abstract and a title word 0.877
 # (0.483 before). The weight was not chosen again.)
+log = logging.getLogger(__name__)
 LEXICAL_WEIGHT = 0.5
 # Below this blended score an item is not a result: MiniLM gives unrelated texts cosines of
 # about -0.1..0.2, so without it every query would "find" ten random items.
 MIN_SCORE = 0.3
+SEARCH_EMBEDS = 1000  # items of the window without a vector that a search embeds first
 CLOSE_IN_MEANING = 0.45  # a cosine worth calling "close in meaning" next to matched words
 SUMMARY_HIT = 0.5  # a word found only in the summary counts half a title or author hit
 MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a query)
@@ -109,7 +122,7 @@ class SearchResult(Digest):
         if self.direct:
             return f"feedbot search — “{_shown(self.query)}”{where}"
         return (f"feedbot search — “{_shown(self.query)}”{where} "
-                f"(last {_span(self.since)}, {self.searched:,} item"
+                f"(last {span_text(self.since)}, {self.searched:,} item"
                 f"{'s' if self.searched != 1 else ''} searched)")
 
     @property
@@ -118,7 +131,7 @@ class SearchResult(Digest):
 
     def to_json(self, explain: bool = False) -> dict[str, Any]:
         out = super().to_json(explain)
-        return {"query": self.query, "since": _span(self.since), "source": self.source,
+        return {"query": self.query, "since": span_text(self.since), "source": self.source,
                 "searched": self.searched, "unembedded": self.unembedded,
                 "direct": self.direct, **out}
 
@@ -126,12 +139,6 @@ class SearchResult(Digest):
 def _shown(query: str) -> str:
     """The query as a heading or a one-line answer repeats it: a pasted abstract is cut."""
     return shorten(query, SHOWN)
-
-
-def _span(since: timedelta) -> str:
-    if since.days and not since.seconds:
-        return f"{since.days} day{'s' if since.days != 1 else ''}"
-    return f"{since.total_seconds() / 3600:g} hours"
 
 
 # --- the query's words ----------------------------------------------------------------------
@@ -159,6 +166,19 @@ _UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff"
                        "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 
 
+_NOT_PLURAL = frozenset({"news", "series", "species", "lens", "physics", "ethics"})
+
+
+def _plural(tok: str) -> bool:
+    """Whether a query word ending in "s" is taken for a plural, its singular looked up too:
+    a word in lower case ("transformers") or an acronym's plural ("LLMs", "GANs"), but not a
+    capitalised word, most often a name ("Williams" is not "William", "Adams" not "Adam",
+    "Pandas" not "panda"), nor "news" (not "new")."""
+    if tok.lower() in _NOT_PLURAL:
+        return False
+    return tok.islower() or tok[:-1].isupper()
+
+
 def query_words(query: str) -> list[Word]:
     """The words of the query worth looking up: no stop words, no one-letter words (but
     digits: "3d", "gpt-4" stay whole), each once, at most `MAX_WORDS`."""
@@ -168,7 +188,8 @@ def query_words(query: str) -> list[Word]:
         if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out:
             continue
         stem = low
-        if len(low) > 3 and low.endswith("s") and not low.endswith(("ss", "us", "is", "os")):
+        if len(low) > 3 and low.endswith("s") and not low.endswith(("ss", "us", "is", "os")) \
+                and _plural(tok):
             stem = low[:-1]  # "transformers" finds "transformer" too
         if _UNSPACED.search(low):
             found = re.compile(re.escape(stem))
@@ -360,7 +381,8 @@ def _word_char(c: str) -> bool:
 def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str, *,
            now: datetime, since: timedelta | None = None, limit: int = DEFAULT_LIMIT,
            source: str | None = None, lexical_weight: float = LEXICAL_WEIGHT,
-           further: str = "; a longer --since looks further back") -> SearchResult:
+           further: str = "; a longer --since looks further back",
+           echo: Callable[[str], None] | None = None) -> SearchResult:
     """The stored items that best match `query`, best first (see the module docstring).
 
     further: what the note on an empty window says to look further back (the bot has no
@@ -370,12 +392,35 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
     if not query:
         raise SearchError(f"search for what? give some words, {_EXAMPLE}")
     follows = following(cfg, store)  # may record sources.yaml's edits: a write, so not below
+    if store.item_count():  # a write too; an empty store needs no model
+        _embed_missing(store, embedder, now - (since or DEFAULT_SINCE), echo)
     # One state of the database for every read: an item pruned by another process meanwhile
     # is still there to show (it was when the search began), not a KeyError.
     with store.snapshot():
         return _search(cfg, store, embedder, roadmap, query, follows, now=now, since=since,
                        limit=limit, source=source, lexical_weight=lexical_weight,
                        further=further)
+
+
+def _embed_missing(store: Store, embedder: Embedder, since: datetime,
+                   echo: Callable[[str], None] | None) -> None:
+    """Embed the window's items that have no vector, the newest `SEARCH_EMBEDS` of them, so
+    that they are found by meaning too: collection embeds only the last `EMBED_WINDOW` (a new
+    blog's older posts), and nothing while the model could not load. The vectors are cached;
+    if embedding fails, the search goes on by words (the note counts what it missed)."""
+    from .embed import embed_cached
+    from .items import embed_text
+
+    try:
+        pending = store.missing_vectors(embedder.model_id, since=since, limit=SEARCH_EMBEDS)
+        if not pending:
+            return
+        if echo is not None and len(pending) > 50:
+            echo(f"embedding {len(pending):,} stored items that have no vector yet (once)…")
+        embed_cached(store, embedder, [embed_text(t, s) for _, t, s in pending],
+                     [h for h, _, _ in pending])
+    except Exception as e:  # noqa: BLE001 - words still find them
+        log.debug("could not embed the items without a vector: %s", e, exc_info=True)
 
 
 def readable(query: str) -> str:
@@ -408,6 +453,10 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
         # "nothing matches", as if the store lacked what was never asked for
         raise SearchError(f"“{_shown(query)}” has only common words: say what the item is "
                           f"about, {_EXAMPLE}")
+    if store.item_count() == 0:  # before the model: a new home would measure backends first
+        result.empty = _nothing_here(store, now, since, source, follows, 0, further)
+        result.notes.append(result.empty)
+        return result
     rows = store.candidates(embedder.model_id, now - since, head=SUMMARY_HEAD,
                             hidden=follows.hidden, rename=follows.renamed)
     keep = np.arange(len(rows))
@@ -457,11 +506,11 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     if result.unembedded:
         n = result.unembedded
         result.notes.append(
-            f"{n} item{'s' if n != 1 else ''} searched {'have' if n != 1 else 'has'} no vector "
-            f"yet: matched by {'their' if n != 1 else 'its'} words only (`feedbot collect` "
-            "embeds new items)")
+            f"{n:,} item{'s' if n != 1 else ''} searched {'have' if n != 1 else 'has'} no vector "
+            f"yet: matched by {'their' if n != 1 else 'its'} words only (a search embeds up to "
+            f"{SEARCH_EMBEDS:,} first, the newest: search again for more)")
     if not picked:
-        result.empty = (f"nothing matches “{_shown(query)}” in the last {_span(since)}"
+        result.empty = (f"nothing matches “{_shown(query)}” in the last {span_text(since)}"
                         + (f" from {source}" if source else "")
                         + f" ({len(ids):,} item{'s' if len(ids) != 1 else ''} searched)")
         result.notes.append(result.empty)
@@ -583,10 +632,11 @@ def _nothing_here(store: Store, now: datetime, since: timedelta, source: str | N
     if store.item_count() == 0:
         return "nothing collected yet: run `feedbot collect` first, then search what it brings"
     if source is not None and in_window:
-        return f"nothing from {source} in the last {_span(since)}"
+        return f"nothing from {source} in the last {span_text(since)}"
     hidden = store.count_hidden(now - since, follows.hidden)
     if hidden:
-        return (f"nothing from the sources you follow in the last {_span(since)}: the "
+        return (f"nothing from the sources you follow in the last {span_text(since)}: the "
                 f"{hidden} item{'s' if hidden != 1 else ''} collected then came from sources "
                 "you no longer follow")
-    return f"nothing collected in the last {_span(since)}{further}"
+    # the window goes by the items' dates (an article collected today may be years old)
+    return f"nothing published in the last {span_text(since)}{further}"

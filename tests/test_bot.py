@@ -654,7 +654,7 @@ async def test_search_of_an_empty_window_offers_no_command_line_option(
     """`feedbot search` says a longer --since looks further back; a chat has no --since."""
     clock.advance(days=400)  # every item is older than the search's window
     [none] = await ask(api, "/search support vector machines")
-    assert "nothing collected in the last 365 days" in none["text"]
+    assert "nothing published in the last 365 days" in none["text"]
     assert "--since" not in none["text"]
 
 

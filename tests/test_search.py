@@ -116,6 +116,27 @@ def test_a_name_or_an_acronym_finds_its_items_though_the_vectors_miss_it(fake_em
     assert titles(find(store, fake_emb, "tokenizers")) == ["Let's build a tokenizer"]  # plural
 
 
+def test_a_capitalised_name_or_news_is_not_taken_for_a_plural(fake_emb: Any) -> None:
+    """"Williams" found "William" (and "Adams" "Adam", "news" "New"), the why saying
+    “Williams” by William T. Freeman: a query word ending in "s" lost it whatever it was."""
+    lib = [post("Motion in videos", "Optical flow.", authors=("William T. Freeman",)),
+           post("Embodied agents", "Robots that talk.", authors=("Iwan Williams",)),
+           post("A new semi-supervised technique", "Labels are few."),
+           post("Fake news detection with transformers", "Claims and sources."),
+           post("A transformer for tables", "Rows and columns.")]
+    store = stored(Store(":memory:"), fake_emb, lib)
+    williams = find(store, fake_emb, "Williams")
+    assert titles(williams)[0] == "Embodied agents"
+    assert all(e.parts["words"] == 0 for e in williams.items[1:])  # William: by meaning only
+    def by_words(query: str) -> set[str]:
+        return {e.title for e in find(store, fake_emb, query).items if e.parts["words"] > 0}
+
+    assert by_words("news") == {"Fake news detection with transformers"}
+    assert by_words("transformers") == {"Fake news detection with transformers",
+                                        "A transformer for tables"}  # the plural: still both
+    assert [w.stem for w in query_words("LLMs GANs Pandas")] == ["llm", "gan", "pandas"]
+
+
 @pytest.mark.parametrize("ref", ["2106.09685", "arXiv:2106.09685v2",
                                  "https://arxiv.org/abs/2106.09685v1",
                                  "<https://arxiv.org/pdf/2106.09685>"])
@@ -148,7 +169,7 @@ def test_since_sets_the_window(fake_emb: Any) -> None:
     assert old.title in titles(wide) and wide.searched == len(LIBRARY) + 1
     narrow = find(store, fake_emb, "sparse attention", since=timedelta(days=1))
     assert narrow.items == [] and narrow.empty == (
-        "nothing collected in the last 1 day; a longer --since looks further back")
+        "nothing published in the last 1 day; a longer --since looks further back")
 
 
 def test_source_keeps_one_sources_items(fake_emb: Any) -> None:
@@ -192,14 +213,30 @@ def test_items_of_unfollowed_sources_are_not_found(fake_emb: Any) -> None:
                                     "longer follow")
 
 
-def test_items_without_a_vector_are_counted_and_matched_by_words(fake_emb: Any) -> None:
+def test_items_without_a_vector_are_embedded_first_or_matched_by_words(
+        fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Collection embeds only the last 60 days: a new blog's older posts had no vector, and
+    the note said `feedbot collect` would embed them, which it never did. The search embeds
+    them (the newest SEARCH_EMBEDS); when it cannot, words still find them."""
     store = stored(Store(":memory:"), fake_emb, LIBRARY)
-    late = post("Sparse mixture of experts", "Routing tokens to experts.", slug="moe")
-    store.upsert_items([late], NOW)  # collected, not embedded yet
-    found = find(store, fake_emb, "sparse experts")
+    late = post("Sparse mixture of experts", "Routing tokens to experts.", slug="moe",
+                days=200)
+    store.upsert_items([late], NOW)  # collected, not embedded
+    assert len(store.missing_vectors(fake_emb.model_id)) == 1
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("the model could not load")
+
+    with monkeypatch.context() as m:
+        m.setattr(feedbot.embed, "embed_cached", broken)
+        found = find(store, fake_emb, "sparse experts")
     assert titles(found)[0] == late.title and found.unembedded == 1
     assert found.notes == ["1 item searched has no vector yet: matched by its words only "
-                           "(`feedbot collect` embeds new items)"]
+                           "(a search embeds up to 1,000 first, the newest: search again for "
+                           "more)"]
+    found = find(store, fake_emb, "sparse experts")
+    assert titles(found)[0] == late.title and found.unembedded == 0 and found.notes == []
+    assert store.missing_vectors(fake_emb.model_id) == []
 
 
 def test_empty_query_no_items_and_no_match_are_one_line_each(fake_emb: Any) -> None:
@@ -560,6 +597,20 @@ def test_the_command_says_one_line_for_nothing(cli_store: Store) -> None:
         direct.stdout and "the item with this arXiv id" in direct.stdout
 
 
+def test_the_command_shows_the_notes_when_nothing_matches(
+        cli_store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing found, the text output was the one "nothing matches" line, and the note
+    that some items could only be matched by words was not shown."""
+    with Store.open(Path(os.environ["FEEDBOT_HOME"])) as store:  # collected, not embedded
+        store.upsert_items([post("Routing tokens", "Experts.", slug="r", days=1,
+                                 now=datetime.now(UTC))], datetime.now(UTC))
+    monkeypatch.setattr(feedbot.embed, "embed_cached",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no model")))
+    lines = invoke("quantum", "chromodynamics").stdout.splitlines()
+    assert lines[0].startswith("nothing matches “quantum chromodynamics”")
+    assert lines[1].startswith("1 item searched has no vector yet")
+
+
 def test_bytes_of_a_terminal_that_are_not_utf8_are_no_traceback(
         cli_store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminal that sends Latin-1 ("lo\\xedra") or a cut character: Python keeps each bad
@@ -717,3 +768,22 @@ def test_words_are_found_across_the_chunks_of_the_scan(monkeypatch: pytest.Monke
     texts = ["İİ attention", "nothing", "Attentions please", "x", "subattention", "attention"]
     [rows] = feedbot.search._rows_matching(query_words("attention"), texts)
     assert rows.tolist() == [0, 2, 5]
+
+
+def test_an_empty_store_is_said_without_loading_the_model(fake_emb: Any) -> None:
+    """In a new FEEDBOT_HOME, `feedbot search LoRA` measured the embedding backends (21 s)
+    to say that nothing was collected yet."""
+    class NoModel:
+        @property
+        def model_id(self) -> str:
+            raise AssertionError("the model was asked for")
+
+    found = find(Store(":memory:"), NoModel(), "LoRA", since=timedelta(hours=1))
+    assert found.items == [] and found.empty.startswith("nothing collected yet")
+
+
+def test_spans_are_said_in_the_singular_when_one() -> None:
+    from feedbot.digest import span_text
+
+    assert [span_text(timedelta(hours=h)) for h in (1, 6, 24, 48)] == \
+        ["1 hour", "6 hours", "1 day", "2 days"]
