@@ -690,6 +690,26 @@ def test_a_rare_word_only_in_a_summary_finds_its_item_with_the_real_model(real_e
     assert titles(find(store, real_embedder, "posttranscriptional quokka")) == []  # not every word
 
 
+
+@pytest.mark.model
+def test_an_item_with_every_word_comes_before_items_close_in_meaning_only(
+        real_embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One rare word found only in a summary scored 0.25 of words: papers about tensors, with
+    no "TensorRT" in them, came before the one that names it late in a long abstract (the
+    three papers naming it in a real store came 1st, 4th and 26th)."""
+    tensors = [post(t, s, slug=t[:12]) for t, s in [
+        ("Sparse tensor algebra compilers", "Generating code for sparse tensors."),
+        ("Tensor cores and mixed precision", "Half precision on tensor cores."),
+        ("Tensor runtimes", "Compiling tensor programs for fast runtimes.")]]
+    birds = ("We collect a dataset of bird images from camera traps across three national "
+             "parks. Volunteers annotate every species and count the birds in each image. ") * 8
+    deployed = post("Counting birds in the wild", birds + "The detector runs with TensorRT.",
+                    slug="birds")
+    store = stored(Store(":memory:"), real_embedder, [*LIBRARY, *tensors, deployed])
+    assert titles(find(store, real_embedder, "TensorRT"))[0] == deployed.title
+    monkeypatch.setattr("feedbot.search.EVERY_WORD", 0.0)
+    assert titles(find(store, real_embedder, "TensorRT"))[-1] == deployed.title
+
 PROBE = """
 import json, sys
 from feedbot.cli import main
