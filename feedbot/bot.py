@@ -732,8 +732,10 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     cfg, roadmap = runner.settings.config, runner.settings.roadmap
     try:
         found = await runner.in_worker(
+            # a chat has no --since; embedding items that have no vector (a minute for a
+            # thousand on 2 cores) would hold the worker the digests need: words find them
             lambda store: search(cfg, store, runner.embedder, roadmap, query, now=runner.now(),
-                                 limit=SEARCH_LIMIT, further=""))  # a chat has no --since
+                                 limit=SEARCH_LIMIT, further="", embeds=0))
     except SearchError as e:
         await _reply(update, context, plain(str(e)))
         return

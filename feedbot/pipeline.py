@@ -23,13 +23,16 @@ EMBED_WINDOW = timedelta(days=60)  # items older than this are embedded only whe
 
 
 def embed_pending(store: Store, embedder: Embedder, now: datetime,
-                  echo: Callable[[str], None] | None = None) -> int:
-    """Embed recent items that have no vector yet for the current model (in batches)."""
-    pending = store.missing_vectors(embedder.model_id, since=now - EMBED_WINDOW)
+                  echo: Callable[[str], None] | None = None, *,
+                  since: datetime | None = None, limit: int | None = None) -> int:
+    """Embed the items that have no vector yet for the current model (in batches): those of
+    the last EMBED_WINDOW, or since `since`, the newest `limit` of them."""
+    pending = store.missing_vectors(embedder.model_id, since=since or now - EMBED_WINDOW,
+                                    limit=limit)
     if not pending:
         return 0
     if echo is not None and len(pending) > 50:
-        echo(f"embedding {len(pending)} new items…")
+        echo(f"embedding {len(pending):,} items that have no vector yet…")
     embed_cached(store, embedder, [embed_text(t, s) for _, t, s in pending],
                  [h for h, _, _ in pending])
     return len(pending)

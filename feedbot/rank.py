@@ -140,21 +140,25 @@ class Scored:
 
 
 # Titles and summaries that introduce or survey a subject. Bare "survey", "review" and "guide"
-# are objects and verbs as often ("a survey study", "peer review", "can guide"), "how to" and
+# are objects and verbs as often ("a survey study", "code review", "can guide"), "how to" and
 # "from scratch" start research titles ("How to train …", "trained from scratch"), so each
-# needs the form that names the item itself: "a survey of", "X: a review", "guide to".
-_KINDS = r"(?:survey|review|overview|introduction|guide|tutorial|primer)"
+# needs the form that names the item itself: "a survey of", "X: a review", "guide to". A
+# kind word after an article ends the title or comes before "of", "on", "for", "and" or a
+# mark: "A Review-Aware Recommender", "A Survey Dataset", "a Language Model Guide Robots" are
+# research.
+_KIND = r"(?:survey|review|overview|introduction|guide|tutorial|primer)"
+_ENDS = r"(?![\w-])(?=\s*(?:$|[:;,.?!()]|(?:of|on|to|for|and|across|with|from)\b))"
 _TUTORIAL = re.compile(  # in a title
     r"\btutorials?\b|\bprimer\b|\blecture notes\b|\blectures on\b|\bnotes on\b|\bintro to\b|"
     r"\bexplained\b|\bexplainer\b|\bfor beginners\b|\bbeginner'?s\b|\bhands-on\b|"
     r"\bwalkthrough\b|\btextbook\b|\bcrash course\b|\bguide to\b|"
-    r"\b(?:survey|review|overview|introduction) (?:of|on|to)\b|"
-    rf"\b(?:a|an)\s+(?:[\w-]+\s+){{0,3}}?{_KINDS}\b(?!\s+stud)", re.I)
+    r"(?:^|[:\u2013\u2014]\s*)(?:(?:survey|review) (?:of|on)|overview of|introduction to)\b|"
+    rf"\b(?:a|an)\s+(?:[\w-]+\s+){{0,2}}?{_KIND}{_ENDS}", re.I)
 _TUTORIAL_TEXT = re.compile(  # in a summary, where "guide" or "how to" mean little
     r"\btutorials?\b|\bprimer\b|\blecture notes\b|\btextbook\b|\bfor beginners\b|"
-    r"\bintroduction to\b|\bwe survey\b|"
-    r"\bthis (?!peer\b)(?:[\w-]+ ){0,2}(?:survey|review|tutorial|overview)\b|"
-    r"\b(?:a|an) (?:[\w-]+ ){0,2}(?:survey|review) of\b", re.I)
+    r"\bintroduction to\b|\bwe survey\b|\bthis paper surveys\b|\bthis article reviews\b|"
+    r"\bthis (?:(?:comprehensive|systematic|brief|short|structured) )?"
+    r"(?:survey|review|tutorial|overview|primer)(?![\w-])", re.I)
 _SOTA = re.compile(r"\b(state[- ]of[- ]the[- ]art|sota|outperforms?|new record)\b", re.I)
 
 
@@ -371,8 +375,8 @@ def _own_and_contrast(fit: np.ndarray, best: np.ndarray, s: int
     return own, contrast.astype(np.float32), best[:, s]
 
 
-def _fits_better(X: np.ndarray, fit: np.ndarray, sv: StageVectors, s: int, i: int
-                 ) -> tuple[str, str] | None:
+def _fits_better(X: np.ndarray, fit: np.ndarray, sv: StageVectors, s: int, i: int,
+                 centred: tuple[np.ndarray | None, list[np.ndarray]]) -> tuple[str, str] | None:
     """(name, label to name) of the stage that fits item i clearly better than stage s (by
     more than ELSEWHERE_MARGIN), if one does."""
     others = fit[i].copy()
@@ -380,14 +384,15 @@ def _fits_better(X: np.ndarray, fit: np.ndarray, sv: StageVectors, s: int, i: in
     o = int(others.argmax())
     if not others[o] > fit[i, s] + ELSEWHERE_MARGIN:
         return None
-    return sv.name(o), _label(X[i], sv, o)
+    return sv.name(o), _label(X[i], sv, o, centred)
 
 
-def _label(x: np.ndarray, sv: StageVectors, s: int) -> str:
+def _label(x: np.ndarray, sv: StageVectors, s: int,
+           centred: tuple[np.ndarray | None, list[np.ndarray]]) -> str:
     """The text of stage s to name for item vector x: the best-matching one in the
-    stage-centred space (as `stage_fit` finds it), but a topic or resource rather than the
-    stage's title or summary when it is within TOPIC_MARGIN of it."""
-    centre, rows = _centred(sv)
+    stage-centred space (`centred`: `_centred(sv)`, as `stage_fit` finds it), but a topic or
+    resource rather than the stage's title or summary when it is within TOPIC_MARGIN of it."""
+    centre, rows = centred
     v = x.astype(np.float32) - (centre if centre is not None else 0.0)
     sims = rows[s] @ (v / (np.linalg.norm(v) or 1.0))
     labels = sv.labels[s]
@@ -503,6 +508,7 @@ def rank(
                     weights.duplicate, SELECT_POOL)
     likes = _nearest_liked(X, [i for i, _ in picked], liked)
     no_likes = liked is not None and not len(liked.titles)  # only 👎: nothing was liked
+    centred = _centred(sv)  # the stages' texts as `stage_fit` compares them, for the whys
     out = []
     for i, also in picked:
         p = {k: float(v[i]) for k, v in parts.items()}
@@ -511,8 +517,8 @@ def rank(
         sharers = tuple(dict.fromkeys(n for k in (i, *also) for n in candidates.shared_by[k]))
         if sharers != tuple(cand.shared_by):  # a collapsed duplicate was shared: say by whom
             cand = replace(cand, shared_by=sharers)
-        why = explain(_label(X[i], sv, s), cand, p, like,
-                      _fits_better(X, fit, sv, s, i) if p["contrast"] < 0 else None,
+        why = explain(_label(X[i], sv, s, centred), cand, p, like,
+                      _fits_better(X, fit, sv, s, i, centred) if p["contrast"] < 0 else None,
                       liked_any=not no_likes)
         out.append(Scored(int(i), float(total[i]), p, why, also))
     return out

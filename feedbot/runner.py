@@ -432,8 +432,8 @@ class Runner:
         if is_due(state, spec.interval, now):
             return False
         when = self.schedule_collect(spec, state=state)
-        log.info("%s was collected under an old name; next collection %s", spec.name,
-                 when.isoformat(timespec="seconds"))
+        log.info("%s: its stored state (an old name's, or another process's collection) says "
+                 "to wait; next collection %s", spec.name, when.isoformat(timespec="seconds"))
         return True
 
     async def _rearm(self, name: str, now: datetime, ran: bool) -> None:

@@ -1,9 +1,12 @@
 """Search what feedbot collected: `feedbot search QUERY` and the bot's `/search QUERY`.
 
-A learner who saw a paper last week wants it back ("that paper on sparse attention"). Every
-stored item already has a vector (the digest's cache), so the query is embedded once (a single
-text: the light ONNX encoder where it exists, no torch start) and compared with the whole
-window's matrix from `Store.candidates`, in numpy.
+A learner who saw a paper last week wants it back ("that paper on sparse attention"). Stored
+items have their vectors cached, so the query is embedded once (a single text: the light ONNX
+encoder where it exists, no torch start) and compared with the whole window's matrix from
+`Store.candidates`, in numpy. Items of the window that have none (collection embeds only the
+last `pipeline.EMBED_WINDOW`: a new blog's older posts) are embedded when a search meets them,
+the newest `SEARCH_EMBEDS` at a time, outside its read transaction; the bot's search leaves
+them to their words.
 
 Embeddings are weak at names and acronyms ("Karpathy", "LoRA"), so the cosine is blended with
 a lexical signal: the words of the query found in an item's title, authors or summary, each
@@ -27,7 +30,8 @@ Like the digest: only items of sources the learner follows (`digest.following`),
 duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
 are `DigestEntry`s, so the digest's renderers show them and 👍/👎/🔖 work on their ids. Unlike
 the digest: no stage, recency or feedback in the score (a search is about the query), no
-diversity (MMR off), no per-source cap, and it writes nothing (the query is not cached).
+diversity (MMR off), no per-source cap, and it writes nothing but those vectors (the query
+is not cached).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from .digest import (
     labeller,
     source_specs,
     span_text,
+    unfollowed_note,
 )
 from .embed import Embedder
 from .items import split_arxiv_id
@@ -61,9 +66,12 @@ from .roadmap import Roadmap
 from .store import ITEM_ID, Store, StoredItem, unwrap_ref
 from .text import mend_surrogates, shorten
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SINCE = timedelta(days=365)
 DEFAULT_LIMIT = 10
-# score = cosine + LEXICAL_WEIGHT · lexical (both about 0..1). Measured by benchmarks/search.py
+# score = cosine + LEXICAL_WEIGHT · (lexical + EVERY_WORD for an item with every query word)
+# (cosine and lexical both about 0..1). Measured by benchmarks/search.py
 # on 300 dev papers (MRR@10; cosine alone / 0.25 / 0.5 / 0.75 / 1): title without its first
 # word 0.966 / 0.998 / 0.998 / 0.998 / 0.998; first author's surname and a title word 0.033 /
 # 0.669 / 0.835 / 0.853 / 0.854; a middle sentence of the abstract without the title's words
@@ -73,7 +81,6 @@ DEFAULT_LIMIT = 10
 # from before summaries were searched whole; since, at 0.5: title 0.998, surname and a word
 # 0.834, paraphrase 0.927, a distinctive word from late in the abstract and a title word 0.877
 # (0.483 before). The weight was not chosen again.)
-log = logging.getLogger(__name__)
 LEXICAL_WEIGHT = 0.5
 # Below this blended score an item is not a result: MiniLM gives unrelated texts cosines of
 # about -0.1..0.2, so without it every query would "find" ten random items.
@@ -177,12 +184,12 @@ _NOT_PLURAL = frozenset({"news", "series", "species", "lens", "physics", "ethics
 
 def _plural(tok: str) -> bool:
     """Whether a query word ending in "s" is taken for a plural, its singular looked up too:
-    a word in lower case ("transformers") or an acronym's plural ("LLMs", "GANs"), but not a
+    a word in lower case ("transformers") or an acronym's plural ("LLMs", "NeRFs"), but not a
     capitalised word, most often a name ("Williams" is not "William", "Adams" not "Adam",
     "Pandas" not "panda"), nor "news" (not "new")."""
     if tok.lower() in _NOT_PLURAL:
         return False
-    return tok.islower() or tok[:-1].isupper()
+    return tok.islower() or tok[:-1].isupper() or tok[-2].isupper()  # "NeRFs", "ViTs"
 
 
 def query_words(query: str) -> list[Word]:
@@ -388,45 +395,50 @@ def search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, quer
            now: datetime, since: timedelta | None = None, limit: int = DEFAULT_LIMIT,
            source: str | None = None, lexical_weight: float = LEXICAL_WEIGHT,
            further: str = "; a longer --since looks further back",
-           echo: Callable[[str], None] | None = None) -> SearchResult:
+           echo: Callable[[str], None] | None = None,
+           embeds: int = SEARCH_EMBEDS) -> SearchResult:
     """The stored items that best match `query`, best first (see the module docstring).
 
     further: what the note on an empty window says to look further back (the bot has no
-    --since). Raises SearchError for a query without words and for an unknown `source`.
+    --since). embeds: how many of the window's items without a vector to embed when the
+    search finds some (0: none, they are matched by words only). Raises SearchError for a
+    query without words and for an unknown `source`.
     """
     query = " ".join(readable(query).split())
     if not query:
         raise SearchError(f"search for what? give some words, {_EXAMPLE}")
     follows = following(cfg, store)  # may record sources.yaml's edits: a write, so not below
-    if store.item_count():  # a write too; an empty store needs no model
-        _embed_missing(store, embedder, now - (since or DEFAULT_SINCE), echo)
-    # One state of the database for every read: an item pruned by another process meanwhile
-    # is still there to show (it was when the search began), not a KeyError.
-    with store.snapshot():
-        return _search(cfg, store, embedder, roadmap, query, follows, now=now, since=since,
-                       limit=limit, source=source, lexical_weight=lexical_weight,
-                       further=further)
+
+    def run() -> SearchResult:
+        # One state of the database for every read: an item pruned by another process
+        # meanwhile is still there to show (it was when the search began), not a KeyError.
+        with store.snapshot():
+            return _search(cfg, store, embedder, roadmap, query, follows, now=now, since=since,
+                           limit=limit, source=source, lexical_weight=lexical_weight,
+                           further=further, embeds=embeds)
+
+    result = run()
+    if result.unembedded and embeds > 0 and _embedded(store, embedder, now, since, embeds, echo):
+        result = run()  # those items are found by meaning too
+    return result
 
 
-def _embed_missing(store: Store, embedder: Embedder, since: datetime,
-                   echo: Callable[[str], None] | None) -> None:
-    """Embed the window's items that have no vector, the newest `SEARCH_EMBEDS` of them, so
-    that they are found by meaning too: collection embeds only the last `EMBED_WINDOW` (a new
-    blog's older posts), and nothing while the model could not load. The vectors are cached;
-    if embedding fails, the search goes on by words (the note counts what it missed)."""
-    from .embed import embed_cached
-    from .items import embed_text
+def _embedded(store: Store, embedder: Embedder, now: datetime, since: timedelta | None,
+              embeds: int, echo: Callable[[str], None] | None) -> bool:
+    """Embed the window's items that have no vector, the newest `embeds` of them (collection
+    embeds only the last `EMBED_WINDOW`: a new blog's older posts have none). Outside the
+    search's read transaction, as a write. False when it could not: the search then goes on
+    by words, and its note says how many it missed."""
+    from .pipeline import embed_pending
 
     try:
-        pending = store.missing_vectors(embedder.model_id, since=since, limit=SEARCH_EMBEDS)
-        if not pending:
-            return
-        if echo is not None and len(pending) > 50:
-            echo(f"embedding {len(pending):,} stored items that have no vector yet (once)…")
-        embed_cached(store, embedder, [embed_text(t, s) for _, t, s in pending],
-                     [h for h, _, _ in pending])
-    except Exception as e:  # noqa: BLE001 - words still find them
+        return embed_pending(store, embedder, now, echo, since=now - (since or DEFAULT_SINCE),
+                             limit=embeds) > 0
+    except Exception as e:  # noqa: BLE001 - the model, the disk: words still find them
         log.debug("could not embed the items without a vector: %s", e, exc_info=True)
+        return False
+
+
 
 
 def readable(query: str) -> str:
@@ -439,8 +451,8 @@ def readable(query: str) -> str:
 
 def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, query: str,
             follows: Following, *, now: datetime, since: timedelta | None, limit: int,
-            further: str,
-            source: str | None, lexical_weight: float) -> SearchResult:
+            further: str, source: str | None, lexical_weight: float,
+            embeds: int) -> SearchResult:
     since = since or DEFAULT_SINCE
     stage = roadmap.get(cfg.learner.stage)
     label = labeller(source_specs(cfg, follows))
@@ -513,8 +525,9 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
         n = result.unembedded
         result.notes.append(
             f"{n:,} item{'s' if n != 1 else ''} searched {'have' if n != 1 else 'has'} no vector "
-            f"yet: matched by {'their' if n != 1 else 'its'} words only (a search embeds up to "
-            f"{SEARCH_EMBEDS:,} first, the newest: search again for more)")
+            f"yet: matched by {'their' if n != 1 else 'its'} words only"
+            + (f" (a search embeds up to {embeds:,} first, the newest: search again for more)"
+               if embeds else " (`feedbot search` in a terminal embeds them)"))
     if not picked:
         result.empty = (f"nothing matches “{_shown(query)}” in the last {span_text(since)}"
                         + (f" from {source}" if source else "")
@@ -641,8 +654,6 @@ def _nothing_here(store: Store, now: datetime, since: timedelta, source: str | N
         return f"nothing from {source} in the last {span_text(since)}"
     hidden = store.count_hidden(now - since, follows.hidden)
     if hidden:
-        return (f"nothing from the sources you follow in the last {span_text(since)}: the "
-                f"{hidden} item{'s' if hidden != 1 else ''} collected then came from sources "
-                "you no longer follow")
+        return unfollowed_note(hidden, since)
     # the window goes by the items' dates (an article collected today may be years old)
     return f"nothing published in the last {span_text(since)}{further}"

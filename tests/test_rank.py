@@ -492,6 +492,17 @@ def test_no_feedback_means_exactly_the_stage_score(sv: StageVectors) -> None:
     ("Grading the Grader: Lessons from an Agentic System", "", 0.0),
     ("Quantization without training", "We retrain the network from scratch.", 0.0),
     ("Robust estimators", "We review prior work and propose a method.", 0.0),
+    ("Can a Language Model Guide Robot Navigation?", "", 0.0),
+    ("A Benchmark for Code Review", "", 0.0),
+    ("A Review-Aware Recommender System", "", 0.0),
+    ("A Large-Scale Survey Dataset of Developer Opinions", "", 0.0),
+    ("Introduction of Sparse Gates into Mixture-of-Experts", "", 0.0),
+    ("Peer review of papers with language models", "", 0.0),
+    ("Estimators", "In this paper we review the limitations of estimators.", 0.0),
+    ("Estimators", "We release this code review benchmark.", 0.0),
+    ("Estimators", "We run a large-scale survey of 500 practitioners.", 0.0),
+    ("Estimators", "This systematic review covers forty studies.", 0.5),
+    ("Deep learning: introduction to the field", "", 1.0),
 ])
 def test_the_level_hint_is_for_items_that_introduce_or_survey(title: str, summary: str,
                                                               level: float) -> None:

@@ -134,7 +134,8 @@ def test_a_capitalised_name_or_news_is_not_taken_for_a_plural(fake_emb: Any) -> 
     assert by_words("news") == {"Fake news detection with transformers"}
     assert by_words("transformers") == {"Fake news detection with transformers",
                                         "A transformer for tables"}  # the plural: still both
-    assert [w.stem for w in query_words("LLMs GANs Pandas")] == ["llm", "gan", "pandas"]
+    assert [w.stem for w in query_words("LLMs NeRFs ViTs Pandas")] == ["llm", "nerf", "vit",
+                                                                 "pandas"]
 
 
 @pytest.mark.parametrize("ref", ["2106.09685", "arXiv:2106.09685v2",
@@ -228,12 +229,15 @@ def test_items_without_a_vector_are_embedded_first_or_matched_by_words(
         raise RuntimeError("the model could not load")
 
     with monkeypatch.context() as m:
-        m.setattr(feedbot.embed, "embed_cached", broken)
+        m.setattr("feedbot.pipeline.embed_cached", broken)
         found = find(store, fake_emb, "sparse experts")
     assert titles(found)[0] == late.title and found.unembedded == 1
     assert found.notes == ["1 item searched has no vector yet: matched by its words only "
                            "(a search embeds up to 1,000 first, the newest: search again for "
                            "more)"]
+    in_chat = find(store, fake_emb, "sparse experts", embeds=0)  # the bot's: embeds nothing
+    assert in_chat.unembedded == 1 and in_chat.notes[0].endswith(
+        "(`feedbot search` in a terminal embeds them)")
     found = find(store, fake_emb, "sparse experts")
     assert titles(found)[0] == late.title and found.unembedded == 0 and found.notes == []
     assert store.missing_vectors(fake_emb.model_id) == []
@@ -604,7 +608,7 @@ def test_the_command_shows_the_notes_when_nothing_matches(
     with Store.open(Path(os.environ["FEEDBOT_HOME"])) as store:  # collected, not embedded
         store.upsert_items([post("Routing tokens", "Experts.", slug="r", days=1,
                                  now=datetime.now(UTC))], datetime.now(UTC))
-    monkeypatch.setattr(feedbot.embed, "embed_cached",
+    monkeypatch.setattr("feedbot.pipeline.embed_cached",
                         lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no model")))
     lines = invoke("quantum", "chromodynamics").stdout.splitlines()
     assert lines[0].startswith("nothing matches “quantum chromodynamics”")
