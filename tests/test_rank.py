@@ -646,16 +646,21 @@ def test_why_names_the_topic_the_liked_item_and_the_sharer(sv: StageVectors) -> 
     assert "shared by Ada Lovelace" in why
 
 
-def test_why_names_the_stage_that_fits_better_and_its_topic() -> None:
-    """An NLP paper that turns up in the cnn digest is explained by the nlp topic it matches,
-    not by the cnn text that happens to be nearest."""
-    sv = StageVectors(
+def _two_stages_and_a_topic() -> StageVectors:
+    """cnn (title + topic) and nlp (title + topic) on separate axes, two more stages."""
+    return StageVectors(
         ids=("cnn", "nlp", "gpus", "math"),
         labels=(("title", "topic:convolution and pooling"), ("title", "topic:machine translation"),
                 ("title",), ("title",)),
         rows=(np.stack([u((0, 1)), u((0, 0.9), (4, 0.44))]),
               np.stack([u((1, 1)), u((1, 0.9), (8, 0.44))]), u((2, 1))[None], u((3, 1))[None]),
         titles=("Convolutional networks", "Natural language processing", "GPUs", "Maths"))
+
+
+def test_why_names_the_stage_that_fits_better_and_its_topic() -> None:
+    """An NLP paper that turns up in the cnn digest is explained by the nlp topic it matches,
+    not by the cnn text that happens to be nearest."""
+    sv = _two_stages_and_a_topic()
     translation_with_convs = u((0, 0.5), (4, 0.2), (1, 0.6), (8, 0.6))
     fit, _ = stage_fit(translation_with_convs[None], sv)
     assert fit[0].argmax() == 1
@@ -668,17 +673,6 @@ def test_why_names_the_stage_that_fits_better_and_its_topic() -> None:
     untitled = StageVectors(sv.ids, sv.labels, sv.rows)  # stages without titles: the id
     assert rank(translation_with_convs[None], cands(1), untitled, "cnn", plain())[0].why \
         .startswith("closer to the stage “nlp”")
-
-
-def _two_stages_and_a_topic() -> StageVectors:
-    """cnn (title + topic) and nlp (title + topic) on separate axes, two more stages."""
-    return StageVectors(
-        ids=("cnn", "nlp", "gpus", "math"),
-        labels=(("title", "topic:convolution and pooling"), ("title", "topic:machine translation"),
-                ("title",), ("title",)),
-        rows=(np.stack([u((0, 1)), u((0, 0.9), (4, 0.44))]),
-              np.stack([u((1, 1)), u((1, 0.9), (8, 0.44))]), u((2, 1))[None], u((3, 1))[None]),
-        titles=("Convolutional networks", "Natural language processing", "GPUs", "Maths"))
 
 
 def test_closer_to_another_stage_is_said_only_when_it_clearly_fits_better() -> None:
