@@ -368,6 +368,7 @@ def collect(app: App, only: str | None) -> None:
 def digest(app: App, stage_id: str | None, limit: int | None, since: str | None, fmt: str,
            no_collect: bool, explain: bool) -> None:
     """Print the ranked digest for your current roadmap stage."""
+    from .digest import digest_window
     from .pipeline import make_digest
 
     cfg = app.config
@@ -383,8 +384,8 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
     # Votes of the window only: each excluded item is compared with every candidate, and
     # an item voted on before the window is not in it (10,000 votes: 0.8 s → 11 s).
     now = app.now()
-    span = window or timedelta(seconds=parse_duration(cfg.learner.since))
-    voted = {v.item_id for v in app.store.feedback() if v.at >= now - span}
+    start = now - digest_window(cfg, window)
+    voted = {v.item_id for v in app.store.feedback() if v.at >= start}
     d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=now,
                     stage_id=stage_id, limit=limit, since=window, exclude=voted)
     print_digest(d, fmt, explain)

@@ -432,10 +432,7 @@ def build_digest(
 ) -> Digest:
     stage = roadmap.get(stage_id or cfg.learner.stage)
     limit = limit or cfg.learner.digest_size
-    if since is None:
-        from .config import parse_duration
-
-        since = timedelta(seconds=parse_duration(cfg.learner.since))
+    since = digest_window(cfg, since)
     follows = following(cfg, store)
     pool = gather(store, embedder, now=now, since=since, exclude=exclude,
                   duplicate=cfg.ranking.duplicate, follows=follows)
@@ -466,6 +463,13 @@ def build_digest(
         entries.append(_entry(main, also, sc, label, pool, pool.cands.sources[sc.index]))
     return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids),
                   weights=_weights(cfg))
+
+
+def digest_window(cfg: Config, since: timedelta | None = None) -> timedelta:
+    """How far back a digest looks: `since`, else the learner's `since`."""
+    from .config import parse_duration
+
+    return since or timedelta(seconds=parse_duration(cfg.learner.since))
 
 
 def _weights(cfg: Config) -> dict[str, float]:

@@ -472,7 +472,8 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
         raise SearchError(f"“{_shown(query)}” has only common words: say what the item is "
                           f"about, {_EXAMPLE}")
     if store.item_count() == 0:  # before the model: a new home would measure backends first
-        result.empty = _nothing_here(store, now, since, source, follows, 0, further)
+        result.empty = ("nothing collected yet: run `feedbot collect` first, then search what "
+                        "it brings")
         result.notes.append(result.empty)
         return result
     rows = store.candidates(embedder.model_id, now - since, head=SUMMARY_HEAD,
@@ -648,8 +649,8 @@ def _source_names(cfg: Config, follows: Following, source: str) -> set[str]:
 
 def _nothing_here(store: Store, now: datetime, since: timedelta, source: str | None,
                   follows: Following, in_window: int, further: str) -> str:
-    if store.item_count() == 0:
-        return "nothing collected yet: run `feedbot collect` first, then search what it brings"
+    """Why a search of a non-empty store found nothing in its window (`_search` says when the
+    store is empty, before it needs the model)."""
     if source is not None and in_window:
         return f"nothing from {source} in the last {span_text(since)}"
     hidden = store.count_hidden(now - since, follows.hidden)
