@@ -23,8 +23,13 @@ about a fifth slower, the index makes it no slower than scanning their first 400
 scanned where the index cannot answer: for words of scripts written without spaces (FTS5's
 unicode61 cuts text at spaces and punctuation, so "注意力" is no word of "稀疏注意力机制"; the
 summaries whose start shows such a script are read whole for them, `_whole_unspaced`), for
-words with a capital "İ" (see `Word.indexed`), and for every word where this SQLite has no FTS5
-(some distributions build it without).
+words with a combining mark the index cuts at (see `Word.indexed`), and for every word where
+this SQLite has no FTS5 (some distributions build it without).
+
+Words are compared folded (`text.fold`): lower case, Latin letters without their accents, and
+ligatures spelled out, in the query, titles, authors and summaries alike, so "Muller" finds
+"Müller" (and "Müller" finds "Muller"), and "fine-tuning" a title pasted as "ﬁne-tuning". The
+word index folds Latin accents the same way (`store.WORDS_TOKENIZER`).
 
 Like the digest: only items of sources the learner follows (`digest.following`), near-
 duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
@@ -64,7 +69,7 @@ from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, select
 from .roadmap import Roadmap
 from .store import ITEM_ID, Store, StoredItem, unwrap_ref
-from .text import mend_surrogates, shorten
+from .text import fold, mend_surrogates, shorten
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +164,7 @@ def _shown(query: str) -> str:
 @dataclass(frozen=True)
 class Word:
     text: str  # as typed, for "why"
-    stem: str  # lower case, without a plural "s": what SQLite looks for
+    stem: str  # folded (`text.fold`), without a plural "s": what SQLite looks for
     pattern: re.Pattern[str]  # the stem (and its plurals), not inside another word
     scan: re.Pattern[str]  # the same without the look-behind (see `_rows_matching`)
     whole: bool = True  # False: found inside longer words too (scripts written without spaces)
@@ -167,9 +172,10 @@ class Word:
     @property
     def indexed(self) -> bool:
         """Whether the store's word index answers for it as `pattern` would: a whole word
-        without a combining mark. Only lower() puts one in a word of the query: the Turkish
-        "İ" lowers to "i" and U+0307, where the index keeps "İ" as it is ("İstanbul" is
-        looked for in the start of each summary, as before the index)."""
+        without a combining mark. Folding takes the marks off Latin letters (as the index
+        does), not off others, and the index cuts words at those: "हिन्दी" and a Greek letter
+        written with a separate accent are looked for in the start of each summary, as
+        before the index."""
         return self.whole and not any(unicodedata.combining(c) for c in self.stem)
 
 
@@ -197,7 +203,7 @@ def query_words(query: str) -> list[Word]:
     digits: "3d", "gpt-4" stay whole), each once, at most `MAX_WORDS`."""
     out: dict[str, Word] = {}
     for tok in _TOKEN.findall(query):
-        low = tok.lower()
+        low = fold(tok)
         if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out:
             continue
         stem = low
@@ -208,7 +214,7 @@ def query_words(query: str) -> list[Word]:
             found = re.compile(re.escape(stem))
             out[low] = Word(tok, stem, found, found, whole=False)
         else:
-            # lower case, not IGNORECASE: the texts are lowered once. A hyphen of the query
+            # folded, not IGNORECASE: the texts are folded once. A hyphen of the query
             # matches a hyphen, a space or nothing: "self-attention" finds "self attention".
             literal = re.escape(stem).replace(r"\-", "[- ]?")
             tail = rf"{literal}(?:s|es)?(?!\w)"
@@ -235,7 +241,7 @@ def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Seq
     only in its summary (`SUMMARY_HIT`; see `_in_summaries`, `heads` are the summaries' first
     `SUMMARY_HEAD` characters).
 
-    Titles are searched as one lower-cased text (a match's offset tells its row): one regex
+    Titles are searched as one folded text (a match's offset tells its row): one regex
     scan per word, not one per row, which at 100,000 items is the difference between a tenth
     of a second and several. Summaries and authors are looked up in SQLite."""
     n = len(ids)
@@ -251,7 +257,7 @@ def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Seq
         if i is None:  # outside the candidates: an unfollowed source's, another --source's
             continue
         for k, w in enumerate(words):
-            names = [a for a in authors.split("\n") if a and w.pattern.search(a.lower())]
+            names = [a for a in authors.split("\n") if a and w.pattern.search(fold(a))]
             if names:
                 by_author[k][i] = names
     strong: list[np.ndarray] = []  # per word: rows with it in the title or an author
@@ -299,7 +305,7 @@ def _in_summaries(store: Store, words: Sequence[Word], heads: Sequence[str],
             found = [None] * len(words)
             break
         at = [row[i] for i, text in hits
-              if i in row and (not check or w.pattern.search(text.lower()))]
+              if i in row and (not check or w.pattern.search(fold(text)))]
         found[k] = np.unique(np.array(at, dtype=np.int64))
     rest = [k for k, f in enumerate(found) if f is None]
     texts = heads
@@ -336,7 +342,7 @@ def summary_query(w: Word) -> tuple[str, bool]:
     """The FTS5 query for the summaries that hold the word as `w.pattern` finds it (the stem,
     or it with "s" or "es"), and whether its hits must still be checked with `w.pattern`.
 
-    The index's words are runs of letters, digits and "_", lower-cased (`WORDS_TOKENIZER`): a
+    The index's words are runs of letters, digits and "_", folded (`WORDS_TOKENIZER`): a
     word that is one such run is looked up as it is, exactly. A word of runs joined by hyphens
     ("self-attention", "gpt-4"), each of which `w.pattern` lets be a hyphen, a space or
     nothing, is looked up as every way of joining its runs ("self attention", a phrase, and
@@ -368,7 +374,7 @@ def _rows_matching(words: Sequence[Word], texts: Sequence[str]) -> list[np.ndarr
     """For each word, the (sorted, unique) indices of the texts that hold it."""
     found: list[list[np.ndarray]] = [[] for _ in words]
     for first in range(0, len(texts), SCAN_CHUNK):
-        lowered = [t.lower() for t in texts[first:first + SCAN_CHUNK]]  # length may change
+        lowered = [fold(t) for t in texts[first:first + SCAN_CHUNK]]  # length may change
         starts = np.cumsum([0] + [len(t) + 1 for t in lowered[:-1]])
         blob = "\n".join(lowered)
         for k, w in enumerate(words):

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .items import Item, canonical_url, content_hash, item_id, split_arxiv_id
+from .text import fold
 
 DB_FILE = "feedbot.db"  # in $FEEDBOT_HOME
 
@@ -191,9 +192,12 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
 # summary that was indexed), which a trigger has exactly; an item without a key is left
 # alone. Meta `WORDS_INDEX` is 'fts5' while the index is kept.
 WORDS_INDEX = "search.words"
-WORDS_TOKENIZER = "unicode61 remove_diacritics 0 tokenchars '_'"  # words as search's \w+ cuts
-# (with `_separators()`): unicode61 knows Unicode 6.1 only, and keeps inside a word what \w+
-# cuts at: the emoji that came later ("LoRA🤗", "agents🤖"), some marks and symbols.
+# Words as search's \w+ cuts them (with `_separators()`: unicode61 knows Unicode 6.1 only, and
+# keeps inside a word what \w+ cuts at: the emoji that came later ("LoRA🤗", "agents🤖"), some
+# marks and symbols), folded as `text.fold` folds them: Latin letters without their accents,
+# so that "muller" finds "Müller" (remove_diacritics 2 also takes a separate combining accent
+# off its letter, where 1 keeps that word whole and unfound).
+WORDS_TOKENIZER = "unicode61 remove_diacritics 2 tokenchars '_'"
 _WORDS_TRIGGERS = {
     "summary_words_update": """
         CREATE TRIGGER summary_words_update AFTER UPDATE OF id, summary ON items
@@ -234,10 +238,10 @@ def _separators() -> str:
     this SQLite's unicode61 keeps inside one (its tables are of Unicode 6.1): the symbols and
     emoji added since (🤗 U+1F917, 🧠, 🤖), and some marks. Told to the tokenizer as separators,
     so that "LoRA🤗" in a post holds the word "lora" for the index as it does for the scan of
-    titles (and of summaries before the index). unicode61 takes none of the 25 combining
-    accents of Latin letters (U+0301 …) as a separator: a summary that writes "é" as "e" and
-    U+0301 keeps that word whole, found by neither "cafe" nor "café" (rare: the web writes
-    "é" as one character, and search composes the query so)."""
+    titles (and of summaries before the index). The 25 combining accents of Latin letters
+    (U+0301 …) are none of them: remove_diacritics 2 takes them off their letter, so a
+    summary that writes "é" as "e" and U+0301 holds the word "cafe", as `text.fold` makes
+    of the query "café"."""
     word = re.compile(r"\w")
     maybe = [c for c in map(chr, range(0x80, 0x30000))
              if unicodedata.category(c) not in ("Cn", "Co", "Cs") and not word.match(c)]
@@ -260,10 +264,20 @@ def _words_tokenizer() -> str:
 
 
 def _words_outdated(db: sqlite3.Connection) -> bool:
-    """Whether the word index was made before its tokenizer had separators (it cut "LoRA🤗"
-    as one word): rebuilt on open."""
+    """Whether the word index was made by an older feedbot, which cut or folded words
+    otherwise: before separators it kept "LoRA🤗" as one word, before remove_diacritics 2
+    "Müller" was no "muller". Rebuilt on open. (`_separators()` is computed only for an index
+    without any: 50 ms, at every open of the store otherwise.)"""
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'summary_words'").fetchone()
-    return row is not None and " separators " not in row[0] and bool(_separators())
+    return row is not None and (f'tokenize="{WORDS_TOKENIZER}' not in row[0]
+                                or " separators " not in row[0] and bool(_separators()))
+
+
+def _holds(text: str, words: str) -> bool:
+    """SQL `feedbot_holds(text, words)`: whether `text`, folded (`text.fold`), holds one of
+    `words` (folded, one per line) anywhere."""
+    low = fold(text)
+    return any(w in low for w in words.split("\n"))
 
 
 def _migrate_words(db: sqlite3.Connection) -> None:
@@ -467,6 +481,7 @@ class Store:
         self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
             self.db.row_factory = sqlite3.Row
+            self.db.create_function("feedbot_holds", 2, _holds, deterministic=True)
             self.db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 self.db.execute("PRAGMA journal_mode = WAL")
@@ -917,8 +932,10 @@ class Store:
     def author_matches(self, words: Sequence[str], since: datetime | None = None
                        ) -> Iterator[tuple[str, str]]:
         """(id, authors and person one per line) of the items since `since` whose authors or
-        person hold one of `words` anywhere (ASCII letters in any case): the caller checks
-        that a word stands whole."""
+        person hold one of `words` (folded: `text.fold`) anywhere: the caller checks that a
+        word stands whole. Names in ASCII are matched by SQLite's LIKE (ASCII letters in any
+        case); only the items with other letters in a name ("Müller", "Łukasz") are folded
+        first, one call of `_holds` each."""
         if not words:
             return
         where, args = _window(since)
@@ -926,9 +943,12 @@ class Store:
                             for col in ("authors", "person"))
         patterns = ["%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                     + "%" for w in words for _ in range(2)]
+        wide = " OR ".join(f"length(i.{col}) < length(CAST(i.{col} AS BLOB))"  # not ASCII
+                           for col in ("authors", "person"))
+        folded = f"({wide}) AND feedbot_holds(i.authors || char(10) || i.person, ?)"
         for iid, authors, person in self.db.execute(
-                f"SELECT i.id, i.authors, i.person FROM items i{where} AND ({likes})",
-                [*args, *patterns]):
+                f"SELECT i.id, i.authors, i.person FROM items i{where} AND ({likes} OR {folded})",
+                [*args, *patterns, "\n".join(words)]):
             names = json.loads(authors) if authors != "[]" else []
             yield iid, "\n".join([*names, person] if person else names)
 

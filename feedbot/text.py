@@ -137,3 +137,24 @@ def mend_surrogates(text: str) -> str:
     a terminal) and a JSON "\\ud800" as lone surrogates, which no UTF-8 output, tokenizer or
     SQLite text can hold."""
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+
+# Combining accents (U+0300–U+036F, the marks the decomposition of a Latin letter uses) after a
+# Latin letter: what `fold` takes off.
+_LATIN_MARKS = re.compile("(?<=[\x00-\u024f\u1e00-\u1eff])[\u0300-\u036f]+")
+
+
+def fold(text: str) -> str:
+    """`text` as search compares it: lower case, Latin letters without their accents
+    ("Müller" → "muller", also when the "ü" is a "u" and a combining mark) and compatibility
+    forms spelled out (the ligature "ﬁ" → "fi", full-width "Ｆ" → "f"). As SQLite's unicode61
+    tokenizer with remove_diacritics 2 does, so that a word folds the same here and in the
+    store's word index: a letter that is no base and a mark stays ("ł", "ø", "ß"), and so do
+    the marks of other scripts ("й" is not "и", "ά" keeps its accent). ASCII, most text, is
+    only lowered."""
+    low = text.lower()
+    if low.isascii():
+        return low
+    bare = _LATIN_MARKS.sub("", unicodedata.normalize("NFKD", low))
+    return unicodedata.normalize("NFC", bare).lower()  # NFKD may bring capitals back ("ℌ")

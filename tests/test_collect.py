@@ -408,8 +408,10 @@ def test_a_huge_retry_after_blocks_a_source_for_a_week_at_most(server: LocalServ
 
 
 def test_a_retry_after_date_is_shown_and_honoured(server: LocalServer, tmp_path: Path) -> None:
-    """Told only "HTTP 503", the user could not know why the source then sat out every run."""
-    until = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    """Told only "HTTP 503", the user could not know why the source then sat out every run.
+    (On the collection's clock: a date from the real clock passed the 7-day cap on 2026-11-27,
+    a week after `NOW`, and the test failed.)"""
+    until = NOW + timedelta(hours=2)
     busy = server.add("/busy", status=503, body=b"",
                       headers={"Retry-After": email.utils.format_datetime(until, usegmt=True)})
     past = server.add("/past", status=503, body=b"",
@@ -420,7 +422,7 @@ def test_a_retry_after_date_is_shown_and_honoured(server: LocalServer, tmp_path:
     assert reports["Past"].line() == "Past: error: HTTP 503 Service Unavailable"
     assert store.source_state("Busy").retry_after == until
     (again,) = collect(feeds_config({"Busy": busy}), store,  # type: ignore[arg-type]
-                       now=datetime.now(UTC), due_only=True)
+                       now=NOW + timedelta(hours=1), due_only=True)
     assert again.status == "skipped" and len(server.hits("/busy")) == 1
 
 

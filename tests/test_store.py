@@ -595,6 +595,35 @@ def test_a_word_index_that_kept_emoji_in_words_is_made_again_on_open(tmp_path: P
     s.close()
 
 
+def test_a_word_index_that_kept_accents_is_made_again_on_open(tmp_path: Path) -> None:
+    """The index of the feedbot before kept accents (remove_diacritics 0): "muller" found no
+    summary naming Müller, where search now folds the query to "muller". On the next open
+    the index is made again with accents folded, once: a second open keeps it."""
+    from feedbot.store import _words_tokenizer
+
+    path = tmp_path / "f.db"
+    s = Store(path)
+    blog = Item("Post", "https://e.org/p", "Blog", summary="After Müller and Rényi (2019).")
+    s.upsert_items([blog], NOW)
+    old = _words_tokenizer().replace("remove_diacritics 2", "remove_diacritics 0")
+    with s.transaction() as db:  # the index as the feedbot before this one made it
+        db.execute("DROP TABLE summary_words")
+        db.execute("CREATE VIRTUAL TABLE summary_words USING fts5(summary, content='', "
+                   f"tokenize=\"{old}\")")
+        db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
+                   "item_keys k JOIN items i ON i.id = k.id")
+    assert words(s, "muller") == [] and words(s, "müller") == [blog.id]
+    s.close()
+    s = Store(path)
+    assert words(s, "muller") == words(s, "renyi") == [blog.id] and indexed(s) == 1
+    assert not s._words_stale()  # not made again at every open
+    s.close()
+    s = Store(path)
+    s.upsert_items([Item("Post", "https://e.org/p", "Blog", summary="Now Erdős.")], NOW)
+    assert words(s, "muller") == [] and words(s, "erdos") == [blog.id] and indexed(s) == 1
+    s.close()
+
+
 def test_processes_opening_a_database_being_migrated_to_9_index_each_item_once(
         tmp_path: Path) -> None:
     """As with the other migrations, the write lock decides who migrates; the others wait
