@@ -148,8 +148,9 @@ def test_dry_run_changes_nothing(store: Store, feedbot_env: Path) -> None:
 def test_other_models_vectors_go_only_when_asked(store: Store,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEEDBOT_EMBED_BACKEND", "fp32")  # the cache key without the model
-    item = post("recent", NOW)
-    store.upsert_items([item], NOW)
+    now = datetime.now(UTC)  # the command's clock (from NOW, the item is old a year later)
+    item = post("recent", now)
+    store.upsert_items([item], now)
     h = content_hash(item.embed_text)
     for model in (DEFAULT_MODEL, "old-model", f"{DEFAULT_MODEL}#onnx-int8"):
         store.put_vectors(model, {h: np.ones(8)})
@@ -378,9 +379,10 @@ def test_words_are_found_in_the_right_summaries_after_a_prune_and_its_vacuum(
            for i in range(300)]
     new = [Item(f"New {i}", f"https://e.org/new/{i}", "Blog", summary=f"{tail} newword{i}")
            for i in range(300)]
+    now = datetime.now(UTC)  # the command's clock
     for a, b in zip(old, new, strict=True):  # interleaved: deletes leave holes in the rowids
         store.upsert_items([a], LONG_AGO)
-        store.upsert_items([b], NOW)
+        store.upsert_items([b], now)
     result = cli("prune")
     assert result.exit_code == 0 and "removed 300 items" in result.output, result.output
     assert " → " in result.output  # vacuumed
@@ -388,7 +390,7 @@ def test_words_are_found_in_the_right_summaries_after_a_prune_and_its_vacuum(
         assert store.summary_matches(f'"newword{i}"') == [(new[i].id, "")]
         assert store.summary_matches(f'"oldword{i}"') == []
     late = Item("Late", "https://e.org/late", "Blog", summary=f"{tail} lateword")
-    store.upsert_items([late], NOW)
+    store.upsert_items([late], now)
     assert store.summary_matches('"lateword"') == [(late.id, "")]
 
 
