@@ -26,10 +26,9 @@ summaries whose start shows such a script are read whole for them, `_whole_unspa
 words with a combining mark the index cuts at (see `Word.indexed`), and for every word where
 this SQLite has no FTS5 (some distributions build it without).
 
-Words are compared folded (`text.fold`): lower case, Latin letters without their accents, and
-ligatures spelled out, in the query, titles, authors and summaries alike, so "Muller" finds
-"Müller" (and "Müller" finds "Muller"), and "fine-tuning" a title pasted as "ﬁne-tuning". The
-word index folds Latin accents the same way (`store.WORDS_TOKENIZER`).
+Words are compared folded (`text.fold`): lower case, Latin letters without their accents, in
+the query, titles, authors and summaries alike, so "Muller" finds "Müller" (and "Müller" finds
+"Muller"). The word index folds them the same way (`store.WORDS_TOKENIZER`).
 
 Like the digest: only items of sources the learner follows (`digest.following`), near-
 duplicates collapsed into one entry that lists their sources (`rank.select`), and the entries
@@ -172,10 +171,9 @@ class Word:
     @property
     def indexed(self) -> bool:
         """Whether the store's word index answers for it as `pattern` would: a whole word
-        without a combining mark. Folding takes the marks off Latin letters (as the index
-        does), not off others, and the index cuts words at those: "हिन्दी" and a Greek letter
-        written with a separate accent are looked for in the start of each summary, as
-        before the index."""
+        without a combining mark. The query is composed (NFC) and folded first, so few words
+        keep one (some Arabic presentation forms); the index would cut the word there, so it
+        is looked for in the start of each summary, as before the index."""
         return self.whole and not any(unicodedata.combining(c) for c in self.stem)
 
 

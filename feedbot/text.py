@@ -140,21 +140,24 @@ def mend_surrogates(text: str) -> str:
 
 
 
-# Combining accents (U+0300–U+036F, the marks the decomposition of a Latin letter uses) after a
-# Latin letter: what `fold` takes off.
-_LATIN_MARKS = re.compile("(?<=[\x00-\u024f\u1e00-\u1eff])[\u0300-\u036f]+")
+# The combining accents that Latin letters decompose into (NFD), which SQLite's unicode61
+# tokenizer with remove_diacritics 2 takes off a letter (25 of U+0300–U+036F; it cuts words at
+# the other marks), and what holds them: `fold` works on text where `_FOLDABLE` finds one.
+_MARKS = "\u0300-\u0304\u0306-\u030c\u030f\u0311\u031b\u0323-\u0328\u032d\u032e\u0330\u0331"
+_LATIN_MARKS = re.compile(f"(?<=[\x00-\u024f\u1e00-\u1eff])[{_MARKS}]+")
+_FOLDABLE = re.compile(f"[\u00c0-\u024f\u1e00-\u1eff{_MARKS}]")
 
 
 def fold(text: str) -> str:
-    """`text` as search compares it: lower case, Latin letters without their accents
-    ("Müller" → "muller", also when the "ü" is a "u" and a combining mark) and compatibility
-    forms spelled out (the ligature "ﬁ" → "fi", full-width "Ｆ" → "f"). As SQLite's unicode61
-    tokenizer with remove_diacritics 2 does, so that a word folds the same here and in the
-    store's word index: a letter that is no base and a mark stays ("ł", "ø", "ß"), and so do
-    the marks of other scripts ("й" is not "и", "ά" keeps its accent). ASCII, most text, is
+    """`text` as search compares it: lower case, and Latin letters without their accents
+    ("Müller" → "muller", also when the "ü" is a "u" and a combining mark; "İ" → "i"), as
+    SQLite's unicode61 tokenizer with remove_diacritics 2 folds the words of the store's index
+    of summaries, so that a word folds alike in a title, an author, the start of a summary
+    and the index. Letters that are no letter and an accent stay ("ł", "ø", "ß"), as they do
+    there; so do ligatures and other compatibility forms ("ﬁ", "™", "²"), which the index
+    keeps as they are. Text without a Latin letter beyond ASCII or an accent, most text, is
     only lowered."""
     low = text.lower()
-    if low.isascii():
+    if low.isascii() or not _FOLDABLE.search(low):
         return low
-    bare = _LATIN_MARKS.sub("", unicodedata.normalize("NFKD", low))
-    return unicodedata.normalize("NFC", bare).lower()  # NFKD may bring capitals back ("ℌ")
+    return unicodedata.normalize("NFC", _LATIN_MARKS.sub("", unicodedata.normalize("NFD", low)))
