@@ -1,5 +1,5 @@
-"""Plain-text helpers: HTML to text, link extraction, shortening, lone surrogates mended. Pure
-functions, stdlib only."""
+"""Plain-text helpers: HTML to text, link extraction, shortening, lone surrogates mended,
+folding for search. Pure functions, stdlib only."""
 
 from __future__ import annotations
 
@@ -137,7 +137,6 @@ def mend_surrogates(text: str) -> str:
     a terminal) and a JSON "\\ud800" as lone surrogates, which no UTF-8 output, tokenizer or
     SQLite text can hold."""
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
-
 
 
 # The combining accents that Latin letters decompose into (NFD), which SQLite's unicode61
