@@ -101,8 +101,8 @@ SUMMARY_HIT = 0.5  # a word found only in the summary counts half a title or aut
 MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a query)
 SUMMARY_HEAD = 400  # characters of a summary scanned for words the word index cannot answer
 _TOKEN = re.compile(r"\w(?:[\w+#]|[-.'’](?=\w))*", re.UNICODE)
-_STOP_WORDS = """a about above after again all also am an and any are as at be been before
-being below between both but by can could did do does doing down during each few for from
+_STOP_WORDS = """a about above after again al all also am an and any are as at be been before
+being below between both but by can could did do does doing down during each et few for from
 further had has have having he her here hers him his how i if in into is it its itself just me
 more most my no nor not now of off on once only or other our out over own paper papers post
 same she should so some such than that the their them then there these they this those through
@@ -196,17 +196,29 @@ def _plural(tok: str) -> bool:
     return tok.islower() or tok[:-1].isupper() or tok[-2].isupper()  # "NeRFs", "ViTs"
 
 
+def _sentence_start(first: str, rest: Sequence[str]) -> bool:
+    """Whether the query's first word is capitalised only as the start of a sentence: a word
+    of lower case after the capital, and a word of the rest of the query in lower case that
+    says something (not a stop word: "Williams et al" is a name)."""
+    return first[:1].isupper() and first[1:].islower() and any(
+        t.islower() and t not in _STOP and len(t) > 1 for t in rest)
+
+
 def query_words(query: str) -> list[Word]:
     """The words of the query worth looking up: no stop words, no one-letter words (but
-    digits: "3d", "gpt-4" stay whole), each once, at most `MAX_WORDS`."""
+    digits: "3d", "gpt-4" stay whole), each once, at most `MAX_WORDS`. A first word
+    capitalised as a sentence starts ("Transformers for tables", as a phone writes it) is
+    taken as in lower case when another word of the query is: a plural then, not a name."""
     out: dict[str, Word] = {}
-    for tok in _TOKEN.findall(query):
+    tokens = _TOKEN.findall(query)
+    for n, tok in enumerate(tokens):
         low = fold(tok)
         if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out:
             continue
         stem = low
+        cased = tok.lower() if n == 0 and _sentence_start(tok, tokens[1:]) else tok
         if len(low) > 3 and low.endswith("s") and not low.endswith(("ss", "us", "is", "os")) \
-                and _plural(tok):
+                and _plural(cased):
             stem = low[:-1]  # "transformers" finds "transformer" too
         if _UNSPACED.search(low):
             found = re.compile(re.escape(stem))

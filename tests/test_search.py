@@ -138,6 +138,26 @@ def test_a_capitalised_name_or_news_is_not_taken_for_a_plural(fake_emb: Any) -> 
                                                                  "pandas"]
 
 
+def test_a_query_in_sentence_case_finds_the_singular_of_its_first_word(fake_emb: Any) -> None:
+    """A phone capitalises the first word: "Transformers for tables" took "Transformers" for
+    a name and found no "transformer". A first word in sentence case before a word in lower
+    case is a plural again; a name alone, with another name or with "et al" stays a name."""
+    lib = [post("A transformer for table understanding", "Rows and columns."),
+           post("Embodied agents", "Robots that talk.", authors=("Iwan Williams",)),
+           post("Motion in videos", "Optical flow.", authors=("William T. Freeman",))]
+    store = stored(Store(":memory:"), fake_emb, lib)
+    found = find(store, fake_emb, "Transformers for tables")
+    assert found.items[0].title == lib[0].title
+    assert found.items[0].why.startswith("“Transformers”, “tables” in the title")
+    stems = {q: [w.stem for w in query_words(q)] for q in (
+        "Transformers for tables", "Williams", "Williams Freeman", "Williams et al.",
+        "Adams optimizer", "LLMs for code")}
+    assert stems == {"Transformers for tables": ["transformer", "table"],
+                     "Williams": ["williams"], "Williams Freeman": ["williams", "freeman"],
+                     "Williams et al.": ["williams"], "Adams optimizer": ["adam", "optimizer"],
+                     "LLMs for code": ["llm", "code"]}
+
+
 @pytest.mark.parametrize("ref", ["2106.09685", "arXiv:2106.09685v2",
                                  "https://arxiv.org/abs/2106.09685v1",
                                  "<https://arxiv.org/pdf/2106.09685>"])
