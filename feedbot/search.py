@@ -455,8 +455,6 @@ def _embedded(store: Store, embedder: Embedder, now: datetime, since: timedelta 
         return False
 
 
-
-
 def readable(query: str) -> str:
     """The query as text every part of the search takes: bytes a terminal sent that were not
     UTF-8 (Python keeps each as a lone surrogate, which the tokenizer and SQLite refuse) become
