@@ -77,7 +77,7 @@ def methods() -> dict[str, Method]:
         for w in (0.0, 0.25, 0.5):
             m[f"stage-centred {how} + linear contrast {w:g}"] = _stage_centred(how, w)
     m["stage-centred mix + hinge contrast 0.5 (feedbot)"] = \
-        lambda X, sv: hinge(stage_fit(X, sv)[0], 0.5)
+        lambda X, sv: hinge(stage_fit(X, sv), 0.5)
     return m
 
 

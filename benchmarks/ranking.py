@@ -514,7 +514,7 @@ def misses(st: Setup, pools: list[np.ndarray], top: int = 8) -> str:
         lines.append(f"- `{s}`: {n} of {K * len(pools)} top-{K} places go to papers without "
                      f"its categories, {len(wrong)} different papers" + (":" if n else ""))
         if wrong:
-            fit = stage_fit(st.X[list(wrong)], st.sv)[0]
+            fit = stage_fit(st.X[list(wrong)], st.sv)
             best = dict(zip(wrong, fit.argmax(axis=1), strict=True))
             for i, c in wrong.most_common(top):
                 p = st.papers[i]

@@ -197,12 +197,11 @@ FIT_CHUNK = 8192  # rows of X scored at a time
 FIT_BLOCK = 32  # FIT_CHUNK is a multiple of it
 
 
-def stage_fit(X: np.ndarray, sv: StageVectors) -> tuple[np.ndarray, np.ndarray]:
-    """Fit of every item to every stage, and the best-matching text of each stage.
+def stage_fit(X: np.ndarray, sv: StageVectors) -> np.ndarray:
+    """Fit of every item to every stage, (n, S).
 
     In the stage-centred space: fit[i, s] = mean of (similarity to the stage centroid, mean of
-    the top-3 similarities to the stage's texts). Returns (fit (n, S), best_row (n, S) index
-    into that stage's labels).
+    the top-3 similarities to the stage's texts). Which text an entry names is `_label`'s.
     """
     centre, rows = _centred(sv)
     return _fit(X, rows, centre)
@@ -226,13 +225,12 @@ def _slots(at: np.ndarray) -> np.ndarray:
 
 
 def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
-         at: np.ndarray | None = None, canonical: bool = True
-         ) -> tuple[np.ndarray, np.ndarray]:
+         at: np.ndarray | None = None, canonical: bool = True) -> np.ndarray:
     """`stage_fit` for the stages whose (centred) texts are `rows`.
 
     Every stage's texts sit in one padded block (stage × widest stage), the padding at -inf,
-    so the top 3 and the best text of all stages come from one partition and one argmax per
-    chunk rather than one per stage (100,000 items: 0.44 s → 0.36 s on 2 cores).
+    so the top 3 of all stages come from one partition per chunk rather than one per stage
+    (100,000 items: 0.44 s → 0.36 s on 2 cores, with an argmax per chunk since dropped).
 
     at: fit only these rows of X, in this order (default: all). Row i is scored at place
     i % FIT_BLOCK of a FIT_BLOCK-row product (see FIT_BLOCK), so its fit has the same bits
@@ -253,7 +251,7 @@ def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
         np.stack([_unit_rows(r.mean(axis=0)) for r in rows]).astype(np.float32).T)
     shift = centre.astype(np.float32) if centre is not None else None
 
-    def block_fit(Xc: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    def block_fit(Xc: np.ndarray, block: int) -> np.ndarray:
         """The fit of Xc's rows (re-centred already; normalised here, in place), one product
         per `block` rows."""
         if shift is not None:
@@ -265,21 +263,19 @@ def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
         top = np.partition(sims, width - 3, axis=2)[:, :, width - 3:]
         top_sum = np.where(top == -np.inf, 0.0, top).sum(axis=2)  # NaN stays NaN
         cos = np.matmul(Xb, centroids).reshape(-1, S)
-        return 0.5 * cos + 0.5 * top_sum / k, sims.argmax(axis=2)
+        return 0.5 * cos + 0.5 * top_sum / k
 
     if not canonical:  # rows in order, one product per chunk
         fit = np.empty((n, S), dtype=np.float32)
-        best = np.empty((n, S), dtype=np.int32)
         for a in range(0, n, FIT_CHUNK):  # in chunks: bounded memory, cache-friendly
             Xc = X[a:a + FIT_CHUNK].astype(np.float32)  # a copy: normalised in place
             if shift is not None:
                 Xc -= shift
-            fit[a:a + len(Xc)], best[a:a + len(Xc)] = block_fit(Xc, len(Xc))
-        return fit, best
+            fit[a:a + len(Xc)] = block_fit(Xc, len(Xc))
+        return fit
     at = np.arange(n) if at is None else np.asarray(at)
     n = len(at)
     fit = np.empty((n, S), dtype=np.float32)
-    best = np.empty((n, S), dtype=np.int32)
     slots = _slots(at)
     held = np.full(-(-(int(slots.max(initial=-1)) + 1) // FIT_BLOCK) * FIT_BLOCK, -1,
                    dtype=np.intp)
@@ -291,9 +287,8 @@ def _fit(X: np.ndarray, rows: Sequence[np.ndarray], centre: np.ndarray | None,
         Xc = X[np.where(src >= 0, at[src], 0)].astype(np.float32, copy=False)
         if shift is not None:
             Xc -= shift
-        f, b = block_fit(Xc, FIT_BLOCK)
-        fit[src[real]], best[src[real]] = f[real], b[real]
-    return fit, best
+        fit[src[real]] = block_fit(Xc, FIT_BLOCK)[real]
+    return fit
 
 
 PRUNE_MIN = 4 * SELECT_POOL  # fewer candidates than this: fit every one to every stage
@@ -307,7 +302,7 @@ def _weighted(weights: Ranking, parts: dict[str, np.ndarray]) -> np.ndarray:
 
 def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
                 simple: dict[str, np.ndarray], weights: Ranking, margin: float
-                ) -> tuple[np.ndarray, np.ndarray] | None:
+                ) -> np.ndarray | None:
     """`stage_fit` of the rows that can still reach the selection pool, NaN for the others;
     None where that would be most rows (then fit them all).
 
@@ -329,8 +324,8 @@ def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
     n = len(X)
     top = np.argpartition(-upper, SELECT_POOL)[:SELECT_POOL]
     centre, texts = _centred(sv)
-    top_fit, top_best = _fit(X, texts, centre, at=top)
-    own, contrast, _ = _own_and_contrast(top_fit, top_best, s)
+    top_fit = _fit(X, texts, centre, at=top)
+    own, contrast = _own_and_contrast(top_fit, s)
     exact = _weighted(weights, {"similarity": own, "contrast": contrast,
                                 **{k: v[top] for k, v in simple.items()}})
     if not (np.isfinite(upper).all() and np.isfinite(exact).all()):
@@ -342,37 +337,34 @@ def _contenders(X: np.ndarray, sv: StageVectors, s: int, upper: np.ndarray,
     if len(rows) > n // 2:
         return None
     fit = np.full((n, len(texts)), np.nan, dtype=np.float32)
-    best = np.zeros((n, len(texts)), dtype=np.int32)
-    fit[top], best[top] = top_fit, top_best  # the same bits as fitted with the others
+    fit[top] = top_fit  # the same bits as fitted with the others
     rest = rows[~np.isin(rows, top)]
-    fit[rest], best[rest] = _fit(X, texts, centre, at=rest)
-    return fit, best
+    fit[rest] = _fit(X, texts, centre, at=rest)
+    return fit
 
 
 def stage_own(X: np.ndarray, sv: StageVectors, s: int) -> np.ndarray:
-    """Every item's fit to stage s alone (`stage_fit(X, sv)[0][:, s]` up to float rounding)."""
+    """Every item's fit to stage s alone (`stage_fit(X, sv)[:, s]` up to float rounding)."""
     centre, rows = _centred(sv)
-    return _fit(X, [rows[s]], centre, canonical=False)[0][:, 0]  # for a bound: bits may vary
+    return _fit(X, [rows[s]], centre, canonical=False)[:, 0]  # for a bound: bits may vary
 
 
 def stage_scores(X: np.ndarray, sv: StageVectors, stage_id: str
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(similarity, contrast, best text row) of every item for one stage.
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(similarity, contrast) of every item for one stage.
 
     contrast = -max(0, best other stage's fit - this stage's fit): zero when this stage fits
     the item best, negative by how much another stage fits it better.
     """
-    fit, best = stage_fit(X, sv)
-    return _own_and_contrast(fit, best, sv.index(stage_id))
+    return _own_and_contrast(stage_fit(X, sv), sv.index(stage_id))
 
 
-def _own_and_contrast(fit: np.ndarray, best: np.ndarray, s: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _own_and_contrast(fit: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     own = fit[:, s]
     others = np.delete(fit, s, axis=1)
     # min(0, own - best other), not -max(0, …): a 0 that prints as -0.000 in --explain
     contrast = np.minimum(0.0, own - others.max(axis=1)) if others.shape[1] else 0.0 * own
-    return own, contrast.astype(np.float32), best[:, s]
+    return own, contrast.astype(np.float32)
 
 
 def _fits_better(X: np.ndarray, fit: np.ndarray, sv: StageVectors, s: int, i: int,
@@ -496,8 +488,8 @@ def rank(
         # only the contenders are fitted to every stage; the rest stay NaN, scored -inf
         pruned = _contenders(X, sv, s, upper, simple, weights,
                              1.5 * abs(weights.level) * factor)
-    fit, best_rows = stage_fit(X, sv) if pruned is None else pruned
-    own, contrast, _ = _own_and_contrast(fit, best_rows, s)
+    fit = stage_fit(X, sv) if pruned is None else pruned
+    own, contrast = _own_and_contrast(fit, s)
     parts = {"similarity": own, "contrast": contrast, **simple}
     total = _weighted(weights, parts)
     if pruned is not None:

@@ -59,7 +59,7 @@ def test_a_cnn_paper_ranks_first_for_cnn_and_an_nlp_paper_for_nlp(vectors: Any) 
 
 def test_an_nlp_paper_using_convolutions_belongs_to_nlp(vectors: Any) -> None:
     X, sv = vectors
-    fit, _ = stage_fit(X, sv)
+    fit = stage_fit(X, sv)
     assert sv.ids[int(fit[0].argmax())] == "cnn"
     assert sv.ids[int(fit[1].argmax())] == "nlp"
     assert sv.ids[int(fit[2].argmax())] == "nlp"
