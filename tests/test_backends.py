@@ -714,6 +714,7 @@ def test_a_stale_export_in_use_or_used_recently_is_kept(tmp_path: Path) -> None:
     assert _names(backends.models_dir()) == [recent.name]  # the lock files went with them
 
 
+@pytest.mark.real_clock  # file times against the clock: see tests/clock_ahead.py
 def test_loading_an_export_marks_it_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`_open_export` holds the shared lock while it reads, and touches the directory."""
     _fake_steps(monkeypatch)

@@ -490,6 +490,7 @@ def test_saved_models_no_digest_can_use_go_once_unused_for_a_week(store: Store,
                                  other_stages=0.1).model.key == m.key
 
 
+@pytest.mark.real_clock  # file times against the clock: see tests/clock_ahead.py
 def test_a_model_being_loaded_or_used_lately_is_never_removed(store: Store,
                                                              fake_emb: Any) -> None:
     from feedbot.locks import shared

@@ -300,6 +300,7 @@ class Month:
         return answer
 
 
+@pytest.mark.real_clock  # file times against the clock: see tests/clock_ahead.py
 @pytest.mark.parametrize("place", [("Europe/Berlin", "08:00"), ("America/New_York", "23:30")],
                          ids=["berlin-0800", "new-york-2330"])
 async def test_a_month_of_daily_use(api: FakeBotAPI, server: LocalServer, tmp_path: Path,
