@@ -50,7 +50,7 @@ def test_the_tests_and_their_subprocesses_run_days_ahead(tmp_path: Path,
         assert 400 <= ahead < 400.1, (where, ahead)
 
 
-def test_a_bad_number_of_days_is_one_line(tmp_path: Path) -> None:
+def test_a_bad_number_of_days_is_one_line() -> None:
     done = subprocess.run([sys.executable, str(TOOL), "soon"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr == "clock_ahead: not a number of days: 'soon'\n"
