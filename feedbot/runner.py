@@ -18,7 +18,8 @@ loop thread writes nothing:
 - one worker thread owns a `Store` and the embedder, and does the heavy synchronous part
   (embedding, ranking) so the bot keeps answering meanwhile;
 - the loop thread's own `Store` only reads, and little: when to collect a source next at
-  start and after a sources.yaml edit, when the last prune and digest were. In WAL mode a
+  start, after a sources.yaml edit and before each digest, when the last prune and digest
+  were. In WAL mode a
   read does not wait for a writer.
 WAL mode and the store's busy timeout let the connections write the same file; one worker
 keeps the model on one thread and ranking runs one at a time.
@@ -56,7 +57,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import numpy as np
 
-from .collect import adopt_renamed, collect_async, is_due
+from .collect import adopt_renamed, collect_async, is_due, jitter
 from .config import Config, ConfigError, SourceSpec
 from .digest import Digest, DigestEntry, utcnow
 from .embed import Embedder
@@ -65,8 +66,11 @@ from .pipeline import embed_pending, make_digest, source_health
 from .prune import PruneReport
 from .roadmap import Roadmap
 from .scheduler import (
+    FRESH_LEAD,
+    FRESH_SPREAD,
     Jobs,
     after_run_floor,
+    collect_before_digest,
     due_digest_day,
     next_collect_time,
     next_digest_time,
@@ -82,6 +86,7 @@ T = TypeVar("T")
 
 DIGEST_JOB, TICK_JOB, WATCH_JOB = "digest", "digest-tick", "watch-sources"
 PRUNE_JOB = "prune"
+FRESH_JOB = "collect-before-digest"
 PRUNED_AT = "prune.last"  # meta: when `feedbot run` last pruned (ISO time)
 # A runner that never lives to the quiet time (restarted every few hours, a laptop asleep at
 # night) prunes this soon after starting when the last prune is older than PRUNE_OVERDUE.
@@ -468,7 +473,48 @@ class Runner:
         learner = self.settings.config.learner
         when = next_digest_time(self.now(), learner.digest_time, learner.timezone)
         self.jobs.at(DIGEST_JOB, when, self._digest_job)
+        self.schedule_fresh()
         return when
+
+    def schedule_fresh(self) -> datetime | None:
+        """Arm the collection before the digest: FRESH_LEAD before the next digest time that
+        is at least that far ahead (see `collect_before_digest`)."""
+        if self.app is None:
+            return None
+        learner = self.settings.config.learner
+        slot = next_digest_time(self.now() + FRESH_LEAD, learner.digest_time, learner.timezone)
+        self.jobs.at(FRESH_JOB, slot - FRESH_LEAD, self._fresh_job)
+        return slot - FRESH_LEAD
+
+    async def _fresh_job(self) -> None:
+        try:
+            self.collect_before_digest()
+        except Exception as e:  # never stops the bot: the collections keep their own times
+            log.warning("could not bring the collections forward before the digest (%s: %s)",
+                        type(e).__name__, e)
+        finally:
+            if self._started:
+                self.schedule_fresh()
+
+    def collect_before_digest(self) -> list[str]:
+        """Bring forward, to within FRESH_SPREAD seconds from now, the collection of each
+        source that `scheduler.collect_before_digest` says to collect before the next digest;
+        the names of those sources."""
+        now = self.now()
+        learner = self.settings.config.learner
+        slot = next_digest_time(now, learner.digest_time, learner.timezone)
+        moved = []
+        for spec in self.settings.config.sources():
+            job = f"collect:{spec.name}"
+            if collect_before_digest(self.store.source_state(spec.name), spec.interval,
+                                     spec.kind, self.jobs.next_run(job), now, slot):
+                when = now + timedelta(seconds=abs(jitter(FRESH_SPREAD, 1.0)))
+                self.jobs.at(job, when, self.collect_source, spec.name)
+                moved.append(spec.name)
+        if moved:
+            log.info("collecting %d source(s) before the digest at %s", len(moved),
+                     f"{slot:%H:%M} UTC")
+        return moved
 
     async def _digest_job(self) -> None:
         try:

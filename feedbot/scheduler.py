@@ -113,6 +113,31 @@ def next_collect_time(state: SourceState, interval: float, now: datetime, *,
     return base + timedelta(seconds=abs(jitter(spread, 1.0, rng)))
 
 
+# Before each digest, every source whose next collection would come after it is collected
+# (within FRESH_SPREAD seconds from FRESH_LEAD before the digest), so that the digest has what
+# was published in the hours before it; see `collect_before_digest`.
+FRESH_LEAD = timedelta(minutes=20)
+FRESH_SPREAD = 300.0
+DAY = 86400.0
+
+
+def collect_before_digest(state: SourceState, interval: float, kind: str,
+                          next_run: datetime | None, now: datetime, slot: datetime) -> bool:
+    """Whether to collect a source now, ahead of the digest at `slot`: its next collection
+    (`next_run`; None: running now, or not scheduled) comes after the digest; it is collected
+    at least daily (a weekly source stays weekly); it is neither failing (its back-off stands)
+    nor asked by its server to wait; and its last try is older than a quarter of its interval
+    (collected an hour before the digest, it is fresh enough). Not for X accounts: the X API
+    counts every request against a monthly quota. One extra request a day at most: the next
+    collections then count from this one."""
+    if kind == "x" or next_run is None or next_run <= slot or interval > DAY:
+        return False
+    if state.failures or (state.retry_after is not None and state.retry_after > now):
+        return False
+    last = state.last_attempt
+    return last is None or now - last >= timedelta(seconds=interval / 4)
+
+
 def after_run_floor(now: datetime, interval: float, ran: bool) -> datetime:
     """The earliest next run after a job: a full interval when nothing ran (source switched
     off), else a minimum gap so a confused state can never make a hot loop."""

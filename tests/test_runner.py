@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from feedbot.runner import DIGEST_JOB, PRUNE_JOB, PRUNED_AT, TICK_JOB, WATCH_JOB
-from feedbot.scheduler import next_digest_time, next_prune_time
+from feedbot.runner import DIGEST_JOB, FRESH_JOB, PRUNE_JOB, PRUNED_AT, TICK_JOB, WATCH_JOB
+from feedbot.scheduler import FRESH_LEAD, FRESH_SPREAD, next_digest_time, next_prune_time
 from feedbot.store import Store
 
 from .fake_bot_api import (
@@ -93,6 +93,42 @@ async def test_collect_then_daily_digest_at_local_time_never_repeats(
         second = ids_sent(api)[3:]
         assert len(second) == 3 and not set(second) & set(first)
         assert len(set(first + second)) == 6
+
+
+async def test_sources_due_after_the_digest_are_collected_before_it(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """What a blog posted in the night reaches the morning digest: 20 minutes before the
+    digest time, a source whose next collection would come after the digest is collected now
+    (within 5 minutes); one collected lately or weekly keeps its time; the collection moved
+    runs, and the next counts from it; the job comes again the next day."""
+    names = ("Stale", "Recent", "Weekly")
+    urls = {n: server.add(f"/{n.lower()}.xml", body=atom_feed(feed_entries(2))) for n in names}
+    sources = write_sources(tmp_path / "sources.yaml", blogs=tuple(urls.items()))
+    weekly = f"    url: {urls['Weekly']}\n"
+    sources.write_text(sources.read_text().replace(weekly, weekly + "    interval: 7d\n"))
+    with Store.open(feedbot_env) as store:
+        store.record_success("Stale", SLOT - timedelta(hours=5))  # next: the digest + 1 h
+        store.record_success("Recent", SLOT - timedelta(minutes=50))  # 30 min old at the lead
+        store.record_success("Weekly", SLOT - timedelta(days=2))
+    clock = Clock(SLOT - timedelta(hours=3))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        lead = SLOT - FRESH_LEAD
+        assert runner.jobs.next_run(FRESH_JOB) == lead
+        before = {n: runner.jobs.next_run(f"collect:{n}") for n in names}
+        assert all(t > SLOT for t in before.values()), before
+        clock.t = lead
+        await runner._fresh_job()  # what the scheduler fires at that instant
+        after = {n: runner.jobs.next_run(f"collect:{n}") for n in names}
+        assert lead <= after["Stale"] <= lead + timedelta(seconds=FRESH_SPREAD)
+        assert {n: after[n] for n in ("Recent", "Weekly")} == {
+            n: before[n] for n in ("Recent", "Weekly")}
+        assert runner.jobs.next_run(FRESH_JOB) == lead + timedelta(days=1)
+        clock.t = after["Stale"]
+        await runner.collect_source("Stale")  # what the scheduler fires then
+        assert len(server.hits("/stale.xml")) == 1 and not server.hits("/recent.xml")
+        assert runner.jobs.next_run("collect:Stale") >= clock() + timedelta(hours=6)
+        await runner._fresh_job()  # run again (a restart): nothing more to bring forward
+        assert runner.collect_before_digest() == []
 
 
 async def test_digest_job_fires_at_local_time_across_the_dst_change(

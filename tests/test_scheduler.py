@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from feedbot.scheduler import (
+    FRESH_LEAD,
     Jobs,
     after_run_floor,
+    collect_before_digest,
     digest_slot,
     due_digest_day,
     next_collect_time,
@@ -170,6 +172,35 @@ def test_failures_back_off_and_retry_after_wins() -> None:
     assert NOW + timedelta(minutes=10) <= t <= NOW + timedelta(minutes=25)
     told = SourceState("s", last_attempt=NOW, failures=1, retry_after=NOW + timedelta(hours=2))
     assert next_collect_time(told, 6 * HOUR, NOW) >= NOW + timedelta(hours=2)
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ({}, True),  # collected 5 h ago; next at the digest + 1 h
+    ({"last": timedelta(hours=1)}, False),  # collected within a quarter of its interval
+    ({"last": timedelta(hours=1, minutes=31)}, True),
+    ({"last": None}, True),  # never collected, and not scheduled before the digest
+    ({"next": timedelta(minutes=-1)}, False),  # its collection comes before the digest anyway
+    ({"next": None}, False),  # being collected now
+    ({"interval": 7 * 24 * HOUR}, False),  # weekly stays weekly
+    ({"interval": 24 * HOUR}, False),  # a quarter of a day: 6 h, and it was 5 h ago
+    ({"interval": 24 * HOUR, "last": timedelta(hours=7)}, True),  # daily is fine
+    ({"kind": "x"}, False),  # the X API's quota
+    ({"kind": "arxiv"}, True),
+    ({"failures": 1}, False),  # its back-off stands
+    ({"retry_after": timedelta(hours=2)}, False),  # the server asked to wait
+    ({"retry_after": timedelta(hours=-1)}, True),  # …until a time now past
+])
+def test_a_source_is_collected_before_the_digest_when_it_would_come_after(
+        case: dict, expected: bool) -> None:
+    slot = NOW + FRESH_LEAD
+    last = case.get("last", timedelta(hours=5))
+    retry = case.get("retry_after")
+    state = SourceState("s", last_attempt=None if last is None else NOW - last,
+                        failures=case.get("failures", 0),
+                        retry_after=None if retry is None else NOW + retry)
+    nxt = case.get("next", timedelta(hours=1))
+    assert collect_before_digest(state, case.get("interval", 6 * HOUR), case.get("kind", "feed"),
+                                 None if nxt is None else slot + nxt, NOW, slot) is expected
 
 
 def test_the_floor_after_a_run_prevents_hot_loops() -> None:

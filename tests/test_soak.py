@@ -155,6 +155,21 @@ def serve_day(server: LocalServer, d: int) -> None:
     server.add("/new.xml", body=feed("New", window("New", d)))
 
 
+def blogs_up(d: int) -> list[str]:
+    """The blogs followed on day `d` that post that day and answer (so each is collected
+    before the digest, which then has their post of the day): not the one down (nor on the
+    day it is back: its back-off stands), not the one with nothing new, none on holiday, and
+    none the day the machine wakes after the digest time."""
+    if d in HOLIDAY or d in ASLEEP or d == ASLEEP.stop:
+        return []
+    names = ["Busy", "Ids", "New" if d > EDIT_DAY else "Gone"]
+    if d not in DOWN and d != DOWN.stop:
+        names.append("Down")
+    if d not in FROZEN[1:]:
+        names.append("Etag")
+    return names
+
+
 def write_soak_sources(path: Path, server: LocalServer, place: tuple[str, str], *,
                        edited: bool = False) -> None:
     blogs = ["Busy", "Down", "Etag", "Ids", "New" if edited else "Gone"]
@@ -496,6 +511,11 @@ async def soak(month: Month, model: ModelSpy) -> None:
             assert len(urls) == len(set(urls)), f"day {d}: one post stored twice"
             if d == DOWN.stop:  # the blog that was down: what it posted meanwhile is in
                 assert {f"https://down.example.org/posts/{x}-0" for x in DOWN} <= set(urls)
+            late = [name for name in blogs_up(d) if not any(
+                canonical_url(s.item.url) == canonical_url(f"https://{name.lower()}.example.org"
+                                                           f"/posts/{d}-0")
+                and s.first_seen <= slot for s in items)]
+            assert late == [], f"day {d}: today's post of {late} came after the digest"
             if d > 11:  # the pinned posts were pruned, and never came back
                 assert not {s.id for s in items if s.item.url in pinned} - kept, f"day {d}"
             assert store.disk_bytes() < 16_000_000, f"day {d}: {store.disk_bytes()} bytes"
