@@ -19,8 +19,7 @@ loop thread writes nothing:
   (embedding, ranking) so the bot keeps answering meanwhile;
 - the loop thread's own `Store` only reads, and little: when to collect a source next at
   start, after a sources.yaml edit and before each digest, when the last prune and digest
-  were. In WAL mode a
-  read does not wait for a writer.
+  were. In WAL mode a read does not wait for a writer.
 WAL mode and the store's busy timeout let the connections write the same file; one worker
 keeps the model on one thread and ranking runs one at a time.
 
