@@ -8,8 +8,10 @@ except `Store.open`'s default. Nothing here does network I/O or embedding.
 from __future__ import annotations
 
 import json
+import random
 import re
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -435,6 +437,24 @@ def _store_problem(path: str, e: sqlite3.DatabaseError) -> str:
             "afresh (feedbot creates a new one), or put back a backup")
 
 
+def _enter_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """`PRAGMA journal_mode = WAL`, tried again for up to `timeout` seconds while another
+    connection holds the file. On a new file, several processes switching it at once can be
+    told "database is locked" at once: SQLite skips the busy handler where waiting could
+    deadlock (each holding the lock the other wants), so the connection's timeout does not
+    apply. Seen in 2 of 100 rounds of 8 processes opening one new database; in the retry the
+    file is a WAL one already (the mode is kept in the file), and the pragma is a read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if not is_busy(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01 + 0.04 * random.random())  # apart from the others racing
+
+
 def _ts(dt: datetime | None) -> float | None:
     return dt.timestamp() if dt is not None else None
 
@@ -484,7 +504,7 @@ class Store:
             self.db.create_function("feedbot_holds", 2, _holds, deterministic=True)
             self.db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
-                self.db.execute("PRAGMA journal_mode = WAL")
+                _enter_wal(self.db, timeout)
                 self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except BaseException as e:

@@ -1,4 +1,6 @@
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +42,34 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer feedbot"):
         Store(path)
+
+
+def test_a_new_database_another_connection_is_writing_is_waited_for(tmp_path: Path) -> None:
+    """`PRAGMA journal_mode = WAL` on a file not in WAL mode yet, while another connection
+    holds its write lock, is told "database is locked" at once, whatever the busy timeout
+    (SQLite skips the busy handler where waiting could deadlock). Four processes creating a
+    new database at once failed so in CI ("held it for 30 s", after no time at all)."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.5, other.execute, ["COMMIT"]).start()
+    started = time.monotonic()
+    with Store(path, timeout=10) as store:
+        assert time.monotonic() - started >= 0.4  # it waited for the other connection
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.schema_version == len(MIGRATIONS)
+    other.close()
+
+
+def test_a_new_database_held_past_the_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="is busy: another feedbot process has held it"):
+        Store(path, timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    other.close()
 
 
 def test_two_processes_creating_the_database_at_once_both_succeed(tmp_path: Path) -> None:
