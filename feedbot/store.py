@@ -442,8 +442,9 @@ def _enter_wal(db: sqlite3.Connection, timeout: float) -> None:
     connection holds the file. On a new file, several processes switching it at once can be
     told "database is locked" at once: SQLite skips the busy handler where waiting could
     deadlock (each holding the lock the other wants), so the connection's timeout does not
-    apply. Seen in 2 of 100 rounds of 8 processes opening one new database; in the retry the
-    file is a WAL one already (the mode is kept in the file), and the pragma is a read."""
+    apply. Seen in 2 of 100 rounds of 8 processes opening one new database. By the retry,
+    another process has usually switched the file (the mode is kept in it), and the pragma
+    only reads it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
