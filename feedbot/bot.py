@@ -519,7 +519,7 @@ def move_chat_records(store: Any, old: int, new: int, now: Any) -> None:
         for item_id in reversed(store.bookmarks(str(old))):  # the oldest first: order kept
             store.set_feedback(str(new), item_id, "later", now)
         store.mark_delivered(str(new), store.delivered(str(old)), now)
-        for kind in ("digest_day", "digest_progress"):
+        for kind in ("digest_day", "digest_slot", "digest_progress"):
             value = store.get_meta(f"telegram.{kind}.{old}")
             if value is not None and store.get_meta(f"telegram.{kind}.{new}") is None:
                 store.set_meta(f"telegram.{kind}.{new}", value)

@@ -159,7 +159,9 @@ def next_due(state: SourceState, interval: float) -> datetime | None:
         return state.retry_after
     if state.last_attempt is None:
         return None
-    wait = min(interval, BACKOFF_BASE * 2 ** (state.failures - 1)) if state.failures else interval
+    # the exponent bounded: a feed dead for a year (1,025 failures) overflowed the float
+    wait = (min(interval, BACKOFF_BASE * 2.0 ** (min(state.failures, 64) - 1))
+            if state.failures else interval)
     return state.last_attempt + timedelta(seconds=wait)
 
 

@@ -24,9 +24,10 @@ WAL mode and the store's busy timeout let the connections write the same file; o
 keeps the model on one thread and ranking runs one at a time.
 
 Delivery. An item is marked delivered for a chat only after the message carrying it was sent;
-`make_digest(exclude=delivered)` keeps it from ever coming again. The day of the last complete
-scheduled digest is kept per chat in the store's meta, so a restart inside the grace period sends
-a missed digest once, and a restart after it was sent sends nothing. A failed send is retried on
+`make_digest(exclude=delivered)` keeps it from ever coming again. The slot (UTC instant) of the
+last complete scheduled digest is kept per chat in the store's meta, so a restart inside the grace
+period sends a missed digest once, a restart after it was sent sends nothing, and a new time zone
+reads it on its own calendar. A failed send is retried on
 a later tick (with backoff) and continues where it stopped. What was sent is remembered in memory
 until the store takes it: a database held by another process when a message went out must not
 make that message's items come again. A message cut off by a stop (SIGTERM) while its request
@@ -58,7 +59,7 @@ import numpy as np
 
 from .collect import adopt_renamed, collect_async, is_due, jitter
 from .config import Config, ConfigError, SourceSpec
-from .digest import Digest, DigestEntry, utcnow
+from .digest import Digest, DigestEntry, span_text, utcnow
 from .embed import Embedder
 from .http import make_client
 from .pipeline import embed_pending, make_digest, source_health
@@ -67,15 +68,18 @@ from .roadmap import Roadmap
 from .scheduler import (
     FRESH_LEAD,
     FRESH_SPREAD,
+    ON_TIME,
     Jobs,
     after_run_floor,
     collect_before_digest,
+    digest_slot,
     due_digest_day,
+    local_day,
     next_collect_time,
     next_digest_time,
     next_prune_time,
 )
-from .store import SourceState, Store
+from .store import SourceState, Store, StoreError
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
 from .text import shorten
 from .watch import SourcesWatcher
@@ -143,7 +147,8 @@ class Delivery:
 @dataclass
 class _ChatState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    failures: int = 0
+    failures: int = 0  # failed attempts at `failing_day`'s digest: its retries' back-off
+    failing_day: date | None = None
     retry_at: datetime | None = None
 
 
@@ -431,7 +436,7 @@ class Runner:
             await self.in_collection(adopt_renamed, [(s.name, s.kind, s.target)
                                                      for s in self.settings.config.sources()])
             state = await self.in_collection(Store.source_state, spec.name)
-        except sqlite3.Error:  # collected now, afresh, as before
+        except (sqlite3.Error, StoreError):  # collected now, afresh, as before
             return False
         if is_due(state, spec.interval, now):
             return False
@@ -445,7 +450,7 @@ class Runner:
         thread (a database held past the busy timeout: soon, as if it had never run)."""
         try:
             state = await self.in_collection(Store.source_state, name)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, StoreError) as e:  # StoreError: the thread's store not opened
             log.warning("could not read the state of %s (%s); collecting it again soon",
                         name, e)
             state = SourceState(name)
@@ -563,13 +568,24 @@ class Runner:
         return self.store.get_meta(key)
 
     def last_digest_day(self, chat: int) -> date | None:
+        """The local day, in the learner's time zone now, of the last scheduled digest sent
+        to `chat`: the day of its slot's instant (`digest_slot`), so that after a move to a
+        zone behind the old one, the new zone's next day still gets its digest (the old
+        zone's date of the slot is a day ahead there). A store written before the slot was
+        kept has only the date."""
+        slot = self._meta(_key("digest_slot", chat))
+        if slot:
+            return local_day(datetime.fromisoformat(slot), self.settings.config.learner.timezone)
         value = self._meta(_key("digest_day", chat))
         return date.fromisoformat(value) if value else None
 
-    def _progress(self, chat: int, day: date) -> int:
+    def _progress(self, chat: int, slot: datetime) -> int:
+        """Items already sent of the scheduled digest of `slot` (cut short by a failure).
+        Keyed by the slot's instant, not its local date, which a new time zone reads as
+        another day."""
         value = self._meta(_key("digest_progress", chat)) or ""
-        done_day, _, count = value.partition("=")
-        return int(count) if done_day == day.isoformat() and count.isdigit() else 0
+        done_slot, _, count = value.rpartition("=")
+        return int(count) if done_slot == slot.isoformat() and count.isdigit() else 0
 
     async def digest_tick(self) -> None:
         """Send each allowed chat its scheduled digest if one is due (or failed before). The
@@ -599,6 +615,8 @@ class Runner:
                                  self.last_digest_day(chat), self.options.grace)
             if day is None or (state.retry_at is not None and now < state.retry_at):
                 return None
+            if day != state.failing_day:  # a new day's digest: its back-off starts afresh
+                state.failures, state.failing_day = 0, day
             try:
                 thread = await self.in_db(Store.digest_topic, str(chat))
                 result = await self._deliver(chat, day, thread)
@@ -609,17 +627,36 @@ class Runner:
                 state.failures, state.retry_at = 0, None
             else:
                 state.failures += 1
-                wait = min(self.options.retry_cap,
-                           timedelta(seconds=self.options.tick) * 2 ** (state.failures - 1))
+                # in seconds, the exponent bounded: a chat failing all day must not overflow
+                wait = timedelta(seconds=min(self.options.retry_cap.total_seconds(),
+                                             self.options.tick
+                                             * 2.0 ** (min(state.failures, 64) - 1)))
                 if result.forbidden:
                     wait = self.options.forbidden_wait
-                    log.warning("Telegram refuses messages to chat %s (the bot was blocked, or "
-                                "removed from the group); the digest is tried again at %s", chat,
-                                f"{now + wait:%H:%M} UTC")
                 state.retry_at = now + max(wait, timedelta(seconds=result.retry_after))
+                self._log_retry(chat, day, result, state.retry_at)
         if result.migrate_to is not None:  # feedbot missed Telegram's notices (it was down)
             await self.chat_migrated(chat, result.migrate_to)
         return result
+
+    def _log_retry(self, chat: int, day: date, result: Delivery, retry_at: datetime) -> None:
+        """Say when the day's failed digest is tried again, or that it is not: a retry after
+        its slot + grace would find the day no longer due (`due_digest_day`)."""
+        learner = self.settings.config.learner
+        end = digest_slot(day, learner.digest_time, learner.timezone) + max(
+            self.options.grace, ON_TIME)
+        if retry_at < end:
+            if result.forbidden:
+                log.warning("Telegram refuses messages to chat %s (the bot was blocked, or "
+                            "removed from the group); the digest is tried again at %s", chat,
+                            f"{retry_at:%H:%M} UTC")
+            return
+        why = ("Telegram refuses messages to chat %s (the bot was blocked, or removed from the "
+               "group)" if result.forbidden else "the digest for chat %s did not go out")
+        following = next_digest_time(end, learner.digest_time, learner.timezone)
+        log.warning(why + "; the digest of %s is given up: a retry would come more than %s "
+                    "after its time. The next one is due at %s", chat, day,
+                    span_text(max(self.options.grace, ON_TIME)), f"{following:%Y-%m-%d %H:%M} UTC")
 
     async def chat_migrated(self, old: int, new: int) -> None:
         """The group `old` is now the supergroup `new`: serve it there (see bot.chat_migrated);
@@ -640,7 +677,8 @@ class Runner:
 
         await self._save_sent()  # what a busy store did not take before, first
         cfg, roadmap = self.settings.config, self.settings.roadmap
-        done = self._progress(chat, day) if day else 0
+        slot = digest_slot(day, cfg.learner.digest_time, cfg.learner.timezone) if day else None
+        done = self._progress(chat, slot) if slot else 0
         limit = cfg.learner.digest_size - done
         now = self.now()
         out = Delivery()
@@ -648,8 +686,8 @@ class Runner:
         def sent(msg: TgMessage) -> None:
             out.messages += 1
             out.items += len(msg.item_ids)
-            progress = {_key("digest_progress", chat): f"{day.isoformat()}={done + out.items}"
-                        } if day else {}
+            progress = {_key("digest_progress", chat): f"{slot.isoformat()}={done + out.items}"
+                        } if slot else {}
             self._remember_sent(chat, msg.item_ids, now, progress)
 
         if limit > 0:
@@ -682,8 +720,9 @@ class Runner:
                     return out
                 sent(msg)
                 await self._save_sent()
-        if day:
-            self._remember_sent(chat, (), now, {_key("digest_day", chat): day.isoformat()})
+        if day and slot:
+            self._remember_sent(chat, (), now, {_key("digest_day", chat): day.isoformat(),
+                                                _key("digest_slot", chat): slot.isoformat()})
             await self._save_sent()
             log.info("digest for %s sent to chat %s: %d items", day, chat, done + out.items)
         return out

@@ -196,6 +196,10 @@ class FakeBotAPI:
             body = {"ok": False, "error_code": status, "description": "Internal Server Error"}
         self._failures.setdefault(method, []).extend([None] * after + [(status, body)] * times)
 
+    def heal(self, method: str) -> None:
+        """The failures still queued for `method` are dropped: it answers normally again."""
+        self._failures.pop(method, None)
+
     def slow(self, method: str, seconds: float, times: int = 1) -> None:
         """The next `times` calls of `method` are carried out, but answered `seconds` late."""
         self._delays.setdefault(method, []).extend([seconds] * times)

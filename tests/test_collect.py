@@ -34,6 +34,7 @@ from feedbot.collectors.arxiv_api import ArxivGate
 from feedbot.config import SourceSpec, load_config
 from feedbot.http import MAX_RETRY_AFTER, FetchError, fetch, make_client, parse_retry_after
 from feedbot.items import Item
+from feedbot.scheduler import next_collect_time
 from feedbot.store import SourceState, Store
 
 from .support import FIXTURES, LocalServer, QuietServer, Route, atom_feed, one_connection
@@ -122,6 +123,12 @@ def test_next_due_backs_off_after_failures_and_honours_retry_after() -> None:
     assert next_due(three, hour) == NOW + timedelta(minutes=20)
     many = SourceState("s", last_attempt=NOW, failures=12)
     assert next_due(many, hour) == NOW + timedelta(hours=1)  # never longer than the interval
+    # a feed dead for a year at a 6 h interval, or for days at 5 minutes: 2 ** 1,024 overflowed
+    # a float, and the OverflowError dropped its job and stopped `feedbot run` from starting
+    for failures in (1_025, 10**6):
+        dead = SourceState("s", last_attempt=NOW, failures=failures)
+        assert next_due(dead, hour) == NOW + timedelta(hours=1)
+        assert next_collect_time(dead, hour, NOW) >= NOW + timedelta(hours=1)
     told = SourceState("s", last_attempt=NOW, failures=1, retry_after=NOW + timedelta(hours=5))
     assert not is_due(told, hour, NOW + timedelta(hours=4))
     assert is_due(told, hour, NOW + timedelta(hours=5))
@@ -175,6 +182,7 @@ def test_good_bad_and_slow_sources_in_one_run(server: LocalServer, tmp_path: Pat
     assert store.source_state("Broken").failures == 1
     assert "HTTP 500" in store.source_state("Broken").last_error
     assert store.source_state("Good").etag == '"v1"'
+
 
 
 def test_second_run_gets_304_and_parses_nothing(server: LocalServer, tmp_path: Path,

@@ -408,6 +408,57 @@ async def test_a_digest_sent_after_midnight_is_labelled_with_its_day(
     assert "Fri 20 Nov" in msg["text"] and "Sat" not in msg["text"]
 
 
+
+async def test_a_move_to_a_time_zone_behind_does_not_skip_the_next_day(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """The day of the last digest was kept as the old zone's date: Tokyo's 08:00 digest of
+    the 20th goes out at 23:00Z on the 19th; moved to Los Angeles half an hour later, the
+    20th there (08:00 = 16:00Z) was taken as done, and the next digest came 41 hours later.
+    Moving east, the rule stays once per local day in the new zone."""
+    tokyo = datetime(2026, 11, 19, 23, tzinfo=UTC)  # 08:00 on the 20th in Tokyo
+    path = write_sources(tmp_path / "sources.yaml", tz="Asia/Tokyo")
+    clock = Clock(tokyo)
+    seed_items(feedbot_env, clock(), 9)
+    async with running(path, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 1
+        clock.advance(minutes=30)
+        touch(path, path.read_text().replace("Asia/Tokyo", "America/Los_Angeles"))
+        await runner.check_sources()
+        await runner.check_sources()
+        assert runner.settings.config.learner.timezone == "America/Los_Angeles"
+        assert runner.last_digest_day(CHAT) == date(2026, 11, 19)  # 15:00 on the 19th there
+        clock.t = datetime(2026, 11, 20, 16, tzinfo=UTC)  # 08:00 on the 20th in LA
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 2
+        assert runner.last_digest_day(CHAT) == date(2026, 11, 20)
+        clock.advance(minutes=30)  # back east: the 21st has begun in Tokyo, with a digest
+        touch(path, path.read_text().replace("America/Los_Angeles", "Asia/Tokyo"))
+        await runner.check_sources()
+        await runner.check_sources()
+        assert runner.last_digest_day(CHAT) == date(2026, 11, 21)
+        clock.t = datetime(2026, 11, 20, 23, tzinfo=UTC)  # 08:00 on the 21st in Tokyo
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 2  # once a local day
+        clock.advance(days=1)
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 3
+
+
+async def test_a_store_from_before_the_slot_was_kept_still_knows_the_day(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """Upgrading: a store that kept only the date of the last digest sends nothing twice."""
+    with Store.open(feedbot_env) as store:
+        store.set_meta(f"telegram.digest_day.{CHAT}", SLOT.date().isoformat())
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT + timedelta(hours=1))
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        assert runner.last_digest_day(CHAT) == SLOT.date()
+        await runner.digest_tick()
+        assert api.sent(CHAT) == []
+
+
 def touch(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
     st = path.stat()
@@ -769,6 +820,84 @@ async def test_a_blocked_bot_tries_the_days_digest_again_hours_later_not_every_h
         await runner.digest_tick()
         assert len(api.calls_to("sendMessage")) == 2
     assert "bot was blocked, or removed from the group" in caplog.text
+
+
+
+async def test_a_chat_that_refuses_every_digest_is_tried_a_few_times_a_day_for_weeks(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The failures of a blocked chat added up across days: the back-off's 2 ** failures
+    overflowed at the 42nd, outside the error handling, and from then on the digest was built
+    and sent every minute of the grace period, an error logged each time. Each day now starts
+    its back-off afresh, and a retry that would come after the grace period says the day's
+    digest is given up instead of promising a retry that never comes."""
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    api.fail("sendMessage", times=10**6, status=403,
+             description="Forbidden: bot was blocked by the user")
+    async with running(sources, feedbot_env, clock, api, send_attempts=1,
+                       grace=timedelta(hours=3), forbidden_wait=timedelta(hours=1)) as runner:
+        per_day = []
+        for day in range(50):
+            before = len(api.calls_to("sendMessage"))
+            for minute in range(0, 4 * 60, 10):
+                clock.t = SLOT + timedelta(days=day, minutes=minute)
+                await runner.digest_tick()
+            per_day.append(len(api.calls_to("sendMessage")) - before)
+    assert per_day == [3] * 50, per_day  # at 0, 1 and 2 hours
+    assert "OverflowError" not in caplog.text
+    given_up = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
+    assert len(given_up) == 50
+    assert given_up[0].endswith("the digest of 2026-11-20 is given up: a retry would come more "
+                                "than 3 hours after its time. The next one is due at "
+                                "2026-11-21 07:00 UTC")
+    assert "tried again at 08:00 UTC" in caplog.text
+
+
+async def test_a_failing_digest_backs_off_afresh_each_day(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """A network error all of one day leaves the next day's first retry one tick after its
+    first try, not the longest wait."""
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 6)
+    api.fail("sendMessage", times=10**6, status=500)
+    async with running(sources, feedbot_env, clock, api, send_attempts=1) as runner:
+        for minute in range(0, 6 * 60):
+            clock.t = SLOT + timedelta(minutes=minute)
+            await runner.digest_tick()
+        assert runner._chats[CHAT].failures > 5
+        api.heal("sendMessage")
+        api.fail("sendMessage", times=1, status=500)  # the next day: one failure, then fine
+        clock.t = SLOT + timedelta(days=1)
+        await runner.digest_tick()
+        clock.advance(seconds=61)
+        await runner.digest_tick()
+        assert runner.last_digest_day(CHAT) == SLOT.date() + timedelta(days=1)
+
+
+async def test_a_feed_dead_for_a_year_keeps_its_job_and_feedbot_run_starts(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """At its 1,025th failure in a row (a year at a 6 h interval) the back-off overflowed:
+    the source's job was dropped after the run, /sources failed, and `feedbot run` could not
+    start again."""
+    url = server.add("/dead.xml", status=404, body=b"gone")
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Dead", url),))
+    with Store.open(feedbot_env) as store:
+        store.record_failure("Dead", SLOT - timedelta(hours=7), "HTTP 404")
+        store.db.execute("UPDATE source_state SET failures = 1024 WHERE name = 'Dead'")
+        store.db.commit()
+    clock = Clock(SLOT)
+    async with running(sources, feedbot_env, clock) as runner:
+        assert runner.jobs.next_run("collect:Dead") is not None
+        await runner.collect_source("Dead")
+        assert len(server.hits("/dead.xml")) == 1
+        assert runner.jobs.next_run("collect:Dead") >= clock() + timedelta(hours=6)
+        [row] = await runner.source_rows()
+        assert row["failures"] == 1025
+    async with running(sources, feedbot_env, clock) as runner:  # a restart
+        assert runner.jobs.next_run("collect:Dead") >= clock() + timedelta(hours=6)
 
 
 async def test_a_feed_down_with_a_past_retry_after_is_not_asked_every_minute(
