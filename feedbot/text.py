@@ -46,9 +46,10 @@ P = TypeVar("P", bound=HTMLParser)
 
 
 def run_parser(parser: P, markup: str) -> P:
-    """Feed `markup` to an HTMLParser; pathological markup keeps what was parsed so far."""
+    """Feed `markup` to an HTMLParser, `defang`ed (in linear time); pathological markup keeps
+    what was parsed so far."""
     try:
-        parser.feed(markup)
+        parser.feed(defang(markup))
         parser.close()
     except (AssertionError, ValueError):
         pass
@@ -57,6 +58,55 @@ def run_parser(parser: P, markup: str) -> P:
 
 def _extract(markup: str) -> _TextExtractor:
     return run_parser(_TextExtractor(), markup)
+
+
+# HTMLParser (CPython 3.11) looks ahead to the end of the text for the close of a tag, comment
+# or marked section it cannot finish, then moves on by one character and looks again: markup
+# with many such openings takes time quadratic in its length (30 KB of "<a " took 10 s, and a
+# feed may bring megabytes). `defang` rewrites them first, in one pass, so that every "<" left
+# has its ">" before the next "<", and no comment or marked section is left to look for.
+_OPEN_NO_CLOSE = re.compile(r"<(?=[^<>]*(?:<|\Z))")  # a "<" no ">" closes before the next "<"
+
+
+def defang(markup: str) -> str:
+    """`markup` with what HTMLParser would look ahead for made plain: comments and marked
+    sections (`<![CDATA[…]]>`, `<![if …]>`) removed, as HTMLParser and a browser hide them
+    (one left open hides the rest, as in a browser), and a "<" that opens no tag escaped."""
+    return _OPEN_NO_CLOSE.sub("&lt;", _without_hidden(markup))
+
+
+def _without_hidden(markup: str) -> str:
+    """Comments and marked sections removed. Linear: once a close ("-->", "]]>", ">") is
+    missing from the rest of the text, it is not looked for again."""
+    if "<!" not in markup:
+        return markup
+    missing: set[str] = set()
+
+    def find(close: str, at: int) -> int:
+        k = -1 if close in missing else markup.find(close, at)
+        if k < 0:
+            missing.add(close)
+        return k
+
+    out: list[str] = []
+    i = 0
+    while (start := markup.find("<!", i)) >= 0:
+        if markup.startswith("<!--", start):
+            close, end = "-->", find("-->", start + 2)
+        elif markup.startswith("<![CDATA[", start):
+            close, end = "]]>", find("]]>", start + 9)
+        elif markup.startswith("<![", start):
+            close, end = ">", find(">", start)
+        else:  # a declaration ("<!DOCTYPE html>"): HTMLParser finds its ">" at once
+            out.append(markup[i:start + 2])
+            i = start + 2
+            continue
+        out.append(markup[i:start])
+        if end < 0:
+            return "".join(out)
+        i = end + len(close)
+    out.append(markup[i:])
+    return "".join(out)
 
 
 def html_to_text(markup: str | None) -> str:

@@ -185,6 +185,37 @@ def test_good_bad_and_slow_sources_in_one_run(server: LocalServer, tmp_path: Pat
 
 
 
+def test_a_feed_whose_parse_never_ends_fails_alone_within_the_deadline(
+        server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetch had a deadline and the parse none: a feed whose markup took minutes to parse
+    held up the whole collection (`feedbot digest` waits for it). Its parse now has one."""
+    import threading
+
+    good = server.add("/good.xml", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes())
+    stuck = server.add("/stuck.xml", body=atom_feed([{"title": "t", "link": "https://e.org/1"}]))
+    cfg = load_config(write_sources(tmp_path, {"Good": good, "Stuck": stuck}))
+    release = threading.Event()
+    real_parse = feeds_mod.parse_feed
+
+    def parse(content: bytes, source: str, **kw: Any) -> Any:
+        if source == "Stuck":
+            release.wait(30)  # a parse that does not end by itself
+        return real_parse(content, source, **kw)
+
+    monkeypatch.setattr(feeds_mod, "parse_feed", parse)
+    monkeypatch.setattr(feeds_mod, "PARSE_TIMEOUT", 0.5)
+    store = Store(tmp_path / "db.sqlite")
+    try:
+        reports = {r.name: r for r in collect(cfg, store, now=NOW)}
+    finally:
+        release.set()
+    assert reports["Good"].status == "ok" and reports["Good"].new == 2
+    assert reports["Stuck"].status == "error"
+    assert "parsing its" in reports["Stuck"].error and "took more than 0.5 s" in \
+        reports["Stuck"].error
+    assert store.source_state("Stuck").failures == 1 and store.item_count() == 2
+
+
 def test_second_run_gets_304_and_parses_nothing(server: LocalServer, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     good = server.add("/good.xml", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes(),

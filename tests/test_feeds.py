@@ -2,6 +2,7 @@
 feed in ../shared/corpus, through the pure parser."""
 
 import contextlib
+import html
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -216,6 +217,22 @@ def big_rss(n: int, dated: bool = True) -> bytes:
                      f"{date}</item>")
     return ("<rss version='2.0'><channel><title>Big</title><link>https://big.example.org/</link>"
             + "".join(items) + "</channel></rss>").encode()
+
+
+
+@pytest.mark.parametrize("opening", ["<!--", "<a ", "<![if >"])
+def test_a_feed_of_hostile_markup_is_read_in_linear_time(opening: str) -> None:
+    """An escaped "<!--" repeated took feedparser's HTML sanitizer 9 s at 547 KB, and "<a "
+    repeated took the text extraction 10 s at 30 KB: both grew with the square of the
+    length, and a feed may be 10 MB. 400 KB of each now reads in a fraction of a second
+    (with the old code: minutes to hours); the entry keeps its title and visible text."""
+    body = html.escape("<p>Visible words.</p>" + opening * (400_000 // len(opening)))
+    rss = ("<?xml version='1.0'?><rss version='2.0'><channel><title>t</title><item>"
+           "<title>Hostile &lt;b&gt;post&lt;/b&gt;</title><link>https://e.org/1</link>"
+           f"<description>{body}</description></item></channel></rss>").encode()
+    [item] = parse_feed(rss, "s").items
+    assert item.title == "Hostile post"
+    assert item.summary.startswith("Visible words.")
 
 
 def test_a_huge_feed_keeps_only_its_newest_items() -> None:
