@@ -66,6 +66,7 @@ class Fetched:
     headers: dict[str, str] = field(default_factory=dict)
     moved_to: str = ""  # `url`, when every redirect to it was permanent (301, 308); a
     # password in it is shown as ***
+    cut_short: str = ""  # why the body is known to be incomplete (compressed data ending early)
 
     @property
     def not_modified(self) -> bool:
@@ -96,7 +97,10 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    try:
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except OverflowError:  # "Fri, 31 Dec 9999 23:59:59 -2359": past the year 9999 in UTC
+        return now + MAX_RETRY_AFTER
     return min(when, now + MAX_RETRY_AFTER)
 
 
@@ -405,6 +409,7 @@ async def _response(r: httpx.Response, url: str, etag: str, last_modified: str,
         r.status_code, url, b"".join(chunks), etag=_raw_header(r, "etag"),
         last_modified=_raw_header(r, "last-modified"),
         content_type=r.headers.get("content-type", ""), headers=dict(r.headers),
+        cut_short=next((c for i in inflaters if (c := i.cut_short)), ""),
     )
 
 
@@ -437,9 +442,15 @@ class _Inflater:
 
     def flush(self) -> bytes:
         try:
-            return self._z.flush()
+            out = self._z.flush()
         except zlib.error as e:
             raise FetchError(f"cannot decode the {self.encoding} response ({e})") from None
+        return out
+
+    @property
+    def cut_short(self) -> str:
+        """Why the data is incomplete (after `flush`), or ''."""
+        return "" if self._z.eof else f"its {self.encoding} data ends early"
 
 
 def redirect_target(url: str, location: str, *, from_private: bool = False) -> str:

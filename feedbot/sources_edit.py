@@ -23,7 +23,14 @@ from typing import Any
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap
 
-from .config import Config, ConfigError, load_config, parse_yaml, read_sources
+from .config import (
+    MAX_SOURCES_BYTES,
+    Config,
+    ConfigError,
+    load_config,
+    parse_yaml,
+    read_sources,
+)
 from .locks import exclusive
 
 
@@ -175,6 +182,10 @@ def _edited(path: Path, text: str, mutate: Callable[[CommentedMap], Any]) -> tup
     before = prefix + _dump(doc, indent)  # the file as ruamel writes it, before the edit
     result = mutate(doc)
     new_text = prefix + _dump(doc, indent)
+    if len(new_text.encode("utf-8")) > MAX_SOURCES_BYTES:  # no command would read it then
+        raise ConfigError(path, f"edit refused: the file would be "
+                          f"{len(new_text.encode('utf-8')) / 1e6:.0f} MB; a sources file is "
+                          f"at most {MAX_SOURCES_BYTES // 1_000_000} MB")
     try:
         cfg = load_config(path, text=new_text)
     except ConfigError as e:

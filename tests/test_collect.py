@@ -216,6 +216,54 @@ def test_a_feed_whose_parse_never_ends_fails_alone_within_the_deadline(
     assert store.source_state("Stuck").failures == 1 and store.item_count() == 2
 
 
+
+def _posts(n: int) -> bytes:
+    items = "".join(f"<item><title>Post {i}</title><link>https://e.org/{i}</link>"
+                    f"<description>{'words ' * 100}</description></item>" for i in range(n))
+    return (f"<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>{items}"
+            "</channel></rss>").encode()
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_a_feed_cut_short_keeps_no_validators_and_comes_whole_later(
+        server: LocalServer, tmp_path: Path, gzipped: bool) -> None:
+    """A body that ends early (gzip data without its end, or XML cut off on a connection that
+    closed) was read as the whole feed and its ETag kept: the next fetch was answered "not
+    modified", and the rest of the feed never came."""
+    whole = _posts(50)
+    packed = gzip.compress(whole)
+    cut = packed[:len(packed) // 2] if gzipped else whole[:len(whole) // 3]
+    url = server.add("/feed.xml", body=cut, etag='"v1"',
+                     headers={"Content-Encoding": "gzip"} if gzipped else {})
+    cfg = load_config(write_sources(tmp_path, {"Cut": url}))
+    store = Store(tmp_path / "db.sqlite")
+    (first,) = collect(cfg, store, now=NOW)
+    assert first.status == "ok" and 0 < first.new < 50
+    assert ("the response was cut short (its gzip data ends early)" in first.line()) == gzipped
+    assert "malformed feed, read anyway" in first.line()
+    assert store.source_state("Cut").etag == ""
+    server.add("/feed.xml", body=whole, etag='"v1"')  # the server sends it whole again
+    (second,) = collect(cfg, store, now=NOW + timedelta(hours=7))
+    assert "if-none-match" not in server.hits("/feed.xml")[-1].headers
+    assert second.new == 50 - first.new and second.seen == 50  # (the entry cut off: updated)
+    assert store.item_count() == 50 and store.source_state("Cut").etag == '"v1"'
+
+
+def test_entries_sharing_one_guid_are_kept_apart(server: LocalServer, tmp_path: Path) -> None:
+    """A CMS that writes the same guid for every entry: each entry overwrote the one stored
+    before it (the store finds an item by its source's guid), so one post of five was kept."""
+    items = "".join(f"<item><title>Post {i}</title><link>https://e.org/post-{i}</link>"
+                    "<guid isPermaLink='false'>https://e.org/</guid></item>" for i in range(5))
+    url = server.add("/feed.xml", body=(f"<rss version='2.0'><channel><title>t</title>{items}"
+                                        "</channel></rss>").encode())
+    cfg = load_config(write_sources(tmp_path, {"Same guid": url}))
+    store = Store(tmp_path / "db.sqlite")
+    (first,) = collect(cfg, store, now=NOW)
+    assert first.line() == "Same guid: 5 new (5 in feed)" and store.item_count() == 5
+    (again,) = collect(cfg, store, now=NOW + timedelta(hours=7))
+    assert again.new == 0 and store.item_count() == 5
+
+
 def test_second_run_gets_304_and_parses_nothing(server: LocalServer, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     good = server.add("/good.xml", body=(FIXTURES / "feeds" / "rss2.xml").read_bytes(),
@@ -426,6 +474,9 @@ def test_rss_served_as_json_is_read_as_rss(server: LocalServer, tmp_path: Path) 
 def test_retry_after_is_capped_and_nonsense_ignored() -> None:
     assert parse_retry_after("99999999999999", NOW) == NOW + MAX_RETRY_AFTER
     assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", NOW) == NOW + MAX_RETRY_AFTER
+    # past the year 9999 once in UTC: the OverflowError was reported as "bad URL: port out of
+    # range", and the server's wait was lost
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 -2359", NOW) == NOW + MAX_RETRY_AFTER
     assert timedelta(days=7) == MAX_RETRY_AFTER  # as documented
     assert parse_retry_after("-5", NOW) is None
     assert parse_retry_after("\uff11\uff12", NOW) is None  # full-width digits
@@ -438,8 +489,10 @@ def test_a_huge_retry_after_blocks_a_source_for_a_week_at_most(server: LocalServ
                       headers={"Retry-After": "99999999999999"})
     far = server.add("/far", status=429, body=b"x",
                      headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})
-    reports, store = collect_feeds(tmp_path, {"Huge": huge, "Far": far})
-    for name in ("Huge", "Far"):  # from the collection's clock
+    farther = server.add("/farther", status=429, body=b"x",
+                         headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 -2359"})
+    reports, store = collect_feeds(tmp_path, {"Huge": huge, "Far": far, "Farther": farther})
+    for name in ("Huge", "Far", "Farther"):  # from the collection's clock
         retry = store.source_state(name).retry_after
         assert retry == NOW + MAX_RETRY_AFTER
         assert reports[name].line() == (f"{name}: error: HTTP 429 Too Many Requests (the server "

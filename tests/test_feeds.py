@@ -3,6 +3,7 @@ feed in ../shared/corpus, through the pure parser."""
 
 import contextlib
 import html
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,6 +234,24 @@ def test_a_feed_of_hostile_markup_is_read_in_linear_time(opening: str) -> None:
     [item] = parse_feed(rss, "s").items
     assert item.title == "Hostile post"
     assert item.summary.startswith("Visible words.")
+
+
+
+def test_links_with_an_upper_case_scheme_are_kept() -> None:
+    """"HTTPS://…" was taken for another scheme (as "tag:" is): the entry was dropped, and a
+    JSON Feed of such links failed with "feed has entries but none with a link"."""
+    rss = (b"<rss version='2.0'><channel><title>t</title>"
+           b"<item><title>a</title><link>HTTPS://blog.example.org/a</link></item>"
+           b"<item><title>b</title><link>Http://blog.example.org/b</link></item>"
+           b"<item><title>c</title><link>https://blog.example.org/c</link></item>"
+           b"</channel></rss>")
+    assert [(i.title, i.url) for i in parse_feed(rss, "s").items] == [
+        ("a", "https://blog.example.org/a"), ("b", "http://blog.example.org/b"),
+        ("c", "https://blog.example.org/c")]
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "t",
+           "items": [{"id": "1", "url": "HTTPS://blog.example.org/a", "title": "a"}]}
+    [item] = parse_feed(json.dumps(doc).encode(), "s").items
+    assert item.url == "https://blog.example.org/a"
 
 
 def test_a_huge_feed_keeps_only_its_newest_items() -> None:

@@ -44,7 +44,8 @@ class FeedError(SourceError):
 class ParsedFeed:
     title: str
     items: list[Item]
-    warning: str = ""  # feed was malformed but usable
+    warning: str = ""  # feed was malformed but usable, or items were left out
+    malformed: bool = False  # read anyway: perhaps cut short, so its validators are not kept
 
 
 def parse_feed(content: bytes, source: str, *, base_url: str = "", kind: str = "post",
@@ -73,7 +74,7 @@ def _bounded(parsed: ParsedFeed) -> ParsedFeed:
         if len(it.title) > MAX_TITLE or authors != it.authors:
             it = replace(it, title=shorten(it.title, MAX_TITLE), authors=authors)
         items.append(it)
-    return ParsedFeed(shorten(parsed.title, MAX_NAME), items, parsed.warning)
+    return replace(parsed, title=shorten(parsed.title, MAX_NAME), items=items)
 
 
 def _capped(parsed: ParsedFeed, limit: int = MAX_ITEMS) -> ParsedFeed:
@@ -87,7 +88,7 @@ def _capped(parsed: ParsedFeed, limit: int = MAX_ITEMS) -> ParsedFeed:
     keep = set(newest[:limit])
     items = [it for i, it in enumerate(parsed.items) if i in keep]
     cut = f"kept the {limit} newest of {len(parsed.items)} items"
-    return ParsedFeed(parsed.title, items, "; ".join(w for w in (parsed.warning, cut) if w))
+    return replace(parsed, items=items, warning="; ".join(w for w in (parsed.warning, cut) if w))
 
 
 # What feedparser flags about the HTTP headers rather than the document: a feed served as
@@ -125,7 +126,7 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
     if d.entries and not items:
         raise FeedError("feed has entries but none with a link")
     warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if bozo else ""
-    return ParsedFeed(html_to_text(d.feed.get("title", "")), items, warning)
+    return ParsedFeed(html_to_text(d.feed.get("title", "")), items, warning, malformed=bozo)
 
 
 # feedparser looks for an e-mail address in every RSS author-like field with a regular
@@ -293,7 +294,7 @@ def _entry_link(e: Any, guid: str, base: str) -> str:
     candidates = [str(e.get("link") or "")]
     candidates += [str(x.get("href") or "") for x in links
                    if x.get("rel", "alternate") == "alternate"]
-    candidates.append(guid if guid.startswith(("http://", "https://")) else "")
+    candidates.append(guid if _is_web(guid) else "")
     candidates += [str(x.get("href") or "") for x in links if x.get("rel") == "enclosure"]
     return next((w for c in candidates if c and (w := _web_link(c, base))), "")
 
@@ -331,16 +332,26 @@ def _distinct(items: list[Item]) -> list[Item]:
     """Entries that share a link but not a guid are different entries: a podcast whose every
     episode links to the show's home page, a blog whose entries all link to its feed. Such an
     entry leads to its guid instead when that is a web URL of its own; without it, all but one
-    of them were merged away as duplicates of the first."""
+    of them were merged away as duplicates of the first.
+
+    The other way round, entries that share a guid but not a link are different entries too
+    (a CMS that writes one guid, or the home page, for every entry): the store finds an item
+    by its source's guid, so each overwrote the one before. Their guid is dropped."""
     by_key: dict[str, set[str]] = {}
+    by_guid: dict[str, set[str]] = {}
     for it in items:
         by_key.setdefault(it.key, set()).add(it.guid)
+        if it.guid:
+            by_guid.setdefault(it.guid, set()).add(it.key)
     shared = {key for key, guids in by_key.items() if len(guids) > 1}
-    if not shared:
+    reused = {guid for guid, keys in by_guid.items() if len(keys) > 1}
+    if not shared and not reused:
         return items
     out = []
     for it in items:
-        if it.key in shared and it.guid != it.url and it.guid.startswith(("http://", "https://")):
+        if it.guid in reused:
+            it = replace(it, guid="")
+        elif it.key in shared and it.guid != it.url and _is_web(it.guid):
             arxiv_id, version = split_arxiv_id(it.guid)
             it = replace(it, url=it.guid, arxiv_id=arxiv_id, arxiv_version=version)
         out.append(it)
@@ -402,14 +413,23 @@ def _str(obj: dict[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _is_web(url: str) -> bool:
+    """Whether `url` is http(s), its scheme in any case ("HTTPS://" is as good as "https://")."""
+    return url[:8].lower().startswith(("http://", "https://"))
+
+
 def _web_link(link: str, base: str) -> str:
-    """An absolute http(s) URL, or '' (a `tag:` id is not somewhere a reader can go)."""
+    """An absolute http(s) URL, its scheme in lower case, or '' (a `tag:` id is not somewhere
+    a reader can go)."""
     link = link.strip()
-    if link and base and not link.startswith(("http://", "https://")):
+    if link and base and not _is_web(link):
         if ":" in link.split("/", 1)[0]:  # another scheme (tag:, urn:, mailto:)
             return ""
         link = urljoin(base, link)
-    return link if link.startswith(("http://", "https://")) else ""
+    if not _is_web(link):
+        return ""
+    scheme, sep, rest = link.partition("://")
+    return scheme.lower() + sep + rest
 
 
 def _json_authors(obj: dict[str, Any]) -> tuple[str, ...]:
@@ -468,5 +488,11 @@ async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Co
     except TimeoutError:
         raise FeedError(f"not read: parsing its {len(got.content):,} bytes took more than "
                         f"{PARSE_TIMEOUT:g} s") from None
-    return Collected(parsed.items, etag=got.etag, last_modified=got.last_modified,
-                     warning="; ".join(w for w in (parsed.warning, moved) if w))
+    # A feed cut short, or malformed and read anyway (a body may end early with no length to
+    # tell), keeps no validators: they would answer the next fetch "not modified", and the
+    # rest of it would never come. "" clears those stored before.
+    cut = f"the response was cut short ({got.cut_short})" if got.cut_short else ""
+    keep = not (parsed.malformed or cut)
+    return Collected(parsed.items, etag=got.etag if keep else "",
+                     last_modified=got.last_modified if keep else "",
+                     warning="; ".join(w for w in (cut, parsed.warning, moved) if w))
