@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -53,9 +54,16 @@ class App:
         self.sources_file = Path(sources) if sources else sources_path()
 
     @cached_property
+    def unchecked_config(self) -> Config:
+        """sources.yaml as read, its stage not checked against the roadmap: `stage list` and
+        `stage set` must work on a stage the roadmap lacks (a typo, a roadmap file changed),
+        to mend it."""
+        return load_config(self.sources_file)
+
+    @cached_property
     def config(self) -> Config:
-        cfg = load_config(self.sources_file)
-        check_stage(cfg, self.roadmap_for(cfg))
+        cfg = self.unchecked_config
+        check_stage(cfg, self.roadmap)
         return cfg
 
     def roadmap_for(self, cfg: Config) -> Roadmap:
@@ -70,7 +78,7 @@ class App:
 
     @cached_property
     def roadmap(self) -> Roadmap:
-        return self.roadmap_for(self.config)
+        return self.roadmap_for(self.unchecked_config)
 
     @cached_property
     def home(self) -> Path:
@@ -130,8 +138,8 @@ def check_stage(cfg: Config, roadmap: Roadmap) -> None:
         line = line_of(cfg.path, ["learner", "stage"])
         raise ConfigError(cfg.path, f"unknown stage {cfg.learner.stage!r}", line=line,
                           key="learner.stage",
-                          hint=f"did you mean '{close[0]}'?" if close else
-                          "see `feedbot stage list`")
+                          hint=(f"did you mean '{close[0]}'? " if close else "") +
+                          "`feedbot stage set ID` sets it; `feedbot stage list` lists them")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -244,7 +252,7 @@ def tolerate_unencodable_output() -> None:
 
 # --- collect ----------------------------------------------------------------------------------
 
-def run_collect(app: App, *, only: str | None = None, due_only: bool = False,
+def run_collect(app: App, *, only: str | Sequence[str] | None = None, due_only: bool = False,
                 echo: bool = True) -> list[Any]:
     from .collect import collect, report_lines, select_sources, summarize
     from .pipeline import embed_pending
@@ -339,13 +347,14 @@ def _progress(stream: Any, total: int) -> Any:
 
 
 @main.command()
-@click.option("--source", "only", metavar="NAME", help="Collect only this source (or person).")
+@click.option("--source", "only", metavar="NAME", multiple=True,
+              help="Collect only this source (or person); give it again for more.")
 @pass_app
-def collect(app: App, only: str | None) -> None:
-    """Fetch all sources now (or one), one line per source."""
-    if only is not None and not only.strip():
+def collect(app: App, only: tuple[str, ...]) -> None:
+    """Fetch all sources now (or those named), one line per source."""
+    if any(not name.strip() for name in only):
         fail("--source needs the name of a source or person; see `feedbot sources`", 2)
-    trouble = unrecorded_problem(run_collect(app, only=only))
+    trouble = unrecorded_problem(run_collect(app, only=only or None))
     if trouble is not None and trouble[1]:  # a full disk: the rest was not even fetched
         fail(trouble[0], 1)
     if trouble is not None:  # the run happened, but not all of it is stored: say which
@@ -511,10 +520,14 @@ def stage(ctx: click.Context, app: App) -> None:
 @pass_app
 def stage_list(app: App) -> None:
     """List the roadmap's stages; yours is marked."""
-    current = app.config.learner.stage
+    stage = app.unchecked_config.learner.stage
+    current = app.roadmap.find(stage)
     for st in app.roadmap.stages:
         mark = "*" if st.id == current else " "
         click.echo(f"{mark} {st.index + 1:>2}. {st.id:<24} {st.title}")
+    if current is None:
+        click.echo(f"your stage {stage!r} (learner.stage) is not on this roadmap: "
+                   "`feedbot stage set ID` sets one that is")
 
 
 @stage.command("set")
@@ -737,21 +750,32 @@ def doctor(app: App) -> None:
     cfg: Config | None = None
     try:  # before the model: on a new home, loading it measures the backends for a while
         cfg = app.config
-        click.echo(f"stage: {cfg.learner.stage}; {len(cfg.sources())} sources")
+        n = len(cfg.sources())
+        click.echo(f"stage: {cfg.learner.stage}; {n} source{'s' if n != 1 else ''}")
     except ConfigError as e:
         click.echo(f"configuration problem: {e}")
         problems += 1
-    emb = app.embedder
-    click.echo(f"model: {emb.model_name} ({emb.model_ref})")
+    from .embed import EmbedSettingError, resolve_model
+
+    model_ref = ""
     try:
+        emb = app.embedder  # SettingError: FEEDBOT_DEVICE or FEEDBOT_EMBED_BACKEND is no value
+        model_ref = emb.model_ref
+        click.echo(f"model: {emb.model_name} ({emb.model_ref})")
         click.echo(f"device: {emb.device} (FEEDBOT_DEVICE={emb.device_pref})")
         click.echo(f"backend: {emb.backend_name}")
+    except (SettingError, EmbedSettingError) as e:  # the variable is named in the message
+        click.echo(f"embedding problem: {e}")
+        problems += 1
     except Exception as e:  # a broken model install is exactly what doctor is for
         click.echo(f"model could not be loaded: {type(e).__name__}: {e}")
         problems += 1
     if cfg is not None:
         click.echo(retention_line(app, cfg))
-    for line in disk_use(app.home, emb.model_ref):
+    if not model_ref:  # the embedder was refused: the exports of the model it would load
+        with contextlib.suppress(Exception):  # (the packaged model missing: said above)
+            model_ref = resolve_model()[1]
+    for line in disk_use(app.home, model_ref):
         click.echo(line)
     if problems:
         fail(f"{problems} problem{'s' if problems != 1 else ''} found (above)", 1)

@@ -137,7 +137,7 @@ def import_opml(app: App, file: Path) -> None:
     for title, why in report.skipped:
         click.echo(f"skipped {title}: {why}")
     click.echo(f"{len(report.added)} added, {len(report.skipped)} skipped "
-               f"({len(feeds)} feeds in {file.name})")
+               f"({len(feeds)} feed{'s' if len(feeds) != 1 else ''} in {file.name})")
 
 
 @main.command("export-opml")

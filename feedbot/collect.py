@@ -217,14 +217,18 @@ def collectors() -> dict[str, Collector]:
     return {"feed": collect_feed, "arxiv": collect_arxiv, "x": collect_x}
 
 
-def select_sources(cfg: Config, only: str | None = None) -> list[SourceSpec]:
+def select_sources(cfg: Config, only: str | Sequence[str] | None = None) -> list[SourceSpec]:
     """All sources, or those whose name, person or label (as digests show it, "Ada on X")
     matches `only`, case-insensitively; a source's own name first: the blog "arXiv cs.CV" is that
     blog alone, not also the query "cs.CV" its label names (`feedbot run` collects each source
-    by its name). KeyError naming the sources when none matches."""
+    by its name). Several names (`collect --source A --source B`): the sources of each, once.
+    KeyError naming the sources when a name matches none."""
     specs = cfg.sources()
     if only is None:
         return specs
+    if not isinstance(only, str):
+        picked = {s.name: s for name in only for s in select_sources(cfg, name)}
+        return list(picked.values())
     want = only.strip().casefold()
     named = [s for s in specs if s.name.casefold() == want]
     if named:
@@ -318,7 +322,7 @@ def shared_arxiv_gate() -> ArxivGate:
 
 
 async def collect_async(
-    cfg: Config, store: Store | None, *, now: datetime, only: str | None = None,
+    cfg: Config, store: Store | None, *, now: datetime, only: str | Sequence[str] | None = None,
     due_only: bool = False, http: httpx.AsyncClient | None = None,
     arxiv: ArxivGate | None = None, on_done: Callable[[SourceReport], None] | None = None,
     extra: dict[str, object] | None = None, deadline: float = 60.0,

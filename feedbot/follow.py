@@ -46,7 +46,7 @@ from .http import fetch, make_client
 from .items import canonical_url
 from .opml import feed_url
 from .sources_edit import edit_sources
-from .text import run_parser
+from .text import run_parser, shorten
 
 PLACES = ("x", "bluesky", "mastodon", "arxiv", "blog")
 PLACE_NAMES = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon", "arxiv": "arXiv",
@@ -252,7 +252,8 @@ def _request(values: dict[str, Any]) -> FollowRequest:
             raise FollowError(f"{req.category!r} is not an arXiv category such as cs.LG or "
                               "stat.ML")
         return req
-    if not req.places and not (req.name and (req.replies or req.retweets)):
+    if not req.places and not (req.name and (req.replies or req.retweets
+                                             or req.weight is not None)):
         raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
     return req
 
@@ -491,6 +492,9 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
     for place, value in req.places.items():
         _refuse_followed_place(doc, place, value, except_name=name)
     if existing is None:
+        if not req.places:  # `follow NAME --weight 2`: a change, for someone not followed
+            raise FollowError(f"not following anyone named {name!r}; give a place to follow "
+                              f"them on; usage: {USAGE}")
         entry = CommentedMap([("name", name)])
         for key in PERSON_KEYS[1:]:
             value = _person_value(req, key)
@@ -503,7 +507,15 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
     if not added:
         raise NothingToChange(f"already following {person['name']} on "
                               f"{_places_text(req.places)}; nothing to change")
-    return f"{person['name']}: added {_places_text(added)}"
+    return f"{person['name']}: {_changes_text(added)}"
+
+
+def _changes_text(changes: dict[str, str]) -> str:
+    """What `_merge_person` changed: "added X (@ada); replies on; weight 2.0 (was 1.5)"."""
+    places = {k: v for k, v in changes.items() if k in PLACE_NAMES}
+    parts = [f"added {_places_text(places)}"] if places else []
+    parts += [f"{key} {value}" for key, value in changes.items() if key not in PLACE_NAMES]
+    return "; ".join(parts)
 
 
 def _merge_person(person: CommentedMap, req: FollowRequest) -> dict[str, str]:
@@ -526,10 +538,11 @@ def _merge_person(person: CommentedMap, req: FollowRequest) -> dict[str, str]:
             added[flag] = "on"
     if req.weight is not None and person.get("weight") != req.weight:
         if "weight" in person:
+            added["weight"] = f"{req.weight:g} (was {person['weight']:g})"
             person["weight"] = req.weight
         else:
             _insert_key(person, len(person), "weight", req.weight)
-        added["weight"] = str(req.weight)
+            added["weight"] = f"{req.weight:g}"
     return added
 
 
@@ -686,9 +699,16 @@ class _NothingToDo(Exception):
     pass
 
 
+MAX_TAKEN_NAME = 100  # characters of a feed's or an OPML outline's title made a source's name
+
+
 def unique_name(name: str, url: str, taken: set[str]) -> str:
-    """`name`, or `name (host)`, or `name (host) 2`... whichever is not taken yet; records it."""
-    name = " ".join(name.split()) or _host(url)
+    """`name`, or `name (host)`, or `name (host) 2`... whichever is not taken yet; records it.
+    `name` comes from a feed or an OPML file: its control characters become spaces (a name
+    cannot hold them, and the user never typed it) and it is cut to `MAX_TAKEN_NAME` (eleven
+    1 MB titles made an OPML import write an 11 MB sources.yaml that no command would read)."""
+    name = "".join(" " if control_char(c) else c for c in name)
+    name = shorten(name, MAX_TAKEN_NAME) or _host(url)
     candidates = [name, f"{name} ({_host(url)})"]
     candidates += [f"{name} ({_host(url)}) {n}" for n in range(2, 100)]
     for candidate in candidates:
@@ -775,7 +795,9 @@ def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
             if again and section == "blogs" and _same_weight(entry, weight):
                 raise NothingToChange(f"already following {url} (as {entry['name']!r}); "
                                       "nothing to change")
-            raise FollowError(f"already following {url} (as {entry['name']!r}{on})")
+            change = ("; change its weight in sources.yaml" if again and section == "blogs"
+                      and weight is not None else "")
+            raise FollowError(f"already following {url} (as {entry['name']!r}{on}){change}")
 
 
 def _refuse_followed_place(doc: CommentedMap, place: str, value: str, except_name: str) -> None:

@@ -94,6 +94,12 @@ def test_collect_reports_every_source_and_exits_0(sources: Path, use_fake_embedd
     assert lines[-1] == "3 sources: 2 ok, 1 failed, 4 new items"
     again = invoke("collect", "--source", "vision lab")
     assert again.stdout.splitlines()[0] == "Vision Lab: not modified"
+    # several --source: each is collected (only the last one was, silently), each once
+    both = invoke("collect", "--source", "Notes", "--source", "vision lab", "--source", "notes")
+    assert both.exit_code == 0
+    assert sorted(both.stdout.splitlines()[:-1]) == ["Notes: 0 new (2 in feed)",
+                                                     "Vision Lab: not modified"]
+    assert both.stdout.splitlines()[-1].startswith("2 sources: 2 ok")
 
 
 def test_collect_gives_every_source_its_line_and_a_digest_one_line_per_reason(
@@ -139,6 +145,8 @@ def test_collect_unknown_source_is_a_usage_error(sources: Path) -> None:
     result = invoke("collect", "--source", "nope")
     assert result.exit_code == 2
     assert "no source named 'nope'" in result.stderr
+    result = invoke("collect", "--source", "Notes", "--source", "nope")
+    assert result.exit_code == 2 and "no source named 'nope'" in result.stderr
 
 
 def test_config_error_exits_2_with_file_line_and_key(tmp_path: Path) -> None:
@@ -480,6 +488,27 @@ stages:
     assert bad.exit_code == 2 and "unknown stage 'cnn'" in bad.stderr
 
 
+
+def test_a_stage_the_roadmap_lacks_is_mended_with_stage_set(tmp_path: Path) -> None:
+    """`stage set` and `stage list`, which the error about an unknown stage points to, failed
+    with that same error: the file had to be mended by hand."""
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text("learner: {stage: cnnn}  # a typo\n")
+    bad = invoke("digest", "--no-collect")
+    assert bad.exit_code == 2 and "unknown stage 'cnnn'" in bad.stderr
+    assert "did you mean 'cnn'? `feedbot stage set ID` sets it" in bad.stderr
+    listed = invoke("stage", "list")
+    assert listed.exit_code == 0 and "*" not in listed.stdout
+    assert listed.stdout.splitlines()[-1] == (
+        "your stage 'cnnn' (learner.stage) is not on this roadmap: `feedbot stage set ID` sets "
+        "one that is")
+    fixed = invoke("stage", "set", "cnn")
+    assert fixed.exit_code == 0 and fixed.stdout.startswith("stage set to cnn")
+    assert sources.read_text().startswith("learner: {stage: cnn}") and "# a typo" in \
+        sources.read_text()
+    assert "*  8. cnn" in invoke("stage", "list").stdout
+
+
 def test_a_broken_roadmap_file_is_a_clear_error(tmp_path: Path) -> None:
     sources = Path(os.environ["FEEDBOT_SOURCES"])
     (sources.parent / "broken.yaml").write_text("stages: [{id: only-id}]\n")
@@ -573,10 +602,12 @@ def test_bad_embedding_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch
                                                  value: str, valid: str) -> None:
     Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
     monkeypatch.setenv(var, value)
-    for args in (["digest", "--no-collect"], ["doctor"]):
-        result = invoke(*args)
-        assert result.exit_code == 2, args
-        assert f"{var}={value!r} is not" in result.stderr and valid in result.stderr
+    result = invoke("digest", "--no-collect")
+    assert result.exit_code == 2
+    assert f"{var}={value!r} is not" in result.stderr and valid in result.stderr
+    result = invoke("doctor")  # shows it in place, and the rest (see below)
+    assert result.exit_code == 1
+    assert f"{var}={value!r} is not" in result.stdout and valid in result.stdout
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps", "CPU"])
@@ -729,6 +760,27 @@ def test_doctor_says_a_missing_configuration_before_loading_the_model(
     assert f"{tmp_path / 'missing.yaml'}: file not found" in lines[problem]
     assert problem < model  # said before the model is loaded
     assert any(line.startswith("disk: ") for line in lines)  # and the rest still shown
+
+
+
+@pytest.mark.parametrize(("var", "value", "said"), [
+    ("FEEDBOT_DEVICE", "tpu", "FEEDBOT_DEVICE='tpu' is not a device"),
+    ("FEEDBOT_EMBED_BACKEND", "bogus", "FEEDBOT_EMBED_BACKEND='bogus' is not an embedding "
+                                       "backend"),
+])
+def test_doctor_shows_a_bad_embedding_setting_in_place_and_goes_on(
+        feedbot_env: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str,
+        said: str) -> None:
+    """A bad FEEDBOT_DEVICE or FEEDBOT_EMBED_BACKEND stopped doctor half-way, exit 2, with
+    neither retention nor disk use shown: the one command meant to show such problems."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    monkeypatch.setenv(var, value)
+    result = invoke("doctor")
+    assert result.exit_code == 1 and result.stderr == "feedbot: 1 problem found (above)\n"
+    lines = result.stdout.splitlines()
+    assert any(line.startswith(f"embedding problem: {said}") for line in lines), lines
+    assert any(line.startswith("retention: ") for line in lines)
+    assert any(line.startswith("disk: database ") for line in lines)
 
 
 def test_sources_on_a_stdout_that_is_not_utf8(tmp_path: Path) -> None:

@@ -311,6 +311,40 @@ def test_a_feed_titled_like_a_persons_source_gets_another_name(sources: Path,
         f"following blog 'Andrej Karpathy/X (127.0.0.1)': {url}"
 
 
+
+def test_a_feed_titled_with_control_characters_is_followed_under_a_clean_name(
+        sources: Path, server: LocalServer) -> None:
+    """A feed's title with a bell or an escape sequence was refused as the name of the blog
+    ("edit refused … a name cannot contain … control characters"), a name the user never
+    gave; a title of a megabyte became the name whole."""
+    import json
+
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Ada\as \x1b[1mblog",
+           "items": [{"id": "1", "url": "https://ada.example/1", "title": "Post"}]}
+    url = server.add("/feed.json", body=json.dumps(doc).encode(),
+                     content_type="application/feed+json")
+    assert follow(sources, parse_follow_args([url])) == f"following blog 'Ada s [1mblog': {url}"
+    doc["title"] = "Long " * 300_000
+    server.add("/long.json", body=json.dumps(doc).encode(), content_type="application/feed+json")
+    follow(sources, parse_follow_args([server.url("/long.json")]))
+    name = load_config(sources).blogs[-1].name
+    assert name.startswith("Long Long") and name.endswith("…") and len(name) <= 100
+
+
+def test_an_edit_that_would_make_the_file_too_large_to_read_is_refused(
+        sources: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command refuses a sources.yaml over its limit: an edit past it left a file no
+    command would read (an OPML import of eleven 1 MB titles wrote 11 MB)."""
+    import feedbot.sources_edit as sources_edit
+
+    before = sources.read_bytes()
+    monkeypatch.setattr(sources_edit, "MAX_SOURCES_BYTES", len(before) + 20)
+    with pytest.raises(ConfigError, match=r"edit refused: the file would be 0 MB; a sources "
+                                          r"file is at most 0 MB"):
+        follow(sources, parse_follow_args(["https://blog.example.org/feed.xml", "--no-check"]))
+    assert sources.read_bytes() == before
+
+
 def test_a_page_advertising_a_feed_is_followed_by_its_feed(sources: Path,
                                                            server: LocalServer) -> None:
     feed = server.add("/blog/feed.atom", body=FEED, content_type="application/atom+xml")
@@ -394,13 +428,20 @@ def test_following_what_is_followed_already_changes_nothing_and_is_no_error(
     r = invoke(sources, "follow", "--x", "KARPATHY")  # no name: the person followed there
     assert r.exit_code == 0 and "already following Andrej Karpathy" in r.output
     r = invoke(sources, "follow", "--no-check", url, "--weight", "2")
-    assert r.exit_code == 2 and "already following" in r.output
+    assert r.exit_code == 2 and r.output.rstrip().endswith(
+        "(as \"Lil'Log\"); change its weight in sources.yaml"), r.output
     r = invoke(sources, "follow", "Someone", "--x", "karpathy")
     assert r.exit_code == 2 and "(as 'Andrej Karpathy')" in r.output
     assert sources.read_text() == COMMENTED
     r = invoke(sources, "follow", "x:karpathy", "--weight", "2")  # a change for that person
-    assert r.exit_code == 0 and "Andrej Karpathy: added weight" in r.output, r.output
+    assert r.exit_code == 0 and "Andrej Karpathy: weight 2" in r.output, r.output
     assert load_config(sources).people[0].weight == 2.0
+    # by name, with no place: was "nothing to follow: give at least one place"
+    r = invoke(sources, "follow", "Andrej Karpathy", "--weight", "1.5")
+    assert r.exit_code == 0 and "Andrej Karpathy: weight 1.5 (was 2)" in r.output, r.output
+    assert load_config(sources).people[0].weight == 1.5
+    r = invoke(sources, "follow", "Nobody Here", "--weight", "2")
+    assert r.exit_code == 2 and "not following anyone named 'Nobody Here'" in r.output
 
 
 def test_cli_follow_and_unfollow(sources: Path) -> None:
@@ -747,7 +788,7 @@ def test_unfollow_one_place_of_a_person(sources: Path) -> None:
 def test_unfollowing_a_persons_x_drops_its_replies_and_retweets(sources: Path) -> None:
     """They stayed behind, to apply unseen to whatever X handle the person got next."""
     assert follow(sources, parse_follow_args(["Andrej Karpathy", "--replies", "--retweets"])) \
-        == "Andrej Karpathy: added replies on, retweets on"
+        == "Andrej Karpathy: replies on; retweets on"
     assert unfollow(sources, "Andrej Karpathy/x") == "unfollowed Andrej Karpathy on X"
     removed, added = changes(COMMENTED, sources.read_text())
     assert removed == ["    x: karpathy"] and added == []

@@ -212,6 +212,25 @@ def test_a_title_that_is_a_persons_source_name_does_not_stop_the_import(sources:
                                      "2 added, 0 skipped (2 feeds in clash.opml)"]
 
 
+
+def test_outlines_with_huge_titles_are_imported_under_short_names(sources: Path,
+                                                                   tmp_path: Path) -> None:
+    """Eleven 1 MB titles became eleven 1 MB names: the import wrote an 11 MB sources.yaml,
+    printed every name, and every command after it refused the file (over 10 MB)."""
+    f = tmp_path / "huge.opml"
+    outlines = "".join(f'<outline title="{"Feed " * 200_000}{i}" '
+                       f'xmlUrl="https://f{i}.example/feed"/>' for i in range(11))
+    f.write_bytes(opml(outlines))
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(f)])
+    assert r.exit_code == 0, r.output[:300]
+    assert len(r.output) < 3000 and r.output.endswith("11 added, 0 skipped (11 feeds in "
+                                                      "huge.opml)\n")
+    names = [b.name for b in load_config(sources).blogs[-11:]]
+    assert all(n.startswith("Feed Feed") and len(n) < 130 for n in names)  # 100 + a host
+    assert len(set(names)) == 11  # told apart by their hosts
+    assert sources.stat().st_size < 10_000
+
+
 def test_export_to_a_missing_directory_is_a_clear_error(sources: Path, tmp_path: Path) -> None:
     out = tmp_path / "missing" / "x.opml"
     r = CliRunner().invoke(main, ["--sources", str(sources), "export-opml", "-o", str(out)])
