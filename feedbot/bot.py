@@ -575,10 +575,12 @@ async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
                         chat)
             if _is_start(update):
                 await runner.send(chat, setup_instructions(chat), thread=thread_of(update))
-        else:
-            log.warning("refused chat %s (%s): not in telegram.allowed_chats of sources.yaml",
-                        chat, _who(update))
-            if await runner.first_refusal(chat):
+        else:  # said once a chat: a stranger writing all day must not flood the log
+            first = await runner.first_refusal(chat)
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "refused chat %s (%s): not in telegram.allowed_chats of sources.yaml",
+                    chat, _who(update))
+            if first:
                 await runner.send(chat, refusal(chat), thread=thread_of(update))
     except (SendFailed, MaybeSent) as e:  # e.g. a stranger who wrote, then blocked the bot
         log.warning("could not answer chat %s: %s", chat, e)
@@ -711,8 +713,12 @@ async def sources_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 
 async def later_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the read-later list."""
+    args = command_args(_text(update))
+    if len(args) > 1 or (args and not (args[0].isascii() and args[0].isdigit())):
+        await _reply(update, context, plain("Usage: /later, or /later 2 for the next page"))
+        return
     entries = await _runner(context).later_entries(_chat_id(update))
-    await _reply(update, context, render_later(entries))
+    await _reply(update, context, render_later(entries, page=int(args[0]) if args else 1))
 
 
 SEARCH_LIMIT = 8  # results of /search: one message (MAX_ITEMS_PER_MESSAGE) of them

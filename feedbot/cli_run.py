@@ -51,12 +51,13 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
         from telegram.error import InvalidToken
 
         from .bot import api_url_from_env, is_custom_api
+        from .http import shown_url
         from .store import StoreError
 
         if isinstance(e, InvalidToken):
             api = api_url_from_env()
             fail("Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather"
-                 + (f" (or FEEDBOT_TELEGRAM_API_URL={api} is not a Bot API server: an "
+                 + (f" (or FEEDBOT_TELEGRAM_API_URL={shown_url(api)} is not a Bot API server: an "
                     "unknown address answers as a wrong token does)"
                     if is_custom_api(api) else ""), 2)
         if isinstance(e, StoreError):

@@ -245,6 +245,16 @@ class Person(_SourceOptions):
             raise ValueError("an X handle is 1-15 letters, digits or underscores")
         return v
 
+    @field_validator("arxiv")
+    @classmethod
+    def _arxiv(cls, v: str | None) -> str | None:
+        """An author name goes into `au:"NAME"`: a quote in it ended the phrase early, and
+        the query asked arXiv for something else (every paper of another author)."""
+        if v is not None and (not v.strip() or '"' in v or control_char(v)):
+            raise ValueError('an arXiv author name is a name such as "Yann LeCun", without '
+                             "quotes")
+        return v
+
     @field_validator("mastodon")
     @classmethod
     def _mastodon(cls, v: str | None) -> str | None:

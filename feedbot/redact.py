@@ -18,7 +18,7 @@ import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 REDACTED = "<secret>"
 # The secrets feedbot reads from the environment, and what each becomes in a log line.
@@ -62,11 +62,33 @@ class _Redactor:
         return record
 
 
+# Variables naming a server (a local Bot API, a proxy) whose URL may hold a password.
+URL_ENV = ("FEEDBOT_TELEGRAM_API_URL", "FEEDBOT_X_API_URL", "FEEDBOT_ARXIV_API_URL",
+           "FEEDBOT_BLUESKY_URL", "FEEDBOT_MASTODON_URL")
+
+
+def install_url_redaction(url: str) -> Callable[[], None]:
+    """A password in `url` (`https://user:pass@proxy.example/`) kept out of log records, where
+    the HTTP libraries write request URLs whole: its `user:pass@` becomes `user:***@` (in that
+    form only: a short password alone would be replaced in every word that holds it)."""
+    try:
+        netloc = urlsplit(url.strip()).netloc
+    except ValueError:
+        return lambda: None
+    userinfo, at, _ = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (at and colon and password):
+        return lambda: None
+    return install_redaction(f"{userinfo}@", placeholder=f"{user}:***@")
+
+
 def install_env_redaction(environ: Mapping[str, str] | None = None) -> Callable[[], None]:
-    """Redaction for every secret set in the environment (`SECRET_ENV`); returns the undo."""
+    """Redaction for every secret set in the environment (`SECRET_ENV`, and a password in a
+    server's URL, `URL_ENV`); returns the undo."""
     env = os.environ if environ is None else environ
     undo = [install_redaction(value, placeholder=label) for name, label in SECRET_ENV.items()
             if (value := env.get(name, "").strip())]
+    undo += [install_url_redaction(env.get(name, "")) for name in URL_ENV]
 
     def uninstall() -> None:
         for u in reversed(undo):

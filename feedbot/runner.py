@@ -61,9 +61,10 @@ from .collect import adopt_renamed, collect_async, is_due, jitter
 from .config import Config, ConfigError, SourceSpec
 from .digest import Digest, DigestEntry, span_text, utcnow
 from .embed import Embedder
-from .http import make_client
+from .http import make_client, shown_url
 from .pipeline import embed_pending, make_digest, source_health
 from .prune import PruneReport
+from .redact import install_url_redaction
 from .roadmap import Roadmap
 from .scheduler import (
     FRESH_LEAD,
@@ -187,6 +188,10 @@ class Runner:
         self._collecting: dict[str, asyncio.Lock] = {}
         self._never_collected: set[str] = set()  # scheduled from an empty state: renamed?
         self._chats: dict[int, _ChatState] = {}
+        # One reload of sources.yaml at a time: the watcher's (a hand edit) and feedbot's own
+        # after an edit (/stage, /follow). Interleaved, a hand edit loaded just before a
+        # /stage edit was applied after it, and the stage moved back in memory for good.
+        self._sources_lock = asyncio.Lock()
         # Sent, not yet in the store (it was busy): chat -> {item id: when}, and meta to write.
         self._unsaved: dict[int, dict[str, datetime]] = {}
         self._unsaved_meta: dict[str, str] = {}
@@ -226,7 +231,14 @@ class Runner:
     async def _start_bot(self) -> None:
         from . import bot
 
-        self._undo_redaction = bot.install_token_redaction(self.token or "")
+        undo_token = bot.install_token_redaction(self.token or "")
+        undo_url = install_url_redaction(self.api_url or "")  # a proxy's password in it
+
+        def undo() -> None:
+            undo_url()
+            undo_token()
+
+        self._undo_redaction = undo
         self.app = bot.build_application(self.token or "", self, self.api_url)
         delay = 1.0
         while True:
@@ -899,7 +911,10 @@ class Runner:
 
     async def check_sources(self) -> None:
         """The watcher job: apply a settled valid edit; report an invalid one and keep going."""
-        change = await asyncio.to_thread(self.watcher.poll)
+        async with self._sources_lock:
+            change = await asyncio.to_thread(self.watcher.poll)
+            if change is not None and change.settings is not None:
+                self.apply(change.settings)
         if change is None:
             return
         if change.error is not None:
@@ -908,17 +923,16 @@ class Runner:
             self._config_broken = True
             await self.notify(config_problem(str(change.error)))
             return
-        assert change.settings is not None
-        self.apply(change.settings)
         if self._config_broken:
             self._config_broken = False
             await self.notify(config_ok())
 
     async def reload_now(self) -> None:
         """After feedbot's own edit of sources.yaml: load it and apply it at once."""
-        settings = await asyncio.to_thread(load_settings, self.sources)
-        self.watcher.accept()
-        self.apply(settings)
+        async with self._sources_lock:
+            settings = await asyncio.to_thread(load_settings, self.sources)
+            self.watcher.accept()
+            self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
         """Switch to new settings: collect jobs follow the sources, the digest its time."""
@@ -951,7 +965,7 @@ def _api_error(e: Exception, api_url: str) -> str:
 
     text, _, page = str(e).partition(". Parsing the server response")
     if page or text == "Invalid server response":  # not JSON: an error page, or a 200 one
-        text += f", and the answer from {api_url} is not the Bot API's JSON"
+        text += f", and the answer from {shown_url(api_url)} is not the Bot API's JSON"
         if is_custom_api(api_url):
             text += " (is FEEDBOT_TELEGRAM_API_URL right?)"
     return shorten(text, 300)

@@ -275,15 +275,29 @@ def render_digest(d: Digest, *, empty: str = "say", date_label: str = "",
 
 # --- other replies ----------------------------------------------------------------------------
 
-def render_later(entries: Sequence[DigestEntry], limit: int = MAX_TEXT) -> list[TgMessage]:
-    """The read-later list; 👍 or 👎 on an item takes it off the list."""
+LATER_PAGE = 3 * MAX_ITEMS_PER_MESSAGE  # items of the read-later list per /later answer
+
+
+def render_later(entries: Sequence[DigestEntry], limit: int = MAX_TEXT, page: int = 1,
+                 per_page: int = LATER_PAGE) -> list[TgMessage]:
+    """The read-later list, newest first, a page of `per_page` items at a time (hundreds of
+    bookmarks were dozens of messages for one /later, and Telegram's flood waits); 👍 or 👎
+    on an item takes it off the list. A page past the end shows the last."""
     if not entries:
         return [text_message("🔖 Nothing saved for later. Press 🔖 under a digest item "
                              "to keep it here.")]
+    pages = -(-len(entries) // per_page)
+    page = min(max(page, 1), pages)
+    start = (page - 1) * per_page
+    shown = entries[start:start + per_page]
     header = f"🔖 <b>Read later</b> ({len(entries)})"
+    if pages > 1:
+        more = f"; /later {page + 1} for older ones" if page < pages else ""
+        header = (f"🔖 <b>Read later</b> ({start + 1}–{start + len(shown)} of {len(entries)}, "
+                  f"newest first{more})")
     budget = limit - len(header) - 2
     blocks = [Block(fit_entry(n, e, budget), feedback_row(n, e.id, ("up", "down")), e.id)
-              for n, e in enumerate(entries, 1)]
+              for n, e in enumerate(shown, start + 1)]
     return [TgMessage(m.text, m.buttons) for m in pack(header, blocks, limit=limit)]
 
 
@@ -359,7 +373,7 @@ ranked for your stage of the deep-learning roadmap.
 
 /digest — a digest now (only items you have not had)
 /stage — your stage; <code>/stage ID</code> or <code>/stage next</code> to move on
-/later — your read-later list
+/later — your read-later list (/later 2: the next page)
 /search WORDS — find what feedbot collected, by meaning or by name (an arXiv id or a link finds \
 that item)
 /sources — what feedbot follows, with health

@@ -126,6 +126,8 @@ def test_wrong_type_is_located(tmp_path: Path) -> None:
         ("    x: ada", "people[0].x", "X handle"),
         ('    mastodon: "@ada@example.social"', "people[0].mastodon", "@user@instance"),
         ("  timezone: Europe/Berlin", "learner.timezone", "time zone"),
+        # au:"Ada "Lady" Lovelace" asked arXiv for something else
+        ("    arxiv: Ada Lovelace", "people[0].arxiv", "without quotes"),
     ],
 )
 def test_value_errors(tmp_path: Path, bad: str, key: str, words: str) -> None:
@@ -135,6 +137,7 @@ def test_value_errors(tmp_path: Path, bad: str, key: str, words: str) -> None:
         "people[0].x": "    x: not a handle!",
         "people[0].mastodon": "    mastodon: ada",
         "learner.timezone": "  timezone: Mars/Olympus",
+        "people[0].arxiv": """    arxiv: 'Ada "Lady" Lovelace'""",
     }[key]
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, GOOD.replace(bad, replacement)))

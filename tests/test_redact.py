@@ -71,6 +71,23 @@ def test_the_environments_secrets_are_redacted_each_with_its_label(
         "GET /bot<bot-token>/getMe with Bearer <x-bearer-token>; not-a-secret")
 
 
+
+def test_a_password_in_a_servers_url_is_redacted_there_only(
+        log: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs each request's URL whole: a proxy's password in FEEDBOT_TELEGRAM_API_URL
+    was written to the log with every request."""
+    undo = install_env_redaction({
+        "FEEDBOT_TELEGRAM_API_URL": "http://proxy:pw@127.0.0.1:8081/",
+        "FEEDBOT_ARXIV_API_URL": "http://no-password@127.0.0.1:9/", "FEEDBOT_X_API_URL": "::"})
+    try:
+        log.info("POST http://proxy:pw@127.0.0.1:8081/bot1/getMe; a pwd is not it")
+    finally:
+        undo()
+    assert caplog.records[0].getMessage() == (
+        "POST http://proxy:***@127.0.0.1:8081/bot1/getMe; a pwd is not it")
+    assert logging.getLogRecordFactory() is logging.LogRecord
+
+
 def test_nothing_is_installed_without_secrets(log: logging.Logger) -> None:
     undo = install_env_redaction({})
     assert logging.getLogRecordFactory() is logging.LogRecord

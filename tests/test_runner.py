@@ -465,6 +465,40 @@ def touch(path: Path, text: str) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
 
 
+
+async def test_a_hand_edit_loaded_during_a_stage_change_does_not_undo_it(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """The watcher loaded a hand edit on its thread while /stage wrote the file and applied
+    it; the watcher's older settings were applied last, so the stage went back in memory, and
+    the file, seen by then, was never read again."""
+    import threading
+
+    path = write_sources(tmp_path / "sources.yaml")
+    async with running(path, feedbot_env, Clock(SLOT - timedelta(hours=3)), api) as runner:
+        touch(path, path.read_text().replace('"08:00"', '"09:30"'))  # a hand edit
+        await runner.check_sources()  # seen; it settles
+        real_load, loaded, release = runner.watcher.load, threading.Event(), threading.Event()
+
+        def load(p: Path) -> Any:
+            settings = real_load(p)  # the hand edit, read
+            loaded.set()
+            release.wait(10)
+            return settings
+
+        runner.watcher.load = load
+        poll = asyncio.create_task(runner.check_sources())
+        while not loaded.is_set():
+            await asyncio.sleep(0.01)
+        stage = asyncio.create_task(runner.set_stage("cnn"))
+        await asyncio.wait({stage}, timeout=1.0)  # done at once before; waits for the poll now
+        release.set()
+        await poll
+        await stage
+        assert "stage: cnn" in path.read_text()
+        assert runner.settings.config.learner.stage == "cnn"
+        assert runner.settings.config.learner.digest_time == "09:30"
+
+
 async def test_sources_yaml_edits_are_picked_up_while_running(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
     path = write_sources(tmp_path / "sources.yaml", blogs=(("Old blog", "http://127.0.0.1:9/a"),))
@@ -1212,8 +1246,10 @@ async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop
     server.add(f"/bot{TOKEN}/getMe", status=status, body=page, content_type="text/html")
     caplog.set_level(logging.INFO)
     sources = write_sources(tmp_path / "sources.yaml", chats=())
+    # with credentials (a proxy's): never shown
+    base = server.base.replace("http://", "http://proxy:s3cret@")
     runner = Runner(load_settings(sources), home=feedbot_env, sources=sources,
-                    embedder=fake_embedder(), token=TOKEN, api_url=server.base,
+                    embedder=fake_embedder(), token=TOKEN, api_url=base,
                     options=options(), clock=Clock(SLOT))
     task = asyncio.create_task(runner.run_forever(handle_signals=False))
     await eventually(lambda: "cannot reach the Telegram Bot API" in caplog.text)
@@ -1222,8 +1258,9 @@ async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop
     [tried] = [r for r in caplog.records if "cannot reach the Telegram Bot API" in r.getMessage()]
     assert tried.getMessage() == (
         f"cannot reach the Telegram Bot API ({said}, and the answer from "
-        f"{server.base} is not the Bot API's JSON (is FEEDBOT_TELEGRAM_API_URL right?)); "
-        "retrying in 1s")
+        f"{base.replace('s3cret', '***')} is not the Bot API's JSON (is "
+        "FEEDBOT_TELEGRAM_API_URL right?)); retrying in 1s")
+    assert "s3cret" not in caplog.text
     assert "nginx" not in caplog.text and "Traceback" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "feedbot is running" not in caplog.text

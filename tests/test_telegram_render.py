@@ -259,3 +259,22 @@ def test_a_lone_surrogate_or_a_control_character_in_feed_text_still_gives_a_dige
     stage = tr.render_stage(Roadmap("Mine", stages, Path("mine.yaml")), "odd")
     assert_valid([stage], limits["text"])
     assert "half \ufffd emoji" in stage.text and "\ufffd" in stage.buttons[0][0].text
+
+
+def test_a_long_read_later_list_comes_a_page_at_a_time() -> None:
+    """Hundreds of bookmarks were dozens of messages for one /later (8 items each), each
+    send subject to Telegram's flood waits."""
+    entries = [entry(n) for n in range(1, 51)]
+    first = tr.render_later(entries)
+    assert len(first) == 3 and sum(len(m.buttons) for m in first) == tr.LATER_PAGE == 24
+    assert first[0].text.startswith("🔖 <b>Read later</b> (1–24 of 50, newest first; "
+                                    "/later 2 for older ones)")
+    assert first[0].buttons[0][0].data == f"fb:up:{entries[0].id}"
+    last = tr.render_later(entries, page=3)
+    assert last[0].text.startswith("🔖 <b>Read later</b> (49–50 of 50, newest first)")
+    assert [row[0].data for m in last for row in m.buttons] == [
+        f"fb:up:{e.id}" for e in entries[48:]]
+    assert "<b>49.</b>" in last[0].text  # numbered through the whole list
+    assert [m.text for m in tr.render_later(entries, page=99)] == [m.text for m in last]
+    assert tr.render_later(entries[:5])[0].text.startswith("🔖 <b>Read later</b> (5)\n")
+    assert all(telegram_html_problems(m.text) == [] for m in first + last)
