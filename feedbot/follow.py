@@ -77,6 +77,27 @@ _NOT_FEDIVERSE = ("medium.com", "youtube.com", "tiktok.com", "threads.net", "thr
                   "substack.com", "hashnode.com", "instagram.com", "x.com", "twitter.com",
                   "bsky.app", "github.com", "linkedin.com", "facebook.com", "reddit.com")
 _ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
+# arXiv's archives (https://arxiv.org/category_taxonomy): a category is one, or one and a
+# subject class ("cs.LG", "cond-mat.mes-hall").
+ARXIV_ARCHIVES = frozenset({
+    "astro-ph", "cond-mat", "cs", "econ", "eess", "gr-qc", "hep-ex", "hep-lat", "hep-ph",
+    "hep-th", "math", "math-ph", "nlin", "nucl-ex", "nucl-th", "physics", "q-bio", "q-fin",
+    "quant-ph", "stat"})
+
+
+def arxiv_category(text: str) -> str:
+    """`text` as arXiv writes the category, or FollowError: the archive in lower case, a
+    two-letter subject class in upper case ("cs.lg" is cs.LG), a longer one in lower case
+    ("cond-mat.Mes-Hall" is cond-mat.mes-hall)."""
+    archive, dot, subject = text.strip().partition(".")
+    archive = archive.lower()
+    subject = subject.upper() if len(subject) == 2 else subject.lower()
+    cat = f"{archive}{dot}{subject}"
+    if archive not in ARXIV_ARCHIVES or not _ARXIV_CATEGORY.match(cat) or (dot and not subject):
+        close = difflib.get_close_matches(archive, sorted(ARXIV_ARCHIVES), n=1)
+        hint = f" (did you mean {close[0]}?)" if close and close[0] != archive else ""
+        raise FollowError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}")
+    return cat
 _FLAGS = {"--replies": "replies", "--retweets": "retweets", "--no-check": "no_check"}
 
 
@@ -248,10 +269,7 @@ def _request(values: dict[str, Any]) -> FollowRequest:
         if req.places or req.replies or req.retweets:
             raise FollowError(f"an arXiv category ({req.category}) is followed on its own, "
                               "not as a person's place; follow the person separately")
-        if not _ARXIV_CATEGORY.match(req.category):
-            raise FollowError(f"{req.category!r} is not an arXiv category such as cs.LG or "
-                              "stat.ML")
-        return req
+        return replace(req, category=arxiv_category(req.category))
     if not req.places and not (req.name and (req.replies or req.retweets
                                              or req.weight is not None)):
         raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
@@ -419,8 +437,9 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
     """An arXiv category as an `arxiv:` entry, `{name: cs.LG, category: cs.LG}`."""
     cat = req.category
     for section, _, entry in _entries(doc):
-        if section == "arxiv" and (str(entry.get("category", "")) == cat
-                                   or str(entry.get("query", "")).strip() == f"cat:{cat}"):
+        if section == "arxiv" and (str(entry.get("category", "")).casefold() == cat.casefold()
+                                   or str(entry.get("query", "")).strip().casefold()
+                                   == f"cat:{cat}".casefold()):
             same = (not req.name or req.name.casefold() == str(entry["name"]).casefold()) \
                 and _same_weight(entry, req.weight)
             raise (NothingToChange if same else FollowError)(
@@ -595,6 +614,8 @@ def unfollow(path: Path, name: str) -> str:
         hit = _find(doc, name)
         if hit is None and (place_hit := _find_place(doc, name)) is not None:
             return _drop_place(doc, *place_hit)
+        if hit is None and (done := _unfollow_place(doc, name)) is not None:
+            return done
         if hit is None:
             close = difflib.get_close_matches(name, list(_names(doc)), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else \
@@ -608,6 +629,29 @@ def unfollow(path: Path, name: str) -> str:
 
     _, msg = edit_sources(Path(path), mutate)
     return str(msg)
+
+
+def _unfollow_place(doc: CommentedMap, word: str) -> str | None:
+    """`unfollow` of what `follow` takes: `x:karpathy`, `@ada@sigmoid.social`, a profile URL,
+    a feed's URL, an arXiv listing URL. The blog, category or person's place followed there is
+    removed (the message), else None."""
+    if len(word.split()) != 1:
+        return None
+    try:
+        place, value = classify_word(word)
+    except FollowError:  # "@ada": said when following; here, not a place followed
+        return None
+    for section, index, entry in _entries(doc):
+        if section == "blogs" and place == "blog" \
+                and _same_place("blog", str(entry.get("url", "")), value) \
+                or section == "arxiv" and place == "category" \
+                and str(entry.get("category", "")).casefold() == value.casefold():
+            _delete_item(doc, section, index)
+            return f"unfollowed {entry['name']}"
+        if section == "people" and place in PLACES and entry.get(place) \
+                and _same_place(place, str(entry[place]), value):
+            return _drop_place(doc, index, entry, place)
+    return None
 
 
 def _find_place(doc: CommentedMap, name: str) -> tuple[int, CommentedMap, str] | None:

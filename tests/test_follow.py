@@ -457,6 +457,44 @@ def test_cli_follow_and_unfollow(sources: Path) -> None:
     assert sources.read_text() == COMMENTED
 
 
+
+def test_unfollow_takes_what_follow_takes(sources: Path) -> None:
+    """`follow x:karpathy`, a feed's URL or an arXiv listing worked, and `unfollow` of the
+    same was "not following anyone or anything named 'x:karpathy'"."""
+    assert invoke(sources, "follow", "--category", "cs.LG").exit_code == 0
+    r = invoke(sources, "unfollow", "x:KARPATHY")
+    assert r.exit_code == 0 and r.output.strip() == "unfollowed Andrej Karpathy on X", r.output
+    assert load_config(sources).people[0].x is None
+    assert load_config(sources).people[0].arxiv == "Andrej Karpathy"  # their other place
+    r = invoke(sources, "unfollow", "http://JALAMMAR.github.io/feed.xml")  # the same feed
+    assert r.exit_code == 0 and r.output.strip() == "unfollowed Jay Alammar", r.output
+    r = invoke(sources, "unfollow", "https://arxiv.org/list/cs.lg/recent")
+    assert r.exit_code == 0 and r.output.strip().startswith("unfollowed cs.LG"), r.output
+    assert [b.name for b in load_config(sources).blogs] == ["Lil'Log"]
+    assert load_config(sources).arxiv == []
+    r = invoke(sources, "unfollow", "https://blog.example.org/feed.xml")
+    assert r.exit_code == 2 and "not following anyone or anything named" in r.output
+    assert "# Blogs I read every week" in sources.read_text()  # comments kept
+
+
+
+def test_arxiv_categories_are_checked_and_written_as_arxiv_writes_them(sources: Path) -> None:
+    """`--category nonsense` was followed (arXiv answers such a query with nothing, every
+    time), and `--category cs.lg` beside a followed cs.LG was offered as a second source."""
+    r = invoke(sources, "follow", "--category", "nonsense")
+    assert r.exit_code == 2 and "'nonsense' is not an arXiv category such as cs.LG" in r.output
+    r = invoke(sources, "follow", "--category", "css.LG")
+    assert r.exit_code == 2 and "(did you mean cs?)" in r.output
+    assert sources.read_text() == COMMENTED
+    r = invoke(sources, "follow", "--category", "cs.lg")
+    assert r.exit_code == 0 and "following arXiv cs.LG" in r.output, r.output
+    r = invoke(sources, "follow", "--category", "CS.LG")
+    assert r.exit_code == 0 and "already following arXiv cs.LG" in r.output, r.output
+    r = invoke(sources, "follow", "https://arxiv.org/list/cond-mat.Mes-Hall/new")
+    assert r.exit_code == 0 and "following arXiv cond-mat.mes-hall" in r.output, r.output
+    assert [a.category for a in load_config(sources).arxiv] == ["cs.LG", "cond-mat.mes-hall"]
+
+
 def test_cli_follow_mastodon_shorthand_and_weight(sources: Path) -> None:
     r = invoke(sources, "follow", "@someone@mastodon.social", "--weight", "0.5")
     assert r.exit_code == 0, r.output
