@@ -688,8 +688,9 @@ def later(app: App, chat: str, fmt: str) -> None:
 @pass_app
 def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
           no_vacuum: bool) -> None:
-    """Remove old items (but those voted on or saved for later) and the cached vectors no
-    item uses, so that the database does not grow forever. `feedbot run` does this daily."""
+    """Remove old items (but those voted on, saved for later, or shared lately) and
+    the cached vectors no item uses, so that the database does not grow forever. `feedbot run`
+    does this daily."""
     from .prune import current_model, protected_hashes
     from .prune import prune as run_prune
 
@@ -793,7 +794,8 @@ def retention_line(app: App, cfg: Config) -> str:
     except (SettingError, sqlite3.Error):
         return text
     return text + f"; {len(due.ids):,} due now" + (
-        f", {due.voted:,} as old kept (voted on or saved)" if due.voted else "")
+        f", {due.voted:,} as old kept (voted on, saved, or shared since)"
+        if due.voted else "")
 
 
 def _megabytes(n: int) -> str:

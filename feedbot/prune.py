@@ -1,10 +1,11 @@
 """Retention: remove what the database no longer needs, so that it does not grow forever.
 
 `feedbot prune` and, once a day, `feedbot run` remove items older than `retention.items`
-(by their date and by when they were first seen), unless a chat voted on or saved them, with
-their sources and deliveries; then the cached vectors no item uses any more, except those of
-the roadmap's stage texts and the demo items (a digest over cached items must not load the
-model, issue 6); with `--other-models`, also the vectors of models other than the current one.
+(by their date and by when they were first seen), unless a chat voted on or saved them or a
+followed post shared them since, with their sources and deliveries; then
+the cached vectors no item uses any more, except those of the roadmap's stage texts and the
+demo items (a digest over cached items must not load the model, issue 6); with
+`--other-models`, also the vectors of models other than the current one.
 
 An undated item leaves a tombstone (see store.MIGRATIONS 7): it counts from when it was first
 seen, so a feed that still lists it would bring it back as news. A dated one needs none: the
@@ -49,7 +50,7 @@ _ROW_OVERHEAD = 40  # bytes a vector row takes besides its blob (key, hash, reco
 class PruneReport:
     older_than: str  # the retention as given ("365d"), "" when items are kept
     items: int = 0  # removed (or, in a dry run, that would be)
-    kept: int = 0  # as old, kept because a chat voted on or saved them
+    kept: int = 0  # as old, kept: a chat voted on or saved them, or a post shared them since
     vectors: int = 0  # removed, of items or texts no longer there
     other_models: int = 0  # removed, of other models' vectors of items still there
     tombstones: int = 0  # forgotten: no feed has listed them for the retention period
@@ -70,12 +71,16 @@ class PruneReport:
         verb = "would remove" if self.dry_run else "removed"
         what = []
         if self.older_than:
-            kept = f" ({self.kept:,} as old kept: voted on or saved)" if self.kept else ""
+            kept = (f" ({self.kept:,} as old kept: voted on, saved, or shared since)"
+                    if self.kept else "")
             what.append(f"{_count(self.items, 'item')} older than {self.older_than}{kept}")
         vectors = f"{_count(self.vectors + self.other_models, 'cached vector')}"
         if self.other_models:
             vectors += f" ({self.other_models:,} of other models)"
         what.append(vectors)
+        if self.tombstones:
+            what.append(f"{_count(self.tombstones, 'tombstone')} of items no feed lists any "
+                        "more")
         if self.models:
             shown = "; ".join(self.models[:MODELS_SHOWN])
             more = len(self.models) - MODELS_SHOWN
@@ -89,7 +94,7 @@ class PruneReport:
             return f"{text}: about {_mb(self.freed_estimate)} of the database's {size}"
         if self.vacuumed:
             text += f"; database {size} → {_mb(self.bytes_after)}"
-        elif self.removed:
+        elif self.removed and self.freed_estimate:
             text += (f"; database {size}, about {_mb(self.freed_estimate)} of it now free "
                      "space that new items reuse")
         else:
@@ -241,7 +246,8 @@ def _finish(store: Store, report: PruneReport, *, vacuum: bool | str) -> PruneRe
     if vacuum == "auto":
         vacuum = (report.freed_estimate >= AUTO_VACUUM_BYTES and
                   report.freed_estimate >= AUTO_VACUUM_SHARE * report.bytes_before)
-    if vacuum and report.removed:
+    # not for tombstones alone: a few rows of a few bytes do not pay for rewriting the file
+    if vacuum and (report.items or report.vectors or report.other_models):
         store.vacuum()
         report.vacuumed = True
     report.bytes_after = store.disk_bytes()

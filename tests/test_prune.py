@@ -283,8 +283,40 @@ def test_tombstones_no_feed_listed_for_the_retention_are_forgotten(store: Store)
     store.upsert_items([Item("Undated", "https://blog.example.org/u", "Blog")], LONG_AGO)
     run_prune(store)
     assert store.tombstone_count() == 1
-    run_prune(store, now=NOW + timedelta(days=366))
+    report = run_prune(store, now=NOW + timedelta(days=366), vacuum=True)
     assert store.tombstone_count() == 0
+    # said (it was not), and not worth rewriting the file for (it was vacuumed)
+    assert report.line().startswith(  # type: ignore[attr-defined]
+        "removed 0 items older than 365d and 0 cached vectors and 1 tombstone of items no "
+        "feed lists any more; database ")
+    assert not report.vacuumed  # type: ignore[attr-defined]
+
+
+def test_an_old_item_shared_lately_stays(store: Store) -> None:
+    """An old paper a followed post shares today is news again, and is sent: the prune that
+    night removed it (old by date and first seen, no vote yet), with its delivered mark, so a
+    👍 on the morning's message found no item, and the post about it came the next day."""
+    from feedbot.collect import link_shares
+
+    paper = Item("Attention is all you need", "https://arxiv.org/abs/1706.03762",
+                 "arXiv cs.CL", kind="paper", arxiv_id="1706.03762", arxiv_version=1,
+                 published=LONG_AGO, summary="Transformers.")
+    old = post("old", LONG_AGO)
+    store.upsert_items([paper, old], LONG_AGO)
+    share = Item("Re-reading this today", "https://x.com/ada/status/1", "Ada/x",
+                 kind="social", person="Ada", published=NOW - timedelta(hours=2),
+                 links=("https://arxiv.org/abs/1706.03762",))
+    store.upsert_items([share], NOW - timedelta(hours=1))
+    link_shares(store, NOW)
+    store.mark_delivered("42", [paper.id], NOW)  # the morning's digest
+    report = run_prune(store)
+    assert ids(store) == {paper.id, share.id}  # the old post no one shared went
+    assert report.kept == 1  # type: ignore[attr-defined]
+    assert "(1 as old kept: voted on, saved, or shared since)" in \
+        report.line()  # type: ignore[attr-defined]
+    assert store.delivered("42") == {paper.id}
+    run_prune(store, now=NOW + timedelta(days=400))  # a year on, nothing keeps them
+    assert ids(store) == set()
 
 
 def test_dated_items_before_the_last_prune_are_not_taken_in_again(

@@ -749,3 +749,45 @@ def test_a_full_disk_is_not_called_a_damaged_database(tmp_path: Path) -> None:
                          text=True, timeout=120, check=True).stdout.strip()
     assert out.startswith(f"cannot write {tmp_path / 'feedbot.db'}: ")
     assert "free some space" in out and "damaged" not in out.replace("not damaged", "")
+
+
+def test_an_error_after_sqlite_rolled_back_by_itself_is_the_error_raised(store: Store) -> None:
+    """On some errors (a full disk part-way through a large write) SQLite ends the transaction
+    itself: the ROLLBACK then raised "cannot rollback - no transaction is active" in place of
+    the error, and an upgrade on a full disk was reported as a damaged database."""
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"), \
+            store.transaction() as db:
+        db.execute("ROLLBACK")  # as SQLite does by itself
+        raise sqlite3.OperationalError("disk I/O error")
+    assert not store.db.in_transaction
+    with store.snapshot():
+        store.db.execute("ROLLBACK")
+    assert not store.db.in_transaction
+
+
+def test_a_link_with_a_fragment_finds_the_entry_it_names(store: Store) -> None:
+    """A day's posts on one page, told apart by their fragment: a URL reference (a vote by
+    link, a post sharing it) found the first entry of the page, whatever the fragment."""
+    page = "https://blog.example.org/2017/06/26.html"
+    morning = Item("Morning note", f"{page}#a1", "Blog", guid=f"{page}#a1", published=NOW)
+    evening = Item("Evening note", f"{page}#a2", "Blog", guid=f"{page}#a2", published=NOW)
+    store.upsert_items([morning, evening], NOW)
+    assert morning.id != evening.id
+    got = store.get_item(f"{page}#a2")
+    assert got is not None and got.id == evening.id
+    assert store.find_by_urls([f"{page}#a2", f"{page}#a1", page, f"{page}#nothing"]) == {
+        f"{page}#a2": evening.id, f"{page}#a1": morning.id,
+        page: morning.id, f"{page}#nothing": morning.id}  # no such entry: the page's
+
+
+def test_a_sources_item_count_leaves_out_what_its_posts_shared(store: Store) -> None:
+    from feedbot.collect import link_shares
+
+    papers = [Item(f"Paper {i}", f"https://arxiv.org/abs/2611.0000{i}", "arXiv", kind="paper",
+                   arxiv_id=f"2611.0000{i}", arxiv_version=1, published=NOW) for i in range(3)]
+    posts = [Item(f"Read this {i}", f"https://x.com/ada/status/{i}", "Ada/x", kind="social",
+                  person="Ada", published=NOW, links=(papers[i].url,)) for i in range(3)]
+    store.upsert_items(papers + posts, NOW)
+    link_shares(store, NOW)
+    assert store.item_count("Ada/x") == 3 and store.items_of(["Ada/x"]) == 3
+    assert store.source_state("Ada/x").items == 3
