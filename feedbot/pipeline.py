@@ -41,7 +41,7 @@ def embed_pending(store: Store, embedder: Embedder, now: datetime,
 def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, *,
                 now: datetime, stage_id: str | None = None, limit: int | None = None,
                 since: timedelta | None = None, exclude: Collection[str] = (),
-                chat: str | None = None) -> Digest:
+                chat: str | None = None, read: Collection[str] = ()) -> Digest:
     """The digest for a learner (or a chat): ranked, with their feedback taken into account."""
     feedback = None
     try:
@@ -53,7 +53,7 @@ def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap,
                                    stage=stage_id or cfg.learner.stage,
                                    other_stages=cfg.ranking.feedback_other_stages)
     return build_digest(cfg, store, embedder, roadmap, now=now, stage_id=stage_id, limit=limit,
-                        since=since, exclude=exclude, feedback=feedback)
+                        since=since, exclude=exclude, feedback=feedback, read=read)
 
 
 def _ago(dt: datetime | None, now: datetime) -> str:

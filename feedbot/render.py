@@ -104,8 +104,9 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
         lines.append(f"{n}. **{title}**  ")
         lines.append(f"   {md_text(_byline(e))}  ")
         lines.append(f"   _Why:_ {md_text(e.why)}  ")
-        if e.summary:
-            lines.append(f"   {md_text(shorten(e.summary, 280))}  ")
+        summary = md_text(shorten(e.summary, 280)) if e.summary else ""
+        if summary.strip():  # one that shows nothing (a bidi mark) left a blank line, which
+            lines.append(f"   {summary}  ")  # ended the list from the 10th entry on
         if explain:
             lines.append(f"   `{_parts(e, d.weights)}`  ")
         lines.append(f"   id: `{e.id}`")
@@ -138,8 +139,9 @@ def render_html(d: Digest, explain: bool = False) -> str:
             out.append(f'<li id="{esc(e.id)}">{title}'
                        f'<div class="meta">{esc(_byline(e))}</div>'
                        f'<div class="why">Why: {esc(e.why)}</div>')
-            if e.summary:
-                out.append(f"<p>{esc(shorten(e.summary, 400))}</p>")
+            summary = esc(shorten(e.summary, 400)) if e.summary else ""
+            if summary.strip():
+                out.append(f"<p>{summary}</p>")
             if explain:
                 out.append(f"<code>{esc(_parts(e, d.weights))}</code>")
             out.append(f'<div class="meta">id: <code>{esc(e.id)}</code></div>')

@@ -65,7 +65,7 @@ from .digest import (
 )
 from .embed import Embedder
 from .items import split_arxiv_id
-from .rank import SELECT_POOL, Candidates, Scored, select
+from .rank import SELECT_POOL, Candidates, Scored, damaged_rows, select
 from .roadmap import Roadmap
 from .store import ITEM_ID, Store, StoredItem, unwrap_ref
 from .text import fold, mend_surrogates, shorten
@@ -99,6 +99,9 @@ EVERY_WORD = 0.5
 CLOSE_IN_MEANING = 0.45  # a cosine worth calling "close in meaning" next to matched words
 SUMMARY_HIT = 0.5  # a word found only in the summary counts half a title or author hit
 MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a query)
+# Longer "words" are left to the meaning: no word is this long, and SQLite refuses a LIKE
+# pattern over 50,000 bytes (a 60,000-letter word ended `feedbot search` in a traceback)
+MAX_WORD_LENGTH = 100
 SUMMARY_HEAD = 400  # characters of a summary scanned for words the word index cannot answer
 _TOKEN = re.compile(r"\w(?:[\w+#]|[-.'’](?=\w))*", re.UNICODE)
 _STOP_WORDS = """a about above after again al all also am an and any are as at be been before
@@ -213,7 +216,8 @@ def query_words(query: str) -> list[Word]:
     tokens = _TOKEN.findall(query)
     for n, tok in enumerate(tokens):
         low = fold(tok)
-        if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out:
+        if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out \
+                or len(low) > MAX_WORD_LENGTH:
             continue
         stem = low
         cased = tok.lower() if n == 0 and _sentence_start(tok, tokens[1:]) else tok
@@ -508,6 +512,12 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     missing = np.zeros(len(rows), dtype=bool)
     missing[rows.missing] = True
     missing = missing[keep]
+    if X.size and (damaged := damaged_rows(X) & ~missing).any():
+        # a damaged cached vector (NaN, all zeros) scored NaN: such an item is found by its
+        # words only, as one not embedded yet; the next digest embeds it again
+        X = X.copy()
+        X[damaged] = 0.0
+        missing |= damaged
     result.unembedded = int(missing.sum())
     cos = np.zeros(len(ids), dtype=np.float32)
     if result.unembedded < len(ids):
@@ -553,10 +563,12 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     for i, also in picked:
         why = _why(i, lex, float(cos[i]))
         sc = Scored(i, float(score[i]), {"meaning": float(cos[i]),
-                                         "words": float(lex.score[i])}, why, also)
+                                         "words": float(lex.score[i]),
+                                         "every word": float(lex.every[i])}, why, also)
         main, *rest = pool.items(store, [i, *also])
         result.items.append(_entry(main, rest, sc, label, pool, sources[i]))
-    result.weights = {"meaning": 1.0, "words": lexical_weight}
+    result.weights = {"meaning": 1.0, "words": lexical_weight,
+                      "every word": lexical_weight * EVERY_WORD}
     return result
 
 

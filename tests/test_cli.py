@@ -367,6 +367,40 @@ def test_an_item_voted_on_leaves_the_digest(sources: Path, use_fake_embedder: An
     assert sorted(after) == sorted(ids[2:])
 
 
+
+def test_an_item_voted_on_before_the_window_stays_out_when_a_post_shares_it(
+        use_fake_embedder: Any) -> None:
+    """Only votes of the digest's window were left out: a paper liked 20 days ago and shared
+    today by a followed person came back, "shared by Ada Lovelace"."""
+    from datetime import UTC, datetime, timedelta
+
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        "learner: {stage: cnn}\narxiv:\n  - {name: cs.CV, category: cs.CV}\n"
+        "people:\n  - name: Ada Lovelace\n    x: ada\n")
+    now = datetime.now(UTC)
+    paper = Item("Convolutional networks for image segmentation",
+                 "https://arxiv.org/abs/2611.00001", "cs.CV", kind="paper",
+                 arxiv_id="2611.00001", published=now - timedelta(days=30),
+                 summary="We segment street scenes with a convolutional network.")
+    share = Item("Look at this", "https://x.com/ada/status/1", "Ada Lovelace/x", kind="social",
+                 person="Ada Lovelace", published=now - timedelta(hours=1), links=(paper.url,))
+    feedbot_home().mkdir(parents=True, exist_ok=True)
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items([paper], now - timedelta(days=30))
+        store.upsert_items([share], now)
+        store.add_share(paper.id, "Ada Lovelace/x", "Ada Lovelace", share.id, now)
+    args = ["digest", "--no-collect", "--format", "json"]
+    shown = [i["id"] for i in json.loads(invoke(*args).stdout)["items"]]
+    assert shown == [paper.id]  # the share brings it into the week
+    with Store.open(feedbot_home()) as store:
+        store.set_feedback("cli", paper.id, "up", now - timedelta(days=20), stage="cnn")
+    assert json.loads(invoke(*args).stdout)["items"] == []
+
+
 def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     invoke("collect")
     doc = json.loads(invoke("digest", "--no-collect", "--since", "3650d",

@@ -297,3 +297,16 @@ def test_every_format_shows_the_id_that_feedback_takes() -> None:
     console = Console(file=io.StringIO(), width=120)
     print_text(d, console)
     assert "0123456789ab" in console.file.getvalue()
+
+
+def test_a_summary_that_shows_nothing_leaves_no_blank_line_in_the_list() -> None:
+    """A summary of only a bidi mark (shown as nothing) wrote an empty line: from the 10th
+    entry on (4-space indent) the `id:` line fell out of the Markdown list."""
+    base = digest().items[0]
+    entries = [replace(base, id=f"{n:012d}", title=f"Post {n}",
+                       summary="\u202e" if n == 10 else "A summary.") for n in range(1, 13)]
+    d = replace(digest(), items=entries)
+    html = MarkdownIt("commonmark").render(render_markdown(d))
+    assert html.count("<ol") == 1
+    assert re.search(r"<li>(?:(?!</li>).)*000000000010(?:(?!</li>).)*</li>", html, re.S)
+    assert "<p></p>" not in render_html(d)

@@ -896,3 +896,35 @@ def test_spans_are_said_in_the_singular_when_one() -> None:
 
     assert [span_text(timedelta(hours=h)) for h in (1, 6, 24, 48)] == \
         ["1 hour", "6 hours", "1 day", "2 days"]
+
+
+def test_a_word_too_long_to_be_one_is_left_to_the_meaning(fake_emb: Any) -> None:
+    """SQLite refuses a LIKE pattern over 50,000 bytes: a query of one 60,000-letter word ended
+    `feedbot search` in a traceback ("LIKE or GLOB pattern too complex")."""
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    assert [w.text for w in query_words("x" * 60_000 + " karpathy")] == ["karpathy"]
+    found = find(store, fake_emb, "x" * 60_000 + " Karpathy")
+    assert titles(found) == ["Let's build a tokenizer"]
+    find(store, fake_emb, "漢" * 17_000)  # no spaces between words: one long run
+
+
+def test_an_item_with_a_damaged_vector_is_found_by_its_words_with_a_number_for_a_score(
+        fake_emb: Any) -> None:
+    """A cached vector cut short reads back as NaN: the item scored NaN, came last though it
+    held every word of the query, and `--format json` printed `"score": NaN` (not JSON)."""
+    from feedbot.items import content_hash
+
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    tokenizer = next(i for i in LIBRARY if i.title == "Let's build a tokenizer")
+    dim = len(next(iter(store.get_vectors(fake_emb.model_id, [
+        content_hash(tokenizer.embed_text)]).values())))
+    store.put_vectors(fake_emb.model_id,
+                      {content_hash(tokenizer.embed_text): np.full(dim, np.nan)})
+    found = find(store, fake_emb, "Karpathy tokenizer")
+    assert titles(found)[0] == "Let's build a tokenizer"
+    assert found.unembedded == 1
+    json.loads(json.dumps(found.to_json(explain=True), allow_nan=False))
+    # and the score's parts add up to it, "every word" included
+    entry = found.to_json(explain=True)["items"][0]
+    weights = found.to_json(explain=True)["weights"]
+    assert abs(sum(entry["parts"][k] * weights[k] for k in weights) - entry["score"]) < 1e-3
