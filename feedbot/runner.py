@@ -27,8 +27,8 @@ Delivery. An item is marked delivered for a chat only after the message carrying
 `make_digest(exclude=delivered)` keeps it from ever coming again. The slot (UTC instant) of the
 last complete scheduled digest is kept per chat in the store's meta, so a restart inside the grace
 period sends a missed digest once, a restart after it was sent sends nothing, and a new time zone
-reads it on its own calendar. A failed send is retried on
-a later tick (with backoff) and continues where it stopped. What was sent is remembered in memory
+reads it on its own calendar. A failed send is retried on a later tick (with backoff) and
+continues where it stopped. What was sent is remembered in memory
 until the store takes it: a database held by another process when a message went out must not
 make that message's items come again. A message cut off by a stop (SIGTERM) while its request
 was out counts as sent, like one whose answer was lost.
