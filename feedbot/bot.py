@@ -18,7 +18,6 @@ import shlex
 import sqlite3
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -698,12 +697,18 @@ async def follow_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 async def unfollow_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Stop following NAME (the same code and checks as `feedbot unfollow`)."""
-    args = command_args(_text(update))
-    if not args:
+    """Stop following NAME (the same code and checks as `feedbot unfollow`). The name is the
+    text as typed, one pair of quotes around it taken off: split shell-style, with a phone's
+    ’ taken for a quote, "Lil’Log" became "Lil'Log" and "Rock 'n' Roll ML" "Rock n Roll ML",
+    names that matched nothing, and the "did you mean" typed back failed the same way."""
+    parts = _text(update).split(maxsplit=1)
+    name = parts[1].strip() if len(parts) > 1 else ""
+    if len(name) > 1 and name[0] in "\"“„" and name[-1] in "\"”“":
+        name = name[1:-1].strip()
+    if not name:
         await _reply(update, context, plain("Usage: /unfollow NAME (see /sources for names)"))
         return
-    await _reply(update, context, plain(await _runner(context).unfollow(" ".join(args))))
+    await _reply(update, context, plain(await _runner(context).unfollow(name)))
 
 
 async def sources_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -797,8 +802,18 @@ async def _tick(context: ContextTypes.DEFAULT_TYPE, chat: int, q: CallbackQuery,
             del shown[next(iter(shown))]
         if after == before:
             return  # the same button again: nothing to change
-        with suppress(BadRequest):  # "message is not modified"
+        try:
             await retrying(lambda: q.edit_message_reply_markup(reply_markup=keyboard(after)))
+        except BadRequest:  # "message is not modified"
+            pass
+        except MaybeSent as e:  # it may be ticked: taken as done
+            log.info("could not confirm the tick on message %s: %s", message.message_id, e)
+        except TelegramError as e:
+            # only the tick is lost: the vote is stored and acknowledged. It went to the error
+            # handler, whose apology asked to do again what had worked; and the next press of
+            # the same button, taken as already ticked, changed nothing
+            shown[key] = before
+            log.info("could not tick the button on message %s: %s", message.message_id, e)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

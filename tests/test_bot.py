@@ -110,6 +110,47 @@ async def test_digest_is_valid_html_and_never_repeats(bot: Any, api: FakeBotAPI,
     assert "Nothing new" in third["text"] and "reply_markup" not in third
 
 
+
+async def test_a_tick_that_fails_after_the_vote_is_stored_asks_nothing_again(
+        bot: Any, api: FakeBotAPI, feedbot_env: Path) -> None:
+    """Ticking the button is cosmetic: when Telegram refused the edit, the error handler
+    apologised and asked to try again what had worked, and the next press of the same button,
+    taken as ticked already, changed nothing."""
+    [msg] = await ask(api, "/digest")
+    up = msg["reply_markup"]["inline_keyboard"][0][0]
+    item_id = up["callback_data"].split(":", 2)[2]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.fail("editMessageReplyMarkup", status=403, description="Forbidden: try again later")
+    api.press(CHAT, mid, up["callback_data"])
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert answer.params["text"].startswith("👍")
+    with Store.open(feedbot_env) as store:
+        await eventually(lambda: [v.item_id for v in store.feedback(str(CHAT))] == [item_id])
+    await asyncio.sleep(0.3)
+    assert len(api.sent(CHAT)) == 1  # the digest, no apology
+    api.press(CHAT, mid, up["callback_data"])  # pressed again: ticked this time
+    await api.wait_for("answerCallbackQuery", 2)
+    edit = (await api.wait_for("editMessageReplyMarkup", 2))[-1]  # the refused one first
+    assert edit.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "✅ 1 👍"
+
+
+async def test_unfollow_takes_the_name_as_typed_apostrophes_and_all(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
+    """The name was split shell-style, a phone's ’ taken for a quote: "Lil’Log" became
+    "Lil'Log" and "Rock 'n' Roll ML" "Rock n Roll ML", which matched nothing."""
+    pytest.importorskip("feedbot.follow")
+    names = ("Lil’Log", "Rock 'n' Roll ML", "Bob's and Alice's blog")
+    sources = write_sources(tmp_path / "sources.yaml", blogs=tuple(
+        (n, f"https://blog{i}.example.org/feed.xml") for i, n in enumerate(names)))
+    async with running(sources, feedbot_env, clock, api):
+        for name in names:
+            [answer] = await ask(api, f"/unfollow {name}")
+            assert answer["text"] == f"unfollowed {name}", answer["text"]
+        [quoted] = await ask(api, "/unfollow “Nobody’s”")
+        assert "not following anyone or anything named" in quoted["text"]
+        assert "Nobody’s" in quoted["text"]
+
+
 async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: FakeBotAPI,
                                                                  feedbot_env: Path) -> None:
     [msg] = await ask(api, "/digest")
