@@ -530,7 +530,7 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
 
 
 def _changes_text(changes: dict[str, str]) -> str:
-    """What `_merge_person` changed: "added X (@ada); replies on; weight 2.0 (was 1.5)"."""
+    """What `_merge_person` changed: "added X (@ada); replies on; weight 2 (was 1.5)"."""
     places = {k: v for k, v in changes.items() if k in PLACE_NAMES}
     parts = [f"added {_places_text(places)}"] if places else []
     parts += [f"{key} {value}" for key, value in changes.items() if key not in PLACE_NAMES]
@@ -642,10 +642,10 @@ def _unfollow_place(doc: CommentedMap, word: str) -> str | None:
     except FollowError:  # "@ada": said when following; here, not a place followed
         return None
     for section, index, entry in _entries(doc):
-        if section == "blogs" and place == "blog" \
-                and _same_place("blog", str(entry.get("url", "")), value) \
-                or section == "arxiv" and place == "category" \
-                and str(entry.get("category", "")).casefold() == value.casefold():
+        if (section == "blogs" and place == "blog"
+                and _same_place("blog", str(entry.get("url", "")), value)) \
+                or (section == "arxiv" and place == "category"
+                    and str(entry.get("category", "")).casefold() == value.casefold()):
             _delete_item(doc, section, index)
             return f"unfollowed {entry['name']}"
         if section == "people" and place in PLACES and entry.get(place) \
