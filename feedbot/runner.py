@@ -69,10 +69,10 @@ from .roadmap import Roadmap
 from .scheduler import (
     FRESH_LEAD,
     FRESH_SPREAD,
-    ON_TIME,
     Jobs,
     after_run_floor,
     collect_before_digest,
+    digest_grace,
     digest_slot,
     due_digest_day,
     local_day,
@@ -655,8 +655,8 @@ class Runner:
         """Say when the day's failed digest is tried again, or that it is not: a retry after
         its slot + grace would find the day no longer due (`due_digest_day`)."""
         learner = self.settings.config.learner
-        end = digest_slot(day, learner.digest_time, learner.timezone) + max(
-            self.options.grace, ON_TIME)
+        grace = digest_grace(self.options.grace)
+        end = digest_slot(day, learner.digest_time, learner.timezone) + grace
         if retry_at < end:
             if result.forbidden:
                 log.warning("Telegram refuses messages to chat %s (the bot was blocked, or "
@@ -668,7 +668,7 @@ class Runner:
         following = next_digest_time(end, learner.digest_time, learner.timezone)
         log.warning(why + "; the digest of %s is given up: a retry would come more than %s "
                     "after its time. The next one is due at %s", chat, day,
-                    span_text(max(self.options.grace, ON_TIME)), f"{following:%Y-%m-%d %H:%M} UTC")
+                    span_text(grace), f"{following:%Y-%m-%d %H:%M} UTC")
 
     async def chat_migrated(self, old: int, new: int) -> None:
         """The group `old` is now the supergroup `new`: serve it there (see bot.chat_migrated);

@@ -63,6 +63,11 @@ def next_digest_time(now: datetime, hhmm: str, tz: str) -> datetime:
     raise AssertionError("unreachable: a digest slot exists within two days")
 
 
+def digest_grace(grace: timedelta) -> timedelta:
+    """How long after its time a missed digest is still sent: `grace`, at least `ON_TIME`."""
+    return max(grace, ON_TIME)
+
+
 def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
                    grace: timedelta) -> date | None:
     """The local day whose digest should go out now, or None.
@@ -71,7 +76,7 @@ def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
     `ON_TIME`) ago and not sent yet. So a restart inside the grace period sends a missed digest
     once, a restart after it sends nothing, and an older day is never sent after a newer one.
     """
-    grace = max(grace, ON_TIME)
+    grace = digest_grace(grace)
     today = local_day(now, tz)
     for back in range(3):
         day = today - timedelta(days=back)
