@@ -167,9 +167,14 @@ def _shown(query: str) -> str:
 class Word:
     text: str  # as typed, for "why"
     stem: str  # folded (`text.fold`), without a plural "s": what SQLite looks for
-    pattern: re.Pattern[str]  # the stem (and its plurals), not inside another word
+    pattern: re.Pattern[str]  # the stems (and their plurals), not inside another word
     scan: re.Pattern[str]  # the same without the look-behind (see `_rows_matching`)
     whole: bool = True  # False: found inside longer words too (scripts written without spaces)
+    also: tuple[str, ...] = ()  # other stems of the word: "class" for "classes" (`_other_stems`)
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return (self.stem, *self.also)
 
     @property
     def indexed(self) -> bool:
@@ -199,6 +204,36 @@ def _plural(tok: str) -> bool:
     return tok.islower() or tok[:-1].isupper() or tok[-2].isupper()  # "NeRFs", "ViTs"
 
 
+_SIBILANT = ("ss", "sh", "ch", "x", "z")  # "-es" after these is a plural's: "classes", "boxes"
+_SIBILANT_S = ("as", "is", "us")  # ... and after these, in a longer word: "biases", "viruses"
+
+
+def _other_stems(low: str, plural: bool) -> tuple[str, ...]:
+    """Stems a word has beside its own (`low` folded, `plural`: taken for a plural).
+
+    A plural in "-es" is its stem with "es" ("classes" → "class", "patches" → "patch",
+    "biases" → "bias") when what is left ends as such a singular does; "caches", "uses",
+    "cases" keep "cache", "use", "case" (and "cach" beside "cache" finds nothing more). A
+    word in "-as" is also its own stem ("bias" finds "biases", as "ideas" finds "idea"). A
+    plural in "-ies" is its stem with "y" ("policies" → "policy"), and a word in "-y" after a
+    consonant has its "-ies" plural looked up too ("library" finds "libraries"): each stem is
+    looked for with "", "s" or "es" after it, so "librari" finds "libraries"."""
+    if plural:
+        if len(low) > 5 and low.endswith("ies"):
+            return (low[:-3] + "y",)
+        if low.endswith("es"):
+            rest = low[:-2]
+            if len(rest) >= 3 and rest.endswith(_SIBILANT) \
+                    or len(rest) >= 4 and rest.endswith(_SIBILANT_S):
+                return (rest,)
+        if low.endswith("as"):  # "bias" may be a singular: "biases" too (and "ideas" → "idea")
+            return (low,)
+        return ()
+    if len(low) >= 4 and low.endswith("y") and low[-2] not in "aeiouy" and low.isalpha():
+        return (low[:-1] + "i",)
+    return ()
+
+
 def _sentence_start(first: str, rest: Sequence[str]) -> bool:
     """Whether the query's first word is capitalised only as the start of a sentence: a word
     of lower case after the capital, and a word of the rest of the query in lower case that
@@ -221,18 +256,22 @@ def query_words(query: str) -> list[Word]:
             continue
         stem = low
         cased = tok.lower() if n == 0 and _sentence_start(tok, tokens[1:]) else tok
-        if len(low) > 3 and low.endswith("s") and not low.endswith(("ss", "us", "is", "os")) \
-                and _plural(cased):
+        acronyms = len(cased) > 2 and cased.endswith("s") and cased[:-1].isupper()  # "GPUs"
+        plural = len(low) > 3 and low.endswith("s") and _plural(cased) \
+            and (acronyms or not low.endswith(("ss", "us", "is", "os")))
+        if plural:
             stem = low[:-1]  # "transformers" finds "transformer" too
         if _UNSPACED.search(low):
             found = re.compile(re.escape(stem))
             out[low] = Word(tok, stem, found, found, whole=False)
         else:
+            also = _other_stems(low, plural) if cased.islower() or plural else ()
             # folded, not IGNORECASE: the texts are folded once. A hyphen of the query
             # matches a hyphen, a space or nothing: "self-attention" finds "self attention".
-            literal = re.escape(stem).replace(r"\-", "[- ]?")
-            tail = rf"{literal}(?:s|es)?(?!\w)"
-            out[low] = Word(tok, stem, re.compile(rf"(?<!\w){tail}"), re.compile(tail))
+            literal = "|".join(re.escape(s).replace(r"\-", "[- ]?") for s in (stem, *also))
+            tail = rf"(?:{literal})(?:s|es)?(?!\w)"
+            out[low] = Word(tok, stem, re.compile(rf"(?<!\w){tail}"), re.compile(tail),
+                            also=also)
         if len(out) == MAX_WORDS:
             break
     return list(out.values())
@@ -266,7 +305,7 @@ def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Seq
     in_title = _rows_matching(words, titles)
     in_head = _in_summaries(store, words, heads, row)
     by_author: list[dict[int, list[str]]] = [{} for _ in words]
-    for iid, authors in store.author_matches([w.stem for w in words], since):
+    for iid, authors in store.author_matches([s for w in words for s in w.stems], since):
         i = row.get(iid)
         if i is None:  # outside the candidates: an unfollowed source's, another --source's
             continue
@@ -353,8 +392,8 @@ MAX_JOINS = 3  # separators of a word whose joined spellings are all looked up (
 
 
 def summary_query(w: Word) -> tuple[str, bool]:
-    """The FTS5 query for the summaries that hold the word as `w.pattern` finds it (the stem,
-    or it with "s" or "es"), and whether its hits must still be checked with `w.pattern`.
+    """The FTS5 query for the summaries that hold the word as `w.pattern` finds it (each of
+    its stems, or it with "s" or "es"), and whether its hits must still be checked with `w.pattern`.
 
     The index's words are runs of letters, digits and "_", folded (`WORDS_TOKENIZER`): a
     word that is one such run is looked up as it is, exactly. A word of runs joined by hyphens
@@ -365,19 +404,25 @@ def summary_query(w: Word) -> tuple[str, bool]:
     phrase ("state-of-the-art": 18,000 of 100,000 summaries). A word with other separators
     ("node.js", "c++", "don't") is looked up as the phrase of its runs, a superset ("node js",
     "c"): the caller checks those hits."""
-    pieces = _PIECE.findall(w.stem)
     ends = ("", "s", "es")
-    if w.stem.isalnum():
-        return " OR ".join(f'"{w.stem}{end}"' for end in ends), False
-    if not re.fullmatch(r"\w+(?:-\w+)*", w.stem):
-        return " OR ".join(f'"{" ".join(pieces)}{end}"' for end in ends), True
-    gaps = len(pieces) - 1
-    spellings = [" ".join(pieces), "".join(pieces)]
-    if 1 < gaps <= MAX_JOINS:  # each hyphen a space or nothing: every way to join the runs
-        spellings = ["".join(p + (" " if (mask >> g) & 1 else "")
-                             for g, p in enumerate(pieces)).strip()
-                     for mask in range(2 ** gaps)]
-    return " OR ".join(f'"{s}{end}"' for s in dict.fromkeys(spellings) for end in ends), False
+    spellings: list[str] = []
+    check = False
+    for stem in w.stems:
+        pieces = _PIECE.findall(stem)
+        if stem.isalnum():
+            spellings.append(stem)
+        elif not re.fullmatch(r"\w+(?:-\w+)*", stem):
+            spellings.append(" ".join(pieces))
+            check = True
+        elif 1 < len(pieces) - 1 <= MAX_JOINS:  # each hyphen a space or nothing: every join
+            gaps = len(pieces) - 1
+            spellings += ["".join(p + (" " if (mask >> g) & 1 else "")
+                                  for g, p in enumerate(pieces)).strip()
+                          for mask in range(2 ** gaps)]
+        else:
+            spellings += [" ".join(pieces), "".join(pieces)]
+    terms = dict.fromkeys(f'"{s}{end}"' for s in spellings for end in ends)
+    return " OR ".join(terms), check
 
 
 SCAN_CHUNK = 4096  # texts joined and scanned at a time: bounded memory (a joined text with one

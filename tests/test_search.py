@@ -427,6 +427,55 @@ def test_a_word_late_in_a_long_summary_is_found_by_its_word(fake_emb: Any) -> No
     assert in_summary(store, fake_emb, "LoRA") == [LIBRARY[2].title]  # early words still
 
 
+PLURALS = [("classes", "class"), ("losses", "loss"), ("patches", "patch"),
+           ("biases", "bias"), ("policies", "policy"), ("libraries", "library"),
+           ("GPUs", "GPU")]
+
+
+@pytest.mark.parametrize(("plural", "singular"), PLURALS)
+def test_plurals_in_es_and_ies_find_the_singular_and_back(fake_emb: Any, plural: str,
+                                                           singular: str) -> None:
+    """"classes" was looked up as "classe" (+ s/es), "policies" as "policie" and "GPUs" not
+    as a plural at all ("-us"): none found "class", "policy", "GPU", and "policy" or
+    "library" did not find "policies" or "libraries". Checked in a title (the scan), late in
+    a summary (the word index) and with the words of a summary's start alone (no index)."""
+    for a, b in ((plural, singular), (singular, plural)):
+        item = late(f"Notes on one {b} and more", f"Our note is on the {b} here.", "x")
+        store = stored(Store(":memory:"), fake_emb, [*LIBRARY, item])
+        found = find(store, fake_emb, a)
+        assert titles(found)[0] == item.title, (a, b)
+        assert found.items[0].why.startswith(f"“{a}” in the title")
+        assert item.title not in in_summary(store, fake_emb, a)  # the title's, not both
+        summary_only = late("Field notes", f"Our note is on the {b} here.", "y")
+        store = stored(Store(":memory:"), fake_emb, [*LIBRARY, summary_only])
+        assert [e.why.startswith(f"“{a}” in the summary")
+                for e in find(store, fake_emb, a, lexical_weight=1.0).items
+                if e.title == summary_only.title] == [True], (a, b)
+    assert singular.lower() in query_words(plural)[0].stems
+
+
+@pytest.mark.parametrize(("query", "text"), [
+    ("uses", "let us go"), ("cases", "the cas latency"), ("axes", "an ax"),
+    ("Hughes", "a hugh fee"), ("series", "a serie"), ("news", "a new one"),
+    ("GPUS", "one gpu")])
+def test_words_that_only_look_like_plurals_in_es_keep_their_own_stem(query: str, text: str
+                                                                     ) -> None:
+    [word] = query_words(query)
+    assert not word.pattern.search(text)
+
+
+def test_without_fts5_plurals_in_es_are_found_at_the_start_of_a_summary(
+        fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import feedbot.store
+
+    monkeypatch.setattr(feedbot.store, "fts5_available", lambda: False)
+    item = post("Field notes", "Two policies of one class.")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, item])
+    assert not store.has_word_index()
+    assert item.title in in_summary(store, fake_emb, "classes")
+    assert item.title in in_summary(store, fake_emb, "policy")
+
+
 @pytest.mark.parametrize(("query", "tail", "other"), [
     ("self-attention", "Self attention is what we add.", "Self and attention apart."),
     ("self-attention", "Selfattention is what we add.", None),
