@@ -49,7 +49,7 @@ from .collectors.arxiv_api import (
     fetch_author_batch,
 )
 from .collectors.feeds import collect_feed
-from .config import Config, SourceSpec
+from .config import Config, SourceSpec, name_key
 from .http import make_client
 from .items import Item, clamp_future
 from .store import SourceState, Store, UpsertResult, is_busy, is_disk_trouble
@@ -229,12 +229,12 @@ def select_sources(cfg: Config, only: str | Sequence[str] | None = None) -> list
     if not isinstance(only, str):
         picked = {s.name: s for name in only for s in select_sources(cfg, name)}
         return list(picked.values())
-    want = only.strip().casefold()
-    named = [s for s in specs if s.name.casefold() == want]
+    want = name_key(only)
+    named = [s for s in specs if name_key(s.name) == want]
     if named:
         return named
     chosen = [s for s in specs
-              if want in (s.person.casefold(), s.label.casefold())]
+              if want in (name_key(s.person), name_key(s.label))]
     if not chosen:
         names = ", ".join(sorted({s.person or s.name for s in specs})) or "none configured"
         raise KeyError(f"no source named {only!r}; sources: {names}")

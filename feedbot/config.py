@@ -109,6 +109,12 @@ def control_char(text: str) -> str | None:
     return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
 
 
+def name_key(name: str) -> str:
+    """What two names must share to be one: the same letters in any case, spacing or Unicode
+    form ("José" typed, composed, is the "José" a copy-paste left decomposed, with U+0301)."""
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
 def _check_name(v: str) -> str:
     if (ch := control_char(v)) is not None:
         raise ValueError(f"a name cannot contain newlines, tabs or other control characters "
@@ -416,7 +422,7 @@ class Config(_Model):
         seen: dict[str, str] = {}
         for name, loc in self._names():
             where = _dotted(list(loc[:-1] if loc[-1] == "name" else loc))
-            first = seen.setdefault(name.casefold(), where)
+            first = seen.setdefault(name_key(name), where)
             if first != where:
                 what = "" if loc[-1] == "name" else f" (the source of this person's {loc[-1]})"
                 raise _LocatedError(f"duplicate name {name!r}{what}, already used by {first}",

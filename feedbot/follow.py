@@ -39,6 +39,7 @@ from .config import (
     control_char,
     load_config,
     mastodon_feed_url,
+    name_key,
     parse_yaml,
     url_problem,
 )
@@ -383,7 +384,18 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     found: FeedCheck | None = None
     if req.blog:
         _check_url(req.blog)
-    _apply(req, None, _read_doc(Path(path)))  # a dry run: refuse duplicates before fetching
+    doc = _read_doc(Path(path))
+    try:
+        _apply(req, None, doc)  # a dry run: refuse duplicates before fetching
+    except NothingToChange:
+        raise
+    except FollowError:
+        hit = _find(doc, req.name) if req.name else None
+        if not (req.blog and check and req.check and hit is not None and hit[0] == "people"
+                and hit[2].get("blog")):
+            raise
+        # Their blog, given by its page: the page's feed may be the one followed already,
+        # so the edit decides, with that feed.
     if req.blog and check and req.check:
         found = check_feed(req.blog, http)
         req = replace(req, blog=found.url)
@@ -437,11 +449,9 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
     """An arXiv category as an `arxiv:` entry, `{name: cs.LG, category: cs.LG}`."""
     cat = req.category
     for section, _, entry in _entries(doc):
-        if section == "arxiv" and (str(entry.get("category", "")).casefold() == cat.casefold()
-                                   or str(entry.get("query", "")).strip().casefold()
-                                   == f"cat:{cat}".casefold()):
-            same = (not req.name or req.name.casefold() == str(entry["name"]).casefold()) \
-                and _same_weight(entry, req.weight)
+        if section == "arxiv" and _same_category(entry, cat):
+            same = (not req.name or name_key(req.name) == name_key(str(entry["name"]))) \
+                and _same_weight(doc, entry, req.weight)
             raise (NothingToChange if same else FollowError)(
                 f"already following arXiv {cat} (as {entry['name']!r})"
                 + ("; nothing to change" if same else ""))
@@ -459,6 +469,13 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
         entry.fa.set_flow_style()  # `- {name: cs.CV, category: cs.CV}`, like the others
     _append_item(doc, "arxiv", entry)
     return f"following arXiv {cat} (new papers in that category) as {name!r}"
+
+
+def _same_category(entry: CommentedMap, cat: str) -> bool:
+    """Whether an `arxiv:` entry follows the category `cat`: `category: cs.LG` or the query
+    `cat:cs.LG` alone."""
+    return str(entry.get("category", "")).casefold() == cat.casefold() \
+        or str(entry.get("query", "")).strip().casefold() == f"cat:{cat}".casefold()
 
 
 def _check_url(url: str) -> None:
@@ -479,14 +496,25 @@ def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) ->
     return f"following blog {name!r}: {req.blog}"
 
 
-def _same_weight(entry: CommentedMap, weight: float | None) -> bool:
+def _weight_of(doc: CommentedMap, entry: CommentedMap) -> float | None:
+    """The weight an entry is collected with, as `config.expand_sources` takes it: its own
+    (`weight: "1.5"` is a number too; `weight:` with no value is none), else `defaults.weight`,
+    else 1. None for a value that is no number (the file's check refuses it first)."""
+    defaults = doc.get("defaults")
+    for value in (entry.get("weight"),
+                  defaults.get("weight") if isinstance(defaults, dict) else None):
+        if value is None:
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return 1.0
+
+
+def _same_weight(doc: CommentedMap, entry: CommentedMap, weight: float | None) -> bool:
     """Whether a request's weight (None: not given) leaves the entry's as it is."""
-    if weight is None:
-        return True
-    try:
-        return float(entry.get("weight", 1.0)) == weight
-    except (TypeError, ValueError):
-        return False
+    return weight is None or _weight_of(doc, entry) == weight
 
 
 def _owner(doc: CommentedMap, place: str, value: str) -> str | None:
@@ -522,10 +550,10 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
         _append_item(doc, "people", entry)
         return f"following {name} on {_places_text(req.places)}"
     person = existing[2]
-    added = _merge_person(person, req)
+    added = _merge_person(doc, person, req)
     if not added:
-        raise NothingToChange(f"already following {person['name']} on "
-                              f"{_places_text(req.places)}; nothing to change")
+        on = f" on {_places_text(req.places)}" if req.places else ""
+        raise NothingToChange(f"already following {person['name']}{on}; nothing to change")
     return f"{person['name']}: {_changes_text(added)}"
 
 
@@ -537,7 +565,8 @@ def _changes_text(changes: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def _merge_person(person: CommentedMap, req: FollowRequest) -> dict[str, str]:
+def _merge_person(doc: CommentedMap, person: CommentedMap, req: FollowRequest
+                  ) -> dict[str, str]:
     """Add the request's new places (and weight) to an existing person; refuse conflicts."""
     added: dict[str, str] = {}
     for place, value in req.places.items():
@@ -555,13 +584,13 @@ def _merge_person(person: CommentedMap, req: FollowRequest) -> dict[str, str]:
         if getattr(req, flag) and not person.get(flag):
             _insert_key(person, len(person), flag, True)
             added[flag] = "on"
-    if req.weight is not None and person.get("weight") != req.weight:
+    was = _weight_of(doc, person)
+    if req.weight is not None and was != req.weight:
+        added["weight"] = f"{req.weight:g}" + (f" (was {was:g})" if was is not None else "")
         if "weight" in person:
-            added["weight"] = f"{req.weight:g} (was {person['weight']:g})"
             person["weight"] = req.weight
         else:
             _insert_key(person, len(person), "weight", req.weight)
-            added["weight"] = f"{req.weight:g}"
     return added
 
 
@@ -618,8 +647,9 @@ def unfollow(path: Path, name: str) -> str:
             return done
         if hit is None:
             close = difflib.get_close_matches(name, list(_names(doc)), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else \
-                "; `feedbot sources` (/sources in Telegram) lists the names"
+            hint = _site_hint(doc, name) or (f"; did you mean {close[0]!r}?" if close else
+                                             "; `feedbot sources` (/sources in Telegram) "
+                                             "lists the names")
             raise FollowError(f"not following anyone or anything named {name!r}{hint}")
         section, index, entry = hit
         what = "" if section != "people" else \
@@ -645,13 +675,33 @@ def _unfollow_place(doc: CommentedMap, word: str) -> str | None:
         if (section == "blogs" and place == "blog"
                 and _same_place("blog", str(entry.get("url", "")), value)) \
                 or (section == "arxiv" and place == "category"
-                    and str(entry.get("category", "")).casefold() == value.casefold()):
+                    and _same_category(entry, value)):
             _delete_item(doc, section, index)
             return f"unfollowed {entry['name']}"
         if section == "people" and place in PLACES and entry.get(place) \
                 and _same_place(place, str(entry[place]), value):
             return _drop_place(doc, index, entry, place)
     return None
+
+
+def _site_hint(doc: CommentedMap, word: str) -> str:
+    """For a URL no feed followed has: what is followed from the same site, by the name that
+    unfollows it (a blog followed by its page is stored as the feed found there), else ""."""
+    try:
+        place, value = classify_word(word) if len(word.split()) == 1 else ("", "")
+    except FollowError:
+        return ""
+    host = (urlsplit(value).hostname or "").removeprefix("www.") if place == "blog" else ""
+    if not host:
+        return ""
+    names = [str(entry["name"]) + ("" if section == "blogs" else f"/{where}")
+             for section, _, entry in _entries(doc) for where, feed in _entry_feeds(section, entry)
+             if (urlsplit(feed).hostname or "").removeprefix("www.") == host]
+    if not names:
+        return ""
+    listed = ", ".join(repr(n) for n in names[:5])
+    return (f"; from {host}, feedbot follows the feed of {listed}: "
+            f"unfollow {'it' if len(names) == 1 else 'one'} by that name")
 
 
 def _find_place(doc: CommentedMap, name: str) -> tuple[int, CommentedMap, str] | None:
@@ -756,8 +806,8 @@ def unique_name(name: str, url: str, taken: set[str]) -> str:
     candidates = [name, f"{name} ({_host(url)})"]
     candidates += [f"{name} ({_host(url)}) {n}" for n in range(2, 100)]
     for candidate in candidates:
-        if candidate.casefold() not in taken:
-            taken.add(candidate.casefold())
+        if name_key(candidate) not in taken:
+            taken.add(name_key(candidate))
             return candidate
     raise FollowError(f"no free name for {url}")
 
@@ -781,17 +831,17 @@ def _names(doc: CommentedMap) -> Iterator[str]:
 def _taken(doc: CommentedMap) -> set[str]:
     """Every name a new entry cannot take (casefolded): the entries' names and the source names
     of people's places (`Ada/x`), which sources.yaml's validation also keeps unique."""
-    taken = {n.casefold() for n in _names(doc)}
+    taken = {name_key(n) for n in _names(doc)}
     for section, _, entry in _entries(doc):
         if section == "people":
-            taken |= {f"{entry.get('name', '')}/{p}".casefold() for p in PLACES if entry.get(p)}
+            taken |= {name_key(f"{entry.get('name', '')}/{p}") for p in PLACES if entry.get(p)}
     return taken
 
 
 def _find(doc: CommentedMap, name: str) -> tuple[str, int, CommentedMap] | None:
-    want = " ".join(name.split()).casefold()
+    want = name_key(name)
     for section, i, entry in _entries(doc):
-        if str(entry.get("name", "")).casefold() == want:
+        if name_key(str(entry.get("name", ""))) == want:
             return section, i, entry
     return None
 
@@ -832,11 +882,11 @@ def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
         for place, feed in _entry_feeds(section, entry):
             if not _same_place("blog", feed, url):
                 continue
-            if place == "blog" and str(entry.get("name", "")).casefold() \
-                    == except_name.casefold():
+            if place == "blog" and name_key(str(entry.get("name", ""))) \
+                    == name_key(except_name):
                 continue  # the same person's own blog: nothing to change
             on = f" on {PLACE_NAMES[place]}" if place in ("bluesky", "mastodon") else ""
-            if again and section == "blogs" and _same_weight(entry, weight):
+            if again and section == "blogs" and _same_weight(doc, entry, weight):
                 raise NothingToChange(f"already following {url} (as {entry['name']!r}); "
                                       "nothing to change")
             change = ("; change its weight in sources.yaml" if again and section == "blogs"
@@ -851,7 +901,7 @@ def _refuse_followed_place(doc: CommentedMap, place: str, value: str, except_nam
     for section, _, entry in _entries(doc):
         if section == "people" and entry.get(place) \
                 and _same_place(place, str(entry[place]), value) \
-                and str(entry.get("name", "")).casefold() != except_name.casefold():
+                and name_key(str(entry.get("name", ""))) != name_key(except_name):
             have = str(entry[place])
             shown = f"@{have}" if place == "x" else have
             raise FollowError(f"already following {PLACE_NAMES[place]} {shown} "
@@ -873,6 +923,9 @@ def _section(doc: CommentedMap, name: str) -> CommentedSeq:
     if isinstance(seq, CommentedSeq):
         return seq
     seq = CommentedSeq()
+    if name in doc:  # `blogs:` with nothing under it (but perhaps entries commented out)
+        doc[name] = seq
+        return seq
     present = [k for k in SECTION_ORDER[: SECTION_ORDER.index(name)] if k in doc]
     pos = list(doc).index(present[-1]) + 1 if present else 0
     _insert_key(doc, pos, name, seq)
@@ -882,6 +935,8 @@ def _section(doc: CommentedMap, name: str) -> CommentedSeq:
 def _slot(container: Any, key: Any) -> tuple[Any, Any]:
     """The (container, key) whose comment holds the lines after container[key]."""
     value = container[key]
+    if isinstance(value, (CommentedMap, CommentedSeq)) and value.fa.flow_style():
+        return container, key  # `{name: cs.CV, …}`: lines put inside it print before its "}"
     if isinstance(value, CommentedMap) and len(value):
         return _slot(value, list(value)[-1])
     if isinstance(value, CommentedSeq) and len(value):
@@ -923,12 +978,13 @@ def _append_item(doc: CommentedMap, section: str, item: Any) -> None:
     A section that is new and goes between two others takes the lines that ended the one
     before it (a blank line, `# People I follow`): they introduce the next section, so they
     stay just above it."""
-    new = not isinstance(doc.get(section), CommentedSeq)
+    new = section not in doc
     seq = _section(doc, section)
     keys = list(doc)
     pos = keys.index(section)
     if new and 0 < pos < len(keys) - 1:
-        tail = _take_tail(doc, keys[pos - 1])
+        inside, tail = _indented_head(_take_tail(doc, keys[pos - 1]))
+        _give_tail(doc, keys[pos - 1], inside)  # `  # roadmap: …` is the section's own
     else:
         tail = _take_tail(seq, len(seq) - 1) if len(seq) else _take_key_tail(doc, section)
     seq.append(item)
@@ -944,9 +1000,37 @@ def _take_key_tail(doc: CommentedMap, key: str) -> str:
     return tail
 
 
+def _indented_head(tail: str) -> tuple[str, str]:
+    """`tail` cut after its first lines that are indented comments or entries commented out
+    (`  # roadmap: …`, `# - name: …`): those belong to the section above; the rest (a blank
+    line, `# People I follow`) introduces what follows."""
+    lines = tail.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and lines[n].lstrip().startswith("#") \
+            and (lines[n][:1] in (" ", "\t") or lines[n].lstrip("# ").startswith("- ")):
+        n += 1
+    return "".join(lines[:n]), "".join(lines[n:])
+
+
+def _lines_above(doc: CommentedMap, key: str | None, take: bool = False) -> str:
+    """The comment lines ruamel keeps above a top-level key that follows a key with no value
+    (`blogs:` and entries commented out under it, then `people:`), as text; `take`: removed."""
+    entry = doc.ca.items.get(key) if key is not None else None
+    if not entry or not entry[1]:
+        return ""
+    text = "".join(" " * tok.column + tok.value if tok.value.strip() else tok.value
+                   for tok in entry[1])
+    if take:
+        entry[1] = None
+    return text
+
+
 def _insert_key(m: CommentedMap, pos: int, key: str, value: Any) -> None:
     keys = list(m)
-    tail = _take_tail(m, keys[pos - 1]) if 0 < pos == len(keys) else ""
+    inside, tail = _indented_head(_take_tail(m, keys[pos - 1])) if 0 < pos == len(keys) \
+        else ("", "")
+    if inside:
+        _give_tail(m, keys[pos - 1], inside)
     m.insert(pos, key, value)
     _give_tail(m, key, tail)
 
@@ -970,16 +1054,20 @@ def _delete_item(doc: CommentedMap, section: str, index: int) -> None:
 def _empty_section(doc: CommentedMap, section: str, tail: str) -> None:
     """The last entry of a section went. A section with no comment of its own goes too (as a
     `follow` that made it, then `unfollow`, leave the file as it was); one with a comment
-    (`blogs:   # none yet`) stays, empty (`blogs:`), with its comment. The lines that followed
-    the entry stay where they were."""
+    (`blogs:   # none yet`) or with indented comment lines under it (entries commented out)
+    stays, empty (`blogs:`), with them. The lines that followed the entry stay where they
+    were, and so do the lines above a section that goes."""
     keys = list(doc)
     pos = keys.index(section)
     tok = _token(doc, section)
+    under = keys[pos + 1] if pos + 1 < len(keys) else None  # its lines are above the next key
     if (tok is None or not tok.value.strip()) and len(keys) > 1 \
-            and (pos > 0 or not tail.strip()):
+            and (pos > 0 or not tail.strip()) and not _lines_above(doc, under) \
+            and not _indented_head(tail)[0]:
+        above = _lines_above(doc, section, take=True)  # the lines ending the section before
         del doc[section]
         if pos > 0:
-            _give_tail(doc, keys[pos - 1], tail)
+            _give_tail(doc, keys[pos - 1], above + tail)
         return
     doc[section] = None
     tok = _token(doc, section, create=True)

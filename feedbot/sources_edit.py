@@ -15,6 +15,7 @@ import errno
 import functools
 import io
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,13 +43,29 @@ def _dumper() -> YAML:
     return y
 
 
+_END_COMMENT = re.compile(r"\s+#.*$")
+
+
+def _opens_block(line: str) -> bool:
+    """Whether a line is a key with its value below it: `blogs:`, `blogs:   # what I read`."""
+    return not line.lstrip().startswith("#") and _END_COMMENT.sub("", line).rstrip().endswith(":")
+
+
+def _key_above(lines: list[str], i: int) -> str | None:
+    """The line above line `i` past blank and comment lines, if it opens a block."""
+    for prev in reversed(lines[:i]):
+        if prev.strip() and not prev.lstrip().startswith("#"):
+            return prev if _opens_block(prev) else None
+    return None
+
+
 def _detect_indent(text: str) -> tuple[int, int]:
     """(sequence indent, dash offset) as the file already uses them, default (4, 2)."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
         stripped = line.lstrip(" ")
-        if stripped.startswith("- ") and i > 0 and lines[i - 1].rstrip().endswith(":"):
-            parent = len(lines[i - 1]) - len(lines[i - 1].lstrip(" "))
+        if stripped.startswith("- ") and (key := _key_above(lines, i)) is not None:
+            parent = len(key) - len(key.lstrip(" "))
             offset = len(line) - len(stripped) - parent
             after_dash = stripped[1:]
             return offset + 1 + len(after_dash) - len(after_dash.lstrip(" ")), offset
@@ -58,10 +75,10 @@ def _detect_indent(text: str) -> tuple[int, int]:
 def _detect_mapping_indent(text: str) -> int:
     """How far the file indents the keys under a top-level key (`learner:`), default 2."""
     lines = text.splitlines()
-    for prev, line in zip(lines, lines[1:], strict=False):
+    for i, line in enumerate(lines):
         stripped = line.lstrip(" ")
-        if prev.rstrip().endswith(":") and prev[:1] not in (" ", "#", "-") and stripped \
-                and not stripped.startswith(("-", "#")):
+        if stripped and not stripped.startswith(("-", "#")) \
+                and (key := _key_above(lines, i)) is not None and key[:1] not in (" ", "-"):
             return len(line) - len(stripped)
     return 2
 

@@ -18,6 +18,7 @@ from feedbot.follow import (
     CheckFailed,
     FollowError,
     FollowRequest,
+    NothingToChange,
     add_blogs,
     find_feed_links,
     follow,
@@ -1033,3 +1034,175 @@ def test_a_read_only_file_is_not_replaced(tmp_path: Path) -> None:
     finally:
         if as_root:
             shutil.rmtree(folder)
+
+
+# --- a second review of follow/unfollow (hand-written files, weights, names, pages) ---------
+
+def written(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "sources.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+PAUSED = "  # - name: Paused blog\n  #   url: https://paused.example/feed\n"
+
+
+def test_unfollowing_the_last_person_keeps_the_entries_commented_out_above(
+        tmp_path: Path) -> None:
+    """ruamel keeps the lines under an empty `blogs:` as the next key's: deleting `people:`
+    with its last person deleted them too."""
+    p = written(tmp_path, f"blogs:\n{PAUSED}people:\n  - name: Ada\n    x: ada\n")
+    assert unfollow(p, "Ada") == "unfollowed Ada (X)"
+    assert p.read_text() == f"blogs:\n{PAUSED}"
+
+
+def test_an_empty_section_of_the_file_is_filled_and_emptied_in_place(tmp_path: Path) -> None:
+    """`blogs:` with entries commented out under it was taken for a new section: the follow
+    moved learner's own comment under it, and the unfollow deleted the `blogs:` line."""
+    text = (f"learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\nblogs:\n{PAUSED}"
+            "people:\n  - name: Ada\n    x: ada\n")
+    p = written(tmp_path, text)
+    follow(p, parse_follow_args(["--no-check", "https://new.example/feed"]), check=False)
+    after = p.read_text()
+    assert after.startswith("learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\nblogs:\n"
+                            "  - name: new.example\n    url: https://new.example/feed\n")
+    assert load_config(p).blogs[0].url == "https://new.example/feed"
+    unfollow(p, "new.example")
+    assert p.read_text() == text
+
+
+def test_a_new_section_leaves_the_comment_of_the_section_before_it(tmp_path: Path) -> None:
+    text = ("learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\n\n# People I follow\n"
+            "people:\n  - name: Ada\n    x: ada\n")
+    p = written(tmp_path, text)
+    follow(p, parse_follow_args(["--no-check", "https://new.example/feed"]), check=False)
+    assert p.read_text().startswith("learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\n"
+                                    "blogs:\n  - name: new.example\n")
+    assert "url: https://new.example/feed\n\n# People I follow\npeople:" in p.read_text()
+    unfollow(p, "new.example")
+    assert p.read_text() == text
+    at_end = written(tmp_path, "learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\n")
+    follow(at_end, parse_follow_args(["x:ada"]))
+    assert at_end.read_text() == ("learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\n"
+                                  "people:\n  - name: '@ada'\n    x: ada\n")
+    unfollow(at_end, "@ada")
+    assert at_end.read_text() == "learner:\n  stage: cnn\n  # roadmap: my-roadmap.yaml\n"
+
+
+def test_comment_lines_after_a_flow_style_entry_stay_outside_its_braces(tmp_path: Path
+                                                                        ) -> None:
+    """The lines after a deleted entry went to the last key of the flow-style entry before
+    it, which ruamel prints inside the braces: `{name: cs.CV, category: cs.CV` … `}`."""
+    text = ("arxiv:\n  - {name: cs.CV, category: cs.CV}\n  - name: Tutorials\n"
+            "    query: 'cat:cs.LG AND ti:tutorial'\n\n# People I follow\n"
+            "people:\n  - name: Ada\n    x: ada\n")
+    p = written(tmp_path, text)
+    unfollow(p, "Tutorials")
+    assert p.read_text() == ("arxiv:\n  - {name: cs.CV, category: cs.CV}\n\n"
+                             "# People I follow\npeople:\n  - name: Ada\n    x: ada\n")
+    follow(p, parse_follow_args(["--category", "cs.AI"]))
+    assert p.read_text() == ("arxiv:\n  - {name: cs.CV, category: cs.CV}\n"
+                             "  - {name: cs.AI, category: cs.AI}\n\n"
+                             "# People I follow\npeople:\n  - name: Ada\n    x: ada\n")
+
+
+@pytest.mark.parametrize("weight", ["weight:", "weight: '1.5'"])
+def test_a_weight_written_empty_or_quoted_is_changed_with_its_old_value(
+        tmp_path: Path, weight: str) -> None:
+    """`f"{person['weight']:g}"` on the raw value: a TypeError or ValueError traceback."""
+    p = written(tmp_path, f"people:\n  - name: Ada\n    x: ada\n    {weight}\n")
+    was = "1" if weight == "weight:" else "1.5"
+    assert follow(p, parse_follow_args(["Ada", "--weight", "2"])) == \
+        f"Ada: weight 2 (was {was})"
+    assert load_config(p).people[0].weight == 2.0
+    r = invoke(p, "follow", "Ada", "--weight", "2")
+    assert r.exit_code == 0 and r.output.strip() == "already following Ada; nothing to change"
+
+
+def test_the_weight_compared_is_the_one_in_effect_with_the_files_defaults(tmp_path: Path
+                                                                         ) -> None:
+    """`defaults.weight: 2` was ignored: `--weight 1` on a blog weighted 2 said "nothing to
+    change", and `--weight 2` was refused as a change."""
+    text = ("defaults:\n  weight: 2\nblogs:\n  - name: A\n    url: https://a.example/feed\n"
+            "arxiv:\n  - name: cs.LG\n    category: cs.LG\n")
+    p = written(tmp_path, text)
+    for same in (["--no-check", "https://a.example/feed", "--weight", "2"],
+                 ["--category", "cs.LG", "--weight", "2"]):
+        r = invoke(p, "follow", *same)
+        assert r.exit_code == 0 and "nothing to change" in r.output, r.output
+    for other in (["--no-check", "https://a.example/feed", "--weight", "1"],
+                  ["--category", "cs.LG", "--weight", "1"]):
+        r = invoke(p, "follow", *other)
+        assert r.exit_code == 2 and "nothing to change" not in r.output, r.output
+    assert p.read_text() == text
+
+
+def test_unfollow_by_a_listing_url_finds_a_query_of_that_category(tmp_path: Path) -> None:
+    """`follow URL` knew `query: cat:cs.LG` as cs.LG; `unfollow URL` looked at `category` only."""
+    p = written(tmp_path, "arxiv:\n  - name: ML papers\n    query: 'cat:cs.LG'\n"
+                          "people:\n  - name: Ada\n    x: ada\n")
+    assert unfollow(p, "https://arxiv.org/list/cs.LG/new") == "unfollowed ML papers"
+    assert load_config(p).arxiv == []
+
+
+def test_a_name_in_another_unicode_form_is_the_same_name(tmp_path: Path) -> None:
+    """"José" copied with a combining accent (NFD) and "José" typed (NFC) made two people."""
+    nfd = "Jose\u0301"
+    p = written(tmp_path, f"people:\n  - name: {nfd}\n    x: jose\n")
+    assert follow(p, parse_follow_args(["José", "--bluesky", "jose.bsky.social"])) == \
+        f"{nfd}: added Bluesky (jose.bsky.social)"
+    [person] = load_config(p).people
+    assert person.bluesky == "jose.bsky.social"
+    with pytest.raises(ConfigError, match="duplicate name"):
+        load_config(p, text=f"people:\n  - name: {nfd}\n    x: a\n  - name: José\n    x: b\n")
+    from feedbot.collect import select_sources
+
+    assert {s.name for s in select_sources(load_config(p), "José")} == \
+        {f"{nfd}/x", f"{nfd}/bluesky"}  # `collect --source`
+    assert unfollow(p, "José/bluesky") == f"unfollowed {nfd} on Bluesky"
+
+
+def test_a_comment_on_the_section_line_does_not_change_the_files_indent(tmp_path: Path
+                                                                        ) -> None:
+    """`blogs:   # what I read` was not seen as the list's key: the indent fell back to the
+    default and every list of the file was rewritten with it."""
+    text = "blogs:   # what I read\n- name: A\n  url: https://a.example/feed\n"
+    p = written(tmp_path, text)
+    follow(p, parse_follow_args(["--no-check", "https://b.example/feed"]), check=False)
+    assert p.read_text() == text + "- name: b.example\n  url: https://b.example/feed\n"
+    text = "blogs:\n  # what I read\n  - name: A\n    url: https://a.example/feed\n"
+    p = written(tmp_path, text)
+    follow(p, parse_follow_args(["--no-check", "https://b.example/feed"]), check=False)
+    assert p.read_text() == text + "  - name: b.example\n    url: https://b.example/feed\n"
+
+
+def test_following_a_persons_blog_again_by_its_page_changes_nothing(
+        tmp_path: Path, server: LocalServer) -> None:
+    """The dry run compared the page's URL with the feed stored: refused, exit 2, and a new
+    place given with it (`--x`) was not added."""
+    server.add("/blog/feed.atom", body=FEED, content_type="application/atom+xml")
+    home = server.add("/blog/", body=page('<link rel="alternate" type="application/atom+xml" '
+                                          'href="feed.atom">'), content_type="text/html")
+    p = written(tmp_path, "people:\n  - name: Ada\n    x: ada\n")
+    follow(p, parse_follow_args(["Ada", "--blog", home]))
+    with pytest.raises(NothingToChange, match="already following Ada on their blog"):
+        follow(p, parse_follow_args(["Ada", "--blog", home]))
+    assert follow(p, parse_follow_args(["Ada", "--blog", home, "--bluesky", "ada.bsky.social"])
+                  ) == "Ada: added Bluesky (ada.bsky.social) (feed found on " + home + ")"
+    other = server.add("/other/feed.atom", body=FEED, content_type="application/atom+xml")
+    with pytest.raises(FollowError, match="Ada already has blog"):
+        follow(p, parse_follow_args(["Ada", "--blog", other]))
+
+
+def test_unfollow_by_the_page_a_blog_was_followed_from_names_the_feed(tmp_path: Path) -> None:
+    p = written(tmp_path, "blogs:\n  - name: \"Lil'Log\"\n"
+                          "    url: https://lilianweng.github.io/index.xml\n"
+                          "people:\n  - name: Ada\n    x: ada\n"
+                          "    blog: https://ada.example/blog/feed.xml\n")
+    with pytest.raises(FollowError, match="from lilianweng.github.io, feedbot follows the feed "
+                                          "of \"Lil'Log\": unfollow it by that name"):
+        unfollow(p, "https://lilianweng.github.io/")
+    with pytest.raises(FollowError, match="the feed of 'Ada/blog'"):
+        unfollow(p, "https://www.ada.example/blog/")
+    with pytest.raises(FollowError, match="`feedbot sources`"):
+        unfollow(p, "https://elsewhere.example/")
