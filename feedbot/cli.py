@@ -47,11 +47,17 @@ class SettingError(Exception):
     """A bad setting outside sources.yaml (an environment variable, the data directory)."""
 
 
+class StoreProblem(SettingError):
+    """The database cannot be used (damaged, newer, a full disk): no setting, so exit 1."""
+
+
 class App:
     """What commands share; everything is loaded on first use."""
 
     def __init__(self, sources: str | None = None) -> None:
-        self.sources_file = Path(sources) if sources else sources_path()
+        # expanded here: click reads FEEDBOT_SOURCES itself, and systemd's Environment= or an
+        # .env file leave `~/feeds.yaml` as it is
+        self.sources_file = Path(sources).expanduser() if sources else sources_path()
 
     @cached_property
     def unchecked_config(self) -> Config:
@@ -97,8 +103,8 @@ class App:
             return Store.open(self.home)
         except StoreError as e:
             if e.__cause__ is not None and is_disk_trouble(e.__cause__):  # not a damaged file
-                raise SettingError(disk_full_problem(self.home, e.__cause__)) from None
-            raise SettingError(str(e)) from None
+                raise StoreProblem(disk_full_problem(self.home, e.__cause__)) from None
+            raise StoreProblem(str(e)) from None
         except (OSError, sqlite3.OperationalError) as e:
             raise SettingError(home_problem(self.home, e)) from None
 
@@ -168,6 +174,8 @@ class FeedbotGroup(click.Group):
                            f"No such option: {e.option_name} here; {where}")
                 raise click.NoSuchOption(e.option_name, ctx=e.ctx, message=message) from None
             raise
+        except StoreProblem as e:
+            fail(str(e), 1)
         except (ConfigError, SettingError) as e:
             fail(str(e), 2)
         except KeyboardInterrupt:

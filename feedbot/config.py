@@ -10,6 +10,7 @@ import difflib
 import math
 import os
 import re
+import reprlib
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ def _duration_text(v: Any) -> Any:
     """A bare number in the file (`since: 7`) is ambiguous: seconds, as `parse_duration` reads
     it, or the days the writer probably meant? Ask for the unit rather than guess."""
     if isinstance(v, int | float) and not isinstance(v, bool):
+        if not math.isfinite(v):
+            raise ValueError("not a duration; use e.g. 30m, 6h, 7d")
         n = f"{v:.9f}".rstrip("0").rstrip(".")
         raise ValueError(f"{n} needs a unit: {n}d, {n}h, {n}m or {n}s")
     return v
@@ -107,6 +110,59 @@ def control_char(text: str) -> str | None:
     """The first newline, tab, escape or other control character (or line or paragraph
     separator) in `text`, else None: what cannot stand on one line of a digest, log or table."""
     return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+
+
+MAX_VALUES = 200_000  # values a sources or roadmap file may hold, aliases expanded
+
+
+def expanded_size(node: Any, limit: int = MAX_VALUES) -> tuple[int, bool]:
+    """How many values `node` holds with every alias (`*name`) expanded, counted without
+    expanding them (each list's and map's count once), stopped a little past `limit`; and
+    whether a list or map is used twice (an alias). Nine aliases of nine aliases of … make a
+    file of a few hundred bytes that every reader copying it expands to a billion values
+    ("billion laughs")."""
+    memo: dict[int, int] = {}
+    shared = False
+
+    def size(n: Any) -> int:
+        nonlocal shared
+        if not isinstance(n, dict | list):
+            return 1
+        if id(n) in memo:
+            shared = True
+            return memo[id(n)]
+        memo[id(n)] = 0  # a list that contains itself counts once
+        total = 1
+        for child in (*n.keys(), *n.values()) if isinstance(n, dict) else n:
+            total += size(child)
+            if total > limit:
+                break
+        memo[id(n)] = total
+        return total
+
+    try:
+        return size(node), shared
+    except RecursionError:  # nested thousands deep: the parsers' own checks say so
+        return 0, shared
+
+
+def check_expansion(data: Any, path: str | Path | None) -> None:
+    """ConfigError for a document whose aliases expand past `MAX_VALUES` values."""
+    size, aliased = expanded_size(data)
+    if aliased and size > MAX_VALUES:
+        raise ConfigError(path, f"its aliases (*name) expand to more than {MAX_VALUES:,} "
+                          "values", hint="write the values out, or repeat fewer aliases of "
+                          "aliases")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def shown_value(value: Any) -> str:
+    """A value from a file as an error shows it: cut to about a line, however deep or long."""
+    return _REPR.repr(value)
 
 
 def name_key(name: str) -> str:
@@ -162,6 +218,31 @@ def _check_url(v: str, what: str) -> str:
     return f"{scheme.lower()}://{rest}"  # HTTPS://… as https://…, as the store compares them
 
 
+def _not_bool(v: Any) -> Any:
+    """`mmr: true` is no number (pydantic would read it as 1, and `false` as 0)."""
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, not {str(v).lower()}")
+    return v
+
+
+MAX_WEIGHT = 1000.0  # the parts are scores of about -1 to 1: more drowns every other part
+
+
+def _weight(v: float) -> float:
+    if v < 0:  # similarity: -1 would rank what fits the stage worst first
+        raise ValueError("must be 0 or more (0 turns this part off)")
+    if v > MAX_WEIGHT:  # 1e39 (float32's infinity) made every score inf or NaN
+        raise ValueError(f"must be at most {MAX_WEIGHT:g}: every part is a score of about "
+                         "-1 to 1, so a larger weight only drowns the others (set them to 0 "
+                         "instead)")
+    return v
+
+
+# The weight of a score part: a number from 0 to MAX_WEIGHT.
+Weight = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_weight)]
+Number = BeforeValidator(_not_bool)
+
+
 class _Model(BaseModel):
     # allow_inf_nan: a weight of .nan or .inf would make every score, and the JSON, invalid
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
@@ -172,7 +253,7 @@ class Learner(_Model):
     roadmap: str | None = None  # path to a roadmap YAML of the learner's own
     digest_time: str = "08:00"  # local time of the daily Telegram digest
     timezone: str = "UTC"
-    digest_size: int = Field(default=10, ge=1, le=50)
+    digest_size: Annotated[int, Number] = Field(default=10, ge=1, le=50)
     empty_digest: Literal["say", "silent"] = "say"
     since: Duration = "7d"  # default look-back window of a digest
 
@@ -195,12 +276,13 @@ class Learner(_Model):
 
 class Defaults(_Model):
     interval: Duration = "6h"  # how often each source is collected
-    weight: float = Field(default=1.0, ge=0)
-    max_items: int = Field(default=50, ge=1, le=500)  # per arXiv query / X timeline read
+    weight: Annotated[float, Number] = Field(default=1.0, ge=0)
+    # per arXiv query / X timeline read
+    max_items: Annotated[int, Number] = Field(default=50, ge=1, le=500)
 
 
 class _SourceOptions(_Model):
-    weight: float | None = Field(default=None, ge=0)
+    weight: Annotated[float, Number] | None = Field(default=None, ge=0)
     interval: Duration | None = None
 
 
@@ -218,7 +300,7 @@ class ArxivQuery(_SourceOptions):
     name: Name
     query: str | None = None  # arXiv API search_query, e.g. 'cat:cs.CV AND abs:tutorial'
     category: str | None = None  # shorthand for query 'cat:<category>'
-    max_results: int | None = Field(default=None, ge=1, le=500)
+    max_results: Annotated[int, Number] | None = Field(default=None, ge=1, le=500)
 
     @model_validator(mode="after")
     def _one_of(self) -> ArxivQuery:
@@ -291,32 +373,9 @@ class Person(_SourceOptions):
 
 
 class Telegram(_Model):
-    allowed_chats: list[int] = Field(default_factory=list)
+    allowed_chats: list[Annotated[int, Number]] = Field(default_factory=list)
 
 
-def _not_bool(v: Any) -> Any:
-    """`mmr: true` is no number (pydantic would read it as 1, and `false` as 0)."""
-    if isinstance(v, bool):
-        raise ValueError(f"must be a number, not {str(v).lower()}")
-    return v
-
-
-MAX_WEIGHT = 1000.0  # the parts are scores of about -1 to 1: more drowns every other part
-
-
-def _weight(v: float) -> float:
-    if v < 0:  # similarity: -1 would rank what fits the stage worst first
-        raise ValueError("must be 0 or more (0 turns this part off)")
-    if v > MAX_WEIGHT:  # 1e39 (float32's infinity) made every score inf or NaN
-        raise ValueError(f"must be at most {MAX_WEIGHT:g}: every part is a score of about "
-                         "-1 to 1, so a larger weight only drowns the others (set them to 0 "
-                         "instead)")
-    return v
-
-
-# The weight of a score part: a number from 0 to MAX_WEIGHT.
-Weight = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_weight)]
-Number = BeforeValidator(_not_bool)
 
 
 class Ranking(_Model):
@@ -352,7 +411,7 @@ def _retention_text(v: Any) -> Any:
     if isinstance(v, str) and v.strip().lower() == NEVER:
         return NEVER
     if isinstance(v, bool) or not isinstance(v, str | int | float):  # `off`, empty, a list
-        raise ValueError(f"not a duration: {v!r} ({_RETENTION_HINT})")
+        raise ValueError(f"not a duration: {shown_value(v)} ({_RETENTION_HINT})")
     if not isinstance(v, str) and v == 0:
         raise ValueError(f"0 would keep nothing; {_RETENTION_HINT}")
     return _duration_text(v)  # a bare number other than 0: ask for its unit
@@ -365,7 +424,7 @@ def _retention_age(v: str) -> str:
         seconds = parse_duration(v)
     except ValueError as e:
         if "not a duration" in str(e):
-            raise ValueError(f"not a duration: {v!r} ({_RETENTION_HINT})") from None
+            raise ValueError(f"not a duration: {shown_value(v)} ({_RETENTION_HINT})") from None
         raise
     if seconds <= 0:
         raise ValueError(f"must be longer than zero; {_RETENTION_HINT}")
@@ -656,7 +715,17 @@ def read_sources(path: Path, target: Path | None = None, newline: str | None = N
             hint = ("is --sources or FEEDBOT_SOURCES naming the right file? `feedbot init` "
                     "writes a starter file there")
         raise ConfigError(path, "file not found", hint=hint) from None
-    except (OSError, UnicodeDecodeError) as e:  # a directory, not UTF-8, no permission
+    except UnicodeDecodeError:
+        raw = Path(path).read_bytes()[:MAX_SOURCES_BYTES]
+        try:
+            raw.decode("utf-8")
+            at = len(raw)
+        except UnicodeDecodeError as e:
+            at = e.start
+        raise ConfigError(path, f"not UTF-8 text (byte 0x{raw[at:at + 1].hex() or '??'} on this "
+                          "line)", line=raw.count(b"\n", 0, at) + 1,
+                          hint="save the file as UTF-8") from None
+    except OSError as e:  # a directory, no permission
         raise ConfigError(path, f"cannot read: {e}") from None
 
 
@@ -667,6 +736,7 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Conf
         text = read_sources(p)
     try:  # the C parser first: 10x faster than the round-trip one on a long file
         data = YAML(typ="safe").load(text)
+        check_expansion(data, p)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -744,6 +814,8 @@ def _line_of(doc: Any, loc: list[Any]) -> tuple[int | None, Any]:
     node, line = doc, 1
     for part in loc:
         try:
+            if isinstance(node, CommentedMap) and part not in node:  # `1: x`: "1" in loc
+                part = next((k for k in node if str(k) == str(part)), part)
             if isinstance(node, CommentedMap) and part in node:
                 line = node.lc.key(part)[0] + 1
                 node = node[part]

@@ -16,7 +16,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from .config import ConfigError, _dotted, _line_of, parse_yaml
+from .config import ConfigError, _dotted, _line_of, check_expansion, parse_yaml, shown_value
 
 DEFAULT_ROADMAP = Path(__file__).parent / "data" / "roadmap.yaml"
 LEVELS = ("foundation", "core", "applied")
@@ -93,6 +93,7 @@ def load_roadmap(path: str | Path | None = None) -> Roadmap:
     text = _read(p)
     try:  # the C parser first; the round-trip one only to say where a problem is
         doc = YAML(typ="safe").load(text)
+        check_expansion(doc, p)
     except YAMLError:
         parse_yaml(text, p)  # raises the located error
         raise ConfigError(p, "not valid YAML") from None
@@ -169,13 +170,15 @@ def _stages(doc: Any) -> tuple[Stage, ...]:
 def _stage_id(value: Any, loc: list[str | int]) -> str:
     """A stage id as `stage:`, `feedbot stage set ID` and the bot's `/stage ID` take it."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _Problem(loc, f"{value!r} is not a stage id", "write it as text, e.g. 'basics'")
+        raise _Problem(loc, f"{shown_value(value)} is not a stage id",
+                       "write it as text, e.g. 'basics'")
     sid = str(value)
     if not _ID.match(sid) or not sid.isprintable():
         slug = "-".join(sid.split()).lstrip("-")
         hint = f"e.g. {slug!r}: " if slug and _ID.match(slug) and slug.isprintable() else ""
-        raise _Problem(loc, f"{sid!r} is not a stage id", f"{hint}one word, not starting with "
-                       "'-', as `feedbot stage set ID` and /stage ID take it")
+        raise _Problem(loc, f"{shown_value(sid)} is not a stage id",
+                       f"{hint}one word, not starting with '-', as `feedbot stage set ID` "
+                       "and /stage ID take it")
     if sid.lower() == "next":
         raise _Problem(loc, "'next' cannot be a stage id", "/stage next moves to the next stage")
     if len(sid.encode()) > MAX_ID_LENGTH:
@@ -186,7 +189,7 @@ def _stage_id(value: Any, loc: list[str | int]) -> str:
 
 def _text(value: Any, loc: list[str | int], empty: bool = True) -> str:
     if not isinstance(value, str):
-        raise _Problem(loc, f"must be text, not {value!r}", "put it in quotes")
+        raise _Problem(loc, f"must be text, not {shown_value(value)}", "put it in quotes")
     if not empty and not value.strip():
         raise _Problem(loc, "must not be empty")
     return value
@@ -196,8 +199,9 @@ def _list(value: Any, loc: list[str | int]) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _Problem(loc, f"must be a list, not {value!r}", "e.g. [vectors, probability]"
-                       if loc[-1] == "topics" else "e.g. [{title: ..., url: ...}]")
+        raise _Problem(loc, f"must be a list, not {shown_value(value)}",
+                       "e.g. [vectors, probability]" if loc[-1] == "topics"
+                       else "e.g. [{title: ..., url: ...}]")
     return value
 
 

@@ -623,7 +623,7 @@ def test_an_unusable_database_is_one_clear_line(feedbot_env: Path, content: str,
         con.close()
     for args in (["sources"], ["digest", "--no-collect"], ["feedback", "abc", "up"]):
         result = invoke(*args)
-        assert result.exit_code == 2, args
+        assert result.exit_code == 1, args  # not a setting (2): the database is the problem
         assert words in result.stderr and "Traceback" not in result.stderr
         assert "FEEDBOT_HOME" not in result.stderr  # the directory is fine; the file is not
 
@@ -1207,7 +1207,7 @@ def test_a_full_disk_is_not_called_a_damaged_database(tmp_path: Path, feedbot_en
     Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
     for args in (["sources"], ["feedback", "abc", "up"]):
         result = _feedbot_with_file_size_limit(4096, *args)
-        assert result.returncode == 2
+        assert result.returncode == 1  # as a full disk mid-command (cli.py)
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith(f"feedbot: cannot write to the database in {feedbot_env}: ")
         assert "damaged" not in line and "Move it aside" not in line
@@ -1331,8 +1331,9 @@ def test_every_editing_command_on_an_unreadable_sources_file_is_one_line(
     result = invoke("--sources", str(sources), *args)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"feedbot: {sources}: ")
-    assert ("file not found" if what == "missing" else "cannot read") in line
+    assert line.startswith(f"feedbot: {sources}" + (":1: " if what == "binary" else ": "))
+    assert {"missing": "file not found", "binary": "not UTF-8 text"}.get(what, "cannot read") \
+        in line
     if what == "missing":
         assert "feedbot init" in line
     assert (sources.read_bytes() if sources.is_file() else None) == before
@@ -1607,3 +1608,23 @@ def test_digest_goes_on_when_a_source_cannot_be_recorded(sources: Path, use_fake
         "kept, and the next `feedbot collect` fetches it again\n")
     assert "Traceback" not in result.stderr
     assert {it["source"] for it in json.loads(result.stdout)["items"]} == {"Vision Lab"}
+
+
+def test_feedbot_sources_with_a_tilde_is_the_file_in_home(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """click read FEEDBOT_SOURCES itself and kept `~/feeds.yaml` as it was (systemd's
+    Environment= and .env files expand nothing): "file not found", and `init` made a folder
+    named "~" in the working directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "feeds.yaml").write_text(MINIMAL)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("FEEDBOT_SOURCES", "~/feeds.yaml")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("stage")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("FEEDBOT_SOURCES", "~/new.yaml")
+    result = invoke("init")
+    assert result.exit_code == 0, result.output
+    assert (home / "new.yaml").is_file() and not (tmp_path / "~").exists()

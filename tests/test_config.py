@@ -505,3 +505,105 @@ def test_a_huge_sources_file_is_refused_before_it_is_parsed(tmp_path: Path) -> N
     assert time.monotonic() - started < 30  # generous: parsing it took far longer
     p.write_text(GOOD, encoding="utf-8")
     assert load_config(p).learner.stage == "cnn"  # a normal file is read as before
+
+
+def _alias_bomb(levels: int, top: str = "a") -> str:
+    text = f'{top}0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for i in range(1, levels):
+        text += f"{top}{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n"
+    return text
+
+
+def test_aliases_that_expand_to_billions_of_values_are_refused_before_expanding(
+        tmp_path: Path) -> None:
+    """A 400-byte file of aliases of aliases took 32 s and 1.2 GB to be told its first key
+    was unknown (its error path copied every alias); ten levels would need 100 GB."""
+    p = tmp_path / "sources.yaml"
+    p.write_text(_alias_bomb(10))
+    with pytest.raises(ConfigError, match=r"aliases \(\*name\) expand to more than 200,000"):
+        load_config(p)
+    from feedbot.config import expanded_size
+
+    assert expanded_size({"a": [1, 2], "b": "x"}) == (7, False)  # map, 2 keys, [1, 2], "x"
+    shared = [1] * 10
+    assert expanded_size([shared, shared, shared]) == (1 + 3 * 11, True)  # each alias whole
+    selfish: list = []
+    selfish.append(selfish)
+    assert expanded_size(selfish) == (1, True)  # `&a [*a]`: counted once, no endless count
+    assert expanded_size(list(range(300_000)))[1] is False  # long, but no alias: not refused
+    fine = "x: &x [1, 2]\nlearner: {stage: cnn}\nblogs: []\n"  # a few aliases: a usual error
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(p, text=fine)
+
+
+def test_a_roadmap_of_aliases_that_expand_to_billions_is_refused(tmp_path: Path) -> None:
+    from feedbot.roadmap import load_roadmap
+
+    p = tmp_path / "roadmap.yaml"
+    p.write_text(_alias_bomb(9, top="x") + "stages: [{id: a, title: A, topics: [*a8]}]\n")
+    with pytest.raises(ConfigError, match="expand to more than"):
+        load_roadmap(p)
+
+
+@pytest.mark.parametrize("text", [
+    "retention:\n  items: " + "[" * 1000 + "]" * 1000 + "\n",
+    "retention:\n  items: [" + ", ".join(["7"] * 200_000) + "]\n",
+])
+def test_a_huge_or_deep_value_is_shown_cut_short_in_the_error(tmp_path: Path, text: str
+                                                              ) -> None:
+    """The message held the value's repr whole: a RecursionError traceback for a list nested
+    1,000 deep (the C parser reads it), a 600 KB line for a long one."""
+    p = tmp_path / "sources.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="not a duration|nested too deeply") as e:
+        load_config(p)
+    assert len(str(e.value)) < 300
+
+
+def test_a_roadmap_value_is_shown_cut_short_in_the_error(tmp_path: Path) -> None:
+    from feedbot.roadmap import load_roadmap
+
+    p = tmp_path / "roadmap.yaml"
+    p.write_text("stages:\n  - id: a\n    title: A\n    topics: " + "[" * 1000 + "]" * 1000 + "\n")
+    with pytest.raises(ConfigError, match="must be text|nested too deeply") as e:
+        load_roadmap(p)
+    assert len(str(e.value)) < 300
+    p.write_text("stages:\n  - id: a\n    title: A\n    topics: [[" +
+                 ", ".join(["7"] * 100_000) + "]]\n")
+    with pytest.raises(ConfigError, match=r"must be text, not \[7, 7, 7, 7, \.\.\.\]") as e:
+        load_roadmap(p)
+    assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("text", [
+    "learner: {digest_size: true}", "defaults: {weight: true}", "defaults: {max_items: true}",
+    "telegram: {allowed_chats: [true]}",
+    "blogs: [{name: A, url: 'https://a.example/feed', weight: true}]",
+    "arxiv: [{name: A, category: cs.LG, max_results: true}]",
+])
+def test_true_or_false_is_no_number_anywhere(text: str) -> None:
+    """`digest_size: true` gave a digest of 1, `allowed_chats: [true]` allowed chat 1."""
+    with pytest.raises(ConfigError, match="must be a number, not true"):
+        load_config("/x/sources.yaml", text=text + "\n")
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400"])
+def test_an_infinite_duration_is_not_told_to_take_a_unit(value: str) -> None:
+    """`.inf` was told "inf needs a unit: infd, infh, infm or infs"."""
+    with pytest.raises(ConfigError, match="not a duration; use e.g. 30m") as e:
+        load_config("/x/sources.yaml", text=f"defaults:\n  interval: {value}\n")
+    assert "needs a unit" not in str(e.value) and e.value.line == 2
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "sources.yaml"
+    p.write_bytes(b"learner:\n  stage: cnn\nblogs:\n  - name: Caf\xe9\n    url: https://c.example/\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 on this line\)") as e:
+        load_config(p)
+    assert e.value.line == 4 and "save the file as UTF-8" in str(e.value)
+
+
+def test_a_key_that_yaml_reads_as_a_number_is_found_on_its_line() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config("/x/sources.yaml", text="learner:\n  stage: cnn\n  1: x\n")
+    assert e.value.line == 3 and "learner.1" in str(e.value)
