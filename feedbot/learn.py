@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from .config import feedbot_home
-from .embed import Embedder, embed_cached
+from .embed import Embedder, embed_cached, odd_vectors
 from .rank import Liked, damaged_rows
 from .store import Store, VotedItem
 
@@ -368,10 +368,11 @@ def _background(store: Store, model_id: str, exclude: set[str],
     items = [s for s in store.items_since(since, limit=BACKGROUND_MAX + len(exclude))
              if s.id not in exclude][:BACKGROUND_MAX]
     vecs = store.get_vectors(model_id, [s.content_hash for s in items])
+    for k in odd_vectors(vecs, most=True):  # a damaged cached vector (NaN, zeros) is no example
+        del vecs[k]
     if not vecs:
         return np.zeros((0, 0), dtype=np.float32)
-    X = np.stack(list(vecs.values())).astype(np.float32)
-    return X[~damaged_rows(X)]  # a damaged cached vector (NaN, zeros) is no example
+    return np.stack(list(vecs.values())).astype(np.float32)
 
 
 def _training_vectors(store: Store, embedder: Embedder, votes: dict[str, str],
@@ -384,8 +385,9 @@ def _training_vectors(store: Store, embedder: Embedder, votes: dict[str, str],
     ids = [i for n in range(0, len(order), 500) for i in sorted(order[n:n + 500])
            if i in hashes]
     cached = store.get_vectors(embedder.model_id, [hashes[i] for i in ids])
-    redo = [i for i in ids if hashes[i] not in cached
-            or cached[hashes[i]].ndim != 1 or damaged_rows(cached[hashes[i]][None])[0]]
+    for k in odd_vectors(cached):
+        del cached[k]
+    redo = [i for i in ids if hashes[i] not in cached]
     if redo:  # `embed_cached` embeds them (again)
         items = [s for s in store.get_items(redo) if s.id in votes]
         X = embed_cached(store, embedder, [s.item.embed_text for s in items],

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -965,3 +966,130 @@ def test_in_a_cgroup_with_one_cpu_of_quota_every_library_runs_one_thread(
     finally:
         with contextlib.suppress(OSError):
             group.rmdir()
+
+
+def _linked_model(model_ref: str, local: Path) -> Path:
+    for f in Path(model_ref).rglob("*"):  # links, not a 90 MB copy
+        if f.is_file():
+            (local / f.relative_to(model_ref)).parent.mkdir(parents=True, exist_ok=True)
+            (local / f.relative_to(model_ref)).symlink_to(f)
+    return local
+
+
+def _replace_pooling(local: Path) -> None:
+    pooling = local / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    pooling.unlink()
+    pooling.write_text(json.dumps({**config, "pooling_mode_mean_tokens": False,
+                                   "pooling_mode_cls_token": True}))
+
+
+def test_hidden_files_beside_a_local_model_are_not_the_model(model_ref: str, tmp_path: Path
+                                                             ) -> None:
+    """A `git pull` that changed nothing touched `.git/FETCH_HEAD`: a new cache key, every
+    vector embedded again and a new 113 MB export."""
+    from feedbot.embed import Embedder
+
+    local = _linked_model(model_ref, tmp_path / "my-model")
+    before = Embedder(model=str(local), backend="fp32").model_id
+    (local / ".git").mkdir()
+    (local / ".git" / "FETCH_HEAD").write_text("abc\n")
+    (local / ".gitattributes").write_text("*.bin filter=lfs\n")
+    assert Embedder(model=str(local), backend="fp32").model_id == before
+    _replace_pooling(local)
+    assert Embedder(model=str(local), backend="fp32").model_id != before
+
+
+def test_a_loaded_model_keeps_the_key_of_the_files_it_was_loaded_from(
+        model_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`feedbot run` read the key first (a digest of cached vectors loads no model) and loaded
+    the model later, from files replaced meanwhile: the new model's vectors went under the old
+    key, beside the old model's (another dimension: every digest a ValueError)."""
+    from feedbot import embed
+    from feedbot.store import Store
+
+    local = _linked_model(model_ref, tmp_path / "my-model")
+    loaded: list[str] = []
+
+    class Fake:
+        backend, device = "fp32", "cpu"
+
+        def __init__(self, dim: int) -> None:
+            self.dim = dim
+
+        def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+            return np.ones((len(texts), self.dim), dtype=np.float32) / np.sqrt(self.dim)
+
+    dims = iter([8, 4])
+    monkeypatch.setattr(backends, "load_encoder",
+                        lambda ref, b, d: loaded.append(ref) or Fake(next(dims)))
+    store = Store(":memory:")
+    e = embed.Embedder(model=str(local), backend="fp32")
+    old = e.model_id
+    _replace_pooling(local)  # replaced before the model is loaded: the files' key now
+    assert e.model_id != old
+    new = e.model_id
+    assert embed.embed_cached(store, e, ["a", "b"]).shape == (2, 8) and loaded
+    _replace_pooling(local)  # replaced after: this process still embeds with what it loaded
+    assert e.model_id == new
+    assert set(store.get_vectors(new, [embed.content_hash("a")])) == {embed.content_hash("a")}
+    assert embed.embed_cached(store, e, ["c"]).shape == (1, 8)
+    assert embed.Embedder(model=str(local), backend="fp32").model_id not in (old, new)
+
+
+def test_the_key_read_before_a_load_is_checked_after_it(
+        model_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`embed_cached` read the key, then the model loaded from files changed in between:
+    the new model's vectors were stored under the key read first."""
+    from feedbot import embed
+    from feedbot.store import Store
+
+    local = _linked_model(model_ref, tmp_path / "my-model")
+
+    class Fake:
+        backend, device = "fp32", "cpu"
+
+        def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+            return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+    monkeypatch.setattr(backends, "load_encoder", lambda ref, b, d: Fake())
+    store = Store(":memory:")
+    e = embed.Embedder(model=str(local), backend="fp32")
+    first = e.model_id
+    read = store.get_vectors
+    replaced: list[bool] = []
+
+    def read_then_replace(model: str, hashes: Any) -> Any:
+        out = read(model, hashes)
+        if not replaced:  # after the key was read, before the model loads
+            replaced.append(True)
+            _replace_pooling(local)
+        return out
+
+    monkeypatch.setattr(store, "get_vectors", read_then_replace)
+    h = embed.content_hash("a")
+    assert embed.embed_cached(store, e, ["a"]).shape == (1, 4)
+    assert e.model_id != first
+    assert read(first, [h]) == {} and set(read(e.model_id, [h])) == {h}
+
+
+def test_an_export_backend_asked_for_a_gpu_says_it_runs_on_the_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FEEDBOT_DEVICE=cuda with FEEDBOT_EMBED_BACKEND=onnx-int8 ran on the CPU, silently;
+    `doctor` showed no problem."""
+    from feedbot.embed import Embedder, EmbedSettingError
+
+    for backend in ("onnx-int8", "onnx-fp32", "openvino-bf16"):
+        with pytest.raises(EmbedSettingError, match=f"the {backend} backend runs on the CPU "
+                                                    "only, and the device asked for is cuda"):
+            Embedder(device="cuda", backend=backend).encoder  # noqa: B018
+
+
+def test_a_missing_packaged_model_is_a_setting_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken install (the model package without its model) was a RuntimeError traceback."""
+    from feedbot import embed
+
+    monkeypatch.setattr(embed, "packaged_model_path", lambda: None)
+    monkeypatch.delenv("FEEDBOT_MODEL", raising=False)
+    with pytest.raises(embed.EmbedSettingError, match="the packaged model is missing"):
+        embed.Embedder()

@@ -628,3 +628,30 @@ def test_a_planted_model_file_is_never_unpickled(store: Store, fake_emb: Any, tm
     assert not marker.exists()
     assert not path.is_symlink() and path.stat().st_mode & 0o077 == 0  # saved anew, ours only
     assert learn.load_model(path, m.model_id, m.key) is not None
+
+
+@pytest.mark.parametrize("where", ["voted", "unlabelled", "digest"])
+def test_a_cached_vector_of_another_dimension_is_embedded_again(
+        store: Store, fake_emb: Any, where: str) -> None:
+    """A vector row whose `dim` was damaged (or written by a model of another size under the
+    same key) made `np.stack` raise "all input arrays must have the same shape": every
+    digest, the training and the background alike."""
+    items = store.items_since()
+    from feedbot.embed import embed_cached
+
+    texts, hashes = [s.item.embed_text for s in items], [s.content_hash for s in items]
+    embed_cached(store, fake_emb, texts, hashes)
+    vote(store, VISION[0], "up")
+    if where != "unlabelled":
+        vote(store, LANGUAGE[0], "down")
+    title = VISION[0] if where == "voted" else LANGUAGE[2]
+    [h] = [s.content_hash for s in items if s.item.title == title]
+    store.put_vectors(fake_emb.model_id, {h: np.full(DIM // 2, 0.1, np.float32)})
+    if where == "digest":
+        X = embed_cached(store, fake_emb, texts, hashes)
+        assert X.shape == (len(items), DIM)
+    else:
+        scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+        assert scorer is not None and np.isfinite(scorer.model.coef).all()
+    if where != "unlabelled":  # embedded again and stored (the background only leaves it out)
+        assert store.get_vectors(fake_emb.model_id, [h])[h].shape == (DIM,)
