@@ -52,7 +52,14 @@ from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec, name_key
 from .http import make_client
 from .items import Item, clamp_future
-from .store import SourceState, Store, UpsertResult, is_busy, is_disk_trouble
+from .store import (
+    SourceState,
+    Store,
+    UpsertResult,
+    is_busy,
+    is_disk_trouble,
+    same_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -729,9 +736,10 @@ def adopt_renamed(store: Store, sources: Sequence[tuple[str, str, str]]) -> None
     never waits for a database another process holds before it has fetched anything."""
     known = store.known_sources()
     named = {name for name, _, _ in sources}
-    gone = {kt for name, kt in known.items() if name not in named and kt[1]}
-    if any((name not in known and (kind, target) in gone)
-           or (name in known and known[name][1] and known[name] != (kind, target))
+    gone = {same_target(kt) for name, kt in known.items() if name not in named and kt[1]}
+    if any((name not in known and same_target((kind, target)) in gone)
+           or (name in known and known[name][1]
+               and same_target(known[name]) != same_target((kind, target)))
            for name, kind, target in sources):
         store.remember_sources(sources)
 

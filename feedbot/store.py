@@ -221,6 +221,18 @@ _WORDS_TRIGGERS = {
 }
 
 
+_X_STATUS = re.compile(r"https?://(?:www\.|mobile\.)?(?:x|twitter)\.com/(?:i/web|i|\w{1,50})/"
+                       r"status(?:es)?/(\d{1,30})(?:[/?#]|$)", re.IGNORECASE)
+
+
+def same_target(kind_target: tuple[str, str]) -> tuple[str, str]:
+    """What a source fetches, as two spellings of one target compare: an X handle in any case
+    (`Grace_T` is `grace_t`: X's own lookup ignores case, and its cursor belongs to the
+    account, so a handle retyped in another case keeps it)."""
+    kind, target = kind_target
+    return (kind, target.casefold()) if kind == "x" else (kind, target)
+
+
 @cache
 def fts5_available() -> bool:
     """Whether this SQLite has FTS5 (some distributions build it without)."""
@@ -641,11 +653,11 @@ class Store:
 
     def _find_existing(self, it: Item) -> sqlite3.Row | None:
         row = self.db.execute(
-            "SELECT id, source, arxiv_version, content_hash FROM items WHERE key = ?", (it.key,)
-        ).fetchone()
+            "SELECT id, source, arxiv_version, content_hash, kind FROM items WHERE key = ?",
+            (it.key,)).fetchone()
         if row is None and it.guid:
             row = self.db.execute(
-                "SELECT i.id, i.source, i.arxiv_version, i.content_hash FROM items i "
+                "SELECT i.id, i.source, i.arxiv_version, i.content_hash, i.kind FROM items i "
                 "JOIN item_sources s ON s.item_id = i.id WHERE s.source = ? AND s.guid = ?",
                 (it.source, it.guid),
             ).fetchone()
@@ -654,6 +666,11 @@ class Store:
     @staticmethod
     def _should_update(row: sqlite3.Row, it: Item) -> bool:
         if it.arxiv_id:
+            # arXiv's own record (a paper) is what the paper's entry shows: a blog entry that
+            # links to `abs/<id>v2` adds its source but never writes its title, text and
+            # empty authors over the paper's; the paper replaces such an entry's.
+            if (row["kind"] == "paper") != (it.kind == "paper"):
+                return it.kind == "paper"
             return it.arxiv_version > row["arxiv_version"]
         # The source that first brought the item may correct it (edited title or summary).
         return row["source"] == it.source and content_hash(it.embed_text) != row["content_hash"]
@@ -854,6 +871,12 @@ class Store:
                 row = self.db.execute("SELECT id FROM items WHERE key = ?", (key,)).fetchone()
             if row is None:
                 row = self._row_by_url(u, "id")
+            if row is None and (status := _X_STATUS.match(u)) is not None:
+                # an X post by its id, whatever the handle's case or the host: a quote links
+                # `twitter.com/Grace_T/status/…`, a retweet's original is `x.com/i/status/…`
+                row = self.db.execute(
+                    "SELECT item_id AS id FROM item_sources WHERE guid = ? AND source IN "
+                    "(SELECT name FROM source_state WHERE kind = 'x')", (status[1],)).fetchone()
             if row is not None:
                 out[u] = row["id"]
         return out
@@ -1009,7 +1032,8 @@ class Store:
         """
         want = {name: (kind, target) for name, kind, target in sources}
         have = self.known_sources()
-        changed = {n: kt for n, kt in want.items() if have.get(n) != kt}
+        changed = {n: kt for n, kt in want.items()
+                   if n not in have or same_target(have[n]) != same_target(kt)}
         if not changed:
             return False
         with self.transaction():
@@ -1018,7 +1042,7 @@ class Store:
                 moved = before if before and before[1] else None  # from a recorded target
                 # carry along the old names that stood for it (unless another source
                 # still fetches what it fetched)
-                if moved is not None and moved not in want.values():
+                if moved is not None and same_target(moved) not in map(same_target, want.values()):
                     self.db.execute(
                         f"UPDATE source_state SET kind = ?, target = ?, {_NO_VALIDATORS} "
                         "WHERE kind = ? AND target = ? AND name NOT IN "

@@ -217,6 +217,24 @@ def test_retry_after_is_honoured_and_not_retried_at_once(status: int, server: Lo
     assert before + timedelta(seconds=3590) <= when <= datetime.now(UTC) + timedelta(hours=1)
 
 
+def test_after_a_retry_after_the_other_queries_of_the_run_are_not_sent(
+        server: LocalServer, tmp_path: Path) -> None:
+    """arXiv answered 503 with Retry-After: 600, and the run asked again with each of its
+    other queries, 3 s apart: four requests in 10 s."""
+    server.add("/api/query", body=b"busy", status=503, content_type="text/plain",
+               headers={"Retry-After": "600"})
+    store = Store(tmp_path / "db.sqlite")
+    reports = collect(queries("a", "b", "c"), store, now=NOW, arxiv=gate_for(server, retries=1))
+    assert len(server.hits("/api/query")) == 1
+    first, *rest = sorted(reports, key=lambda r: r.name)
+    assert first.error == "arXiv API answered HTTP 503"
+    for r in rest:
+        assert r.error.startswith("arXiv API answered HTTP 503 (not tried: arXiv asked not to "
+                                  "be asked again before "), r.error
+    whens = {store.source_state(n).retry_after for n in ("a", "b", "c")}
+    assert len(whens) == 1 and None not in whens  # the same time, as arXiv said
+
+
 def test_retry_after_is_capped_and_reaches_every_person_of_a_batch(
         server: LocalServer, tmp_path: Path) -> None:
     server.add("/api/query", body=b"busy", status=503, content_type="text/plain",

@@ -160,6 +160,35 @@ def test_new_arxiv_version_updates_the_row(store: Store) -> None:
     assert store.item_count() == 1
 
 
+def test_a_blog_entry_linking_a_newer_version_never_writes_over_the_paper(store: Store
+                                                                         ) -> None:
+    """A blog entry whose link is `abs/<id>v2` took the paper's version number and replaced
+    the paper with itself: kind post, the blog's title and text, no authors, no categories;
+    and arXiv's v2, "not newer", never repaired it."""
+    store.upsert_items([paper(1)], NOW)
+    blog = Item("We read: deep nets", "https://arxiv.org/abs/2401.00001v2", "Paper blog", "post",
+                published=NOW, summary="Our notes.", arxiv_id="2401.00001", arxiv_version=2)
+    assert store.upsert_items([blog], NOW).updated == 0
+    got = store.get_item("arxiv:2401.00001")
+    assert got is not None and (got.item.kind, got.item.title) == ("paper", "Deep nets")
+    assert got.sources == ("arXiv cs.LG", "Paper blog")  # a source more
+    assert store.upsert_items([paper(2, title="Deeper nets")], NOW).updated == 1
+    assert store.get_item("arxiv:2401.00001").item.title == "Deeper nets"
+
+
+def test_the_paper_replaces_a_blog_entry_that_came_first(store: Store) -> None:
+    """The other order: the blog's entry (v2 in its link) came first, and arXiv's v1, "not
+    newer", never showed the paper's title, abstract and authors."""
+    blog = Item("We read: deep nets", "https://arxiv.org/abs/2401.00001v2", "Paper blog", "post",
+                published=NOW, summary="Our notes.", arxiv_id="2401.00001", arxiv_version=2)
+    store.upsert_items([blog], NOW)
+    assert store.upsert_items([paper(1)], NOW).updated == 1
+    got = store.get_item("arxiv:2401.00001")
+    assert got is not None and (got.item.kind, got.item.title) == ("paper", "Deep nets")
+    assert got.item.categories == ("cs.LG",)
+    assert store.upsert_items([blog], NOW).updated == 0  # and it stays the paper
+
+
 def test_canonical_url_dedup(store: Store) -> None:
     a = Item("Post", "https://blog.example.org/p/1/", "blog")
     b = Item("Post", "http://www.blog.example.org/p/1?utm_medium=social#top", "other")
@@ -477,6 +506,22 @@ def test_remember_sources_records_targets_and_writes_only_changes(store: Store) 
     store.remember_sources([("New", "feed", "https://b.org/feed")])
     store.remember_sources([("New", "feed", "https://b.org/atom")])
     assert store.known_sources()["Blog"] == ("feed", "https://b.org/atom")
+
+
+def test_an_x_handle_retyped_in_another_case_keeps_its_cursor(store: Store) -> None:
+    """`x: grace_t` changed to `x: Grace_T` dropped the since_id: the next run read up to
+    max_items posts again (X bills each), though the account is the same. A feed URL in
+    another case is another URL: its validators still go."""
+    store.record_success("Grace/x", NOW, cursor="1860000000000000005")
+    store.note_target("Grace/x", "x", "grace_t")
+    store.remember_sources([("Grace/x", "x", "Grace_T")])
+    assert store.source_state("Grace/x").cursor == "1860000000000000005"
+    store.remember_sources([("Grace/x", "x", "grace_h")])  # another account
+    assert store.source_state("Grace/x").cursor == ""
+    store.record_success("Blog", NOW, etag='"e1"')
+    store.note_target("Blog", "feed", "https://b.org/Feed")
+    store.remember_sources([("Blog", "feed", "https://b.org/feed")])
+    assert store.source_state("Blog").etag == ""
 
 
 def test_a_renamed_source_takes_the_state_of_its_last_collected_old_name(store: Store) -> None:

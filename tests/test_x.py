@@ -185,6 +185,10 @@ def test_newest_id_and_page_sizes() -> None:
     assert newest_id([{"meta": {"result_count": 0}}], since_id="17") == "17"
     assert newest_id([{"meta": {"result_count": 0}}]) is None
     assert page_sizes(50) == [50] and page_sizes(3) == [5] and page_sizes(230) == [100, 100, 30]
+    # the last page was rounded up to X's smallest (5): 101 read 105 posts, 202 read 205
+    assert page_sizes(101) == [96, 5] and page_sizes(202) == [100, 97, 5]
+    assert all(sum(page_sizes(n)) == max(n, 5) and min(page_sizes(n)) >= 5
+               and max(page_sizes(n)) <= 100 for n in range(1, 501))
 
 
 # --- the collector against recorded responses ---------------------------------------------------
@@ -294,7 +298,23 @@ async def test_person_options_bring_back_replies_and_retweets(
         [report] = await run(cfg, store, http)
         q = query(timeline_calls(rsps)[0])
         assert "exclude" not in q and q["expansions"] == "referenced_tweets.id"
-    assert report.status == "ok" and report.seen == 100
+    assert report.status == "ok" and report.seen == 50  # the page has 100: max_items is 50
+
+
+async def test_no_more_than_max_items_are_stored_under_xs_smallest_page(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """`max_items: 3` asked for X's smallest page, 5 posts, and stored all 5."""
+    page = twarc_timeline(corpus)
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n    replies: true\n"
+                 "    retweets: true\n", max_items=3)
+    with x_api() as rsps:
+        rsps.get(f"{API}/users/by/username/PhillyNEFL", json=twarc_user(page))
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        [report] = await run(cfg, store, http)
+        assert query(timeline_calls(rsps)[0])["max_results"] == "5"
+    assert report.status == "ok" and report.seen == 3 and store.item_count() == 3
+    newest = max(int(t["id"]) for t in page["data"])
+    assert store.source_state("Philly/x").cursor == str(newest)
 
 
 async def test_replies_option_alone_still_excludes_retweets(
@@ -583,3 +603,34 @@ def test_one_malformed_post_costs_only_itself(odd: dict[str, str], kept: int, tm
         stored = {s.item.url.rsplit("/", 1)[1]: s.item for s in store.items_since(None)}
         if kept == 2:  # its time from the snowflake id, not a fetch-time guess
             assert stored[odd["id"]].published == tweet_time({"id": odd["id"]})
+
+
+def test_a_retweet_or_a_quote_of_a_stored_post_is_a_share_of_it(tmp_path: Path) -> None:
+    """Ada's retweet and Bob's quote of Grace's post were two more entries beside it: the
+    retweet links only the original's links, and the quote's link
+    (`twitter.com/Grace_T/status/…`, as X sends it) matched no stored `x.com/grace_t/…`."""
+    from feedbot.collect import link_shares
+
+    gid = "1860000000000000001"
+    grace = {"id": gid, "text": "Backpropagation through time, explained",
+             "created_at": "2026-11-26T10:00:00.000Z"}
+    retweet = {"id": "1860000000000000002", "text": "RT @grace_t: Backpropagation through…",
+               "created_at": "2026-11-26T11:00:00.000Z",
+               "referenced_tweets": [{"type": "retweeted", "id": gid}]}
+    quote = {"id": "1860000000000000003", "text": "Great thread https://t.co/abc",
+             "created_at": "2026-11-26T12:00:00.000Z",
+             "referenced_tweets": [{"type": "quoted", "id": gid}],
+             "entities": {"urls": [{"url": "https://t.co/abc", "expanded_url":
+                                    f"https://twitter.com/Grace_T/status/{gid}"}]}}
+    store = Store(tmp_path / "db.sqlite")
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    store.remember_sources([("Grace/x", "x", "grace_t"), ("Ada/x", "x", "ada_x"),
+                            ("Bob/x", "x", "bob")])
+    store.upsert_items(parse_timeline([{"data": [grace]}], "grace_t", "Grace/x", "Grace"), now)
+    store.upsert_items(parse_timeline([{"data": [retweet]}], "ada_x", "Ada/x", "Ada",
+                                      retweets=True), now)
+    store.upsert_items(parse_timeline([{"data": [quote]}], "bob", "Bob/x", "Bob"), now)
+    assert link_shares(store, now) == 2
+    [original] = [s for s in store.items_since(None) if s.item.url.endswith(gid)]
+    assert set(store.shares([s.id for s in store.items_since(None)]).values()) == {original.id}
+    assert len(store.shares([s.id for s in store.items_since(None)])) == 2

@@ -388,6 +388,8 @@ class ArxivGate:
         self.down_until = 0.0  # time.monotonic() before which arXiv is known unreachable
         self.down_reason = ""
         self.down_at = datetime.now(UTC)  # when (the last time) arXiv could not be reached
+        self.wait_until: datetime | None = None  # arXiv's Retry-After: no query before it
+        self.wait_reason = ""
         # Held by the worker thread for its whole search: should a caller stop waiting (a
         # cancelled collection), the next search still waits for that request to end.
         self._busy = threading.Lock()
@@ -465,8 +467,14 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
 
     When arXiv cannot be reached at all (no network, no DNS, refused), the searches of the
     next UNREACHABLE_PAUSE seconds fail at once instead of each waiting out the spacing and
-    the retries: offline, eight arXiv sources took 45 s to fail one by one."""
+    the retries: offline, eight arXiv sources took 45 s to fail one by one. When arXiv answers
+    with a Retry-After (a 503), no search is sent before that time: each fails at once with
+    the same Retry-After, as arXiv asked, instead of each query asking again."""
     async with gate.lock:
+        if gate.wait_until is not None and datetime.now(UTC) < gate.wait_until:
+            raise ArxivFetchError(f"{gate.wait_reason} (not tried: arXiv asked not to be asked "
+                                  f"again before {gate.wait_until:%Y-%m-%d %H:%M:%S} UTC)",
+                                  retry_after=gate.wait_until)
         if time.monotonic() < gate.down_until:
             raise ArxivFetchError(f"{gate.down_reason} (not tried: another query could not "
                                   f"reach arXiv at {gate.down_at:%Y-%m-%d %H:%M:%S} UTC, and "
@@ -480,8 +488,10 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
                 gate.down_until = time.monotonic() + UNREACHABLE_PAUSE
                 gate.down_at = datetime.now(UTC)
                 gate.down_reason = reason
-            raise ArxivFetchError(reason,
-                                  retry_after=retry_after_of(e, datetime.now(UTC))) from e
+            retry_after = retry_after_of(e, datetime.now(UTC))
+            if retry_after is not None:
+                gate.wait_until, gate.wait_reason = retry_after, reason
+            raise ArxivFetchError(reason, retry_after=retry_after) from e
 
 
 async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:

@@ -237,12 +237,17 @@ def post_text(tweet: dict[str, Any], included: dict[str, dict[str, Any]] | None 
     """`expand_links` of the post; for a retweet whose original was included, "RT @a: " and the
     original's whole text and links instead of the retweet's cut-short copy."""
     original = retweeted_post(tweet, included or {}) if is_retweet(tweet) else None
+    text, links = expand_links(tweet)
     if original is not None:
         prefix = _RT_PREFIX.match(html.unescape(str(tweet.get("text", ""))))
-        text, links = expand_links(original)
-        if text or links:
-            return (prefix.group(0) if prefix else "RT: ") + text, links
-    return expand_links(tweet)
+        whole, whole_links = expand_links(original)
+        if whole or whole_links:
+            text, links = (prefix.group(0) if prefix else "RT: ") + whole, whole_links
+    # The post a retweet or a quote repeats, by id (X's answer names no handle for it, and a
+    # quote's own link to it may read twitter.com/Name): a share of that post when stored.
+    repeated = [post_url("i", str(ref.get("id"))) for ref in tweet.get("referenced_tweets") or []
+                if ref.get("type") in ("retweeted", "quoted") and _digits(ref.get("id"))]
+    return text, list(dict.fromkeys([*links, *repeated]))
 
 
 def post_url(handle: str, tweet_id: str) -> str:
@@ -340,10 +345,13 @@ def exclude_for(options: dict[str, Any]) -> list[str]:
 
 
 def page_sizes(max_items: int) -> list[int]:
-    """max_results for each page so that no run reads more than max_items posts."""
+    """max_results for each page so that no run reads more than max_items posts (nor fewer
+    than X's smallest page, `PAGE_MIN`): 101 is 96 and 5, not 100 and a page of 5 for one."""
     left, sizes = max(max_items, PAGE_MIN), []
     while left > 0:
-        size = min(PAGE_MAX, max(PAGE_MIN, left))
+        size = min(PAGE_MAX, left)
+        if 0 < left - size < PAGE_MIN:  # the last page would be too small: take it from this
+            size = left - PAGE_MIN
         sizes.append(size)
         left -= size
     return sizes
@@ -462,4 +470,5 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
     items = parse_timeline(pages, handle, spec.name, spec.person,
                            replies=bool(spec.options.get("replies")),
                            retweets=bool(spec.options.get("retweets")))
-    return Collected(items, cursor=newest_id(pages, state.cursor))
+    # newest first: X's smallest page (5) may bring more than a `max_items` under it
+    return Collected(items[:spec.max_items], cursor=newest_id(pages, state.cursor))
