@@ -218,7 +218,7 @@ def _meta(e: DigestEntry) -> str:
 def render_entry(n: int, e: DigestEntry, *, summary_chars: int = 300, link: bool = True,
                  field_chars: int = 300) -> str:
     """One item: numbered linked title, source line, why it fits, a short summary."""
-    title = escape(shorten(e.title, field_chars) or "(untitled)")
+    title = escape(shorten(e.title, field_chars)).strip() or "(untitled)"  # bidi marks alone
     url = safe_url(e.url) if link else None
     head = f'<a href="{escape_attr(url)}">{title}</a>' if url else title
     lines = [f"<b>{n}.</b> <b>{head}</b>"]
@@ -239,7 +239,7 @@ def fit_entry(n: int, e: DigestEntry, budget: int = MAX_TEXT) -> str:
         text = render_entry(n, e, **kw)  # type: ignore[arg-type]
         if fits(text, budget):
             return text
-    return f"<b>{n}.</b> {escape(shorten(e.title, 60))}"
+    return f"<b>{n}.</b> {escape(shorten(e.title, 60)).strip() or '(untitled)'}"
 
 
 def digest_header(d: Digest, *, date_label: str = "", continued: bool = False) -> str:

@@ -115,8 +115,9 @@ def html_to_text(markup: str | None) -> str:
         return ""
     if "<" not in markup and "&" not in markup:
         return " ".join(markup.split())
-    text = "".join(_extract(markup).parts)
-    return " ".join(html.unescape(text).split())
+    # decoded once, by the parser (convert_charrefs): a second decode made "&amp;region=eu"
+    # "®ion=eu" (html.unescape takes "&reg" without its ";") and "&amp;lt;" "<"
+    return " ".join("".join(_extract(markup).parts).split())
 
 
 _URL = re.compile(r"https?://[^\s<>\"'\)\]]+")

@@ -278,3 +278,13 @@ def test_a_long_read_later_list_comes_a_page_at_a_time() -> None:
     assert [m.text for m in tr.render_later(entries, page=99)] == [m.text for m in last]
     assert tr.render_later(entries[:5])[0].text.startswith("🔖 <b>Read later</b> (5)\n")
     assert all(telegram_html_problems(m.text) == [] for m in first + last)
+
+
+@pytest.mark.parametrize("title", ["\u2067\u2069", "\u202e", " \u2066 "])
+def test_a_title_of_marks_telegram_drops_is_untitled_not_an_empty_link(title: str) -> None:
+    """The "(untitled)" fallback was tested before the bidi marks were taken out: the item
+    showed as "1." and a link with no text to click."""
+    e = entry(1, title=title)
+    text = tr.render_entry(1, e)
+    assert '">(untitled)</a>' in text and "></a>" not in text
+    assert tr.fit_entry(1, e, budget=20).endswith("(untitled)")
