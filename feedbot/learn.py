@@ -362,11 +362,15 @@ def save_model(path: Path, m: FeedbackModel, scope: dict[str, Any] | None = None
 
 
 def _background(store: Store, model_id: str, exclude: set[str],
-                now: datetime | None) -> np.ndarray:
-    """Vectors of recent unlabelled items that are already embedded (nothing is embedded)."""
+                now: datetime | None, embedder: Embedder | None = None) -> np.ndarray:
+    """Vectors of recent unlabelled items that are already embedded (nothing is embedded), or,
+    with `embedder`, of those items embedded where they are not."""
     since = now - BACKGROUND_WINDOW if now is not None else None
     items = [s for s in store.items_since(since, limit=BACKGROUND_MAX + len(exclude))
              if s.id not in exclude][:BACKGROUND_MAX]
+    if embedder is not None and items:
+        embed_cached(store, embedder, [s.item.embed_text for s in items],
+                     [s.content_hash for s in items])
     vecs = store.get_vectors(model_id, [s.content_hash for s in items])
     for k in odd_vectors(vecs, most=True):  # a damaged cached vector (NaN, zeros) is no example
         del vecs[k]
@@ -426,6 +430,10 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
         bg = None
         if any(_short_of_one_vote(float(w[y == cls].sum())) for cls in (0, 1)):
             bg = _background(store, model_id, set(weights), now)  # every vote, 0-weighted too
+            if not len(bg) and len(set(y.tolist())) == 1:
+                # None embedded with this model yet (one just chosen, a `digest --no-collect`
+                # before anything embedded them): embedded now, or every vote went unheard.
+                bg = _background(store, model_id, set(weights), now, embedder)
             if not len(bg) and len(set(y.tolist())) == 1:
                 return None
         liked = store.item_titles(i for i in ids if votes[i] == "up")

@@ -108,10 +108,17 @@ def test_only_likes_learn_against_recent_unlabelled_items(store: Store, fake_emb
     assert s[vis].mean() > s[~vis].mean()
 
 
-def test_only_likes_and_nothing_else_embedded_gives_no_scorer(store: Store,
-                                                               fake_emb: Any) -> None:
+def test_only_likes_with_nothing_else_embedded_embed_their_background(store: Store,
+                                                                       fake_emb: Any) -> None:
+    """Nothing embedded under the model yet (a model just chosen, then `digest --no-collect`,
+    which embeds its candidates after the scorer is made): the 👍 went unheard, no scorer.
+    The recent items are embedded for the background then."""
     vote(store, VISION[0], "up")
-    assert learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW) is None
+    others = [s.content_hash for s in store.items_since() if s.item.title != VISION[0]]
+    assert store.get_vectors(fake_emb.model_id, others) == {}
+    scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert scorer is not None and scorer.model.liked_titles == (VISION[0],)
+    assert set(store.get_vectors(fake_emb.model_id, others)) == set(others)
 
 
 def test_model_is_persisted_and_retrained_only_when_feedback_changes(
