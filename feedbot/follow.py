@@ -385,8 +385,11 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     if req.blog:
         _check_url(req.blog)
     doc = _read_doc(Path(path))
+    known = req.is_blog_only and any(  # a blog followed already: a new weight, no fetch
+        section == "blogs" and _same_place("blog", str(entry.get("url", "")), req.blog)
+        for section, _, entry in _entries(doc))
     try:
-        _apply(req, None, doc)  # a dry run: refuse duplicates before fetching
+        _apply(req, None, doc)  # a dry run (on this copy): refuse duplicates before fetching
     except NothingToChange:
         raise
     except FollowError:
@@ -396,13 +399,13 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
             raise
         # Their blog, given by its page: the page's feed may be the one followed already,
         # so the edit decides, with that feed.
-    if req.blog and check and req.check:
+    if req.blog and check and req.check and not known:
         found = check_feed(req.blog, http)
         req = replace(req, blog=found.url)
     _, msg = edit_sources(Path(path), lambda doc: _apply(req, found, doc))
     if found is not None and found.page:
         msg += f" (feed found on {found.page})"
-    elif req.blog and found is None:
+    elif req.blog and found is None and not known:
         msg += f" (not checked{NOT_CHECKED_PAGE if looks_like_page(req.blog) else ''})"
     if req.x and not os.environ.get("X_BEARER_TOKEN"):
         msg += "; note: X_BEARER_TOKEN is not set, so X sources stay off until it is"
@@ -450,11 +453,12 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
     cat = req.category
     for section, _, entry in _entries(doc):
         if section == "arxiv" and _same_category(entry, cat):
-            same = (not req.name or name_key(req.name) == name_key(str(entry["name"]))) \
-                and _same_weight(doc, entry, req.weight)
-            raise (NothingToChange if same else FollowError)(
-                f"already following arXiv {cat} (as {entry['name']!r})"
-                + ("; nothing to change" if same else ""))
+            if req.name and name_key(req.name) != name_key(str(entry["name"])):
+                raise FollowError(f"already following arXiv {cat} (as {entry['name']!r})")
+            if not _same_weight(doc, entry, req.weight):
+                return _reweigh(doc, entry, float(req.weight or 0))
+            raise NothingToChange(f"already following arXiv {cat} (as {entry['name']!r}); "
+                                  "nothing to change")
     name = req.name or cat
     existing = _find(doc, name)
     if existing is not None:
@@ -486,6 +490,11 @@ def _check_url(url: str) -> None:
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
     taken = _taken(doc)
+    if req.weight is not None:  # `follow URL --weight 2` on a blog followed: a change
+        for section, _, entry in _entries(doc):
+            if section == "blogs" and _same_place("blog", str(entry.get("url", "")), req.blog) \
+                    and not _same_weight(doc, entry, req.weight):
+                return _reweigh(doc, entry, req.weight)
     _refuse_followed_url(doc, req.blog, again=True, weight=req.weight)
     title = found.title if found is not None else ""
     name = unique_name(title or _host(req.blog), req.blog, taken)
@@ -512,6 +521,16 @@ def _weight_of(doc: CommentedMap, entry: CommentedMap) -> float | None:
     return 1.0
 
 
+def _reweigh(doc: CommentedMap, entry: CommentedMap, weight: float) -> str:
+    """Give a blog or an arXiv entry followed already another weight; the message."""
+    was = _weight_of(doc, entry)
+    if "weight" in entry:
+        entry["weight"] = weight
+    else:
+        _insert_key(entry, len(entry), "weight", weight)
+    return f"{entry['name']}: weight {weight:g}" + (f" (was {was:g})" if was is not None else "")
+
+
 def _same_weight(doc: CommentedMap, entry: CommentedMap, weight: float | None) -> bool:
     """Whether a request's weight (None: not given) leaves the entry's as it is."""
     return weight is None or _weight_of(doc, entry) == weight
@@ -534,6 +553,12 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
             name = owners.pop() or ""
     name = name or _default_name(req)
     existing = _find(doc, name)
+    if existing is not None and existing[0] != "people" and not req.places \
+            and req.weight is not None and not (req.replies or req.retweets):
+        if _same_weight(doc, existing[2], req.weight):  # `follow "Lil'Log" --weight 2`
+            raise NothingToChange(f"already following {existing[2]['name']} with weight "
+                                  f"{req.weight:g}; nothing to change")
+        return _reweigh(doc, existing[2], req.weight)
     if existing is not None and existing[0] != "people":
         raise FollowError(f"the name {name!r} is already used in {existing[0]}; choose another")
     for place, value in req.places.items():
@@ -889,9 +914,7 @@ def _refuse_followed_url(doc: CommentedMap, url: str, except_name: str = "",
             if again and section == "blogs" and _same_weight(doc, entry, weight):
                 raise NothingToChange(f"already following {url} (as {entry['name']!r}); "
                                       "nothing to change")
-            change = ("; change its weight in sources.yaml" if again and section == "blogs"
-                      and weight is not None else "")
-            raise FollowError(f"already following {url} (as {entry['name']!r}{on}){change}")
+            raise FollowError(f"already following {url} (as {entry['name']!r}{on})")
 
 
 def _refuse_followed_place(doc: CommentedMap, place: str, value: str, except_name: str) -> None:

@@ -428,12 +428,19 @@ def test_following_what_is_followed_already_changes_nothing_and_is_no_error(
     assert r.exit_code == 0 and "nothing to change" in r.output
     r = invoke(sources, "follow", "--x", "KARPATHY")  # no name: the person followed there
     assert r.exit_code == 0 and "already following Andrej Karpathy" in r.output
-    r = invoke(sources, "follow", "--no-check", url, "--weight", "2")
-    assert r.exit_code == 2 and r.output.rstrip().endswith(
-        "(as \"Lil'Log\"); change its weight in sources.yaml"), r.output
     r = invoke(sources, "follow", "Someone", "--x", "karpathy")
     assert r.exit_code == 2 and "(as 'Andrej Karpathy')" in r.output
     assert sources.read_text() == COMMENTED
+    # a new weight for a blog: a change, as for a person (was "change it in sources.yaml")
+    r = invoke(sources, "follow", "--no-check", url, "--weight", "2")
+    assert r.exit_code == 0 and r.output.strip() == "Lil'Log: weight 2 (was 1)", r.output
+    assert {b.name: b.weight for b in load_config(sources).blogs}["Lil'Log"] == 2.0
+    r = invoke(sources, "follow", "Lil'Log", "--weight", "0.5")  # by its name
+    assert r.exit_code == 0 and r.output.strip() == "Lil'Log: weight 0.5 (was 2)", r.output
+    r = invoke(sources, "follow", "lil'log", "--weight", "0.5")
+    assert r.exit_code == 0 and "nothing to change" in r.output
+    assert invoke(sources, "follow", "Lil'Log", "--x", "lil").exit_code == 2  # no person
+    assert changes(COMMENTED, sources.read_text())[1] == ["    weight: 0.5"]
     r = invoke(sources, "follow", "x:karpathy", "--weight", "2")  # a change for that person
     assert r.exit_code == 0 and "Andrej Karpathy: weight 2" in r.output, r.output
     assert load_config(sources).people[0].weight == 2.0
@@ -720,8 +727,12 @@ def test_an_arxiv_listing_url_follows_the_category(sources: Path) -> None:
     for same in (["CS.LG", "--category", "cs.LG"], ["--category", "cs.LG", "--weight", "0.5"]):
         r = invoke(sources, "follow", *same)  # its name in another case; the weight it has
         assert r.exit_code == 0 and "nothing to change" in r.output, (same, r.output)
-    assert invoke(sources, "follow", "--category", "cs.LG", "--weight", "2").exit_code == 2
     assert sources.read_text() == before
+    r = invoke(sources, "follow", "--category", "cs.LG", "--weight", "2")  # a change
+    assert r.exit_code == 0 and r.output.strip() == "cs.LG: weight 2 (was 0.5)", r.output
+    assert load_config(sources).arxiv[-1].weight == 2.0
+    assert invoke(sources, "follow", "Other", "--category", "cs.LG").exit_code == 2
+    assert invoke(sources, "follow", "--category", "cs.LG", "--weight", "0.5").exit_code == 0
     assert invoke(sources, "unfollow", "cs.lg").exit_code == 0
     assert sources.read_text().replace("arxiv: []\n", "") == COMMENTED
 
@@ -1130,11 +1141,12 @@ def test_the_weight_compared_is_the_one_in_effect_with_the_files_defaults(tmp_pa
                  ["--category", "cs.LG", "--weight", "2"]):
         r = invoke(p, "follow", *same)
         assert r.exit_code == 0 and "nothing to change" in r.output, r.output
+    assert p.read_text() == text
     for other in (["--no-check", "https://a.example/feed", "--weight", "1"],
                   ["--category", "cs.LG", "--weight", "1"]):
         r = invoke(p, "follow", *other)
-        assert r.exit_code == 2 and "nothing to change" not in r.output, r.output
-    assert p.read_text() == text
+        assert r.exit_code == 0 and r.output.strip().endswith("weight 1 (was 2)"), r.output
+    assert [b.weight for b in load_config(p).blogs] == [1.0]
 
 
 def test_unfollow_by_a_listing_url_finds_a_query_of_that_category(tmp_path: Path) -> None:
