@@ -46,6 +46,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -67,8 +68,8 @@ from .embed import Embedder
 from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, damaged_rows, select
 from .roadmap import Roadmap
-from .store import ITEM_ID, Store, StoredItem, unwrap_ref
-from .text import fold, mend_surrogates, shorten
+from .store import ITEM_ID, Store, StoredItem, index_keeps, unwrap_ref
+from .text import fold, is_word_char, mend_surrogates, shorten, word_marks
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,16 @@ MAX_WORDS = 12  # query words looked up in the text (a pasted abstract is not a 
 # pattern over 50,000 bytes (a 60,000-letter word ended `feedbot search` in a traceback)
 MAX_WORD_LENGTH = 100
 SUMMARY_HEAD = 400  # characters of a summary scanned for words the word index cannot answer
-_TOKEN = re.compile(r"\w(?:[\w+#]|[-.'’](?=\w))*", re.UNICODE)
+@cache
+def _token() -> re.Pattern[str]:
+    """A word of the query: a letter or digit, then letters, digits, marks (`word_marks`:
+    "मशीन" is one word), "+" and "#" ("c++", "c#"), and "-", ".", "'" between them."""
+    return re.compile(rf"\w(?:[\w{word_marks()}+#]|[-.'’](?=\w))*")
+
+
+@cache
+def _piece() -> re.Pattern[str]:
+    return re.compile(rf"[\w{word_marks()}]+")
 _STOP_WORDS = """a about above after again al all also am an and any are as at be been before
 being below between both but by can could did do does doing down during each et few for from
 further had has have having he her here hers him his how i if in into is it its itself just me
@@ -179,10 +189,14 @@ class Word:
     @property
     def indexed(self) -> bool:
         """Whether the store's word index answers for it as `pattern` would: a whole word
-        without a combining mark. The query is composed (NFC) and folded first, so few words
-        keep one (some Arabic presentation forms); the index would cut the word there, so it
-        is looked for in the start of each summary, as before the index."""
-        return self.whole and not any(unicodedata.combining(c) for c in self.stem)
+        whose marks the index keeps as they are (`store.index_keeps`: the vowel signs and
+        viramas of Indic scripts, not the accents remove_diacritics takes off, nor any where
+        this SQLite cuts words at marks). Another is looked for in the start of each summary,
+        as before the index."""
+        if not self.whole:
+            return False
+        marks = {c for s in self.stems for c in s if unicodedata.category(c)[0] == "M"}
+        return not marks or marks <= index_keeps()
 
 
 # Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer,
@@ -248,7 +262,7 @@ def query_words(query: str) -> list[Word]:
     capitalised as a sentence starts ("Transformers for tables", as a phone writes it) is
     taken as in lower case when another word of the query is: a plural then, not a name."""
     out: dict[str, Word] = {}
-    tokens = _TOKEN.findall(query)
+    tokens = _token().findall(query)
     for n, tok in enumerate(tokens):
         low = fold(tok)
         if low in _STOP or (len(low) < 2 and not low.isdigit()) or low in out \
@@ -269,8 +283,9 @@ def query_words(query: str) -> list[Word]:
             # folded, not IGNORECASE: the texts are folded once. A hyphen of the query
             # matches a hyphen, a space or nothing: "self-attention" finds "self attention".
             literal = "|".join(re.escape(s).replace(r"\-", "[- ]?") for s in (stem, *also))
-            tail = rf"(?:{literal})(?:s|es)?(?!\w)"
-            out[low] = Word(tok, stem, re.compile(rf"(?<!\w){tail}"), re.compile(tail),
+            tail = rf"(?:{literal})(?:s|es)?(?![\w{word_marks()}])"
+            out[low] = Word(tok, stem, re.compile(rf"(?<![\w{word_marks()}]){tail}"),
+                            re.compile(tail),
                             also=also)
         if len(out) == MAX_WORDS:
             break
@@ -286,6 +301,7 @@ class Lexical:
     title: dict[int, list[str]] = field(default_factory=dict)  # row → words in its title
     author: dict[int, list[str]] = field(default_factory=dict)  # row → matching author names
     summary: dict[int, list[str]] = field(default_factory=dict)  # row → words in its summary
+    shared: dict[int, list[str]] = field(default_factory=dict)  # row → words in a post sharing it
 
 
 def lexical(store: Store, words: Sequence[Word], ids: Sequence[str], titles: Sequence[str],
@@ -387,7 +403,6 @@ def _whole_unspaced(store: Store, heads: Sequence[str], row: dict[str, int]) -> 
     return texts
 
 
-_PIECE = re.compile(r"\w+")
 MAX_JOINS = 3  # separators of a word whose joined spellings are all looked up ("self-attention")
 
 
@@ -408,7 +423,7 @@ def summary_query(w: Word) -> tuple[str, bool]:
     spellings: list[str] = []
     check = False
     for stem in w.stems:
-        pieces = _PIECE.findall(stem)
+        pieces = _piece().findall(stem)
         if stem.isalnum():
             spellings.append(stem)
         elif not re.fullmatch(r"\w+(?:-\w+)*", stem):
@@ -442,7 +457,7 @@ def _rows_matching(words: Sequence[Word], texts: Sequence[str]) -> list[np.ndarr
             # the start of a word is checked here instead.
             at = np.fromiter((m.start() for m in w.scan.finditer(blob)
                               if not w.whole or not m.start()
-                              or not _word_char(blob[m.start() - 1])),
+                              or not is_word_char(blob[m.start() - 1])),
                              dtype=np.int64)
             if len(at):
                 found[k].append(np.unique(np.searchsorted(starts, at, side="right") - 1)
@@ -450,8 +465,6 @@ def _rows_matching(words: Sequence[Word], texts: Sequence[str]) -> list[np.ndarr
     return [np.concatenate(f) if f else np.zeros(0, dtype=np.int64) for f in found]
 
 
-def _word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -524,7 +537,7 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     named = _named_item(store, query)
     if named is not None:
         return _direct(result, store, named, follows, label, names)
-    tokens = _TOKEN.findall(query)
+    tokens = _token().findall(query)
     if not tokens:
         raise SearchError(f"nothing to search for in “{_shown(query)}”: give some words, "
                           f"{_EXAMPLE}")
@@ -578,6 +591,7 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     words = query_words(query)
     lex = lexical(store, words, ids, col(rows.titles), col(rows.heads), now - since)
     score = cos + lexical_weight * (lex.score + EVERY_WORD * lex.every)
+    _fold_shares(store, ids, col(rows.kinds), score, lex)
     links = col(rows.links)
     sources = col(rows.sources)
     cands = Candidates(
@@ -617,6 +631,30 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     return result
 
 
+def _fold_shares(store: Store, ids: Sequence[str], kinds: Sequence[str], score: np.ndarray,
+                 lex: Lexical) -> None:
+    """As the digest lists a post that shares a stored item as that item's "shared by", not
+    beside it: a post whose item is among the candidates gives the item its score when it
+    scores higher (the post's words found it), and is no result of its own. A vote on the
+    post left the story in the next digest."""
+    posts = [iid for iid, kind in zip(ids, kinds, strict=True) if kind == "social"]
+    shared = store.shares(posts) if posts else {}
+    if not shared:
+        return
+    at = {iid: k for k, iid in enumerate(ids)}
+    for post, target in shared.items():
+        if target in at and post in at:
+            t, p = at[target], at[post]
+            if score[p] > score[t]:
+                score[t] = score[p]
+                lex.every[t] |= lex.every[p]
+                found = [*lex.title.get(p, []), *lex.summary.get(p, []), *lex.author.get(p, [])]
+                if found:
+                    lex.shared[t] = found
+            score[p] = -np.inf
+            lex.every[p] = False
+
+
 def _why(i: int, lex: Lexical, cos: float) -> str:
     """What matched: the query's words in the title, an author, the summary; the meaning."""
     parts = []
@@ -627,6 +665,8 @@ def _why(i: int, lex: Lexical, cos: float) -> str:
         parts.append("by " + ", ".join(names[:3]))
     if i in lex.summary and i not in lex.title:
         parts.append(_quoted(lex.summary[i]) + " in the summary")
+    if i in lex.shared:
+        parts.append(_quoted(lex.shared[i]) + " in a post sharing it")
     if cos >= CLOSE_IN_MEANING or not parts:
         parts.append(f"close in meaning ({cos:.2f})")
     return "; ".join(parts)

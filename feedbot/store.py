@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .items import Item, canonical_url, clean_url, content_hash, item_id, item_key, split_arxiv_id
-from .text import fold
+from .text import fold, is_word_char
 
 DB_FILE = "feedbot.db"  # in $FEEDBOT_HOME
 
@@ -199,7 +199,11 @@ WORDS_INDEX = "search.words"
 # marks and symbols), folded as `text.fold` folds them: Latin letters without their accents,
 # so that "muller" finds "Müller" (remove_diacritics 2 also takes a separate combining accent
 # off its letter, where 1 keeps that word whole and unfound).
-WORDS_TOKENIZER = "unicode61 remove_diacritics 2 tokenchars '_'"
+# Marks (categories M*) are kept inside a word, as search's words hold them (`text.word_marks`):
+# "मशीन" is one word, not "मश" and "न". A SQLite older than 3.25, which has no `categories`,
+# cuts at them as before (`_words_base`), and search reads such words in the summary's start.
+WORDS_TOKENIZER = "unicode61 remove_diacritics 2 tokenchars '_' categories 'L* N* Co M*'"
+_WORDS_BEFORE_MARKS = "unicode61 remove_diacritics 2 tokenchars '_'"
 _WORDS_TRIGGERS = {
     "summary_words_update": """
         CREATE TRIGGER summary_words_update AFTER UPDATE OF id, summary ON items
@@ -247,6 +251,38 @@ def fts5_available() -> bool:
 
 
 @cache
+def _words_base() -> str:
+    """`WORDS_TOKENIZER` where this SQLite takes it, else the tokenizer without `categories`."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{WORDS_TOKENIZER}\")")
+        return WORDS_TOKENIZER
+    except sqlite3.OperationalError:  # no FTS5 (then unused), or no `categories`
+        return _WORDS_BEFORE_MARKS
+    finally:
+        db.close()
+
+
+@cache
+def index_keeps() -> frozenset[str]:
+    """The marks the word index keeps inside a word as they are: a query word with any other
+    (one remove_diacritics takes off, or any mark where `categories` is missing) is read in
+    the summary's start instead (`search.Word.indexed`)."""
+    marks = [c for c in map(chr, range(0x300, 0x30000)) if unicodedata.category(c)[0] == "M"]
+    if not fts5_available():
+        return frozenset()
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{_words_base()}\")")
+        db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'row')")
+        db.execute("INSERT INTO t(x) VALUES (?)", (" ".join(f"a{c}b" for c in marks),))
+        return frozenset(t[1] for (t,) in db.execute("SELECT term FROM v")
+                         if len(t) == 3 and t[0] == "a" and t[2] == "b")
+    finally:
+        db.close()
+
+
+@cache
 def _separators() -> str:
     """The characters that are no part of a word to search's `\\w+` (Python's Unicode) but that
     this SQLite's unicode61 keeps inside one (its tables are of Unicode 6.1): the symbols and
@@ -256,12 +292,11 @@ def _separators() -> str:
     (U+0301 …) are none of them: remove_diacritics 2 takes them off their letter, so a
     summary that writes "é" as "e" and U+0301 holds the word "cafe", as `text.fold` makes
     of the query "café"."""
-    word = re.compile(r"\w")
     maybe = [c for c in map(chr, range(0x80, 0x30000))
-             if unicodedata.category(c) not in ("Cn", "Co", "Cs") and not word.match(c)]
+             if unicodedata.category(c) not in ("Cn", "Co", "Cs") and not is_word_char(c)]
     db = sqlite3.connect(":memory:")
     try:  # which of them this SQLite keeps inside a word: "a?b" is one word then
-        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{WORDS_TOKENIZER}\")")
+        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{_words_base()}\")")
         db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'row')")
         db.execute("INSERT INTO t(x) VALUES (?)", (" ".join(f"a{c}b" for c in maybe),))
         kept = {t[1] for (t,) in db.execute("SELECT term FROM v")
@@ -273,18 +308,23 @@ def _separators() -> str:
 
 def _words_tokenizer() -> str:
     """The tokenizer of `summary_words`: `WORDS_TOKENIZER` and `_separators()`."""
-    return f"{WORDS_TOKENIZER} separators '{_separators()}'" if _separators() \
-        else WORDS_TOKENIZER
+    return f"{_words_base()} separators '{_separators()}'" if _separators() \
+        else _words_base()
 
 
 def _words_outdated(db: sqlite3.Connection) -> bool:
     """Whether the word index was made by an older feedbot, which cut or folded words
     otherwise: before separators it kept "LoRA🤗" as one word, before remove_diacritics 2
-    "Müller" was no "muller". Rebuilt on open. (`_separators()` is computed only for an index
+    "Müller" was no "muller", before `categories` it cut "मशीन" at its vowel sign. Rebuilt on
+    open. (`_separators()` is computed only for an index
     without any: 50 ms, at every open of the store otherwise.)"""
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'summary_words'").fetchone()
-    return row is not None and (f'tokenize="{WORDS_TOKENIZER}' not in row[0]
-                                or " separators " not in row[0] and bool(_separators()))
+    if row is None:
+        return False
+    base = row[0].split('tokenize="', 1)[-1].split(" separators ", 1)[0].rstrip('")')
+    return base not in (WORDS_TOKENIZER, _WORDS_BEFORE_MARKS) or \
+        base == _WORDS_BEFORE_MARKS and _words_base() == WORDS_TOKENIZER or \
+        " separators " not in row[0] and bool(_separators())
 
 
 def _holds(text: str, words: str) -> bool:

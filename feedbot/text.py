@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from functools import cache
 from html.parser import HTMLParser
 from typing import TypeVar
 
@@ -196,6 +197,28 @@ def mend_surrogates(text: str) -> str:
 _MARKS = "\u0300-\u0304\u0306-\u030c\u030f\u0311\u031b\u0323-\u0328\u032d\u032e\u0330\u0331"
 _LATIN_MARKS = re.compile(f"(?<=[\x00-\u024f\u1e00-\u1eff])[{_MARKS}]+")
 _FOLDABLE = re.compile(f"[\u00c0-\u024f\u1e00-\u1eff{_MARKS}]")
+
+
+@cache
+def word_marks() -> str:
+    r"""The combining marks (Unicode Mn, Mc, Me) as ranges for a regex class. Python's `\w`
+    has none of them, so that to it "मशीन" (machine: the vowel sign ी is a mark) was the two
+    words "मश" and "न", and "मशाल" (torch) found it through "मश"; every Indic script, Thai's
+    vowel signs and others write words with marks. A word is `\w` with these after it."""
+    ranges: list[tuple[int, int]] = []
+    for cp in (*range(0x300, 0x30000), *range(0xE0100, 0xE01F0)):  # none below U+0300
+        if unicodedata.category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "")
+                   for a, b in ranges)
+
+
+def is_word_char(c: str) -> bool:
+    r"""Whether `c` is part of a word as search cuts words: `\w` or a mark (`word_marks`)."""
+    return c.isalnum() or c == "_" or unicodedata.category(c)[0] == "M"
 
 
 def fold(text: str) -> str:

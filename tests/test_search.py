@@ -617,8 +617,11 @@ def test_folding_is_what_the_word_index_does() -> None:
     wrong = {c for n, c in enumerate(chars)
              if (terms.get(n) == [fold(f"x{c}y")]) != (len(terms.get(n, [])) == 1)}
     # SQLite's own exceptions, left so: it folds the long s ("ſ", "ẛ") to "s" and keeps the
-    # accents of "ǡ", "ǣ", "ǽ" and "ǿ" (of 766 characters; none in the corpus's texts)
-    assert wrong == set("ſẛǠǡǢǣǼǽǾǿ")
+    # accents of "ǡ", "ǣ", "ǽ" and "ǿ" (of 766 characters; none in the corpus's texts); and
+    # the Greek iota subscript (U+0345), a mark kept in a word since marks are, it folds to
+    # "ι" (a query word with it is looked for in the summary's start: `Word.indexed`)
+    assert wrong == set("ſẛǠǡǢǣǼǽǾǿ\u0345")
+    assert [w.indexed for w in query_words("x\u0345y xy")] == [False, True]
     assert fold("Йошкар ά Łódź Øresund Straße ﬁne Gaudi™") == \
         "йошкар ά łodz øresund straße ﬁne gaudi™"
     assert fold("İstanbul NGUYỄN Mu\u0308ller") == "istanbul nguyen muller"
@@ -977,3 +980,48 @@ def test_an_item_with_a_damaged_vector_is_found_by_its_words_with_a_number_for_a
     entry = found.to_json(explain=True)["items"][0]
     weights = found.to_json(explain=True)["weights"]
     assert abs(sum(entry["parts"][k] * weights[k] for k in weights) - entry["score"]) < 1e-3
+
+
+@pytest.mark.parametrize("fts", [True, False])
+def test_words_of_indic_scripts_are_whole_words(fake_emb: Any, fts: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vowel sign or a virama is a mark, no `\\w`: "मशीन" (machine) was "मश" and "न" to the
+    query and to the word index alike, so "मशाल" (torch) found it through "मश", and a word
+    with a virama ("लर्निंग") was never looked for in the index."""
+    import feedbot.store
+
+    if not fts:
+        monkeypatch.setattr(feedbot.store, "fts5_available", lambda: False)
+    assert [w.text for w in query_words("मशीन लर्निंग, मशाल")] == ["मशीन", "लर्निंग", "मशाल"]
+    machine = post("मशीन के बारे में", "एक परिचय.", slug="m")
+    learning = late("Notes", "यह मशीन लर्निंग के बारे में है.", "l")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, machine, learning])
+    assert not any(e.parts["words"] for e in find(store, fake_emb, "मशाल").items)
+    assert titles(find(store, fake_emb, "मशीन"))[0] == machine.title
+    late_words = [e.title for e in find(store, fake_emb, "लर्निंग", lexical_weight=1.0).items
+                  if e.parts["words"]]
+    assert late_words == ([learning.title] if fts else [])  # late: only the index has it
+    assert all(w.indexed == fts or not fts for w in query_words("मशीन लर्निंग"))
+
+
+def test_a_post_sharing_a_found_item_is_its_shared_by_not_a_result_beside_it(
+        fake_emb: Any) -> None:
+    """The digest lists Bob's post as "shared by Bob" on the blog post it links; search
+    listed it as a second result, and a 👎 on it left the story in the next digest."""
+    from feedbot.collect import link_shares
+
+    cfg = config(SOURCES + "people:\n  - name: Bob\n    bluesky: bob.bsky.social\n")
+    blog = post("Backpropagation explained", "The chain rule, layer by layer.", slug="bp")
+    share = Item("Great explainer on backpropagation", "https://bsky.app/profile/bob/post/1",
+                 "Bob/bluesky", "social", authors=("Bob",), published=NOW - timedelta(days=1),
+                 summary=f"Great explainer on backpropagation {blog.url}", links=(blog.url,),
+                 person="Bob")
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, blog, share])
+    assert link_shares(store, NOW) == 1
+    found = find(store, fake_emb, "backpropagation", cfg)
+    assert [(e.title, e.shared_by) for e in found.items if e.parts["words"]] == \
+        [(blog.title, ["Bob"])]
+    by_post = find(store, fake_emb, "explainer", cfg)  # only the post has the word
+    assert titles(by_post)[0] == blog.title and by_post.items[0].shared_by == ["Bob"]
+    assert "“explainer” in a post sharing it" in by_post.items[0].why
+    assert share.title not in titles(by_post)

@@ -836,3 +836,27 @@ def test_a_sources_item_count_leaves_out_what_its_posts_shared(store: Store) -> 
     link_shares(store, NOW)
     assert store.item_count("Ada/x") == 3 and store.items_of(["Ada/x"]) == 3
     assert store.source_state("Ada/x").items == 3
+
+
+def test_a_word_index_that_cut_words_at_marks_is_made_again_on_open(tmp_path: Path) -> None:
+    """The index before `categories 'L* N* Co M*'` cut "मशीन" at its vowel sign: made again
+    on the next open, once."""
+    from feedbot.store import _WORDS_BEFORE_MARKS, _separators
+
+    path = tmp_path / "f.db"
+    s = Store(path)
+    blog = Item("Post", "https://e.org/p", "Blog", summary="यह मशीन लर्निंग है.")
+    s.upsert_items([blog], NOW)
+    old = f"{_WORDS_BEFORE_MARKS} separators '{_separators()}'"
+    with s.transaction() as db:  # the index as the feedbot before this one made it
+        db.execute("DROP TABLE summary_words")
+        db.execute("CREATE VIRTUAL TABLE summary_words USING fts5(summary, content='', "
+                   f"tokenize=\"{old}\")")
+        db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
+                   "item_keys k JOIN items i ON i.id = k.id")
+    assert words(s, "मश") == [blog.id]  # a piece of "मशीन" was a word of its own
+    s.close()
+    s = Store(path)
+    assert words(s, "मशीन") == words(s, "लर्निंग") == [blog.id] and words(s, "मश") == []
+    assert not s._words_stale()
+    s.close()
