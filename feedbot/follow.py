@@ -1035,6 +1035,20 @@ def _indented_head(tail: str) -> tuple[str, str]:
     return "".join(lines[:n]), "".join(lines[n:])
 
 
+def _introduced(doc: CommentedMap, keys: list[Any], pos: int) -> bool:
+    """Whether a comment line, not indented, stands right above the top-level key at `pos`
+    (no blank line between): the file's own words about that section. A section `follow`
+    made has none: it takes its place right under the section before."""
+    if pos == 0:
+        return False
+    lines = _lines_above(doc, keys[pos]).splitlines()
+    if not lines:  # the lines after the value before, less its own end-of-line comment
+        tok = _token(*_slot(doc, keys[pos - 1]))
+        lines = (tok.value if tok is not None else "").split("\n")[1:]
+        lines = lines[:-1] if lines and not lines[-1] else lines
+    return bool(lines) and lines[-1].startswith("#")  # indented: the section before's
+
+
 def _lines_above(doc: CommentedMap, key: str | None, take: bool = False) -> str:
     """The comment lines ruamel keeps above a top-level key that follows a key with no value
     (`blogs:` and entries commented out under it, then `people:`), as text; `take`: removed."""
@@ -1077,16 +1091,17 @@ def _delete_item(doc: CommentedMap, section: str, index: int) -> None:
 def _empty_section(doc: CommentedMap, section: str, tail: str) -> None:
     """The last entry of a section went. A section with no comment of its own goes too (as a
     `follow` that made it, then `unfollow`, leave the file as it was); one with a comment
-    (`blogs:   # none yet`) or with indented comment lines under it (entries commented out)
-    stays, empty (`blogs:`), with them. The lines that followed the entry stay where they
-    were, and so do the lines above a section that goes."""
+    (`blogs:   # none yet`), a comment right above it (`# Blogs: any RSS…`, as the starter
+    file has) or indented comment lines under it (entries commented out) stays, empty
+    (`blogs:`), so that a follow fills it there, under its comment. The lines that followed
+    the entry stay where they were, and so do the lines above a section that goes."""
     keys = list(doc)
     pos = keys.index(section)
     tok = _token(doc, section)
     under = keys[pos + 1] if pos + 1 < len(keys) else None  # its lines are above the next key
     if (tok is None or not tok.value.strip()) and len(keys) > 1 \
             and (pos > 0 or not tail.strip()) and not _lines_above(doc, under) \
-            and not _indented_head(tail)[0]:
+            and not _indented_head(tail)[0] and not _introduced(doc, keys, pos):
         above = _lines_above(doc, section, take=True)  # the lines ending the section before
         del doc[section]
         if pos > 0:

@@ -1218,3 +1218,20 @@ def test_unfollow_by_the_page_a_blog_was_followed_from_names_the_feed(tmp_path: 
         unfollow(p, "https://www.ada.example/blog/")
     with pytest.raises(FollowError, match="`feedbot sources`"):
         unfollow(p, "https://elsewhere.example/")
+
+
+def test_a_section_under_its_own_comment_stays_for_the_next_follow(tmp_path: Path) -> None:
+    """The starter file's way: `# Blogs: any RSS…` right above `blogs:`. Unfollowing every
+    starter blog deleted `blogs:`, and the next follow put `blogs:` and its entry above that
+    comment, straight under `defaults:`, with the comment stranded below the list."""
+    text = ("defaults:\n  interval: 6h\n\n# Blogs: any RSS or Atom feed\n"
+            "#   - name: My favourite blog\nblogs:\n  - name: Only Blog\n"
+            "    url: https://only.example/feed\n\n# arXiv: categories\n"
+            "arxiv:\n  - name: cs.LG\n    category: cs.LG\n")
+    p = written(tmp_path, text)
+    unfollow(p, "Only Blog")
+    assert p.read_text() == text.replace("  - name: Only Blog\n"
+                                         "    url: https://only.example/feed\n", "")
+    follow(p, parse_follow_args(["--no-check", "https://mine.example/feed"]), check=False)
+    assert p.read_text() == text.replace("Only Blog", "mine.example").replace(
+        "https://only.example/feed", "https://mine.example/feed")
