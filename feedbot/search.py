@@ -136,6 +136,8 @@ def _piece(stem: str) -> re.Pattern[str]:
 @cache
 def _marked_piece() -> re.Pattern[str]:
     return re.compile(rf"[\w{word_marks()}]+")
+
+
 _STOP_WORDS = """a about above after again al all also am an and any are as at be been before
 being below between both but by can could did do does doing down during each et few for from
 further had has have having he her here hers him his how i if in into is it its itself just me

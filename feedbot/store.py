@@ -268,9 +268,9 @@ def index_keeps() -> frozenset[str]:
     """The marks the word index keeps inside a word as they are: a query word with any other
     (one remove_diacritics takes off, or any mark where `categories` is missing) is read in
     the summary's start instead (`search.Word.indexed`)."""
-    marks = [c for c in map(chr, range(0x300, 0x30000)) if unicodedata.category(c)[0] == "M"]
     if not fts5_available():
         return frozenset()
+    marks = [c for c in map(chr, range(0x300, 0x30000)) if unicodedata.category(c)[0] == "M"]
     db = sqlite3.connect(":memory:")
     try:
         db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{_words_base()}\")")
@@ -316,8 +316,8 @@ def _words_outdated(db: sqlite3.Connection) -> bool:
     """Whether the word index was made by an older feedbot, which cut or folded words
     otherwise: before separators it kept "LoRA🤗" as one word, before remove_diacritics 2
     "Müller" was no "muller", before `categories` it cut "मशीन" at its vowel sign. Rebuilt on
-    open. (`_separators()` is computed only for an index
-    without any: 50 ms, at every open of the store otherwise.)"""
+    open. (`_separators()` is computed only for an index without any: 50 ms, at every open of
+    the store otherwise.)"""
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'summary_words'").fetchone()
     if row is None:
         return False
