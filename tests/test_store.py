@@ -670,6 +670,16 @@ def test_a_word_index_that_kept_emoji_in_words_is_made_again_on_open(tmp_path: P
     s.close()
 
 
+def index_made_with(s: Store, tokenizer: str) -> None:
+    """The word index as a feedbot before this one made it, with `tokenizer`."""
+    with s.transaction() as db:
+        db.execute("DROP TABLE summary_words")
+        db.execute("CREATE VIRTUAL TABLE summary_words USING fts5(summary, content='', "
+                   f"tokenize=\"{tokenizer}\")")
+        db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
+                   "item_keys k JOIN items i ON i.id = k.id")
+
+
 def test_a_word_index_that_kept_accents_is_made_again_on_open(tmp_path: Path) -> None:
     """The index of the feedbot before kept accents (remove_diacritics 0): "muller" found no
     summary naming Müller, where search now folds the query to "muller". On the next open
@@ -681,12 +691,7 @@ def test_a_word_index_that_kept_accents_is_made_again_on_open(tmp_path: Path) ->
     blog = Item("Post", "https://e.org/p", "Blog", summary="After Müller and Rényi (2019).")
     s.upsert_items([blog], NOW)
     old = _words_tokenizer().replace("remove_diacritics 2", "remove_diacritics 0")
-    with s.transaction() as db:  # the index as the feedbot before this one made it
-        db.execute("DROP TABLE summary_words")
-        db.execute("CREATE VIRTUAL TABLE summary_words USING fts5(summary, content='', "
-                   f"tokenize=\"{old}\")")
-        db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
-                   "item_keys k JOIN items i ON i.id = k.id")
+    index_made_with(s, old)
     assert words(s, "muller") == [] and words(s, "müller") == [blog.id]
     s.close()
     s = Store(path)
@@ -848,12 +853,7 @@ def test_a_word_index_that_cut_words_at_marks_is_made_again_on_open(tmp_path: Pa
     blog = Item("Post", "https://e.org/p", "Blog", summary="यह मशीन लर्निंग है.")
     s.upsert_items([blog], NOW)
     old = f"{_WORDS_BEFORE_MARKS} separators '{_separators()}'"
-    with s.transaction() as db:  # the index as the feedbot before this one made it
-        db.execute("DROP TABLE summary_words")
-        db.execute("CREATE VIRTUAL TABLE summary_words USING fts5(summary, content='', "
-                   f"tokenize=\"{old}\")")
-        db.execute("INSERT INTO summary_words(rowid, summary) SELECT k.n, i.summary FROM "
-                   "item_keys k JOIN items i ON i.id = k.id")
+    index_made_with(s, old)
     assert words(s, "मश") == [blog.id]  # a piece of "मशीन" was a word of its own
     s.close()
     s = Store(path)
