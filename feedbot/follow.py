@@ -385,9 +385,8 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     if req.blog:
         _check_url(req.blog)
     doc = _read_doc(Path(path))
-    known = req.is_blog_only and any(  # a blog followed already: a new weight, no fetch
-        section == "blogs" and _same_place("blog", str(entry.get("url", "")), req.blog)
-        for section, _, entry in _entries(doc))
+    # a blog followed already: a new weight, no fetch
+    known = req.is_blog_only and _followed_blog(doc, req.blog) is not None
     try:
         _apply(req, None, doc)  # a dry run (on this copy): refuse duplicates before fetching
     except NothingToChange:
@@ -455,8 +454,8 @@ def _add_query(doc: CommentedMap, req: FollowRequest) -> str:
         if section == "arxiv" and _same_category(entry, cat):
             if req.name and name_key(req.name) != name_key(str(entry["name"])):
                 raise FollowError(f"already following arXiv {cat} (as {entry['name']!r})")
-            if not _same_weight(doc, entry, req.weight):
-                return _reweigh(doc, entry, float(req.weight or 0))
+            if req.weight is not None and not _same_weight(doc, entry, req.weight):
+                return _reweigh(doc, entry, req.weight)
             raise NothingToChange(f"already following arXiv {cat} (as {entry['name']!r}); "
                                   "nothing to change")
     name = req.name or cat
@@ -490,11 +489,10 @@ def _check_url(url: str) -> None:
 
 def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) -> str:
     taken = _taken(doc)
-    if req.weight is not None:  # `follow URL --weight 2` on a blog followed: a change
-        for section, _, entry in _entries(doc):
-            if section == "blogs" and _same_place("blog", str(entry.get("url", "")), req.blog) \
-                    and not _same_weight(doc, entry, req.weight):
-                return _reweigh(doc, entry, req.weight)
+    followed = _followed_blog(doc, req.blog)
+    if followed is not None and req.weight is not None \
+            and not _same_weight(doc, followed, req.weight):  # `follow URL --weight 2`
+        return _reweigh(doc, followed, req.weight)
     _refuse_followed_url(doc, req.blog, again=True, weight=req.weight)
     title = found.title if found is not None else ""
     name = unique_name(title or _host(req.blog), req.blog, taken)
@@ -503,6 +501,12 @@ def _add_blog(doc: CommentedMap, req: FollowRequest, found: FeedCheck | None) ->
         entry["weight"] = req.weight
     _append_item(doc, "blogs", entry)
     return f"following blog {name!r}: {req.blog}"
+
+
+def _followed_blog(doc: CommentedMap, url: str) -> CommentedMap | None:
+    """The `blogs:` entry that follows the feed `url`, if any."""
+    return next((entry for section, _, entry in _entries(doc) if section == "blogs"
+                 and _same_place("blog", str(entry.get("url", "")), url)), None)
 
 
 def _weight_of(doc: CommentedMap, entry: CommentedMap) -> float | None:
@@ -521,14 +525,19 @@ def _weight_of(doc: CommentedMap, entry: CommentedMap) -> float | None:
     return 1.0
 
 
-def _reweigh(doc: CommentedMap, entry: CommentedMap, weight: float) -> str:
-    """Give a blog or an arXiv entry followed already another weight; the message."""
+def _set_weight(doc: CommentedMap, entry: CommentedMap, weight: float) -> str:
+    """Give an entry followed already another weight; what changed: "2 (was 1.5)"."""
     was = _weight_of(doc, entry)
     if "weight" in entry:
         entry["weight"] = weight
     else:
         _insert_key(entry, len(entry), "weight", weight)
-    return f"{entry['name']}: weight {weight:g}" + (f" (was {was:g})" if was is not None else "")
+    return f"{weight:g}" + (f" (was {was:g})" if was is not None else "")
+
+
+def _reweigh(doc: CommentedMap, entry: CommentedMap, weight: float) -> str:
+    """Give a blog or an arXiv entry followed already another weight; the message."""
+    return f"{entry['name']}: weight {_set_weight(doc, entry, weight)}"
 
 
 def _same_weight(doc: CommentedMap, entry: CommentedMap, weight: float | None) -> bool:
@@ -609,13 +618,8 @@ def _merge_person(doc: CommentedMap, person: CommentedMap, req: FollowRequest
         if getattr(req, flag) and not person.get(flag):
             _insert_key(person, len(person), flag, True)
             added[flag] = "on"
-    was = _weight_of(doc, person)
-    if req.weight is not None and was != req.weight:
-        added["weight"] = f"{req.weight:g}" + (f" (was {was:g})" if was is not None else "")
-        if "weight" in person:
-            person["weight"] = req.weight
-        else:
-            _insert_key(person, len(person), "weight", req.weight)
+    if req.weight is not None and not _same_weight(doc, person, req.weight):
+        added["weight"] = _set_weight(doc, person, req.weight)
     return added
 
 
@@ -1006,8 +1010,7 @@ def _append_item(doc: CommentedMap, section: str, item: Any) -> None:
     keys = list(doc)
     pos = keys.index(section)
     if new and 0 < pos < len(keys) - 1:
-        inside, tail = _indented_head(_take_tail(doc, keys[pos - 1]))
-        _give_tail(doc, keys[pos - 1], inside)  # `  # roadmap: …` is the section's own
+        tail = _take_following(doc, keys[pos - 1])
     else:
         tail = _take_tail(seq, len(seq) - 1) if len(seq) else _take_key_tail(doc, section)
     seq.append(item)
@@ -1033,6 +1036,14 @@ def _indented_head(tail: str) -> tuple[str, str]:
             and (lines[n][:1] in (" ", "\t") or lines[n].lstrip("# ").startswith("- ")):
         n += 1
     return "".join(lines[:n]), "".join(lines[n:])
+
+
+def _take_following(container: Any, key: Any) -> str:
+    """The lines after container[key] that introduce what follows it, removed: its own
+    indented comments (`  # roadmap: …`) stay after it (`_indented_head`)."""
+    inside, tail = _indented_head(_take_tail(container, key))
+    _give_tail(container, key, inside)
+    return tail
 
 
 def _introduced(doc: CommentedMap, keys: list[Any], pos: int) -> bool:
@@ -1064,10 +1075,7 @@ def _lines_above(doc: CommentedMap, key: str | None, take: bool = False) -> str:
 
 def _insert_key(m: CommentedMap, pos: int, key: str, value: Any) -> None:
     keys = list(m)
-    inside, tail = _indented_head(_take_tail(m, keys[pos - 1])) if 0 < pos == len(keys) \
-        else ("", "")
-    if inside:
-        _give_tail(m, keys[pos - 1], inside)
+    tail = _take_following(m, keys[pos - 1]) if 0 < pos == len(keys) else ""
     m.insert(pos, key, value)
     _give_tail(m, key, tail)
 
