@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .items import Item, canonical_url, clean_url, content_hash, item_id, item_key, split_arxiv_id
-from .text import fold, is_word_char
+from .text import fold, is_word_char, mark_chars
 
 DB_FILE = "feedbot.db"  # in $FEEDBOT_HOME
 
@@ -270,7 +270,7 @@ def index_keeps() -> frozenset[str]:
     the summary's start instead (`search.Word.indexed`)."""
     if not fts5_available():
         return frozenset()
-    marks = [c for c in map(chr, range(0x300, 0x30000)) if unicodedata.category(c)[0] == "M"]
+    marks = mark_chars()
     db = sqlite3.connect(":memory:")
     try:
         db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{_words_base()}\")")

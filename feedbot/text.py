@@ -200,18 +200,24 @@ _FOLDABLE = re.compile(f"[\u00c0-\u024f\u1e00-\u1eff{_MARKS}]")
 
 
 @cache
+def mark_chars() -> tuple[str, ...]:
+    """Every combining mark (Unicode Mn, Mc, Me), in order."""
+    return tuple(c for c in map(chr, (*range(0x300, 0x30000), *range(0xE0100, 0xE01F0)))
+                 if unicodedata.category(c)[0] == "M")  # none below U+0300
+
+
+@cache
 def word_marks() -> str:
-    r"""The combining marks (Unicode Mn, Mc, Me) as ranges for a regex class. Python's `\w`
+    r"""The combining marks (`mark_chars`) as ranges for a regex class. Python's `\w`
     has none of them, so that to it "मशीन" (machine: the vowel sign ी is a mark) was the two
     words "मश" and "न", and "मशाल" (torch) found it through "मश"; every Indic script, Thai's
     vowel signs and others write words with marks. A word is `\w` with these after it."""
     ranges: list[tuple[int, int]] = []
-    for cp in (*range(0x300, 0x30000), *range(0xE0100, 0xE01F0)):  # none below U+0300
-        if unicodedata.category(chr(cp))[0] == "M":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1] = (ranges[-1][0], cp)
-            else:
-                ranges.append((cp, cp))
+    for cp in map(ord, mark_chars()):
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
     return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "")
                    for a, b in ranges)
 
