@@ -442,10 +442,9 @@ class _Inflater:
 
     def flush(self) -> bytes:
         try:
-            out = self._z.flush()
+            return self._z.flush()
         except zlib.error as e:
             raise FetchError(f"cannot decode the {self.encoding} response ({e})") from None
-        return out
 
     @property
     def cut_short(self) -> str:

@@ -199,10 +199,10 @@ def _edited(path: Path, text: str, mutate: Callable[[CommentedMap], Any]) -> tup
     before = prefix + _dump(doc, indent)  # the file as ruamel writes it, before the edit
     result = mutate(doc)
     new_text = prefix + _dump(doc, indent)
-    if len(new_text.encode("utf-8")) > MAX_SOURCES_BYTES:  # no command would read it then
-        raise ConfigError(path, f"edit refused: the file would be "
-                          f"{len(new_text.encode('utf-8')) / 1e6:.0f} MB; a sources file is "
-                          f"at most {MAX_SOURCES_BYTES // 1_000_000} MB")
+    size = len(new_text.encode("utf-8"))
+    if size > MAX_SOURCES_BYTES:  # no command would read it then
+        raise ConfigError(path, f"edit refused: the file would be {size / 1e6:.0f} MB; a "
+                          f"sources file is at most {MAX_SOURCES_BYTES // 1_000_000} MB")
     try:
         cfg = load_config(path, text=new_text)
     except ConfigError as e:
