@@ -519,8 +519,8 @@ def test_an_x_handle_retyped_in_another_case_keeps_its_cursor(store: Store) -> N
     store.remember_sources([("Grace/x", "x", "grace_h")])  # another account
     assert store.source_state("Grace/x").cursor == ""
     store.record_success("Blog", NOW, etag='"e1"')
-    store.note_target("Blog", "feed", "https://b.org/Feed")
-    store.remember_sources([("Blog", "feed", "https://b.org/feed")])
+    store.note_target("Blog", "feed", "https://b.example.org/Feed")
+    store.remember_sources([("Blog", "feed", "https://b.example.org/feed")])
     assert store.source_state("Blog").etag == ""
 
 
