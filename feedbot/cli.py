@@ -160,6 +160,12 @@ GROUP_OPTIONS = ("--sources", "-v", "--verbose", "-vv")
 class FeedbotGroup(click.Group):
     """Turns configuration errors into one clear line and exit status 2."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # before click parses: `feedbot --help` (eager, printed while parsing, before main()
+        # runs) holds 👍 👎 too, and must not die on a cp1252 or latin-1 stdout
+        tolerate_unencodable_output()
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -181,8 +187,10 @@ class FeedbotGroup(click.Group):
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except sqlite3.OperationalError as e:  # a full disk, mid-command: one line, no traceback
-            from .store import is_busy, is_disk_trouble
+            from .store import DB_FILE, is_busy, is_disk_trouble, is_read_only, read_only_problem
 
+            if is_read_only(e):
+                fail(read_only_problem(str(feedbot_home() / DB_FILE), e), 1)
             if is_disk_trouble(e):
                 fail(disk_full_problem(feedbot_home(), e), 1)
             if is_busy(e):  # held past the busy timeout
@@ -260,10 +268,36 @@ def tolerate_unencodable_output() -> None:
 
 # --- collect ----------------------------------------------------------------------------------
 
+def check_server_urls() -> None:
+    """A server URL variable (FEEDBOT_ARXIV_API_URL, …) that is not an http(s) URL is a setting
+    error naming the variable (exit 2), as FEEDBOT_DEVICE's is, not a fetch error that marks
+    every source using it failing or broken, with a back-off that outlives the fix."""
+    from urllib.parse import urlsplit
+
+    from .redact import URL_ENV, mask_userinfo
+
+    for name in URL_ENV:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parts = urlsplit(value.replace("{instance}", "instance"))
+            parts.port  # noqa: B018 - a port that is no number raises
+            ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SettingError(f"{name}={mask_userinfo(value)} is not an http(s) URL with a "
+                               "host, e.g. http://127.0.0.1:8080; unset it to use the real "
+                               "service")
+
+
 def run_collect(app: App, *, only: str | Sequence[str] | None = None, due_only: bool = False,
                 echo: bool = True) -> list[Any]:
     from .collect import collect, report_lines, select_sources, summarize
     from .pipeline import embed_pending
+
+    check_server_urls()
 
     try:  # the bar counts the sources collected: with --source, not all of them
         total = len(select_sources(app.config, only))
@@ -306,9 +340,16 @@ def run_collect(app: App, *, only: str | Sequence[str] | None = None, due_only: 
     try:
         embed_pending(app.store, app.embedder, app.now(), echo=lambda m: click.echo(m, err=True))
     except Exception as e:  # items are stored; the next collect or digest embeds them
+        from .embed import EmbedSettingError
+
         logging.getLogger(__name__).debug("embedding failed", exc_info=True)
-        click.echo(f"feedbot: new items are stored but could not be embedded yet: "
-                   f"{type(e).__name__}: {e}", err=True)
+        new = sum(r.new + r.updated for r in reports)  # "new items" only when there are
+        what = ("stored items cannot be embedded" if not new else
+                f"{new} new item{'s are' if new != 1 else ' is'} stored but could not be "
+                "embedded yet")
+        why = str(e) if isinstance(e, SettingError | EmbedSettingError) else \
+            f"{type(e).__name__}: {e}"  # a setting's message names the variable already
+        click.echo(f"feedbot: {what}: {why}", err=True)
     return reports
 
 
@@ -325,6 +366,11 @@ def unrecorded_problem(reports: list[Any]) -> tuple[str, bool] | None:
     full = next((e for e in errors if is_disk_trouble(e)), None)
     if full is not None:
         return disk_full_problem(feedbot_home(), full), True
+    from .store import DB_FILE, is_read_only, read_only_problem
+
+    ro = next((e for e in errors if is_read_only(e)), None)
+    if ro is not None:  # nothing can be stored: embedding neither
+        return read_only_problem(str(feedbot_home() / DB_FILE), ro), True
     names = ", ".join(r.name for r in failed[:4]) + (
         f" and {len(failed) - 4} more" if len(failed) > 4 else "")
     some = f"{len(failed)} source{'s' if len(failed) > 1 else ''} ({names})"
@@ -385,7 +431,7 @@ def collect(app: App, only: tuple[str, ...]) -> None:
 def digest(app: App, stage_id: str | None, limit: int | None, since: str | None, fmt: str,
            no_collect: bool, explain: bool) -> None:
     """Print the ranked digest for your current roadmap stage."""
-    from .digest import digest_window
+    from .digest import voted_on
     from .pipeline import make_digest
 
     cfg = app.config
@@ -397,17 +443,11 @@ def digest(app: App, stage_id: str | None, limit: int | None, since: str | None,
     if not no_collect and cfg.sources():
         run_collect(app, due_only=True)
     # what you voted on is read: it leaves the digest (a 👍 item led every digest after it,
-    # "; you liked it", its vote making it the best fit), its copies and near-duplicates too.
-    # Votes of the window only: each excluded item is compared with every candidate
-    # (10,000 votes: 0.8 s → 11 s). An item voted on before the window is left out alone
-    # (`read`): a post sharing it today brings it into the window.
+    # "; you liked it", its vote making it the best fit)
     now = app.now()
-    start = now - digest_window(cfg, window)
-    votes = app.store.feedback()
-    voted = {v.item_id for v in votes if v.at >= start}
+    voted, read = voted_on(app.store, cfg, now, window)
     d = make_digest(app.config, app.store, app.embedder, app.roadmap, now=now,
-                    stage_id=stage_id, limit=limit, since=window, exclude=voted,
-                    read={v.item_id for v in votes} - voted)
+                    stage_id=stage_id, limit=limit, since=window, exclude=voted, read=read)
     print_digest(d, fmt, explain)
 
 
@@ -656,8 +696,10 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
         fail(f"no stored item {item!r} (never collected, or removed since by a prune, which "
              "keeps only what was voted on or saved); use an id from a recent `feedbot "
              "digest` or the item's URL", 2)
+    from .render import shown
+
     app.store.set_feedback(chat, found.id, value, app.now(), stage=app.config.learner.stage)
-    click.echo(f"{value}: {found.item.title} [{found.id}]")
+    click.echo(f"{value}: {shown(found.item.title) or '(untitled)'} [{found.id}]")
 
 
 @main.command()
@@ -683,8 +725,10 @@ def later(app: App, chat: str, fmt: str) -> None:
         click.echo(f"nothing saved for later (chat {chat}); `feedbot feedback ITEM later` "
                    "saves an item")
         return
-    for n, s in enumerate(saved, 1):
-        click.echo(f"{n:>2}. {s.item.title}\n    {s.sources[0]} — "
+    from .render import shown
+
+    for n, s in enumerate(saved, 1):  # feed text as the digest shows it: no bidi overrides
+        click.echo(f"{n:>2}. {shown(s.item.title) or '(untitled)'}\n    {s.sources[0]} — "
                    f"{clean_url(s.item.url)}  [{s.id}]")
 
 
@@ -732,9 +776,9 @@ def prune(app: App, older_than: str | None, dry_run: bool, other_models: bool,
             keep_hashes=protected_hashes(app.roadmap, now),
             keep_model=keep_model, dry_run=dry_run, vacuum=not no_vacuum)
     except sqlite3.OperationalError as e:  # held by another process for the busy timeout
-        from .store import is_disk_trouble
+        from .store import is_busy
 
-        if is_disk_trouble(e):  # not busy: a full disk (said by FeedbotGroup)
+        if not is_busy(e):  # a full disk, a read-only file (said by FeedbotGroup)
             raise
         fail(f"the database is busy ({e}); what was removed so far stays removed; try again "
              "when the other feedbot command is done", 1)
@@ -766,6 +810,11 @@ def doctor(app: App) -> None:
         click.echo(f"stage: {cfg.learner.stage}; {n} source{'s' if n != 1 else ''}")
     except ConfigError as e:
         click.echo(f"configuration problem: {e}")
+        problems += 1
+    try:
+        check_server_urls()
+    except SettingError as e:  # collect, digest and run refuse to start with it
+        click.echo(f"setting problem: {e}")
         problems += 1
     from .embed import EmbedSettingError, resolve_model
 

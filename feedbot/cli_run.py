@@ -37,9 +37,11 @@ def run(app: App, grace: timedelta, watch_interval: float) -> None:
     The bot needs TELEGRAM_BOT_TOKEN (from @BotFather); without it only the collection
     scheduler runs. FEEDBOT_TELEGRAM_API_URL points the bot at a local Bot API server.
     """
+    from .cli import check_server_urls
     from .runner import Runner, RunOptions, Settings
 
     settings = Settings(app.config, app.roadmap)  # a broken sources.yaml stops us here (exit 2)
+    check_server_urls()
     token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip() or None  # None: the runner says so
     _quiet_noisy_loggers()
     timestamped_logs()

@@ -52,12 +52,14 @@ from .collectors.feeds import collect_feed
 from .config import Config, SourceSpec, name_key
 from .http import make_client
 from .items import Item, clamp_future
+from .redact import mask_userinfo
 from .store import (
     SourceState,
     Store,
     UpsertResult,
     is_busy,
     is_disk_trouble,
+    is_read_only,
     same_target,
 )
 
@@ -639,6 +641,7 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
 
     async def failed(msg: str, retry_after: datetime | None, meta: dict[str, str]
                      ) -> SourceReport:
+        msg = mask_userinfo(msg)  # kept, and shown by `sources` and /sources: no password
         try:
             await record(_failed, _who(spec), ctx.now, msg, retry_after, meta)
         except sqlite3.Error as trouble:
@@ -679,7 +682,7 @@ def store_trouble(e: BaseException) -> sqlite3.Error | None:
     active", hides it), else `e` itself when it is a database error, else None."""
     seen: BaseException | None = e
     while seen is not None:
-        if is_busy(seen) or is_disk_trouble(seen):
+        if is_busy(seen) or is_disk_trouble(seen) or is_read_only(seen):
             return seen  # type: ignore[return-value]
         seen = seen.__cause__ or seen.__context__
     return e if isinstance(e, sqlite3.Error) else None
@@ -693,6 +696,8 @@ def _not_recorded(trouble: sqlite3.Error) -> str:
     if is_disk_trouble(trouble):
         return (f"cannot write to the database ({trouble}); nothing of it was lost, run again "
                 "once there is room")
+    if is_read_only(trouble):
+        return f"cannot write to the database ({trouble}); nothing of it was lost"
     return (f"could not be recorded ({type(trouble).__name__}: {trouble}); nothing of it was "
             "kept, and the next run fetches it again")
 

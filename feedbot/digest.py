@@ -475,6 +475,19 @@ def digest_window(cfg: Config, since: timedelta | None = None) -> timedelta:
     return since or timedelta(seconds=parse_duration(cfg.learner.since))
 
 
+def voted_on(store: Store, cfg: Config, now: datetime, since: timedelta | None = None,
+             chat: str | None = None) -> tuple[set[str], set[str]]:
+    """What was voted on (by `chat`, else by any chat) is read, delivered or not: the items
+    voted on within the digest's window, left out with their copies and near-duplicates,
+    and those voted on before it, left out alone (a post sharing one today brings it into the
+    window). Votes of the window only are compared with every candidate: 10,000 votes made
+    a digest 0.8 s → 11 s."""
+    votes = store.feedback(chat)
+    start = now - digest_window(cfg, since)
+    voted = {v.item_id for v in votes if v.at >= start}
+    return voted, {v.item_id for v in votes} - voted
+
+
 def _weights(cfg: Config) -> dict[str, float]:
     """The weight of each score part (`--explain`: score = Σ weights[k] · parts[k])."""
     return {k: float(getattr(cfg.ranking, k)) for k in PARTS}

@@ -574,6 +574,10 @@ def _add_person(doc: CommentedMap, req: FollowRequest) -> str:
         _refuse_followed_place(doc, place, value, except_name=name)
     if existing is None:
         if not req.places:  # `follow NAME --weight 2`: a change, for someone not followed
+            close = _close_name(doc, name)
+            if close:
+                raise FollowError(f"not following anyone named {name!r}; did you mean "
+                                  f"{close!r}?")
             raise FollowError(f"not following anyone named {name!r}; give a place to follow "
                               f"them on; usage: {USAGE}")
         entry = CommentedMap([("name", name)])
@@ -675,8 +679,8 @@ def unfollow(path: Path, name: str) -> str:
         if hit is None and (done := _unfollow_place(doc, name)) is not None:
             return done
         if hit is None:
-            close = difflib.get_close_matches(name, list(_names(doc)), n=1, cutoff=0.6)
-            hint = _site_hint(doc, name) or (f"; did you mean {close[0]!r}?" if close else
+            close = _close_name(doc, name)
+            hint = _site_hint(doc, name) or (f"; did you mean {close!r}?" if close else
                                              "; `feedbot sources` (/sources in Telegram) "
                                              "lists the names")
             raise FollowError(f"not following anyone or anything named {name!r}{hint}")
@@ -850,6 +854,18 @@ def _entries(doc: CommentedMap) -> Iterator[tuple[str, int, CommentedMap]]:
             for i, entry in enumerate(seq):
                 if isinstance(entry, CommentedMap):
                     yield section, i, entry
+
+
+def _close_name(doc: CommentedMap, name: str) -> str | None:
+    """A followed name the user probably meant: one that starts with `name` in any case
+    ("Lil'Log" for "Lil'Log (Lilian Weng)"), else a close spelling."""
+    names = list(_names(doc))
+    key = name_key(name)
+    starts = [n for n in names if name_key(n).startswith(key)]
+    if len(starts) == 1:
+        return starts[0]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _names(doc: CommentedMap) -> Iterator[str]:

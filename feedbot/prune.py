@@ -59,6 +59,7 @@ class PruneReport:
     bytes_after: int = 0
     dry_run: bool = False
     vacuumed: bool = False
+    vacuum_error: str = ""  # VACUUM failed for want of disk space (the removal stands)
     stopped: bool = False  # `feedbot run` stopped in the middle
     models: list[str] = field(default_factory=list)  # saved 👍/👎 models removed (or would be)
 
@@ -94,6 +95,9 @@ class PruneReport:
             return f"{text}: about {_mb(self.freed_estimate)} of the database's {size}"
         if self.vacuumed:
             text += f"; database {size} → {_mb(self.bytes_after)}"
+        elif self.vacuum_error:
+            text += (f"; the file was not compacted ({self.vacuum_error}: VACUUM needs about "
+                     f"{size} free beside it); new items reuse the space freed")
         elif self.removed and self.freed_estimate:
             text += (f"; database {size}, about {_mb(self.freed_estimate)} of it now free "
                      "space that new items reuse")
@@ -248,8 +252,17 @@ def _finish(store: Store, report: PruneReport, *, vacuum: bool | str) -> PruneRe
                   report.freed_estimate >= AUTO_VACUUM_SHARE * report.bytes_before)
     # not for tombstones alone: a few rows of a few bytes do not pay for rewriting the file
     if vacuum and (report.items or report.vectors or report.other_models):
-        store.vacuum()
-        report.vacuumed = True
+        import sqlite3
+
+        from .store import is_disk_trouble
+
+        try:
+            store.vacuum()
+            report.vacuumed = True
+        except sqlite3.OperationalError as e:  # what was removed stays removed
+            if not is_disk_trouble(e):
+                raise
+            report.vacuum_error = str(e)
     report.bytes_after = store.disk_bytes()
     return report
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -80,6 +81,17 @@ def install_url_redaction(url: str) -> Callable[[], None]:
     if not (at and colon and password):
         return lambda: None
     return install_redaction(f"{userinfo}@", placeholder=f"{user}:***@")
+
+
+# `user:password@` in a URL written anywhere in a text (with or without a scheme before it)
+_USERINFO = re.compile(r"(^|[\s/'\"(<])([^\s/:@'\"]*):[^\s/@'\"]+@")
+
+
+def mask_userinfo(text: str) -> str:
+    """`text` with the password of every `user:password@` in it shown as `user:***@`: for
+    messages that are kept or shown rather than logged (a source's last error, which
+    `feedbot sources` and the bot's /sources show), which log redaction does not reach."""
+    return _USERINFO.sub(r"\1\2:***@", text)
 
 
 def install_env_redaction(environ: Mapping[str, str] | None = None) -> Callable[[], None]:

@@ -59,7 +59,7 @@ import numpy as np
 
 from .collect import adopt_renamed, collect_async, is_due, jitter
 from .config import Config, ConfigError, SourceSpec
-from .digest import Digest, DigestEntry, span_text, utcnow
+from .digest import Digest, DigestEntry, span_text, utcnow, voted_on
 from .embed import Embedder
 from .http import make_client, shown_url
 from .pipeline import embed_pending, make_digest, source_health
@@ -1057,7 +1057,10 @@ def _build_digest(store: Store, cfg: Config, roadmap: Roadmap, embedder: Embedde
                   now: datetime, chat: str, limit: int, sent: frozenset[str] = frozenset()
                   ) -> Digest:
     """On the worker thread: embed what is pending, then rank for the chat, minus delivered
-    (and minus `sent`: delivered, not yet in the store)."""
+    (and minus `sent`: delivered, not yet in the store), minus what the chat voted on: read,
+    delivered or not (a /search result, `feedbot feedback --chat`), as `feedbot digest`
+    leaves it out."""
     embed_pending(store, embedder, now)
+    voted, read = voted_on(store, cfg, now, chat=chat)
     return make_digest(cfg, store, embedder, roadmap, now=now, limit=limit,
-                       exclude=store.delivered(chat) | sent, chat=chat)
+                       exclude=store.delivered(chat) | sent | voted, read=read, chat=chat)

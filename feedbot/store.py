@@ -477,6 +477,18 @@ def is_disk_trouble(e: BaseException) -> bool:
     return isinstance(e, sqlite3.Error) and ("disk is full" in text or "disk i/o error" in text)
 
 
+def is_read_only(e: BaseException) -> bool:
+    """SQLite's words for a database file (or its folder) this process may read but not
+    write: owned by another user, mode 0444, a read-only mount."""
+    return isinstance(e, sqlite3.Error) and "readonly" in str(e).lower()
+
+
+def read_only_problem(path: str, e: BaseException) -> str:
+    return (f"cannot write {path}: {e}; this user may read it but not change it (another "
+            "user's file, or a read-only one): run feedbot as the user that owns it, or fix "
+            "the permissions of the file and its folder")
+
+
 def _store_problem(path: str, e: sqlite3.DatabaseError) -> str:
     text = str(e)
     if is_busy(e):
@@ -549,6 +561,7 @@ class Store:
         """`timeout`: seconds a statement waits for a database another connection is writing
         before it fails with "database is locked"."""
         self.path = str(path)
+        self._names: dict[str, list[str]] = {}  # `_same_source`, for one `upsert_items`
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -655,6 +668,7 @@ class Store:
         with self.transaction():
             before = self.get_meta(PRUNED_BEFORE)
             pruned_before = float(before) if before else None
+            self._names = {}
             for it in items:
                 existing = self._find_existing(it)
                 if existing is None:
@@ -666,7 +680,7 @@ class Store:
                     new_ids.append(iid)
                 else:
                     iid = existing["id"]
-                    if self._should_update(existing, it):
+                    if self._should_update(existing, it, self._same_source(it.source)):
                         self._update(iid, it, now)
                         updated += 1
                 self.db.execute(
@@ -686,10 +700,27 @@ class Store:
         if (it.published is not None and pruned_before is not None
                 and it.published.timestamp() < pruned_before):
             return True
-        keys = [it.key] + ([f"guid:{it.source}:{it.guid}"] if it.guid else [])
+        keys = [it.key] + ([f"guid:{n}:{it.guid}" for n in self._same_source(it.source)]
+                           if it.guid else [])
         q = ",".join("?" * len(keys))
         return self.db.execute(f"UPDATE tombstones SET seen = ? WHERE key IN ({q})",
                                (now.timestamp(), *keys)).rowcount > 0
+
+    def _same_source(self, name: str) -> list[str]:
+        """`name` and the old names of the same source (renamed in sources.yaml: the same
+        kind and target recorded), whose items its feed still lists under their guids."""
+        cache = self._names
+        if name not in cache:
+            row = self.db.execute("SELECT kind, target FROM source_state WHERE name = ?",
+                                  (name,)).fetchone()
+            names = [name]
+            if row is not None and row[1]:
+                me = same_target((row[0], row[1]))
+                names += [n for n, k, t in self.db.execute(
+                    "SELECT name, kind, target FROM source_state WHERE kind = ? AND name != ?",
+                    (row[0], name)) if t and same_target((k, t)) == me]
+            cache[name] = names
+        return cache[name]
 
     def _find_existing(self, it: Item) -> sqlite3.Row | None:
         row = self.db.execute(
@@ -698,13 +729,14 @@ class Store:
         if row is None and it.guid:
             row = self.db.execute(
                 "SELECT i.id, i.source, i.arxiv_version, i.content_hash, i.kind FROM items i "
-                "JOIN item_sources s ON s.item_id = i.id WHERE s.source = ? AND s.guid = ?",
-                (it.source, it.guid),
+                "JOIN item_sources s ON s.item_id = i.id WHERE s.source IN "
+                "(SELECT value FROM json_each(?)) AND s.guid = ?",
+                (json.dumps(self._same_source(it.source)), it.guid),
             ).fetchone()
         return row
 
     @staticmethod
-    def _should_update(row: sqlite3.Row, it: Item) -> bool:
+    def _should_update(row: sqlite3.Row, it: Item, names: Sequence[str] = ()) -> bool:
         if it.arxiv_id:
             # arXiv's own record (a paper) is what the paper's entry shows: a blog entry that
             # links to `abs/<id>v2` adds its source but never writes its title, text and
@@ -713,7 +745,8 @@ class Store:
                 return it.kind == "paper"
             return it.arxiv_version > row["arxiv_version"]
         # The source that first brought the item may correct it (edited title or summary).
-        return row["source"] == it.source and content_hash(it.embed_text) != row["content_hash"]
+        return (row["source"] in (it.source, *names)
+                and content_hash(it.embed_text) != row["content_hash"])
 
     def _values(self, it: Item) -> dict[str, Any]:
         return {

@@ -464,7 +464,7 @@ def test_progress_bar_only_on_a_terminal(server: LocalServer, tmp_path: Path) ->
                            capture_output=True, text=True, timeout=120)
     assert "collecting" not in piped.stdout + piped.stderr
     assert piped.returncode == 0  # collected and stored, even though embedding failed
-    assert "stored but could not be embedded yet" in piped.stderr
+    assert "12 new items are stored but could not be embedded yet" in piped.stderr
 
     def on_a_terminal(*args: str) -> str:
         main_fd, child_fd = pty.openpty()
@@ -1628,3 +1628,129 @@ def test_feedbot_sources_with_a_tilde_is_the_file_in_home(tmp_path: Path,
     result = invoke("init")
     assert result.exit_code == 0, result.output
     assert (home / "new.yaml").is_file() and not (tmp_path / "~").exists()
+
+
+def test_feedbot_help_on_a_stdout_that_is_not_utf8() -> None:
+    """`feedbot --help > help.txt` on Windows (cp1252) died on the 👍 of `feedback`'s line:
+    click prints the group's help while parsing, before `main` made the output tolerant."""
+    for args in (["--help"], ["feedback", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "feedbot", *args], capture_output=True,
+                             env=dict(os.environ, PYTHONIOENCODING="cp1252"), timeout=60)
+        assert out.returncode == 0, out.stderr.decode(errors="replace")
+        assert b"Traceback" not in out.stderr
+        assert b"feedback" in out.stdout and b"?" in out.stdout  # 👍 shown as "?"
+
+
+@pytest.mark.parametrize("value", ["htps://mirror:s3cretpw@arxiv-mirror.example.org/api/query",
+                                   "mirror:s3cretpw@arxiv-mirror.example.org/api/query",
+                                   "http://mirror:s3cretpw@[::1/api"])
+def test_a_server_url_that_is_no_url_is_a_setting_error_without_its_password(
+        server: LocalServer, feedbot_env: Path, monkeypatch: pytest.MonkeyPatch,
+        value: str) -> None:
+    """A mistyped FEEDBOT_ARXIV_API_URL was a fetch error for every arXiv source: shown,
+    kept as the sources' last error (for `sources` and /sources) with its password in it, and
+    the sources marked broken for hours, past the fix."""
+    monkeypatch.setenv("FEEDBOT_ARXIV_API_URL", value)
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        "learner: {stage: nlp}\narxiv:\n  - {name: Mine, query: 'all:attention'}\n")
+    for command in (["collect"], ["digest"], ["run"]):
+        result = invoke(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "FEEDBOT_ARXIV_API_URL=" in result.stderr and "mirror:***@" in result.stderr
+        assert "s3cretpw" not in result.output
+    shown = invoke("sources")
+    assert "s3cretpw" not in shown.output and "failed" not in shown.output
+    assert "error" not in shown.output, shown.output
+    checked = invoke("doctor")  # the command meant to show such problems says it too
+    assert checked.exit_code == 1 and "s3cretpw" not in checked.output
+    assert "setting problem: FEEDBOT_ARXIV_API_URL=" in checked.stdout
+
+
+
+def test_feedback_and_later_show_titles_as_the_digest_does(server: LocalServer,
+                                                          use_fake_embedder: Any) -> None:
+    """A title's bidi override (U+202E) was printed by `feedback` and `later`, reversing the
+    rest of the line on screen, the id the user copies included; the digest drops it."""
+    url = server.add("/bidi.xml", body=atom_feed([
+        {"title": "Logistic regression \u202eevil tutorial", "link": "https://e.org/bidi"}]))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn}}\nblogs:\n  - name: Bidi\n    url: {url}\n")
+    invoke("collect")
+    item = json.loads(invoke("digest", "--no-collect", "--since", "3650d", "--format",
+                             "json").stdout)["items"][0]
+    said = invoke("feedback", item["id"], "later").stdout
+    assert said == f"later: Logistic regression evil tutorial [{item['id']}]\n"
+    listed = invoke("later").stdout
+    assert "\u202e" not in listed and "Logistic regression evil tutorial" in listed
+
+
+def test_collect_with_nothing_new_does_not_speak_of_new_items(tmp_path: Path) -> None:
+    """With a backend that cannot load and no new items, `collect` said "new items are stored
+    but could not be embedded yet: SettingError: …"."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("learner: {stage: cnn}\n")
+    env = dict(os.environ, FEEDBOT_EMBED_BACKEND="none-such")
+    out = subprocess.run([sys.executable, "-m", "feedbot", "collect"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert "new items" not in out.stderr and "SettingError" not in out.stderr
+    assert out.stderr.startswith("feedbot: stored items cannot be embedded: "
+                                 "FEEDBOT_EMBED_BACKEND='none-such'"), out.stderr
+
+
+def test_a_prune_whose_vacuum_finds_no_room_says_what_it_removed(feedbot_env: Path) -> None:
+    """The removal is committed before VACUUM, which needs about the database's size free
+    again: on a nearly full disk `prune` removed the items, then failed with "What was stored
+    before is kept … run the command again", and the next run found nothing to remove."""
+    from datetime import UTC, datetime, timedelta
+
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    now = datetime.now(UTC)
+    with Store.open(feedbot_env) as store:
+        store.upsert_items([Item(
+            title=f"Post {n}", url=f"https://e.example.org/{n}", source="S", kind="post",
+            published=now - timedelta(days=400 if n % 4 else 1), summary=f"words {n} " * 300)
+            for n in range(600)], now - timedelta(days=400))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("learner: {stage: cnn}\n")
+    size = (feedbot_env / "feedbot.db").stat().st_size
+    result = _feedbot_with_file_size_limit(int(size * 1.1), "prune", "--older-than", "30d")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("removed 450 items older than 30d")
+    assert "the file was not compacted (" in result.stdout
+    assert "new items reuse the space freed" in result.stdout
+    with Store.open(feedbot_env) as store:
+        assert store.item_count() == 150
+    again = invoke("prune", "--older-than", "30d")  # with room: nothing left but compacting
+    assert again.exit_code == 0 and again.stdout.startswith("removed 0 items"), again.stdout
+
+
+def test_a_database_this_user_may_only_read_is_one_clear_line(
+        server: LocalServer, feedbot_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database file of another user (made by `sudo feedbot …`) or restored read-only:
+    `feedback` was a traceback, `prune` said the database was busy, and `collect` said a
+    source "could not be recorded (OperationalError)" and spoke of new items stored. SQLite's
+    own read-only refusal (`query_only`), as root gets none from file modes."""
+    from feedbot.store import Store
+
+    url = server.add("/feed.xml", body=atom_feed([{"title": "First", "link": "https://e.org/1"}]))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        f"learner: {{stage: cnn}}\nblogs:\n  - name: Mine\n    url: {url}\n")
+    assert invoke("collect").exit_code == 0
+    opened = Store.__init__
+
+    def read_only(self: Store, *args: Any, **kwargs: Any) -> None:
+        opened(self, *args, **kwargs)
+        self.db.execute("PRAGMA query_only = 1")
+
+    monkeypatch.setattr(Store, "__init__", read_only)
+    said = f"feedbot: cannot write {feedbot_env / 'feedbot.db'}: attempt to write a readonly " \
+           "database; this user may read it but not change it"
+    for args in (["feedback", "https://e.org/1", "up"], ["prune", "--older-than", "30d"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith(said) and len(result.stderr.splitlines()) == 1, \
+            (args, result.stderr)
+    result = invoke("collect")
+    assert said in result.stderr and "busy" not in result.stderr
+    assert "OperationalError" not in result.output and "embedded" not in result.stderr

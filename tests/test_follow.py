@@ -248,6 +248,21 @@ def test_unfollow_unknown_suggests_a_close_name(sources: Path) -> None:
     assert sources.read_bytes() == before
 
 
+def test_a_name_typed_short_is_suggested_whole(sources: Path) -> None:
+    """The README's `follow "Lil'Log" --weight 2` on the shipped file (where the blog is
+    "Lil'Log (Lilian Weng)") was told to "give a place to follow them on", which invites a new
+    person, and `unfollow "Lil'Log"` got no suggestion (difflib scores the pair 0.5)."""
+    sources.write_text(COMMENTED.replace("name: Lil'Log ", "name: Lil'Log (Lilian Weng) "))
+    before = sources.read_bytes()
+    with pytest.raises(FollowError, match="did you mean \"Lil'Log \\(Lilian Weng\\)\"\\?"):
+        unfollow(sources, "lil'log")
+    with pytest.raises(FollowError, match="did you mean \"Lil'Log \\(Lilian Weng\\)\"\\?"):
+        follow(sources, parse_follow_args(["Lil'Log", "--weight", "2"]))
+    with pytest.raises(FollowError, match="give a place to follow them on"):  # nothing close
+        follow(sources, parse_follow_args(["Nobody Here", "--weight", "2"]))
+    assert sources.read_bytes() == before
+
+
 def test_a_broken_file_is_not_edited(sources: Path) -> None:
     sources.write_text(COMMENTED.replace("interval: 6h", "intervall: 6h"))
     before = sources.read_bytes()

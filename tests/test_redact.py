@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import feedbot.embed
 from feedbot.bot import install_token_redaction
 from feedbot.cli import main
-from feedbot.redact import install_env_redaction, install_redaction
+from feedbot.redact import install_env_redaction, install_redaction, mask_userinfo
 
 from .support import FIXTURES, X_API, x_api
 
@@ -126,3 +126,19 @@ def test_feedbot_vv_collect_never_logs_the_x_token(
     for rec in caplog.records:
         assert X_TOKEN not in rec.getMessage() and X_TOKEN not in (rec.exc_text or "")
     assert logging.getLogRecordFactory() is logging.LogRecord  # undone when the command ended
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("No connection adapters were found for 'htps://mirror:s3cret@x.example.org/api'",
+     "No connection adapters were found for 'htps://mirror:***@x.example.org/api'"),
+    ("mirror:s3cret@x.example.org/api", "mirror:***@x.example.org/api"),
+    ("fetching http://:s3cret@x.example.org/ failed", "fetching http://:***@x.example.org/ failed"),
+    # no password, or no URL: as it was
+    ("http://x.example.org:8080/a@b", "http://x.example.org:8080/a@b"),
+    ("ValueError: a:b c@d", "ValueError: a:b c@d"),
+    ("mail ada@example.org", "mail ada@example.org"),
+])
+def test_a_kept_message_shows_no_password_of_a_url(text: str, masked: str) -> None:
+    """A source's last error is kept and shown (`feedbot sources`, /sources), out of reach of
+    log redaction: `collect` masks a URL's password in it."""
+    assert mask_userinfo(text) == masked

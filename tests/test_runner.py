@@ -804,6 +804,27 @@ async def test_the_telegram_digest_leaves_out_a_source_unfollowed_while_running(
         assert store.item_count() == 6
 
 
+async def test_the_telegram_digest_leaves_out_what_the_chat_voted_on_undelivered(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """A 👍 on a /search result (search results are not marked delivered) or by `feedbot
+    feedback --chat` did not keep the item out of that chat's daily digest: it led it, "you
+    liked it", as `feedbot digest` never shows an item voted on. Another chat's vote does not
+    count."""
+    blogs = (("Blog A", "https://a.example.org/feed.xml"),)
+    sources = write_sources(tmp_path / "sources.yaml", blogs=blogs, size=6)
+    clock = Clock(SLOT)
+    ids = seed_items(feedbot_env, clock(), 4)
+    with Store.open(feedbot_env) as store:
+        store.record_success("Blog A", clock())
+        store.set_feedback(str(CHAT), ids[0], "up", clock() - timedelta(hours=1), stage="cnn")
+        store.set_feedback(str(CHAT), ids[1], "down", clock() - timedelta(days=30),
+                           stage="cnn")  # before the window: left out too
+        store.set_feedback("999", ids[2], "up", clock(), stage="cnn")  # another chat's
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.deliver_digest(CHAT)
+    assert sorted(ids_sent(api)) == sorted(ids[2:])
+
+
 async def test_a_digest_to_a_group_that_became_a_supergroup_goes_to_its_new_id(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
     """feedbot was down when the group was upgraded, so it missed Telegram's notices: the

@@ -209,6 +209,33 @@ def test_guid_dedup_when_the_link_changes(store: Store) -> None:
     assert got is not None and got.item.title == "Post (edited)"
 
 
+def test_a_renamed_source_still_corrects_and_finds_its_own_items(store: Store) -> None:
+    """After a rename in sources.yaml (the same feed), its feed was a stranger to its own
+    items: an edited title was never taken, a post moved to a new link (its guid kept) was
+    stored again, and an undated post with no link came back as new."""
+    feed = ("feed", "https://blog.example.org/feed")
+    post = Item("Post", "https://blog.example.org/p/1", "Blog", guid="tag:blog,2026:1")
+    other = Item("Other", "https://blog.example.org/p/2", "Blog", guid="tag:blog,2026:2")
+    linkless = Item("Undated", "", "Blog", guid="3")
+    store.upsert_items([post, other, linkless], NOW)
+    store.record_success("Blog", NOW)
+    store.note_target("Blog", *feed)
+    store.remember_sources([("My blog", *feed)])  # renamed
+    r = store.upsert_items([
+        Item("Post (edited)", "https://blog.example.org/p/1", "My blog", guid="tag:blog,2026:1"),
+        Item("Other", "https://blog.example.org/2026/p-2", "My blog", guid="tag:blog,2026:2"),
+        Item("Undated", "", "My blog", guid="3")], NOW)
+    assert (r.new, r.updated) == (0, 1)
+    assert store.item_count() == 3
+    got = store.get_item(post.id)
+    assert got is not None and got.item.title == "Post (edited)"
+    # another source linking the same post may not write it
+    store.remember_sources([("My blog", *feed), ("Aggregator", "feed", "https://agg.example.org/")])
+    r = store.upsert_items([Item("Post (aggregated)", "https://blog.example.org/p/1",
+                                 "Aggregator")], NOW)
+    assert (r.new, r.updated) == (0, 0)
+
+
 def test_items_since_and_lookup_by_url(store: Store) -> None:
     old = Item("Old", "https://e.org/old", "s", published=NOW - timedelta(days=30))
     new = Item("New", "https://e.org/new", "s", published=NOW - timedelta(hours=1))
