@@ -57,7 +57,15 @@ from zoneinfo import ZoneInfo
 import httpx
 import numpy as np
 
-from .collect import adopt_renamed, collect_async, is_due, jitter
+from .collect import (
+    PER_HOST,
+    adopt_renamed,
+    collect_async,
+    feed_host,
+    fetch_concurrency,
+    is_due,
+    jitter,
+)
 from .config import Config, ConfigError, SourceSpec
 from .digest import Digest, DigestEntry, span_text, utcnow, voted_on
 from .embed import Embedder
@@ -96,6 +104,7 @@ PRUNED_AT = "prune.last"  # meta: when `feedbot run` last pruned (ISO time)
 # night) prunes this soon after starting when the last prune is older than PRUNE_OVERDUE.
 PRUNE_OVERDUE = timedelta(days=2)
 PRUNE_SOON = timedelta(minutes=10)
+CATCH_UP = 150.0  # seconds a late digest waits for the overdue sources' collection
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,10 @@ class Runner:
         self._worker_embedder: Any = StoppableEmbedder(embedder, self._stopping)
         self._local = threading.local()
         self._collecting: dict[str, asyncio.Lock] = {}
+        # each source is its own collect_async call: the per-site and overall limits that one
+        # call keeps must hold across them too (all jobs fire at once after a sleep)
+        self._sites: dict[str, asyncio.Semaphore] = {}
+        self._fetching = asyncio.Semaphore(fetch_concurrency())
         self._never_collected: set[str] = set()  # scheduled from an empty state: renamed?
         self._chats: dict[int, _ChatState] = {}
         # One reload of sources.yaml at a time: the watcher's (a hand edit) and feedbot's own
@@ -201,6 +214,10 @@ class Runner:
         self._started = False
         self._fatal: BaseException | None = None  # why the bot stopped polling, if it did
         self._prune_tried: datetime | None = None  # the last prune this process started
+        self._conflict_said = False  # another bot polls with this token: said once
+        self._catch_up_tasks: set[asyncio.Future[Any]] = set()
+        self._caught_up: tuple[datetime, asyncio.Future[Any]] | None = None  # slot, its catch-up
+        self._instance = contextlib.ExitStack()  # holds run.lock while running
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -212,8 +229,15 @@ class Runner:
 
     async def start(self) -> None:
         """Open the store, schedule every job, and bring the bot up (when there is a token)."""
-        self._started = True
+        from .locks import try_exclusive
+
         self.store  # noqa: B018 - open (and migrate) on the loop thread now
+        if not self._instance.enter_context(try_exclusive(self.home / "run.lock")):
+            self.store.close()
+            self._store = None
+            raise StoreError(f"another `feedbot run` is already running on {self.home}; "
+                             "stop it first (two would send every digest twice)")
+        self._started = True
         self._http = make_client()
         self.jobs.start()
         for spec in self.settings.config.sources():
@@ -259,12 +283,28 @@ class Runner:
         await self.app.start()
         await self.app.updater.start_polling(
             timeout=timedelta(seconds=self.options.poll_timeout),
-            allowed_updates=["message", "callback_query"])
+            allowed_updates=["message", "callback_query"], error_callback=self._polling_error)
         for task in asyncio.all_tasks():
             if task.get_name() == bot.POLLING_TASK:
                 task.add_done_callback(self._polling_ended)
         log.info("Telegram bot @%s is up; allowed chats: %s", self.app.bot.username,
                  self.allowed_chats or "none yet (send /start to the bot to get the line to add)")
+
+    def _polling_error(self, e: Exception) -> None:
+        """An error the poller retries: one line, not python-telegram-bot's traceback on every
+        poll. A Conflict is another bot polling with this token (another machine, another
+        FEEDBOT_HOME: run.lock cannot see it), said once: the two take turns at the updates."""
+        from telegram.error import Conflict
+
+        if isinstance(e, Conflict):
+            if not self._conflict_said:
+                self._conflict_said = True
+                log.error("another program is receiving this bot's messages (Telegram: %s); "
+                          "only one `feedbot run` may use TELEGRAM_BOT_TOKEN: stop the other",
+                          e)
+            return
+        log.warning("receiving Telegram messages failed (%s: %s); trying again",
+                    type(e).__name__, e)
 
     def _polling_ended(self, task: asyncio.Task[Any]) -> None:
         """The poller gives up only on errors it cannot retry, above all a token revoked while
@@ -285,6 +325,9 @@ class Runner:
         self._stop.set()
         self._stopping.set()  # the worker stops after the chunk it is embedding
         await self.jobs.shutdown()
+        for t in self._catch_up_tasks:
+            t.cancel()
+        await asyncio.gather(*self._catch_up_tasks, return_exceptions=True)
         if self.app is not None:
             await self._stop_bot()
         if not await self._save_sent():
@@ -306,6 +349,7 @@ class Runner:
             self._store = None
         if self._undo_redaction is not None:
             self._undo_redaction()
+        self._instance.close()
 
     async def _stop_bot(self) -> None:
         """Each step on its own: with a revoked token the updater's last getUpdates fails, and
@@ -424,9 +468,12 @@ class Runner:
             if spec.name in self._never_collected and await self._waits_as_renamed(spec, now):
                 return
             ran = True
+            site = feed_host(spec.target) if spec.kind == "feed" else spec.kind
             try:
-                reports = await collect_async(self.settings.config, None, now=now, only=name,
-                                              http=self._http, db=self.in_collection)
+                async with self._sites.setdefault(site, asyncio.Semaphore(PER_HOST)), \
+                        self._fetching:
+                    reports = await collect_async(self.settings.config, None, now=now, only=name,
+                                                  http=self._http, db=self.in_collection)
                 for r in reports:
                     ran = ran and r.status != "disabled"
                     # not recorded (the database refused it): nothing kept, collected again
@@ -608,6 +655,7 @@ class Runner:
             return
         await self._save_sent()
         chats = self.allowed_chats
+        await self._catch_up(chats)
         results = await asyncio.gather(*(self.daily_digest(chat) for chat in chats),
                                        return_exceptions=True)
         for chat, result in zip(chats, results, strict=True):
@@ -616,6 +664,44 @@ class Runner:
             if isinstance(result, Exception):
                 log.error("the daily digest for chat %s failed: %s: %s", chat,
                           type(result).__name__, result, exc_info=result)
+
+    async def _catch_up(self, chats: list[int]) -> None:
+        """A digest due now whose sources were not collected before it (feedbot was down or
+        asleep): collect the overdue ones first (at most CATCH_UP), once per slot; a second
+        tick meanwhile waits for the same catch-up."""
+        learner = self.settings.config.learner
+        now = self.now()
+        days = [day for c in chats if (day := due_digest_day(
+            now, learner.digest_time, learner.timezone, self.last_digest_day(c),
+            self.options.grace)) is not None]
+        if not days:
+            return
+        slot = digest_slot(max(days), learner.digest_time, learner.timezone)
+        if self._caught_up is None or self._caught_up[0] != slot:
+            names = []
+            for spec in self.settings.config.sources():
+                st = self.store.source_state(spec.name)
+                if (spec.kind != "x" and spec.interval <= 86400 and not st.failures
+                        and is_due(st, spec.interval, now)):
+                    names.append(spec.name)
+            if names:
+                log.info("collecting %d overdue source(s) before the digest of %s",
+                         len(names), max(days))
+            tasks = [asyncio.ensure_future(self._collected(n)) for n in names]
+            for t in tasks:  # `stop` cancels those still running
+                self._catch_up_tasks.add(t)
+                t.add_done_callback(self._catch_up_tasks.discard)
+            self._caught_up = (slot, asyncio.ensure_future(
+                asyncio.wait(tasks, timeout=CATCH_UP) if tasks else asyncio.sleep(0)))
+        await asyncio.shield(self._caught_up[1])
+
+    async def _collected(self, name: str) -> None:
+        """Collect `name` now, or wait for its collection in progress to end."""
+        lock = self._collecting.get(name)
+        if lock is not None and lock.locked():
+            async with lock:
+                return
+        await self.collect_source(name)
 
     async def daily_digest(self, chat: int) -> Delivery | None:
         """The scheduled digest for `chat`, if due now: once per local day, never twice."""

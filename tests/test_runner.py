@@ -131,6 +131,95 @@ async def test_sources_due_after_the_digest_are_collected_before_it(
         assert runner.collect_before_digest() == []
 
 
+async def test_a_digest_sent_late_collects_the_overdue_sources_first(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """Started after the digest time (down in the night, or the machine asleep), the digest
+    went out at once with yesterday's items: the night's posts came a day late. The overdue
+    sources are collected first now, once per slot."""
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(2)))
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    clock = Clock(SLOT - timedelta(hours=10))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.collect_source("Test blog")  # yesterday evening's collection
+    server.add("/feed.xml", body=atom_feed(feed_entries(5)))  # three posted in the night
+    clock.t = SLOT + timedelta(minutes=30)  # up again, the digest due since half an hour
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.digest_tick()
+        await runner.digest_tick()  # a second tick: no second collection, no second digest
+    assert len(server.hits("/feed.xml")) == 2
+    assert len(api.sent(CHAT)) == 1 and len(ids_sent(api)) == 3
+    with Store.open(feedbot_env) as store:
+        newest = {s.id for s in store.items_since(SLOT - timedelta(days=1))
+                  if s.item.url.endswith(("lesson-2", "lesson-3", "lesson-4"))}
+    assert len(newest) == 3 and set(ids_sent(api)) & newest
+
+
+async def test_sources_collected_at_once_keep_the_per_site_limit(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """Every source is its own collection in `feedbot run`, so the limit of 4 at once per site
+    that one `feedbot collect` keeps did not hold: after a sleep, every overdue job fired
+    together, 20 feeds of one site at once (the 429s the limit is there to avoid)."""
+    import threading
+
+    from feedbot.collect import PER_HOST
+
+    from .support import Route
+
+    lock = threading.Lock()
+    now_in, most = [0], [0]
+    body = atom_feed(feed_entries(1))
+
+    def slow(_req: Any) -> tuple[int, dict[str, str], bytes]:
+        with lock:
+            now_in[0] += 1
+            most[0] = max(most[0], now_in[0])
+        time.sleep(0.2)
+        with lock:
+            now_in[0] -= 1
+        return 200, {"Content-Type": "application/atom+xml"}, body
+
+    blogs = tuple((f"Blog {n}", server.add(f"/f{n}.xml", Route(handler=slow)))
+                  for n in range(10))
+    sources = write_sources(tmp_path / "sources.yaml", blogs=blogs)
+    async with running(sources, feedbot_env, Clock(SLOT)) as runner:
+        await asyncio.gather(*(runner.collect_source(name) for name, _ in blogs))
+    assert sum(len(server.hits(f"/f{n}.xml")) for n in range(10)) == 10
+    assert most[0] <= PER_HOST, f"{most[0]} at once against one site"
+
+
+async def test_a_second_feedbot_run_on_one_home_is_refused(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """Two `feedbot run` on one home (the service and one started by hand) both sent every
+    daily digest: both read "not sent yet" at the slot and ranked the same items."""
+    from feedbot.store import StoreError
+
+    sources = write_sources(tmp_path / "sources.yaml", blogs=())
+    clock = Clock(SLOT)
+    async with running(sources, feedbot_env, clock, api):
+        with pytest.raises(StoreError, match="another `feedbot run` is already running on "):
+            async with running(sources, feedbot_env, clock):
+                pass
+    async with running(sources, feedbot_env, clock):  # the first one stopped: free again
+        pass
+
+
+async def test_another_bot_polling_with_the_token_is_said_once_without_tracebacks(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Telegram answers 409 Conflict to a second poller of one token (another machine, another
+    FEEDBOT_HOME): python-telegram-bot logged an ERROR with a full traceback on every poll."""
+    api.fail("getUpdates", times=3, status=409, after=1,
+             description="Conflict: terminated by other getUpdates request; make sure that "
+                         "only one bot instance is running")
+    sources = write_sources(tmp_path / "sources.yaml", blogs=())
+    with caplog.at_level(logging.WARNING):
+        async with running(sources, feedbot_env, Clock(SLOT), api):
+            await eventually(lambda: len(api.calls_to("getUpdates")) >= 5, timeout=20)
+    said = [r for r in caplog.records if "receiving this bot's messages" in r.getMessage()]
+    assert len(said) == 1 and "only one `feedbot run` may use" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info or r.exc_text], caplog.text
+
+
 async def test_digest_job_fires_at_local_time_across_the_dst_change(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
     sources = write_sources(tmp_path / "sources.yaml")
