@@ -257,6 +257,12 @@ class Learner(_Model):
     empty_digest: Literal["say", "silent"] = "say"
     since: Duration = "7d"  # default look-back window of a digest
 
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage(cls, v: Any) -> Any:
+        # a roadmap's `id: 1` is stage "1" (`roadmap._stage_id`): so is `stage: 1` here
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
     @field_validator("digest_time")
     @classmethod
     def _time(cls, v: str) -> str:

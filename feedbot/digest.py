@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import Config, SourceSpec
 from .embed import Embedder, embed_cached
-from .items import Item, arxiv_id_from_url, content_hash
+from .items import Item, content_hash, paper_id_from_link
 from .rank import (
     PARTS,
     Candidate,
@@ -38,6 +38,7 @@ from .rank import (
     StageVectors,
     damaged_rows,
     rank,
+    same_numbers,
 )
 from .roadmap import Roadmap, Stage
 from .store import CandidateRows, Store, StoredItem
@@ -327,11 +328,12 @@ def _own_source(s: StoredItem, follows: Following) -> str | None:
 
 
 def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[str],
-                     duplicate: float | None, older: np.ndarray | None = None
+                     duplicate: float | None,
+                     older: tuple[np.ndarray, list[str]] | None = None
                      ) -> tuple[list[int], set[str]]:
     """`keep` without the story-mates and near-duplicates of excluded items, and the story
-    groups of the excluded items. `older`: the vectors of excluded items outside the window,
-    near-duplicates of which are left out too.
+    groups of the excluded items. `older`: the vectors (and titles) of excluded items outside
+    the window, near-duplicates of which are left out too.
 
     A digest entry stands for every item the ranker collapsed into it, but only its own id is
     recorded as delivered; without this, the blog post about yesterday's paper would be
@@ -349,24 +351,41 @@ def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[s
     if gone:  # a damaged vector is close to nothing (as NaN, it was "close" to everything)
         gone = [i for i, bad in zip(gone, damaged_rows(rows.X[gone]), strict=True) if not bad]
     if duplicate is not None and gone and out:
-        closest = (rows.X @ rows.X[gone].T).max(axis=1)  # (n,): no copy of the whole matrix
-        out = [i for i in out if closest[i] < duplicate]
-    if duplicate is not None and older is not None and len(older) and out:
-        near = (rows.X[out] @ older.T).max(axis=1)
-        out = [i for i, sim in zip(out, near, strict=True) if sim < duplicate]
+        out = _not_near(rows, out, rows.X[gone], [rows.titles[i] for i in gone], duplicate)
+    if duplicate is not None and older is not None and len(older[0]) and out:
+        out = _not_near(rows, out, *older, duplicate)
     return out, groups
 
 
+NEAR_CHUNK = 2048  # candidates compared with the sent items at a time (`_not_near`)
+
+
+def _not_near(rows: CandidateRows, out: list[int], V: np.ndarray, titles: list[str],
+              duplicate: float) -> list[int]:
+    """`out` less the rows within `duplicate` of a vector of `V` whose title (`titles`) holds
+    the same numbers (`rank.same_numbers`: the next lecture of a series sent is news)."""
+    drop: set[int] = set()
+    for at in range(0, len(out), NEAR_CHUNK):  # a year of digests × 30,000 candidates: 440 MB
+        block = out[at:at + NEAR_CHUNK]
+        near = np.nonzero(rows.X[block] @ V.T >= duplicate)  # few hits
+        drop.update(block[r] for r, c in zip(*near, strict=True)
+                    if same_numbers(rows.titles[block[r]], titles[c]))
+    return [i for i in out if i not in drop]
+
+
 def _sent_outside(store: Store, model: str, rows: CandidateRows,
-                  exclude: Collection[str]) -> np.ndarray | None:
-    """The cached vectors of the excluded (delivered) items that are not in `rows`' window."""
+                  exclude: Collection[str]) -> tuple[np.ndarray, list[str]] | None:
+    """The cached vectors of the excluded (delivered) items that are not in `rows`' window,
+    with the titles they were sent under."""
     inside = set(rows.ids)
-    hashes = store.item_hashes([e for e in exclude if e not in inside])
-    vecs = list(store.get_vectors(model, list(hashes.values())).values())
-    if not vecs:
+    hashes = store.hashes_and_titles([e for e in exclude if e not in inside])
+    found = store.get_vectors(model, [h for h, _ in hashes.values()])
+    pairs = [(found[h], title) for h, title in hashes.values() if h in found]
+    if not pairs:
         return None
-    V = np.stack(vecs).astype(np.float32)
-    return V[~damaged_rows(V)]
+    V = np.stack([v for v, _ in pairs]).astype(np.float32)
+    ok = ~damaged_rows(V)
+    return V[ok], [t for (_, t), good in zip(pairs, ok, strict=True) if good]
 
 
 def _concat(a: Candidates, b: Candidates) -> Candidates:
@@ -380,7 +399,7 @@ def _group(item_id: str, links: tuple[str, ...]) -> str:
     if item_id[:6] == "arxiv:":
         return item_id
     for link in links:
-        aid = arxiv_id_from_url(link)
+        aid = paper_id_from_link(link)
         if aid:
             return f"arxiv:{aid}"
     return ""
@@ -498,7 +517,7 @@ def story_group(s: StoredItem) -> str:
     if s.item.arxiv_id:
         return f"arxiv:{s.item.arxiv_id}"
     for link in s.item.links:
-        aid = arxiv_id_from_url(link)
+        aid = paper_id_from_link(link)
         if aid:
             return f"arxiv:{aid}"
     return ""

@@ -33,6 +33,16 @@ _ARXIV_URL = re.compile(
     rf"(?P<id>{_ARXIV_NEW}|{_ARXIV_OLD})(?:v\d+)?(?:\.pdf)?/?(?:[?#].*)?$",
     re.IGNORECASE,
 )
+# Pages that stand for one arXiv paper, as posts link to it: Hugging Face's paper page, alphaXiv,
+# and the DOI arXiv gives every paper (10.48550/arXiv.<id>).
+_PAPER_PAGE = re.compile(
+    r"^(?:https?://)?(?:"
+    rf"(?:www\.)?(?:huggingface|hf)\.co/papers/(?P<hf>{_ARXIV_NEW})"
+    rf"|(?:www\.)?alphaxiv\.org/(?:abs|overview|pdf)/(?P<ax>{_ARXIV_NEW}|{_ARXIV_OLD})"
+    rf"|(?:dx\.)?doi\.org/10\.48550/arxiv\.(?P<doi>{_ARXIV_NEW}|{_ARXIV_OLD})"
+    r")(?:v\d+)?/?(?:[?#].*)?$",
+    re.IGNORECASE,
+)
 _ARXIV_ID = re.compile(rf"^(?:arxiv:)?(?P<id>{_ARXIV_NEW}|{_ARXIV_OLD})(?:v(?P<v>\d+))?$", re.I)
 
 # C0 and C1 control characters (terminal escapes and the like) are dropped from an item's text;
@@ -208,6 +218,17 @@ def arxiv_id_from_url(url: str) -> str:
     """`https://arxiv.org/abs/2309.03965v2` → `2309.03965`; '' when the URL is not an arXiv page."""
     m = _ARXIV_URL.match(url.strip())
     return m.group("id") if m else ""
+
+
+def paper_id_from_link(url: str) -> str:
+    """The arXiv id of the paper a link in a post or an entry points to: its arXiv page, or a
+    page that stands for it (`huggingface.co/papers/<id>`, alphaXiv, its arXiv DOI); ''
+    otherwise. For links only: an item's own URL keeps its own identity (`item_key`)."""
+    url = url.strip()
+    if found := arxiv_id_from_url(url):
+        return found
+    m = _PAPER_PAGE.match(url)
+    return next((g for g in m.groups() if g), "") if m else ""
 
 
 def split_arxiv_id(raw: str) -> tuple[str, int]:

@@ -49,9 +49,10 @@ def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap,
     except ImportError:
         pass
     else:
-        feedback = feedback_scorer(store, embedder, chat=chat, now=now,
-                                   stage=stage_id or cfg.learner.stage,
-                                   other_stages=cfg.ranking.feedback_other_stages)
+        if cfg.ranking.feedback != 0:  # `ranking: {feedback: 0}`: no model trained for nothing
+            feedback = feedback_scorer(store, embedder, chat=chat, now=now,
+                                       stage=stage_id or cfg.learner.stage,
+                                       other_stages=cfg.ranking.feedback_other_stages)
     return build_digest(cfg, store, embedder, roadmap, now=now, stage_id=stage_id, limit=limit,
                         since=since, exclude=exclude, feedback=feedback, read=read)
 

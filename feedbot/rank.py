@@ -504,14 +504,15 @@ def rank(
     out = []
     for i, also in picked:
         p = {k: float(v[i]) for k, v in parts.items()}
-        like = likes.get(i) if p["feedback"] > 0 else None
+        # "like …" only where the feedback part counts (`ranking: {feedback: 0}` turns it off)
+        like = likes.get(i) if p["feedback"] > 0 and weights.feedback > 0 else None
         cand = candidates[i]
         sharers = tuple(dict.fromkeys(n for k in (i, *also) for n in candidates.shared_by[k]))
         if sharers != tuple(cand.shared_by):  # a collapsed duplicate was shared: say by whom
             cand = replace(cand, shared_by=sharers)
         why = explain(_label(X[i], sv, s, centred), cand, p, like,
                       _fits_better(X, fit, sv, s, i, centred) if p["contrast"] < 0 else None,
-                      liked_any=not no_likes)
+                      liked_any=not no_likes and weights.feedback > 0)
         out.append(Scored(int(i), float(total[i]), p, why, also))
     return out
 
@@ -533,6 +534,16 @@ def _nearest_liked(X: np.ndarray, chosen: list[int], liked: Liked | None) -> dic
            if sims[r, j[r]] >= LIKED_MIN_SIMILARITY}
     out.update((i, LIKED_ITSELF) for r, i in enumerate(chosen) if itself[r])
     return out
+
+
+_NUMBERS = re.compile(r"\d+")
+
+
+def same_numbers(a: str, b: str) -> bool:
+    """Whether two titles hold the same numbers, in any order. Two items whose vectors are
+    close but whose titles differ in a number are two items of a series ("Lecture 5" and
+    "Lecture 6", "v0.4.30" and "v0.4.31", "Issue 250" and "Issue 251"), not one told twice."""
+    return sorted(_NUMBERS.findall(a)) == sorted(_NUMBERS.findall(b))
 
 
 def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | Candidates,
@@ -568,6 +579,8 @@ def select(X: np.ndarray, score: np.ndarray, candidates: Sequence[Candidate] | C
         alive[i] = False
         per_source[cands.sources[i]] = per_source.get(cands.sources[i], 0) + 1
         dup = X @ X[i] >= duplicate
+        for j in np.flatnonzero(dup):  # a few: items of a series are no duplicates
+            dup[j] = same_numbers(cands.titles[i], cands.titles[int(j)])
         if groups[i]:
             dup |= groups == groups[i]
         dup[i] = False

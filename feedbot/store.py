@@ -23,7 +23,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .items import Item, canonical_url, clean_url, content_hash, item_id, item_key, split_arxiv_id
+from .items import (
+    Item,
+    canonical_url,
+    clean_url,
+    content_hash,
+    item_id,
+    item_key,
+    paper_id_from_link,
+    split_arxiv_id,
+)
 from .text import fold, is_word_char, mark_chars
 
 DB_FILE = "feedbot.db"  # in $FEEDBOT_HOME
@@ -937,7 +946,7 @@ class Store:
         """Map each given URL to the id of a stored item it points to (arXiv id or URL)."""
         out: dict[str, str] = {}
         for u in urls:
-            aid, _ = split_arxiv_id(u)
+            aid = paper_id_from_link(u) or split_arxiv_id(u)[0]  # a paper's page, or its id
             key = f"arxiv:{aid}" if aid else None
             row = None
             if key:
@@ -1404,6 +1413,12 @@ class Store:
         return {r[0]: r[1] for r in self.db.execute(
             "SELECT id, content_hash FROM items WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(ids)),))}
+
+    def hashes_and_titles(self, ids: Collection[str]) -> dict[str, tuple[str, str]]:
+        """item id → (content hash, title), for the stored ones of `ids`."""
+        return {r[0]: (r[1], r[2]) for r in self.db.execute(
+            "SELECT id, content_hash, title FROM items WHERE id IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(list(ids)),))}
 
     def vector_keys(self) -> list[tuple[int, str, str, int]]:
         """(rowid, model, content hash, bytes) of every cached vector."""

@@ -522,6 +522,20 @@ stages:
     assert bad.exit_code == 2 and "unknown stage 'cnn'" in bad.stderr
 
 
+def test_a_roadmap_with_numbered_stages(tmp_path: Path) -> None:
+    """A roadmap's `id: 1` is stage "1", but `stage: 1` in sources.yaml (a number to YAML)
+    stopped every command, `stage set` included: "learner.stage: Input should be a valid
+    string"."""
+    own = Path(os.environ["FEEDBOT_SOURCES"]).parent / "weeks.yaml"
+    own.write_text("stages:\n  - id: 1\n    title: Week one\n  - id: 2\n    title: Week two\n")
+    sources = Path(os.environ["FEEDBOT_SOURCES"])
+    sources.write_text("learner: {stage: 1, roadmap: weeks.yaml}\n")
+    assert invoke("stage", "list").stdout.splitlines()[0].startswith("*  1. 1 ")
+    assert invoke("stage", "next").stdout.startswith("stage set to 2")
+    assert invoke("stage", "set", "1").exit_code == 0
+    sources.write_text("learner: {stage: true, roadmap: weeks.yaml}\n")  # no number: refused
+    assert invoke("stage").exit_code == 2
+
 
 def test_a_stage_the_roadmap_lacks_is_mended_with_stage_set(tmp_path: Path) -> None:
     """`stage set` and `stage list`, which the error about an unknown stage points to, failed

@@ -115,6 +115,22 @@ def test_the_person_who_shared_an_item_is_named_in_why(fake_emb: Any) -> None:
     assert "shared by Ada Lovelace" in entry.why and entry.shared_by == ["Ada Lovelace"]
 
 
+@pytest.mark.parametrize("link", ["https://huggingface.co/papers/2611.00001",
+                                  "https://doi.org/10.48550/arXiv.2611.00001"])
+def test_a_post_linking_a_papers_page_is_folded_into_the_paper(fake_emb: Any,
+                                                               link: str) -> None:
+    from feedbot.collect import link_shares
+
+    store = Store(":memory:")
+    share = Item(title="Look at this", url="https://x.com/ada/status/1", source="Ada/x",
+                 kind="social", published=NOW - timedelta(minutes=5), person="Ada Lovelace",
+                 links=(link,))
+    store.upsert_items([paper(), share], NOW)
+    assert link_shares(store, NOW) == 1
+    [entry] = digest(store, fake_emb).items
+    assert entry.id == "arxiv:2611.00001" and entry.shared_by == ["Ada Lovelace"]
+
+
 def test_story_group_is_the_arxiv_id_of_the_paper_or_of_a_link() -> None:
     from feedbot.store import StoredItem
 
@@ -456,6 +472,28 @@ def test_a_copy_of_a_sent_item_stays_out_after_the_sent_one_left_the_window(
     pool = gather(store, fake_emb, now=NOW, since=timedelta(days=7), exclude={sent.id},
                   duplicate=0.9)
     assert pool.ids == ["arxiv:2611.00002"]  # the copy stays out, the new paper comes
+
+
+def test_the_next_item_of_a_series_is_no_duplicate_of_the_last(fake_emb: Any) -> None:
+    """Lectures, releases and newsletter issues differ in a number and read alike: "Lecture 6"
+    was folded into "Lecture 5" (one entry, one link) and, once Lecture 5 was sent, left out
+    of every digest after, in the window or out of it. A copy of a sent item stays out."""
+    from dataclasses import replace
+
+    store = Store(":memory:")
+    text = "Slides and video of this week's lecture on convolutional networks."
+    five = replace(post("Vision Notes", "l5", "CS231n Lecture 5: Convolutional networks", text),
+                   published=NOW - timedelta(days=10))
+    six = post("Vision Notes", "l6", "CS231n Lecture 6: Convolutional networks", text)
+    copy = post("Pixel Digest", "l5-again", "CS231n Lecture 5: Convolutional networks", text)
+    store.upsert_items([five, six, copy], NOW)
+    a, b = fake_emb.embed([f"{i.title}\n{i.summary}" for i in (five, six)])
+    assert float(a @ b) >= 0.9  # as close as a copy: only the number tells them apart
+    both = digest(store, fake_emb, since=timedelta(days=30))
+    assert len(both.items) == 2 and six.id in {e.id for e in both.items}  # the copy folds
+    assert [e.id for e in digest(store, fake_emb, since=timedelta(days=30),
+                                 exclude={five.id}).items] == [six.id]  # sent in the window
+    assert [e.id for e in digest(store, fake_emb, exclude={five.id}).items] == [six.id]  # before
 
 
 def test_a_damaged_cached_roadmap_vector_is_embedded_again(fake_emb: Any) -> None:

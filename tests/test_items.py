@@ -9,6 +9,7 @@ from feedbot.items import (
     clamp_future,
     embed_text,
     item_id,
+    paper_id_from_link,
     split_arxiv_id,
     utc,
 )
@@ -58,6 +59,30 @@ def test_canonical_url_keeps_a_link_with_a_bad_port_as_it_is(url: str) -> None:
 )
 def test_arxiv_id_from_url(url: str, expected: str) -> None:
     assert arxiv_id_from_url(url) == expected
+    assert paper_id_from_link(url) == expected  # every arXiv page is a paper's link too
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://huggingface.co/papers/2504.13099", "2504.13099"),
+        ("https://hf.co/papers/2504.13099?utm_source=x", "2504.13099"),
+        ("https://www.alphaxiv.org/abs/2504.13099v2", "2504.13099"),
+        ("https://alphaxiv.org/overview/2504.13099", "2504.13099"),
+        ("https://doi.org/10.48550/arXiv.2504.13099", "2504.13099"),
+        ("https://doi.org/10.48550/ARXIV.2504.13099", "2504.13099"),
+        ("https://huggingface.co/papers", ""),  # the daily list
+        ("https://huggingface.co/papers/2504.13099/community", ""),
+        ("https://huggingface.co/models/2504.13099", ""),
+        ("https://doi.org/10.1145/2504.13099", ""),  # another publisher's DOI
+        ("https://example.org/papers/2504.13099", ""),
+    ],
+)
+def test_a_page_that_stands_for_a_paper_is_a_link_to_it(url: str, expected: str) -> None:
+    """Posts link papers by their Hugging Face page or DOI at least as often as by arXiv: such
+    a post was not folded into the paper's entry (two entries, the sharer not named)."""
+    assert paper_id_from_link(url) == expected
+    assert arxiv_id_from_url(url) == ""  # an item's own URL keeps its own identity
 
 
 def test_split_arxiv_id_reads_versions() -> None:

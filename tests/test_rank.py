@@ -647,6 +647,12 @@ def test_why_names_the_topic_the_liked_item_and_the_sharer(sv: StageVectors) -> 
     assert "matches “convolution and pooling”" in why
     assert "like “My favourite pooling paper”" in why
     assert "shared by Ada Lovelace" in why
+    # `ranking: {feedback: 0}`: the part counts for nothing, so no "like …" is said
+    off = rank(X, cs, sv, "cnn", plain(feedback=0.0), feedback=np.array([0.4]),
+               liked=liked)[0].why
+    assert "like" not in off and "shared by Ada Lovelace" in off
+    off = rank(X, cs, sv, "cnn", plain(feedback=0.0), feedback=np.array([0.4]))[0].why
+    assert "like" not in off  # was "like items you liked"
 
 
 def _two_stages_and_a_topic() -> StageVectors:
