@@ -378,6 +378,11 @@ async def _response(r: httpx.Response, url: str, etag: str, last_modified: str,
         raise FetchError(f"response too large ({int(declared)} bytes > {max_bytes})")
     # A response read already (as a mock transport's is) was decoded by httpx.
     read = r.is_stream_consumed
+    unknown = [e.strip() for e in r.headers.get_list("content-encoding", split_commas=True)
+               if e.strip().lower() not in (*_Inflater.WBITS, "identity", "")]
+    if unknown and not read:
+        raise FetchError(f"the server compressed the response with {', '.join(unknown)}, which "
+                         "feedbot cannot decode (it asks for gzip or deflate only)")
     inflaters = [] if read else [
         _Inflater(e) for e in reversed(r.headers.get_list("content-encoding", split_commas=True))
         if e.strip().lower() in _Inflater.WBITS]

@@ -521,3 +521,52 @@ def test_an_atom_entry_without_an_author_has_the_feeds() -> None:
 def test_a_real_atom_feed_that_names_its_author_once(corpus: Path) -> None:
     items = parse_feed((corpus / "feeds/netnewswire/russcox.atom").read_bytes(), "s").items
     assert len(items) == 19 and {i.authors for i in items} == {("Russ Cox",)}
+
+
+@pytest.mark.parametrize("content_type", ["application/rss+xml; charset=utf-8", ""])
+def test_one_stray_byte_does_not_garble_a_utf8_feed(content_type: str) -> None:
+    """A smart quote pasted from Word (cp1252 0x92) in a feed declared UTF-8: feedparser read
+    the whole document as Windows-1252, and every other accent, emoji and CJK character of
+    the feed turned to mojibake ("Ĺukasz"), silently."""
+    body = ("<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel><title>t</title>"
+            "<item><title>It\x00s a tutorial</title><link>https://e.org/1</link></item>"
+            "<item><title>Łukasz Kaiser: Über attention 🚀 深度学习</title>"
+            "<link>https://e.org/2</link></item></channel></rss>").encode()
+    body = body.replace(b"\x00", b"\x92")
+    feed = parse_feed(body, "s", content_type=content_type)
+    assert [i.title for i in feed.items] == ["It’s a tutorial",
+                                             "Łukasz Kaiser: Über attention 🚀 深度学习"]
+    # a feed that declares another charset is read in it, as before
+    latin = ("<?xml version='1.0' encoding='iso-8859-1'?><rss version='2.0'><channel><title>t"
+             "</title><item><title>Caf\u00e9 notes</title><link>https://e.org/3</link></item>"
+             "</channel></rss>").encode("latin-1")
+    assert parse_feed(latin, "s").items[0].title == "Café notes"
+
+
+def test_blank_lines_before_the_xml_declaration_are_no_malformed_feed() -> None:
+    """A stray newline before `<?xml …?>` (a classic WordPress plugin fault) made the feed
+    "malformed, read anyway" on every run, and a malformed feed keeps no validators: it was
+    fetched whole every time."""
+    body = (b"\n\n  <?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
+            b"<title>t</title><item><title>Post</title><link>https://e.org/1</link></item>"
+            b"</channel></rss>")
+    for prefix in (b"", b"\xef\xbb\xbf"):
+        feed = parse_feed(prefix + body, "s")
+        assert [i.title for i in feed.items] == ["Post"] and feed.warning == ""
+
+
+def test_episodes_linking_the_shows_page_lead_to_their_own_files() -> None:
+    """Podcast episodes with opaque guids (isPermaLink="false") that all link the show's page:
+    the second overwrote the first in the store (one item of two), as they shared a link."""
+    body = b"""<rss version='2.0'><channel><title>Pod</title><link>https://pod.example.org/</link>
+      <item><title>Episode 12</title><link>https://pod.example.org/</link>
+        <guid isPermaLink="false">ep-0012</guid>
+        <enclosure url="https://cdn.example.org/ep12.mp3" length="1" type="audio/mpeg"/></item>
+      <item><title>Episode 11</title><link>https://pod.example.org/</link>
+        <guid isPermaLink="false">ep-0011</guid>
+        <enclosure url="https://cdn.example.org/ep11.mp3" length="1" type="audio/mpeg"/></item>
+    </channel></rss>"""
+    items = parse_feed(body, "s").items
+    assert [i.url for i in items] == ["https://cdn.example.org/ep12.mp3",
+                                      "https://cdn.example.org/ep11.mp3"]
+    assert len({i.key for i in items}) == 2

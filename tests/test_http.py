@@ -176,6 +176,18 @@ def test_a_304_to_a_request_that_was_not_conditional_is_an_error(server: LocalSe
         run(fetch_via(url))
 
 
+@pytest.mark.parametrize("coding", ["br", "zstd", "gzip, br"])
+def test_a_body_compressed_in_a_coding_not_asked_for_says_so(server: LocalServer,
+                                                             coding: str) -> None:
+    """Brotli or zstd bytes (feedbot asks for gzip or deflate only) went to the parser as they
+    were: "not a feed: not well-formed (invalid token)", as if the feed were broken."""
+    url = server.add("/f", body=b"\x1b\x8c\x00\xf8\xa5 compressed bytes",
+                     headers={"Content-Encoding": coding})
+    with pytest.raises(FetchError, match=r"^the server compressed the response with (gzip, )?"
+                                         r"(br|zstd), which feedbot cannot decode"):
+        run(fetch_via(url))
+
+
 def test_a_connection_reset_says_so() -> None:
     """It said only "ReadError"."""
     def reset(conn: socket.socket) -> None:
