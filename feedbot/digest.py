@@ -30,6 +30,7 @@ from .config import Config, SourceSpec
 from .embed import Embedder, embed_cached
 from .items import Item, content_hash, paper_id_from_link
 from .rank import (
+    LEVEL_FACTOR,
     PARTS,
     Candidate,
     Candidates,
@@ -250,7 +251,8 @@ class Pool:
 
 def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
            exclude: Collection[str] = (), duplicate: float | None = None,
-           follows: Following | None = None, read: Collection[str] = ()) -> Pool:
+           follows: Following | None = None, read: Collection[str] = (),
+           claims: bool = False) -> Pool:
     """Candidates published in the window, with their vectors; a shared item replaces the
     posts that shared it (and comes back into the window with them).
 
@@ -262,9 +264,12 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
     `duplicate`, items whose vectors are at least that close to one of them in the window.
     `read` leaves out those items alone (votes before the window: one a post shares today
     would come back into it; compared with every candidate, 10,000 of them cost seconds).
+    `claims`: the level signal counts, so the summaries that may claim a state-of-the-art
+    result come whole (`Store.candidates`).
     """
     f = follows or Following()
-    rows = store.candidates(embedder.model_id, now - since, hidden=f.hidden, rename=f.renamed)
+    rows = store.candidates(embedder.model_id, now - since, hidden=f.hidden, rename=f.renamed,
+                            claims=claims)
     _repair(store, embedder, rows)
     keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude and iid not in read]
     gone_groups: set[str] = set()
@@ -457,7 +462,8 @@ def build_digest(
     since = digest_window(cfg, since)
     follows = following(cfg, store)
     pool = gather(store, embedder, now=now, since=since, exclude=exclude,
-                  duplicate=cfg.ranking.duplicate, follows=follows, read=read)
+                  duplicate=cfg.ranking.duplicate, follows=follows, read=read,
+                  claims=bool(cfg.ranking.level and LEVEL_FACTOR.get(stage.level)))
     demo = False
     notes: list[str] = []
     # The demo set is for a store with nothing in it: not for one whose items all come from

@@ -159,6 +159,8 @@ _TUTORIAL_TEXT = re.compile(  # in a summary, where "guide" or "how to" mean lit
     r"\bintroduction to\b|\bwe survey\b|\bthis paper surveys\b|\bthis article reviews\b|"
     r"\bthis (?:(?:comprehensive|systematic|brief|short|structured) )?"
     r"(?:survey|review|tutorial|overview|primer)(?![\w-])", re.I)
+# `store._CLAIMS` brings the whole summary of an item only where its LIKE patterns find one
+# of these words: keep the two together.
 _SOTA = re.compile(r"\b(state[- ]of[- ]the[- ]art|sota|outperforms?|new record)\b", re.I)
 
 

@@ -496,6 +496,25 @@ def test_the_next_item_of_a_series_is_no_duplicate_of_the_last(fake_emb: Any) ->
     assert [e.id for e in digest(store, fake_emb, exclude={five.id}).items] == [six.id]  # before
 
 
+def test_a_claim_at_the_end_of_an_abstract_counts_for_the_level(fake_emb: Any) -> None:
+    """The digest read the first 400 characters of a summary, so a state-of-the-art claim,
+    which papers make at the end of the abstract, was seen in 69 of 3,352 dev papers instead
+    of 979: the level signal's −0.5 hardly ever applied (the benchmark reads whole
+    abstracts)."""
+    store = Store(":memory:")
+    start = ("Low-rank matrix factorization is a basic tool of linear algebra for data "
+             "analysis. We study randomized algorithms for the singular value decomposition "
+             "of very large matrices whose entries arrive as a stream. " * 3)
+    claim = paper(1, "Streaming randomized SVD", start + "Our method outperforms earlier ones.")
+    plain = paper(2, "Gradient descent on matrices", "Step sizes for least squares. " * 20)
+    store.upsert_items([claim, plain], NOW)
+    assert len(start) > 400
+    parts = {e.id: e.parts["level"] for e in build_digest(
+        cfg(), store, fake_emb, load_roadmap(), now=NOW, stage_id="linear-algebra",
+        allow_demo=False).items}
+    assert parts == {claim.id: -0.5, plain.id: 0.0}
+
+
 def test_a_damaged_cached_roadmap_vector_is_embedded_again(fake_emb: Any) -> None:
     """One NaN among the stage texts' vectors made every score of every digest NaN."""
     import math
