@@ -359,7 +359,10 @@ def build_application(token: str, runner: Runner, api_url: str | None = None) ->
     app.add_handler(CallbackQueryHandler(on_stage_button, pattern=r"^st:"))
     app.add_handler(CallbackQueryHandler(on_unknown_button))
     app.add_handler(MessageHandler(filters.COMMAND, unknown_command))
-    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND, on_other_message))
+    # not a service message (a message pinned, the auto-delete timer set): no reply to those
+    app.add_handler(MessageHandler(
+        filters.ChatType.PRIVATE & ~filters.COMMAND & ~filters.StatusUpdate.ALL,
+        on_other_message))
     app.add_error_handler(on_error)
     return app
 
@@ -734,7 +737,11 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     digest's buttons under each; the results are not recorded as delivered."""
     from .search import SearchError, search
 
-    query = " ".join(command_args(_text(update)))
+    # the words as typed: split shell-style, two apostrophes ("O'Reilly's") were taken for a
+    # quoted span, and the query became "OReillys", which matched nothing
+    parts = _text(update).split(maxsplit=1)
+    rest = (parts[1] if len(parts) > 1 else "").translate(_SMART_QUOTES)
+    query = " ".join(w.strip("\"") for w in rest.split())
     if not query.strip():
         await _reply(update, context, plain("Usage: /search WORDS, e.g. /search sparse attention"
                                             " (an arXiv id or a link finds that item)"))

@@ -381,6 +381,12 @@ class Person(_SourceOptions):
 class Telegram(_Model):
     allowed_chats: list[Annotated[int, Number]] = Field(default_factory=list)
 
+    @field_validator("allowed_chats")
+    @classmethod
+    def _once(cls, v: list[int]) -> list[int]:
+        # a chat written twice (pasted from /start again) got every notice twice
+        return list(dict.fromkeys(v))
+
 
 
 

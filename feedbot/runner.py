@@ -215,6 +215,7 @@ class Runner:
         self._fatal: BaseException | None = None  # why the bot stopped polling, if it did
         self._prune_tried: datetime | None = None  # the last prune this process started
         self._conflict_said = False  # another bot polls with this token: said once
+        self._commands: asyncio.Future[None] | None = None  # registering the command list
         self._catch_up_tasks: set[asyncio.Future[Any]] = set()
         self._caught_up: tuple[datetime, asyncio.Future[Any]] | None = None  # slot, its catch-up
         self._instance = contextlib.ExitStack()  # holds run.lock while running
@@ -279,7 +280,6 @@ class Runner:
                     return
                 except TimeoutError:
                     delay = min(60.0, delay * 2)
-        await bot.set_commands(self.app.bot)
         await self.app.start()
         await self.app.updater.start_polling(
             timeout=timedelta(seconds=self.options.poll_timeout),
@@ -287,6 +287,9 @@ class Runner:
         for task in asyncio.all_tasks():
             if task.get_name() == bot.POLLING_TASK:
                 task.add_done_callback(self._polling_ended)
+        # The command list is the menu's, and its retries may wait out flood waits of minutes:
+        # beside the polling, not before it (the bot was deaf meanwhile, and a stop waited).
+        self._commands = asyncio.ensure_future(bot.set_commands(self.app.bot))
         log.info("Telegram bot @%s is up; allowed chats: %s", self.app.bot.username,
                  self.allowed_chats or "none yet (send /start to the bot to get the line to add)")
 
@@ -325,9 +328,10 @@ class Runner:
         self._stop.set()
         self._stopping.set()  # the worker stops after the chunk it is embedding
         await self.jobs.shutdown()
-        for t in self._catch_up_tasks:
+        pending = [*self._catch_up_tasks, *([self._commands] if self._commands else [])]
+        for t in pending:
             t.cancel()
-        await asyncio.gather(*self._catch_up_tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         if self.app is not None:
             await self._stop_bot()
         if not await self._save_sent():

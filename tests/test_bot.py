@@ -6,6 +6,7 @@ and the token in no log line."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import sqlite3
@@ -80,6 +81,21 @@ async def test_startup_registers_the_commands(bot: Any, api: FakeBotAPI) -> None
     assert {"start", "help", "digest", "stage", "follow", "unfollow", "sources",
             "later", "search"} == set(names)
     assert api.calls_to("getMe")
+
+
+async def test_a_flood_wait_on_the_command_list_holds_up_neither_the_bot_nor_a_stop(
+        api: FakeBotAPI, sources: Path, feedbot_env: Path, clock: Clock) -> None:
+    """`setMyCommands` answered with a flood wait (429, retry after 30 s) at start: the bot
+    waited it out, up to 5 times, before polling (a /help sent at 2 s was answered at 120 s),
+    and a stop in the meantime waited too."""
+    api.fail("setMyCommands", times=10, retry_after=30)
+    started = time.monotonic()
+    async with running(sources, feedbot_env, clock, api):
+        [helptext] = await ask(api, "/help")
+        assert "/digest" in helptext["text"]
+        assert time.monotonic() - started < 10  # answered while the flood wait goes on
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 10
 
 
 async def test_start_help_and_unknown_commands_are_answered(bot: Any, api: FakeBotAPI) -> None:
@@ -935,3 +951,33 @@ async def test_a_vote_the_busy_database_could_not_take_asks_to_press_again(
         api.press(CHAT, mid_of(api, msg), data)
         await api.wait_for("editMessageReplyMarkup")
         assert len(await runner.in_db(Store.feedback, str(CHAT))) == 1
+
+
+@pytest.mark.parametrize("typed", ["O’Reilly’s book", "O'Reilly's book"])
+async def test_search_with_two_apostrophes_searches_the_words_as_typed(
+        bot: Any, api: FakeBotAPI, typed: str) -> None:
+    """Split shell-style, two apostrophes were a quoted span: "O'Reilly's book" was searched
+    as "OReillys book", which matches nothing ("Bayes' rule and Fisher's …" the same)."""
+    [msg] = await ask(api, f"/search {typed}")
+    head = html.unescape(msg["text"].splitlines()[0])
+    assert head == "🔎 Search: O'Reilly's book".replace("Search", "<b>Search</b>"), head
+
+
+async def test_a_service_message_in_the_private_chat_gets_no_reply(bot: Any,
+                                                                  api: FakeBotAPI) -> None:
+    """Pinning the digest in the chat (a service message) got "I answer commands and
+    buttons; /help lists them."; a plain message still gets it."""
+    [digest] = await ask(api, "/help")
+    api.push({"message": {"message_id": 9001, "date": int(time.time()),
+                          "chat": {"id": CHAT, "first_name": "Ada", "type": "private"},
+                          "from": {"id": CHAT, "is_bot": False, "first_name": "Ada"},
+                          "pinned_message": {
+                              "message_id": 9000, "date": int(time.time()),
+                              "text": digest["text"], "from": {"id": 1, "is_bot": True,
+                                                               "first_name": "feedbot"},
+                              "chat": {"id": CHAT, "first_name": "Ada", "type": "private"}}}})
+    await asyncio.sleep(0.5)
+    assert api.sent(CHAT)[-1] is digest, api.sent(CHAT)[-1]
+    [answer] = await ask(api, "hello")
+    assert answer["text"].startswith("I answer commands and buttons")
+    assert len([m for m in api.sent(CHAT) if m["text"].startswith("I answer")]) == 1

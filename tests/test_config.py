@@ -607,3 +607,10 @@ def test_a_key_that_yaml_reads_as_a_number_is_found_on_its_line() -> None:
     with pytest.raises(ConfigError) as e:
         load_config("/x/sources.yaml", text="learner:\n  stage: cnn\n  1: x\n")
     assert e.value.line == 3 and "learner.1" in str(e.value)
+
+
+def test_a_chat_allowed_twice_is_one_chat() -> None:
+    """`allowed_chats: [4242, 4242]` (the line from /start pasted again) sent every notice,
+    a broken sources.yaml's for one, twice to that chat."""
+    cfg = load_config("/x/sources.yaml", text="telegram: {allowed_chats: [4242, -100, 4242]}\n")
+    assert cfg.telegram.allowed_chats == [4242, -100]
