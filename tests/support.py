@@ -49,6 +49,24 @@ class Request:
     at: float = field(default_factory=time.monotonic)
 
 
+class Overlap:
+    """A route handler that answers `body` after `seconds`, and counts the most requests it
+    was answering at once (`most`): what a per-site limit keeps down."""
+
+    def __init__(self, body: bytes, seconds: float = 0.2) -> None:
+        self.body, self.seconds, self.most, self._now = body, seconds, 0, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, _req: Request) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        time.sleep(self.seconds)
+        with self._lock:
+            self._now -= 1
+        return 200, {"Content-Type": "application/atom+xml"}, self.body
+
+
 class LocalServer:
     """A threaded HTTP server on 127.0.0.1. Routes by path; records every request."""
 

@@ -37,7 +37,15 @@ from feedbot.items import Item
 from feedbot.scheduler import next_collect_time
 from feedbot.store import SourceState, Store
 
-from .support import FIXTURES, LocalServer, QuietServer, Route, atom_feed, one_connection
+from .support import (
+    FIXTURES,
+    LocalServer,
+    Overlap,
+    QuietServer,
+    Route,
+    atom_feed,
+    one_connection,
+)
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 ARXIV_XML = "arxiv-api/arxiv.py/atom_xml"
@@ -856,26 +864,14 @@ def test_feeds_on_subdomains_of_one_service_share_its_limit(server: LocalServer,
         return real(host, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    body = atom_feed([{"title": "t", "link": "https://e.org/1"}])
-    lock = threading.Lock()
-    now_in, most = [0], [0]
-
-    def slow(_req):  # type: ignore[no-untyped-def]
-        with lock:
-            now_in[0] += 1
-            most[0] = max(most[0], now_in[0])
-        time.sleep(0.2)
-        with lock:
-            now_in[0] -= 1
-        return 200, {"Content-Type": "application/atom+xml"}, body
-
+    slow = Overlap(atom_feed([{"title": "t", "link": "https://e.org/1"}]))
     server.add("/feed", Route(handler=slow))
     port = server.httpd.server_address[1]
     feeds = {f"Letter {n}": f"http://writer{n}.substack.test:{port}/feed" for n in range(12)}
     reports, _ = collect_feeds(tmp_path, feeds)
     assert all(r.status == "ok" for r in reports.values()), reports
     assert len(server.hits("/feed")) == 12
-    assert most[0] <= collect_mod.PER_HOST, f"{most[0]} at once against one service"
+    assert slow.most <= collect_mod.PER_HOST, f"{slow.most} at once against one service"
     assert collect_mod.feed_host("https://news.bbc.co.uk/rss") == "bbc.co.uk"
     assert collect_mod.feed_host("http://[::1]:8080/feed") == "::1"
 

@@ -159,32 +159,18 @@ async def test_sources_collected_at_once_keep_the_per_site_limit(
     """Every source is its own collection in `feedbot run`, so the limit of 4 at once per site
     that one `feedbot collect` keeps did not hold: after a sleep, every overdue job fired
     together, 20 feeds of one site at once (the 429s the limit is there to avoid)."""
-    import threading
-
     from feedbot.collect import PER_HOST
 
-    from .support import Route
+    from .support import Overlap, Route
 
-    lock = threading.Lock()
-    now_in, most = [0], [0]
-    body = atom_feed(feed_entries(1))
-
-    def slow(_req: Any) -> tuple[int, dict[str, str], bytes]:
-        with lock:
-            now_in[0] += 1
-            most[0] = max(most[0], now_in[0])
-        time.sleep(0.2)
-        with lock:
-            now_in[0] -= 1
-        return 200, {"Content-Type": "application/atom+xml"}, body
-
+    slow = Overlap(atom_feed(feed_entries(1)))
     blogs = tuple((f"Blog {n}", server.add(f"/f{n}.xml", Route(handler=slow)))
                   for n in range(10))
     sources = write_sources(tmp_path / "sources.yaml", blogs=blogs)
     async with running(sources, feedbot_env, Clock(SLOT)) as runner:
         await asyncio.gather(*(runner.collect_source(name) for name, _ in blogs))
     assert sum(len(server.hits(f"/f{n}.xml")) for n in range(10)) == 10
-    assert most[0] <= PER_HOST, f"{most[0]} at once against one site"
+    assert slow.most <= PER_HOST, f"{slow.most} at once against one site"
 
 
 async def test_a_second_feedbot_run_on_one_home_is_refused(
