@@ -234,6 +234,7 @@ class Runner:
 
         self.store  # noqa: B018 - open (and migrate) on the loop thread now
         if not self._instance.enter_context(try_exclusive(self.home / "run.lock")):
+            self._instance.close()
             self.store.close()
             self._store = None
             raise StoreError(f"another `feedbot run` is already running on {self.home}; "
