@@ -187,10 +187,10 @@ class FeedbotGroup(click.Group):
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except sqlite3.OperationalError as e:  # a full disk, mid-command: one line, no traceback
-            from .store import DB_FILE, is_busy, is_disk_trouble, is_read_only, read_only_problem
+            from .store import is_busy, is_disk_trouble, is_read_only, read_only_problem
 
             if is_read_only(e):
-                fail(read_only_problem(str(feedbot_home() / DB_FILE), e), 1)
+                fail(read_only_problem(feedbot_home(), e), 1)
             if is_disk_trouble(e):
                 fail(disk_full_problem(feedbot_home(), e), 1)
             if is_busy(e):  # held past the busy timeout
@@ -366,11 +366,11 @@ def unrecorded_problem(reports: list[Any]) -> tuple[str, bool] | None:
     full = next((e for e in errors if is_disk_trouble(e)), None)
     if full is not None:
         return disk_full_problem(feedbot_home(), full), True
-    from .store import DB_FILE, is_read_only, read_only_problem
+    from .store import is_read_only, read_only_problem
 
     ro = next((e for e in errors if is_read_only(e)), None)
     if ro is not None:  # nothing can be stored: embedding neither
-        return read_only_problem(str(feedbot_home() / DB_FILE), ro), True
+        return read_only_problem(feedbot_home(), ro), True
     names = ", ".join(r.name for r in failed[:4]) + (
         f" and {len(failed) - 4} more" if len(failed) > 4 else "")
     some = f"{len(failed)} source{'s' if len(failed) > 1 else ''} ({names})"

@@ -520,13 +520,7 @@ def _weights(cfg: Config) -> dict[str, float]:
 
 def story_group(s: StoredItem) -> str:
     """Items about the same arXiv paper share a group: the paper itself, posts linking to it."""
-    if s.item.arxiv_id:
-        return f"arxiv:{s.item.arxiv_id}"
-    for link in s.item.links:
-        aid = paper_id_from_link(link)
-        if aid:
-            return f"arxiv:{aid}"
-    return ""
+    return f"arxiv:{s.item.arxiv_id}" if s.item.arxiv_id else _group("", s.item.links)
 
 
 def candidates(stored: list[StoredItem], now: datetime) -> list[Candidate]:

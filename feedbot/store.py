@@ -492,8 +492,9 @@ def is_read_only(e: BaseException) -> bool:
     return isinstance(e, sqlite3.Error) and "readonly" in str(e).lower()
 
 
-def read_only_problem(path: str, e: BaseException) -> str:
-    return (f"cannot write {path}: {e}; this user may read it but not change it (another "
+def read_only_problem(home: Path, e: BaseException) -> str:
+    """One line for `is_read_only` trouble with the database in `home`."""
+    return (f"cannot write {home / DB_FILE}: {e}; this user may read it but not change it (another "
             "user's file, or a read-only one): run feedbot as the user that owns it, or fix "
             "the permissions of the file and its folder")
 
