@@ -635,6 +635,8 @@ def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
             text += f"  waiting until {r['waiting_until']:%Y-%m-%d %H:%M} UTC"
         if r["error"]:
             text += f"  — {r['error']}"
+        if r.get("notice"):
+            text += f"  — note: {r['notice']}"
         return text
 
     out: list[str] = []

@@ -789,7 +789,7 @@ def _succeeded(store: Store, who: tuple[str, str, str], now: datetime, items: li
     with store.transaction():
         result = store.upsert_items(items, now)
         store.record_success(who[0], now, etag=got.etag, last_modified=got.last_modified,
-                             cursor=got.cursor)
+                             cursor=got.cursor, notice=mask_userinfo(got.warning))
         store.note_target(*who)
         _write_meta(store, meta)
         if result.new or result.updated:

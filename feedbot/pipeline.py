@@ -17,7 +17,7 @@ from .digest import Digest, build_digest, following
 from .embed import Embedder, embed_cached
 from .items import embed_text
 from .roadmap import Roadmap
-from .store import Store
+from .store import Store, same_target
 
 EMBED_WINDOW = timedelta(days=60)  # items older than this are embedded only when a digest asks
 
@@ -88,6 +88,7 @@ def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, An
     olds: dict[str, list[str]] = {}  # a renamed source's old names: its older items carry them
     for old, new in following(cfg, store, record=False).renamed.items():
         olds.setdefault(new, []).append(old)
+    fetched = store.known_sources()  # what each source's recorded state was fetched from
     rows = []
     for spec in cfg.sources():
         st = store.source_state(spec.name)
@@ -114,5 +115,9 @@ def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, An
             "health": health, "items": st.items, "last_success": _ago(st.last_success, now),
             "error": off or (st.last_error if st.failures else ""), "failures": st.failures,
             "waiting_until": waiting,
+            # what its last fetch said ("moved permanently to …"), while it still fetches
+            # that: a URL updated in sources.yaml and not collected since says nothing more
+            "notice": st.notice if not off and same_target(fetched.get(spec.name, ("", "")))
+            == same_target((spec.kind, spec.target)) else "",
         })
     return rows

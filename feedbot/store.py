@@ -184,6 +184,13 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # items already stored. See `_index_words`: where this SQLite has no FTS5, nothing but the
     # key table is made, and search reads the start of each summary as before.
     lambda db: _migrate_words(db),
+    # 10: what the source's last successful fetch had to say beside its items: the feed moved
+    # permanently (update its URL), was malformed and read anyway, or was cut short. Shown by
+    # `feedbot sources` and /sources; before, only that run's `collect` output said it, and a
+    # `feedbot run` user never saw it.
+    """
+    ALTER TABLE source_state ADD COLUMN notice TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 # --- the word index of summaries (migration 9) ----------------------------------------------
@@ -447,6 +454,7 @@ class SourceState:
     failures: int = 0
     retry_after: datetime | None = None
     items: int = 0
+    notice: str = ""  # what the last successful fetch said beside its items (migration 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1190,22 +1198,27 @@ class Store:
             last_attempt=_dt(r["last_attempt"]), last_success=_dt(r["last_success"]),
             last_error=r["last_error"], last_error_at=_dt(r["last_error_at"]),
             failures=r["failures"], retry_after=_dt(r["retry_after"]), items=n,
+            notice=r["notice"],
         )
 
     def _ensure_state(self, name: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO source_state(name) VALUES (?)", (name,))
 
     def record_success(self, name: str, now: datetime, *, etag: str | None = None,
-                       last_modified: str | None = None, cursor: str | None = None) -> None:
-        """A fetch worked (including a 304). Validators are kept unless new ones are given."""
+                       last_modified: str | None = None, cursor: str | None = None,
+                       notice: str = "") -> None:
+        """A fetch worked (including a 304). Validators are kept unless new ones are given.
+        `notice`: what this fetch said beside its items ('' for nothing), replacing the last
+        one: a feed mended, or its URL updated, says nothing more."""
         with self.transaction():
             self._ensure_state(name)
             self.db.execute(
                 "UPDATE source_state SET last_attempt = ?, last_success = ?, failures = 0, "
                 "retry_after = NULL, etag = coalesce(?, etag), "
-                "last_modified = coalesce(?, last_modified), cursor = coalesce(?, cursor) "
-                "WHERE name = ?",
-                (now.timestamp(), now.timestamp(), etag, last_modified, cursor, name),
+                "last_modified = coalesce(?, last_modified), cursor = coalesce(?, cursor), "
+                "notice = ? WHERE name = ?",
+                (now.timestamp(), now.timestamp(), etag, last_modified, cursor, notice[:500],
+                 name),
             )
 
     def record_failure(self, name: str, now: datetime, error: str,
@@ -1525,10 +1538,12 @@ _PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before
              "AND s.via != '' AND s.seen >= :before)")
 
 
-_NO_VALIDATORS = "etag = '', last_modified = '', cursor = ''"  # what belongs to one target
+# what belongs to one target: its validators, and what its last fetch said ("moved
+# permanently": the user has just updated the URL, as it asked)
+_NO_VALIDATORS = "etag = '', last_modified = '', cursor = '', notice = ''"
 # A source's state as a renamed source takes it along (`Store._adopt_state`)
 _STATE = ("etag, last_modified, cursor, last_attempt, last_success, last_error, "
-          "last_error_at, failures, retry_after")
+          "last_error_at, failures, retry_after, notice")
 
 
 def _names_json(names: Collection[str]) -> str:

@@ -331,6 +331,8 @@ def render_sources(rows: Sequence[dict[str, Any]], limit: int = MAX_TEXT) -> lis
                 f" last ok {escape(str(r['last_success']))}")
         if r.get("error"):
             line += f"\n    <i>{escape(shorten(str(r['error']), 200))}</i>"
+        if r.get("notice"):
+            line += f"\n    📝 <i>{escape(shorten(str(r['notice']), 200))}</i>"
         blocks.append(Block(line))
     return pack(header, blocks, limit=limit, max_items=10_000)
 

@@ -302,6 +302,33 @@ def test_sources_shows_health(sources: Path, use_fake_embedder: Any) -> None:
     assert "waiting" not in line
 
 
+def test_sources_keeps_what_a_feed_said_until_it_is_mended(sources: Path, server: LocalServer,
+                                                          use_fake_embedder: Any) -> None:
+    """A feed's "moved permanently to …" notice was in that run's `collect` output only: under
+    `feedbot run` nobody saw it, and the old address was asked for ever. `sources` keeps it
+    while the source still fetches that address, and forgets it once the URL is updated."""
+    new = server.add("/new.xml", body=atom_feed([{"title": "t", "link": "https://example.org/1"}]))
+    server.add("/old.xml", status=301, headers={"Location": new})
+    text = sources.read_text()
+    sources.write_text(text.replace(server.url("/rss.xml"), server.url("/old.xml")))
+    assert invoke("collect").exit_code == 0
+    notice = f"note: moved permanently to {new}: update its URL in sources.yaml"
+
+    def moved_line() -> str:
+        return next(x for x in invoke("sources").stdout.splitlines()
+                    if x.strip().startswith("Notes"))
+
+    line = moved_line()
+    assert " ok " in line and line.endswith(notice), line
+    invoke("collect")  # the second fetch says it again: kept
+    assert moved_line().endswith(notice)
+    # updated as asked: not said any more, even before the next collection
+    sources.write_text(text.replace(server.url("/rss.xml"), new))
+    assert "note:" not in moved_line()
+    invoke("collect")
+    assert "note:" not in moved_line()
+
+
 def test_a_renamed_source_keeps_its_health_and_count(sources: Path, server: LocalServer,
                                                     use_fake_embedder: Any) -> None:
     """Renamed in sources.yaml (the same feed URL), a source kept its items but `feedbot

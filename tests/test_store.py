@@ -264,6 +264,24 @@ def test_source_state_success_failure_and_validators(store: Store) -> None:
     assert (st.failures, st.retry_after, st.etag) == (0, None, '"v1"')
 
 
+def test_a_sources_notice_lasts_until_a_fetch_says_otherwise(store: Store) -> None:
+    """What a fetch said beside its items ("moved permanently …") is kept through failures,
+    replaced by the next success's, and goes with the source's state to a new name."""
+    store.record_success("b", NOW, notice="moved permanently to https://example.org/b")
+    store.record_failure("b", NOW + timedelta(hours=1), "HTTP 500")
+    assert store.source_state("b").notice == "moved permanently to https://example.org/b"
+    store.record_success("b", NOW + timedelta(hours=2), notice="malformed feed, read anyway")
+    assert store.source_state("b").notice == "malformed feed, read anyway"
+    store.remember_sources([("b", "feed", "https://example.org/old")])
+    store.remember_sources([("b2", "feed", "https://example.org/old")])  # renamed
+    assert store.source_state("b2").notice == "malformed feed, read anyway"
+    store.record_success("b2", NOW + timedelta(hours=3))
+    assert store.source_state("b2").notice == ""
+    store.record_success("b2", NOW + timedelta(hours=4), notice="moved")
+    store.remember_sources([("b2", "feed", "https://example.org/new")])  # its URL updated
+    assert store.source_state("b2").notice == ""
+
+
 def test_vectors_roundtrip_by_model_and_hash(store: Store) -> None:
     v = np.arange(4, dtype=np.float32)
     store.put_vectors("m1", {"h1": v})

@@ -179,10 +179,14 @@ def test_help_lists_every_command() -> None:
 
 def test_other_replies_are_valid(limits: dict[str, int]) -> None:
     rows = [{"name": f"Blog <{n}> & co", "health": h, "items": n, "last_success": "2h ago",
-             "error": "HTTP 500 <html>" if h != "ok" else ""}
+             "error": "HTTP 500 <html>" if h != "ok" else "",
+             "notice": "moved permanently to https://example.org/a?b=1&c=<2>" if h == "ok" else ""}
             for n, h in enumerate(["ok", "new", "failing", "broken"] * 60)]
     sources = tr.render_sources(rows)
     assert len(sources) > 1
+    # what a feed said beside its items (kept by the store) is shown under its line
+    assert "📝 <i>moved permanently to https://example.org/a?b=1&amp;c=&lt;2&gt;</i>" in \
+        sources[0].text
     assert_valid(sources, limits["text"])
     stage = tr.render_stage(load_roadmap(), "cnn")
     assert_valid([stage, tr.help_text(), tr.refusal(-1001234567890),
