@@ -406,7 +406,7 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
         msg += f" (feed found on {found.page})"
     elif req.blog and found is None and not known:
         msg += f" (not checked{NOT_CHECKED_PAGE if looks_like_page(req.blog) else ''})"
-    if req.x and not os.environ.get("X_BEARER_TOKEN"):
+    if req.x and not os.environ.get("X_BEARER_TOKEN", "").strip():
         msg += "; note: X_BEARER_TOKEN is not set, so X sources stay off until it is"
     return str(msg)
 

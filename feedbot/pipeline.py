@@ -75,7 +75,7 @@ def _place(spec: SourceSpec) -> str:
 
 
 def _disabled(spec: SourceSpec) -> str:
-    if spec.kind == "x" and not os.environ.get("X_BEARER_TOKEN"):
+    if spec.kind == "x" and not os.environ.get("X_BEARER_TOKEN", "").strip():
         return "X_BEARER_TOKEN is not set"
     return ""
 

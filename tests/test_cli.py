@@ -302,6 +302,16 @@ def test_sources_shows_health(sources: Path, use_fake_embedder: Any) -> None:
     assert "waiting" not in line
 
 
+def test_a_blank_x_token_is_off_in_sources_as_in_collect(sources: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`X_BEARER_TOKEN=" "` (an .env line with a space) was "not set" to `collect` but set to
+    `sources`, which showed the X sources as new, or with old errors, never "off"."""
+    monkeypatch.setenv("X_BEARER_TOKEN", "  ")
+    sources.write_text(sources.read_text() + "people:\n  - name: Ada\n    x: ada_example\n")
+    line = next(x for x in invoke("sources").stdout.splitlines() if "X @ada_example" in x)
+    assert " off " in line and "X_BEARER_TOKEN is not set" in line, line
+
+
 def test_sources_keeps_what_a_feed_said_until_it_is_mended(sources: Path, server: LocalServer,
                                                           use_fake_embedder: Any) -> None:
     """A feed's "moved permanently to …" notice was in that run's `collect` output only: under

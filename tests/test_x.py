@@ -125,6 +125,44 @@ def test_replies_and_retweets_come_back_when_asked(corpus: Path) -> None:
     assert any(i.summary.startswith("RT @") for i in everything)
 
 
+def test_a_thread_is_one_item_with_every_posts_links() -> None:
+    """X leaves an account's replies to itself out with its replies: "1/ new paper 🧵" came,
+    "2/ paper: arxiv.org/abs/…" did not, and the paper showed nobody sharing it."""
+    me, other = "42", "7"
+
+    def post(pid: int, text: str, *, head: int | None = None, to: str = "",
+             link: str = "") -> dict[str, Any]:
+        t: dict[str, Any] = {"id": str(pid), "text": text, "conversation_id": str(head or pid),
+                             "created_at": "2026-11-20T10:00:00.000Z"}
+        if to:
+            t["in_reply_to_user_id"] = to
+            t["referenced_tweets"] = [{"type": "replied_to", "id": str(pid - 1)}]
+        if link:
+            t["text"] += " https://t.co/x"
+            t["entities"] = {"urls": [{"url": "https://t.co/x", "expanded_url": link}]}
+        return t
+
+    page = {"data": [  # newest first, as X sends them
+        post(105, "3/ code too", head=100, to=me, link="https://github.com/example/code"),
+        post(104, "@friend thanks!", head=90, to=other),
+        post(103, "2/ the paper:", head=100, to=me, link="https://arxiv.org/abs/2611.00777"),
+        post(101, "more on the earlier thread", head=80, to=me),
+        post(100, "1/ new paper on scaling 🧵"),
+    ]}
+    items = parse_timeline([page], "me", "Me/x", "Me", own_id=me)
+    assert [i.guid for i in items] == ["101", "100"]  # a reply to someone else is left out
+    thread = items[1]
+    assert thread.summary == ("1/ new paper on scaling 🧵 2/ the paper: "
+                              "https://arxiv.org/abs/2611.00777 3/ code too "
+                              "https://github.com/example/code")
+    assert thread.links == ("https://arxiv.org/abs/2611.00777", "https://github.com/example/code")
+    # a thread whose first post came in an earlier run: the later post on its own
+    assert items[0].summary == "more on the earlier thread"
+    # asked for replies: the reply to someone else too
+    assert [i.guid for i in parse_timeline([page], "me", "Me/x", own_id=me, replies=True)] == [
+        "104", "101", "100"]
+
+
 def test_real_post_links_are_expanded_and_media_dropped(corpus: Path) -> None:
     items = {i.guid: i for i in parse_timeline([twarc_timeline(corpus)], "PhillyNEFL", "p/x")}
     star_wars = items["1257469520882647040"]
@@ -205,9 +243,11 @@ async def test_first_run_resolves_handle_once_and_second_run_reads_only_new(
         calls = timeline_calls(rsps)
     assert report.status == "ok" and report.new == 2
     q = query(calls[0])
-    assert q["max_results"] == "20" and q["exclude"] == "retweets,replies"
+    # replies come, for the threads (see parse_timeline)
+    assert q["max_results"] == "20" and q["exclude"] == "retweets"
     assert set(q["tweet.fields"].split(",")) == {"created_at", "entities", "referenced_tweets",
-                                                 "in_reply_to_user_id", "note_tweet"}
+                                                 "in_reply_to_user_id", "note_tweet",
+                                                 "conversation_id"}
     assert "expansions" not in q  # retweets are off: no included posts to pay for
     assert "since_id" not in q and "pagination_token" not in q  # never pages back
     assert len(calls) == 1 and calls[0].headers["authorization"] == f"Bearer {TOKEN}"
@@ -364,6 +404,65 @@ async def test_429_defers_the_source_until_the_reset_time(
         assert state.retry_after == datetime.fromtimestamp(reset, UTC)
         assert not is_due(state, 60.0, NOW + timedelta(minutes=11))
         assert is_due(state, 60.0, NOW + timedelta(minutes=12))
+
+
+async def test_a_collected_thread_keeps_the_link_of_its_second_post(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    cfg = config("  - name: Me\n    x: me_here\n")
+    store.set_meta("x:user:me_here", "42")
+    page = {"data": [
+        {"id": "103", "conversation_id": "100", "in_reply_to_user_id": "42",
+         "text": "2/ paper: https://t.co/p", "created_at": "2026-11-20T10:00:00.000Z",
+         "entities": {"urls": [{"url": "https://t.co/p",
+                                "expanded_url": "https://arxiv.org/abs/2611.00777"}]},
+         "referenced_tweets": [{"type": "replied_to", "id": "100"}]},
+        {"id": "100", "conversation_id": "100", "text": "1/ new paper 🧵",
+         "created_at": "2026-11-20T09:59:00.000Z"}]}
+    with x_api() as rsps:
+        rsps.get(f"{API}/users/42/tweets", json=page)
+        [report] = await run(cfg, store, http)
+    assert report.status == "ok" and report.new == 1
+    [stored] = store.items_since(None)
+    assert stored.item.links == ("https://arxiv.org/abs/2611.00777",)
+
+
+async def test_the_monthly_usage_cap_is_not_called_a_rate_limit(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """A 429 that says the app's monthly cap is spent read "rate limit reached; next try
+    after <15 minutes>": the source asked every 15 minutes for the rest of the month, and
+    the user waited for a reset that was not coming."""
+    cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")
+    store.set_meta("x:user:twitter", "783214")
+    capped = {"title": "UsageCapExceeded", "detail": "Usage cap exceeded: Monthly product cap",
+              "type": "https://api.twitter.com/2/problems/usage-capped", "period": "Monthly",
+              "scope": "Product"}
+    with x_api() as rsps:
+        rsps.get(f"{API}/users/783214/tweets", json=capped, status=429)
+        reports = await run(cfg, store, http)
+        assert len(rsps.calls) == 1  # nor is it asked again for the other X source
+    by_name = {r.name: r for r in reports}
+    assert "usage cap" in by_name["A/x"].error and "Monthly product cap" in by_name["A/x"].error
+    assert by_name["B/x"].error == "X's usage cap is reached (see A/x)"
+    for name in by_name:
+        assert store.source_state(name).retry_after == NOW + timedelta(days=1)
+
+
+async def test_x_not_answering_is_waited_for_once_per_run(
+        token: str, store: Store, http: httpx.AsyncClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeout waits 30 s: each X source waited it in turn (twenty people, ten minutes of a
+    collection, or of a digest's). After the first, the others say so at once."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        closed = s.getsockname()[1]  # nobody listens there once the block ends
+    monkeypatch.setenv("FEEDBOT_X_API_URL", f"http://127.0.0.1:{closed}")
+    cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n"
+                 "  - name: C\n    x: third_one\n")
+    reports = await run(cfg, store, http)
+    assert [r.error for r in reports] == ["cannot reach the X API",
+                                          "cannot reach the X API (see A/x)",
+                                          "cannot reach the X API (see A/x)"]
 
 
 async def test_401_says_what_to_check_without_the_token(

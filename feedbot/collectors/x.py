@@ -19,7 +19,7 @@ import html
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,8 +37,9 @@ API_URL_ENV = "FEEDBOT_X_API_URL"  # replaces API_HOST, e.g. a local test server
 API_HOST = "https://api.twitter.com"  # what tweepy's Client puts before every route
 # `note_tweet`: a post longer than 280 characters comes with its `text` cut short; its whole text
 # and that text's entities (the links past the cut) come only in `note_tweet`, only when asked.
+# `conversation_id`: the first post of the thread a post continues (see `parse_timeline`).
 TWEET_FIELDS = ["created_at", "entities", "referenced_tweets", "in_reply_to_user_id",
-                "note_tweet"]
+                "note_tweet", "conversation_id"]
 # With a person's `retweets: true`: a retweet's own text is cut ("RT @a: first 140 characters…",
 # its links lost); the retweeted post itself comes in `includes.tweets`, with the fields above.
 RETWEET_EXPANSIONS = ["referenced_tweets.id"]
@@ -46,6 +47,7 @@ PAGE_MIN, PAGE_MAX = 5, 100  # what the API accepts as max_results
 TITLE_WIDTH = 90
 TIMEOUT = 30.0
 DEFAULT_WAIT = timedelta(minutes=15)  # X's rate-limit window, when no reset time is given
+CAPPED_WAIT = timedelta(days=1)  # after X said the app's monthly usage cap is spent
 TWITTER_EPOCH_MS = 1288834974657  # snowflake ids carry their creation time since this
 
 _RT_PREFIX = re.compile(r"RT @\w+: ")
@@ -70,6 +72,11 @@ class XAuthError(XError):
 
 class XRateLimited(XError):
     """429: come back at `retry_after`."""
+
+
+class XUnreachable(XError):
+    """X did not answer (timed out, no connection, a server error): the run's other X sources
+    would wait as long for nothing, one after another."""
 
 
 class XUserGone(XError):
@@ -104,9 +111,11 @@ class _TimeoutSession(requests.Session):
 class XGate:
     """One tweepy client per collection run; X calls go one at a time through `lock`.
 
-    After a 401, 403 or 429 every later X source in the same run fails with the same error
-    without calling the API again (`blocked`, first met by source `blocked_by`). The full
-    explanation is that first source's; the others point to it (`repeat_block`).
+    After a 401, 403 or 429, or when X did not answer (a timeout waits 30 s: twenty people
+    waited ten minutes, one after another), every later X source in the same run fails with
+    the same error without calling the API again (`blocked`, first met by source
+    `blocked_by`). The full explanation is that first source's; the others point to it
+    (`repeat_block`).
     """
 
     client: tweepy.Client
@@ -168,6 +177,12 @@ def is_retweet(tweet: dict[str, Any]) -> bool:
 
 def is_reply(tweet: dict[str, Any]) -> bool:
     return "replied_to" in _ref_types(tweet) or bool(tweet.get("in_reply_to_user_id"))
+
+
+def continues_own(tweet: dict[str, Any], own_id: str) -> bool:
+    """A reply of the account to itself: the next post of its thread ("2/ the paper: …"),
+    where researchers often put the link."""
+    return bool(own_id) and str(tweet.get("in_reply_to_user_id") or "") == own_id
 
 
 def post_ids(tweet: dict[str, Any]) -> set[str]:
@@ -270,22 +285,47 @@ def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str =
 
 
 def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, person: str = "",
-                   *, replies: bool = False, retweets: bool = False) -> list[Item]:
+                   *, replies: bool = False, retweets: bool = False, own_id: str = ""
+                   ) -> list[Item]:
     """Timeline pages (`{"data": [...], "meta": {...}}`) → Items, newest first.
 
-    Retweets and replies are dropped unless asked for, even if the API sent them.
+    Retweets and replies are dropped unless asked for, even if the API sent them; but not the
+    account's replies to itself (`own_id`: its user id), the rest of its threads. A thread's
+    later posts that came with its first are read into it: its text and links, in order
+    (one entry, not "1/", "2/", … each in the digest). One whose first post came in an earlier
+    run, or was left out (a reply to someone else), is an item of its own.
     """
     pages = list(pages)
     included = {str(t.get("id")): t for page in pages
                 for t in (page.get("includes") or {}).get("tweets") or [] if isinstance(t, dict)}
-    items = []
+    kept: list[dict[str, Any]] = []
     for page in pages:
         for tweet in page.get("data") or []:
             if not _has_id(tweet):  # no post to link to: one malformed post costs only itself
                 continue
-            if (is_retweet(tweet) and not retweets) or (is_reply(tweet) and not replies):
+            if (is_retweet(tweet) and not retweets) or (
+                    is_reply(tweet) and not replies and not continues_own(tweet, own_id)):
                 continue
-            items.append(tweet_to_item(tweet, handle, source, person, included))
+            kept.append(tweet)
+    heads = {str(t["id"]): t for t in kept}
+    rest: dict[str, list[dict[str, Any]]] = {}  # a thread's first post id → its later posts
+    for tweet in kept:
+        head = str(tweet.get("conversation_id") or "")
+        if continues_own(tweet, own_id) and head != str(tweet["id"]) and head in heads:
+            rest.setdefault(head, []).append(tweet)
+    folded = {id(t) for later in rest.values() for t in later}
+    items = []
+    for tweet in kept:
+        if id(tweet) in folded:
+            continue
+        item = tweet_to_item(tweet, handle, source, person, included)
+        later = sorted(rest.get(str(tweet["id"]), []), key=lambda t: int(t["id"]))
+        if later:
+            parts = [post_text(t, included) for t in later]
+            text = " ".join([item.summary, *(p[0] for p in parts if p[0])])
+            links = list(dict.fromkeys([*item.links, *(u for p in parts for u in p[1])]))
+            item = replace(item, summary=text, links=tuple(links))
+        items.append(item)
     return items
 
 
@@ -335,13 +375,10 @@ def timeline_error(pages: Iterable[dict[str, Any]], handle: str) -> XError | Non
 
 
 def exclude_for(options: dict[str, Any]) -> list[str]:
-    """What to ask the API to leave out, from the person's `replies` / `retweets` options."""
-    out = []
-    if not options.get("retweets"):
-        out.append("retweets")
-    if not options.get("replies"):
-        out.append("replies")
-    return out
+    """What to ask the API to leave out, from the person's `retweets` option. Replies are
+    never left out there: X would leave out the account's threads with them (a reply to
+    itself is a reply); `parse_timeline` drops the replies to others unless `replies: true`."""
+    return [] if options.get("retweets") else ["retweets"]
 
 
 def page_sizes(max_items: int) -> list[int]:
@@ -387,6 +424,15 @@ def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_it
 def describe_error(e: Exception, now: datetime) -> XError:
     """A tweepy or requests exception → one clear XError (never with the token in it)."""
     if isinstance(e, tweepy.TooManyRequests):
+        capped = _usage_capped(e)
+        if capped is not None:
+            # not the 15-minute window: the app's posts for the month are spent. Asked every
+            # 15 minutes it answers the same until the billing month ends.
+            until = max(_reset(e, now), now + CAPPED_WAIT)
+            return XRateLimited(f"X's usage cap for this app is reached ({capped}); X sources "
+                                f"wait until {_hhmm(until)}: see the app's usage in the X "
+                                "developer portal", retry_after=until,
+                                short="X's usage cap is reached")
         reset = _reset(e, now)
         return XRateLimited(f"X rate limit reached; next try after {_hhmm(reset)}",
                             retry_after=reset)
@@ -400,14 +446,30 @@ def describe_error(e: Exception, now: datetime) -> XError:
                           f"{TOKEN_ENV}" + (f"; X says: {why}" if why else ""),
                           short="X refused access (403 Forbidden)")
     if isinstance(e, tweepy.TwitterServerError):
-        return XError(f"X API server error ({e.response.status_code})")
+        why = f"X API server error ({e.response.status_code})"
+        return XUnreachable(why, short=why)
     if isinstance(e, tweepy.HTTPException):
         return XError(f"X API error: {shorten(str(e), 200)}")
     if isinstance(e, requests.Timeout):
-        return XError("X API timed out")
+        return XUnreachable("X API timed out", short="X API timed out")
     if isinstance(e, requests.RequestException):
-        return XError("cannot reach the X API")
+        return XUnreachable("cannot reach the X API", short="cannot reach the X API")
     return XError(f"{type(e).__name__}: {e}")
+
+
+def _usage_capped(e: tweepy.TooManyRequests) -> str | None:
+    """X's words when a 429 says the app's monthly usage cap is spent (a problem of type
+    `…/usage-capped`, title `UsageCapExceeded`), else None: a plain rate limit."""
+    try:
+        body = e.response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    kind, title = str(body.get("type", "")), str(body.get("title", ""))
+    if not (kind.endswith("/usage-capped") or title == "UsageCapExceeded"):
+        return None
+    return shorten(str(body.get("detail") or title or "usage capped"), 120)
 
 
 def _reset(e: tweepy.TooManyRequests, now: datetime) -> datetime:
@@ -459,7 +521,7 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
                 name="x-request")
         except (tweepy.TweepyException, requests.RequestException) as e:
             err = describe_error(e, ctx.now)
-            if isinstance(err, XAuthError | XRateLimited):
+            if isinstance(err, XAuthError | XRateLimited | XUnreachable):
                 gate.block(err, spec.name)
             raise err from None
     refused = timeline_error(pages, handle)
@@ -469,6 +531,6 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
         raise refused
     items = parse_timeline(pages, handle, spec.name, spec.person,
                            replies=bool(spec.options.get("replies")),
-                           retweets=bool(spec.options.get("retweets")))
+                           retweets=bool(spec.options.get("retweets")), own_id=uid)
     # newest first: X's smallest page (5) may bring more than a `max_items` under it
     return Collected(items[:spec.max_items], cursor=newest_id(pages, state.cursor))
