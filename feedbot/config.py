@@ -314,6 +314,19 @@ class ArxivQuery(_SourceOptions):
             raise ValueError("give exactly one of 'query' or 'category'")
         return self
 
+    @field_validator("category")
+    @classmethod
+    def _category(cls, v: str | None) -> str | None:
+        """One category as arXiv writes it: "cs.LG, cs.CV" went into `cat:cs.LG, cs.CV`,
+        which arXiv answers with nothing, and the source read "ok, 0 items" for ever."""
+        if v is None:
+            return v
+        v = v.strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z-]*(\.[A-Za-z][A-Za-z-]*)?", v):
+            raise ValueError(f"{v!r} is not one arXiv category such as cs.LG; for several, "
+                             "give a query: 'cat:cs.LG OR cat:cs.CV'")
+        return v
+
     @property
     def search_query(self) -> str:
         return self.query or f"cat:{self.category}"

@@ -4,6 +4,7 @@ arXiv's own error explanations, and a person's lone author query filtered like a
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from feedbot.config import Config, load_config
 from feedbot.http import MAX_RETRY_AFTER
 from feedbot.store import Store
 
-from .support import FIXTURES, LocalServer, Request, Route
+from .support import FIXTURES, LocalServer, Request, Route, one_connection
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 FEED = (FIXTURES / "arxiv_author_batch.xml").read_bytes()
@@ -251,6 +252,63 @@ def test_retry_after_is_capped_and_reaches_every_person_of_a_batch(
         when = store.source_state(name).retry_after
         assert when is not None
         assert before + MAX_RETRY_AFTER <= when <= datetime.now(UTC) + MAX_RETRY_AFTER
+
+
+def test_an_answer_cut_short_is_an_error_and_nothing_of_it_is_stored(
+        server: LocalServer, tmp_path: Path) -> None:
+    """The package's parser recovers: an answer that stopped inside its third paper's author
+    list was "3 new", that paper stored with part of its authors, and no later answer of
+    the same version mended it."""
+    cut = FEED[:FEED.index(b"<entry>", FEED.index(b"<entry>", FEED.index(b"<entry>") + 1) + 1)
+               + 400]
+    server.add("/api/query", body=cut, content_type="application/atom+xml")
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(queries("a"), store, now=NOW, arxiv=gate_for(server, retries=1))
+    assert r.status == "error" and r.error.startswith(
+        "arXiv's answer was incomplete: the answer was cut short ("), r.error
+    assert len(server.hits("/api/query")) == 2  # retried, as a dropped connection is
+    assert store.item_count() == 0
+
+
+def test_a_connection_dropped_mid_answer_says_so(tmp_path: Path) -> None:
+    def half(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(FEED) + FEED[:len(FEED) // 2])
+        conn.close()
+
+    with one_connection(half) as port:
+        gate = ArxivGate(api_url=f"http://127.0.0.1:{port}/api/query?{{}}", delay=0.0,
+                         retries=0)
+        (r,) = collect(queries("a"), Store(tmp_path / "db.sqlite"), now=NOW, arxiv=gate)
+    assert r.error == ("arXiv's answer was incomplete: the connection dropped in the middle "
+                       "of the answer; nothing of it was stored"), r.error
+
+
+def test_a_429_without_retry_after_holds_the_runs_other_queries(
+        server: LocalServer, tmp_path: Path) -> None:
+    server.add("/api/query", body=b"Too many requests", status=429, content_type="text/plain")
+    store = Store(tmp_path / "db.sqlite")
+    before = datetime.now(UTC)
+    reports = collect(queries("a", "b", "c"), store, now=NOW, arxiv=gate_for(server, retries=1))
+    assert len(server.hits("/api/query")) == 1
+    assert sum("not tried" in r.error for r in reports) == 2
+    for name in ("a", "b", "c"):
+        when = store.source_state(name).retry_after
+        assert when is not None and before + timedelta(minutes=4) < when
+
+
+def test_a_query_arxiv_has_nothing_for_says_check_its_spelling(
+        server: LocalServer, tmp_path: Path) -> None:
+    """`category: cs.CVV` read "ok, 0 items" for ever: arXiv has every paper of a real
+    category, so nothing at all is a misspelling."""
+    empty = re.sub(rb"<entry>.*</entry>", b"", FEED, flags=re.S).replace(
+        b"<opensearch:totalResults>7<", b"<opensearch:totalResults>0<")
+    server.add("/api/query", body=empty, content_type="application/atom+xml")
+    (r,) = collect(queries("a"), Store(tmp_path / "db.sqlite"), now=NOW,
+                   arxiv=gate_for(server))
+    assert r.line() == ("a: 0 new (0 in feed); arXiv has no paper for all:a: check its "
+                        "spelling (a category as arXiv writes it, such as cs.CV)")
 
 
 def test_error_explanation_reads_the_error_feed(corpus: Path) -> None:

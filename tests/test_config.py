@@ -614,3 +614,12 @@ def test_a_chat_allowed_twice_is_one_chat() -> None:
     a broken sources.yaml's for one, twice to that chat."""
     cfg = load_config("/x/sources.yaml", text="telegram: {allowed_chats: [4242, -100, 4242]}\n")
     assert cfg.telegram.allowed_chats == [4242, -100]
+
+
+@pytest.mark.parametrize("category", ['"cs.LG, cs.CV"', "cs.LG cs.CV", "cat:cs.LG", "cs/LG"])
+def test_an_arxiv_category_is_one_category(category: str, tmp_path: Path) -> None:
+    """`category: "cs.LG, cs.CV"` became the query `cat:cs.LG, cs.CV`, which arXiv answers
+    with nothing: "ok, 0 items" for ever."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"arxiv:\n  - name: a\n    category: {category}\n"))
+    assert e.value.key == "arxiv[0].category" and "'cat:cs.LG OR cat:cs.CV'" in e.value.message

@@ -22,7 +22,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,19 @@ BATCH_MAX_RESULTS = 1000  # results asked for in one batched author query (20 pe
 CHUNK = 65536  # bytes read at a time, the deadline checked between reads
 ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
 ATOM = "{http://www.w3.org/2005/Atom}"
+_FEED_END = re.compile(rb"</(?:[\w.-]+:)?feed>\s*$")  # how a whole Atom answer ends
+RATE_LIMITED_PAUSE = timedelta(minutes=5)  # no query after a 429 that gave no Retry-After
 
 
 class ArxivNotAFeed(requests.RequestException):
     """arXiv answered 200 with something that is not an Atom feed (a maintenance page, nothing)."""
+
+
+class ArxivCutShort(requests.ConnectionError):
+    """The answer ended before its feed did: the connection dropped mid-answer, or the body
+    stopped short of `</feed>` (the package's parser recovers, and read such an answer as a
+    whole feed: the last paper was stored with part of its authors, for good). A
+    ConnectionError, which the package retries."""
 
 
 class ArxivTimeout(requests.Timeout):
@@ -293,6 +302,9 @@ class _TimeoutSession(requests.Session):
             problem = not_a_feed(response.content)
             if problem:
                 raise ArxivNotAFeed(problem, response=response)
+            if not _FEED_END.search(response.content[-4096:]):
+                raise ArxivCutShort(f"the answer was cut short ({len(response.content):,} "
+                                    "bytes, no closing </feed>)", response=response)
         elif 400 <= response.status_code < 500 or response.headers.get("Retry-After"):
             raise ArxivHTTPStatus(response.status_code, response.headers.get("Retry-After"),
                                   error_explanation(response.content))
@@ -318,6 +330,8 @@ class _TimeoutSession(requests.Session):
                 response.close()
             if deadline.passed() and not isinstance(e, ArxivTimeout):
                 raise ArxivTimeout(deadline.seconds) from None
+            if isinstance(e, requests.exceptions.ChunkedEncodingError):
+                raise ArxivCutShort("the connection dropped in the middle of the answer") from e
             raise
 
 
@@ -436,6 +450,8 @@ def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
 def describe_error(e: Exception) -> str:
     if isinstance(e, ArxivNotAFeed):
         return f"arXiv answered with something that is not a feed: {e}"
+    if isinstance(e, ArxivCutShort):
+        return f"arXiv's answer was incomplete: {e}; nothing of it was stored"
     if isinstance(e, ArxivHTTPStatus):
         return f"arXiv API answered HTTP {e.status}" + (f": {e.explanation}" if e.explanation
                                                          else "")
@@ -484,11 +500,15 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
             return await in_daemon_thread(gate.search, query, max_results, name="arxiv-request")
         except (arxiv.ArxivError, requests.RequestException) as e:
             reason = describe_error(e)
-            if isinstance(e, requests.ConnectionError):
+            if isinstance(e, requests.ConnectionError) and not isinstance(e, ArxivCutShort):
                 gate.down_until = time.monotonic() + UNREACHABLE_PAUSE
                 gate.down_at = datetime.now(UTC)
                 gate.down_reason = reason
             retry_after = retry_after_of(e, datetime.now(UTC))
+            if retry_after is None and isinstance(e, ArxivHTTPStatus) and e.status == 429:
+                # too many requests, and no word on when to come back: the run's other
+                # queries asked again, each, 3 s apart
+                retry_after = datetime.now(UTC) + RATE_LIMITED_PAUSE
             if retry_after is not None:
                 gate.wait_until, gate.wait_reason = retry_after, reason
             raise ArxivFetchError(reason, retry_after=retry_after) from e
@@ -498,10 +518,14 @@ async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> C
     """A query's results; for a person's author query, only the papers with that person among
     their authors, as in a batch (arXiv's `au:` search also matches other people)."""
     results = await gated_search(ctx.arxiv, spec.target, spec.max_items)
+    # arXiv lists every paper it ever had of a real category or author: nothing at all is a
+    # misspelt one (`cs.CVV`), which otherwise read "ok, 0 items" for ever
+    nothing = "" if results else (f"arXiv has no paper for {spec.target}: check its spelling "
+                                  "(a category as arXiv writes it, such as cs.CV)")
     if author_name(spec) is not None:
         results = attribute(results, [spec])[spec.name]
     items = [result_to_item(r, spec.name, spec.person) for r in results]
-    return Collected(items)
+    return Collected(items, warning=nothing)
 
 
 # --- the people's author queries, batched -------------------------------------------------------
