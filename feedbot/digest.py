@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -479,6 +479,7 @@ def build_digest(
         return Digest(stage, now, [], demo=demo, notes=notes, weights=_weights(cfg))
     sv = stage_vectors(store, embedder, roadmap)
     specs = source_specs(cfg, follows)
+    pool = _weightiest_sources(store, pool, {n: sp.weight for n, sp in specs.items()})
     fb = feedback(pool.X) if feedback is not None else None
     liked = getattr(feedback, "liked", None)
     scored = rank(pool.X, pool.cands, sv, stage.id, cfg.ranking, limit=limit,
@@ -491,6 +492,27 @@ def build_digest(
         entries.append(_entry(main, also, sc, label, pool, pool.cands.sources[sc.index]))
     return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids),
                   weights=_weights(cfg))
+
+
+def _weightiest_sources(store: Store, pool: Pool, weights: Mapping[str, float]) -> Pool:
+    """`pool` with each item's source the followed one of the highest weight among those
+    that brought it (not the posts that shared it). A paper went to the source that found it
+    first: a followed person's paper that a category query had stored a minute before lost
+    the person's weight (and counted towards the category's cap), as did every paper of a
+    weighted query that a plain category also lists."""
+    if all(w == 1.0 for w in weights.values()):
+        return pool  # every source weighs the same: which one does not matter
+    found = store.own_sources(pool.ids)
+    if not found:
+        return pool
+    f = pool.follows
+    sources = list(pool.cands.sources)
+    for n, iid in enumerate(pool.ids):
+        names = [f.renamed.get(x, x) for x in found.get(iid, ()) if x not in f.hidden]
+        best = max(names, key=lambda x: weights.get(x, 1.0), default=None)
+        if best is not None and weights.get(best, 1.0) > weights.get(sources[n], 1.0):
+            sources[n] = best
+    return replace(pool, cands=replace(pool.cands, sources=sources))
 
 
 def digest_window(cfg: Config, since: timedelta | None = None) -> timedelta:
@@ -555,7 +577,9 @@ def _entry(s: StoredItem, also: list[StoredItem], sc: Scored, label: Callable[[s
     shared it is named by that post's source (`ranked_as`, its source in the ranking)."""
     it = s.item
     hidden = pool.follows.hidden
-    main = _own_source(s, pool.follows) or ranked_as
+    own = [pool.follows.name(n) for n in s.sources if n not in hidden]
+    # ranked as one of its own sources (the weightiest: `_weightiest_sources`), named so
+    main = ranked_as if ranked_as in own else (own[0] if own else ranked_as)
     names = [main, *(n for x in [s, *also] for n in x.sources if n not in hidden)]
     shared = list(dict.fromkeys(p for x in [s, *also] for p in pool.sharers.get(x.id, ())))
     return DigestEntry(

@@ -924,6 +924,18 @@ class Store:
                              hashes, X, np.flatnonzero(~have).tolist(), heads,
                              [tuple(json.loads(x)) if x else () for x in links])
 
+    def own_sources(self, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The sources that brought each item themselves (not by a post sharing it), for the
+        items that more than one brought: item id → their names."""
+        out: dict[str, list[str]] = {}
+        for chunk in _chunks(list(item_ids), 900):
+            q = ",".join("?" * len(chunk))
+            for iid, names in self.db.execute(
+                    f"SELECT item_id, json_group_array(source) FROM item_sources WHERE via = '' "
+                    f"AND item_id IN ({q}) GROUP BY item_id HAVING count(*) > 1", chunk):
+                out[iid] = json.loads(names)
+        return out
+
     def get_item(self, ref: str) -> StoredItem | None:
         """Find an item by public id, arXiv id or any URL that canonicalises to its URL.
 

@@ -4,6 +4,7 @@ the per-source cap and the score parts behind `--explain`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -347,6 +348,25 @@ def test_a_renamed_source_keeps_its_items_under_the_new_name(fake_emb: Any) -> N
     other = SOURCES.replace("vision.example.org/feed.xml", "elsewhere.example.org/feed.xml")
     digest_with(config(moved), store, fake_emb)
     assert [e.id for e in digest_with(config(other), store, fake_emb).items] == [notes.id]
+
+
+def test_an_item_two_sources_brought_counts_under_the_weightier(fake_emb: Any) -> None:
+    """A paper went to the source that stored it first: a followed person's paper that the
+    category query had found a minute before lost the person's weight, and counted towards
+    the category's cap."""
+    text = SOURCES + ("  - name: Tutorials\n    query: 'cat:cs.CV AND ti:segmentation'\n"
+                      "    weight: 3\n")
+    store = Store(":memory:")
+    mine = paper(1)
+    store.upsert_items([mine, *(paper(n, f"Convolutional pooling study {n}") for n in (2, 3))],
+                       NOW)
+    store.upsert_items([replace(mine, source="Tutorials")], NOW + timedelta(minutes=1))
+    d = digest_with(config(text), store, fake_emb)
+    entry = next(e for e in d.items if e.id == "arxiv:2611.00001")
+    assert entry.source == "arXiv Tutorials" and entry.parts["source"] > 0
+    # with every weight the same, the first source stays
+    even = digest_with(config(text.replace("weight: 3", "weight: 1")), store, fake_emb)
+    assert next(e for e in even.items if e.id == "arxiv:2611.00001").source == "arXiv cs.CV"
 
 
 def test_a_digest_whose_sources_were_all_unfollowed_says_so_rather_than_show_the_demo(
