@@ -375,8 +375,10 @@ class Person(_SourceOptions):
         if v is None:
             return v
         v = v.lstrip("@")
-        if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]+", v):
-            raise ValueError("a Bluesky handle looks like someone.bsky.social")
+        if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]+", v) and not re.fullmatch(
+                r"did:(?:plc:[a-z2-7]{24}|web:[A-Za-z0-9.-]+\.[A-Za-z]+)", v):
+            raise ValueError("a Bluesky handle looks like someone.bsky.social (or the "
+                             "account's did:plc:… id)")
         return v
 
     @field_validator("blog")

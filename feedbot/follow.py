@@ -64,6 +64,8 @@ USAGE = ('follow NAME [--x HANDLE] [--bluesky HANDLE] [--mastodon @USER@INSTANCE
          "a profile URL on x.com, bsky.app or a Mastodon server, an arxiv.org/list/CAT URL, "
          "any other URL (blog)")
 
+# A Bluesky account by its permanent id, as bsky.app links some profiles and posts.
+BLUESKY_DID = re.compile(r"did:(?:plc:[a-z2-7]{24}|web:[A-Za-z0-9.-]+\.[A-Za-z]+)")
 _MASTODON = re.compile(r"^@?[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]+$")
 _BLUESKY = re.compile(r"^@?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.bsky\.social$", re.IGNORECASE)
 _OPTIONS = {"--x": "x", "--bluesky": "bluesky", "--mastodon": "mastodon", "--arxiv": "arxiv",
@@ -215,14 +217,25 @@ def profile_url(url: str) -> tuple[str, str] | None:
                 or handle.lower() in _X_NOT_PROFILES:
             raise FollowError(f"{url} is not an X profile; give the handle, e.g. x:karpathy")
         return "x", handle
-    if host == "bsky.app" and len(segs) >= 2 and segs[0] == "profile" \
-            and re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]+", segs[1]):
+    if host == "bsky.app" and len(segs) >= 2 and segs[0] == "profile" and (
+            re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]+", segs[1])
+            or BLUESKY_DID.fullmatch(segs[1])):
+        if len(segs) >= 3 and segs[2] in ("feed", "lists"):
+            # a custom feed or list made by the account: following its maker's posts
+            # instead, silently, was not what was asked
+            raise FollowError(f"{url} is a Bluesky {'list' if segs[2] == 'lists' else 'feed'}, "
+                              "not an account; feedbot follows accounts: give "
+                              f"https://bsky.app/profile/{segs[1]} to follow its maker")
         return "bluesky", segs[1]
     if host in ("arxiv.org", "export.arxiv.org") and len(segs) >= 2 and segs[0] == "list" \
             and _ARXIV_CATEGORY.match(segs[1]):
         return "category", segs[1]
+    if segs and segs[0].lower().endswith(".rss") and len(segs) == 1:
+        segs = [segs[0][:-4]]  # https://host/@u.rss: the feed Mastodon gives an account
+    elif len(segs) == 2 and segs[1].isdigit():
+        segs = segs[:1]  # https://host/@u/113…: one of the account's posts
     if len(segs) == 1 and segs[0].startswith("@") and port is None \
-            and not segs[0].lower().endswith((".rss", ".atom", ".xml", ".json")) \
+            and not segs[0].lower().endswith((".atom", ".xml", ".json")) \
             and re.fullmatch(r"[a-z0-9.-]+\.[a-z]+", host) \
             and not any(host == h or host.endswith("." + h) for h in _NOT_FEDIVERSE):
         account = segs[0] if segs[0].count("@") == 2 else f"{segs[0]}@{host}"

@@ -684,6 +684,13 @@ def test_concurrent_edits_all_land(sources: Path) -> None:
     (["Ada", "--mastodon", "https://sigmoid.social/@ada"],
      FollowRequest(name="Ada", mastodon="@ada@sigmoid.social")),
     (["Ada", "--x", "https://x.com/ada_ex"], FollowRequest(name="Ada", x="ada_ex")),
+    # the feed Mastodon gives an account, and one of its posts: the account, whose posts
+    # fold into what they share (as a blog, none did)
+    (["https://sigmoid.social/@ada.rss"], FollowRequest(mastodon="@ada@sigmoid.social")),
+    (["https://sigmoid.social/@ada/113512345678901234"],
+     FollowRequest(mastodon="@ada@sigmoid.social")),
+    (["https://bsky.app/profile/did:plc:abcdefghijklmnopqrstuvwx/post/3kabc"],
+     FollowRequest(bluesky="did:plc:abcdefghijklmnopqrstuvwx")),
     (["https://arxiv.org/list/cs.LG/recent"], FollowRequest(category="cs.LG")),
     (["Stats", "https://arxiv.org/list/stat.ML/new"],
      FollowRequest(name="Stats", category="stat.ML")),
@@ -701,6 +708,10 @@ def test_profile_urls_follow_the_account(args: list[str], expected: FollowReques
     (["Ada", "--x", "https://bsky.app/profile/ada.bsky.social"], "not a profile URL on X"),
     (["Ada", "x:ada", "https://arxiv.org/list/cs.LG/recent"], "followed on its own"),
     (["--category", "not a category"], "not an arXiv category"),
+    # a custom feed or list followed its maker's posts instead, silently
+    (["https://bsky.app/profile/ada.bsky.social/feed/ml-papers"], "a Bluesky feed, not an "
+     "account"),
+    (["https://bsky.app/profile/ada.bsky.social/lists/3kxyz"], "a Bluesky list, not an account"),
 ])
 def test_profile_url_refusals(args: list[str], message: str) -> None:
     with pytest.raises(FollowError, match=message):
@@ -763,7 +774,9 @@ def test_a_new_category_matches_the_flow_style_of_the_others(tmp_path: Path) -> 
 def test_following_a_persons_mastodon_feed_as_a_blog_is_refused(sources: Path) -> None:
     follow(sources, parse_follow_args(["Ada", "@ada@sigmoid.social"]))
     before = sources.read_bytes()
-    with pytest.raises(FollowError, match=r"already following .* \(as 'Ada' on Mastodon\)"):
+    # the account's feed URL is the account: followed already, nothing to change
+    with pytest.raises(FollowError, match=r"already following Ada on Mastodon "
+                                          r"\(@ada@sigmoid.social\); nothing to change"):
         follow(sources, parse_follow_args(["--no-check", "https://sigmoid.social/@ada.rss"]))
     assert sources.read_bytes() == before
 

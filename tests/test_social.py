@@ -311,3 +311,27 @@ def test_local_routes_cover_every_feed_source(server: LocalServer) -> None:
         if spec.kind == "feed":
             assert urlsplit(spec.target).path in server.routes, spec.target
     assert isinstance(server.routes["/feed.xml"], Route)
+
+
+@pytest.mark.parametrize(("target", "kind"), [
+    ("https://sigmoid.social/@ada.rss", "social"),
+    ("https://bsky.app/profile/ada.bsky.social/rss", "social"),
+    ("https://bsky.app/profile/did:plc:abcdefghijklmnopqrstuvwx/rss", "social"),
+    ("https://example.org/feed.xml", "post"),
+    ("https://example.org/@ada/feed.xml", "post"),
+])
+def test_an_accounts_feed_followed_as_a_blog_is_still_posts_that_share(target: str,
+                                                                         kind: str) -> None:
+    """Taken in from an OPML file that `export-opml` wrote, or pasted as a blog, a Bluesky or
+    Mastodon account's feed was a blog: its posts never folded into what they linked to."""
+    from feedbot.collectors.feeds import feed_kind
+    from feedbot.config import SourceSpec
+
+    assert feed_kind(SourceSpec("Ada's posts", "feed", target, "Ada's posts")) == kind
+
+
+def test_a_bluesky_account_may_be_given_by_its_did() -> None:
+    cfg = load_config("sources.yaml", text="people:\n  - name: Ada\n"
+                                           "    bluesky: did:plc:abcdefghijklmnopqrstuvwx\n")
+    [spec] = cfg.sources()
+    assert spec.target == "https://bsky.app/profile/did:plc:abcdefghijklmnopqrstuvwx/rss"

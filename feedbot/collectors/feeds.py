@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import feedparser
 
@@ -514,8 +514,22 @@ def _iso(value: Any) -> datetime | None:
     return _as_utc(dt)
 
 
+_SOCIAL_FEED = re.compile(r"/profile/[^/]+/rss/?|/@[A-Za-z0-9_.]+\.rss")
+
+
 def feed_kind(spec: SourceSpec) -> str:
-    return "social" if spec.name.endswith(("/bluesky", "/mastodon")) else "post"
+    """'social' for the posts of a Bluesky or Mastodon account (they share links: a post
+    folds into what it links to), by the person's place or by the feed's URL: the same
+    feed followed as a blog (pasted as Mastodon gives it, `https://host/@u.rss`, or taken in
+    from an OPML file that `export-opml` wrote) was a blog, and no post of it was a share."""
+    if spec.name.endswith(("/bluesky", "/mastodon")):
+        return "social"
+    parts = urlsplit(spec.target)
+    path = parts.path
+    if (parts.hostname == "bsky.app" and path.startswith("/profile/")) or \
+            path.startswith("/@"):
+        return "social" if _SOCIAL_FEED.fullmatch(path) else "post"
+    return "post"
 
 
 async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
