@@ -810,6 +810,11 @@ def doctor(app: App) -> None:
         cfg = app.config
         n = len(cfg.sources())
         click.echo(f"stage: {cfg.learner.stage}; {n} source{'s' if n != 1 else ''}")
+        if xs := sum(s.kind == "x" for s in cfg.sources()):
+            token = bool(os.environ.get("X_BEARER_TOKEN", "").strip())
+            click.echo(f"X: {xs} account{'s' if xs != 1 else ''} followed; X_BEARER_TOKEN "
+                       + ("is set (`feedbot sources` shows whether X takes it)" if token else
+                          "is not set: they are off"))
     except ConfigError as e:
         click.echo(f"configuration problem: {e}")
         problems += 1

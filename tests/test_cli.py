@@ -927,6 +927,19 @@ def test_digest_into_a_full_disk_or_a_closed_stdout(sources: Path, use_fake_embe
         assert done.value.code == 0 and err == ""
 
 
+def test_doctor_says_whether_x_can_be_read(feedbot_env: Path, use_fake_embedder: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """X people followed and no token: `doctor` said nothing about X, exit 0."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(
+        MINIMAL + "people:\n  - {name: Ada, x: ada_ex}\n  - {name: Bo, x: bo_ex}\n")
+    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
+    out = invoke("doctor").stdout
+    assert "X: 2 accounts followed; X_BEARER_TOKEN is not set: they are off" in out
+    monkeypatch.setenv("X_BEARER_TOKEN", "secret-token-value")
+    out = invoke("doctor").stdout
+    assert "X_BEARER_TOKEN is set" in out and "secret-token-value" not in out
+
+
 def test_doctor_reports_disk_use(feedbot_env: Path, use_fake_embedder: Any) -> None:
     """What feedbot keeps: the database and every ONNX export (113 MB each for the packaged
     model), the current one, older ones of the same model and those of other models."""
