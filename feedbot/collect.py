@@ -513,8 +513,7 @@ async def _collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
     if due_only and not is_due(state, spec.interval, ctx.now):
         return SourceReport(spec.name, spec.label, "skipped")
     if began is not None and _attempted(state) != began:
-        return SourceReport(spec.name, spec.label, "skipped",
-                            error="collected meanwhile by another feedbot process")
+        return SourceReport(spec.name, spec.label, "skipped", error=_meanwhile(state))
     collector = table.get(spec.kind)
     if collector is None:
         return SourceReport(spec.name, spec.label, "disabled",
@@ -541,7 +540,7 @@ async def _collect_one(ctx: Context, store: Store | None, spec: SourceSpec,
                     return _unrecorded(spec, trouble)
                 if _attempted(after) != _attempted(state):
                     return SourceReport(spec.name, spec.label, "skipped",
-                                        error="collected meanwhile by another feedbot process")
+                                        error=_meanwhile(after))
                 state = after
             if deferred is not None:
                 deferred.load(cached)
@@ -610,6 +609,15 @@ async def _alone(lock: Path | None, patience: float, writes: Sequence[asyncio.Fu
             await on_wait()
             on_wait = None
         await asyncio.sleep(LOCK_POLL)
+
+
+def _meanwhile(state: SourceState) -> str:
+    """Why a source another process recorded an outcome for meanwhile is skipped: "collected
+    meanwhile" was said of one whose every fetch had failed there, and the digest then
+    showed the demo items as if all was well."""
+    if state.failures:  # its last outcome was a failure (a success sets failures to 0)
+        return f"tried meanwhile by another feedbot process, which got: {state.last_error}"
+    return "collected meanwhile by another feedbot process"
 
 
 Attempt = tuple[datetime | None, datetime | None, int]

@@ -72,7 +72,7 @@ from .embed import Embedder
 from .http import make_client, shown_url
 from .pipeline import embed_pending, make_digest, source_health
 from .prune import PruneReport
-from .redact import install_url_redaction
+from .redact import install_url_redaction, mask_userinfo
 from .roadmap import Roadmap
 from .scheduler import (
     FRESH_LEAD,
@@ -105,6 +105,8 @@ PRUNED_AT = "prune.last"  # meta: when `feedbot run` last pruned (ISO time)
 PRUNE_OVERDUE = timedelta(days=2)
 PRUNE_SOON = timedelta(minutes=10)
 CATCH_UP = 150.0  # seconds a late digest waits for the overdue sources' collection
+# a source another process collected this lately, after its job was armed, is not fetched again
+ELSEWHERE_RECENT = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,8 @@ class Runner:
         self._sites: dict[str, asyncio.Semaphore] = {}
         self._fetching = asyncio.Semaphore(fetch_concurrency())
         self._never_collected: set[str] = set()  # scheduled from an empty state: renamed?
+        # each source's last attempt when its job was armed: a later one is another process's
+        self._armed_after: dict[str, datetime | None] = {}
         self._chats: dict[int, _ChatState] = {}
         # One reload of sources.yaml at a time: the watcher's (a hand edit) and feedbot's own
         # after an edit (/stage, /follow). Interleaved, a hand edit loaded just before a
@@ -455,6 +459,7 @@ class Runner:
             self._never_collected.add(spec.name)
         else:
             self._never_collected.discard(spec.name)
+        self._armed_after[spec.name] = state.last_attempt
         when = next_collect_time(state, spec.interval, self.now(), earliest=earliest)
         self.jobs.at(f"collect:{spec.name}", when, self.collect_source, spec.name)
         return when
@@ -471,6 +476,8 @@ class Runner:
                 return
             now = self.now()
             if spec.name in self._never_collected and await self._waits_as_renamed(spec, now):
+                return
+            if await self._collected_elsewhere(spec, now):
                 return
             ran = True
             site = feed_host(spec.target) if spec.kind == "feed" else spec.kind
@@ -489,6 +496,25 @@ class Runner:
             finally:
                 if self._spec(name) is not None and self._started:
                     await self._rearm(name, now, ran)
+
+    async def _collected_elsewhere(self, spec: SourceSpec, now: datetime) -> bool:
+        """Another feedbot process (`feedbot digest`, `feedbot collect`) collected the source
+        moments ago, after this job was armed: it is re-armed from that outcome, not fetched
+        again. The morning digest typed beside a starting `feedbot run` made every source be
+        fetched twice within a minute (X's quota, arXiv's patience). True when put off."""
+        armed_after = self._armed_after.get(spec.name)
+        try:
+            state = await self.in_collection(Store.source_state, spec.name)
+        except (sqlite3.Error, StoreError):  # collected now, as before
+            return False
+        last = state.last_attempt
+        if last is None or (armed_after is not None and last <= armed_after) \
+                or now - last > ELSEWHERE_RECENT or is_due(state, spec.interval, now):
+            return False
+        when = self.schedule_collect(spec, state=state)
+        log.info("%s was collected by another feedbot process at %s; next collection %s",
+                 spec.name, last.isoformat(timespec="seconds"), when.isoformat(timespec="seconds"))
+        return True
 
     async def _waits_as_renamed(self, spec: SourceSpec, now: datetime) -> bool:
         """A source scheduled as never collected may be an old one renamed in sources.yaml
@@ -980,11 +1006,11 @@ class Runner:
             req = parse_follow_args(args)
             text = await asyncio.to_thread(follow, self.sources, req, True)
         except NothingToChange as e:
-            return f"Already so: {e}"
+            return mask_userinfo(f"Already so: {e}")
         except (ConfigError, ValueError) as e:
-            return f"Not followed: {e}"
+            return mask_userinfo(f"Not followed: {e}")
         await self.reload_now()
-        return str(text)
+        return mask_userinfo(str(text))  # a blog's URL may hold its password
 
     async def unfollow(self, name: str) -> str:
         try:
@@ -994,9 +1020,9 @@ class Runner:
         try:
             text = await asyncio.to_thread(unfollow, self.sources, name)
         except (ConfigError, ValueError) as e:
-            return f"Not unfollowed: {e}"
+            return mask_userinfo(f"Not unfollowed: {e}")
         await self.reload_now()
-        return str(text)
+        return mask_userinfo(str(text))  # a blog's URL may hold its password
 
     # --- sources.yaml while running --------------------------------------------------------------
 
@@ -1024,6 +1050,9 @@ class Runner:
             settings = await asyncio.to_thread(load_settings, self.sources)
             self.watcher.accept()
             self.apply(settings)
+        if self._config_broken:  # mended by that edit (`/stage set` over a bad stage id):
+            self._config_broken = False  # said now, not at some later edit
+            await self.notify(config_ok())
 
     def apply(self, settings: Settings) -> None:
         """Switch to new settings: collect jobs follow the sources, the digest its time."""
@@ -1034,7 +1063,13 @@ class Runner:
             self.jobs.cancel(f"collect:{name}")
         changed = [s for n, s in after.items() if before.get(n) != s]
         for spec in changed:
-            self.schedule_collect(spec)
+            was = before.get(spec.name)
+            if was is not None and (was.kind, was.target) != (spec.kind, spec.target):
+                # a new URL (a typo mended): soon, not when the old one's back-off ends; its
+                # collection records the new target, which starts its state afresh
+                self.schedule_collect(spec, state=SourceState(spec.name))
+            else:
+                self.schedule_collect(spec)
         o, n = old.config.learner, settings.config.learner
         if (o.digest_time, o.timezone) != (n.digest_time, n.timezone):
             self.schedule_prune()

@@ -1160,8 +1160,8 @@ class Store:
                         (kind, target, *moved, json.dumps(list(want))))
                 self._ensure_state(name)
                 self.db.execute("UPDATE source_state SET kind = ?, target = ?"
-                                + (f", {_NO_VALIDATORS}" if moved else "") + " WHERE name = ?",
-                                (kind, target, name))
+                                + (f", {_NO_VALIDATORS}, {_NEW_TARGET}" if moved else "")
+                                + " WHERE name = ?", (kind, target, name))
                 if before is None and target:  # a new name: perhaps an old source renamed
                     self._adopt_state(name, kind, target, list(want))
         return True
@@ -1553,6 +1553,9 @@ _PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before
 # what belongs to one target: its validators, and what its last fetch said ("moved
 # permanently": the user has just updated the URL, as it asked)
 _NO_VALIDATORS = "etag = '', last_modified = '', cursor = '', notice = ''"
+# A configured source given a new target (a mistyped URL mended) is due at once: the old
+# target's failures and Retry-After held the mended one back for hours.
+_NEW_TARGET = "failures = 0, retry_after = NULL, last_attempt = NULL"
 # A source's state as a renamed source takes it along (`Store._adopt_state`)
 _STATE = ("etag, last_modified, cursor, last_attempt, last_success, last_error, "
           "last_error_at, failures, retry_after, notice")

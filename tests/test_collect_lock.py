@@ -90,6 +90,34 @@ def test_a_source_another_process_collected_meanwhile_is_not_fetched_again(
     store.close()
 
 
+def test_a_source_another_process_failed_meanwhile_says_it_failed(
+        server: LocalServer, tmp_path: Path) -> None:
+    """"collected meanwhile" was said of a source whose fetch had failed in the other
+    process: the digest then went on as if all was well."""
+    url = server.add("/f", status=500, body=b"down", content_type="text/plain")
+    cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
+    store = Store(db_path)
+    others: list[Any] = []
+
+    def other_collection() -> Any:
+        with Store(db_path) as other:
+            return collect(cfg, other, now=NOW + timedelta(seconds=1))  # type: ignore[arg-type]
+
+    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
+        if fn is not collect_mod._begin or others:
+            return fn(store, *args)
+        result = fn(store, *args)
+        others.append(in_another_process(other_collection))
+        return result
+
+    (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
+    (theirs,) = others[0]
+    assert theirs.status == "error"
+    assert report.line() == ("f: skipped: tried meanwhile by another feedbot process, which "
+                             f"got: {theirs.error}")
+    store.close()
+
+
 # --- 2. arXiv's turn held by a process that does not go on ------------------------------------
 
 _STOPPED_HOLDER = """
@@ -270,8 +298,8 @@ def test_people_another_process_holds_are_left_out_of_the_batch(
     assert all(reports[f"{p}/arxiv"].status == "ok" for p, n in PEOPLE.items() if n in others)
     if recorded:
         assert asked[1:] == []
-        assert reports[held_name].line() == (
-            "Lin Sample/arxiv: skipped: collected meanwhile by another feedbot process")
+        assert reports[held_name].line() == ("Lin Sample/arxiv: skipped: tried meanwhile by "
+                                             "another feedbot process, which got: HTTP 503")
     else:
         assert asked[1:] == ['au:"Lin Sample"']
         assert reports[held_name].status == "ok"
@@ -325,8 +353,8 @@ def test_a_source_another_process_holds_is_waited_for_without_a_fetch_slot(
     assert saw_free == [True], "the held source kept the only slot while it waited"
     assert (reports["free"].status, reports["free"].new) == ("ok", 3)
     if recorded:
-        assert reports["held"].line() == (
-            "held: skipped: collected meanwhile by another feedbot process")
+        assert reports["held"].line() == ("held: skipped: tried meanwhile by another feedbot "
+                                          "process, which got: HTTP 503")
         assert server.hits("/held") == []
     else:
         assert (reports["held"].status, reports["held"].new) == ("ok", 3)

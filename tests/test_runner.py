@@ -1360,3 +1360,84 @@ async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop
     assert "nginx" not in caplog.text and "Traceback" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "feedbot is running" not in caplog.text
+
+
+async def test_a_mended_feed_url_is_collected_soon_not_when_the_old_ones_back_off_ends(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """A blog URL with a typo failed four times; mended in sources.yaml under `feedbot run`,
+    the new URL was not asked for until the old one's back-off (or Retry-After) ended, and
+    `feedbot sources` showed the old error meanwhile."""
+    bad = server.add("/typo.xml", status=404, content_type="text/html", body=b"<p>no</p>",
+                     headers={"Retry-After": "7200"})
+    good = server.add("/feed.xml", body=atom_feed(feed_entries(2)))
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Blog", bad),))
+    clock = Clock(SLOT)
+    async with running(path, feedbot_env, clock) as runner:
+        for _ in range(4):
+            await runner.collect_source("Blog")
+        assert runner.jobs.next_run("collect:Blog") >= clock() + timedelta(hours=1)
+        touch(path, path.read_text().replace(bad, good))
+        await runner.check_sources()
+        await runner.check_sources()
+        assert runner.jobs.next_run("collect:Blog") <= clock() + timedelta(minutes=5)
+        await runner.collect_source("Blog")  # as the job does then
+        assert len(server.hits("/feed.xml")) == 1
+        with Store.open(feedbot_env) as store:
+            state = store.source_state("Blog")
+            assert (state.failures, state.retry_after, state.items) == (0, None, 2)
+
+
+async def test_a_source_another_process_just_collected_is_not_fetched_again(
+        server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """`feedbot digest` typed as `feedbot run` starts collects every due source; the run then
+    fetched each again within the minute."""
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(2)))
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Blog", url),))
+    clock = Clock(SLOT)
+    async with running(path, feedbot_env, clock) as runner:
+        await runner.collect_source("Blog")
+        assert len(server.hits("/feed.xml")) == 1
+        clock.advance(hours=6)  # due again; another process collects it first
+        with Store.open(feedbot_env) as store:
+            store.record_success("Blog", clock())
+        clock.advance(seconds=40)
+        await runner.collect_source("Blog")
+        assert len(server.hits("/feed.xml")) == 1
+        assert runner.jobs.next_run("collect:Blog") >= clock() + timedelta(hours=5)
+        clock.advance(hours=6)  # its own next collection fetches, as before
+        await runner.collect_source("Blog")
+        assert len(server.hits("/feed.xml")) == 2
+
+
+async def test_a_file_mended_by_feedbots_own_edit_says_it_is_valid_again(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """A hand edit broke the stage id (⚠️ sent); `/stage set nlp` wrote a good one and loaded
+    it, but no ✅ came, until some later, unrelated edit."""
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Blog", "http://127.0.0.1:9/a"),))
+    good = path.read_text()
+    clock = Clock(SLOT - timedelta(hours=3))
+    async with running(sources=path, home=feedbot_env, clock=clock, api=api) as runner:
+        await runner.check_sources()
+        touch(path, good.replace("stage: ", "stage: nlpp  # was ", 1))
+        await runner.check_sources()
+        await runner.check_sources()
+        assert "sources.yaml has a problem" in api.sent(CHAT)[-1]["text"]
+        touch(path, good)  # what `/stage set` writes, then loads at once
+        await runner.reload_now()
+        assert "valid again" in api.sent(CHAT)[-1]["text"]
+        await runner.check_sources()
+        await runner.check_sources()
+        assert sum("valid again" in m["text"] for m in api.sent(CHAT)) == 1
+
+
+async def test_follow_from_telegram_never_shows_a_blogs_password(
+        tmp_path: Path, feedbot_env: Path) -> None:
+    path = write_sources(tmp_path / "sources.yaml")
+    url = "https://bob:hunter2@bob.example.org/feed.xml"
+    async with running(path, feedbot_env, Clock(SLOT)) as runner:
+        answers = [await runner.follow(["Bob", "--blog", url, "--no-check"]),
+                   await runner.follow(["Bob", "--blog", url, "--no-check"]),
+                   await runner.follow(["Bo", "--blog", url, "--no-check"]),
+                   await runner.unfollow("Bob/blog")]
+    assert all("hunter2" not in a for a in answers), answers
+    assert any("bob:***@" in a for a in answers), answers
