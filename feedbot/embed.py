@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import ConfigError
 from .items import content_hash
+from .text import shorten
 
 if TYPE_CHECKING:
     from .backends import Encoder
@@ -290,6 +291,17 @@ class Embedder:
             except BackendUnavailable as e:  # a backend asked for by name (auto falls back)
                 raise EmbedSettingError(f"{self._backend_setting}: {e}; use auto or fp32") \
                     from None
+            except Exception as e:  # noqa: BLE001 - safetensors' own error is a bare Exception
+                # files there but damaged or part missing (the weights, 1_Pooling/, a file cut
+                # short): a traceback from deep in transformers, and `search` said "search
+                # again for more", which could not help
+                if isinstance(e, ImportError | MemoryError):  # not the model's files
+                    raise
+                log.debug("loading %s failed", self.model_ref, exc_info=True)
+                raise EmbedSettingError(
+                    f"{self._model_setting}: the model at {self.model_ref} cannot be loaded "
+                    f"({type(e).__name__}: {shorten(str(e), 200)}); install it again, or "
+                    "choose another") from None
         return self._encoder
 
     def _export_suffices(self) -> bool:
@@ -337,6 +349,9 @@ class Embedder:
         return self._light
 
 
+EMBED_CHUNK = 1000  # texts embedded, then stored, at a time by `embed_cached`
+
+
 def embed_cached(store: Store, embedder: Embedder, texts: Sequence[str],
                  hashes: Sequence[str] | None = None) -> np.ndarray:
     """Vectors for `texts` (rows in order), embedding only those not yet cached. A cached
@@ -352,19 +367,26 @@ def embed_cached(store: Store, embedder: Embedder, texts: Sequence[str],
         for k in damaged:
             del cached[k]
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
-    if missing:
+    # In chunks, each stored once embedded: a backlog of 20,000 items (a new model, a first
+    # collection) was embedded whole before anything was stored, so a Ctrl-C or a stop after
+    # minutes kept nothing, and its texts were tokenised at once (1.3 GB at 20,000).
+    keys = list(missing)
+    for start in range(0, len(keys), EMBED_CHUNK):
+        chunk = keys[start:start + EMBED_CHUNK]
         # At the precision the store keeps (float16), so a fresh vector and the same vector
         # read back from the cache rank identically.
-        vecs = embedder.embed(list(missing.values())).astype(np.float16).astype(np.float32)
+        vecs = embedder.embed([missing[h] for h in chunk]).astype(np.float16).astype(np.float32)
         if embedder.model_id != model_id:  # the model's files changed before it was loaded
             return embed_cached(store, embedder, texts, hashes)
-        fresh = dict(zip(missing.keys(), vecs, strict=True))
         if cached and len(vecs) and next(iter(cached.values())).shape != vecs[0].shape:
             log.warning("%d cached vector(s) had another dimension; embedding them again",
                         len(cached))
             return _embed_all(store, embedder, texts, hashes, model_id)
+        fresh = dict(zip(chunk, vecs, strict=True))
         store.put_vectors(model_id, fresh)
         cached.update(fresh)
+        if len(keys) > EMBED_CHUNK:
+            log.info("embedded %d of %d", start + len(chunk), len(keys))
     if not hashes:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([cached[h] for h in hashes]).astype(np.float32, copy=False)

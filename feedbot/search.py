@@ -537,7 +537,12 @@ def _embedded(store: Store, embedder: Embedder, now: datetime, since: timedelta 
         return embed_pending(store, embedder, now, echo, since=now - (since or DEFAULT_SINCE),
                              limit=embeds) > 0
     except Exception as e:  # noqa: BLE001 - the model, the disk: words still find them
-        log.debug("could not embed the items without a vector: %s", e, exc_info=True)
+        from .embed import EmbedSettingError
+
+        if isinstance(e, EmbedSettingError):  # searching again cannot mend it: say why
+            log.warning("searching by words only: %s", e)
+        else:
+            log.debug("could not embed the items without a vector: %s", e, exc_info=True)
         return False
 
 

@@ -510,6 +510,35 @@ def test_a_directory_that_holds_no_model_is_a_setting_error(tmp_path: Path) -> N
         Embedder(model=str(tmp_path / "notes.txt"), backend="fp32").encoder  # noqa: B018
 
 
+def test_a_model_directory_with_damaged_files_is_a_setting_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights missing or cut short (or 1_Pooling/ gone): a traceback from deep in
+    transformers or safetensors, and `search` said "search again for more"."""
+    from feedbot import backends
+    from feedbot.embed import Embedder, EmbedSettingError
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "modules.json").write_text("[]")
+
+    class SafetensorError(Exception):  # safetensors' own error is a bare Exception
+        pass
+
+    def damaged(ref: str, backend: str, device: str) -> Any:
+        raise SafetensorError("Error while deserializing header: MetadataIncompleteBuffer")
+
+    monkeypatch.setattr(backends, "load_encoder", damaged)
+    with pytest.raises(EmbedSettingError, match=r"the model at .* cannot be loaded \("
+                                                r"SafetensorError: Error while deserializing"):
+        Embedder(model=str(tmp_path), backend="fp32").encoder  # noqa: B018
+
+    def no_torch(ref: str, backend: str, device: str) -> Any:
+        raise ModuleNotFoundError("No module named 'torch'")
+
+    monkeypatch.setattr(backends, "load_encoder", no_torch)  # not the model's: as it was
+    with pytest.raises(ModuleNotFoundError):
+        Embedder(model=str(tmp_path), backend="fp32").encoder  # noqa: B018
+
+
 def test_damaged_export_files_are_exported_again(model_ref: str, onnx_home: Path,
                                                  reference: np.ndarray) -> None:
     """An empty tokenizer.json or metadata file (a power cut after the rename), or a damaged
@@ -1093,3 +1122,34 @@ def test_a_missing_packaged_model_is_a_setting_error(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("FEEDBOT_MODEL", raising=False)
     with pytest.raises(embed.EmbedSettingError, match="the packaged model is missing"):
         embed.Embedder()
+
+
+def test_a_backlog_is_stored_as_it_is_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 items (a new model, a first collection) were embedded whole before any was
+    stored: a Ctrl-C or a stop after minutes kept nothing, and the next command began again."""
+    from feedbot import embed
+    from feedbot.store import Store
+
+    from .support import fake_embedder
+
+    monkeypatch.setattr(embed, "EMBED_CHUNK", 3)
+    store = Store(":memory:")
+    e = fake_embedder()
+    calls: list[int] = []
+    real = e.embed
+
+    def stopped_at_the_third(texts: list[str]) -> Any:
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(texts)
+
+    monkeypatch.setattr(e, "embed", stopped_at_the_third)
+    texts = [f"text {n}" for n in range(8)]
+    with pytest.raises(KeyboardInterrupt):
+        embed.embed_cached(store, e, texts)
+    assert calls == [3, 3, 2] and store.vector_count(e.model_id) == 6
+    calls.clear()
+    monkeypatch.setattr(e, "embed", real)
+    assert embed.embed_cached(store, e, texts).shape == (8, 64)
+    assert store.vector_count(e.model_id) == 8

@@ -263,6 +263,26 @@ def test_items_without_a_vector_are_embedded_first_or_matched_by_words(
     assert store.missing_vectors(fake_emb.model_id) == []
 
 
+def test_a_model_that_cannot_load_says_why_the_search_is_by_words(
+        fake_emb: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged model: the search said only "search again for more", which cannot help."""
+    from feedbot.embed import EmbedSettingError
+
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    store.upsert_items([post("Sparse mixture of experts", "Routing tokens.", slug="moe",
+                             days=200)], NOW)
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise EmbedSettingError("FEEDBOT_MODEL=/m: the model at /m cannot be loaded (OSError)")
+
+    monkeypatch.setattr("feedbot.pipeline.embed_cached", broken)
+    with caplog.at_level("WARNING", logger="feedbot.search"):
+        found = find(store, fake_emb, "sparse experts")
+    assert found.unembedded == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "searching by words only: FEEDBOT_MODEL=/m: the model at /m cannot be loaded (OSError)"]
+
+
 def test_empty_query_no_items_and_no_match_are_one_line_each(fake_emb: Any) -> None:
     empty = Store(":memory:")
     with pytest.raises(SearchError, match="search for what"):
