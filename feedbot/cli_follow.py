@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .cli import App, fail, main, pass_app
+from .redact import mask_userinfo
 
 # feedbot.follow (httpx, feedparser) is imported inside the commands: every other command
 # starts faster without it.
@@ -37,14 +38,14 @@ def _refusals() -> Iterator[None]:
     a request sources.yaml already answers says so and exits 0."""
     from .follow import CheckFailed, FollowError, NothingToChange
 
-    try:
+    try:  # the answers may name a blog's URL, and its password with it: masked
         yield
     except NothingToChange as e:
-        click.echo(str(e))
+        click.echo(mask_userinfo(str(e)))
     except CheckFailed as e:
-        fail(str(e), 1)
+        fail(mask_userinfo(str(e)), 1)
     except FollowError as e:
-        fail(str(e), 2)
+        fail(mask_userinfo(str(e)), 2)
 
 
 @main.command()
@@ -94,7 +95,7 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
         from .follow import follow as follow_request
         from .follow import parse_follow_args
 
-        click.echo(follow_request(app.sources_file, parse_follow_args(argv)))
+        click.echo(mask_userinfo(follow_request(app.sources_file, parse_follow_args(argv))))
 
 
 @main.command()
@@ -109,7 +110,7 @@ def unfollow(app: App, name: tuple[str, ...]) -> None:
     with _refusals():
         from .follow import unfollow as unfollow_name
 
-        click.echo(unfollow_name(app.sources_file, " ".join(name)))
+        click.echo(mask_userinfo(unfollow_name(app.sources_file, " ".join(name))))
 
 
 @main.command("import-opml")

@@ -16,6 +16,7 @@ from .config import Config, SourceSpec
 from .digest import Digest, build_digest, following
 from .embed import Embedder, embed_cached
 from .items import embed_text
+from .redact import mask_userinfo
 from .roadmap import Roadmap
 from .store import Store, same_target
 
@@ -111,7 +112,9 @@ def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, An
         waiting = due if due is not None and due > now and not off else None
         rows.append({
             "name": spec.name, "label": spec.label, "kind": spec.kind, "person": spec.person,
-            "place": _place(spec) if spec.person else spec.target, "weight": spec.weight,
+            # a feed's URL may hold its password (`https://user:pass@…`): never shown
+            "place": mask_userinfo(_place(spec) if spec.person else spec.target),
+            "weight": spec.weight,
             "health": health, "items": st.items, "last_success": _ago(st.last_success, now),
             "error": off or (st.last_error if st.failures else ""), "failures": st.failures,
             "waiting_until": waiting,

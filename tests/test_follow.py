@@ -526,6 +526,20 @@ def test_cli_follow_mastodon_shorthand_and_weight(sources: Path) -> None:
         ("@someone@mastodon.social", "@someone@mastodon.social", 0.5)
 
 
+def test_a_blogs_password_is_never_shown_by_follow_unfollow_or_sources(sources: Path) -> None:
+    """`feedbot sources` showed a person's blog as `https://bob:hunter2@…`, and the follow
+    answers echoed it, though a feed URL's password is never to be shown."""
+    url = "https://bob:hunter2@bob.example.org/feed.xml"
+    outs = [invoke(sources, "follow", "Bob", "--blog", url, "--no-check"),
+            invoke(sources, "follow", "Bob", "--blog", url, "--no-check"),  # already so
+            invoke(sources, "sources"),
+            invoke(sources, "follow", "Bo", "--blog", url, "--no-check"),  # refused
+            invoke(sources, "unfollow", "Bob/blog")]
+    assert [r.exit_code for r in outs] == [0, 0, 0, 2, 0], [r.output for r in outs]
+    assert all("hunter2" not in r.output for r in outs), [r.output for r in outs]
+    assert "bob:***@bob.example.org" in outs[2].output
+
+
 def test_cli_refusals_exit_2_and_unreachable_exits_1(sources: Path,
                                                      server: LocalServer) -> None:
     assert invoke(sources, "unfollow", "Nobody").exit_code == 2
