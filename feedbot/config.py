@@ -325,7 +325,10 @@ class ArxivQuery(_SourceOptions):
         if not re.fullmatch(r"[A-Za-z][A-Za-z-]*(\.[A-Za-z][A-Za-z-]*)?", v):
             raise ValueError(f"{v!r} is not one arXiv category such as cs.LG; for several, "
                              "give a query: 'cat:cs.LG OR cat:cs.CV'")
-        return v
+        # as arXiv writes it, as `feedbot follow --category` writes it: the archive in lower
+        # case, a two-letter subject class in upper case (`stat.ml` is stat.ML)
+        archive, dot, subject = v.partition(".")
+        return archive.lower() + dot + (subject.upper() if len(subject) == 2 else subject.lower())
 
     @property
     def search_query(self) -> str:

@@ -623,3 +623,12 @@ def test_an_arxiv_category_is_one_category(category: str, tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, f"arxiv:\n  - name: a\n    category: {category}\n"))
     assert e.value.key == "arxiv[0].category" and "'cat:cs.LG OR cat:cs.CV'" in e.value.message
+
+
+@pytest.mark.parametrize(("written", "query"), [("stat.ml", "cat:stat.ML"), ("CS.lg", "cat:cs.LG"),
+                                                ("cond-mat.Mes-Hall", "cat:cond-mat.mes-hall"),
+                                                ("hep-th", "cat:hep-th")])
+def test_an_arxiv_category_is_written_as_arxiv_writes_it(written: str, query: str) -> None:
+    """`category: stat.ml` asked arXiv for `cat:stat.ml`, which finds nothing."""
+    cfg = load_config("sources.yaml", text=f"arxiv:\n  - {{name: a, category: {written}}}\n")
+    assert cfg.sources()[0].target == query
