@@ -64,7 +64,27 @@ def test_a_source_another_process_collected_meanwhile_is_not_fetched_again(
     - after this run began, before it read the state (a plain `feedbot collect` fetches every
       source, due or not): the outcomes read when the run began tell."""
     url = server.add("/f", body=atom_feed(_entries("f")), content_type="application/atom+xml")
-    cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
+    report, theirs = collected_beside_another(url, tmp_path / "db.sqlite", before_the_read)
+    assert (theirs.status, theirs.new) == ("ok", 3)
+    assert len(server.hits("/f")) == 1, "fetched twice"
+    assert report.line() == "f: skipped: collected meanwhile by another feedbot process"
+
+
+def test_a_source_another_process_failed_meanwhile_says_it_failed(
+        server: LocalServer, tmp_path: Path) -> None:
+    """"collected meanwhile" was said of a source whose fetch had failed in the other
+    process: the digest then went on as if all was well."""
+    url = server.add("/f", status=500, body=b"down", content_type="text/plain")
+    report, theirs = collected_beside_another(url, tmp_path / "db.sqlite", False)
+    assert theirs.status == "error"
+    assert report.line() == ("f: skipped: tried meanwhile by another feedbot process, which "
+                             f"got: {theirs.error}")
+
+
+def collected_beside_another(url: str, db_path: Path, before_the_read: bool) -> tuple[Any, Any]:
+    """(this run's report of feed "f" at `url`, the other process's), another process having
+    collected it whole before this run read its state (`before_the_read`) or just after."""
+    cfg = feeds_config({"f": url})
     store = Store(db_path)
     others: list[Any] = []
 
@@ -82,40 +102,12 @@ def test_a_source_another_process_collected_meanwhile_is_not_fetched_again(
             others.append(in_another_process(other_collection))
         return result
 
-    (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
+    try:
+        (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
+    finally:
+        store.close()
     (theirs,) = others[0]
-    assert (theirs.status, theirs.new) == ("ok", 3)
-    assert len(server.hits("/f")) == 1, "fetched twice"
-    assert report.line() == "f: skipped: collected meanwhile by another feedbot process"
-    store.close()
-
-
-def test_a_source_another_process_failed_meanwhile_says_it_failed(
-        server: LocalServer, tmp_path: Path) -> None:
-    """"collected meanwhile" was said of a source whose fetch had failed in the other
-    process: the digest then went on as if all was well."""
-    url = server.add("/f", status=500, body=b"down", content_type="text/plain")
-    cfg, db_path = feeds_config({"f": url}), tmp_path / "db.sqlite"
-    store = Store(db_path)
-    others: list[Any] = []
-
-    def other_collection() -> Any:
-        with Store(db_path) as other:
-            return collect(cfg, other, now=NOW + timedelta(seconds=1))  # type: ignore[arg-type]
-
-    async def db(fn: Callable[..., Any], /, *args: Any) -> Any:
-        if fn is not collect_mod._begin or others:
-            return fn(store, *args)
-        result = fn(store, *args)
-        others.append(in_another_process(other_collection))
-        return result
-
-    (report,) = asyncio.run(collect_async(cfg, None, now=NOW, db=db))  # type: ignore[arg-type]
-    (theirs,) = others[0]
-    assert theirs.status == "error"
-    assert report.line() == ("f: skipped: tried meanwhile by another feedbot process, which "
-                             f"got: {theirs.error}")
-    store.close()
+    return report, theirs
 
 
 # --- 2. arXiv's turn held by a process that does not go on ------------------------------------
