@@ -500,16 +500,21 @@ def print_digest(d: Digest, fmt: str, explain: bool = False) -> None:
               help="How many results at most.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]),
               default="text", show_default=True)
-@click.option("--source", metavar="NAME", help="Only items from this source (or person).")
+@click.option("--source", "sources", metavar="NAME", multiple=True,
+              help="Only items from this source (or person); one.")
 @pass_app
 def search(app: App, query: tuple[str, ...], since: str, limit: int, fmt: str,
-           source: str | None) -> None:
+           sources: tuple[str, ...]) -> None:
     """Find what feedbot collected, by meaning and by words: QUERY may be a few words
     ("sparse attention", an author's name, "LoRA"), an arXiv id, an item id or a link.
     Results carry ids for `feedbot feedback ID up|down|later`. Collects nothing."""
     from .search import SearchError
     from .search import search as run_search
 
+    if len(sources) > 1:  # click kept the last one, silently: "nothing matches … from B"
+        fail(f"--source given {len(sources)} times; search one source at a time, or none "
+             "for all", 2)
+    source = sources[0] if sources else None
     window = look_back(app, since, zero_hint="30d or 365d", far_hint="30d or 365d")
     try:
         found = run_search(app.config, app.store, app.embedder, app.roadmap, " ".join(query),

@@ -158,15 +158,24 @@ class SourceReport:
         return f"{self.name}: {detail}"
 
 
-def next_due(state: SourceState, interval: float) -> datetime | None:
+CLOCK_SLACK = timedelta(minutes=5)  # clocks of two processes, or one set by NTP, may differ
+
+
+def next_due(state: SourceState, interval: float, now: datetime | None = None
+             ) -> datetime | None:
     """When a source should next be fetched (None: now). Pure.
 
     After failures the wait is BACKOFF_BASE doubled per consecutive failure, never longer
-    than the source's interval; a server's Retry-After always wins.
+    than the source's interval; a server's Retry-After always wins. A last attempt after
+    `now` (by more than CLOCK_SLACK) was recorded by a clock set ahead, and set right since:
+    the source is due now, not an interval after that time (a month ahead, it waited a
+    month, while `sources` said "ok, last ok just now").
     """
     if state.retry_after is not None:
         return state.retry_after
     if state.last_attempt is None:
+        return None
+    if now is not None and state.last_attempt > now + CLOCK_SLACK:
         return None
     # the exponent bounded: a feed dead for a year (1,025 failures) overflowed the float
     wait = (min(interval, BACKOFF_BASE * 2.0 ** (min(state.failures, 64) - 1))
@@ -175,7 +184,7 @@ def next_due(state: SourceState, interval: float) -> datetime | None:
 
 
 def is_due(state: SourceState, interval: float, now: datetime) -> bool:
-    due = next_due(state, interval)
+    due = next_due(state, interval, now)
     return due is None or due <= now
 
 

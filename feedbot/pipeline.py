@@ -61,7 +61,10 @@ def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap,
 def _ago(dt: datetime | None, now: datetime) -> str:
     if dt is None:
         return "never"
-    secs = max(0, int((now - dt).total_seconds()))
+    secs = int((now - dt).total_seconds())
+    if secs < -300:  # recorded by a clock set ahead of this one: not "just now"
+        return "later than now (the clock was ahead)"
+    secs = max(0, secs)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= size:
             return f"{secs // size}{unit} ago"
@@ -108,7 +111,7 @@ def source_health(cfg: Config, store: Store, now: datetime) -> list[dict[str, An
             health = "broken"
         # a server's Retry-After, or after failures the back-off: when a scheduled or a
         # digest's collection tries it again (`feedbot collect` tries it at once)
-        due = next_due(st, spec.interval) if st.failures or st.retry_after else None
+        due = next_due(st, spec.interval, now) if st.failures or st.retry_after else None
         waiting = due if due is not None and due > now and not off else None
         rows.append({
             "name": spec.name, "label": spec.label, "kind": spec.kind, "person": spec.person,

@@ -107,7 +107,7 @@ def next_collect_time(state: SourceState, interval: float, now: datetime, *,
                       rng: random.Random | None = None) -> datetime:
     """When to collect a source next: when it is due (interval, or backoff after failures, or
     the server's Retry-After), plus a random delay so sources are not all hit at once."""
-    due = next_due(state, interval)
+    due = next_due(state, interval, now)
     floor = max(earliest or now, now)
     if due is None or due <= floor:
         spread = min(interval * 0.05, STARTUP_SPREAD)

@@ -142,6 +142,23 @@ def test_next_due_backs_off_after_failures_and_honours_retry_after() -> None:
     assert is_due(told, hour, NOW + timedelta(hours=5))
 
 
+def test_an_attempt_recorded_by_a_clock_set_ahead_does_not_hold_the_source_back() -> None:
+    """One collection with the clock a month ahead (set right since): every source waited
+    its interval after that date, a month, and `sources` said "ok, last ok just now"."""
+    hour = 3600.0
+    ahead = SourceState("s", last_attempt=NOW + timedelta(days=30),
+                        last_success=NOW + timedelta(days=30))
+    assert is_due(ahead, hour, NOW)
+    assert next_collect_time(ahead, hour, NOW) <= NOW + timedelta(minutes=3)
+    # a few minutes apart (another process's clock) is no clock change
+    close = SourceState("s", last_attempt=NOW + timedelta(minutes=2))
+    assert not is_due(close, hour, NOW)
+    from feedbot.pipeline import _ago
+
+    assert _ago(NOW + timedelta(days=30), NOW) == "later than now (the clock was ahead)"
+    assert _ago(NOW + timedelta(seconds=30), NOW) == "just now"
+
+
 # --- collecting a sources.yaml ----------------------------------------------------------------
 
 def write_sources(tmp_path: Path, blogs: dict[str, str], arxiv: dict[str, str] | None = None,

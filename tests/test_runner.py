@@ -110,7 +110,8 @@ async def test_sources_due_after_the_digest_are_collected_before_it(
         store.record_success("Stale", SLOT - timedelta(hours=5))  # next: the digest + 1 h
         store.record_success("Recent", SLOT - timedelta(minutes=50))  # 30 min old at the lead
         store.record_success("Weekly", SLOT - timedelta(days=2))
-    clock = Clock(SLOT - timedelta(hours=3))
+    # after the last of those (an attempt later than the clock is a clock that was ahead)
+    clock = Clock(SLOT - timedelta(minutes=45))
     async with running(sources, feedbot_env, clock, api) as runner:
         lead = SLOT - FRESH_LEAD
         assert runner.jobs.next_run(FRESH_JOB) == lead

@@ -726,6 +726,13 @@ def test_json_is_shaped_like_the_digest_with_the_query(cli_store: Store) -> None
     assert vote.exit_code == 0 and first["title"] in vote.stdout
 
 
+def test_source_given_twice_is_refused_not_the_last_one_searched(cli_store: Store) -> None:
+    """`--source A --source B` searched B alone, and said "nothing matches … from B"."""
+    res = invoke("attention", "--source", "A", "--source", "B")
+    assert res.exit_code == 2
+    assert "--source given 2 times; search one source at a time" in res.output
+
+
 @pytest.mark.parametrize(("fmt", "marker"), [
     ("text", "feedbot search — “Karpathy”"), ("markdown", "# feedbot search — “Karpathy”"),
     ("html", "<!doctype html>")])
