@@ -143,9 +143,9 @@ def test_a_thread_is_one_item_with_every_posts_links() -> None:
         return t
 
     page = {"data": [  # newest first, as X sends them
-        post(105, "3/ code too", head=100, to=me, link="https://github.com/example/code"),
+        post(105, "3/ code too", head=100, to=me, link="https://example.org/code"),
         post(104, "@friend thanks!", head=90, to=other),
-        post(103, "2/ the paper:", head=100, to=me, link="https://arxiv.org/abs/2611.00777"),
+        post(103, "2/ the paper:", head=100, to=me, link="https://example.org/paper"),
         post(101, "more on the earlier thread", head=80, to=me),
         post(100, "1/ new paper on scaling 🧵"),
     ]}
@@ -153,9 +153,9 @@ def test_a_thread_is_one_item_with_every_posts_links() -> None:
     assert [i.guid for i in items] == ["101", "100"]  # a reply to someone else is left out
     thread = items[1]
     assert thread.summary == ("1/ new paper on scaling 🧵 2/ the paper: "
-                              "https://arxiv.org/abs/2611.00777 3/ code too "
-                              "https://github.com/example/code")
-    assert thread.links == ("https://arxiv.org/abs/2611.00777", "https://github.com/example/code")
+                              "https://example.org/paper 3/ code too "
+                              "https://example.org/code")
+    assert thread.links == ("https://example.org/paper", "https://example.org/code")
     # a thread whose first post came in an earlier run: the later post on its own
     assert items[0].summary == "more on the earlier thread"
     # asked for replies: the reply to someone else too
