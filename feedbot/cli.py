@@ -33,6 +33,7 @@ from .config import (
     load_config,
     parse_duration,
     sources_path,
+    x_token,
 )
 from .redact import install_env_redaction
 
@@ -816,7 +817,7 @@ def doctor(app: App) -> None:
         n = len(cfg.sources())
         click.echo(f"stage: {cfg.learner.stage}; {n} source{'s' if n != 1 else ''}")
         if xs := sum(s.kind == "x" for s in cfg.sources()):
-            token = bool(os.environ.get("X_BEARER_TOKEN", "").strip())
+            token = bool(x_token())
             click.echo(f"X: {xs} account{'s' if xs != 1 else ''} followed; X_BEARER_TOKEN "
                        + ("is set (`feedbot sources` shows whether X takes it)" if token else
                           "is not set: they are off"))

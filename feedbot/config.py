@@ -106,6 +106,17 @@ def _positive_duration(v: str) -> str:
 Duration = Annotated[str, BeforeValidator(_duration_text), AfterValidator(_positive_duration)]
 
 
+# A Bluesky account by its permanent id, as bsky.app links some profiles and posts.
+BLUESKY_DID = re.compile(r"did:(?:plc:[a-z2-7]{24}|web:[A-Za-z0-9.-]+\.[A-Za-z]+)")
+X_TOKEN_ENV = "X_BEARER_TOKEN"
+
+
+def x_token() -> str:
+    """The X API token from the environment; '' when unset or blank (a line of an .env file
+    with only a space): X sources are off then, for every command alike."""
+    return os.environ.get(X_TOKEN_ENV, "").strip()
+
+
 def control_char(text: str) -> str | None:
     """The first newline, tab, escape or other control character (or line or paragraph
     separator) in `text`, else None: what cannot stand on one line of a digest, log or table."""
@@ -378,8 +389,7 @@ class Person(_SourceOptions):
         if v is None:
             return v
         v = v.lstrip("@")
-        if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]+", v) and not re.fullmatch(
-                r"did:(?:plc:[a-z2-7]{24}|web:[A-Za-z0-9.-]+\.[A-Za-z]+)", v):
+        if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]+", v) and not BLUESKY_DID.fullmatch(v):
             raise ValueError("a Bluesky handle looks like someone.bsky.social (or the "
                              "account's did:plc:… id)")
         return v

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -35,6 +34,7 @@ from ruamel.yaml.tokens import CommentToken
 from .collectors import SourceError
 from .collectors.feeds import FeedError, looks_html, parse_feed
 from .config import (
+    BLUESKY_DID,
     bluesky_feed_url,
     control_char,
     load_config,
@@ -42,6 +42,7 @@ from .config import (
     name_key,
     parse_yaml,
     url_problem,
+    x_token,
 )
 from .http import fetch, make_client
 from .items import canonical_url
@@ -64,8 +65,6 @@ USAGE = ('follow NAME [--x HANDLE] [--bluesky HANDLE] [--mastodon @USER@INSTANCE
          "a profile URL on x.com, bsky.app or a Mastodon server, an arxiv.org/list/CAT URL, "
          "any other URL (blog)")
 
-# A Bluesky account by its permanent id, as bsky.app links some profiles and posts.
-BLUESKY_DID = re.compile(r"did:(?:plc:[a-z2-7]{24}|web:[A-Za-z0-9.-]+\.[A-Za-z]+)")
 _MASTODON = re.compile(r"^@?[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]+$")
 _BLUESKY = re.compile(r"^@?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.bsky\.social$", re.IGNORECASE)
 _OPTIONS = {"--x": "x", "--bluesky": "bluesky", "--mastodon": "mastodon", "--arxiv": "arxiv",
@@ -419,7 +418,7 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
         msg += f" (feed found on {found.page})"
     elif req.blog and found is None and not known:
         msg += f" (not checked{NOT_CHECKED_PAGE if looks_like_page(req.blog) else ''})"
-    if req.x and not os.environ.get("X_BEARER_TOKEN", "").strip():
+    if req.x and not x_token():
         msg += "; note: X_BEARER_TOKEN is not set, so X sources stay off until it is"
     return str(msg)
 

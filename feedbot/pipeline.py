@@ -6,13 +6,12 @@ none of them prints except through the `echo` callback it is given.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .config import Config, SourceSpec
+from .config import Config, SourceSpec, x_token
 from .digest import Digest, build_digest, following
 from .embed import Embedder, embed_cached
 from .items import embed_text
@@ -61,10 +60,11 @@ def make_digest(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap,
 def _ago(dt: datetime | None, now: datetime) -> str:
     if dt is None:
         return "never"
-    secs = int((now - dt).total_seconds())
-    if secs < -300:  # recorded by a clock set ahead of this one: not "just now"
+    from .collect import CLOCK_SLACK
+
+    if dt > now + CLOCK_SLACK:  # recorded by a clock set ahead of this one: not "just now"
         return "later than now (the clock was ahead)"
-    secs = max(0, secs)
+    secs = max(0, int((now - dt).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= size:
             return f"{secs // size}{unit} ago"
@@ -79,7 +79,7 @@ def _place(spec: SourceSpec) -> str:
 
 
 def _disabled(spec: SourceSpec) -> str:
-    if spec.kind == "x" and not os.environ.get("X_BEARER_TOKEN", "").strip():
+    if spec.kind == "x" and not x_token():
         return "X_BEARER_TOKEN is not set"
     return ""
 

@@ -26,13 +26,13 @@ from typing import Any, Protocol
 import requests
 import tweepy
 
-from ..config import SourceSpec
+from ..config import X_TOKEN_ENV, SourceSpec, x_token
 from ..items import Item
 from ..store import SourceState
 from ..text import shorten
 from . import Collected, Context, SourceDisabled, SourceError, in_daemon_thread
 
-TOKEN_ENV = "X_BEARER_TOKEN"
+TOKEN_ENV = X_TOKEN_ENV
 API_URL_ENV = "FEEDBOT_X_API_URL"  # replaces API_HOST, e.g. a local test server
 API_HOST = "https://api.twitter.com"  # what tweepy's Client puts before every route
 # `note_tweet`: a post longer than 280 characters comes with its `text` cut short; its whole text
@@ -135,7 +135,7 @@ class XGate:
 
     @classmethod
     def from_env(cls) -> XGate:
-        token = os.environ.get(TOKEN_ENV, "").strip()
+        token = x_token()
         if not token:
             raise SourceDisabled(f"{TOKEN_ENV} is not set: X sources are off (see README)")
         # Plain JSON back (return_type=dict): tweepy's Tweet model rejects posts that lack
