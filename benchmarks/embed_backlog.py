@@ -41,12 +41,21 @@ embed.EMBED_CHUNK = chunk
 e = embed.Embedder()
 e.encoder  # loaded (and, on a fresh home, measured) before the clock starts
 loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cuda = "torch" in sys.modules and sys.modules["torch"].cuda.is_available()
+if cuda:  # on a GPU the backlog's memory is the device's: its peak over what the model holds
+    torch = sys.modules["torch"]
+    torch.cuda.synchronize()
+    gpu_loaded = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
 start = time.perf_counter()
 embed.embed_cached(Store(":memory:"), e, texts)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"backend": e.backend_name, "seconds": seconds, "loaded_mb": loaded / 1024,
-                  "peak_mb": peak / 1024}))
+out = {"backend": e.backend_name, "seconds": seconds, "loaded_mb": loaded / 1024,
+       "peak_mb": peak / 1024}
+if cuda:
+    out["gpu_growth_mb"] = (torch.cuda.max_memory_allocated() - gpu_loaded) / 2**20
+print(json.dumps(out))
 """
 
 
@@ -70,14 +79,20 @@ def main() -> None:
     base = run(args.n, args.n, home)
     mine = run(args.n, EMBED_CHUNK, home)
     print(f"{args.n:,} texts, backend {mine['backend']}\n")
-    print("| embed_cached | seconds | peak RSS growth (MB) | ratio (time) | ratio (growth) |")
-    print("|---|---|---|---|---|")
+    gpu = "gpu_growth_mb" in mine
+    print("| embed_cached | seconds | peak RSS growth (MB) | ratio (time) | ratio (growth) |"
+          + (" peak GPU memory growth (MB) | ratio (GPU) |" if gpu else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if gpu else ""))
     for label, r in (("all at once (baseline)", base), (f"chunks of {EMBED_CHUNK:,}", mine)):
         growth = float(r["peak_mb"]) - float(r["loaded_mb"])
         bgrowth = float(base["peak_mb"]) - float(base["loaded_mb"])
-        print(f"| {label} | {float(r['seconds']):.1f} | {growth:.0f} | "
-              f"{float(r['seconds']) / float(base['seconds']):.2f} | "
-              f"{growth / bgrowth if bgrowth else float('nan'):.2f} |")
+        row = (f"| {label} | {float(r['seconds']):.1f} | {growth:.0f} | "
+               f"{float(r['seconds']) / float(base['seconds']):.2f} | "
+               f"{growth / bgrowth if bgrowth else float('nan'):.2f} |")
+        if gpu:
+            g, bg = float(r["gpu_growth_mb"]), float(base["gpu_growth_mb"])
+            row += f" {g:.0f} | {g / bg if bg else float('nan'):.2f} |"
+        print(row)
 
 
 if __name__ == "__main__":
