@@ -87,6 +87,7 @@ from .scheduler import (
     next_collect_time,
     next_digest_time,
     next_prune_time,
+    sent_on_a_day_to_come,
 )
 from .store import SourceState, Store, StoreError
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
@@ -222,6 +223,7 @@ class Runner:
         self._commands: asyncio.Future[None] | None = None  # registering the command list
         self._catch_up_tasks: set[asyncio.Future[Any]] = set()
         self._caught_up: tuple[datetime, asyncio.Future[Any]] | None = None  # slot, its catch-up
+        self._warned_ahead: dict[int, date | None] = {}  # chat: a sent day still to come
         self._instance = contextlib.ExitStack()  # holds run.lock while running
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -561,11 +563,19 @@ class Runner:
         return self._chats.setdefault(chat, _ChatState())
 
     def schedule_digest(self) -> datetime | None:
-        """Arm the digest job at the next local digest time (DST-safe)."""
+        """Arm the digest job at the next local digest time (DST-safe) whose day's digest is
+        still to send: after today's went out, a later time set today is tomorrow's (one
+        digest a day), and so is the "next" that the log gives."""
         if self.app is None:
             return None
         learner = self.settings.config.learner
-        when = next_digest_time(self.now(), learner.digest_time, learner.timezone)
+        now = self.now()
+        when = next_digest_time(now, learner.digest_time, learner.timezone)
+        sent = [self._last_sent(chat, now) for chat in self.allowed_chats]
+        day = local_day(when, learner.timezone)
+        if sent and all(d is not None and d >= day and not sent_on_a_day_to_come(
+                d, now, learner.timezone) for d in sent):
+            when = next_digest_time(when, learner.digest_time, learner.timezone)
         self.jobs.at(DIGEST_JOB, when, self._digest_job)
         self.schedule_fresh()
         return when
@@ -669,6 +679,18 @@ class Runner:
         value = self._meta(_key("digest_day", chat))
         return date.fromisoformat(value) if value else None
 
+    def _last_sent(self, chat: int, now: datetime) -> date | None:
+        """`last_digest_day`, with a warning (once per chat and day) when it is a day still to
+        come, which `due_digest_day` then does not count: the clock was ahead when it was sent."""
+        day = self.last_digest_day(chat)
+        tz = self.settings.config.learner.timezone
+        if sent_on_a_day_to_come(day, now, tz) and self._warned_ahead.get(chat) != day:
+            self._warned_ahead[chat] = day
+            log.warning("the last digest to chat %s is recorded for %s, a day still to come "
+                        "(%s here now): the clock was ahead when it was sent. Digests go out "
+                        "by today's date again", chat, day, local_day(now, tz))
+        return day
+
     def _progress(self, chat: int, slot: datetime) -> int:
         """Items already sent of the scheduled digest of `slot` (cut short by a failure).
         Keyed by the slot's instant, not its local date, which a new time zone reads as
@@ -703,7 +725,7 @@ class Runner:
         learner = self.settings.config.learner
         now = self.now()
         days = [day for c in chats if (day := due_digest_day(
-            now, learner.digest_time, learner.timezone, self.last_digest_day(c),
+            now, learner.digest_time, learner.timezone, self._last_sent(c, now),
             self.options.grace)) is not None]
         if not days:
             return
@@ -741,7 +763,7 @@ class Runner:
             now = self.now()
             learner = self.settings.config.learner
             day = due_digest_day(now, learner.digest_time, learner.timezone,
-                                 self.last_digest_day(chat), self.options.grace)
+                                 self._last_sent(chat, now), self.options.grace)
             if day is None or (state.retry_at is not None and now < state.retry_at):
                 return None
             if day != state.failing_day:  # a new day's digest: its back-off starts afresh

@@ -75,9 +75,14 @@ def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
     Only the latest slot at or before `now` counts: it must be less than `grace` (at least
     `ON_TIME`) ago and not sent yet. So a restart inside the grace period sends a missed digest
     once, a restart after it sends nothing, and an older day is never sent after a newer one.
+    A `last_sent` day still to come was recorded by a clock set ahead (and set right since):
+    it does not count, or every digest until that day would be skipped
+    (`sent_on_a_day_to_come` says so).
     """
     grace = digest_grace(grace)
     today = local_day(now, tz)
+    if sent_on_a_day_to_come(last_sent, now, tz):
+        last_sent = None
     for back in range(3):
         day = today - timedelta(days=back)
         slot = digest_slot(day, hhmm, tz)
@@ -87,6 +92,12 @@ def due_digest_day(now: datetime, hhmm: str, tz: str, last_sent: date | None,
             return None
         return day
     return None
+
+
+def sent_on_a_day_to_come(last_sent: date | None, now: datetime, tz: str) -> bool:
+    """Whether the last digest is recorded for a local day after today: only a clock that was
+    set ahead when it was sent (or a store copied from such a machine) records that."""
+    return last_sent is not None and last_sent > local_day(now, tz)
 
 
 # The daily prune runs this long before the digest (04:00 for an 08:00 digest): a quiet time,

@@ -1442,3 +1442,54 @@ async def test_follow_from_telegram_never_shows_a_blogs_password(
                    await runner.unfollow("Bob/blog")]
     assert all("hunter2" not in a for a in answers), answers
     assert any("bob:***@" in a for a in answers), answers
+
+
+async def test_a_digest_sent_by_a_clock_set_ahead_does_not_skip_the_days_until_then(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Raspberry Pi booted a month ahead sends that day's digest; once the clock is set
+    right, the digests of the month between go out each day, with a warning that says why."""
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(3)))
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    clock = Clock(SLOT + timedelta(days=30))
+    async with running(sources, feedbot_env, clock, api) as runner:
+        await runner.collect_source("Test blog")
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 1  # the day a month ahead
+        server.add("/feed.xml", body=atom_feed(feed_entries(6)))
+        clock.t = SLOT  # set right
+        await runner.collect_source("Test blog")
+        with caplog.at_level(logging.WARNING, logger="feedbot.runner"):
+            await runner.digest_tick()
+            await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 2
+        warned = [r.getMessage() for r in caplog.records if "a day still to come" in r.getMessage()]
+        assert len(warned) == 1 and "2026-12-20" in warned[0] and "2026-11-20" in warned[0]
+        clock.t = SLOT + timedelta(days=1)
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 3  # the day after too
+
+
+async def test_a_later_digest_time_set_after_todays_digest_is_armed_for_tomorrow(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One digest a day: today's went out at 08:00, and 18:00 set at noon is tomorrow's, which
+    is what the job and the log say (they said today's 18:00, when nothing was sent)."""
+    seed_items(feedbot_env, SLOT, 3)
+    path = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    async with running(sources=path, home=feedbot_env, clock=clock, api=api) as runner:
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 1
+        clock.t = SLOT + timedelta(hours=4)
+        touch(path, path.read_text().replace('"08:00"', '"18:00"'))
+        with caplog.at_level(logging.INFO, logger="feedbot.runner"):
+            await runner.check_sources()
+            await runner.check_sources()
+        tomorrow = datetime(2026, 11, 21, 17, tzinfo=UTC)  # 18:00 Berlin
+        assert runner.jobs.next_run(DIGEST_JOB) == tomorrow
+        [line] = [r.getMessage() for r in caplog.records if "digest time is now" in r.getMessage()]
+        assert "2026-11-21 17:00" in line
+        clock.t = datetime(2026, 11, 20, 17, tzinfo=UTC)
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 1  # as before: not twice today

@@ -21,6 +21,7 @@ from feedbot.scheduler import (
     next_collect_time,
     next_digest_time,
     next_prune_time,
+    sent_on_a_day_to_come,
 )
 from feedbot.store import SourceState
 
@@ -337,3 +338,14 @@ async def test_a_job_submitted_just_before_shutdown_is_not_an_error(
     await asyncio.wait_for(jobs.shutdown(), 2)
     await asyncio.sleep(0.05)
     assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+
+
+def test_a_digest_recorded_on_a_day_to_come_does_not_hold_back_todays() -> None:
+    """The clock was a month ahead when a digest went out, and is right again: today's digest
+    goes out, not the next one after that month."""
+    slot = utc(2026, 3, 29, 6)
+    ahead = date(2026, 4, 28)
+    assert sent_on_a_day_to_come(ahead, slot, BERLIN)
+    assert due_digest_day(slot, "08:00", BERLIN, ahead, GRACE) == date(2026, 3, 29)
+    assert not sent_on_a_day_to_come(date(2026, 3, 29), slot, BERLIN)
+    assert due_digest_day(slot, "08:00", BERLIN, date(2026, 3, 29), GRACE) is None
