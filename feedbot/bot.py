@@ -30,7 +30,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.constants import ParseMode
+from telegram.constants import ChatAction, ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -625,12 +625,50 @@ async def on_unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await _answer(update, "That button is no longer in use.")
 
 
+# A command that takes longer than BUSY_AFTER shows "typing…" (renewed every TYPING_EVERY:
+# Telegram shows it for 5 s); one that takes longer than BUSY_NOTE_AFTER also says so once.
+# The first digest on a new install or model measures the embedding backends and embeds what
+# was collected: a minute or more of silence on 2 cores, which read as a bot that was down.
+BUSY_AFTER = 1.0
+TYPING_EVERY = 4.0
+BUSY_NOTE_AFTER = 10.0
+BUSY_NOTE = ("⏳ Still working on it. The first digest after an install or a change of model "
+             "takes a minute or two (the model is measured and what was collected is embedded); "
+             "later ones take seconds.")
+
+
+async def _busy(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Awaitable[T]) -> T:
+    """`work`'s result; meanwhile, past BUSY_AFTER, the chat shows "typing…", and past
+    BUSY_NOTE_AFTER it is told once that this can take a while. Best effort: a chat action
+    Telegram refuses changes nothing, and a cancelled command cancels `work`."""
+    task = asyncio.ensure_future(work)
+    chat, thread = _chat_id(update), thread_of(update)
+    loop = asyncio.get_running_loop()
+    start, noted = loop.time(), False
+    try:
+        done, _ = await asyncio.wait({task}, timeout=BUSY_AFTER)
+        while not done:
+            if not noted and loop.time() - start >= BUSY_NOTE_AFTER:
+                noted = True
+                await _reply(update, context, plain(BUSY_NOTE))
+            try:
+                await context.bot.send_chat_action(chat, ChatAction.TYPING,
+                                                   message_thread_id=thread)
+            except TelegramError as e:
+                log.debug("could not show typing in chat %s: %s", chat, e)
+            done, _ = await asyncio.wait({task}, timeout=TYPING_EVERY)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Send a digest now: the best new items for the stage, none of them sent before, in the
     topic it was asked in, where the daily digest goes from now on."""
     runner = _runner(context)
     chat, thread = _chat_id(update), thread_of(update)
-    result = await runner.deliver_digest(chat, thread)
+    result = await _busy(update, context, runner.deliver_digest(chat, thread))
     await runner.remember_topic(chat, thread)
     if not result.complete:
         await _reply(update, context, plain("Telegram did not take the whole digest; the rest "
@@ -749,11 +787,11 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     runner = _runner(context)
     cfg, roadmap = runner.settings.config, runner.settings.roadmap
     try:
-        found = await runner.in_worker(
+        found = await _busy(update, context, runner.in_worker(
             # a chat has no --since; embedding items that have no vector (a minute for a
             # thousand on 2 cores) would hold the worker the digests need: words find them
             lambda store: search(cfg, store, runner.embedder, roadmap, query, now=runner.now(),
-                                 limit=SEARCH_LIMIT, further="", embeds=0))
+                                 limit=SEARCH_LIMIT, further="", embeds=0)))
     except SearchError as e:
         await _reply(update, context, plain(str(e)))
         return

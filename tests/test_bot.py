@@ -981,3 +981,30 @@ async def test_a_service_message_in_the_private_chat_gets_no_reply(bot: Any,
     [answer] = await ask(api, "hello")
     assert answer["text"].startswith("I answer commands and buttons")
     assert len([m for m in api.sent(CHAT) if m["text"].startswith("I answer")]) == 1
+
+
+async def test_a_slow_digest_shows_typing_and_says_once_that_it_takes_a_while(
+        bot: Any, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first digest on a new install measures the model: a minute of silence read as a
+    bot that was down. Now the chat shows "typing…" and is told once why it waits."""
+    import feedbot.bot as botmod
+
+    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
+    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
+    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.3)
+    deliver = bot.deliver_digest
+
+    async def slow(chat: int, thread: int | None = None) -> Any:
+        await asyncio.sleep(0.8)
+        return await deliver(chat, thread)
+
+    monkeypatch.setattr(bot, "deliver_digest", slow)
+    note, digest = await ask(api, "/digest", replies=2)
+    assert note["text"].startswith("⏳ Still working on it") and "reply_markup" not in note
+    assert "Stage 5: <b>" in digest["text"] and digest["reply_markup"]["inline_keyboard"]
+    typing = api.calls_to("sendChatAction")
+    assert len(typing) >= 3
+    assert {(c.params["chat_id"], c.params["action"]) for c in typing} == {(str(CHAT), "typing")}
+    calls = len(typing)
+    await asyncio.sleep(0.3)
+    assert len(api.calls_to("sendChatAction")) == calls  # it stops with the digest
