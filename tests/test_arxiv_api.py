@@ -447,3 +447,121 @@ def test_an_abstract_with_angle_brackets_keeps_every_word(
     [got] = [s.item for s in store.items_since(None) if "<thought>" in s.item.summary]
     assert got.summary == " ".join(paper["abstract"].split())
     assert got.summary.count("<memory>") == 2
+
+
+# --- a busy category: reading back past the first page -----------------------------------------
+
+class Listing:
+    """A query's listing served newest first, `start` and `max_results` as asked: the 100
+    entries of a recorded arXiv answer (`q_testing_s0_m100`, sorted by relevance there),
+    restamped 10 minutes apart from an hour before NOW, newest first. `show(n)` lists the
+    oldest `n` only: the newer ones are announced later."""
+
+    def __init__(self, corpus: Path) -> None:
+        from lxml import etree
+
+        recorded = corpus / "arxiv-api/arxiv.py/atom_xml/q_testing_s0_m100_cfe7536492ca.xml"
+        self.root = etree.fromstring(recorded.read_bytes())
+        atom = "{http://www.w3.org/2005/Atom}"
+        self.entries = self.root.findall(f"{atom}entry")
+        for e in self.entries:
+            self.root.remove(e)
+        for k, e in enumerate(self.entries):
+            when = (NOW - timedelta(hours=1, minutes=10 * k)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            e.find(f"{atom}published").text = e.find(f"{atom}updated").text = when
+        self.shown = len(self.entries)
+
+    def show(self, n: int) -> None:
+        self.shown = n
+
+    def ids(self, first: int, last: int) -> list[str]:
+        """The arXiv ids of the entries `first` to `last` (newest first), without version."""
+        from feedbot.items import split_arxiv_id
+
+        atom = "{http://www.w3.org/2005/Atom}"
+        return [split_arxiv_id(e.findtext(f"{atom}id"))[0] for e in self.entries[first:last]]
+
+    def answer(self, req: Request) -> tuple[int, dict[str, str], bytes]:
+        import copy
+        from urllib.parse import parse_qs
+
+        from lxml import etree
+
+        args = parse_qs(req.query)
+        start, size = int(args["start"][0]), int(args["max_results"][0])
+        listed = self.entries[len(self.entries) - self.shown:]
+        root = copy.deepcopy(self.root)
+        root.extend(copy.deepcopy(e) for e in listed[start:start + size])
+        return 200, {"Content-Type": "application/atom+xml"}, etree.tostring(root)
+
+
+def category(max_results: int) -> Config:
+    return load_config("s.yaml", text="learner:\n  stage: cnn\narxiv:\n  - name: lg\n"
+                                      f"    category: cs.LG\n    max_results: {max_results}\n")
+
+
+def pages(server: LocalServer) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qs
+
+    asked = [parse_qs(h.query) for h in server.hits("/api/query")]
+    return [(a["start"][0], a["max_results"][0]) for a in asked]
+
+
+def test_a_busy_category_reads_back_to_the_newest_paper_it_took_in(
+        corpus: Path, server: LocalServer, tmp_path: Path) -> None:
+    """One page of 10 newest papers, where 70 came out since the last collection: 60 of them
+    were never seen. The first collection reads one page (nothing to reach back to); the next
+    reads on until a page reaches back to the newest paper taken in before."""
+    listing = Listing(corpus)
+    server.add("/api/query", Route(handler=listing.answer))
+    store = Store(tmp_path / "db.sqlite")
+    listing.show(30)  # the 30 oldest: the first collection sees the 10 newest of them
+    (r,) = collect(category(10), store, now=NOW, arxiv=gate_for(server))
+    assert r.status == "ok" and r.new == 10 and not r.warning, r.line()
+    assert pages(server) == [("0", "10")]
+
+    listing.show(100)  # 70 more announced
+    (r,) = collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
+    assert pages(server)[1:] == [("0", "10"), ("10", "250")]  # the second page reaches back
+    # the 70 new ones, and the 20 older ones the first collection's page did not hold
+    assert r.status == "ok" and r.new == 90 and not r.warning, r.line()
+    assert {s.item.arxiv_id for s in store.items_since(None)} == set(listing.ids(0, 100))
+
+
+def test_reading_back_stops_at_its_bound_and_says_papers_may_have_been_missed(
+        corpus: Path, server: LocalServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedbot.collectors import arxiv_api
+
+    monkeypatch.setattr(arxiv_api, "PAGE_BACK", 30)
+    monkeypatch.setattr(arxiv_api, "PAGE_BACK_SIZE", 10)
+    listing = Listing(corpus)
+    server.add("/api/query", Route(handler=listing.answer))
+    store = Store(tmp_path / "db.sqlite")
+    listing.show(10)
+    collect(category(10), store, now=NOW, arxiv=gate_for(server))
+    listing.show(100)  # 90 new: the first page and two more read 30 of them
+    (r,) = collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
+    assert pages(server)[1:] == [("0", "10"), ("10", "10"), ("20", "10")]
+    assert r.status == "ok" and r.new == 30, r.line()
+    assert "more new papers for cat:cs.LG than one collection reads (30)" in r.warning
+    assert "may have been missed; collect it more often" in r.warning
+    assert store.source_state("lg").notice == r.warning  # `feedbot sources` shows it
+
+    # the next collection reaches back to the newest paper of that one, and says no more
+    (r,) = collect(category(10), store, now=NOW + timedelta(hours=12), arxiv=gate_for(server))
+    assert pages(server)[4:] == [("0", "10")] and r.new == 0 and not r.warning, r.line()
+    assert store.source_state("lg").notice == ""
+
+
+def test_reading_back_goes_as_far_as_the_last_success_when_no_paper_date_was_kept() -> None:
+    """A source collected before the newest paper's date was kept (its cursor) reads back to
+    its last success; a first collection, to nothing (one page)."""
+    from feedbot.collectors.arxiv_api import reached_back_to
+    from feedbot.store import SourceState
+
+    then = NOW - timedelta(hours=6)
+    assert reached_back_to(SourceState("lg")) is None
+    assert reached_back_to(SourceState("lg", last_success=then)) == then
+    kept = SourceState("lg", cursor="2026-11-19T08:00:00+00:00", last_success=then)
+    assert reached_back_to(kept) == datetime(2026, 11, 19, 8, tzinfo=UTC)

@@ -8,6 +8,13 @@ drips bytes can neither hold the gate nor keep the process alive past it. The pe
 queries that are due together go out as one request (`au:"A" OR au:"B" OR ...`) and each
 result is handed to the people among its authors; a lone author query is filtered the same
 way. `result_to_item`, `author_query`, `name_key`, `attribute` and `error_explanation` are pure.
+
+A query's newest papers can be more than one page: a busy category (cs.LG lists several hundred
+papers a day) collected every 6 hours. A page that is full and still newer than the newest
+paper the source took in last time (its cursor) is followed by the next one, PAGE_BACK_SIZE
+papers at a time, up to PAGE_BACK papers in all; where that bound stops the reading short,
+the source says papers may have been missed (`Collected.warning`, kept as its notice). A first
+collection reads one page: it has nothing to reach back to.
 """
 
 from __future__ import annotations
@@ -84,6 +91,13 @@ ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
 ATOM = "{http://www.w3.org/2005/Atom}"
 _FEED_END = re.compile(rb"</(?:[\w.-]+:)?feed>\s*$")  # how a whole Atom answer ends
 RATE_LIMITED_PAUSE = timedelta(minutes=5)  # no query after a 429 that gave no Retry-After
+# Reading back past the first page (see the module's docstring). arXiv's API manual asks for 3 s
+# between requests, recommends refining a query that returns more than 1,000 results "or at
+# least request smaller slices", and sends bulk harvesting to OAI-PMH: a collection reads at
+# most 1,000 papers, in slices of 250 after its first page (with 50 there, five requests, about
+# 15 s of the shared gate), which covers a busy category's day between two collections.
+PAGE_BACK = 1000  # papers one collection of a query reads, at most, its first page included
+PAGE_BACK_SIZE = 250  # papers per later page
 
 
 class ArxivNotAFeed(requests.RequestException):
@@ -408,9 +422,10 @@ class ArxivGate:
         # cancelled collection), the next search still waits for that request to end.
         self._busy = threading.Lock()
 
-    def search(self, query: str, max_results: int) -> list[arxiv.Result]:
-        """Newest first; one page as big as `max_results` (up to arXiv's 2000): one request
-        (and the package's retries of it), never a second page.
+    def search(self, query: str, max_results: int, start: int = 0) -> list[arxiv.Result]:
+        """Newest first; one page as big as `max_results` (up to arXiv's 2000) from the
+        `start`-th result: one request (and the package's retries of it), never a second page
+        (`collect_arxiv` asks for one when it needs it).
 
         arXiv at times answers with fewer entries than asked for while its totalResults says
         there are more; the package's `results` then asked for the next page, and when that came
@@ -427,7 +442,7 @@ class ArxivGate:
         page_size = max(1, min(MAX_PAGE, max_results))
         with self._busy:
             self.client.page_size = page_size
-            url = self.client._format_url(search, 0, page_size)
+            url = self.client._format_url(search, max(0, start), page_size)
             feed = self.client._parse_feed(url, first_page=True)
         return list(feed.results[:page_size])
 
@@ -478,7 +493,8 @@ def retry_after_of(e: Exception, now: datetime) -> datetime | None:
 UNREACHABLE_PAUSE = 60.0  # seconds in which arXiv is not asked again after it could not be reached
 
 
-async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[arxiv.Result]:
+async def gated_search(gate: ArxivGate, query: str, max_results: int, start: int = 0
+                       ) -> list[arxiv.Result]:
     """One search through the shared lock (so one request at a time, spaced by the client).
 
     When arXiv cannot be reached at all (no network, no DNS, refused), the searches of the
@@ -497,7 +513,8 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
                                   f"arXiv is not asked again for {UNREACHABLE_PAUSE:g} s after "
                                   "that)")
         try:
-            return await in_daemon_thread(gate.search, query, max_results, name="arxiv-request")
+            return await in_daemon_thread(gate.search, query, max_results, start,
+                                          name="arxiv-request")
         except (arxiv.ArxivError, requests.RequestException) as e:
             reason = describe_error(e)
             if isinstance(e, requests.ConnectionError) and not isinstance(e, ArxivCutShort):
@@ -515,17 +532,94 @@ async def gated_search(gate: ArxivGate, query: str, max_results: int) -> list[ar
 
 
 async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
-    """A query's results; for a person's author query, only the papers with that person among
-    their authors, as in a batch (arXiv's `au:` search also matches other people)."""
-    results = await gated_search(ctx.arxiv, spec.target, spec.max_items)
+    """A query's results, newest first, read back to the newest paper it took in last time
+    (`read_back`; that paper's date is its cursor); for a person's author query, one page, and
+    only the papers with that person among their authors, as in a batch (arXiv's `au:` search
+    also matches other people)."""
+    author = author_name(spec) is not None
+    if author:
+        results, missed = await gated_search(ctx.arxiv, spec.target, spec.max_items), ""
+    else:
+        results, missed = await read_back(ctx.arxiv, spec.target, spec.max_items,
+                                          reached_back_to(state))
     # arXiv lists every paper it ever had of a real category or author: nothing at all is a
     # misspelt one (`cs.CVV`), which otherwise read "ok, 0 items" for ever
     nothing = "" if results else (f"arXiv has no paper for {spec.target}: check its spelling "
                                   "(a category as arXiv writes it, such as cs.CV)")
-    if author_name(spec) is not None:
+    cursor = None if author else newest_cursor(results, state.cursor)
+    if author:
         results = attribute(results, [spec])[spec.name]
     items = [result_to_item(r, spec.name, spec.person) for r in results]
-    return Collected(items, warning=nothing)
+    return Collected(items, cursor=cursor, warning=nothing or missed)
+
+
+def reached_back_to(state: SourceState) -> datetime | None:
+    """How far back a query's collection reads: to the newest paper it took in last time (its
+    cursor), else, collected before this was kept, to its last success (papers submitted since
+    were not listed then); None for a first collection, which reads one page. Pure."""
+    with contextlib.suppress(ValueError):
+        if state.cursor:
+            return utc(datetime.fromisoformat(state.cursor))
+    return state.last_success
+
+
+def newest_cursor(results: Sequence[arxiv.Result], cursor: str) -> str | None:
+    """The cursor to keep: the newest submission date among `results` and the old `cursor`,
+    in ISO form; None (keep the old one) when `results` hold nothing newer. Pure."""
+    if not results:
+        return None
+    newest = max(utc(r.published) for r in results)
+    old = None
+    with contextlib.suppress(ValueError):
+        old = utc(datetime.fromisoformat(cursor)) if cursor else None
+    return None if old is not None and old >= newest else newest.isoformat()
+
+
+async def read_back(gate: ArxivGate, query: str, first: int, since: datetime | None
+                    ) -> tuple[list[arxiv.Result], str]:
+    """A query's newest papers: the first page (`first` of them), then, while a page is full
+    and its oldest paper is still newer than `since`, the next one (PAGE_BACK_SIZE), up to
+    PAGE_BACK papers in all. With `since` None (a first collection) one page.
+    Also a warning, '' unless the bound stopped the reading short of `since`: the papers
+    between may have been missed. Each page is one `gated_search` (one request, spaced like
+    any other); a page that fails fails the whole collection, so that the next one reads back
+    from the same cursor."""
+    results = await gated_search(gate, query, first)
+    page, asked, start = results, first, first
+    while since is not None and len(page) >= asked and page and _oldest(page) > since:
+        left = PAGE_BACK - start
+        if left <= 0:
+            return _once(results), missed_warning(query, start, since, _oldest(page))
+        asked = min(PAGE_BACK_SIZE, left)
+        page = await gated_search(gate, query, asked, start)
+        results = results + page
+        start += asked
+    return _once(results), ""
+
+
+def missed_warning(query: str, read: int, since: datetime, oldest: datetime) -> str:
+    """What a collection stopped by PAGE_BACK says (kept as the source's notice). Pure."""
+    return (f"arXiv lists more new papers for {query} than one collection reads ({read:,}): "
+            f"those submitted between {since:%Y-%m-%d %H:%M} and {oldest:%Y-%m-%d %H:%M} UTC "
+            "may have been missed; collect it more often (a shorter interval) or narrow the "
+            "query")
+
+
+def _oldest(results: Sequence[arxiv.Result]) -> datetime:
+    return min(utc(r.published) for r in results)
+
+
+def _once(results: Sequence[arxiv.Result]) -> list[arxiv.Result]:
+    """Each paper once: a paper announced between two pages' requests moves the others one
+    place down, and the next page lists again the last one of the page before."""
+    seen: set[str] = set()
+    out = []
+    for r in results:
+        key = split_arxiv_id(r.entry_id)[0] or r.entry_id
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 # --- the people's author queries, batched -------------------------------------------------------
