@@ -74,6 +74,9 @@ class Item:
     pdf_url: str = ""
     links: tuple[str, ...] = field(default=())  # URLs mentioned in the item (posts)
     person: str = ""  # the person who wrote or shared it, when the source is a person
+    # arXiv's newest version withdraws the paper: never stored as new, and a stored copy is
+    # removed unless someone voted on it or saved it (`Store.upsert_items`)
+    withdrawn: bool = False
 
     def __post_init__(self) -> None:
         for name in ("title", "summary", "source", "person", "guid"):

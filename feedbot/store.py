@@ -678,6 +678,10 @@ class Store:
     def upsert_items(self, items: Iterable[Item], now: datetime) -> UpsertResult:
         """Insert new items, merge duplicates, update papers that got a new arXiv version.
 
+        A withdrawn paper (`Item.withdrawn`: its newest version says so) is not taken in; one
+        stored before is removed (`_withdraw`), unless a chat voted on it or saved it: then
+        it is updated like any new version, its votes kept.
+
         A new item that `feedbot prune` removed before (a tombstone), or dated before the last
         prune's cutoff, is skipped: it would come back as news, or only be pruned again. Before
         any prune, items of every date are taken in (benchmarks, a first collection)."""
@@ -689,6 +693,8 @@ class Store:
             self._names = {}
             for it in items:
                 existing = self._find_existing(it)
+                if it.withdrawn and (existing is None or self._withdraw(existing, it, now)):
+                    continue
                 if existing is None:
                     if self._pruned(it, pruned_before, now):
                         skipped += 1
@@ -710,6 +716,27 @@ class Store:
             if new_ids and self.has_word_index():
                 _index_new(self.db, "SELECT value FROM json_each(?)", json.dumps(new_ids))
         return UpsertResult(len(new_ids), updated, tuple(new_ids), skipped)
+
+    def _withdraw(self, row: sqlite3.Row, it: Item, now: datetime) -> bool:
+        """Remove the stored paper `row` that `it` withdraws, when `it` is newer than it (a
+        later version) and no chat voted on it or saved it: with its sources, deliveries and
+        words, and a tombstone for its key, so that no source (a blog linking to it) brings
+        it back as news. Whether it is done with `it`: False when `it` is to be taken like
+        any version (a voted one is updated), True when it was removed or is no newer."""
+        if not self._should_update(row, it, self._same_source(it.source)):
+            return True
+        iid = row["id"]
+        if self.db.execute("SELECT 1 FROM feedback WHERE item_id = ?1 UNION ALL "
+                           "SELECT 1 FROM bookmarks WHERE item_id = ?1", (iid,)).fetchone():
+            return False
+        if self.has_word_index():
+            _unindex(self.db, "?", iid)
+        self.db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen) VALUES (?, ?, ?)",
+                        (it.key, now.timestamp(), now.timestamp()))
+        for table, column in (("item_sources", "item_id"), ("deliveries", "item_id"),
+                              ("items", "id")):
+            self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (iid,))
+        return True
 
     def _pruned(self, it: Item, pruned_before: float | None, now: datetime) -> bool:
         """Whether a new item is one `feedbot prune` removed, or would have: tombstoned (an

@@ -19,6 +19,7 @@ from feedbot.collect import collect
 from feedbot.collectors.arxiv_api import ArxivGate, error_explanation, gated_search
 from feedbot.config import Config, load_config
 from feedbot.http import MAX_RETRY_AFTER
+from feedbot.items import Item
 from feedbot.store import Store
 
 from .support import FIXTURES, LocalServer, Request, Route, one_connection
@@ -565,3 +566,72 @@ def test_reading_back_goes_as_far_as_the_last_success_when_no_paper_date_was_kep
     assert reached_back_to(SourceState("lg", last_success=then)) == then
     kept = SourceState("lg", cursor="2026-11-19T08:00:00+00:00", last_success=then)
     assert reached_back_to(kept) == datetime(2026, 11, 19, 8, tzinfo=UTC)
+
+
+# --- withdrawn papers -------------------------------------------------------------------------
+
+def withdrawal_feed(corpus: Path, *versions: tuple[str, str, str]) -> bytes:
+    """The recorded answer for 1707.08567 (one entry), its entry once per (id with version,
+    summary, comment) given: a withdrawal is a version whose comment or abstract says so.
+    The corpus holds no withdrawn paper; the wording is arXiv's (arXiv:2401.00917v3's
+    comment, and the abstract older withdrawals were given)."""
+    recorded = corpus / "arxiv-api/arxiv.py/atom_xml/id_1707.08567_s0_m100_6a1afebfc6a3.xml"
+    text = recorded.read_bytes().decode()
+    head, _, rest = text.partition("  <entry>")
+    entry, _, tail = rest.partition("</entry>\n")
+    out = []
+    for vid, summary, comment in versions:
+        e = entry.replace("1707.08567v1", vid)
+        e = re.sub(r"<summary>.*?</summary>", f"<summary>{summary}</summary>", e, flags=re.S)
+        e = re.sub(r"<arxiv:comment>.*?</arxiv:comment>",
+                   f"<arxiv:comment>{comment}</arxiv:comment>", e, flags=re.S)
+        out.append(f"  <entry>{e}</entry>\n")
+    return (head + "".join(out) + tail).encode()
+
+
+ABSTRACT = "The 10th Asia-Europe workshop in Concepts in Information Theory and Communications."
+COMMENT = "44 pages"
+WITHDRAWN = ("This paper has been withdrawn by the author. It has been superseded by a "
+             "significantly updated version available at arXiv:2406.00780")
+
+
+def test_a_withdrawn_paper_is_not_stored(corpus: Path, server: LocalServer,
+                                         tmp_path: Path) -> None:
+    """Its newest version says it is withdrawn, in the comment (the abstract kept) or as the
+    abstract: nothing to recommend. An abstract that only mentions a withdrawal is a paper."""
+    server.add("/api/query", content_type="application/atom+xml", body=withdrawal_feed(
+        corpus, ("2611.00001v2", ABSTRACT, WITHDRAWN),
+        ("2611.00002v2", "This paper has been withdrawn by the author(s).", ""),
+        ("2611.00003v1", ABSTRACT, "Withdrawn due to an error in Lemma 2"),
+        ("2611.00004v1", "Drug trials withdrawn early bias meta-analyses; we correct it.",
+         COMMENT)))
+    store = Store(tmp_path / "db.sqlite")
+    (r,) = collect(category(10), store, now=NOW, arxiv=gate_for(server))
+    assert r.status == "ok" and r.new == 1, r.line()
+    assert [s.item.arxiv_id for s in store.items_since(None)] == ["2611.00004"]
+
+
+@pytest.mark.parametrize("voted", [False, True], ids=["unvoted", "voted"])
+def test_a_stored_paper_whose_new_version_withdraws_it_leaves_the_digest(
+        voted: bool, corpus: Path, server: LocalServer, tmp_path: Path) -> None:
+    """v1 stored; v2 withdraws it. It is removed (and another source linking to it does not
+    bring it back), unless a chat voted on it: then it is updated like any new version."""
+    store = Store(tmp_path / "db.sqlite")
+    server.add("/api/query", content_type="application/atom+xml",
+               body=withdrawal_feed(corpus, ("2611.00001v1", ABSTRACT, COMMENT)))
+    collect(category(10), store, now=NOW, arxiv=gate_for(server))
+    (stored,) = store.items_since(None)
+    if voted:
+        store.set_feedback("cli", stored.id, "up", NOW)
+    server.add("/api/query", content_type="application/atom+xml",
+               body=withdrawal_feed(corpus, ("2611.00001v2", ABSTRACT, WITHDRAWN)))
+    collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
+    if voted:
+        (kept,) = store.items_since(None)
+        assert kept.id == stored.id and kept.item.arxiv_version == 2
+        return
+    assert store.items_since(None) == [] and store.get_item(stored.id) is None
+    assert store.summary_matches("workshop") in ([], None)  # None: no word index here
+    post = Item(title="A post on AEW10", url="https://arxiv.org/abs/2611.00001", source="blog",
+                published=NOW)
+    assert store.upsert_items([post], NOW + timedelta(hours=7)).new == 0

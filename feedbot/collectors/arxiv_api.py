@@ -7,7 +7,9 @@ deadline, enforced in the worker thread itself, and that thread is a daemon: a s
 drips bytes can neither hold the gate nor keep the process alive past it. The people's author
 queries that are due together go out as one request (`au:"A" OR au:"B" OR ...`) and each
 result is handed to the people among its authors; a lone author query is filtered the same
-way. `result_to_item`, `author_query`, `name_key`, `attribute` and `error_explanation` are pure.
+way. `result_to_item`, `is_withdrawn`, `author_query`, `name_key`, `attribute` and
+`error_explanation` are pure. A withdrawn paper's item says so (`Item.withdrawn`): the store
+does not take it in, and removes a copy stored before.
 
 A query's newest papers can be more than one page: a busy category (cs.LG lists several hundred
 papers a day) collected every 6 hours. A page that is full and still newer than the newest
@@ -458,8 +460,23 @@ def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
         authors=tuple(a.name for a in r.authors), published=utc(r.published),
         summary=" ".join(r.summary.split()), guid=r.entry_id, arxiv_id=arxiv_id,
         arxiv_version=version, categories=tuple(r.categories), pdf_url=r.pdf_url or "",
-        person=person,
+        person=person, withdrawn=is_withdrawn(r.summary, r.comment or ""),
     )
+
+
+# How arXiv and authors say a version withdraws its paper: in the comment ("This paper has been
+# withdrawn by the author. It has been superseded by ...", arXiv:2401.00917v3; "Withdrawn due to
+# an error in Lemma 2"), or, in older withdrawals, as the whole abstract ("This paper has been
+# withdrawn by the author(s)"). Only at the start of the abstract: one may discuss withdrawals.
+_THIS_WITHDRAWN = (r"this\s+(?:paper|article|manuscript|submission|preprint|work|version|report)"
+                   r"\s+(?:has\s+been|was|is)\s+withdrawn\b")
+_WITHDRAWN_COMMENT = re.compile(rf"^\W*(?:paper\s+)?withdrawn\b|\b{_THIS_WITHDRAWN}", re.I)
+_WITHDRAWN_SUMMARY = re.compile(rf"^\W*(?:(?:paper\s+)?withdrawn\b|{_THIS_WITHDRAWN})", re.I)
+
+
+def is_withdrawn(summary: str, comment: str) -> bool:
+    """Whether a version's abstract and comment say it withdraws the paper. Pure."""
+    return bool(_WITHDRAWN_COMMENT.search(comment) or _WITHDRAWN_SUMMARY.search(summary))
 
 
 def describe_error(e: Exception) -> str:
