@@ -78,7 +78,8 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
     the new places added; anything already followed is refused. A blog URL is fetched once to
     check it is a feed, or that the page advertises one. Profile URLs (x.com/NAME,
     bsky.app/profile/HANDLE, a Mastodon server's /@NAME) follow that account, and
-    arxiv.org/list/CAT/... follows the category.
+    arxiv.org/list/CAT/... follows the category. A URL may be typed without https://
+    (x.com/karpathy, karpathy.github.io/feed.xml).
 
     \b
     Examples:
@@ -87,6 +88,7 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
       feedbot follow --blog https://lilianweng.github.io/
       feedbot follow @someone@mastodon.social
       feedbot follow https://arxiv.org/list/cs.LG/recent
+      feedbot follow x.com/karpathy
     """
     argv = _argv(words, {"x": x, "bluesky": bluesky, "mastodon": mastodon, "arxiv": arxiv,
                          "blog": blog, "category": category, "weight": weight},

@@ -63,7 +63,7 @@ USAGE = ('follow NAME [--x HANDLE] [--bluesky HANDLE] [--mastodon @USER@INSTANCE
          "[--no-check], or follow [NAME] --category CAT (an arXiv category such as cs.LG); "
          "shorthands: @user@instance (Mastodon), someone.bsky.social (Bluesky), x:handle (X), "
          "a profile URL on x.com, bsky.app or a Mastodon server, an arxiv.org/list/CAT URL, "
-         "any other URL (blog)")
+         "any other URL (blog); https:// may be left out: x.com/karpathy")
 
 _MASTODON = re.compile(r"^@?[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]+$")
 _BLUESKY = re.compile(r"^@?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.bsky\.social$", re.IGNORECASE)
@@ -194,7 +194,44 @@ def classify_word(word: str) -> tuple[str, str]:
         raise FollowError(f"is {w} an X handle? write x:{w[1:]} or --x {w[1:]}; a Mastodon "
                           "account looks like @user@instance, a Bluesky one like "
                           "name.bsky.social")
+    url = bare_url(w)
+    if url:  # x.com/karpathy: what https://x.com/karpathy follows, not a name
+        return profile_url(url) or ("blog", url)
     return "", w
+
+
+# A web address typed without its scheme: a host name (labels and a top-level domain of
+# letters), an optional port, then a path, query or fragment, or nothing.
+_BARE_URL = re.compile(r"^(?P<host>(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
+                       r"(?P<tld>[A-Za-z]{2,24}))(?::\d{1,5})?(?P<rest>[/?#]\S*)?$")
+# The top-level domains a host typed with no path is taken as a web address for: a word such
+# as "St.Louis" or "Dr.Who" stays a word of a name.
+_COMMON_TLDS = frozenset({
+    "com", "org", "net", "edu", "gov", "int", "mil", "io", "ai", "dev", "app", "blog", "me", "co",
+    "info", "biz", "xyz", "page", "site", "tech", "science", "social", "news", "online", "pub",
+    "wiki", "club", "space", "link", "live", "today", "world", "works", "systems", "academy",
+    "institute", "ink", "fm", "tv", "cc", "ly", "sh", "so", "gg", "im", "ac", "uk", "de", "fr",
+    "nl", "ch", "at", "be", "se", "no", "dk", "fi", "es", "it", "pt", "pl", "cz", "ru", "ua", "jp",
+    "cn", "kr", "tw", "hk", "sg", "in", "au", "nz", "ca", "us", "br", "mx", "il", "ie", "eu"})
+
+
+def bare_url(word: str) -> str:
+    """`https://` + `word` when `word` is a web address typed without its scheme
+    (`x.com/karpathy`, `karpathy.github.io/feed.xml`, `www.example.org/blog`,
+    `lilianweng.github.io`), else "". A host with nothing after it counts only when its
+    top-level domain is a common one written in lower case, so that a word of a name
+    ("St.Louis", "J.Li") stays one; an arXiv id or category (`2401.01234`,
+    `math.GT/0309136`, `cs.AI`) is never a host."""
+    m = _BARE_URL.match(word)
+    if m is None:
+        return ""
+    labels = m["host"].split(".")
+    if len(labels) == 2 and labels[0].lower() in ARXIV_ARCHIVES:  # cs.AI, math.GT/0309136
+        return ""
+    if not m["rest"] and labels[0].lower() != "www" and (
+            m["tld"] not in _COMMON_TLDS or len(labels[0]) < 2):
+        return ""
+    return "https://" + word
 
 
 def profile_url(url: str) -> tuple[str, str] | None:
@@ -270,8 +307,8 @@ def _request(values: dict[str, Any]) -> FollowRequest:
             if place != key:
                 raise FollowError(f"{value} is not a profile URL on {PLACE_NAMES[key]}")
             values[key] = account
-    if values.get("blog"):
-        values["blog"] = feed_url(values["blog"])  # feed://…, HTTPS://…
+    if values.get("blog"):  # feed://…, HTTPS://…, karpathy.github.io/feed.xml
+        values["blog"] = bare_url(values["blog"]) or feed_url(values["blog"])
     if values.get("mastodon"):
         values["mastodon"] = "@" + values["mastodon"].lstrip("@")
     for key in ("x", "bluesky"):

@@ -732,6 +732,50 @@ def test_profile_url_refusals(args: list[str], message: str) -> None:
         parse_follow_args(args)
 
 
+@pytest.mark.parametrize("typed", [
+    "x.com/karpathy", "twitter.com/karpathy/status/1234567890?s=20",
+    "bsky.app/profile/karpathy.bsky.social", "mastodon.social/@ada", "sigmoid.social/@ada.rss",
+    "arxiv.org/list/cs.LG/recent", "arxiv.org/a/karpathy_a_1", "karpathy.github.io/feed.xml",
+    "www.example.org/blog", "www.example.org", "lilianweng.github.io", "example.org:8080/feed",
+])
+def test_a_url_typed_without_https_is_the_url(typed: str) -> None:
+    """`feedbot follow x.com/karpathy` was taken for a name ("nothing to follow"), not as the
+    account `https://x.com/karpathy` follows."""
+    assert parse_follow_args([typed]) == parse_follow_args([f"https://{typed}"])
+    assert parse_follow_args(["Ada", typed]).name == "Ada"
+
+
+@pytest.mark.parametrize(("args", "name"), [
+    (["J.", "Doe"], "J. Doe"), (["J.Doe"], "J.Doe"), (["J.Li"], "J.Li"),
+    (["Dr.Who"], "Dr.Who"), (["St.Louis"], "St.Louis"), (["Yann", "LeCun", "Ph.D."],
+                                                         "Yann LeCun Ph.D."),
+    (["2401.01234"], "2401.01234"), (["math.GT/0309136"], "math.GT/0309136"),
+    (["cs.AI"], "cs.AI"), (["stat.ml"], "stat.ml"), (["index.html"], "index.html"),
+])
+def test_names_and_arxiv_ids_are_not_taken_for_urls(args: list[str], name: str) -> None:
+    assert parse_follow_args([*args, "--x", "someone"]) == FollowRequest(name=name, x="someone")
+
+
+def test_a_blog_option_without_https_is_the_url() -> None:
+    """`--blog example.org/feed.xml` was refused as "not an http(s) URL"."""
+    assert parse_follow_args(["Ada", "--blog", "example.org/feed.xml"]) == \
+        FollowRequest(name="Ada", blog="https://example.org/feed.xml")
+
+
+def test_cli_follows_and_unfollows_urls_typed_without_https(sources: Path) -> None:
+    r = invoke(sources, "follow", "x.com/ada_ex")
+    assert r.exit_code == 0 and "following @ada_ex on X (@ada_ex)" in r.output, r.output
+    r = invoke(sources, "follow", "--no-check", "www.example.org/feed.xml")
+    assert r.exit_code == 0, r.output
+    cfg = load_config(sources)
+    assert (cfg.people[-1].name, cfg.people[-1].x) == ("@ada_ex", "ada_ex")
+    assert cfg.blogs[-1].url == "https://www.example.org/feed.xml"
+    assert invoke(sources, "unfollow", "www.example.org/feed.xml").exit_code == 0
+    r = invoke(sources, "unfollow", "x.com/ada_ex")
+    assert r.exit_code == 0, r.output
+    assert sources.read_text() == COMMENTED
+
+
 def test_an_x_profile_url_is_followed_on_x_without_fetching(sources: Path) -> None:
     """It used to be taken for a blog: fetched (x.com is not a feed), or with --no-check
     written as a blog whose every collection fails."""
