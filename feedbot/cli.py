@@ -139,13 +139,11 @@ def check_stage(cfg: Config, roadmap: Roadmap) -> None:
     /stage take it): `stage: CNN` is `cnn`, and is used as the roadmap spells it."""
     cfg.learner.stage = roadmap.find(cfg.learner.stage) or cfg.learner.stage
     if cfg.learner.stage not in roadmap.ids:
-        import difflib
-
-        close = difflib.get_close_matches(cfg.learner.stage, roadmap.ids, n=1)
+        close = roadmap.closest(cfg.learner.stage)  # in any case, as `stage set` suggests
         line = line_of(cfg.path, ["learner", "stage"])
         raise ConfigError(cfg.path, f"unknown stage {cfg.learner.stage!r}", line=line,
                           key="learner.stage",
-                          hint=(f"did you mean '{close[0]}'? " if close else "") +
+                          hint=(f"did you mean '{close}'? " if close else "") +
                           "`feedbot stage set ID` sets it; `feedbot stage list` lists them")
 
 
@@ -544,17 +542,47 @@ def stage_or_fail(stage_id: str, roadmap: Roadmap) -> str:
 
 
 def unknown_stage(stage_id: str, roadmap: Roadmap) -> str:
-    """`unknown stage 'CNN' (did you mean 'cnn'?); stages: …`"""
-    import difflib
-
-    by_lower = {i.lower(): i for i in roadmap.ids}
-    wanted = stage_id.strip().lower()
-    close = [by_lower[c] for c in difflib.get_close_matches(wanted, list(by_lower), n=1)]
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    """`unknown stage 'CNNs' (did you mean 'cnn'?); stages: …`"""
+    close = roadmap.closest(stage_id)
+    hint = f" (did you mean '{close}'?)" if close else ""
     return f"unknown stage {stage_id!r}{hint}; stages: {', '.join(roadmap.ids)}"
 
 
-@main.group(invoke_without_command=True)
+class StageGroup(click.Group):
+    """`feedbot stage nlp`, a stage where a subcommand goes, says `feedbot stage set nlp`
+    instead of only "No such command 'nlp'"."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            stage_id = self._stage_meant(ctx, args[0]) if args else None
+            if stage_id is None:
+                raise
+            raise click.UsageError(f"No such command {args[0]!r}; did you mean: feedbot stage "
+                                   f"set {stage_id}", ctx) from None
+
+    def _stage_meant(self, ctx: click.Context, word: str) -> str | None:
+        """The stage `word` names (in any case) or is close to, unless it is close to a
+        subcommand (`lsit`: click suggests `list`); None as well when the roadmap cannot be
+        read (the command fails with its own words then)."""
+        import difflib
+
+        app = ctx.find_object(App)
+        if app is None or word.startswith("-"):
+            return None
+        try:
+            roadmap = app.roadmap
+        except (ConfigError, SettingError):
+            return None
+        found = roadmap.find(word)
+        if found is not None or difflib.get_close_matches(word, list(self.commands)):
+            return found
+        return roadmap.closest(word)
+
+
+@main.group(cls=StageGroup, invoke_without_command=True)
 @pass_app
 @click.pass_context
 def stage(ctx: click.Context, app: App) -> None:

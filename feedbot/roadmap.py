@@ -80,6 +80,15 @@ class Roadmap:
         want = key(stage_id)
         return next((i for i in self.ids if key(i) == want), None)
 
+    def closest(self, stage_id: str, key: Callable[[str], str] = _plain_key) -> str | None:
+        """The id of the stage `stage_id` probably meant (`CNNs`, `cnnn` and `Deeplearning`
+        mean `cnn`, `cnn` and `deep-learning`), compared by `key` as `find` compares, or None.
+        The one suggestion behind every "did you mean": `stage set`, `digest --stage`, a
+        `learner.stage` in sources.yaml and a stage given to `feedbot stage` as a command."""
+        by_key = {key(i): i for i in self.ids}
+        close = difflib.get_close_matches(key(stage_id), list(by_key), n=1)
+        return by_key[close[0]] if close else None
+
     def next_after(self, stage_id: str) -> Stage | None:
         i = self.ids.index(stage_id)
         return self.stages[i + 1] if i + 1 < len(self.stages) else None

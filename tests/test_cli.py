@@ -166,6 +166,43 @@ def test_unknown_stage_in_file_is_a_config_error(tmp_path: Path) -> None:
     assert "did you mean 'cnn'" in result.stderr
 
 
+@pytest.mark.parametrize(("stage", "want"), [("CNNs", "cnn"), ("NLP_", "nlp"),
+                                            ("DEEPLEARNING", "deep-learning")])
+def test_an_unknown_stage_in_the_file_gets_a_suggestion_in_any_case(stage: str,
+                                                                     want: str) -> None:
+    """`stage: CNNs` in sources.yaml got no "did you mean", while `stage set CNNs` suggested
+    cnn: the file's check compared ids in the case typed."""
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text(f"learner:\n  stage: {stage}\n")
+    result = invoke("digest", "--no-collect")
+    assert result.exit_code == 2
+    assert f"{p}:2: learner.stage: unknown stage '{stage}' (did you mean '{want}'? " \
+        "`feedbot stage set ID` sets it" in result.stderr
+    result = invoke("stage", "set", stage)  # the same suggestion
+    assert result.exit_code == 2 and f"(did you mean '{want}'?); stages:" in result.stderr
+
+
+@pytest.mark.parametrize(("word", "want"), [("nlp", "nlp"), ("NLP", "nlp"), ("cnns", "cnn"),
+                                            ("deeplearning", "deep-learning")])
+def test_a_stage_given_to_stage_as_a_command_points_to_stage_set(word: str, want: str) -> None:
+    """`feedbot stage nlp` said only "No such command 'nlp'"."""
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text("learner:\n  stage: cnn\n")
+    result = invoke("stage", word)
+    assert result.exit_code == 2
+    assert f"No such command {word!r}; did you mean: feedbot stage set {want}" in result.stderr
+    assert p.read_text() == "learner:\n  stage: cnn\n"  # nothing moved
+
+
+def test_a_word_that_is_no_stage_keeps_clicks_own_answer() -> None:
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("learner:\n  stage: cnn\n")
+    typo = invoke("stage", "lsit")
+    assert typo.exit_code == 2 and "No such command 'lsit'. Did you mean 'list'?" in typo.stderr
+    other = invoke("stage", "frobnicate")
+    assert other.exit_code == 2 and "No such command 'frobnicate'." in other.stderr
+    assert "stage set" not in typo.stderr + other.stderr
+
+
 def test_digest_json_shape_after_collect(sources: Path, use_fake_embedder: Any) -> None:
     result = invoke("digest", "--format", "json", "--since", "3650d")
     assert result.exit_code == 0, result.output
