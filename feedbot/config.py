@@ -680,22 +680,93 @@ def parse_yaml(text: str, path: str | Path | None = None) -> Any:
     try:
         return _yaml().load(text)
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = e.problem or e.context
-        hint = ""
-        if "'\\t'" in str(problem):  # a tab, where this parser accepts only spaces
+        if "'\\t'" in str(e.problem or e.context):  # a tab, where this parser takes only spaces
             doc = _without_separating_tabs(text)
             if doc is not None:
                 return doc
-            hint = "replace the tab on that line with spaces"
-        raise ConfigError(path, f"not valid YAML: {problem}", line=line, hint=hint) from None
+        raise _syntax_error(e, text, path) from None
     except ReaderError as e:  # a control character, e.g. a NUL byte: no mark, a position
         raise _unreadable(e, text, path) from None
     except YAMLError as e:
         raise ConfigError(path, f"not valid YAML: {e}") from None
     except RecursionError:  # `learner: [[[[…` thousands deep
         raise ConfigError(path, "not valid YAML: nested too deeply") from None
+
+
+_LINE_BREAK = re.compile("\r\n|[\r\n]")  # as ruamel's marks count lines
+
+
+def _syntax_error(e: MarkedYAMLError, text: str, path: str | Path | None) -> ConfigError:
+    """ruamel's words, at their line, with the column and the line itself, and for the common
+    slips (a tab, an item or key indented wrong, `a: b` in a value) what to do. A key with no
+    `:`, and a problem marked past the last line (an unclosed `[`), are shown where the thing
+    ruamel was reading began."""
+    lines = _LINE_BREAK.split(text.removeprefix("\ufeff").removesuffix("\n"))
+    marks = [m for m in (e.problem_mark, e.context_mark) if m is not None]
+    problem = str(e.problem or e.context)
+    if problem.startswith("could not find expected ':'"):  # where the key without one began
+        marks.reverse()
+    mark = next((m for m in marks if m.line < len(lines)), marks[0] if marks else None)
+    if mark is None:
+        return ConfigError(path, f"not valid YAML: {problem}")
+    n, column = mark.line + 1, mark.column + 1
+    if mark.line >= len(lines):
+        return ConfigError(path, f"not valid YAML: {problem}", line=n)
+    shown = lines[mark.line]
+    message = f"not valid YAML: {problem} at column {column} of {_shown_line(shown, column)}"
+    hint = _syntax_hint(problem, shown, column, n)
+    if not hint and mark is e.context_mark:  # the line where what is left open begins
+        hint = _UNCLOSED.get(str(e.context), "")
+    return ConfigError(path, message, line=n, hint=hint)
+
+
+_UNCLOSED = {  # ruamel's context for a problem at the end of the file: what was left open
+    "while scanning a quoted scalar": "the quote that opens there is never closed",
+    "while parsing a flow sequence": "the `[` that opens there is never closed",
+    "while parsing a flow mapping": "the `{` that opens there is never closed",
+}
+
+
+def _shown_line(line: str, column: int, width: int = 80) -> str:
+    """A line of the file as a message shows it: quoted, so its indentation and tabs show
+    (`'\\tstage: cnn'`), and cut to about `width` characters around `column`."""
+    if len(line) > width:
+        start = max(0, min(column - width // 2, len(line) - width))
+        line = ("…" if start else "") + line[start:start + width] + \
+            ("…" if start + width < len(line) else "")
+    return repr(line)
+
+
+_INDENT_HINTS = {  # what ruamel found where a block ended: what is wrong with its indentation
+    "<block sequence start>": "the items of a list (`- …`) line up under each other",
+    "<scalar>": "a value on a line of its own goes further right than its key",
+}
+_KEYS_HINT = ("the keys of a mapping line up under each other, and so do the keys of a list's "
+              "item: under `- name: …`, `url:` goes right under `name`")
+
+
+def _syntax_hint(problem: str, line: str, column: int, n: int) -> str:
+    """What to do about the YAML syntax errors people make in sources.yaml by hand."""
+    if "'\\t'" in problem:
+        if not line[:column].strip(" \t"):  # the tab is in the indentation
+            return "YAML does not allow tabs for indentation: replace the tab on that line " \
+                "with spaces"
+        return "replace the tab on that line with spaces"
+    indentation = f"check the indentation of line {n}: "
+    if problem.startswith("mapping values are not allowed"):
+        before = line[:column - 1]
+        if ": " in before or before.rstrip().endswith(":"):  # `name: Part 1: Basics`
+            return 'a value holding ": " goes in quotes, e.g. name: "Part 1: Basics"'
+        return indentation + "the keys of a mapping line up under each other; one indented " \
+            "further than the key above it is read as part of that key's value"
+    if problem.startswith(("expected <block end>", "did not find expected key",
+                           "did not find expected '-'")):
+        found = next((h for token, h in _INDENT_HINTS.items() if token in problem), _KEYS_HINT)
+        return indentation + found
+    if problem.startswith("could not find expected ':'"):
+        return f"line {n} needs ': ' after its key (`key: value`); a value on a line of its " \
+            "own goes further right than its key"
+    return ""
 
 
 # A run of blanks with a tab in it, before a comment or at the end of a line.

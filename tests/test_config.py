@@ -364,6 +364,66 @@ def test_a_tab_used_for_indentation_gets_a_hint_to_use_spaces(tmp_path: Path) ->
     assert "replace the tab on that line with spaces" in str(info.value)
 
 
+BLOG = "  - name: a\n    url: https://example.org/a.xml\n"
+
+
+@pytest.mark.parametrize(("text", "line", "shown", "hint"), [
+    # a list item indented wrong
+    ("blogs:\n" + BLOG + "   - name: b\n    url: https://example.org/b.xml\n", 4,
+     "expected <block end>, but found '<block sequence start>' at column 4 of '   - name: b'",
+     "check the indentation of line 4: the items of a list (`- …`) line up under each other"),
+    # `- name: x` then ` url: y`: the item's second key not under its first
+    ("blogs:\n- name: x\n url: https://example.org/x.xml\n", 3,
+     "expected <block end>, but found '<block mapping start>' at column 2 of "
+     "' url: https://example.org/x.xml'",
+     "check the indentation of line 3: the keys of a mapping line up under each other, and so "
+     "do the keys of a list's item: under `- name: …`, `url:` goes right under `name`"),
+    ("learner:\n  stage: cnn\n   digest_time: '08:00'\n", 3,
+     "mapping values are not allowed here at column 15 of \"   digest_time: '08:00'\"",
+     "check the indentation of line 3: the keys of a mapping line up under each other; one "
+     "indented further than the key above it is read as part of that key's value"),
+    # a key's value on a line of its own, less indented than the key
+    ("learner:\n  stage:\n cnn\n", 3,
+     "expected <block end>, but found '<scalar>' at column 2 of ' cnn'",
+     "check the indentation of line 3: a value on a line of its own goes further right than "
+     "its key"),
+    ("learner:\n\tstage: cnn\n", 2,
+     "found character '\\t' that cannot start any token at column 1 of '\\tstage: cnn'",
+     "YAML does not allow tabs for indentation: replace the tab on that line with spaces"),
+    ("blogs:\n  - name: Part 1: Basics\n    url: https://example.org/x.xml\n", 2,
+     "mapping values are not allowed here at column 17 of '  - name: Part 1: Basics'",
+     'a value holding ": " goes in quotes, e.g. name: "Part 1: Basics"'),
+    # the key without its colon, not the line after it (nor a line past the end)
+    ("learner:\n  stage: cnn\n  digest_time '08:00'\n", 3,
+     "could not find expected ':' at column 3 of \"  digest_time '08:00'\"",
+     "line 3 needs ': ' after its key (`key: value`)"),
+    ("blogs:\n  - name: x\n    url: \"https://example.org/x.xml\n", 3,
+     "found unexpected end of stream at column 10 of '    url: \"https://example.org/x.xml'",
+     "the quote that opens there is never closed"),
+])
+def test_a_yaml_syntax_error_shows_the_line_and_says_what_to_do(
+        tmp_path: Path, text: str, line: int, shown: str, hint: str) -> None:
+    """ruamel's words came alone ("expected <block end>, but found '<block mapping start>'"),
+    with no column, no line to look at and nothing about indentation."""
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.line == line
+    assert str(e.value).startswith(f"{p}:{line}: not valid YAML: {shown} (")
+    assert hint in e.value.hint
+    assert "\n" not in str(e.value)
+
+
+def test_a_long_line_is_shown_cut_around_the_column(tmp_path: Path) -> None:
+    long = "https://example.org/" + "a" * 300
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"blogs:\n  - url: {long}\n    name: x\n"
+                          f"  - url: {long}: z\n"))
+    assert e.value.line == 4
+    shown = e.value.message.split(" of ", 1)[1]
+    assert shown.startswith("'…") and shown.endswith(": z'") and len(shown) < 90
+
+
 def test_tabs_before_comments_and_at_line_ends_parse_for_edits_too() -> None:
     """The fast loader accepts them, so the round-trip parser behind every edit must as well,
     without touching a tab inside a value."""
