@@ -707,6 +707,9 @@ class Store:
                     if self._should_update(existing, it, self._same_source(it.source)):
                         self._update(iid, it, now)
                         updated += 1
+                    elif _dated_by_a_wrong_clock(existing, it, now):
+                        self.db.execute("UPDATE items SET published = ? WHERE id = ?",
+                                        (_ts(it.published), iid))
                 self.db.execute(
                     "INSERT INTO item_sources(item_id, source, guid, person, seen) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id, source) DO UPDATE SET "
@@ -769,11 +772,12 @@ class Store:
 
     def _find_existing(self, it: Item) -> sqlite3.Row | None:
         row = self.db.execute(
-            "SELECT id, source, arxiv_version, content_hash, kind FROM items WHERE key = ?",
-            (it.key,)).fetchone()
+            "SELECT id, source, arxiv_version, content_hash, kind, published, first_seen "
+            "FROM items WHERE key = ?", (it.key,)).fetchone()
         if row is None and it.guid:
             row = self.db.execute(
-                "SELECT i.id, i.source, i.arxiv_version, i.content_hash, i.kind FROM items i "
+                "SELECT i.id, i.source, i.arxiv_version, i.content_hash, i.kind, i.published, "
+                "i.first_seen FROM items i "
                 "JOIN item_sources s ON s.item_id = i.id WHERE s.source IN "
                 "(SELECT value FROM json_each(?)) AND s.guid = ?",
                 (json.dumps(self._same_source(it.source)), it.guid),
@@ -1568,6 +1572,17 @@ _FOLLOWED = ("(i.source NOT IN (SELECT value FROM json_each(?)) OR EXISTS (SELEC
 # since: an old paper a followed post shares today is news again (and sent), and removed that
 # night, a 👍 on the morning's message found no item, its delivered mark went with it, and
 # the post about it came the next day (the same story twice).
+def _dated_by_a_wrong_clock(row: sqlite3.Row, it: Item, now: datetime) -> bool:
+    """Whether a stored item's date is the fetch time that `items.clamp_future` gave it (its
+    date was more than a day after the clock), and `it`, the same item read again, has a date
+    believed now: not clamped again (that date would be `now`). A Raspberry Pi without a clock
+    battery boots days behind until NTP answers; the week's posts it read then looked as if
+    from the future, and kept the wrong boot-time date for good. A date still in the future
+    (a feed's year 3000) is clamped again on every read, so it keeps its first date."""
+    return (row["published"] is not None and row["published"] == row["first_seen"]
+            and it.published is not None and it.published != now)
+
+
 _PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before AND "
              "id NOT IN (SELECT item_id FROM feedback) AND "
              "id NOT IN (SELECT item_id FROM bookmarks) AND "

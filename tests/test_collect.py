@@ -1130,3 +1130,29 @@ def test_items_the_database_cannot_hold_fail_that_source_only(
     assert (reports["good"].status, reports["good"].new) == ("ok", 3)
     assert store.item_count("bad") == 0 and store.source_state("bad").failures == 1
     store.close()
+
+
+def test_a_date_clamped_by_a_clock_that_was_behind_is_mended_when_the_feed_is_read_again(
+        server: LocalServer, tmp_path: Path) -> None:
+    """A Raspberry Pi without a clock battery boots ten days behind: last week's post looks as
+    if from the future and was dated the (wrong) fetch time for good. Once the clock is right,
+    the next read dates it as the feed does; a date still in the future keeps its first date."""
+    feed = server.add("/f", body=atom_feed([
+        {"title": "last week", "link": "https://e.org/lw", "updated": "2026-11-15T00:00:00Z"},
+        {"title": "from 3000", "link": "https://e.org/3000", "updated": "3000-01-01T00:00:00Z"},
+        {"title": "older", "link": "https://e.org/old", "updated": "2026-11-01T00:00:00Z"}]))
+    behind = NOW - timedelta(days=10)
+    store = Store(tmp_path / "db.sqlite")
+
+    def dates() -> dict[str, datetime | None]:
+        return {s.item.title: s.item.published for s in store.items_since(None)}
+
+    collect(feeds_config({"Pi": feed}), store, now=behind)  # type: ignore[arg-type]
+    assert dates() == {"last week": behind, "from 3000": behind,
+                       "older": datetime(2026, 11, 1, tzinfo=UTC)}
+    collect(feeds_config({"Pi": feed}), store, now=NOW)  # type: ignore[arg-type]
+    assert dates() == {"last week": datetime(2026, 11, 15, tzinfo=UTC), "from 3000": behind,
+                       "older": datetime(2026, 11, 1, tzinfo=UTC)}
+    collect(feeds_config({"Pi": feed}), store,  # type: ignore[arg-type]
+            now=NOW + timedelta(days=1))
+    assert dates()["from 3000"] == behind
