@@ -390,8 +390,9 @@ class Runner:
         try:
             await self.start()
             if not self._stop.is_set():  # not asked to stop while the bot was coming up
-                log.info("feedbot is running: %d sources; stop with Ctrl-C or SIGTERM",
-                         len(self.settings.config.sources()))
+                log.info("feedbot is running: %d sources from %s, home %s; stop with Ctrl-C "
+                         "or SIGTERM", len(self.settings.config.sources()), self.sources,
+                         self.home)
             await self._stop.wait()
         finally:
             for sig in signals:

@@ -754,6 +754,8 @@ def test_feedbot_run_without_token_collects_only_and_stops_on_sigterm(
         seen = _wait_for_line(proc, "feedbot is running", fd=read)
         assert seen.count("TELEGRAM_BOT_TOKEN is not set") == 1, seen  # said once, not twice
         [running] = [line for line in seen.splitlines() if "feedbot is running" in line]
+        # which file and home: a service's working directory is not the user's
+        assert f"from {os.environ['FEEDBOT_SOURCES']}, home {os.environ['FEEDBOT_HOME']}" in running
         stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} "
         if journald:
             assert running.startswith("INFO feedbot"), running
