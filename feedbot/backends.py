@@ -122,7 +122,13 @@ def _normalise(vecs: np.ndarray) -> np.ndarray:
 
 
 def _load_sentence_transformer(model_ref: str, device: str, **model_kwargs: Any) -> Any:
+    """The model `model_ref` as sentence-transformers loads it. A hub name whose files are all in
+    the Hugging Face cache is loaded from there by path: by name, the hub asks the network
+    first, unless HF_HUB_OFFLINE was set before it was imported, and with no network it retried
+    each file for minutes (4 min for all-MiniLM) before it used the cached copy."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when the hub is imported
+    if not Path(model_ref).exists():
+        model_ref = str(complete_hub_snapshot(model_ref) or model_ref)
     from sentence_transformers import SentenceTransformer
 
     threads = thread_budget()
@@ -133,6 +139,103 @@ def _load_sentence_transformer(model_ref: str, device: str, **model_kwargs: Any)
     if Path(model_ref).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return SentenceTransformer(model_ref, device=device, model_kwargs=model_kwargs or None)
+
+
+# ---------------------------------------------------------------------------------------------
+# a model's files, on disk or in the Hugging Face cache (read without torch or the network)
+
+MODEL_MARKERS = ("modules.json", "config.json")
+# Weights and tokenizer files by name (sharded weights come with an index file; SentencePiece
+# and tiktoken tokenizers are single model files of various names).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+TOKENIZER_SUFFIXES = (".model", ".spm", ".tiktoken")
+
+
+def model_files_problem(path: Path) -> str | None:
+    """Why the model directory `path` cannot be used as it is, or None. Looks at names only.
+
+    Without its tokenizer files (tokenizer.json, vocab.txt...) a model still loads: transformers
+    builds a tokenizer of the special tokens alone, every word becomes [UNK], and every text gets
+    nearly the same vector, so a digest ranked noise and said nothing. Without its weights it
+    fails deep in transformers; said here, `feedbot doctor` finds both without loading torch.
+    """
+    if not path.is_dir():
+        return "not a directory (a model is a directory with config.json or modules.json)"
+    if not any((path / f).is_file() for f in MODEL_MARKERS):
+        return ("not a model directory: it has neither modules.json (sentence-transformers) "
+                "nor config.json (transformers)")
+    modules = _modules(path)
+    for module in modules:  # Pooling's config, a Dense layer's weights... (Normalize has none)
+        if module["path"] and not module["type"].endswith("Normalize") \
+                and not (path / module["path"]).is_dir():
+            return (f"the model at {path} has no {module['path']}/ folder (its modules.json "
+                    "lists it); install it again, or choose another")
+    folders = [path] + [path / m["path"] for m in modules
+                        if m["path"] and m["type"].endswith("Transformer")]
+    names = {f.name for folder in folders if folder.is_dir()
+             for f in folder.iterdir() if f.is_file()}
+    if not any(n.endswith(WEIGHT_SUFFIXES) for n in names):
+        return (f"the model at {path} has no weights (model.safetensors or pytorch_model.bin); "
+                "install it again, or choose another")
+    if not any(n in TOKENIZER_FILES or n.endswith(TOKENIZER_SUFFIXES) for n in names):
+        return (f"the model at {path} has no tokenizer files (tokenizer.json or vocab.txt, or a "
+                "SentencePiece .model file): it would read every word as unknown and rank "
+                "noise; install it again, or choose another")
+    return None
+
+
+def _modules(path: Path) -> list[dict[str, str]]:
+    """The modules a sentence-transformers model lists in modules.json (type and folder); none
+    for a plain transformers model. Older models keep the Transformer in `0_Transformer/`."""
+    try:
+        listed = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [{"type": m["type"], "path": m["path"]} for m in listed if isinstance(m, dict)
+            and isinstance(m.get("type"), str) and isinstance(m.get("path"), str)] \
+        if isinstance(listed, list) else []
+
+
+def _snapshot_names(ref: str) -> list[str]:
+    """The hub repositories `ref` may be cached as: a bare name is loaded by sentence-transformers
+    from its own organisation (`all-MiniLM-L12-v2` → `sentence-transformers/...`) first."""
+    if ref.startswith(("/", "~", ".")) or ref.count("/") > 1 or "\\" in ref:
+        return []
+    return [ref] if "/" in ref else [f"sentence-transformers/{ref}", ref]
+
+
+def hub_snapshot(ref: str) -> Path | None:
+    """The folder of the Hugging Face cache's copy of the hub model `ref` (its `main` revision,
+    which sentence-transformers loads), or None; whether it is whole, `model_files_problem`
+    says. Touches no network, imports no torch.
+
+    Found by its modules.json or config.json, not by `snapshot_download(local_files_only=True)`:
+    that takes a snapshot for incomplete when any file of the repository's listing is missing,
+    and sentence-transformers downloads only the files it loads (not a repository's onnx/ or
+    openvino/ folders, nor pytorch_model.bin beside model.safetensors).
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when the hub is imported
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    cache_dir = os.environ.get("SENTENCE_TRANSFORMERS_HOME") or None  # as sentence-transformers
+    for name in _snapshot_names(ref):
+        for marker in MODEL_MARKERS:
+            try:
+                found = try_to_load_from_cache(name, marker, cache_dir=cache_dir)
+            except ValueError:  # not a valid repository name (HFValidationError)
+                break
+            if isinstance(found, str):
+                return Path(found).parent
+    return None
+
+
+def complete_hub_snapshot(ref: str) -> Path | None:
+    """`hub_snapshot(ref)` when it holds a usable model (`model_files_problem`), else None."""
+    path = hub_snapshot(ref)
+    return path if path is not None and model_files_problem(path) is None else None
 
 
 class SentenceTransformerEncoder:

