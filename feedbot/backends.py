@@ -1155,6 +1155,37 @@ def _usable(entry: Any) -> bool:
     return isinstance(entry, dict) and entry.get("backend") in BACKENDS
 
 
+# Parts of the machine fingerprint that say which processors a process may use, not how they
+# compute: a backend's agreement with fp32, measured on the same hardware and libraries, holds
+# whatever they are.
+_SCHEDULING_KEYS = ("cuda_visible_devices", "usable_cores")
+
+
+def measurements(model_ref: str, device: str = "auto") -> dict[str, Any]:
+    """Each backend's measurement (`texts_per_s`, `agreement` with fp32) for this model: those of
+    the cached choice, else of the latest choice made on this machine under another
+    CUDA_VISIBLE_DEVICES or CPU affinity. Never imports torch.
+
+    Whether a backend's vectors share the cache with fp32's (`Embedder.model_id`) depends on
+    its agreement alone; read from the cached choice only, a changed CUDA_VISIBLE_DEVICES (a new
+    choice key) gave a forced backend's vectors a new key, and every item was embedded again.
+    """
+    entry = cached_choice(model_ref, device)
+    if entry is None:
+        here = _numerics(machine_fingerprint())
+        found = [e for key, e in _read_choices().items()
+                 if _usable(e) and isinstance(e.get("machine"), dict)
+                 and key.rsplit("|", 2)[:2] == [model_ref, device]
+                 and _numerics(e["machine"]) == here]
+        entry = max(found, key=lambda e: str(e.get("chosen_at", "")), default=None)
+    measured = entry.get("measured") if entry is not None else None
+    return measured if isinstance(measured, dict) else {}
+
+
+def _numerics(machine: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in machine.items() if k not in _SCHEDULING_KEYS}
+
+
 @contextlib.contextmanager
 def _choice_lock() -> Iterator[None]:
     """One process at a time measures and writes choices: two measuring at once would share

@@ -201,10 +201,19 @@ class Embedder:
         """Cache key of the vector space.
 
         The model's name (see `_space`) for fp32 and for every backend whose rankings were
-        measured to agree with fp32 on this machine (their vectors are interchangeable); the
-        model and the backend otherwise (a forced backend that was not measured, or one that
-        disagrees).
+        measured to agree with fp32 on this machine (their vectors are interchangeable), and for
+        `auto` before it has chosen (it chooses only such a backend); the model and the backend
+        otherwise (a forced backend that was not measured, or one that disagrees). Which GPUs
+        or CPUs the process may use (CUDA_VISIBLE_DEVICES, its affinity) does not change it.
         """
+        if self._encoder is None and self.backend_pref == "auto":
+            from .backends import cached_choice  # a JSON file; imports no torch
+
+            if cached_choice(self.model_ref, self.device_pref) is None:
+                # Not chosen yet (a new machine, FEEDBOT_HOME, CUDA_VISIBLE_DEVICES or torch):
+                # `auto` chooses only a backend that agrees, so the key is known without
+                # measuring, which a digest of cached vectors did (25 s, and torch imported).
+                return self._space
         backend = self.backend_name
         if backend == "fp32" or self._agrees(backend):
             return self._space
@@ -231,11 +240,9 @@ class Embedder:
         return f"{self.model_name}@{model_digest(self.model_ref)}"
 
     def _measured(self) -> dict[str, Any]:
-        from .backends import cached_choice  # a JSON file; imports no torch
+        from .backends import measurements  # a JSON file; imports no torch
 
-        choice = cached_choice(self.model_ref, self.device_pref) or {}
-        measured = choice.get("measured")
-        return measured if isinstance(measured, dict) else {}
+        return measurements(self.model_ref, self.device_pref)
 
     def _agrees(self, backend: str) -> bool:
         from .backends import MIN_AGREEMENT

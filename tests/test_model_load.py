@@ -1,11 +1,14 @@
 """Loading the embedding model: a hub model already in the Hugging Face cache loads without the
-network, and a model directory without its tokenizer is refused.
+network, a model directory without its tokenizer is refused, the vector cache's key does not
+follow CUDA_VISIBLE_DEVICES.
 
-Only the first test loads the real model (marked `model`); the others look at files.
+Only the first test loads the real model (marked `model`); the others look at files, keys and
+fake encoders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -212,4 +215,56 @@ def test_doctor_says_a_model_without_tokenizer_files_without_loading_it(
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"feedbot: FEEDBOT_MODEL={model}: the model at ")
     assert "has no tokenizer files" in result.stderr
+
+
+# --- 3. CUDA_VISIBLE_DEVICES and the vector cache's key --------------------------------------
+
+
+def _store_measured(model_ref: str, backend: str, measured: dict[str, float],
+                    machine: dict[str, Any] | None = None) -> None:
+    """A choice as `auto` stores it, made on `machine` (default: this one, as it is now)."""
+    machine = machine or backends.machine_fingerprint()
+    digest = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:16]
+    backends._store_choice(f"{model_ref}|auto|{digest}", {
+        "backend": backend, "device": "cpu", "model": model_ref,
+        "chosen_at": "2026-11-20T08:00:00+00:00", "machine": machine,
+        "measured": {b: {"agreement": a, "texts_per_s": 1.0} for b, a in measured.items()}})
+
+
+def _no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    def measure(*a: Any, **k: Any) -> Any:
+        raise AssertionError("measured the backends for a cache key")
+
+    monkeypatch.setattr(backends, "measure", measure)
+    monkeypatch.setattr(backends, "resolve_device", measure)
+
+
+def test_cuda_visible_devices_does_not_change_the_vectors_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choice's key holds CUDA_VISIBLE_DEVICES (a backend's speed depends on the GPUs it may
+    use); a forced backend's agreement with fp32 was read from that key alone, so under another
+    CUDA_VISIBLE_DEVICES (cron, a shell, a scheduler) its vectors got another key and every
+    item was embedded again, and `auto` measured (25 s, torch) for a digest of cached
+    vectors."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ref = embed.resolve_model()[1]
+    _store_measured(ref, "onnx-fp32", {"fp32": 1.0, "onnx-fp32": 1.0, "onnx-int8": 0.93})
+    assert backends.cached_choice(ref) is not None  # stored under this machine's key
+    space = embed.DEFAULT_MODEL
+    assert embed.Embedder(backend="onnx-fp32").model_id == space
+    key = backends.choice_key(ref)
+    _no_measuring(monkeypatch)
+    for visible in ("1", "", "GPU-8a1b"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert backends.choice_key(ref) != key  # the backend choice may differ: measured anew
+        assert embed.Embedder(backend="onnx-fp32").model_id == space
+        assert embed.Embedder(backend="onnx-int8").model_id == f"{space}#onnx-int8"
+        assert embed.Embedder().model_id == space  # auto: not measured for the key
+
+    # measured on another machine (or with other libraries): no agreement is known here
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    backends.choice_file().unlink()
+    _store_measured(ref, "onnx-fp32", {"fp32": 1.0, "onnx-fp32": 1.0},
+                    {**backends.machine_fingerprint(), "onnxruntime": "0.1"})
+    assert embed.Embedder(backend="onnx-fp32").model_id == f"{space}#onnx-fp32"
 
