@@ -1340,13 +1340,33 @@ def choose_backend(model_ref: str, device: str = "auto", *, remeasure: bool = Fa
     Processes take turns (`_choice_lock`): one that waited finds the choice made."""
     key = choice_key(model_ref, device)
     entry = None if remeasure else cached_choice(model_ref, device)
-    if entry is not None:
+    if entry is not None and not _exports_writable_again(entry):
         return entry["backend"]
     with _choice_lock():
         entry = None if remeasure else cached_choice(model_ref, device)
-        if entry is not None:
+        if entry is not None and not _exports_writable_again(entry):
             return entry["backend"]
         return _measure_and_store(key, model_ref, device)
+
+
+def _exports_writable_again(entry: dict[str, Any]) -> bool:
+    """Whether `entry` was measured without the ONNX backends because the models directory could
+    not be written then (read-only, a file in its place), and it can be now: measured again."""
+    return bool(entry.get("exports_unwritable")) and _exports_writable()
+
+
+def _exports_writable() -> bool:
+    """Whether an export can be written under `models_dir()` now: a file is made (and removed)
+    in it, or in the nearest folder above it that exists; as root, permissions say nothing."""
+    folder = models_dir()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:  # read-only, full, or not a directory (a file where models/ should be)
+        return False
+    return True
 
 
 def _measure_and_store(key: str, model_ref: str, device: str) -> str:
@@ -1358,12 +1378,22 @@ def _measure_and_store(key: str, model_ref: str, device: str) -> str:
     best = max(good, key=lambda m: m.texts_per_s)
     _report(f"feedbot: embedding backend {best.backend} "
             f"({best.texts_per_s / results[0].texts_per_s:.2f}x fp32)")
-    _store_choice(key, {"backend": best.backend, "device": resolved, "model": model_ref,
-                        "chosen_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                        "machine": machine_fingerprint(),
-                        "measured": {m.backend: {"texts_per_s": round(m.texts_per_s, 2),
-                                                 "agreement": round(m.agreement, 4)}
-                                     for m in results}})
+    entry = {"backend": best.backend, "device": resolved, "model": model_ref,
+             "chosen_at": datetime.now(UTC).isoformat(timespec="seconds"),
+             "machine": machine_fingerprint(),
+             "measured": {m.backend: {"texts_per_s": round(m.texts_per_s, 2),
+                                      "agreement": round(m.agreement, 4)}
+                          for m in results}}
+    # The backends that run from an export, left out because it could not be written: this
+    # choice holds until the models directory can be written, then it is measured again (it
+    # was kept for good, and the ONNX backends never tried again).
+    left_out = [b for b in candidates(resolved) if b not in entry["measured"]
+                and (b in ONNX_FILES or b == "openvino-bf16")]
+    if left_out and not _exports_writable():
+        entry["exports_unwritable"] = left_out
+        _report(f"feedbot: {', '.join(left_out)} left out: {models_dir()} cannot be written; "
+                "measured again once it can")
+    _store_choice(key, entry)
     return best.backend
 
 

@@ -1,6 +1,7 @@
 """Loading the embedding model: a hub model already in the Hugging Face cache loads without the
 network, a model directory without its tokenizer is refused, the vector cache's key does not
-follow CUDA_VISIBLE_DEVICES.
+follow CUDA_VISIBLE_DEVICES, and ONNX backends left out for an unwritable models directory are
+measured once it can be written.
 
 Only the first test loads the real model (marked `model`); the others look at files, keys and
 fake encoders.
@@ -268,3 +269,91 @@ def test_cuda_visible_devices_does_not_change_the_vectors_key(
                     {**backends.machine_fingerprint(), "onnxruntime": "0.1"})
     assert embed.Embedder(backend="onnx-fp32").model_id == f"{space}#onnx-fp32"
 
+
+# --- 4. ONNX backends left out while the models directory cannot be written ------------------
+
+
+def _vector(text: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+    return np.random.default_rng(seed).normal(size=8).astype(np.float32)
+
+
+class _FakeEncoder:
+    """The same vectors for every backend (all agree with fp32); fp32 the slowest."""
+
+    device = "cpu"
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if self.backend == "fp32":
+            time.sleep(0.005)
+        return backends._normalise(np.stack([_vector(t) for t in texts]))
+
+
+@pytest.fixture
+def fake_backends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """fp32 and the ONNX backends, fake; an ONNX one needs its export's directory written, as
+    `export_onnx` does. Returns the models measured (one entry a measurement)."""
+    monkeypatch.setattr(backends, "candidates", lambda device: ["fp32", "onnx-fp32", "onnx-int8"])
+    monkeypatch.setattr(backends, "MIN_TIMED_S", 0.01)
+    queries, docs = backends.load_probe()
+    monkeypatch.setattr(backends, "load_probe", lambda: (queries[:3], docs[:30]))
+
+    def make(model_ref: str, backend: str, device: str, st_model: Any = None) -> _FakeEncoder:
+        if backend in backends.ONNX_FILES:
+            backends.onnx_dir(model_ref).mkdir(parents=True, exist_ok=True)
+        return _FakeEncoder(backend)
+
+    monkeypatch.setattr(backends, "_make_encoder", make)
+    measured: list[str] = []
+    real = backends.measure
+    monkeypatch.setattr(backends, "measure", lambda ref, *a, **k: measured.append(ref)
+                        or real(ref, *a, **k))
+    return measured
+
+
+def _saved(home: Path) -> dict[str, Any]:
+    (entry,) = json.loads((home / backends.CHOICE_FILE).read_text()).values()
+    return entry
+
+
+def test_onnx_left_out_for_an_unwritable_models_dir_is_measured_once_it_can_be_written(
+        feedbot_env: Path, fake_backends: list[str]) -> None:
+    """models/ read-only at the first measurement: `auto` chose without the ONNX backends and
+    kept that choice for good, also once the directory could be written. (Tests run as root,
+    where chmod stops no write: a file stands where the directory should be.)"""
+    feedbot_env.mkdir(parents=True, exist_ok=True)
+    (feedbot_env / "models").write_text("not a directory")
+    assert backends.choose_backend("model/a", "cpu") == "fp32"
+    assert _saved(feedbot_env)["exports_unwritable"] == ["onnx-fp32", "onnx-int8"]
+    assert set(_saved(feedbot_env)["measured"]) == {"fp32"}
+    assert backends.load_encoder("model/a", "auto", "cpu").backend == "fp32"
+    assert fake_backends == ["model/a"]  # still unwritable: the choice holds, not measured again
+
+    (feedbot_env / "models").unlink()
+    chosen = backends.load_encoder("model/a", "auto", "cpu").backend
+    assert chosen in backends.ONNX_FILES  # the fastest now (fp32 is slower here)
+    assert fake_backends == ["model/a", "model/a"]
+    saved = _saved(feedbot_env)
+    assert "exports_unwritable" not in saved and saved["backend"] == chosen
+    assert set(saved["measured"]) == {"fp32", "onnx-fp32", "onnx-int8"}
+    assert backends.choose_backend("model/a", "cpu") == chosen
+    assert fake_backends == ["model/a", "model/a"]
+
+
+def test_onnx_left_out_for_another_reason_is_not_measured_again(
+        feedbot_env: Path, fake_backends: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure that an unwritable directory does not explain (an export that does not run
+    here) is kept: measuring again would find it again, every run."""
+    def make(model_ref: str, backend: str, device: str, st_model: Any = None) -> _FakeEncoder:
+        if backend in backends.ONNX_FILES:
+            raise backends.BackendUnavailable("the ONNX backends support Transformer+Pooling "
+                                              "models only")
+        return _FakeEncoder(backend)
+
+    monkeypatch.setattr(backends, "_make_encoder", make)
+    assert backends.choose_backend("model/a", "cpu") == "fp32"
+    assert "exports_unwritable" not in _saved(feedbot_env)
+    assert backends.choose_backend("model/a", "cpu") == "fp32" and fake_backends == ["model/a"]
