@@ -468,10 +468,16 @@ def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
 # withdrawn by the author. It has been superseded by ...", arXiv:2401.00917v3; "Withdrawn due to
 # an error in Lemma 2"), or, in older withdrawals, as the whole abstract ("This paper has been
 # withdrawn by the author(s)"). Only at the start of the abstract: one may discuss withdrawals.
+# Not "withdrawn from ICLR 2024" (a venue, the paper stands), nor "an earlier version of this
+# paper was withdrawn" (this version corrects it): "this ..." only where a sentence starts.
+_NOT_A_VENUE = r"(?!\s+from\s+(?!arxiv\b))"
 _THIS_WITHDRAWN = (r"this\s+(?:paper|article|manuscript|submission|preprint|work|version|report)"
-                   r"\s+(?:has\s+been|was|is)\s+withdrawn\b")
-_WITHDRAWN_COMMENT = re.compile(rf"^\W*(?:paper\s+)?withdrawn\b|\b{_THIS_WITHDRAWN}", re.I)
-_WITHDRAWN_SUMMARY = re.compile(rf"^\W*(?:(?:paper\s+)?withdrawn\b|{_THIS_WITHDRAWN})", re.I)
+                   rf"\s+(?:has\s+been|was|is)\s+withdrawn\b{_NOT_A_VENUE}")
+_WITHDRAWN_COMMENT = re.compile(
+    rf"^\W*(?:paper\s+)?withdrawn\b{_NOT_A_VENUE}"
+    rf"|(?:^|[.;:!]\s*|\barxiv\s+admin\s+note:\s*)\W*{_THIS_WITHDRAWN}", re.I)
+_WITHDRAWN_SUMMARY = re.compile(
+    rf"^\W*(?:(?:paper\s+)?withdrawn\b{_NOT_A_VENUE}|{_THIS_WITHDRAWN})", re.I)
 
 
 def is_withdrawn(summary: str, comment: str) -> bool:
