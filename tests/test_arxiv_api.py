@@ -471,6 +471,7 @@ class Listing:
             when = (NOW - timedelta(hours=1, minutes=10 * k)).strftime("%Y-%m-%dT%H:%M:%SZ")
             e.find(f"{atom}published").text = e.find(f"{atom}updated").text = when
         self.shown = len(self.entries)
+        self.short: dict[int, int] = {}  # start → how many entries arXiv gives there
 
     def show(self, n: int) -> None:
         self.shown = n
@@ -492,6 +493,9 @@ class Listing:
         start, size = int(args["start"][0]), int(args["max_results"][0])
         listed = self.entries[len(self.entries) - self.shown:]
         root = copy.deepcopy(self.root)
+        total = root.find("{http://a9.com/-/spec/opensearch/1.1/}totalResults")
+        total.text = str(self.shown)
+        size = self.short.get(start, size)
         root.extend(copy.deepcopy(e) for e in listed[start:start + size])
         return 200, {"Content-Type": "application/atom+xml"}, etree.tostring(root)
 
@@ -635,3 +639,45 @@ def test_a_stored_paper_whose_new_version_withdraws_it_leaves_the_digest(
     post = Item(title="A post on AEW10", url="https://arxiv.org/abs/2611.00001", source="blog",
                 published=NOW)
     assert store.upsert_items([post], NOW + timedelta(hours=7)).new == 0
+
+
+@pytest.mark.parametrize("given", [40, 0], ids=["short", "empty"])
+def test_a_page_arxiv_answers_short_loses_no_paper(
+        given: int, corpus: Path, server: LocalServer, tmp_path: Path) -> None:
+    """arXiv at times answers a page short, even empty, though its totalResults says there is
+    more: reading goes on after the papers it gave; after an empty page the cursor stays, and
+    the next collection reads back over what this one could not."""
+    listing = Listing(corpus)
+    server.add("/api/query", Route(handler=listing.answer))
+    store = Store(tmp_path / "db.sqlite")
+    listing.show(10)
+    collect(category(10), store, now=NOW, arxiv=gate_for(server))
+    listing.show(100)  # 90 new
+    listing.short = {10: given}
+    (r,) = collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
+    if given:
+        assert pages(server)[1:] == [("0", "10"), ("10", "250"), ("50", "250")]
+        assert r.new == 90 and not r.warning, r.line()
+        return
+    assert r.new == 10 and "arXiv answered an empty page at paper 11 of 100" in r.warning
+    listing.short = {}
+    (r,) = collect(category(10), store, now=NOW + timedelta(hours=12), arxiv=gate_for(server))
+    assert r.new == 80 and not r.warning, r.line()
+    assert {s.item.arxiv_id for s in store.items_since(None)} == set(listing.ids(0, 100))
+
+
+@pytest.mark.parametrize("comment", [
+    "An earlier version of this paper was withdrawn due to an error in Lemma 2; this version "
+    "corrects it",
+    "Accepted at ICML 2024. A prior version of this manuscript was withdrawn from ICLR 2024",
+    "Withdrawn from ICLR 2024; accepted at CVPR 2024",
+    "This paper was withdrawn from NeurIPS 2023 and is now accepted at ICLR 2024",
+])
+def test_a_comment_that_mentions_a_withdrawal_does_not_withdraw_the_paper(comment: str) -> None:
+    from feedbot.collectors.arxiv_api import is_withdrawn
+
+    assert not is_withdrawn(ABSTRACT, comment)
+    assert is_withdrawn(ABSTRACT, WITHDRAWN)
+    assert is_withdrawn(ABSTRACT, "arXiv admin note: This submission has been withdrawn by "
+                                  "arXiv administrators due to inappropriate text overlap")
+    assert is_withdrawn(ABSTRACT, "This paper has been withdrawn from arXiv: an error in Eq. 3")

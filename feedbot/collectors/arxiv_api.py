@@ -402,6 +402,13 @@ class _Client(arxiv.Client):
         pass
 
 
+class Page(list):  # type: ignore[type-arg]
+    """One page of a search's results, and how many the query has in all (arXiv's
+    totalResults; 0 when the answer did not say)."""
+
+    total: int = 0
+
+
 class ArxivGate:
     """One arXiv client and one lock for the whole process."""
 
@@ -446,7 +453,9 @@ class ArxivGate:
             self.client.page_size = page_size
             url = self.client._format_url(search, max(0, start), page_size)
             feed = self.client._parse_feed(url, first_page=True)
-        return list(feed.results[:page_size])
+        page = Page(feed.results[:page_size])
+        page.total = feed.header.total_results or 0
+        return page
 
 
 def result_to_item(r: arxiv.Result, source: str, person: str = "") -> Item:
@@ -563,13 +572,15 @@ async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> C
     if author:
         results, missed = await gated_search(ctx.arxiv, spec.target, spec.max_items), ""
     else:
-        results, missed = await read_back(ctx.arxiv, spec.target, spec.max_items,
-                                          reached_back_to(state))
+        results, missed, whole = await read_back(ctx.arxiv, spec.target, spec.max_items,
+                                                 reached_back_to(state))
     # arXiv lists every paper it ever had of a real category or author: nothing at all is a
     # misspelt one (`cs.CVV`), which otherwise read "ok, 0 items" for ever
     nothing = "" if results else (f"arXiv has no paper for {spec.target}: check its spelling "
                                   "(a category as arXiv writes it, such as cs.CV)")
-    cursor = None if author else newest_cursor(results, state.cursor)
+    # read short of the cursor (arXiv answered a page short): the old cursor stays, so that the
+    # next collection reads back over the papers this one could not
+    cursor = None if author or not whole else newest_cursor(results, state.cursor)
     if author:
         results = attribute(results, [spec])[spec.name]
     items = [result_to_item(r, spec.name, spec.person) for r in results]
@@ -599,25 +610,37 @@ def newest_cursor(results: Sequence[arxiv.Result], cursor: str) -> str | None:
 
 
 async def read_back(gate: ArxivGate, query: str, first: int, since: datetime | None
-                    ) -> tuple[list[arxiv.Result], str]:
+                    ) -> tuple[list[arxiv.Result], str, bool]:
     """A query's newest papers: the first page (`first` of them), then, while a page is full
     and its oldest paper is still newer than `since`, the next one (PAGE_BACK_SIZE), up to
     PAGE_BACK papers in all. With `since` None (a first collection) one page.
     Also a warning, '' unless the bound stopped the reading short of `since`: the papers
     between may have been missed. Each page is one `gated_search` (one request, spaced like
     any other); a page that fails fails the whole collection, so that the next one reads back
-    from the same cursor."""
-    results = await gated_search(gate, query, first)
-    page, asked, start = results, first, first
-    while since is not None and len(page) >= asked and page and _oldest(page) > since:
+    from the same cursor. arXiv at times answers a page short, even empty, while its
+    totalResults says there are more: the next page then starts after the papers it did give,
+    and an empty one ends the reading with a warning and False (whether it reached back to
+    `since`, or stopped at the bound): the cursor is not moved past what was not read."""
+    page = await gated_search(gate, query, first)
+    results, start, asked = list(page), len(page), first
+    while since is not None and page and _oldest(page) > since:
+        total = getattr(page, "total", 0)
+        if (start >= total) if total else len(page) < asked:
+            break  # the query's last paper
         left = PAGE_BACK - start
         if left <= 0:
-            return _once(results), missed_warning(query, start, since, _oldest(page))
+            return _once(results), missed_warning(query, start, since, _oldest(page)), True
+        oldest = _oldest(page)
         asked = min(PAGE_BACK_SIZE, left)
         page = await gated_search(gate, query, asked, start)
-        results = results + page
-        start += asked
-    return _once(results), ""
+        if not page:
+            return _once(results), (
+                f"arXiv answered an empty page at paper {start + 1:,} of {total:,} for "
+                f"{query} (it does at times): papers submitted between {since:%Y-%m-%d %H:%M} and "
+                f"{oldest:%Y-%m-%d %H:%M} UTC are read next time"), False
+        results += page
+        start += len(page)
+    return _once(results), "", True
 
 
 def missed_warning(query: str, read: int, since: datetime, oldest: datetime) -> str:
