@@ -680,7 +680,7 @@ class Store:
 
         A withdrawn paper (`Item.withdrawn`: its newest version says so) is not taken in; one
         stored before is removed (`_withdraw`), unless a chat voted on it or saved it: then
-        it is updated like any new version, its votes kept.
+        it stays as it was, its votes kept.
 
         A new item that `feedbot prune` removed before (a tombstone), or dated before the last
         prune's cutoff, is skipped: it would come back as news, or only be pruned again. Before
@@ -724,14 +724,16 @@ class Store:
         """Remove the stored paper `row` that `it` withdraws, when `it` is newer than it (a
         later version) and no chat voted on it or saved it: with its sources, deliveries and
         words, and a tombstone for its key, so that no source (a blog linking to it) brings
-        it back as news. Whether it is done with `it`: False when `it` is to be taken like
-        any version (a voted one is updated), True when it was removed or is no newer."""
+        it back as news. A paper a chat voted on or saved stays as it was: its votes train on
+        the paper's text, not on the withdrawal notice. Whether it is done with `it`: False
+        when `it` is to be taken like any version, True when it was removed, kept as it was,
+        or is no newer."""
         if not self._should_update(row, it, self._same_source(it.source)):
             return True
         iid = row["id"]
         if self.db.execute("SELECT 1 FROM feedback WHERE item_id = ?1 UNION ALL "
                            "SELECT 1 FROM bookmarks WHERE item_id = ?1", (iid,)).fetchone():
-            return False
+            return True
         if self.has_word_index():
             _unindex(self.db, "?", iid)
         self.db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen) VALUES (?, ?, ?)",

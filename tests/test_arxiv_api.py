@@ -619,7 +619,8 @@ def test_a_withdrawn_paper_is_not_stored(corpus: Path, server: LocalServer,
 def test_a_stored_paper_whose_new_version_withdraws_it_leaves_the_digest(
         voted: bool, corpus: Path, server: LocalServer, tmp_path: Path) -> None:
     """v1 stored; v2 withdraws it. It is removed (and another source linking to it does not
-    bring it back), unless a chat voted on it: then it is updated like any new version."""
+    bring it back), unless a chat voted on it: then it stays as it was (its vote trains on the
+    paper's text, not on the withdrawal notice)."""
     store = Store(tmp_path / "db.sqlite")
     server.add("/api/query", content_type="application/atom+xml",
                body=withdrawal_feed(corpus, ("2611.00001v1", ABSTRACT, COMMENT)))
@@ -627,12 +628,15 @@ def test_a_stored_paper_whose_new_version_withdraws_it_leaves_the_digest(
     (stored,) = store.items_since(None)
     if voted:
         store.set_feedback("cli", stored.id, "up", NOW)
+    notice = "This paper has been withdrawn by the author(s)."
     server.add("/api/query", content_type="application/atom+xml",
-               body=withdrawal_feed(corpus, ("2611.00001v2", ABSTRACT, WITHDRAWN)))
+               body=withdrawal_feed(corpus, ("2611.00001v2", notice if voted else ABSTRACT,
+                                             "" if voted else WITHDRAWN)))
     collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
     if voted:
         (kept,) = store.items_since(None)
-        assert kept.id == stored.id and kept.item.arxiv_version == 2
+        assert kept.id == stored.id and kept.item.arxiv_version == 1
+        assert kept.item.summary == ABSTRACT
         return
     assert store.items_since(None) == [] and store.get_item(stored.id) is None
     assert store.summary_matches("workshop") in ([], None)  # None: no word index here
@@ -681,3 +685,17 @@ def test_a_comment_that_mentions_a_withdrawal_does_not_withdraw_the_paper(commen
     assert is_withdrawn(ABSTRACT, "arXiv admin note: This submission has been withdrawn by "
                                   "arXiv administrators due to inappropriate text overlap")
     assert is_withdrawn(ABSTRACT, "This paper has been withdrawn from arXiv: an error in Eq. 3")
+
+
+def test_one_entry_dated_in_the_future_does_not_stop_reading_back() -> None:
+    """The cursor is at most the collection's clock: an entry dated 2099 kept as the cursor
+    made every later collection read one page as if nothing were new since."""
+    from types import SimpleNamespace
+
+    from feedbot.collectors.arxiv_api import newest_cursor
+
+    papers = [SimpleNamespace(published=datetime(2099, 1, 1, tzinfo=UTC)),
+              SimpleNamespace(published=NOW - timedelta(hours=3))]
+    assert newest_cursor(papers, "", NOW) == NOW.isoformat()  # type: ignore[arg-type]
+    assert newest_cursor(papers[1:], "", NOW) == (NOW - timedelta(hours=3)).isoformat()  # type: ignore[arg-type]
+    assert newest_cursor(papers[1:], NOW.isoformat(), NOW) is None  # type: ignore[arg-type]

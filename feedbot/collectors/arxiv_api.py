@@ -580,7 +580,7 @@ async def collect_arxiv(ctx: Context, spec: SourceSpec, state: SourceState) -> C
                                   "(a category as arXiv writes it, such as cs.CV)")
     # read short of the cursor (arXiv answered a page short): the old cursor stays, so that the
     # next collection reads back over the papers this one could not
-    cursor = None if author or not whole else newest_cursor(results, state.cursor)
+    cursor = None if author or not whole else newest_cursor(results, state.cursor, ctx.now)
     if author:
         results = attribute(results, [spec])[spec.name]
     items = [result_to_item(r, spec.name, spec.person) for r in results]
@@ -597,12 +597,14 @@ def reached_back_to(state: SourceState) -> datetime | None:
     return state.last_success
 
 
-def newest_cursor(results: Sequence[arxiv.Result], cursor: str) -> str | None:
+def newest_cursor(results: Sequence[arxiv.Result], cursor: str, now: datetime) -> str | None:
     """The cursor to keep: the newest submission date among `results` and the old `cursor`,
-    in ISO form; None (keep the old one) when `results` hold nothing newer. Pure."""
+    in ISO form, at most `now` (one entry dated in the future must not stop every later
+    collection's reading back); None (keep the old one) when `results` hold nothing newer.
+    Pure."""
     if not results:
         return None
-    newest = max(utc(r.published) for r in results)
+    newest = min(max(utc(r.published) for r in results), now)
     old = None
     with contextlib.suppress(ValueError):
         old = utc(datetime.fromisoformat(cursor)) if cursor else None
