@@ -16,7 +16,6 @@ import random
 import re
 import shlex
 import sqlite3
-import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,6 +53,7 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from .redact import install_redaction
+from .roadmap import stage_key
 from .telegram_render import (
     Button,
     Keyboard,
@@ -700,18 +700,13 @@ async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     await _reply(update, context, await _change_stage(runner, target))
 
 
-def stage_key(text: str) -> str:
-    """A typed stage id as it is compared: in any case, full-width letters (a CJK keyboard's
-    `ｎｌｐ`) as plain ones, without the invisible marks a copy and paste brings along."""
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip().casefold()
-
-
 async def _change_stage(runner: Runner, stage_id: str) -> TgMessage:
     roadmap = runner.settings.roadmap
     stage_id = roadmap.find(stage_id, stage_key) or stage_id
     if stage_id not in roadmap.ids:
-        return plain(f"Unknown stage {stage_id!r}. Stages: {', '.join(roadmap.ids)}")
+        close = roadmap.closest(stage_id, stage_key)
+        hint = f" Did you mean {close}? (/stage {close})" if close else ""
+        return plain(f"Unknown stage {stage_id!r}.{hint} Stages: {', '.join(roadmap.ids)}")
     try:
         await runner.set_stage(stage_id)
     except Exception as e:  # ConfigError from the edit: say why, change nothing

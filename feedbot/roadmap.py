@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,12 @@ class Stage:
         return out
 
 
-def _plain_key(stage_id: str) -> str:
-    return stage_id.strip().casefold()
+def stage_key(text: str) -> str:
+    """A typed stage id as every command compares it (`stage set`, /stage, `digest --stage`,
+    `learner.stage`): in any case, full-width letters (a CJK keyboard's `ｎｌｐ`) as plain
+    ones, without the invisible marks a copy and paste brings along."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip().casefold()
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,13 @@ class Roadmap:
     def ids(self) -> list[str]:
         return [s.id for s in self.stages]
 
-    def find(self, stage_id: str, key: Callable[[str], str] = _plain_key) -> str | None:
+    def find(self, stage_id: str, key: Callable[[str], str] = stage_key) -> str | None:
         """The id of the stage `stage_id` names, compared by `key` (by default in any case,
         as every command takes ids: `CNN` is `cnn`), or None."""
         want = key(stage_id)
         return next((i for i in self.ids if key(i) == want), None)
 
-    def closest(self, stage_id: str, key: Callable[[str], str] = _plain_key) -> str | None:
+    def closest(self, stage_id: str, key: Callable[[str], str] = stage_key) -> str | None:
         """The id of the stage `stage_id` probably meant (`CNNs`, `cnnn` and `Deeplearning`
         mean `cnn`, `cnn` and `deep-learning`), compared by `key` as `find` compares, or None.
         The one suggestion behind every "did you mean": `stage set`, `digest --stage`, a

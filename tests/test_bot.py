@@ -258,6 +258,8 @@ async def test_stage_show_change_and_next(bot: Any, api: FakeBotAPI, sources: Pa
     assert bot.settings.config.learner.stage == "massive-datasets"
     [bad] = await ask(api, "/stage quantum")
     assert "Unknown stage" in bad["text"] and bot.settings.config.learner.stage != "quantum"
+    [near] = await ask(api, "/stage cnns")  # the CLI's "did you mean", here too
+    assert "Unknown stage 'cnns'. Did you mean cnn? (/stage cnn)" in near["text"]
     [nlp] = await ask(api, "/stage NLP")  # ids are matched whatever the case
     assert "stage: nlp" in sources.read_text() and "Unknown" not in nlp["text"]
     mid = next(m for m, v in api.messages.items() if v.get("_params") is shown)

@@ -310,6 +310,9 @@ def test_stage_commands_edit_in_place_keeping_comments(sources: Path) -> None:
     bad = invoke("stage", "set", "gpu")
     assert bad.exit_code == 2 and "unknown stage 'gpu'" in bad.stderr
     assert "stage: gpus" in sources.read_text()
+    # as /stage takes them: full-width letters (a CJK keyboard), a zero-width space pasted along
+    assert invoke("stage", "set", "ｎｌｐ\u200b").exit_code == 0
+    assert "stage: nlp" in sources.read_text()
 
 
 def test_stage_next_at_the_end(sources: Path) -> None:
