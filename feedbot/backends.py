@@ -1398,8 +1398,26 @@ def _measure_and_store(key: str, model_ref: str, device: str) -> str:
 
 
 def _report(message: str) -> None:
+    """Say `message` on stderr once: through the log where its INFO lines reach stderr
+    (`feedbot run`, `-v`), else printed (a CLI command, whose log shows warnings only).
+    Both, as before, put every measurement line twice in `feedbot run`'s log."""
     log.info("%s", message)
-    print(message, file=sys.stderr)
+    if not _info_reaches_stderr():
+        print(message, file=sys.stderr)
+
+
+def _info_reaches_stderr() -> bool:
+    """Whether an INFO line of this module's logger is written to stderr by some handler."""
+    if not log.isEnabledFor(logging.INFO):
+        return False
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for h in logger.handlers:
+            if (isinstance(h, logging.StreamHandler) and h.level <= logging.INFO
+                    and getattr(h, "stream", None) is sys.stderr):
+                return True
+        logger = logger.parent if logger.propagate else None
+    return False
 
 
 def _unknown(backend: str) -> ValueError:

@@ -1153,3 +1153,26 @@ def test_a_backlog_is_stored_as_it_is_embedded(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(e, "embed", real)
     assert embed.embed_cached(store, e, texts).shape == (8, 64)
     assert store.vector_count(e.model_id) == 8
+
+
+@pytest.mark.parametrize("logged", [True, False], ids=["run", "cli"])
+def test_a_measurement_line_is_said_once_on_stderr(logged: bool,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`feedbot run` logs INFO to stderr: its log had every measurement line twice (logged and
+    printed). A CLI command logs warnings only: there the line is printed."""
+    import logging
+    import sys
+
+    from feedbot import backends
+
+    root, feedbot_log = logging.getLogger(), logging.getLogger("feedbot")
+    handler = logging.StreamHandler(sys.stderr)  # what basicConfig gives `feedbot run`
+    level = feedbot_log.level
+    root.addHandler(handler)
+    feedbot_log.setLevel(logging.INFO if logged else logging.WARNING)
+    try:
+        backends._report("feedbot: embedding backend fp32 (1.00x fp32)")
+    finally:
+        root.removeHandler(handler)
+        feedbot_log.setLevel(level)
+    assert capsys.readouterr().err.count("embedding backend fp32 (1.00x fp32)") == 1
