@@ -131,6 +131,9 @@ class FollowRequest:
     replies: bool = False
     retweets: bool = False
     check: bool = True
+    # a host typed as a word (`karpathy.github.io`), taken for the blog there: also the name
+    # of an entry followed already when a blog was named by its host (`follow NAME --weight 2`)
+    typed: str = field(default="", compare=False)
 
     @property
     def places(self) -> dict[str, str]:
@@ -169,6 +172,8 @@ def parse_follow_args(args: list[str]) -> FollowRequest:
             place, value = classify_word(word)
             if place:
                 _put(values, place, value)
+                if place == "blog" and value == bare_url(word.strip()):
+                    values["typed"] = word.strip()
             else:
                 name_words.append(word)
     if name_words:
@@ -434,6 +439,7 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     if req.blog:
         _check_url(req.blog)
     doc = _read_doc(Path(path))
+    req = _by_name(doc, req)
     # a blog followed already: a new weight, no fetch
     known = req.is_blog_only and _followed_blog(doc, req.blog) is not None
     try:
@@ -458,6 +464,17 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     if req.x and not x_token():
         msg += "; note: X_BEARER_TOKEN is not set, so X sources stay off until it is"
     return str(msg)
+
+
+def _by_name(doc: CommentedMap, req: FollowRequest) -> FollowRequest:
+    """`follow karpathy.github.io --weight 2`, where `karpathy.github.io` is the name of an
+    entry followed already (a blog named by its host, someone by their Bluesky handle on their
+    own domain) and no followed feed's URL: a new weight for that entry, as before a URL could
+    be typed without https://, not a second blog at https://karpathy.github.io."""
+    if not (req.typed and req.is_blog_only and req.weight is not None) \
+            or _followed_blog(doc, req.blog) is not None or _find(doc, req.typed) is None:
+        return req
+    return replace(req, name=req.typed, blog="", typed="")
 
 
 # --no-check follows a URL exactly as given (the site may be down, or refuse robots), but

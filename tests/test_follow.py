@@ -776,6 +776,23 @@ def test_cli_follows_and_unfollows_urls_typed_without_https(sources: Path) -> No
     assert sources.read_text() == COMMENTED
 
 
+def test_a_name_that_is_a_host_still_takes_a_new_weight(sources: Path) -> None:
+    """A blog followed with --no-check is named by its host, and someone followed by a Bluesky
+    handle on their own domain by that handle: `follow NAME --weight 2` gives that entry the
+    weight, as it did before hosts were taken for URLs (it fetched the host's page, or with
+    --no-check followed it as a second blog)."""
+    assert invoke(sources, "follow", "--no-check", "https://www.example.org/feed.xml"
+                  ).exit_code == 0
+    assert invoke(sources, "follow", "--bluesky", "ada.example.com").exit_code == 0
+    r = invoke(sources, "follow", "example.org", "--weight", "2", "--no-check")
+    assert r.exit_code == 0 and "example.org: weight 2 (was 1)" in r.output, r.output
+    r = invoke(sources, "follow", "ada.example.com", "--weight", "3")
+    assert r.exit_code == 0 and "ada.example.com: weight 3 (was 1)" in r.output, r.output
+    cfg = load_config(sources)
+    assert [(b.name, b.weight) for b in cfg.blogs if "example" in b.url] == [("example.org", 2)]
+    assert [(p.name, p.weight) for p in cfg.people if p.bluesky] == [("ada.example.com", 3)]
+
+
 def test_an_x_profile_url_is_followed_on_x_without_fetching(sources: Path) -> None:
     """It used to be taken for a blog: fetched (x.com is not a feed), or with --no-check
     written as a blog whose every collection fails."""
