@@ -34,6 +34,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
+from .redact import mask_userinfo
+
 DEFAULT_STAGE = "deep-learning"
 
 
@@ -714,7 +716,8 @@ def _syntax_error(e: MarkedYAMLError, text: str, path: str | Path | None) -> Con
         return ConfigError(path, f"not valid YAML: {problem}", line=n)
     shown = lines[mark.line]
     message = f"not valid YAML: {problem} at column {column} of {_shown_line(shown, column)}"
-    hint = _syntax_hint(problem, shown, column, n)
+    hint = _without_colon_above(problem, lines, mark.line) or _syntax_hint(problem, shown,
+                                                                            column, n)
     if not hint and mark is e.context_mark:  # the line where what is left open begins
         hint = _UNCLOSED.get(str(e.context), "")
     return ConfigError(path, message, line=n, hint=hint)
@@ -729,7 +732,9 @@ _UNCLOSED = {  # ruamel's context for a problem at the end of the file: what was
 
 def _shown_line(line: str, column: int, width: int = 80) -> str:
     """A line of the file as a message shows it: quoted, so its indentation and tabs show
-    (`'\\tstage: cnn'`), and cut to about `width` characters around `column`."""
+    (`'\\tstage: cnn'`), and cut to about `width` characters around `column`. A password in a
+    URL (`https://bob:***@…`) is masked: the message goes to the log and to the bot's chats."""
+    line = mask_userinfo(line)
     if len(line) > width:
         start = max(0, min(column - width // 2, len(line) - width))
         line = ("…" if start else "") + line[start:start + width] + \
@@ -743,6 +748,22 @@ _INDENT_HINTS = {  # what ruamel found where a block ended: what is wrong with i
 }
 _KEYS_HINT = ("the keys of a mapping line up under each other, and so do the keys of a list's "
               "item: under `- name: …`, `url:` goes right under `name`")
+
+
+def _without_colon_above(problem: str, lines: list[str], index: int) -> str:
+    """`stage cnn` above `timezone: UTC` (or `learner` above `  stage: cnn`): ruamel reads
+    the key without its `:` on as a value and stops at the next line's `:`, which is right.
+    The hint for the line above, else ""."""
+    if not problem.startswith("mapping values are not allowed"):
+        return ""
+    above = next((i for i in range(index - 1, -1, -1)
+                  if lines[i].strip() and not lines[i].lstrip().startswith("#")), None)
+    if above is None:
+        return ""
+    text = lines[above].split(" #")[0].strip()
+    if ":" in text or text.startswith(("-", "[", "{", "'", '"', "|", ">")):
+        return ""
+    return f"line {above + 1} needs ': ' after its key (`key: value`)"
 
 
 def _syntax_hint(problem: str, line: str, column: int, n: int) -> str:
@@ -759,6 +780,11 @@ def _syntax_hint(problem: str, line: str, column: int, n: int) -> str:
             return 'a value holding ": " goes in quotes, e.g. name: "Part 1: Basics"'
         return indentation + "the keys of a mapping line up under each other; one indented " \
             "further than the key above it is read as part of that key's value"
+    before = line[:column - 1]
+    if problem.startswith("expected <block end>") and "<scalar>" in problem \
+            and before.strip() and any(q in before for q in "\"'"):  # name: "Lil'Log" (…)
+        return "a value in quotes ends at its closing quote: quote the whole value, e.g. " \
+            "name: \"Lil'Log (Lilian Weng)\" (inside '…', write ' as '')"
     if problem.startswith(("expected <block end>", "did not find expected key",
                            "did not find expected '-'")):
         found = next((h for token, h in _INDENT_HINTS.items() if token in problem), _KEYS_HINT)

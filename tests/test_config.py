@@ -414,6 +414,31 @@ def test_a_yaml_syntax_error_shows_the_line_and_says_what_to_do(
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(("text", "hint"), [
+    # the key without its colon in the middle of a mapping: the line after it was blamed
+    ("learner:\n  stage cnn\n  timezone: UTC\n", "line 2 needs ': ' after its key"),
+    ("learner\n  stage: cnn\n", "line 1 needs ': ' after its key"),
+    # a value quoted in part: "check the indentation", of a line indented right
+    ("blogs:\n  - name: 'Lil'Log (Lilian Weng)'\n    url: https://example.org/x.xml\n",
+     "a value in quotes ends at its closing quote"),
+    ('blogs:\n  - name: "Lil\'Log" (Lilian Weng)\n    url: https://example.org/x.xml\n',
+     "a value in quotes ends at its closing quote"),
+])
+def test_a_yaml_hint_names_the_slip_not_the_indentation(tmp_path: Path, text: str,
+                                                        hint: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert hint in e.value.hint and "indentation" not in e.value.hint, e.value.hint
+
+
+def test_a_yaml_syntax_error_masks_a_password_in_the_line_it_shows(tmp_path: Path) -> None:
+    """The message goes to the log and, from `feedbot run`, to every allowed chat."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "blogs:\n  - name: Bob\n"
+                                    "     url: https://bob:hunter2@example.org/feed.xml\n"))
+    assert "hunter2" not in str(e.value) and "bob:***@example.org" in str(e.value)
+
+
 def test_a_long_line_is_shown_cut_around_the_column(tmp_path: Path) -> None:
     long = "https://example.org/" + "a" * 300
     with pytest.raises(ConfigError) as e:
