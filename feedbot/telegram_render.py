@@ -414,8 +414,11 @@ def setup_instructions(chat_id: int) -> TgMessage:
 
 
 def config_problem(error: str) -> TgMessage:
+    """Cut, not squeezed: the line a YAML error shows keeps its indentation (`'   - name: b'`),
+    which its hint is about."""
+    shown = error if len(error) <= 600 else error[:599] + "…"
     return text_message("⚠️ sources.yaml has a problem, so feedbot keeps running the last good "
-                        f"configuration:\n<pre>{escape(shorten(error, 600))}</pre>")
+                        f"configuration:\n<pre>{escape(shown)}</pre>")
 
 
 def config_ok() -> TgMessage:

@@ -3,6 +3,7 @@ items never split, buttons whose callback data fits."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import UTC, datetime
@@ -292,3 +293,11 @@ def test_a_title_of_marks_telegram_drops_is_untitled_not_an_empty_link(title: st
     text = tr.render_entry(1, e)
     assert '">(untitled)</a>' in text and "></a>" not in text
     assert tr.fit_entry(1, e, budget=20).endswith("(untitled)")
+
+
+def test_a_config_problem_keeps_the_indentation_of_the_line_it_shows() -> None:
+    """A YAML error says "check the indentation of line 4" beside the line, quoted: squeezed
+    to single spaces in the chat, the line showed no wrong indentation at all."""
+    error = ("sources.yaml:4: not valid YAML: expected <block end>, but found "
+             "'<block sequence start>' at column 4 of '   - name: b'")
+    assert "'   - name: b'" in html.unescape(tr.config_problem(error).text)
