@@ -637,10 +637,13 @@ BUSY_NOTE = ("⏳ Still working on it. The first digest after an install or a ch
              "later ones take seconds.")
 
 
-async def _busy(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Awaitable[T]) -> T:
+async def _busy(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Awaitable[T],
+                sending: asyncio.Event | None = None) -> T:
     """`work`'s result; meanwhile, past BUSY_AFTER, the chat shows "typing…", and past
-    BUSY_NOTE_AFTER it is told once that this can take a while. Best effort: a chat action
-    Telegram refuses changes nothing, and a cancelled command cancels `work`."""
+    BUSY_NOTE_AFTER it is told once that this can take a while, unless `sending` is set by
+    then (a digest's messages are on their way: the note would land among them). Best effort:
+    a chat action or a note Telegram refuses changes nothing, and a cancelled command cancels
+    `work`."""
     task = asyncio.ensure_future(work)
     chat, thread = _chat_id(update), thread_of(update)
     loop = asyncio.get_running_loop()
@@ -650,7 +653,11 @@ async def _busy(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Awaita
         while not done:
             if not noted and loop.time() - start >= BUSY_NOTE_AFTER:
                 noted = True
-                await _reply(update, context, plain(BUSY_NOTE))
+                if sending is None or not sending.is_set():
+                    try:
+                        await _reply(update, context, plain(BUSY_NOTE))
+                    except Exception as e:  # SendFailed: the digest itself goes on
+                        log.info("could not tell chat %s that this takes a while: %s", chat, e)
             try:
                 await context.bot.send_chat_action(chat, ChatAction.TYPING,
                                                    message_thread_id=thread)
@@ -668,7 +675,9 @@ async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     topic it was asked in, where the daily digest goes from now on."""
     runner = _runner(context)
     chat, thread = _chat_id(update), thread_of(update)
-    result = await _busy(update, context, runner.deliver_digest(chat, thread))
+    sending = asyncio.Event()
+    result = await _busy(update, context, runner.deliver_digest(chat, thread, sending=sending),
+                         sending)
     await runner.remember_topic(chat, thread)
     if not result.complete:
         await _reply(update, context, plain("Telegram did not take the whole digest; the rest "

@@ -817,14 +817,15 @@ class Runner:
 
         await chat_migrated(self, old, new)
 
-    async def deliver_digest(self, chat: int, thread: int | None = None) -> Delivery:
+    async def deliver_digest(self, chat: int, thread: int | None = None,
+                             sending: asyncio.Event | None = None) -> Delivery:
         """A digest now (`/digest`, asked in forum topic `thread`): new items only; an empty
-        one says so."""
+        one says so. `sending` is set when it is built and its messages start to go out."""
         async with self._chat(chat).lock:
-            return await self._deliver(chat, None, thread)
+            return await self._deliver(chat, None, thread, sending)
 
-    async def _deliver(self, chat: int, day: date | None, thread: int | None = None
-                       ) -> Delivery:
+    async def _deliver(self, chat: int, day: date | None, thread: int | None = None,
+                       sending: asyncio.Event | None = None) -> Delivery:
         from .bot import MaybeSent, request_was_out, unreachable
 
         await self._save_sent()  # what a busy store did not take before, first
@@ -850,6 +851,8 @@ class Runner:
             # the day it is for: a digest missed at 23:30 and sent after midnight is yesterday's
             label = (day or now.astimezone(ZoneInfo(cfg.learner.timezone)).date()
                      ).strftime("%a %d %b")
+            if sending is not None:
+                sending.set()
             for msg in render_digest(digest, empty=empty, date_label=label, continued=done > 0):
                 try:
                     await self.send(chat, msg, thread=thread)

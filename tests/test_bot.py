@@ -996,9 +996,9 @@ async def test_a_slow_digest_shows_typing_and_says_once_that_it_takes_a_while(
     monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.3)
     deliver = bot.deliver_digest
 
-    async def slow(chat: int, thread: int | None = None) -> Any:
+    async def slow(chat: int, thread: int | None = None, **kw: Any) -> Any:
         await asyncio.sleep(0.8)
-        return await deliver(chat, thread)
+        return await deliver(chat, thread, **kw)
 
     monkeypatch.setattr(bot, "deliver_digest", slow)
     note, digest = await ask(api, "/digest", replies=2)
@@ -1010,3 +1010,31 @@ async def test_a_slow_digest_shows_typing_and_says_once_that_it_takes_a_while(
     calls = len(typing)
     await asyncio.sleep(0.3)
     assert len(api.calls_to("sendChatAction")) == calls  # it stops with the digest
+
+
+async def test_the_slow_digest_note_neither_stops_the_digest_nor_lands_after_it(
+        bot: Any, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note is best effort: Telegram refusing it cancelled the digest being built. And it
+    is about the wait before a digest: once the digest's messages went out (an answer slow to
+    come), it came after them, saying the digest was still on its way."""
+    import feedbot.bot as botmod
+
+    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
+    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
+    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.3)
+    deliver = bot.deliver_digest
+
+    async def slow(chat: int, thread: int | None = None, **kw: Any) -> Any:
+        await asyncio.sleep(0.8)
+        return await deliver(chat, thread, **kw)
+
+    monkeypatch.setattr(bot, "deliver_digest", slow)
+    api.fail("sendMessage", status=400, description="Bad Request: not enough rights")
+    [digest] = await ask(api, "/digest")
+    assert "Stage 5: <b>" in digest["text"]
+    monkeypatch.setattr(bot, "deliver_digest", deliver)
+    seed_items(bot.home, bot.now(), 5, tag="b")
+    api.slow("sendMessage", 0.6)  # delivered at once, answered late
+    [digest] = await ask(api, "/digest")
+    await asyncio.sleep(0.8)
+    assert api.sent(CHAT)[-1] == digest and "Stage 5: <b>" in digest["text"]
