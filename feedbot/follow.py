@@ -220,20 +220,21 @@ _COMMON_TLDS = frozenset({
     "cn", "kr", "tw", "hk", "sg", "in", "au", "nz", "ca", "us", "br", "mx", "il", "ie", "eu"})
 
 
-def bare_url(word: str) -> str:
+def bare_url(word: str, any_host: bool = False) -> str:
     """`https://` + `word` when `word` is a web address typed without its scheme
     (`x.com/karpathy`, `karpathy.github.io/feed.xml`, `www.example.org/blog`,
     `lilianweng.github.io`), else "". A host with nothing after it counts only when its
     top-level domain is a common one written in lower case, so that a word of a name
     ("St.Louis", "J.Li") stays one; an arXiv id or category (`2401.01234`,
-    `math.GT/0309136`, `cs.AI`) is never a host."""
+    `math.GT/0309136`, `cs.AI`) is never a host. `any_host`: a host alone counts whatever its
+    domain (`--blog inference.vc` cannot be a name)."""
     m = _BARE_URL.match(word)
     if m is None:
         return ""
     labels = m["host"].split(".")
     if len(labels) == 2 and labels[0].lower() in ARXIV_ARCHIVES:  # cs.AI, math.GT/0309136
         return ""
-    if not m["rest"] and labels[0].lower() != "www" and (
+    if not m["rest"] and not any_host and labels[0].lower() != "www" and (
             m["tld"] not in _COMMON_TLDS or len(labels[0]) < 2):
         return ""
     return "https://" + word
@@ -313,7 +314,7 @@ def _request(values: dict[str, Any]) -> FollowRequest:
                 raise FollowError(f"{value} is not a profile URL on {PLACE_NAMES[key]}")
             values[key] = account
     if values.get("blog"):  # feed://…, HTTPS://…, karpathy.github.io/feed.xml
-        values["blog"] = bare_url(values["blog"]) or feed_url(values["blog"])
+        values["blog"] = bare_url(values["blog"], any_host=True) or feed_url(values["blog"])
     if values.get("mastodon"):
         values["mastodon"] = "@" + values["mastodon"].lstrip("@")
     for key in ("x", "bluesky"):

@@ -757,7 +757,11 @@ def test_names_and_arxiv_ids_are_not_taken_for_urls(args: list[str], name: str) 
 
 
 def test_a_blog_option_without_https_is_the_url() -> None:
-    """`--blog example.org/feed.xml` was refused as "not an http(s) URL"."""
+    """`--blog example.org/feed.xml` was refused as "not an http(s) URL"; so was a host alone
+    whose domain is not among the common ones (`--blog inference.vc`), or not in lower case:
+    after --blog it cannot be a word of a name."""
+    for host in ("inference.vc", "Example.ORG", "blog.example.rs"):
+        assert parse_follow_args(["--blog", host]).blog == f"https://{host}"
     assert parse_follow_args(["Ada", "--blog", "example.org/feed.xml"]) == \
         FollowRequest(name="Ada", blog="https://example.org/feed.xml")
 
