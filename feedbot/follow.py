@@ -308,6 +308,8 @@ def _request(values: dict[str, Any]) -> FollowRequest:
                               "character; write it on one line")
     for key in ("x", "bluesky", "mastodon"):  # --x https://x.com/karpathy and the like
         value = values.get(key, "")
+        if "/" in value and not value.lower().startswith(("http://", "https://")):
+            value = bare_url(value) or value  # --x x.com/karpathy; a handle has no '/'
         if value.lower().startswith(("http://", "https://")):
             place, account = profile_url(value) or ("", "")
             if place != key:

@@ -1342,3 +1342,16 @@ def test_a_section_under_its_own_comment_stays_for_the_next_follow(tmp_path: Pat
     follow(p, parse_follow_args(["--no-check", "https://mine.example/feed"]), check=False)
     assert p.read_text() == text.replace("Only Blog", "mine.example").replace(
         "https://only.example/feed", "https://mine.example/feed")
+
+
+@pytest.mark.parametrize(("args", "key", "account"), [
+    (["Ada", "--x", "x.com/ada_ex"], "x", "ada_ex"),
+    (["Ada", "--mastodon", "mastodon.social/@ada"], "mastodon", "@ada@mastodon.social"),
+    (["Ada", "--bluesky", "bsky.app/profile/ada.bsky.social"], "bluesky", "ada.bsky.social"),
+])
+def test_an_account_option_takes_a_profile_url_typed_without_https(
+        args: list[str], key: str, account: str) -> None:
+    """`--x x.com/karpathy` was refused as not an X handle, though `--x https://x.com/…` works;
+    a handle (`--bluesky ada.bsky.social`) stays a handle."""
+    assert getattr(parse_follow_args(args), key) == account
+    assert parse_follow_args(["Ada", "--bluesky", "ada.bsky.social"]).bluesky == "ada.bsky.social"
