@@ -633,12 +633,13 @@ BUSY_AFTER = 1.0
 TYPING_EVERY = 4.0
 BUSY_NOTE_AFTER = 10.0
 BUSY_NOTE = ("⏳ Still working on it. The first digest after an install or a change of model "
-             "takes a minute or two (the model is measured and what was collected is embedded); "
-             "later ones take seconds.")
+             "takes a minute or two: the model is measured, and what was collected is embedded.")
+SEARCH_BUSY_NOTE = ("⏳ Still searching: feedbot is busy (loading the model, or embedding what "
+                    "it has just collected). The answer comes when that is done.")
 
 
 async def _busy(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Awaitable[T],
-                sending: asyncio.Event | None = None) -> T:
+                sending: asyncio.Event | None = None, note: str = BUSY_NOTE) -> T:
     """`work`'s result; meanwhile, past BUSY_AFTER, the chat shows "typing…", and past
     BUSY_NOTE_AFTER it is told once that this can take a while, unless `sending` is set by
     then (a digest's messages are on their way: the note would land among them). Best effort:
@@ -655,7 +656,7 @@ async def _busy(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Awaita
                 noted = True
                 if sending is None or not sending.is_set():
                     try:
-                        await _reply(update, context, plain(BUSY_NOTE))
+                        await _reply(update, context, plain(note))
                     except Exception as e:  # SendFailed: the digest itself goes on
                         log.info("could not tell chat %s that this takes a while: %s", chat, e)
             try:
@@ -795,7 +796,8 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
             # a chat has no --since; embedding items that have no vector (a minute for a
             # thousand on 2 cores) would hold the worker the digests need: words find them
             lambda store: search(cfg, store, runner.embedder, roadmap, query, now=runner.now(),
-                                 limit=SEARCH_LIMIT, further="", embeds=0)))
+                                 limit=SEARCH_LIMIT, further="", embeds=0)),
+                            note=SEARCH_BUSY_NOTE)
     except SearchError as e:
         await _reply(update, context, plain(str(e)))
         return

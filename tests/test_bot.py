@@ -1002,7 +1002,7 @@ async def test_a_slow_digest_shows_typing_and_says_once_that_it_takes_a_while(
 
     monkeypatch.setattr(bot, "deliver_digest", slow)
     note, digest = await ask(api, "/digest", replies=2)
-    assert note["text"].startswith("⏳ Still working on it") and "reply_markup" not in note
+    assert note["text"] == botmod.BUSY_NOTE and "reply_markup" not in note
     assert "Stage 5: <b>" in digest["text"] and digest["reply_markup"]["inline_keyboard"]
     typing = api.calls_to("sendChatAction")
     assert len(typing) >= 3
@@ -1038,3 +1038,23 @@ async def test_the_slow_digest_note_neither_stops_the_digest_nor_lands_after_it(
     [digest] = await ask(api, "/digest")
     await asyncio.sleep(0.8)
     assert api.sent(CHAT)[-1] == digest and "Stage 5: <b>" in digest["text"]
+
+
+async def test_a_slow_search_says_it_is_still_searching(
+        bot: Any, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the digest's words about a first digest: a search waits on a busy worker."""
+    import feedbot.bot as botmod
+
+    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
+    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
+    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.2)
+    in_worker = bot.in_worker
+
+    async def slow(*args: Any, **kw: Any) -> Any:
+        await asyncio.sleep(0.5)
+        return await in_worker(*args, **kw)
+
+    monkeypatch.setattr(bot, "in_worker", slow)
+    note, found = await ask(api, "/search gradient descent", replies=2)
+    assert note["text"] == botmod.SEARCH_BUSY_NOTE
+    assert "gradient descent" in found["text"].lower()
