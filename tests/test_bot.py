@@ -985,22 +985,32 @@ async def test_a_service_message_in_the_private_chat_gets_no_reply(bot: Any,
     assert len([m for m in api.sent(CHAT) if m["text"].startswith("I answer")]) == 1
 
 
+def slow_down(bot: Any, monkeypatch: pytest.MonkeyPatch, method: str, seconds: float,
+              note_after: float = 0.3) -> Any:
+    """The bot's "busy" timings in tenths of seconds, and `bot.<method>` taking `seconds`
+    more; the original method."""
+    import feedbot.bot as botmod
+
+    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
+    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
+    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", note_after)
+    original = getattr(bot, method)
+
+    async def slow(*args: Any, **kw: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return await original(*args, **kw)
+
+    monkeypatch.setattr(bot, method, slow)
+    return original
+
+
 async def test_a_slow_digest_shows_typing_and_says_once_that_it_takes_a_while(
         bot: Any, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first digest on a new install measures the model: a minute of silence read as a
     bot that was down. Now the chat shows "typing…" and is told once why it waits."""
     import feedbot.bot as botmod
 
-    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
-    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
-    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.3)
-    deliver = bot.deliver_digest
-
-    async def slow(chat: int, thread: int | None = None, **kw: Any) -> Any:
-        await asyncio.sleep(0.8)
-        return await deliver(chat, thread, **kw)
-
-    monkeypatch.setattr(bot, "deliver_digest", slow)
+    slow_down(bot, monkeypatch, "deliver_digest", 0.8)
     note, digest = await ask(api, "/digest", replies=2)
     assert note["text"] == botmod.BUSY_NOTE and "reply_markup" not in note
     assert "Stage 5: <b>" in digest["text"] and digest["reply_markup"]["inline_keyboard"]
@@ -1017,18 +1027,8 @@ async def test_the_slow_digest_note_neither_stops_the_digest_nor_lands_after_it(
     """The note is best effort: Telegram refusing it cancelled the digest being built. And it
     is about the wait before a digest: once the digest's messages went out (an answer slow to
     come), it came after them, saying the digest was still on its way."""
-    import feedbot.bot as botmod
 
-    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
-    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
-    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.3)
-    deliver = bot.deliver_digest
-
-    async def slow(chat: int, thread: int | None = None, **kw: Any) -> Any:
-        await asyncio.sleep(0.8)
-        return await deliver(chat, thread, **kw)
-
-    monkeypatch.setattr(bot, "deliver_digest", slow)
+    deliver = slow_down(bot, monkeypatch, "deliver_digest", 0.8)
     api.fail("sendMessage", status=400, description="Bad Request: not enough rights")
     [digest] = await ask(api, "/digest")
     assert "Stage 5: <b>" in digest["text"]
@@ -1045,16 +1045,7 @@ async def test_a_slow_search_says_it_is_still_searching(
     """Not the digest's words about a first digest: a search waits on a busy worker."""
     import feedbot.bot as botmod
 
-    monkeypatch.setattr(botmod, "BUSY_AFTER", 0.05)
-    monkeypatch.setattr(botmod, "TYPING_EVERY", 0.1)
-    monkeypatch.setattr(botmod, "BUSY_NOTE_AFTER", 0.2)
-    in_worker = bot.in_worker
-
-    async def slow(*args: Any, **kw: Any) -> Any:
-        await asyncio.sleep(0.5)
-        return await in_worker(*args, **kw)
-
-    monkeypatch.setattr(bot, "in_worker", slow)
+    slow_down(bot, monkeypatch, "in_worker", 0.5, note_after=0.2)
     note, found = await ask(api, "/search gradient descent", replies=2)
     assert note["text"] == botmod.SEARCH_BUSY_NOTE
     assert "gradient descent" in found["text"].lower()
