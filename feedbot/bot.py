@@ -218,12 +218,39 @@ def topic_gone(e: TelegramError) -> bool:
     return isinstance(e, BadRequest) and any(t in e.message.lower() for t in TOPIC_GONE)
 
 
+# Telegram's answers (400) to a message to a group where the bot may not post: an admin took
+# its right to send messages, or restricted it, or (a channel) it is no admin that may post.
+# The same refusals come as 403 too ("bot is not a member of the supergroup chat", "bot was
+# kicked from the supergroup chat"): every 403 is taken as one, see `unreachable`
+NO_RIGHTS = ("not enough rights to send", "have no rights to send", "chat_write_forbidden",
+             "need administrator rights in the channel")
+
+
+def no_rights(e: BaseException | None) -> bool:
+    """Whether Telegram refused a message because the bot may not post in the chat (400)."""
+    return isinstance(e, BadRequest) and any(t in e.message.lower() for t in NO_RIGHTS)
+
+
 def unreachable(e: BaseException | None) -> bool:
     """Whether Telegram refused a message because the chat is out of the bot's reach, which
-    no retry within the day mends: the bot was blocked or removed from the group (403), or
-    the chat is gone or no longer known to the bot (400 "chat not found")."""
-    return isinstance(e, Forbidden) or (isinstance(e, BadRequest)
-                                        and "chat not found" in e.message.lower())
+    no retry within the day mends: the bot was blocked or removed from the group (403), the
+    chat is gone or no longer known to the bot (400 "chat not found"), or the bot may not
+    post there (400 `no_rights`)."""
+    return isinstance(e, Forbidden) or no_rights(e) or (
+        isinstance(e, BadRequest) and "chat not found" in e.message.lower())
+
+
+def why_refused(e: BaseException | None) -> str:
+    """For a message refused because the chat is out of reach (`unreachable`): why, and what
+    mends it, for the log; "" for any other error."""
+    if no_rights(e):
+        return ("the bot may not post there: an admin restricted it. Give the bot the right to "
+                "send messages in the chat, or remove the chat from telegram.allowed_chats in "
+                "sources.yaml")
+    if unreachable(e):
+        return ("the bot was blocked, or removed from the group: unblock it or add it back, or "
+                "remove the chat from telegram.allowed_chats in sources.yaml")
+    return ""
 
 
 async def send_message(bot: Any, chat_id: int, msg: TgMessage, *, thread: int | None = None,
@@ -680,7 +707,9 @@ async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     result = await _busy(update, context, runner.deliver_digest(chat, thread, sending=sending),
                          sending)
     await runner.remember_topic(chat, thread)
-    if not result.complete:
+    if result.forbidden:  # nothing more can be sent there: no apology, a log line
+        log.warning("Telegram refuses messages to chat %s (%s)", chat, result.refusal)
+    elif not result.complete:
         await _reply(update, context, plain("Telegram did not take the whole digest; the rest "
                                             "comes with the next /digest or the daily one."))
 

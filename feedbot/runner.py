@@ -136,7 +136,8 @@ class RunOptions:
     send_backoff: float = 1.0  # first wait after a network error; doubles
     send_timeout: float = 30.0  # seconds to wait for Telegram's answer to a message
     retry_cap: timedelta = timedelta(minutes=30)  # longest wait before retrying a failed digest
-    # After Telegram's 403 (the learner blocked the bot, or it was removed from the group),
+    # After Telegram's 403 (the learner blocked the bot, or it was removed from the group) or
+    # a 400 that says the same (the bot may not post there, the chat is not found),
     # the day's digest is tried again this much later (within `grace`, so a learner who
     # unblocks the bot still gets it), not every half hour, ranking a digest each time
     forbidden_wait: timedelta = timedelta(hours=2)
@@ -154,7 +155,8 @@ class Delivery:
     error: str = ""
     retry_after: float = 0.0  # seconds Telegram asked us to wait before sending again
     migrate_to: int | None = None  # the group became this supergroup (Telegram said so)
-    forbidden: bool = False  # the bot was blocked, or removed from the group (or it is gone)
+    forbidden: bool = False  # the bot was blocked, removed from the group, may not post there
+    refusal: str = ""  # then: why, and what mends it (bot.why_refused)
 
 
 @dataclass
@@ -799,15 +801,14 @@ class Runner:
         end = digest_slot(day, learner.digest_time, learner.timezone) + grace
         if retry_at < end:
             if result.forbidden:
-                log.warning("Telegram refuses messages to chat %s (the bot was blocked, or "
-                            "removed from the group); the digest is tried again at %s", chat,
-                            f"{retry_at:%H:%M} UTC")
+                log.warning("Telegram refuses messages to chat %s (%s); the digest is tried "
+                            "again at %s", chat, result.refusal, f"{retry_at:%H:%M} UTC")
             return
-        why = ("Telegram refuses messages to chat %s (the bot was blocked, or removed from the "
-               "group)" if result.forbidden else "the digest for chat %s did not go out")
+        why, args = (("Telegram refuses messages to chat %s (%s)", (chat, result.refusal))
+                     if result.forbidden else ("the digest for chat %s did not go out", (chat,)))
         following = next_digest_time(end, learner.digest_time, learner.timezone)
         log.warning(why + "; the digest of %s is given up: a retry would come more than %s "
-                    "after its time. The next one is due at %s", chat, day,
+                    "after its time. The next one is due at %s", *args, day,
                     span_text(grace), f"{following:%Y-%m-%d %H:%M} UTC")
 
     async def chat_migrated(self, old: int, new: int) -> None:
@@ -826,7 +827,7 @@ class Runner:
 
     async def _deliver(self, chat: int, day: date | None, thread: int | None = None,
                        sending: asyncio.Event | None = None) -> Delivery:
-        from .bot import MaybeSent, request_was_out, unreachable
+        from .bot import MaybeSent, request_was_out, unreachable, why_refused
 
         await self._save_sent()  # what a busy store did not take before, first
         cfg, roadmap = self.settings.config, self.settings.roadmap
@@ -872,6 +873,7 @@ class Runner:
                     out.retry_after = getattr(e, "retry_after", 0.0)
                     out.migrate_to = getattr(e, "migrate_to", None)
                     out.forbidden = unreachable(e.__cause__)
+                    out.refusal = why_refused(e.__cause__)
                     return out
                 sent(msg)
                 await self._save_sent()

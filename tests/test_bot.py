@@ -1029,7 +1029,7 @@ async def test_the_slow_digest_note_neither_stops_the_digest_nor_lands_after_it(
     come), it came after them, saying the digest was still on its way."""
 
     deliver = slow_down(bot, monkeypatch, "deliver_digest", 0.8)
-    api.fail("sendMessage", status=400, description="Bad Request: not enough rights")
+    api.fail("sendMessage", status=400, description="Bad Request: can't parse entities")
     [digest] = await ask(api, "/digest")
     assert "Stage 5: <b>" in digest["text"]
     monkeypatch.setattr(bot, "deliver_digest", deliver)
@@ -1049,3 +1049,26 @@ async def test_a_slow_search_says_it_is_still_searching(
     note, found = await ask(api, "/search gradient descent", replies=2)
     assert note["text"] == botmod.SEARCH_BUSY_NOTE
     assert "gradient descent" in found["text"].lower()
+
+
+@pytest.mark.parametrize(("status", "description"), [
+    (400, "Bad Request: not enough rights to send text messages to the chat"),
+    (403, "Forbidden: bot was blocked by the user"),
+])
+async def test_a_digest_asked_where_the_bot_may_not_post_is_one_log_line_that_says_what_to_do(
+        bot: Any, api: FakeBotAPI, caplog: pytest.LogCaptureFixture, status: int,
+        description: str) -> None:
+    """/digest in a group where an admin took the bot's right to post: after the refused
+    digest it sent "Telegram did not take the whole digest" there too, refused the same way,
+    and the log did not say how to mend it."""
+    await api.wait_for("setMyCommands")
+    api.fail("sendMessage", status=status, times=5, description=description)
+    api.command(CHAT, "/digest")
+    await eventually(lambda: f"Telegram refuses messages to chat {CHAT}" in caplog.text)
+    await asyncio.sleep(0.2)  # room for an apology, were one sent
+    assert len(api.calls_to("sendMessage")) == 1  # the refused digest, nothing after it
+    [said] = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith(f"Telegram refuses messages to chat {CHAT}")]
+    assert "remove the chat from telegram.allowed_chats in sources.yaml" in said
+    if status == 400:
+        assert "Give the bot the right to send messages in the chat" in said

@@ -930,6 +930,8 @@ async def test_a_digest_to_a_group_that_became_a_supergroup_goes_to_its_new_id(
 @pytest.mark.parametrize(("status", "description"), [
     (403, None),  # "Forbidden: bot was blocked by the user"
     (400, "Bad Request: chat not found"),  # the bot was removed from a group, or it is gone
+    (403, "Forbidden: bot was kicked from the supergroup chat"),
+    (403, "Forbidden: bot is not a member of the supergroup chat"),
 ])
 async def test_a_blocked_bot_tries_the_days_digest_again_hours_later_not_every_half_hour(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
@@ -954,6 +956,38 @@ async def test_a_blocked_bot_tries_the_days_digest_again_hours_later_not_every_h
         assert len(api.calls_to("sendMessage")) == 2
     assert "bot was blocked, or removed from the group" in caplog.text
 
+
+
+@pytest.mark.parametrize("description", [
+    "Bad Request: not enough rights to send text messages to the chat",
+    "Bad Request: have no rights to send a message",
+    "Bad Request: CHAT_WRITE_FORBIDDEN",
+])
+async def test_a_group_where_the_bot_may_not_post_is_tried_hours_later_and_told_what_to_do(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture, description: str) -> None:
+    """An admin took the bot's right to post (Telegram's 400): the digest was retried like a
+    network error, every tick and then every half hour all day, and the log said only that it
+    did not go out, not how to mend it."""
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 3)
+    async with running(sources, feedbot_env, clock, api) as runner:
+        api.fail("sendMessage", status=400, times=3, description=description)
+        await runner.digest_tick()
+        for _ in range(3):  # ticks for an hour and a half
+            clock.advance(minutes=30)
+            await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 1
+        clock.advance(minutes=30, seconds=1)
+        await runner.digest_tick()
+        assert len(api.calls_to("sendMessage")) == 2
+    [said] = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith(f"Telegram refuses messages to chat {CHAT}")
+              and "tried again at 09:00 UTC" in r.getMessage()]
+    assert "the bot may not post there" in said
+    assert ("Give the bot the right to send messages in the chat, or remove the chat from "
+            "telegram.allowed_chats in sources.yaml") in said
 
 
 async def test_a_chat_that_refuses_every_digest_is_tried_a_few_times_a_day_for_weeks(
