@@ -836,6 +836,12 @@ def doctor(app: App) -> None:
         store = app.store
         click.echo(f"database: {store.path} (schema {store.schema_version}, "
                    f"{store.item_count()} items)")
+        if (refused := store.write_refused()) is not None:  # collect would fail on every source
+            click.echo(f"database problem: {store.path} is not writable: {refused}; collect, "
+                       "votes and digests cannot be recorded. Run feedbot as the user that owns "
+                       "it, or fix the permissions of the file and its folder (or mount it "
+                       "read-write)")
+            problems += 1
     except SettingError as e:
         click.echo(f"database problem: {e}")
         problems += 1

@@ -673,6 +673,29 @@ class Store:
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    def write_refused(self, wait: float = 1.0) -> sqlite3.Error | None:
+        """Try a write that leaves nothing (a table made in a transaction rolled back): the
+        error that stops this connection writing the file, or None. A file this user may only
+        read (another user's, a read-only mount) opens and reads as usual while its -wal and
+        -shm files are there, and `BEGIN IMMEDIATE` passes: only a write fails. Another
+        connection writing now is no refusal; it is waited for `wait` seconds at most."""
+        if self.db.in_transaction:  # its rollback would undo the caller's writes too
+            raise RuntimeError("write_refused() inside a transaction")
+        (before,) = self.db.execute("PRAGMA busy_timeout").fetchone()
+        self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("CREATE TABLE main.feedbot_write_check (x)")
+            finally:
+                if self.db.in_transaction:  # (see `transaction`)
+                    self.db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            return None if is_busy(e) else e
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {int(before)}")
+        return None
+
     # --- items ----------------------------------------------------------------------------
 
     def upsert_items(self, items: Iterable[Item], now: datetime) -> UpsertResult:

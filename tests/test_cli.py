@@ -872,6 +872,54 @@ def test_doctor_reports_a_database_that_digest_refuses(feedbot_env: Path,
     assert "stage: cnn; 0 sources" in result.stdout  # and the rest is still shown
 
 
+def test_doctor_reports_a_database_it_may_read_but_not_write(
+        feedbot_env: Path, use_fake_embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feedbot.db this user may only read (another user's, while `feedbot run` keeps its -wal
+    and -shm files there; a read-only mount) opens and reads as usual: doctor reported
+    "database: ... (schema N, M items)", exit 0, and then every collect failed. Tests run as
+    root, who may write any file: the database is opened read-only instead."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    assert invoke("doctor").exit_code == 0  # a new home: its database is made, and writable
+    db = feedbot_env / "feedbot.db"
+    connect = sqlite3.connect
+
+    def read_only(path: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    result = invoke("doctor")
+    assert result.exit_code == 1 and result.stderr == "feedbot: 1 problem found (above)\n"
+    assert f"database: {db} (schema " in result.stdout  # what it could read is still shown
+    assert (f"database problem: {db} is not writable: attempt to write a readonly database; "
+            in result.stdout)
+    assert "Run feedbot as the user that owns it" in result.stdout
+    assert "stage: cnn; 0 sources" in result.stdout  # and the rest is still shown
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    assert invoke("doctor").exit_code == 0
+    with sqlite3.connect(db) as con:  # the check left nothing behind
+        assert con.execute("SELECT name FROM sqlite_master WHERE name LIKE '%check%'"
+                           ).fetchall() == []
+
+
+def test_doctor_waits_no_30_s_for_a_database_another_process_writes(
+        feedbot_env: Path, use_fake_embedder: Any) -> None:
+    """Another feedbot writing the database is no problem, and doctor does not wait the busy
+    timeout (30 s) for it to finish."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    assert invoke("doctor").exit_code == 0
+    con = sqlite3.connect(feedbot_env / "feedbot.db", isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")  # held, as by a collect in progress
+    try:
+        start = time.monotonic()
+        result = invoke("doctor")
+        assert time.monotonic() - start < 10
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    assert result.exit_code == 0, result.stdout
+    assert "not writable" not in result.stdout
+
+
 def test_doctor_says_a_missing_configuration_before_loading_the_model(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_fake_embedder: Any) -> None:
     """On a new home without sources.yaml, doctor measured the embedding backends (about
