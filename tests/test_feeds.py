@@ -372,6 +372,47 @@ def test_dates_feedparser_cannot_read_or_that_are_placeholders(
     assert item.published == expected
 
 
+@pytest.mark.parametrize(("zone", "hours"), [
+    ("CET", 1), ("CEST", 2), ("BST", 1), ("EET", 2), ("EEST", 3), ("MSK", 3), ("JST", 9),
+    ("KST", 9), ("HKT", 8), ("SGT", 8), ("WIB", 7), ("AEST", 10), ("AEDT", 11), ("NZST", 12),
+    ("NZDT", 13), ("ACST", 9.5), ("NPT", 5.75), ("HST", -10), ("cest", 2),
+    ("GMT+2", 2), ("UTC-5:30", -5.5), ("GMT+0200", 2),
+    # Known to RFC 822 and feedparser, and so kept: CST is US Central there, not China's.
+    ("CST", -6), ("PDT", -7), ("GMT", 0),
+    # Ambiguous (India +05:30, Ireland +01, Israel +02) or unknown: the date is kept, as UTC.
+    ("IST", 0), ("XYZ", 0),
+])
+def test_a_zone_abbreviation_is_read_with_its_offset(zone: str, hours: float) -> None:
+    """feedparser read CEST, JST, AEST… as UTC: a post from Tokyo was filed 9 hours late."""
+    written = f"Tue, 10 Nov 2026 14:00:00 {zone}"
+    expected = datetime(2026, 11, 10, 14, tzinfo=UTC) - timedelta(hours=hours)
+    rss = (f"<rss version='2.0'><channel><item><title>x</title><link>https://example.org/1"
+           f"</link><pubDate>{written}</pubDate></item></channel></rss>").encode()
+    atom = (f'<feed xmlns="http://www.w3.org/2005/Atom"><entry><title>x</title><id>1</id>'
+            f'<link href="https://example.org/1"/><updated>{written}</updated></entry></feed>'
+            ).encode()
+    json_feed = json.dumps({"version": "https://jsonfeed.org/version/1.1", "items": [
+        {"id": "1", "url": "https://example.org/1", "date_published": written}]}).encode()
+    for body in (rss, atom, json_feed):
+        (item,) = parse_feed(body, "s").items
+        assert item.published == expected, body
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    # A month name feedparser cannot read, and a zone it does not know either.
+    ("Seg, 24 Set 2018 19:18:49 BRT", datetime(2018, 9, 24, 22, 18, 49, tzinfo=UTC)),
+    # The offset is there; the name after it is a comment.
+    ("Tue, 10 Nov 2026 14:00:00 +0100 (CET)", datetime(2026, 11, 10, 13, tzinfo=UTC)),
+    ("Tue, 10 Nov 2026 14:00 JST", datetime(2026, 11, 10, 5, tzinfo=UTC)),  # no seconds
+])
+def test_a_zone_abbreviation_with_other_irregularities(written: str,
+                                                       expected: datetime) -> None:
+    body = (f"<rss version='2.0'><channel><item><title>x</title><link>https://example.org/1"
+            f"</link><pubDate>{written}</pubDate></item></channel></rss>").encode()
+    (item,) = parse_feed(body, "s").items
+    assert item.published == expected
+
+
 def test_a_placeholder_date_gives_way_to_the_next_one() -> None:
     zero = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>Hugo</title>
       <entry><title>t</title><link href="https://e.org/1"/><id>https://e.org/1</id>

@@ -282,13 +282,57 @@ _MONTHS = {
 _RFC822ISH = re.compile(r"^\s*(?:[^\W\d_]+\.?,?\s*)?(\d{1,2})\s+([^\W\d_]+)\.?\s+(\d{4})(.*)$")
 
 
+# Zone abbreviations that RFC 822 does not define and feedparser reads as UTC (it knows UT, GMT,
+# Z, the US zones, MET and MEST, and a few military letters), in minutes east of UTC. Only
+# abbreviations with one meaning in use: IST is India (+05:30), Ireland (+01) and Israel (+02),
+# CST US Central and China, AST Atlantic and Arabia, SST Samoa and Singapore; those keep what
+# RFC 822 and feedparser say (CST -06, AST -04, IST and SST UTC, as any zone unknown to them:
+# the date is kept, a few hours off at worst, rather than dropped).
+_ZONES = {
+    "WET": 0, "WEST": 60, "BST": 60, "CET": 60, "CEST": 120, "MEZ": 60, "MESZ": 120,
+    "EET": 120, "EEST": 180, "MSK": 180, "WAT": 60, "SAST": 120, "EAT": 180,
+    "PKT": 300, "NPT": 345, "ICT": 420, "WIB": 420, "WITA": 480, "WIT": 540, "HKT": 480,
+    "SGT": 480, "MYT": 480, "PHT": 480, "JST": 540, "KST": 540,
+    "AWST": 480, "ACST": 570, "ACDT": 630, "AEST": 600, "AEDT": 660, "NZST": 720, "NZDT": 780,
+    "HST": -600, "AKST": -540, "AKDT": -480, "NST": -210, "NDT": -150, "BRT": -180, "ART": -180,
+}
+# A zone abbreviation right after the time ("14:00:00 CEST"; not "+0200 (CEST)", whose
+# offset is already there), or an offset in hours from GMT or UTC ("GMT+2", "UTC-5:30"), which
+# neither feedparser nor the email package reads.
+_ZONE_AFTER_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*(?:\s([A-Za-z]{2,5})|"
+                              r"(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?)\s*$", re.IGNORECASE)
+
+
+def _zone_as_offset(raw: str) -> str | None:
+    """`raw` with a zone abbreviation of `_ZONES` after its time, or GMT+H, written as the
+    offset ("14:00:00 CEST" → "14:00:00 +0200"); None when it ends otherwise."""
+    m = _ZONE_AFTER_TIME.search(raw)
+    if m is None:
+        return None
+    name, sign, hours, mins = m.groups()
+    if name is None:  # GMT+2: the 3 letters before the sign go
+        return f"{raw[:m.start(2) - 3]} {sign}{int(hours):02d}{mins or '00'}"
+    minutes = _ZONES.get(name.upper())
+    if minutes is None:
+        return None
+    h, mm = divmod(abs(minutes), 60)
+    return f"{raw[:m.start(1)]}{'-' if minutes < 0 else '+'}{h:02d}{mm:02d}"
+
+
+def _zoned_date(raw: Any) -> datetime | None:
+    """A date whose zone is one of `_ZONES` or GMT+H, read with its offset (feedparser reads
+    it as UTC: "14:00 CEST" was filed two hours late); None for any other date."""
+    fixed = _zone_as_offset(raw) if isinstance(raw, str) else None
+    return _loose_date(fixed) if fixed else None
+
+
 def _loose_date(raw: Any) -> datetime | None:
     """A date feedparser could not read: an RFC 822 date without a time zone (taken as UTC,
     as feedparser takes ISO dates without one) or with the day and month named in another
     language. None when it is not such a date."""
     if not isinstance(raw, str) or not raw.strip():
         return None
-    m = _RFC822ISH.match(raw)
+    m = _RFC822ISH.match(_zone_as_offset(raw) or raw)
     if not m:
         return None
     day, month, year, rest = m.groups()
@@ -316,9 +360,12 @@ def _plausible(dt: datetime | None) -> datetime | None:
 
 def _entry_date(e: Any) -> datetime | None:
     """When an entry was published (else updated, else created), each read by feedparser or,
-    failing that, by `_loose_date`; a date before EARLIEST counts as none."""
+    failing that, by `_loose_date`; a zone feedparser does not know but `_ZONES` does is read
+    with its offset first. A date before EARLIEST counts as none."""
     for field in ("published", "updated", "created"):
-        found = _plausible(_struct_to_dt(e.get(f"{field}_parsed")) or _loose_date(e.get(field)))
+        raw = e.get(field)
+        found = _plausible(_zoned_date(raw) or _struct_to_dt(e.get(f"{field}_parsed"))
+                           or _loose_date(raw))
         if found is not None:
             return found
     return None
