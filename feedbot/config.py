@@ -61,6 +61,11 @@ class ConfigError(Exception):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_FORMS = "a number and a unit: 90s, 30m, 6h, 7d or 2w"
+# What a duration that is none was probably meant as: `100y` and `3mo` have no unit of their
+# own (a year or month is not a fixed length), `-3d` looks forward.
+_CALENDAR = re.compile(r"^\s*[\d.]+\s*(?:(y|yrs?|years?)|(mo|mons?|months?))\s*$", re.IGNORECASE)
+_NEGATIVE = re.compile(r"^\s*-\s*(\d+(?:\.\d+)?\s*[smhdw]?)\s*$")
 # Longer than any look-back or interval makes sense for, short enough that a timedelta or a
 # datetime subtraction never overflows.
 MAX_DURATION_DAYS = 36500  # 100 years
@@ -76,7 +81,7 @@ def parse_duration(value: str | int | float) -> float:
     else:
         m = _DURATION.match(str(value))
         if not m:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 6h, 1d)")
+            raise ValueError(f"not a duration: {value!r} ({_duration_hint(str(value))})")
         if not m.group(2):
             n = m.group(1)
             raise ValueError(f"{n} needs a unit: {n}d, {n}h, {n}m or {n}s")
@@ -85,6 +90,17 @@ def parse_duration(value: str | int | float) -> float:
         raise ValueError(f"duration {value!r} is too long; the maximum is {MAX_DURATION_DAYS}d "
                          "(100 years)")
     return seconds
+
+
+def _duration_hint(text: str) -> str:
+    """What to write instead of `text`, which is not a duration."""
+    if m := _CALENDAR.match(text):
+        if m.group(1):
+            return "years are not a unit; use days or weeks, e.g. 365d or 52w for a year"
+        return "months are not a unit; use days or weeks, e.g. 30d or 4w for a month"
+    if m := _NEGATIVE.match(text):
+        return f"durations are never negative; write {m.group(1).replace(' ', '')}"
+    return _DURATION_FORMS
 
 
 def _duration_text(v: Any) -> Any:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -674,6 +675,46 @@ def test_digest_since_out_of_range_is_a_usage_error(
     result = invoke("digest", "--no-collect", "--since", since)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(("since", "message"), [
+    ("100y", "--since: not a duration: '100y' (years are not a unit; use days or weeks, "
+             "e.g. 365d or 52w for a year)"),
+    ("3mo", "months are not a unit; use days or weeks, e.g. 30d or 4w for a month"),
+    ("-3d", "--since: not a duration: '-3d' (durations are never negative; write 3d)"),
+    ("7days", "--since: not a duration: '7days' (a number and a unit: 90s, 30m, 6h, 7d or 2w)"),
+    ("99999d", "--since: duration '99999d' is too long; the maximum is 36500d (100 years)"),
+])
+def test_digest_since_that_is_no_duration_names_the_forms_that_work(since: str,
+                                                                    message: str) -> None:
+    """`--since 100y` was told "use e.g. 30m, 6h, 1d": no word that years are no unit, nor of
+    weeks; `-3d` was not told what was wrong with it."""
+    Path(os.environ["FEEDBOT_SOURCES"]).write_text(MINIMAL)
+    result = invoke("digest", "--no-collect", "--since", since)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_interval_in_years_in_sources_yaml_is_told_to_use_days() -> None:
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text(MINIMAL + "defaults: {interval: 1y}\n")
+    result = invoke("sources")
+    assert result.exit_code == 2
+    assert (f"{p}:2: defaults.interval: not a duration: '1y' (years are not a unit; use days "
+            "or weeks, e.g. 365d or 52w for a year)") in result.stderr
+
+
+@pytest.mark.parametrize(("since", "window"), [
+    ("90s", timedelta(seconds=90)), ("1.5d", timedelta(hours=36)), ("36h", timedelta(hours=36)),
+    ("2w", timedelta(days=14)), ("36500d", timedelta(days=36500)),
+])
+def test_digest_since_forms_that_work(since: str, window: timedelta) -> None:
+    class Now:
+        def now(self) -> datetime:
+            return datetime(2026, 11, 10, tzinfo=UTC)
+
+    app: Any = Now()
+    assert feedbot.cli.look_back(app, since, zero_hint="", far_hint="") == window
 
 
 def test_collect_with_an_empty_source_name_is_a_usage_error(sources: Path,
