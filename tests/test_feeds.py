@@ -403,6 +403,10 @@ def test_a_zone_abbreviation_is_read_with_its_offset(zone: str, hours: float) ->
     ("Seg, 24 Set 2018 19:18:49 BRT", datetime(2018, 9, 24, 22, 18, 49, tzinfo=UTC)),
     # The offset is there; the name after it is a comment.
     ("Tue, 10 Nov 2026 14:00:00 +0100 (CET)", datetime(2026, 11, 10, 13, tzinfo=UTC)),
+    # An offset written with a colon is no time of day: the name after it was read as the
+    # zone of "01:00", and the date filed an hour (nine for +09:00 JST) off.
+    ("Tue, 10 Nov 2026 14:00:00 +01:00 CET", datetime(2026, 11, 10, 13, tzinfo=UTC)),
+    ("Tue, 10 Nov 2026 14:00:00 +09:00 JST", datetime(2026, 11, 10, 5, tzinfo=UTC)),
     ("Tue, 10 Nov 2026 14:00 JST", datetime(2026, 11, 10, 5, tzinfo=UTC)),  # no seconds
 ])
 def test_a_zone_abbreviation_with_other_irregularities(written: str,

@@ -296,10 +296,11 @@ _ZONES = {
     "AWST": 480, "ACST": 570, "ACDT": 630, "AEST": 600, "AEDT": 660, "NZST": 720, "NZDT": 780,
     "HST": -600, "AKST": -540, "AKDT": -480, "NST": -210, "NDT": -150, "BRT": -180, "ART": -180,
 }
-# A zone abbreviation right after the time ("14:00:00 CEST"; not "+0200 (CEST)", whose
-# offset is already there), or an offset in hours from GMT or UTC ("GMT+2", "UTC-5:30"), which
-# neither feedparser nor the email package reads.
-_ZONE_AFTER_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*(?:\s([A-Za-z]{2,5})|"
+# A zone abbreviation right after the time ("14:00:00 CEST"; not "+0200 (CEST)" nor
+# "+02:00 CEST", whose offset is already there: an offset with a colon is no time), or an offset
+# in hours from GMT or UTC ("GMT+2", "UTC-5:30"), which neither feedparser nor the email package
+# reads.
+_ZONE_AFTER_TIME = re.compile(r"(?<![\d:+-])\d{1,2}:\d{2}(?::\d{2})?\s*(?:\s([A-Za-z]{2,5})|"
                               r"(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?)\s*$", re.IGNORECASE)
 
 
