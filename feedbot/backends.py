@@ -171,8 +171,10 @@ def model_files_problem(path: Path) -> str | None:
                 and not (path / module["path"]).is_dir():
             return (f"the model at {path} has no {module['path']}/ folder (its modules.json "
                     "lists it); install it again, or choose another")
-    folders = [path] + [path / m["path"] for m in modules
-                        if m["path"] and m["type"].endswith("Transformer")]
+    # The weights and tokenizer that read the text are the first module's: a Transformer's, or
+    # a StaticEmbedding's (static-retrieval-mrl-en-v1 keeps both in 0_StaticEmbedding/).
+    folders = [path] + [path / m["path"] for i, m in enumerate(modules)
+                        if m["path"] and (i == 0 or m["type"].endswith("Transformer"))]
     names = {f.name for folder in folders if folder.is_dir()
              for f in folder.iterdir() if f.is_file()}
     if not any(n.endswith(WEIGHT_SUFFIXES) for n in names):

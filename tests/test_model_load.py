@@ -186,6 +186,18 @@ def test_a_model_without_tokenizer_files_is_refused(tmp_path: Path,
     assert backends.model_files_problem(older) == (
         f"the model at {older} has no 1_Pooling/ folder (its modules.json lists it); install "
         "it again, or choose another")
+    static = tmp_path / "static"  # static-retrieval-mrl-en-v1: no Transformer, no config.json
+    for name in ("modules.json", "0_StaticEmbedding/model.safetensors",
+                 "0_StaticEmbedding/tokenizer.json"):
+        (static / name).parent.mkdir(parents=True, exist_ok=True)
+        (static / name).write_text("{}")
+    (static / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_StaticEmbedding",
+         "type": "sentence_transformers.models.StaticEmbedding"}]))
+    assert backends.model_files_problem(static) is None
+    (static / "0_StaticEmbedding" / "tokenizer.json").unlink()
+    assert (backends.model_files_problem(static) or "").startswith(
+        f"the model at {static} has no tokenizer files")
     no_weights = _model_dir(tmp_path / "no-weights", "tokenizer.json")
     assert (backends.model_files_problem(no_weights) or "").startswith(
         f"the model at {no_weights} has no weights (model.safetensors or pytorch_model.bin)")
