@@ -99,7 +99,10 @@ def _duration_hint(text: str) -> str:
             return "years are not a unit; use days or weeks, e.g. 365d or 52w for a year"
         return "months are not a unit; use days or weeks, e.g. 30d or 4w for a month"
     if m := _NEGATIVE.match(text):
-        return f"durations are never negative; write {m.group(1).replace(' ', '')}"
+        n = m.group(1).replace(" ", "")
+        if n[-1].isdigit():  # "write 7" would be refused next: it needs a unit too
+            return f"durations are never negative, and need a unit: {n}d, {n}h, {n}m or {n}s"
+        return f"durations are never negative; write {n}"
     return _DURATION_FORMS
 
 

@@ -196,6 +196,16 @@ def test_text_without_a_unit_is_refused() -> None:
         parse_duration("7")
 
 
+def test_a_negative_duration_without_a_unit_is_told_of_the_unit_too() -> None:
+    """`-7` was told "write 7", which is refused next for want of a unit."""
+    with pytest.raises(ValueError) as e:
+        parse_duration("-7")
+    assert str(e.value) == ("not a duration: '-7' (durations are never negative, and need a "
+                            "unit: 7d, 7h, 7m or 7s)")
+    with pytest.raises(ValueError, match=r"never negative; write 3d\)"):
+        parse_duration("-3d")
+
+
 def test_parse_duration_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
