@@ -927,6 +927,22 @@ async def test_a_digest_to_a_group_that_became_a_supergroup_goes_to_its_new_id(
         assert len(api.sent(new)) == 1
 
 
+async def refused_then_tried_two_hours_later(api: FakeBotAPI, runner: Any, clock: Clock,
+                                            status: int, description: str | None) -> None:
+    """Telegram refuses the day's digest (`status`, `description`): no retry in the next hour
+    and a half of ticks, one just after two hours."""
+    api.fail("sendMessage", status=status, times=3, description=description)
+    await runner.digest_tick()
+    assert len(api.calls_to("sendMessage")) == 1
+    for _ in range(3):  # ticks for an hour and a half
+        clock.advance(minutes=30)
+        await runner.digest_tick()
+    assert len(api.calls_to("sendMessage")) == 1
+    clock.advance(minutes=30, seconds=1)
+    await runner.digest_tick()
+    assert len(api.calls_to("sendMessage")) == 2
+
+
 @pytest.mark.parametrize(("status", "description"), [
     (403, None),  # "Forbidden: bot was blocked by the user"
     (400, "Bad Request: chat not found"),  # the bot was removed from a group, or it is gone
@@ -944,16 +960,7 @@ async def test_a_blocked_bot_tries_the_days_digest_again_hours_later_not_every_h
     clock = Clock(SLOT)
     seed_items(feedbot_env, clock(), 3)
     async with running(sources, feedbot_env, clock, api) as runner:
-        api.fail("sendMessage", status=status, times=3, description=description)
-        await runner.digest_tick()
-        assert len(api.calls_to("sendMessage")) == 1
-        for _ in range(3):  # ticks for an hour and a half
-            clock.advance(minutes=30)
-            await runner.digest_tick()
-        assert len(api.calls_to("sendMessage")) == 1
-        clock.advance(minutes=30, seconds=1)
-        await runner.digest_tick()
-        assert len(api.calls_to("sendMessage")) == 2
+        await refused_then_tried_two_hours_later(api, runner, clock, status, description)
     assert "bot was blocked, or removed from the group" in caplog.text
 
 
@@ -973,15 +980,7 @@ async def test_a_group_where_the_bot_may_not_post_is_tried_hours_later_and_told_
     clock = Clock(SLOT)
     seed_items(feedbot_env, clock(), 3)
     async with running(sources, feedbot_env, clock, api) as runner:
-        api.fail("sendMessage", status=400, times=3, description=description)
-        await runner.digest_tick()
-        for _ in range(3):  # ticks for an hour and a half
-            clock.advance(minutes=30)
-            await runner.digest_tick()
-        assert len(api.calls_to("sendMessage")) == 1
-        clock.advance(minutes=30, seconds=1)
-        await runner.digest_tick()
-        assert len(api.calls_to("sendMessage")) == 2
+        await refused_then_tried_two_hours_later(api, runner, clock, 400, description)
     [said] = [r.getMessage() for r in caplog.records
               if r.getMessage().startswith(f"Telegram refuses messages to chat {CHAT}")
               and "tried again at 09:00 UTC" in r.getMessage()]
