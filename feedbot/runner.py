@@ -575,9 +575,8 @@ class Runner:
         now = self.now()
         when = next_digest_time(now, learner.digest_time, learner.timezone)
         sent = [self._last_sent(chat, now) for chat in self.allowed_chats]
-        day = local_day(when, learner.timezone)
-        if sent and all(d is not None and d >= day and not sent_on_a_day_to_come(
-                d, now, learner.timezone) for d in sent):
+        if sent and all(due_digest_day(when, learner.digest_time, learner.timezone, d,
+                                       self.options.grace) is None for d in sent):
             when = next_digest_time(when, learner.digest_time, learner.timezone)
         self.jobs.at(DIGEST_JOB, when, self._digest_job)
         self.schedule_fresh()
