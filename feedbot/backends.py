@@ -148,7 +148,7 @@ MODEL_MARKERS = ("modules.json", "config.json")
 # Weights and tokenizer files by name (sharded weights come with an index file; SentencePiece
 # and tiktoken tokenizers are single model files of various names).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "whitespacetokenizer_config.json")
 TOKENIZER_SUFFIXES = (".model", ".spm", ".tiktoken")
 
 
@@ -259,6 +259,9 @@ class SentenceTransformerEncoder:
 
     def _token_lengths(self, texts: list[str]) -> list[int]:
         tok = self.model.tokenizer
+        if not callable(tok):  # a StaticEmbedding's `tokenizers.Tokenizer`, a WordEmbeddings'
+            # WhitespaceTokenizer: no transformer reads the tokens, the words are the cost
+            return [len(t.split()) for t in texts]
         ids = tok(texts, truncation=True, max_length=self.model.max_seq_length)["input_ids"]
         return [len(x) for x in ids]
 

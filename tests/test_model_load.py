@@ -203,6 +203,49 @@ def test_a_model_without_tokenizer_files_is_refused(tmp_path: Path,
         f"the model at {no_weights} has no weights (model.safetensors or pytorch_model.bin)")
 
 
+def _static_model(dest: Path) -> Path:
+    """A tiny StaticEmbedding model (the kind of static-retrieval-mrl-en-v1: a token table and
+    its `tokenizers.Tokenizer`, no transformer), saved as sentence-transformers saves it."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[UNK]", "convolutional", "networks", "image", "word2vec", "hashing", "documents"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=8)]).save(str(dest))
+    return dest
+
+
+def _word_embeddings_model(dest: Path) -> Path:
+    """A tiny WordEmbeddings + Pooling model (the kind of average_word_embeddings_glove.6B.300d:
+    a WhitespaceTokenizer whose vocabulary is in whitespacetokenizer_config.json)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, WordEmbeddings
+    from sentence_transformers.sentence_transformer.modules.tokenizer import WhitespaceTokenizer
+
+    words = ["convolutional", "networks", "image", "word2vec", "hashing", "documents"]
+    table = np.random.default_rng(0).standard_normal((len(words), 8)).astype(np.float32)
+    embeddings = WordEmbeddings(WhitespaceTokenizer(vocab=words), table)
+    SentenceTransformer(modules=[embeddings, Pooling(8)]).save(str(dest))
+    return dest
+
+
+@pytest.mark.parametrize("make", [_static_model, _word_embeddings_model])
+def test_a_model_without_a_transformer_embeds(tmp_path: Path, make: Any) -> None:
+    """Their tokenizers are not callable as a transformers tokenizer is: the CPU batching asked
+    one for token counts, and such a model could not be used at all ('not callable')."""
+    from sentence_transformers import SentenceTransformer
+
+    path = make(tmp_path / "model")
+    assert backends.model_files_problem(path) is None
+    vectors = backends.load_encoder(str(path), "fp32", "cpu").encode(TEXTS)
+    reference = SentenceTransformer(str(path), device="cpu").encode(
+        TEXTS, normalize_embeddings=True)
+    assert vectors.shape == (len(TEXTS), 8)
+    np.testing.assert_allclose(vectors, reference, atol=1e-6)
+
+
 def test_doctor_says_a_model_without_tokenizer_files_without_loading_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _link_model(_packaged(), tmp_path / "model", leave_out=("tokenizer.json",
