@@ -126,6 +126,20 @@ def _positive_duration(v: str) -> str:
 # An interval or look-back window: "6h", "7d" or a number of seconds, more than zero.
 Duration = Annotated[str, BeforeValidator(_duration_text), AfterValidator(_positive_duration)]
 
+# The shortest `interval`: once a minute, as `feedbot run` never collects one source again
+# sooner (`scheduler.MIN_GAP`). `interval: 1s` was taken, and a feed's site (or X, within its
+# rate limits) was asked every second. Look-back windows (`since`) have no such floor.
+MIN_INTERVAL = "1m"
+
+
+def _too_often(interval: str, what: str) -> str:
+    """Why collecting `what` every `interval` (a valid duration) is refused, or '': more
+    often than once every MIN_INTERVAL."""
+    if parse_duration(interval) >= parse_duration(MIN_INTERVAL):
+        return ""
+    return (f"{what} would be collected every {interval}; the shortest interval is "
+            f"{MIN_INTERVAL}, so that no site, nor X with its rate limits, is asked more often")
+
 
 # A Bluesky account by its permanent id, as bsky.app links some profiles and posts.
 BLUESKY_DID = re.compile(r"did:(?:plc:[a-z2-7]{24}|web:[A-Za-z0-9.-]+\.[A-Za-z]+)")
@@ -318,10 +332,26 @@ class Defaults(_Model):
     # per arXiv query / X timeline read
     max_items: Annotated[int, Number] = Field(default=50, ge=1, le=500)
 
+    @field_validator("interval")
+    @classmethod
+    def _often_enough(cls, v: str) -> str:
+        if problem := _too_often(v, "every source without an interval of its own"):
+            raise ValueError(problem)
+        return v
+
 
 class _SourceOptions(_Model):
     weight: Annotated[float, Number] | None = Field(default=None, ge=0)
     interval: Duration | None = None
+
+    @model_validator(mode="after")
+    def _often_enough(self) -> _SourceOptions:
+        """Checked on the entry, not the field, so the message can name the source (every
+        entry has a `name`; the field comes before it)."""
+        if self.interval is not None and (
+                problem := _too_often(self.interval, repr(getattr(self, "name", "")))):
+            raise _LocatedError(problem, ("interval",))
+        return self
 
 
 class Blog(_SourceOptions):

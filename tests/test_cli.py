@@ -704,6 +704,18 @@ def test_an_interval_in_years_in_sources_yaml_is_told_to_use_days() -> None:
             "or weeks, e.g. 365d or 52w for a year)") in result.stderr
 
 
+@pytest.mark.parametrize("command", ["sources", "collect"])
+def test_an_interval_under_a_minute_in_sources_yaml_is_refused(command: str) -> None:
+    """`interval: 1s` was taken: `feedbot run` asked the blog's site every second."""
+    p = Path(os.environ["FEEDBOT_SOURCES"])
+    p.write_text(MINIMAL + "blogs:\n  - {name: Fast, url: 'https://a.example.org/f', "
+                 "interval: 1s}\n")
+    result = invoke(command)
+    assert result.exit_code == 2
+    assert (f"{p}:3: blogs[0].interval: 'Fast' would be collected every 1s; the shortest "
+            "interval is 1m") in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(("since", "window"), [
     ("90s", timedelta(seconds=90)), ("1.5d", timedelta(hours=36)), ("36h", timedelta(hours=36)),
     ("2w", timedelta(days=14)), ("36500d", timedelta(days=36500)),

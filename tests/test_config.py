@@ -317,6 +317,37 @@ def test_zero_or_negative_durations_are_refused(tmp_path: Path, text: str, key: 
     assert words in e.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "line", "who"),
+    [
+        ("defaults: {interval: 1s}\n", "defaults.interval", 1,
+         "every source without an interval of its own would be collected every 1s"),
+        ("blogs:\n  - name: Fast blog\n    url: https://a.example.org/f\n    interval: 30s\n",
+         "blogs[0].interval", 4, "'Fast blog' would be collected every 30s"),
+        ("arxiv:\n  - {name: vision, category: cs.CV, interval: 0.5m}\n", "arxiv[0].interval", 2,
+         "'vision' would be collected every 0.5m"),
+        ("people:\n  - name: Ada\n    x: ada\n    interval: 59s\n", "people[0].interval", 4,
+         "'Ada' would be collected every 59s"),
+    ],
+    ids=["defaults", "blog", "arxiv", "person"],
+)
+def test_an_interval_under_a_minute_is_refused_naming_the_source(
+        tmp_path: Path, text: str, key: str, line: int, who: str) -> None:
+    """`interval: 1s` was taken, and `feedbot run` asked the site (or X) every second."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert (e.value.key, e.value.line) == (key, line)
+    assert e.value.message.startswith(who) and "the shortest interval is 1m" in e.value.message
+
+
+def test_the_interval_floor_is_no_floor_of_the_look_back_windows(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "learner: {since: 30s}\ndefaults: {interval: 1m}\n"
+                            "ranking: {recency_half_life: 10s}\nblogs:\n"
+                            "  - {name: a, url: 'https://a.example.org/f', interval: 60s}\n"))
+    assert cfg.sources()[0].interval == 60
+    assert (cfg.learner.since, cfg.ranking.recency_half_life) == ("30s", "10s")
+
+
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
 @pytest.mark.parametrize("key", ["similarity", "recency", "mmr", "feedback_other_stages"])
 def test_ranking_weights_must_be_finite(tmp_path: Path, key: str, value: str) -> None:

@@ -608,6 +608,25 @@ async def test_sources_yaml_edits_are_picked_up_while_running(
         assert runner.settings.config.learner.digest_time == "10:00"
 
 
+async def test_an_interval_under_a_minute_set_while_running_keeps_the_last_good_one(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """`interval: 1s` typed while `feedbot run` runs is a problem the chat is told of, like
+    any other, and the blog keeps being collected at its last good interval."""
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("A blog", "http://127.0.0.1:9/a"),))
+    clock = Clock(SLOT - timedelta(hours=3))
+    async with running(sources=path, home=feedbot_env, clock=clock, api=api) as runner:
+        before = runner.jobs.next_run("collect:A blog")
+        touch(path, path.read_text() + "    interval: 1s\n")
+        await runner.check_sources()
+        await runner.check_sources()
+        [warning] = api.sent(CHAT)
+        assert "sources.yaml has a problem" in warning["text"]
+        assert "blogs[0].interval" in warning["text"]
+        assert "the shortest interval is 1m" in warning["text"]
+        assert [s.interval for s in runner.settings.config.sources()] == [6 * 3600]
+        assert runner.jobs.next_run("collect:A blog") == before
+
+
 async def test_without_a_token_only_collection_runs(
         tmp_path: Path, feedbot_env: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_sources(tmp_path / "sources.yaml", blogs=(("A blog", "http://127.0.0.1:9/a"),))

@@ -32,7 +32,7 @@ from feedbot.collectors.x import (
     timeline_error,
     tweet_time,
 )
-from feedbot.config import Config, SourceSpec, load_config
+from feedbot.config import MIN_INTERVAL, Config, SourceSpec, load_config
 from feedbot.store import SourceState, Store
 
 from .support import FIXTURES, X_API, LocalServer, RecordedApi, Request, x_api
@@ -647,9 +647,9 @@ def test_stopping_does_not_wait_for_a_hung_x_request(
     path = "/2/users/by/username/hung_one"
     server.add(path, handler=hang)
     sources = Path(os.environ["FEEDBOT_SOURCES"])
-    # A short interval: `feedbot run` spreads the first collections over 5 % of it.
-    sources.write_text("defaults: {interval: 20s}\npeople:\n  - name: Hung\n    x: hung_one\n",
-                       encoding="utf-8")
+    # The shortest interval: `feedbot run` spreads the first collections over 5 % of it.
+    sources.write_text(f"defaults: {{interval: {MIN_INTERVAL}}}\n"
+                       "people:\n  - name: Hung\n    x: hung_one\n", encoding="utf-8")
     env = {**os.environ, "X_BEARER_TOKEN": TOKEN, "FEEDBOT_X_API_URL": server.base}
     if command == "collect":  # an unknown backend fails fast, after collecting: not the point
         env["FEEDBOT_EMBED_BACKEND"] = "none-such"
