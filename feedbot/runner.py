@@ -565,30 +565,35 @@ class Runner:
     def _chat(self, chat: int) -> _ChatState:
         return self._chats.setdefault(chat, _ChatState())
 
-    def schedule_digest(self) -> datetime | None:
-        """Arm the digest job at the next local digest time (DST-safe) whose day's digest is
-        still to send: after today's went out, a later time set today is tomorrow's (one
-        digest a day), and so is the "next" that the log gives."""
-        if self.app is None:
-            return None
+    def _next_digest_slot(self, after: datetime) -> datetime:
+        """The first local digest time (DST-safe) after `after` whose day's digest is still to
+        send: after today's went out, a later time set today is tomorrow's (one digest a day).
+        The digest job, the collection before it and the "next" the log gives all use it."""
         learner = self.settings.config.learner
         now = self.now()
-        when = next_digest_time(now, learner.digest_time, learner.timezone)
+        when = next_digest_time(after, learner.digest_time, learner.timezone)
         sent = [self._last_sent(chat, now) for chat in self.allowed_chats]
         if sent and all(due_digest_day(when, learner.digest_time, learner.timezone, d,
                                        self.options.grace) is None for d in sent):
             when = next_digest_time(when, learner.digest_time, learner.timezone)
+        return when
+
+    def schedule_digest(self) -> datetime | None:
+        """Arm the digest job at the next digest time whose digest is still to send."""
+        if self.app is None:
+            return None
+        when = self._next_digest_slot(self.now())
         self.jobs.at(DIGEST_JOB, when, self._digest_job)
         self.schedule_fresh()
         return when
 
     def schedule_fresh(self) -> datetime | None:
         """Arm the collection before the digest: FRESH_LEAD before the next digest time that
-        is at least that far ahead (see `collect_before_digest`)."""
+        is at least that far ahead and whose digest is still to send (a digest that will not
+        go out gets no collections brought forward; see `collect_before_digest`)."""
         if self.app is None:
             return None
-        learner = self.settings.config.learner
-        slot = next_digest_time(self.now() + FRESH_LEAD, learner.digest_time, learner.timezone)
+        slot = self._next_digest_slot(self.now() + FRESH_LEAD)
         self.jobs.at(FRESH_JOB, slot - FRESH_LEAD, self._fresh_job)
         return slot - FRESH_LEAD
 
@@ -607,8 +612,7 @@ class Runner:
         source that `scheduler.collect_before_digest` says to collect before the next digest;
         the names of those sources."""
         now = self.now()
-        learner = self.settings.config.learner
-        slot = next_digest_time(now, learner.digest_time, learner.timezone)
+        slot = self._next_digest_slot(now)
         moved = []
         for spec in self.settings.config.sources():
             job = f"collect:{spec.name}"

@@ -1547,3 +1547,30 @@ async def test_a_later_digest_time_set_after_todays_digest_is_armed_for_tomorrow
         clock.t = datetime(2026, 11, 20, 17, tzinfo=UTC)
         await runner.digest_tick()
         assert len(api.sent(CHAT)) == 1  # as before: not twice today
+
+
+async def test_no_collection_is_brought_forward_for_a_digest_that_will_not_be_sent(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """Today's digest went out at 08:00, and 18:00 set at noon is tomorrow's: the collection
+    before the digest is armed for tomorrow's too. It was armed for today's 17:40, and brought
+    forward the collections of every source for a digest that was not sent."""
+    seed_items(feedbot_env, SLOT, 3)
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(2)))
+    path = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    clock = Clock(SLOT)
+    async with running(sources=path, home=feedbot_env, clock=clock, api=api) as runner:
+        await runner.digest_tick()
+        assert len(api.sent(CHAT)) == 1
+        clock.t = SLOT + timedelta(hours=4, minutes=30)
+        await runner.collect_source("Test blog")  # next at 18:30 (+ jitter), after 18:00
+        touch(path, path.read_text().replace('"08:00"', '"18:00"'))
+        await runner.check_sources()
+        await runner.check_sources()
+        today, tomorrow = (datetime(2026, 11, d, 17, tzinfo=UTC) for d in (20, 21))
+        assert runner.jobs.next_run(DIGEST_JOB) == tomorrow
+        assert runner.jobs.next_run(FRESH_JOB) == tomorrow - FRESH_LEAD
+        before = runner.jobs.next_run("collect:Test blog")
+        assert before > today
+        clock.t = today - FRESH_LEAD  # called then all the same: nothing to bring forward
+        assert runner.collect_before_digest() == []
+        assert runner.jobs.next_run("collect:Test blog") == before
