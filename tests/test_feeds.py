@@ -384,8 +384,13 @@ def test_dates_feedparser_cannot_read_or_that_are_placeholders(
 ])
 def test_a_zone_abbreviation_is_read_with_its_offset(zone: str, hours: float) -> None:
     """feedparser read CEST, JST, AEST… as UTC: a post from Tokyo was filed 9 hours late."""
-    written = f"Tue, 10 Nov 2026 14:00:00 {zone}"
     expected = datetime(2026, 11, 10, 14, tzinfo=UTC) - timedelta(hours=hours)
+    assert_dated_alike(f"Tue, 10 Nov 2026 14:00:00 {zone}", expected)
+
+
+def assert_dated_alike(written: str, expected: datetime) -> None:
+    """`written` as an RSS pubDate, an Atom updated and a JSON Feed date_published is read as
+    `expected` in each."""
     rss = (f"<rss version='2.0'><channel><item><title>x</title><link>https://example.org/1"
            f"</link><pubDate>{written}</pubDate></item></channel></rss>").encode()
     atom = (f'<feed xmlns="http://www.w3.org/2005/Atom"><entry><title>x</title><id>1</id>'
@@ -396,6 +401,28 @@ def test_a_zone_abbreviation_is_read_with_its_offset(zone: str, hours: float) ->
     for body in (rss, atom, json_feed):
         (item,) = parse_feed(body, "s").items
         assert item.published == expected, body
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    # ISO 8601 with a name for its zone: read as UTC, or as midnight ("14:00:00 CEST" lost the
+    # time of day); in a JSON Feed not read at all.
+    ("2026-11-10 14:00:00 CEST", datetime(2026, 11, 10, 12, tzinfo=UTC)),
+    ("2026-11-10T14:00:00 JST", datetime(2026, 11, 10, 5, tzinfo=UTC)),
+    ("2026-11-10T14:00 AEST", datetime(2026, 11, 10, 4, tzinfo=UTC)),
+    ("2026-11-10T14:00:00.250 JST", datetime(2026, 11, 10, 5, tzinfo=UTC)),
+    ("2026-11-10T14:00:00 GMT+2", datetime(2026, 11, 10, 12, tzinfo=UTC)),
+    # The names RFC 822 knows, and the ambiguous ones, mean what they mean in an RFC 822 date.
+    ("2026-11-10T14:00:00 EST", datetime(2026, 11, 10, 19, tzinfo=UTC)),
+    ("2026-11-10T14:00:00 CST", datetime(2026, 11, 10, 20, tzinfo=UTC)),
+    ("2026-11-10 14:00:00 IST", datetime(2026, 11, 10, 14, tzinfo=UTC)),
+    # A two-digit year takes its century as feedparser gives it with a numeric zone (00-89 are
+    # 20xx, 90-99 19xx); the zone was read as UTC, GMT+2 not at all.
+    ("Tue, 10 Nov 26 14:00:00 CEST", datetime(2026, 11, 10, 12, tzinfo=UTC)),
+    ("Fri, 10 Nov 95 14:00:00 JST", datetime(1995, 11, 10, 5, tzinfo=UTC)),
+    ("Tue, 10 Nov 26 14:00:00 GMT+2", datetime(2026, 11, 10, 12, tzinfo=UTC)),
+])
+def test_a_zone_abbreviation_in_other_date_forms(written: str, expected: datetime) -> None:
+    assert_dated_alike(written, expected)
 
 
 @pytest.mark.parametrize(("written", "expected"), [

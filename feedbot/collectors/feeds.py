@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
+from feedparser.datetimes import _parse_date as feedparser_date  # what parse() reads dates with
+from feedparser.datetimes import rfc822 as feedparser_rfc822
 
 from ..config import SourceSpec
 from ..http import Fetched, FetchError, fetch
@@ -296,35 +298,43 @@ _ZONES = {
     "AWST": 480, "ACST": 570, "ACDT": 630, "AEST": 600, "AEDT": 660, "NZST": 720, "NZDT": 780,
     "HST": -600, "AKST": -540, "AKDT": -480, "NST": -210, "NDT": -150, "BRT": -180, "ART": -180,
 }
-# A zone abbreviation right after the time ("14:00:00 CEST"; not "+0200 (CEST)" nor
-# "+02:00 CEST", whose offset is already there: an offset with a colon is no time), or an offset
-# in hours from GMT or UTC ("GMT+2", "UTC-5:30"), which neither feedparser nor the email package
-# reads.
-_ZONE_AFTER_TIME = re.compile(r"(?<![\d:+-])\d{1,2}:\d{2}(?::\d{2})?\s*(?:\s([A-Za-z]{2,5})|"
-                              r"(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?)\s*$", re.IGNORECASE)
+# A zone abbreviation right after the time ("14:00:00 CEST", "14:00:00.250 JST"; not
+# "+0200 (CEST)" nor "+02:00 CEST", whose offset is already there: an offset with a colon is no
+# time), or an offset in hours from GMT or UTC ("GMT+2", "UTC-5:30"), which neither feedparser
+# nor the email package reads.
+_ZONE_AFTER_TIME = re.compile(r"(?<![\d:+-])\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*"
+                              r"(?:\s([A-Za-z]{2,5})|(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?)\s*$",
+                              re.IGNORECASE)
+
+
+def _zone_minutes(name: str) -> int:
+    """A zone abbreviation's offset in minutes east of UTC: from `_ZONES`, else as feedparser
+    reads it in an RFC 822 date (EST and CST as in the US, GMT; any other name as UTC)."""
+    if name.upper() in _ZONES:
+        return _ZONES[name.upper()]
+    return feedparser_rfc822.timezone_names.get(name.lower(), 0) * 60
 
 
 def _zone_as_offset(raw: str) -> str | None:
-    """`raw` with a zone abbreviation of `_ZONES` after its time, or GMT+H, written as the
-    offset ("14:00:00 CEST" → "14:00:00 +0200"); None when it ends otherwise."""
+    """`raw` with the zone abbreviation after its time, or GMT+H, written as the offset
+    ("14:00:00 CEST" → "14:00:00 +0200"); None when it ends otherwise."""
     m = _ZONE_AFTER_TIME.search(raw)
     if m is None:
         return None
     name, sign, hours, mins = m.groups()
     if name is None:  # GMT+2: the 3 letters before the sign go
         return f"{raw[:m.start(2) - 3]} {sign}{int(hours):02d}{mins or '00'}"
-    minutes = _ZONES.get(name.upper())
-    if minutes is None:
-        return None
-    h, mm = divmod(abs(minutes), 60)
+    h, mm = divmod(abs(minutes := _zone_minutes(name)), 60)
     return f"{raw[:m.start(1)]}{'-' if minutes < 0 else '+'}{h:02d}{mm:02d}"
 
 
 def _zoned_date(raw: Any) -> datetime | None:
-    """A date whose zone is one of `_ZONES` or GMT+H, read with its offset (feedparser reads
-    it as UTC: "14:00 CEST" was filed two hours late); None for any other date."""
+    """A date whose zone is named (CEST, JST, EST…) or written GMT+H, read as feedparser reads
+    the same date with a numeric offset; None for any other date. feedparser read CEST as UTC
+    ("14:00 CEST" was filed two hours late), and in an ISO 8601 date any name at all (EST
+    too), or lost the time of day to it ("2026-11-10 14:00:00 CEST" was midnight)."""
     fixed = _zone_as_offset(raw) if isinstance(raw, str) else None
-    return _loose_date(fixed) if fixed else None
+    return (_struct_to_dt(feedparser_date(fixed)) or _loose_date(fixed)) if fixed else None
 
 
 def _loose_date(raw: Any) -> datetime | None:
@@ -333,7 +343,7 @@ def _loose_date(raw: Any) -> datetime | None:
     language. None when it is not such a date."""
     if not isinstance(raw, str) or not raw.strip():
         return None
-    m = _RFC822ISH.match(_zone_as_offset(raw) or raw)
+    m = _RFC822ISH.match(raw)
     if not m:
         return None
     day, month, year, rest = m.groups()
@@ -361,8 +371,8 @@ def _plausible(dt: datetime | None) -> datetime | None:
 
 def _entry_date(e: Any) -> datetime | None:
     """When an entry was published (else updated, else created), each read by feedparser or,
-    failing that, by `_loose_date`; a zone feedparser does not know but `_ZONES` does is read
-    with its offset first. A date before EARLIEST counts as none."""
+    failing that, by `_loose_date`; a date with a named zone (or GMT+H) is read with its offset
+    first. A date before EARLIEST counts as none."""
     for field in ("published", "updated", "created"):
         raw = e.get(field)
         found = _plausible(_zoned_date(raw) or _struct_to_dt(e.get(f"{field}_parsed"))
@@ -558,7 +568,7 @@ def _iso(value: Any) -> datetime | None:
     try:
         dt = datetime.fromisoformat(_TZ_FIX.sub("+00:00", value.strip()))
     except ValueError:
-        return _loose_date(value)
+        return _zoned_date(value) or _loose_date(value)
     return _as_utc(dt)
 
 
