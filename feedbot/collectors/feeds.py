@@ -301,17 +301,17 @@ _ZONES = {
 # A zone abbreviation right after the time ("14:00:00 CEST", "14:00:00.250 JST"; not
 # "+0200 (CEST)" nor "+02:00 CEST", whose offset is already there: an offset with a colon is no
 # time), or an offset in hours from GMT or UTC ("GMT+2", "UTC-5:30"), which neither feedparser
-# nor the email package reads.
+# nor the email package reads. An abbreviation in capitals only, as feeds write them: a word
+# after the time ("14:00 wit") is no zone.
 _ZONE_AFTER_TIME = re.compile(r"(?<![\d:+-])\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*"
-                              r"(?:\s([A-Za-z]{2,5})|(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?)\s*$",
-                              re.IGNORECASE)
+                              r"(?:\s([A-Z]{2,5})|(?i:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?)\s*$")
 
 
 def _zone_minutes(name: str) -> int:
     """A zone abbreviation's offset in minutes east of UTC: from `_ZONES`, else as feedparser
     reads it in an RFC 822 date (EST and CST as in the US, GMT; any other name as UTC)."""
-    if name.upper() in _ZONES:
-        return _ZONES[name.upper()]
+    if name in _ZONES:
+        return _ZONES[name]
     return feedparser_rfc822.timezone_names.get(name.lower(), 0) * 60
 
 
