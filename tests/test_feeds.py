@@ -451,6 +451,27 @@ def test_a_zone_abbreviation_with_other_irregularities(written: str,
     assert item.published == expected
 
 
+@pytest.mark.parametrize(("written", "expected"), [
+    ("2020/1/10 14:33:00", datetime(2020, 1, 10, 14, 33, tzinfo=UTC)),  # no zone: UTC
+    ("2020/01/10", datetime(2020, 1, 10, tzinfo=UTC)),
+    ("2020/1/10 14:33:00 +0800", datetime(2020, 1, 10, 6, 33, tzinfo=UTC)),
+    ("2020/1/10 14:33 JST", datetime(2020, 1, 10, 5, 33, tzinfo=UTC)),
+])
+def test_a_year_month_day_date_with_slashes(written: str, expected: datetime) -> None:
+    """As Chinese and Japanese feeds write dates: feedparser read 2020/1/10 as 1 November,
+    midnight, and a JSON Feed had no date."""
+    assert_dated_alike(written, expected)
+
+
+def test_a_real_feed_dated_year_month_day(corpus: Path) -> None:
+    feed = (corpus / "feeds" / "netnewswire" / "kc0011.rss").read_bytes()  # 2020/1/10 14:33:00
+    dates = [i.published for i in parse_feed(feed, "s").items]
+    assert len(dates) == 20
+    assert dates[0] == datetime(2020, 1, 10, 14, 33, tzinfo=UTC)
+    assert dates[-1] == datetime(2020, 1, 10, 14, 3, tzinfo=UTC)
+    assert all(d and d.date() == datetime(2020, 1, 10).date() for d in dates)
+
+
 def test_a_placeholder_date_gives_way_to_the_next_one() -> None:
     zero = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>Hugo</title>
       <entry><title>t</title><link href="https://e.org/1"/><id>https://e.org/1</id>

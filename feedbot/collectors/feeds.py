@@ -328,12 +328,30 @@ def _zone_as_offset(raw: str) -> str | None:
     return f"{raw[:m.start(1)]}{'-' if minutes < 0 else '+'}{h:02d}{mm:02d}"
 
 
-def _zoned_date(raw: Any) -> datetime | None:
-    """A date whose zone is named (CEST, JST, EST…) or written GMT+H, read as feedparser reads
-    the same date with a numeric offset; None for any other date. feedparser read CEST as UTC
-    ("14:00 CEST" was filed two hours late), and in an ISO 8601 date any name at all (EST
-    too), or lost the time of day to it ("2026-11-10 14:00:00 CEST" was midnight)."""
-    fixed = _zone_as_offset(raw) if isinstance(raw, str) else None
+# A date that starts year/month/day with slashes, as Chinese and Japanese feeds write it.
+_SLASHED = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})(?=[\sT]|$)")
+
+
+def _dashed(raw: str) -> str:
+    """`raw` with a year/month/day date written the ISO 8601 way ("2020/1/10 14:33:00" →
+    "2020-01-10 14:33:00"): feedparser read "2020/1/10" as 2020-11-01 at midnight."""
+    return _SLASHED.sub(lambda m: f"{m[1]}-{int(m[2]):02d}-{int(m[3]):02d}", raw, count=1)
+
+
+def _rewritten(raw: str) -> str | None:
+    """`raw` written the way feedparser reads it right, where it misreads `raw` itself: a
+    year/month/day date with dashes, a zone's name as its offset; None when nothing is to mend."""
+    fixed = _dashed(raw)
+    fixed = _zone_as_offset(fixed) or fixed
+    return fixed if fixed != raw else None
+
+
+def _mended_date(raw: Any) -> datetime | None:
+    """A date feedparser misreads (see `_rewritten`), read as feedparser reads it mended; None
+    for any other date. feedparser read a zone's name as UTC ("14:00 CEST" was filed two hours
+    late), in an ISO 8601 date any name at all (EST too), or lost the time of day to it
+    ("2026-11-10 14:00:00 CEST" was midnight); "2020/1/10" was 1 November."""
+    fixed = _rewritten(raw) if isinstance(raw, str) else None
     return (_struct_to_dt(feedparser_date(fixed)) or _loose_date(fixed)) if fixed else None
 
 
@@ -371,11 +389,11 @@ def _plausible(dt: datetime | None) -> datetime | None:
 
 def _entry_date(e: Any) -> datetime | None:
     """When an entry was published (else updated, else created), each read by feedparser or,
-    failing that, by `_loose_date`; a date with a named zone (or GMT+H) is read with its offset
-    first. A date before EARLIEST counts as none."""
+    failing that, by `_loose_date`; a date feedparser misreads (a named zone, GMT+H, a
+    year/month/day date) is mended first. A date before EARLIEST counts as none."""
     for field in ("published", "updated", "created"):
         raw = e.get(field)
-        found = _plausible(_zoned_date(raw) or _struct_to_dt(e.get(f"{field}_parsed"))
+        found = _plausible(_mended_date(raw) or _struct_to_dt(e.get(f"{field}_parsed"))
                            or _loose_date(raw))
         if found is not None:
             return found
@@ -568,7 +586,7 @@ def _iso(value: Any) -> datetime | None:
     try:
         dt = datetime.fromisoformat(_TZ_FIX.sub("+00:00", value.strip()))
     except ValueError:
-        return _zoned_date(value) or _loose_date(value)
+        return _mended_date(value) or _loose_date(value)
     return _as_utc(dt)
 
 
