@@ -472,6 +472,25 @@ def test_a_real_feed_dated_year_month_day(corpus: Path) -> None:
     assert all(d and d.date() == datetime(2020, 1, 10).date() for d in dates)
 
 
+@pytest.mark.parametrize(("written", "expected"), [
+    ("Sat, 16 Dec 2023 02:02:33 PM", datetime(2023, 12, 16, 14, 2, 33, tzinfo=UTC)),  # UTC
+    ("Sat, 16 Dec 2023 12:02:33 AM", datetime(2023, 12, 16, 0, 2, 33, tzinfo=UTC)),
+    ("Sat, 16 Dec 2023 2:02 p.m. EST", datetime(2023, 12, 16, 19, 2, tzinfo=UTC)),
+    ("Tue, 10 Nov 2026 12:30 PM CET", datetime(2026, 11, 10, 11, 30, tzinfo=UTC)),
+    ("2023-12-16 02:02:33 PM", datetime(2023, 12, 16, 14, 2, 33, tzinfo=UTC)),
+    ("2020/1/10 2:33 pm", datetime(2020, 1, 10, 14, 33, tzinfo=UTC)),
+])
+def test_a_time_on_the_12_hour_clock(written: str, expected: datetime) -> None:
+    """feedparser took PM for the zone (UTC) and filed an afternoon post 12 hours early."""
+    assert_dated_alike(written, expected)
+
+
+def test_a_real_feed_dated_on_the_12_hour_clock(corpus: Path) -> None:
+    feed = (corpus / "feeds" / "feed-rs" / "rss2" / "rss_2.0_nbcny.xml").read_bytes()
+    (item,) = [i for i in parse_feed(feed, "s").items if i.published and i.published.day == 16]
+    assert item.published == datetime(2023, 12, 16, 14, 2, 33, tzinfo=UTC)  # 02:02:33 PM
+
+
 def test_a_placeholder_date_gives_way_to_the_next_one() -> None:
     zero = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>Hugo</title>
       <entry><title>t</title><link href="https://e.org/1"/><id>https://e.org/1</id>

@@ -338,10 +338,30 @@ def _dashed(raw: str) -> str:
     return _SLASHED.sub(lambda m: f"{m[1]}-{int(m[2]):02d}-{int(m[3]):02d}", raw, count=1)
 
 
+# A time on the 12-hour clock ("02:02:33 PM", "2:02 p.m."), and whether the date ends there.
+_TWELVE_HOUR = re.compile(r"(?<![\d:])(\d{1,2})(:\d{2}(?::\d{2})?)\s*([AP])\.?M\.?(?=\s|$)(\s*$)?",
+                          re.IGNORECASE)
+
+
+def _24_hour(raw: str) -> str:
+    """`raw` with a 12-hour time written on the 24-hour clock ("02:02:33 PM" → "14:02:33"),
+    and as UTC where no zone follows, as a date without one is read: feedparser took PM for
+    the zone, and the afternoon for the morning."""
+    def fix(m: re.Match[str]) -> str:
+        hour = int(m[1])
+        if not 1 <= hour <= 12:
+            return m[0]
+        hour = hour % 12 + (12 if m[3] in "Pp" else 0)
+        return f"{hour:02d}{m[2]}{' +0000' if m[4] is not None else ''}"
+
+    return _TWELVE_HOUR.sub(fix, raw, count=1)
+
+
 def _rewritten(raw: str) -> str | None:
     """`raw` written the way feedparser reads it right, where it misreads `raw` itself: a
-    year/month/day date with dashes, a zone's name as its offset; None when nothing is to mend."""
-    fixed = _dashed(raw)
+    year/month/day date with dashes, a 12-hour time on the 24-hour clock, a zone's name as its
+    offset; None when nothing is to mend."""
+    fixed = _24_hour(_dashed(raw))
     fixed = _zone_as_offset(fixed) or fixed
     return fixed if fixed != raw else None
 
@@ -390,7 +410,7 @@ def _plausible(dt: datetime | None) -> datetime | None:
 def _entry_date(e: Any) -> datetime | None:
     """When an entry was published (else updated, else created), each read by feedparser or,
     failing that, by `_loose_date`; a date feedparser misreads (a named zone, GMT+H, a
-    year/month/day date) is mended first. A date before EARLIEST counts as none."""
+    year/month/day date, a 12-hour time) is mended first. A date before EARLIEST counts as none."""
     for field in ("published", "updated", "created"):
         raw = e.get(field)
         found = _plausible(_mended_date(raw) or _struct_to_dt(e.get(f"{field}_parsed"))
