@@ -755,7 +755,8 @@ def later(app: App, chat: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps({"chat": chat, "items": [
             {"id": s.id, "title": s.item.title, "url": s.item.url, "source": s.sources[0],
-             "kind": s.item.kind} for s in saved]}, ensure_ascii=not utf8_stdout(), indent=2))
+             "kind": s.item.kind, "withdrawn": s.item.withdrawn} for s in saved]},
+            ensure_ascii=not utf8_stdout(), indent=2))
         return
     if not saved:
         click.echo(f"nothing saved for later (chat {chat}); `feedbot feedback ITEM later` "
@@ -764,7 +765,8 @@ def later(app: App, chat: str, fmt: str) -> None:
     from .render import shown
 
     for n, s in enumerate(saved, 1):  # feed text as the digest shows it: no bidi overrides
-        click.echo(f"{n:>2}. {shown(s.item.title) or '(untitled)'}\n    {s.sources[0]} — "
+        gone = " (withdrawn)" if s.item.withdrawn else ""  # on arXiv, since it was saved
+        click.echo(f"{n:>2}. {shown(s.item.title) or '(untitled)'}{gone}\n    {s.sources[0]} — "
                    f"{clean_url(s.item.url)}  [{s.id}]")
 
 

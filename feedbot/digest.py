@@ -64,6 +64,7 @@ class DigestEntry:
     sources: list[str] = field(default_factory=list)  # every source label, main first
     shared_by: list[str] = field(default_factory=list)
     parts: dict[str, float] = field(default_factory=dict)
+    withdrawn: bool = False  # on arXiv since it was saved (a read-later list shows it so)
 
     def to_json(self) -> dict[str, Any]:
         return {

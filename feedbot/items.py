@@ -75,7 +75,8 @@ class Item:
     links: tuple[str, ...] = field(default=())  # URLs mentioned in the item (posts)
     person: str = ""  # the person who wrote or shared it, when the source is a person
     # arXiv's newest version withdraws the paper: never stored as new, and a stored copy is
-    # removed unless someone voted on it or saved it (`Store.upsert_items`)
+    # removed unless someone voted on it or saved it (`Store.upsert_items`). A stored item
+    # read back says so when it was kept that way: no digest or search offers it.
     withdrawn: bool = False
 
     def __post_init__(self) -> None:

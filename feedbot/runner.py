@@ -1018,7 +1018,7 @@ class Runner:
             out.append(DigestEntry(
                 id=s.id, title=it.title, url=it.url, source=labels.get(s.sources[0], it.source),
                 kind=it.kind, authors=list(it.authors), published=it.published, score=0.0,
-                why="", summary=it.summary))
+                why="", summary=it.summary, withdrawn=it.withdrawn))
         return out
 
     async def set_stage(self, stage_id: str) -> None:

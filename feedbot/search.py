@@ -753,6 +753,12 @@ def _direct(result: SearchResult, store: Store, named: Named,
         result.empty = f"no stored item {what}: feedbot has not collected it (or it was pruned)"
         result.notes.append(result.empty)
         return result
+    if item.item.withdrawn:
+        result.empty = (f"the stored paper that {what} was withdrawn by its authors on arXiv: "
+                        "it is kept for the votes and read-later lists that have it, and "
+                        "searches and digests leave it out")
+        result.notes.append(result.empty)
+        return result
     if names is not None and not names & set(item.sources):
         came = ", ".join(dict.fromkeys(label(follows.name(n)) for n in item.sources))
         result.empty = (f"the stored item that {what} is not from {result.source}: it came "

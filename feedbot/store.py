@@ -191,6 +191,12 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     ALTER TABLE source_state ADD COLUMN notice TEXT NOT NULL DEFAULT '';
     """,
+    # 11: when the withdrawal of a stored paper that a chat voted on or saved was collected
+    # (NULL: not withdrawn). Such a paper stays for its votes and saved lists, but no digest
+    # or search offers it any more; before, it stayed in every chat's digests as it was.
+    """
+    ALTER TABLE items ADD COLUMN withdrawn REAL;
+    """,
 ]
 
 # --- the word index of summaries (migration 9) ----------------------------------------------
@@ -703,7 +709,8 @@ class Store:
 
         A withdrawn paper (`Item.withdrawn`: its newest version says so) is not taken in; one
         stored before is removed (`_withdraw`), unless a chat voted on it or saved it: then
-        it stays as it was, its votes kept.
+        it stays as it was, its votes kept, marked withdrawn (out of digests and searches)
+        until a later version that does not withdraw it.
 
         A new item that `feedbot prune` removed before (a tombstone), or dated before the last
         prune's cutoff, is skipped: it would come back as news, or only be pruned again. Before
@@ -748,14 +755,17 @@ class Store:
         later version) and no chat voted on it or saved it: with its sources, deliveries and
         words, and a tombstone for its key, so that no source (a blog linking to it) brings
         it back as news. A paper a chat voted on or saved stays as it was: its votes train on
-        the paper's text, not on the withdrawal notice. Whether it is done with `it`: False
-        when `it` is to be taken like any version, True when it was removed, kept as it was,
-        or is no newer."""
+        the paper's text, not on the withdrawal notice; it is marked withdrawn (since the
+        first time this was collected), which keeps it out of every digest and search. Whether
+        it is done with `it`: False when `it` is to be taken like any version, True when it
+        was removed, kept as it was, or is no newer."""
         if not self._should_update(row, it, self._same_source(it.source)):
             return True
         iid = row["id"]
         if self.db.execute("SELECT 1 FROM feedback WHERE item_id = ?1 UNION ALL "
                            "SELECT 1 FROM bookmarks WHERE item_id = ?1", (iid,)).fetchone():
+            self.db.execute("UPDATE items SET withdrawn = coalesce(withdrawn, ?) WHERE id = ?",
+                            (now.timestamp(), iid))
             return True
         if self.has_word_index():
             _unindex(self.db, "?", iid)
@@ -847,7 +857,8 @@ class Store:
                         tuple(v.values()))
 
     def _update(self, iid: str, it: Item, now: datetime) -> None:
-        v = self._values(it) | {"updated": now.timestamp()}
+        # a newer version that does not withdraw the paper (a correction) brings it back
+        v = self._values(it) | {"updated": now.timestamp(), "withdrawn": None}
         sets = ", ".join(f"{k} = ?" for k in v)
         self.db.execute(f"UPDATE items SET {sets} WHERE id = ?", (*v.values(), iid))
 
@@ -870,6 +881,7 @@ class Store:
                 else "", arxiv_version=r["arxiv_version"],
                 categories=tuple(json.loads(r["categories"])), pdf_url=r["pdf_url"],
                 links=tuple(json.loads(r["links"])), person=r["person"],
+                withdrawn=r["withdrawn"] is not None,
             )
             s = srcs[r["id"]]
             out.append(StoredItem(
@@ -1056,12 +1068,15 @@ class Store:
         )
 
     def shares(self, post_ids: Iterable[str]) -> dict[str, str]:
-        """For each given post id that shared a stored item: post id → shared item id."""
+        """For each given post id that shared a stored item: post id → shared item id. A
+        withdrawn paper (kept for its votes) is shared by none: the post stands on its own,
+        as one does that links to a withdrawn paper no chat kept."""
         out: dict[str, str] = {}
         for chunk in _chunks(list(post_ids), 500):
             q = ",".join("?" * len(chunk))
             for r in self.db.execute(
-                f"SELECT via, item_id FROM item_sources WHERE via IN ({q})", chunk,
+                f"SELECT s.via, s.item_id FROM item_sources s JOIN items i ON i.id = s.item_id "
+                f"WHERE s.via IN ({q}) AND i.withdrawn IS NULL", chunk,
             ):
                 out[r[0]] = r[1]
         return out
@@ -1643,10 +1658,13 @@ _CLAIMS = ("CASE WHEN length(i.summary) <= ?1 OR NOT (i.summary LIKE '%of_the_ar
 
 
 def _window(since: datetime | None) -> tuple[str, list[Any]]:
-    """` WHERE` clause (and its argument) of items published (else first seen) since `since`."""
+    """` WHERE` clause (and its argument) of the items a digest or search may offer: published
+    (else first seen) since `since`, and not withdrawn (a paper kept for its votes, see
+    `Store._withdraw`)."""
     if since is None:
-        return " WHERE 1=1", []
-    return " WHERE coalesce(i.published, i.first_seen) >= ?", [since.timestamp()]
+        return " WHERE i.withdrawn IS NULL", []
+    return (" WHERE coalesce(i.published, i.first_seen) >= ? AND i.withdrawn IS NULL",
+            [since.timestamp()])
 
 
 DECODE_CHUNK = 4096  # float16 vectors converted at a time: 3 MB of blobs, 6 MB of float32

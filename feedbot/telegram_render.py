@@ -221,7 +221,7 @@ def render_entry(n: int, e: DigestEntry, *, summary_chars: int = 300, link: bool
     title = escape(shorten(e.title, field_chars)).strip() or "(untitled)"  # bidi marks alone
     url = safe_url(e.url) if link else None
     head = f'<a href="{escape_attr(url)}">{title}</a>' if url else title
-    lines = [f"<b>{n}.</b> <b>{head}</b>"]
+    lines = [f"<b>{n}.</b> <b>{head}</b>" + (" (withdrawn)" if e.withdrawn else "")]
     meta = _meta(e)
     if meta:
         lines.append(f"<i>{escape(shorten(meta, min(field_chars, 200)))}</i>")

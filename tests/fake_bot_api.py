@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -469,6 +469,23 @@ def seed_items(home: Path, now: datetime, n: int, tag: str = "", long: bool = Fa
     with Store.open(home) as store:
         store.upsert_items(items, now)
     return [it.id for it in items]
+
+
+def withdrawn_and_saved(home: Path, chat: str) -> str:
+    """A paper saved by `chat`, then withdrawn by its next arXiv version; its id."""
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    v1 = Item("Deep nets", "https://arxiv.org/abs/2611.00001v1", "cs.CV", "paper",
+              published=now, summary="We train deep nets.", arxiv_id="2611.00001",
+              arxiv_version=1)
+    with Store.open(home) as store:
+        store.upsert_items([v1], now)
+        store.set_feedback(chat, v1.id, "later", now)
+        store.upsert_items([Item("Deep nets", v1.url, "cs.CV", "paper", arxiv_id="2611.00001",
+                                 arxiv_version=2, withdrawn=True)], now)
+    return v1.id
 
 
 def options(**kw: Any) -> Any:

@@ -32,6 +32,7 @@ from .fake_bot_api import (
     seed_items,
     telegram_html_problems,
     telegram_length,
+    withdrawn_and_saved,
     write_sources,
 )
 from .support import CORPUS, LocalServer, atom_feed
@@ -195,6 +196,14 @@ async def test_feedback_button_is_stored_acknowledged_and_ticked(bot: Any, api: 
         [vote] = store.feedback(str(CHAT))
         assert (vote.item_id, vote.stage) == (item_id, bot.settings.config.learner.stage)
         assert store.bookmarks(str(CHAT)) == []  # voted on: read, off the list
+
+
+async def test_the_saved_list_marks_a_paper_withdrawn_since(
+        api: FakeBotAPI, sources: Path, feedbot_env: Path, clock: Clock) -> None:
+    withdrawn_and_saved(feedbot_env, str(CHAT))
+    async with running(sources, feedbot_env, clock, api):
+        [later] = await ask(api, "/later")
+    assert "Deep nets</a></b> (withdrawn)" in later["text"], later["text"]
 
 
 async def test_quick_votes_on_one_message_keep_every_tick(bot: Any, api: FakeBotAPI,

@@ -1579,6 +1579,18 @@ def test_feedback_and_later_keep_each_chat_apart(sources: Path, use_fake_embedde
     assert "nothing saved for later (chat 999)" in invoke("later", "--chat", "999").stdout
 
 
+def test_the_saved_list_marks_a_paper_withdrawn_since(sources: Path) -> None:
+    from feedbot.config import feedbot_home
+
+    from .fake_bot_api import withdrawn_and_saved
+
+    paper = withdrawn_and_saved(feedbot_home(), "cli")
+    listed = invoke("later")
+    assert listed.exit_code == 0 and " 1. Deep nets (withdrawn)\n" in listed.stdout
+    [item] = json.loads(invoke("later", "--format", "json").stdout)["items"]
+    assert (item["id"], item["withdrawn"]) == (paper, True)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--grace", "6"], "6 needs a unit"), (["--grace", "soon"], "not a duration"),
     (["--watch-interval", "0.1"], "0.1 is not in the range x>=0.5"),

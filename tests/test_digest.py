@@ -116,6 +116,28 @@ def test_the_person_who_shared_an_item_is_named_in_why(fake_emb: Any) -> None:
     assert "shared by Ada Lovelace" in entry.why and entry.shared_by == ["Ada Lovelace"]
 
 
+def test_a_withdrawn_paper_kept_for_a_vote_leaves_every_chats_digest(fake_emb: Any) -> None:
+    """c1 voted on the paper, then arXiv's v2 withdrew it: kept for that vote, it stayed in
+    every other chat's digest as it was. Now no digest offers it, and a post that shared it
+    is an item of its own again (as where the withdrawn paper was removed)."""
+    store = Store(":memory:")
+    store.upsert_items([paper(), paper(2, "Vision transformers for video",
+                                      "Video understanding with attention.")], NOW)
+    share = Item(title="Look at this", url="https://social.example.org/ada/1", source="Ada/x",
+                 kind="social", published=NOW - timedelta(minutes=5), person="Ada Lovelace",
+                 links=("https://arxiv.org/abs/2611.00001",))
+    store.upsert_items([share], NOW)
+    store.add_share("arxiv:2611.00001", "Ada/x", "Ada Lovelace", share.id, NOW)
+    store.set_feedback("c1", "arxiv:2611.00001", "up", NOW)
+    assert {e.id for e in digest(store, fake_emb).items} == {"arxiv:2611.00001",
+                                                             "arxiv:2611.00002"}
+    store.upsert_items([replace(paper(), arxiv_version=2, withdrawn=True,
+                                summary="This paper has been withdrawn by the author(s).")],
+                       NOW + timedelta(minutes=1))
+    assert {e.id for e in digest(store, fake_emb).items} == {"arxiv:2611.00002", share.id}
+    assert [v.item_id for v in store.feedback("c1")] == ["arxiv:2611.00001"]
+
+
 @pytest.mark.parametrize("link", ["https://huggingface.co/papers/2611.00001",
                                   "https://doi.org/10.48550/arXiv.2611.00001"])
 def test_a_post_linking_a_papers_page_is_folded_into_the_paper(fake_emb: Any,

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,23 @@ def test_an_item_id_or_link_finds_it_and_an_unknown_id_says_so(fake_emb: Any) ->
     assert missing.items == [] and missing.empty == (
         "no stored item has the arXiv id 2401.99999: feedbot has not collected it (or it was "
         "pruned)")
+
+
+def test_a_withdrawn_paper_kept_for_a_vote_is_found_by_no_search(fake_emb: Any) -> None:
+    """A chat voted on the paper, then arXiv's v2 withdrew it: kept for that vote, it was
+    still found by its words and its id. Named, the answer says why it is not shown."""
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    lora = LIBRARY[2]
+    store.set_feedback("c1", lora.id, "up", NOW)
+    assert titles(find(store, fake_emb, "LoRA")) == [lora.title]
+    store.upsert_items([replace(lora, arxiv_version=2, withdrawn=True)], NOW)
+    for query in ("LoRA", "low-rank adapters", "Yelong Shen"):
+        assert lora.title not in titles(find(store, fake_emb, query)), query
+    named = find(store, fake_emb, "arXiv:2106.09685")
+    assert named.items == [] and named.empty == (
+        "the stored paper that has the arXiv id 2106.09685 was withdrawn by its authors on "
+        "arXiv: it is kept for the votes and read-later lists that have it, and searches and "
+        "digests leave it out")
 
 
 def test_since_sets_the_window(fake_emb: Any) -> None:

@@ -1,6 +1,7 @@
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -339,6 +340,59 @@ def test_shares_link_a_post_to_the_item(store: Store) -> None:
     assert store.shares([post.id]) == {post.id: "arxiv:2401.00001"}
 
 
+def withdrawal(version: int = 2) -> Item:
+    """The paper's version `version`, which withdraws it (arXiv's notice as its abstract)."""
+    return replace(paper(version), summary="This paper has been withdrawn by the author(s).",
+                   withdrawn=True)
+
+
+def test_a_withdrawn_paper_kept_for_its_votes_is_offered_nowhere_but_the_saved_list(
+        store: Store) -> None:
+    """c1 voted on the paper and c2 saved it; then arXiv's v2 withdrew it. It stays, with its
+    text, its vote and its place on c2's list, marked withdrawn; but it left every digest's
+    and search's candidates (it stayed in other chats' digests as it was), their counts, and
+    the shares of a post about it (which stands on its own, as it does for a paper removed)."""
+    store.upsert_items([paper(), Item("Other", "https://e.org/other", "s1",
+                                      published=NOW - timedelta(hours=1))], NOW)
+    post = Item("Look at this", "https://social.example.org/ada/1", "Ada/x", "social",
+                published=NOW, links=("https://arxiv.org/abs/2401.00001",), person="Ada")
+    store.upsert_items([post], NOW)
+    store.add_share("arxiv:2401.00001", "Ada/x", "Ada", post.id, NOW)
+    store.set_feedback("c1", "arxiv:2401.00001", "up", NOW)
+    store.set_feedback("c2", "arxiv:2401.00001", "later", NOW)
+    week = NOW - timedelta(days=7)
+    assert "arxiv:2401.00001" in store.candidates("m", week, dim=2).ids
+    assert store.upsert_items([withdrawal()], NOW + timedelta(hours=1)).updated == 0
+    assert store.candidates("m", week, dim=2).ids == [post.id, Item(
+        "Other", "https://e.org/other", "s1").id]
+    assert store.candidates("m", None, dim=2, hidden=["gone"]).ids == \
+        store.candidates("m", None, dim=2).ids
+    assert store.count_followed(week, ["gone"]) == 2
+    assert list(store.author_matches(["deep"], None)) == []
+    assert store.shares([post.id]) == {}
+    kept = store.get_item("arxiv:2401.00001")
+    assert kept is not None and kept.item.withdrawn
+    assert (kept.item.summary, kept.item.arxiv_version) == ("abstract v1", 1)
+    assert [s.item.withdrawn for s in store.bookmarked_items("c2")] == [True]
+    assert [(v.item_id, v.content_hash) for v in store.voted_items("c1")] == \
+        [("arxiv:2401.00001", kept.content_hash)]
+    # listed again (another category's query): still withdrawn since the first time
+    store.upsert_items([withdrawal()], NOW + timedelta(hours=7))
+    assert store.db.execute("SELECT withdrawn FROM items WHERE id = 'arxiv:2401.00001'"
+                            ).fetchone()[0] == (NOW + timedelta(hours=1)).timestamp()
+
+
+def test_a_corrected_version_after_a_withdrawal_brings_a_kept_paper_back(store: Store) -> None:
+    """v2 withdrew the paper a chat voted on; v3 is a paper again: it is offered again, as v3."""
+    store.upsert_items([paper()], NOW)
+    store.set_feedback("c1", "arxiv:2401.00001", "up", NOW)
+    store.upsert_items([withdrawal()], NOW + timedelta(hours=1))
+    assert store.upsert_items([paper(3)], NOW + timedelta(hours=2)).updated == 1
+    back = store.get_item("arxiv:2401.00001")
+    assert back is not None and not back.item.withdrawn and back.item.arxiv_version == 3
+    assert store.candidates("m", None, dim=2).ids == ["arxiv:2401.00001"]
+
+
 def test_meta(store: Store) -> None:
     assert store.get_meta("k") is None
     store.set_meta("k", "1")
@@ -382,7 +436,9 @@ def database_at(path: Path, version: int, *rows: str) -> Path:
     """A database as feedbot left it at schema `version`, with these INSERT statements run."""
     db = sqlite3.connect(path)
     for script in MIGRATIONS[:version]:
-        assert isinstance(script, str)  # the ones before 9 are SQL
+        if callable(script):  # 9, the word index
+            script(db)
+            continue
         for statement in script.split(";\n"):
             if statement.strip():
                 db.execute(statement)
@@ -642,6 +698,24 @@ def test_migration_8_adds_digest_topics_and_keeps_everything(tmp_path: Path) -> 
     assert s.forget_digest_topic("-100", 33) and s.digest_topic("-100") is None
     s.set_digest_topic("-100", 40, NOW)
     assert s.set_digest_topic("-100", None, NOW) and s.digest_topic("-100") is None
+    s.close()
+
+
+def test_migration_11_keeps_the_items_of_schema_10_offered(tmp_path: Path) -> None:
+    """A database of the last release upgrades in place: its items are no withdrawn papers,
+    and a withdrawal collected now marks a voted one."""
+    s = Store(database_at(
+        tmp_path / "old.db", 10,
+        "INSERT INTO items(id, key, source, kind, title, url, summary, arxiv_version, "
+        "content_hash, first_seen, updated) VALUES ('arxiv:2401.00001', 'arxiv:2401.00001', "
+        "'arXiv cs.LG', 'paper', 'Deep nets', 'https://arxiv.org/abs/2401.00001v1', "
+        "'abstract v1', 1, 'h', 1.0, 1.0)",
+        "INSERT INTO feedback VALUES ('c1', 'arxiv:2401.00001', 'up', 2.0, 'cnn')"))
+    assert s.schema_version == len(MIGRATIONS) >= 11
+    [old] = s.items_since()
+    assert not old.item.withdrawn and s.candidates("m", None, dim=2).ids == [old.id]
+    s.upsert_items([withdrawal()], NOW)
+    assert s.candidates("m", None, dim=2).ids == [] and s.feedback("c1")
     s.close()
 
 
