@@ -729,6 +729,9 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
                for d in demo_items(app.now())):
             fail(f"{item!r} is one of the bundled demo items, which take no feedback; run "
                  "`feedbot collect`, then rate what your sources bring", 2)
+        if app.store.was_withdrawn(item):
+            fail(f"{item!r} was withdrawn by its authors on arXiv, and feedbot removed it (no "
+                 "chat had voted on it or saved it); a withdrawn paper takes no feedback", 2)
         fail(f"no stored item {item!r} (never collected, or removed since by a prune, which "
              "keeps only what was voted on or saved); use an id from a recent `feedbot "
              "digest` or the item's URL", 2)

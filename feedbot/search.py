@@ -750,7 +750,9 @@ def _direct(result: SearchResult, store: Store, named: Named,
     what = (f"has the arXiv id {split_arxiv_id(ref)[0]}" if how == "arXiv id"
             else f"is at {_shown(ref)}" if how == "link" else f"has the id {ref.lower()}")
     if item is None:
-        result.empty = f"no stored item {what}: feedbot has not collected it (or it was pruned)"
+        result.empty = (f"the paper that {what} was withdrawn by its authors on arXiv, and "
+                        "feedbot removed it" if store.was_withdrawn(ref) else
+                        f"no stored item {what}: feedbot has not collected it (or it was pruned)")
         result.notes.append(result.empty)
         return result
     if item.item.withdrawn:

@@ -197,6 +197,12 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     ALTER TABLE items ADD COLUMN withdrawn REAL;
     """,
+    # 12: the arXiv version that withdrew a paper removed for it (see `Store._withdraw`); 0 for
+    # a tombstone of `feedbot prune`. So that `feedbot feedback` and search, asked for such a
+    # paper, say it was withdrawn, not "never collected, or removed by a prune".
+    """
+    ALTER TABLE tombstones ADD COLUMN withdrawn INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 # --- the word index of summaries (migration 9) ----------------------------------------------
@@ -769,8 +775,9 @@ class Store:
             return True
         if self.has_word_index():
             _unindex(self.db, "?", iid)
-        self.db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen) VALUES (?, ?, ?)",
-                        (it.key, now.timestamp(), now.timestamp()))
+        self.db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen, withdrawn) "
+                        "VALUES (?, ?, ?, ?)", (it.key, now.timestamp(), now.timestamp(),
+                                                max(it.arxiv_version, 1)))
         for table, column in (("item_sources", "item_id"), ("deliveries", "item_id"),
                               ("items", "id")):
             self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (iid,))
@@ -1543,6 +1550,14 @@ class Store:
         with self.transaction() as db:
             return db.execute("DELETE FROM tombstones WHERE seen < ?",
                               (unseen_since.timestamp(),)).rowcount
+
+    def was_withdrawn(self, ref: str) -> bool:
+        """Whether `ref` (an arXiv id or page, as `get_item` takes it) names a paper removed
+        because its newest version withdrew it, not by a prune (see `_withdraw`)."""
+        aid, _ = split_arxiv_id(unwrap_ref(ref))
+        return bool(aid) and self.db.execute(
+            "SELECT 1 FROM tombstones WHERE key = ? AND withdrawn > 0",
+            (f"arxiv:{aid}",)).fetchone() is not None
 
     def tombstone_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM tombstones").fetchone()[0])

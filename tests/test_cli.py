@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1589,6 +1590,24 @@ def test_the_saved_list_marks_a_paper_withdrawn_since(sources: Path) -> None:
     assert listed.exit_code == 0 and " 1. Deep nets (withdrawn)\n" in listed.stdout
     [item] = json.loads(invoke("later", "--format", "json").stdout)["items"]
     assert (item["id"], item["withdrawn"]) == (paper, True)
+
+
+def test_feedback_on_a_paper_removed_for_its_withdrawal_says_so(sources: Path) -> None:
+    """It said "never collected, or removed since by a prune"."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    v1 = Item("Deep nets", "https://arxiv.org/abs/2611.00001v1", "cs.CV", "paper",
+              published=now, arxiv_id="2611.00001", arxiv_version=1)
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items([v1], now)
+        store.upsert_items([replace(v1, arxiv_version=2, withdrawn=True)], now)
+    res = invoke("feedback", "arXiv:2611.00001", "up")
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        "feedbot: 'arXiv:2611.00001' was withdrawn by its authors on arXiv, and feedbot "
+        "removed it (no chat had voted on it or saved it); a withdrawn paper takes no feedback")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -200,6 +200,16 @@ def test_a_withdrawn_paper_kept_for_a_vote_is_found_by_no_search(fake_emb: Any) 
         "digests leave it out")
 
 
+def test_a_withdrawn_paper_removed_is_named_as_withdrawn_not_as_pruned(fake_emb: Any) -> None:
+    store = stored(Store(":memory:"), fake_emb, LIBRARY)
+    lora = LIBRARY[2]
+    store.upsert_items([replace(lora, arxiv_version=2, withdrawn=True)], NOW)
+    named = find(store, fake_emb, "https://arxiv.org/abs/2106.09685v1")
+    assert named.items == [] and named.empty == (
+        "the paper that has the arXiv id 2106.09685 was withdrawn by its authors on arXiv, and "
+        "feedbot removed it")
+
+
 def test_since_sets_the_window(fake_emb: Any) -> None:
     old = post("Sparse attention, the first attempt", "An old post.", days=500)
     store = stored(Store(":memory:"), fake_emb, [*LIBRARY, old])

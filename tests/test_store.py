@@ -393,6 +393,23 @@ def test_a_corrected_version_after_a_withdrawal_brings_a_kept_paper_back(store: 
     assert store.candidates("m", None, dim=2).ids == ["arxiv:2401.00001"]
 
 
+def test_a_paper_removed_for_its_withdrawal_is_told_from_one_pruned(store: Store) -> None:
+    """Both leave a tombstone under the paper's key; only the withdrawal's says so."""
+    store.upsert_items([paper()], NOW)
+    store.upsert_items([withdrawal()], NOW + timedelta(hours=1))
+    assert store.get_item("arxiv:2401.00001") is None
+    for ref in ("arxiv:2401.00001", "2401.00001", "arXiv:2401.00001v2",
+                "<https://arxiv.org/abs/2401.00001v1>"):
+        assert store.was_withdrawn(ref), ref
+    undated = Item("Old", "https://arxiv.org/abs/2401.00002", "arXiv cs.LG", "paper",
+                   arxiv_id="2401.00002")
+    store.upsert_items([undated], NOW)
+    assert store.delete_items([undated.id], NOW + timedelta(days=1), NOW) == [undated.id]
+    assert store.tombstone_count() == 2
+    assert not store.was_withdrawn(undated.id) and not store.was_withdrawn("2401.99999")
+    assert not store.was_withdrawn("https://e.org/a")
+
+
 def test_meta(store: Store) -> None:
     assert store.get_meta("k") is None
     store.set_meta("k", "1")
@@ -716,6 +733,16 @@ def test_migration_11_keeps_the_items_of_schema_10_offered(tmp_path: Path) -> No
     assert not old.item.withdrawn and s.candidates("m", None, dim=2).ids == [old.id]
     s.upsert_items([withdrawal()], NOW)
     assert s.candidates("m", None, dim=2).ids == [] and s.feedback("c1")
+    s.close()
+
+
+def test_migration_12_keeps_the_tombstones_of_schema_11_those_of_a_prune(tmp_path: Path
+                                                                          ) -> None:
+    s = Store(database_at(tmp_path / "old.db", 11,
+                          "INSERT INTO tombstones VALUES ('arxiv:2401.00001', 1.0, 1.0)"))
+    assert s.schema_version == len(MIGRATIONS) >= 12
+    assert not s.was_withdrawn("2401.00001")
+    assert s.upsert_items([paper()], NOW).skipped == 1  # still a prune's tombstone
     s.close()
 
 
