@@ -134,6 +134,7 @@ class SourceReport:
     status: str  # "ok", "not-modified", "error", "skipped", "disabled"
     new: int = 0
     updated: int = 0
+    withdrawn: int = 0  # stored arXiv papers this fetch found withdrawn (removed, or marked)
     seen: int = 0
     error: str = ""
     warning: str = ""
@@ -144,6 +145,7 @@ class SourceReport:
     def line(self) -> str:
         if self.status == "ok":
             detail = f"{self.new} new" + (f", {self.updated} updated" if self.updated else "")
+            detail += f", {self.withdrawn} withdrawn" if self.withdrawn else ""
             detail += f" ({self.seen} in feed)"
             if self.warning:
                 detail += f"; {self.warning}"
@@ -689,7 +691,7 @@ async def _collect_held(ctx: Context, spec: SourceSpec, state: SourceState,
                             f"{caught}", None, {})  # its meta went with the failed write
     status = "not-modified" if got.not_modified else "ok"
     return SourceReport(spec.name, spec.label, status, new=result.new, updated=result.updated,
-                        seen=len(got.items), warning=got.warning,
+                        withdrawn=result.withdrawn, seen=len(got.items), warning=got.warning,
                         seconds=time.monotonic() - started)
 
 
@@ -894,6 +896,8 @@ def summarize(reports: Sequence[SourceReport]) -> str:
     err = sum(r.status == "error" for r in reports)
     new = sum(r.new for r in reports)
     held = sum(r.status == "skipped" and bool(r.error) for r in reports)  # by another process
+    gone = sum(r.withdrawn for r in reports)
     n = len(reports)
     return (f"{n} source{'s' if n != 1 else ''}: {ok} ok, {err} failed, "
-            + (f"{held} skipped, " if held else "") + f"{new} new item{'s' if new != 1 else ''}")
+            + (f"{held} skipped, " if held else "") + f"{new} new item{'s' if new != 1 else ''}"
+            + (f", {gone} withdrawn on arXiv" if gone else ""))

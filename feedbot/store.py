@@ -475,6 +475,7 @@ class UpsertResult:
     updated: int = 0
     new_ids: tuple[str, ...] = ()
     skipped: int = 0  # new to the store but pruned before (or dated before the last prune)
+    withdrawn: int = 0  # stored papers whose withdrawal came: removed, or marked (`_withdraw`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,14 +723,16 @@ class Store:
         prune's cutoff, is skipped: it would come back as news, or only be pruned again. Before
         any prune, items of every date are taken in (benchmarks, a first collection)."""
         new_ids: list[str] = []
-        updated = skipped = 0
+        updated = skipped = withdrawn = 0
         with self.transaction():
             before = self.get_meta(PRUNED_BEFORE)
             pruned_before = float(before) if before else None
             self._names = {}
             for it in items:
                 existing = self._find_existing(it)
-                if it.withdrawn and (existing is None or self._withdraw(existing, it, now)):
+                if it.withdrawn:
+                    if existing is not None and self._withdraw(existing, it, now):
+                        withdrawn += 1
                     continue
                 if existing is None:
                     if self._pruned(it, pruned_before, now):
@@ -754,7 +757,7 @@ class Store:
                 )
             if new_ids and self.has_word_index():
                 _index_new(self.db, "SELECT value FROM json_each(?)", json.dumps(new_ids))
-        return UpsertResult(len(new_ids), updated, tuple(new_ids), skipped)
+        return UpsertResult(len(new_ids), updated, tuple(new_ids), skipped, withdrawn)
 
     def _withdraw(self, row: sqlite3.Row, it: Item, now: datetime) -> bool:
         """Remove the stored paper `row` that `it` withdraws, when `it` is newer than it (a
@@ -762,17 +765,16 @@ class Store:
         words, and a tombstone for its key, so that no source (a blog linking to it) brings
         it back as news. A paper a chat voted on or saved stays as it was: its votes train on
         the paper's text, not on the withdrawal notice; it is marked withdrawn (since the
-        first time this was collected), which keeps it out of every digest and search. Whether
-        it is done with `it`: False when `it` is to be taken like any version, True when it
-        was removed, kept as it was, or is no newer."""
+        first time this was collected), which keeps it out of every digest and search.
+        Returns whether the paper was withdrawn now (removed, or marked): False when `it` is
+        no newer or the paper was marked already."""
         if not self._should_update(row, it, self._same_source(it.source)):
-            return True
+            return False
         iid = row["id"]
         if self.db.execute("SELECT 1 FROM feedback WHERE item_id = ?1 UNION ALL "
                            "SELECT 1 FROM bookmarks WHERE item_id = ?1", (iid,)).fetchone():
-            self.db.execute("UPDATE items SET withdrawn = coalesce(withdrawn, ?) WHERE id = ?",
-                            (now.timestamp(), iid))
-            return True
+            return self.db.execute("UPDATE items SET withdrawn = ? WHERE id = ? AND withdrawn "
+                                   "IS NULL", (now.timestamp(), iid)).rowcount > 0
         if self.has_word_index():
             _unindex(self.db, "?", iid)
         self.db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen, withdrawn) "

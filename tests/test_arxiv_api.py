@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from feedbot.collect import collect
+from feedbot.collect import collect, summarize
 from feedbot.collectors.arxiv_api import ArxivGate, error_explanation, gated_search
 from feedbot.config import Config, load_config
 from feedbot.http import MAX_RETRY_AFTER
@@ -632,7 +632,13 @@ def test_a_stored_paper_whose_new_version_withdraws_it_leaves_the_digest(
     server.add("/api/query", content_type="application/atom+xml",
                body=withdrawal_feed(corpus, ("2611.00001v2", notice if voted else ABSTRACT,
                                              "" if voted else WITHDRAWN)))
-    collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
+    reports = collect(category(10), store, now=NOW + timedelta(hours=6), arxiv=gate_for(server))
+    # removed, or kept and marked: either way `collect` says so
+    assert reports[0].withdrawn == 1 and "0 new, 1 withdrawn (1 in feed)" in reports[0].line()
+    assert summarize(reports) == "1 source: 1 ok, 0 failed, 0 new items, 1 withdrawn on arXiv"
+    (again,) = collect(category(10), store, now=NOW + timedelta(hours=12),
+                       arxiv=gate_for(server))
+    assert again.status == "ok" and again.withdrawn == 0 and "withdrawn" not in again.line()
     if voted:
         (kept,) = store.items_since(None)
         assert kept.id == stored.id and kept.item.arxiv_version == 1
