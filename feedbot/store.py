@@ -720,7 +720,8 @@ class Store:
         until a later version that does not withdraw it.
 
         A new item that `feedbot prune` removed before (a tombstone), or dated before the last
-        prune's cutoff, is skipped: it would come back as news, or only be pruned again. Before
+        prune's cutoff, is skipped: it would come back as news, or only be pruned again; so is
+        a withdrawn paper removed, until a later version is a paper again (`_unwithdrawn`). Before
         any prune, items of every date are taken in (benchmarks, a first collection)."""
         new_ids: list[str] = []
         updated = skipped = withdrawn = 0
@@ -792,11 +793,22 @@ class Store:
         if (it.published is not None and pruned_before is not None
                 and it.published.timestamp() < pruned_before):
             return True
+        if self._unwithdrawn(it):
+            return False
         keys = [it.key] + ([f"guid:{n}:{it.guid}" for n in self._same_source(it.source)]
                            if it.guid else [])
         q = ",".join("?" * len(keys))
         return self.db.execute(f"UPDATE tombstones SET seen = ? WHERE key IN ({q})",
                                (now.timestamp(), *keys)).rowcount > 0
+
+    def _unwithdrawn(self, it: Item) -> bool:
+        """Whether `it` is a later version of a paper removed for its withdrawal that does not
+        withdraw it (a corrected paper after "withdrawn due to an error"): its tombstone goes,
+        and it is taken in as new, as the news it is. A prune's tombstone (version 0) stays;
+        so does a withdrawal's for a version no newer (the withdrawn paper listed again)."""
+        return it.kind == "paper" and bool(it.arxiv_id) and self.db.execute(
+            "DELETE FROM tombstones WHERE key = ? AND withdrawn BETWEEN 1 AND ?",
+            (it.key, it.arxiv_version - 1)).rowcount > 0
 
     def _same_source(self, name: str) -> list[str]:
         """`name` and the old names of the same source (renamed in sources.yaml: the same

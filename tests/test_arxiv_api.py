@@ -649,6 +649,12 @@ def test_a_stored_paper_whose_new_version_withdraws_it_leaves_the_digest(
     post = Item(title="A post on AEW10", url="https://arxiv.org/abs/2611.00001", source="blog",
                 published=NOW)
     assert store.upsert_items([post], NOW + timedelta(hours=7)).new == 0
+    # v3 corrects it: a paper again, and news again
+    server.add("/api/query", content_type="application/atom+xml",
+               body=withdrawal_feed(corpus, ("2611.00001v3", ABSTRACT, COMMENT)))
+    (r,) = collect(category(10), store, now=NOW + timedelta(hours=18), arxiv=gate_for(server))
+    assert r.new == 1, r.line()
+    assert [s.item.arxiv_version for s in store.items_since(None)] == [3]
 
 
 @pytest.mark.parametrize("given", [40, 0], ids=["short", "empty"])

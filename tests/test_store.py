@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from feedbot.items import Item
-from feedbot.store import MIGRATIONS, Store, StoreError
+from feedbot.store import MIGRATIONS, Store, StoreError, UpsertResult
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -408,6 +408,32 @@ def test_a_paper_removed_for_its_withdrawal_is_told_from_one_pruned(store: Store
     assert store.tombstone_count() == 2
     assert not store.was_withdrawn(undated.id) and not store.was_withdrawn("2401.99999")
     assert not store.was_withdrawn("https://e.org/a")
+
+
+def test_a_corrected_version_after_a_withdrawal_is_taken_in_again_as_new(store: Store
+                                                                          ) -> None:
+    """v2 withdrew the paper and it was removed; v3 is a paper again ("withdrawn due to an
+    error", then corrected): it stayed tombstoned for good. Now it is news again; the
+    withdrawn version listed again, or a blog linking to it, still bring nothing back."""
+    store.upsert_items([paper()], NOW)
+    store.upsert_items([withdrawal()], NOW + timedelta(hours=1))
+    blog = Item("On deep nets", "https://arxiv.org/abs/2401.00001v3", "Blog", "post",
+                published=NOW)
+    assert store.upsert_items([withdrawal(), replace(paper(2), withdrawn=False), blog],
+                              NOW + timedelta(hours=2)) == UpsertResult(skipped=2)
+    back = store.upsert_items([paper(3)], NOW + timedelta(hours=3))
+    assert back.new_ids == ("arxiv:2401.00001",) and store.tombstone_count() == 0
+    stored = store.get_item("arxiv:2401.00001")
+    assert stored is not None and stored.item.arxiv_version == 3 and not stored.item.withdrawn
+    assert store.summary_matches('"v3"') in ([("arxiv:2401.00001", "")], None)
+
+
+def test_a_prunes_tombstone_of_a_paper_keeps_every_version_out(store: Store) -> None:
+    undated = Item("Old", "https://arxiv.org/abs/2401.00002", "arXiv cs.LG", "paper",
+                   arxiv_id="2401.00002", arxiv_version=1)
+    store.upsert_items([undated], NOW)
+    store.delete_items([undated.id], NOW + timedelta(days=1), NOW)
+    assert store.upsert_items([replace(undated, arxiv_version=5)], NOW).skipped == 1
 
 
 def test_meta(store: Store) -> None:
