@@ -776,15 +776,25 @@ class Store:
                            "SELECT 1 FROM bookmarks WHERE item_id = ?1", (iid,)).fetchone():
             return self.db.execute("UPDATE items SET withdrawn = ? WHERE id = ? AND withdrawn "
                                    "IS NULL", (now.timestamp(), iid)).rowcount > 0
-        if self.has_word_index():
-            _unindex(self.db, "?", iid)
         self.db.execute("INSERT OR REPLACE INTO tombstones(key, pruned, seen, withdrawn) "
                         "VALUES (?, ?, ?, ?)", (it.key, now.timestamp(), now.timestamp(),
                                                 max(it.arxiv_version, 1)))
+        self._delete_item_rows(self.db, [iid])
+        return True
+
+    def _delete_item_rows(self, db: sqlite3.Connection, ids: Sequence[str]) -> None:
+        """Delete these items with their sources and deliveries, inside the caller's write
+        transaction, and take their summaries out of the word index in one statement (the
+        trigger would take one per item). Votes and bookmarks stay (they are the chats'),
+        and so do vectors (another item may have the same text)."""
+        doomed = json.dumps(list(ids))
+        if self.has_word_index():
+            _unindex(db, "SELECT value FROM json_each(?)", doomed)
+        # ON DELETE CASCADE removes the sources too (foreign_keys is on); said here anyway
         for table, column in (("item_sources", "item_id"), ("deliveries", "item_id"),
                               ("items", "id")):
-            self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (iid,))
-        return True
+            db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))",
+                       (doomed,))
 
     def _pruned(self, it: Item, pruned_before: float | None, now: datetime) -> bool:
         """Whether a new item is one `feedbot prune` removed, or would have: tombstoned (an
@@ -1517,17 +1527,8 @@ class Store:
                        "SELECT 'guid:' || s.source || ':' || s.guid, :now, :now "
                        "FROM item_sources s WHERE s.guid != '' AND s.item_id IN (SELECT id FROM "
                        f"items WHERE published IS NULL AND {chosen})", args)
-            if self.has_word_index():  # all in one statement (the trigger: one per item)
-                doomed = [r[0] for r in db.execute(f"SELECT id FROM items WHERE {chosen}", args)]
-                _unindex(db, "SELECT value FROM json_each(?)", json.dumps(doomed))
-            gone = [r[0] for r in db.execute(f"DELETE FROM items WHERE {chosen} RETURNING id",
-                                             args).fetchall()]
-            # ON DELETE CASCADE removes the sources too (foreign_keys is on); said here anyway
-            gone_json = json.dumps(gone)
-            db.execute("DELETE FROM item_sources WHERE item_id IN "
-                       "(SELECT value FROM json_each(?))", (gone_json,))
-            db.execute("DELETE FROM deliveries WHERE item_id IN (SELECT value FROM json_each(?))",
-                       (gone_json,))
+            gone = [r[0] for r in db.execute(f"SELECT id FROM items WHERE {chosen}", args)]
+            self._delete_item_rows(db, gone)
         return gone
 
     def item_hashes(self, ids: Collection[str] | None = None) -> dict[str, str]:
