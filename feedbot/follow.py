@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -44,7 +44,7 @@ from .config import (
     url_problem,
     x_token,
 )
-from .http import fetch, make_client
+from .http import Fetched, fetch, make_client
 from .items import canonical_url
 from .opml import feed_url
 from .sources_edit import edit_sources
@@ -341,6 +341,12 @@ class FeedCheck:
     url: str  # the feed's URL
     title: str  # the feed's title ('' when it has none)
     page: str = ""  # the web page that advertised it, when the URL given was a page
+    moved: str = ""  # the URL given (or advertised) that redirected here permanently
+
+    def moved_note(self) -> str:
+        """"OLD moved permanently to NEW; " before the answer to a follow, else "": the user
+        gave one URL, and sources.yaml now says another."""
+        return f"{self.moved} moved permanently to {self.url}; " if self.moved else ""
 
 
 class _LinkFinder(HTMLParser):
@@ -392,7 +398,7 @@ async def discover_feed(client: httpx.AsyncClient, url: str) -> FeedCheck:
     try:
         parsed = parse_feed(got.content, "follow-check", base_url=got.url,
                             content_type=got.content_type)
-        return FeedCheck(url, parsed.title)
+        return _checked(url, got, parsed.title)
     except FeedError as e:
         if not _looks_html(got.content, got.content_type):
             raise FollowError(f"{url} is not a feed ({e})") from None
@@ -411,7 +417,31 @@ async def discover_feed(client: httpx.AsyncClient, url: str) -> FeedCheck:
                             content_type=feed.content_type)
     except FeedError as e:
         raise FollowError(f"{url} advertises {usable[0]}, but that is not a feed ({e})") from None
-    return FeedCheck(usable[0], parsed.title or page_title, page=url)
+    return _checked(usable[0], feed, parsed.title or page_title, page=url)
+
+
+def _checked(url: str, got: Fetched, title: str, page: str = "") -> FeedCheck:
+    """The feed fetched from `url`, to be followed where it moved for good (301, 308): kept
+    at the old address, every collect asked the user to update it, and `follow OLD` after
+    `follow NEW` followed the same feed twice. A temporary redirect (302, 307) keeps `url`."""
+    final = _moved_url(url, got)
+    return FeedCheck(final, title, page, moved=url if final != url else "")
+
+
+def _moved_url(url: str, got: Fetched) -> str:
+    """`got.moved_to` (where `url` moved permanently; "" for no such move), with the password
+    of `url` in place of the *** it shows; `url` when the move's user:password are not the
+    ones `url` gave (the redirect named its own: not known here)."""
+    if not got.moved_to:
+        return url
+    moved = urlsplit(got.moved_to)
+    if "@" not in moved.netloc:
+        return got.moved_to
+    shown, _, hostport = moved.netloc.rpartition("@")
+    userinfo = urlsplit(url).netloc.rpartition("@")[0]
+    if not userinfo or userinfo.partition(":")[0] != shown.partition(":")[0]:
+        return url
+    return urlunsplit(moved._replace(netloc=f"{userinfo}@{hostport}"))
 
 
 async def _fetch(client: httpx.AsyncClient, url: str) -> Any:
@@ -459,7 +489,14 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     if req.blog and check and req.check and not known:
         found = check_feed(req.blog, http)
         req = replace(req, blog=found.url)
-    _, msg = edit_sources(Path(path), lambda doc: _apply(req, found, doc))
+    try:
+        _, msg = edit_sources(Path(path), lambda doc: _apply(req, found, doc))
+    except FollowError as e:  # `follow OLD` after `follow NEW`: "already following NEW"
+        if found is None or not found.moved:
+            raise
+        raise type(e)(found.moved_note() + str(e)) from None
+    if found is not None:
+        msg = found.moved_note() + msg
     if found is not None and found.page:
         msg += f" (feed found on {found.page})"
     elif req.blog and found is None and not known:

@@ -423,6 +423,62 @@ def test_looks_like_page(url: str, page: bool) -> None:
     assert looks_like_page(url) is page
 
 
+@pytest.mark.parametrize("status", [301, 308])
+def test_a_feed_moved_permanently_is_followed_where_it_moved(sources: Path, server: LocalServer,
+                                                             status: int) -> None:
+    """The old URL was written, and every collect then said "moved permanently to …: update
+    its URL in sources.yaml"; following the old URL after the new one followed the same feed
+    twice, under two names."""
+    feed = server.add("/feed", body=FEED, content_type="application/atom+xml")
+    old = server.add("/moved", status=status, headers={"Location": "/feed"})
+    r = invoke(sources, "follow", old)
+    assert r.exit_code == 0 and r.output.strip() == \
+        f"{old} moved permanently to {feed}; following blog \"Ada's Notes\": {feed}", r.output
+    assert load_config(sources).blogs[-1].url == feed
+    before = sources.read_bytes()
+    r = invoke(sources, "follow", old)
+    assert r.exit_code == 0 and f"already following {feed}" in r.output, r.output
+    r = invoke(sources, "follow", "Ada", "--blog", old)
+    assert r.exit_code == 2 and r.output.strip() == f"feedbot: {old} moved permanently to " \
+        f"{feed}; already following {feed} (as \"Ada's Notes\")", r.output
+    assert sources.read_bytes() == before
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_feed_redirected_for_now_is_followed_at_the_url_given(
+        sources: Path, server: LocalServer, status: int) -> None:
+    server.add("/feed", body=FEED, content_type="application/atom+xml")
+    old = server.add("/for-now", status=status, headers={"Location": "/feed"})
+    assert follow(sources, parse_follow_args([old])) == f"following blog \"Ada's Notes\": {old}"
+    assert load_config(sources).blogs[-1].url == old
+
+
+def test_a_feed_advertised_by_a_page_is_followed_where_it_moved(sources: Path,
+                                                                server: LocalServer) -> None:
+    feed = server.add("/new.atom", body=FEED, content_type="application/atom+xml")
+    old = server.add("/old.atom", status=301, headers={"Location": "/new.atom"})
+    home = server.add("/", body=page('<link rel="alternate" type="application/atom+xml" '
+                                     'href="/old.atom">'), content_type="text/html")
+    msg = follow(sources, parse_follow_args(["Ada Example", "--blog", home]))
+    assert msg == (f"{old} moved permanently to {feed}; following Ada Example on their blog "
+                   f"({feed}) (feed found on {home})")
+    assert load_config(sources).people[-1].blog == feed
+
+
+def test_a_moved_feed_keeps_the_password_of_the_url_given(sources: Path,
+                                                          server: LocalServer) -> None:
+    """The move is shown with the password as ***: the file gets the password itself."""
+    server.add("/feed", body=FEED, content_type="application/atom+xml")
+    old = server.url("/moved").replace("http://", "http://bob:hunter2@")
+    server.add("/moved", status=301, headers={"Location": "/feed"})
+    r = invoke(sources, "follow", old)
+    assert r.exit_code == 0 and "hunter2" not in r.output, r.output
+    assert "bob:***@" in r.output
+    assert load_config(sources).blogs[-1].url == \
+        server.url("/feed").replace("http://", "http://bob:hunter2@")
+    assert server.hits("/feed")[0].headers["authorization"].startswith("Basic ")
+
+
 # --- the commands -----------------------------------------------------------------------------
 
 def invoke(sources: Path, *args: str) -> Result:
