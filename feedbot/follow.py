@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -78,28 +79,38 @@ _X_NOT_PROFILES = {"home", "explore", "search", "i", "intent", "share", "hashtag
 _NOT_FEDIVERSE = ("medium.com", "youtube.com", "tiktok.com", "threads.net", "threads.com",
                   "substack.com", "hashnode.com", "instagram.com", "x.com", "twitter.com",
                   "bsky.app", "github.com", "linkedin.com", "facebook.com", "reddit.com")
-_ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
-# arXiv's archives (https://arxiv.org/category_taxonomy): a category is one, or one and a
-# subject class ("cs.LG", "cond-mat.mes-hall").
-ARXIV_ARCHIVES = frozenset({
-    "astro-ph", "cond-mat", "cs", "econ", "eess", "gr-qc", "hep-ex", "hep-lat", "hep-ph",
-    "hep-th", "math", "math-ph", "nlin", "nucl-ex", "nucl-th", "physics", "q-bio", "q-fin",
-    "quant-ph", "stat"})
+_ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")  # the shape of one
+
+
+def _read_arxiv_categories() -> frozenset[str]:
+    text = resources.files("feedbot").joinpath("data/arxiv_categories.txt") \
+        .read_text(encoding="utf-8")
+    return frozenset(word for line in text.splitlines() if not line.startswith("#")
+                     for word in line.split())
+
+
+# arXiv's categories (cs.CV, cond-mat.mes-hall, hep-th), kept in data/arxiv_categories.txt, and
+# its archives: a category is an archive and a subject class, or an archive alone.
+ARXIV_CATEGORIES = _read_arxiv_categories()
+ARXIV_ARCHIVES = frozenset(cat.partition(".")[0] for cat in ARXIV_CATEGORIES)
+_ARXIV_CANONICAL = {cat.lower(): cat for cat in ARXIV_CATEGORIES | ARXIV_ARCHIVES}
 
 
 def arxiv_category(text: str) -> str:
-    """`text` as arXiv writes the category, or FollowError: the archive in lower case, a
-    two-letter subject class in upper case ("cs.lg" is cs.LG), a longer one in lower case
-    ("cond-mat.Mes-Hall" is cond-mat.mes-hall)."""
-    archive, dot, subject = text.strip().partition(".")
-    archive = archive.lower()
-    subject = subject.upper() if len(subject) == 2 else subject.lower()
-    cat = f"{archive}{dot}{subject}"
-    if archive not in ARXIV_ARCHIVES or not _ARXIV_CATEGORY.match(cat) or (dot and not subject):
-        close = difflib.get_close_matches(archive, sorted(ARXIV_ARCHIVES), n=1)
-        hint = f" (did you mean {close[0]}?)" if close and close[0] != archive else ""
-        raise FollowError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}")
-    return cat
+    """`text` as arXiv writes the category, whatever its case ("cs.lg" is cs.LG,
+    "COND-MAT.Mes-Hall" is cond-mat.mes-hall), or FollowError with the closest one: arXiv
+    answers a category it does not have (`cs.CVV`) with nothing, every time."""
+    key = text.strip().lower()
+    if key in _ARXIV_CANONICAL:
+        return _ARXIV_CANONICAL[key]
+    subject = key.partition(".")[2]  # cs.ML: stat.ML, the one archive with that class
+    close = [c for c in _ARXIV_CANONICAL if subject and c.partition(".")[2] == subject]
+    if len(close) != 1:
+        close = difflib.get_close_matches(key, sorted(_ARXIV_CANONICAL), n=1)
+    hint = f" (did you mean {_ARXIV_CANONICAL[close[0]]}?)" if close else ""
+    raise FollowError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}")
+
+
 _FLAGS = {"--replies": "replies", "--retweets": "retweets", "--no-check": "no_check"}
 
 

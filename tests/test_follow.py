@@ -563,7 +563,7 @@ def test_arxiv_categories_are_checked_and_written_as_arxiv_writes_them(sources: 
     r = invoke(sources, "follow", "--category", "nonsense")
     assert r.exit_code == 2 and "'nonsense' is not an arXiv category such as cs.LG" in r.output
     r = invoke(sources, "follow", "--category", "css.LG")
-    assert r.exit_code == 2 and "(did you mean cs?)" in r.output
+    assert r.exit_code == 2 and "(did you mean cs.LG?)" in r.output
     assert sources.read_text() == COMMENTED
     r = invoke(sources, "follow", "--category", "cs.lg")
     assert r.exit_code == 0 and "following arXiv cs.LG" in r.output, r.output
@@ -573,6 +573,29 @@ def test_arxiv_categories_are_checked_and_written_as_arxiv_writes_them(sources: 
     assert r.exit_code == 0 and "following arXiv cond-mat.mes-hall" in r.output, r.output
     assert [a.category for a in load_config(sources).arxiv] == ["cs.LG", "cond-mat.mes-hall"]
 
+
+
+@pytest.mark.parametrize(("typed", "close"), [
+    (["--category", "cs.CVV"], "cs.CV"), (["--category", "stat.MLL"], "stat.ML"),
+    (["--category", "cs.ML"], "stat.ML"), (["https://arxiv.org/list/cs.CVV/new"], "cs.CV")])
+def test_a_category_arxiv_does_not_have_is_refused(sources: Path, typed: list[str],
+                                                   close: str) -> None:
+    """Only the archive before the dot was checked: `--category cs.CVV` was followed, as
+    cs.cvv, and arXiv answers it with nothing, every time."""
+    r = invoke(sources, "follow", *typed)
+    assert r.exit_code == 2 and "is not an arXiv category" in r.output, r.output
+    assert f"(did you mean {close}?)" in r.output, r.output
+    assert sources.read_text() == COMMENTED
+
+
+def test_every_arxiv_category_is_written_in_its_own_case() -> None:
+    """arXiv's categories are case-sensitive (cs.CV, math.ST, q-bio.NC, physics.optics)."""
+    from feedbot.follow import ARXIV_CATEGORIES, arxiv_category
+
+    assert len(ARXIV_CATEGORIES) == 155 and {"cs.CV", "math.ST", "stat.ML", "q-bio.NC",
+                                              "cond-mat.mes-hall", "hep-th"} <= ARXIV_CATEGORIES
+    for cat in ARXIV_CATEGORIES:
+        assert arxiv_category(cat.upper()) == arxiv_category(f" {cat.lower()} ") == cat
 
 def test_cli_follow_mastodon_shorthand_and_weight(sources: Path) -> None:
     r = invoke(sources, "follow", "@someone@mastodon.social", "--weight", "0.5")
