@@ -79,7 +79,8 @@ def follow(app: App, words: tuple[str, ...], x: str | None, bluesky: str | None,
     check it is a feed, or that the page advertises one. Profile URLs (x.com/NAME,
     bsky.app/profile/HANDLE, a Mastodon server's /@NAME) follow that account, and
     arxiv.org/list/CAT/... follows the category. A URL may be typed without https://
-    (x.com/karpathy, karpathy.github.io/feed.xml).
+    (x.com/karpathy, karpathy.github.io/feed.xml), and a local server's without http://
+    (localhost:8080/feed.xml, 192.168.1.5:8080/feed.xml).
 
     \b
     Examples:

@@ -229,6 +229,12 @@ _COMMON_TLDS = frozenset({
     "institute", "ink", "fm", "tv", "cc", "ly", "sh", "so", "gg", "im", "ac", "uk", "de", "fr",
     "nl", "ch", "at", "be", "se", "no", "dk", "fi", "es", "it", "pt", "pl", "cz", "ru", "ua", "jp",
     "cn", "kr", "tw", "hk", "sg", "in", "au", "nz", "ca", "us", "br", "mx", "il", "ie", "eu"})
+# A server on this machine or the local network typed without its scheme: localhost or an IP
+# address, then a port, a path or both (`localhost:8080/feed.xml`, `192.168.1.5/rss`).
+_BARE_LOCAL = re.compile(r"^(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\])"
+                         r"(?::\d{1,5}(?:[/?#]\S*)?|[/?#]\S*)$", re.IGNORECASE)
+# A word of a name that is a web address typed without http:// all the same (`nas:8080/rss`)
+_URL_LIKE = re.compile(r"/|:\d")
 
 
 def bare_url(word: str, any_host: bool = False) -> str:
@@ -238,7 +244,11 @@ def bare_url(word: str, any_host: bool = False) -> str:
     top-level domain is a common one written in lower case, so that a word of a name
     ("St.Louis", "J.Li") stays one; an arXiv id or category (`2401.01234`,
     `math.GT/0309136`, `cs.AI`) is never a host. `any_host`: a host alone counts whatever its
-    domain (`--blog inference.vc` cannot be a name)."""
+    domain (`--blog inference.vc` cannot be a name). localhost or an IP address with a port or
+    a path (`192.168.1.5:8080/feed.xml`) gets `http://`: a server on the local network
+    seldom has a certificate to serve https with."""
+    if _BARE_LOCAL.match(word):
+        return "http://" + word
     m = _BARE_URL.match(word)
     if m is None:
         return ""
@@ -341,8 +351,16 @@ def _request(values: dict[str, Any]) -> FollowRequest:
         return replace(req, category=arxiv_category(req.category))
     if not req.places and not (req.name and (req.replies or req.retweets
                                              or req.weight is not None)):
-        raise FollowError(f"nothing to follow: give at least one place; usage: {USAGE}")
+        raise FollowError(f"nothing to follow: give at least one place{_url_hint(req.name)}; "
+                          f"usage: {USAGE}")
     return req
+
+
+def _url_hint(name: str) -> str:
+    """For a name with a word that looks like a web address (`nas:8080/feed.xml`, a host
+    that `bare_url` does not take without its scheme): to give it with one."""
+    word = next((w for w in name.split() if _URL_LIKE.search(w)), "")
+    return f" (is {word} a web address? write it with http:// or https://)" if word else ""
 
 
 # --- checking a blog URL once ---------------------------------------------------------------

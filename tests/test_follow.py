@@ -824,6 +824,35 @@ def test_a_url_typed_without_https_is_the_url(typed: str) -> None:
     assert parse_follow_args(["Ada", typed]).name == "Ada"
 
 
+
+@pytest.mark.parametrize("typed", [
+    "192.0.2.5:8080/feed.xml", "localhost:8714/nnw/qemu.atom", "LOCALHOST:8080", "192.0.2.5/rss",
+    "[2001:db8::5]:8080/feed.xml",
+])
+def test_a_local_server_typed_without_http_is_the_url(typed: str) -> None:
+    """`follow 192.168.1.5:8080/feed.xml` and `follow localhost:8714/…` were read as a name:
+    "nothing to follow: give at least one place"."""
+    assert parse_follow_args([typed]) == FollowRequest(blog=f"http://{typed}", typed=typed)
+    assert parse_follow_args(["My LAN feed", typed]) == \
+        FollowRequest(name="My LAN feed", blog=f"http://{typed}")
+    assert parse_follow_args(["Ada", "--blog", typed]).blog == f"http://{typed}"
+
+
+def test_a_local_server_typed_without_http_is_followed(sources: Path, server: LocalServer) -> None:
+    url = server.add("/feed.xml", body=FEED, content_type="application/atom+xml")
+    r = invoke(sources, "follow", url.removeprefix("http://"))
+    assert r.exit_code == 0 and r.output.strip() == f"following blog \"Ada's Notes\": {url}", \
+        r.output
+    assert load_config(sources).blogs[-1].url == url
+
+
+@pytest.mark.parametrize("args", [["nas:8080/feed.xml"], ["My LAN feed", "nas:8080/feed.xml"]])
+def test_a_name_with_a_web_address_in_it_says_to_write_the_scheme(args: list[str]) -> None:
+    with pytest.raises(FollowError, match=r"nothing to follow: give at least one place \(is "
+                                          r"nas:8080/feed.xml a web address\? write it with "
+                                          r"http:// or https://\); usage"):
+        parse_follow_args(args)
+
 @pytest.mark.parametrize(("args", "name"), [
     (["J.", "Doe"], "J. Doe"), (["J.Doe"], "J.Doe"), (["J.Li"], "J.Li"),
     (["Dr.Who"], "Dr.Who"), (["St.Louis"], "St.Louis"), (["Yann", "LeCun", "Ph.D."],
