@@ -732,8 +732,13 @@ class Store:
             for it in items:
                 existing = self._find_existing(it)
                 if it.withdrawn:
-                    if existing is not None and self._withdraw(existing, it, now):
+                    if existing is None:  # still listed: its tombstone is kept as long
+                        self.db.execute("UPDATE tombstones SET seen = ? WHERE key = ?",
+                                        (now.timestamp(), it.key))
+                    elif self._withdraw(existing, it, now):
                         withdrawn += 1
+                        if existing["id"] in new_ids:  # taken in by this call, and gone again
+                            new_ids.remove(existing["id"])
                     continue
                 if existing is None:
                     if self._pruned(it, pruned_before, now):

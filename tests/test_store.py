@@ -410,6 +410,34 @@ def test_a_paper_removed_for_its_withdrawal_is_told_from_one_pruned(store: Store
     assert not store.was_withdrawn("https://e.org/a")
 
 
+def test_a_withdrawal_tombstone_lasts_while_arxiv_lists_the_withdrawn_paper(
+        store: Store) -> None:
+    """A tombstone no feed lists for the retention period goes; a person's author query lists
+    the withdrawn version at every collection, and its tombstone went all the same: a year
+    later the paper read as never collected, and a blog linking to it brought it back."""
+    store.upsert_items([paper()], NOW)
+    store.upsert_items([withdrawal()], NOW + timedelta(hours=1))
+    later = NOW + timedelta(days=400)
+    store.upsert_items([withdrawal()], later - timedelta(days=1))
+    assert store.delete_tombstones(later - timedelta(days=365)) == 0
+    assert store.was_withdrawn("2401.00001")
+    blog = Item("On deep nets", "https://arxiv.org/abs/2401.00001", "Blog", "post",
+                published=later)
+    assert store.upsert_items([blog], later) == UpsertResult(skipped=1)
+
+
+def test_a_paper_withdrawn_in_the_call_that_brought_it_is_not_new(store: Store) -> None:
+    """A blog post naming the paper, then its withdrawal, in one call: the item was taken in
+    and removed, but its id stayed among the new ones and went into the word index, and the
+    corrected version's insert later failed on that index's key."""
+    blog = Item("On deep nets", "https://arxiv.org/abs/2401.00001", "Blog", "post",
+                published=NOW, summary="A blog post about deep nets")
+    assert store.upsert_items([blog, withdrawal()], NOW) == UpsertResult(withdrawn=1)
+    assert store.get_item("arxiv:2401.00001") is None
+    assert store.upsert_items([paper(3)], NOW + timedelta(hours=1)).new == 1
+    assert store.summary_matches('"v3"') in ([("arxiv:2401.00001", "")], None)
+
+
 def test_a_corrected_version_after_a_withdrawal_is_taken_in_again_as_new(store: Store
                                                                           ) -> None:
     """v2 withdrew the paper and it was removed; v3 is a paper again ("withdrawn due to an
