@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .digest import Digest
     from .embed import Embedder
     from .roadmap import Roadmap
-    from .store import Store
+    from .store import AmbiguousRef, Store
 
 
 class SettingError(Exception):
@@ -705,6 +705,24 @@ def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
     return out
 
 
+def ambiguous_text(e: AmbiguousRef) -> str:
+    """Why a page's URL names no one item, with the first few of its items to choose from."""
+    from .items import clean_url
+    from .render import shown
+
+    lines = [f"ambiguous: {len(e.items)} stored items are on this page; give the id or the "
+             "exact URL (with its #fragment) of one:"]
+    lines += [f"  [{s.id}] {shown(s.item.title) or '(untitled)'} — {clean_url(s.item.url)}"
+              for s in e.items[:_AMBIGUOUS_SHOWN]]
+    if len(e.items) > _AMBIGUOUS_SHOWN:
+        lines.append(f"  … and {len(e.items) - _AMBIGUOUS_SHOWN} more: `feedbot search "
+                     f"{clean_url(e.ref)}` lists them all")
+    return "\n".join(lines)
+
+
+_AMBIGUOUS_SHOWN = 5  # items of an ambiguous page that `feedbot feedback` lists
+
+
 _SOURCES_NAME_MAX = 60  # widest name column of `feedbot sources`, indent included
 
 
@@ -715,10 +733,14 @@ _SOURCES_NAME_MAX = 60  # widest name column of `feedbot sources`, indent includ
 @pass_app
 def feedback(app: App, item: str, value: str, chat: str) -> None:
     """Record 👍 (up), 👎 (down) or read-later for ITEM (an id from the digest, or its URL)."""
+    from .store import AmbiguousRef
     from .text import mend_surrogates
 
     item = mend_surrogates(item)  # bytes that are not UTF-8 in argv come as lone surrogates
-    found = app.store.get_item(item)
+    try:
+        found = app.store.get_item(item)
+    except AmbiguousRef as e:
+        fail(ambiguous_text(e), 2)
     if found is None:
         from .digest import demo_items
         from .items import canonical_url

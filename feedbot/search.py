@@ -68,7 +68,7 @@ from .embed import Embedder
 from .items import split_arxiv_id
 from .rank import SELECT_POOL, Candidates, Scored, damaged_rows, select
 from .roadmap import Roadmap
-from .store import ITEM_ID, Store, StoredItem, index_keeps, unwrap_ref
+from .store import ITEM_ID, AmbiguousRef, Store, StoredItem, index_keeps, unwrap_ref
 from .text import fold, is_word_char, mend_surrogates, shorten, word_marks
 
 log = logging.getLogger(__name__)
@@ -705,12 +705,14 @@ def _quoted(words: list[str]) -> str:
     return ", ".join(f"“{w}”" for w in dict.fromkeys(words))
 
 
-Named = tuple[StoredItem | None, str, str]  # the item (None: not stored), how named, the ref
+# the items named (none: not stored; several: the entries of the page a link names), how they
+# were named, the reference
+Named = tuple[list[StoredItem], str, str]
 
 
 def _named_item(store: Store, query: str) -> Named | None:
-    """(the item, how it was named, the reference) when the whole query is an arXiv id, an
-    item id or a URL; (None, how, reference) when it names an item that is not stored; None
+    """(the items, how they were named, the reference) when the whole query is an arXiv id,
+    an item id or a URL; ([], how, reference) when it names an item that is not stored; None
     for words to search for. A reference pasted from the end of a sentence ("…/post.",
     "2106.09685,") is looked up without the punctuation where it is not found with it."""
     ref = unwrap_ref(query)
@@ -718,7 +720,7 @@ def _named_item(store: Store, query: str) -> Named | None:
         return None
     named = _named(store, ref)
     trimmed = unwrap_ref(ref.rstrip(_SENTENCE_END))
-    if trimmed and trimmed != ref and (named is None or named[0] is None):
+    if trimmed and trimmed != ref and (named is None or not named[0]):
         return _named(store, trimmed) or named
     return named
 
@@ -733,50 +735,67 @@ def _named(store: Store, ref: str) -> Named | None:
            else "id" if ITEM_ID.fullmatch(ref) else "")
     if not how:
         return None
-    found = store.get_item(ref)
+    try:
+        found = store.get_item(ref)
+    except AmbiguousRef as e:  # a page of several entries: the learner picks one
+        return e.items, how, ref
     if found is None and (how == "id" or bare):
         return None  # twelve hex digits are a word too ("deadbeefcafe"), and "cs.CL/cs.LG"
-    return found, how, ref
+    return [found] if found is not None else [], how, ref
 
 
 def _direct(result: SearchResult, store: Store, named: Named,
             follows: Following, label: Callable[[str], str],
             names: set[str] | None = None) -> SearchResult:
-    """The one item the query named, whatever its date and whether its source is still
-    followed (the learner asked for it), but from `--source` when one is given (`names`);
-    else one line saying why not."""
-    item, how, ref = named
+    """The item the query named (or every entry of the page a link names), whatever its date
+    and whether its source is still followed (the learner asked for it), but from `--source`
+    when one is given (`names`); else one line saying why not."""
+    items, how, ref = named
     result.direct = True
     what = (f"has the arXiv id {split_arxiv_id(ref)[0]}" if how == "arXiv id"
             else f"is at {_shown(ref)}" if how == "link" else f"has the id {ref.lower()}")
-    if item is None:
-        result.empty = (f"the paper that {what} was withdrawn by its authors on arXiv, and "
-                        "feedbot removed it" if store.was_withdrawn(ref) else
-                        f"no stored item {what}: feedbot has not collected it (or it was pruned)")
-        result.notes.append(result.empty)
+    chosen = [s for s in items if not s.item.withdrawn]
+    why_not = _none_shown(store, items, what, ref) if not chosen else ""
+    if chosen and names is not None:
+        chosen = [s for s in chosen if names & set(s.sources)]
+        if not chosen:
+            came = ", ".join(dict.fromkeys(label(follows.name(n)) for s in items
+                                           for n in s.sources))
+            why_not = (f"the stored item that {what} is not from {result.source}: it came "
+                       f"from {came}" if len(items) == 1 else f"none of the {len(items)} "
+                       f"stored items at {_shown(ref)} is from {result.source}: they came "
+                       f"from {came}")
+    if why_not:
+        result.empty = why_not
+        result.notes.append(why_not)
         return result
-    if item.item.withdrawn:
-        result.empty = (f"the stored paper that {what} was withdrawn by its authors on arXiv: "
-                        "it is kept for the votes and read-later lists that have it, and "
-                        "searches and digests leave it out")
-        result.notes.append(result.empty)
-        return result
-    if names is not None and not names & set(item.sources):
-        came = ", ".join(dict.fromkeys(label(follows.name(n)) for n in item.sources))
-        result.empty = (f"the stored item that {what} is not from {result.source}: it came "
-                        f"from {came}")
-        result.notes.append(result.empty)
-        return result
-    pool = Pool([item.id], Candidates.of([]), np.zeros((1, 0), np.float32), {item.id: item},
+    pool = Pool([s.id for s in chosen], Candidates.of([]),
+                np.zeros((len(chosen), 0), np.float32), {s.id: s for s in chosen},
                 follows, store.sharers(hidden=follows.hidden))
-    own = next((follows.name(n) for n in item.sources
-                if (n in names if names is not None else n not in follows.hidden)),
-               item.sources[0])
-    sc = Scored(0, 1.0, {}, "the item at this link" if how == "link" else
-                f"the item with this {how}")
-    result.items.append(_entry(item, [], sc, label, pool, own))
-    result.searched = result.candidates = 1
+    why = (f"one of the {len(items)} items on this page" if len(items) > 1
+           else "the item at this link" if how == "link" else f"the item with this {how}")
+    for s in chosen:
+        own = next((follows.name(n) for n in s.sources
+                    if (n in names if names is not None else n not in follows.hidden)),
+                   s.sources[0])
+        result.items.append(_entry(s, [], Scored(0, 1.0, {}, why), label, pool, own))
+    result.searched = result.candidates = len(chosen)
     return result
+
+
+def _none_shown(store: Store, items: list[StoredItem], what: str, ref: str) -> str:
+    """Why a direct search shows nothing: the named item is not stored, or was withdrawn."""
+    if not items:
+        return (f"the paper that {what} was withdrawn by its authors on arXiv, and feedbot "
+                "removed it" if store.was_withdrawn(ref) else
+                f"no stored item {what}: feedbot has not collected it (or it was pruned)")
+    if len(items) > 1:
+        return (f"the {len(items)} stored items at {_shown(ref)} were all withdrawn by their "
+                "authors on arXiv: they are kept for the votes and read-later lists that have "
+                "them, and searches and digests leave them out")
+    return (f"the stored paper that {what} was withdrawn by its authors on arXiv: it is kept "
+            "for the votes and read-later lists that have it, and searches and digests leave "
+            "it out")
 
 
 def _source_names(cfg: Config, follows: Following, source: str) -> set[str]:

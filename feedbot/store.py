@@ -585,6 +585,15 @@ class StoreError(RuntimeError):
     a newer feedbot, or held by another process for too long. The message says what to do."""
 
 
+class AmbiguousRef(LookupError):
+    """A reference names a page on which several stored items live (a day's posts told apart
+    by their fragments, see `items.item_key`), not one of them: `items` are all of them."""
+
+    def __init__(self, ref: str, items: list[StoredItem]) -> None:
+        super().__init__(f"{len(items)} stored items are on the page {ref}")
+        self.ref, self.items = ref, items
+
+
 class Store:
     """The feedbot database. One per process; not shared across threads."""
 
@@ -1045,6 +1054,8 @@ class Store:
 
         `ref` may be copied with what the digests print around it (`[id]` in the terminal,
         `` `id` `` in Markdown, `<url>`, quotes) and in any case: ids are hex, lower case.
+        Raises `AmbiguousRef` for the URL of a page several stored items share: a vote or a
+        search by it must not go to one of them picked at random.
         """
         ref = unwrap_ref(ref)
         row = self.db.execute("SELECT * FROM items WHERE id = ?", (ref,)).fetchone()
@@ -1055,24 +1066,34 @@ class Store:
             if aid:
                 row = self.db.execute("SELECT * FROM items WHERE key = ?",
                                       (f"arxiv:{aid}",)).fetchone()
-        if row is None and "://" in ref:
-            row = self._row_by_url(ref, "*")
-        if row is None and "://" not in ref and _HOST.match(ref):  # a URL without its scheme
-            row = self._row_by_url("https://" + ref, "*")
+        if row is None:
+            rows = self._url_rows(ref)
+            if len(rows) > 1:
+                raise AmbiguousRef(ref, self._rows_to_items(rows))
+            row = rows[0] if rows else None
         return self._rows_to_items([row])[0] if row is not None else None
 
-    def _row_by_url(self, url: str, columns: str) -> sqlite3.Row | None:
-        """The item `url` points to. Entries of one page told apart by their fragment (see
-        `items.item_key`) are found by it: by its canonical URL alone, which has no fragment,
-        `…/26.html#a2` found the first entry of the page, and a vote went to it."""
-        if "#" in url:
-            url = clean_url(url)
-            row = self.db.execute(f"SELECT {columns} FROM items WHERE key = ?",
-                                  (item_key("", url, guid=url),)).fetchone()
-            if row is not None:
-                return row
-        return self.db.execute(f"SELECT {columns} FROM items WHERE url_canon = ?",
-                               (canonical_url(url),)).fetchone()
+    def _url_rows(self, ref: str) -> list[sqlite3.Row]:
+        """The items a URL reference (with or without its scheme) names; none when `ref` is
+        no URL."""
+        if "://" in ref:
+            return self._rows_by_url(ref, "*")
+        if _HOST.match(ref):  # a URL without its scheme
+            return self._rows_by_url("https://" + ref, "*")
+        return []
+
+    def _rows_by_url(self, url: str, columns: str) -> list[sqlite3.Row]:
+        """The item `url` names exactly, else every item on its page. Entries of one page told
+        apart by their fragment (see `items.item_key`) are found by it: by its canonical URL
+        alone, which has no fragment, `…/26.html#a2` found the first entry of the page, and a
+        vote went to it. The page itself, or an anchor none of them has, names them all."""
+        url = clean_url(url)
+        row = self.db.execute(f"SELECT {columns} FROM items WHERE key = ?",
+                              (item_key("", url, guid=url),)).fetchone()
+        if row is not None:
+            return [row]
+        return self.db.execute(f"SELECT {columns} FROM items WHERE url_canon = ? ORDER BY rowid",
+                               (canonical_url(url),)).fetchall()
 
     def find_by_urls(self, urls: Iterable[str]) -> dict[str, str]:
         """Map each given URL to the id of a stored item it points to (arXiv id or URL)."""
@@ -1084,7 +1105,8 @@ class Store:
             if key:
                 row = self.db.execute("SELECT id FROM items WHERE key = ?", (key,)).fetchone()
             if row is None:
-                row = self._row_by_url(u, "id")
+                # a page of several entries: its first (a post sharing the page)
+                row = next(iter(self._rows_by_url(u, "id")), None)
             if row is None and (status := _X_STATUS.match(u)) is not None:
                 # an X post by its id, whatever the handle's case or the host: a quote links
                 # `twitter.com/Grace_T/status/…`, a retweet's original is `x.com/i/status/…`

@@ -1610,6 +1610,30 @@ def test_feedback_on_a_paper_removed_for_its_withdrawal_says_so(sources: Path) -
         "removed it (no chat had voted on it or saved it); a withdrawn paper takes no feedback")
 
 
+def test_feedback_by_a_pages_url_names_its_entries_and_saves_nothing(sources: Path) -> None:
+    """Eight posts of one day on one page, told apart by their #fragment: the page's URL (or
+    an anchor none has) saved the vote on one of them, silently. Its exact URL still works."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    page = "http://blog.example.org/2017/06/26.html"
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    notes = [Item(f"Note {n}", f"{page}#a{n}", "Blog", guid=f"{page}#a{n}", published=now)
+             for n in range(8)]
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items(notes, now)
+    for ref in (page, f"{page}#nonexistent"):
+        res = invoke("feedback", ref, "later")
+        assert res.exit_code == 2 and res.stderr == (
+            "feedbot: ambiguous: 8 stored items are on this page; give the id or the exact URL "
+            "(with its #fragment) of one:\n"
+            + "".join(f"  [{n.id}] Note {i} — {n.url}\n" for i, n in enumerate(notes[:5]))
+            + f"  … and 3 more: `feedbot search {ref}` lists them all\n"), ref
+    assert json.loads(invoke("later", "--format", "json").stdout)["items"] == []
+    assert invoke("feedback", f"{page}#a6", "later").stdout == f"later: Note 6 [{notes[6].id}]\n"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--grace", "6"], "6 needs a unit"), (["--grace", "soon"], "not a duration"),
     (["--watch-interval", "0.1"], "0.1 is not in the range x>=0.5"),

@@ -341,6 +341,25 @@ def test_a_direct_lookup_keeps_to_the_source_asked_for(fake_emb: Any) -> None:
     assert "from Other Blog" in kept.heading
 
 
+def test_a_pages_link_finds_every_entry_on_it(fake_emb: Any) -> None:
+    """A day's posts on one page, told apart by their #fragment: the page's link found one
+    of them, called "the item at this link". Each entry's own link still finds just it."""
+    page = "https://lab.example.org/2017/06/26.html"
+    notes = [Item(f"Note {n}", f"{page}#a{n}", "Lab Notes", guid=f"{page}#a{n}",
+                  published=NOW - timedelta(days=2)) for n in range(3)]
+    store = stored(Store(":memory:"), fake_emb, [*LIBRARY, *notes])
+    for ref in (page, f"{page}#nonexistent", "lab.example.org/2017/06/26.html"):
+        found = find(store, fake_emb, ref)
+        assert found.direct and [e.id for e in found.items] == [n.id for n in notes], ref
+        assert {e.why for e in found.items} == {"one of the 3 items on this page"}
+    exact = find(store, fake_emb, notes[1].url)
+    assert [e.id for e in exact.items] == [notes[1].id]
+    assert exact.items[0].why == "the item at this link"
+    elsewhere = find(store, fake_emb, page, source="Other Blog")
+    assert elsewhere.items == [] and elsewhere.empty == (
+        f"none of the 3 stored items at {page} is from Other Blog: they came from Lab Notes")
+
+
 @pytest.mark.parametrize("query", ["???", "!!! ...", "🚀", "-", "the of and", "What is this?"])
 def test_a_query_of_punctuation_or_common_words_only_says_so(fake_emb: Any, query: str
                                                                ) -> None:

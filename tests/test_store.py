@@ -1030,6 +1030,31 @@ def test_a_link_with_a_fragment_finds_the_entry_it_names(store: Store) -> None:
         page: morning.id, f"{page}#nothing": morning.id}  # no such entry: the page's
 
 
+def test_a_pages_url_that_names_no_one_of_its_entries_is_ambiguous(store: Store) -> None:
+    """By the page's URL (or an anchor none of them has) `get_item` took the first of the
+    page's entries, and `feedbot feedback` saved a vote on it: now it says which there are."""
+    from feedbot.store import AmbiguousRef
+
+    page = "https://blog.example.org/2017/06/26.html"
+    notes = [Item(f"Note {n}", f"{page}#a{n}", "Blog", guid=f"{page}#a{n}", published=NOW)
+             for n in range(3)]
+    store.upsert_items(notes, NOW)
+    for ref in (page, f"{page}#nothing", "http://blog.example.org/2017/06/26.html",
+                "blog.example.org/2017/06/26.html"):
+        with pytest.raises(AmbiguousRef) as e:
+            store.get_item(ref)
+        assert [s.id for s in e.value.items] == [n.id for n in notes], ref
+    for n in notes:  # by its exact URL or its id (as the bot's buttons name it): that one
+        assert [store.get_item(r).id for r in (n.url, n.id)] == [n.id, n.id]  # type: ignore
+    whole = Item("The whole day", page, "Blog", published=NOW)  # the page as an item itself
+    store.upsert_items([whole], NOW)
+    assert store.get_item(page).id == whole.id  # type: ignore[union-attr]
+    lone = "https://blog.example.org/2017/06/27.html"
+    one = Item("Only note", f"{lone}#a1", "Blog", guid=f"{lone}#a1", published=NOW)
+    store.upsert_items([one], NOW)
+    assert store.get_item(lone).id == one.id  # type: ignore[union-attr]
+
+
 def test_a_sources_item_count_leaves_out_what_its_posts_shared(store: Store) -> None:
     from feedbot.collect import link_shares
 
