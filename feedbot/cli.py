@@ -774,13 +774,19 @@ def later(app: App, chat: str, fmt: str) -> None:
     latest first. A 👍 or 👎 takes an item off the list."""
     import json
 
+    from .digest import following, labeller, source_specs
     from .items import clean_url
 
     saved = app.store.bookmarked_items(chat)
+    # sources named as the digest and search name them ("arXiv cs.CL", not "cs.CL"); the
+    # stage plays no part, so a stage the roadmap lacks does not stop the list
+    cfg = app.unchecked_config
+    label = labeller(source_specs(cfg, following(cfg, app.store, record=False)))
     if fmt == "json":
         click.echo(json.dumps({"chat": chat, "items": [
-            {"id": s.id, "title": s.item.title, "url": s.item.url, "source": s.sources[0],
-             "kind": s.item.kind, "withdrawn": s.item.withdrawn} for s in saved]},
+            {"id": s.id, "title": s.item.title, "url": s.item.url,
+             "source": label(s.sources[0]), "kind": s.item.kind,
+             "withdrawn": s.item.withdrawn} for s in saved]},
             ensure_ascii=not utf8_stdout(), indent=2))
         return
     if not saved:
@@ -791,7 +797,8 @@ def later(app: App, chat: str, fmt: str) -> None:
 
     for n, s in enumerate(saved, 1):  # feed text as the digest shows it: no bidi overrides
         gone = " (withdrawn)" if s.item.withdrawn else ""  # on arXiv, since it was saved
-        click.echo(f"{n:>2}. {shown(s.item.title) or '(untitled)'}{gone}\n    {s.sources[0]} — "
+        click.echo(f"{n:>2}. {shown(s.item.title) or '(untitled)'}{gone}\n    "
+                   f"{label(s.sources[0])} — "
                    f"{clean_url(s.item.url)}  [{s.id}]")
 
 

@@ -1580,6 +1580,35 @@ def test_feedback_and_later_keep_each_chat_apart(sources: Path, use_fake_embedde
     assert "nothing saved for later (chat 999)" in invoke("later", "--chat", "999").stdout
 
 
+def test_the_saved_list_names_sources_as_the_digest_and_search_do(
+        sources: Path, use_fake_embedder: Any) -> None:
+    """`later` gave "cs.CL" and "Some One/blog" (the stored names) where the digest and the
+    search give "arXiv cs.CL" and "Some One on their blog" for the same items."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    sources.write_text("learner: {stage: nlp}\narxiv:\n  - {name: cs.CL, category: cs.CL}\n"
+                       "people:\n  - {name: Some One, blog: 'https://one.example.org/feed'}\n")
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    items = [Item("Attention", "https://arxiv.org/abs/2611.00001", "cs.CL", "paper",
+                  published=now, arxiv_id="2611.00001", arxiv_version=1),
+             Item("My notes", "https://one.example.org/notes", "Some One/blog", person="Some One",
+                  published=now)]
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items(items, now)
+    for it in items:
+        assert invoke("feedback", it.id, "later").exit_code == 0
+    saved = json.loads(invoke("later", "--format", "json").stdout)["items"]
+    assert [i["source"] for i in saved] == ["Some One on their blog", "arXiv cs.CL"]
+    for i in saved:
+        [found] = json.loads(invoke("search", i["url"], "--format", "json").stdout)["items"]
+        assert found["source"] == i["source"]
+    text = invoke("later").stdout
+    assert "    Some One on their blog — https://one.example.org/notes" in text
+    assert "    arXiv cs.CL — https://arxiv.org/abs/2611.00001" in text
+
+
 def test_the_saved_list_marks_a_paper_withdrawn_since(sources: Path) -> None:
     from feedbot.config import feedbot_home
 
