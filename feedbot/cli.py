@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -726,10 +727,27 @@ _AMBIGUOUS_SHOWN = 5  # items of an ambiguous page that `feedbot feedback` lists
 _SOURCES_NAME_MAX = 60  # widest name column of `feedbot sources`, indent included
 
 
+def _chat(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`--chat`: `cli` (the terminal's own votes and list) or a Telegram chat id, written as
+    the bot records it. Anything else was taken: a vote under `--chat foo` trained the model
+    and reached no chat, and `later --chat foo` said the list was empty."""
+    chat = value.strip()
+    if chat == "cli":
+        return chat
+    if _CHAT_ID.fullmatch(chat):
+        return str(int(chat))  # "+42", "042": the bot records 42
+    raise click.BadParameter(f"{value!r} is no chat: give cli (the default, the terminal's own) "
+                             "or a Telegram chat id, a whole number (negative for a group)")
+
+
+_CHAT_ID = re.compile(r"[+-]?[0-9]+")
+
+
 @main.command()
 @click.argument("item")
 @click.argument("value", type=click.Choice(["up", "down", "later"]))
-@click.option("--chat", default="cli", show_default=True, help="Whose feedback this is.")
+@click.option("--chat", default="cli", show_default=True, callback=_chat,
+              help="Whose feedback this is: cli or a Telegram chat id.")
 @pass_app
 def feedback(app: App, item: str, value: str, chat: str) -> None:
     """Record 👍 (up), 👎 (down) or read-later for ITEM (an id from the digest, or its URL)."""
@@ -764,7 +782,7 @@ def feedback(app: App, item: str, value: str, chat: str) -> None:
 
 
 @main.command()
-@click.option("--chat", default="cli", show_default=True,
+@click.option("--chat", default="cli", show_default=True, callback=_chat,
               help="Whose list: cli (feedbot feedback's default) or a Telegram chat id.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)

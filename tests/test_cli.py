@@ -1609,6 +1609,48 @@ def test_the_saved_list_names_sources_as_the_digest_and_search_do(
     assert "    arXiv cs.CL — https://arxiv.org/abs/2611.00001" in text
 
 
+@pytest.mark.parametrize("chat", ["foo", "", "12.5", "4_2", "@me", "CLI"])
+def test_a_chat_that_is_neither_cli_nor_a_chat_id_is_refused(sources: Path,
+                                                             chat: str) -> None:
+    """`feedback --chat foo` saved a vote no chat would ever see (it trains the model all the
+    same), and `later --chat foo` said the list was empty."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    item = Item("Note", "https://blog.example.org/note", "Notes", published=now)
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items([item], now)
+    for args in (["feedback", item.id, "up"], ["later"]):
+        res = invoke(*args, "--chat", chat)
+        assert res.exit_code == 2 and f"Invalid value for '--chat': {chat!r} is no chat: give " \
+            "cli (the default, the terminal's own) or a Telegram chat id, a whole number " \
+            "(negative for a group)" in res.stderr, (args, res.stderr)
+    with Store.open(feedbot_home()) as store:
+        assert store.bookmarked_items("cli") == [] and not store.db.execute(
+            "SELECT count(*) FROM feedback").fetchone()[0]
+
+
+def test_a_chat_id_is_taken_as_the_bot_records_it(sources: Path) -> None:
+    """A group's negative id, and an id written with a sign or zeros in front, are the chat
+    the bot records (by the number)."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    item = Item("Note", "https://blog.example.org/note", "Notes", published=now)
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items([item], now)
+    assert invoke("feedback", item.id, "later", "--chat", "-1001234").exit_code == 0
+    assert invoke("feedback", item.id, "later", "--chat", " +042 ").exit_code == 0
+    with Store.open(feedbot_home()) as store:
+        assert [s.id for s in store.bookmarked_items("-1001234")] == [item.id]
+        assert [s.id for s in store.bookmarked_items("42")] == [item.id]
+    assert json.loads(invoke("later", "--chat", "042", "--format", "json").stdout)["chat"] == "42"
+
+
 def test_the_saved_list_marks_a_paper_withdrawn_since(sources: Path) -> None:
     from feedbot.config import feedbot_home
 
