@@ -663,7 +663,8 @@ def sources(app: App) -> None:
 def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
     """Blogs, arXiv queries, then people with their places; one health line each."""
     def status(r: dict[str, Any]) -> str:
-        text = f"{r['health']:<7} {r['items']:>5} items  last ok {r['last_success']}"
+        items = "item " if r["items"] == 1 else "items"  # in line with the others
+        text = f"{r['health']:<7} {r['items']:>5} {items}  last ok {r['last_success']}"
         if r["weight"] != 1.0:
             text += f"  weight {r['weight']:g}"
         if r["waiting_until"] is not None:

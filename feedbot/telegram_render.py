@@ -327,7 +327,8 @@ def render_sources(rows: Sequence[dict[str, Any]], limit: int = MAX_TEXT) -> lis
     blocks = []
     for r in rows:
         name = escape(shorten(str(r["name"]), 200))  # names may be as long as a message
-        line = (f"{HEALTH.get(r['health'], '•')} <b>{name}</b> — {r['items']} items,"
+        items = f"{r['items']} item{'s' if r['items'] != 1 else ''}"
+        line = (f"{HEALTH.get(r['health'], '•')} <b>{name}</b> — {items},"
                 f" last ok {escape(str(r['last_success']))}")
         if r.get("error"):
             line += f"\n    <i>{escape(shorten(str(r['error']), 200))}</i>"

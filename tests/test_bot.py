@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from feedbot.items import Item
 from feedbot.store import Store
 
 from .fake_bot_api import (
@@ -280,6 +281,16 @@ async def test_stage_show_change_and_next(bot: Any, api: FakeBotAPI, sources: Pa
 async def test_sources_lists_health(bot: Any, api: FakeBotAPI) -> None:
     [msg] = await ask(api, "/sources")
     assert "Test blog" in msg["text"] and "🆕" in msg["text"]
+
+
+async def test_sources_counts_one_item_as_one_item(bot: Any, api: FakeBotAPI, feedbot_env: Path,
+                                                   clock: Clock) -> None:
+    """It said "1 items"."""
+    with Store.open(feedbot_env) as store:
+        store.upsert_items([Item("Only post", "https://blog.example.org/only", "Test blog",
+                                 published=clock())], clock())
+    [msg] = await ask(api, "/sources")
+    assert "<b>Test blog</b> — 1 item, last ok" in msg["text"]
 
 
 async def test_follow_and_unfollow_use_the_cli_code_path(bot: Any, api: FakeBotAPI,

@@ -344,6 +344,24 @@ def test_sources_shows_health(sources: Path, use_fake_embedder: Any) -> None:
     assert "waiting" not in line
 
 
+def test_sources_counts_one_item_as_one_item(sources: Path) -> None:
+    """It said "1 items"; the column after the count stays in line."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    sources.write_text("learner: {stage: cnn}\nblogs:\n  - {name: One, url: 'https://one."
+                       "example.org/feed'}\n  - {name: Two, url: 'https://two.example.org/feed'}\n")
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items([Item(f"Post {n}", f"https://{blog.lower()}.example.org/{n}", blog,
+                                 published=now) for blog, n in (("One", 1), ("Two", 2),
+                                                                ("Two", 3))], now)
+    lines = invoke("sources").stdout.splitlines()
+    assert lines[1:] == ["  One new         1 item   last ok never",
+                         "  Two new         2 items  last ok never"]
+
+
 def test_a_blank_x_token_is_off_in_sources_as_in_collect(sources: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """`X_BEARER_TOKEN=" "` (an .env line with a space) was "not set" to `collect` but set to
