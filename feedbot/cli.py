@@ -675,6 +675,12 @@ def format_sources(rows: list[dict[str, Any]], now: datetime) -> list[str]:
             text += f"  — note: {r['notice']}"
         return text
 
+    from .render import shown
+
+    # names from sources.yaml as the digest shows them: a bidi override (U+202E) reversed the
+    # rest of the line on screen, the health and count included
+    rows = [{**r, "name": shown(r["name"]), "place": shown(r["place"]),
+             "person": shown(r["person"]) if r["person"] else r["person"]} for r in rows]
     out: list[str] = []
     # One column for every section's status, as wide as the longest name (up to a limit past
     # which a name is cut with "…"), so that a long name does not push its row out of line.
@@ -817,7 +823,7 @@ def later(app: App, chat: str, fmt: str) -> None:
     for n, s in enumerate(saved, 1):  # feed text as the digest shows it: no bidi overrides
         gone = " (withdrawn)" if s.item.withdrawn else ""  # on arXiv, since it was saved
         click.echo(f"{n:>2}. {shown(s.item.title) or '(untitled)'}{gone}\n    "
-                   f"{label(s.sources[0])} — "
+                   f"{shown(label(s.sources[0]))} — "
                    f"{clean_url(s.item.url)}  [{s.id}]")
 
 

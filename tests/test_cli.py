@@ -362,6 +362,20 @@ def test_sources_counts_one_item_as_one_item(sources: Path) -> None:
                          "  Two new         2 items  last ok never"]
 
 
+def test_sources_shows_names_as_the_digest_does(sources: Path) -> None:
+    """A name's bidi override (U+202E) was printed as is: the rest of the line, health and
+    count included, read backwards on screen. The digest drops it; so does `sources` now."""
+    sources.write_text('learner: {stage: cnn}\nblogs:\n  - name: "Evil\\u202eblog"\n'
+                       "    url: https://evil.example.org/feed\n"
+                       'people:\n  - {name: "Ann\\u202eX", blog: "https://ann.example.org/f"}\n')
+    out = invoke("sources").stdout
+    assert "\u202e" not in out
+    place = "    their blog https://ann.example.org/f"  # the widest: the names' column
+    health = " new         0 items  last ok never"
+    assert out.splitlines() == ["Blogs:", "  Evilblog".ljust(len(place)) + health,
+                                "People:", "  AnnX", place + health]
+
+
 def test_a_blank_x_token_is_off_in_sources_as_in_collect(sources: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """`X_BEARER_TOKEN=" "` (an .env line with a space) was "not set" to `collect` but set to
@@ -2019,11 +2033,12 @@ def test_a_server_url_that_is_no_url_is_a_setting_error_without_its_password(
 def test_feedback_and_later_show_titles_as_the_digest_does(server: LocalServer,
                                                           use_fake_embedder: Any) -> None:
     """A title's bidi override (U+202E) was printed by `feedback` and `later`, reversing the
-    rest of the line on screen, the id the user copies included; the digest drops it."""
+    rest of the line on screen, the id the user copies included; the digest drops it. So
+    does `later` from its source's name."""
     url = server.add("/bidi.xml", body=atom_feed([
         {"title": "Logistic regression \u202eevil tutorial", "link": "https://e.org/bidi"}]))
     Path(os.environ["FEEDBOT_SOURCES"]).write_text(
-        f"learner: {{stage: cnn}}\nblogs:\n  - name: Bidi\n    url: {url}\n")
+        f'learner: {{stage: cnn}}\nblogs:\n  - name: "Bi\\u202edi"\n    url: {url}\n')
     invoke("collect")
     item = json.loads(invoke("digest", "--no-collect", "--since", "3650d", "--format",
                              "json").stdout)["items"][0]
@@ -2031,6 +2046,7 @@ def test_feedback_and_later_show_titles_as_the_digest_does(server: LocalServer,
     assert said == f"later: Logistic regression evil tutorial [{item['id']}]\n"
     listed = invoke("later").stdout
     assert "\u202e" not in listed and "Logistic regression evil tutorial" in listed
+    assert "\n    Bidi — https://e.org/bidi" in listed
 
 
 def test_collect_with_nothing_new_does_not_speak_of_new_items(tmp_path: Path) -> None:
