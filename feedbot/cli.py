@@ -1023,6 +1023,9 @@ def init(app: App, force: bool) -> None:
     from .sources_edit import atomic_write
 
     target = app.sources_file
+    if target.is_dir():  # said "exists; use --force", and --force "Is a directory"
+        fail(f"cannot write {target}: it is a directory; name the file, as in "
+             f"`feedbot --sources {target / 'sources.yaml'} init`", 2)
     if target.exists() and not force:
         fail(f"{target} exists; use --force to overwrite", 2)
     try:  # atomically: a full disk never leaves the file --force replaces half-written

@@ -1504,8 +1504,11 @@ def test_init_where_it_cannot_write_is_one_line(tmp_path: Path, monkeypatch: pyt
                              f"{feedbot_env} is a file, not a directory\n")
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    forced = invoke("--sources", str(folder), "init", "--force")
-    assert forced.exit_code == 2 and forced.stderr.startswith(f"feedbot: cannot write {folder}: ")
+    for force in ([], ["--force"]):  # it said "exists; use --force", then "Is a directory"
+        refused = invoke("--sources", str(folder), "init", *force)
+        assert refused.exit_code == 2 and refused.stderr == (
+            f"feedbot: cannot write {folder}: it is a directory; name the file, as in "
+            f"`feedbot --sources {folder / 'sources.yaml'} init`\n"), force
     assert folder.is_dir() and list(folder.iterdir()) == []
 
 
