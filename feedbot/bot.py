@@ -797,8 +797,10 @@ async def later_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if len(args) > 1 or (args and not (args[0].isascii() and args[0].isdigit())):
         await _reply(update, context, plain("Usage: /later, or /later 2 for the next page"))
         return
-    entries = await _runner(context).later_entries(_chat_id(update))
-    await _reply(update, context, render_later(entries, page=int(args[0]) if args else 1))
+    runner = _runner(context)
+    entries = await runner.later_entries(_chat_id(update))
+    await _reply(update, context, render_later(entries, page=int(args[0]) if args else 1,
+                                               tz=runner.settings.config.learner.timezone))
 
 
 SEARCH_LIMIT = 8  # results of /search: one message (MAX_ITEMS_PER_MESSAGE) of them
@@ -830,7 +832,8 @@ async def search_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     except SearchError as e:
         await _reply(update, context, plain(str(e)))
         return
-    await _reply(update, context, render_search(found.query, found.items, found.notes))
+    await _reply(update, context, render_search(found.query, found.items, found.notes,
+                                                tz=found.timezone))
 
 
 async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -85,6 +85,7 @@ class Digest:
     notes: list[str] = field(default_factory=list)
     candidates: int = 0
     weights: dict[str, float] = field(default_factory=dict)  # of each score part
+    timezone: str = "UTC"  # the learner's, in which the views show dates (the JSON: UTC)
 
     @property
     def heading(self) -> str:
@@ -477,7 +478,8 @@ def build_digest(
         if not demo and (n := store.count_hidden(now - since, follows.hidden)) \
                 and not store.count_followed(now - since, follows.hidden):
             notes.append(unfollowed_note(n, since))
-        return Digest(stage, now, [], demo=demo, notes=notes, weights=_weights(cfg))
+        return Digest(stage, now, [], demo=demo, notes=notes, weights=_weights(cfg),
+                      timezone=cfg.learner.timezone)
     sv = stage_vectors(store, embedder, roadmap)
     specs = source_specs(cfg, follows)
     pool = _weightiest_sources(store, pool, {n: sp.weight for n, sp in specs.items()})
@@ -492,7 +494,7 @@ def build_digest(
         main, *also = pool.items(store, [sc.index, *sc.also])
         entries.append(_entry(main, also, sc, label, pool, pool.cands.sources[sc.index]))
     return Digest(stage, now, entries, demo=demo, notes=notes, candidates=len(pool.ids),
-                  weights=_weights(cfg))
+                  weights=_weights(cfg), timezone=cfg.learner.timezone)
 
 
 def _weightiest_sources(store: Store, pool: Pool, weights: Mapping[str, float]) -> Pool:

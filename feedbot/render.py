@@ -10,6 +10,7 @@ import json
 import re
 from datetime import datetime
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from .items import clean_url, percent_encoded
 from .text import UNSHOWN, mend_surrogates, shorten
@@ -22,8 +23,15 @@ if TYPE_CHECKING:
 FORMATS = ("text", "markdown", "html", "json")
 
 
-def _date(dt: datetime | None) -> str:
-    return dt.strftime("%Y-%m-%d") if dt else "undated"
+def local_date(dt: datetime, tz: str) -> str:
+    """`dt`'s calendar date in the learner's time zone `tz` (`learner.timezone`): a paper
+    published at 23:12 UTC on the 4th came out on the 5th in Berlin, where it was shown as the
+    4th's. Only the views show it so; the JSON keeps the UTC timestamp."""
+    return dt.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d")
+
+
+def _date(dt: datetime | None, tz: str) -> str:
+    return local_date(dt, tz) if dt else "undated"
 
 
 # What no view may show as written (`text.UNSHOWN`: `\x1b[2J` clears the screen, `\x1bc` resets
@@ -46,14 +54,14 @@ def _title(e: DigestEntry) -> str:
     return shown(e.title) or "(untitled)"
 
 
-def _byline(e: DigestEntry) -> str:
+def _byline(e: DigestEntry, tz: str) -> str:
     parts = [" · ".join(dict.fromkeys(e.sources or [e.source]))]
     if e.shared_by:
         parts.append("shared by " + ", ".join(e.shared_by))
     if e.authors:
         names = ", ".join(e.authors[:3]) + (" et al." if len(e.authors) > 3 else "")
         parts.append(names)
-    parts.append(_date(e.published))
+    parts.append(_date(e.published, tz))
     return " — ".join(parts)
 
 
@@ -102,7 +110,7 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
         link = link_url(e.url)
         title = f"[{md_text(_title(e))}]({md_url(link)})" if link else md_text(_title(e))
         lines.append(f"{n}. **{title}**  ")
-        lines.append(f"   {md_text(_byline(e))}  ")
+        lines.append(f"   {md_text(_byline(e, d.timezone))}  ")
         lines.append(f"   _Why:_ {md_text(e.why)}  ")
         summary = md_text(shorten(e.summary, 280)) if e.summary else ""
         if summary.strip():  # one that shows nothing (a bidi mark) left a blank line, which
@@ -137,7 +145,7 @@ def render_html(d: Digest, explain: bool = False) -> str:
             title = f'<a href="{html.escape(link)}">{esc(_title(e))}</a>' if link else \
                 f"<strong>{esc(_title(e))}</strong>"
             out.append(f'<li id="{esc(e.id)}">{title}'
-                       f'<div class="meta">{esc(_byline(e))}</div>'
+                       f'<div class="meta">{esc(_byline(e, d.timezone))}</div>'
                        f'<div class="why">Why: {esc(e.why)}</div>')
             summary = esc(shorten(e.summary, 400)) if e.summary else ""
             if summary.strip():
@@ -196,7 +204,7 @@ def print_text(d: Digest, console: Console, explain: bool = False) -> None:
         title = Text(f"{n:>2}. ", style="bold")  # a Style, not markup: URLs may hold "]"
         title.append(_title(e), style=Style(bold=True, link=link_url(e.url)))
         console.print(title)
-        console.print(Text(f"    {shown(_byline(e))}", style="dim"))
+        console.print(Text(f"    {shown(_byline(e, d.timezone))}", style="dim"))
         console.print(Text(f"    why: {shown(e.why)}", style="cyan"))
         if e.summary:
             console.print(Text("    " + shorten(shown(e.summary), 220)))

@@ -562,7 +562,8 @@ def _search(cfg: Config, store: Store, embedder: Embedder, roadmap: Roadmap, que
     stage = roadmap.get(cfg.learner.stage)
     label = labeller(source_specs(cfg, follows))
     names = _source_names(cfg, follows, source) if source is not None else None
-    result = SearchResult(stage, now, [], query=query, since=since, source=source)
+    result = SearchResult(stage, now, [], query=query, since=since, source=source,
+                          timezone=cfg.learner.timezone)
     named = _named_item(store, query)
     if named is not None:
         return _direct(result, store, named, follows, label, names)

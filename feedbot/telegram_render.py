@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .render import link_url
+from .render import link_url, local_date
 from .text import UNSHOWN, mend_surrogates, shorten
 
 if TYPE_CHECKING:
@@ -206,23 +206,24 @@ def pack(header: str, blocks: Iterable[Block], *, limit: int = MAX_TEXT,
 
 # --- the digest -----------------------------------------------------------------------------
 
-def _meta(e: DigestEntry) -> str:
+def _meta(e: DigestEntry, tz: str) -> str:
     parts = [" · ".join(dict.fromkeys(e.sources or [e.source]))]
     if e.shared_by:
         parts.append("shared by " + ", ".join(e.shared_by[:3]))
     if e.published is not None:
-        parts.append(e.published.strftime("%Y-%m-%d"))
+        parts.append(local_date(e.published, tz))
     return " · ".join(p for p in parts if p)
 
 
 def render_entry(n: int, e: DigestEntry, *, summary_chars: int = 300, link: bool = True,
-                 field_chars: int = 300) -> str:
-    """One item: numbered linked title, source line, why it fits, a short summary."""
+                 field_chars: int = 300, tz: str = "UTC") -> str:
+    """One item: numbered linked title, source line (its date in the learner's time zone
+    `tz`), why it fits, a short summary."""
     title = escape(shorten(e.title, field_chars)).strip() or "(untitled)"  # bidi marks alone
     url = safe_url(e.url) if link else None
     head = f'<a href="{escape_attr(url)}">{title}</a>' if url else title
     lines = [f"<b>{n}.</b> <b>{head}</b>" + (" (withdrawn)" if e.withdrawn else "")]
-    meta = _meta(e)
+    meta = _meta(e, tz)
     if meta:
         lines.append(f"<i>{escape(shorten(meta, min(field_chars, 200)))}</i>")
     if e.why:
@@ -232,11 +233,11 @@ def render_entry(n: int, e: DigestEntry, *, summary_chars: int = 300, link: bool
     return "\n".join(lines)
 
 
-def fit_entry(n: int, e: DigestEntry, budget: int = MAX_TEXT) -> str:
+def fit_entry(n: int, e: DigestEntry, budget: int = MAX_TEXT, tz: str = "UTC") -> str:
     """`render_entry`, giving up summary, then link, then length until it fits `budget`."""
     for kw in ({}, {"summary_chars": 120}, {"summary_chars": 0}, {"summary_chars": 0,
                "link": False}, {"summary_chars": 0, "link": False, "field_chars": 80}):
-        text = render_entry(n, e, **kw)  # type: ignore[arg-type]
+        text = render_entry(n, e, tz=tz, **kw)  # type: ignore[arg-type]
         if fits(text, budget):
             return text
     return f"<b>{n}.</b> {escape(shorten(e.title, 60)).strip() or '(untitled)'}"
@@ -268,7 +269,7 @@ def render_digest(d: Digest, *, empty: str = "say", date_label: str = "",
             why += "".join(f"\n{escape(n[:1].upper() + n[1:])}." for n in d.notes)
         return [text_message(f"{header}\n\n{why}", limit)]
     budget = limit - len(header) - 2
-    blocks = [Block(fit_entry(n, e, budget), feedback_row(n, e.id), e.id)
+    blocks = [Block(fit_entry(n, e, budget, d.timezone), feedback_row(n, e.id), e.id)
               for n, e in enumerate(d.items, 1)]
     return pack(header, blocks, limit=limit, silent_after_first=True)
 
@@ -279,7 +280,7 @@ LATER_PAGE = 3 * MAX_ITEMS_PER_MESSAGE  # items of the read-later list per /late
 
 
 def render_later(entries: Sequence[DigestEntry], limit: int = MAX_TEXT, page: int = 1,
-                 per_page: int = LATER_PAGE) -> list[TgMessage]:
+                 per_page: int = LATER_PAGE, tz: str = "UTC") -> list[TgMessage]:
     """The read-later list, newest first, a page of `per_page` items at a time (hundreds of
     bookmarks were dozens of messages for one /later, and Telegram's flood waits); 👍 or 👎
     on an item takes it off the list. A page past the end shows the last."""
@@ -296,13 +297,13 @@ def render_later(entries: Sequence[DigestEntry], limit: int = MAX_TEXT, page: in
         header = (f"🔖 <b>Read later</b> ({start + 1}–{start + len(shown)} of {len(entries)}, "
                   f"newest first{more})")
     budget = limit - len(header) - 2
-    blocks = [Block(fit_entry(n, e, budget), feedback_row(n, e.id, ("up", "down")), e.id)
+    blocks = [Block(fit_entry(n, e, budget, tz), feedback_row(n, e.id, ("up", "down")), e.id)
               for n, e in enumerate(shown, start + 1)]
     return [TgMessage(m.text, m.buttons) for m in pack(header, blocks, limit=limit)]
 
 
 def render_search(query: str, entries: Sequence[DigestEntry], notes: Sequence[str] = (),
-                  limit: int = MAX_TEXT) -> list[TgMessage]:
+                  limit: int = MAX_TEXT, tz: str = "UTC") -> list[TgMessage]:
     """`/search`: the results as digest items, with their 👍 / 👎 / 🔖 buttons; without
     results, the one line (in `notes`) that says why. Not recorded as delivered."""
     header = f"🔎 <b>Search</b>: {escape(shorten(query, 200))}"
@@ -311,7 +312,7 @@ def render_search(query: str, entries: Sequence[DigestEntry], notes: Sequence[st
         return [text_message(header + (said or "\nNothing found."), limit)]
     header += said
     budget = limit - len(header) - 2
-    blocks = [Block(fit_entry(n, e, budget), feedback_row(n, e.id), e.id)
+    blocks = [Block(fit_entry(n, e, budget, tz), feedback_row(n, e.id), e.id)
               for n, e in enumerate(entries, 1)]
     return [TgMessage(m.text, m.buttons) for m in pack(header, blocks, limit=limit)]
 

@@ -207,6 +207,24 @@ async def test_the_saved_list_marks_a_paper_withdrawn_since(
     assert "Deep nets</a></b> (withdrawn)" in later["text"], later["text"]
 
 
+async def test_the_saved_list_and_search_show_dates_in_the_learners_time_zone(
+        api: FakeBotAPI, sources: Path, feedbot_env: Path, clock: Clock) -> None:
+    """A post of 23:30 UTC on 1 March came out on 2 March in Berlin (the learner's zone):
+    /later and /search showed it as the 1st's."""
+    from feedbot.items import Item
+
+    post = Item("Kernel tricks at midnight", "https://blog.example.org/kernels", "Test blog",
+                published=datetime(2026, 3, 1, 23, 30, tzinfo=UTC), summary="Kernels.")
+    with Store.open(feedbot_env) as store:
+        store.upsert_items([post], clock())
+        store.set_feedback(str(CHAT), post.id, "later", clock())
+    async with running(sources, feedbot_env, clock, api):
+        [later] = await ask(api, "/later")
+        [found] = await ask(api, "/search kernel tricks")
+    for answer in (later, found):
+        assert "2026-03-02" in answer["text"] and "2026-03-01" not in answer["text"], answer
+
+
 async def test_quick_votes_on_one_message_keep_every_tick(bot: Any, api: FakeBotAPI,
                                                           feedbot_env: Path) -> None:
     """Three presses before any edit arrives: each update carries the untouched keyboard, and

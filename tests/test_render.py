@@ -13,7 +13,7 @@ import pytest
 from markdown_it import MarkdownIt
 from rich.console import Console
 
-from feedbot.config import Config
+from feedbot.config import Config, load_config
 from feedbot.digest import Digest, DigestEntry, build_digest
 from feedbot.items import Item
 from feedbot.render import print_text, render_html, render_json, render_markdown
@@ -310,3 +310,26 @@ def test_a_summary_that_shows_nothing_leaves_no_blank_line_in_the_list() -> None
     assert html.count("<ol") == 1
     assert re.search(r"<li>(?:(?!</li>).)*000000000010(?:(?!</li>).)*</li>", html, re.S)
     assert "<p></p>" not in render_html(d)
+
+
+# --- dates ------------------------------------------------------------------------------------
+
+LATE_EVENING = datetime(2026, 12, 4, 23, 12, tzinfo=UTC)  # 00:12 on the 5th in Berlin
+
+
+def test_dates_are_the_learners_and_the_json_keeps_the_utc_timestamp(fake_emb: object) -> None:
+    """With `timezone: Europe/Berlin`, a paper published at 23:12 UTC on the 4th (00:12 on
+    the 5th in Berlin) was shown as the 4th's in every view."""
+    cfg = load_config("sources.yaml", text="learner: {stage: nlp, timezone: Europe/Berlin}\n")
+    store = Store(":memory:")
+    now = LATE_EVENING + timedelta(hours=8)
+    store.upsert_items([Item("Machine translation with attention", "https://e.org/1", "blog",
+                             published=LATE_EVENING, summary="Attention.")], now)
+    d = build_digest(cfg, store, fake_emb, load_roadmap(), now=now, allow_demo=False)
+    console = Console(file=io.StringIO(), width=200)
+    print_text(d, console)
+    for view in (render_markdown(d), render_html(d), console.file.getvalue()):
+        assert "2026-12-05" in view and "2026-12-04" not in view, view
+    assert json.loads(render_json(d))["items"][0]["published"] == "2026-12-04T23:12:00+00:00"
+    assert "2026-12-04" in render_markdown(replace(d, timezone="UTC"))
+    assert "2026-12-04" in render_markdown(replace(d, timezone="America/New_York"))

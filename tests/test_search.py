@@ -1099,3 +1099,17 @@ def test_a_post_sharing_a_found_item_is_its_shared_by_not_a_result_beside_it(
     assert titles(by_post)[0] == blog.title and by_post.items[0].shared_by == ["Bob"]
     assert "“explainer” in a post sharing it" in by_post.items[0].why
     assert share.title not in titles(by_post)
+
+
+def test_results_show_dates_in_the_learners_time_zone(fake_emb: Any) -> None:
+    """Search results render as a digest does: a post of 23:12 UTC on the 4th is the 5th's in
+    Berlin (it was shown as the 4th's)."""
+    from feedbot.render import render_markdown
+
+    late = datetime(2026, 12, 4, 23, 12, tzinfo=UTC)
+    store = stored(Store(":memory:"), fake_emb, [post("Sparse attention", now=late, days=0)],
+                   now=late)
+    cfg = config(SOURCES.replace("{stage: nlp}", "{stage: nlp, timezone: Europe/Berlin}"))
+    found = search(cfg, store, fake_emb, load_roadmap(), "sparse attention", now=late)
+    assert titles(found) == ["Sparse attention"]
+    assert "2026-12-05" in render_markdown(found) and "2026-12-04" not in render_markdown(found)

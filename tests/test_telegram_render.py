@@ -301,3 +301,14 @@ def test_a_config_problem_keeps_the_indentation_of_the_line_it_shows() -> None:
     error = ("sources.yaml:4: not valid YAML: expected <block end>, but found "
              "'<block sequence start>' at column 4 of '   - name: b'")
     assert "'   - name: b'" in html.unescape(tr.config_problem(error).text)
+
+
+def test_dates_are_shown_in_the_learners_time_zone() -> None:
+    """A paper published at 23:12 UTC on the 4th came out on the 5th in Berlin: the digest,
+    the read-later list and search results showed the 4th."""
+    e = entry(1, published=datetime(2026, 12, 4, 23, 12, tzinfo=UTC))
+    d = Digest(load_roadmap().get("machine-learning"), NOW, [e], timezone="Europe/Berlin")
+    for messages in (tr.render_digest(d), tr.render_later([e], tz="Europe/Berlin"),
+                     tr.render_search("gradient", [e], tz="Europe/Berlin")):
+        assert "2026-12-05" in messages[0].text and "2026-12-04" not in messages[0].text
+    assert "2026-12-04" in tr.render_later([e])[0].text  # a learner in UTC
