@@ -976,6 +976,8 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
             msg = "required key is missing"
         elif first["type"] == "finite_number":
             msg = "must be a finite number, not .nan or .inf"
+        elif first["type"] in _SHAPES:  # "a valid dictionary or instance of Blog"
+            msg, hint = _wrong_shape(loc, first["type"], first.get("input"))
     parent = tuple(first["loc"][:-1])
     more = [e for e in errors[1:]  # a typo'd key also reports its correct name as missing
             if not (first["type"] == "extra_forbidden" and e["type"] == "missing"
@@ -983,6 +985,51 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
     if more:
         hint = (hint + "; " if hint else "") + f"and {len(more)} more problem(s)"
     return ConfigError(path, msg, line=line, key=key, hint=hint)
+
+
+# pydantic's types for "not a mapping" and "not a list"; its words name our classes
+_SHAPES = {"model_type": "mapping", "model_attributes_type": "mapping", "dict_type": "mapping",
+           "list_type": "list"}
+# What an entry of each list section looks like, and the command that writes one.
+_ENTRIES = {
+    "blogs": ("- {name: My blog, url: https://blog.example.org/feed.xml}", "feedbot follow URL"),
+    "arxiv": ("- {name: Vision, category: cs.CV}", "feedbot follow --category cs.CV"),
+    "people": ("- {name: Ada Lovelace, arxiv: Ada Lovelace}",
+               'feedbot follow "NAME" --arxiv "NAME"'),
+}
+
+
+def _wrong_shape(loc: list[Any], kind: str, value: Any) -> tuple[str, str]:
+    """The message and hint for a value that is not the mapping or list its place takes:
+    what it should look like (`blogs:` as a list of bare URLs, `blogs: {}`), in the file's
+    words rather than pydantic's."""
+    got = _value_kind(value)
+    if len(loc) == 2 and loc[0] in _ENTRIES and isinstance(loc[1], int):  # blogs[0]
+        example, command = _ENTRIES[loc[0]]
+        return (f"an entry is a mapping of keys, not {got}",
+                f"write it as `{example}`, or add one with `{command}`")
+    if len(loc) == 1 and loc[0] in _ENTRIES:  # blogs:
+        example, command = _ENTRIES[loc[0]]
+        return (f"must be a list of entries, each starting with `- `, not {got}",
+                f"an entry looks like `{example}`; `{command}` adds one")
+    if _SHAPES[kind] == "list":
+        return f"must be a list (`[a, b]`, or one `- item` a line), not {got}", ""
+    keys = _allowed_keys(loc)
+    return (f"must be a mapping of `key: value` lines, not {got}",
+            f"its keys: {', '.join(keys)}" if keys else "")
+
+
+def _value_kind(value: Any) -> str:
+    """A value from the file as a message names it: "the text 'https://…'", "a list"."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping ({})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):  # a password in a URL is not repeated in a log or a chat
+        return f"the text {shown_value(mask_userinfo(value))}"
+    return f"the value {shown_value(value)}"
 
 
 def line_of(path: Path | None, loc: list[Any]) -> int | None:

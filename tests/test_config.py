@@ -758,3 +758,44 @@ def test_an_arxiv_category_is_written_as_arxiv_writes_it(written: str, query: st
     """`category: stat.ml` asked arXiv for `cat:stat.ml`, which finds nothing."""
     cfg = load_config("sources.yaml", text=f"arxiv:\n  - {{name: a, category: {written}}}\n")
     assert cfg.sources()[0].target == query
+
+
+# --- what a wrong shape, a second key and an odd space say ------------------------------------
+
+@pytest.mark.parametrize(("text", "key", "message", "hint"), [
+    # a list of bare feed URLs: "Input should be a valid dictionary or instance of Blog"
+    ("blogs:\n  - https://example.org/qemu.atom\n", "blogs[0]",
+     "an entry is a mapping of keys, not the text 'https://example.org/qemu.atom'",
+     "`- {name: My blog, url: https://blog.example.org/feed.xml}`, or add one with "
+     "`feedbot follow URL`"),
+    ("people:\n  - Ada Lovelace\n", "people[0]",
+     "an entry is a mapping of keys, not the text 'Ada Lovelace'", "`- {name: Ada Lovelace"),
+    ("arxiv:\n  - [cs.CV]\n", "arxiv[0]", "an entry is a mapping of keys, not a list",
+     "feedbot follow --category cs.CV"),
+    # "Input should be a valid list"
+    ("blogs: {}\n", "blogs",
+     "must be a list of entries, each starting with `- `, not an empty mapping ({})",
+     "an entry looks like `- {name: My blog, url: https://blog.example.org/feed.xml}`"),
+    ("arxiv: cs.CV\n", "arxiv",
+     "must be a list of entries, each starting with `- `, not the text 'cs.CV'",
+     "`- {name: Vision, category: cs.CV}`"),
+    ("learner:\n  - stage: cnn\n", "learner", "must be a mapping of `key: value` lines, not a list",
+     "its keys: stage, roadmap, digest_time"),
+    ("telegram: {allowed_chats: 12345}\n", "telegram.allowed_chats",
+     "must be a list (`[a, b]`, or one `- item` a line), not the value 12345", ""),
+])
+def test_a_section_or_entry_of_the_wrong_shape_says_what_it_looks_like(
+        tmp_path: Path, text: str, key: str, message: str, hint: str) -> None:
+    """pydantic's words named our classes ("a valid dictionary or instance of Blog") and
+    gave no hint of what an entry looks like."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert (e.value.key, e.value.message) == (key, message)
+    assert hint in e.value.hint
+    assert "instance of" not in str(e.value) and "Input should" not in str(e.value)
+
+
+def test_a_wrong_entry_does_not_repeat_a_password_of_its_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "blogs:\n  - https://bob:hunter2@example.org/feed\n"))
+    assert "hunter2" not in str(e.value) and "bob:***@example.org" in str(e.value)
