@@ -31,7 +31,9 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from .redact import mask_userinfo
@@ -730,6 +732,8 @@ def parse_yaml(text: str, path: str | Path | None = None) -> Any:
     """The round-trip document (comments and all) of a sources file."""
     try:
         return _yaml().load(text)
+    except DuplicateKeyError as e:
+        raise _duplicate_key(e, text, path) from None
     except MarkedYAMLError as e:
         if "'\\t'" in str(e.problem or e.context):  # a tab, where this parser takes only spaces
             doc = _without_separating_tabs(text)
@@ -770,6 +774,50 @@ def _syntax_error(e: MarkedYAMLError, text: str, path: str | Path | None) -> Con
     if not hint and mark is e.context_mark:  # the line where what is left open begins
         hint = _UNCLOSED.get(str(e.context), "")
     return ConfigError(path, message, line=n, hint=hint)
+
+
+def _duplicate_key(e: DuplicateKeyError, text: str, path: str | Path | None) -> ConfigError:
+    """A key written twice in one mapping (a second `blogs:` at the end of the file), with
+    both lines: ruamel's words repeat both values whole, a kilobyte on one line for a
+    `blogs:` section."""
+    mark = e.problem_mark  # where the second one is
+    found = _first_of_key(text, mark.line, mark.column) if mark else None
+    if found is None:
+        return ConfigError(path, "duplicate key: a key appears twice in one mapping",
+                           line=mark.line + 1 if mark else None, hint="keep one")
+    key, first, section = found
+    n = mark.line + 1
+    where = f"twice on line {n}" if first == n else f"on lines {first} and {n}"
+    return ConfigError(path, f"duplicate key {shown_value(key)}, {where}", line=n,
+                       hint="move what is under the second into the first" if section
+                       else "delete one of them")
+
+
+def _first_of_key(text: str, line: int, column: int) -> tuple[str, int, bool] | None:
+    """The key written at `line`, `column` (0-based), the line (1-based) of the first key
+    like it in its mapping, and whether it holds a list or mapping (a section such as
+    `blogs:`); None when it is not a plain key, or the text does not compose."""
+    try:
+        todo = [_yaml().compose(text)]  # nodes only: no check for duplicate keys
+    except YAMLError:
+        return None
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:  # an alias is a node seen before
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            keys = [k for k, _ in node.value]
+            for k, v in node.value:
+                if (k.start_mark.line, k.start_mark.column) == (line, column) and \
+                        isinstance(k, ScalarNode):
+                    first = next(x for x in keys if (x.tag, x.value) == (k.tag, k.value))
+                    return k.value, first.start_mark.line + 1, not isinstance(v, ScalarNode)
+            todo += [n for pair in node.value for n in pair]
+        elif isinstance(node, SequenceNode):
+            todo += node.value
+    return None
 
 
 _UNCLOSED = {  # ruamel's context for a problem at the end of the file: what was left open

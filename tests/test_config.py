@@ -762,6 +762,9 @@ def test_an_arxiv_category_is_written_as_arxiv_writes_it(written: str, query: st
 
 # --- what a wrong shape, a second key and an odd space say ------------------------------------
 
+REPO_SOURCES = Path(__file__).resolve().parents[1] / "sources.yaml"
+
+
 @pytest.mark.parametrize(("text", "key", "message", "hint"), [
     # a list of bare feed URLs: "Input should be a valid dictionary or instance of Blog"
     ("blogs:\n  - https://example.org/qemu.atom\n", "blogs[0]",
@@ -799,3 +802,23 @@ def test_a_wrong_entry_does_not_repeat_a_password_of_its_url(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "blogs:\n  - https://bob:hunter2@example.org/feed\n"))
     assert "hunter2" not in str(e.value) and "bob:***@example.org" in str(e.value)
+
+
+def test_a_second_section_of_one_name_is_named_with_both_lines_in_short(tmp_path: Path
+                                                                        ) -> None:
+    """A second `blogs:` at the end of the repository's file: ruamel's message repeated the
+    whole first section, a kilobyte on one line."""
+    text = REPO_SOURCES.read_text(encoding="utf-8")
+    first = text.splitlines().index("blogs:") + 1
+    again = text + "blogs:\n  - name: Another\n    url: https://example.org/feed.xml\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, again))
+    second = text.count("\n") + 1
+    assert e.value.line == second
+    assert e.value.message == f"duplicate key 'blogs', on lines {first} and {second}"
+    assert e.value.hint == "move what is under the second into the first"
+    assert len(str(e.value)) < 200
+    with pytest.raises(ConfigError) as e:  # a plain value, twice on one line
+        load_config(write(tmp_path, "blogs:\n  - {name: a, name: b, url: https://e.org/x}\n"))
+    assert (e.value.message, e.value.hint) == ("duplicate key 'name', twice on line 2",
+                                               "delete one of them")
