@@ -765,6 +765,10 @@ def _syntax_error(e: MarkedYAMLError, text: str, path: str | Path | None) -> Con
     if mark is None:
         return ConfigError(path, f"not valid YAML: {problem}")
     n, column = mark.line + 1, mark.column + 1
+    odd = next(((i, c) for i in range(min(mark.line, len(lines) - 1), -1, -1)
+                if (c := _odd_indent(lines[i]))), None)
+    if odd is not None:  # ruamel's mark is on a line after it, and its words do not say why
+        return _odd_indent_error(path, odd[0] + 1, odd[1])
     if mark.line >= len(lines):
         return ConfigError(path, f"not valid YAML: {problem}", line=n)
     shown = lines[mark.line]
@@ -774,6 +778,27 @@ def _syntax_error(e: MarkedYAMLError, text: str, path: str | Path | None) -> Con
     if not hint and mark is e.context_mark:  # the line where what is left open begins
         hint = _UNCLOSED.get(str(e.context), "")
     return ConfigError(path, message, line=n, hint=hint)
+
+
+# Spaces YAML does not take for indentation, which a copy from a web page or a word processor
+# brings: no-break (U+00A0), the typographic ones, ideographic, zero-width.
+_ODD_SPACES = "\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200E))) + \
+    "\u202f\u205f\u2060\u3000\ufeff"
+
+
+def _odd_indent(line: str) -> str | None:
+    """The first character of `line`'s indentation that only looks like a space, or None."""
+    indent = line[:len(line) - len(line.lstrip(" \t" + _ODD_SPACES))]
+    return next((c for c in indent if c in _ODD_SPACES), None)
+
+
+def _odd_indent_error(path: str | Path | None, n: int, char: str) -> ConfigError:
+    """Line `n`, indented with `char`: YAML reads it as part of the text, so ruamel (or the
+    keys check) complained about another line, or about a key that looks right."""
+    name = f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
+    return ConfigError(path, f"line {n} is indented with {name}, which YAML does not take "
+                       "for a space", line=n,
+                       hint="retype the indentation of that line with plain spaces")
 
 
 def _duplicate_key(e: DuplicateKeyError, text: str, path: str | Path | None) -> ConfigError:
@@ -1013,6 +1038,8 @@ def _located(err: ValidationError, doc: Any, path: Path) -> ConfigError:
     line, node = _line_of(doc, loc)
     key = _dotted(loc)
     hint = ""
+    if first["type"] == "extra_forbidden" and loc and (odd := _odd_indent(str(loc[-1]))):
+        return _odd_indent_error(path, line or 1, odd)  # `\xa0\xa0url:`, a key of its own
     if first["type"] == "extra_forbidden" and loc:
         allowed = _allowed_keys(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)

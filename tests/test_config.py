@@ -1,3 +1,4 @@
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -822,3 +823,31 @@ def test_a_second_section_of_one_name_is_named_with_both_lines_in_short(tmp_path
         load_config(write(tmp_path, "blogs:\n  - {name: a, name: b, url: https://e.org/x}\n"))
     assert (e.value.message, e.value.hint) == ("duplicate key 'name', twice on line 2",
                                                "delete one of them")
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\u200b"])
+def test_an_indentation_of_odd_spaces_is_named_on_its_own_line(tmp_path: Path,
+                                                               space: str) -> None:
+    """Line 13 of the repository's file indented with no-break spaces (pasted from a web
+    page): the error pointed at line 14 ("check the indentation of line 14") and never named
+    them."""
+    lines = REPO_SOURCES.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert lines[12].startswith("  # roadmap:")
+    lines[12] = space * 2 + lines[12][2:]
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "".join(lines)))
+    name = f"U+{ord(space):04X} {unicodedata.name(space)}"
+    assert e.value.line == 13
+    assert e.value.message == f"line 13 is indented with {name}, which YAML does not take " \
+        "for a space"
+    assert e.value.hint == "retype the indentation of that line with plain spaces"
+
+
+def test_a_key_indented_with_no_break_spaces_is_not_called_unknown(tmp_path: Path) -> None:
+    """`\\xa0\\xa0\\xa0\\xa0url:` is valid YAML, a top-level key of its own: "unknown key",
+    with spaces that look like the url key's."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "blogs:\n  - name: A\n\u00a0\u00a0\u00a0\u00a0url: "
+                                    "https://example.org/a.xml\n"))
+    assert e.value.line == 3 and "unknown key" not in str(e.value)
+    assert e.value.message.startswith("line 3 is indented with U+00A0 NO-BREAK SPACE")
