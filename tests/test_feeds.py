@@ -689,3 +689,52 @@ def test_episodes_linking_the_shows_page_lead_to_their_own_files() -> None:
     assert [i.url for i in items] == ["https://cdn.example.org/ep12.mp3",
                                       "https://cdn.example.org/ep11.mp3"]
     assert len({i.key for i in items}) == 2
+
+
+def test_real_feeds_authors_without_their_addresses(corpus: Path) -> None:
+    """feedparser's address pattern knows top-level domains of 2 to 4 letters and leaves
+    "mailto:" behind: "jonas@insanity.industries (Jonas Große Sundrup)" was the author
+    "stries (Jonas Große Sundrup"; an author that is an address alone named nobody."""
+    feeds = corpus / "feeds"
+    for name, authors in [("feed-rs/rss2/rss_2.0_relurl_1.xml", {("Jonas Große Sundrup",)}),
+                          ("feed-rs/rss1/rss_1.0_spec_2.xml", {("Simon St.Laurent",)}),
+                          ("netnewswire/phpxml.rss", {()})]:  # webmaster@fcutrecht.net
+        items = parse_feed((feeds / name).read_bytes(), "s").items
+        assert items and {i.authors for i in items} == authors, name
+
+
+def rss_authors(*written: str) -> tuple[str, ...]:
+    """The authors of one RSS item, each written as a <dc:creator> of its own."""
+    creators = "".join(f"<dc:creator>{html.escape(w)}</dc:creator>" for w in written)
+    body = ("<rss version='2.0' xmlns:dc='http://purl.org/dc/elements/1.1/'><channel>"
+            f"<title>t</title><item><title>Post</title><link>https://e.org/1</link>{creators}"
+            "</item></channel></rss>")
+    return parse_feed(body.encode(), "s").items[0].authors
+
+
+@pytest.mark.parametrize(("written", "names"), [
+    ("ada@lovelace.museum (Ada Lovelace)", ("Ada Lovelace",)),
+    ("Ada Lovelace <ada@analytical.technology>", ("Ada Lovelace",)),
+    ("Ada  Lovelace\n(mailto:ada@example.org)", ("Ada Lovelace",)),
+    ("ada@example.org", ()),  # an address alone is no name
+    ("MAILTO:ada@example.org", ()),
+    ("Ada Lovelace (Countess)", ("Ada Lovelace (Countess)",)),  # no address: all name
+    ("Ada (@ada@mastodon.example.org)", ("Ada (@ada@mastodon.example.org)",)),  # a handle
+])
+def test_an_authors_address_is_no_part_of_the_name(written: str,
+                                                   names: tuple[str, ...]) -> None:
+    assert rss_authors(written) == names
+
+
+def test_each_of_several_authors_loses_its_address() -> None:
+    """feedparser keeps the raw text of an item's last author only: that one is split anew,
+    the others keep feedparser's split (right for common domains)."""
+    assert rss_authors("Ada Lovelace", "Charles Babbage <cb@engine.industries>") == \
+        ("Ada Lovelace", "Charles Babbage")
+    assert rss_authors("ada@example.org (Ada)", "cb@engine.example.org (Charles)") == \
+        ("Ada", "Charles")
+    atom = b"""<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><title>x</title>
+      <link href="https://e.org/1"/><id>https://e.org/1</id>
+      <author><name>Ada (the Countess)</name><email>ada@example.org</email></author>
+      <author><name>bea@example.org (Bea)</name></author></entry></feed>"""
+    assert parse_feed(atom, "s").items[0].authors == ("Ada (the Countess)", "Bea")

@@ -447,10 +447,48 @@ def _entry_link(e: Any, guid: str, base: str) -> str:
 
 
 def _names(e: Any) -> tuple[str, ...]:
-    """The author names of an entry (or of a feed), each once."""
-    return tuple(dict.fromkeys(
-        a for a in (html_to_text(x.get("name", "")) for x in e.get("authors", [])) if a
-    )) or ((html_to_text(e["author"]),) if e.get("author") else ())
+    """The author names of an entry (or of a feed), each once, without e-mail addresses.
+
+    feedparser splits an RSS author ("jonas@insanity.industries (Jonas Große Sundrup)") with
+    a pattern that knows top-level domains of 2 to 4 letters only, and leaves "mailto:"
+    behind: it named him "stries (Jonas Große Sundrup". It keeps the raw text of the entry's
+    last author as `author`; the author split out of that is named as `_split_author` reads
+    it. An address alone names no one: the digest showed "webmaster@example.org" as who
+    wrote a post, and a search for a person looks at names."""
+    raw = str(e.get("author") or "")
+    split = _split_author(raw)
+    found = (_author_name(x, raw, split) for x in e.get("authors", []))
+    return tuple(dict.fromkeys(n for n in map(html_to_text, found) if n)) or \
+        tuple(n for n in [html_to_text(split[0])] if n)
+
+
+def _author_name(author: Any, raw: str, split: tuple[str, str]) -> str:
+    """feedparser's name of one author, or `split`, the (name, address) read from the raw
+    author text `raw`, where feedparser took this author's address from there."""
+    email = str(author.get("email") or "")
+    name, address = split
+    if email and (address.startswith(email) if address else email in raw):
+        return name
+    return _split_author(str(author.get("name") or ""))[0]
+
+
+_ADDRESS = r"(?:mailto:)?(?P<address>[^\s@()<>:]+@[^\s@()<>]+)"
+_AUTHOR_FORMS = [re.compile(form, re.IGNORECASE) for form in (
+    rf"{_ADDRESS} ?\((?P<name>.*)\)",  # addr (Name): RSS 2.0, after RFC 822
+    rf"(?P<name>.*?) ?<{_ADDRESS}>",  # Name <addr>: RFC 5322
+    rf"(?P<name>.*?) ?\({_ADDRESS}\)",  # Name (addr), Name (mailto:addr)
+    _ADDRESS,  # the address alone
+)]
+
+
+def _split_author(text: str) -> tuple[str, str]:
+    """(name, e-mail address) of an author as feeds write one: "addr (Name)", "Name <addr>",
+    "Name (addr)", or the address alone (name ''); any other text is all name (address '')."""
+    text = " ".join(text.split())  # one space at most between the parts
+    for form in _AUTHOR_FORMS:
+        if m := form.fullmatch(text):
+            return (m.groupdict().get("name") or "").strip(), m["address"]
+    return text, ""
 
 
 def _entry_item(e: Any, source: str, base: str, kind: str, person: str,
