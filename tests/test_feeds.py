@@ -738,3 +738,46 @@ def test_each_of_several_authors_loses_its_address() -> None:
       <author><name>Ada (the Countess)</name><email>ada@example.org</email></author>
       <author><name>bea@example.org (Bea)</name></author></entry></feed>"""
     assert parse_feed(atom, "s").items[0].authors == ("Ada (the Countess)", "Bea")
+
+
+def rss_items(*items: str, base_url: str = "https://feeds.example.org/feeds/rss.xml") -> list:
+    body = f"<rss version='2.0'><channel><title>t</title>{''.join(items)}</channel></rss>"
+    return parse_feed(body.encode(), "s", base_url=base_url).items
+
+
+def test_a_guid_that_is_no_url_is_no_link() -> None:
+    """feedparser makes a guid that is no URL ("g0", without isPermaLink="false") a URL
+    against the feed's own: entries sharing a link led to https://…/feeds/g0 and …/g1, and an
+    entry without a link to its guid so made, pages that do not exist."""
+    shared = [f"<item><title>Post {n}</title><link>http://example.org/</link><guid>g{n}</guid>"
+              "</item>" for n in (0, 1)]
+    assert {i.url for i in rss_items(*shared)} == {"http://example.org/"}
+    episode = ("<item><title>Episode</title><guid>ep-7</guid><enclosure "
+               "url='https://cdn.example.org/ep7.mp3' length='1' type='audio/mpeg'/></item>")
+    assert [i.url for i in rss_items(episode)] == ["https://cdn.example.org/ep7.mp3"]
+    with pytest.raises(FeedError, match="none with a link"):
+        rss_items("<item><title>Post</title><guid>post-17</guid></item>")
+
+
+@pytest.mark.parametrize("guid", [
+    "https://example.org/p?id=1&amp;v=2",  # as XML escapes it
+    "<![CDATA[ https://example.org/p?id=1&v=2 ]]>",
+    "\n  https://example.org/p?id=1&amp;v=2\n",
+])
+def test_a_guid_written_as_a_url_still_leads_there(guid: str) -> None:
+    other = "<item><title>B</title><link>https://example.org/</link><guid>g1</guid></item>"
+    first, second = rss_items(f"<item><title>A</title><link>https://example.org/</link>"
+                              f"<guid>{guid}</guid></item>", other)
+    assert (first.url, second.url) == ("https://example.org/p?id=1&v=2", "https://example.org/")
+    (alone,) = rss_items(f"<item><title>A</title><guid>{guid}</guid></item>")
+    assert alone.url == "https://example.org/p?id=1&v=2"
+
+
+def test_real_episodes_with_a_garbled_guid_lead_to_their_files(corpus: Path) -> None:
+    """Two Taverncast episodes write their guid with a stray quote (`"http://…`): feedparser
+    made it https://<the feed's folder>/"http:/…, and each led there."""
+    feed = corpus / "feeds/rss-parser/input/itunes-missing-image.rss"
+    items = parse_feed(feed.read_bytes(), "s", base_url="https://feeds.example.org/t.rss").items
+    assert not [i.url for i in items if "feeds.example.org" in i.url]
+    assert "http://www.podtrac.com/pts/redirect.mp3?http://dl.affiliates.futureus.com/" \
+        "taverncast/halloween-teaser.mp3" in [i.url for i in items]

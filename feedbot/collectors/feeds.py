@@ -11,9 +11,11 @@ import calendar
 import codecs
 import email.utils
 import functools
+import html
 import json
 import re
 import shlex
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -109,8 +111,8 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
     # sanitize_html=False: every text taken from the feed goes through `html_to_text`, which
     # keeps only visible text; feedparser's sanitizer only added time, quadratic in markup
     # such as an escaped "<!--" repeated (547 KB took 9 s).
-    content = _mended_utf8(_trimmed(content), content_type)
-    d = feedparser.parse(_defused(_no_surrogates(content)), sanitize_html=False,
+    content = _defused(_no_surrogates(_mended_utf8(_trimmed(content), content_type)))
+    d = feedparser.parse(content, sanitize_html=False,
                          response_headers={"content-location": base_url,
                                            "content-type": content_type or "application/xml"})
     bozo = d.bozo and not isinstance(d.bozo_exception, _BENIGN_BOZO)
@@ -125,9 +127,10 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
     # Atom (RFC 4287 §4.2.1): an entry without an author has the feed's. RSS says nothing of
     # the kind, and a channel's managingEditor is seldom every post's author.
     inherited = _names(d.feed) if str(d.get("version", "")).startswith("atom") else ()
+    written = _written_urls(content, str(d.get("encoding") or ""))
     pairs = [(it, _enclosure(e, link)) for e in d.entries
-             if (it := _entry_item(e, source, link, kind, person, inherited))]
-    items = _distinct([it for it, _ in pairs], [enc for _, enc in pairs])
+             if (it := _entry_item(e, source, link, kind, person, inherited, written))]
+    items = _distinct([it for it, _ in pairs], [enc for _, enc in pairs], written)
     if d.entries and not items:
         raise FeedError("feed has entries but none with a link")
     warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if bozo else ""
@@ -433,17 +436,46 @@ def _body(e: Any) -> str:
     return max(options, key=len)
 
 
-def _entry_link(e: Any, guid: str, base: str) -> str:
+def _entry_link(e: Any, guid: str, base: str, written: Callable[[str], bool]) -> str:
     """Where an entry leads: its link, else an alternate link (feedparser files an id such as
-    `tag:…` as the link when the only alternate is not HTML, a PDF say), else a guid that is a
-    web URL, else its enclosure (a podcast episode with no page of its own)."""
+    `tag:…` as the link when the only alternate is not HTML, a PDF say), else a guid that the
+    feed writes as a web URL (see `_written_urls`), else its enclosure (a podcast episode with
+    no page of its own). feedparser files a guid as the link of an entry without one, made a
+    URL against the feed's own where it was none: that link is the guid's, and no more."""
     links = [x for x in e.get("links", []) if isinstance(x, dict)]
-    candidates = [str(e.get("link") or "")]
-    candidates += [str(x.get("href") or "") for x in links
-                   if x.get("rel", "alternate") == "alternate"]
-    candidates.append(guid if _is_web(guid) else "")
-    candidates += [str(x.get("href") or "") for x in links if x.get("rel") == "enclosure"]
-    return next((w for c in candidates if c and (w := _web_link(c, base))), "")
+    alternates = [str(x.get("href") or "") for x in links
+                  if x.get("rel", "alternate") == "alternate"]
+    link = str(e.get("link") or "")
+
+    def candidates() -> Iterator[str]:  # lazily: `written` reads the document on first use
+        if link in alternates or written(link):  # else the guid's (any guid's)
+            yield link
+        yield from alternates
+        if written(guid):
+            yield guid
+        yield from (str(x.get("href") or "") for x in links if x.get("rel") == "enclosure")
+
+    return next((w for c in candidates() if c and (w := _web_link(c, base))), "")
+
+
+# An http(s) URL as a feed writes one: an element's text, an attribute's value.
+_WRITTEN_URL = re.compile(r"https?://[^\s<>\"'\]]+", re.IGNORECASE)
+
+
+def _written_urls(content: bytes, encoding: str) -> Callable[[str], bool]:
+    """A test of whether a guid is an http(s) URL as `content` writes it: feedparser makes a
+    guid that is none ("g0", "post-17", without isPermaLink="false") a URL against the feed's
+    own (https://host/feeds/g0), a page that does not exist. `content` is read for its URLs on
+    the first question only: most feeds never ask."""
+    @functools.cache
+    def urls() -> frozenset[str]:
+        try:
+            text = content.decode(encoding or "utf-8", "replace")
+        except LookupError:
+            text = content.decode("utf-8", "replace")
+        return frozenset(html.unescape(u) for u in _WRITTEN_URL.findall(text))
+
+    return lambda url: _is_web(url) and url in urls()
 
 
 def _names(e: Any) -> tuple[str, ...]:
@@ -492,9 +524,9 @@ def _split_author(text: str) -> tuple[str, str]:
 
 
 def _entry_item(e: Any, source: str, base: str, kind: str, person: str,
-                inherited: tuple[str, ...] = ()) -> Item | None:
+                inherited: tuple[str, ...], written: Callable[[str], bool]) -> Item | None:
     guid = str(e.get("id") or "")
-    link = _entry_link(e, guid, base)
+    link = _entry_link(e, guid, base, written)
     html_body = _body(e)
     summary = shorten(html_to_text(html_body), MAX_SUMMARY)
     title = _plain(e.get("title_detail"), e.get("title", ""))
@@ -520,11 +552,13 @@ def _enclosure(e: Any, base: str) -> str:
                                                                  base))), "")
 
 
-def _distinct(items: list[Item], own: list[str] | None = None) -> list[Item]:
+def _distinct(items: list[Item], own: list[str] | None = None,
+              written: Callable[[str], bool] | None = None) -> list[Item]:
     """Entries that share a link but not a guid are different entries: a podcast whose every
     episode links to the show's home page, a blog whose entries all link to its feed. Such an
-    entry leads to its guid instead when that is a web URL of its own; without it, all but one
-    of them were merged away as duplicates of the first.
+    entry leads to its guid instead when the feed writes that as a web URL of its own
+    (`written`, as `_written_urls` answers; by default a guid is as written, as in a JSON
+    Feed); without it, all but one of them were merged away as duplicates of the first.
 
     The other way round, entries that share a guid but not a link are different entries too
     (a CMS that writes one guid, or the home page, for every entry): the store finds an item
@@ -539,11 +573,12 @@ def _distinct(items: list[Item], own: list[str] | None = None) -> list[Item]:
     reused = {guid for guid, keys in by_guid.items() if len(keys) > 1}
     if not shared and not reused:
         return items
+    written = written or _is_web
     out = []
     for i, it in enumerate(items):
         if it.guid in reused:
             it = replace(it, guid="")
-        elif it.key in shared and it.guid != it.url and _is_web(it.guid):
+        elif it.key in shared and it.guid != it.url and written(it.guid):
             arxiv_id, version = split_arxiv_id(it.guid)
             it = replace(it, url=it.guid, arxiv_id=arxiv_id, arxiv_version=version)
         elif it.key in shared and it.guid and own and own[i]:  # its own file (an episode)
