@@ -805,8 +805,12 @@ def later(app: App, chat: str, fmt: str) -> None:
     saved = app.store.bookmarked_items(chat)
     # sources named as the digest and search name them ("arXiv cs.CL", not "cs.CL"); the
     # stage plays no part, so a stage the roadmap lacks does not stop the list
-    cfg = app.unchecked_config
-    label = labeller(source_specs(cfg, following(cfg, app.store, record=False)))
+    try:
+        cfg = app.unchecked_config
+        label = labeller(source_specs(cfg, following(cfg, app.store, record=False)))
+    except (ConfigError, SettingError) as e:  # the list is the store's: shown all the same
+        click.echo(f"feedbot: {e}\n(sources are shown by their stored names)", err=True)
+        label = str
     if fmt == "json":
         click.echo(json.dumps({"chat": chat, "items": [
             {"id": s.id, "title": s.item.title, "url": s.item.url,

@@ -67,7 +67,16 @@ from .collect import (
     jitter,
 )
 from .config import Config, ConfigError, SourceSpec
-from .digest import Digest, DigestEntry, span_text, utcnow, voted_on
+from .digest import (
+    Digest,
+    DigestEntry,
+    following,
+    labeller,
+    source_specs,
+    span_text,
+    utcnow,
+    voted_on,
+)
 from .embed import Embedder
 from .http import make_client, shown_url
 from .pipeline import embed_pending, make_digest, source_health
@@ -89,7 +98,7 @@ from .scheduler import (
     next_prune_time,
     sent_on_a_day_to_come,
 )
-from .store import SourceState, Store, StoreError
+from .store import SourceState, Store, StoredItem, StoreError
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
 from .text import shorten
 from .watch import SourcesWatcher
@@ -1011,12 +1020,19 @@ class Runner:
 
     async def later_entries(self, chat: int) -> list[DigestEntry]:
         """The chat's read-later items, newest first."""
-        labels = {s.name: s.label for s in self.settings.config.sources()}
+        cfg = self.settings.config
+
+        def read(store: Store) -> tuple[list[StoredItem], Callable[[str], str]]:
+            # a renamed source's older items carry its old name: labelled as it is named now
+            follows = following(cfg, store, record=False)
+            return store.bookmarked_items(str(chat)), labeller(source_specs(cfg, follows))
+
+        saved, label = await self.in_db(read)
         out = []
-        for s in await self.in_db(Store.bookmarked_items, str(chat)):
+        for s in saved:
             it = s.item
             out.append(DigestEntry(
-                id=s.id, title=it.title, url=it.url, source=labels.get(s.sources[0], it.source),
+                id=s.id, title=it.title, url=it.url, source=label(s.sources[0]),
                 kind=it.kind, authors=list(it.authors), published=it.published, score=0.0,
                 why="", summary=it.summary, withdrawn=it.withdrawn))
         return out

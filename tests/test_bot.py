@@ -225,6 +225,24 @@ async def test_the_saved_list_and_search_show_dates_in_the_learners_time_zone(
         assert "2026-03-02" in answer["text"] and "2026-03-01" not in answer["text"], answer
 
 
+async def test_the_saved_list_names_a_renamed_source_as_it_is_named_now(
+        api: FakeBotAPI, sources: Path, feedbot_env: Path, clock: Clock) -> None:
+    """A post saved before its blog was renamed in sources.yaml (the same feed) carries the old
+    name: /later showed it, where `feedbot later` and the digest give the name of now."""
+    from feedbot.config import load_config
+
+    [spec] = [s for s in load_config(sources).sources() if s.name == "Test blog"]
+    post = Item("Kernel tricks", "https://blog.example.org/kernels", "Old blog name",
+                published=clock(), summary="Kernels.")
+    with Store.open(feedbot_env) as store:
+        store.remember_sources([("Old blog name", spec.kind, spec.target)])
+        store.upsert_items([post], clock())
+        store.set_feedback(str(CHAT), post.id, "later", clock())
+    async with running(sources, feedbot_env, clock, api):
+        [later] = await ask(api, "/later")
+    assert "Test blog" in later["text"] and "Old blog name" not in later["text"], later
+
+
 async def test_quick_votes_on_one_message_keep_every_tick(bot: Any, api: FakeBotAPI,
                                                           feedbot_env: Path) -> None:
     """Three presses before any edit arrives: each update carries the untouched keyboard, and

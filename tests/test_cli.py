@@ -1644,6 +1644,25 @@ def test_the_saved_list_names_sources_as_the_digest_and_search_do(
     assert "    arXiv cs.CL — https://arxiv.org/abs/2611.00001" in text
 
 
+def test_the_saved_list_is_shown_with_a_broken_sources_yaml(sources: Path) -> None:
+    """The list is the store's; `later` reads sources.yaml only to name the sources. A typo
+    there stopped it with the config's error: the saved items, stored names and all, go on."""
+    from feedbot.config import feedbot_home
+    from feedbot.items import Item
+    from feedbot.store import Store
+
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    item = Item("My notes", "https://one.example.org/notes", "Some One/blog", published=now)
+    with Store.open(feedbot_home()) as store:
+        store.upsert_items([item], now)
+    assert invoke("feedback", item.id, "later").exit_code == 0
+    sources.write_text("learner: {stage: nlp\n")  # an unclosed brace
+    result = invoke("later")
+    assert result.exit_code == 0, result.output
+    assert "    Some One/blog — https://one.example.org/notes" in result.stdout
+    assert "sources are shown by their stored names" in result.stderr
+
+
 @pytest.mark.parametrize("chat", ["foo", "", "12.5", "4_2", "@me", "CLI"])
 def test_a_chat_that_is_neither_cli_nor_a_chat_id_is_refused(sources: Path,
                                                              chat: str) -> None:
