@@ -858,7 +858,9 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await _answer(update, BUSY)
         return
     if not stored:
-        await _answer(update, "That item is no longer stored.")
+        withdrawn = await _runner(context).in_db(lambda store: store.was_withdrawn(item_id))
+        await _answer(update, "That paper was withdrawn by its authors on arXiv, and feedbot "
+                      "removed it." if withdrawn else "That item is no longer stored.")
         return
     await _answer(update, ACK[value])
     if isinstance(q.message, Message) and q.message.reply_markup is not None:

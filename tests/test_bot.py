@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,27 @@ async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api:
     api.press(CHAT, mid, "fb:down:ffffffffffff")
     [answer] = await api.wait_for("answerCallbackQuery")
     assert "no longer stored" in answer.params["text"]
+    with Store.open(feedbot_env) as store:
+        assert store.feedback() == []
+
+
+async def test_feedback_on_a_paper_since_withdrawn_says_so(bot: Any, api: FakeBotAPI,
+                                                           feedbot_env: Path) -> None:
+    """A 👍 under an old digest's paper that arXiv's authors withdrew since (feedbot removed
+    it): "no longer stored" said nothing of why; `feedbot feedback` says it was withdrawn."""
+    paper = Item("Deep nets", "https://arxiv.org/abs/2401.00001v1", "arXiv cs.LG", "paper",
+                 published=datetime(2026, 3, 1, tzinfo=UTC), summary="Deep nets, v1.",
+                 arxiv_id="2401.00001", arxiv_version=1)
+    withdrawal = replace(paper, url="https://arxiv.org/abs/2401.00001v2", arxiv_version=2,
+                         summary="This paper has been withdrawn by the author.", withdrawn=True)
+    with Store.open(feedbot_env) as store:
+        store.upsert_items([paper], datetime(2026, 3, 1, 8, tzinfo=UTC))
+        store.upsert_items([withdrawal], datetime(2026, 3, 1, 9, tzinfo=UTC))
+    [msg] = await ask(api, "/help")
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, f"fb:up:{paper.id}")
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert "withdrawn by its authors on arXiv" in answer.params["text"]
     with Store.open(feedbot_env) as store:
         assert store.feedback() == []
 
