@@ -452,6 +452,19 @@ def test_a_zone_abbreviation_with_other_irregularities(written: str,
 
 
 @pytest.mark.parametrize(("written", "expected"), [
+    ("Tue, 10 Nov 2026 14:00 +01:00", datetime(2026, 11, 10, 13, tzinfo=UTC)),
+    ("Tue, 10 Nov 2026 14:00:00 -05:30", datetime(2026, 11, 10, 19, 30, tzinfo=UTC)),
+    ("Tue, 10 Nov 2026 14:00:00 +01:00 CET", datetime(2026, 11, 10, 13, tzinfo=UTC)),
+    # A day and month feedparser cannot read either: RSS and Atom were an hour off too.
+    ("Seg, 24 Set 2018 19:18:49 -03:00", datetime(2018, 9, 24, 22, 18, 49, tzinfo=UTC)),
+])
+def test_an_rfc_822_date_with_a_colon_in_its_offset(written: str, expected: datetime) -> None:
+    """An offset written the ISO 8601 way in an RFC 822 date was read as UTC where feedparser
+    did not read the date itself (a JSON Feed's, one in another language)."""
+    assert_dated_alike(written, expected)
+
+
+@pytest.mark.parametrize(("written", "expected"), [
     ("2020/1/10 14:33:00", datetime(2020, 1, 10, 14, 33, tzinfo=UTC)),  # no zone: UTC
     ("2020/01/10", datetime(2020, 1, 10, tzinfo=UTC)),
     ("2020/1/10 14:33:00 +0800", datetime(2020, 1, 10, 6, 33, tzinfo=UTC)),

@@ -378,10 +378,16 @@ def _mended_date(raw: Any) -> datetime | None:
     return (_struct_to_dt(feedparser_date(fixed)) or _loose_date(fixed)) if fixed else None
 
 
+# An offset written the ISO 8601 way, with a colon ("+01:00"), after the time of day.
+_COLON_OFFSET = re.compile(r"(?<=\s)([+-]\d{2}):(\d{2})(?![\d:])")
+
+
 def _loose_date(raw: Any) -> datetime | None:
     """A date feedparser could not read: an RFC 822 date without a time zone (taken as UTC,
     as feedparser takes ISO dates without one) or with the day and month named in another
-    language. None when it is not such a date."""
+    language; an offset with a colon counts (the email package read "14:00 +01:00" as 14:00
+    UTC, and a JSON Feed date, which feedparser does not read, was filed an hour late). None
+    when it is not such a date."""
     if not isinstance(raw, str) or not raw.strip():
         return None
     m = _RFC822ISH.match(raw)
@@ -390,6 +396,7 @@ def _loose_date(raw: Any) -> datetime | None:
     day, month, year, rest = m.groups()
     month = month.lower()
     month = _MONTHS.get(month[:4]) or _MONTHS.get(month[:3]) or month[:3]
+    rest = _COLON_OFFSET.sub(r"\1\2", rest, count=1)
     try:
         dt = email.utils.parsedate_to_datetime(f"{day} {month} {year}{rest or ' 00:00:00'}")
     except (TypeError, ValueError, IndexError, OverflowError):
