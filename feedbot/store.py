@@ -1096,7 +1096,10 @@ class Store:
                                (canonical_url(url),)).fetchall()
 
     def find_by_urls(self, urls: Iterable[str]) -> dict[str, str]:
-        """Map each given URL to the id of a stored item it points to (arXiv id or URL)."""
+        """Map each given URL to the id of a stored item it points to (arXiv id or URL). The
+        URL of a page several stored items share (a day's posts told apart by their fragments)
+        points to none of them, as in `get_item`: a post sharing the page was filed as sharing
+        its first entry, which it may not even mention."""
         out: dict[str, str] = {}
         for u in urls:
             aid = paper_id_from_link(u) or split_arxiv_id(u)[0]  # a paper's page, or its id
@@ -1105,8 +1108,8 @@ class Store:
             if key:
                 row = self.db.execute("SELECT id FROM items WHERE key = ?", (key,)).fetchone()
             if row is None:
-                # a page of several entries: its first (a post sharing the page)
-                row = next(iter(self._rows_by_url(u, "id")), None)
+                rows = self._rows_by_url(u, "id")
+                row = rows[0] if len(rows) == 1 else None
             if row is None and (status := _X_STATUS.match(u)) is not None:
                 # an X post by its id, whatever the handle's case or the host: a quote links
                 # `twitter.com/Grace_T/status/…`, a retweet's original is `x.com/i/status/…`

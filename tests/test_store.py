@@ -1026,8 +1026,26 @@ def test_a_link_with_a_fragment_finds_the_entry_it_names(store: Store) -> None:
     got = store.get_item(f"{page}#a2")
     assert got is not None and got.id == evening.id
     assert store.find_by_urls([f"{page}#a2", f"{page}#a1", page, f"{page}#nothing"]) == {
-        f"{page}#a2": evening.id, f"{page}#a1": morning.id,
-        page: morning.id, f"{page}#nothing": morning.id}  # no such entry: the page's
+        f"{page}#a2": evening.id, f"{page}#a1": morning.id}  # the page names neither
+
+
+def test_a_post_sharing_a_page_of_several_entries_shares_none_of_them(store: Store) -> None:
+    """A post linking a day's page (or an anchor none of its entries has) was filed as sharing
+    the page's first entry, which it may not mention: that entry showed "shared by" and the
+    post was folded into it. It now stands on its own; a link to one entry still shares it."""
+    from feedbot.collect import link_shares
+
+    page = "https://blog.example.org/2017/06/26.html"
+    notes = [Item(f"Note {n}", f"{page}#a{n}", "Blog", guid=f"{page}#a{n}", published=NOW)
+             for n in range(3)]
+    posts = [Item(f"Read this {n}", f"https://bsky.example.org/ada/{n}", "Ada/bluesky",
+                  kind="social", person="Ada", published=NOW, links=(link,))
+             for n, link in enumerate((page, f"{page}#nothing", f"{page}#a1"))]
+    store.upsert_items(notes + posts, NOW)
+    assert link_shares(store, NOW) == 1
+    assert store.shares(p.id for p in posts) == {posts[2].id: notes[1].id}
+    shared = {it.id: it.shared_by for it in store.get_items(n.id for n in notes)}
+    assert [shared[n.id] for n in notes] == [(), ("Ada",), ()]
 
 
 def test_a_pages_url_that_names_no_one_of_its_entries_is_ambiguous(store: Store) -> None:
