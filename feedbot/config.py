@@ -765,8 +765,7 @@ def _syntax_error(e: MarkedYAMLError, text: str, path: str | Path | None) -> Con
     if mark is None:
         return ConfigError(path, f"not valid YAML: {problem}")
     n, column = mark.line + 1, mark.column + 1
-    odd = next(((i, c) for i in range(min(mark.line, len(lines) - 1), -1, -1)
-                if (c := _odd_indent(lines[i]))), None)
+    odd = _odd_indent_at_fault(e, lines, mark.line)
     if odd is not None:  # ruamel's mark is on a line after it, and its words do not say why
         return _odd_indent_error(path, odd[0] + 1, odd[1])
     if mark.line >= len(lines):
@@ -790,6 +789,38 @@ def _odd_indent(line: str) -> str | None:
     """The first character of `line`'s indentation that only looks like a space, or None."""
     indent = line[:len(line) - len(line.lstrip(" \t" + _ODD_SPACES))]
     return next((c for c in indent if c in _ODD_SPACES), None)
+
+
+def _odd_indent_at_fault(e: MarkedYAMLError, lines: list[str],
+                         marked: int) -> tuple[int, str] | None:
+    """The line (0-based) at or above `marked` indented with a space YAML does not take for
+    one, and that character, when that indentation is what ruamel failed on: retyped with
+    plain spaces, the file reads, or fails somewhere else. Such a space is ordinary text in a
+    folded or multi-line value, so a line that has one is not to blame for an error further
+    down. The nearest such line is tried first; None when no retyping changes the error."""
+    failure = _failure(e)
+    for i in range(min(marked, len(lines) - 1), -1, -1):
+        char = _odd_indent(lines[i])
+        if char is None:
+            continue
+        retyped = lines.copy()
+        stripped = lines[i].lstrip(" \t" + _ODD_SPACES)
+        retyped[i] = " " * (len(lines[i]) - len(stripped)) + stripped
+        try:
+            _yaml().load("\n".join(retyped))
+        except YAMLError as again:
+            if _failure(again) == failure:
+                continue
+        return i, char
+    return None
+
+
+def _failure(e: YAMLError) -> tuple[str, int | None]:
+    """What a YAML error says and the line it marks, to tell whether two are the same."""
+    if not isinstance(e, MarkedYAMLError):
+        return str(e), None
+    mark = e.problem_mark or e.context_mark
+    return str(e.problem or e.context), mark.line if mark else None
 
 
 def _odd_indent_error(path: str | Path | None, n: int, char: str) -> ConfigError:

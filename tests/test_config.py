@@ -851,3 +851,37 @@ def test_a_key_indented_with_no_break_spaces_is_not_called_unknown(tmp_path: Pat
                                     "https://example.org/a.xml\n"))
     assert e.value.line == 3 and "unknown key" not in str(e.value)
     assert e.value.message.startswith("line 3 is indented with U+00A0 NO-BREAK SPACE")
+
+
+# A blog's name over two lines, its second starting with no-break spaces after the plain ones
+# (text YAML keeps, not a slip), then a key indented one space too far: on the next line, or
+# on the next blog's.
+NAME = {"folded": "  - name: >\n      A blog\n      \u00a0\u00a0of notes\n",
+        "plain": "  - name: A blog\n      \u00a0\u00a0of notes\n"}
+BAD_URL = {"next line": "     url: https://example.org/a.xml\n",
+           "next blog": "    url: https://example.org/a.xml\n  - name: B\n"
+                        "     url: https://example.org/b.xml\n"}
+
+
+@pytest.mark.parametrize("name", NAME)
+@pytest.mark.parametrize("bad_url", BAD_URL)
+def test_a_no_break_space_in_a_value_is_not_blamed_for_an_error_below(tmp_path: Path,
+                                                                     name: str,
+                                                                     bad_url: str) -> None:
+    """The error was "line 4 is indented with U+00A0" (or line 3), a line YAML had read
+    well, instead of the key indented wrong."""
+    text = f"blogs:\n{NAME[name]}{BAD_URL[bad_url]}"
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert e.value.line == text.count("\n")  # the last line, `     url:`
+    assert e.value.message.startswith("not valid YAML: ")
+    assert "U+00A0" not in str(e.value)
+
+
+def test_a_key_indented_with_no_break_spaces_is_named_past_a_comment(tmp_path: Path) -> None:
+    """YAML marks the key two lines below, past a comment: the key is still what to retype."""
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "learner:\n  stage: cnn\n\u00a0\u00a0timezone: UTC\n"
+                                    "  # a comment\n  since: 7d\n"))
+    assert e.value.line == 3
+    assert e.value.message.startswith("line 3 is indented with U+00A0 NO-BREAK SPACE")
