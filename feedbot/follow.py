@@ -45,7 +45,7 @@ from .config import (
     url_problem,
     x_token,
 )
-from .http import Fetched, fetch, make_client
+from .http import Fetched, _origin, fetch, make_client, shown_url
 from .items import canonical_url
 from .opml import feed_url
 from .sources_edit import edit_sources
@@ -459,8 +459,11 @@ def _checked(url: str, got: Fetched, title: str, page: str = "") -> FeedCheck:
 
 def _moved_url(url: str, got: Fetched) -> str:
     """`got.moved_to` (where `url` moved permanently; "" for no such move), with the password
-    of `url` in place of the *** it shows; `url` when the move's user:password are not the
-    ones `url` gave (the redirect named its own: not known here)."""
+    of `url` in place of the *** it shows; `url` when the move's user:password may not be
+    the ones `url` gave: the redirect named its own, not known here (shown as ***, or as a
+    user with no password). The password is put back only on the origin `url` gave it for,
+    as `fetch` sends it: a move to another host shows a user:password only when a redirect
+    named them, and the user's password must not go there."""
     if not got.moved_to:
         return url
     moved = urlsplit(got.moved_to)
@@ -468,7 +471,8 @@ def _moved_url(url: str, got: Fetched) -> str:
         return got.moved_to
     shown, _, hostport = moved.netloc.rpartition("@")
     userinfo = urlsplit(url).netloc.rpartition("@")[0]
-    if not userinfo or userinfo.partition(":")[0] != shown.partition(":")[0]:
+    if not userinfo or urlsplit(shown_url(url)).netloc.rpartition("@")[0] != shown \
+            or _origin(got.moved_to) != _origin(url):
         return url
     return urlunsplit(moved._replace(netloc=f"{userinfo}@{hostport}"))
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
@@ -477,6 +478,23 @@ def test_a_moved_feed_keeps_the_password_of_the_url_given(sources: Path,
     assert load_config(sources).blogs[-1].url == \
         server.url("/feed").replace("http://", "http://bob:hunter2@")
     assert server.hits("/feed")[0].headers["authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("moved", ["bob:other@localhost", "bob@localhost", "bob@127.0.0.1"])
+def test_a_move_naming_its_own_user_keeps_the_url_given(sources: Path, server: LocalServer,
+                                                        moved: str) -> None:
+    """A redirect that names its own user (and password, shown as ***) for the new URL: the
+    user's password was written into it, sent to another host (localhost, not 127.0.0.1),
+    or where the redirect asked for none. The file keeps the URL given, which still leads
+    to the feed."""
+    server.add("/feed", body=FEED, content_type="application/atom+xml")
+    port = urlsplit(server.url("/")).port
+    old = server.url("/moved").replace("http://", "http://bob:hunter2@")
+    server.add("/moved", status=301, headers={"Location": f"http://{moved}:{port}/feed"})
+    r = invoke(sources, "follow", old)
+    assert r.exit_code == 0 and "hunter2" not in r.output, r.output
+    assert load_config(sources).blogs[-1].url == old
+    assert server.hits("/feed")  # the redirect was followed, and the feed checked
 
 
 # --- the commands -----------------------------------------------------------------------------
