@@ -845,8 +845,14 @@ async def on_feedback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await _answer(update)
         return
     value, item_id = parsed
+    from .store import AmbiguousRef
+
     try:
         stored = await _runner(context).record_feedback(_chat_id(update), item_id, value)
+    except AmbiguousRef:  # forged or stale data: feedbot's buttons carry an item's id
+        await _answer(update, "That button names a page of several items, not one of them: "
+                      "nothing was saved.")
+        return
     except sqlite3.OperationalError as e:  # held by another process past the busy timeout
         from .store import is_busy
 

@@ -1010,7 +1010,8 @@ class Runner:
 
     async def record_feedback(self, chat: int, item_id: str, value: str) -> bool:
         """Store a vote or bookmark; False when the item is not stored. Waits for a busy
-        database up to `RunOptions.db_timeout`, then raises sqlite3.OperationalError."""
+        database up to `RunOptions.db_timeout`, then raises sqlite3.OperationalError. Raises
+        store.AmbiguousRef, storing nothing, for the URL of a page several items share."""
         return await self.in_db(_record_feedback, str(chat), item_id, value, self.now(),
                                 self.settings.config.learner.stage)
 

@@ -293,6 +293,31 @@ async def test_feedback_on_an_unknown_item_is_answered_not_stored(bot: Any, api:
         assert store.feedback() == []
 
 
+async def test_feedback_on_a_page_of_several_items_is_answered_not_stored(
+        bot: Any, api: FakeBotAPI, feedbot_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A button whose data is the URL of a page holding several stored items (forged, or
+    stale: feedbot's buttons carry an id) names none of them: the press was never answered,
+    and the handler logged a traceback."""
+    page = "https://blog.example.org/2017/06/26.html"
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    notes = [Item(f"Note {n}", f"{page}#a{n}", "Blog", guid=f"{page}#a{n}", published=now)
+             for n in range(3)]
+    with Store.open(feedbot_env) as store:
+        store.upsert_items(notes, now)
+    [msg] = await ask(api, "/help")
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.press(CHAT, mid, f"fb:up:{page}")
+    [answer] = await api.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == "That button names a page of several items, not one of " \
+        "them: nothing was saved."
+    api.press(CHAT, mid, f"fb:up:{page}#a1")  # the exact URL names its one item
+    await eventually(lambda: len(api.calls_to("answerCallbackQuery")) == 2)
+    with Store.open(feedbot_env) as store:
+        assert [(f.item_id, f.value) for f in store.feedback()] == [(notes[1].id, "up")]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "Something went wrong" not in api.sent(CHAT)[-1]["text"]
+
+
 async def test_feedback_on_a_paper_since_withdrawn_says_so(bot: Any, api: FakeBotAPI,
                                                            feedbot_env: Path) -> None:
     """A 👍 under an old digest's paper that arXiv's authors withdrew since (feedbot removed
