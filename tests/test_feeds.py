@@ -786,6 +786,71 @@ def test_a_guid_written_as_a_url_still_leads_there(guid: str) -> None:
     assert alone.url == "https://example.org/p?id=1&v=2"
 
 
+@pytest.mark.parametrize(("guid", "url"), [
+    ("https://example.org/it's", "https://example.org/it's"),
+    ('https://example.org/say-"hi"', 'https://example.org/say-"hi"'),
+    ("https://example.org/p?tags[]=a", "https://example.org/p?tags[]=a"),
+    ("<![CDATA[https://example.org/a]b]]>", "https://example.org/a]b"),
+    ("https://example.org/a b", "https://example.org/a%20b"),
+    ("HTTP://Example.org/x", "http://Example.org/x"),  # feedparser writes http://
+    ("ht&#116;p://example.org/x", "http://example.org/x"),
+    ("&#104;ttps://example.org/x?a=1&amp;b=2", "https://example.org/x?a=1&b=2"),
+    ("http://example.org/x?", "http://example.org/x"),  # feedparser drops the empty query
+    ("http:///example.org/x", "http://example.org/x"),  # and the third slash
+])
+def test_a_permalink_guid_leads_there_however_the_url_is_written(guid: str, url: str) -> None:
+    """A guid was matched against the URLs found in the document as written, up to a quote,
+    a bracket or a space, and feedparser's value differs from what is written (the scheme
+    lower-cased, entities decoded): the item's only link was not taken, and the item was
+    lost. The feed's own URL is http://, as feedparser's lower-casing wants it."""
+    base = "http://feeds.example.org/feeds/rss.xml"
+    permalink = f"<item><title>A</title><guid isPermaLink='true'>{guid}</guid></item>"
+    assert [i.url for i in rss_items(permalink, base_url=base)] == [url]
+    atom = ('<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            f"<entry><title>A</title><id>{guid}</id></entry></feed>")
+    assert [i.url for i in parse_feed(atom.encode(), "s", base_url=base).items] == [url]
+    shared = "<item><title>B</title><link>https://example.org/</link><guid>g1</guid></item>"
+    first, second = rss_items(permalink.replace("</item>", "<link>https://example.org/</link>"
+                                                           "</item>"), shared, base_url=base)
+    assert (first.url, second.url) == (url, "https://example.org/")
+
+
+def test_a_permalink_guid_of_a_malformed_feed_is_kept() -> None:
+    """feedparser reads a malformed feed leniently, and leaves `&amp;` in a guid: the item was
+    lost (its guid no URL the feed writes)."""
+    body = ("<rss version='2.0'><channel><title>t</title><item><title>A</title>"
+            "<guid>https://example.org/p?a=1&amp;b=2</guid></item></rss>")  # no </channel>
+    parsed = parse_feed(body.encode(), "s")
+    assert parsed.malformed
+    assert [html.unescape(i.url) for i in parsed.items] == ["https://example.org/p?a=1&b=2"]
+
+
+@pytest.mark.parametrize("guid", ["tag:example.org,2020:post-1", "urn:uuid:1225c695-cfb8",
+                                  "g0", "HTTP", "2020/01/post"])
+def test_a_guid_that_is_no_url_is_no_link_whatever_the_feed_writes(guid: str) -> None:
+    """However URLs are compared, an id that is no web URL (`tag:`, `urn:`), or none that
+    feedparser makes one against the feed's address, is still no link; nor is the feed's
+    folder, written with an upper-case scheme, a reason to take one."""
+    base = "http://feeds.example.org/feeds/rss.xml"
+    channel = ("<rss version='2.0'><channel><title>t</title><link>HTTP://feeds.example.org/"
+               f"feeds/</link><item><title>A</title><guid>{guid}</guid></item></channel></rss>")
+    with pytest.raises(FeedError, match="none with a link"):
+        parse_feed(channel.encode(), "s", base_url=base)
+
+
+@pytest.mark.parametrize("opening", ["<![CDATA[h", '="h', ">h ", "'&amp;"])
+def test_a_guid_in_a_feed_of_hostile_markup_is_checked_in_linear_time(opening: str) -> None:
+    """Whether a guid is a URL the feed writes is read from the whole document: no opening
+    of something that may hold a URL, repeated, makes that grow with the square of it."""
+    junk = opening * (2_000_000 // len(opening))
+    body = ("<rss version='2.0'><channel><title>t</title><item><title>A</title>"
+            f"<guid>https://example.org/a</guid><description><![CDATA[{junk}]]></description>"
+            "</item></channel></rss>").encode()
+    started = time.monotonic()
+    assert [i.url for i in parse_feed(body, "s").items] == ["https://example.org/a"]
+    assert time.monotonic() - started < 5
+
+
 def test_real_episodes_with_a_garbled_guid_lead_to_their_files(corpus: Path) -> None:
     """Two Taverncast episodes write their guid with a stray quote (`"http://…`): feedparser
     made it https://<the feed's folder>/"http:/…, and each led there."""

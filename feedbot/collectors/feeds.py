@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlparse, urlsplit, urlunparse
 
 import feedparser
 from feedparser.datetimes import _parse_date as feedparser_date  # what parse() reads dates with
@@ -465,24 +465,51 @@ def _entry_link(e: Any, guid: str, base: str, written: Callable[[str], bool]) ->
     return next((w for c in candidates() if c and (w := _web_link(c, base))), "")
 
 
-# An http(s) URL as a feed writes one: an element's text, an attribute's value.
-_WRITTEN_URL = re.compile(r"https?://[^\s<>\"'\]]+", re.IGNORECASE)
+# What a feed writes that may be a URL (it starts with an h, or with an entity, which may hide
+# one): an element's text, a CDATA section's, an attribute's value; each up to its end, for a
+# URL may carry quotes, brackets and spaces. Each pattern stops at the next `<` (or quote), so
+# the document is read in linear time however it is built.
+_WRITTEN_TEXT = re.compile(r"<!\[CDATA\[\s*([hH](?:[^\]<]|\](?!\]>))*)\]\]>|>\s*([hH&][^<]*)"
+                           r"|=\s*(?:\"\s*([hH&][^\"]*)\"|'\s*([hH&][^']*)')")
+_EXTRA_SLASHES = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)/+")  # as feedparser cuts them
+_UNESCAPE_ROUNDS = 4  # `&amp;amp;` written for `&amp;` and the like; no URL needs more
+
+
+def _url_key(url: str) -> str:
+    """`url` in one form, whatever feedparser made of it: with its entities decoded (the lenient
+    parser of a malformed feed keeps `&amp;`), the slashes after its scheme cut to two, and
+    split and put back together as feedparser's resolving against a base of the same scheme
+    does (the scheme lower-cased, tabs and line breaks and an empty query dropped)."""
+    for _ in range(_UNESCAPE_ROUNDS):
+        unescaped = html.unescape(url)
+        if unescaped == url:
+            break
+        url = unescaped
+    url = _EXTRA_SLASHES.sub(r"\1", url.strip())
+    try:
+        return urlunparse(urlparse(url))
+    except ValueError:  # a host such as "[x" (feedparser makes the whole URL '' then)
+        return url
 
 
 def _written_urls(content: bytes, encoding: str) -> Callable[[str], bool]:
     """A test of whether a guid is an http(s) URL as `content` writes it: feedparser makes a
     guid that is none ("g0", "post-17", without isPermaLink="false") a URL against the feed's
-    own (https://host/feeds/g0), a page that does not exist. `content` is read for its URLs on
-    the first question only: most feeds never ask."""
+    own (https://host/feeds/g0), a page that does not exist. Both sides are compared in the
+    form `_url_key` gives: the feed writes `HTTP://…`, `&amp;` or `ht&#116;p://` where
+    feedparser's value has `http://`, `&`; each such entry was lost. `content` is read on the
+    first question only: most feeds never ask."""
     @functools.cache
     def urls() -> frozenset[str]:
         try:
             text = content.decode(encoding or "utf-8", "replace")
         except LookupError:
             text = content.decode("utf-8", "replace")
-        return frozenset(html.unescape(u) for u in _WRITTEN_URL.findall(text))
+        found = ("".join(m.groups("")) for m in _WRITTEN_TEXT.finditer(text))
+        keys = (_url_key(w) for w in found if _is_web(w) or "&" in w)  # an entity may hide one
+        return frozenset(k for k in keys if _is_web(k))
 
-    return lambda url: _is_web(url) and url in urls()
+    return lambda url: _is_web(url) and _url_key(url) in urls()
 
 
 def _names(e: Any) -> tuple[str, ...]:
