@@ -753,6 +753,27 @@ def test_each_of_several_authors_loses_its_address() -> None:
     assert parse_feed(atom, "s").items[0].authors == ("Ada (the Countess)", "Bea")
 
 
+def atom_authors(*authors: tuple[str, str]) -> tuple[str, ...]:
+    """The authors of one Atom entry, each written as <name> and <email>."""
+    written = "".join(f"<author><name>{html.escape(name)}</name><email>{email}</email></author>"
+                      for name, email in authors)
+    entry = f'<entry><title>x</title><link href="https://e.org/1"/><id>i</id>{written}</entry>'
+    return parse_feed(_atom(entry), "s").items[0].authors
+
+
+def test_authors_sharing_an_address_keep_their_own_names() -> None:
+    """Blogger gives every author the address noreply@blogger.com: each author of an entry
+    was named as its last one, because the raw text feedparser keeps for that last one was
+    matched by address; and by its start only, so al@example.org matched al@example.org.uk."""
+    blogger = "noreply@blogger.com"
+    assert atom_authors(("Alice", blogger), ("Bob", blogger)) == ("Alice", "Bob")
+    assert rss_authors(f"{blogger} (Alice)", f"{blogger} (Bob)") == ("Alice", "Bob")
+    assert atom_authors(("Al", "al@example.org"), ("Other", "al@example.org.uk")) == \
+        ("Al", "Other")
+    # the last author's name holds an address of which its own is only the start
+    assert atom_authors(("al@example.org.uk (Al)", "al@example.org")) == ("Al",)
+
+
 def rss_items(*items: str, base_url: str = "https://feeds.example.org/feeds/rss.xml") -> list:
     body = f"<rss version='2.0'><channel><title>t</title>{''.join(items)}</channel></rss>"
     return parse_feed(body.encode(), "s", base_url=base_url).items

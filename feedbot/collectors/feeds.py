@@ -518,24 +518,34 @@ def _names(e: Any) -> tuple[str, ...]:
     feedparser splits an RSS author ("jonas@insanity.industries (Jonas Große Sundrup)") with
     a pattern that knows top-level domains of 2 to 4 letters only, and leaves "mailto:"
     behind: it named him "stries (Jonas Große Sundrup". It keeps the raw text of the entry's
-    last author as `author`; the author split out of that is named as `_split_author` reads
-    it. An address alone names no one: the digest showed "webmaster@example.org" as who
-    wrote a post, and a search for a person looks at names."""
+    last author as `author`; that author is named as `_split_author` reads it. The others
+    keep feedparser's names: several authors may share one address (Blogger writes
+    noreply@blogger.com for each), and each was named as the last one. An address alone
+    names no one: the digest showed "webmaster@example.org" as who wrote a post, and a
+    search for a person looks at names."""
     raw = str(e.get("author") or "")
-    split = _split_author(raw)
-    found = (_author_name(x, raw, split) for x in e.get("authors", []))
+    authors = list(e.get("authors", []))
+    found = [_split_author(str(x.get("name") or ""))[0] for x in authors[:-1]]
+    found += [_last_author_name(x, raw) for x in authors[-1:]]
     return tuple(dict.fromkeys(n for n in map(html_to_text, found) if n)) or \
-        tuple(n for n in [html_to_text(split[0])] if n)
+        tuple(n for n in [html_to_text(_split_author(raw)[0])] if n)
 
 
-def _author_name(author: Any, raw: str, split: tuple[str, str]) -> str:
-    """feedparser's name of one author, or `split`, the (name, address) read from the raw
-    author text `raw`, where feedparser took this author's address from there."""
+def _last_author_name(author: Any, raw: str) -> str:
+    """The name of an entry's last author, whose raw text is `raw`: as `_split_author` reads
+    `raw`, where feedparser took the author's address from there; else feedparser's name."""
     email = str(author.get("email") or "")
-    name, address = split
-    if email and (address.startswith(email) if address else email in raw):
+    name, address = _split_author(raw)
+    if email and (_cut_short(address, email) if address else email in raw):
         return name
     return _split_author(str(author.get("name") or ""))[0]
+
+
+def _cut_short(address: str, email: str) -> bool:
+    """Whether feedparser's `email` is `address`, or `address` cut short within its top-level
+    domain as feedparser's pattern does (jonas@insanity.indu): al@example.org is not
+    al@example.org.uk."""
+    return address.startswith(email) and "." not in address[len(email):]
 
 
 _ADDRESS = r"(?:mailto:)?(?P<address>[^\s@()<>:]+@[^\s@()<>]+)"
