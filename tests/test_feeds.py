@@ -739,6 +739,24 @@ def test_an_authors_address_is_no_part_of_the_name(written: str,
     assert rss_authors(written) == names
 
 
+@pytest.mark.parametrize(("written", "names"), [
+    ("Team@Lab", ("Team@Lab",)),  # no domain an address has: a name
+    ("Alice@Home", ("Alice@Home",)),
+    ("Alice <alice@example.org", ("Alice",)),  # a field cut short
+    ("Alice (alice@example.org", ("Alice",)),
+    ("alice@example.org (Alice", ("Alice",)),
+    ("@alice@mastodon.example.org", ("@alice@mastodon.example.org",)),  # a handle, as written
+    ("alice@mastodon.example.org", ()),  # no telling it from an e-mail address: none
+])
+def test_an_at_sign_alone_makes_no_address(written: str, names: tuple[str, ...]) -> None:
+    """A name with an `@` in it was taken for an address alone, and the author dropped; an
+    address without its closing bracket was shown with the name. A fediverse handle is shown
+    as the fediverse writes it, with its leading `@`; without it, it reads as any e-mail
+    address does, and an address alone names no one."""
+    assert rss_authors(written) == names
+    assert atom_authors((written, "")) == names
+
+
 def test_each_of_several_authors_loses_its_address() -> None:
     """feedparser keeps the raw text of an item's last author only: that one is split anew,
     the others keep feedparser's split (right for common domains)."""

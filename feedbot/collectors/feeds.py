@@ -549,17 +549,19 @@ def _cut_short(address: str, email: str) -> bool:
 
 
 _ADDRESS = r"(?:mailto:)?(?P<address>[^\s@()<>:]+@[^\s@()<>]+)"
+# Each closing bracket may be missing (a field cut short): "Name <addr" shows as "Name".
 _AUTHOR_FORMS = [re.compile(form, re.IGNORECASE) for form in (
-    rf"{_ADDRESS} ?\((?P<name>.*)\)",  # addr (Name): RSS 2.0, after RFC 822
-    rf"(?P<name>.*?) ?<{_ADDRESS}>",  # Name <addr>: RFC 5322
-    rf"(?P<name>.*?) ?\({_ADDRESS}\)",  # Name (addr), Name (mailto:addr)
-    _ADDRESS,  # the address alone
+    rf"{_ADDRESS} ?\((?P<name>.*?)\)?",  # addr (Name): RSS 2.0, after RFC 822
+    rf"(?P<name>.*?) ?<{_ADDRESS}>?",  # Name <addr>: RFC 5322
+    rf"(?P<name>.*?) ?\({_ADDRESS}\)?",  # Name (addr), Name (mailto:addr)
+    rf"(?=.*@.*\.){_ADDRESS}",  # the address alone, its domain dotted: Team@Lab is a name
 )]
 
 
 def _split_author(text: str) -> tuple[str, str]:
     """(name, e-mail address) of an author as feeds write one: "addr (Name)", "Name <addr>",
-    "Name (addr)", or the address alone (name ''); any other text is all name (address '')."""
+    "Name (addr)", or the address alone (name ''); any other text is all name (address ''),
+    a fediverse handle ("@alice@example.org") included."""
     text = " ".join(text.split())  # one space at most between the parts
     for form in _AUTHOR_FORMS:
         if m := form.fullmatch(text):
