@@ -289,8 +289,10 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
         when = loaded[post].when
         shared_at[target] = max(when, shared_at.get(target, when))
         shared_from.setdefault(target, post_source[post])
-    present = {rows.ids[i] for i in keep}
-    extra = [s for s in store.get_items(t for t in shared_at if t not in present)
+    # a shared item of the window is a candidate there or was left out there (sent, read, or
+    # a copy of what was sent): only one from outside it joins
+    window = set(rows.ids)
+    extra = [s for s in store.get_items(t for t in shared_at if t not in window)
              if s.id not in exclude and s.id not in read
              and not (gone_groups and story_group(s) in gone_groups)]
     loaded.update((s.id, s) for s in extra)

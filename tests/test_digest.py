@@ -206,6 +206,25 @@ def test_a_delivered_story_does_not_come_back_through_its_other_items(fake_emb: 
     assert digest(store, fake_emb, exclude={"arxiv:2611.00001"}).items  # the rest stays
 
 
+def test_a_post_sharing_a_copy_of_a_sent_item_does_not_bring_the_story_back(
+        fake_emb: Any) -> None:
+    """The same article on two blogs was one entry, sent; the next day someone shared the
+    other blog's copy, and the copy came back as news (left out as a near-duplicate of the
+    sent entry, it was brought back as the item the post shared)."""
+    store = Store(":memory:")
+    text = ("Segmentation with convolutional networks", "Our notes on segmenting images.")
+    one, copy = post("Vision Notes", "seg", *text), post("Pixel Digest", "seg-again", *text)
+    store.upsert_items([one, copy, paper(2)], NOW)
+    sent = {e.id for e in digest(store, fake_emb).items}
+    assert len(sent) == 2 and len({one.id, copy.id} & sent) == 1  # one entry for both
+    share = Item(title="Worth a read", url="https://x.example.org/ada/status/1", source="Ada/x",
+                 kind="social", published=NOW - timedelta(minutes=5), person="Ada Lovelace",
+                 links=(copy.url,))
+    store.upsert_items([share], NOW)
+    store.add_share(copy.id, "Ada/x", "Ada Lovelace", share.id, NOW)
+    assert digest(store, fake_emb, exclude=sent).items == []
+
+
 @pytest.mark.parametrize("form", ["[{id}]", "{ID}", "{url}/", "<{url}>"])
 def test_feedback_on_a_demo_item_as_copied_says_it_is_a_demo_item(
         fake_emb: Any, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
