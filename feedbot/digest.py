@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -275,10 +275,11 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
     _repair(store, embedder, rows)
     keep = [i for i, iid in enumerate(rows.ids) if iid not in exclude and iid not in read]
     gone_groups: set[str] = set()
+    sent: list[tuple[np.ndarray, list[str]]] = []  # what was sent, to compare shared items with
     if exclude:
         older = _sent_outside(store, embedder.model_id, rows, exclude) \
             if duplicate is not None and keep else None
-        keep, gone_groups = _not_told_before(rows, keep, exclude, duplicate, older)
+        keep, gone_groups, sent = _not_told_before(rows, keep, exclude, duplicate, older)
     post_source = {rows.ids[i]: rows.sources[i] for i in keep if rows.kinds[i] == "social"}
     posts = list(post_source)
     loaded = {s.id: s for s in store.get_items(posts)}
@@ -295,6 +296,13 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
     extra = [s for s in store.get_items(t for t in shared_at if t not in window)
              if s.id not in exclude and s.id not in read
              and not (gone_groups and story_group(s) in gone_groups)]
+    extra_X = _vectors(store, embedder, extra) if extra else None
+    if extra_X is not None and sent and duplicate is not None:  # a copy of one sent: not news
+        fresh = list(range(len(extra)))
+        titles = [s.item.title for s in extra]
+        for V, sent_titles in sent:
+            fresh = _not_near(extra_X, titles, fresh, V, sent_titles, duplicate)
+        extra, extra_X = [extra[n] for n in fresh], extra_X[fresh]
     loaded.update((s.id, s) for s in extra)
     keep = [i for i in keep if rows.ids[i] not in shared]
     sharers = store.sharers(hidden=f.hidden)
@@ -303,9 +311,8 @@ def gather(store: Store, embedder: Embedder, *, now: datetime, since: timedelta,
     missing = [n for n, i in enumerate(keep) if i in no_vector]
     X = rows.X if len(keep) == len(rows) else rows.X[keep]  # no 150 MB copy at 100k items
     X = _fill(store, embedder, X, missing, ids[:len(keep)])
-    if extra:
-        X = np.concatenate([X, _vectors(store, embedder, extra)]) if len(X) else \
-            _vectors(store, embedder, extra)
+    if extra and extra_X is not None:
+        X = np.concatenate([X, extra_X]) if len(X) else extra_X
     news_at = rows.when.copy()
     if shared_at:  # a share makes an older item news again
         for i, iid in enumerate(rows.ids):
@@ -339,10 +346,11 @@ def _own_source(s: StoredItem, follows: Following) -> str | None:
 def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[str],
                      duplicate: float | None,
                      older: tuple[np.ndarray, list[str]] | None = None
-                     ) -> tuple[list[int], set[str]]:
-    """`keep` without the story-mates and near-duplicates of excluded items, and the story
-    groups of the excluded items. `older`: the vectors (and titles) of excluded items outside
-    the window, near-duplicates of which are left out too.
+                     ) -> tuple[list[int], set[str], list[tuple[np.ndarray, list[str]]]]:
+    """`keep` without the story-mates and near-duplicates of excluded items, the story
+    groups of the excluded items, and the vectors (with titles) compared with (with
+    `duplicate`). `older`: the vectors (and titles) of excluded items outside the window,
+    near-duplicates of which are left out too.
 
     A digest entry stands for every item the ranker collapsed into it, but only its own id is
     recorded as delivered; without this, the blog post about yesterday's paper would be
@@ -359,26 +367,30 @@ def _not_told_before(rows: CandidateRows, keep: list[int], exclude: Collection[s
     gone = [i for i in gone if i not in missing]
     if gone:  # a damaged vector is close to nothing (as NaN, it was "close" to everything)
         gone = [i for i, bad in zip(gone, damaged_rows(rows.X[gone]), strict=True) if not bad]
-    if duplicate is not None and gone and out:
-        out = _not_near(rows, out, rows.X[gone], [rows.titles[i] for i in gone], duplicate)
-    if duplicate is not None and older is not None and len(older[0]) and out:
-        out = _not_near(rows, out, *older, duplicate)
-    return out, groups
+    sent = [(rows.X[gone], [rows.titles[i] for i in gone])] if gone else []
+    if older is not None and len(older[0]):
+        sent.append(older)
+    if duplicate is None:
+        return out, groups, []
+    for V, titles in sent:
+        out = _not_near(rows.X, rows.titles, out, V, titles, duplicate) if out else out
+    return out, groups, sent
 
 
 NEAR_CHUNK = 2048  # candidates compared with the sent items at a time (`_not_near`)
 
 
-def _not_near(rows: CandidateRows, out: list[int], V: np.ndarray, titles: list[str],
-              duplicate: float) -> list[int]:
-    """`out` less the rows within `duplicate` of a vector of `V` whose title (`titles`) holds
-    the same numbers (`rank.same_numbers`: the next lecture of a series sent is news)."""
+def _not_near(X: np.ndarray, titles: Sequence[str], out: list[int], V: np.ndarray,
+              sent_titles: list[str], duplicate: float) -> list[int]:
+    """`out` (rows of X, whose titles are `titles`) less the rows within `duplicate` of a
+    vector of `V` whose title (`sent_titles`) holds the same numbers (`rank.same_numbers`:
+    the next lecture of a series sent is news)."""
     drop: set[int] = set()
     for at in range(0, len(out), NEAR_CHUNK):  # a year of digests × 30,000 candidates: 440 MB
         block = out[at:at + NEAR_CHUNK]
-        near = np.nonzero(rows.X[block] @ V.T >= duplicate)  # few hits
+        near = np.nonzero(X[block] @ V.T >= duplicate)  # few hits
         drop.update(block[r] for r, c in zip(*near, strict=True)
-                    if same_numbers(rows.titles[block[r]], titles[c]))
+                    if same_numbers(titles[block[r]], sent_titles[c]))
     return [i for i in out if i not in drop]
 
 

@@ -225,6 +225,29 @@ def test_a_post_sharing_a_copy_of_a_sent_item_does_not_bring_the_story_back(
     assert digest(store, fake_emb, exclude=sent).items == []
 
 
+@pytest.mark.parametrize("sent_days_ago", [10, 1])  # sent before the window, or in it
+def test_a_post_sharing_an_old_copy_of_a_sent_item_does_not_bring_the_story_back(
+        fake_emb: Any, sent_days_ago: int) -> None:
+    """The copy a post shares may be older than the digest's window: it came back as news,
+    as nothing compared it with what was sent."""
+    from dataclasses import replace
+
+    store = Store(":memory:")
+    text = ("Segmentation with convolutional networks", "Our notes on segmenting images.")
+    one = replace(post("Vision Notes", "seg", *text),
+                  published=NOW - timedelta(days=sent_days_ago))
+    copy = replace(post("Pixel Digest", "seg-again", *text), published=NOW - timedelta(days=10))
+    share = Item(title="Worth a read", url="https://x.example.org/ada/status/1", source="Ada/x",
+                 kind="social", published=NOW - timedelta(minutes=5), person="Ada Lovelace",
+                 links=(copy.url,))
+    store.upsert_items([one, copy, share, paper(2)], NOW)
+    store.add_share(copy.id, "Ada/x", "Ada Lovelace", share.id, NOW)
+    assert copy.id in gather(store, fake_emb, now=NOW, since=timedelta(days=7)).ids
+    pool = gather(store, fake_emb, now=NOW, since=timedelta(days=7), exclude={one.id},
+                  duplicate=0.9)
+    assert pool.ids == ["arxiv:2611.00002"]
+
+
 @pytest.mark.parametrize("form", ["[{id}]", "{ID}", "{url}/", "<{url}>"])
 def test_feedback_on_a_demo_item_as_copied_says_it_is_a_demo_item(
         fake_emb: Any, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
