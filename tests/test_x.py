@@ -406,6 +406,29 @@ async def test_429_defers_the_source_until_the_reset_time(
         assert is_due(state, 60.0, NOW + timedelta(minutes=12))
 
 
+@pytest.mark.parametrize("reset", ["ms", "huge"])
+async def test_an_absurd_reset_time_defers_the_source_by_the_rate_limit_window(
+        reset: str, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """A reset time in milliseconds (or past any date) crashed the error's description ("year
+    57878 is out of range"): the source was reported as an unexpected error with no retry
+    time, and the run's other X sources were not held back."""
+    cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")
+    store.set_meta("x:user:twitter", "783214")
+    store.set_meta("x:user:other_one", "99")
+    value = str(int(NOW.timestamp() * 1000)) if reset == "ms" else "9" * 30
+    with x_api(all_used=False) as rsps:
+        for user in ("783214", "99"):
+            rsps.get(f"{API}/users/{user}/tweets", json=fixture("x_error_429.json"),
+                     status=429, headers={"x-rate-limit-reset": value,
+                                          "x-rate-limit-remaining": "0"})
+        reports = await run(cfg, store, http)
+        assert len(rsps.calls) == 1
+    assert [r.status for r in reports] == ["error", "error"]
+    assert "rate limit" in reports[0].error
+    for name in ("A/x", "B/x"):
+        assert store.source_state(name).retry_after == NOW + timedelta(minutes=15)
+
+
 async def test_a_collected_thread_keeps_the_link_of_its_second_post(
         token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: Me\n    x: me_here\n")

@@ -48,6 +48,7 @@ TITLE_WIDTH = 90
 TIMEOUT = 30.0
 DEFAULT_WAIT = timedelta(minutes=15)  # X's rate-limit window, when no reset time is given
 CAPPED_WAIT = timedelta(days=1)  # after X said the app's monthly usage cap is spent
+LONGEST_RESET = timedelta(days=32)  # a reset further ahead is no reset: X's cap is monthly
 TWITTER_EPOCH_MS = 1288834974657  # snowflake ids carry their creation time since this
 
 _RT_PREFIX = re.compile(r"RT @\w+: ")
@@ -477,9 +478,13 @@ def _reset(e: tweepy.TooManyRequests, now: datetime) -> datetime:
     if reset is None:
         raw = e.response.headers.get("x-rate-limit-reset", "")
         reset = int(raw) if str(raw).isdigit() else None
-    if reset is None:
+    try:
+        at = datetime.fromtimestamp(int(reset), UTC) if reset is not None else None
+    except (OverflowError, OSError, ValueError):  # far past any date: not X's seconds
+        at = None
+    if at is None or at > now + LONGEST_RESET:  # none, or absurd (milliseconds, say)
         return now + DEFAULT_WAIT
-    return max(datetime.fromtimestamp(int(reset), UTC), now)
+    return max(at, now)
 
 
 def _hhmm(dt: datetime) -> str:
