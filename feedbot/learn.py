@@ -17,14 +17,17 @@ on the embeddings of 👍 (positive) against 👎 (negative) items. 'later' is n
   kind given only at other stages (weighing less than one vote) is made up to one vote with
   them, so that a vote weighing little changes the scores little.
 - The model is retrained only when the feedback changed (a hash of the rows, the items' texts
-  and the embedding model id) and persisted with joblib under `$FEEDBOT_HOME/models/`, one file
-  per chat and stage. A stored model made with another embedding model is never used; one that
-  cannot be read is trained again, and one that cannot be written is only not kept. joblib
-  runs pickle: only a file this user owns, no one else may write and that is no symbolic
-  link is loaded (one planted there would run its code); any other is trained again. Telling
-  whether the saved model fits reads only the votes and the voted items' content hashes; the
-  items and their vectors are read only to train. The daily prune removes the saved models no
-  chat, stage or embedding model can use any more, once unused for a week (`unused_models`).
+  and the embedding model id), or, for one trained with unlabelled items, when a new day's
+  items have come (`background_mark`), and persisted with joblib under
+  `$FEEDBOT_HOME/models/`, one file per chat and stage. A stored model made with another
+  embedding model is never used; one that cannot be read is trained again, and one that
+  cannot be written is only not kept. joblib runs pickle: only a file this user owns, no one
+  else may write and that is no symbolic link is loaded (one planted there would run its
+  code); any other is trained again. Telling whether the saved model fits reads only the
+  votes and the voted items' content hashes (and, with votes of one kind, the newest stored
+  item's date); the items and their vectors are read only to train. The daily prune removes
+  the saved models no chat, stage or embedding model can use any more, once unused for a
+  week (`unused_models`).
 
 What it must not do: rank, render, or write to the store; it reads feedback and vectors, and
 may embed a labelled item that has no vector yet.
@@ -43,7 +46,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -59,6 +62,7 @@ PRIOR_LABELS = 10  # confidence = n / (n + PRIOR_LABELS)
 C = 1.0  # inverse regularisation of the logistic regression
 BACKGROUND_WINDOW = timedelta(days=60)
 BACKGROUND_MAX = 300
+BACKGROUND_REFRESH = timedelta(days=1)  # see `background_mark`
 LABELS = {"up": 1, "down": 0}
 
 
@@ -182,22 +186,70 @@ def _short_of_one_vote(class_weight: float) -> float:
     return 1.0 - class_weight if class_weight < 1.0 - 1e-9 else 0.0
 
 
+def _class_weights(votes: dict[str, str], hashes: Mapping[str, str],
+                   weights: dict[str, float] | None) -> dict[str, float]:
+    """'up' and 'down' → what the votes of that kind on stored items weigh in all."""
+    per_class = dict.fromkeys(LABELS, 0.0)
+    for item in votes:
+        if item in hashes and votes[item] in per_class:
+            per_class[votes[item]] += 1.0 if weights is None else weights.get(item, 1.0)
+    return per_class
+
+
+def _takes_background(votes: dict[str, str], hashes: Mapping[str, str],
+                     weights: dict[str, float] | None = None) -> bool:
+    """Whether a model of these votes is trained with unlabelled items (see `train`): a kind
+    of vote is missing, or weighs less than one vote."""
+    return any(_short_of_one_vote(c) > 0 for c in _class_weights(votes, hashes, weights).values())
+
+
+def background_mark(store: Store) -> str:
+    """What a model trained with unlabelled items keys them by: the day (UTC) of the newest
+    stored item's date, or 'none' for an empty store.
+
+    The unlabelled items are the recent ones (`_background`): the model must follow them as
+    the feeds move on, or three 👍 are weighed for weeks against the items of the first day.
+    By the day, not by the items themselves: every collect brings a few items, and 300 items
+    changed by a handful are the same "usual" (keyed by their ids, each digest after a collect
+    would retrain); a day's items are a new part of them, and training once a day is cheap.
+    By the newest item's date, not by the clock: a digest that finds nothing new reuses the
+    model (a store whose feeds went quiet keeps its model), and `unused_models`, which runs
+    on the system clock, tells the same as a digest on its own clock. One indexed row to read.
+    """
+    newest = store.items_since(None, limit=1)
+    if not newest:
+        return "none"
+    return str(int(newest[0].when.timestamp() // BACKGROUND_REFRESH.total_seconds()))
+
+
 def feedback_key(votes: dict[str, str], hashes: Mapping[str, str], model_id: str,
-                 weights: dict[str, float] | None = None) -> str:
+                 weights: dict[str, float] | None = None, background: str | None = None
+                 ) -> str:
     """The key a saved model is found by: the votes, each with its item's content hash ('' for
     an item not stored) and weight, and the embedding model. Where a class of the stored
     items' votes weighs less than one vote but more than none (trained with background since
-    `train` made it up to one vote), the key says so: a model saved before is trained again."""
+    `train` made it up to one vote), the key says so: a model saved before is trained again.
+    `background`: the `background_mark` of a model that `_takes_background` (None for one that
+    does not, whose key stays what it was before background was keyed: an upgrade does not
+    retrain it)."""
     h = hashlib.sha256(f"v{LEARN_VERSION}\n{model_id}\n".encode())
-    per_class = dict.fromkeys(LABELS, 0.0)
     for item in sorted(votes):
         w = 1.0 if weights is None else weights.get(item, 1.0)
         h.update(f"{item}\t{votes[item]}\t{hashes.get(item, '')}\t{w:g}\n".encode())
-        if item in hashes and votes[item] in per_class:
-            per_class[votes[item]] += w
-    if any(0.0 < _short_of_one_vote(c) < 1.0 for c in per_class.values()):
+    if any(0.0 < _short_of_one_vote(c) < 1.0
+           for c in _class_weights(votes, hashes, weights).values()):
         h.update(b"made up to one vote with background\n")
+    if background is not None:
+        h.update(f"background of day {background}\n".encode())
     return h.hexdigest()[:32]
+
+
+def _current_key(store: Store, votes: dict[str, str], weights: dict[str, float],
+                 hashes: dict[str, str], model_id: str) -> tuple[str, str | None]:
+    """The key of the model a digest would use now, and its `background_mark` (None for one
+    that does not `_takes_background`): what `feedback_scorer` and `unused_models` go by."""
+    mark = background_mark(store) if _takes_background(votes, hashes, weights) else None
+    return feedback_key(votes, hashes, model_id, weights, mark), mark
 
 
 def _labels(store: Store, chat: str | None, stage: str | None, other_stages: float
@@ -326,7 +378,8 @@ def load_model(path: Path, model_id: str, key: str) -> FeedbackModel | None:
 def save_model(path: Path, m: FeedbackModel, scope: dict[str, Any] | None = None) -> bool:
     """Persist `m` atomically; False (and a warning) when it cannot be written. `scope`: the
     chat, stage and `other_stages` it was trained for, by which `unused_models` tells whether
-    the votes have changed since.
+    the votes have changed since, and the `background_mark` it was trained with (None for
+    none), by which it tells newer items from changed votes.
 
     The model is only a cache of a few milliseconds of training: an unwritable models
     directory must not stop a digest. Each writer uses its own temporary file, so two digests
@@ -416,7 +469,7 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
     if not hashes:  # no vote on a stored item counts here
         return None
     model_id = embedder.model_id
-    key = feedback_key(votes, hashes, model_id, weights)
+    key, mark = _current_key(store, votes, weights, hashes, model_id)
     path = model_path(chat, stage=stage)
     model = load_model(path, model_id, key)
     if model is None:
@@ -440,7 +493,7 @@ def feedback_scorer(store: Store, embedder: Embedder, *, chat: str | None = None
         model = train(X, y, model_id=model_id, key=key,
                       titles=tuple(liked.get(i, "") for i in ids), background=bg, weights=w)
         save_model(path, model, scope={"chat": chat, "stage": stage,
-                                       "other_stages": other_stages})
+                                       "other_stages": other_stages, "background": mark})
     return FeedbackScorer(model)
 
 
@@ -472,12 +525,14 @@ def unused_models(store: Store, *, now: float, home: Path | None = None,
     and touches it then, so a model in use is never idle. An idle one still goes only when it
     cannot be used: it cannot be read or is of another feedbot version; it was made with an
     embedding model that `current` says is not the current one; its chat has no votes that
-    count any more, or they have changed since it was trained (a digest would train it again);
+    count any more, or they have changed since it was trained, or (for one trained against
+    the recent items) a new day's items have come since (a digest would train it again);
     or it does not say which chat and stage it is for (written before models recorded that,
     such as the per-chat models named for no stage, which no digest loads any more).
-    Temporary files a killed writer left behind go once as idle. Reads only the files and the
-    votes, and only those `load_model` would read (`_read_model_file`; any other "cannot be
-    read"); removes nothing (see `remove_unused_models`).
+    Temporary files a killed writer left behind go once as idle. Reads only the files, the
+    votes and the newest item's date, and only the files `load_model` would read
+    (`_read_model_file`; any other "cannot be read"); removes nothing (see
+    `remove_unused_models`).
     """
     directory = (home or feedbot_home()) / "models"
     try:
@@ -485,7 +540,7 @@ def unused_models(store: Store, *, now: float, home: Path | None = None,
     except OSError:
         return []
     out: list[UnusedModel] = []
-    keys: dict[tuple[Any, Any, Any, str], str | None] = {}
+    keys: dict[tuple[Any, Any, Any, str], _Current | None] = {}
     for path in paths:
         name = path.name
         temp = name.startswith(".feedback-") and name.endswith(".tmp")
@@ -509,8 +564,18 @@ def unused_models(store: Store, *, now: float, home: Path | None = None,
     return out
 
 
+class _Current(NamedTuple):
+    """What a digest of one chat, stage and embedding model would go by now."""
+
+    votes: dict[str, str]
+    weights: dict[str, float]
+    hashes: dict[str, str]
+    key: str
+    mark: str | None  # see `_current_key`
+
+
 def _why_unusable(store: Store, d: Any, current: Callable[[str], bool] | None,
-                  keys: dict[tuple[Any, Any, Any, str], str | None]) -> str:
+                  keys: dict[tuple[Any, Any, Any, str], _Current | None]) -> str:
     """Why no digest can use this saved model, or '' when one can."""
     if not isinstance(d, dict) or not isinstance(d.get("model_id"), str):
         return "cannot be read"
@@ -528,13 +593,22 @@ def _why_unusable(store: Store, d: Any, current: Callable[[str], bool] | None,
             votes, weights, hashes = _labels(store, chat, stage, float(other))
         except (TypeError, ValueError):  # not what feedbot writes
             return "does not say which chat and stage it is for"
-        keys[memo] = (feedback_key(votes, hashes, d["model_id"], weights) if hashes
-                      else None)
-    if keys[memo] is None:
+        keys[memo] = (_Current(votes, weights, hashes,
+                               *_current_key(store, votes, weights, hashes, d["model_id"]))
+                      if hashes else None)
+    cur = keys[memo]
+    if cur is None:
         return "its chat has no votes that count there any more"
-    if keys[memo] != d.get("key"):
-        return "the votes have changed since it was trained"
-    return ""
+    if cur.key == d.get("key"):
+        return ""
+    if cur.mark is not None:  # trained against the recent items: by their day, or before?
+        then = scope.get("background")
+        if "background" not in scope:
+            return "trained against the recent items by a feedbot that did not follow them"
+        if isinstance(then, str) and d.get("key") == feedback_key(
+                cur.votes, cur.hashes, d["model_id"], cur.weights, then):
+            return "newer items have come since it was trained against the recent ones"
+    return "the votes have changed since it was trained"
 
 
 def remove_unused_models(found: list[UnusedModel], *, idle: timedelta = MODEL_IDLE

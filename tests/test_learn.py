@@ -662,3 +662,102 @@ def test_a_cached_vector_of_another_dimension_is_embedded_again(
         assert scorer is not None and np.isfinite(scorer.model.coef).all()
     if where != "unlabelled":  # embedded again and stored (the background only leaves it out)
         assert store.get_vectors(fake_emb.model_id, [h])[h].shape == (DIM,)
+
+
+# --- votes of one kind: the model follows the recent items it is weighed against ------------
+
+def _trainings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many background rows each training of the 👍/👎 model was given (0: none)."""
+    seen: list[int] = []
+    real_train = learn.train
+
+    def counting(*a: Any, **k: Any) -> learn.FeedbackModel:
+        bg = k.get("background")
+        seen.append(0 if bg is None else len(bg))
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(learn, "train", counting)
+    return seen
+
+
+def _arrive(store: Store, emb: Any, title: str, n: int, at: datetime) -> None:
+    """A new item, collected (and so embedded) at `at` and dated then."""
+    it = replace(_item(title, n), published=at)
+    store.upsert_items([it], at)
+    _embed_all(store, emb)
+
+
+def _why_unused(store: Store) -> list[str]:
+    """What `feedbot prune` says of the saved models, all as if unused for 30 days."""
+    import os
+
+    old = NOW.timestamp() - 30 * 86400
+    for path in (feedbot_home() / "models").glob("feedback-*.joblib"):
+        os.utime(path, (old, old))
+    return [u.why for u in learn.unused_models(store, now=NOW.timestamp())]
+
+
+def test_a_model_of_likes_only_follows_a_new_days_items_and_is_reused_meanwhile(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With only 👍, the unlabelled items stand in for 👎; the key held only the votes, so a
+    learner with three 👍 kept for weeks a model weighed against the items of the first day.
+    Now a new day's items retrain it; nothing new, or more items of the same day, do not."""
+    _embed_all(store, fake_emb)
+    for t in VISION[:3]:
+        vote(store, t, "up")
+    trained = _trainings(monkeypatch)
+
+    def score() -> learn.FeedbackScorer:
+        scorer = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+        assert scorer is not None
+        return scorer
+
+    first = score()
+    assert trained == [5]  # the items not voted on
+    assert score().model.key == first.model.key and trained == [5]  # nothing new: reused
+    assert _why_unused(store) == []  # and the prune agrees: a digest uses it
+    _arrive(store, fake_emb, "Graph networks for molecules", 20, NOW - timedelta(hours=23))
+    score()
+    assert trained == [5]  # the same day's items: the same "usual", still reused
+    assert _why_unused(store) == []
+    _arrive(store, fake_emb, "Speech recognition with transducers", 21, NOW)  # the next day
+    assert _why_unused(store) == [
+        "newer items have come since it was trained against the recent ones"]
+    later = score()
+    assert trained == [5, 7] and later.model.key != first.model.key
+    assert score().model.key == later.model.key and trained == [5, 7]  # reused again
+    assert _why_unused(store) == []
+    vote(store, VISION[3], "up")  # the votes changed: said so, as before
+    assert _why_unused(store) == ["the votes have changed since it was trained"]
+    score()
+    assert trained == [5, 7, 6]
+    import joblib  # one saved before models followed their items: trained again, and said so
+
+    path = learn.model_path("c1")
+    content = joblib.load(path)
+    del content["scope"]["background"]
+    votes, weights, hashes = learn._labels(store, "c1", None, 1.0)
+    content["key"] = _key_without_mark(votes, hashes, fake_emb.model_id, weights)  # its key
+    joblib.dump(content, path)
+    assert _why_unused(store) == [
+        "trained against the recent items by a feedbot that did not follow them"]
+    score()
+    assert trained == [5, 7, 6, 6]
+
+
+def test_a_model_of_votes_of_both_kinds_ignores_new_items_as_before(
+        store: Store, fake_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is trained with no unlabelled items: its key is the one of before (an upgrade does
+    not retrain the saved models of such learners), and new items never retrain it (a guard:
+    it passes on the code before too)."""
+    _embed_all(store, fake_emb)
+    _vote_both_ways(store)
+    trained = _trainings(monkeypatch)
+    first = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW)
+    assert first is not None and trained == [0]
+    votes, weights, hashes = learn._labels(store, "c1", None, 1.0)
+    assert first.model.key == _key_without_mark(votes, hashes, fake_emb.model_id, weights)
+    _arrive(store, fake_emb, "Speech recognition with transducers", 21, NOW + timedelta(days=3))
+    again = learn.feedback_scorer(store, fake_emb, chat="c1", now=NOW + timedelta(days=3))
+    assert again is not None and again.model.key == first.model.key and trained == [0]
+    assert _why_unused(store) == []

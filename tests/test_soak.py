@@ -18,7 +18,8 @@ day (an honest empty one counts); no item ever delivered twice, or stored twice;
 bookmarks kept through prunes and restarts (and /later lists the bookmarks); every press
 answered once; the database bounded by the retention (items, vectors, deliveries,
 tombstones, file size); no blog asked more than a dozen times a day; the 👍/👎 model retrained
-after new votes and only then, saved, and used. At the end: no ERROR, no unexpected WARNING.
+after new votes and only then (or, with votes of other stages only, after a new day's items
+too), saved, and used. At the end: no ERROR, no unexpected WARNING.
 """
 
 from __future__ import annotations
@@ -354,27 +355,34 @@ class ModelSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.trained: list[str] = []  # the feedback key of each model trained
+        self.with_background: list[bool] = []  # whether each was trained with unlabelled items
         self.scorers: list[Any] = []  # what each ranking got from feedback_scorer
+        self.newest: list[str] = []  # the store's newest day when each ranking asked for it
         real_train, real_scorer = feedbot.learn.train, feedbot.learn.feedback_scorer
 
         def train(*a: Any, **k: Any) -> Any:
             m = real_train(*a, **k)
             self.trained.append(m.key)
+            self.with_background.append(k.get("background") is not None)
             return m
 
-        def scorer(*a: Any, **k: Any) -> Any:
-            self.scorers.append(real_scorer(*a, **k))
+        def scorer(store: Store, *a: Any, **k: Any) -> Any:
+            self.newest.append(feedbot.learn.background_mark(store))
+            self.scorers.append(real_scorer(store, *a, **k))
             return self.scorers[-1]
 
         monkeypatch.setattr(feedbot.learn, "train", train)
         monkeypatch.setattr(feedbot.learn, "feedback_scorer", scorer)
-        self.trained_on: dict[str, frozenset[tuple[str, str]]] = {}  # stage -> votes
+        # stage -> the votes of its last training, and the newest day then if it was trained
+        # with unlabelled items (votes of other stages only, after `/stage next`)
+        self.trained_on: dict[str, tuple[frozenset[tuple[str, str]], str | None]] = {}
 
     def check_digest(self, month: Month, d: int, trained_before: int,
                      scored_before: int) -> None:
         """The day's digest asked for the scorer (once more for each failed send); it was
-        retrained exactly when the votes (or the stage) changed since the last training, and
-        the one on disk is it."""
+        retrained exactly when the votes (or the stage) changed since the last training, or,
+        for a model trained with unlabelled items, a new day's items came, and the one on disk
+        is it."""
         assert month.runner is not None
         stage = month.runner.settings.config.learner.stage
         assert len(self.scorers) == scored_before + 1 + (d == FLAKY_DAY), f"day {d}"
@@ -384,11 +392,14 @@ class ModelSpy:
             return
         scorer = self.scorers[-1]
         assert scorer is not None, f"day {d}: votes, but no model"
-        changed = self.trained_on.get(stage) != votes
+        last = self.trained_on.get(stage)
+        changed = last is None or last[0] != votes or last[1] not in (None, self.newest[-1])
         assert len(self.trained) == trained_before + changed, (
             f"day {d}: {'not ' if changed else ''}retrained after "
-            f"{'new' if changed else 'no new'} votes")
-        self.trained_on[stage] = votes
+            f"{'new' if changed else 'no new'} votes or items")
+        if changed:
+            self.trained_on[stage] = (votes,
+                                      self.newest[-1] if self.with_background[-1] else None)
         path = feedbot.learn.model_path(str(CHAT), month.home, stage=stage)
         saved = feedbot.learn.load_model(path, scorer.model.model_id, scorer.model.key)
         assert saved is not None, f"day {d}: the model used is not the one on disk"
