@@ -371,11 +371,14 @@ class FeedCheck:
     title: str  # the feed's title ('' when it has none)
     page: str = ""  # the web page that advertised it, when the URL given was a page
     moved: str = ""  # the URL given (or advertised) that redirected here permanently
+    plain: str = ""  # why a plain-http address was not followed, or was read on the way
 
     def moved_note(self) -> str:
         """"OLD moved permanently to NEW; " before the answer to a follow, else "": the user
-        gave one URL, and sources.yaml now says another."""
-        return f"{self.moved} moved permanently to {self.url}; " if self.moved else ""
+        gave one URL, and sources.yaml now says another. Also what `plain` says: the user
+        gave https, and the server pointed to plain http."""
+        moved = f"{self.moved} moved permanently to {self.url}; " if self.moved else ""
+        return moved + (f"{self.plain}; " if self.plain else "")
 
 
 class _LinkFinder(HTMLParser):
@@ -446,15 +449,38 @@ async def discover_feed(client: httpx.AsyncClient, url: str) -> FeedCheck:
                             content_type=feed.content_type)
     except FeedError as e:
         raise FollowError(f"{url} advertises {usable[0]}, but that is not a feed ({e})") from None
-    return _checked(usable[0], feed, parsed.title or page_title, page=url)
+    checked = _checked(usable[0], feed, parsed.title or page_title, page=url)
+    if checked.plain or not (page_plain := _plain_http(url, got)):
+        return checked
+    return replace(checked, plain=f"{page_plain}, so the feed it advertises was found over "
+                                  "plain http")
 
 
 def _checked(url: str, got: Fetched, title: str, page: str = "") -> FeedCheck:
     """The feed fetched from `url`, to be followed where it moved for good (301, 308): kept
     at the old address, every collect asked the user to update it, and `follow OLD` after
-    `follow NEW` followed the same feed twice. A temporary redirect (302, 307) keeps `url`."""
+    `follow NEW` followed the same feed twice. A temporary redirect (302, 307) keeps `url`.
+
+    An https `url` that redirects to plain http is kept as given, whatever the redirect: on
+    the server's word alone (or a network attacker's, who can answer in its place) the file
+    would say http, and every later collect would go unencrypted from its first request. The
+    answer says so, and how to follow the http address if that is what the user wants."""
+    plain = _plain_http(url, got)
+    if plain:
+        return FeedCheck(url, title, page, plain=f"{plain}, so its posts come unencrypted; "
+                                                 "sources.yaml keeps the https address given "
+                                                 "(give the http one yourself to follow that "
+                                                 "instead)")
     final = _moved_url(url, got)
     return FeedCheck(final, title, page, moved=url if final != url else "")
+
+
+def _plain_http(url: str, got: Fetched) -> str:
+    """"URL redirects to plain http (TARGET)" when the https `url` was answered, through
+    redirects, over plain http; else "". Passwords are shown as ***."""
+    if urlsplit(url).scheme.lower() != "https" or urlsplit(got.url).scheme.lower() != "http":
+        return ""
+    return f"{shown_url(url)} redirects to plain http ({shown_url(got.url)})"
 
 
 def _moved_url(url: str, got: Fetched) -> str:
@@ -525,7 +551,7 @@ def follow(path: Path, req: FollowRequest, check: bool = True,
     try:
         _, msg = edit_sources(Path(path), lambda doc: _apply(req, found, doc))
     except FollowError as e:  # `follow OLD` after `follow NEW`: "already following NEW"
-        if found is None or not found.moved:
+        if found is None or not found.moved_note():
             raise
         raise type(e)(found.moved_note() + str(e)) from None
     if found is not None:

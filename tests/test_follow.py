@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -27,6 +28,7 @@ from feedbot.follow import (
     parse_follow_args,
     unfollow,
 )
+from feedbot.http import make_client
 
 from .support import LocalServer, atom_feed
 
@@ -495,6 +497,59 @@ def test_a_move_naming_its_own_user_keeps_the_url_given(sources: Path, server: L
     assert r.exit_code == 0 and "hunter2" not in r.output, r.output
     assert load_config(sources).blogs[-1].url == old
     assert server.hits("/feed")  # the redirect was followed, and the feed checked
+
+
+def follow_over(site: httpx.MockTransport, sources: Path, *args: str) -> str:
+    """`follow` with the check's requests answered by `site` (a web server elsewhere)."""
+    import asyncio
+
+    client = make_client(transport=site)
+    try:
+        return follow(sources, parse_follow_args(list(args)), http=client)
+    finally:
+        asyncio.run(client.aclose())
+
+
+def downgrading(status: int, **pages: bytes) -> httpx.MockTransport:
+    """https://example.org/PATH answers `status` to http://example.org/PATH, which serves
+    pages[PATH] (a feed, or a web page)."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "https":
+            return httpx.Response(status, headers={
+                "Location": str(request.url.copy_with(scheme="http"))})
+        body = pages.get(request.url.path.strip("/"))
+        if body is None:
+            return httpx.Response(404)
+        kind = "text/html" if body.startswith(b"<!doctype") else "application/atom+xml"
+        return httpx.Response(200, content=body, headers={"Content-Type": kind})
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("status", [301, 308, 302])
+def test_an_https_feed_that_redirects_to_plain_http_stays_https(sources: Path,
+                                                                status: int) -> None:
+    """`follow https://…` whose server answered 301 with `http://…` wrote the plain-http URL
+    into sources.yaml: a downgrade the user never asked for, which anyone on the network path
+    can cause. The https URL is kept, and the answer says where the server pointed."""
+    url = "https://example.org/feed.xml"
+    msg = follow_over(downgrading(status, **{"feed.xml": FEED}), sources, url)
+    assert msg == (f"{url} redirects to plain http (http://example.org/feed.xml), so its posts "
+                   "come unencrypted; sources.yaml keeps the https address given (give the "
+                   "http one yourself to follow that instead); following blog \"Ada's Notes\": "
+                   f"{url}")
+    assert load_config(sources).blogs[-1].url == url
+
+
+def test_an_https_page_that_redirects_to_plain_http_is_said(sources: Path) -> None:
+    """The page given redirects to plain http, and its feed is found there: the answer says
+    so, the feed's own URL being whatever the page advertises."""
+    home = page('<link rel="alternate" type="application/atom+xml" href="/feed.xml">')
+    msg = follow_over(downgrading(301, **{"": home, "feed.xml": FEED}), sources, "Ada",
+                      "--blog", "https://example.org/")
+    assert msg.startswith("https://example.org/ redirects to plain http "
+                          "(http://example.org/), so the feed it advertises was found over "
+                          "plain http; following Ada on their blog "
+                          "(http://example.org/feed.xml)"), msg
 
 
 # --- the commands -----------------------------------------------------------------------------
