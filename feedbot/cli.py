@@ -259,11 +259,30 @@ def utf8_stdout() -> bool:
 def tolerate_unencodable_output() -> None:
     """A character that stdout's encoding lacks (a feed's emoji under cp1252, a lone
     surrogate) becomes `?` instead of a UnicodeEncodeError traceback half-way through the
-    output; stderr already does that (backslashreplace) by Python's default."""
-    reconfigure = getattr(sys.stdout, "reconfigure", None)
-    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+    output; stderr already does that (backslashreplace) by Python's default.
+
+    Under the C or POSIX locale (cron, a minimal Docker image, `LANG=C`) Python's streams are
+    ASCII, and the text digest died at its first `—` (rich writes to stdout itself). There
+    stdout and stderr write UTF-8, as click's `echo` already does for every other line
+    there: that locale is the system's default, seldom what the screen or the log shows."""
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None:  # None (started with >&-), or not a text file
+            continue
         with contextlib.suppress(ValueError, OSError):  # closed or detached: leave it be
-            reconfigure(errors="replace")
+            if _is_ascii(getattr(stream, "encoding", None) or ""):
+                reconfigure(encoding="utf-8", errors=errors)
+            elif getattr(stream, "errors", None) == "strict":
+                reconfigure(errors=errors)
+
+
+def _is_ascii(encoding: str) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name == "ascii"
+    except LookupError:
+        return False
 
 
 # --- collect ----------------------------------------------------------------------------------

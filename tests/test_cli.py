@@ -893,6 +893,36 @@ def odd_feed(server: LocalServer) -> Path:
     return p
 
 
+# `python -m feedbot` with the tests' fake embedder (no model to load: the test stays fast)
+FAKE_EMBEDDER_MAIN = ("import feedbot.embed, tests.support as s; fake = s.fake_embedder(); "
+                      "feedbot.embed.Embedder = lambda *a, **k: fake; "
+                      "from feedbot.cli import main; main(prog_name='feedbot')")
+C_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+def test_every_command_under_the_c_locale(odd_feed: Path, use_fake_embedder: Any) -> None:
+    """Under `LANG=C` (cron, a minimal Docker image) Python's stdout is ASCII: the text digest
+    and `search` died with a UnicodeEncodeError traceback at the first "—" or "Ł" (rich writes
+    to stdout itself; click's own lines were UTF-8 already). Every line is UTF-8 now, and
+    JSON stays JSON."""
+    invoke("collect")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"} | C_LOCALE
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-c", FAKE_EMBEDDER_MAIN, *args], env=env,
+                             cwd=root, capture_output=True, timeout=120)
+        assert out.returncode == 0 and b"Traceback" not in out.stderr, out.stderr.decode(
+            "utf-8", "replace")
+        return out.stdout.decode("utf-8")
+
+    digest = ("digest", "--no-collect", "--since", "3650d")
+    text = run(*digest)
+    assert ODD_TITLE in text and "DEMO" not in text
+    assert json.loads(run(*digest, "--format", "json"))["items"][0]["title"] == ODD_TITLE
+    assert ODD_TITLE in run("search", "CNN", "tricks")
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown", "html", "json"])
 def test_digest_on_a_stdout_that_is_not_utf8(odd_feed: Path, use_fake_embedder: Any,
                                              fmt: str) -> None:
