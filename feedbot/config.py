@@ -14,6 +14,7 @@ import reprlib
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -366,6 +367,54 @@ class Blog(_SourceOptions):
         return _check_url(v, "an RSS, Atom or JSON feed")
 
 
+def _read_arxiv_categories() -> frozenset[str]:
+    text = resources.files("feedbot").joinpath("data/arxiv_categories.txt") \
+        .read_text(encoding="utf-8")
+    return frozenset(word for line in text.splitlines() if not line.startswith("#")
+                     for word in line.split())
+
+
+# arXiv's categories (cs.CV, cond-mat.mes-hall, hep-th), kept in data/arxiv_categories.txt, and
+# its archives: a category is an archive and a subject class, or an archive alone.
+ARXIV_CATEGORIES = _read_arxiv_categories()
+ARXIV_ARCHIVES = frozenset(cat.partition(".")[0] for cat in ARXIV_CATEGORIES)
+_ARXIV_CANONICAL = {cat.lower(): cat for cat in ARXIV_CATEGORIES | ARXIV_ARCHIVES}
+# arXiv's archives of the 1990s that were closed, each merged into a category of today: their
+# old papers keep the name (cmp-lg/9404001), but no new paper is listed under it.
+ARXIV_CLOSED = {
+    "acc-phys": "physics.acc-ph", "adap-org": "nlin.AO", "alg-geom": "math.AG",
+    "ao-sci": "physics.ao-ph", "atom-ph": "physics.atom-ph", "bayes-an": "physics.data-an",
+    "chao-dyn": "nlin.CD", "chem-ph": "physics.chem-ph", "cmp-lg": "cs.CL",
+    "comp-gas": "nlin.CG", "dg-ga": "math.DG", "funct-an": "math.FA",
+    "mtrl-th": "cond-mat.mtrl-sci", "patt-sol": "nlin.PS", "plasm-ph": "physics.plasm-ph",
+    "q-alg": "math.QA", "solv-int": "nlin.SI", "supr-con": "cond-mat.supr-con"}
+_ONE_CATEGORY = re.compile(r"[A-Za-z][A-Za-z-]*(\.[A-Za-z][A-Za-z-]*)?")
+
+
+def arxiv_category(text: str) -> str:
+    """`text` as arXiv writes the category, whatever its case ("cs.lg" is cs.LG,
+    "COND-MAT.Mes-Hall" is cond-mat.mes-hall), or ValueError that says why not, with the
+    closest one: arXiv answers a category it does not have (`cs.CVV`, the list "cs.LG, cs.CV")
+    with nothing, every time, and an archive it closed (`cmp-lg`) with no new paper. The one
+    rule for sources.yaml's `category:` and `feedbot follow --category`."""
+    key = text.strip().lower()
+    if key in _ARXIV_CANONICAL:
+        return _ARXIV_CANONICAL[key]
+    if key in ARXIV_CLOSED:
+        now = ARXIV_CLOSED[key]
+        raise ValueError(f"{text!r} is an arXiv archive closed long ago, merged into {now}: "
+                         f"no new paper is listed under it; follow {now} instead")
+    if not _ONE_CATEGORY.fullmatch(key):
+        raise ValueError(f"{text!r} is not one arXiv category such as cs.LG; for several, "
+                         "follow each, or give sources.yaml a query: 'cat:cs.LG OR cat:cs.CV'")
+    subject = key.partition(".")[2]  # cs.ML: stat.ML, the one archive with that class
+    close = [c for c in _ARXIV_CANONICAL if subject and c.partition(".")[2] == subject]
+    if len(close) != 1:
+        close = difflib.get_close_matches(key, sorted(_ARXIV_CANONICAL), n=1)
+    hint = f" (did you mean {_ARXIV_CANONICAL[close[0]]}?)" if close else ""
+    raise ValueError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}")
+
+
 class ArxivQuery(_SourceOptions):
     name: Name
     query: str | None = None  # arXiv API search_query, e.g. 'cat:cs.CV AND abs:tutorial'
@@ -381,18 +430,10 @@ class ArxivQuery(_SourceOptions):
     @field_validator("category")
     @classmethod
     def _category(cls, v: str | None) -> str | None:
-        """One category as arXiv writes it: "cs.LG, cs.CV" went into `cat:cs.LG, cs.CV`,
-        which arXiv answers with nothing, and the source read "ok, 0 items" for ever."""
-        if v is None:
-            return v
-        v = v.strip()
-        if not re.fullmatch(r"[A-Za-z][A-Za-z-]*(\.[A-Za-z][A-Za-z-]*)?", v):
-            raise ValueError(f"{v!r} is not one arXiv category such as cs.LG; for several, "
-                             "give a query: 'cat:cs.LG OR cat:cs.CV'")
-        # as arXiv writes it, as `feedbot follow --category` writes it: the archive in lower
-        # case, a two-letter subject class in upper case (`stat.ml` is stat.ML)
-        archive, dot, subject = v.partition(".")
-        return archive.lower() + dot + (subject.upper() if len(subject) == 2 else subject.lower())
+        """One category as arXiv writes it (`arxiv_category`, the rule `follow --category`
+        keeps): "cs.LG, cs.CV" went into `cat:cs.LG, cs.CV`, which arXiv answers with
+        nothing, and the source read "ok, 0 items" for ever; so did `cs.CVV` and `cmp-lg`."""
+        return v if v is None else arxiv_category(v)
 
     @property
     def search_query(self) -> str:

@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -35,6 +34,7 @@ from ruamel.yaml.tokens import CommentToken
 from .collectors import SourceError
 from .collectors.feeds import FeedError, looks_html, parse_feed
 from .config import (
+    ARXIV_ARCHIVES,
     BLUESKY_DID,
     bluesky_feed_url,
     control_char,
@@ -45,6 +45,7 @@ from .config import (
     url_problem,
     x_token,
 )
+from .config import arxiv_category as known_arxiv_category
 from .http import Fetched, _origin, fetch, make_client, shown_url
 from .items import canonical_url
 from .opml import feed_url
@@ -82,33 +83,13 @@ _NOT_FEDIVERSE = ("medium.com", "youtube.com", "tiktok.com", "threads.net", "thr
 _ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")  # the shape of one
 
 
-def _read_arxiv_categories() -> frozenset[str]:
-    text = resources.files("feedbot").joinpath("data/arxiv_categories.txt") \
-        .read_text(encoding="utf-8")
-    return frozenset(word for line in text.splitlines() if not line.startswith("#")
-                     for word in line.split())
-
-
-# arXiv's categories (cs.CV, cond-mat.mes-hall, hep-th), kept in data/arxiv_categories.txt, and
-# its archives: a category is an archive and a subject class, or an archive alone.
-ARXIV_CATEGORIES = _read_arxiv_categories()
-ARXIV_ARCHIVES = frozenset(cat.partition(".")[0] for cat in ARXIV_CATEGORIES)
-_ARXIV_CANONICAL = {cat.lower(): cat for cat in ARXIV_CATEGORIES | ARXIV_ARCHIVES}
-
-
 def arxiv_category(text: str) -> str:
-    """`text` as arXiv writes the category, whatever its case ("cs.lg" is cs.LG,
-    "COND-MAT.Mes-Hall" is cond-mat.mes-hall), or FollowError with the closest one: arXiv
-    answers a category it does not have (`cs.CVV`) with nothing, every time."""
-    key = text.strip().lower()
-    if key in _ARXIV_CANONICAL:
-        return _ARXIV_CANONICAL[key]
-    subject = key.partition(".")[2]  # cs.ML: stat.ML, the one archive with that class
-    close = [c for c in _ARXIV_CANONICAL if subject and c.partition(".")[2] == subject]
-    if len(close) != 1:
-        close = difflib.get_close_matches(key, sorted(_ARXIV_CANONICAL), n=1)
-    hint = f" (did you mean {_ARXIV_CANONICAL[close[0]]}?)" if close else ""
-    raise FollowError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}")
+    """`config.arxiv_category`, refused as a FollowError: `follow --category` takes what
+    sources.yaml's `category:` takes, and refuses the rest with the same words."""
+    try:
+        return known_arxiv_category(text)
+    except ValueError as e:
+        raise FollowError(str(e)) from None
 
 
 _FLAGS = {"--replies": "replies", "--retweets": "retweets", "--no-check": "no_check"}

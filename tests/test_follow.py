@@ -661,9 +661,44 @@ def test_a_category_arxiv_does_not_have_is_refused(sources: Path, typed: list[st
     assert sources.read_text() == COMMENTED
 
 
+NAMES = [("math.co", "math.CO"), ("MATH.CO", "math.CO"), ("physics.Atom-Ph", "physics.atom-ph"),
+         ("cond-mat", "cond-mat"), ("hep-th", "hep-th"), ("q-bio.nc", "q-bio.NC"),
+         ("cmp-lg", "closed long ago, merged into cs.CL: no new paper is listed under it; "
+                    "follow cs.CL instead"),
+         ("Q-ALG", "closed long ago, merged into math.QA"), ("solv-int", "merged into nlin.SI"),
+         ("cs.CVV", "is not an arXiv category such as cs.LG or stat.ML (did you mean cs.CV?)"),
+         ("q-bio.XX", "is not an arXiv category"), ("nonsense", "is not an arXiv category"),
+         ("cs.LG cs.CV", "is not one arXiv category such as cs.LG; for several, follow each, "
+                         "or give sources.yaml a query: 'cat:cs.LG OR cat:cs.CV'")]
+
+
+@pytest.mark.parametrize(("name", "outcome"), NAMES)
+def test_follow_and_sources_yaml_take_the_same_arxiv_categories(name: str,
+                                                                outcome: str) -> None:
+    """`category: cmp-lg` (an archive arXiv closed in the 1990s), `category: cs.CVV` or
+    `category: nonsense` in sources.yaml were taken, and arXiv answered them with no new paper
+    for ever, while `follow --category` refused them: one rule now, with the same words."""
+    try:
+        followed = parse_follow_args(["--category", name]).category
+    except FollowError as e:
+        followed = f"refused: {e}"
+    try:
+        arxiv = load_config("sources.yaml", text=f"arxiv:\n  - {{name: a, category: {name}}}\n")
+        written = str(arxiv.arxiv[0].category)
+    except ConfigError as e:
+        assert e.key == "arxiv[0].category"
+        written = f"refused: {e.message}"
+    assert followed == written
+    if written.startswith("refused: "):
+        assert written.startswith(f"refused: {name!r} ") and outcome in written, written
+    else:
+        assert written == outcome
+
+
 def test_every_arxiv_category_is_written_in_its_own_case() -> None:
     """arXiv's categories are case-sensitive (cs.CV, math.ST, q-bio.NC, physics.optics)."""
-    from feedbot.follow import ARXIV_CATEGORIES, arxiv_category
+    from feedbot.config import ARXIV_CATEGORIES
+    from feedbot.follow import arxiv_category
 
     assert len(ARXIV_CATEGORIES) == 155 and {"cs.CV", "math.ST", "stat.ML", "q-bio.NC",
                                               "cond-mat.mes-hall", "hep-th"} <= ARXIV_CATEGORIES
@@ -873,7 +908,7 @@ def test_profile_urls_follow_the_account(args: list[str], expected: FollowReques
     (["https://x.com/home"], "not an X profile"),
     (["Ada", "--x", "https://bsky.app/profile/ada.bsky.social"], "not a profile URL on X"),
     (["Ada", "x:ada", "https://arxiv.org/list/cs.LG/recent"], "followed on its own"),
-    (["--category", "not a category"], "not an arXiv category"),
+    (["--category", "not a category"], "not one arXiv category"),
     # a custom feed or list followed its maker's posts instead, silently
     (["https://bsky.app/profile/ada.bsky.social/feed/ml-papers"], "a Bluesky feed, not an "
      "account"),
