@@ -396,7 +396,10 @@ def arxiv_category(text: str) -> str:
     "COND-MAT.Mes-Hall" is cond-mat.mes-hall), or ValueError that says why not, with the
     closest one: arXiv answers a category it does not have (`cs.CVV`, the list "cs.LG, cs.CV")
     with nothing, every time, and an archive it closed (`cmp-lg`) with no new paper. The one
-    rule for sources.yaml's `category:` and `feedbot follow --category`."""
+    rule for sources.yaml's `category:` and `feedbot follow --category`. The list is
+    feedbot's (data/arxiv_categories.txt): a category arXiv opens later is refused here until
+    the list has it, so the refusal names the way round it, a `query:` (which is not
+    checked)."""
     key = text.strip().lower()
     if key in _ARXIV_CANONICAL:
         return _ARXIV_CANONICAL[key]
@@ -412,7 +415,8 @@ def arxiv_category(text: str) -> str:
     if len(close) != 1:
         close = difflib.get_close_matches(key, sorted(_ARXIV_CANONICAL), n=1)
     hint = f" (did you mean {_ARXIV_CANONICAL[close[0]]}?)" if close else ""
-    raise ValueError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}")
+    raise ValueError(f"{text!r} is not an arXiv category such as cs.LG or stat.ML{hint}; "
+                     f"one newer than feedbot's list goes in a query: 'cat:{text.strip()}'")
 
 
 class ArxivQuery(_SourceOptions):

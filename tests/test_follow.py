@@ -666,7 +666,8 @@ NAMES = [("math.co", "math.CO"), ("MATH.CO", "math.CO"), ("physics.Atom-Ph", "ph
          ("cmp-lg", "closed long ago, merged into cs.CL: no new paper is listed under it; "
                     "follow cs.CL instead"),
          ("Q-ALG", "closed long ago, merged into math.QA"), ("solv-int", "merged into nlin.SI"),
-         ("cs.CVV", "is not an arXiv category such as cs.LG or stat.ML (did you mean cs.CV?)"),
+         ("cs.CVV", "is not an arXiv category such as cs.LG or stat.ML (did you mean cs.CV?); "
+                    "one newer than feedbot's list goes in a query: 'cat:cs.CVV'"),
          ("q-bio.XX", "is not an arXiv category"), ("nonsense", "is not an arXiv category"),
          ("cs.LG cs.CV", "is not one arXiv category such as cs.LG; for several, follow each, "
                          "or give sources.yaml a query: 'cat:cs.LG OR cat:cs.CV'")]
