@@ -699,32 +699,92 @@ def test_stopping_does_not_wait_for_a_hung_x_request(
 
 _GOOD_POST = {"id": "1860000000000000001", "text": "fine post",
               "created_at": "2026-11-19T10:00:00.000Z"}
+_ODD_ID = "1860000000000000002"
 
 
-@pytest.mark.parametrize(("odd", "kept"), [
-    ({"id": "1860000000000000002", "text": "x", "created_at": "yesterday"}, 2),
-    ({"id": "1860000000000000003", "text": "x", "created_at": "0001-01-01T00:00:00+01:00"}, 2),
-    ({"text": "no id"}, 1),
-    ({"id": "abc", "text": "x", "created_at": "2026-11-19T10:00:00.000Z"}, 1),
-], ids=["unreadable-date", "date-out-of-range", "no-id", "id-not-a-number"])
-def test_one_malformed_post_costs_only_itself(odd: dict[str, str], kept: int, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """One post X sent malformed lost the whole timeline's fetch ("unexpected ValueError"),
-    run after run. A post with an unreadable date takes its id's time; one without a usable
-    id (nothing to link to) is passed over."""
+def _odd(**fields: Any) -> dict[str, Any]:
+    return {"id": _ODD_ID, "text": "x", "created_at": "2026-11-19T10:00:00.000Z", **fields}
+
+
+def _collect_one_answer(answer: Any, store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The report of source G/x's collection, with `answer` as its timeline."""
     monkeypatch.setenv("X_BEARER_TOKEN", "t")
     cfg = load_config("sources.yaml",
                       text="learner:\n  stage: cnn\npeople:\n  - name: G\n    x: gx\n")
-    with x_api() as rsps, Store(tmp_path / "db.sqlite") as store:
+    with x_api() as rsps:
         rsps.get(f"{X_API}/users/by/username/gx",
                  json={"data": {"id": "4242", "name": "G", "username": "gx"}})
-        rsps.get(f"{X_API}/users/4242/tweets",
-                 json={"data": [_GOOD_POST, odd], "meta": {"result_count": 2}})
+        rsps.get(f"{X_API}/users/4242/tweets", json=answer)
         [report] = asyncio.run(collect_async(cfg, store, now=NOW))
-        assert (report.status, report.new) == ("ok", kept)
-        stored = {s.item.url.rsplit("/", 1)[1]: s.item for s in store.items_since(None)}
-        if kept == 2:  # its time from the snowflake id, not a fetch-time guess
-            assert stored[odd["id"]].published == tweet_time({"id": odd["id"]})
+    return report
+
+
+@pytest.mark.parametrize(("odd", "kept", "why"), [
+    (_odd(created_at="yesterday"), 2, ""),
+    (_odd(created_at="0001-01-01T00:00:00+01:00"), 2, ""),
+    ({"text": "no id"}, 1, "one without an id: no id of X's"),
+    (_odd(id="abc"), 1, "one without an id: no id of X's"),
+    # a number past X's 64-bit ids read as the post's time: "timestamp out of range"
+    ({"id": "9" * 30, "text": "x"}, 1, "one without an id: no id of X's"),
+    (_odd(referenced_tweets="abc"), 1, f"{_ODD_ID}: referenced_tweets is a string, not a list"),
+    (_odd(entities=[]), 1, f"{_ODD_ID}: entities is a list, not an object"),
+    (_odd(entities={"urls": ["https://t.co/x"]}), 1,
+     f"{_ODD_ID}: entities.urls[] is a string, not an object"),
+    (_odd(note_tweet={"text": "x", "entities": {"urls": [None]}}), 1,
+     f"{_ODD_ID}: note_tweet.entities.urls[] is null, not an object"),
+    (_odd(edit_history_tweet_ids=7), 1,
+     f"{_ODD_ID}: edit_history_tweet_ids is a number, not a list"),
+    (_odd(text=None), 1, f"{_ODD_ID}: text is null, not a string"),  # it was stored as "None"
+    ("a post", 1, "one without an id: no id of X's"),
+], ids=["unreadable-date", "date-out-of-range", "no-id", "id-not-a-number", "id-past-64-bits",
+        "references-a-string", "entities-a-list", "url-a-string", "note-url-null",
+        "edit-history-a-number", "text-null", "not-an-object"])
+def test_one_malformed_post_costs_only_itself(odd: Any, kept: int, why: str, store: Store,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One post X sent malformed lost the whole timeline's fetch ("unexpected ValueError",
+    "'str' object has no attribute 'get'"), run after run, every good post with it. A post
+    with an unreadable date takes its id's time; one that cannot be read is left out, and the
+    source's report names it."""
+    report = _collect_one_answer({"data": [_GOOD_POST, odd], "meta": {"result_count": 2}},
+                                 store, monkeypatch)
+    assert (report.status, report.new) == ("ok", kept), report.error
+    stored = {s.item.url.rsplit("/", 1)[1]: s.item for s in store.items_since(None)}
+    assert _GOOD_POST["id"] in stored
+    if kept == 2:  # its time from the snowflake id, not a fetch-time guess
+        assert stored[odd["id"]].published == tweet_time({"id": odd["id"]})
+        assert report.warning == ""
+    else:
+        assert report.warning == f"left out 1 malformed post X sent ({why})"
+        assert store.source_state("G/x").notice == report.warning
+
+
+def test_many_malformed_posts_are_told_in_one_line(store: Store,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = [_odd(id=str(int(_ODD_ID) + n), entities=[]) for n in range(5)]
+    report = _collect_one_answer({"data": [_GOOD_POST, *odd]}, store, monkeypatch)
+    assert (report.status, report.new) == ("ok", 1)
+    line = report.line()
+    assert "\n" not in line and "left out 5 malformed posts X sent (" in line
+    assert line.endswith("1860000000000000004: entities is a list, not an object; and 2 more)")
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    ({"data": {"id": "1860000000000000001", "text": "x"}, "meta": {"newest_id": "18600"}},
+     "data is an object, not a list"),
+    ({"data": [_GOOD_POST], "meta": ["1860000000000000001"]}, "meta is a list, not an object"),
+    ({"errors": ["not authorized"]}, "errors[] is a string, not an object"),
+    (["not", "a", "page"], "it is a list, not an object"),
+], ids=["data-an-object", "meta-a-list", "error-a-string", "answer-a-list"])
+def test_an_answer_that_cannot_be_read_is_the_sources_clear_error(
+        answer: Any, why: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data` sent as an object read as "nothing new", and the cursor moved past posts never
+    read; the others failed as "unexpected AttributeError". Now the source fails saying what
+    is wrong, keeps its cursor, and asks for the same posts next time."""
+    report = _collect_one_answer(answer, store, monkeypatch)
+    assert report.status == "error"
+    assert report.error == (f"X sent an answer feedbot cannot read ({why}); its posts are "
+                            "asked for again next time")
+    assert store.source_state("G/x").cursor in (None, "")
 
 
 def test_a_retweet_or_a_quote_of_a_stored_post_is_a_share_of_it(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ as `since_id`, and no run reads more than the source's `max_items` posts. It nev
 into history, never waits out a rate limit itself (a 429 becomes the source's `retry_after`) and
 never logs or shows the token.
 
-`parse_timeline` / `tweet_to_item` are pure: JSON as the API returns it in, `Item`s out;
+`read_timeline` / `tweet_to_item` are pure: JSON as the API returns it in, `Item`s out;
 `timeline_error` turns the errors X puts in a 200 answer without posts into the source's error.
+JSON not shaped as X documents it never crashes them: a malformed post is left out and named in
+the source's report, an answer that cannot be read at all is the source's error.
 """
 
 from __future__ import annotations
@@ -156,6 +158,71 @@ def gate_for(ctx: Context) -> XGate:
 
 # --- parsing (pure) ---------------------------------------------------------------------------
 
+_ID = (str, int)
+_URLS = {"urls": [{"url": str, "expanded_url": str, "display_url": str, "media_key": str}]}
+# What feedbot reads of a post, typed as X's API documents it (absent or null: not sent). A post
+# with another type in one of these is malformed: left out, and named in the source's report.
+POST_SHAPE: dict[str, Any] = {
+    "text": str, "entities": _URLS, "note_tweet": {"text": str, "entities": _URLS},
+    "referenced_tweets": [{"type": str, "id": _ID}], "edit_history_tweet_ids": [_ID],
+    "conversation_id": _ID, "in_reply_to_user_id": _ID}
+# What feedbot reads of a timeline page: an answer with another type in one of these cannot be
+# read at all (its posts, where it goes on, what X refused). `includes` only enriches retweets:
+# an included post that is malformed is passed over, and the retweet keeps its own text.
+PAGE_SHAPE: dict[str, Any] = {"data": list, "meta": {"newest_id": _ID, "next_token": str},
+                              "errors": [dict]}
+_KINDS = {str: "a string", _ID: "an id", list: "a list", dict: "an object"}
+
+
+def shape_problem(value: Any, shape: Any, name: str = "") -> str:
+    """Why `value` is not shaped as `shape` says, '' when it is. A shape is a type (or a tuple
+    of types), a dict of field → shape (a field absent or null passes) or a one-shape list of
+    entries. `name`: what `value` is called in the answer (`entities.urls`)."""
+    kind = dict if isinstance(shape, dict) else list if isinstance(shape, list) else shape
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return f"{name or 'it'} is {_json_kind(value)}, not {_KINDS[kind]}"
+    parts: list[tuple[str, Any, Any]] = []
+    if isinstance(shape, dict) and isinstance(value, dict):  # a field not sent passes
+        parts = [(f"{name}.{k}" if name else k, value[k], sub) for k, sub in shape.items()
+                 if value.get(k) is not None]
+    elif isinstance(shape, list) and isinstance(value, list):  # a null entry does not
+        parts = [(f"{name}[]", v, shape[0]) for v in value]
+    return next((why for part, v, sub in parts for why in [shape_problem(v, sub, part)] if why),
+                "")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def post_problem(tweet: Any) -> str:
+    """Why `tweet` is a post feedbot cannot read ('' when it can): no id of X's to link to, no
+    text, or a field of another type than X documents (`POST_SHAPE`)."""
+    if not _has_id(tweet):
+        return "no id of X's"
+    if not isinstance(tweet.get("text"), str):
+        return f"text is {_json_kind(tweet.get('text'))}, not a string"
+    return shape_problem(tweet, POST_SHAPE)
+
+
+def usable_pages(pages: Iterable[Any]) -> list[dict[str, Any]]:
+    """The timeline pages, when each can be read (`PAGE_SHAPE`); XError naming what is wrong
+    when one cannot. Nothing of such an answer is kept, nor its cursor: it is read again."""
+    pages = list(pages)
+    for page in pages:
+        why = shape_problem(page, PAGE_SHAPE)
+        if why:
+            raise XError(f"X sent an answer feedbot cannot read ({shorten(why, 120)}); its "
+                         "posts are asked for again next time")
+    return pages
+
+
 def tweet_time(tweet: dict[str, Any]) -> datetime:
     """`created_at` when the API sent it, else the time encoded in the snowflake id."""
     raw = tweet.get("created_at")
@@ -285,9 +352,36 @@ def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str =
     )
 
 
+@dataclass
+class Timeline:
+    """What `read_timeline` made of an answer: its items, newest first, and the posts it left
+    out as malformed (id, or '' when it had none, and why)."""
+
+    items: list[Item]
+    malformed: list[tuple[str, str]] = field(default_factory=list)
+
+    def warning(self) -> str:
+        """The posts left out, in one line for the source's report ('' when none were)."""
+        if not self.malformed:
+            return ""
+        named = [f"{pid or 'one without an id'}: {why}" for pid, why in self.malformed[:3]]
+        more = len(self.malformed) - len(named)
+        return (f"left out {len(self.malformed)} malformed post"
+                f"{'s' if len(self.malformed) != 1 else ''} X sent ({'; '.join(named)}"
+                + (f"; and {more} more" if more else "") + ")")
+
+
 def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, person: str = "",
                    *, replies: bool = False, retweets: bool = False, own_id: str = ""
                    ) -> list[Item]:
+    """`read_timeline`'s items."""
+    return read_timeline(pages, handle, source, person, replies=replies, retweets=retweets,
+                         own_id=own_id).items
+
+
+def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, person: str = "",
+                  *, replies: bool = False, retweets: bool = False, own_id: str = ""
+                  ) -> Timeline:
     """Timeline pages (`{"data": [...], "meta": {...}}`) → Items, newest first.
 
     Retweets and replies are dropped unless asked for, even if the API sent them; but not the
@@ -295,14 +389,19 @@ def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, pe
     later posts that came with its first are read into it: its text and links, in order
     (one entry, not "1/", "2/", … each in the digest). One whose first post came in an earlier
     run, or was left out (a reply to someone else), is an item of its own.
+
+    A malformed post (`post_problem`) costs only itself: it is left out, and named in
+    `Timeline.malformed`. XError when the answer itself cannot be read (`usable_pages`).
     """
-    pages = list(pages)
-    included = {str(t.get("id")): t for page in pages
-                for t in (page.get("includes") or {}).get("tweets") or [] if isinstance(t, dict)}
+    pages = usable_pages(pages)
+    included = {str(t["id"]): t for t in _included(pages) if not post_problem(t)}
     kept: list[dict[str, Any]] = []
+    malformed: list[tuple[str, str]] = []
     for page in pages:
         for tweet in page.get("data") or []:
-            if not _has_id(tweet):  # no post to link to: one malformed post costs only itself
+            why = post_problem(tweet)
+            if why:
+                malformed.append((str(tweet["id"]) if _has_id(tweet) else "", why))
                 continue
             if (is_retweet(tweet) and not retweets) or (
                     is_reply(tweet) and not replies and not continues_own(tweet, own_id)):
@@ -327,7 +426,14 @@ def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, pe
             links = list(dict.fromkeys([*item.links, *(u for p in parts for u in p[1])]))
             item = replace(item, summary=text, links=tuple(links))
         items.append(item)
-    return items
+    return Timeline(items, malformed)
+
+
+def _included(pages: list[dict[str, Any]]) -> list[Any]:
+    """The posts the answer included (`includes.tweets`), where it is shaped to hold them."""
+    lists = [(p.get("includes") or {}).get("tweets") if isinstance(p.get("includes"), dict)
+             else None for p in pages]
+    return [t for posts in lists if isinstance(posts, list) for t in posts]
 
 
 def _has_id(tweet: Any) -> bool:
@@ -336,14 +442,17 @@ def _has_id(tweet: Any) -> bool:
 
 
 def _digits(value: Any) -> bool:
+    """Whether `value` is one of X's ids: a number of at most 64 bits, or its digits (a longer
+    one read as a post's time is past any date)."""
     return isinstance(value, str | int) and not isinstance(value, bool) \
-        and str(value).isdigit() and len(str(value)) <= 30
+        and str(value).isdigit() and len(str(value)) <= 20 and int(value) < 2 ** 64
 
 
 def newest_id(pages: Iterable[dict[str, Any]], since_id: str = "") -> str | None:
     """The newest post id seen (the next run's since_id); None when nothing came back. Ids
-    that are not numbers (a malformed answer) are passed over."""
-    pages = list(pages)
+    that are not numbers (a malformed answer) are passed over; XError when the answer cannot be
+    read (`usable_pages`)."""
+    pages = usable_pages(pages)
     ids = [int(p["meta"]["newest_id"]) for p in pages
            if _digits((p.get("meta") or {}).get("newest_id"))]
     ids += [int(t["id"]) for p in pages for t in p.get("data") or [] if _has_id(t)]
@@ -359,8 +468,9 @@ def timeline_error(pages: Iterable[dict[str, Any]], handle: str) -> XError | Non
     X answers 200 with only `errors` when it will not show the timeline: a protected account
     (`not-authorized-for-resource`), or an id whose account was deleted or suspended
     (`resource-not-found`). Errors beside data (about included objects) are not the timeline's.
+    XError when the answer cannot be read (`usable_pages`).
     """
-    for page in pages:
+    for page in usable_pages(pages):
         errors = [e for e in page.get("errors") or [] if e.get("section") != "includes"]
         if page.get("data") or not errors:
             continue
@@ -416,7 +526,9 @@ def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_it
             user_id, max_results=size, since_id=since_id or None, exclude=exclude or None,
             tweet_fields=TWEET_FIELDS, expansions=expansions or None, pagination_token=token)
         pages.append(resp)
-        token = (resp.get("meta") or {}).get("next_token")
+        # an answer that cannot be read ends the reading; `usable_pages` says why
+        token = None if shape_problem(resp, PAGE_SHAPE) else (resp.get("meta") or {}).get(
+            "next_token")
         if not token:
             break
     return pages
@@ -534,8 +646,9 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
         if isinstance(refused, XUserGone) and meta is not None:
             meta.set_meta(_user_key(handle), "")  # look the handle up again next time
         raise refused
-    items = parse_timeline(pages, handle, spec.name, spec.person,
-                           replies=bool(spec.options.get("replies")),
-                           retweets=bool(spec.options.get("retweets")), own_id=uid)
+    timeline = read_timeline(pages, handle, spec.name, spec.person,
+                             replies=bool(spec.options.get("replies")),
+                             retweets=bool(spec.options.get("retweets")), own_id=uid)
     # newest first: X's smallest page (5) may bring more than a `max_items` under it
-    return Collected(items[:spec.max_items], cursor=newest_id(pages, state.cursor))
+    return Collected(timeline.items[:spec.max_items], cursor=newest_id(pages, state.cursor),
+                     warning=timeline.warning())
