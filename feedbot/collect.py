@@ -94,7 +94,7 @@ class DeferredMeta:
     """The store's meta table as collectors see it (`ctx.extra["meta"]`: get_meta/set_meta,
     synchronous) when the store lives on another thread: the keys a source's collector may read
     are loaded with its state before it runs, and what it writes is kept here and written with
-    that source's outcome. Only X's user-id cache uses it."""
+    that source's outcome. Only X's collector uses it (its user-id cache, its recent threads)."""
 
     def __init__(self) -> None:
         self._values: dict[str, str | None] = {}
@@ -104,9 +104,9 @@ class DeferredMeta:
     def keys_for(spec: SourceSpec) -> tuple[str, ...]:
         if spec.kind != "x":
             return ()
-        from .collectors.x import _user_key  # as collect_x names the handle's cache entry
+        from .collectors.x import meta_keys  # as collect_x names them
 
-        return (_user_key(spec.target.lstrip("@")),)
+        return meta_keys(spec.target)
 
     def load(self, values: dict[str, str | None]) -> None:
         self._values.update({k: v for k, v in values.items() if k not in self._pending})
@@ -351,7 +351,7 @@ async def collect_async(
     """Collect the selected sources. The store work goes through `db` when given (`store` is
     then not used, and may be None), else it is done inline on `store`."""
     specs = select_sources(cfg, only)
-    meta: object  # get_meta/set_meta for collectors' caches (X user ids)
+    meta: object  # get_meta/set_meta for collectors' caches (X user ids, threads)
     if db is None:
         if store is None:
             raise TypeError("collect_async needs a store, or db to reach one")

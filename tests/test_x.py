@@ -20,9 +20,10 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from feedbot.collect import collect_async, is_due, report_lines
+from feedbot.collect import collect_async, inline, is_due, report_lines
 from feedbot.collectors import Context, SourceDisabled
 from feedbot.collectors.x import (
+    TWITTER_EPOCH_MS,
     XAuthError,
     XError,
     collect_x,
@@ -427,6 +428,82 @@ async def test_an_absurd_reset_time_defers_the_source_by_the_rate_limit_window(
     assert "rate limit" in reports[0].error
     for name in ("A/x", "B/x"):
         assert store.source_state(name).retry_after == NOW + timedelta(minutes=15)
+
+
+def snowflake(at: datetime) -> str:
+    """The id X gives a post published at `at`."""
+    return str((int(at.timestamp() * 1000) - TWITTER_EPOCH_MS) << 22)
+
+
+def thread_post(at: datetime, text: str, head: str = "", link: str = "",
+                edits: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A post of account 42's thread: its first post, or (`head`) a reply to itself. `edits`:
+    the ids of its earlier versions, when it is an edit (X gives an edit its own id, and its own
+    `conversation_id`, as the recorded edit in x-api-v2/twarc-csv shows)."""
+    pid = snowflake(at)
+    post: dict[str, Any] = {"id": pid, "text": text, "conversation_id": head or pid,
+                            "created_at": at.isoformat().replace("+00:00", "Z"),
+                            "edit_history_tweet_ids": [*edits, pid]}
+    if head:
+        post.update(in_reply_to_user_id="42",
+                    referenced_tweets=[{"type": "replied_to", "id": head}])
+    if link:
+        post["text"] += " https://t.co/x"
+        post["entities"] = {"urls": [{"url": "https://t.co/x", "expanded_url": link}]}
+    return post
+
+
+THREAD_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+FIRST = thread_post(THREAD_AT, "1/ new paper on scaling 🧵")
+LATER = [thread_post(THREAD_AT + timedelta(minutes=2), "3/ code too", FIRST["id"],
+                     "https://example.org/code"),
+         thread_post(THREAD_AT + timedelta(minutes=1), "2/ the paper:", FIRST["id"],
+                     "https://example.org/paper")]
+EDITED = thread_post(THREAD_AT + timedelta(minutes=5), "1/ new paper on scaling laws 🧵",
+                     edits=(FIRST["id"],))
+THREAD_TAIL = "2/ the paper: https://example.org/paper 3/ code too https://example.org/code"
+
+
+@pytest.mark.parametrize("way", ["cli", "daemon"])
+async def test_editing_a_threads_first_post_keeps_the_rest_of_the_thread(
+        way: str, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """The thread was one item; the edit of its first post (a new post, alone in the next
+    answer) replaced it with that post alone: the paper's link and the rest were gone.
+    `daemon`: the store is reached through calls, as `feedbot run` does (`DeferredMeta`)."""
+    cfg = config("  - name: Me\n    x: me_here\n")
+    store.set_meta("x:user:me_here", "42")
+
+    async def collect(now: datetime) -> list:
+        if way == "cli":
+            return await collect_async(cfg, store, now=now, http=http)
+        return await collect_async(cfg, None, now=now, http=http, db=inline(store))
+
+    for n, answer in enumerate([[*LATER, FIRST], [EDITED]]):
+        with x_api() as rsps:
+            rsps.get(f"{API}/users/42/tweets", json={"data": answer})
+            [report] = await collect(NOW + timedelta(hours=n))
+        assert report.status == "ok", report.error
+    [stored] = store.items_since(None)
+    assert stored.item.url == f"https://x.com/me_here/status/{FIRST['id']}"
+    assert stored.item.summary == f"1/ new paper on scaling laws 🧵 {THREAD_TAIL}"
+    assert stored.item.links == ("https://example.org/paper", "https://example.org/code")
+
+    # once X's newest post is past the time the thread could be edited, it is no longer kept
+    later = thread_post(THREAD_AT + timedelta(hours=1, minutes=1), "another day")
+    assert store.get_meta("x:threads:me_here") not in (None, "", "{}")
+    with x_api() as rsps:
+        rsps.get(f"{API}/users/42/tweets", json={"data": [later]})
+        [report] = await collect(NOW + timedelta(hours=2))
+    assert report.status == "ok" and report.new == 1
+    assert store.get_meta("x:threads:me_here") == "{}"
+
+
+def test_a_thread_whose_first_post_came_edited_is_one_item() -> None:
+    """The thread's later posts name its first post's first id, not the edit's: each was an
+    item of its own beside the edited first post."""
+    [item] = parse_timeline([{"data": [EDITED, *LATER]}], "me", "Me/x", own_id="42")
+    assert item.guid == FIRST["id"]
+    assert item.summary == f"1/ new paper on scaling laws 🧵 {THREAD_TAIL}"
 
 
 async def test_a_collected_thread_keeps_the_link_of_its_second_post(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -52,6 +53,9 @@ DEFAULT_WAIT = timedelta(minutes=15)  # X's rate-limit window, when no reset tim
 CAPPED_WAIT = timedelta(days=1)  # after X said the app's monthly usage cap is spent
 LONGEST_RESET = timedelta(days=32)  # a reset further ahead is no reset: X's cap is monthly
 TWITTER_EPOCH_MS = 1288834974657  # snowflake ids carry their creation time since this
+# X lets a post be edited for 30 minutes after it was published (docs.x.com, "Edit posts"); an
+# edit is a new post, as old as that at most. An hour leaves a margin.
+EDIT_WINDOW = timedelta(hours=1)
 
 _RT_PREFIX = re.compile(r"RT @\w+: ")
 # A link to a post: x.com/<handle>/status/<id>, X's own i/web/status/<id>, a photo or video of it.
@@ -352,13 +356,19 @@ def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str =
     )
 
 
+# A thread's later posts as its item holds them: each one's first id → (its text, its links).
+Parts = dict[str, tuple[str, list[str]]]
+
+
 @dataclass
 class Timeline:
-    """What `read_timeline` made of an answer: its items, newest first, and the posts it left
-    out as malformed (id, or '' when it had none, and why)."""
+    """What `read_timeline` made of an answer: its items, newest first; the posts it left out
+    as malformed (id, or '' when it had none, and why); and the later posts of the threads it
+    read, and of those it was given (`Parts` by the first post's first id)."""
 
     items: list[Item]
     malformed: list[tuple[str, str]] = field(default_factory=list)
+    threads: dict[str, Parts] = field(default_factory=dict)
 
     def warning(self) -> str:
         """The posts left out, in one line for the source's report ('' when none were)."""
@@ -380,8 +390,8 @@ def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, pe
 
 
 def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, person: str = "",
-                  *, replies: bool = False, retweets: bool = False, own_id: str = ""
-                  ) -> Timeline:
+                  *, replies: bool = False, retweets: bool = False, own_id: str = "",
+                  threads: dict[str, Parts] | None = None) -> Timeline:
     """Timeline pages (`{"data": [...], "meta": {...}}`) → Items, newest first.
 
     Retweets and replies are dropped unless asked for, even if the API sent them; but not the
@@ -389,6 +399,10 @@ def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, per
     later posts that came with its first are read into it: its text and links, in order
     (one entry, not "1/", "2/", … each in the digest). One whose first post came in an earlier
     run, or was left out (a reply to someone else), is an item of its own.
+
+    `threads`: the later posts of threads read in earlier runs (`Timeline.threads`). An edit of
+    such a thread's first post comes alone, under a new id, and its item replaces the thread's:
+    it is the edited post with the thread's later posts, not the edited post alone.
 
     A malformed post (`post_problem`) costs only itself: it is left out, and named in
     `Timeline.malformed`. XError when the answer itself cannot be read (`usable_pages`).
@@ -407,26 +421,61 @@ def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, per
                     is_reply(tweet) and not replies and not continues_own(tweet, own_id)):
                 continue
             kept.append(tweet)
-    heads = {str(t["id"]): t for t in kept}
-    rest: dict[str, list[dict[str, Any]]] = {}  # a thread's first post id → its later posts
+    # by first id: a thread's later posts name the first post's first id (`conversation_id`),
+    # also when that post came edited, under a new id
+    heads = {first_id(t) for t in kept}
+    rest = {head: dict(parts) for head, parts in (threads or {}).items()}
+    folded: set[int] = set()
     for tweet in kept:
         head = str(tweet.get("conversation_id") or "")
-        if continues_own(tweet, own_id) and head != str(tweet["id"]) and head in heads:
-            rest.setdefault(head, []).append(tweet)
-    folded = {id(t) for later in rest.values() for t in later}
-    items = []
-    for tweet in kept:
-        if id(tweet) in folded:
-            continue
-        item = tweet_to_item(tweet, handle, source, person, included)
-        later = sorted(rest.get(str(tweet["id"]), []), key=lambda t: int(t["id"]))
-        if later:
-            parts = [post_text(t, included) for t in later]
-            text = " ".join([item.summary, *(p[0] for p in parts if p[0])])
-            links = list(dict.fromkeys([*item.links, *(u for p in parts for u in p[1])]))
-            item = replace(item, summary=text, links=tuple(links))
-        items.append(item)
-    return Timeline(items, malformed)
+        if continues_own(tweet, own_id) and head != first_id(tweet) and head in heads:
+            rest.setdefault(head, {})[first_id(tweet)] = post_text(tweet, included)
+            folded.add(id(tweet))
+    items = [with_parts(tweet_to_item(t, handle, source, person, included),
+                        rest.get(first_id(t), {})) for t in kept if id(t) not in folded]
+    return Timeline(items, malformed, rest)
+
+
+def with_parts(item: Item, parts: Parts) -> Item:
+    """A thread's first post's item with its later posts' text and links, in order."""
+    if not parts:
+        return item
+    ordered = [parts[k] for k in sorted(parts, key=int)]
+    text = " ".join([item.summary, *(words for words, _ in ordered if words)])
+    links = dict.fromkeys([*item.links, *(u for _, urls in ordered for u in urls)])
+    return replace(item, summary=text, links=tuple(links))
+
+
+def recent_threads(threads: dict[str, Parts], newest: str | None) -> dict[str, Parts]:
+    """The threads whose first post may still come edited: published at most `EDIT_WINDOW`
+    before the newest post read (`newest`: the source's cursor). An edit of an older one would
+    be older than the cursor, and X sends only posts newer than it."""
+    if not _digits(newest):
+        return threads
+    window = int(EDIT_WINDOW.total_seconds() * 1000)
+    newest_ms = int(str(newest)) >> 22
+    return {head: parts for head, parts in threads.items() if newest_ms - (int(head) >> 22)
+            <= window}
+
+
+def load_threads(raw: str | None) -> dict[str, Parts]:
+    """`Timeline.threads` as `dump_threads` wrote it; what is not shaped so is passed over (a
+    thread's item then keeps its text until its first post is edited)."""
+    try:
+        doc = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return {head: {pid: (p[0], p[1]) for pid, p in parts.items()  # [its text, its links]
+                   if _digits(pid) and isinstance(p, list) and len(p) == 2
+                   and isinstance(p[0], str) and not shape_problem(p[1], [str])}
+            for head, parts in (doc.items() if isinstance(doc, dict) else ())
+            if _digits(head) and isinstance(parts, dict)}
+
+
+def dump_threads(threads: dict[str, Parts]) -> str:
+    return json.dumps({head: {pid: [text, links] for pid, (text, links) in parts.items()}
+                       for head, parts in threads.items() if parts},
+                      ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def _included(pages: list[dict[str, Any]]) -> list[Any]:
@@ -607,6 +656,17 @@ def _user_key(handle: str) -> str:
     return f"x:user:{handle.casefold()}"
 
 
+def _threads_key(handle: str) -> str:
+    """Where the later posts of the handle's recent threads are kept (see `read_timeline`)."""
+    return f"x:threads:{handle.casefold()}"
+
+
+def meta_keys(target: str) -> tuple[str, ...]:
+    """The store's meta keys the collection of X source `target` reads."""
+    handle = target.lstrip("@")
+    return _user_key(handle), _threads_key(handle)
+
+
 async def _user_id(gate: XGate, meta: MetaStore | None, handle: str) -> str:
     key = _user_key(handle)
     cached = meta.get_meta(key) if meta is not None else None
@@ -646,9 +706,14 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
         if isinstance(refused, XUserGone) and meta is not None:
             meta.set_meta(_user_key(handle), "")  # look the handle up again next time
         raise refused
+    stored = meta.get_meta(_threads_key(handle)) if meta is not None else None
     timeline = read_timeline(pages, handle, spec.name, spec.person,
                              replies=bool(spec.options.get("replies")),
-                             retweets=bool(spec.options.get("retweets")), own_id=uid)
+                             retweets=bool(spec.options.get("retweets")), own_id=uid,
+                             threads=load_threads(stored))
+    cursor = newest_id(pages, state.cursor)
+    threads = dump_threads(recent_threads(timeline.threads, cursor))
+    if meta is not None and threads != (stored or "{}"):
+        meta.set_meta(_threads_key(handle), threads)
     # newest first: X's smallest page (5) may bring more than a `max_items` under it
-    return Collected(timeline.items[:spec.max_items], cursor=newest_id(pages, state.cursor),
-                     warning=timeline.warning())
+    return Collected(timeline.items[:spec.max_items], cursor=cursor, warning=timeline.warning())
