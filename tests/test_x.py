@@ -385,6 +385,43 @@ async def test_reads_no_more_than_max_items_across_pages(
     assert query(calls[1])["pagination_token"] == page["meta"]["next_token"]
 
 
+async def test_a_429_on_a_later_page_keeps_the_posts_read_and_the_cursor(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """With `max_items` over 100, a 429 on the second page lost the first page's posts, read
+    and paid for, until a run got through. They are kept; the cursor stays where it was, so
+    that the next run still reaches the second page's posts (moved to the first page's newest
+    post, it would skip them for good); the run's other X sources still wait."""
+    page = twarc_timeline(corpus)  # carries a next_token
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n  - name: B\n    x: other_one\n",
+                 max_items=150)
+    store.set_meta("x:user:phillynefl", "2351222345")
+    store.set_meta("x:user:other_one", "99")
+    store.record_success("Philly/x", NOW - timedelta(days=1), cursor="1000")
+    reset = int((NOW + timedelta(minutes=12)).timestamp())
+    limited = {"json": fixture("x_error_429.json"), "status": 429,
+               "headers": {"x-rate-limit-reset": str(reset), "x-rate-limit-remaining": "0"}}
+    with x_api(all_used=False) as rsps:
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        rsps.get(f"{API}/users/2351222345/tweets", **limited)
+        rsps.get(f"{API}/users/99/tweets", **limited)
+        philly, other = await run(cfg, store, http)
+        assert len(rsps.calls) == 2  # the other X source does not ask X again
+    originals = parse_timeline([page], "PhillyNEFL", "Philly/x")
+    assert (philly.status, philly.new) == ("ok", len(originals)) and philly.new > 0
+    assert philly.warning.startswith("stopped after 100 posts (X rate limit reached; next try ")
+    assert philly.warning.endswith("); the older ones are read next time")
+    assert store.source_state("Philly/x").cursor == "1000"
+    assert other.status == "error" and "rate limit" in other.error
+    assert store.source_state("B/x").retry_after == datetime.fromtimestamp(reset, UTC)
+
+    with x_api() as rsps:  # the next run reads from the same cursor, the first page again
+        rsps.get(f"{API}/users/2351222345/tweets", json={**page, "meta": {}})
+        [again] = await collect_async(cfg, store, now=NOW + timedelta(hours=1), http=http,
+                                      only="Philly/x")
+        assert query(timeline_calls(rsps)[0])["since_id"] == "1000"
+    assert again.status == "ok" and again.new == 0
+
+
 async def test_429_defers_the_source_until_the_reset_time(
         corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")

@@ -564,23 +564,38 @@ def lookup_user_id(client: tweepy.Client, handle: str) -> str:
     return str(resp["data"]["id"])
 
 
+@dataclass
+class Fetched:
+    """The timeline pages read, newest first, and the error that stopped the reading after the
+    first page (`stopped`; None when it went to its end)."""
+
+    pages: list[dict[str, Any]]
+    stopped: tweepy.TweepyException | requests.RequestException | None = None
+
+
 def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_items: int,
-                   exclude: list[str], expansions: list[str] | None = None
-                   ) -> list[dict[str, Any]]:
-    """Read new posts, newest first, one page after another until max_items. Blocking."""
+                   exclude: list[str], expansions: list[str] | None = None) -> Fetched:
+    """Read new posts, newest first, one page after another until max_items. Blocking. An
+    error on the first page is raised; on a later one, it ends the reading (`Fetched`)."""
     pages: list[dict[str, Any]] = []
     token = None
     for size in page_sizes(max_items):
-        resp = client.get_users_tweets(
-            user_id, max_results=size, since_id=since_id or None, exclude=exclude or None,
-            tweet_fields=TWEET_FIELDS, expansions=expansions or None, pagination_token=token)
+        try:
+            resp = client.get_users_tweets(
+                user_id, max_results=size, since_id=since_id or None, exclude=exclude or None,
+                tweet_fields=TWEET_FIELDS, expansions=expansions or None,
+                pagination_token=token)
+        except (tweepy.TweepyException, requests.RequestException) as e:
+            if not pages:
+                raise
+            return Fetched(pages, e)
         pages.append(resp)
         # an answer that cannot be read ends the reading; `usable_pages` says why
         token = None if shape_problem(resp, PAGE_SHAPE) else (resp.get("meta") or {}).get(
             "next_token")
         if not token:
             break
-    return pages
+    return Fetched(pages)
 
 
 def describe_error(e: Exception, now: datetime) -> XError:
@@ -691,16 +706,16 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
             # A daemon thread, not asyncio.to_thread: at exit (Ctrl-C, SIGTERM) asyncio.run
             # joins its executor's threads, so a hung request would hold the process for the
             # session's TIMEOUT. The request's own timeout bounds the thread.
-            pages = await in_daemon_thread(functools.partial(
+            fetched = await in_daemon_thread(functools.partial(
                 fetch_timeline, gate.client, uid, since_id=state.cursor,
                 max_items=spec.max_items, exclude=exclude_for(spec.options),
                 expansions=RETWEET_EXPANSIONS if spec.options.get("retweets") else None),
                 name="x-request")
         except (tweepy.TweepyException, requests.RequestException) as e:
-            err = describe_error(e, ctx.now)
-            if isinstance(err, XAuthError | XRateLimited | XUnreachable):
-                gate.block(err, spec.name)
-            raise err from None
+            raise _described(gate, e, ctx.now, spec.name) from None
+        stopped = _described(gate, fetched.stopped, ctx.now, spec.name) \
+            if fetched.stopped is not None else None
+    pages = fetched.pages
     refused = timeline_error(pages, handle)
     if refused is not None:
         if isinstance(refused, XUserGone) and meta is not None:
@@ -711,9 +726,24 @@ async def collect_x(ctx: Context, spec: SourceSpec, state: SourceState) -> Colle
                              replies=bool(spec.options.get("replies")),
                              retweets=bool(spec.options.get("retweets")), own_id=uid,
                              threads=load_threads(stored))
-    cursor = newest_id(pages, state.cursor)
+    # Stopped after the first page, the cursor stays: moved to the newest post read, the next
+    # run would ask only for posts newer than it, and the older ones not read yet (the next
+    # pages) would never come. The pages read are read again then, at the same cost as before.
+    cursor = newest_id(pages, state.cursor) if stopped is None else state.cursor or None
     threads = dump_threads(recent_threads(timeline.threads, cursor))
     if meta is not None and threads != (stored or "{}"):
         meta.set_meta(_threads_key(handle), threads)
+    read = sum(len(page.get("data") or []) for page in pages)
+    stop = f"stopped after {read} posts ({stopped}); the older ones are read next time" \
+        if stopped is not None else ""
     # newest first: X's smallest page (5) may bring more than a `max_items` under it
-    return Collected(timeline.items[:spec.max_items], cursor=cursor, warning=timeline.warning())
+    return Collected(timeline.items[:spec.max_items], cursor=cursor,
+                     warning="; ".join(w for w in (stop, timeline.warning()) if w))
+
+
+def _described(gate: XGate, e: Exception, now: datetime, source: str) -> XError:
+    """`describe_error`; one that would stop the run's other X sources too blocks the gate."""
+    err = describe_error(e, now)
+    if isinstance(err, XAuthError | XRateLimited | XUnreachable):
+        gate.block(err, source)
+    return err
