@@ -636,6 +636,26 @@ async def test_unknown_handle_is_that_sources_error(token: str, store: Store,
     assert store.get_meta("x:user:nosuchfeedbot") is None
 
 
+@pytest.mark.parametrize(("answer", "why"), [
+    ({"data": [{"id": "783214"}]}, "data is a list, not an object"),
+    ({"data": {"id": "Twitter"}}, "data.id is 'Twitter', not an id of X's"),
+    ({"errors": "no such user"}, "errors is a string, not a list"),
+    ("783214", "it is a string, not an object"),
+], ids=["data-a-list", "id-not-a-number", "errors-a-string", "answer-a-string"])
+async def test_a_user_lookup_that_cannot_be_read_is_the_sources_clear_error(
+        answer: Any, why: str, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """They failed as "unexpected AttributeError"; an id that is no number was kept, and
+    every later run asked X for the posts of user "Twitter", and failed."""
+    cfg = config("  - name: A\n    x: Twitter\n")
+    with x_api() as rsps:
+        rsps.get(f"{API}/users/by/username/Twitter", json=answer)
+        [report] = await run(cfg, store, http)
+    assert report.status == "error"
+    assert report.error == (f"X sent an answer feedbot cannot read ({why}); @Twitter is looked "
+                            "up again next time")
+    assert store.get_meta("x:user:twitter") is None
+
+
 async def test_missing_token_switches_x_off_with_one_notice(
         store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")

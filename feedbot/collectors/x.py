@@ -175,6 +175,8 @@ POST_SHAPE: dict[str, Any] = {
 # an included post that is malformed is passed over, and the retweet keeps its own text.
 PAGE_SHAPE: dict[str, Any] = {"data": list, "meta": {"newest_id": _ID, "next_token": str},
                               "errors": [dict]}
+# What feedbot reads of the answer to a user lookup (by handle).
+USER_SHAPE: dict[str, Any] = {"data": {"id": _ID}, "errors": [{"detail": str}]}
 _KINDS = {str: "a string", _ID: "an id", list: "a list", dict: "an object"}
 
 
@@ -222,9 +224,14 @@ def usable_pages(pages: Iterable[Any]) -> list[dict[str, Any]]:
     for page in pages:
         why = shape_problem(page, PAGE_SHAPE)
         if why:
-            raise XError(f"X sent an answer feedbot cannot read ({shorten(why, 120)}); its "
-                         "posts are asked for again next time")
+            raise unreadable(why, "its posts are asked for again next time")
     return pages
+
+
+def unreadable(why: str, then: str) -> XError:
+    """The source's error for an answer of X's that cannot be read: `why` (`shape_problem`),
+    and what happens `then`."""
+    return XError(f"X sent an answer feedbot cannot read ({shorten(why, 120)}); {then}")
 
 
 def tweet_time(tweet: dict[str, Any]) -> datetime:
@@ -557,8 +564,16 @@ def page_sizes(max_items: int) -> list[int]:
 # --- I/O --------------------------------------------------------------------------------------
 
 def lookup_user_id(client: tweepy.Client, handle: str) -> str:
+    """The user id behind `handle`. XError when X has none, or answered with something that is
+    not one (kept, it would be asked for in every run, and each would fail)."""
     resp = client.get_user(username=handle)
-    if not (resp.get("data") or {}).get("id"):
+    why = shape_problem(resp, USER_SHAPE)
+    uid = (resp.get("data") or {}).get("id") if not why else None
+    if uid is not None and not _digits(uid):
+        why = f"data.id is {str(uid)[:40]!r}, not an id of X's"
+    if why:
+        raise unreadable(why, f"@{handle} is looked up again next time")
+    if not uid:
         detail = (resp.get("errors") or [{}])[0].get("detail", "")
         raise XError(f"X has no user @{handle}" + (f" ({detail})" if detail else ""))
     return str(resp["data"]["id"])
