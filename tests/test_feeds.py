@@ -864,6 +864,18 @@ def test_a_permalink_guid_of_a_malformed_feed_is_kept() -> None:
     assert [html.unescape(i.url) for i in parsed.items] == ["https://example.org/p?a=1&b=2"]
 
 
+def test_a_link_with_a_broken_host_loses_only_its_entry() -> None:
+    """A relative link whose host is no host ("//[x/"): resolving it raised, and the whole
+    feed was lost with it."""
+    good = "<item><title>B</title><link>https://example.org/b</link></item>"
+    assert [i.url for i in rss_items("<item><title>A</title><link>//[x/</link></item>", good,
+                                     base_url="")] == ["https://example.org/b"]
+    body = (b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "1", "url": '
+            b'"//[x/"}, {"id": "2", "url": "https://example.org/b"}]}')
+    items = parse_feed(body, "s", base_url="https://example.org/feed.json").items
+    assert [i.url for i in items] == ["https://example.org/b"]
+
+
 @pytest.mark.parametrize("guid", ["tag:example.org,2020:post-1", "urn:uuid:1225c695-cfb8",
                                   "g0", "HTTP", "2020/01/post"])
 def test_a_guid_that_is_no_url_is_no_link_whatever_the_feed_writes(guid: str) -> None:

@@ -700,11 +700,20 @@ def _web_link(link: str, base: str) -> str:
     if link and base and not _is_web(link):
         if ":" in link.split("/", 1)[0]:  # another scheme (tag:, urn:, mailto:)
             return ""
-        link = urljoin(base, link)
+        link = _joined(base, link)
     if not _is_web(link):
         return ""
     scheme, sep, rest = link.partition("://")
     return scheme.lower() + sep + rest
+
+
+def _joined(base: str, ref: str) -> str:
+    """`ref` resolved against `base`, or '' where either is no URL (a host such as "[x", which
+    urljoin raises on: one entry's link lost the whole feed)."""
+    try:
+        return urljoin(base, ref)
+    except ValueError:
+        return ""
 
 
 def _json_authors(obj: dict[str, Any]) -> tuple[str, ...]:
