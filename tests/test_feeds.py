@@ -5,6 +5,7 @@ import contextlib
 import html
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from feedbot.collectors.feeds import (
     FeedError,
     parse_feed,
 )
+from feedbot.store import Store
 
 from .support import FIXTURES
 
@@ -854,14 +856,45 @@ def test_a_permalink_guid_leads_there_however_the_url_is_written(guid: str, url:
     assert (first.url, second.url) == (url, "https://example.org/")
 
 
-def test_a_permalink_guid_of_a_malformed_feed_is_kept() -> None:
-    """feedparser reads a malformed feed leniently, and leaves `&amp;` in a guid: the item was
-    lost (its guid no URL the feed writes)."""
-    body = ("<rss version='2.0'><channel><title>t</title><item><title>A</title>"
-            "<guid>https://example.org/p?a=1&amp;b=2</guid></item></rss>")  # no </channel>
-    parsed = parse_feed(body.encode(), "s")
+def malformed_rss(*items: str) -> list:
+    body = f"<rss version='2.0'><channel><title>t</title>{''.join(items)}</rss>"  # no </channel>
+    parsed = parse_feed(body.encode(), "s", base_url="https://feeds.example.org/feeds/rss.xml")
     assert parsed.malformed
-    assert [html.unescape(i.url) for i in parsed.items] == ["https://example.org/p?a=1&b=2"]
+    return parsed.items
+
+
+@pytest.mark.parametrize(("guid", "url"), [
+    ("https://example.org/p?a=1&amp;b=2", "https://example.org/p?a=1&b=2"),
+    ("https://example.org/p?a=1&#38;b=2&#x26;c=&#51;", "https://example.org/p?a=1&b=2&c=3"),
+    ("https://example.org/p?q=&amp;amp;", "https://example.org/p?q=&amp;"),  # as XML reads it
+    ("https://example.org/p?a=%26&amp;b=2#x&amp;y", "https://example.org/p?a=%26&b=2#x&y"),
+])
+def test_a_permalink_guid_of_a_malformed_feed_leads_there_decoded(guid: str, url: str) -> None:
+    """feedparser reads a malformed feed leniently, and leaves the references in a guid as
+    written: the item was lost (its guid no URL the feed writes), then kept with a link to
+    `…?a=1&amp;b=2`. Only the references are decoded, as an XML parser decodes them."""
+    (alone,) = malformed_rss(f"<item><title>A</title><guid>{guid}</guid></item>")
+    assert alone.url == url
+
+
+def test_entries_of_a_malformed_feed_sharing_a_link_lead_to_their_guids_decoded() -> None:
+    shared = [f"<item><title>{n}</title><link>https://example.org/</link><guid>{g}</guid></item>"
+              for n, g in (("A", "https://example.org/p?a=1&amp;b=2"), ("B", "g1"))]
+    assert [i.url for i in malformed_rss(*shared)] == ["https://example.org/p?a=1&b=2",
+                                                       "https://example.org/"]
+
+
+def test_a_malformed_feeds_item_stored_with_its_link_as_written_is_not_stored_twice(
+        tmp_path: Path) -> None:
+    """The link of an item from a malformed feed was its guid as written (`&amp;`): now
+    decoded, its key changes, and the store finds it by its guid, which stays as it was."""
+    written = "https://example.org/p?a=1&amp;b=2"
+    (item,) = malformed_rss(f"<item><title>A</title><guid>{written}</guid></item>")
+    store = Store(tmp_path / "feedbot.db")
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    store.upsert_items([replace(item, url=written, guid=written)], now)  # as stored before
+    assert store.upsert_items([item], now + timedelta(hours=1)).new == 0
+    assert store.item_count() == 1
 
 
 def test_a_link_with_a_broken_host_loses_only_its_entry() -> None:

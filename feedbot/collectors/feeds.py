@@ -131,6 +131,8 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
     pairs = [(it, _enclosure(e, link)) for e in d.entries
              if (it := _entry_item(e, source, link, kind, person, inherited, written))]
     items = _distinct([it for it, _ in pairs], [enc for _, enc in pairs], written)
+    if bozo:
+        items = [_guid_link_decoded(it, link) for it in items]
     if d.entries and not items:
         raise FeedError("feed has entries but none with a link")
     warning = f"malformed feed, read anyway: {_bozo_reason(d.bozo_exception)}" if bozo else ""
@@ -510,6 +512,21 @@ def _written_urls(content: bytes, encoding: str) -> Callable[[str], bool]:
         return frozenset(k for k in keys if _is_web(k))
 
     return lambda url: _is_web(url) and _url_key(url) in urls()
+
+
+def _guid_link_decoded(it: Item, base: str) -> Item:
+    """`it`, read from a malformed feed, leading where its guid does with the guid's references
+    decoded: feedparser's lenient parser leaves them as written in a guid (not in a link), and
+    the entry led to `…?a=1&amp;b=2`. The guid itself stays as it is: an item stored before,
+    its link as written, is found again by its guid (its link, so its key, changes), and not
+    stored twice."""
+    if not it.guid or _web_link(it.guid, base) != it.url:
+        return it
+    url = html.unescape(it.url)
+    if url == it.url:
+        return it
+    arxiv_id, version = split_arxiv_id(url)
+    return replace(it, url=url, arxiv_id=arxiv_id, arxiv_version=version)
 
 
 def _names(e: Any) -> tuple[str, ...]:
