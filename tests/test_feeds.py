@@ -868,6 +868,7 @@ def malformed_rss(*items: str) -> list:
     ("https://example.org/p?a=1&#38;b=2&#x26;c=&#51;", "https://example.org/p?a=1&b=2&c=3"),
     ("https://example.org/p?q=&amp;amp;", "https://example.org/p?q=&amp;"),  # as XML reads it
     ("https://example.org/p?a=%26&amp;b=2#x&amp;y", "https://example.org/p?a=%26&b=2#x&y"),
+    ("/p?a=1&amp;b=2", "https://feeds.example.org/p?a=1&b=2"),  # a relative permalink
 ])
 def test_a_permalink_guid_of_a_malformed_feed_leads_there_decoded(guid: str, url: str) -> None:
     """feedparser reads a malformed feed leniently, and leaves the references in a guid as
@@ -895,6 +896,98 @@ def test_a_malformed_feeds_item_stored_with_its_link_as_written_is_not_stored_tw
     store.upsert_items([replace(item, url=written, guid=written)], now)  # as stored before
     assert store.upsert_items([item], now + timedelta(hours=1)).new == 0
     assert store.item_count() == 1
+
+
+FEED_URL = "https://blog.example.org/feeds/rss.xml"  # where the feed came from, after redirects
+
+
+@pytest.mark.parametrize(("guid", "url"), [
+    ("<guid isPermaLink='true'>/posts/17</guid>", "https://blog.example.org/posts/17"),
+    ("<guid>/posts/17</guid>", "https://blog.example.org/posts/17"),
+    ("<guid>posts/17.html</guid>", "https://blog.example.org/feeds/posts/17.html"),
+    ("<guid>17.php?lang=en</guid>", "https://blog.example.org/feeds/17.php?lang=en"),
+    ("<guid><![CDATA[ /posts/17?a=1&b=2 ]]></guid>", "https://blog.example.org/posts/17?a=1&b=2"),
+    ("<guid>\n /posts/17?a=1&amp;b=2\n</guid>", "https://blog.example.org/posts/17?a=1&b=2"),
+    ("<guid>//www.example.com/posts/17</guid>", "https://www.example.com/posts/17"),
+])
+def test_a_relative_permalink_guid_leads_to_its_page(guid: str, url: str) -> None:
+    """An item whose only link is a permalink guid written as a path from the site's root, or
+    to a page's file, was lost: feedparser made it a URL against the feed's own, which no
+    guid written as a URL matched. Now it leads there."""
+    (item,) = rss_items(f"<item><title>A</title>{guid}</item>", base_url=FEED_URL)
+    assert item.url == url
+
+
+@pytest.mark.parametrize(("xml_base", "base_url", "url"), [
+    ("https://www.example.com/blog/", FEED_URL, "https://www.example.com/blog/posts/17.html"),
+    ("", FEED_URL, "https://blog.example.org/feeds/posts/17.html"),
+    ("", "", "https://site.example.org/home/posts/17.html"),  # the channel's <link>
+])
+def test_a_relative_permalink_resolves_against_the_feeds_base(xml_base: str, base_url: str,
+                                                               url: str) -> None:
+    """A relative guid resolves against the document's xml:base, else the URL the feed came
+    from, else the channel's <link>."""
+    attr = f" xml:base='{xml_base}'" if xml_base else ""
+    body = (f"<rss version='2.0'><channel{attr}><title>t</title><link>https://site.example.org/"
+            "home/</link><item><title>A</title><guid>posts/17.html</guid></item></channel></rss>")
+    assert [i.url for i in parse_feed(body.encode(), "s", base_url=base_url).items] == [url]
+
+
+@pytest.mark.parametrize(("xml_base", "base_url", "url"), [
+    ("https://www.example.com/blog/", FEED_URL, "https://www.example.com/blog/posts/17"),
+    ("", FEED_URL, "https://blog.example.org/feeds/posts/17"),
+    ("", "", "https://site.example.org/home/posts/17"),  # the channel's (feed's) link
+])
+def test_a_relative_link_resolves_against_the_feeds_base(xml_base: str, base_url: str,
+                                                         url: str) -> None:
+    """The same for a relative <link> in RSS and <link href> in Atom (feedparser resolves
+    these itself against xml:base and the feed's URL)."""
+    attr = f" xml:base='{xml_base}'" if xml_base else ""
+    rss = (f"<rss version='2.0'><channel{attr}><title>t</title><link>https://site.example.org/"
+           "home/</link><item><title>A</title><link>posts/17</link></item></channel></rss>")
+    atom = (f'<feed xmlns="http://www.w3.org/2005/Atom"{attr}><title>t</title>'
+            '<link rel="alternate" href="https://site.example.org/home/"/><entry><title>A</title>'
+            '<id>tag:example.org,2026:17</id><link rel="alternate" href="posts/17"/></entry>'
+            "</feed>")
+    for body in (rss, atom):
+        assert [i.url for i in parse_feed(body.encode(), "s", base_url=base_url).items] == [url]
+
+
+@pytest.mark.parametrize("guid", [
+    "<guid>17</guid>", "<guid>post-17</guid>", "<guid>2020/01/post</guid>",
+    "<guid isPermaLink='true'>17</guid>", "<guid isPermaLink='true'>post-17</guid>",
+    "<guid isPermaLink='false'>/posts/17</guid>", "<guid isPermaLink='false'>posts/17.html</guid>",
+    "<guid>tag:example.org,2026:/posts/17</guid>", "<guid>urn:uuid:1225c695-cfb8.html</guid>",
+])
+@pytest.mark.parametrize("base_url", [FEED_URL, ""])
+def test_a_relative_guid_that_is_an_id_is_no_link(guid: str, base_url: str) -> None:
+    """A bare id reads as a path too ("17" against the feed's folder): only a path from the
+    site's root or to a page's file is taken for a page, and only as a permalink."""
+    body = ("<rss version='2.0'><channel><title>t</title><link>https://site.example.org/home/"
+            f"</link><item><title>A</title>{guid}</item></channel></rss>")
+    with pytest.raises(FeedError, match="none with a link"):
+        parse_feed(body.encode(), "s", base_url=base_url)
+
+
+def test_an_id_and_a_path_that_resolve_alike_are_no_link() -> None:
+    """"17" and "/feeds/17" both make https://blog.example.org/feeds/17: which of the two an
+    entry wrote cannot be told, and the id must not lead there."""
+    with pytest.raises(FeedError, match="none with a link"):
+        rss_items("<item><title>A</title><guid>17</guid></item>",
+                  "<item><title>B</title><guid>/feeds/17</guid></item>", base_url=FEED_URL)
+
+
+def test_relative_guids_change_no_link_an_entry_had() -> None:
+    """Entries that led somewhere before relative guids were read lead there still: another
+    link would give a stored item another key, and the upgrade would store it twice."""
+    linked, episode, *shared = rss_items(
+        "<item><title>A</title><link>https://example.org/a</link><guid>/posts/1</guid></item>",
+        "<item><title>B</title><guid>/posts/2</guid><enclosure url='https://cdn.example.org/"
+        "b.mp3' length='1' type='audio/mpeg'/></item>",
+        *(f"<item><title>{n}</title><link>https://example.org/</link><guid>/posts/{n}</guid>"
+          "</item>" for n in (3, 4)), base_url=FEED_URL)
+    assert [linked.url, episode.url] == ["https://example.org/a", "https://cdn.example.org/b.mp3"]
+    assert [i.url for i in shared] == ["https://example.org/", "https://example.org/"]
 
 
 def test_a_link_with_a_broken_host_loses_only_its_entry() -> None:
@@ -932,6 +1025,21 @@ def test_a_guid_in_a_feed_of_hostile_markup_is_checked_in_linear_time(opening: s
             "</item></channel></rss>").encode()
     started = time.monotonic()
     assert [i.url for i in parse_feed(body, "s").items] == ["https://example.org/a"]
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("opening", ["<guid ", "<id><![CDATA[", " xml:base='x"])
+def test_a_relative_guid_in_a_feed_of_hostile_markup_is_checked_in_linear_time(
+        opening: str) -> None:
+    """The same for a guid written as a relative path, read from the whole document too (half
+    a megabyte: feedparser alone takes seconds over 2 MB of `<guid `)."""
+    junk = opening * (500_000 // len(opening))
+    body = ("<rss version='2.0'><channel><title>t</title><item><title>A</title>"
+            f"<guid>/a</guid><description><![CDATA[{junk}]]></description>"
+            "</item></channel></rss>").encode()
+    started = time.monotonic()
+    assert [i.url for i in parse_feed(body, "s", base_url=FEED_URL).items] == \
+        ["https://blog.example.org/a"]
     assert time.monotonic() - started < 5
 
 

@@ -127,9 +127,11 @@ def _parse_xml_feed(content: bytes, source: str, base_url: str, kind: str, perso
     # Atom (RFC 4287 §4.2.1): an entry without an author has the feed's. RSS says nothing of
     # the kind, and a channel's managingEditor is seldom every post's author.
     inherited = _names(d.feed) if str(d.get("version", "")).startswith("atom") else ()
-    written = _written_urls(content, str(d.get("encoding") or ""))
+    encoding = str(d.get("encoding") or "")
+    written = _written_urls(content, encoding)
+    relative = _relative_permalinks(content, encoding, base_url)
     pairs = [(it, _enclosure(e, link)) for e in d.entries
-             if (it := _entry_item(e, source, link, kind, person, inherited, written))]
+             if (it := _entry_item(e, source, link, kind, person, inherited, written, relative))]
     items = _distinct([it for it, _ in pairs], [enc for _, enc in pairs], written)
     if bozo:
         items = [_guid_link_decoded(it, link) for it in items]
@@ -445,12 +447,18 @@ def _body(e: Any) -> str:
     return max(options, key=len)
 
 
-def _entry_link(e: Any, guid: str, base: str, written: Callable[[str], bool]) -> str:
+def _entry_link(e: Any, guid: str, base: str, written: Callable[[str], bool],
+                relative: Callable[[str], bool]) -> str:
     """Where an entry leads: its link, else an alternate link (feedparser files an id such as
     `tag:…` as the link when the only alternate is not HTML, a PDF say), else a guid that the
     feed writes as a web URL (see `_written_urls`), else its enclosure (a podcast episode with
-    no page of its own). feedparser files a guid as the link of an entry without one, made a
-    URL against the feed's own where it was none: that link is the guid's, and no more."""
+    no page of its own), else a guid that the feed writes as a page's relative path (see
+    `_relative_permalinks`). feedparser files a guid as the link of an entry without one, made
+    a URL against the feed's own where it was none: that link is the guid's, and no more.
+
+    A relative guid comes last: an entry with an enclosure led to it before such guids were
+    read, and an upgrade that gave it another link would give it another key, and store it
+    twice; without one, the entry was lost."""
     links = [x for x in e.get("links", []) if isinstance(x, dict)]
     alternates = [str(x.get("href") or "") for x in links
                   if x.get("rel", "alternate") == "alternate"]
@@ -463,6 +471,8 @@ def _entry_link(e: Any, guid: str, base: str, written: Callable[[str], bool]) ->
         if written(guid):
             yield guid
         yield from (str(x.get("href") or "") for x in links if x.get("rel") == "enclosure")
+        if relative(guid):
+            yield guid
 
     return next((w for c in candidates() if c and (w := _web_link(c, base))), "")
 
@@ -503,15 +513,63 @@ def _written_urls(content: bytes, encoding: str) -> Callable[[str], bool]:
     first question only: most feeds never ask."""
     @functools.cache
     def urls() -> frozenset[str]:
-        try:
-            text = content.decode(encoding or "utf-8", "replace")
-        except LookupError:
-            text = content.decode("utf-8", "replace")
+        text = _document_text(content, encoding)
         found = ("".join(m.groups("")) for m in _WRITTEN_TEXT.finditer(text))
         keys = (_url_key(w) for w in found if _is_web(w) or "&" in w)  # an entity may hide one
         return frozenset(k for k in keys if _is_web(k))
 
     return lambda url: _is_web(url) and _url_key(url) in urls()
+
+
+def _document_text(content: bytes, encoding: str) -> str:
+    """`content` as text, in the encoding feedparser found (UTF-8 if none, or one unknown)."""
+    try:
+        return content.decode(encoding or "utf-8", "replace")
+    except LookupError:
+        return content.decode("utf-8", "replace")
+
+
+# A guid (RSS) or an id (Atom) as the document writes it: its element's attributes, then its
+# text or its CDATA section's. Each part stops at the next `>`, `<` or `]`: linear time.
+_WRITTEN_ID = re.compile(r"<(?:[\w.-]+:)?(?:guid|id)\b([^<>]*)>\s*(?:<!\[CDATA\[([^\]]*)|([^<]*))",
+                         re.IGNORECASE)
+_PERMALINK_ATTR = re.compile(r"\bisPermaLink\s*=\s*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
+_XML_BASE = re.compile(r"\bxml:base\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+# A relative reference that is a page's path: one from the site's root ("/posts/17"), or one
+# to a web page's file ("posts/17.html", "17.html?lang=en").
+_PAGE_PATH = re.compile(r"/.*|[^:?#]*\.(?:s?html?|xhtml|php|aspx?|jsp)(?:[?#].*)?",
+                        re.IGNORECASE | re.DOTALL)
+
+
+def _relative_permalinks(content: bytes, encoding: str, base: str) -> Callable[[str], bool]:
+    """A test of whether a guid, as feedparser made it absolute against the document's base
+    (an `xml:base`, else `base`, the URL the feed came from), is one that `content` writes as
+    a page's relative path (`_PAGE_PATH`), and as a permalink (isPermaLink "true" or left out,
+    as feedparser reads it): such an entry, with no other link, was lost.
+
+    A relative guid may as well be an id, and "17", "post-17" or "2020/01/post" read as paths
+    against the feed's folder (https://host/feeds/17: no page). Only a path from the site's
+    root, or to a page's file, says it is a page; an id is neither. A URL that some guid
+    written otherwise resolves to as well (an id "17" beside a path "/feeds/17") is not taken:
+    which of them the entry wrote cannot be told. `content` is read on the first question
+    only: an entry asks only when nothing else leads anywhere."""
+    @functools.cache
+    def pages() -> frozenset[str]:
+        text = _document_text(content, encoding)
+        bases = {base, *(_joined(base, "".join(m.groups(""))) for m in _XML_BASE.finditer(text))}
+        found: dict[str, bool] = {}  # each URL: whether every guid that resolves to it is a page
+        for m in _WRITTEN_ID.finditer(text):
+            attrs, cdata, plain = m.groups()
+            written = (cdata if cdata is not None else html.unescape(plain)).strip()
+            permalink = _PERMALINK_ATTR.search(attrs)
+            if not written or (permalink and "".join(permalink.groups("")) != "true"):
+                continue  # feedparser leaves such a guid as written: no URL
+            page = bool(_PAGE_PATH.fullmatch(written))
+            for key in {_url_key(_joined(b, written)) for b in bases}:
+                found[key] = found.get(key, True) and page
+        return frozenset(k for k, page in found.items() if page)
+
+    return lambda guid: bool(guid) and _url_key(guid) in pages()
 
 
 def _guid_link_decoded(it: Item, base: str) -> Item:
@@ -587,9 +645,10 @@ def _split_author(text: str) -> tuple[str, str]:
 
 
 def _entry_item(e: Any, source: str, base: str, kind: str, person: str,
-                inherited: tuple[str, ...], written: Callable[[str], bool]) -> Item | None:
+                inherited: tuple[str, ...], written: Callable[[str], bool],
+                relative: Callable[[str], bool]) -> Item | None:
     guid = str(e.get("id") or "")
-    link = _entry_link(e, guid, base, written)
+    link = _entry_link(e, guid, base, written, relative)
     html_body = _body(e)
     summary = shorten(html_to_text(html_body), MAX_SUMMARY)
     title = _plain(e.get("title_detail"), e.get("title", ""))
