@@ -286,7 +286,7 @@ class Runner:
         delay = 1.0
         while True:
             try:
-                await self.app.initialize()  # getMe: InvalidToken propagates, and stops us
+                await self._bring_up_bot()
                 break
             except bot.InvalidToken:
                 raise
@@ -298,10 +298,6 @@ class Runner:
                     return
                 except TimeoutError:
                     delay = min(60.0, delay * 2)
-        await self.app.start()
-        await self.app.updater.start_polling(
-            timeout=timedelta(seconds=self.options.poll_timeout),
-            allowed_updates=["message", "callback_query"], error_callback=self._polling_error)
         for task in asyncio.all_tasks():
             if task.get_name() == bot.POLLING_TASK:
                 task.add_done_callback(self._polling_ended)
@@ -310,6 +306,25 @@ class Runner:
         self._commands = asyncio.ensure_future(bot.set_commands(self.app.bot))
         log.info("Telegram bot @%s is up; allowed chats: %s", self.app.bot.username,
                  self.allowed_chats or "none yet (send /start to the bot to get the line to add)")
+
+    async def _bring_up_bot(self) -> None:
+        """getMe (InvalidToken propagates, and stops us), then the polling, whose start asks
+        Telegram to drop any webhook (deleteWebhook): python-telegram-bot tries that once, so a
+        5xx, a flood wait or a dropped connection there stopped `feedbot run` with a
+        traceback. Raises TelegramError for `_start_bot` to try again; each step that worked
+        is not done again."""
+        await self.app.initialize()  # a no-op once it has worked
+        if not self.app.running:
+            await self.app.start()
+        ptb_log = logging.getLogger(PTB_EXT_LOGGER)
+        ptb_log.addFilter(_bootstrap_given_up)
+        try:
+            await self.app.updater.start_polling(
+                timeout=timedelta(seconds=self.options.poll_timeout),
+                allowed_updates=["message", "callback_query"],
+                error_callback=self._polling_error)
+        finally:
+            ptb_log.removeFilter(_bootstrap_given_up)
 
     def _polling_error(self, e: Exception) -> None:
         """An error the poller retries: one line, not python-telegram-bot's traceback on every
@@ -1129,6 +1144,7 @@ class Runner:
 
 
 UPDATER_LOGGER = "telegram.ext.Updater"
+PTB_EXT_LOGGER = "telegram.ext"  # python-telegram-bot's retry loops log here
 PULLED_WHILE_STOPPING = "Pulled updates will be ignored and pulled again on restart"
 
 
@@ -1157,6 +1173,15 @@ def _pulled_while_stopping(record: logging.LogRecord) -> bool:
         record.msg, record.args = ("stopped while Telegram was handing over new messages or "
                                    "button presses; they come again after the next start"), ()
     return True
+
+
+def _bootstrap_given_up(record: logging.LogRecord) -> bool:
+    """A filter on python-telegram-bot's retry loops while the polling starts: a failed
+    deleteWebhook is logged as an ERROR with a traceback ("Network Retry Loop (Bootstrap
+    delete Webhook): Failed run number 0 of 0. Aborting."), though feedbot says it in one
+    warning and tries again (`Runner._bring_up_bot`). Shown with -vv."""
+    return (logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+            or not ("Bootstrap" in (msg := record.getMessage()) and "Aborting." in msg))
 
 
 class Stopping(Exception):

@@ -1417,6 +1417,27 @@ async def test_a_bot_api_url_answering_html_is_one_short_line_per_try_and_a_stop
     assert "feedbot is running" not in caplog.text
 
 
+@pytest.mark.parametrize("fail", [{"status": 502}, {"retry_after": 1}])
+async def test_a_bot_api_that_fails_once_as_polling_starts_is_tried_again(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture, fail: dict[str, int]) -> None:
+    """Starting to poll, python-telegram-bot first drops any webhook (deleteWebhook), once:
+    a 502 or a flood wait there, just after getMe had worked, stopped `feedbot run` with a
+    traceback, and no digest went out until someone started it again. Now it is one warning,
+    the start is tried again, and the bot answers."""
+    api.fail("deleteWebhook", **fail)
+    caplog.set_level(logging.INFO)
+    sources = write_sources(tmp_path / "sources.yaml")
+    async with running(sources, feedbot_env, Clock(SLOT - timedelta(hours=1)), api) as runner:
+        assert len(api.calls_to("deleteWebhook")) == 2 and len(api.calls_to("getMe")) == 1
+        assert runner.jobs.next_run(DIGEST_JOB) == SLOT
+        api.command(CHAT, "/help")
+        await eventually(lambda: len(api.sent(CHAT)) == 1)
+    [tried] = [r for r in caplog.records if "cannot reach the Telegram Bot API" in r.getMessage()]
+    assert tried.levelno == logging.WARNING and "retrying in 1s" in tried.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_a_mended_feed_url_is_collected_soon_not_when_the_old_ones_back_off_ends(
         server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
     """A blog URL with a typo failed four times; mended in sources.yaml under `feedbot run`,
