@@ -140,6 +140,7 @@ class RunOptions:
     grace: timedelta = timedelta(hours=6)  # a digest missed by less than this is still sent
     tick: float = 60.0  # seconds between checks for a due (or failed) digest
     watch: float = 5.0  # seconds between looks at sources.yaml
+    clock_check: float = 5.0  # seconds between looks whether the system clock was set back
     poll_timeout: float = 30.0  # getUpdates long-poll seconds
     send_attempts: int = 5
     send_backoff: float = 1.0  # first wait after a network error; doubles
@@ -259,6 +260,8 @@ class Runner:
         self._started = True
         self._http = make_client()
         self.jobs.start()
+        self.jobs.watch_clock(self._clock_set_back, self.options.clock_check,
+                              wall=lambda: self.now().timestamp())
         for spec in self.settings.config.sources():
             self.schedule_collect(spec)
         self.jobs.every(WATCH_JOB, self.options.watch, self.check_sources)
@@ -325,6 +328,18 @@ class Runner:
                 error_callback=self._polling_error)
         finally:
             ptb_log.removeFilter(_bootstrap_given_up)
+
+    def _clock_set_back(self) -> None:
+        """The system clock was set back (`Jobs.watch_clock`): the collections, the prune and
+        the digest are armed again by the clock as it is now, and a failed digest's retry
+        time, which the wrong clock put that much later, is dropped. Armed by a clock that was
+        ahead, they came as late as it had been ahead."""
+        for spec in self.settings.config.sources():
+            self.schedule_collect(spec)
+        self.schedule_prune()
+        for state in self._chats.values():
+            state.retry_at = None
+        self.schedule_digest()
 
     def _polling_error(self, e: Exception) -> None:
         """An error the poller retries: one line, not python-telegram-bot's traceback on every

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time as wallclock
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from .collect import jitter, next_due
 from .store import SourceState
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 STARTUP_SPREAD = 120.0  # seconds over which sources that are due now are spread
 MAX_SPREAD = 900.0  # most a later collection is pushed back by jitter
 MIN_GAP = 60.0  # never collect one source again sooner than this
+# The wall clock moved back by more than this between two looks (`Jobs.watch_clock`) was set
+# back; NTP's gradual corrections are far smaller.
+CLOCK_STEP = 60.0
 # However short the grace period, a digest this late is not "missed": the job fires a moment
 # after its time, and a send that failed at once is retried on the next ticks.
 ON_TIME = timedelta(minutes=15)
@@ -173,6 +178,7 @@ class Jobs:
         self._sched = AsyncIOScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._clock_watch: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._sched.start(paused=not self._run)
@@ -180,6 +186,9 @@ class Jobs:
     async def shutdown(self) -> None:
         """Stop firing, cancel jobs in flight and wait for them to unwind (promptly: a job is
         cancelled where it waits, not waited for; see `_wrap` for why that is quiet)."""
+        if self._clock_watch is not None:
+            self._clock_watch.cancel()
+            self._clock_watch = None
         if self._sched.running:
             # Paused at once, it submits no job from here on. Its shutdown (which cancels its
             # tasks) runs on a later turn of the loop, and a job submitted in between would be
@@ -237,6 +246,38 @@ class Jobs:
         self._sched.add_job(self._wrap(job_id, once), "interval", seconds=seconds, args=args,
                             id=job_id, name=job_id, replace_existing=True, max_instances=2,
                             next_run_time=first or datetime.now(UTC))
+
+    def watch_clock(self, on_set_back: Callable[[], None], every: float = 5.0,
+                    wall: Callable[[], float] = wallclock.time) -> None:
+        """Look every `every` seconds (timed by the monotonic clock) whether the wall clock
+        `wall` was set back (a clock that was ahead, set right by NTP or by hand). APScheduler
+        counts an interval job's next run from its last one on the wall clock: the digest tick
+        and the watch of sources.yaml stalled for as long as the clock went back, and the jobs
+        armed at times the wrong clock gave came that much late. Then the interval jobs run
+        at once, and `on_set_back` arms the others afresh."""
+        loop = asyncio.get_running_loop()
+        last = wall() - wallclock.monotonic()
+
+        def look() -> None:
+            nonlocal last
+            offset = wall() - wallclock.monotonic()
+            if offset < last - CLOCK_STEP:
+                log.warning("the system clock was set back by %.0fs; the scheduled jobs are "
+                            "armed again by the clock as it is now", last - offset)
+                self._run_intervals_now(datetime.fromtimestamp(wall(), UTC))
+                try:
+                    on_set_back()
+                except Exception:  # the interval jobs at least go on; tried at the next step
+                    log.exception("could not arm the jobs again after the clock was set back")
+            last = offset
+            self._clock_watch = loop.call_later(every, look)
+
+        self._clock_watch = loop.call_later(every, look)
+
+    def _run_intervals_now(self, now: datetime) -> None:
+        for job in self._sched.get_jobs():
+            if isinstance(job.trigger, IntervalTrigger):
+                self._sched.modify_job(job.id, next_run_time=now)
 
     def cancel(self, job_id: str) -> bool:
         try:

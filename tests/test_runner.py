@@ -1545,6 +1545,26 @@ async def test_a_digest_sent_by_a_clock_set_ahead_does_not_skip_the_days_until_t
         assert len(api.sent(CHAT)) == 3  # the day after too
 
 
+async def test_a_clock_set_back_while_running_arms_the_jobs_by_the_right_time(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """A machine that starts with its clock a day ahead (a dual-boot PC whose hardware clock
+    keeps local time), set right by NTP minutes later: the digest, the collections and the
+    prune stayed armed by the wrong clock, a day late, until feedbot was restarted."""
+    url = server.add("/feed.xml", body=atom_feed(feed_entries(3)))
+    sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+    right = SLOT - timedelta(hours=1)
+    clock = Clock(right + timedelta(days=1))
+    async with running(sources, feedbot_env, clock, api, clock_check=0.05) as runner:
+        await runner.collect_source("Test blog")
+        assert runner.jobs.next_run(DIGEST_JOB) == SLOT + timedelta(days=1)
+        assert runner.jobs.next_run(PRUNE_JOB) > clock()
+        clock.t = right  # set right
+        await eventually(lambda: runner.jobs.next_run(DIGEST_JOB) == SLOT)
+        assert runner.jobs.next_run(FRESH_JOB) == SLOT - FRESH_LEAD
+        assert runner.jobs.next_run("collect:Test blog") <= right + timedelta(minutes=5)
+        assert runner.jobs.next_run(PRUNE_JOB) <= right + timedelta(minutes=10)
+
+
 async def test_a_later_digest_time_set_after_todays_digest_is_armed_for_tomorrow(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
         caplog: pytest.LogCaptureFixture) -> None:

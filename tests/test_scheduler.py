@@ -5,8 +5,11 @@ never twice; collection times with backoff and jitter; the APScheduler wrapper."
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -284,6 +287,45 @@ async def test_an_overrunning_interval_job_is_skipped_without_warnings(
     await jobs.shutdown()
     assert runs >= 2 and overlaps == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
+async def test_a_clock_set_back_stalls_no_job(monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The system clock set back an hour (it was ahead, and NTP set it right): APScheduler
+    counts an interval job's next run from its last one by the wall clock, so the digest tick
+    and the watch of sources.yaml did not run for that hour, and the jobs armed by the wrong
+    clock came an hour late. Now the interval jobs go on, and the others are armed again."""
+    import apscheduler.schedulers.base
+
+    back = [0.0]  # seconds the system clock is set back by
+
+    class SystemClock(datetime):  # the wall clock as APScheduler reads it
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) - timedelta(seconds=back[0])
+
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SystemClock)
+    runs: list[float] = []
+    armed_again: list[float] = []
+
+    async def tick() -> None:
+        runs.append(back[0])
+
+    jobs = Jobs()
+    jobs.start()
+    jobs.watch_clock(lambda: armed_again.append(back[0]), every=0.05,
+                     wall=lambda: time.time() - back[0])
+    jobs.every("tick", 0.1, tick)
+    try:
+        await asyncio.sleep(0.35)
+        assert runs and armed_again == []
+        back[0] = 3600.0
+        await asyncio.sleep(0.5)
+    finally:
+        await jobs.shutdown()
+    assert runs.count(3600.0) >= 3 and armed_again == [3600.0]
+    assert "the system clock was set back by 3600s" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_paused_jobs_are_scheduled_but_never_fire() -> None:
