@@ -3,15 +3,15 @@ conditional GET. Returns bytes and validators; never parses anything.
 
 The size limit holds for the decoded body: gzip and deflate are inflated here, a bounded step at
 a time, so a small compressed body cannot expand to gigabytes in memory (a "gzip bomb").
-Redirects are followed here too, one hop at a time: a redirect to another scheme is refused with
-its target named, and so is one from a public host to a local or private address (the feed's
-server must not make feedbot reach into the user's own network; a URL the user configured
-with such an address is fetched as usual, and may redirect within private addresses). A target
-given by name is looked up first (in a thread), and refused when any of its addresses is
-private; the address then actually connected to is checked again as the connection opens
-(httpcore's `trace` extension), so a name that answers differently the second time (DNS
-rebinding) is refused all the same, before any request is sent. Through a proxy only the
-names are checked: the proxy, not feedbot, connects.
+Redirects are followed here too, one hop at a time: a redirect to a scheme other than http and
+https is refused with its target named, and so is one from a public host to a local or private
+address (the feed's server must not make feedbot reach into the user's own network; a URL the
+user configured with such an address is fetched as usual, and may redirect within private
+addresses). A target given by name is looked up first (in a thread), and refused when any of its
+addresses is private; the address then actually connected to is checked again as the connection
+opens (httpcore's `trace` extension), so a name that answers differently the second time (DNS
+rebinding) is refused all the same, before any request is sent. Through a proxy only the names
+are checked: the proxy, not feedbot, connects.
 
 A URL's `user:password@` is never part of a request's URL (httpx logs those at INFO): it is
 sent as Basic auth, kept across redirects within the same origin, and `Fetched.url` and

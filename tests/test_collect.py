@@ -771,6 +771,39 @@ def test_a_feed_that_moved_for_good_says_where(server: LocalServer, tmp_path: Pa
     assert again["Visiting"].line() == "Visiting: not modified"
 
 
+def test_an_https_feed_moved_to_plain_http_is_not_told_to_move_there() -> None:
+    """A 301 from an https feed to its http address said "update its URL in sources.yaml":
+    it had the user give up encryption on the word of an answer anyone on the path could
+    forge (`feedbot follow` keeps the https address since). A move within https, or from
+    http, still says to update."""
+    body = atom_feed([{"title": "t", "link": "https://e.org/1"}])
+    moves = {"https://down.example.org/feed": "http://down.example.org/feed",
+             "https://up.example.org/feed": "https://www.example.org/feed",
+             "http://plain.example.org/feed": "https://plain.example.org/feed"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if url in moves:
+            return httpx.Response(301, headers={"Location": moves[url]})
+        return httpx.Response(200, content=body,
+                              headers={"Content-Type": "application/atom+xml"})
+
+    async def go(url: str) -> Collected:
+        async with make_client(transport=httpx.MockTransport(handler)) as client:
+            return await feeds_mod.collect_feed(Context(now=NOW, http=client),
+                                                SourceSpec("A", "feed", url, "A"),
+                                                SourceState("A"))
+
+    down = run(go("https://down.example.org/feed"))
+    assert len(down.items) == 1  # still read, where it moved
+    assert down.warning == ("moved permanently to http://down.example.org/feed, plain http: "
+                            "its posts come unencrypted; keep the https address, or give the "
+                            "http one in sources.yaml if you trust it")
+    for old, new in list(moves.items())[1:]:
+        assert run(go(old)).warning == f"moved permanently to {new}: update its URL in " \
+                                       "sources.yaml"
+
+
 def test_a_large_feed_is_parsed_without_stalling_the_rest(server: LocalServer,
                                                          tmp_path: Path) -> None:
     """feedparser takes seconds over a feed of a few megabytes: parsed on the event loop, it

@@ -832,6 +832,20 @@ def feed_kind(spec: SourceSpec) -> str:
     return "post"
 
 
+def moved_note(url: str, moved_to: str) -> str:
+    """What the source's report says of a permanent move of `url` ('' for none). A feed that
+    moved for good is followed there, and the user told to update the URL: the old address
+    costs a request per fetch, and may one day serve something else. But not from https to
+    plain http: that would have the user give up encryption on the say of an answer that
+    anyone on the network could forge (`feedbot follow` keeps the https address too)."""
+    if not moved_to:
+        return ""
+    if urlsplit(url).scheme.lower() == "https" and urlsplit(moved_to).scheme.lower() == "http":
+        return (f"moved permanently to {moved_to}, plain http: its posts come unencrypted; "
+                "keep the https address, or give the http one in sources.yaml if you trust it")
+    return f"moved permanently to {moved_to}: update its URL in sources.yaml"
+
+
 async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Collected:
     """Conditional GET, then parse. Raises FetchError / FeedError for the caller to record."""
     try:
@@ -844,10 +858,7 @@ async def collect_feed(ctx: Context, spec: SourceSpec, state: SourceState) -> Co
         raise FetchError(f"{e}: the feed was removed for good; stop fetching it with "
                          f"`feedbot unfollow {shlex.quote(spec.name)}`", e.status,
                          e.retry_after) from None
-    # A feed that moved for good is followed there, and the user told to update the URL: the
-    # old address costs a request per fetch, and may one day serve something else.
-    moved = f"moved permanently to {got.moved_to}: update its URL in sources.yaml" \
-        if got.moved_to else ""
+    moved = moved_note(spec.target, got.moved_to)
     if got.not_modified:
         return Collected([], not_modified=True, etag=got.etag, last_modified=got.last_modified,
                          warning=moved)
