@@ -422,6 +422,33 @@ async def test_a_429_on_a_later_page_keeps_the_posts_read_and_the_cursor(
     assert again.status == "ok" and again.new == 0
 
 
+async def test_a_later_page_that_cannot_be_read_keeps_the_posts_read_and_the_cursor(
+        corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """A second page X sent in a shape feedbot cannot read (`data` an object) made the whole
+    answer the source's error: the first page's posts, read and paid for, were lost. They are
+    kept, as after a 429 there; the cursor stays, so that the next run reads the second page's
+    posts again; the run's other X sources are not held back (X answered)."""
+    page = twarc_timeline(corpus)  # carries a next_token
+    cfg = config("  - name: Philly\n    x: PhillyNEFL\n  - name: B\n    x: other_one\n",
+                 max_items=150)
+    store.set_meta("x:user:phillynefl", "2351222345")
+    store.set_meta("x:user:other_one", "99")
+    store.record_success("Philly/x", NOW - timedelta(days=1), cursor="1000")
+    odd = {"data": {"id": "1000", "text": "x"}, "meta": {"newest_id": "1000"}}
+    with x_api() as rsps:
+        rsps.get(f"{API}/users/2351222345/tweets", json=page)
+        rsps.get(f"{API}/users/2351222345/tweets", json=odd)
+        rsps.get(f"{API}/users/99/tweets", json={"data": [_GOOD_POST]})
+        philly, other = await run(cfg, store, http)
+    originals = parse_timeline([page], "PhillyNEFL", "Philly/x")
+    assert (philly.status, philly.new) == ("ok", len(originals)) and philly.new > 0
+    assert philly.warning == ("stopped after 100 posts (X sent an answer feedbot cannot read "
+                              "(data is an object, not a list)); the older ones are read next "
+                              "time")
+    assert store.source_state("Philly/x").cursor == "1000"
+    assert (other.status, other.new) == ("ok", 1)
+
+
 async def test_429_defers_the_source_until_the_reset_time(
         corpus: Path, token: str, store: Store, http: httpx.AsyncClient) -> None:
     cfg = config("  - name: A\n    x: Twitter\n  - name: B\n    x: other_one\n")

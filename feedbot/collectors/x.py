@@ -228,10 +228,11 @@ def usable_pages(pages: Iterable[Any]) -> list[dict[str, Any]]:
     return pages
 
 
-def unreadable(why: str, then: str) -> XError:
+def unreadable(why: str, then: str = "") -> XError:
     """The source's error for an answer of X's that cannot be read: `why` (`shape_problem`),
-    and what happens `then`."""
-    return XError(f"X sent an answer feedbot cannot read ({shorten(why, 120)}); {then}")
+    and what happens `then` (when the caller does not say it)."""
+    return XError(f"X sent an answer feedbot cannot read ({shorten(why, 120)})"
+                  + (f"; {then}" if then else ""))
 
 
 def tweet_time(tweet: dict[str, Any]) -> datetime:
@@ -585,13 +586,15 @@ class Fetched:
     first page (`stopped`; None when it went to its end)."""
 
     pages: list[dict[str, Any]]
-    stopped: tweepy.TweepyException | requests.RequestException | None = None
+    stopped: tweepy.TweepyException | requests.RequestException | XError | None = None
 
 
 def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_items: int,
                    exclude: list[str], expansions: list[str] | None = None) -> Fetched:
     """Read new posts, newest first, one page after another until max_items. Blocking. An
-    error on the first page is raised; on a later one, it ends the reading (`Fetched`)."""
+    error on the first page is raised; on a later one, it ends the reading (`Fetched`), as does
+    a later page that cannot be read (`usable_pages`): the pages before it are kept. A first
+    page that cannot be read is returned, for `usable_pages` to say why."""
     pages: list[dict[str, Any]] = []
     token = None
     for size in page_sizes(max_items):
@@ -604,17 +607,21 @@ def fetch_timeline(client: tweepy.Client, user_id: str, *, since_id: str, max_it
             if not pages:
                 raise
             return Fetched(pages, e)
+        why = shape_problem(resp, PAGE_SHAPE)
+        if why and pages:
+            return Fetched(pages, unreadable(why))
         pages.append(resp)
-        # an answer that cannot be read ends the reading; `usable_pages` says why
-        token = None if shape_problem(resp, PAGE_SHAPE) else (resp.get("meta") or {}).get(
-            "next_token")
+        token = None if why else (resp.get("meta") or {}).get("next_token")
         if not token:
             break
     return Fetched(pages)
 
 
 def describe_error(e: Exception, now: datetime) -> XError:
-    """A tweepy or requests exception → one clear XError (never with the token in it)."""
+    """A tweepy or requests exception → one clear XError (never with the token in it); an
+    XError is already one."""
+    if isinstance(e, XError):
+        return e
     if isinstance(e, tweepy.TooManyRequests):
         capped = _usage_capped(e)
         if capped is not None:
