@@ -30,6 +30,7 @@ from feedbot.collectors.x import (
     newest_id,
     page_sizes,
     parse_timeline,
+    read_timeline,
     timeline_error,
     tweet_time,
 )
@@ -552,14 +553,68 @@ async def test_editing_a_threads_first_post_keeps_the_rest_of_the_thread(
     assert stored.item.summary == f"1/ new paper on scaling laws 🧵 {THREAD_TAIL}"
     assert stored.item.links == ("https://example.org/paper", "https://example.org/code")
 
-    # once X's newest post is past the time the thread could be edited, it is no longer kept
-    later = thread_post(THREAD_AT + timedelta(hours=1, minutes=1), "another day")
+    # once X's newest post is past the time the thread's last post could be edited, it is no
+    # longer kept
+    later = thread_post(THREAD_AT + timedelta(hours=1, minutes=3), "another day")
     assert store.get_meta("x:threads:me_here") not in (None, "", "{}")
     with x_api() as rsps:
         rsps.get(f"{API}/users/42/tweets", json={"data": [later]})
         [report] = await collect(NOW + timedelta(hours=2))
     assert report.status == "ok" and report.new == 1
     assert store.get_meta("x:threads:me_here") == "{}"
+
+
+def test_an_edit_of_a_threads_later_post_is_read_into_the_threads_item() -> None:
+    """X sends the edit of "2/" alone, under a new id: it was an item of its own (guid 103),
+    beside the thread's item that still held "2/ paper"."""
+    first = read_timeline([{"data": [
+        {"id": "103", "text": "2/ paper", "conversation_id": "100", "in_reply_to_user_id": "42"},
+        {"id": "100", "text": "1/ head", "conversation_id": "100"}]}], "me", "Me/x", own_id="42")
+    edit = {"id": "112", "text": "2/ paper (fixed link)", "conversation_id": "100",
+            "in_reply_to_user_id": "42", "edit_history_tweet_ids": ["103", "112"]}
+    [item] = read_timeline([{"data": [edit]}], "me", "Me/x", own_id="42",
+                           threads=first.threads).items
+    assert (item.guid, item.summary) == ("100", "1/ head 2/ paper (fixed link)")
+    assert (item.title, item.published) == ("1/ head", first.items[0].published)
+
+
+async def test_editing_a_threads_later_post_updates_its_entry_and_keeps_its_votes(
+        token: str, store: Store, http: httpx.AsyncClient) -> None:
+    """"3/", posted 40 minutes after "1/", is edited 28 minutes later to fix its link: the
+    edit was an entry of its own, and the thread's entry kept the broken link. Between the
+    two, a post more than an hour after "1/" came: the thread was no longer kept then, though
+    "3/" could still be edited."""
+    cfg = config("  - name: Me\n    x: me_here\n")
+    store.set_meta("x:user:me_here", "42")
+    third = thread_post(THREAD_AT + timedelta(minutes=40), "3/ code:", FIRST["id"],
+                        "https://example.org/code-typo")
+    fixed = thread_post(THREAD_AT + timedelta(minutes=68), "3/ code:", FIRST["id"],
+                        "https://example.org/code", edits=(third["id"],))
+    other = thread_post(THREAD_AT + timedelta(minutes=65), "unrelated")
+    answers = [[third, LATER[1], FIRST], [other], [fixed]]
+    for n, answer in enumerate(answers):
+        with x_api() as rsps:
+            rsps.get(f"{API}/users/42/tweets", json={"data": answer})
+            [report] = await run(cfg, store, http, NOW + timedelta(hours=n))
+        assert report.status == "ok", report.error
+        if n == 0:
+            [thread] = store.items_since(None)
+            store.set_feedback("cli", thread.id, "up", NOW)
+    assert (report.new, store.item_count()) == (0, 2)
+    [stored] = [s for s in store.items_since(None) if s.id == thread.id]
+    assert stored.item.summary == ("1/ new paper on scaling 🧵 2/ the paper: "
+                                   "https://example.org/paper 3/ code: https://example.org/code")
+    assert stored.item.links == ("https://example.org/paper", "https://example.org/code")
+    assert stored.item.published == thread.item.published
+    assert [(v.item_id, v.value) for v in store.feedback()] == [(thread.id, "up")]
+
+
+def test_a_post_and_its_edit_in_one_answer_are_one_item_with_the_edit() -> None:
+    """They were two items under one guid, and the store kept the one it met last: the first
+    version, older, as X sends posts newest first."""
+    [item] = parse_timeline([{"data": [EDITED, *LATER, FIRST]}], "me", "Me/x", own_id="42")
+    assert item.summary == f"1/ new paper on scaling laws 🧵 {THREAD_TAIL}"
+    assert item.published == tweet_time(EDITED)
 
 
 def test_a_thread_whose_first_post_came_edited_is_one_item() -> None:

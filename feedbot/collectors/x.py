@@ -22,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -355,28 +355,55 @@ def tweet_to_item(tweet: dict[str, Any], handle: str, source: str, person: str =
     `included`: the answer's `includes.tweets` by id (a retweet's original). An edited post
     comes back under a new id: the item keeps its first id, so the edit updates the item the
     first version made instead of adding a second one."""
-    tid = first_id(tweet)
-    text, links = post_text(tweet, included)
+    return post_item(first_id(tweet), post_text(tweet, included), tweet_time(tweet), handle,
+                     source, person)
+
+
+# A post's text and links as its item holds them (`post_text`).
+Part = tuple[str, list[str]]
+# The posts of a thread as its item holds them: each one's first id → its `Part`.
+Parts = dict[str, Part]
+
+
+def post_item(tid: str, part: Part, at: datetime, handle: str, source: str, person: str = "",
+              later: Iterable[Part] = ()) -> Item:
+    """The item of post `tid` (its first id), published `at`, with its text and links; and
+    after them those of its thread's `later` posts, in order (the title stays the post's)."""
+    text, links = part
+    later = list(later)
     return Item(
         title=shorten(text, TITLE_WIDTH) or post_url(handle, tid), url=post_url(handle, tid),
-        source=source, kind="social", authors=(person or f"@{handle}",),
-        published=tweet_time(tweet), summary=text, guid=tid, links=tuple(links), person=person,
+        source=source, kind="social", authors=(person or f"@{handle}",), published=at,
+        summary=" ".join([text, *(words for words, _ in later if words)]), guid=tid,
+        links=tuple(dict.fromkeys([*links, *(u for _, urls in later for u in urls)])),
+        person=person,
     )
 
 
-# A thread's later posts as its item holds them: each one's first id → (its text, its links).
-Parts = dict[str, tuple[str, list[str]]]
+@dataclass
+class Thread:
+    """A thread as its item holds it: the time of its first post (the item's date) and the
+    text and links of each of its posts, the first included (`parts`). An edit of any of them
+    comes alone in a later answer, under a new id: the item is made again from these."""
+
+    at: datetime
+    parts: Parts
+
+    def item(self, head: str, handle: str, source: str, person: str = "") -> Item:
+        """The thread's item: its first post's (`head`, its first id), with the rest in it."""
+        later = [self.parts[k] for k in sorted(self.parts, key=int) if k != head]
+        return post_item(head, self.parts[head], self.at, handle, source, person, later)
 
 
 @dataclass
 class Timeline:
     """What `read_timeline` made of an answer: its items, newest first; the posts it left out
-    as malformed (id, or '' when it had none, and why); and the later posts of the threads it
-    read, and of those it was given (`Parts` by the first post's first id)."""
+    as malformed (id, or '' when it had none, and why); and the threads it read, and those it
+    was given (by the first post's first id)."""
 
     items: list[Item]
     malformed: list[tuple[str, str]] = field(default_factory=list)
-    threads: dict[str, Parts] = field(default_factory=dict)
+    threads: dict[str, Thread] = field(default_factory=dict)
 
     def warning(self) -> str:
         """The posts left out, in one line for the source's report ('' when none were)."""
@@ -399,7 +426,7 @@ def parse_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, pe
 
 def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, person: str = "",
                   *, replies: bool = False, retweets: bool = False, own_id: str = "",
-                  threads: dict[str, Parts] | None = None) -> Timeline:
+                  threads: dict[str, Thread] | None = None) -> Timeline:
     """Timeline pages (`{"data": [...], "meta": {...}}`) → Items, newest first.
 
     Retweets and replies are dropped unless asked for, even if the API sent them; but not the
@@ -408,9 +435,10 @@ def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, per
     (one entry, not "1/", "2/", … each in the digest). One whose first post came in an earlier
     run, or was left out (a reply to someone else), is an item of its own.
 
-    `threads`: the later posts of threads read in earlier runs (`Timeline.threads`). An edit of
-    such a thread's first post comes alone, under a new id, and its item replaces the thread's:
-    it is the edited post with the thread's later posts, not the edited post alone.
+    `threads`: the threads read in earlier runs (`Timeline.threads`). An edit of one of their
+    posts comes alone, under a new id: the thread's item is made again with it, the rest of
+    the thread kept (not the edited first post alone; not an edited "2/" as an item of its
+    own beside a thread that still holds its old text).
 
     A malformed post (`post_problem`) costs only itself: it is left out, and named in
     `Timeline.malformed`. XError when the answer itself cannot be read (`usable_pages`).
@@ -430,60 +458,85 @@ def read_timeline(pages: Iterable[dict[str, Any]], handle: str, source: str, per
                 continue
             kept.append(tweet)
     # by first id: a thread's later posts name the first post's first id (`conversation_id`),
-    # also when that post came edited, under a new id
-    heads = {first_id(t) for t in kept}
-    rest = {head: dict(parts) for head, parts in (threads or {}).items()}
-    folded: set[int] = set()
-    for tweet in kept:
-        head = str(tweet.get("conversation_id") or "")
-        if continues_own(tweet, own_id) and head != first_id(tweet) and head in heads:
-            rest.setdefault(head, {})[first_id(tweet)] = post_text(tweet, included)
-            folded.add(id(tweet))
-    items = [with_parts(tweet_to_item(t, handle, source, person, included),
-                        rest.get(first_id(t), {})) for t in kept if id(t) not in folded]
-    return Timeline(items, malformed, rest)
+    # also when that post came edited, under a new id. Oldest first: of two versions of a post
+    # in one answer, the edit is the one kept.
+    oldest_first = sorted(kept, key=lambda t: int(t["id"]))
+    posts = {first_id(t): t for t in oldest_first}
+    rest = {head: Thread(t.at, dict(t.parts)) for head, t in (threads or {}).items()}
+    into: dict[str, str] = {}  # a later post's first id → its thread's
+    for tweet in oldest_first:
+        head, fid = str(tweet.get("conversation_id") or ""), first_id(tweet)
+        if not continues_own(tweet, own_id) or head == fid:
+            continue
+        if head in posts:
+            rest.setdefault(head, Thread(tweet_time(posts[head]), {}))
+        elif fid not in (rest[head].parts if head in rest else {}):  # not an edit of a part
+            continue
+        rest[head].parts[fid] = post_text(tweet, included)
+        into[fid] = head
+    for fid, tweet in posts.items():  # a thread's first post, as it came (maybe edited)
+        if fid in rest:
+            rest[fid] = Thread(tweet_time(tweet), {**rest[fid].parts,
+                                                   fid: post_text(tweet, included)})
+    items: dict[str, Item] = {}
+    for tweet in kept:  # newest first, as X sends them
+        fid = first_id(tweet)
+        key = into.get(fid, fid)  # the item it is in: its thread's
+        if key in items or (key != fid and key in posts):  # its first post came: in its place
+            continue
+        items[key] = rest[key].item(key, handle, source, person) if key in rest \
+            else tweet_to_item(posts[fid], handle, source, person, included)
+    return Timeline(list(items.values()), malformed, rest)
 
 
-def with_parts(item: Item, parts: Parts) -> Item:
-    """A thread's first post's item with its later posts' text and links, in order."""
-    if not parts:
-        return item
-    ordered = [parts[k] for k in sorted(parts, key=int)]
-    text = " ".join([item.summary, *(words for words, _ in ordered if words)])
-    links = dict.fromkeys([*item.links, *(u for _, urls in ordered for u in urls)])
-    return replace(item, summary=text, links=tuple(links))
-
-
-def recent_threads(threads: dict[str, Parts], newest: str | None) -> dict[str, Parts]:
-    """The threads whose first post may still come edited: published at most `EDIT_WINDOW`
-    before the newest post read (`newest`: the source's cursor). An edit of an older one would
-    be older than the cursor, and X sends only posts newer than it."""
+def recent_threads(threads: dict[str, Thread], newest: str | None) -> dict[str, Thread]:
+    """The threads of which a post may still come edited: one published at most
+    `EDIT_WINDOW` before the newest post read (`newest`: the source's cursor). An edit of an
+    older one would be older than the cursor, and X sends only posts newer than it."""
     if not _digits(newest):
         return threads
     window = int(EDIT_WINDOW.total_seconds() * 1000)
     newest_ms = int(str(newest)) >> 22
-    return {head: parts for head, parts in threads.items() if newest_ms - (int(head) >> 22)
-            <= window}
+    return {head: t for head, t in threads.items()
+            if newest_ms - (max(map(int, t.parts)) >> 22) <= window}
 
 
-def load_threads(raw: str | None) -> dict[str, Parts]:
-    """`Timeline.threads` as `dump_threads` wrote it; what is not shaped so is passed over (a
-    thread's item then keeps its text until its first post is edited)."""
+def load_threads(raw: str | None) -> dict[str, Thread]:
+    """`Timeline.threads` as `dump_threads` wrote it; what is not shaped so is passed over (an
+    edit of one of that thread's posts is then an item of its own, or the thread's first post
+    alone)."""
     try:
         doc = json.loads(raw or "{}")
     except ValueError:
         return {}
-    return {head: {pid: (p[0], p[1]) for pid, p in parts.items()  # [its text, its links]
-                   if _digits(pid) and isinstance(p, list) and len(p) == 2
-                   and isinstance(p[0], str) and not shape_problem(p[1], [str])}
-            for head, parts in (doc.items() if isinstance(doc, dict) else ())
-            if _digits(head) and isinstance(parts, dict)}
+    threads = {}
+    for head, entry in (doc.items() if isinstance(doc, dict) else ()):
+        at = _stored_time(entry.get("at")) if isinstance(entry, dict) else None
+        parts = entry.get("parts") if isinstance(entry, dict) else None
+        if not _digits(head) or at is None or not isinstance(parts, dict):
+            continue
+        parts = {pid: (p[0], p[1]) for pid, p in parts.items()  # [its text, its links]
+                 if _digits(pid) and isinstance(p, list) and len(p) == 2
+                 and isinstance(p[0], str) and not shape_problem(p[1], [str])}
+        if head in parts:  # the item cannot be made again without its first post
+            threads[head] = Thread(at, parts)
+    return threads
 
 
-def dump_threads(threads: dict[str, Parts]) -> str:
-    return json.dumps({head: {pid: [text, links] for pid, (text, links) in parts.items()}
-                       for head, parts in threads.items() if parts},
-                      ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+def _stored_time(raw: Any) -> datetime | None:
+    """The time `dump_threads` wrote (ISO 8601, with its offset); None when it is not one."""
+    try:
+        at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return at if at is not None and at.tzinfo is not None else None
+
+
+def dump_threads(threads: dict[str, Thread]) -> str:
+    return json.dumps({head: {"at": t.at.isoformat(), "parts": {
+        pid: [text, links] for pid, (text, links) in t.parts.items()}}
+        for head, t in threads.items()},
+        ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def _included(pages: list[dict[str, Any]]) -> list[Any]:
