@@ -165,6 +165,24 @@ def test_a_thread_is_one_item_with_every_posts_links() -> None:
         "104", "101", "100"]
 
 
+def test_a_thread_opened_by_a_photo_alone_is_titled_by_its_first_words() -> None:
+    """A thread whose first post is a photo alone ("1/" is the picture, "2/ the paper: …" the
+    words) was titled by the first post's address, and its summary began with a space."""
+    photo = {"url": "https://t.co/m", "expanded_url": "https://x.com/me/status/100/photo/1",
+             "media_key": "3_1"}
+    page = {"data": [
+        {"id": "103", "text": "2/ the paper", "conversation_id": "100",
+         "in_reply_to_user_id": "42", "created_at": "2026-11-20T10:01:00.000Z"},
+        {"id": "100", "text": "https://t.co/m", "conversation_id": "100",
+         "created_at": "2026-11-20T10:00:00.000Z", "entities": {"urls": [photo]}}]}
+    [thread] = parse_timeline([page], "me", "Me/x", own_id="42")
+    assert (thread.title, thread.summary) == ("2/ the paper", "2/ the paper")
+    assert thread.url == "https://x.com/me/status/100"
+    # a photo with no words anywhere is still titled by its address
+    [alone] = parse_timeline([{"data": page["data"][1:]}], "me", "Me/x", own_id="42")
+    assert (alone.title, alone.summary) == ("https://x.com/me/status/100", "")
+
+
 def test_real_post_links_are_expanded_and_media_dropped(corpus: Path) -> None:
     items = {i.guid: i for i in parse_timeline([twarc_timeline(corpus)], "PhillyNEFL", "p/x")}
     star_wars = items["1257469520882647040"]

@@ -368,13 +368,17 @@ Parts = dict[str, Part]
 def post_item(tid: str, part: Part, at: datetime, handle: str, source: str, person: str = "",
               later: Iterable[Part] = ()) -> Item:
     """The item of post `tid` (its first id), published `at`, with its text and links; and
-    after them those of its thread's `later` posts, in order (the title stays the post's)."""
+    after them those of its thread's `later` posts, in order. The title is the post's words,
+    or, for a thread opened by a photo alone, its first words ("2/ the paper: …"), and the
+    post's address only where no post has any."""
     text, links = part
     later = list(later)
+    words = [w for w in [text, *(words for words, _ in later)] if w]
     return Item(
-        title=shorten(text, TITLE_WIDTH) or post_url(handle, tid), url=post_url(handle, tid),
+        title=shorten(words[0] if words else "", TITLE_WIDTH) or post_url(handle, tid),
+        url=post_url(handle, tid),
         source=source, kind="social", authors=(person or f"@{handle}",), published=at,
-        summary=" ".join([text, *(words for words, _ in later if words)]), guid=tid,
+        summary=" ".join(words), guid=tid,
         links=tuple(dict.fromkeys([*links, *(u for _, urls in later for u in urls)])),
         person=person,
     )
