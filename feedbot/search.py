@@ -147,7 +147,9 @@ to too under until up very was we were what when where which while who whom why 
 you your"""
 _STOP = frozenset(_STOP_WORDS.split())
 SHOWN = 80  # characters of the query repeated in a heading or a one-line answer
-_EXAMPLE = "e.g. `feedbot search sparse attention`, an arXiv id or a link"
+# Said by `feedbot search` and the bot's /search alike (which shows these lines as plain text:
+# no command name, no Markdown backticks).
+_EXAMPLE = "e.g. “sparse attention”, an arXiv id or a link"
 # A link pasted without its scheme: a host with a dot and a path ("lab.example.org/post").
 _BARE_LINK = re.compile(r"(?:[\w-]+\.)+[a-z]{2,}(?::\d+)?/\S*", re.IGNORECASE)
 

@@ -72,6 +72,21 @@ def escape(text: str) -> str:
     return clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# A command that a note written for both the terminal and the chat names in backticks, as
+# the command line shows it ("`feedbot search` in a terminal embeds them"). Telegram's HTML
+# shows Markdown's backticks as typed; the chat shows a command as <code>, as /help does.
+_COMMAND = re.compile(r"`(feedbot(?: [^`\n]*)?)`")
+
+
+def note_html(text: str) -> str:
+    """A note of ours (a search's "nothing matches …", "… no vector yet") as Telegram HTML:
+    in italics, escaped, with the commands it names in backticks as <code> (see `_COMMAND`),
+    outside the italics (Telegram lets no italic entity hold a code one)."""
+    parts = _COMMAND.split(escape(text))  # the commands at odd places
+    return "".join(f"<code>{p}</code>" if k % 2 else f"<i>{p}</i>" if p else ""
+                   for k, p in enumerate(parts))
+
+
 def escape_attr(text: str) -> str:
     return escape(text).replace('"', "&quot;")
 
@@ -307,7 +322,7 @@ def render_search(query: str, entries: Sequence[DigestEntry], notes: Sequence[st
     """`/search`: the results as digest items, with their 👍 / 👎 / 🔖 buttons; without
     results, the one line (in `notes`) that says why. Not recorded as delivered."""
     header = f"🔎 <b>Search</b>: {escape(shorten(query, 200))}"
-    said = "".join(f"\n<i>{escape(shorten(n, 300))}</i>" for n in notes)
+    said = "".join(f"\n{note_html(shorten(n, 300))}" for n in notes)
     if not entries:
         return [text_message(header + (said or "\nNothing found."), limit)]
     header += said

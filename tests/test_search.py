@@ -28,6 +28,9 @@ from feedbot.items import Item
 from feedbot.roadmap import load_roadmap
 from feedbot.search import SUMMARY_HEAD, SearchError, query_words, search
 from feedbot.store import Store
+from feedbot.telegram_render import render_search
+
+from .fake_bot_api import telegram_html_problems
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SOURCES = """\
@@ -286,6 +289,13 @@ def test_items_without_a_vector_are_embedded_first_or_matched_by_words(
     in_chat = find(store, fake_emb, "sparse experts", embeds=0)  # the bot's: embeds nothing
     assert in_chat.unembedded == 1 and in_chat.notes[0].endswith(
         "(`feedbot search` in a terminal embeds them)")
+    # the chat shows the command as code, as its other messages do: Telegram's HTML showed
+    # the backticks as typed
+    [msg] = render_search(in_chat.query, in_chat.items, in_chat.notes)
+    assert telegram_html_problems(msg.text) == []
+    assert "\n<i>1 item searched has no vector yet: matched by its words only (</i><code>" \
+        "feedbot search</code><i> in a terminal embeds them)</i>\n" in msg.text
+    assert "`" not in msg.text
     found = find(store, fake_emb, "sparse experts")
     assert titles(found)[0] == late.title and found.unembedded == 0 and found.notes == []
     assert store.missing_vectors(fake_emb.model_id) == []
@@ -370,6 +380,11 @@ def test_a_query_of_punctuation_or_common_words_only_says_so(fake_emb: Any, quer
                                           r"words)") as e:
         find(store, fake_emb, query)
     assert "\n" not in str(e.value)
+    # the bot's /search answers with this line as plain text: no backticks, and no command
+    # of the terminal's ("`feedbot search sparse attention`" was shown so in the chat)
+    assert str(e.value).endswith(": give some words, e.g. “sparse attention”, an arXiv id or "
+                                 "a link") or str(e.value).endswith(
+        ": say what the item is about, e.g. “sparse attention”, an arXiv id or a link")
     assert titles(find(store, fake_emb, "the tokenizer"))[0] == "Let's build a tokenizer"
 
 
