@@ -191,6 +191,8 @@ def prune(store: Store, *, older_than: float | None, label: str, now: datetime,
         report.kept = candidates.voted
     if dry_run:
         report.items, report.vectors, report.other_models = len(going), len(unused), len(other)
+        if before is not None:
+            report.tombstones = store.unseen_tombstones(before)
         return report
 
     def stopping() -> bool:

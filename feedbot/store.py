@@ -1593,8 +1593,13 @@ class Store:
     def delete_tombstones(self, unseen_since: datetime) -> int:
         """Forget tombstones that no feed has listed since `unseen_since`."""
         with self.transaction() as db:
-            return db.execute("DELETE FROM tombstones WHERE seen < ?",
+            return db.execute(f"DELETE {_UNSEEN_TOMBSTONES}",
                               (unseen_since.timestamp(),)).rowcount
+
+    def unseen_tombstones(self, unseen_since: datetime) -> int:
+        """How many tombstones `delete_tombstones(unseen_since)` would forget (a dry run's)."""
+        return int(self.db.execute(f"SELECT count(*) {_UNSEEN_TOMBSTONES}",
+                                   (unseen_since.timestamp(),)).fetchone()[0])
 
     def was_withdrawn(self, ref: str) -> bool:
         """Whether `ref` (an arXiv id or page, as `get_item` takes it) names a paper removed
@@ -1683,6 +1688,7 @@ def _dated_by_a_wrong_clock(row: sqlite3.Row, it: Item, now: datetime) -> bool:
             and it.published is not None and it.published != now)
 
 
+_UNSEEN_TOMBSTONES = "FROM tombstones WHERE seen < ?"  # no feed has listed them since then
 _PRUNABLE = ("coalesce(published, first_seen) < :before AND first_seen < :before AND "
              "id NOT IN (SELECT item_id FROM feedback) AND "
              "id NOT IN (SELECT item_id FROM bookmarks) AND "

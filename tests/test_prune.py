@@ -283,6 +283,12 @@ def test_tombstones_no_feed_listed_for_the_retention_are_forgotten(store: Store)
     store.upsert_items([Item("Undated", "https://blog.example.org/u", "Blog")], LONG_AGO)
     run_prune(store)
     assert store.tombstone_count() == 1
+    # the dry run says so too: it said "would remove 0 items … and 0 cached vectors"
+    dry = run_prune(store, now=NOW + timedelta(days=366), dry_run=True)
+    assert dry.line().startswith(  # type: ignore[attr-defined]
+        "would remove 0 items older than 365d and 0 cached vectors and 1 tombstone of items "
+        "no feed lists any more: about ")
+    assert store.tombstone_count() == 1
     report = run_prune(store, now=NOW + timedelta(days=366), vacuum=True)
     assert store.tombstone_count() == 0
     # said (it was not), and not worth rewriting the file for (it was vacuumed)
