@@ -9,9 +9,11 @@ tricks (billion laughs, external entities) never reach the XML parser's expansio
 from __future__ import annotations
 
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
 
 from .config import Config, SourceSpec
+from .text import UNSHOWN
 
 Feed = tuple[str, str, str]  # (title, xml_url, html_url)
 
@@ -44,6 +46,19 @@ class _NoDoctype(ET.TreeBuilder):
 
 
 _REFUSED = "refusing an OPML file with a DOCTYPE or entity declarations"
+
+
+# The bidi controls of `text.UNSHOWN` (U+202A-U+202E, U+2066-U+2069), taken out of a title:
+# an outline titled "\u202eevil" became a source that `feedbot sources` lists as "evil" (the
+# views drop them) and `feedbot unfollow evil` did not find. (The control characters proper
+# are left to `follow.add_blogs`, which skips such a title and says why.)
+_BIDI = dict.fromkeys(c for c in UNSHOWN if unicodedata.category(chr(c)) == "Cf")
+
+
+def _title(el: ET.Element) -> str:
+    """The outline's title (else its text) without bidi controls (`_BIDI`)."""
+    shown = (" ".join(_attr(el, name).translate(_BIDI).split()) for name in ("title", "text"))
+    return next((t for t in shown if t), "")
 
 
 _SCHEME = re.compile(r"^(?:feed:(?://)?)?(https?://)?", re.IGNORECASE)
@@ -82,7 +97,7 @@ def parse_opml(data: bytes) -> list[Feed]:
             continue
         url = feed_url(_attr(el, "xmlUrl"))
         if url and url not in feeds:
-            title = _attr(el, "title") or _attr(el, "text") or url
+            title = _title(el) or url
             feeds[url] = (title, url, _attr(el, "htmlUrl"))
     return list(feeds.values())
 

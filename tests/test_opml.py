@@ -188,6 +188,23 @@ def test_import_skips_malformed_feeds_and_imports_the_others(sources: Path,
     assert [b.name for b in load_config(sources).blogs] == ["Jay Alammar", "Good", "Also good"]
 
 
+def test_bidi_controls_in_a_title_are_left_out_of_the_name(sources: Path, tmp_path: Path
+                                                           ) -> None:
+    """An outline titled "\u202eevil" was followed under that name: `feedbot sources` showed
+    it as "evil" (the views drop bidi controls), and `feedbot unfollow evil` did not find it."""
+    f = tmp_path / "bidi.opml"
+    f.write_bytes(opml('<outline title="&#x202e;evil" xmlUrl="https://evil.example/feed"/>'
+                       '<outline title="&#x2067;&#x2069;" text="Text" '
+                       'xmlUrl="https://text.example/feed"/>'))
+    r = CliRunner().invoke(main, ["--sources", str(sources), "import-opml", str(f)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[:2] == ["added evil", "added Text"]
+    assert [b.name for b in load_config(sources).blogs][1:] == ["evil", "Text"]
+    r = CliRunner().invoke(main, ["--sources", str(sources), "unfollow", "evil"])
+    assert r.exit_code == 0, r.output
+    assert [b.name for b in load_config(sources).blogs][1:] == ["Text"]
+
+
 def test_feed_scheme_and_capital_scheme_urls_are_http_urls() -> None:
     """Older readers export `feed://host/rss` (http) and `feed:https://…`, and a scheme may be
     in capitals: all were skipped as 'not an http(s) URL'."""
