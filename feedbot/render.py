@@ -80,6 +80,26 @@ def md_text(text: str) -> str:
     return _MD_LINE_START.sub(r"\1\\\2", text, count=1)
 
 
+# A command that a note names in backticks, as the terminal shows it ("run `feedbot collect`
+# first"): the Markdown, HTML and Telegram views show it as code, not the backticks as typed.
+COMMAND = re.compile(r"`(feedbot(?: [^`\n]*)?)`")
+# the same in `md_text`'s output, where each backtick (and what else Markdown marks) is escaped
+_MD_COMMAND = re.compile(r"\\`(feedbot(?: [^`\n]*?)?)\\`")
+_MD_ESCAPED = re.compile(r"\\(.)")
+
+
+def md_note(note: str) -> str:
+    """A note (`Digest.notes`) for Markdown: `md_text`, with its commands (`COMMAND`) as code
+    spans, which show their text as written."""
+    return _MD_COMMAND.sub(lambda m: "`" + _MD_ESCAPED.sub(r"\1", m.group(1)) + "`",
+                           md_text(note))
+
+
+def html_note(text: str) -> str:
+    """Escaped text (`html.escape`) with its commands (`COMMAND`) as <code>."""
+    return COMMAND.sub(r"<code>\1</code>", text)
+
+
 _LINKABLE = re.compile(r"^https?://[^/?#\\]", re.IGNORECASE)
 
 
@@ -101,7 +121,7 @@ def render_markdown(d: Digest, explain: bool = False) -> str:
     if d.demo:
         lines += ["> **Demo items** — nothing has been collected yet; these are examples.", ""]
     for note in d.notes:
-        lines.append(f"_{md_text(note)}_")
+        lines.append(f"_{md_note(note)}_")
     if d.notes:
         lines.append("")
     if not d.items and d.nothing:
@@ -135,7 +155,7 @@ def render_html(d: Digest, explain: bool = False) -> str:
     if d.demo:
         out.append('<p class="demo"><strong>Demo items</strong> — nothing has been collected '
                    "yet; these are examples.</p>")
-    out += [f"<p><em>{esc(n)}</em></p>" for n in d.notes]
+    out += [f"<p><em>{html_note(esc(n))}</em></p>" for n in d.notes]
     if not d.items:
         out += [f"<p>{esc(d.nothing)}</p>"] if d.nothing else []
     else:

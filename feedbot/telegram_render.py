@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .render import link_url, local_date
+from .render import COMMAND, link_url, local_date
 from .text import UNSHOWN, mend_surrogates, shorten
 
 if TYPE_CHECKING:
@@ -72,17 +72,11 @@ def escape(text: str) -> str:
     return clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-# A command that a note written for both the terminal and the chat names in backticks, as
-# the command line shows it ("`feedbot search` in a terminal embeds them"). Telegram's HTML
-# shows Markdown's backticks as typed; the chat shows a command as <code>, as /help does.
-_COMMAND = re.compile(r"`(feedbot(?: [^`\n]*)?)`")
-
-
 def note_html(text: str) -> str:
     """A note of ours (a search's "nothing matches …", "… no vector yet") as Telegram HTML:
-    in italics, escaped, with the commands it names in backticks as <code> (see `_COMMAND`),
+    in italics, escaped, with the commands it names in backticks (`render.COMMAND`) as <code>,
     outside the italics (Telegram lets no italic entity hold a code one)."""
-    parts = _COMMAND.split(escape(text))  # the commands at odd places
+    parts = COMMAND.split(escape(text))  # the commands at odd places
     return "".join(f"<code>{p}</code>" if k % 2 else f"<i>{p}</i>" if p else ""
                    for k, p in enumerate(parts))
 

@@ -333,3 +333,21 @@ def test_dates_are_the_learners_and_the_json_keeps_the_utc_timestamp(fake_emb: o
     assert json.loads(render_json(d))["items"][0]["published"] == "2026-12-04T23:12:00+00:00"
     assert "2026-12-04" in render_markdown(replace(d, timezone="UTC"))
     assert "2026-12-04" in render_markdown(replace(d, timezone="America/New_York"))
+
+
+def test_a_command_a_note_names_shows_as_code_in_markdown_and_html(fake_emb: object) -> None:
+    """`feedbot search --format markdown` (or html) before any collection said "run
+    \\`feedbot collect\\` first", backticks and all, as the terminal writes it."""
+    from feedbot.search import search
+
+    cfg = load_config("sources.yaml", text="learner: {stage: nlp}\n")
+    found = search(cfg, Store(":memory:"), fake_emb, load_roadmap(), "attention",
+                   now=datetime(2026, 11, 25, tzinfo=UTC))
+    assert found.notes == ["nothing collected yet: run `feedbot collect` first, then search "
+                           "what it brings"]
+    md = MarkdownIt("commonmark").render(render_markdown(found))
+    page = render_html(found)
+    for out in (md, page):
+        assert "<em>nothing collected yet: run <code>feedbot collect</code> first, then search " \
+            "what it brings</em>" in out
+        assert "`" not in out
