@@ -98,7 +98,7 @@ from .scheduler import (
     next_prune_time,
     sent_on_a_day_to_come,
 )
-from .store import SourceState, Store, StoredItem, StoreError
+from .store import SourceState, Store, StoredItem, StoreError, is_busy
 from .telegram_render import TgMessage, config_ok, config_problem, render_digest
 from .text import shorten
 from .watch import SourcesWatcher
@@ -115,6 +115,10 @@ PRUNED_AT = "prune.last"  # meta: when `feedbot run` last pruned (ISO time)
 PRUNE_OVERDUE = timedelta(days=2)
 PRUNE_SOON = timedelta(minutes=10)
 CATCH_UP = 150.0  # seconds a late digest waits for the overdue sources' collection
+# Another process (`feedbot prune` with its VACUUM, `feedbot collect`) held the database past
+# the busy timeout while a digest was built: known, and retried, so one line and no traceback
+BUSY_DIGEST = ("the digest for chat %s could not be built: the database is busy, held by "
+               "another process (%s)")
 # a source another process collected this lately, after its job was armed, is not fetched again
 ELSEWHERE_RECENT = timedelta(minutes=30)
 
@@ -167,6 +171,8 @@ class Delivery:
     migrate_to: int | None = None  # the group became this supergroup (Telegram said so)
     forbidden: bool = False  # the bot was blocked, removed from the group, may not post there
     refusal: str = ""  # then: why, and what mends it (bot.why_refused)
+    # the digest could not be built: another process held the database past the busy timeout
+    busy: bool = False
 
 
 @dataclass
@@ -817,8 +823,10 @@ class Runner:
                 thread = await self.in_db(Store.digest_topic, str(chat))
                 result = await self._deliver(chat, day, thread)
             except Exception as e:  # ranking broke: log it, and retry later like a failed send
-                log.exception("building the digest for chat %s failed", chat)
-                result = Delivery(complete=False, error=f"{type(e).__name__}: {e}")
+                result = Delivery(complete=False, error=f"{type(e).__name__}: {e}",
+                                  busy=is_busy(e) or is_busy(e.__cause__ or e))
+                if not result.busy:  # a busy database is said with its retry (`_log_retry`)
+                    log.exception("building the digest for chat %s failed", chat)
             if result.complete:
                 state.failures, state.retry_at = 0, None
             else:
@@ -841,13 +849,12 @@ class Runner:
         learner = self.settings.config.learner
         grace = digest_grace(self.options.grace)
         end = digest_slot(day, learner.digest_time, learner.timezone) + grace
+        why, args = _why_not_sent(chat, result)
         if retry_at < end:
-            if result.forbidden:
-                log.warning("Telegram refuses messages to chat %s (%s); the digest is tried "
-                            "again at %s", chat, result.refusal, f"{retry_at:%H:%M} UTC")
+            if result.forbidden or result.busy:
+                log.warning(why + "; the digest is tried again at %s", *args,
+                            f"{retry_at:%H:%M} UTC")
             return
-        why, args = (("Telegram refuses messages to chat %s (%s)", (chat, result.refusal))
-                     if result.forbidden else ("the digest for chat %s did not go out", (chat,)))
         following = next_digest_time(end, learner.digest_time, learner.timezone)
         log.warning(why + "; the digest of %s is given up: a retry would come more than %s "
                     "after its time. The next one is due at %s", *args, day,
@@ -1224,6 +1231,15 @@ class StoppableEmbedder:
                 raise Stopping("feedbot is stopping")
             parts.append(self._inner.embed(texts[i:i + self.CHUNK]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _why_not_sent(chat: int, result: Delivery) -> tuple[str, tuple[Any, ...]]:
+    """The log message, and its arguments, that say why a scheduled digest did not go out."""
+    if result.forbidden:
+        return "Telegram refuses messages to chat %s (%s)", (chat, result.refusal)
+    if result.busy:
+        return BUSY_DIGEST, (chat, result.error)
+    return "the digest for chat %s did not go out", (chat,)
 
 
 def _prune(store: Store, cfg: Config, roadmap: Roadmap, now: datetime,

@@ -155,6 +155,40 @@ async def test_a_digest_sent_late_collects_the_overdue_sources_first(
     assert len(newest) == 3 and set(ids_sent(api)) & newest
 
 
+async def test_a_digest_the_busy_database_kept_from_being_built_is_one_warning_and_retried(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`feedbot prune` (its VACUUM) held the database past the busy timeout while the daily
+    digest was built: an ERROR "building the digest for chat … failed" with a traceback, for a
+    digest that was retried as it should be. Now one warning that says when it is tried again."""
+    import sqlite3
+
+    sources = write_sources(tmp_path / "sources.yaml")
+    clock = Clock(SLOT)
+    seed_items(feedbot_env, clock(), 6)  # no vectors yet: the digest writes them first
+    async with running(sources, feedbot_env, clock, api) as runner:
+        # the worker waits 30 s for a held database; here 50 ms
+        await runner.in_worker(lambda store: store.db.execute("PRAGMA busy_timeout = 50"))
+        other = sqlite3.connect(feedbot_env / "feedbot.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        caplog.clear()
+        try:
+            with caplog.at_level(logging.WARNING):
+                await runner.digest_tick()
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)], caplog.text
+        line = said[0].getMessage()
+        assert "database is locked" in line and "\n" not in line
+        assert line.endswith("the digest is tried again at 07:01 UTC"), line
+        assert api.sent(CHAT) == []
+        clock.advance(seconds=61)
+        await runner.digest_tick()  # the database is free: the digest goes out
+        assert len(ids_sent(api)) == 3
+
+
 async def test_sources_collected_at_once_keep_the_per_site_limit(
         server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
     """Every source is its own collection in `feedbot run`, so the limit of 4 at once per site
