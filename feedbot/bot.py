@@ -428,15 +428,27 @@ async def _reply(update: Update, context: ContextTypes.DEFAULT_TYPE,
             log.warning("a reply to chat %s may not have arrived: %s", _chat_id(update), e)
 
 
+# Seconds of flood wait (429 retry_after) worth waiting out to answer a button press.
+# Telegram takes the answer only for a short while after the press (the Bot API gives no
+# figure; bots report about 15 s, then "query is too old"), and the client's spinner stops by
+# itself. A longer wait outlives the answer: waiting it out held up the rest of the handling
+# (the tick) for up to 5 minutes, to send an answer Telegram would refuse.
+ANSWER_MAX_WAIT = 5.0
+
+
 async def _answer(update: Update, text: str | None = None) -> None:
     """Answer a button press (stops the client's spinner); best effort. Telegram refuses
-    answers to presses older than a few minutes (made while feedbot was down): the press still
-    counts, only the little notice is lost."""
+    answers to presses older than a few seconds (made while feedbot was down, or answered
+    after a long flood wait, which is therefore not waited out): the press still counts, only
+    the little notice is lost."""
     q = update.callback_query
     if q is None:
         return
     try:
-        await retrying(lambda: q.answer(text), attempts=2)
+        await retrying(lambda: q.answer(text), attempts=2, max_wait=ANSWER_MAX_WAIT)
+    except RetryAfter as e:
+        log.info("gave up answering a button press (flood control: Telegram asked to wait "
+                 "%.0fs); the press is handled all the same", _seconds(e.retry_after))
     except TelegramError as e:
         log.info("could not answer a button press: %s", e)
 

@@ -548,6 +548,28 @@ async def test_a_vote_counts_when_telegram_refuses_the_late_answer(
         assert [v.value for v in store.feedback(str(CHAT))] == ["up"]
 
 
+async def test_a_long_flood_wait_on_the_answer_to_a_press_holds_up_nothing(
+        bot: Any, api: FakeBotAPI, feedbot_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The answer to a press met Telegram's flood control (429, retry after 60 s): feedbot
+    waited the minute out before ticking the button, for an answer Telegram takes only for
+    seconds after the press. The answer is given up, in one line; the vote is stored and its
+    button ticked at once."""
+    [msg] = await ask(api, "/digest")
+    up = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    mid = next(m for m, v in api.messages.items() if v.get("_params") is msg)
+    api.fail("answerCallbackQuery", retry_after=60)
+    with caplog.at_level(logging.INFO, logger="feedbot.bot"):
+        api.press(CHAT, mid, up)
+        [edit] = await api.wait_for("editMessageReplyMarkup")
+    assert edit.params["reply_markup"]["inline_keyboard"][0][0]["text"].startswith("✅")
+    assert len(api.calls_to("answerCallbackQuery")) == 1  # not asked again
+    said = [r.getMessage() for r in caplog.records if "button press" in r.getMessage()]
+    assert said == ["gave up answering a button press (flood control: Telegram asked to wait "
+                    "60s); the press is handled all the same"]
+    with Store.open(feedbot_env) as store:
+        assert [v.value for v in store.feedback(str(CHAT))] == ["up"]
+
+
 async def test_every_button_press_is_answered(bot: Any, api: FakeBotAPI,
                                               feedbot_env: Path) -> None:
     """Unanswered presses leave a spinner on the learner's screen: a button of no known kind,
