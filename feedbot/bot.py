@@ -726,6 +726,10 @@ async def digest_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
                                             "comes with the next /digest or the daily one."))
 
 
+STAGE_USAGE = ("Usage: /stage to see your stage, /stage ID or /stage next to move "
+               "(stage ids are one word: /stage list shows them)")
+
+
 async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the stage with a button per stage; `/stage ID` or `/stage next` moves."""
     runner = _runner(context)
@@ -737,10 +741,15 @@ async def stage_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     word = stage_key(args[0])
     if word in ("set", "list") and roadmap.find(word, stage_key) is None:
         # the CLI's words: `/stage set ID` as `feedbot stage set ID`, `/stage list`
-        if word == "list" or len(args) == 1:
+        if len(args) == 1:
             await _reply(update, context, render_stage(roadmap, current))
             return
-        args = args[1:]
+        if word == "set":
+            args = args[1:]
+    if len(args) > 1:  # `/stage next please`, `/stage list all`, `/stage set nlp cnn`: moving
+        # to the first word's stage (or showing the list) ignored what the rest meant
+        await _reply(update, context, plain(STAGE_USAGE))
+        return
     target = args[0]
     if stage_key(target) == "next":
         nxt = roadmap.next_after(current)

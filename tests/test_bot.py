@@ -674,6 +674,20 @@ async def test_stage_list_and_a_bare_set_show_the_stages(bot: Any, api: FakeBotA
     assert sources.read_text() == before
 
 
+@pytest.mark.parametrize("text", ["/stage next please", "/stage nlp cnn",
+                                  "/stage set nlp cnn", "/stage list all"])
+async def test_stage_with_words_it_does_not_take_moves_nowhere_and_says_its_usage(
+        bot: Any, api: FakeBotAPI, sources: Path, text: str) -> None:
+    """`/stage next please` moved on, `/stage nlp cnn` and `/stage set nlp cnn` moved to nlp,
+    and `/stage list all` showed the stages, each ignoring the words after: the usage now,
+    as /later and /search answer words they do not take, and nothing moves."""
+    before, stage = sources.read_text(), bot.settings.config.learner.stage
+    [usage] = await ask(api, text)
+    assert usage["text"].startswith("Usage: /stage") and "/stage next" in usage["text"]
+    assert "reply_markup" not in usage
+    assert sources.read_text() == before and bot.settings.config.learner.stage == stage
+
+
 async def test_another_bots_bare_command_in_a_group_gets_no_answer(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path, clock: Clock) -> None:
     """In a group Telegram hands every bot a bare `/roll` (meant for a dice bot): feedbot
