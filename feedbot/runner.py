@@ -119,6 +119,9 @@ CATCH_UP = 150.0  # seconds a late digest waits for the overdue sources' collect
 # the busy timeout while a digest was built: known, and retried, so one line and no traceback
 BUSY_DIGEST = ("the digest for chat %s could not be built: the database is busy, held by "
                "another process (%s)")
+# How a collection says it could not connect at all (http._fetch_error, arxiv_api's
+# describe_error): when every overdue source says so, the network is probably not up yet
+NO_CONNECTION = ("cannot resolve host", "cannot connect to", "cannot reach the arXiv API")
 # a source another process collected this lately, after its job was armed, is not fetched again
 ELSEWHERE_RECENT = timedelta(minutes=30)
 
@@ -158,6 +161,10 @@ class RunOptions:
     # Seconds the bot's database thread waits for a database another connection is writing
     # before giving up ("database is locked"): a vote then asks the user to press again
     db_timeout: float = 30.0
+    # Seconds before the overdue sources of a late digest are collected once more when none
+    # of them could connect (the network not up yet after a wake): arXiv is not asked again
+    # for 60 s after it could not be reached
+    offline_retry: float = 60.0
     run_jobs: bool = True  # False: jobs are scheduled but never fired (tests fire them)
 
 
@@ -791,13 +798,41 @@ class Runner:
             if names:
                 log.info("collecting %d overdue source(s) before the digest of %s",
                          len(names), max(days))
-            tasks = [asyncio.ensure_future(self._collected(n)) for n in names]
-            for t in tasks:  # `stop` cancels those still running
-                self._catch_up_tasks.add(t)
-                t.add_done_callback(self._catch_up_tasks.discard)
-            self._caught_up = (slot, asyncio.ensure_future(
-                asyncio.wait(tasks, timeout=CATCH_UP) if tasks else asyncio.sleep(0)))
+            self._caught_up = (slot, self._stoppable(self._collect_overdue(names)))
         await asyncio.shield(self._caught_up[1])
+
+    def _stoppable(self, work: Any) -> asyncio.Future[Any]:
+        """`work` as a task that `stop` cancels if it still runs."""
+        task = asyncio.ensure_future(work)
+        self._catch_up_tasks.add(task)
+        task.add_done_callback(self._catch_up_tasks.discard)
+        return task
+
+    async def _collect_overdue(self, names: list[str]) -> None:
+        """Collect `names` (waiting at most CATCH_UP for them); when every one failed for want
+        of a network (a laptop that woke before its Wi-Fi was back), once more after
+        `RunOptions.offline_retry` seconds: they failed at once, and the late digest went out
+        with yesterday's items, its sources backing off for 5 minutes."""
+        if not names:
+            return
+        await asyncio.wait([self._stoppable(self._collected(n)) for n in names],
+                           timeout=CATCH_UP)
+        if self._all_offline(names):
+            log.info("none of the %d overdue source(s) could be reached (no network yet?); "
+                     "they are tried once more in %.0fs, before the digest", len(names),
+                     self.options.offline_retry)
+            await asyncio.sleep(self.options.offline_retry)
+            await asyncio.wait([self._stoppable(self._collected(n)) for n in names],
+                               timeout=CATCH_UP)
+
+    def _all_offline(self, names: list[str]) -> bool:
+        """Whether each source in `names` (none of which was failing before) failed for want
+        of a connection: no name resolved, no connection made, arXiv not reached."""
+        try:
+            states = [self.store.source_state(n) for n in names]
+        except (sqlite3.Error, StoreError):  # the digest goes out as before
+            return False
+        return all(st.failures and st.last_error.startswith(NO_CONNECTION) for st in states)
 
     async def _collected(self, name: str) -> None:
         """Collect `name` now, or wait for its collection in progress to end."""

@@ -155,6 +155,93 @@ async def test_a_digest_sent_late_collects_the_overdue_sources_first(
     assert len(newest) == 3 and set(ids_sent(api)) & newest
 
 
+class NetworkNotUp:
+    """A LocalServer whose port refuses connections, as every host does for a machine whose
+    network is not up yet, until `up()`: bound to its port, not listening until then."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.server = LocalServer()
+        address = self.server.httpd.server_address
+        self.server.httpd.socket.close()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        self.server.httpd.socket = sock
+
+    def up(self) -> None:
+        self.server.httpd.server_activate()  # listen()
+        self.server.__enter__()
+
+    def close(self) -> None:
+        if self.server.thread.is_alive():
+            self.server.__exit__()
+        else:
+            self.server.httpd.server_close()
+
+
+async def test_a_late_digest_tries_its_sources_again_when_the_network_was_not_up_yet(
+        api: FakeBotAPI, tmp_path: Path, feedbot_env: Path) -> None:
+    """A laptop that woke after the digest time, before its Wi-Fi was back: the overdue
+    sources failed at once ("cannot connect"), and the digest went out with what was stored.
+    When every one of them failed so, they are tried once more a little later, then the
+    digest goes out with what the night brought."""
+    feed = NetworkNotUp()
+    try:
+        url = feed.server.add("/feed.xml", body=atom_feed(feed_entries(2)))
+        sources = write_sources(tmp_path / "sources.yaml", blogs=(("Test blog", url),))
+        with Store.open(feedbot_env) as store:
+            store.record_success("Test blog", SLOT - timedelta(hours=10))  # last evening
+        clock = Clock(SLOT + timedelta(minutes=30))
+        async with running(sources, feedbot_env, clock, api, offline_retry=1.0) as runner:
+            tick = asyncio.create_task(runner.digest_tick())
+            with Store.open(feedbot_env) as store:
+                await eventually(lambda: store.source_state("Test blog").failures == 1)
+                assert "cannot connect" in store.source_state("Test blog").last_error
+            feed.up()  # the network is back
+            await tick
+        assert len(feed.server.hits("/feed.xml")) == 1
+        [digest] = api.sent(CHAT)
+        assert "lesson-0" in digest["text"] and "lesson-1" in digest["text"]
+    finally:
+        feed.close()
+
+
+async def test_a_late_digest_waits_for_no_network_when_a_source_could_connect(
+        api: FakeBotAPI, server: LocalServer, tmp_path: Path, feedbot_env: Path) -> None:
+    """One overdue source reached, another refused: the network is up, and the refused one
+    is that site's trouble: the digest goes out without waiting. A stop while waiting for the
+    network (all refused) is prompt."""
+    feed = NetworkNotUp()
+    try:
+        blogs = (("Up", server.add("/feed.xml", body=atom_feed(feed_entries(2)))),
+                 ("Down", feed.server.add("/feed.xml", body=atom_feed(feed_entries(2)))))
+        sources = write_sources(tmp_path / "sources.yaml", blogs=blogs)
+        with Store.open(feedbot_env) as store:
+            for name, _ in blogs:
+                store.record_success(name, SLOT - timedelta(hours=10))
+        clock = Clock(SLOT + timedelta(minutes=30))
+        async with running(sources, feedbot_env, clock, api, offline_retry=60.0) as runner:
+            await asyncio.wait_for(runner.digest_tick(), 30)
+            assert len(server.hits("/feed.xml")) == 1 and len(ids_sent(api)) == 2
+        only_down = write_sources(tmp_path / "down.yaml", blogs=blogs[1:])
+        clock.advance(days=1)
+        with Store.open(feedbot_env) as store:  # collected last evening
+            store.record_success("Down", clock() - timedelta(hours=10))
+        async with running(only_down, feedbot_env, clock, api, offline_retry=60.0) as runner:
+            tick = asyncio.create_task(runner.digest_tick())
+            with Store.open(feedbot_env) as store:
+                await eventually(lambda: store.source_state("Down").failures == 1)
+            await asyncio.sleep(0.2)  # waiting for the network now
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < 10
+        with pytest.raises(asyncio.CancelledError):
+            await tick
+    finally:
+        feed.close()
+
+
 async def test_a_digest_the_busy_database_kept_from_being_built_is_one_warning_and_retried(
         api: FakeBotAPI, tmp_path: Path, feedbot_env: Path,
         caplog: pytest.LogCaptureFixture) -> None:
