@@ -119,9 +119,11 @@ CATCH_UP = 150.0  # seconds a late digest waits for the overdue sources' collect
 # the busy timeout while a digest was built: known, and retried, so one line and no traceback
 BUSY_DIGEST = ("the digest for chat %s could not be built: the database is busy, held by "
                "another process (%s)")
-# How a collection says it could not connect at all (http._fetch_error, arxiv_api's
-# describe_error): when every overdue source says so, the network is probably not up yet
-NO_CONNECTION = ("cannot resolve host", "cannot connect to", "cannot reach the arXiv API")
+# How a collection says it could not connect at all (http._fetch_error, the describe_error of
+# arxiv_api and of x; a test holds them to it): when every overdue source says so, the network
+# is probably not up yet
+NO_CONNECTION = ("cannot resolve host", "cannot connect to", "cannot reach the arXiv API",
+                 "cannot reach the X API")
 # a source another process collected this lately, after its job was armed, is not fetched again
 ELSEWHERE_RECENT = timedelta(minutes=30)
 

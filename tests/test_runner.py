@@ -1736,3 +1736,25 @@ async def test_no_collection_is_brought_forward_for_a_digest_that_will_not_be_se
         clock.t = today - FRESH_LEAD  # called then all the same: nothing to bring forward
         assert runner.collect_before_digest() == []
         assert runner.jobs.next_run("collect:Test blog") == before
+
+
+def test_every_collector_says_no_connection_as_the_late_digest_looks_for_it() -> None:
+    """A late digest collects its overdue sources once more when none could connect (the
+    network not up yet after a wake); it tells that by their errors' words. X's "cannot reach
+    the X API" was not among them: with an X source overdue, the digest never waited."""
+    import httpx
+    import requests
+
+    from feedbot.collectors import arxiv_api, x
+    from feedbot.http import _fetch_error
+    from feedbot.runner import NO_CONNECTION
+
+    url = "https://feeds.example.org/rss"
+    said = [str(_fetch_error(httpx.ConnectError("[Errno -2] Name or service not known"), url,
+                             60.0)),
+            str(_fetch_error(httpx.ConnectError("[Errno 111] Connection refused"), url, 60.0)),
+            arxiv_api.describe_error(requests.ConnectionError("no route")),
+            str(x.describe_error(requests.ConnectionError("no route"), datetime.now(UTC)))]
+    assert [s.startswith(NO_CONNECTION) for s in said] == [True] * 4, said
+    # and what is no want of a network is not taken for one
+    assert not str(_fetch_error(httpx.ReadTimeout("slow"), url, 60.0)).startswith(NO_CONNECTION)
