@@ -164,6 +164,7 @@ class FeedbotGroup(click.Group):
         # before click parses: `feedbot --help` (eager, printed while parsing, before main()
         # runs) holds 👍 👎 too, and must not die on a cp1252 or latin-1 stdout
         tolerate_unencodable_output()
+        text_params_as_utf8(self)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -205,6 +206,51 @@ class FeedbotGroup(click.Group):
             fail(f"cannot write {what}: {e.strerror or e}", 1)
 
 
+class Utf8Text(click.types.StringParamType):
+    """A text argument or option (a name, a query, an id; not a file's path) as the UTF-8 text
+    the terminal or the script typed, whatever the locale.
+
+    Python decodes the command line with the locale's encoding and keeps each byte it cannot
+    decode as a lone surrogate: under the C or POSIX locale (cron, a minimal Docker image)
+    every non-ASCII letter. `feedbot follow "José Pérez"` then failed as invalid text and
+    `unfollow "Łukasz Kaiser"` found no one. The bytes, as typed, are read as UTF-8 (what
+    terminals and shells send almost everywhere); bytes that are not UTF-8 are refused, naming
+    the argument, instead of being searched or stored as garbage. A path keeps its bytes
+    (click.Path): a file name need not be UTF-8 to open."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        try:
+            text.encode("utf-8")
+            return text  # no lone surrogate: decoded as it was sent
+        except UnicodeEncodeError:
+            pass
+        try:
+            return os.fsencode(text).decode("utf-8")  # the bytes of the command line
+        except UnicodeError:
+            from .text import mend_surrogates
+
+            self.fail(f"{mend_surrogates(text)!r} is not UTF-8 text (\ufffd marks the bytes "
+                      "that are not); give it in UTF-8, as a terminal or a script set to UTF-8 "
+                      "sends it", param, ctx)
+
+
+UTF8_TEXT = Utf8Text()
+
+
+def text_params_as_utf8(command: click.Command) -> None:
+    """Every plain text parameter of `command` and its subcommands reads the command line as
+    UTF-8 (`Utf8Text`). Done as feedbot's group parses, not when a command is declared: new
+    commands and options get it without a word, and cli_follow's and cli_run's commands
+    register when imported, whichever module is imported first."""
+    for param in command.params:
+        if type(param.type) is click.types.StringParamType:
+            param.type = UTF8_TEXT
+    for sub in getattr(command, "commands", {}).values():
+        text_params_as_utf8(sub)
+
+
 def _one_edit(a: str, b: str) -> bool:
     """Whether a and b differ by one letter added, dropped or changed (--source, --sources)."""
     if abs(len(a) - len(b)) > 1 or a == b:
@@ -227,6 +273,7 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", 
 @click.group(cls=FeedbotGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", message="feedbot %(version)s")
 @click.option("--sources", "sources", envvar="FEEDBOT_SOURCES", metavar="FILE",
+              type=click.Path(readable=False),  # a path: its bytes kept, as Utf8Text does not
               help="sources.yaml to use (default: $FEEDBOT_SOURCES, ./sources.yaml, "
                    "$FEEDBOT_HOME/sources.yaml).")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
@@ -778,9 +825,7 @@ _CHAT_ID = re.compile(r"[+-]?[0-9]+")
 def feedback(app: App, item: str, value: str, chat: str) -> None:
     """Record 👍 (up), 👎 (down) or read-later for ITEM (an id from the digest, or its URL)."""
     from .store import AmbiguousRef
-    from .text import mend_surrogates
 
-    item = mend_surrogates(item)  # bytes that are not UTF-8 in argv come as lone surrogates
     try:
         found = app.store.get_item(item)
     except AmbiguousRef as e:

@@ -543,7 +543,7 @@ def test_feedback_by_id_and_url(sources: Path, use_fake_embedder: Any) -> None:
     # bytes that are not UTF-8, as a terminal passes them (lone surrogates in argv): a
     # UnicodeEncodeError traceback out of SQLite before
     garbled = invoke("feedback", "\udcff\udcfe", "up")
-    assert garbled.exit_code == 2 and "no stored item '\ufffd\ufffd'" in garbled.stderr
+    assert garbled.exit_code == 2 and "'\ufffd\ufffd' is not UTF-8 text" in garbled.stderr
 
 
 def test_init_writes_the_starter_file(tmp_path: Path) -> None:
@@ -906,21 +906,65 @@ def test_every_command_under_the_c_locale(odd_feed: Path, use_fake_embedder: Any
     to stdout itself; click's own lines were UTF-8 already). Every line is UTF-8 now, and
     JSON stays JSON."""
     invoke("collect")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"} | C_LOCALE
-    root = Path(__file__).resolve().parents[1]
-
-    def run(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-c", FAKE_EMBEDDER_MAIN, *args], env=env,
-                             cwd=root, capture_output=True, timeout=120)
-        assert out.returncode == 0 and b"Traceback" not in out.stderr, out.stderr.decode(
-            "utf-8", "replace")
-        return out.stdout.decode("utf-8")
-
     digest = ("digest", "--no-collect", "--since", "3650d")
-    text = run(*digest)
+    text = run_c_locale_ok(*digest)
     assert ODD_TITLE in text and "DEMO" not in text
-    assert json.loads(run(*digest, "--format", "json"))["items"][0]["title"] == ODD_TITLE
-    assert ODD_TITLE in run("search", "CNN", "tricks")
+    assert json.loads(run_c_locale_ok(*digest, "--format", "json"))["items"][0]["title"] == \
+        ODD_TITLE
+    assert ODD_TITLE in run_c_locale_ok("search", "CNN", "tricks")
+
+
+def run_c_locale(*args: str | bytes) -> subprocess.CompletedProcess[bytes]:
+    """`feedbot ARGS` in a child process under the C locale, with the fake embedder; never a
+    traceback. Arguments given as bytes reach it as they are (a file name that is not UTF-8)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"} | C_LOCALE
+    out = subprocess.run([sys.executable, "-c", FAKE_EMBEDDER_MAIN, *args], env=env,
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         timeout=120)
+    assert b"Traceback" not in out.stderr, out.stderr.decode("utf-8", "replace")
+    return out
+
+
+def run_c_locale_ok(*args: str | bytes) -> str:
+    """The standard output of `feedbot ARGS` under the C locale, which must exit 0."""
+    out = run_c_locale(*args)
+    assert out.returncode == 0, out.stderr.decode("utf-8", "replace")
+    return out.stdout.decode("utf-8")
+
+
+def test_text_arguments_under_the_c_locale_are_utf8(odd_feed: Path, use_fake_embedder: Any,
+                                                    tmp_path: Path) -> None:
+    """Under the C locale (cron, a minimal Docker image) Python keeps each non-ASCII byte of
+    the command line as a lone surrogate: `feedbot follow "José Pérez"` was refused as invalid
+    text, `unfollow "Łukasz Kaiser"` found no one and `search "Łukasz"` looked for "��ukasz".
+    Text arguments are the UTF-8 they were typed in now; bytes that are not UTF-8 are refused
+    naming the argument; a file's name keeps its bytes, UTF-8 or not."""
+    invoke("collect")
+    assert "following José Pérez on X (@jpz)" in run_c_locale_ok("follow", "José Pérez",
+                                                                  "--x", "jpz")
+    assert "- name: José Pérez" in odd_feed.read_text(encoding="utf-8")
+    assert "unfollowed José Pérez (X)" in run_c_locale_ok("unfollow", "José Pérez")
+    found = json.loads(run_c_locale_ok("search", "Łukasz", "--format", "json"))
+    assert found["query"] == "Łukasz" and found["items"][0]["title"] == ODD_TITLE
+    for args, said in ((("stage", "set", "cnñ"), "unknown stage 'cnñ'"),
+                       (("feedback", "Łukasz", "up"), "no stored item 'Łukasz'")):
+        out = run_c_locale(*args)
+        assert out.returncode == 2 and said in out.stderr.decode("utf-8"), out.stderr
+
+    before = odd_feed.read_bytes()
+    latin1 = run_c_locale("unfollow", "Müller".encode("latin-1"))  # a Latin-1 terminal's
+    assert latin1.returncode == 2 and odd_feed.read_bytes() == before
+    assert "Invalid value for 'NAME...': 'M\ufffdller' is not UTF-8 text" in \
+        latin1.stderr.decode("utf-8")
+
+    named = tmp_path / os.fsdecode(b"\xff sources.yaml")  # file names are bytes, as they are
+    named.write_bytes(before)
+    assert run_c_locale_ok("--sources", os.fsencode(named), "stage").startswith("stage 8/")
+    opml = tmp_path / os.fsdecode(b"f\xe9eds.opml")  # Latin-1, as an old export names it
+    opml.write_text('<opml version="2.0"><body><outline xmlUrl="https://blog.example.org/'
+                    'feed.xml"/></body></opml>')
+    assert "1 added" in run_c_locale_ok("import-opml", os.fsencode(opml))
+    assert "https://blog.example.org/feed.xml" in odd_feed.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown", "html", "json"])
